@@ -1,0 +1,42 @@
+//! `apiary`: the Apiary command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod spec;
+
+#[derive(Parser)]
+#[command(
+    name = "apiary",
+    version,
+    about = "Install, operate and remove a HoneyHive data plane in your AWS account"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write, check and document deployment specs
+    Spec {
+        #[command(subcommand)]
+        command: spec::SpecCommand,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Spec { command } => spec::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

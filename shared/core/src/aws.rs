@@ -1,0 +1,189 @@
+//! The one place that builds AWS SDK configuration.
+//!
+//! The same code runs against AWS and against the local emulator: the standard
+//! `AWS_ENDPOINT_URL` switches every client to the emulator, S3 then uses path-style
+//! addressing, and (only for a loopback endpoint) dummy credentials are supplied when
+//! none are set. Settings are read through [`Env`] so tests pass a map instead of
+//! mutating the process environment.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+
+/// Where configuration comes from.
+pub trait Env {
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, key: &str) -> Option<String> {
+        self.get(key).cloned().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for HashMap<&str, &str> {
+    fn var(&self, key: &str) -> Option<String> {
+        self.get(key)
+            .map(|v| (*v).to_owned())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// Settings that decide how clients are built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    /// Total attempts per call, including the first (SDK standard retry mode).
+    pub max_attempts: u32,
+    /// Use fixed dummy credentials: only ever true for a loopback endpoint.
+    pub local_credentials: bool,
+}
+
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+
+impl AwsSettings {
+    pub fn from_env(env: &dyn Env) -> Self {
+        let endpoint_url = env.var("AWS_ENDPOINT_URL");
+        let is_loopback = endpoint_url.as_deref().is_some_and(is_loopback_url);
+        let has_credentials =
+            env.var("AWS_ACCESS_KEY_ID").is_some() || env.var("AWS_PROFILE").is_some();
+        AwsSettings {
+            region: env
+                .var("AWS_REGION")
+                .or_else(|| env.var("AWS_DEFAULT_REGION")),
+            endpoint_url,
+            max_attempts: env
+                .var("APIARY_AWS_MAX_ATTEMPTS")
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n >= 1)
+                .unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            local_credentials: is_loopback && !has_credentials,
+        }
+    }
+
+    /// Settings for the local emulator at `endpoint`.
+    pub fn local(endpoint: &str, region: &str) -> Self {
+        AwsSettings {
+            region: Some(region.to_owned()),
+            endpoint_url: Some(endpoint.to_owned()),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            local_credentials: is_loopback_url(endpoint),
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        self.endpoint_url.is_some()
+    }
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let host = rest.split(['/', ':']).next().unwrap_or("");
+    host == "localhost" || host.starts_with("127.") || rest.starts_with("[::1]")
+}
+
+/// Builds the shared SDK configuration.
+pub async fn load(settings: &AwsSettings) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .operation_timeout(Duration::from_secs(120))
+                .build(),
+        );
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &settings.endpoint_url {
+        loader = loader.endpoint_url(endpoint);
+    }
+    if settings.local_credentials {
+        loader = loader.credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "apiary-local",
+        ));
+    }
+    loader.load().await
+}
+
+/// Loads configuration from the process environment: what a Lambda's `main` calls.
+pub async fn load_from_env() -> SdkConfig {
+    load(&AwsSettings::from_env(&ProcessEnv)).await
+}
+
+/// An S3 client; path-style addressing whenever the endpoint is overridden.
+pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
+    let builder =
+        aws_sdk_s3::config::Builder::from(config).force_path_style(config.endpoint_url().is_some());
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emulator_endpoint_gets_dummy_credentials_only_on_loopback() {
+        let env = HashMap::from([
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+            ("AWS_REGION", "us-west-2"),
+        ]);
+        let settings = AwsSettings::from_env(&env);
+        assert!(settings.local_credentials);
+        assert_eq!(settings.region.as_deref(), Some("us-west-2"));
+        assert_eq!(settings.max_attempts, DEFAULT_MAX_ATTEMPTS);
+
+        let remote = HashMap::from([("AWS_ENDPOINT_URL", "https://vpce-123.example.com")]);
+        assert!(!AwsSettings::from_env(&remote).local_credentials);
+
+        let with_keys = HashMap::from([
+            ("AWS_ENDPOINT_URL", "http://localhost:5000"),
+            ("AWS_ACCESS_KEY_ID", "AKIA..."),
+        ]);
+        assert!(!AwsSettings::from_env(&with_keys).local_credentials);
+    }
+
+    #[test]
+    fn no_endpoint_means_real_aws() {
+        let env = HashMap::from([
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("APIARY_AWS_MAX_ATTEMPTS", "7"),
+        ]);
+        let settings = AwsSettings::from_env(&env);
+        assert!(!settings.is_local());
+        assert!(!settings.local_credentials);
+        assert_eq!(settings.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(settings.max_attempts, 7);
+    }
+
+    #[tokio::test]
+    async fn emulator_settings_reach_the_sdk_config() {
+        let config = load(&AwsSettings::local("http://127.0.0.1:5000", "us-west-2")).await;
+        assert_eq!(config.endpoint_url(), Some("http://127.0.0.1:5000"));
+        assert_eq!(config.region().map(|r| r.as_ref()), Some("us-west-2"));
+        let retry = config.retry_config().expect("retry config is set");
+        assert_eq!(retry.max_attempts(), DEFAULT_MAX_ATTEMPTS);
+    }
+}

@@ -1,0 +1,410 @@
+//! The one error type every Apiary function returns, and the stable names it is known by.
+//!
+//! A Lambda turns an [`Error`] into a [`Diagnostic`] whose `error_type` is one of
+//! [`ERROR_NAMES`]. The state machines' `Retry` and `Catch` blocks name exactly these
+//! strings, so they are part of the public contract: add names, never rename them.
+
+use std::fmt;
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use lambda_runtime::Diagnostic;
+
+use crate::spec::SpecErrors;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A stable error name, as it appears in a Lambda `Diagnostic` and in ASL `ErrorEquals`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum ErrorName {
+    InvalidSpec,
+    InvalidInput,
+    Conflict,
+    NotReady,
+    Retryable,
+    Timeout,
+    Fatal,
+}
+
+/// What a name means and whether a state machine may retry it.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ErrorNameInfo {
+    pub name: &'static str,
+    pub retryable: bool,
+    pub meaning: &'static str,
+}
+
+/// Every error name a function can return. State machines are checked against this list.
+pub const ERROR_NAMES: &[ErrorNameInfo] = &[
+    ErrorNameInfo {
+        name: "Apiary.InvalidSpec",
+        retryable: false,
+        meaning: "The deployment spec is invalid; every problem is listed with its field path.",
+    },
+    ErrorNameInfo {
+        name: "Apiary.InvalidInput",
+        retryable: false,
+        meaning: "The step's input event is malformed (unknown action, missing field).",
+    },
+    ErrorNameInfo {
+        name: "Apiary.Conflict",
+        retryable: false,
+        meaning: "Another workflow holds the deployment lock, or a resource conflicts with one Apiary does not own.",
+    },
+    ErrorNameInfo {
+        name: "Apiary.NotReady",
+        retryable: true,
+        meaning: "A resource this step depends on exists but is not ready yet.",
+    },
+    ErrorNameInfo {
+        name: "Apiary.Retryable",
+        retryable: true,
+        meaning: "A transient AWS failure (throttling, 5xx, network); the same call may succeed later.",
+    },
+    ErrorNameInfo {
+        name: "Apiary.Timeout",
+        retryable: false,
+        meaning: "A resource did not become ready within the workflow's bounded wait.",
+    },
+    ErrorNameInfo {
+        name: "Apiary.Fatal",
+        retryable: false,
+        meaning: "AWS refused the request in a way that cannot succeed on retry (access denied, invalid parameter, quota).",
+    },
+];
+
+impl ErrorName {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorName::InvalidSpec => "Apiary.InvalidSpec",
+            ErrorName::InvalidInput => "Apiary.InvalidInput",
+            ErrorName::Conflict => "Apiary.Conflict",
+            ErrorName::NotReady => "Apiary.NotReady",
+            ErrorName::Retryable => "Apiary.Retryable",
+            ErrorName::Timeout => "Apiary.Timeout",
+            ErrorName::Fatal => "Apiary.Fatal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidSpec(SpecErrors),
+
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    #[error("{0}")]
+    Conflict(String),
+
+    #[error("{resource} is not ready: {detail}")]
+    NotReady { resource: String, detail: String },
+
+    #[error("{resource} did not become ready: {detail}")]
+    Timeout { resource: String, detail: String },
+
+    /// An AWS call failed. `retryable` decides between `Apiary.Retryable` and `Apiary.Fatal`.
+    #[error("{operation} failed{}: {message}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    Aws {
+        operation: String,
+        code: Option<String>,
+        message: String,
+        retryable: bool,
+    },
+
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl Error {
+    pub fn name(&self) -> ErrorName {
+        match self {
+            Error::InvalidSpec(_) => ErrorName::InvalidSpec,
+            Error::InvalidInput(_) => ErrorName::InvalidInput,
+            Error::Conflict(_) => ErrorName::Conflict,
+            Error::NotReady { .. } => ErrorName::NotReady,
+            Error::Timeout { .. } => ErrorName::Timeout,
+            Error::Aws {
+                retryable: true, ..
+            } => ErrorName::Retryable,
+            Error::Aws { .. } | Error::Fatal(_) => ErrorName::Fatal,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.name(), ErrorName::Retryable | ErrorName::NotReady)
+    }
+
+    /// The AWS error code, when this error came from an AWS call.
+    pub fn aws_code(&self) -> Option<&str> {
+        match self {
+            Error::Aws { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Error::InvalidInput(message.into())
+    }
+
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Error::Fatal(message.into())
+    }
+
+    /// Classifies an AWS SDK error. `operation` names the call and the resource, e.g.
+    /// `"CreateKey alias/apiary/acme/rds"`, so the message says what failed.
+    pub fn aws<E>(operation: impl Into<String>, err: SdkError<E, HttpResponse>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let operation = operation.into();
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        match &err {
+            SdkError::ServiceError(service) => {
+                let e = service.err();
+                let code = e.code().map(str::to_owned);
+                let message = e
+                    .message()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| DisplayErrorContext(&err).to_string());
+                let retryable = is_retryable_code(code.as_deref(), status);
+                Error::Aws {
+                    operation,
+                    code,
+                    message,
+                    retryable,
+                }
+            }
+            // Timeouts, connection failures and unparseable responses are transient.
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => Error::Aws {
+                operation,
+                code: None,
+                message: DisplayErrorContext(&err).to_string(),
+                retryable: true,
+            },
+            // The request could not even be built: a bug or bad input, never transient.
+            _ => Error::Aws {
+                operation,
+                code: None,
+                message: DisplayErrorContext(&err).to_string(),
+                retryable: false,
+            },
+        }
+    }
+}
+
+/// Error codes AWS services use for throttling and transient failures.
+const RETRYABLE_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "RequestThrottled",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "TransactionInProgressException",
+    "PriorRequestNotComplete",
+    "SlowDown",
+    "EC2ThrottledException",
+    "BandwidthLimitExceeded",
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "InternalServiceError",
+    "InternalServiceErrorException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "KMSInternalException",
+    "DependencyTimeoutException",
+];
+
+fn is_retryable_code(code: Option<&str>, status: Option<u16>) -> bool {
+    if let Some(code) = code
+        && RETRYABLE_CODES.contains(&code)
+    {
+        return true;
+    }
+    matches!(status, Some(429) | Some(500..=599))
+}
+
+impl From<Error> for Diagnostic {
+    fn from(err: Error) -> Self {
+        Diagnostic {
+            error_type: err.name().as_str().to_owned(),
+            error_message: err.to_string(),
+        }
+    }
+}
+
+impl From<SpecErrors> for Error {
+    fn from(errors: SpecErrors) -> Self {
+        Error::InvalidSpec(errors)
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(err: serde_json::Error) -> Self {
+        Error::InvalidInput(err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::Client;
+    use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
+    use aws_sdk_dynamodb::types::error::{InternalServerError, ResourceNotFoundException};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_types::error::ErrorMetadata;
+
+    async fn describe_with(rule: &aws_smithy_mocks::Rule) -> Error {
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [rule]);
+        let err = client
+            .describe_table()
+            .table_name("apiary")
+            .send()
+            .await
+            .expect_err("the mock returns an error");
+        Error::aws("DescribeTable apiary", err)
+    }
+
+    fn unhandled(code: &str, message: &str) -> DescribeTableError {
+        DescribeTableError::generic(ErrorMetadata::builder().code(code).message(message).build())
+    }
+
+    #[tokio::test]
+    async fn throttling_is_retryable() {
+        let rule = mock!(Client::describe_table)
+            .then_error(|| unhandled("ThrottlingException", "Rate exceeded"));
+        let err = describe_with(&rule).await;
+        assert_eq!(err.name(), ErrorName::Retryable);
+        assert!(err.is_retryable());
+        assert_eq!(err.aws_code(), Some("ThrottlingException"));
+        assert!(err.to_string().contains("Rate exceeded"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn access_denied_fails_fast_with_the_aws_message() {
+        let rule = mock!(Client::describe_table).then_error(|| {
+            unhandled(
+                "AccessDeniedException",
+                "User: arn:aws:sts::1:assumed-role/x is not authorized to perform: dynamodb:DescribeTable",
+            )
+        });
+        let err = describe_with(&rule).await;
+        assert_eq!(err.name(), ErrorName::Fatal);
+        assert!(!err.is_retryable());
+        let text = err.to_string();
+        assert!(
+            text.starts_with("DescribeTable apiary failed (AccessDeniedException)"),
+            "{text}"
+        );
+        assert!(text.contains("not authorized to perform"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn invalid_parameter_and_quota_are_not_retryable() {
+        for code in [
+            "ValidationException",
+            "LimitExceededException",
+            "InvalidParameterValue",
+        ] {
+            let rule = mock!(Client::describe_table).then_error(move || unhandled(code, "no"));
+            let err = describe_with(&rule).await;
+            assert_eq!(err.name(), ErrorName::Fatal, "{code}");
+        }
+    }
+
+    // Real responses always carry the error code in their metadata; so do these.
+    #[tokio::test]
+    async fn modeled_server_errors_are_retryable() {
+        let rule = mock!(Client::describe_table).then_error(|| {
+            DescribeTableError::InternalServerError(
+                InternalServerError::builder()
+                    .message("boom")
+                    .meta(ErrorMetadata::builder().code("InternalServerError").build())
+                    .build(),
+            )
+        });
+        let err = describe_with(&rule).await;
+        assert_eq!(err.name(), ErrorName::Retryable);
+    }
+
+    #[tokio::test]
+    async fn modeled_not_found_is_fatal() {
+        let rule = mock!(Client::describe_table).then_error(|| {
+            DescribeTableError::ResourceNotFoundException(
+                ResourceNotFoundException::builder()
+                    .message("Requested resource not found")
+                    .meta(
+                        ErrorMetadata::builder()
+                            .code("ResourceNotFoundException")
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+        let err = describe_with(&rule).await;
+        assert_eq!(err.name(), ErrorName::Fatal);
+        assert_eq!(err.aws_code(), Some("ResourceNotFoundException"));
+    }
+
+    #[tokio::test]
+    async fn http_5xx_without_a_known_code_is_retryable() {
+        let rule = mock!(Client::describe_table).then_http_response(|| {
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(503).unwrap(),
+                aws_smithy_types::body::SdkBody::from("{}"),
+            )
+        });
+        let err = describe_with(&rule).await;
+        assert_eq!(err.name(), ErrorName::Retryable, "{err}");
+    }
+
+    #[test]
+    fn diagnostic_carries_the_stable_name() {
+        let diagnostic = Diagnostic::from(Error::Conflict("deployment acme is locked".into()));
+        assert_eq!(diagnostic.error_type, "Apiary.Conflict");
+        assert_eq!(diagnostic.error_message, "deployment acme is locked");
+    }
+
+    #[test]
+    fn every_name_is_listed_once() {
+        let all = [
+            ErrorName::InvalidSpec,
+            ErrorName::InvalidInput,
+            ErrorName::Conflict,
+            ErrorName::NotReady,
+            ErrorName::Retryable,
+            ErrorName::Timeout,
+            ErrorName::Fatal,
+        ];
+        assert_eq!(all.len(), ERROR_NAMES.len());
+        for name in all {
+            let listed: Vec<_> = ERROR_NAMES
+                .iter()
+                .filter(|i| i.name == name.as_str())
+                .collect();
+            assert_eq!(listed.len(), 1, "{name}");
+            assert_eq!(
+                listed[0].retryable,
+                matches!(name, ErrorName::Retryable | ErrorName::NotReady),
+                "{name}"
+            );
+        }
+    }
+}

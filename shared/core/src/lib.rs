@@ -1,0 +1,15 @@
+//! Apiary's shared core: the deployment spec, naming and tagging, the AWS client
+//! factory, the DynamoDB state store and the error model every function returns.
+
+pub mod aws;
+pub mod error;
+pub mod lambda;
+#[cfg(feature = "local")]
+pub mod local;
+pub mod naming;
+pub mod spec;
+pub mod store;
+
+pub use error::{ERROR_NAMES, Error, ErrorName, Result};
+pub use naming::{Layer, Names};
+pub use spec::DeploymentSpec;

@@ -1,0 +1,155 @@
+//! Deterministic names and the tags on everything Apiary creates.
+//!
+//! A step finds what an earlier run made by these names and tags, so they must never
+//! depend on anything but the deployment name, the layer and the resource's purpose.
+
+use std::fmt;
+
+pub const TAG_DEPLOYMENT: &str = "apiary:deployment";
+pub const TAG_LAYER: &str = "apiary:layer";
+pub const TAG_MANAGED_BY: &str = "apiary:managed-by";
+pub const MANAGED_BY: &str = "apiary";
+/// A tag naming the resource's role inside its layer (e.g. `private-a`, `rds`).
+pub const TAG_ROLE: &str = "apiary:role";
+
+/// The layers of a data plane, in build order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    Keys,
+    Network,
+    Dns,
+    Storage,
+    Databases,
+    Cluster,
+    Workloads,
+}
+
+impl Layer {
+    pub const ALL: [Layer; 7] = [
+        Layer::Keys,
+        Layer::Network,
+        Layer::Dns,
+        Layer::Storage,
+        Layer::Databases,
+        Layer::Cluster,
+        Layer::Workloads,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Keys => "keys",
+            Layer::Network => "network",
+            Layer::Dns => "dns",
+            Layer::Storage => "storage",
+            Layer::Databases => "databases",
+            Layer::Cluster => "cluster",
+            Layer::Workloads => "workloads",
+        }
+    }
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Names for one deployment's resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    deployment: String,
+}
+
+impl Names {
+    pub fn new(deployment: impl Into<String>) -> Self {
+        Names {
+            deployment: deployment.into(),
+        }
+    }
+
+    pub fn deployment(&self) -> &str {
+        &self.deployment
+    }
+
+    /// `apiary-<deployment>-<purpose>`: the general form (at most 7 + 24 + 1 + purpose).
+    pub fn resource(&self, purpose: &str) -> String {
+        format!("apiary-{}-{purpose}", self.deployment)
+    }
+
+    /// `alias/apiary/<deployment>/<scope>`.
+    pub fn key_alias(&self, scope: &str) -> String {
+        format!("alias/apiary/{}/{scope}", self.deployment)
+    }
+
+    /// S3 bucket names are global: the account id and region keep them unique, and the
+    /// whole name stays within S3's 63 characters for a 24-character deployment name
+    /// and purposes of up to 7 characters.
+    pub fn bucket(&self, purpose: &str, account: &str, region: &str) -> String {
+        let name = format!("apiary-{}-{purpose}-{account}-{region}", self.deployment);
+        if name.len() <= 63 {
+            return name;
+        }
+        // Regions with long names: fall back to a stable hash of the region.
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(region.as_bytes());
+        let short: String = digest.iter().take(3).map(|b| format!("{b:02x}")).collect();
+        format!("apiary-{}-{purpose}-{account}-{short}", self.deployment)
+    }
+
+    /// The tags every resource of this deployment carries, for one layer.
+    pub fn tags(&self, layer: Layer) -> Vec<(String, String)> {
+        vec![
+            (TAG_DEPLOYMENT.to_owned(), self.deployment.clone()),
+            (TAG_LAYER.to_owned(), layer.as_str().to_owned()),
+            (TAG_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+        ]
+    }
+
+    /// Layer tags plus `Name` and a role tag, the shape EC2 resources want.
+    pub fn tags_named(&self, layer: Layer, role: &str) -> Vec<(String, String)> {
+        let mut tags = self.tags(layer);
+        tags.push(("Name".to_owned(), self.resource(role)));
+        tags.push((TAG_ROLE.to_owned(), role.to_owned()));
+        tags
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_deterministic_and_bounded() {
+        let names = Names::new("abcdefghijklmnopqrstuvwx"); // 24 characters, the maximum
+        assert_eq!(names.resource("rds"), "apiary-abcdefghijklmnopqrstuvwx-rds");
+        assert_eq!(
+            names.key_alias("eks-secrets"),
+            "alias/apiary/abcdefghijklmnopqrstuvwx/eks-secrets"
+        );
+        for region in ["us-west-2", "ap-southeast-2", "us-gov-west-1"] {
+            for purpose in ["metrics", "logs", "config", "backups"] {
+                let bucket = names.bucket(purpose, "123456789012", region);
+                assert!(bucket.len() <= 63, "{bucket} is {} long", bucket.len());
+                assert_eq!(bucket, names.bucket(purpose, "123456789012", region));
+            }
+        }
+        // ElastiCache replication group ids allow 40 characters.
+        assert!(names.resource("redis").len() <= 40);
+    }
+
+    #[test]
+    fn tags_name_deployment_layer_and_owner() {
+        let tags = Names::new("acme").tags_named(Layer::Network, "vpc");
+        let get = |k: &str| {
+            tags.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get(TAG_DEPLOYMENT), Some("acme"));
+        assert_eq!(get(TAG_LAYER), Some("network"));
+        assert_eq!(get(TAG_MANAGED_BY), Some("apiary"));
+        assert_eq!(get("Name"), Some("apiary-acme-vpc"));
+        assert_eq!(get(TAG_ROLE), Some("vpc"));
+    }
+}

@@ -1,0 +1,130 @@
+//! The bootstrap stack's parameters map (all values strings, empty meaning "default")
+//! turned into a spec document.
+
+use serde_json::{Map, Value, json};
+
+use super::validate::Problem;
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Integer,
+    Boolean,
+    List,
+}
+
+/// (parameter, spec path, kind). The single table both directions use.
+const PARAMETERS: &[(&str, &str, Kind)] = &[
+    ("DeploymentName", "name", Kind::Text),
+    ("Region", "region", Kind::Text),
+    ("Size", "size", Kind::Text),
+    ("VpcCidr", "network.vpc_cidr", Kind::Text),
+    ("AzCount", "network.az_count", Kind::Integer),
+    ("NatMode", "network.nat_mode", Kind::Text),
+    ("IngressCidrs", "network.ingress_cidrs", Kind::List),
+    ("Domain", "dns.domain", Kind::Text),
+    ("KubernetesVersion", "cluster.version", Kind::Text),
+    (
+        "PublicClusterEndpoint",
+        "cluster.public_endpoint",
+        Kind::Boolean,
+    ),
+    ("MultiAz", "databases.multi_az", Kind::Boolean),
+    ("EnableDocumentDb", "databases.documentdb", Kind::Boolean),
+    ("EnableRedis", "databases.redis", Kind::Boolean),
+    ("S3RetentionDays", "storage.retention_days", Kind::Integer),
+    ("BackupSchedule", "backup.schedule", Kind::Text),
+    (
+        "BackupRetentionDays",
+        "backup.retention_days",
+        Kind::Integer,
+    ),
+    ("DrRegion", "backup.dr_region", Kind::Text),
+    ("IngestionImage", "workloads.ingestion_image", Kind::Text),
+];
+
+/// A parameters map is recognised by its CloudFormation-style (PascalCase) keys.
+pub(super) fn is_parameters_map(object: &Map<String, Value>) -> bool {
+    object
+        .keys()
+        .any(|k| k.starts_with(|c: char| c.is_ascii_uppercase()))
+}
+
+/// The parameter that feeds a spec path, so errors can name what the user typed.
+pub fn parameter_for(path: &str) -> Option<&'static str> {
+    let field = path.split('[').next().unwrap_or(path);
+    PARAMETERS
+        .iter()
+        .find(|(_, p, _)| *p == field)
+        .map(|(name, _, _)| *name)
+}
+
+/// Every parameter name the bootstrap stack passes through to the spec.
+pub fn parameter_names() -> impl Iterator<Item = &'static str> {
+    PARAMETERS.iter().map(|(name, _, _)| *name)
+}
+
+pub(super) fn to_spec_document(object: &Map<String, Value>) -> (Value, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut document = json!({});
+    for (key, value) in object {
+        let Some((_, path, kind)) = PARAMETERS.iter().find(|(name, _, _)| name == key) else {
+            problems.push(Problem {
+                path: key.clone(),
+                message: format!(
+                    "unknown parameter; expected one of {}",
+                    parameter_names().collect::<Vec<_>>().join(", ")
+                ),
+            });
+            continue;
+        };
+        let text = match value {
+            Value::String(s) => s.trim().to_owned(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        if text.is_empty() {
+            continue; // CloudFormation's way of saying "use the default".
+        }
+        let converted = match kind {
+            Kind::Text => Ok(Value::String(text)),
+            Kind::Integer => text
+                .parse::<u64>()
+                .map(Value::from)
+                .map_err(|_| format!("{text:?} is not a whole number")),
+            Kind::Boolean => match text.to_ascii_lowercase().as_str() {
+                "true" | "yes" => Ok(Value::Bool(true)),
+                "false" | "no" => Ok(Value::Bool(false)),
+                _ => Err(format!("{text:?} is not true or false")),
+            },
+            Kind::List => Ok(Value::Array(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| Value::String(s.to_owned()))
+                    .collect(),
+            )),
+        };
+        match converted {
+            Ok(v) => insert(&mut document, path, v),
+            Err(message) => problems.push(Problem {
+                path: key.clone(),
+                message,
+            }),
+        }
+    }
+    (document, problems)
+}
+
+fn insert(document: &mut Value, path: &str, value: Value) {
+    let mut node = document;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let object = node.as_object_mut().expect("spec documents are objects");
+        if parts.peek().is_none() {
+            object.insert(part.to_owned(), value);
+            return;
+        }
+        node = object.entry(part).or_insert_with(|| json!({}));
+    }
+}

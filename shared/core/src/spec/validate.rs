@@ -1,0 +1,496 @@
+//! Parsing and validation that report every problem at once, each with its field path.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{DeploymentSpec, cfn};
+
+/// One thing wrong with a spec: where (`network.vpc_cidr`) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpecErrors {
+    pub problems: Vec<Problem>,
+}
+
+impl SpecErrors {
+    pub fn single(path: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecErrors {
+            problems: vec![Problem {
+                path: path.into(),
+                message: message.into(),
+            }],
+        }
+    }
+
+    pub fn paths(&self) -> Vec<&str> {
+        self.problems.iter().map(|p| p.path.as_str()).collect()
+    }
+}
+
+impl fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "the deployment spec has {n} problem{}: ",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SpecErrors {}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+pub(super) fn parse(document: &Value) -> Result<DeploymentSpec, SpecErrors> {
+    let mut problems = Problems::default();
+    let Some(object) = document.as_object() else {
+        return Err(SpecErrors::single(
+            "",
+            "a deployment spec must be a JSON object",
+        ));
+    };
+
+    let from_parameters = cfn::is_parameters_map(object);
+    let mut value = if from_parameters {
+        let (value, cfn_problems) = cfn::to_spec_document(object);
+        problems.0.extend(cfn_problems);
+        value
+    } else {
+        document.clone()
+    };
+
+    let schema = DeploymentSpec::json_schema();
+    remove_unknown_fields(&mut value, &schema, &schema, "", &mut problems);
+
+    let spec = deserialize_collecting(&mut value, &mut problems);
+    if let Some(mut spec) = spec {
+        check(&spec, &mut problems);
+        if problems.0.is_empty() {
+            spec.fill_defaults();
+            return Ok(spec);
+        }
+    }
+    if from_parameters {
+        // Name what the user typed in the console form, not the internal spec path.
+        for problem in &mut problems.0 {
+            if let Some(parameter) = cfn::parameter_for(&problem.path) {
+                let index = problem
+                    .path
+                    .find('[')
+                    .map(|i| &problem.path[i..])
+                    .unwrap_or("");
+                problem.path = format!("{parameter}{index}");
+            }
+        }
+    }
+    Err(SpecErrors {
+        problems: problems.0,
+    })
+}
+
+/// Reports (and drops) every field the schema does not know, at any depth.
+fn remove_unknown_fields(
+    value: &mut Value,
+    node: &Value,
+    root: &Value,
+    path: &str,
+    problems: &mut Problems,
+) {
+    let node = resolve(node, root);
+    let (Some(object), Some(properties)) = (
+        value.as_object_mut(),
+        node.get("properties").and_then(Value::as_object),
+    ) else {
+        return;
+    };
+    let unknown: Vec<String> = object
+        .keys()
+        .filter(|k| !properties.contains_key(*k))
+        .cloned()
+        .collect();
+    for key in unknown {
+        object.remove(&key);
+        let expected: Vec<&str> = properties.keys().map(String::as_str).collect();
+        problems.push(
+            join(path, &key),
+            format!("unknown field; expected one of {}", expected.join(", ")),
+        );
+    }
+    for (key, child) in object.iter_mut() {
+        remove_unknown_fields(child, &properties[key], root, &join(path, key), problems);
+    }
+}
+
+fn resolve<'a>(node: &'a Value, root: &'a Value) -> &'a Value {
+    if let Some(reference) = node.get("$ref").and_then(Value::as_str)
+        && let Some(target) = reference
+            .strip_prefix('#')
+            .and_then(|pointer| root.pointer(pointer))
+    {
+        return target;
+    }
+    node
+}
+
+/// Deserialises, and on a type error records it, removes the offending field and tries
+/// again, so that every wrongly typed field is reported in one pass.
+fn deserialize_collecting(value: &mut Value, problems: &mut Problems) -> Option<DeploymentSpec> {
+    for _ in 0..64 {
+        match serde_path_to_error::deserialize::<_, DeploymentSpec>(value.clone()) {
+            Ok(spec) => return Some(spec),
+            Err(err) => {
+                let path = err.path().to_string();
+                let path = if path == "." { String::new() } else { path };
+                problems.push(path.clone(), err.inner().to_string());
+                if path.is_empty() || !remove_path(value, &path) {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Removes `a.b.c` (or, for an array element `a.b[2]`, the whole array `a.b`).
+fn remove_path(value: &mut Value, path: &str) -> bool {
+    let path = path.split('[').next().unwrap_or(path);
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let Some(last) = parts.pop() else {
+        return false;
+    };
+    let mut node = value;
+    for part in parts {
+        match node.get_mut(part) {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    node.as_object_mut()
+        .and_then(|o: &mut Map<String, Value>| o.remove(last))
+        .is_some()
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+const MAX_NAME_LEN: usize = 24;
+
+fn check(spec: &DeploymentSpec, problems: &mut Problems) {
+    check_name(&spec.name, problems);
+    if !is_region(&spec.region) {
+        problems.push(
+            "region",
+            format!("{:?} is not an AWS region name like us-west-2", spec.region),
+        );
+    }
+    check_network(spec, problems);
+    check_domain(&spec.dns.domain, problems);
+    if !is_kubernetes_version(&spec.cluster.version) {
+        problems.push(
+            "cluster.version",
+            format!(
+                "{:?} is not a Kubernetes minor version like 1.33",
+                spec.cluster.version
+            ),
+        );
+    }
+    if !(1..=3650).contains(&spec.storage.retention_days) {
+        problems.push(
+            "storage.retention_days",
+            format!("{} is outside 1..=3650 days", spec.storage.retention_days),
+        );
+    }
+    if let Err(reason) = check_schedule(&spec.backup.schedule) {
+        problems.push("backup.schedule", reason);
+    }
+    if !(1..=35).contains(&spec.backup.retention_days) {
+        problems.push(
+            "backup.retention_days",
+            format!(
+                "{} is outside 1..=35 days (the RDS limit)",
+                spec.backup.retention_days
+            ),
+        );
+    }
+    if let Some(dr) = &spec.backup.dr_region {
+        if !is_region(dr) {
+            problems.push(
+                "backup.dr_region",
+                format!("{dr:?} is not an AWS region name like us-east-1"),
+            );
+        } else if *dr == spec.region {
+            problems.push(
+                "backup.dr_region",
+                format!("{dr} is the deployment's own region; a DR copy needs another region"),
+            );
+        }
+    }
+    check_image(&spec.workloads.ingestion_image, problems);
+}
+
+fn check_name(name: &str, problems: &mut Problems) {
+    let path = "name";
+    if name.is_empty() {
+        problems.push(path, "is required");
+        return;
+    }
+    if name.len() > MAX_NAME_LEN {
+        problems.push(
+            path,
+            format!(
+                "{name:?} is {} characters; at most {MAX_NAME_LEN}",
+                name.len()
+            ),
+        );
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        problems.push(path, format!("{name:?} must start with a lowercase letter"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        problems.push(
+            path,
+            format!("{name:?} contains {bad:?}; use lowercase letters, digits and hyphens"),
+        );
+    }
+    if name.ends_with('-') || name.contains("--") {
+        problems.push(
+            path,
+            format!("{name:?} must not end with a hyphen or contain two in a row"),
+        );
+    }
+}
+
+fn is_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[0].chars().all(|c| c.is_ascii_lowercase())
+        && parts[1..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts
+            .last()
+            .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+fn is_kubernetes_version(version: &str) -> bool {
+    match version.split_once('.') {
+        Some((major, minor)) => {
+            major == "1" && !minor.is_empty() && minor.chars().all(|c| c.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+const RFC1918: [(Ipv4Addr, u8); 3] = [
+    (Ipv4Addr::new(10, 0, 0, 0), 8),
+    (Ipv4Addr::new(172, 16, 0, 0), 12),
+    (Ipv4Addr::new(192, 168, 0, 0), 16),
+];
+
+fn check_network(spec: &DeploymentSpec, problems: &mut Problems) {
+    let network = &spec.network;
+    if let Some(text) = &network.vpc_cidr {
+        let path = "network.vpc_cidr";
+        match text.parse::<Ipv4Net>() {
+            Err(_) => problems.push(
+                path,
+                format!("{text:?} is not an IPv4 CIDR like 10.42.0.0/16"),
+            ),
+            Ok(net) => {
+                if net.prefix_len() < 16 {
+                    problems.push(path, format!("{net} is wider than /16"));
+                } else if net.prefix_len() > 16 {
+                    problems.push(
+                        path,
+                        format!("{net} is narrower than /16; the subnets need a whole /16"),
+                    );
+                }
+                if net.addr() != net.network() {
+                    problems.push(
+                        path,
+                        format!(
+                            "{net} has host bits set; did you mean {}/{}?",
+                            net.network(),
+                            net.prefix_len()
+                        ),
+                    );
+                }
+                let private = RFC1918.iter().any(|(addr, len)| {
+                    Ipv4Net::new(*addr, *len).is_ok_and(|block| block.contains(&net))
+                });
+                if !private {
+                    problems.push(
+                        path,
+                        format!(
+                            "{net} is not inside RFC 1918 space (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if !(2..=3).contains(&network.az_count) {
+        problems.push(
+            "network.az_count",
+            format!("{} availability zones; use 2 or 3", network.az_count),
+        );
+    }
+    let mut seen: Vec<Ipv4Net> = Vec::new();
+    for (i, text) in network.ingress_cidrs.iter().enumerate() {
+        let path = format!("network.ingress_cidrs[{i}]");
+        match text.parse::<Ipv4Net>() {
+            Err(_) => problems.push(
+                path,
+                format!("{text:?} is not an IPv4 CIDR like 203.0.113.0/24"),
+            ),
+            Ok(net) => {
+                if net.addr() != net.network() {
+                    problems.push(
+                        path.clone(),
+                        format!(
+                            "{net} has host bits set; did you mean {}/{}?",
+                            net.network(),
+                            net.prefix_len()
+                        ),
+                    );
+                }
+                if let Some(other) = seen.iter().find(|o| o.contains(&net) || net.contains(*o)) {
+                    problems.push(path, format!("{net} overlaps {other} listed before it"));
+                }
+                seen.push(net);
+            }
+        }
+    }
+}
+
+fn check_domain(domain: &str, problems: &mut Problems) {
+    let path = "dns.domain";
+    if domain.is_empty() {
+        problems.push(path, "is required (the domain the data plane serves)");
+        return;
+    }
+    let labels: Vec<&str> = domain.trim_end_matches('.').split('.').collect();
+    let valid_label = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    if domain.len() > 253 || labels.len() < 2 || !labels.iter().all(valid_label) {
+        problems.push(
+            path,
+            format!("{domain:?} is not a lowercase DNS name like honeyhive.example.com"),
+        );
+    }
+}
+
+fn check_schedule(schedule: &str) -> Result<(), String> {
+    if let Some(body) = schedule
+        .strip_prefix("cron(")
+        .and_then(|s| s.strip_suffix(')'))
+    {
+        let fields = body.split_whitespace().count();
+        return if fields == 6 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{schedule:?} has {fields} cron fields; EventBridge Scheduler needs 6 (minutes hours day-of-month month day-of-week year)"
+            ))
+        };
+    }
+    if let Some(body) = schedule
+        .strip_prefix("rate(")
+        .and_then(|s| s.strip_suffix(')'))
+    {
+        let mut parts = body.split_whitespace();
+        let count = parts.next().and_then(|n| n.parse::<u32>().ok());
+        let unit = parts.next();
+        let ok = match (count, unit, parts.next()) {
+            (Some(1), Some("minute" | "hour" | "day"), None) => true,
+            (Some(n), Some("minutes" | "hours" | "days"), None) => n > 1,
+            _ => false,
+        };
+        return if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{schedule:?} is not a rate like rate(1 day) or rate(12 hours)"
+            ))
+        };
+    }
+    Err(format!(
+        "{schedule:?} is not a schedule expression; use cron(...) or rate(...)"
+    ))
+}
+
+fn check_image(image: &str, problems: &mut Problems) {
+    let path = "workloads.ingestion_image";
+    if image.is_empty() || image.chars().any(char::is_whitespace) {
+        problems.push(
+            path,
+            format!("{image:?} is not a container image reference"),
+        );
+        return;
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if !image.contains("@sha256:") && !last.contains(':') {
+        problems.push(
+            path,
+            format!("{image:?} has no tag or digest; pin one so every node runs the same build"),
+        );
+    } else if last.ends_with(":latest") {
+        problems.push(
+            path,
+            format!("{image:?} uses the moving tag `latest`; pin a version or digest"),
+        );
+    }
+}

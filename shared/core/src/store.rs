@@ -1,0 +1,531 @@
+//! The control plane's state in one DynamoDB table (single-table design).
+//!
+//! | item | pk | sk |
+//! |---|---|---|
+//! | deployment record (spec, status, timestamps) | `DEPLOYMENT#<name>` | `META` |
+//! | journal entry (append-only) | `DEPLOYMENT#<name>` | `JOURNAL#<rfc3339 µs>#<uuid>` |
+//! | inventory resource | `DEPLOYMENT#<name>` | `RESOURCE#<layer>#<type>#<id>` |
+//! | lock (owner + lease expiry) | `DEPLOYMENT#<name>` | `LOCK` |
+//!
+//! One partition per deployment: `apiary status` and the teardown read everything about a
+//! deployment with one query.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::client::Waiters;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::spec::DeploymentSpec;
+
+pub const DEFAULT_TABLE: &str = "apiary";
+
+type Item = HashMap<String, AttributeValue>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeploymentStatus {
+    Provisioning,
+    Ready,
+    Failed,
+    TearingDown,
+    Deleted,
+}
+
+impl DeploymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentStatus::Provisioning => "PROVISIONING",
+            DeploymentStatus::Ready => "READY",
+            DeploymentStatus::Failed => "FAILED",
+            DeploymentStatus::TearingDown => "TEARING_DOWN",
+            DeploymentStatus::Deleted => "DELETED",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [
+            DeploymentStatus::Provisioning,
+            DeploymentStatus::Ready,
+            DeploymentStatus::Failed,
+            DeploymentStatus::TearingDown,
+            DeploymentStatus::Deleted,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub name: String,
+    pub spec: DeploymentSpec,
+    pub status: DeploymentStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What one step did, appended to the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub deployment: String,
+    pub execution_id: String,
+    pub step: String,
+    pub action: String,
+    /// `succeeded`, `failed`, `unchanged`, `not-ready`, ...
+    pub outcome: String,
+    #[serde(default)]
+    pub resource_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// A resource the control plane made, recorded so status and teardown know it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resource {
+    pub layer: String,
+    /// e.g. `ec2:vpc`, `kms:key`, `s3:bucket`.
+    pub kind: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    pub deployment: String,
+    pub owner: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    client: Client,
+    table: String,
+}
+
+fn pk(deployment: &str) -> AttributeValue {
+    AttributeValue::S(format!("DEPLOYMENT#{deployment}"))
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn get_s<'a>(item: &'a Item, key: &str) -> Result<&'a str> {
+    item.get(key)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+        .ok_or_else(|| Error::fatal(format!("store item is missing string attribute {key}")))
+}
+
+fn get_time(item: &Item, key: &str) -> Result<DateTime<Utc>> {
+    let text = get_s(item, key)?;
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| Error::fatal(format!("store attribute {key} is not a timestamp: {e}")))
+}
+
+fn is_condition_failure(
+    err: &SdkError<PutItemError, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> bool {
+    matches!(
+        err.as_service_error(),
+        Some(PutItemError::ConditionalCheckFailedException(_))
+    )
+}
+
+impl Store {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Store {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table if it does not exist (local mode; on AWS the bootstrap stack
+    /// owns the table) and waits until it is active.
+    pub async fn ensure_table(&self) -> Result<()> {
+        match self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) => {}
+            Err(err) => return Err(Error::aws(format!("DescribeTable {}", self.table), err)),
+        }
+        let key = |name: &str, kind| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .expect("key schema fields are set")
+        };
+        let attribute = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute fields are set")
+        };
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key("pk", KeyType::Hash))
+            .key_schema(key("sk", KeyType::Range))
+            .attribute_definitions(attribute("pk"))
+            .attribute_definitions(attribute("sk"))
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_in_use_exception()) => {}
+            Err(err) => return Err(Error::aws(format!("CreateTable {}", self.table), err)),
+        }
+        self.client
+            .wait_until_table_exists()
+            .table_name(&self.table)
+            .wait(std::time::Duration::from_secs(60))
+            .await
+            .map_err(|e| {
+                Error::fatal(format!("table {} did not become active: {e}", self.table))
+            })?;
+        Ok(())
+    }
+
+    /// Creates or replaces the deployment record, keeping its creation time.
+    pub async fn put_deployment(
+        &self,
+        spec: &DeploymentSpec,
+        status: DeploymentStatus,
+        now: DateTime<Utc>,
+    ) -> Result<DeploymentRecord> {
+        let existing = self.get_deployment(&spec.name).await?;
+        let created_at = existing.map(|r| r.created_at).unwrap_or(now);
+        let spec_json = serde_json::to_string(spec).map_err(|e| Error::fatal(e.to_string()))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", pk(&spec.name))
+            .item("sk", s("META"))
+            .item("name", s(&spec.name))
+            .item("spec", s(spec_json))
+            .item("status", s(status.as_str()))
+            .item("created_at", s(timestamp(created_at)))
+            .item("updated_at", s(timestamp(now)))
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("PutItem deployment {}", spec.name), e))?;
+        Ok(DeploymentRecord {
+            name: spec.name.clone(),
+            spec: spec.clone(),
+            status,
+            created_at,
+            updated_at: now,
+        })
+    }
+
+    pub async fn get_deployment(&self, name: &str) -> Result<Option<DeploymentRecord>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", pk(name))
+            .key("sk", s("META"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("GetItem deployment {name}"), e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let spec: DeploymentSpec = serde_json::from_str(get_s(&item, "spec")?)
+            .map_err(|e| Error::fatal(format!("stored spec of {name} is unreadable: {e}")))?;
+        let status_text = get_s(&item, "status")?;
+        let status = DeploymentStatus::parse(status_text)
+            .ok_or_else(|| Error::fatal(format!("unknown deployment status {status_text}")))?;
+        Ok(Some(DeploymentRecord {
+            name: name.to_owned(),
+            spec,
+            status,
+            created_at: get_time(&item, "created_at")?,
+            updated_at: get_time(&item, "updated_at")?,
+        }))
+    }
+
+    /// Sets the status of an existing deployment record.
+    pub async fn set_status(
+        &self,
+        name: &str,
+        status: DeploymentStatus,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", pk(name))
+            .key("sk", s("META"))
+            .update_expression("SET #status = :status, updated_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":now", s(timestamp(now)))
+            .send()
+            .await
+            .map_err(|e| {
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception())
+                {
+                    Error::invalid_input(format!("deployment {name} has no record"))
+                } else {
+                    Error::aws(format!("UpdateItem deployment {name}"), e)
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Appends to the journal. Entries are never overwritten.
+    pub async fn append_journal(&self, entry: &JournalEntry) -> Result<()> {
+        let sk = format!("JOURNAL#{}#{}", timestamp(entry.at), uuid::Uuid::new_v4());
+        let body = serde_json::to_string(entry).map_err(|e| Error::fatal(e.to_string()))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", pk(&entry.deployment))
+            .item("sk", s(sk))
+            .item("entry", s(body))
+            .condition_expression("attribute_not_exists(sk)")
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("PutItem journal {}", entry.deployment), e))?;
+        Ok(())
+    }
+
+    /// The journal in the order it was written.
+    pub async fn journal(&self, deployment: &str) -> Result<Vec<JournalEntry>> {
+        self.query_prefix(deployment, "JOURNAL#")
+            .await?
+            .iter()
+            .map(|item| {
+                serde_json::from_str(get_s(item, "entry")?)
+                    .map_err(|e| Error::fatal(format!("journal entry unreadable: {e}")))
+            })
+            .collect()
+    }
+
+    /// Records a resource in the inventory (idempotent: same key, same item).
+    pub async fn record_resource(&self, deployment: &str, resource: &Resource) -> Result<()> {
+        let sk = format!(
+            "RESOURCE#{}#{}#{}",
+            resource.layer, resource.kind, resource.id
+        );
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", pk(deployment))
+            .item("sk", s(sk))
+            .item("layer", s(&resource.layer))
+            .item("kind", s(&resource.kind))
+            .item("id", s(&resource.id));
+        if let Some(arn) = &resource.arn {
+            put = put.item("arn", s(arn));
+        }
+        put.send().await.map_err(|e| {
+            Error::aws(format!("PutItem inventory {deployment} {}", resource.id), e)
+        })?;
+        Ok(())
+    }
+
+    /// Removes a resource from the inventory (absent is fine).
+    pub async fn forget_resource(&self, deployment: &str, resource: &Resource) -> Result<()> {
+        let sk = format!(
+            "RESOURCE#{}#{}#{}",
+            resource.layer, resource.kind, resource.id
+        );
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", pk(deployment))
+            .key("sk", s(sk))
+            .send()
+            .await
+            .map_err(|e| {
+                Error::aws(
+                    format!("DeleteItem inventory {deployment} {}", resource.id),
+                    e,
+                )
+            })?;
+        Ok(())
+    }
+
+    pub async fn inventory(&self, deployment: &str) -> Result<Vec<Resource>> {
+        self.query_prefix(deployment, "RESOURCE#")
+            .await?
+            .iter()
+            .map(|item| {
+                Ok(Resource {
+                    layer: get_s(item, "layer")?.to_owned(),
+                    kind: get_s(item, "kind")?.to_owned(),
+                    id: get_s(item, "id")?.to_owned(),
+                    arn: item.get("arn").and_then(|v| v.as_s().ok()).cloned(),
+                })
+            })
+            .collect()
+    }
+
+    /// Takes the deployment's lock for `owner` until `now + lease`. Succeeds when the lock
+    /// is free, expired, or already held by the same owner (renewal); otherwise fails with
+    /// `Apiary.Conflict` naming the holder.
+    pub async fn acquire_lock(
+        &self,
+        deployment: &str,
+        owner: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lock> {
+        let expires_at = now + lease;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", pk(deployment))
+            .item("sk", s("LOCK"))
+            .item("owner", s(owner))
+            .item("expires_at", s(timestamp(expires_at)))
+            .item("acquired_at", s(timestamp(now)))
+            .condition_expression(
+                "attribute_not_exists(pk) OR #owner = :owner OR expires_at < :now",
+            )
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":now", s(timestamp(now)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Lock {
+                deployment: deployment.to_owned(),
+                owner: owner.to_owned(),
+                expires_at,
+            }),
+            Err(err) if is_condition_failure(&err) => {
+                let holder = self.current_lock(deployment).await?;
+                Err(Error::Conflict(match holder {
+                    Some(lock) => format!(
+                        "deployment {deployment} is locked by {} until {}",
+                        lock.owner,
+                        timestamp(lock.expires_at)
+                    ),
+                    None => format!("deployment {deployment} is locked by another workflow"),
+                }))
+            }
+            Err(err) => Err(Error::aws(format!("PutItem lock {deployment}"), err)),
+        }
+    }
+
+    /// Releases the lock. Only its owner may; releasing a lock nobody holds is a no-op.
+    pub async fn release_lock(&self, deployment: &str, owner: &str) -> Result<()> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", pk(deployment))
+            .key("sk", s("LOCK"))
+            .condition_expression("attribute_not_exists(pk) OR #owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                let holder = self.current_lock(deployment).await?;
+                Err(Error::Conflict(format!(
+                    "{owner} cannot release the lock of deployment {deployment}: it is held by {}",
+                    holder
+                        .map(|l| l.owner)
+                        .unwrap_or_else(|| "another workflow".into())
+                )))
+            }
+            Err(err) => Err(Error::aws(format!("DeleteItem lock {deployment}"), err)),
+        }
+    }
+
+    pub async fn current_lock(&self, deployment: &str) -> Result<Option<Lock>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", pk(deployment))
+            .key("sk", s("LOCK"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("GetItem lock {deployment}"), e))?;
+        out.item
+            .map(|item| {
+                Ok(Lock {
+                    deployment: deployment.to_owned(),
+                    owner: get_s(&item, "owner")?.to_owned(),
+                    expires_at: get_time(&item, "expires_at")?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn query_prefix(&self, deployment: &str, prefix: &str) -> Result<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", pk(deployment))
+                .expression_attribute_values(":prefix", s(prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| Error::aws(format!("Query {prefix} {deployment}"), e))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+}
