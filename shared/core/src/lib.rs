@@ -7,7 +7,9 @@ pub mod lambda;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod naming;
+pub mod outputs;
 pub mod spec;
+pub mod step;
 pub mod store;
 
 pub use error::{ERROR_NAMES, Error, ErrorName, Result};

@@ -1,0 +1,150 @@
+//! What each layer returns to the state machine, and so what later layers receive.
+//!
+//! The provision workflow keeps every layer's output under `$.layers.<layer>` and passes
+//! `$.layers` to each later step. These types are that contract.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A customer-managed KMS key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRef {
+    pub key_id: String,
+    pub arn: String,
+    pub alias: String,
+}
+
+/// The keys layer: one key per scope (`eks-secrets`, `rds`, `s3`, `app`, `state`,
+/// `docdb`, `redis`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeysOutput {
+    pub keys: BTreeMap<String, KeyRef>,
+}
+
+impl KeysOutput {
+    pub fn key(&self, scope: &str) -> crate::Result<&KeyRef> {
+        self.keys.get(scope).ok_or_else(|| {
+            crate::Error::invalid_input(format!("layers.keys has no key for scope {scope}"))
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetRef {
+    pub id: String,
+    pub availability_zone: String,
+    pub cidr: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroups {
+    /// The load balancer: 443 from the customer's networks.
+    pub alb: String,
+    /// The EKS cluster and its nodes.
+    pub cluster: String,
+    /// The data stores: 5432, 27017, 6379 from the cluster only.
+    pub databases: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkOutput {
+    pub vpc_id: String,
+    pub vpc_cidr: String,
+    pub public_subnets: Vec<SubnetRef>,
+    pub private_subnets: Vec<SubnetRef>,
+    pub nat_gateway_ids: Vec<String>,
+    pub security_groups: SecurityGroups,
+    /// Service name -> VPC endpoint id.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, String>,
+}
+
+impl NetworkOutput {
+    pub fn private_subnet_ids(&self) -> Vec<String> {
+        self.private_subnets.iter().map(|s| s.id.clone()).collect()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsOutput {
+    pub domain: String,
+    pub hosted_zone_id: String,
+    pub certificate_arn: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageOutput {
+    /// Purpose (`metrics`, `logs`, `config`, `backups`) -> bucket name.
+    pub buckets: BTreeMap<String, String>,
+}
+
+/// A data store the ingestion service connects to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatastoreEndpoint {
+    pub identifier: String,
+    pub host: String,
+    pub port: u16,
+    /// Secrets Manager ARN of the credentials (never the credentials themselves).
+    pub secret_arn: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabasesOutput {
+    pub postgres: Option<DatastoreEndpoint>,
+    pub documentdb: Option<DatastoreEndpoint>,
+    pub redis: Option<DatastoreEndpoint>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterOutput {
+    pub cluster_name: String,
+    pub cluster_arn: String,
+    /// API server URL.
+    pub endpoint: String,
+    /// Base64 PEM of the cluster CA, as DescribeCluster returns it.
+    pub certificate_authority: String,
+    pub node_role_arn: String,
+    pub nodegroup_name: String,
+    pub interruption_queue_url: String,
+}
+
+/// Everything provisioned so far, as the state machine passes it along.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layers {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<KeysOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<DatabasesOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterOutput>,
+}
+
+macro_rules! require {
+    ($name:ident, $ty:ty) => {
+        pub fn $name(&self) -> crate::Result<&$ty> {
+            self.$name.as_ref().ok_or_else(|| {
+                crate::Error::invalid_input(concat!(
+                    "layers.",
+                    stringify!($name),
+                    " is missing: this step runs after that layer"
+                ))
+            })
+        }
+    };
+}
+
+impl Layers {
+    require!(keys, KeysOutput);
+    require!(network, NetworkOutput);
+    require!(dns, DnsOutput);
+    require!(storage, StorageOutput);
+    require!(databases, DatabasesOutput);
+    require!(cluster, ClusterOutput);
+}
