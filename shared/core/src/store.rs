@@ -156,6 +156,16 @@ impl Store {
         }
     }
 
+    /// The store a Lambda uses: table name from `APIARY_TABLE` (set by the bootstrap
+    /// stack), else the default.
+    pub fn from_env(config: &aws_config::SdkConfig) -> Self {
+        use crate::aws::{Env, ProcessEnv};
+        let table = ProcessEnv
+            .var("APIARY_TABLE")
+            .unwrap_or_else(|| DEFAULT_TABLE.to_owned());
+        Store::new(Client::new(config), table)
+    }
+
     pub fn table(&self) -> &str {
         &self.table
     }

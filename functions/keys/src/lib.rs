@@ -1,0 +1,312 @@
+//! The keys layer: one customer-managed KMS key per scope, with automatic rotation and
+//! an alias `alias/apiary/<deployment>/<scope>`, and a key policy that lets only this
+//! account use it, and only through the AWS service the scope belongs to.
+
+use std::sync::Arc;
+
+use apiary_core::naming::{Layer, Names};
+use apiary_core::outputs::{KeyRef, KeysOutput};
+use apiary_core::step::{Recorder, StepInput, StepLog};
+use apiary_core::{Error, Result};
+use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType, Tag};
+use serde_json::{Value, json};
+
+/// Each scope, and the service whose `kms:ViaService` may use its key (None: direct use
+/// by the account's principals, e.g. the ingestion pods' role for application data).
+pub const SCOPES: &[(&str, Option<&str>)] = &[
+    ("eks-secrets", Some("eks")),
+    ("rds", Some("rds")),
+    ("s3", Some("s3")),
+    ("app", None),
+    ("state", Some("dynamodb")),
+    ("docdb", Some("rds")),
+    ("redis", Some("elasticache")),
+];
+
+/// Automatic rotation period.
+pub const ROTATION_DAYS: i32 = 365;
+
+pub struct Deps {
+    pub kms: aws_sdk_kms::Client,
+    pub sts: aws_sdk_sts::Client,
+    pub recorder: Arc<dyn Recorder>,
+}
+
+impl Deps {
+    pub fn new(config: &aws_config::SdkConfig, recorder: Arc<dyn Recorder>) -> Self {
+        Deps {
+            kms: aws_sdk_kms::Client::new(config),
+            sts: aws_sdk_sts::Client::new(config),
+            recorder,
+        }
+    }
+}
+
+#[tracing::instrument(name = "keys", skip_all, fields(deployment, action))]
+pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
+    let input = StepInput::from_event(event)?;
+    let spec = input.spec()?;
+    tracing::Span::current()
+        .record("deployment", spec.name.as_str())
+        .record("action", input.action.as_str());
+    let names = Names::new(&spec.name);
+    let log = StepLog::new(deps.recorder.as_ref(), &spec.name, Layer::Keys, &input);
+    let create = match input.action.as_str() {
+        "ensure" => true,
+        "status" => false,
+        other => {
+            return Err(Error::invalid_input(format!(
+                "keys: unknown action {other:?}"
+            )));
+        }
+    };
+    let account = account_id(deps).await?;
+    let region = deps
+        .kms
+        .config()
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| spec.region.clone());
+
+    let mut output = KeysOutput::default();
+    let mut missing = Vec::new();
+    for (scope, service) in SCOPES {
+        let alias = names.key_alias(scope);
+        let key = match find_key(deps, &alias, &log).await? {
+            Some(key) => Some(key),
+            None if create => {
+                let policy = key_policy(&account, &region, *service);
+                Some(create_key(deps, &names, scope, &alias, &policy, &log).await?)
+            }
+            None => None,
+        };
+        let Some(key) = key else {
+            missing.push(alias);
+            continue;
+        };
+        if create {
+            ensure_rotation(deps, &key).await?;
+        }
+        log.resource("kms:key", &key.key_id, Some(&key.arn)).await?;
+        log.resource("kms:alias", &key.alias, None).await?;
+        output.keys.insert((*scope).to_owned(), key);
+    }
+
+    let outcome = if create {
+        log.ensure_outcome()
+    } else if missing.is_empty() {
+        "ready"
+    } else {
+        "missing"
+    };
+    log.finish(
+        outcome,
+        (!missing.is_empty()).then(|| format!("missing: {}", missing.join(", "))),
+    )
+    .await?;
+    let mut result = serde_json::to_value(&output).map_err(|e| Error::fatal(e.to_string()))?;
+    result["ready"] = json!(missing.is_empty());
+    result["created"] = json!(log.created_ids());
+    if !missing.is_empty() {
+        result["missing"] = json!(missing);
+    }
+    Ok(result)
+}
+
+async fn account_id(deps: &Deps) -> Result<String> {
+    let identity = deps
+        .sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| Error::aws("GetCallerIdentity", e))?;
+    identity
+        .account
+        .ok_or_else(|| Error::fatal("GetCallerIdentity returned no account"))
+}
+
+/// Finds the key behind an alias. A key left pending deletion by an earlier teardown is
+/// brought back rather than replaced, so data encrypted with it stays readable.
+async fn find_key(deps: &Deps, alias: &str, log: &StepLog<'_>) -> Result<Option<KeyRef>> {
+    let described = match deps.kms.describe_key().key_id(alias).send().await {
+        Ok(out) => out,
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_not_found_exception()) =>
+        {
+            return Ok(None);
+        }
+        Err(err) => return Err(Error::aws(format!("DescribeKey {alias}"), err)),
+    };
+    let Some(meta) = described.key_metadata else {
+        return Ok(None);
+    };
+    let key_id = meta.key_id.clone();
+    match meta.key_state {
+        Some(KeyState::PendingDeletion) => {
+            deps.kms
+                .cancel_key_deletion()
+                .key_id(&key_id)
+                .send()
+                .await
+                .map_err(|e| Error::aws(format!("CancelKeyDeletion {alias}"), e))?;
+            enable_key(deps, &key_id, alias).await?;
+            log.created(&key_id);
+        }
+        Some(KeyState::Disabled) => {
+            enable_key(deps, &key_id, alias).await?;
+            log.created(&key_id);
+        }
+        _ => {}
+    }
+    Ok(Some(KeyRef {
+        arn: meta.arn.unwrap_or_default(),
+        key_id,
+        alias: alias.to_owned(),
+    }))
+}
+
+async fn enable_key(deps: &Deps, key_id: &str, alias: &str) -> Result<()> {
+    deps.kms
+        .enable_key()
+        .key_id(key_id)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("EnableKey {alias}"), e))?;
+    Ok(())
+}
+
+async fn create_key(
+    deps: &Deps,
+    names: &Names,
+    scope: &str,
+    alias: &str,
+    policy: &str,
+    log: &StepLog<'_>,
+) -> Result<KeyRef> {
+    let mut request = deps
+        .kms
+        .create_key()
+        .description(format!("Apiary {} {scope}", names.deployment()))
+        .key_usage(KeyUsageType::EncryptDecrypt)
+        .key_spec(KeySpec::SymmetricDefault)
+        .policy(policy);
+    let mut tags = names.tags(Layer::Keys);
+    tags.push((apiary_core::naming::TAG_ROLE.to_owned(), scope.to_owned()));
+    for (key, value) in tags {
+        request = request.tags(
+            Tag::builder()
+                .tag_key(key)
+                .tag_value(value)
+                .build()
+                .map_err(|e| Error::fatal(e.to_string()))?,
+        );
+    }
+    let created = request
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("CreateKey {alias}"), e))?;
+    let meta = created
+        .key_metadata
+        .ok_or_else(|| Error::fatal(format!("CreateKey {alias} returned no key")))?;
+    log.created(&meta.key_id);
+    match deps
+        .kms
+        .create_alias()
+        .alias_name(alias)
+        .target_key_id(&meta.key_id)
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_already_exists_exception()) =>
+        {
+            // Another run created the alias between our lookup and now: use its key and
+            // schedule ours for deletion so nothing is leaked.
+            let winner = find_key(deps, alias, log).await?;
+            deps.kms
+                .schedule_key_deletion()
+                .key_id(&meta.key_id)
+                .pending_window_in_days(7)
+                .send()
+                .await
+                .map_err(|e| Error::aws(format!("ScheduleKeyDeletion {}", meta.key_id), e))?;
+            return winner
+                .ok_or_else(|| Error::Conflict(format!("alias {alias} exists but names no key")));
+        }
+        Err(err) => return Err(Error::aws(format!("CreateAlias {alias}"), err)),
+    }
+    Ok(KeyRef {
+        arn: meta.arn.unwrap_or_default(),
+        key_id: meta.key_id,
+        alias: alias.to_owned(),
+    })
+}
+
+async fn ensure_rotation(deps: &Deps, key: &KeyRef) -> Result<()> {
+    let status = deps
+        .kms
+        .get_key_rotation_status()
+        .key_id(&key.key_id)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("GetKeyRotationStatus {}", key.alias), e))?;
+    if !status.key_rotation_enabled() {
+        deps.kms
+            .enable_key_rotation()
+            .key_id(&key.key_id)
+            .rotation_period_in_days(ROTATION_DAYS)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("EnableKeyRotation {}", key.alias), e))?;
+    }
+    Ok(())
+}
+
+/// The key policy: the account administers the key (without this statement a key can
+/// become unmanageable); use for encryption is limited to this account's principals and,
+/// for service scopes, to requests that come through that service in this region.
+pub fn key_policy(account: &str, region: &str, service: Option<&str>) -> String {
+    let root = format!("arn:aws:iam::{account}:root");
+    let mut usage = json!({
+        "Sid": "UseWithinAccount",
+        "Effect": "Allow",
+        "Principal": {"AWS": root},
+        "Action": [
+            "kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*",
+            "kms:GenerateDataKey*", "kms:DescribeKey", "kms:CreateGrant"
+        ],
+        "Resource": "*",
+        "Condition": {"StringEquals": {"kms:CallerAccount": account}}
+    });
+    if let Some(service) = service {
+        usage["Condition"]["StringEquals"]["kms:ViaService"] =
+            json!(format!("{service}.{region}.amazonaws.com"));
+    }
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AccountAdministers",
+                "Effect": "Allow",
+                "Principal": {"AWS": root},
+                "Action": [
+                    "kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*",
+                    "kms:Update*", "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*",
+                    "kms:TagResource", "kms:UntagResource", "kms:ScheduleKeyDeletion",
+                    "kms:CancelKeyDeletion", "kms:RotateKeyOnDemand"
+                ],
+                "Resource": "*"
+            },
+            usage
+        ]
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,248 @@
+//! Unit tests with mocked clients: the paths the emulator cannot produce.
+
+use std::sync::Arc;
+
+use apiary_core::ErrorName;
+use apiary_core::step::MemoryRecorder;
+use aws_sdk_kms::Client as Kms;
+use aws_sdk_kms::operation::create_alias::CreateAliasOutput;
+use aws_sdk_kms::operation::create_key::{CreateKeyError, CreateKeyOutput};
+use aws_sdk_kms::operation::describe_key::{DescribeKeyError, DescribeKeyOutput};
+use aws_sdk_kms::operation::enable_key_rotation::EnableKeyRotationOutput;
+use aws_sdk_kms::operation::get_key_rotation_status::GetKeyRotationStatusOutput;
+use aws_sdk_kms::types::error::NotFoundException;
+use aws_sdk_kms::types::{KeyMetadata, KeyState};
+use aws_sdk_sts::Client as Sts;
+use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityOutput;
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_types::error::ErrorMetadata;
+use serde_json::json;
+
+use super::*;
+
+fn event(action: &str) -> Value {
+    json!({"action": action, "spec": {"name": "acme", "dns": {"domain": "hh.example.com"}}, "execution_id": "exec-1"})
+}
+
+fn sts() -> Sts {
+    let identity = mock!(Sts::get_caller_identity).then_output(|| {
+        GetCallerIdentityOutput::builder()
+            .account("123456789012")
+            .build()
+    });
+    mock_client!(aws_sdk_sts, RuleMode::MatchAny, [&identity])
+}
+
+fn deps(kms_rules: &[&Rule]) -> (Deps, MemoryRecorder) {
+    let recorder = MemoryRecorder::default();
+    let kms = mock_client!(aws_sdk_kms, RuleMode::MatchAny, kms_rules);
+    (
+        Deps {
+            kms,
+            sts: sts(),
+            recorder: Arc::new(recorder.clone()),
+        },
+        recorder,
+    )
+}
+
+fn metadata(id: &str, state: KeyState) -> KeyMetadata {
+    KeyMetadata::builder()
+        .key_id(id)
+        .arn(format!("arn:aws:kms:us-west-2:123456789012:key/{id}"))
+        .key_state(state)
+        .build()
+        .unwrap()
+}
+
+fn not_found() -> DescribeKeyError {
+    DescribeKeyError::NotFoundException(
+        NotFoundException::builder()
+            .message("Alias not found")
+            .meta(ErrorMetadata::builder().code("NotFoundException").build())
+            .build(),
+    )
+}
+
+#[tokio::test]
+async fn existing_keys_with_rotation_make_no_changes() {
+    let describe = mock!(Kms::describe_key).then_output(|| {
+        DescribeKeyOutput::builder()
+            .key_metadata(metadata("k1", KeyState::Enabled))
+            .build()
+    });
+    let rotation = mock!(Kms::get_key_rotation_status).then_output(|| {
+        GetKeyRotationStatusOutput::builder()
+            .key_rotation_enabled(true)
+            .build()
+    });
+    let create = mock!(Kms::create_key).then_output(|| CreateKeyOutput::builder().build());
+    let enable =
+        mock!(Kms::enable_key_rotation).then_output(|| EnableKeyRotationOutput::builder().build());
+    let (deps, recorder) = deps(&[&describe, &rotation, &create, &enable]);
+
+    let out = handle(&deps, event("ensure")).await.expect("ensure");
+    assert_eq!(out["created"], json!([]));
+    assert_eq!(out["ready"], json!(true));
+    assert_eq!(out["keys"].as_object().unwrap().len(), SCOPES.len());
+    assert_eq!(create.num_calls(), 0, "no key is created when all exist");
+    assert_eq!(enable.num_calls(), 0, "rotation already on");
+    assert_eq!(describe.num_calls(), SCOPES.len());
+    let entries = recorder.entries.lock().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].outcome, "unchanged");
+}
+
+#[tokio::test]
+async fn missing_keys_are_created_with_alias_and_rotation() {
+    let describe = mock!(Kms::describe_key).then_error(not_found);
+    let create = mock!(Kms::create_key)
+        .match_requests(|r| {
+            r.policy().is_some_and(|p| p.contains("kms:CallerAccount"))
+                && r.tags()
+                    .iter()
+                    .any(|t| t.tag_key() == "apiary:deployment" && t.tag_value() == "acme")
+        })
+        .then_output(|| {
+            CreateKeyOutput::builder()
+                .key_metadata(metadata("new", KeyState::Enabled))
+                .build()
+        });
+    let alias = mock!(Kms::create_alias)
+        .match_requests(|r| {
+            r.alias_name()
+                .is_some_and(|a| a.starts_with("alias/apiary/acme/"))
+        })
+        .then_output(|| CreateAliasOutput::builder().build());
+    let rotation = mock!(Kms::get_key_rotation_status).then_output(|| {
+        GetKeyRotationStatusOutput::builder()
+            .key_rotation_enabled(false)
+            .build()
+    });
+    let enable = mock!(Kms::enable_key_rotation)
+        .match_requests(|r| r.rotation_period_in_days() == Some(ROTATION_DAYS))
+        .then_output(|| EnableKeyRotationOutput::builder().build());
+    let (deps, recorder) = deps(&[&describe, &create, &alias, &rotation, &enable]);
+
+    let out = handle(&deps, event("ensure")).await.expect("ensure");
+    assert_eq!(create.num_calls(), SCOPES.len());
+    assert_eq!(alias.num_calls(), SCOPES.len());
+    assert_eq!(enable.num_calls(), SCOPES.len());
+    assert_eq!(out["created"].as_array().unwrap().len(), SCOPES.len());
+    assert_eq!(out["keys"]["rds"]["alias"], json!("alias/apiary/acme/rds"));
+    let resources = recorder.resources.lock().unwrap();
+    assert!(
+        resources
+            .iter()
+            .any(|r| r.kind == "kms:alias" && r.id == "alias/apiary/acme/s3")
+    );
+    assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "created");
+}
+
+#[tokio::test]
+async fn access_denied_fails_fast_naming_the_alias() {
+    let describe = mock!(Kms::describe_key).then_error(not_found);
+    let create = mock!(Kms::create_key).then_error(|| {
+        CreateKeyError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDeniedException")
+                .message("not authorized to perform kms:CreateKey")
+                .build(),
+        )
+    });
+    let (deps, _) = deps(&[&describe, &create]);
+    let err = handle(&deps, event("ensure")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Fatal);
+    assert!(
+        err.to_string()
+            .contains("CreateKey alias/apiary/acme/eks-secrets"),
+        "{err}"
+    );
+    assert_eq!(
+        create.num_calls(),
+        1,
+        "no retry of a call that cannot succeed"
+    );
+}
+
+#[tokio::test]
+async fn a_key_pending_deletion_is_restored_not_replaced() {
+    let describe = mock!(Kms::describe_key).then_output(|| {
+        DescribeKeyOutput::builder()
+            .key_metadata(metadata("old", KeyState::PendingDeletion))
+            .build()
+    });
+    let cancel = mock!(Kms::cancel_key_deletion).then_output(|| {
+        aws_sdk_kms::operation::cancel_key_deletion::CancelKeyDeletionOutput::builder().build()
+    });
+    let enable = mock!(Kms::enable_key)
+        .then_output(|| aws_sdk_kms::operation::enable_key::EnableKeyOutput::builder().build());
+    let rotation = mock!(Kms::get_key_rotation_status).then_output(|| {
+        GetKeyRotationStatusOutput::builder()
+            .key_rotation_enabled(true)
+            .build()
+    });
+    let create = mock!(Kms::create_key).then_output(|| CreateKeyOutput::builder().build());
+    let (deps, _) = deps(&[&describe, &cancel, &enable, &rotation, &create]);
+    handle(&deps, event("ensure")).await.expect("ensure");
+    assert_eq!(cancel.num_calls(), SCOPES.len());
+    assert_eq!(enable.num_calls(), SCOPES.len());
+    assert_eq!(create.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn status_reports_missing_keys_without_creating() {
+    let describe = mock!(Kms::describe_key).then_error(not_found);
+    let create = mock!(Kms::create_key).then_output(|| CreateKeyOutput::builder().build());
+    let (deps, _) = deps(&[&describe, &create]);
+    let out = handle(&deps, event("status")).await.expect("status");
+    assert_eq!(out["ready"], json!(false));
+    assert_eq!(out["missing"].as_array().unwrap().len(), SCOPES.len());
+    assert_eq!(create.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn bad_input_is_rejected_before_any_call() {
+    let describe = mock!(Kms::describe_key).then_error(not_found);
+    let (deps, _) = deps(&[&describe]);
+    let err = handle(&deps, event("explode")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidInput);
+    let err = handle(&deps, json!({"action": "ensure", "spec": {"name": "Bad!"}}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidSpec);
+    assert_eq!(describe.num_calls(), 0);
+}
+
+#[test]
+fn key_policy_limits_use_to_the_account_and_service() {
+    let policy: Value =
+        serde_json::from_str(&key_policy("111122223333", "eu-west-1", Some("rds"))).unwrap();
+    let usage = &policy["Statement"][1];
+    assert_eq!(
+        usage["Principal"]["AWS"],
+        json!("arn:aws:iam::111122223333:root")
+    );
+    assert_eq!(
+        usage["Condition"]["StringEquals"]["kms:CallerAccount"],
+        json!("111122223333")
+    );
+    assert_eq!(
+        usage["Condition"]["StringEquals"]["kms:ViaService"],
+        json!("rds.eu-west-1.amazonaws.com")
+    );
+    let admin = &policy["Statement"][0];
+    assert!(
+        !admin["Action"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("kms:Decrypt")),
+        "administration is not use"
+    );
+    let app: Value = serde_json::from_str(&key_policy("111122223333", "eu-west-1", None)).unwrap();
+    assert!(
+        app["Statement"][1]["Condition"]["StringEquals"]
+            .get("kms:ViaService")
+            .is_none()
+    );
+}
