@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod asl;
 mod spec;
 
 #[derive(Parser)]
@@ -24,6 +25,11 @@ enum Command {
         #[command(subcommand)]
         command: spec::SpecCommand,
     },
+    /// Validate and run Amazon States Language state machines locally
+    Asl {
+        #[command(subcommand)]
+        command: asl::AslCommand,
+    },
 }
 
 #[tokio::main]
@@ -31,6 +37,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Spec { command } => spec::run(command),
+        Command::Asl { command } => asl::run(command).await,
     };
     match result {
         Ok(code) => code,
