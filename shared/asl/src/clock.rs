@@ -280,21 +280,21 @@ impl Clock {
 
     /// The calling branch waits, idle, until `at` or until `work` completes, whichever
     /// is first. Returns `Some` with the work's output if it completed first.
+    /// Cancellation-safe: dropping the future leaves the counts balanced.
     pub async fn idle_until<F: Future>(&self, at: DateTime<Utc>, work: F) -> Option<F::Output> {
-        let registered = self.register(at, true);
         let real = tokio::time::sleep(self.real_wait(at));
-        match registered {
+        match self.register(at, true) {
             Some((key, rx)) => {
-                let outcome = tokio::select! {
+                let _timer = TimerGuard {
+                    clock: self,
+                    key,
+                    owner_idle: true,
+                };
+                tokio::select! {
                     out = work => Some(out),
                     _ = rx => None,
                     () = real => None,
-                };
-                // Fired by the clock: it already counted us active again.
-                if self.unregister(key) {
-                    self.reactivate();
                 }
-                outcome
             }
             None => tokio::select! {
                 out = work => Some(out),
@@ -305,18 +305,20 @@ impl Clock {
 
     /// The calling branch waits, idle, for `work` with no deadline.
     pub async fn idle<F: Future>(&self, work: F) -> F::Output {
-        if let Some(mut state) = self.lock() {
-            state.active = state.active.saturating_sub(1);
-            state.generation += 1;
-            let schedule = self.wants_jump(&mut state);
-            drop(state);
-            if schedule {
-                self.schedule_jump();
+        let _idle = match self.lock() {
+            Some(mut state) => {
+                state.active = state.active.saturating_sub(1);
+                state.generation += 1;
+                let schedule = self.wants_jump(&mut state);
+                drop(state);
+                if schedule {
+                    self.schedule_jump();
+                }
+                Some(IdleGuard { clock: self })
             }
-        }
-        let out = work.await;
-        self.reactivate();
-        out
+            None => None,
+        };
+        work.await
     }
 
     fn reactivate(&self) {
@@ -340,23 +342,52 @@ impl Clock {
     /// Runs `work` while the branch stays active, giving up at `at`. Returns `None` on
     /// the deadline.
     pub async fn deadline<F: Future>(&self, at: DateTime<Utc>, work: F) -> Option<F::Output> {
-        let registered = self.register(at, false);
         let real = tokio::time::sleep(self.real_wait(at));
-        match registered {
+        match self.register(at, false) {
             Some((key, rx)) => {
-                let outcome = tokio::select! {
+                let _timer = TimerGuard {
+                    clock: self,
+                    key,
+                    owner_idle: false,
+                };
+                tokio::select! {
                     out = work => Some(out),
                     _ = rx => None,
                     () = real => None,
-                };
-                self.unregister(key);
-                outcome
+                }
             }
             None => tokio::select! {
                 out = work => Some(out),
                 () = real => None,
             },
         }
+    }
+}
+
+/// Removes a timer that did not fire; an idle owner becomes active again, unless the
+/// clock already counted it so when the timer fired.
+struct TimerGuard<'a> {
+    clock: &'a Clock,
+    key: (i64, u64),
+    owner_idle: bool,
+}
+
+impl Drop for TimerGuard<'_> {
+    fn drop(&mut self) {
+        if self.clock.unregister(self.key) && self.owner_idle {
+            self.clock.reactivate();
+        }
+    }
+}
+
+/// Makes an idle branch active again when its wait ends, or is cancelled.
+struct IdleGuard<'a> {
+    clock: &'a Clock,
+}
+
+impl Drop for IdleGuard<'_> {
+    fn drop(&mut self) {
+        self.clock.reactivate();
     }
 }
 

@@ -377,3 +377,32 @@ async fn succeed_inside_a_branch_ends_only_the_branch() {
         result.history.len() as u64 - 1
     );
 }
+
+#[tokio::test]
+async fn aborted_branches_leave_the_virtual_clock_consistent() {
+    let real = std::time::Instant::now();
+    let result = run(
+        json!({"StartAt": "P", "States": {
+            "P": {"Type": "Parallel", "Branches": [
+                {"StartAt": "Long", "States": {"Long": {"Type": "Wait", "Seconds": 86400, "End": true}}},
+                {"StartAt": "Nested", "States": {"Nested": {"Type": "Parallel", "Branches": [
+                    {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 50000, "End": true}}}], "End": true}}},
+                {"StartAt": "Slow", "States": {"Slow": {"Type": "Wait", "Seconds": 10, "Next": "Boom"},
+                    "Boom": {"Type": "Fail", "Error": "E"}}}],
+                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "After"}], "End": true},
+            "After": {"Type": "Wait", "Seconds": 3600, "End": true}}}),
+        json!({}),
+    )
+    .await;
+    assert!(
+        real.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        real.elapsed()
+    );
+    assert_eq!(result.status, ExecutionStatus::Succeeded);
+    let took = result.stop_date - result.start_date;
+    assert!(
+        took >= chrono::Duration::seconds(3610) && took < chrono::Duration::seconds(3615),
+        "{took}"
+    );
+}
