@@ -304,8 +304,22 @@ async fn run_state(
         Kind::Task(_) | Kind::Parallel { .. } | Kind::Map(_) => {
             let result = with_retries(&mut run, thread, &effective).await;
             match result {
-                Ok(value) => finish(&run, thread, raw, value, state.result_selector.as_ref())
-                    .map(|out| step_after(state, out)),
+                Ok(value) => {
+                    match finish(
+                        &run,
+                        thread,
+                        raw.clone(),
+                        value,
+                        state.result_selector.as_ref(),
+                    ) {
+                        Ok(output) => Ok(step_after(state, output)),
+                        // A ResultPath that cannot be applied is the state's own, catchable failure.
+                        Err(failure) if failure.error.error == names::RESULT_PATH_MATCH_FAILURE => {
+                            catch(&run, thread, raw, failure)
+                        }
+                        Err(failure) => Err(failure),
+                    }
+                }
                 Err(failure) => catch(&run, thread, raw, failure),
             }
         }

@@ -406,3 +406,26 @@ async fn aborted_branches_leave_the_virtual_clock_consistent() {
         "{took}"
     );
 }
+
+#[tokio::test]
+async fn result_path_failures_are_catchable_by_the_state() {
+    let definition = |catch_path: Value| {
+        json!({"StartAt": "P", "States": {
+            "P": {"Type": "Parallel", "Branches": [{"StartAt": "B", "States": {"B": {"Type": "Pass", "End": true}}}],
+                "ResultPath": "$.x",
+                "Catch": [{"ErrorEquals": ["States.ResultPathMatchFailure"], "ResultPath": catch_path, "Next": "Recover"}],
+                "End": true},
+            "Recover": {"Type": "Pass", "End": true}}})
+    };
+    let result = run(definition(json!("$")), json!("just-a-string")).await;
+    assert_eq!(result.status, ExecutionStatus::Succeeded);
+    assert_eq!(
+        result.output.unwrap()["Error"],
+        "States.ResultPathMatchFailure"
+    );
+    let result = run(definition(json!("$.error")), json!("just-a-string")).await;
+    assert_eq!(
+        result.error.as_deref(),
+        Some("States.ResultPathMatchFailure")
+    );
+}
