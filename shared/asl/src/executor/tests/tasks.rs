@@ -526,3 +526,54 @@ async fn other_integrations_dispatch_by_resource_arn() {
     assert_eq!(result.error.as_deref(), Some("States.TaskFailed"));
     assert!(result.cause.unwrap().contains("No handler is registered"));
 }
+
+#[tokio::test]
+async fn poll_loop_with_wait_choice_and_a_bounded_count() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let mut handlers = HandlerRegistry::new();
+    handlers.register_fn("cluster", move |_| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move { Ok(json!({"ready": n >= 2})) }
+    });
+    let definition = |max_polls: u64| {
+        json!({"StartAt": "Init", "States": {
+            "Init": {"Type": "Pass", "Assign": {"polls": 0}, "Next": "Check"},
+            "Check": {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
+                "Parameters": {"FunctionName": "${ClusterFunctionArn}", "Payload": {"action": "status"}},
+                "ResultSelector": {"ready.$": "$.Payload.ready"},
+                "Assign": {"polls.$": "States.MathAdd($polls, 1)"},
+                "Next": "Ready?"},
+            "Ready?": {"Type": "Choice", "Choices": [
+                {"Variable": "$.ready", "BooleanEquals": true, "Next": "Done"},
+                {"Variable": "$polls", "NumericGreaterThanEquals": max_polls, "Next": "TooSlow"}],
+                "Default": "Wait"},
+            "Wait": {"Type": "Wait", "Seconds": 300, "Next": "Check"},
+            "TooSlow": {"Type": "Fail", "Error": "Apiary.Timeout", "CausePath": "States.Format('not ready after {} polls', $polls)"},
+            "Done": {"Type": "Succeed"}}})
+    };
+    let subs = HashMap::from([(
+        "ClusterFunctionArn".to_string(),
+        "arn:aws:lambda:us-east-1:123456789012:function:cluster".to_string(),
+    )]);
+    let machine = StateMachine::load(&definition(10).to_string(), &subs).unwrap();
+    let result = machine.execute(json!({}), options(handlers.clone())).await;
+    assert_eq!(
+        result.status,
+        ExecutionStatus::Succeeded,
+        "{:?}",
+        result.cause
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let took = result.stop_date - result.start_date;
+    assert!(
+        took >= chrono::Duration::seconds(600) && took < chrono::Duration::seconds(605),
+        "{took}"
+    );
+
+    calls.store(0, Ordering::SeqCst);
+    let machine = StateMachine::load(&definition(2).to_string(), &subs).unwrap();
+    let result = machine.execute(json!({}), options(handlers)).await;
+    assert_eq!(result.error.as_deref(), Some("Apiary.Timeout"));
+    assert_eq!(result.cause.as_deref(), Some("not ready after 2 polls"));
+}
