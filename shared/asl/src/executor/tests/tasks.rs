@@ -480,7 +480,7 @@ async fn map_respects_max_concurrency_and_parallel_runs_branches_together() {
         async move {
             let now = r.fetch_add(1, Ordering::SeqCst) + 1;
             p.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
             r.fetch_sub(1, Ordering::SeqCst);
             Ok(input)
         }
