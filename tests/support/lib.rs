@@ -29,3 +29,30 @@ pub fn unique_name(prefix: &str) -> String {
     let prefix: String = prefix.chars().take(15).collect();
     format!("{prefix}-{}", &suffix[..8])
 }
+
+/// A 10.x.0.0/16 that no VPC in the emulator uses yet and no other test of this binary
+/// was given: tests share one emulator, and the network layer rightly refuses a CIDR that
+/// overlaps another VPC.
+pub async fn unique_cidr(config: &SdkConfig) -> String {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u8>>> = Mutex::new(None);
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let vpcs = ec2.describe_vpcs().send().await.expect("DescribeVpcs");
+    let used: HashSet<u8> = vpcs
+        .vpcs()
+        .iter()
+        .filter_map(|v| v.cidr_block())
+        .filter_map(|c| c.strip_prefix("10."))
+        .filter_map(|rest| rest.split('.').next()?.parse().ok())
+        .collect();
+    let mut given = GIVEN.lock().expect("cidr lock");
+    let given = given.get_or_insert_with(HashSet::new);
+    let start = (uuid::Uuid::new_v4().as_u128() % 256) as usize;
+    let free = (0..256usize)
+        .map(|i| ((start + i) % 256) as u8)
+        .find(|n| !used.contains(n) && !given.contains(n))
+        .expect("a free 10.x.0.0/16 in the emulator");
+    given.insert(free);
+    format!("10.{free}.0.0/16")
+}

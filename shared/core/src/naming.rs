@@ -12,6 +12,10 @@ pub const MANAGED_BY: &str = "apiary";
 /// A tag naming the resource's role inside its layer (e.g. `private-a`, `rds`).
 pub const TAG_ROLE: &str = "apiary:role";
 
+/// The port the ingestion pods listen on; the cluster security group admits the load
+/// balancer to it.
+pub const INGESTION_PORT: u16 = 8080;
+
 /// The layers of a data plane, in build order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,0 +1,145 @@
+//! The internet gateway, Elastic IPs and NAT gateways.
+
+use apiary_core::{Error, Result};
+use aws_sdk_ec2::types::{DomainType, NatGatewayState, ResourceType};
+
+use crate::Run;
+use crate::ec2::{role_filters, tag_spec};
+
+pub async fn ensure_internet_gateway(run: &Run<'_>, vpc_id: &str) -> Result<String> {
+    let ec2 = &run.deps.ec2;
+    let found = ec2
+        .describe_internet_gateways()
+        .set_filters(Some(role_filters(&run.names, "igw")))
+        .send()
+        .await
+        .map_err(|e| Error::aws("DescribeInternetGateways", e))?;
+    let (id, attached) = match found.internet_gateways().first() {
+        Some(igw) => (
+            igw.internet_gateway_id().unwrap_or_default().to_owned(),
+            igw.attachments().iter().any(|a| a.vpc_id() == Some(vpc_id)),
+        ),
+        None => {
+            let created = ec2
+                .create_internet_gateway()
+                .tag_specifications(tag_spec(
+                    ResourceType::InternetGateway,
+                    &run.names,
+                    "igw",
+                    &[],
+                ))
+                .send()
+                .await
+                .map_err(|e| Error::aws("CreateInternetGateway", e))?;
+            let id = created
+                .internet_gateway()
+                .and_then(|g| g.internet_gateway_id())
+                .ok_or_else(|| Error::fatal("CreateInternetGateway returned no id"))?
+                .to_owned();
+            run.log.created(&id);
+            (id, false)
+        }
+    };
+    if !attached {
+        ec2.attach_internet_gateway()
+            .internet_gateway_id(&id)
+            .vpc_id(vpc_id)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("AttachInternetGateway {id} to {vpc_id}"), e))?;
+    }
+    run.log.resource("ec2:internet-gateway", &id, None).await?;
+    Ok(id)
+}
+
+pub struct Nat {
+    pub id: String,
+    pub state: String,
+    pub available: bool,
+}
+
+/// The i-th NAT gateway, in the given public subnet, with its own Elastic IP.
+pub async fn ensure_nat_gateway(run: &Run<'_>, index: usize, subnet_id: &str) -> Result<Nat> {
+    let ec2 = &run.deps.ec2;
+    let role = format!("nat-{index}");
+    // Deleted and failed gateways are history: only a live one counts.
+    let mut filters = role_filters(&run.names, &role);
+    filters.push(
+        aws_sdk_ec2::types::Filter::builder()
+            .name("state")
+            .values("pending")
+            .values("available")
+            .build(),
+    );
+    let found = ec2
+        .describe_nat_gateways()
+        .set_filter(Some(filters))
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("DescribeNatGateways {role}"), e))?;
+    let nat = match found.nat_gateways().first() {
+        Some(nat) => nat.clone(),
+        None => {
+            let allocation = ensure_elastic_ip(run, index).await?;
+            let created = ec2
+                .create_nat_gateway()
+                .subnet_id(subnet_id)
+                .allocation_id(&allocation)
+                .tag_specifications(tag_spec(ResourceType::Natgateway, &run.names, &role, &[]))
+                .send()
+                .await
+                .map_err(|e| Error::aws(format!("CreateNatGateway {role} in {subnet_id}"), e))?;
+            let nat = created
+                .nat_gateway()
+                .cloned()
+                .ok_or_else(|| Error::fatal("CreateNatGateway returned no gateway"))?;
+            run.log.created(nat.nat_gateway_id().unwrap_or_default());
+            nat
+        }
+    };
+    let id = nat.nat_gateway_id().unwrap_or_default().to_owned();
+    let state = nat.state().cloned().unwrap_or(NatGatewayState::Pending);
+    if matches!(state, NatGatewayState::Failed) {
+        return Err(Error::fatal(format!(
+            "NAT gateway {id} failed: {}",
+            nat.failure_message().unwrap_or("no reason given")
+        )));
+    }
+    run.log.resource("ec2:nat-gateway", &id, None).await?;
+    Ok(Nat {
+        id,
+        available: state == NatGatewayState::Available,
+        state: state.as_str().to_owned(),
+    })
+}
+
+async fn ensure_elastic_ip(run: &Run<'_>, index: usize) -> Result<String> {
+    let ec2 = &run.deps.ec2;
+    let role = format!("nat-eip-{index}");
+    let found = ec2
+        .describe_addresses()
+        .set_filters(Some(role_filters(&run.names, &role)))
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("DescribeAddresses {role}"), e))?;
+    let id = match found.addresses().first().and_then(|a| a.allocation_id()) {
+        Some(id) => id.to_owned(),
+        None => {
+            let created = ec2
+                .allocate_address()
+                .domain(DomainType::Vpc)
+                .tag_specifications(tag_spec(ResourceType::ElasticIp, &run.names, &role, &[]))
+                .send()
+                .await
+                .map_err(|e| Error::aws(format!("AllocateAddress {role}"), e))?;
+            let id = created
+                .allocation_id()
+                .ok_or_else(|| Error::fatal("AllocateAddress returned no allocation id"))?
+                .to_owned();
+            run.log.created(&id);
+            id
+        }
+    };
+    run.log.resource("ec2:elastic-ip", &id, None).await?;
+    Ok(id)
+}

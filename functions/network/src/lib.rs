@@ -1,0 +1,215 @@
+//! The network layer: VPC, public and private subnets across 2-3 zones, internet and NAT
+//! gateways, route tables, gateway and interface VPC endpoints, and security groups.
+//!
+//! `ensure` is also its own poll: it does everything it can, and reports `ready: false`
+//! while a NAT gateway is still pending (the private routes need it). The state machine
+//! calls `ensure` again after a wait until the layer is ready.
+
+mod ec2;
+mod gateways;
+pub mod plan;
+mod routes;
+mod security;
+mod vpc;
+
+use std::sync::Arc;
+
+use apiary_core::naming::{Layer, Names};
+use apiary_core::outputs::{NetworkOutput, SubnetRef};
+use apiary_core::spec::DeploymentSpec;
+use apiary_core::step::{Recorder, StepInput, StepLog};
+use apiary_core::{Error, Result};
+use serde_json::{Value, json};
+
+pub struct Deps {
+    pub ec2: aws_sdk_ec2::Client,
+    pub recorder: Arc<dyn Recorder>,
+}
+
+impl Deps {
+    pub fn new(config: &aws_config::SdkConfig, recorder: Arc<dyn Recorder>) -> Self {
+        Deps {
+            ec2: aws_sdk_ec2::Client::new(config),
+            recorder,
+        }
+    }
+}
+
+/// Interface endpoints the private subnets need to reach AWS without the internet.
+pub const INTERFACE_ENDPOINTS: &[&str] =
+    &["ecr.api", "ecr.dkr", "kms", "secretsmanager", "sts", "logs"];
+/// Gateway endpoints (free, route-table based).
+pub const GATEWAY_ENDPOINTS: &[&str] = &["s3", "dynamodb"];
+
+/// One run of the layer: the clients, names and log shared by every part.
+pub(crate) struct Run<'a> {
+    pub deps: &'a Deps,
+    pub names: Names,
+    pub spec: &'a DeploymentSpec,
+    pub log: StepLog<'a>,
+    pub region: String,
+}
+
+#[tracing::instrument(name = "network", skip_all, fields(deployment, action))]
+pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
+    let input = StepInput::from_event(event)?;
+    let spec = input.spec()?;
+    tracing::Span::current()
+        .record("deployment", spec.name.as_str())
+        .record("action", input.action.as_str());
+    if input.action != "ensure" {
+        return Err(Error::invalid_input(format!(
+            "network: unknown action {:?}; the network layer has only `ensure`, which is its own status check",
+            input.action
+        )));
+    }
+    let region = deps
+        .ec2
+        .config()
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| spec.region.clone());
+    let run = Run {
+        deps,
+        names: Names::new(&spec.name),
+        spec: &spec,
+        log: StepLog::new(deps.recorder.as_ref(), &spec.name, Layer::Network, &input),
+        region,
+    };
+    // Boxed: the whole layer is one deep future, too deep for the compiler's layout limit.
+    match Box::pin(ensure(&run)).await {
+        Ok((output, pending)) => {
+            let outcome = if pending.is_empty() {
+                run.log.ensure_outcome()
+            } else {
+                "not-ready"
+            };
+            run.log
+                .finish(outcome, (!pending.is_empty()).then(|| pending.join("; ")))
+                .await?;
+            let mut result =
+                serde_json::to_value(&output).map_err(|e| Error::fatal(e.to_string()))?;
+            result["ready"] = json!(pending.is_empty());
+            result["pending"] = json!(pending);
+            result["created"] = json!(run.log.created_ids());
+            Ok(result)
+        }
+        Err(err) => {
+            run.log.finish("failed", Some(err.to_string())).await?;
+            Err(err)
+        }
+    }
+}
+
+async fn ensure(run: &Run<'_>) -> Result<(NetworkOutput, Vec<String>)> {
+    let cidr = run.spec.vpc_cidr()?;
+    let zones = vpc::zones(run, run.spec.network.az_count as usize).await?;
+    let plan = plan::plan(cidr, zones.len())?;
+
+    let vpc_id = vpc::ensure_vpc(run, cidr).await?;
+    let mut public = Vec::new();
+    let mut private = Vec::new();
+    for (i, zone) in zones.iter().enumerate() {
+        let elb_public = [("kubernetes.io/role/elb", "1")];
+        let id = vpc::ensure_subnet(
+            run,
+            &vpc_id,
+            &format!("public-{i}"),
+            plan.public[i],
+            zone,
+            &elb_public,
+        )
+        .await?;
+        public.push(SubnetRef {
+            id,
+            availability_zone: zone.clone(),
+            cidr: plan.public[i].to_string(),
+        });
+        let cluster_name = run.names.resource("eks");
+        let elb_private = [
+            ("kubernetes.io/role/internal-elb", "1"),
+            ("karpenter.sh/discovery", cluster_name.as_str()),
+        ];
+        let id = vpc::ensure_subnet(
+            run,
+            &vpc_id,
+            &format!("private-{i}"),
+            plan.private[i],
+            zone,
+            &elb_private,
+        )
+        .await?;
+        private.push(SubnetRef {
+            id,
+            availability_zone: zone.clone(),
+            cidr: plan.private[i].to_string(),
+        });
+    }
+
+    let igw = gateways::ensure_internet_gateway(run, &vpc_id).await?;
+    let nat_count = match run.spec.network.nat_mode {
+        apiary_core::spec::NatMode::Single => 1,
+        apiary_core::spec::NatMode::PerAz => zones.len(),
+    };
+    let mut nats = Vec::new();
+    for (i, subnet) in public.iter().take(nat_count).enumerate() {
+        nats.push(gateways::ensure_nat_gateway(run, i, &subnet.id).await?);
+    }
+
+    let mut pending = Vec::new();
+    let public_rt = routes::ensure_route_table(run, &vpc_id, "public-rt").await?;
+    routes::ensure_default_route(run, &public_rt, routes::Target::Internet(&igw)).await?;
+    for subnet in &public {
+        routes::ensure_association(run, &public_rt, &subnet.id).await?;
+    }
+    let mut private_rts = Vec::new();
+    for (i, subnet) in private.iter().enumerate() {
+        let rt = routes::ensure_route_table(run, &vpc_id, &format!("private-rt-{i}")).await?;
+        let nat = &nats[i % nats.len()];
+        if nat.available {
+            routes::ensure_default_route(run, &rt, routes::Target::Nat(&nat.id)).await?;
+        } else {
+            pending.push(format!(
+                "NAT gateway {} is {}; private route {i} waits for it",
+                nat.id, nat.state
+            ));
+        }
+        routes::ensure_association(run, &rt, &subnet.id).await?;
+        private_rts.push(rt.id.clone());
+    }
+
+    let security_groups = security::ensure_security_groups(run, &vpc_id, cidr).await?;
+    let private_ids: Vec<String> = private.iter().map(|s| s.id.clone()).collect();
+    let mut endpoints = std::collections::BTreeMap::new();
+    for service in GATEWAY_ENDPOINTS {
+        let id = routes::ensure_gateway_endpoint(run, &vpc_id, service, &private_rts).await?;
+        endpoints.insert((*service).to_owned(), id);
+    }
+    for service in INTERFACE_ENDPOINTS {
+        let id = routes::ensure_interface_endpoint(
+            run,
+            &vpc_id,
+            service,
+            &private_ids,
+            &security_groups.endpoints,
+        )
+        .await?;
+        endpoints.insert((*service).to_owned(), id);
+    }
+
+    Ok((
+        NetworkOutput {
+            vpc_id,
+            vpc_cidr: cidr.to_string(),
+            public_subnets: public,
+            private_subnets: private,
+            nat_gateway_ids: nats.into_iter().map(|n| n.id).collect(),
+            security_groups: security_groups.public,
+            endpoints,
+        },
+        pending,
+    ))
+}
+
+#[cfg(test)]
+mod tests;

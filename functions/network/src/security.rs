@@ -1,0 +1,243 @@
+//! Security groups: the load balancer (443 from the customer), the cluster, the data
+//! stores (their ports from the cluster only) and the interface endpoints (443 from the VPC).
+
+use apiary_core::naming::INGESTION_PORT;
+use apiary_core::outputs::SecurityGroups;
+use apiary_core::{Error, Result};
+use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, SecurityGroup, UserIdGroupPair};
+use ipnet::Ipv4Net;
+
+use crate::Run;
+use crate::ec2::{filter, is_code, role_filters, tag_spec};
+
+pub struct Groups {
+    pub public: SecurityGroups,
+    pub endpoints: String,
+}
+
+enum Source<'a> {
+    Cidr(String),
+    Group(&'a str),
+}
+
+struct Rule<'a> {
+    protocol: &'static str,
+    port: Option<u16>,
+    source: Source<'a>,
+    description: String,
+}
+
+/// Data store ports the cluster may reach: PostgreSQL, DocumentDB, Redis.
+pub const DATABASE_PORTS: [(u16, &str); 3] =
+    [(5432, "PostgreSQL"), (27017, "DocumentDB"), (6379, "Redis")];
+
+pub async fn ensure_security_groups(
+    run: &Run<'_>,
+    vpc_id: &str,
+    vpc_cidr: Ipv4Net,
+) -> Result<Groups> {
+    let alb = ensure_group(
+        run,
+        vpc_id,
+        "alb",
+        "Apiary load balancer: HTTPS from customer networks",
+    )
+    .await?;
+    let cluster = ensure_group(run, vpc_id, "cluster", "Apiary EKS cluster and nodes").await?;
+    let databases = ensure_group(
+        run,
+        vpc_id,
+        "databases",
+        "Apiary data stores: reachable from the cluster only",
+    )
+    .await?;
+    let endpoints = ensure_group(
+        run,
+        vpc_id,
+        "endpoints",
+        "Apiary VPC interface endpoints: HTTPS from the VPC",
+    )
+    .await?;
+
+    let ingress: Vec<Rule> = run
+        .spec
+        .ingress_cidrs()?
+        .into_iter()
+        .map(|cidr| Rule {
+            protocol: "tcp",
+            port: Some(443),
+            source: Source::Cidr(cidr.to_string()),
+            description: "HTTPS from customer network".into(),
+        })
+        .collect();
+    ensure_rules(run, &alb, ingress).await?;
+
+    let cluster_rules = vec![
+        Rule {
+            protocol: "-1",
+            port: None,
+            source: Source::Group(id(&cluster)),
+            description: "cluster internal".into(),
+        },
+        Rule {
+            protocol: "tcp",
+            port: Some(INGESTION_PORT),
+            source: Source::Group(id(&alb)),
+            description: "load balancer to ingestion pods".into(),
+        },
+    ];
+    ensure_rules(run, &cluster, cluster_rules).await?;
+
+    let database_rules = DATABASE_PORTS
+        .iter()
+        .map(|(port, what)| Rule {
+            protocol: "tcp",
+            port: Some(*port),
+            source: Source::Group(id(&cluster)),
+            description: format!("{what} from the cluster"),
+        })
+        .collect();
+    ensure_rules(run, &databases, database_rules).await?;
+
+    let endpoint_rules = vec![Rule {
+        protocol: "tcp",
+        port: Some(443),
+        source: Source::Cidr(vpc_cidr.to_string()),
+        description: "HTTPS from the VPC".into(),
+    }];
+    ensure_rules(run, &endpoints, endpoint_rules).await?;
+
+    Ok(Groups {
+        public: SecurityGroups {
+            alb: id(&alb).to_owned(),
+            cluster: id(&cluster).to_owned(),
+            databases: id(&databases).to_owned(),
+        },
+        endpoints: id(&endpoints).to_owned(),
+    })
+}
+
+fn id(group: &SecurityGroup) -> &str {
+    group.group_id().unwrap_or_default()
+}
+
+async fn ensure_group(
+    run: &Run<'_>,
+    vpc_id: &str,
+    role: &str,
+    description: &str,
+) -> Result<SecurityGroup> {
+    let ec2 = &run.deps.ec2;
+    let describe = || async {
+        let mut filters = role_filters(&run.names, role);
+        filters.push(filter("vpc-id", vpc_id));
+        ec2.describe_security_groups()
+            .set_filters(Some(filters))
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("DescribeSecurityGroups {role}"), e))
+            .map(|out| out.security_groups().first().cloned())
+    };
+    let group = match describe().await? {
+        Some(group) => group,
+        None => {
+            let created = ec2
+                .create_security_group()
+                .group_name(run.names.resource(role))
+                .description(description)
+                .vpc_id(vpc_id)
+                .tag_specifications(tag_spec(ResourceType::SecurityGroup, &run.names, role, &[]))
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::aws(
+                        format!("CreateSecurityGroup {}", run.names.resource(role)),
+                        e,
+                    )
+                })?;
+            let group_id = created
+                .group_id()
+                .ok_or_else(|| Error::fatal("CreateSecurityGroup returned no id"))?;
+            run.log.created(group_id);
+            describe().await?.ok_or_else(|| {
+                Error::fatal(format!("security group {group_id} vanished after creation"))
+            })?
+        }
+    };
+    run.log
+        .resource("ec2:security-group", id(&group), None)
+        .await?;
+    Ok(group)
+}
+
+fn has_rule(group: &SecurityGroup, rule: &Rule) -> bool {
+    group.ip_permissions().iter().any(|p| {
+        let ports_match = match rule.port {
+            Some(port) => p.from_port() == Some(port as i32) && p.to_port() == Some(port as i32),
+            None => true,
+        };
+        p.ip_protocol() == Some(rule.protocol)
+            && ports_match
+            && match &rule.source {
+                Source::Cidr(cidr) => p
+                    .ip_ranges()
+                    .iter()
+                    .any(|r| r.cidr_ip() == Some(cidr.as_str())),
+                Source::Group(g) => p
+                    .user_id_group_pairs()
+                    .iter()
+                    .any(|pair| pair.group_id() == Some(*g)),
+            }
+    })
+}
+
+async fn ensure_rules(run: &Run<'_>, group: &SecurityGroup, rules: Vec<Rule<'_>>) -> Result<()> {
+    for rule in rules.iter().filter(|r| !has_rule(group, r)) {
+        let mut permission = IpPermission::builder().ip_protocol(rule.protocol);
+        if let Some(port) = rule.port {
+            permission = permission.from_port(port as i32).to_port(port as i32);
+        }
+        permission = match &rule.source {
+            Source::Cidr(cidr) => permission.ip_ranges(
+                IpRange::builder()
+                    .cidr_ip(cidr)
+                    .description(&rule.description)
+                    .build(),
+            ),
+            Source::Group(g) => permission.user_id_group_pairs(
+                UserIdGroupPair::builder()
+                    .group_id(*g)
+                    .description(&rule.description)
+                    .build(),
+            ),
+        };
+        let result = run
+            .deps
+            .ec2
+            .authorize_security_group_ingress()
+            .group_id(id(group))
+            .ip_permissions(permission.build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => run
+                .log
+                .created(&format!("{}:{}", id(group), rule.description)),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| is_code(e, &["InvalidPermission.Duplicate"])) => {}
+            Err(err) => {
+                return Err(Error::aws(
+                    format!(
+                        "AuthorizeSecurityGroupIngress {} ({})",
+                        id(group),
+                        rule.description
+                    ),
+                    err,
+                ));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! The network layer against the emulator: everything the spec asks for, read back
+//! through the EC2 API, and a second run that creates nothing.
+
+use std::sync::Arc;
+
+use apiary_core::step::MemoryRecorder;
+use apiary_e2e::{sdk_config, unique_cidr, unique_name};
+use aws_sdk_ec2::types::Filter;
+use serde_json::{Value, json};
+
+fn event(name: &str, cidr: &str, nat_mode: &str) -> Value {
+    json!({
+        "action": "ensure",
+        "execution_id": "exec-network",
+        "spec": {
+            "name": name,
+            "dns": {"domain": "hh.example.com"},
+            "network": {"vpc_cidr": cidr, "nat_mode": nat_mode, "ingress_cidrs": ["203.0.113.0/24"]}
+        }
+    })
+}
+
+fn vpc_filter(vpc: &str) -> Filter {
+    Filter::builder().name("vpc-id").values(vpc).build()
+}
+
+#[tokio::test]
+async fn network_is_complete_and_idempotent() {
+    let config = sdk_config().await;
+    let recorder = MemoryRecorder::default();
+    let deps = network::Deps::new(&config, Arc::new(recorder.clone()));
+    let name = unique_name("net");
+    let cidr = unique_cidr(&config).await;
+    let cidr = cidr.as_str();
+
+    let first = network::handle(&deps, event(&name, cidr, "per-az"))
+        .await
+        .expect("first ensure");
+    assert_eq!(first["ready"], json!(true), "{first}");
+    assert!(!first["created"].as_array().unwrap().is_empty());
+    let second = network::handle(&deps, event(&name, cidr, "per-az"))
+        .await
+        .expect("second ensure");
+    assert_eq!(
+        second["created"],
+        json!([]),
+        "second run creates nothing: {second}"
+    );
+    assert_eq!(first["vpc_id"], second["vpc_id"]);
+    assert_eq!(first["private_subnets"], second["private_subnets"]);
+
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let vpc = first["vpc_id"].as_str().unwrap();
+
+    // Subnets: 3 public + 3 private, one of each per zone, inside the VPC CIDR.
+    let subnets = ec2
+        .describe_subnets()
+        .filters(vpc_filter(vpc))
+        .send()
+        .await
+        .unwrap();
+    let subnets = subnets.subnets();
+    assert_eq!(subnets.len(), 6);
+    let mut zones: Vec<_> = subnets
+        .iter()
+        .filter_map(|s| s.availability_zone())
+        .collect();
+    zones.sort();
+    zones.dedup();
+    assert_eq!(zones.len(), 3, "{zones:?}");
+    let prefix = cidr.trim_end_matches("0.0/16");
+    assert!(
+        subnets
+            .iter()
+            .all(|s| s.cidr_block().unwrap().starts_with(prefix))
+    );
+
+    // Per-AZ NAT: three gateways; each private route table sends 0.0.0.0/0 to a NAT,
+    // the public one to the internet gateway.
+    assert_eq!(first["nat_gateway_ids"].as_array().unwrap().len(), 3);
+    let tables = ec2
+        .describe_route_tables()
+        .filters(vpc_filter(vpc))
+        .send()
+        .await
+        .unwrap();
+    let default_targets: Vec<(Option<String>, Option<String>)> = tables
+        .route_tables()
+        .iter()
+        .flat_map(|t| t.routes())
+        .filter(|r| r.destination_cidr_block() == Some("0.0.0.0/0"))
+        .map(|r| {
+            (
+                r.gateway_id().map(str::to_owned),
+                r.nat_gateway_id().map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(
+        default_targets
+            .iter()
+            .filter(|(_, nat)| nat.is_some())
+            .count(),
+        3,
+        "{default_targets:?}"
+    );
+    assert_eq!(
+        default_targets
+            .iter()
+            .filter(|(igw, _)| igw.as_deref().is_some_and(|g| g.starts_with("igw-")))
+            .count(),
+        1
+    );
+    for subnet in first["private_subnets"].as_array().unwrap() {
+        let id = subnet["id"].as_str().unwrap();
+        let table = tables
+            .route_tables()
+            .iter()
+            .find(|t| t.associations().iter().any(|a| a.subnet_id() == Some(id)))
+            .expect("private subnet has a route table");
+        assert!(
+            table.routes().iter().any(|r| r.nat_gateway_id().is_some()),
+            "private route via NAT"
+        );
+    }
+
+    // Endpoints: gateway S3/DynamoDB and the six interface endpoints.
+    let endpoints = ec2
+        .describe_vpc_endpoints()
+        .filters(vpc_filter(vpc))
+        .send()
+        .await
+        .unwrap();
+    let services: Vec<_> = endpoints
+        .vpc_endpoints()
+        .iter()
+        .filter_map(|e| e.service_name())
+        .collect();
+    for service in [
+        "s3",
+        "dynamodb",
+        "ecr.api",
+        "ecr.dkr",
+        "kms",
+        "secretsmanager",
+        "sts",
+        "logs",
+    ] {
+        assert!(
+            services.contains(&format!("com.amazonaws.us-west-2.{service}").as_str()),
+            "{service}: {services:?}"
+        );
+    }
+
+    // Security groups: 443 from the customer on the ALB; database ports from the cluster only.
+    let sg = |id: &str| {
+        let ec2 = ec2.clone();
+        let id = id.to_owned();
+        async move {
+            ec2.describe_security_groups()
+                .group_ids(id)
+                .send()
+                .await
+                .unwrap()
+                .security_groups()[0]
+                .clone()
+        }
+    };
+    let alb = sg(first["security_groups"]["alb"].as_str().unwrap()).await;
+    let https = alb
+        .ip_permissions()
+        .iter()
+        .find(|p| p.from_port() == Some(443))
+        .expect("443 rule");
+    assert_eq!(https.ip_ranges()[0].cidr_ip(), Some("203.0.113.0/24"));
+    let databases = sg(first["security_groups"]["databases"].as_str().unwrap()).await;
+    let cluster_sg = first["security_groups"]["cluster"].as_str().unwrap();
+    let mut ports: Vec<i32> = databases
+        .ip_permissions()
+        .iter()
+        .filter_map(|p| p.from_port())
+        .collect();
+    ports.sort();
+    assert_eq!(ports, [5432, 6379, 27017]);
+    for permission in databases.ip_permissions() {
+        assert!(
+            permission.ip_ranges().is_empty(),
+            "no CIDR may reach the data stores"
+        );
+        assert_eq!(
+            permission.user_id_group_pairs()[0].group_id(),
+            Some(cluster_sg)
+        );
+    }
+
+    // The journal says what happened; the inventory lists the VPC once.
+    let entries = recorder.entries.lock().unwrap();
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| e.outcome.as_str())
+            .collect::<Vec<_>>(),
+        ["created", "unchanged"]
+    );
+    let resources = recorder.resources.lock().unwrap();
+    assert_eq!(resources.iter().filter(|r| r.kind == "ec2:vpc").count(), 1);
+}
+
+#[tokio::test]
+async fn overlapping_cidr_is_refused_before_anything_is_created() {
+    let config = sdk_config().await;
+    let deps = network::Deps::new(&config, Arc::new(MemoryRecorder::default()));
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let cidr = unique_cidr(&config).await;
+    ec2.create_vpc()
+        .cidr_block(&cidr)
+        .send()
+        .await
+        .expect("someone else's VPC");
+
+    let name = unique_name("overlap");
+    let err = network::handle(&deps, event(&name, &cidr, "single"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), apiary_core::ErrorName::InvalidSpec);
+    assert!(
+        err.to_string()
+            .contains(&format!("network.vpc_cidr: {cidr} overlaps")),
+        "{err}"
+    );
+    let ours = ec2
+        .describe_vpcs()
+        .filters(
+            Filter::builder()
+                .name("tag:apiary:deployment")
+                .values(&name)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(ours.vpcs().is_empty(), "nothing was created");
+}
