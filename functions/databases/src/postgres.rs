@@ -1,0 +1,378 @@
+//! RDS PostgreSQL: a DB subnet group on the private subnets, a parameter group that
+//! forces TLS, and the instance itself (encrypted with the rds key, master password
+//! managed by RDS in Secrets Manager, deletion protection on).
+
+use apiary_core::{Error, Result};
+use aws_sdk_rds::types::{ApplyMethod, DbInstance, Parameter, Tag};
+
+use crate::{Inputs, Report, Step, tag_pairs};
+
+/// A major version: RDS picks its current default minor version and keeps the instance
+/// patched (auto minor version upgrade), so a pinned minor can never be retired under us.
+pub const POSTGRES_ENGINE_VERSION: &str = "16";
+pub const POSTGRES_PARAMETER_FAMILY: &str = "postgres16";
+pub const POSTGRES_PORT: u16 = 5432;
+const MASTER_USERNAME: &str = "apiary";
+const DATABASE_NAME: &str = "honeyhive";
+const STORAGE_TYPE: &str = "gp3";
+const FORCE_SSL: &str = "rds.force_ssl";
+
+/// Where an instance is in its life, from its `DBInstanceStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InstanceState {
+    Ready,
+    Pending,
+    /// Stopped by someone: it will not become available by waiting.
+    Stopped,
+    Deleting,
+    Failed,
+}
+
+pub(crate) fn instance_state(status: &str) -> InstanceState {
+    match status {
+        "available" => InstanceState::Ready,
+        "stopped" | "stopping" => InstanceState::Stopped,
+        "deleting" | "deleted" => InstanceState::Deleting,
+        "failed"
+        | "restore-error"
+        | "storage-full"
+        | "inaccessible-encryption-credentials"
+        | "inaccessible-encryption-credentials-recoverable" => InstanceState::Failed,
+        s if s.starts_with("incompatible-") => InstanceState::Failed,
+        // creating, backing-up, modifying, configuring-*, upgrading, rebooting, ...
+        _ => InstanceState::Pending,
+    }
+}
+
+/// The state, or an error for states that waiting cannot fix: `Apiary.Conflict` while a
+/// teardown deletes it, `Apiary.Fatal` naming the resource when it failed.
+pub(crate) fn checked_state(what: &str, id: &str, status: &str) -> Result<InstanceState> {
+    match instance_state(status) {
+        InstanceState::Deleting => Err(Error::Conflict(format!(
+            "{what} {id} is {status}: a teardown is removing it; run provision again once it is gone"
+        ))),
+        InstanceState::Failed => Err(Error::fatal(format!(
+            "{what} {id} is in state {status}; it cannot become available without intervention \
+             (see its events in the console)"
+        ))),
+        state => Ok(state),
+    }
+}
+
+pub(crate) async fn run(step: &Step<'_>) -> Result<Report> {
+    let id = step.names.resource("postgres");
+    let inputs = if step.create {
+        let inputs = step.inputs("rds")?;
+        ensure_subnet_group(step, &inputs, &id).await?;
+        ensure_parameter_group(step, &parameter_group_name(step)).await?;
+        Some(inputs)
+    } else {
+        None
+    };
+    let instance = match (describe(step, &id).await?, &inputs) {
+        (Some(instance), _) => instance,
+        (None, Some(inputs)) => create(step, inputs, &id).await?,
+        (None, None) => {
+            return Ok(Report {
+                identifier: id.clone(),
+                host: String::new(),
+                port: POSTGRES_PORT,
+                secret_arn: String::new(),
+                status: "missing".to_owned(),
+                ready: false,
+                missing: vec![id],
+            });
+        }
+    };
+    step.log
+        .resource("rds:db-instance", &id, instance.db_instance_arn())
+        .await?;
+    let secret_arn = instance
+        .master_user_secret()
+        .and_then(|s| s.secret_arn())
+        .unwrap_or_default()
+        .to_owned();
+    if !secret_arn.is_empty() {
+        step.log
+            .resource("rds:master-user-secret", &secret_arn, Some(&secret_arn))
+            .await?;
+    }
+    let status = instance
+        .db_instance_status()
+        .unwrap_or("unknown")
+        .to_owned();
+    let ready = match checked_state("RDS instance", &id, &status)? {
+        InstanceState::Ready => true,
+        InstanceState::Stopped if step.create && status == "stopped" => {
+            start(step, &id).await?;
+            false
+        }
+        _ => false,
+    };
+    let endpoint = instance.endpoint();
+    Ok(Report {
+        identifier: id,
+        host: endpoint
+            .and_then(|e| e.address())
+            .unwrap_or_default()
+            .to_owned(),
+        port: endpoint
+            .and_then(|e| e.port())
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(POSTGRES_PORT),
+        secret_arn,
+        status,
+        ready,
+        missing: Vec::new(),
+    })
+}
+
+fn parameter_group_name(step: &Step<'_>) -> String {
+    step.names.resource(POSTGRES_PARAMETER_FAMILY)
+}
+
+fn tags(step: &Step<'_>) -> Vec<Tag> {
+    tag_pairs(step.names, "postgres")
+        .into_iter()
+        .map(|(key, value)| Tag::builder().key(key).value(value).build())
+        .collect()
+}
+
+async fn ensure_subnet_group(step: &Step<'_>, inputs: &Inputs, name: &str) -> Result<()> {
+    let rds = &step.deps.rds;
+    let found = match rds
+        .describe_db_subnet_groups()
+        .db_subnet_group_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => out.db_subnet_groups().first().cloned(),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_db_subnet_group_not_found_fault()) =>
+        {
+            None
+        }
+        Err(err) => return Err(Error::aws(format!("DescribeDBSubnetGroups {name}"), err)),
+    };
+    let arn = match found {
+        Some(group) => group.db_subnet_group_arn().map(str::to_owned),
+        None => {
+            match rds
+                .create_db_subnet_group()
+                .db_subnet_group_name(name)
+                .db_subnet_group_description(format!(
+                    "Apiary {} PostgreSQL: private subnets",
+                    step.names.deployment()
+                ))
+                .set_subnet_ids(Some(inputs.subnet_ids.clone()))
+                .set_tags(Some(tags(step)))
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    step.log.created(name);
+                    out.db_subnet_group()
+                        .and_then(|g| g.db_subnet_group_arn())
+                        .map(str::to_owned)
+                }
+                Err(err)
+                    if err
+                        .as_service_error()
+                        .is_some_and(|e| e.is_db_subnet_group_already_exists_fault()) =>
+                {
+                    None
+                }
+                Err(err) => return Err(Error::aws(format!("CreateDBSubnetGroup {name}"), err)),
+            }
+        }
+    };
+    step.log
+        .resource("rds:db-subnet-group", name, arn.as_deref())
+        .await
+}
+
+async fn ensure_parameter_group(step: &Step<'_>, name: &str) -> Result<()> {
+    let rds = &step.deps.rds;
+    let found = match rds
+        .describe_db_parameter_groups()
+        .db_parameter_group_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => out.db_parameter_groups().first().cloned(),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_db_parameter_group_not_found_fault()) =>
+        {
+            None
+        }
+        Err(err) => return Err(Error::aws(format!("DescribeDBParameterGroups {name}"), err)),
+    };
+    let (arn, fresh) = match found {
+        Some(group) => (group.db_parameter_group_arn().map(str::to_owned), false),
+        None => match rds
+            .create_db_parameter_group()
+            .db_parameter_group_name(name)
+            .db_parameter_group_family(POSTGRES_PARAMETER_FAMILY)
+            .description(format!(
+                "Apiary {} PostgreSQL: TLS required",
+                step.names.deployment()
+            ))
+            .set_tags(Some(tags(step)))
+            .send()
+            .await
+        {
+            Ok(out) => {
+                step.log.created(name);
+                (
+                    out.db_parameter_group()
+                        .and_then(|g| g.db_parameter_group_arn())
+                        .map(str::to_owned),
+                    true,
+                )
+            }
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_db_parameter_group_already_exists_fault()) =>
+            {
+                (None, false)
+            }
+            Err(err) => return Err(Error::aws(format!("CreateDBParameterGroup {name}"), err)),
+        },
+    };
+    if fresh || !force_ssl_is_on(step, name).await? {
+        rds.modify_db_parameter_group()
+            .db_parameter_group_name(name)
+            .parameters(
+                Parameter::builder()
+                    .parameter_name(FORCE_SSL)
+                    .parameter_value("1")
+                    // Applied when the instance boots with the group; on an instance that
+                    // already runs, at its next reboot rather than by surprise.
+                    .apply_method(ApplyMethod::PendingReboot)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("ModifyDBParameterGroup {name} {FORCE_SSL}=1"), e))?;
+    }
+    step.log
+        .resource("rds:db-parameter-group", name, arn.as_deref())
+        .await
+}
+
+/// Whether the group already sets `rds.force_ssl=1` (only parameters a user set are
+/// listed, which keeps this to one short page).
+async fn force_ssl_is_on(step: &Step<'_>, name: &str) -> Result<bool> {
+    let mut pages = step
+        .deps
+        .rds
+        .describe_db_parameters()
+        .db_parameter_group_name(name)
+        .source("user")
+        .into_paginator()
+        .items()
+        .send();
+    while let Some(parameter) = pages
+        .try_next()
+        .await
+        .map_err(|e| Error::aws(format!("DescribeDBParameters {name}"), e))?
+    {
+        if parameter.parameter_name() == Some(FORCE_SSL) {
+            return Ok(parameter.parameter_value() == Some("1"));
+        }
+    }
+    Ok(false)
+}
+
+async fn describe(step: &Step<'_>, id: &str) -> Result<Option<DbInstance>> {
+    match step
+        .deps
+        .rds
+        .describe_db_instances()
+        .db_instance_identifier(id)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.db_instances().first().cloned()),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_db_instance_not_found_fault()) =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(Error::aws(format!("DescribeDBInstances {id}"), err)),
+    }
+}
+
+async fn create(step: &Step<'_>, inputs: &Inputs, id: &str) -> Result<DbInstance> {
+    let sizing = step.spec.sizing();
+    let retention = i32::try_from(step.spec.backup.retention_days)
+        .map_err(|_| Error::invalid_input("backup.retention_days is out of range"))?;
+    let created = step
+        .deps
+        .rds
+        .create_db_instance()
+        .db_instance_identifier(id)
+        .engine("postgres")
+        .engine_version(POSTGRES_ENGINE_VERSION)
+        .auto_minor_version_upgrade(true)
+        .db_instance_class(sizing.db_instance_class)
+        .allocated_storage(sizing.db_allocated_storage_gb)
+        .max_allocated_storage(sizing.db_max_allocated_storage_gb)
+        .storage_type(STORAGE_TYPE)
+        .storage_encrypted(true)
+        .kms_key_id(&inputs.key_arn)
+        .master_username(MASTER_USERNAME)
+        .manage_master_user_password(true)
+        .master_user_secret_kms_key_id(&inputs.key_arn)
+        .db_name(DATABASE_NAME)
+        .port(i32::from(POSTGRES_PORT))
+        .db_subnet_group_name(id)
+        .db_parameter_group_name(parameter_group_name(step))
+        .vpc_security_group_ids(&inputs.security_group)
+        .publicly_accessible(false)
+        .multi_az(sizing.multi_az)
+        .backup_retention_period(retention)
+        .copy_tags_to_snapshot(true)
+        .deletion_protection(true)
+        .enable_cloudwatch_logs_exports("postgresql")
+        .set_tags(Some(tags(step)))
+        .send()
+        .await;
+    match created {
+        Ok(out) => {
+            step.log.created(id);
+            out.db_instance
+                .ok_or_else(|| Error::fatal(format!("CreateDBInstance {id} returned no instance")))
+        }
+        // A parallel run won the race: use what it made.
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_db_instance_already_exists_fault()) =>
+        {
+            describe(step, id).await?.ok_or_else(|| {
+                Error::Conflict(format!("RDS instance {id} exists but cannot be described"))
+            })
+        }
+        Err(err) => Err(Error::aws(format!("CreateDBInstance {id}"), err)),
+    }
+}
+
+async fn start(step: &Step<'_>, id: &str) -> Result<()> {
+    tracing::info!(instance = id, "starting a stopped RDS instance");
+    step.deps
+        .rds
+        .start_db_instance()
+        .db_instance_identifier(id)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("StartDBInstance {id}"), e))?;
+    Ok(())
+}
