@@ -1,0 +1,21 @@
+use std::sync::Arc;
+
+use apiary_core::aws::{Env, ProcessEnv};
+use apiary_core::store::{DEFAULT_TABLE, Store};
+use workloads::{Deps, KubeAccess};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    apiary_core::lambda::init_tracing();
+    let config = apiary_core::aws::load_from_env().await;
+    let table = ProcessEnv
+        .var("APIARY_TABLE")
+        .unwrap_or_else(|| DEFAULT_TABLE.to_owned());
+    let store = Store::new(aws_sdk_dynamodb::Client::new(&config), table);
+    let deps = Arc::new(Deps::new(&config, Arc::new(store), KubeAccess::Eks));
+    apiary_core::lambda::serve(move |event| {
+        let deps = deps.clone();
+        async move { workloads::handle(&deps, event).await }
+    })
+    .await
+}

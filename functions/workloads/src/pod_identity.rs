@@ -1,0 +1,526 @@
+//! The ingestion pods' AWS identity: an IAM role that EKS Pod Identity hands to the
+//! `honeyhive/ingestion` service account through a Pod Identity association.
+//!
+//! The role may write the deployment's data buckets, use its app key, read the data
+//! stores' secrets, and nothing else.
+
+use apiary_core::naming::{Layer, Names};
+use apiary_core::outputs::Layers;
+use apiary_core::step::StepLog;
+use apiary_core::{Error, Result};
+use aws_sdk_eks::error::ProvideErrorMetadata;
+use aws_sdk_iam::types::Tag;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use serde_json::{Value, json};
+
+use crate::Deps;
+use crate::manifests::{NAMESPACE, SERVICE_ACCOUNT};
+
+/// The inline policy holding the role's permissions.
+pub const POLICY_NAME: &str = "ingestion-data-plane";
+/// Bucket purposes the pods never write: backups belong to the backup workflow.
+const BUCKETS_NOT_FOR_PODS: &[&str] = &["backups"];
+
+/// What `ensure` found or made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodIdentity {
+    pub role_name: String,
+    pub role_arn: String,
+    pub association: Association,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Association {
+    /// The association exists (found, created or updated) with this id and ARN.
+    Bound {
+        id: String,
+        arn: String,
+        change: &'static str,
+    },
+    /// The AWS endpoint (the local emulator) does not implement the Pod Identity API, so
+    /// no association exists. Only ever reported for an emulator endpoint.
+    Unsupported { detail: String },
+}
+
+impl PodIdentity {
+    pub fn to_json(&self) -> Value {
+        let mut out = json!({
+            "role_name": self.role_name,
+            "role_arn": self.role_arn,
+            "namespace": NAMESPACE,
+            "service_account": SERVICE_ACCOUNT,
+        });
+        match &self.association {
+            Association::Bound { id, arn, change } => {
+                out["association_id"] = json!(id);
+                out["association_arn"] = json!(arn);
+                out["association"] = json!(change);
+            }
+            Association::Unsupported { detail } => {
+                out["association_id"] = Value::Null;
+                out["association"] = json!("not-created");
+                out["association_detail"] = json!(detail);
+            }
+        }
+        out
+    }
+}
+
+pub fn role_name(names: &Names) -> String {
+    names.resource("ingestion")
+}
+
+/// Only EKS Pod Identity may assume the role, and only for our service account in our
+/// cluster (the session tags it sets when it assumes a role).
+pub fn trust_policy(cluster_arn: &str) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "EksPodIdentity",
+            "Effect": "Allow",
+            "Principal": {"Service": "pods.eks.amazonaws.com"},
+            "Action": ["sts:AssumeRole", "sts:TagSession"],
+            "Condition": {"StringEquals": {
+                "aws:RequestTag/eks-cluster-arn": cluster_arn,
+                "aws:RequestTag/kubernetes-namespace": NAMESPACE,
+                "aws:RequestTag/kubernetes-service-account": SERVICE_ACCOUNT
+            }}
+        }]
+    })
+}
+
+/// The role's permissions. The s3 key is usable only through S3, because writing to a
+/// bucket with SSE-KMS needs it; the app key is the pods' own.
+pub fn permissions_policy(layers: &Layers, region: &str) -> Result<Value> {
+    let storage = layers.storage()?;
+    let keys = layers.keys()?;
+    let databases = layers.databases()?;
+    let buckets: Vec<&String> = storage
+        .buckets
+        .iter()
+        .filter(|(purpose, _)| !BUCKETS_NOT_FOR_PODS.contains(&purpose.as_str()))
+        .map(|(_, bucket)| bucket)
+        .collect();
+    let mut statements = Vec::new();
+    if !buckets.is_empty() {
+        statements.push(json!({
+            "Sid": "ListDataBuckets",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+            "Resource": buckets.iter().map(|b| format!("arn:aws:s3:::{b}")).collect::<Vec<_>>()
+        }));
+        statements.push(json!({
+            "Sid": "WriteDataBuckets",
+            "Effect": "Allow",
+            "Action": [
+                "s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"
+            ],
+            "Resource": buckets.iter().map(|b| format!("arn:aws:s3:::{b}/*")).collect::<Vec<_>>()
+        }));
+    }
+    statements.push(json!({
+        "Sid": "UseAppKey",
+        "Effect": "Allow",
+        "Action": [
+            "kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*",
+            "kms:GenerateDataKey*", "kms:DescribeKey"
+        ],
+        "Resource": keys.key("app")?.arn
+    }));
+    if let Ok(s3_key) = keys.key("s3") {
+        statements.push(json!({
+            "Sid": "UseBucketKeyThroughS3",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": s3_key.arn,
+            "Condition": {"StringEquals": {"kms:ViaService": format!("s3.{region}.amazonaws.com")}}
+        }));
+    }
+    let secrets: Vec<&String> = [&databases.postgres, &databases.documentdb, &databases.redis]
+        .into_iter()
+        .flatten()
+        .map(|store| &store.secret_arn)
+        .collect();
+    if !secrets.is_empty() {
+        statements.push(json!({
+            "Sid": "ReadDataStoreSecrets",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+            "Resource": secrets
+        }));
+    }
+    Ok(json!({"Version": "2012-10-17", "Statement": statements}))
+}
+
+/// IAM returns policy documents URL-encoded (RFC 3986); some emulators return them
+/// plain. Either way, the parsed document.
+fn parse_policy(text: &str) -> Option<Value> {
+    serde_json::from_str(text)
+        .ok()
+        .or_else(|| serde_json::from_str(&percent_decode(text)?).ok())
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = text.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Makes sure the role exists with our trust policy, permissions and tags, and that the
+/// service account is associated with it.
+pub async fn ensure(
+    deps: &Deps,
+    names: &Names,
+    layers: &Layers,
+    region: &str,
+    log: &StepLog<'_>,
+) -> Result<PodIdentity> {
+    let cluster = layers.cluster()?;
+    let (role_name, role_arn, role_created) =
+        ensure_role(deps, names, &cluster.cluster_arn, log).await?;
+    ensure_permissions(deps, &role_name, &permissions_policy(layers, region)?).await?;
+    log.resource("iam:role", &role_name, Some(&role_arn))
+        .await?;
+    let association = ensure_association(
+        deps,
+        names,
+        &cluster.cluster_name,
+        &role_arn,
+        role_created,
+        log,
+    )
+    .await?;
+    if let Association::Bound { id, arn, .. } = &association {
+        log.resource("eks:pod-identity-association", id, Some(arn))
+            .await?;
+    }
+    Ok(PodIdentity {
+        role_name,
+        role_arn,
+        association,
+    })
+}
+
+fn iam_tags(names: &Names) -> Result<Vec<Tag>> {
+    names
+        .tags(Layer::Workloads)
+        .into_iter()
+        .map(|(key, value)| {
+            Tag::builder()
+                .key(key)
+                .value(value)
+                .build()
+                .map_err(|e| Error::fatal(e.to_string()))
+        })
+        .collect()
+}
+
+async fn ensure_role(
+    deps: &Deps,
+    names: &Names,
+    cluster_arn: &str,
+    log: &StepLog<'_>,
+) -> Result<(String, String, bool)> {
+    let name = role_name(names);
+    let trust = trust_policy(cluster_arn);
+    match deps.iam.get_role().role_name(&name).send().await {
+        Ok(found) => {
+            let role = found
+                .role
+                .ok_or_else(|| Error::fatal(format!("GetRole {name} returned no role")))?;
+            let current = role
+                .assume_role_policy_document
+                .as_deref()
+                .and_then(parse_policy);
+            if current.as_ref() != Some(&trust) {
+                deps.iam
+                    .update_assume_role_policy()
+                    .role_name(&name)
+                    .policy_document(trust.to_string())
+                    .send()
+                    .await
+                    .map_err(|e| Error::aws(format!("UpdateAssumeRolePolicy {name}"), e))?;
+            }
+            let wanted = iam_tags(names)?;
+            let have = role.tags.unwrap_or_default();
+            let missing: Vec<Tag> = wanted.into_iter().filter(|t| !have.contains(t)).collect();
+            if !missing.is_empty() {
+                deps.iam
+                    .tag_role()
+                    .role_name(&name)
+                    .set_tags(Some(missing))
+                    .send()
+                    .await
+                    .map_err(|e| Error::aws(format!("TagRole {name}"), e))?;
+            }
+            Ok((role.role_name, role.arn, false))
+        }
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_no_such_entity_exception()) =>
+        {
+            let created = deps
+                .iam
+                .create_role()
+                .role_name(&name)
+                .description(format!(
+                    "HoneyHive ingestion pods of Apiary deployment {}",
+                    names.deployment()
+                ))
+                .assume_role_policy_document(trust.to_string())
+                .set_tags(Some(iam_tags(names)?))
+                .send()
+                .await;
+            match created {
+                Ok(out) => {
+                    let role = out.role.ok_or_else(|| {
+                        Error::fatal(format!("CreateRole {name} returned no role"))
+                    })?;
+                    log.created(&role.role_name);
+                    Ok((role.role_name, role.arn, true))
+                }
+                // Another run created it between our lookup and now.
+                Err(err)
+                    if err
+                        .as_service_error()
+                        .is_some_and(|e| e.is_entity_already_exists_exception()) =>
+                {
+                    Err(Error::NotReady {
+                        resource: format!("IAM role {name}"),
+                        detail: "created concurrently by another run; retry to converge".into(),
+                    })
+                }
+                Err(err) => Err(Error::aws(format!("CreateRole {name}"), err)),
+            }
+        }
+        Err(err) => Err(Error::aws(format!("GetRole {name}"), err)),
+    }
+}
+
+async fn ensure_permissions(deps: &Deps, role: &str, policy: &Value) -> Result<()> {
+    let current = match deps
+        .iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name(POLICY_NAME)
+        .send()
+        .await
+    {
+        Ok(out) => parse_policy(&out.policy_document),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_no_such_entity_exception()) =>
+        {
+            None
+        }
+        Err(err) => {
+            return Err(Error::aws(
+                format!("GetRolePolicy {role}/{POLICY_NAME}"),
+                err,
+            ));
+        }
+    };
+    if current.as_ref() != Some(policy) {
+        deps.iam
+            .put_role_policy()
+            .role_name(role)
+            .policy_name(POLICY_NAME)
+            .policy_document(policy.to_string())
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("PutRolePolicy {role}/{POLICY_NAME}"), e))?;
+    }
+    Ok(())
+}
+
+/// True when the endpoint answered as if the operation did not exist: a 404 that is not
+/// one of the service's own errors. moto 5.2.5 answers the Pod Identity API this way.
+fn endpoint_lacks_operation<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = match err {
+        SdkError::ServiceError(service) => service.err().code().map(str::to_owned),
+        _ => None,
+    };
+    status == Some(404)
+        && !matches!(
+            code.as_deref(),
+            Some("ResourceNotFoundException" | "NotFoundException")
+        )
+}
+
+async fn ensure_association(
+    deps: &Deps,
+    names: &Names,
+    cluster: &str,
+    role_arn: &str,
+    role_is_new: bool,
+    log: &StepLog<'_>,
+) -> Result<Association> {
+    let target = format!("Pod Identity association {cluster}/{NAMESPACE}/{SERVICE_ACCOUNT}");
+    let listed = deps
+        .eks
+        .list_pod_identity_associations()
+        .cluster_name(cluster)
+        .namespace(NAMESPACE)
+        .service_account(SERVICE_ACCOUNT)
+        .send()
+        .await;
+    let listed = match listed {
+        Ok(out) => out,
+        Err(err) if endpoint_lacks_operation(&err) => {
+            return unsupported(deps, &target, "ListPodIdentityAssociations", err);
+        }
+        Err(err) => {
+            return Err(Error::aws(
+                format!("ListPodIdentityAssociations {cluster}"),
+                err,
+            ));
+        }
+    };
+    if let Some(found) = listed.associations.unwrap_or_default().into_iter().next() {
+        let id = found.association_id.unwrap_or_default();
+        let described = deps
+            .eks
+            .describe_pod_identity_association()
+            .cluster_name(cluster)
+            .association_id(&id)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("DescribePodIdentityAssociation {id}"), e))?
+            .association
+            .ok_or_else(|| {
+                Error::fatal(format!(
+                    "{target}: DescribePodIdentityAssociation returned nothing"
+                ))
+            })?;
+        let arn = described.association_arn.unwrap_or_default();
+        if described.role_arn.as_deref() == Some(role_arn) {
+            return Ok(Association::Bound {
+                id,
+                arn,
+                change: "unchanged",
+            });
+        }
+        deps.eks
+            .update_pod_identity_association()
+            .cluster_name(cluster)
+            .association_id(&id)
+            .role_arn(role_arn)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("UpdatePodIdentityAssociation {id}"), e))?;
+        return Ok(Association::Bound {
+            id,
+            arn,
+            change: "updated",
+        });
+    }
+    let mut request = deps
+        .eks
+        .create_pod_identity_association()
+        .cluster_name(cluster)
+        .namespace(NAMESPACE)
+        .service_account(SERVICE_ACCOUNT)
+        .role_arn(role_arn);
+    for (key, value) in names.tags(Layer::Workloads) {
+        request = request.tags(key, value);
+    }
+    match request.send().await {
+        Ok(out) => {
+            let association = out.association.ok_or_else(|| {
+                Error::fatal(format!(
+                    "{target}: CreatePodIdentityAssociation returned nothing"
+                ))
+            })?;
+            let id = association.association_id.unwrap_or_default();
+            log.created(&id);
+            Ok(Association::Bound {
+                id,
+                arn: association.association_arn.unwrap_or_default(),
+                change: "created",
+            })
+        }
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            Err(Error::NotReady {
+                resource: target,
+                detail: "created concurrently by another run; retry to converge".into(),
+            })
+        }
+        // IAM is eventually consistent: a role made seconds ago may not be visible to EKS.
+        Err(err)
+            if role_is_new
+                && err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_invalid_parameter_exception()) =>
+        {
+            Err(Error::NotReady {
+                resource: target,
+                detail: format!(
+                    "the new IAM role is not visible to EKS yet: {}",
+                    err.as_service_error()
+                        .and_then(|e| e.message())
+                        .unwrap_or("invalid parameter")
+                ),
+            })
+        }
+        Err(err) if endpoint_lacks_operation(&err) => {
+            unsupported(deps, &target, "CreatePodIdentityAssociation", err)
+        }
+        Err(err) => Err(Error::aws(
+            format!("CreatePodIdentityAssociation {cluster}"),
+            err,
+        )),
+    }
+}
+
+/// The Pod Identity API is missing. Against the emulator that is a known gap, reported
+/// in the output; against anything else it is an error, never silently skipped.
+fn unsupported<E>(
+    deps: &Deps,
+    target: &str,
+    operation: &str,
+    err: SdkError<E, HttpResponse>,
+) -> Result<Association>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if deps.emulator {
+        let detail = format!(
+            "the AWS endpoint does not implement {operation} (HTTP 404): the local emulator \
+             has no EKS Pod Identity API, so no association was made"
+        );
+        tracing::warn!(target, detail, "pod identity association skipped");
+        Ok(Association::Unsupported { detail })
+    } else {
+        Err(Error::aws(format!("{operation} for {target}"), err))
+    }
+}
+
+#[cfg(test)]
+mod tests;
