@@ -1,0 +1,155 @@
+//! Unit tests with mocked clients: every path the emulator cannot produce (not ready,
+//! failed states, refused and throttled calls), and the exact settings of each request.
+
+mod documentdb;
+mod postgres;
+mod redis;
+
+use std::sync::Arc;
+
+use apiary_core::step::MemoryRecorder;
+use aws_smithy_mocks::{Rule, RuleMode, mock_client};
+use aws_smithy_types::error::ErrorMetadata;
+use serde_json::{Value, json};
+
+use super::*;
+
+pub(crate) const DB_SG: &str = "sg-databases";
+pub(crate) const SUBNETS: [&str; 3] = ["subnet-a", "subnet-b", "subnet-c"];
+
+pub(crate) fn key_arn(scope: &str) -> String {
+    format!("arn:aws:kms:us-west-2:123456789012:key/{scope}-key")
+}
+
+pub(crate) fn layers() -> Value {
+    let keys: serde_json::Map<String, Value> = ["eks-secrets", "rds", "s3", "app", "state", "docdb", "redis"]
+        .iter()
+        .map(|scope| {
+            (
+                (*scope).to_owned(),
+                json!({"key_id": format!("{scope}-key"), "arn": key_arn(scope), "alias": format!("alias/apiary/acme/{scope}")}),
+            )
+        })
+        .collect();
+    let subnets: Vec<Value> = SUBNETS
+        .iter()
+        .zip(["us-west-2a", "us-west-2b", "us-west-2c"])
+        .enumerate()
+        .map(|(i, (id, az))| json!({"id": id, "availability_zone": az, "cidr": format!("10.1.{}.0/24", 100 + i)}))
+        .collect();
+    json!({
+        "keys": {"keys": keys},
+        "network": {
+            "vpc_id": "vpc-1",
+            "vpc_cidr": "10.1.0.0/16",
+            "public_subnets": [],
+            "private_subnets": subnets,
+            "nat_gateway_ids": [],
+            "security_groups": {"alb": "sg-alb", "cluster": "sg-cluster", "databases": DB_SG},
+        }
+    })
+}
+
+pub(crate) fn spec() -> Value {
+    json!({"name": "acme", "dns": {"domain": "hh.example.com"}})
+}
+
+pub(crate) fn event_with(action: &str, spec: Value) -> Value {
+    json!({"action": action, "spec": spec, "layers": layers(), "execution_id": "exec-1"})
+}
+
+pub(crate) fn event(action: &str) -> Value {
+    event_with(action, spec())
+}
+
+/// Mocked clients, one rule list per service.
+#[derive(Default)]
+pub(crate) struct Mocks<'a> {
+    pub rds: Vec<&'a Rule>,
+    pub docdb: Vec<&'a Rule>,
+    pub elasticache: Vec<&'a Rule>,
+    pub secrets: Vec<&'a Rule>,
+}
+
+impl Mocks<'_> {
+    pub(crate) fn deps(&self) -> (Deps, MemoryRecorder) {
+        let recorder = MemoryRecorder::default();
+        let deps = Deps {
+            rds: mock_client!(aws_sdk_rds, RuleMode::MatchAny, &self.rds),
+            docdb: mock_client!(aws_sdk_docdb, RuleMode::MatchAny, &self.docdb),
+            elasticache: mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, &self.elasticache),
+            secrets: mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, &self.secrets),
+            recorder: Arc::new(recorder.clone()),
+        };
+        (deps, recorder)
+    }
+}
+
+pub(crate) fn meta(code: &str, message: &str) -> ErrorMetadata {
+    ErrorMetadata::builder().code(code).message(message).build()
+}
+
+pub(crate) fn has_tag<'t>(
+    tags: impl IntoIterator<Item = (Option<&'t str>, Option<&'t str>)>,
+    key: &str,
+    value: &str,
+) -> bool {
+    tags.into_iter()
+        .any(|(k, v)| k == Some(key) && v == Some(value))
+}
+
+#[tokio::test]
+async fn unknown_actions_and_bad_specs_fail_before_any_call() {
+    let mocks = Mocks::default();
+    let (deps, recorder) = mocks.deps();
+    for action in ["ensure", "ensure-mysql", "create-postgres", "status"] {
+        let err = handle(&deps, event(action)).await.unwrap_err();
+        assert_eq!(err.name(), apiary_core::ErrorName::InvalidInput, "{action}");
+    }
+    let err = handle(
+        &deps,
+        event_with("ensure-postgres", json!({"name": "Bad!"})),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.name(), apiary_core::ErrorName::InvalidSpec);
+    assert!(recorder.entries.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn ensure_without_earlier_layers_is_invalid_input() {
+    let mocks = Mocks::default();
+    let (deps, _) = mocks.deps();
+    for action in ["ensure-postgres", "ensure-documentdb", "ensure-redis"] {
+        let err = handle(
+            &deps,
+            json!({"action": action, "spec": spec(), "layers": {}}),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.name(), apiary_core::ErrorName::InvalidInput, "{action}");
+        assert!(err.to_string().contains("layers.keys"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn disabled_stores_report_ready_without_any_call() {
+    let mocks = Mocks::default();
+    let (deps, recorder) = mocks.deps();
+    let spec = json!({"name": "acme", "dns": {"domain": "hh.example.com"},
+                      "databases": {"documentdb": false, "redis": false}});
+    for action in [
+        "ensure-documentdb",
+        "status-documentdb",
+        "ensure-redis",
+        "status-redis",
+    ] {
+        let out = handle(&deps, event_with(action, spec.clone()))
+            .await
+            .expect(action);
+        assert_eq!(out, json!({"ready": true, "enabled": false}), "{action}");
+    }
+    let entries = recorder.entries.lock().unwrap();
+    assert_eq!(entries.len(), 4);
+    assert!(entries.iter().all(|e| e.outcome == "disabled"));
+}

@@ -1,0 +1,498 @@
+use apiary_core::ErrorName;
+use aws_sdk_rds::Client as Rds;
+use aws_sdk_rds::operation::create_db_instance::{CreateDBInstanceError, CreateDbInstanceOutput};
+use aws_sdk_rds::operation::create_db_parameter_group::CreateDbParameterGroupOutput;
+use aws_sdk_rds::operation::create_db_subnet_group::CreateDbSubnetGroupOutput;
+use aws_sdk_rds::operation::describe_db_instances::{
+    DescribeDBInstancesError, DescribeDbInstancesOutput,
+};
+use aws_sdk_rds::operation::describe_db_parameter_groups::{
+    DescribeDBParameterGroupsError, DescribeDbParameterGroupsOutput,
+};
+use aws_sdk_rds::operation::describe_db_parameters::DescribeDbParametersOutput;
+use aws_sdk_rds::operation::describe_db_subnet_groups::{
+    DescribeDBSubnetGroupsError, DescribeDbSubnetGroupsOutput,
+};
+use aws_sdk_rds::operation::modify_db_parameter_group::ModifyDbParameterGroupOutput;
+use aws_sdk_rds::operation::start_db_instance::StartDbInstanceOutput;
+use aws_sdk_rds::types::error::{
+    DbInstanceNotFoundFault, DbParameterGroupNotFoundFault, DbSubnetGroupNotFoundFault,
+};
+use aws_sdk_rds::types::{
+    DbInstance, DbParameterGroup, DbSubnetGroup, Endpoint, MasterUserSecret, Parameter,
+};
+use aws_smithy_mocks::{Rule, mock};
+use serde_json::json;
+
+use super::*;
+
+const ID: &str = "apiary-acme-postgres";
+const SECRET: &str = "arn:aws:secretsmanager:us-west-2:123456789012:secret:rds!db-1";
+
+fn instance(status: &str) -> DbInstance {
+    DbInstance::builder()
+        .db_instance_identifier(ID)
+        .db_instance_arn(format!("arn:aws:rds:us-west-2:123456789012:db:{ID}"))
+        .db_instance_status(status)
+        .endpoint(
+            Endpoint::builder()
+                .address(format!("{ID}.abc.us-west-2.rds.amazonaws.com"))
+                .port(5432)
+                .build(),
+        )
+        .master_user_secret(MasterUserSecret::builder().secret_arn(SECRET).build())
+        .build()
+}
+
+fn describe_instance(status: &'static str) -> Rule {
+    mock!(Rds::describe_db_instances).then_output(move || {
+        DescribeDbInstancesOutput::builder()
+            .db_instances(instance(status))
+            .build()
+    })
+}
+
+fn instance_not_found() -> Rule {
+    mock!(Rds::describe_db_instances).then_error(|| {
+        DescribeDBInstancesError::DbInstanceNotFoundFault(
+            DbInstanceNotFoundFault::builder()
+                .message("DBInstance apiary-acme-postgres not found.")
+                .meta(meta("DBInstanceNotFound", "not found"))
+                .build(),
+        )
+    })
+}
+
+fn subnet_group_found() -> Rule {
+    mock!(Rds::describe_db_subnet_groups).then_output(|| {
+        DescribeDbSubnetGroupsOutput::builder()
+            .db_subnet_groups(DbSubnetGroup::builder().db_subnet_group_name(ID).build())
+            .build()
+    })
+}
+
+fn parameter_group_found() -> Rule {
+    mock!(Rds::describe_db_parameter_groups).then_output(|| {
+        DescribeDbParameterGroupsOutput::builder()
+            .db_parameter_groups(
+                DbParameterGroup::builder()
+                    .db_parameter_group_name("apiary-acme-postgres16")
+                    .build(),
+            )
+            .build()
+    })
+}
+
+fn parameters(force_ssl: &'static str) -> Rule {
+    mock!(Rds::describe_db_parameters).then_output(move || {
+        DescribeDbParametersOutput::builder()
+            .parameters(
+                Parameter::builder()
+                    .parameter_name("rds.force_ssl")
+                    .parameter_value(force_ssl)
+                    .build(),
+            )
+            .build()
+    })
+}
+
+fn modify() -> Rule {
+    mock!(Rds::modify_db_parameter_group).then_output(|| {
+        ModifyDbParameterGroupOutput::builder()
+            .db_parameter_group_name("apiary-acme-postgres16")
+            .build()
+    })
+}
+
+fn create_instance_any() -> Rule {
+    mock!(Rds::create_db_instance).then_output(|| {
+        CreateDbInstanceOutput::builder()
+            .db_instance(instance("creating"))
+            .build()
+    })
+}
+
+#[tokio::test]
+async fn an_existing_instance_is_reported_and_nothing_is_created() {
+    let (subnets, groups, params, describe) = (
+        subnet_group_found(),
+        parameter_group_found(),
+        parameters("1"),
+        describe_instance("available"),
+    );
+    let (create, modify) = (create_instance_any(), modify());
+    let create_group = mock!(Rds::create_db_parameter_group)
+        .then_output(|| CreateDbParameterGroupOutput::builder().build());
+    let create_subnets = mock!(Rds::create_db_subnet_group)
+        .then_output(|| CreateDbSubnetGroupOutput::builder().build());
+    let mocks = Mocks {
+        rds: vec![
+            &subnets,
+            &groups,
+            &params,
+            &describe,
+            &create,
+            &modify,
+            &create_group,
+            &create_subnets,
+        ],
+        ..Default::default()
+    };
+    let (deps, recorder) = mocks.deps();
+
+    let out = handle(&deps, event("ensure-postgres"))
+        .await
+        .expect("ensure");
+    assert_eq!(
+        out,
+        json!({
+            "identifier": ID,
+            "host": "apiary-acme-postgres.abc.us-west-2.rds.amazonaws.com",
+            "port": 5432,
+            "secret_arn": SECRET,
+            "ready": true,
+            "enabled": true,
+            "status": "available",
+            "created": [],
+        })
+    );
+    for rule in [&create, &modify, &create_group, &create_subnets] {
+        assert_eq!(
+            rule.num_calls(),
+            0,
+            "an unchanged deployment makes no change"
+        );
+    }
+    let entries = recorder.entries.lock().unwrap();
+    assert_eq!(entries[0].outcome, "unchanged");
+    assert_eq!(entries[0].step, "databases");
+    let kinds: Vec<_> = recorder
+        .resources
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.kind.clone())
+        .collect();
+    for kind in [
+        "rds:db-subnet-group",
+        "rds:db-parameter-group",
+        "rds:db-instance",
+        "rds:master-user-secret",
+    ] {
+        assert!(
+            kinds.contains(&kind.to_owned()),
+            "{kind} recorded: {kinds:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_new_instance_gets_every_security_setting() {
+    let subnets_missing = mock!(Rds::describe_db_subnet_groups).then_error(|| {
+        DescribeDBSubnetGroupsError::DbSubnetGroupNotFoundFault(
+            DbSubnetGroupNotFoundFault::builder()
+                .meta(meta("DBSubnetGroupNotFoundFault", "no"))
+                .build(),
+        )
+    });
+    let create_subnets = mock!(Rds::create_db_subnet_group)
+        .match_requests(|r| {
+            r.db_subnet_group_name() == Some(ID)
+                && r.subnet_ids() == SUBNETS
+                && has_tag(
+                    r.tags().iter().map(|t| (t.key(), t.value())),
+                    "apiary:layer",
+                    "databases",
+                )
+        })
+        .then_output(|| CreateDbSubnetGroupOutput::builder().build());
+    let groups_missing = mock!(Rds::describe_db_parameter_groups).then_error(|| {
+        DescribeDBParameterGroupsError::DbParameterGroupNotFoundFault(
+            DbParameterGroupNotFoundFault::builder()
+                .meta(meta("DBParameterGroupNotFound", "no"))
+                .build(),
+        )
+    });
+    let create_group = mock!(Rds::create_db_parameter_group)
+        .match_requests(|r| {
+            r.db_parameter_group_name() == Some("apiary-acme-postgres16")
+                && r.db_parameter_group_family() == Some("postgres16")
+        })
+        .then_output(|| CreateDbParameterGroupOutput::builder().build());
+    let force_ssl = mock!(Rds::modify_db_parameter_group)
+        .match_requests(|r| {
+            r.parameters().iter().any(|p| {
+                p.parameter_name() == Some("rds.force_ssl") && p.parameter_value() == Some("1")
+            })
+        })
+        .then_output(|| ModifyDbParameterGroupOutput::builder().build());
+    let missing = instance_not_found();
+    let rds_key = key_arn("rds");
+    let create = mock!(Rds::create_db_instance)
+        .match_requests(move |r| {
+            r.db_instance_identifier() == Some(ID)
+                && r.engine() == Some("postgres")
+                && r.engine_version() == Some("16")
+                && r.db_instance_class() == Some("db.t3.medium")
+                && r.allocated_storage() == Some(100)
+                && r.max_allocated_storage() == Some(1000)
+                && r.storage_encrypted() == Some(true)
+                && r.kms_key_id() == Some(rds_key.as_str())
+                && r.manage_master_user_password() == Some(true)
+                && r.master_user_secret_kms_key_id() == Some(rds_key.as_str())
+                && r.master_user_password().is_none()
+                && r.backup_retention_period() == Some(7)
+                && r.multi_az() == Some(false)
+                && r.deletion_protection() == Some(true)
+                && r.publicly_accessible() == Some(false)
+                && r.copy_tags_to_snapshot() == Some(true)
+                && r.vpc_security_group_ids() == [DB_SG]
+                && r.db_subnet_group_name() == Some(ID)
+                && r.db_parameter_group_name() == Some("apiary-acme-postgres16")
+                && has_tag(
+                    r.tags().iter().map(|t| (t.key(), t.value())),
+                    "apiary:deployment",
+                    "acme",
+                )
+        })
+        .then_output(|| {
+            CreateDbInstanceOutput::builder()
+                .db_instance(instance("creating"))
+                .build()
+        });
+    let mocks = Mocks {
+        rds: vec![
+            &subnets_missing,
+            &create_subnets,
+            &groups_missing,
+            &create_group,
+            &force_ssl,
+            &missing,
+            &create,
+        ],
+        ..Default::default()
+    };
+    let (deps, recorder) = mocks.deps();
+
+    let out = handle(&deps, event("ensure-postgres"))
+        .await
+        .expect("ensure");
+    assert_eq!(create.num_calls(), 1, "the request carries every setting");
+    assert_eq!(create_subnets.num_calls(), 1);
+    assert_eq!(force_ssl.num_calls(), 1);
+    assert_eq!(
+        out["ready"],
+        json!(false),
+        "a creating instance is not ready"
+    );
+    assert_eq!(out["status"], json!("creating"));
+    assert_eq!(
+        out["created"],
+        json!([ID, "apiary-acme-postgres16", ID]),
+        "subnet group, parameter group, instance"
+    );
+    assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "created");
+}
+
+#[tokio::test]
+async fn medium_deployments_are_multi_az() {
+    let (subnets, groups, params, missing) = (
+        subnet_group_found(),
+        parameter_group_found(),
+        parameters("1"),
+        instance_not_found(),
+    );
+    let create = mock!(Rds::create_db_instance)
+        .match_requests(|r| r.multi_az() == Some(true))
+        .then_output(|| {
+            CreateDbInstanceOutput::builder()
+                .db_instance(instance("creating"))
+                .build()
+        });
+    let mocks = Mocks {
+        rds: vec![&subnets, &groups, &params, &missing, &create],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let spec = json!({"name": "acme", "size": "medium", "dns": {"domain": "hh.example.com"}});
+    handle(&deps, event_with("ensure-postgres", spec))
+        .await
+        .expect("ensure");
+    assert_eq!(create.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_parameter_group_without_force_ssl_is_corrected() {
+    let (subnets, groups, params, describe, modify) = (
+        subnet_group_found(),
+        parameter_group_found(),
+        parameters("0"),
+        describe_instance("available"),
+        modify(),
+    );
+    let mocks = Mocks {
+        rds: vec![&subnets, &groups, &params, &describe, &modify],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let out = handle(&deps, event("ensure-postgres"))
+        .await
+        .expect("ensure");
+    assert_eq!(modify.num_calls(), 1);
+    assert_eq!(
+        out["created"],
+        json!([]),
+        "a corrected setting is not a new resource"
+    );
+}
+
+#[tokio::test]
+async fn status_polls_without_creating() {
+    let describe = describe_instance("backing-up");
+    let create = create_instance_any();
+    let mocks = Mocks {
+        rds: vec![&describe, &create],
+        ..Default::default()
+    };
+    let (deps, recorder) = mocks.deps();
+    let out = handle(&deps, event("status-postgres"))
+        .await
+        .expect("status");
+    assert_eq!(out["ready"], json!(false));
+    assert_eq!(out["status"], json!("backing-up"));
+    assert_eq!(out["identifier"], json!(ID));
+    assert_eq!(create.num_calls(), 0);
+    assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "not-ready");
+
+    let missing = instance_not_found();
+    let mocks = Mocks {
+        rds: vec![&missing, &create],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let out = handle(&deps, event("status-postgres"))
+        .await
+        .expect("status");
+    assert_eq!(out["ready"], json!(false));
+    assert_eq!(out["missing"], json!([ID]));
+    assert_eq!(create.num_calls(), 0, "status never creates");
+}
+
+#[tokio::test]
+async fn failed_states_fail_fast_naming_the_instance() {
+    for status in [
+        "failed",
+        "incompatible-parameters",
+        "inaccessible-encryption-credentials",
+    ] {
+        let describe = describe_instance(status);
+        let mocks = Mocks {
+            rds: vec![&describe],
+            ..Default::default()
+        };
+        let (deps, _) = mocks.deps();
+        let err = handle(&deps, event("status-postgres")).await.unwrap_err();
+        assert_eq!(err.name(), ErrorName::Fatal, "{status}");
+        assert!(!err.is_retryable());
+        let text = err.to_string();
+        assert!(text.contains(ID) && text.contains(status), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn an_instance_being_deleted_is_a_conflict() {
+    let describe = describe_instance("deleting");
+    let mocks = Mocks {
+        rds: vec![&describe],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let err = handle(&deps, event("status-postgres")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Conflict);
+}
+
+#[tokio::test]
+async fn ensure_starts_a_stopped_instance() {
+    let (subnets, groups, params, describe) = (
+        subnet_group_found(),
+        parameter_group_found(),
+        parameters("1"),
+        describe_instance("stopped"),
+    );
+    let start = mock!(Rds::start_db_instance)
+        .match_requests(|r| r.db_instance_identifier() == Some(ID))
+        .then_output(|| StartDbInstanceOutput::builder().build());
+    let mocks = Mocks {
+        rds: vec![&subnets, &groups, &params, &describe, &start],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let out = handle(&deps, event("ensure-postgres"))
+        .await
+        .expect("ensure");
+    assert_eq!(start.num_calls(), 1);
+    assert_eq!(out["ready"], json!(false));
+}
+
+#[tokio::test]
+async fn access_denied_is_fatal_and_throttling_is_retryable() {
+    let (subnets, groups, params, missing) = (
+        subnet_group_found(),
+        parameter_group_found(),
+        parameters("1"),
+        instance_not_found(),
+    );
+    let denied = mock!(Rds::create_db_instance).then_error(|| {
+        CreateDBInstanceError::generic(meta(
+            "AccessDenied",
+            "User is not authorized to perform: rds:CreateDBInstance",
+        ))
+    });
+    let mocks = Mocks {
+        rds: vec![&subnets, &groups, &params, &missing, &denied],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let err = handle(&deps, event("ensure-postgres")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Fatal);
+    assert!(
+        err.to_string()
+            .contains("CreateDBInstance apiary-acme-postgres"),
+        "{err}"
+    );
+    assert_eq!(denied.num_calls(), 1);
+
+    let throttled = mock!(Rds::describe_db_instances)
+        .then_error(|| DescribeDBInstancesError::generic(meta("Throttling", "Rate exceeded")));
+    let mocks = Mocks {
+        rds: vec![&throttled],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let err = handle(&deps, event("status-postgres")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Retryable);
+}
+
+#[test]
+fn instance_states() {
+    use crate::postgres::{InstanceState, instance_state};
+    assert_eq!(instance_state("available"), InstanceState::Ready);
+    for pending in [
+        "creating",
+        "modifying",
+        "backing-up",
+        "configuring-enhanced-monitoring",
+    ] {
+        assert_eq!(instance_state(pending), InstanceState::Pending, "{pending}");
+    }
+    for failed in [
+        "failed",
+        "incompatible-network",
+        "incompatible-option-group",
+        "restore-error",
+    ] {
+        assert_eq!(instance_state(failed), InstanceState::Failed, "{failed}");
+    }
+    assert_eq!(instance_state("deleting"), InstanceState::Deleting);
+    assert_eq!(instance_state("stopped"), InstanceState::Stopped);
+}
