@@ -1,1 +1,226 @@
+//! Unit tests with mocked EC2 for what the emulator cannot show: a NAT gateway that is
+//! still pending (the layer reports not ready and keeps going) or that failed.
 
+use std::sync::Arc;
+
+use apiary_core::ErrorName;
+use apiary_core::step::MemoryRecorder;
+use aws_sdk_ec2::Client as Ec2;
+use aws_sdk_ec2::operation::describe_addresses::DescribeAddressesOutput;
+use aws_sdk_ec2::operation::describe_availability_zones::DescribeAvailabilityZonesOutput;
+use aws_sdk_ec2::operation::describe_internet_gateways::DescribeInternetGatewaysOutput;
+use aws_sdk_ec2::operation::describe_nat_gateways::DescribeNatGatewaysOutput;
+use aws_sdk_ec2::operation::describe_route_tables::DescribeRouteTablesOutput;
+use aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput;
+use aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput;
+use aws_sdk_ec2::operation::describe_vpc_attribute::DescribeVpcAttributeOutput;
+use aws_sdk_ec2::operation::describe_vpc_endpoints::DescribeVpcEndpointsOutput;
+use aws_sdk_ec2::operation::describe_vpcs::DescribeVpcsOutput;
+use aws_sdk_ec2::types::{
+    AttributeBooleanValue, AvailabilityZone, InternetGateway, InternetGatewayAttachment,
+    IpPermission, IpRange, NatGateway, NatGatewayState, Route, RouteTable, RouteTableAssociation,
+    SecurityGroup, Subnet, UserIdGroupPair, Vpc, VpcEndpoint,
+};
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use serde_json::{Value, json};
+
+use super::*;
+
+const CIDR: &str = "10.7.0.0/16";
+
+fn event() -> Value {
+    json!({"action": "ensure", "spec": {"name": "acme", "dns": {"domain": "hh.example.com"},
+        "network": {"vpc_cidr": CIDR, "az_count": 2}}})
+}
+
+/// Everything exists already, except what `nat` says about the NAT gateway.
+fn existing_network(nat: NatGateway) -> Vec<Rule> {
+    let on = || AttributeBooleanValue::builder().value(true).build();
+    vec![
+        mock!(Ec2::describe_availability_zones).then_output(|| {
+            DescribeAvailabilityZonesOutput::builder()
+                .availability_zones(AvailabilityZone::builder().zone_name("us-west-2a").build())
+                .availability_zones(AvailabilityZone::builder().zone_name("us-west-2b").build())
+                .build()
+        }),
+        mock!(Ec2::describe_vpcs).then_output(|| {
+            DescribeVpcsOutput::builder()
+                .vpcs(Vpc::builder().vpc_id("vpc-1").cidr_block(CIDR).build())
+                .build()
+        }),
+        mock!(Ec2::describe_vpc_attribute).then_output(move || {
+            DescribeVpcAttributeOutput::builder()
+                .enable_dns_support(on())
+                .enable_dns_hostnames(on())
+                .build()
+        }),
+        mock!(Ec2::describe_subnets).then_output(|| {
+            DescribeSubnetsOutput::builder()
+                .subnets(Subnet::builder().subnet_id("subnet-1").build())
+                .build()
+        }),
+        mock!(Ec2::describe_internet_gateways).then_output(|| {
+            DescribeInternetGatewaysOutput::builder()
+                .internet_gateways(
+                    InternetGateway::builder()
+                        .internet_gateway_id("igw-1")
+                        .attachments(InternetGatewayAttachment::builder().vpc_id("vpc-1").build())
+                        .build(),
+                )
+                .build()
+        }),
+        mock!(Ec2::describe_nat_gateways).then_output(move || {
+            DescribeNatGatewaysOutput::builder()
+                .nat_gateways(nat.clone())
+                .build()
+        }),
+        mock!(Ec2::describe_addresses).then_output(|| DescribeAddressesOutput::builder().build()),
+        mock!(Ec2::describe_route_tables).then_output(|| {
+            DescribeRouteTablesOutput::builder()
+                .route_tables(
+                    RouteTable::builder()
+                        .route_table_id("rtb-1")
+                        .routes(
+                            Route::builder()
+                                .destination_cidr_block("0.0.0.0/0")
+                                .gateway_id("igw-1")
+                                .build(),
+                        )
+                        .associations(
+                            RouteTableAssociation::builder()
+                                .subnet_id("subnet-1")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        }),
+        mock!(Ec2::describe_security_groups).then_output(|| {
+            let rule = |port: i32| {
+                IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(port)
+                    .to_port(port)
+                    .user_id_group_pairs(UserIdGroupPair::builder().group_id("sg-1").build())
+                    .ip_ranges(IpRange::builder().cidr_ip(CIDR).build())
+                    .build()
+            };
+            let all = IpPermission::builder()
+                .ip_protocol("-1")
+                .user_id_group_pairs(UserIdGroupPair::builder().group_id("sg-1").build())
+                .build();
+            DescribeSecurityGroupsOutput::builder()
+                .security_groups(
+                    SecurityGroup::builder()
+                        .group_id("sg-1")
+                        .ip_permissions(all)
+                        .ip_permissions(rule(443))
+                        .ip_permissions(rule(8080))
+                        .ip_permissions(rule(5432))
+                        .ip_permissions(rule(27017))
+                        .ip_permissions(rule(6379))
+                        .build(),
+                )
+                .build()
+        }),
+        mock!(Ec2::describe_vpc_endpoints).then_output(|| {
+            DescribeVpcEndpointsOutput::builder()
+                .vpc_endpoints(VpcEndpoint::builder().vpc_endpoint_id("vpce-1").build())
+                .build()
+        }),
+    ]
+}
+
+fn run_with(rules: &[Rule], extra: &[&Rule]) -> Deps {
+    let mut all: Vec<&Rule> = rules.iter().collect();
+    all.extend(extra.iter().copied());
+    Deps {
+        ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, all.as_slice()),
+        recorder: Arc::new(MemoryRecorder::default()),
+    }
+}
+
+#[tokio::test]
+async fn a_pending_nat_gateway_leaves_the_layer_not_ready_without_a_private_route() {
+    let nat = NatGateway::builder()
+        .nat_gateway_id("nat-1")
+        .state(NatGatewayState::Pending)
+        .build();
+    let rules = existing_network(nat);
+    let create_route = mock!(Ec2::create_route)
+        .then_output(|| aws_sdk_ec2::operation::create_route::CreateRouteOutput::builder().build());
+    let replace_route = mock!(Ec2::replace_route).then_output(|| {
+        aws_sdk_ec2::operation::replace_route::ReplaceRouteOutput::builder().build()
+    });
+    let deps = run_with(&rules, &[&create_route, &replace_route]);
+    let out = handle(&deps, event()).await.expect("ensure");
+    assert_eq!(out["ready"], json!(false));
+    assert!(
+        out["pending"][0]
+            .as_str()
+            .unwrap()
+            .contains("nat-1 is pending"),
+        "{out}"
+    );
+    assert_eq!(
+        create_route.num_calls() + replace_route.num_calls(),
+        0,
+        "no route to a pending NAT"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_nat_gateway_fails_the_layer_naming_it() {
+    let nat = NatGateway::builder()
+        .nat_gateway_id("nat-9")
+        .state(NatGatewayState::Failed)
+        .failure_message("Elastic IP address is already associated")
+        .build();
+    let rules = existing_network(nat);
+    let deps = run_with(&rules, &[]);
+    let err = handle(&deps, event()).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Fatal);
+    assert!(
+        err.to_string()
+            .contains("NAT gateway nat-9 failed: Elastic IP"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_vpc_with_another_cidr_is_a_conflict_not_a_new_vpc() {
+    let nat = NatGateway::builder()
+        .nat_gateway_id("nat-1")
+        .state(NatGatewayState::Available)
+        .build();
+    let mut rules = existing_network(nat);
+    rules[1] = mock!(Ec2::describe_vpcs).then_output(|| {
+        DescribeVpcsOutput::builder()
+            .vpcs(
+                Vpc::builder()
+                    .vpc_id("vpc-1")
+                    .cidr_block("10.8.0.0/16")
+                    .build(),
+            )
+            .build()
+    });
+    let create_vpc = mock!(Ec2::create_vpc)
+        .then_output(|| aws_sdk_ec2::operation::create_vpc::CreateVpcOutput::builder().build());
+    let deps = run_with(&rules, &[&create_vpc]);
+    let err = handle(&deps, event()).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Conflict);
+    assert!(err.to_string().contains("cannot change"), "{err}");
+    assert_eq!(create_vpc.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn unknown_action_is_rejected() {
+    let deps = run_with(&[], &[]);
+    let err = handle(
+        &deps,
+        json!({"action": "status", "spec": {"name": "acme", "dns": {"domain": "a.example.com"}}}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidInput);
+}
