@@ -9,10 +9,14 @@
 
 pub mod apply;
 pub mod connect;
+#[cfg(test)]
+mod fake_api;
 pub mod manifests;
 pub mod pod_identity;
 pub mod render;
 pub mod rollout;
+#[cfg(test)]
+mod test_support;
 pub mod token;
 
 use std::path::PathBuf;

@@ -1,1 +1,355 @@
+//! The handler end to end over mocked AWS clients and an in-memory Kubernetes API.
+
+use std::sync::{Arc, Mutex};
+
+use apiary_core::ErrorName;
+use apiary_core::step::MemoryRecorder;
+use serde_json::json;
+
 use super::*;
+use crate::fake_api::{self, ApplyServer, Reply};
+use crate::manifests::fixtures;
+use crate::test_support::*;
+
+fn temp_folder() -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "apiary-workloads-{}",
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+fn journal(recorder: &MemoryRecorder) -> Vec<(String, String)> {
+    recorder
+        .entries
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| (e.action.clone(), e.outcome.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_unknown_action_is_invalid_input() {
+    let (deps, _) = mock_deps(&[], &[], KubeAccess::Render(temp_folder()), false);
+    let err = handle(&deps, fixtures::event("deploy")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidInput);
+    assert!(err.to_string().contains("\"deploy\""), "{err}");
+}
+
+#[tokio::test]
+async fn an_invalid_spec_or_missing_layer_fails_before_any_call() {
+    let (deps, _) = mock_deps(&[], &[], KubeAccess::Render(temp_folder()), false);
+    let mut event = fixtures::event("ensure");
+    event["spec"]["workloads"]["ingestion_image"] =
+        json!("public.ecr.aws/honeyhive/ingestion:latest");
+    let err = handle(&deps, event).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidSpec);
+
+    let mut event = fixtures::event("ensure");
+    event["layers"].as_object_mut().unwrap().remove("dns");
+    let err = handle(&deps, event).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidInput);
+    assert!(err.to_string().contains("layers.dns"), "{err}");
+}
+
+#[tokio::test]
+async fn ensure_renders_validates_and_says_nothing_was_applied() {
+    let folder = temp_folder();
+    let (iam, eks) = (FreshIam::new(), FreshEks::new());
+    let (deps, recorder) = mock_deps(
+        &eks.rules(),
+        &iam.rules(),
+        KubeAccess::Render(folder.clone()),
+        false,
+    );
+    let out = handle(&deps, fixtures::event("ensure")).await.unwrap();
+    assert_eq!(out["mode"], "rendered");
+    assert_eq!(out["applied"], false);
+    assert_eq!(out["validated"], true);
+    assert_eq!(out["folder"], json!(folder));
+    assert_eq!(out["objects"].as_array().unwrap().len(), 14);
+    assert_eq!(out["changed"], 14);
+    assert_eq!(out["pod_identity"]["association"], "created");
+    assert_eq!(out["pod_identity"]["role_arn"], ROLE_ARN);
+    assert!(
+        out["detail"].as_str().unwrap().ends_with("not applied"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 14);
+    assert_eq!(journal(&recorder), [("ensure".into(), "created".into())]);
+
+    // Run again over what exists: nothing is created or rewritten.
+    let (iam, eks) = (ExistingIam::new(), ExistingEks::new(ROLE_ARN));
+    let (deps, recorder) = mock_deps(
+        &eks.rules(),
+        &iam.rules(),
+        KubeAccess::Render(folder.clone()),
+        false,
+    );
+    let out = handle(&deps, fixtures::event("ensure")).await.unwrap();
+    assert_eq!(out["changed"], 0);
+    assert_eq!(out["created"], json!([]));
+    assert_eq!(out["pod_identity"]["association"], "unchanged");
+    assert_eq!(journal(&recorder), [("ensure".into(), "unchanged".into())]);
+    std::fs::remove_dir_all(&folder).unwrap();
+}
+
+#[tokio::test]
+async fn status_of_rendered_manifests_is_ready_and_says_why() {
+    let folder = temp_folder();
+    let (deps, _) = mock_deps(&[], &[], KubeAccess::Render(folder.clone()), false);
+    let out = handle(&deps, fixtures::event("status")).await.unwrap();
+    assert_eq!(
+        out,
+        json!({
+            "ready": true, "mode": "rendered", "applied": false, "folder": folder,
+            "desired": 0, "updated": 0, "available": 0,
+            "detail": format!("the manifests were rendered to {}, not applied: there is no rollout to wait for", folder.display())
+        })
+    );
+}
+
+fn input(action: &str) -> (StepInput, DeploymentSpec) {
+    let input = StepInput::from_event(fixtures::event(action)).unwrap();
+    let spec = input.spec().unwrap();
+    (input, spec)
+}
+
+#[tokio::test]
+async fn ensure_applies_records_and_reapplies_without_change() {
+    let server = Arc::new(Mutex::new(ApplyServer::default()));
+    let shared = server.clone();
+    let (client, _requests) = fake_api::start(move |r| shared.lock().unwrap().respond(r));
+    let (ensure_input, spec) = input("ensure");
+
+    let (iam, eks) = (FreshIam::new(), FreshEks::new());
+    let (deps, recorder) = mock_deps(&eks.rules(), &iam.rules(), KubeAccess::Eks, false);
+    let target = Target::Apply {
+        client: client.clone(),
+        via: "eks",
+        auto_mode: true,
+    };
+    let out = ensure(&deps, &ensure_input, &spec, target).await.unwrap();
+    assert_eq!(out["mode"], "applied");
+    assert_eq!(out["applied"], true);
+    assert_eq!(out["changed"], 14);
+    assert_eq!(out["skipped"], json!([]));
+    assert_eq!(out["objects"][7]["kind"], "Deployment");
+    assert_eq!(out["objects"][7]["created"], true);
+    let created = out["created"].as_array().unwrap();
+    assert!(
+        created.contains(&json!("Deployment honeyhive/ingestion")),
+        "{created:?}"
+    );
+    let resources = recorder.resources.lock().unwrap().clone();
+    assert!(
+        resources
+            .iter()
+            .any(|r| r.kind == "k8s:nodepool" && r.id == "apiary-ingestion")
+    );
+    assert!(
+        resources
+            .iter()
+            .any(|r| r.kind == "k8s:deployment" && r.id == "honeyhive/ingestion")
+    );
+    assert_eq!(journal(&recorder), [("ensure".into(), "created".into())]);
+
+    let (iam, eks) = (ExistingIam::new(), ExistingEks::new(ROLE_ARN));
+    let (deps, recorder) = mock_deps(&eks.rules(), &iam.rules(), KubeAccess::Eks, false);
+    let target = Target::Apply {
+        client: client.clone(),
+        via: "eks",
+        auto_mode: true,
+    };
+    let out = ensure(&deps, &ensure_input, &spec, target).await.unwrap();
+    assert_eq!(out["changed"], 0);
+    assert_eq!(out["created"], json!([]));
+    assert_eq!(journal(&recorder), [("ensure".into(), "unchanged".into())]);
+
+    // A new image is an update: the journal says so.
+    let mut event = fixtures::event("ensure");
+    event["spec"]["workloads"]["ingestion_image"] =
+        json!("public.ecr.aws/honeyhive/ingestion:1.1.0");
+    let changed_input = StepInput::from_event(event).unwrap();
+    let changed_spec = changed_input.spec().unwrap();
+    let (iam, eks) = (ExistingIam::new(), ExistingEks::new(ROLE_ARN));
+    let (deps, recorder) = mock_deps(&eks.rules(), &iam.rules(), KubeAccess::Eks, false);
+    let target = Target::Apply {
+        client,
+        via: "eks",
+        auto_mode: true,
+    };
+    let out = ensure(&deps, &changed_input, &changed_spec, target)
+        .await
+        .unwrap();
+    assert_eq!(out["changed"], 1);
+    assert_eq!(journal(&recorder), [("ensure".into(), "updated".into())]);
+}
+
+#[tokio::test]
+async fn a_plain_cluster_skips_auto_mode_objects_and_says_so() {
+    let mut server = ApplyServer::default();
+    let (client, requests) = fake_api::start(move |r| server.respond(r));
+    let (ensure_input, spec) = input("ensure");
+    let (iam, eks) = (FreshIam::new(), FreshEks::new());
+    let (deps, _) = mock_deps(
+        &eks.rules(),
+        &iam.rules(),
+        KubeAccess::Kubeconfig("kind.yaml".into()),
+        false,
+    );
+    let target = Target::Apply {
+        client,
+        via: "kubeconfig",
+        auto_mode: false,
+    };
+    let out = ensure(&deps, &ensure_input, &spec, target).await.unwrap();
+    assert_eq!(out["auto_mode"], false);
+    assert_eq!(out["objects"].as_array().unwrap().len(), 10);
+    let skipped: Vec<&str> = out["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        skipped,
+        ["NodeClass", "NodePool", "ConfigMap", "IngressClassParams"]
+    );
+    assert!(
+        out["detail"].as_str().unwrap().contains("4 skipped"),
+        "{out}"
+    );
+    let requests = requests.await.unwrap();
+    assert!(
+        requests
+            .iter()
+            .all(|r| !r.path.contains("karpenter.sh") && !r.path.contains("eks.amazonaws.com"))
+    );
+}
+
+#[tokio::test]
+async fn discovery_tells_auto_mode_clusters_from_plain_ones() {
+    let (plain, _) = fake_api::start(|_| Reply::Json(404, fake_api::status(404, "NotFound", "no")));
+    assert!(!connect::serves_auto_mode(&plain).await.unwrap());
+    let (auto, requests) = fake_api::start(|r| {
+        let names: &[&str] = match r.path.as_str() {
+            "/apis/karpenter.sh/v1" => &["nodepools", "nodeclaims"],
+            "/apis/eks.amazonaws.com/v1" => {
+                &["nodeclasses", "ingressclassparams", "targetgroupbindings"]
+            }
+            _ => &[],
+        };
+        let resources: Vec<Value> = names.iter().map(|n| json!({"name": n})).collect();
+        Reply::Json(
+            200,
+            json!({"kind": "APIResourceList", "resources": resources}),
+        )
+    });
+    assert!(connect::serves_auto_mode(&auto).await.unwrap());
+    drop(auto);
+    let paths: Vec<String> = requests
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        paths,
+        ["/apis/karpenter.sh/v1", "/apis/eks.amazonaws.com/v1"]
+    );
+}
+
+fn rollout_server(pod_state: Value) -> kube::Client {
+    let objects = manifests::build(&fixtures::context()).unwrap();
+    let mut deployment = objects
+        .iter()
+        .find(|m| m.kind == "Deployment")
+        .unwrap()
+        .body
+        .clone();
+    deployment["metadata"]["generation"] = json!(1);
+    deployment["spec"]["replicas"] = json!(2);
+    deployment["status"] = json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+                                  "readyReplicas": 2, "availableReplicas": 2});
+    let template = deployment["spec"]["template"].clone();
+    let pod = json!({
+        "metadata": {"name": "ingestion-1", "annotations": template["metadata"]["annotations"]},
+        "spec": template["spec"],
+        "status": {"containerStatuses": [{"name": "ingestion", "image": "x", "imageID": "", "ready": false,
+                                          "restartCount": 0, "state": pod_state}]}
+    });
+    let (client, _) = fake_api::start(move |r| match r.path.as_str() {
+        "/apis/apps/v1/namespaces/honeyhive/deployments/ingestion" => {
+            Reply::Json(200, deployment.clone())
+        }
+        "/api/v1/namespaces/honeyhive/pods" => {
+            Reply::Json(200, json!({"metadata": {}, "items": [pod.clone()]}))
+        }
+        _ => Reply::Json(404, fake_api::status(404, "NotFound", "no")),
+    });
+    client
+}
+
+#[tokio::test]
+async fn status_reports_the_rollout_and_journals_its_end() {
+    let (status_input, spec) = input("status");
+    let (deps, recorder) = mock_deps(&[], &[], KubeAccess::Eks, false);
+    let client = rollout_server(json!({"running": {}}));
+    let target = Target::Apply {
+        client,
+        via: "eks",
+        auto_mode: true,
+    };
+    let out = status(&deps, &status_input, &spec, target).await.unwrap();
+    assert_eq!(out["ready"], true);
+    assert_eq!(out["mode"], "applied");
+    assert_eq!(
+        (
+            out["desired"].clone(),
+            out["updated"].clone(),
+            out["available"].clone()
+        ),
+        (json!(2), json!(2), json!(2))
+    );
+    assert_eq!(journal(&recorder), [("status".into(), "ready".into())]);
+
+    let (deps, recorder) = mock_deps(&[], &[], KubeAccess::Eks, false);
+    let client =
+        rollout_server(json!({"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}));
+    let target = Target::Apply {
+        client,
+        via: "eks",
+        auto_mode: true,
+    };
+    let err = status(&deps, &status_input, &spec, target)
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), ErrorName::Fatal);
+    assert!(
+        err.to_string().contains("ImagePullBackOff: not found"),
+        "{err}"
+    );
+    assert_eq!(journal(&recorder), [("status".into(), "failed".into())]);
+}
+
+#[test]
+fn deps_come_from_the_sdk_configuration() {
+    let config = aws_config::SdkConfig::builder()
+        .region(aws_sdk_eks::config::Region::new("eu-west-1"))
+        .endpoint_url("http://127.0.0.1:5000")
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .build();
+    let deps = Deps::new(
+        &config,
+        Arc::new(MemoryRecorder::default()),
+        KubeAccess::Eks,
+    );
+    assert_eq!(deps.region.as_deref(), Some("eu-west-1"));
+    assert!(deps.emulator);
+    assert_eq!(deps.kube, KubeAccess::Eks);
+    let real = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .build();
+    assert!(!Deps::new(&real, Arc::new(MemoryRecorder::default()), KubeAccess::Eks).emulator);
+}

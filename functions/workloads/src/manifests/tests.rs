@@ -1,1 +1,514 @@
+use serde_json::{Value, json};
+
+use super::fixtures::context;
 use super::*;
+
+fn find<'a>(objects: &'a [Manifest], kind: &str, name: &str) -> &'a Manifest {
+    objects
+        .iter()
+        .find(|m| m.kind == kind && m.name == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn body<'a>(objects: &'a [Manifest], kind: &str, name: &str) -> &'a Value {
+    &find(objects, kind, name).body
+}
+
+fn built() -> Vec<Manifest> {
+    build(&context()).expect("the manifests build")
+}
+
+#[test]
+fn every_object_is_built_once_in_apply_order() {
+    let objects = built();
+    let order: Vec<String> = objects.iter().map(Manifest::display).collect();
+    assert_eq!(
+        order,
+        [
+            "NodeClass apiary-ingestion",
+            "NodePool apiary-ingestion",
+            "ConfigMap kube-system/amazon-vpc-cni",
+            "Namespace honeyhive",
+            "ServiceAccount honeyhive/ingestion",
+            "ConfigMap honeyhive/ingestion-endpoints",
+            "Service honeyhive/ingestion",
+            "Deployment honeyhive/ingestion",
+            "HorizontalPodAutoscaler honeyhive/ingestion",
+            "PodDisruptionBudget honeyhive/ingestion",
+            "NetworkPolicy honeyhive/ingestion",
+            "IngressClassParams apiary-alb",
+            "IngressClass apiary-alb",
+            "Ingress honeyhive/ingestion",
+        ]
+    );
+    for m in &objects {
+        assert_eq!(
+            m.body["apiVersion"],
+            json!(m.api_version),
+            "{}",
+            m.display()
+        );
+        assert_eq!(m.body["kind"], json!(m.kind), "{}", m.display());
+        assert_eq!(m.body["metadata"]["name"], json!(m.name), "{}", m.display());
+        (m.validate)(&m.body).unwrap_or_else(|e| panic!("{}: {e}", m.display()));
+    }
+    // Building twice gives the same documents: an unchanged spec applies unchanged.
+    let again = built();
+    for (a, b) in objects.iter().zip(&again) {
+        assert_eq!(a.body, b.body, "{}", a.display());
+    }
+}
+
+#[test]
+fn paths_follow_the_api_conventions() {
+    let objects = built();
+    assert_eq!(
+        find(&objects, "Deployment", APP).object_path(),
+        "/apis/apps/v1/namespaces/honeyhive/deployments/ingestion"
+    );
+    assert_eq!(
+        find(&objects, "Namespace", NAMESPACE).object_path(),
+        "/api/v1/namespaces/honeyhive"
+    );
+    assert_eq!(
+        find(&objects, "ServiceAccount", SERVICE_ACCOUNT).object_path(),
+        "/api/v1/namespaces/honeyhive/serviceaccounts/ingestion"
+    );
+    assert_eq!(
+        find(&objects, "NodePool", NODE_POOL).object_path(),
+        "/apis/karpenter.sh/v1/nodepools/apiary-ingestion"
+    );
+    assert_eq!(
+        find(&objects, "IngressClassParams", INGRESS_CLASS).object_path(),
+        "/apis/eks.amazonaws.com/v1/ingressclassparams/apiary-alb"
+    );
+    assert_eq!(
+        find(&objects, "HorizontalPodAutoscaler", APP).object_path(),
+        "/apis/autoscaling/v2/namespaces/honeyhive/horizontalpodautoscalers/ingestion"
+    );
+}
+
+#[test]
+fn pods_run_non_root_with_a_read_only_root_and_no_privilege() {
+    let objects = built();
+    let pod = &body(&objects, "Deployment", APP)["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["securityContext"],
+        json!({
+            "fsGroup": 65532, "runAsGroup": 65532, "runAsNonRoot": true, "runAsUser": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"}
+        })
+    );
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let container = &containers[0];
+    assert_eq!(
+        container["securityContext"],
+        json!({
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "privileged": false,
+            "readOnlyRootFilesystem": true,
+            "runAsGroup": 65532,
+            "runAsNonRoot": true,
+            "runAsUser": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"}
+        })
+    );
+    // With a read-only root, /tmp is the one writable place, and it is bounded.
+    assert_eq!(
+        container["volumeMounts"],
+        json!([{"mountPath": "/tmp", "name": "tmp"}])
+    );
+    assert_eq!(
+        pod["volumes"],
+        json!([{"emptyDir": {"sizeLimit": "256Mi"}, "name": "tmp"}])
+    );
+    // The namespace enforces the restricted Pod Security Standard.
+    let ns = body(&objects, "Namespace", NAMESPACE);
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+}
+
+#[test]
+fn container_has_image_resources_and_probes() {
+    let objects = built();
+    let container = &body(&objects, "Deployment", APP)["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["image"],
+        "public.ecr.aws/honeyhive/ingestion:1.0.0"
+    );
+    assert_eq!(
+        container["resources"],
+        json!({"limits": {"cpu": "2", "memory": "2Gi"}, "requests": {"cpu": "500m", "memory": "1Gi"}})
+    );
+    assert_eq!(
+        container["ports"],
+        json!([{"containerPort": 8080, "name": "http", "protocol": "TCP"}])
+    );
+    assert_eq!(
+        container["readinessProbe"],
+        json!({
+            "failureThreshold": 3, "httpGet": {"path": "/readyz", "port": "http", "scheme": "HTTP"},
+            "initialDelaySeconds": 5, "periodSeconds": 10, "successThreshold": 1, "timeoutSeconds": 2
+        })
+    );
+    assert_eq!(
+        container["livenessProbe"],
+        json!({
+            "failureThreshold": 3, "httpGet": {"path": "/healthz", "port": "http", "scheme": "HTTP"},
+            "initialDelaySeconds": 15, "periodSeconds": 20, "successThreshold": 1, "timeoutSeconds": 2
+        })
+    );
+    assert_eq!(
+        container["envFrom"],
+        json!([{"configMapRef": {"name": "ingestion-endpoints", "optional": false}}])
+    );
+}
+
+#[test]
+fn pods_spread_over_zones_on_the_ingestion_pool() {
+    let objects = built();
+    let deployment = body(&objects, "Deployment", APP);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let selector = json!({"matchLabels": {"app.kubernetes.io/name": "ingestion"}});
+    assert_eq!(
+        pod["topologySpreadConstraints"],
+        json!([
+            {"labelSelector": selector, "matchLabelKeys": ["pod-template-hash"], "maxSkew": 1,
+             "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"},
+            {"labelSelector": selector, "matchLabelKeys": ["pod-template-hash"], "maxSkew": 1,
+             "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}
+        ])
+    );
+    assert_eq!(
+        pod["nodeSelector"],
+        json!({"karpenter.sh/nodepool": "apiary-ingestion"})
+    );
+    assert_eq!(deployment["spec"]["selector"], selector);
+    // The autoscaler owns the replica count.
+    assert!(deployment["spec"].get("replicas").is_none());
+    assert_eq!(
+        deployment["spec"]["strategy"],
+        json!({"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}, "type": "RollingUpdate"})
+    );
+}
+
+#[test]
+fn pods_use_the_pod_identity_service_account_without_an_api_token() {
+    let objects = built();
+    let pod = &body(&objects, "Deployment", APP)["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], SERVICE_ACCOUNT);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let sa = body(&objects, "ServiceAccount", SERVICE_ACCOUNT);
+    assert_eq!(sa["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(sa["automountServiceAccountToken"], false);
+    // Pod Identity needs no IRSA annotation; the association names namespace + account.
+    assert!(sa["metadata"].get("annotations").is_none());
+    // The role's trust policy is scoped to exactly this namespace and service account.
+    let trust = crate::pod_identity::trust_policy(super::fixtures::CLUSTER_ARN);
+    let condition = &trust["Statement"][0]["Condition"]["StringEquals"];
+    assert_eq!(condition["aws:RequestTag/kubernetes-namespace"], NAMESPACE);
+    assert_eq!(
+        condition["aws:RequestTag/kubernetes-service-account"],
+        SERVICE_ACCOUNT
+    );
+    assert_eq!(
+        condition["aws:RequestTag/eks-cluster-arn"],
+        super::fixtures::CLUSTER_ARN
+    );
+}
+
+#[test]
+fn config_map_names_endpoints_never_credentials() {
+    let objects = built();
+    let data = &body(&objects, "ConfigMap", CONFIG_MAP)["data"];
+    assert_eq!(data["AWS_REGION"], "us-west-2");
+    assert_eq!(data["POSTGRES_HOST"], "pg.internal");
+    assert_eq!(data["POSTGRES_PORT"], "5432");
+    assert_eq!(
+        data["POSTGRES_SECRET_ARN"],
+        "arn:aws:secretsmanager:us-west-2:123456789012:secret:pg-AbCdEf"
+    );
+    assert_eq!(data["DOCUMENTDB_ENABLED"], "false");
+    assert!(data.get("DOCUMENTDB_HOST").is_none());
+    assert_eq!(data["REDIS_HOST"], "redis.internal");
+    assert_eq!(
+        data["S3_BUCKET_METRICS"],
+        "apiary-acme-prod-metrics-123456789012-us-west-2"
+    );
+    assert_eq!(data["SDK_ENDPOINT"], "https://honeyhive.acme.example.com");
+    for (key, _) in data.as_object().unwrap() {
+        assert!(!key.contains("PASSWORD") && !key.contains("TOKEN"), "{key}");
+    }
+}
+
+#[test]
+fn a_changed_endpoint_rolls_the_pods() {
+    let hash = |ctx: &Context| {
+        let objects = build(ctx).unwrap();
+        body(&objects, "Deployment", APP)["spec"]["template"]["metadata"]["annotations"]
+            [CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    let ctx = context();
+    let mut moved = context();
+    moved.databases.postgres.as_mut().unwrap().host = "pg2.internal".into();
+    assert_ne!(hash(&ctx), hash(&moved));
+    assert_eq!(hash(&ctx), hash(&context()));
+}
+
+#[test]
+fn network_policy_admits_only_the_load_balancer_and_the_namespace() {
+    let objects = built();
+    let spec = &body(&objects, "NetworkPolicy", APP)["spec"];
+    assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(
+        spec["podSelector"],
+        json!({"matchLabels": {"app.kubernetes.io/name": "ingestion"}})
+    );
+    // Internet-facing (the spec lists customer networks): the ALB is in the public subnets.
+    assert_eq!(
+        spec["ingress"],
+        json!([
+            {"from": [{"ipBlock": {"cidr": "10.42.0.0/20"}}, {"ipBlock": {"cidr": "10.42.16.0/20"}}],
+             "ports": [{"port": 8080, "protocol": "TCP"}]},
+            {"from": [{"podSelector": {}}]}
+        ])
+    );
+}
+
+#[test]
+fn network_policy_lets_pods_reach_only_data_stores_dns_identity_and_aws() {
+    let objects = built();
+    let egress = &body(&objects, "NetworkPolicy", APP)["spec"]["egress"];
+    let private =
+        json!([{"ipBlock": {"cidr": "10.42.128.0/19"}}, {"ipBlock": {"cidr": "10.42.160.0/19"}}]);
+    assert_eq!(
+        egress,
+        &json!([
+            {"to": [{"podSelector": {}}]},
+            {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+            // DocumentDB is off in the fixture: only PostgreSQL and Redis ports.
+            {"to": private, "ports": [{"port": 5432, "protocol": "TCP"}, {"port": 6379, "protocol": "TCP"}]},
+            {"to": [{"ipBlock": {"cidr": "169.254.170.23/32"}}], "ports": [{"port": 80, "protocol": "TCP"}]},
+            {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443, "protocol": "TCP"}]}
+        ])
+    );
+    // Every rule but the namespace one names its ports: no rule opens all ports outward.
+    for rule in egress.as_array().unwrap().iter().skip(1) {
+        assert!(
+            rule["ports"].as_array().is_some_and(|p| !p.is_empty()),
+            "{rule}"
+        );
+    }
+
+    let mut no_stores = context();
+    no_stores.databases = Default::default();
+    let objects = build(&no_stores).unwrap();
+    let egress = body(&objects, "NetworkPolicy", APP)["spec"]["egress"].clone();
+    assert!(
+        !egress.to_string().contains("5432") && !egress.to_string().contains("10.42.128.0/19"),
+        "{egress}"
+    );
+}
+
+#[test]
+fn internal_load_balancer_when_no_customer_networks_are_given() {
+    let mut ctx = context();
+    ctx.internet_facing = false;
+    let objects = build(&ctx).unwrap();
+    let params = &body(&objects, "IngressClassParams", INGRESS_CLASS)["spec"];
+    assert_eq!(params["scheme"], "internal");
+    assert_eq!(
+        params["subnets"]["ids"],
+        json!(["subnet-0prv1", "subnet-0prv2"])
+    );
+    let ingress = &body(&objects, "NetworkPolicy", APP)["spec"]["ingress"][0]["from"];
+    assert_eq!(
+        ingress,
+        &json!([{"ipBlock": {"cidr": "10.42.128.0/19"}}, {"ipBlock": {"cidr": "10.42.160.0/19"}}])
+    );
+}
+
+#[test]
+fn ingress_serves_the_domain_over_https_with_the_certificate() {
+    let objects = built();
+    let params = body(&objects, "IngressClassParams", INGRESS_CLASS);
+    assert_eq!(params["apiVersion"], "eks.amazonaws.com/v1");
+    assert_eq!(params["spec"]["scheme"], "internet-facing");
+    assert_eq!(
+        params["spec"]["certificateARNs"],
+        json!(["arn:aws:acm:us-west-2:123456789012:certificate/abcd-1234"])
+    );
+    assert_eq!(
+        params["spec"]["subnets"]["ids"],
+        json!(["subnet-0pub1", "subnet-0pub2"])
+    );
+    assert!(
+        params["spec"]["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"key": "apiary:deployment", "value": "acme-prod"}))
+    );
+    let class = body(&objects, "IngressClass", INGRESS_CLASS);
+    assert_eq!(
+        class["spec"],
+        json!({"controller": "eks.amazonaws.com/alb",
+               "parameters": {"apiGroup": "eks.amazonaws.com", "kind": "IngressClassParams", "name": "apiary-alb"}})
+    );
+    let ingress = body(&objects, "Ingress", APP);
+    let annotations = &ingress["metadata"]["annotations"];
+    assert_eq!(
+        annotations["alb.ingress.kubernetes.io/listen-ports"],
+        r#"[{"HTTPS":443}]"#
+    );
+    assert_eq!(annotations["alb.ingress.kubernetes.io/target-type"], "ip");
+    assert_eq!(
+        annotations["alb.ingress.kubernetes.io/security-groups"],
+        "sg-0alb"
+    );
+    assert_eq!(ingress["spec"]["ingressClassName"], INGRESS_CLASS);
+    assert_eq!(
+        ingress["spec"]["rules"],
+        json!([{"host": "honeyhive.acme.example.com", "http": {"paths": [{
+            "backend": {"service": {"name": "ingestion", "port": {"number": 80}}},
+            "path": "/", "pathType": "Prefix"}]}}])
+    );
+    let service = body(&objects, "Service", APP);
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}])
+    );
+}
+
+#[test]
+fn node_pool_is_limited_by_the_size_preset_on_our_node_class() {
+    let objects = built();
+    let pool = find(&objects, "NodePool", NODE_POOL);
+    assert!(pool.auto_mode_only);
+    assert_eq!(pool.body["apiVersion"], "karpenter.sh/v1");
+    let spec = &pool.body["spec"];
+    assert_eq!(spec["limits"], json!({"cpu": "64", "memory": "256Gi"}));
+    assert_eq!(
+        spec["template"]["spec"]["nodeClassRef"],
+        json!({"group": "eks.amazonaws.com", "kind": "NodeClass", "name": "apiary-ingestion"})
+    );
+    let requirements = spec["template"]["spec"]["requirements"].as_array().unwrap();
+    assert!(requirements.contains(&json!({
+        "key": "topology.kubernetes.io/zone", "operator": "In", "values": ["us-west-2a", "us-west-2b"]
+    })));
+    assert!(requirements.contains(&json!({
+        "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]
+    })));
+    assert_eq!(
+        spec["disruption"],
+        json!({"budgets": [{"nodes": "10%"}], "consolidateAfter": "5m",
+               "consolidationPolicy": "WhenEmptyOrUnderutilized"})
+    );
+    assert_eq!(schema::check(schema::NODE_POOL, &pool.body), Ok(()));
+
+    let class = find(&objects, "NodeClass", NODE_CLASS);
+    assert_eq!(class.body["spec"]["role"], "apiary-acme-prod-node");
+    assert_eq!(
+        class.body["spec"]["subnetSelectorTerms"],
+        json!([{"id": "subnet-0prv1"}, {"id": "subnet-0prv2"}])
+    );
+    assert_eq!(
+        class.body["spec"]["securityGroupSelectorTerms"],
+        json!([{"id": "sg-0cluster"}])
+    );
+    assert_eq!(schema::check(schema::NODE_CLASS, &class.body), Ok(()));
+    let params = find(&objects, "IngressClassParams", INGRESS_CLASS);
+    assert_eq!(
+        schema::check(schema::INGRESS_CLASS_PARAMS, &params.body),
+        Ok(())
+    );
+
+    // A larger preset raises the limits; the scaling workflow changes the same fields.
+    let mut large = context();
+    large.sizing = apiary_core::spec::SizePreset::Large.sizing();
+    let objects = build(&large).unwrap();
+    assert_eq!(
+        body(&objects, "NodePool", NODE_POOL)["spec"]["limits"],
+        json!({"cpu": "1600", "memory": "6400Gi"})
+    );
+    let hpa = &body(&objects, "HorizontalPodAutoscaler", APP)["spec"];
+    assert_eq!(hpa["minReplicas"], 6);
+    assert_eq!(hpa["maxReplicas"], 200);
+}
+
+#[test]
+fn autoscaler_and_budget_keep_the_service_up() {
+    let objects = built();
+    let hpa = &body(&objects, "HorizontalPodAutoscaler", APP)["spec"];
+    assert_eq!(hpa["minReplicas"], 2);
+    assert_eq!(hpa["maxReplicas"], 10);
+    assert_eq!(
+        hpa["scaleTargetRef"],
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "ingestion"})
+    );
+    assert_eq!(
+        hpa["metrics"],
+        json!([{"resource": {"name": "cpu", "target": {"averageUtilization": 70, "type": "Utilization"}},
+                "type": "Resource"}])
+    );
+    let pdb = &body(&objects, "PodDisruptionBudget", APP)["spec"];
+    assert_eq!(pdb["maxUnavailable"], 1);
+    assert_eq!(
+        pdb["selector"],
+        json!({"matchLabels": {"app.kubernetes.io/name": "ingestion"}})
+    );
+}
+
+#[test]
+fn a_plain_cluster_gets_no_auto_mode_objects_and_no_pool_pinning() {
+    let mut ctx = context();
+    ctx.auto_mode = false;
+    let objects = build(&ctx).unwrap();
+    assert!(objects.iter().all(|m| !m.auto_mode_only), "{objects:?}");
+    assert_eq!(objects.len(), 10);
+    let pod = &body(&objects, "Deployment", APP)["spec"]["template"]["spec"];
+    assert!(pod.get("nodeSelector").is_none());
+    assert!(
+        body(&objects, "IngressClass", INGRESS_CLASS)["spec"]
+            .get("parameters")
+            .is_none()
+    );
+}
+
+#[test]
+fn context_refuses_layers_it_cannot_use() {
+    let spec = super::fixtures::spec();
+    let mut layers = super::fixtures::layers();
+    layers.cluster.as_mut().unwrap().node_role_arn = "not-an-arn".into();
+    let err = Context::new(&spec, &layers).unwrap_err();
+    assert_eq!(err.name(), apiary_core::ErrorName::InvalidInput);
+    assert!(err.to_string().contains("node_role_arn"), "{err}");
+
+    let mut layers = super::fixtures::layers();
+    layers.cluster = None;
+    let err = Context::new(&spec, &layers).unwrap_err();
+    assert!(
+        err.to_string().contains("layers.cluster is missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn typed_validation_catches_a_misspelt_or_mistyped_field() {
+    let objects = built();
+    let deployment = find(&objects, "Deployment", APP);
+    let mut typo = deployment.body.clone();
+    typo["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = json!("Always");
+    assert!((deployment.validate)(&typo).is_err());
+    let mut wrong_type = deployment.body.clone();
+    wrong_type["spec"]["minReadySeconds"] = json!("five");
+    assert!((deployment.validate)(&wrong_type).is_err());
+    let pool = find(&objects, "NodePool", NODE_POOL);
+    let mut extra = pool.body.clone();
+    extra["spec"]["limit"] = json!({"cpu": "1"});
+    assert!((pool.validate)(&extra).is_err());
+}
