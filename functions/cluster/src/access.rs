@@ -1,0 +1,187 @@
+//! EKS access entries: who may use the Kubernetes API.
+//!
+//! - The control plane's own role (the role this function runs as) gets cluster admin,
+//!   so the workloads step can apply its manifests. A caller that is not an assumed IAM
+//!   role (an IAM user, e.g. the emulator's default identity) has no stable role to name;
+//!   it is skipped and the output says so.
+//! - The Auto Mode node role gets an `EC2` entry with `AmazonEKSAutoNodePolicy`, which
+//!   EKS does not create by itself when the cluster has no built-in NodePools.
+
+use apiary_core::{Error, Result};
+use aws_sdk_eks::types::{AccessScope, AccessScopeType};
+use serde_json::{Value, json};
+
+use crate::{Step, iam, is_not_implemented};
+
+pub const CLUSTER_ADMIN_POLICY: &str = "AmazonEKSClusterAdminPolicy";
+pub const AUTO_NODE_POLICY: &str = "AmazonEKSAutoNodePolicy";
+
+fn access_policy_arn(partition: &str, name: &str) -> String {
+    format!("arn:{partition}:eks::aws:cluster-access-policy/{name}")
+}
+
+/// The role name in an STS assumed-role ARN
+/// (`arn:aws:sts::123456789012:assumed-role/<role>/<session>`), if it is one.
+pub(crate) fn assumed_role_name(caller_arn: &str) -> Option<&str> {
+    let resource = caller_arn.splitn(6, ':').nth(5)?;
+    let rest = resource.strip_prefix("assumed-role/")?;
+    let (role, _session) = rest.split_once('/')?;
+    (!role.is_empty()).then_some(role)
+}
+
+/// Every access entry this layer owns; one JSON line each for the output.
+pub(crate) async fn ensure_all(step: &Step<'_>, node_role_arn: &str) -> Result<Vec<Value>> {
+    let mut entries = Vec::new();
+    let caller = step
+        .deps
+        .sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| Error::aws("GetCallerIdentity", e))?
+        .arn
+        .unwrap_or_default();
+    match assumed_role_name(&caller) {
+        Some(role_name) => {
+            // The assumed-role ARN drops the role's path; the access entry needs the
+            // role's own ARN.
+            let role = iam::find(step, role_name).await?.ok_or_else(|| {
+                Error::fatal(format!(
+                    "the caller's role {role_name} cannot be read with iam:GetRole"
+                ))
+            })?;
+            entries.push(ensure_entry(step, role.arn(), "STANDARD", CLUSTER_ADMIN_POLICY).await?);
+        }
+        None => {
+            tracing::info!(caller = %caller, "caller is not an IAM role: no control-plane access entry");
+            entries.push(json!({
+                "principal_arn": caller,
+                "type": "STANDARD",
+                "policy": CLUSTER_ADMIN_POLICY,
+                "state": "skipped",
+                "reason": format!(
+                    "the caller {caller} is not an assumed IAM role, so there is no control-plane role to give an access entry"
+                ),
+            }));
+        }
+    }
+    entries.push(ensure_entry(step, node_role_arn, "EC2", AUTO_NODE_POLICY).await?);
+    Ok(entries)
+}
+
+async fn ensure_entry(
+    step: &Step<'_>,
+    principal_arn: &str,
+    kind: &str,
+    policy: &str,
+) -> Result<Value> {
+    let eks = &step.deps.eks;
+    let cluster = &step.resources.cluster;
+    let describe = eks
+        .describe_access_entry()
+        .cluster_name(cluster)
+        .principal_arn(principal_arn)
+        .send()
+        .await;
+    let mut state = "present";
+    match describe {
+        Ok(_) => {}
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            let created = eks
+                .create_access_entry()
+                .cluster_name(cluster)
+                .principal_arn(principal_arn)
+                .r#type(kind)
+                .set_tags(Some(step.tags("access-entry").into_iter().collect()))
+                .send()
+                .await;
+            match created {
+                Ok(_) => {
+                    step.log.created(principal_arn);
+                    state = "created";
+                }
+                Err(err)
+                    if err
+                        .as_service_error()
+                        .is_some_and(|e| e.is_resource_in_use_exception()) => {}
+                Err(err) => {
+                    return Err(Error::aws(
+                        format!("CreateAccessEntry {cluster} {principal_arn}"),
+                        err,
+                    ));
+                }
+            }
+        }
+        Err(err) if is_not_implemented(&err) => {
+            return Ok(not_emulated(principal_arn, kind, policy));
+        }
+        Err(err) => {
+            return Err(Error::aws(
+                format!("DescribeAccessEntry {cluster} {principal_arn}"),
+                err,
+            ));
+        }
+    }
+    associate(step, principal_arn, policy).await?;
+    step.log
+        .resource("eks:access-entry", principal_arn, None)
+        .await?;
+    Ok(json!({"principal_arn": principal_arn, "type": kind, "policy": policy, "state": state}))
+}
+
+async fn associate(step: &Step<'_>, principal_arn: &str, policy: &str) -> Result<()> {
+    let eks = &step.deps.eks;
+    let cluster = &step.resources.cluster;
+    let policy_arn = access_policy_arn(step.partition, policy);
+    let associated = eks
+        .list_associated_access_policies()
+        .cluster_name(cluster)
+        .principal_arn(principal_arn)
+        .send()
+        .await
+        .map_err(|e| {
+            Error::aws(
+                format!("ListAssociatedAccessPolicies {cluster} {principal_arn}"),
+                e,
+            )
+        })?;
+    if associated
+        .associated_access_policies()
+        .iter()
+        .any(|p| p.policy_arn() == Some(policy_arn.as_str()))
+    {
+        return Ok(());
+    }
+    eks.associate_access_policy()
+        .cluster_name(cluster)
+        .principal_arn(principal_arn)
+        .policy_arn(&policy_arn)
+        .access_scope(
+            AccessScope::builder()
+                .r#type(AccessScopeType::Cluster)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            Error::aws(
+                format!("AssociateAccessPolicy {cluster} {principal_arn} {policy}"),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
+fn not_emulated(principal_arn: &str, kind: &str, policy: &str) -> Value {
+    json!({
+        "principal_arn": principal_arn,
+        "type": kind,
+        "policy": policy,
+        "state": "not-emulated",
+        "reason": "the EKS endpoint does not implement access entries (moto 5.2.5 answers 404); on AWS this entry is created",
+    })
+}

@@ -1,0 +1,284 @@
+//! The EKS cluster itself, created in EKS Auto Mode.
+//!
+//! Auto Mode is on with no built-in NodePools: the workloads step brings its own
+//! NodeClass and NodePools. EKS rejects a `computeConfig.nodeRoleArn` with an empty
+//! `nodePools` list (InvalidParameterException), and creates no access entry for the node
+//! role in that case, so the node role is not named here: the workloads' NodeClass names
+//! it, and `ensure-nodegroup` gives it its `EC2` access entry.
+
+use apiary_core::{Error, Result};
+use aws_sdk_eks::types::{
+    AuthenticationMode, BlockStorage, Cluster, ClusterStatus, ComputeConfigRequest,
+    CreateAccessConfigRequest, ElasticLoadBalancing, EncryptionConfig,
+    KubernetesNetworkConfigRequest, LogSetup, LogType, Logging, Provider, StorageConfigRequest,
+    VpcConfigRequest,
+};
+
+use crate::iam::{self, RoleKind};
+use crate::{Step, View};
+
+/// Every control-plane log type goes to CloudWatch Logs.
+pub const LOG_TYPES: [LogType; 5] = [
+    LogType::Api,
+    LogType::Audit,
+    LogType::Authenticator,
+    LogType::ControllerManager,
+    LogType::Scheduler,
+];
+
+struct Inputs {
+    secrets_key_arn: String,
+    subnet_ids: Vec<String>,
+    security_group: String,
+}
+
+fn inputs(step: &Step<'_>) -> Result<Inputs> {
+    let keys = step.layers.keys()?;
+    let network = step.layers.network()?;
+    let subnet_ids = network.private_subnet_ids();
+    if subnet_ids.len() < 2 {
+        return Err(Error::invalid_input(format!(
+            "layers.network has {} private subnets; EKS needs at least 2 in different AZs",
+            subnet_ids.len()
+        )));
+    }
+    let security_group = network.security_groups.cluster.clone();
+    if security_group.is_empty() {
+        return Err(Error::invalid_input(
+            "layers.network.security_groups.cluster is empty",
+        ));
+    }
+    Ok(Inputs {
+        secrets_key_arn: keys.key("eks-secrets")?.arn.clone(),
+        subnet_ids,
+        security_group,
+    })
+}
+
+/// `ensure-cluster`: the three roles, then the cluster.
+pub(crate) async fn ensure(step: &Step<'_>, view: &mut View) -> Result<()> {
+    let inputs = inputs(step)?;
+    for kind in RoleKind::ALL {
+        let role = iam::ensure(step, kind).await?;
+        set_role_arn(view, kind, role.arn());
+    }
+    let cluster = match describe(step).await? {
+        Some(cluster) => cluster,
+        None => create(step, &inputs, &view.cluster_role_arn).await?,
+    };
+    observe(step, view, &cluster).await
+}
+
+/// `status-cluster`: ready once the roles exist and the cluster is ACTIVE.
+pub(crate) async fn status(step: &Step<'_>, view: &mut View) -> Result<()> {
+    for kind in RoleKind::ALL {
+        let name = kind.name(step);
+        match iam::find(step, &name).await? {
+            Some(role) => set_role_arn(view, kind, role.arn()),
+            None => view.missing.push(name),
+        }
+    }
+    match describe(step).await? {
+        Some(cluster) => observe(step, view, &cluster).await?,
+        None => view.missing.push(step.resources.cluster.clone()),
+    }
+    view.ready &= view.missing.is_empty();
+    Ok(())
+}
+
+fn set_role_arn(view: &mut View, kind: RoleKind, arn: &str) {
+    let slot = match kind {
+        RoleKind::Cluster => &mut view.cluster_role_arn,
+        RoleKind::Node => &mut view.output.node_role_arn,
+        RoleKind::Nodegroup => &mut view.nodegroup_role_arn,
+    };
+    arn.clone_into(slot);
+}
+
+pub(crate) async fn describe(step: &Step<'_>) -> Result<Option<Cluster>> {
+    let name = &step.resources.cluster;
+    match step.deps.eks.describe_cluster().name(name).send().await {
+        Ok(out) => Ok(out.cluster),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(Error::aws(format!("DescribeCluster {name}"), err)),
+    }
+}
+
+/// The cluster, which must exist and be ACTIVE: what the later actions build on.
+/// Anything else is `Apiary.NotReady` (retryable), naming the cluster.
+pub(crate) async fn require_active(step: &Step<'_>, view: &mut View) -> Result<Cluster> {
+    let name = &step.resources.cluster;
+    let cluster = describe(step).await?.ok_or_else(|| Error::NotReady {
+        resource: format!("EKS cluster {name}"),
+        detail: "it does not exist yet; run ensure-cluster first".to_owned(),
+    })?;
+    observe(step, view, &cluster).await?;
+    if !view.ready {
+        return Err(Error::NotReady {
+            resource: format!("EKS cluster {name}"),
+            detail: format!(
+                "status {}",
+                view.cluster_status.as_deref().unwrap_or("unknown")
+            ),
+        });
+    }
+    Ok(cluster)
+}
+
+/// Records the cluster, copies its fields into the output and decides `ready`.
+pub(crate) async fn observe(step: &Step<'_>, view: &mut View, cluster: &Cluster) -> Result<()> {
+    let name = &step.resources.cluster;
+    step.log
+        .resource("eks:cluster", name, cluster.arn())
+        .await?;
+    let output = &mut view.output;
+    output.cluster_arn = cluster.arn().unwrap_or_default().to_owned();
+    output.endpoint = cluster.endpoint().unwrap_or_default().to_owned();
+    output.certificate_authority = cluster
+        .certificate_authority()
+        .and_then(|c| c.data())
+        .unwrap_or_default()
+        .to_owned();
+    if view.cluster_role_arn.is_empty() {
+        view.cluster_role_arn = cluster.role_arn().unwrap_or_default().to_owned();
+    }
+    let status = cluster.status().cloned();
+    view.cluster_status = status.as_ref().map(|s| s.as_str().to_owned());
+    view.ready = match status {
+        Some(ClusterStatus::Active) => true,
+        Some(ClusterStatus::Failed) => {
+            let issues: Vec<String> = cluster
+                .health()
+                .map(|h| {
+                    h.issues()
+                        .iter()
+                        .map(|i| {
+                            format!(
+                                "{}: {}",
+                                i.code().map(|c| c.as_str()).unwrap_or("unknown"),
+                                i.message().unwrap_or_default()
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Err(Error::fatal(format!(
+                "EKS cluster {name} is FAILED{}; delete it and run provision again",
+                if issues.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", issues.join("; "))
+                }
+            )));
+        }
+        Some(ClusterStatus::Deleting) => {
+            return Err(Error::Conflict(format!(
+                "EKS cluster {name} is DELETING: a teardown is removing it; run provision again once it is gone"
+            )));
+        }
+        // CREATING, UPDATING, PENDING, or a status this SDK does not know yet.
+        _ => false,
+    };
+    Ok(())
+}
+
+async fn create(step: &Step<'_>, inputs: &Inputs, role_arn: &str) -> Result<Cluster> {
+    let name = &step.resources.cluster;
+    let cluster_spec = &step.spec.cluster;
+    let logging = Logging::builder()
+        .cluster_logging(
+            LogSetup::builder()
+                .set_types(Some(LOG_TYPES.to_vec()))
+                .enabled(true)
+                .build(),
+        )
+        .build();
+    let created = step
+        .deps
+        .eks
+        .create_cluster()
+        .name(name)
+        .version(&cluster_spec.version)
+        .role_arn(role_arn)
+        .resources_vpc_config(
+            VpcConfigRequest::builder()
+                .set_subnet_ids(Some(inputs.subnet_ids.clone()))
+                .security_group_ids(&inputs.security_group)
+                .endpoint_private_access(true)
+                .endpoint_public_access(cluster_spec.public_endpoint)
+                .build(),
+        )
+        // KMS envelope encryption of Kubernetes secrets (on 1.28+ of all API data) with
+        // the eks-secrets key. The `resources: ["secrets"]` field is deprecated and
+        // defaulted by EKS.
+        .encryption_config(
+            EncryptionConfig::builder()
+                .provider(Provider::builder().key_arn(&inputs.secrets_key_arn).build())
+                .build(),
+        )
+        .logging(logging)
+        .access_config(
+            CreateAccessConfigRequest::builder()
+                .authentication_mode(AuthenticationMode::Api)
+                // Access is granted by explicit, recorded access entries only.
+                .bootstrap_cluster_creator_admin_permissions(false)
+                .build(),
+        )
+        .bootstrap_self_managed_addons(false)
+        .compute_config(
+            ComputeConfigRequest::builder()
+                .enabled(true)
+                .set_node_pools(Some(Vec::new()))
+                .build(),
+        )
+        .storage_config(
+            StorageConfigRequest::builder()
+                .block_storage(BlockStorage::builder().enabled(true).build())
+                .build(),
+        )
+        .kubernetes_network_config(
+            KubernetesNetworkConfigRequest::builder()
+                .elastic_load_balancing(ElasticLoadBalancing::builder().enabled(true).build())
+                .build(),
+        )
+        .set_tags(Some(step.tags("eks").into_iter().collect()))
+        .send()
+        .await;
+    match created {
+        Ok(out) => {
+            step.log.created(name);
+            out.cluster
+                .ok_or_else(|| Error::fatal(format!("CreateCluster {name} returned no cluster")))
+        }
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            describe(step).await?.ok_or_else(|| {
+                Error::Conflict(format!("EKS cluster {name} exists but cannot be described"))
+            })
+        }
+        // IAM is eventually consistent: a role made a moment ago may not be assumable
+        // yet. That clears by itself, so it is worth a retry, unlike other bad parameters.
+        Err(err)
+            if err.as_service_error().is_some_and(|e| {
+                e.is_invalid_parameter_exception()
+                    && aws_sdk_eks::error::ProvideErrorMetadata::message(e)
+                        .is_some_and(|m| m.contains("could not be assumed"))
+            }) =>
+        {
+            Err(Error::NotReady {
+                resource: format!("IAM role {}", step.resources.cluster_role),
+                detail: "EKS cannot assume it yet (IAM propagation)".to_owned(),
+            })
+        }
+        Err(err) => Err(Error::aws(format!("CreateCluster {name}"), err)),
+    }
+}

@@ -1,0 +1,232 @@
+//! The three IAM roles of the cluster layer.
+//!
+//! The Auto Mode node role and the managed node group's role are deliberately two roles:
+//! an IAM principal has exactly one EKS access entry, EKS gives a node group's role an
+//! `EC2_LINUX` entry of its own, while nodes launched by Auto Mode for custom NodePools
+//! need an `EC2` entry with `AmazonEKSAutoNodePolicy`. One role cannot hold both.
+
+use apiary_core::{Error, Result};
+use aws_sdk_iam::types::{Role, Tag};
+use serde_json::json;
+
+use crate::Step;
+
+/// The Auto Mode cluster role's managed policies.
+pub const CLUSTER_POLICIES: [&str; 5] = [
+    "AmazonEKSClusterPolicy",
+    "AmazonEKSComputePolicy",
+    "AmazonEKSBlockStoragePolicy",
+    "AmazonEKSLoadBalancingPolicy",
+    "AmazonEKSNetworkingPolicy",
+];
+/// The Auto Mode (Karpenter) node role's managed policies.
+pub const NODE_POLICIES: [&str; 2] = [
+    "AmazonEKSWorkerNodeMinimalPolicy",
+    "AmazonEC2ContainerRegistryPullOnly",
+];
+/// The managed node group role's managed policies (it runs the VPC CNI).
+pub const NODEGROUP_POLICIES: [&str; 3] = [
+    "AmazonEKSWorkerNodePolicy",
+    "AmazonEC2ContainerRegistryReadOnly",
+    "AmazonEKS_CNI_Policy",
+];
+
+/// Karpenter (and Auto Mode NodeClasses) find the node role and subnets by this tag.
+pub const DISCOVERY_TAG: &str = "karpenter.sh/discovery";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RoleKind {
+    Cluster,
+    Node,
+    Nodegroup,
+}
+
+impl RoleKind {
+    pub(crate) const ALL: [RoleKind; 3] = [RoleKind::Cluster, RoleKind::Node, RoleKind::Nodegroup];
+
+    pub(crate) fn name(self, step: &Step<'_>) -> String {
+        match self {
+            RoleKind::Cluster => step.resources.cluster_role.clone(),
+            RoleKind::Node => step.resources.node_role.clone(),
+            RoleKind::Nodegroup => step.resources.nodegroup_role.clone(),
+        }
+    }
+
+    fn policies(self) -> &'static [&'static str] {
+        match self {
+            RoleKind::Cluster => &CLUSTER_POLICIES,
+            RoleKind::Node => &NODE_POLICIES,
+            RoleKind::Nodegroup => &NODEGROUP_POLICIES,
+        }
+    }
+
+    /// EKS Auto Mode tags the sessions it starts with the cluster role.
+    fn trust_policy(self) -> String {
+        let (service, actions) = match self {
+            RoleKind::Cluster => (
+                "eks.amazonaws.com",
+                json!(["sts:AssumeRole", "sts:TagSession"]),
+            ),
+            RoleKind::Node | RoleKind::Nodegroup => ("ec2.amazonaws.com", json!("sts:AssumeRole")),
+        };
+        json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"Service": service},
+                "Action": actions,
+            }]
+        })
+        .to_string()
+    }
+
+    fn tags(self, step: &Step<'_>) -> Vec<(String, String)> {
+        let (role, discovery) = match self {
+            RoleKind::Cluster => ("eks-cluster", false),
+            RoleKind::Node => ("eks-node", true),
+            RoleKind::Nodegroup => ("eks-nodegroup", false),
+        };
+        let mut tags = step.tags(role);
+        if discovery {
+            tags.push((DISCOVERY_TAG.to_owned(), step.resources.cluster.clone()));
+        }
+        tags
+    }
+}
+
+pub(crate) fn managed_policy_arn(partition: &str, name: &str) -> String {
+    format!("arn:{partition}:iam::aws:policy/{name}")
+}
+
+/// The role, if it exists.
+pub(crate) async fn find(step: &Step<'_>, name: &str) -> Result<Option<Role>> {
+    match step.deps.iam.get_role().role_name(name).send().await {
+        Ok(out) => Ok(out.role),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_no_such_entity_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(Error::aws(format!("GetRole {name}"), err)),
+    }
+}
+
+/// The role with its trust policy, tags and managed policies; created when missing.
+pub(crate) async fn ensure(step: &Step<'_>, kind: RoleKind) -> Result<Role> {
+    let name = kind.name(step);
+    let role = match find(step, &name).await? {
+        Some(role) => role,
+        None => create(step, kind, &name).await?,
+    };
+    attach_policies(step, kind, &name).await?;
+    step.log
+        .resource("iam:role", &name, Some(role.arn()))
+        .await?;
+    Ok(role)
+}
+
+async fn create(step: &Step<'_>, kind: RoleKind, name: &str) -> Result<Role> {
+    let mut tags = Vec::new();
+    for (key, value) in kind.tags(step) {
+        tags.push(
+            Tag::builder()
+                .key(key)
+                .value(value)
+                .build()
+                .map_err(|e| Error::fatal(e.to_string()))?,
+        );
+    }
+    let created = step
+        .deps
+        .iam
+        .create_role()
+        .role_name(name)
+        .description(format!("Apiary {}: EKS {name}", step.names.deployment()))
+        .assume_role_policy_document(kind.trust_policy())
+        .set_tags(Some(tags))
+        .send()
+        .await;
+    match created {
+        Ok(out) => {
+            step.log.created(name);
+            out.role
+                .ok_or_else(|| Error::fatal(format!("CreateRole {name} returned no role")))
+        }
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_entity_already_exists_exception()) =>
+        {
+            find(step, name).await?.ok_or_else(|| {
+                Error::Conflict(format!("IAM role {name} exists but cannot be read"))
+            })
+        }
+        Err(err) => Err(Error::aws(format!("CreateRole {name}"), err)),
+    }
+}
+
+async fn attach_policies(step: &Step<'_>, kind: RoleKind, name: &str) -> Result<()> {
+    let mut attached = Vec::new();
+    let mut pages = step
+        .deps
+        .iam
+        .list_attached_role_policies()
+        .role_name(name)
+        .into_paginator()
+        .items()
+        .send();
+    while let Some(policy) = pages
+        .try_next()
+        .await
+        .map_err(|e| Error::aws(format!("ListAttachedRolePolicies {name}"), e))?
+    {
+        if let Some(arn) = policy.policy_arn {
+            attached.push(arn);
+        }
+    }
+    for policy in kind.policies() {
+        let arn = managed_policy_arn(step.partition, policy);
+        if attached.contains(&arn) {
+            continue;
+        }
+        step.deps
+            .iam
+            .attach_role_policy()
+            .role_name(name)
+            .policy_arn(&arn)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("AttachRolePolicy {name} {policy}"), e))?;
+    }
+    Ok(())
+}
+
+/// Adds the Karpenter discovery tag to the node role when it lacks it.
+pub(crate) async fn ensure_discovery_tag(step: &Step<'_>, role: &Role) -> Result<()> {
+    let cluster = &step.resources.cluster;
+    let tagged = role
+        .tags()
+        .iter()
+        .any(|t| t.key() == DISCOVERY_TAG && t.value() == cluster);
+    if tagged {
+        return Ok(());
+    }
+    let name = role.role_name();
+    step.deps
+        .iam
+        .tag_role()
+        .role_name(name)
+        .tags(
+            Tag::builder()
+                .key(DISCOVERY_TAG)
+                .value(cluster)
+                .build()
+                .map_err(|e| Error::fatal(e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("TagRole {name} {DISCOVERY_TAG}"), e))?;
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! The managed node group for system workloads, and what its nodes need first.
+//!
+//! The cluster is created with `bootstrapSelfManagedAddons = false` (Auto Mode brings its
+//! own networking, DNS and storage for its nodes), so the node group's plain AL2023 nodes
+//! get the VPC CNI, kube-proxy and CoreDNS as EKS managed add-ons before they join.
+
+use apiary_core::{Error, Result};
+use aws_sdk_eks::types::{
+    AmiTypes, CapacityTypes, Nodegroup, NodegroupScalingConfig, NodegroupStatus, ResolveConflicts,
+};
+use serde_json::{Value, json};
+
+use crate::{Step, View, access, control_plane, iam, is_not_implemented};
+
+/// EKS managed add-ons a node group's nodes need to become Ready.
+pub const NODEGROUP_ADDONS: [&str; 3] = ["vpc-cni", "kube-proxy", "coredns"];
+const AMI_TYPE: AmiTypes = AmiTypes::Al2023X8664Standard;
+
+/// `ensure-nodegroup`: needs an ACTIVE cluster; makes the access entries, the add-ons and
+/// the node group.
+pub(crate) async fn ensure(step: &Step<'_>, view: &mut View) -> Result<()> {
+    let network = step.layers.network()?;
+    let subnets = network.private_subnet_ids();
+    if subnets.is_empty() {
+        return Err(Error::invalid_input(
+            "layers.network has no private subnets",
+        ));
+    }
+    control_plane::require_active(step, view).await?;
+    let node_role = required_role(step, &step.resources.node_role).await?;
+    view.output.node_role_arn = node_role.arn().to_owned();
+    let nodegroup_role = required_role(step, &step.resources.nodegroup_role).await?;
+    view.nodegroup_role_arn = nodegroup_role.arn().to_owned();
+
+    view.access_entries = Some(access::ensure_all(step, node_role.arn()).await?);
+    let mut addons = Vec::new();
+    for addon in NODEGROUP_ADDONS {
+        addons.push(ensure_addon(step, addon).await?);
+    }
+    view.addons = Some(addons);
+
+    let nodegroup = match describe(step).await? {
+        Some(nodegroup) => nodegroup,
+        None => create(step, nodegroup_role.arn(), subnets).await?,
+    };
+    observe(step, view, &nodegroup).await
+}
+
+/// `status-nodegroup`: ready once the node group is ACTIVE.
+pub(crate) async fn status(step: &Step<'_>, view: &mut View) -> Result<()> {
+    match control_plane::describe(step).await? {
+        Some(cluster) => control_plane::observe(step, view, &cluster).await?,
+        None => {
+            view.missing.push(step.resources.cluster.clone());
+            view.ready = false;
+            return Ok(());
+        }
+    }
+    if let Some(role) = iam::find(step, &step.resources.node_role).await? {
+        view.output.node_role_arn = role.arn().to_owned();
+    }
+    match describe(step).await? {
+        Some(nodegroup) => observe(step, view, &nodegroup).await,
+        None => {
+            view.missing.push(step.resources.nodegroup.clone());
+            view.ready = false;
+            Ok(())
+        }
+    }
+}
+
+/// A role `ensure-cluster` made; its absence means that step has not run.
+async fn required_role(step: &Step<'_>, name: &str) -> Result<aws_sdk_iam::types::Role> {
+    iam::find(step, name).await?.ok_or_else(|| Error::NotReady {
+        resource: format!("IAM role {name}"),
+        detail: "it does not exist yet; run ensure-cluster first".to_owned(),
+    })
+}
+
+async fn ensure_addon(step: &Step<'_>, addon: &str) -> Result<Value> {
+    let eks = &step.deps.eks;
+    let cluster = &step.resources.cluster;
+    match eks
+        .describe_addon()
+        .cluster_name(cluster)
+        .addon_name(addon)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            let found = out.addon;
+            step.log
+                .resource(
+                    "eks:addon",
+                    &format!("{cluster}/{addon}"),
+                    found.as_ref().and_then(|a| a.addon_arn()),
+                )
+                .await?;
+            let status = found.and_then(|a| a.status).map(|s| s.as_str().to_owned());
+            return Ok(json!({"name": addon, "state": "present", "status": status}));
+        }
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) => {}
+        Err(err) if is_not_implemented(&err) => {
+            return Ok(json!({
+                "name": addon,
+                "state": "not-emulated",
+                "reason": "the EKS endpoint does not implement add-ons (moto 5.2.5 answers 404); on AWS this add-on is created",
+            }));
+        }
+        Err(err) => return Err(Error::aws(format!("DescribeAddon {cluster} {addon}"), err)),
+    }
+    let created = eks
+        .create_addon()
+        .cluster_name(cluster)
+        .addon_name(addon)
+        .resolve_conflicts(ResolveConflicts::Overwrite)
+        .set_tags(Some(step.tags("addon").into_iter().collect()))
+        .send()
+        .await;
+    let (state, arn, status) = match created {
+        Ok(out) => {
+            step.log.created(&format!("{cluster}/{addon}"));
+            let addon = out.addon;
+            (
+                "created",
+                addon.as_ref().and_then(|a| a.addon_arn.clone()),
+                addon.and_then(|a| a.status).map(|s| s.as_str().to_owned()),
+            )
+        }
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            ("present", None, None)
+        }
+        Err(err) => return Err(Error::aws(format!("CreateAddon {cluster} {addon}"), err)),
+    };
+    step.log
+        .resource("eks:addon", &format!("{cluster}/{addon}"), arn.as_deref())
+        .await?;
+    Ok(json!({"name": addon, "state": state, "status": status}))
+}
+
+async fn describe(step: &Step<'_>) -> Result<Option<Nodegroup>> {
+    let cluster = &step.resources.cluster;
+    let name = &step.resources.nodegroup;
+    match step
+        .deps
+        .eks
+        .describe_nodegroup()
+        .cluster_name(cluster)
+        .nodegroup_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.nodegroup),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(Error::aws(
+            format!("DescribeNodegroup {cluster} {name}"),
+            err,
+        )),
+    }
+}
+
+async fn create(step: &Step<'_>, role_arn: &str, subnets: Vec<String>) -> Result<Nodegroup> {
+    let cluster = &step.resources.cluster;
+    let name = &step.resources.nodegroup;
+    let sizing = step.spec.sizing();
+    let created = step
+        .deps
+        .eks
+        .create_nodegroup()
+        .cluster_name(cluster)
+        .nodegroup_name(name)
+        .node_role(role_arn)
+        .set_subnets(Some(subnets))
+        .instance_types(sizing.node_instance_type)
+        .ami_type(AMI_TYPE)
+        .capacity_type(CapacityTypes::OnDemand)
+        .scaling_config(
+            NodegroupScalingConfig::builder()
+                .min_size(sizing.nodes_min)
+                .desired_size(sizing.nodes_desired)
+                .max_size(sizing.nodes_max)
+                .build(),
+        )
+        .labels("apiary.io/pool", "system")
+        .set_tags(Some(step.tags("nodegroup").into_iter().collect()))
+        .send()
+        .await;
+    match created {
+        Ok(out) => {
+            step.log.created(name);
+            out.nodegroup.ok_or_else(|| {
+                Error::fatal(format!(
+                    "CreateNodegroup {cluster} {name} returned no node group"
+                ))
+            })
+        }
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            describe(step).await?.ok_or_else(|| {
+                Error::Conflict(format!("node group {name} exists but cannot be described"))
+            })
+        }
+        Err(err) => Err(Error::aws(format!("CreateNodegroup {cluster} {name}"), err)),
+    }
+}
+
+async fn observe(step: &Step<'_>, view: &mut View, nodegroup: &Nodegroup) -> Result<()> {
+    let name = &step.resources.nodegroup;
+    step.log
+        .resource("eks:nodegroup", name, nodegroup.nodegroup_arn())
+        .await?;
+    let status = nodegroup.status().cloned();
+    view.nodegroup_status = status.as_ref().map(|s| s.as_str().to_owned());
+    let issues = || {
+        nodegroup
+            .health()
+            .map(|h| {
+                h.issues()
+                    .iter()
+                    .map(|i| {
+                        format!(
+                            "{}: {}",
+                            i.code().map(|c| c.as_str()).unwrap_or("unknown"),
+                            i.message().unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default()
+    };
+    let ready = match status {
+        Some(NodegroupStatus::Active) => true,
+        Some(
+            failed @ (NodegroupStatus::CreateFailed
+            | NodegroupStatus::DeleteFailed
+            | NodegroupStatus::Degraded),
+        ) => {
+            return Err(Error::fatal(format!(
+                "EKS node group {name} is {}: {}",
+                failed.as_str(),
+                issues()
+            )));
+        }
+        Some(NodegroupStatus::Deleting) => {
+            return Err(Error::Conflict(format!(
+                "EKS node group {name} is DELETING: a teardown is removing it; run provision again once it is gone"
+            )));
+        }
+        _ => false,
+    };
+    view.ready &= ready;
+    Ok(())
+}

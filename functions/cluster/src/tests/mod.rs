@@ -1,0 +1,1 @@
+//! Unit tests with mocked clients.
