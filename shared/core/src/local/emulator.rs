@@ -94,11 +94,16 @@ impl Emulator {
             while kill -0 "$2" 2>/dev/null && kill -0 $server 2>/dev/null; do sleep 1; done
         "#;
         let watchdog = Command::new("sh")
+            // AWS managed IAM policies (AmazonEKSClusterPolicy, ...) exist only when loaded.
+            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
             .arg("-c")
             .arg(script)
             .arg(&server)
             .arg(port.to_string())
             .arg(std::process::id().to_string())
+            // AWS managed IAM policies (AmazonEKSClusterPolicy, ...) exist in every real
+            // account; moto only models them when asked to at start.
+            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
             .stdin(Stdio::null())
             .stdout(
                 log_file
