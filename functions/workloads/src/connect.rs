@@ -150,3 +150,6 @@ pub async fn serves_auto_mode(client: &kube::Client) -> Result<bool> {
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests;

@@ -333,4 +333,6 @@ pub fn build(ctx: &Context) -> Result<Vec<Manifest>> {
 #[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
+mod network_tests;
+#[cfg(test)]
 mod tests;
