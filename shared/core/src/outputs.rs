@@ -89,11 +89,32 @@ pub struct DatastoreEndpoint {
     pub secret_arn: String,
 }
 
+/// A store the spec disabled (`"enabled": false`) or that the local emulator cannot build
+/// (`"emulated": false`) has no endpoint: `None`. Anything else must be a full endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatabasesOutput {
+    #[serde(default, deserialize_with = "endpoint_unless_absent")]
     pub postgres: Option<DatastoreEndpoint>,
+    #[serde(default, deserialize_with = "endpoint_unless_absent")]
     pub documentdb: Option<DatastoreEndpoint>,
+    #[serde(default, deserialize_with = "endpoint_unless_absent")]
     pub redis: Option<DatastoreEndpoint>,
+}
+
+fn endpoint_unless_absent<'de, D>(deserializer: D) -> Result<Option<DatastoreEndpoint>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    let absent = value.is_null()
+        || value.get("enabled") == Some(&serde_json::Value::Bool(false))
+        || value.get("emulated") == Some(&serde_json::Value::Bool(false));
+    if absent {
+        return Ok(None);
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,4 +168,30 @@ impl Layers {
     require!(storage, StorageOutput);
     require!(databases, DatabasesOutput);
     require!(cluster, ClusterOutput);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn disabled_or_unemulated_stores_have_no_endpoint() {
+        let layers: Layers = serde_json::from_value(json!({"databases": {
+            "postgres": {"identifier": "db", "host": "db.local", "port": 5432, "secret_arn": "arn:s", "ready": true},
+            "documentdb": {"ready": true, "enabled": true, "emulated": false, "reason": "not supported"},
+            "redis": {"ready": true, "enabled": false}
+        }}))
+        .unwrap();
+        let databases = layers.databases().unwrap();
+        assert_eq!(databases.postgres.as_ref().unwrap().port, 5432);
+        assert_eq!(databases.documentdb, None);
+        assert_eq!(databases.redis, None);
+        let broken =
+            serde_json::from_value::<Layers>(json!({"databases": {"redis": {"ready": true}}}));
+        assert!(
+            broken.is_err(),
+            "an enabled store without an endpoint is an error"
+        );
+    }
 }
