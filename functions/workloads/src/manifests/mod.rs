@@ -33,8 +33,9 @@ pub const NODE_POOL: &str = "apiary-ingestion";
 pub const NODE_CLASS: &str = "apiary-ingestion";
 /// The IngressClass (and its parameters) that makes EKS Auto Mode build the ALB.
 pub const INGRESS_CLASS: &str = "apiary-alb";
-/// The container's HTTP port and the Service's port.
-pub const CONTAINER_PORT: i32 = 8080;
+/// The container's HTTP port (the one the network layer's cluster security group opens
+/// to the load balancer) and the Service's port.
+pub const CONTAINER_PORT: i32 = apiary_core::naming::INGESTION_PORT as i32;
 pub const SERVICE_PORT: i32 = 80;
 pub const READINESS_PATH: &str = "/readyz";
 pub const LIVENESS_PATH: &str = "/healthz";
