@@ -1,0 +1,300 @@
+//! The ACM certificate for the domain and its wildcard, and its DNS validation records.
+
+use apiary_core::naming::{Layer, TAG_LAYER};
+use apiary_core::{Error, Result};
+use aws_sdk_acm::types::{CertificateStatus, Tag, ValidationMethod};
+use aws_sdk_route53::types::{
+    Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+};
+use serde::Serialize;
+
+use crate::Run;
+use crate::zone::bare_id;
+
+/// TTL of the validation CNAMEs: ACM re-checks them for every renewal.
+const VALIDATION_TTL: i64 = 300;
+
+/// A CNAME ACM needs to see in public DNS before it issues the certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValidationRecord {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub record_type: String,
+    pub value: String,
+}
+
+pub struct Described {
+    pub status: String,
+    pub records: Vec<ValidationRecord>,
+}
+
+/// Where the validation records went, said plainly.
+pub struct Validation {
+    pub records: Vec<ValidationRecord>,
+    pub public_zone_id: Option<String>,
+    pub written: bool,
+    pub note: String,
+}
+
+/// The certificate ACM idempotency token: stable per deployment (ACM accepts `\w`,
+/// at most 32 characters; deployment names are at most 24).
+fn idempotency_token(deployment: &str) -> String {
+    format!("apiary_{}", deployment.replace('-', "_"))
+}
+
+pub async fn ensure_certificate(run: &Run<'_>) -> Result<String> {
+    let arn = match find_certificate(run).await? {
+        Some(arn) => arn,
+        None => request_certificate(run).await?,
+    };
+    run.log
+        .resource("acm:certificate", &arn, Some(&arn))
+        .await?;
+    Ok(arn)
+}
+
+/// A usable (pending or issued) certificate for the domain tagged as this deployment's
+/// dns layer. Certificates of the same domain that are not Apiary's are left alone: ACM
+/// allows any number per domain.
+async fn find_certificate(run: &Run<'_>) -> Result<Option<String>> {
+    let acm = &run.deps.acm;
+    let mut next_token = None;
+    loop {
+        let page = acm
+            .list_certificates()
+            .certificate_statuses(CertificateStatus::PendingValidation)
+            .certificate_statuses(CertificateStatus::Issued)
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| Error::aws("ListCertificates", e))?;
+        for summary in page.certificate_summary_list() {
+            let (Some(arn), Some(domain)) = (summary.certificate_arn(), summary.domain_name())
+            else {
+                continue;
+            };
+            if !domain.eq_ignore_ascii_case(&run.domain) {
+                continue;
+            }
+            let tags = acm
+                .list_tags_for_certificate()
+                .certificate_arn(arn)
+                .send()
+                .await
+                .map_err(|e| Error::aws(format!("ListTagsForCertificate {arn}"), e))?;
+            let tags = tags.tags();
+            let ours = run.owns(tags.iter().map(|t| (t.key(), t.value())))
+                && tags
+                    .iter()
+                    .any(|t| t.key() == TAG_LAYER && t.value() == Some(Layer::Dns.as_str()));
+            if ours {
+                return Ok(Some(arn.to_owned()));
+            }
+        }
+        match page.next_token() {
+            Some(token) => next_token = Some(token.to_owned()),
+            None => return Ok(None),
+        }
+    }
+}
+
+async fn request_certificate(run: &Run<'_>) -> Result<String> {
+    let mut request = run
+        .deps
+        .acm
+        .request_certificate()
+        .domain_name(&run.domain)
+        .subject_alternative_names(format!("*.{}", run.domain))
+        .validation_method(ValidationMethod::Dns)
+        .idempotency_token(idempotency_token(run.names.deployment()));
+    for (key, value) in run.names.tags(Layer::Dns) {
+        request = request.tags(
+            Tag::builder()
+                .key(key)
+                .value(value)
+                .build()
+                .map_err(|e| Error::fatal(e.to_string()))?,
+        );
+    }
+    let out = request
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("RequestCertificate {}", run.domain), e))?;
+    let arn = out.certificate_arn().map(str::to_owned).ok_or_else(|| {
+        Error::fatal(format!(
+            "RequestCertificate {} returned no certificate ARN",
+            run.domain
+        ))
+    })?;
+    run.log.created(&arn);
+    Ok(arn)
+}
+
+/// The certificate's status and the distinct DNS validation records ACM has published
+/// so far (the domain and its wildcard share one record).
+pub async fn describe(run: &Run<'_>, arn: &str) -> Result<Described> {
+    let out = run
+        .deps
+        .acm
+        .describe_certificate()
+        .certificate_arn(arn)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("DescribeCertificate {arn}"), e))?;
+    let certificate = out
+        .certificate()
+        .ok_or_else(|| Error::fatal(format!("DescribeCertificate {arn} returned nothing")))?;
+    let mut records: Vec<ValidationRecord> = Vec::new();
+    for option in certificate.domain_validation_options() {
+        let Some(record) = option.resource_record() else {
+            continue;
+        };
+        let record = ValidationRecord {
+            name: record.name().to_owned(),
+            record_type: record.r#type().as_str().to_owned(),
+            value: record.value().to_owned(),
+        };
+        if !records.contains(&record) {
+            records.push(record);
+        }
+    }
+    Ok(Described {
+        status: certificate
+            .status()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_else(|| "UNKNOWN".to_owned()),
+        records,
+    })
+}
+
+/// Writes the validation records into this account's public zone for the domain, when
+/// there is one; otherwise says the customer must create them.
+pub async fn publish_validation(
+    run: &Run<'_>,
+    records: Vec<ValidationRecord>,
+) -> Result<Validation> {
+    let Some(zone) = find_public_zone(run).await? else {
+        return Ok(Validation {
+            records,
+            public_zone_id: None,
+            written: false,
+            note: format!(
+                "This account has no public hosted zone for {} or a parent domain, so the validation records were NOT written: create these CNAME records in the public DNS that serves {}. ACM issues the certificate only after it sees them.",
+                run.domain, run.domain
+            ),
+        });
+    };
+    for record in &records {
+        if !record_is_present(run, &zone, record).await? {
+            upsert_record(run, &zone, record).await?;
+            run.log.created(&format!("{zone}/{}", record.name));
+        }
+        run.log
+            .resource("route53:record", &format!("{zone}/{}", record.name), None)
+            .await?;
+    }
+    Ok(Validation {
+        records,
+        public_zone_id: Some(zone.clone()),
+        written: true,
+        note: format!(
+            "The validation records are in this account's public hosted zone {zone}. ACM validates through public DNS, so this works only if the domain's registrar delegates to that zone; certificate_status is what ACM reports."
+        ),
+    })
+}
+
+/// The most specific public zone in this account for the domain or one of its parents
+/// (never a bare top-level domain).
+async fn find_public_zone(run: &Run<'_>) -> Result<Option<String>> {
+    let labels: Vec<&str> = run.domain.split('.').collect();
+    for start in 0..labels.len().saturating_sub(1) {
+        let candidate = labels[start..].join(".");
+        let out = run
+            .deps
+            .route53
+            .list_hosted_zones_by_name()
+            .dns_name(&candidate)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("ListHostedZonesByName {candidate}"), e))?;
+        let public = out.hosted_zones().iter().find(|z| {
+            z.name()
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(&candidate)
+                && !z.config().is_some_and(|c| c.private_zone())
+        });
+        if let Some(zone) = public {
+            return Ok(Some(bare_id(zone.id())));
+        }
+    }
+    Ok(None)
+}
+
+async fn record_is_present(run: &Run<'_>, zone: &str, record: &ValidationRecord) -> Result<bool> {
+    let out = run
+        .deps
+        .route53
+        .list_resource_record_sets()
+        .hosted_zone_id(zone)
+        .start_record_name(&record.name)
+        .start_record_type(RrType::Cname)
+        .max_items(1)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("ListResourceRecordSets {zone}"), e))?;
+    Ok(out.resource_record_sets().iter().any(|set| {
+        set.name()
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case(record.name.trim_end_matches('.'))
+            && set.r#type() == &RrType::Cname
+            && set
+                .resource_records()
+                .iter()
+                .any(|r| r.value() == record.value)
+    }))
+}
+
+async fn upsert_record(run: &Run<'_>, zone: &str, record: &ValidationRecord) -> Result<()> {
+    let build = |e: aws_sdk_route53::error::BuildError| Error::fatal(e.to_string());
+    let set = ResourceRecordSet::builder()
+        .name(&record.name)
+        .r#type(RrType::Cname)
+        .ttl(VALIDATION_TTL)
+        .resource_records(
+            ResourceRecord::builder()
+                .value(&record.value)
+                .build()
+                .map_err(build)?,
+        )
+        .build()
+        .map_err(build)?;
+    let batch = ChangeBatch::builder()
+        .comment(format!(
+            "ACM DNS validation for {} (Apiary deployment {})",
+            run.domain,
+            run.names.deployment()
+        ))
+        .changes(
+            Change::builder()
+                .action(ChangeAction::Upsert)
+                .resource_record_set(set)
+                .build()
+                .map_err(build)?,
+        )
+        .build()
+        .map_err(build)?;
+    run.deps
+        .route53
+        .change_resource_record_sets()
+        .hosted_zone_id(zone)
+        .change_batch(batch)
+        .send()
+        .await
+        .map_err(|e| {
+            Error::aws(
+                format!("ChangeResourceRecordSets {zone} {}", record.name),
+                e,
+            )
+        })?;
+    Ok(())
+}

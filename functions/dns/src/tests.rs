@@ -1,0 +1,505 @@
+//! Unit tests with mocked clients: the paths the emulator cannot produce.
+
+use std::sync::Arc;
+
+use apiary_core::ErrorName;
+use apiary_core::step::MemoryRecorder;
+use aws_sdk_acm::Client as Acm;
+use aws_sdk_acm::operation::describe_certificate::DescribeCertificateOutput;
+use aws_sdk_acm::operation::list_certificates::ListCertificatesOutput;
+use aws_sdk_acm::operation::list_tags_for_certificate::ListTagsForCertificateOutput;
+use aws_sdk_acm::operation::request_certificate::RequestCertificateOutput;
+use aws_sdk_acm::types::{
+    CertificateDetail, CertificateSummary, DomainValidation, RecordType,
+    ResourceRecord as AcmRecord, Tag as AcmTag,
+};
+use aws_sdk_route53::Client as Route53;
+use aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsOutput;
+use aws_sdk_route53::operation::change_tags_for_resource::ChangeTagsForResourceOutput;
+use aws_sdk_route53::operation::create_hosted_zone::{
+    CreateHostedZoneError, CreateHostedZoneOutput,
+};
+use aws_sdk_route53::operation::get_hosted_zone::GetHostedZoneOutput;
+use aws_sdk_route53::operation::list_hosted_zones_by_name::ListHostedZonesByNameOutput;
+use aws_sdk_route53::operation::list_hosted_zones_by_vpc::ListHostedZonesByVpcOutput;
+use aws_sdk_route53::operation::list_resource_record_sets::ListResourceRecordSetsOutput;
+use aws_sdk_route53::operation::list_tags_for_resource::ListTagsForResourceOutput;
+use aws_sdk_route53::types::{
+    HostedZone, HostedZoneConfig, HostedZoneSummary, ResourceRecord, ResourceRecordSet,
+    ResourceTagSet, RrType, Tag,
+};
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_types::error::ErrorMetadata;
+use serde_json::json;
+
+use super::*;
+
+const DOMAIN: &str = "hh.example.com";
+const CERT: &str = "arn:aws:acm:us-west-2:123456789012:certificate/abc";
+const RECORD_NAME: &str = "_x1.hh.example.com.";
+const RECORD_VALUE: &str = "_y1.acm-validations.aws.";
+
+fn event() -> Value {
+    json!({
+        "action": "ensure",
+        "execution_id": "exec-1",
+        "spec": {"name": "acme", "dns": {"domain": DOMAIN}},
+        "layers": {"network": {
+            "vpc_id": "vpc-1", "vpc_cidr": "10.1.0.0/16",
+            "public_subnets": [], "private_subnets": [], "nat_gateway_ids": [],
+            "security_groups": {"alb": "sg-a", "cluster": "sg-c", "databases": "sg-d"}
+        }}
+    })
+}
+
+fn deps(route53: &[&Rule], acm: &[&Rule]) -> (Deps, MemoryRecorder) {
+    let recorder = MemoryRecorder::default();
+    (
+        Deps {
+            route53: mock_client!(aws_sdk_route53, RuleMode::MatchAny, route53),
+            acm: mock_client!(aws_sdk_acm, RuleMode::MatchAny, acm),
+            recorder: Arc::new(recorder.clone()),
+        },
+        recorder,
+    )
+}
+
+fn zone(id: &str, name: &str, private: bool, reference: &str) -> HostedZone {
+    HostedZone::builder()
+        .id(format!("/hostedzone/{id}"))
+        .name(format!("{name}."))
+        .caller_reference(reference)
+        .config(HostedZoneConfig::builder().private_zone(private).build())
+        .build()
+        .unwrap()
+}
+
+fn zones_in_vpc(ids: &'static [&'static str]) -> Rule {
+    mock!(Route53::list_hosted_zones_by_vpc).then_output(move || {
+        let summaries = ids
+            .iter()
+            .map(|id| {
+                HostedZoneSummary::builder()
+                    .hosted_zone_id(*id)
+                    .name(format!("{DOMAIN}."))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        ListHostedZonesByVpcOutput::builder()
+            .set_hosted_zone_summaries(Some(summaries))
+            .max_items(100)
+            .build()
+            .unwrap()
+    })
+}
+
+fn zone_tags(deployment: &'static str) -> Rule {
+    mock!(Route53::list_tags_for_resource).then_output(move || {
+        let mut set = ResourceTagSet::builder().resource_id("Z1");
+        for (k, v) in Names::new(deployment).tags(Layer::Dns) {
+            set = set.tags(Tag::builder().key(k).value(v).build());
+        }
+        ListTagsForResourceOutput::builder()
+            .resource_tag_set(set.build())
+            .build()
+    })
+}
+
+fn create_zone() -> Rule {
+    mock!(Route53::create_hosted_zone).then_output(create_zone_output)
+}
+
+fn create_zone_output() -> CreateHostedZoneOutput {
+    CreateHostedZoneOutput::builder()
+        .hosted_zone(zone("ZNEW", DOMAIN, true, "r"))
+        .location("https://route53/ZNEW")
+        .change_info(
+            aws_sdk_route53::types::ChangeInfo::builder()
+                .id("c")
+                .status(aws_sdk_route53::types::ChangeStatus::Insync)
+                .submitted_at(aws_smithy_types::DateTime::from_secs(0))
+                .build()
+                .unwrap(),
+        )
+        .delegation_set(
+            aws_sdk_route53::types::DelegationSet::builder()
+                .name_servers("ns")
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+/// Public zones by name: `public` decides whether the account hosts one for the domain.
+fn zones_by_name(public: bool) -> Rule {
+    mock!(Route53::list_hosted_zones_by_name).then_output(move || {
+        let mut zones = vec![zone("ZPRIV", DOMAIN, true, "r")];
+        if public {
+            zones.push(zone("ZPUB", "example.com", false, "p"));
+        }
+        ListHostedZonesByNameOutput::builder()
+            .set_hosted_zones(Some(zones))
+            .is_truncated(false)
+            .max_items(100)
+            .build()
+            .unwrap()
+    })
+}
+
+/// ACM lists two certificates for the domain; only the second is tagged as ours. The
+/// rule for ours comes first: MatchAny takes the first rule whose matcher accepts.
+fn our_certificate() -> Vec<Rule> {
+    let list = mock!(Acm::list_certificates).then_output(|| {
+        ListCertificatesOutput::builder()
+            .certificate_summary_list(
+                CertificateSummary::builder()
+                    .certificate_arn("arn:aws:acm:us-west-2:123456789012:certificate/theirs")
+                    .domain_name(DOMAIN)
+                    .build(),
+            )
+            .certificate_summary_list(
+                CertificateSummary::builder()
+                    .certificate_arn(CERT)
+                    .domain_name(DOMAIN)
+                    .build(),
+            )
+            .build()
+    });
+    let ours = mock!(Acm::list_tags_for_certificate)
+        .match_requests(|r| r.certificate_arn() == Some(CERT))
+        .then_output(|| {
+            let mut out = ListTagsForCertificateOutput::builder();
+            for (k, v) in Names::new("acme").tags(Layer::Dns) {
+                out = out.tags(AcmTag::builder().key(k).value(v).build().unwrap());
+            }
+            out.build()
+        });
+    let theirs = mock!(Acm::list_tags_for_certificate).then_output(|| {
+        ListTagsForCertificateOutput::builder()
+            .tags(
+                AcmTag::builder()
+                    .key("owner")
+                    .value("someone")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    });
+    vec![list, ours, theirs]
+}
+
+fn no_certificate() -> Rule {
+    mock!(Acm::list_certificates).then_output(|| ListCertificatesOutput::builder().build())
+}
+
+fn request() -> Rule {
+    mock!(Acm::request_certificate)
+        .match_requests(|r| {
+            r.domain_name() == Some(DOMAIN)
+                && r.subject_alternative_names() == [format!("*.{DOMAIN}")]
+                && r.validation_method() == Some(&aws_sdk_acm::types::ValidationMethod::Dns)
+                && r.tags()
+                    .iter()
+                    .any(|t| t.key() == "apiary:deployment" && t.value() == Some("acme"))
+        })
+        .then_output(|| {
+            RequestCertificateOutput::builder()
+                .certificate_arn(CERT)
+                .build()
+        })
+}
+
+fn describe(records: bool) -> Rule {
+    mock!(Acm::describe_certificate).then_output(move || {
+        let mut option = DomainValidation::builder()
+            .domain_name(DOMAIN)
+            .validation_method(aws_sdk_acm::types::ValidationMethod::Dns);
+        if records {
+            option = option.resource_record(
+                AcmRecord::builder()
+                    .name(RECORD_NAME)
+                    .r#type(RecordType::Cname)
+                    .value(RECORD_VALUE)
+                    .build()
+                    .unwrap(),
+            );
+        }
+        let wildcard = option.clone().domain_name(format!("*.{DOMAIN}"));
+        DescribeCertificateOutput::builder()
+            .certificate(
+                CertificateDetail::builder()
+                    .certificate_arn(CERT)
+                    .status(aws_sdk_acm::types::CertificateStatus::PendingValidation)
+                    .domain_validation_options(option.build().unwrap())
+                    .domain_validation_options(wildcard.build().unwrap())
+                    .build(),
+            )
+            .build()
+    })
+}
+
+fn tag_change() -> Rule {
+    mock!(Route53::change_tags_for_resource)
+        .then_output(|| ChangeTagsForResourceOutput::builder().build())
+}
+
+fn upsert() -> Rule {
+    mock!(Route53::change_resource_record_sets).then_output(|| {
+        ChangeResourceRecordSetsOutput::builder()
+            .change_info(
+                aws_sdk_route53::types::ChangeInfo::builder()
+                    .id("c")
+                    .status(aws_sdk_route53::types::ChangeStatus::Pending)
+                    .submitted_at(aws_smithy_types::DateTime::from_secs(0))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    })
+}
+
+fn records_in_zone(present: bool) -> Rule {
+    mock!(Route53::list_resource_record_sets).then_output(move || {
+        let mut out = ListResourceRecordSetsOutput::builder()
+            .is_truncated(false)
+            .max_items(1);
+        if present {
+            out = out.resource_record_sets(
+                ResourceRecordSet::builder()
+                    .name(RECORD_NAME)
+                    .r#type(RrType::Cname)
+                    .ttl(300)
+                    .resource_records(
+                        ResourceRecord::builder()
+                            .value(RECORD_VALUE)
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            );
+        } else {
+            out = out.set_resource_record_sets(Some(Vec::new()));
+        }
+        out.build().unwrap()
+    })
+}
+
+#[tokio::test]
+async fn existing_zone_and_certificate_are_found_not_created() {
+    let in_vpc = zones_in_vpc(&["/hostedzone/Z1"]);
+    let tags = zone_tags("acme");
+    let create = create_zone();
+    let tagging = tag_change();
+    let by_name = zones_by_name(false);
+    let cert = our_certificate();
+    let requested = request();
+    let described = describe(true);
+    let mut acm: Vec<&Rule> = cert.iter().collect();
+    acm.extend([&requested, &described]);
+    let (deps, recorder) = deps(&[&in_vpc, &tags, &create, &tagging, &by_name], &acm);
+
+    let out = handle(&deps, event()).await.expect("ensure");
+    assert_eq!(create.num_calls(), 0, "the zone exists");
+    assert_eq!(tagging.num_calls(), 0, "already tagged");
+    assert_eq!(requested.num_calls(), 0, "the certificate exists");
+    assert_eq!(out["hosted_zone_id"], json!("Z1"));
+    assert_eq!(out["certificate_arn"], json!(CERT));
+    assert_eq!(out["domain"], json!(DOMAIN));
+    assert_eq!(out["created"], json!([]));
+    assert_eq!(out["ready"], json!(true));
+    assert_eq!(out["certificate_status"], json!("PENDING_VALIDATION"));
+    // The domain and its wildcard share one record; no public zone, so nothing written.
+    assert_eq!(
+        out["validation_records"],
+        json!([{"name": RECORD_NAME, "type": "CNAME", "value": RECORD_VALUE}])
+    );
+    assert_eq!(out["validation_records_written"], json!(false));
+    assert!(
+        out["validation_note"]
+            .as_str()
+            .unwrap()
+            .contains("NOT written"),
+        "{out}"
+    );
+    assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "unchanged");
+}
+
+#[tokio::test]
+async fn new_zone_is_private_in_the_vpc_and_tagged_and_records_go_to_the_public_zone() {
+    let in_vpc = zones_in_vpc(&[]);
+    let create = mock!(Route53::create_hosted_zone)
+        .match_requests(|r| {
+            r.name() == Some(DOMAIN)
+                && r.caller_reference() == Some("apiary-acme-vpc-1")
+                && r.hosted_zone_config().is_some_and(|c| c.private_zone())
+                && r.vpc().and_then(|v| v.vpc_id()) == Some("vpc-1")
+        })
+        .then_output(create_zone_output);
+    let tagging = mock!(Route53::change_tags_for_resource)
+        .match_requests(|r| {
+            r.resource_id() == Some("ZNEW")
+                && r.add_tags()
+                    .iter()
+                    .any(|t| t.key() == Some("apiary:layer") && t.value() == Some("dns"))
+        })
+        .then_output(|| ChangeTagsForResourceOutput::builder().build());
+    let by_name = zones_by_name(true);
+    let absent = records_in_zone(false);
+    let write = upsert();
+    let list = no_certificate();
+    let requested = request();
+    let described = describe(true);
+    let (deps, recorder) = deps(
+        &[&in_vpc, &create, &tagging, &by_name, &absent, &write],
+        &[&list, &requested, &described],
+    );
+
+    let out = handle(&deps, event()).await.expect("ensure");
+    assert_eq!(create.num_calls(), 1);
+    assert_eq!(tagging.num_calls(), 1);
+    assert_eq!(requested.num_calls(), 1);
+    assert_eq!(
+        write.num_calls(),
+        1,
+        "one record for the domain and its wildcard"
+    );
+    assert_eq!(out["hosted_zone_id"], json!("ZNEW"));
+    assert_eq!(out["validation_zone_id"], json!("ZPUB"));
+    assert_eq!(out["validation_records_written"], json!(true));
+    assert_eq!(
+        out["created"],
+        json!(["ZNEW", CERT, format!("ZPUB/{RECORD_NAME}")])
+    );
+    let resources = recorder.resources.lock().unwrap();
+    let kinds: Vec<&str> = resources.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["route53:hosted-zone", "acm:certificate", "route53:record"]
+    );
+}
+
+#[tokio::test]
+async fn a_validation_record_already_in_place_is_not_rewritten() {
+    let in_vpc = zones_in_vpc(&["Z1"]);
+    let tags = zone_tags("acme");
+    let by_name = zones_by_name(true);
+    let present = records_in_zone(true);
+    let write = upsert();
+    let cert = our_certificate();
+    let described = describe(true);
+    let mut acm: Vec<&Rule> = cert.iter().collect();
+    acm.push(&described);
+    let (deps, _) = deps(&[&in_vpc, &tags, &by_name, &present, &write], &acm);
+    let out = handle(&deps, event()).await.expect("ensure");
+    assert_eq!(write.num_calls(), 0);
+    assert_eq!(out["created"], json!([]));
+    assert_eq!(out["validation_records_written"], json!(true));
+}
+
+#[tokio::test]
+async fn a_zone_in_the_vpc_that_is_not_apiarys_is_a_conflict() {
+    let in_vpc = zones_in_vpc(&["Z9"]);
+    let tags = zone_tags("someone-else");
+    let get = mock!(Route53::get_hosted_zone).then_output(|| {
+        GetHostedZoneOutput::builder()
+            .hosted_zone(zone("Z9", DOMAIN, true, "made-by-hand"))
+            .build()
+    });
+    let create = create_zone();
+    let (deps, recorder) = deps(&[&in_vpc, &tags, &get, &create], &[]);
+    let err = handle(&deps, event()).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Conflict);
+    let text = err.to_string();
+    assert!(text.contains("Z9") && text.contains("vpc-1"), "{text}");
+    assert_eq!(create.num_calls(), 0);
+    assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "failed");
+}
+
+#[tokio::test]
+async fn an_untagged_zone_with_our_caller_reference_is_adopted_and_tagged() {
+    let in_vpc = zones_in_vpc(&["Z2"]);
+    let tags = mock!(Route53::list_tags_for_resource).then_output(|| {
+        ListTagsForResourceOutput::builder()
+            .resource_tag_set(ResourceTagSet::builder().resource_id("Z2").build())
+            .build()
+    });
+    let get = mock!(Route53::get_hosted_zone).then_output(|| {
+        GetHostedZoneOutput::builder()
+            .hosted_zone(zone("Z2", DOMAIN, true, "apiary-acme-vpc-1"))
+            .build()
+    });
+    let tagging = tag_change();
+    let create = create_zone();
+    let by_name = zones_by_name(false);
+    let cert = our_certificate();
+    let described = describe(true);
+    let mut acm: Vec<&Rule> = cert.iter().collect();
+    acm.push(&described);
+    let (deps, _) = deps(&[&in_vpc, &tags, &get, &tagging, &create, &by_name], &acm);
+    let out = handle(&deps, event()).await.expect("ensure");
+    assert_eq!(out["hosted_zone_id"], json!("Z2"));
+    assert_eq!(create.num_calls(), 0);
+    assert_eq!(tagging.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn access_denied_fails_fast_naming_the_domain() {
+    let in_vpc = zones_in_vpc(&[]);
+    let create = mock!(Route53::create_hosted_zone).then_error(|| {
+        CreateHostedZoneError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDenied")
+                .message("not authorized to perform route53:CreateHostedZone")
+                .build(),
+        )
+    });
+    let (deps, _) = deps(&[&in_vpc, &create], &[]);
+    let err = handle(&deps, event()).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Fatal);
+    assert!(
+        err.to_string()
+            .contains(&format!("CreateHostedZone {DOMAIN}")),
+        "{err}"
+    );
+    assert_eq!(create.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn records_not_yet_published_by_acm_mean_not_ready() {
+    let in_vpc = zones_in_vpc(&["Z1"]);
+    let tags = zone_tags("acme");
+    let by_name = zones_by_name(true);
+    let write = upsert();
+    let cert = our_certificate();
+    let described = describe(false);
+    let mut acm: Vec<&Rule> = cert.iter().collect();
+    acm.push(&described);
+    let (deps, recorder) = deps(&[&in_vpc, &tags, &by_name, &write], &acm);
+    let out = handle(&deps, event()).await.expect("ensure");
+    assert_eq!(out["ready"], json!(false));
+    assert_eq!(out["validation_records_written"], json!(false));
+    assert_eq!(write.num_calls(), 0);
+    assert!(out["pending"][0].as_str().unwrap().contains(CERT));
+    assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "not-ready");
+}
+
+#[tokio::test]
+async fn missing_network_layer_or_unknown_action_is_rejected_before_any_call() {
+    let in_vpc = zones_in_vpc(&[]);
+    let (deps, _) = deps(&[&in_vpc], &[]);
+    let mut no_network = event();
+    no_network["layers"] = json!({});
+    let err = handle(&deps, no_network).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidInput);
+    assert!(err.to_string().contains("layers.network"), "{err}");
+    let mut status = event();
+    status["action"] = json!("status");
+    assert_eq!(
+        handle(&deps, status).await.unwrap_err().name(),
+        ErrorName::InvalidInput
+    );
+    assert_eq!(in_vpc.num_calls(), 0);
+}
