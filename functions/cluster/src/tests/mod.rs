@@ -1,1 +1,258 @@
-//! Unit tests with mocked clients.
+//! Unit tests with mocked clients: the exact settings of each request, idempotency as an
+//! assertion, polling, failed states and the error classes the emulator cannot produce.
+
+mod access;
+mod control_plane;
+mod karpenter;
+mod nodegroup;
+
+use std::sync::Arc;
+
+use apiary_core::ErrorName;
+use apiary_core::step::MemoryRecorder;
+use aws_sdk_eks::Client as Eks;
+use aws_sdk_eks::operation::describe_cluster::{DescribeClusterError, DescribeClusterOutput};
+use aws_sdk_eks::types::{Certificate, Cluster, ClusterStatus};
+use aws_sdk_iam::Client as Iam;
+use aws_sdk_iam::operation::get_role::{GetRoleError, GetRoleOutput};
+use aws_sdk_iam::operation::list_attached_role_policies::ListAttachedRolePoliciesOutput;
+use aws_sdk_iam::types::{AttachedPolicy, Role};
+use aws_sdk_sts::Client as Sts;
+use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityOutput;
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_types::error::ErrorMetadata;
+use serde_json::{Value, json};
+
+use super::*;
+
+pub(crate) const CLUSTER: &str = "apiary-acme-eks";
+pub(crate) const CLUSTER_SG: &str = "sg-cluster";
+pub(crate) const SUBNETS: [&str; 3] = ["subnet-a", "subnet-b", "subnet-c"];
+pub(crate) const ENDPOINT: &str = "https://ABC.gr7.us-west-2.eks.amazonaws.com";
+
+pub(crate) fn key_arn(scope: &str) -> String {
+    format!("arn:aws:kms:us-west-2:123456789012:key/{scope}-key")
+}
+
+pub(crate) fn role_arn(name: &str) -> String {
+    format!("arn:aws:iam::123456789012:role/{name}")
+}
+
+pub(crate) fn layers() -> Value {
+    let keys: serde_json::Map<String, Value> =
+        ["eks-secrets", "rds", "s3", "app", "state", "docdb", "redis"]
+            .iter()
+            .map(|scope| {
+                (
+                    (*scope).to_owned(),
+                    json!({"key_id": format!("{scope}-key"), "arn": key_arn(scope), "alias": format!("alias/apiary/acme/{scope}")}),
+                )
+            })
+            .collect();
+    let subnets: Vec<Value> = SUBNETS
+        .iter()
+        .zip(["us-west-2a", "us-west-2b", "us-west-2c"])
+        .enumerate()
+        .map(|(i, (id, az))| json!({"id": id, "availability_zone": az, "cidr": format!("10.1.{}.0/24", 100 + i)}))
+        .collect();
+    json!({
+        "keys": {"keys": keys},
+        "network": {
+            "vpc_id": "vpc-1",
+            "vpc_cidr": "10.1.0.0/16",
+            "public_subnets": [],
+            "private_subnets": subnets,
+            "nat_gateway_ids": [],
+            "security_groups": {"alb": "sg-alb", "cluster": CLUSTER_SG, "databases": "sg-databases"},
+        }
+    })
+}
+
+pub(crate) fn spec() -> Value {
+    json!({"name": "acme", "dns": {"domain": "hh.example.com"}})
+}
+
+pub(crate) fn event_with(action: &str, spec: Value) -> Value {
+    json!({"action": action, "spec": spec, "layers": layers(), "execution_id": "exec-1"})
+}
+
+pub(crate) fn event(action: &str) -> Value {
+    event_with(action, spec())
+}
+
+pub(crate) fn meta(code: &str, message: &str) -> ErrorMetadata {
+    ErrorMetadata::builder().code(code).message(message).build()
+}
+
+/// Mocked clients, one rule list per service.
+#[derive(Default)]
+pub(crate) struct Mocks<'a> {
+    pub eks: Vec<&'a Rule>,
+    pub iam: Vec<&'a Rule>,
+    pub sqs: Vec<&'a Rule>,
+    pub events: Vec<&'a Rule>,
+    pub sts: Vec<&'a Rule>,
+}
+
+impl Mocks<'_> {
+    pub(crate) fn deps(&self) -> (Deps, MemoryRecorder) {
+        let recorder = MemoryRecorder::default();
+        let deps = Deps {
+            eks: mock_client!(aws_sdk_eks, RuleMode::MatchAny, &self.eks),
+            iam: mock_client!(aws_sdk_iam, RuleMode::MatchAny, &self.iam),
+            sqs: mock_client!(aws_sdk_sqs, RuleMode::MatchAny, &self.sqs),
+            events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, &self.events),
+            sts: mock_client!(aws_sdk_sts, RuleMode::MatchAny, &self.sts),
+            recorder: Arc::new(recorder.clone()),
+        };
+        (deps, recorder)
+    }
+}
+
+/// A role as GetRole returns it; the node role carries its discovery tag.
+pub(crate) fn role(name: &str) -> Role {
+    let mut builder = Role::builder()
+        .role_name(name)
+        .path("/")
+        .role_id("AROAEXAMPLE")
+        .arn(role_arn(name))
+        .create_date(aws_smithy_types::DateTime::from_secs(0));
+    if name.ends_with("-eks-node") {
+        builder = builder.tags(
+            aws_sdk_iam::types::Tag::builder()
+                .key("karpenter.sh/discovery")
+                .value(CLUSTER)
+                .build()
+                .unwrap(),
+        );
+    }
+    builder.build().unwrap()
+}
+
+/// Every role exists.
+pub(crate) fn roles_found() -> Rule {
+    mock!(Iam::get_role).then_compute_output(|r| {
+        GetRoleOutput::builder()
+            .role(role(r.role_name().unwrap()))
+            .build()
+    })
+}
+
+pub(crate) fn roles_missing() -> Rule {
+    mock!(Iam::get_role).then_error(|| {
+        GetRoleError::NoSuchEntityException(
+            aws_sdk_iam::types::error::NoSuchEntityException::builder()
+                .message("The role cannot be found.")
+                .meta(meta("NoSuchEntity", "The role cannot be found."))
+                .build(),
+        )
+    })
+}
+
+/// Each role already has exactly the policies it needs.
+pub(crate) fn policies_attached() -> Rule {
+    mock!(Iam::list_attached_role_policies).then_compute_output(|r| {
+        let name = r.role_name().unwrap();
+        let policies: &[&str] = if name.ends_with("-eks-cluster") {
+            &CLUSTER_POLICIES
+        } else if name.ends_with("-eks-node") {
+            &NODE_POLICIES
+        } else {
+            &NODEGROUP_POLICIES
+        };
+        let attached = policies
+            .iter()
+            .map(|p| {
+                AttachedPolicy::builder()
+                    .policy_name(*p)
+                    .policy_arn(format!("arn:aws:iam::aws:policy/{p}"))
+                    .build()
+            })
+            .collect();
+        ListAttachedRolePoliciesOutput::builder()
+            .set_attached_policies(Some(attached))
+            .build()
+    })
+}
+
+pub(crate) fn cluster(status: ClusterStatus) -> Cluster {
+    Cluster::builder()
+        .name(CLUSTER)
+        .arn(format!(
+            "arn:aws:eks:us-west-2:123456789012:cluster/{CLUSTER}"
+        ))
+        .endpoint(ENDPOINT)
+        .role_arn(role_arn("apiary-acme-eks-cluster"))
+        .certificate_authority(Certificate::builder().data("LS0tLS1CRUdJTg==").build())
+        .status(status)
+        .build()
+}
+
+pub(crate) fn describe_cluster(status: ClusterStatus) -> Rule {
+    mock!(Eks::describe_cluster).then_output(move || {
+        DescribeClusterOutput::builder()
+            .cluster(cluster(status.clone()))
+            .build()
+    })
+}
+
+pub(crate) fn cluster_not_found() -> Rule {
+    mock!(Eks::describe_cluster).then_error(|| {
+        DescribeClusterError::ResourceNotFoundException(
+            aws_sdk_eks::types::error::ResourceNotFoundException::builder()
+                .message("No cluster found for name: apiary-acme-eks.")
+                .meta(meta("ResourceNotFoundException", "No cluster found"))
+                .build(),
+        )
+    })
+}
+
+pub(crate) fn caller(arn: &'static str) -> Rule {
+    mock!(Sts::get_caller_identity).then_output(move || {
+        GetCallerIdentityOutput::builder()
+            .account("123456789012")
+            .arn(arn)
+            .build()
+    })
+}
+
+#[tokio::test]
+async fn unknown_actions_and_missing_layers_fail_before_any_call() {
+    let mocks = Mocks::default();
+    let (deps, recorder) = mocks.deps();
+    for action in ["ensure", "status", "ensure-eks", "delete-cluster"] {
+        let err = handle(&deps, event(action)).await.unwrap_err();
+        assert_eq!(err.name(), ErrorName::InvalidInput, "{action}");
+    }
+    let err = handle(
+        &deps,
+        json!({"action": "ensure-cluster", "spec": spec(), "layers": {}}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidInput);
+    assert!(err.to_string().contains("layers.keys"), "{err}");
+    assert!(recorder.entries.lock().unwrap().is_empty());
+}
+
+#[test]
+fn partitions_follow_the_region() {
+    assert_eq!(partition("us-west-2"), "aws");
+    assert_eq!(partition("cn-north-1"), "aws-cn");
+    assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
+}
+
+#[test]
+fn only_assumed_roles_name_a_control_plane_role() {
+    use crate::access::assumed_role_name;
+    assert_eq!(
+        assumed_role_name("arn:aws:sts::123456789012:assumed-role/apiary-control/1700000000"),
+        Some("apiary-control")
+    );
+    assert_eq!(
+        assumed_role_name("arn:aws:sts::123456789012:user/moto"),
+        None
+    );
+    assert_eq!(assumed_role_name("arn:aws:iam::123456789012:root"), None);
+    assert_eq!(assumed_role_name("not an arn"), None);
+}

@@ -1,0 +1,438 @@
+use apiary_core::ErrorName;
+use aws_sdk_eks::Client as Eks;
+use aws_sdk_eks::operation::create_cluster::{CreateClusterError, CreateClusterOutput};
+use aws_sdk_eks::operation::describe_cluster::{DescribeClusterError, DescribeClusterOutput};
+use aws_sdk_eks::types::{
+    AuthenticationMode, ClusterHealth, ClusterIssue, ClusterIssueCode, ClusterStatus, LogType,
+};
+use aws_sdk_iam::Client as Iam;
+use aws_sdk_iam::operation::attach_role_policy::AttachRolePolicyOutput;
+use aws_sdk_iam::operation::create_role::CreateRoleOutput;
+use aws_sdk_iam::operation::list_attached_role_policies::ListAttachedRolePoliciesOutput;
+use aws_smithy_mocks::{Rule, mock};
+use serde_json::json;
+
+use super::*;
+
+fn create_role_any() -> Rule {
+    mock!(Iam::create_role).then_compute_output(|r| {
+        CreateRoleOutput::builder()
+            .role(role(r.role_name().unwrap()))
+            .build()
+    })
+}
+
+fn attach_any() -> Rule {
+    mock!(Iam::attach_role_policy).then_output(|| AttachRolePolicyOutput::builder().build())
+}
+
+fn create_cluster_any() -> Rule {
+    mock!(Eks::create_cluster).then_output(|| {
+        CreateClusterOutput::builder()
+            .cluster(cluster(ClusterStatus::Creating))
+            .build()
+    })
+}
+
+#[tokio::test]
+async fn an_existing_cluster_and_roles_are_reported_and_nothing_is_created() {
+    let (roles, policies, describe) = (
+        roles_found(),
+        policies_attached(),
+        describe_cluster(ClusterStatus::Active),
+    );
+    let (create_role, attach, create) = (create_role_any(), attach_any(), create_cluster_any());
+    let mocks = Mocks {
+        eks: vec![&describe, &create],
+        iam: vec![&roles, &policies, &create_role, &attach],
+        ..Default::default()
+    };
+    let (deps, recorder) = mocks.deps();
+    let out = handle(&deps, event("ensure-cluster"))
+        .await
+        .expect("ensure");
+    for rule in [&create_role, &attach, &create] {
+        assert_eq!(
+            rule.num_calls(),
+            0,
+            "an unchanged deployment makes no change"
+        );
+    }
+    assert_eq!(out["ready"], json!(true));
+    assert_eq!(out["created"], json!([]));
+    assert_eq!(out["cluster_name"], json!(CLUSTER));
+    assert_eq!(out["endpoint"], json!(ENDPOINT));
+    assert_eq!(out["certificate_authority"], json!("LS0tLS1CRUdJTg=="));
+    assert_eq!(
+        out["node_role_arn"],
+        json!(role_arn("apiary-acme-eks-node"))
+    );
+    assert_eq!(
+        out["nodegroup_role_arn"],
+        json!(role_arn("apiary-acme-eks-nodegroup"))
+    );
+    assert_eq!(out["nodegroup_name"], json!("apiary-acme-system"));
+    assert_eq!(out["cluster_status"], json!("ACTIVE"));
+    let entries = recorder.entries.lock().unwrap();
+    assert_eq!(entries[0].outcome, "unchanged");
+    assert_eq!(entries[0].step, "cluster");
+    let resources = recorder.resources.lock().unwrap();
+    assert_eq!(resources.iter().filter(|r| r.kind == "iam:role").count(), 3);
+    assert!(
+        resources
+            .iter()
+            .any(|r| r.kind == "eks:cluster" && r.id == CLUSTER)
+    );
+}
+
+#[tokio::test]
+async fn a_new_cluster_gets_every_security_and_auto_mode_setting() {
+    let (missing_roles, describe_missing) = (roles_missing(), cluster_not_found());
+    let none_attached = mock!(Iam::list_attached_role_policies)
+        .then_output(|| ListAttachedRolePoliciesOutput::builder().build());
+    let create_cluster_role = mock!(Iam::create_role)
+        .match_requests(|r| {
+            r.role_name() == Some("apiary-acme-eks-cluster")
+                && r.assume_role_policy_document().is_some_and(|d| {
+                    let doc: Value = serde_json::from_str(d).unwrap();
+                    doc["Statement"][0]["Principal"]["Service"] == json!("eks.amazonaws.com")
+                        && doc["Statement"][0]["Action"]
+                            == json!(["sts:AssumeRole", "sts:TagSession"])
+                })
+        })
+        .then_compute_output(|r| {
+            CreateRoleOutput::builder()
+                .role(role(r.role_name().unwrap()))
+                .build()
+        });
+    let create_node_role = mock!(Iam::create_role)
+        .match_requests(|r| {
+            r.role_name() == Some("apiary-acme-eks-node")
+                && r.tags()
+                    .iter()
+                    .any(|t| t.key() == "karpenter.sh/discovery" && t.value() == CLUSTER)
+                && r.assume_role_policy_document()
+                    .is_some_and(|d| d.contains("ec2.amazonaws.com"))
+        })
+        .then_compute_output(|r| {
+            CreateRoleOutput::builder()
+                .role(role(r.role_name().unwrap()))
+                .build()
+        });
+    let create_nodegroup_role = mock!(Iam::create_role)
+        .match_requests(|r| r.role_name() == Some("apiary-acme-eks-nodegroup"))
+        .then_compute_output(|r| {
+            CreateRoleOutput::builder()
+                .role(role(r.role_name().unwrap()))
+                .build()
+        });
+    let attach_cluster = mock!(Iam::attach_role_policy)
+        .match_requests(|r| {
+            r.role_name() == Some("apiary-acme-eks-cluster")
+                && CLUSTER_POLICIES
+                    .iter()
+                    .any(|p| r.policy_arn() == Some(&format!("arn:aws:iam::aws:policy/{p}")))
+        })
+        .then_output(|| AttachRolePolicyOutput::builder().build());
+    let attach_node = mock!(Iam::attach_role_policy)
+        .match_requests(|r| {
+            r.role_name() == Some("apiary-acme-eks-node")
+                && NODE_POLICIES
+                    .iter()
+                    .any(|p| r.policy_arn() == Some(&format!("arn:aws:iam::aws:policy/{p}")))
+        })
+        .then_output(|| AttachRolePolicyOutput::builder().build());
+    let attach_nodegroup = mock!(Iam::attach_role_policy)
+        .match_requests(|r| {
+            r.role_name() == Some("apiary-acme-eks-nodegroup")
+                && NODEGROUP_POLICIES
+                    .iter()
+                    .any(|p| r.policy_arn() == Some(&format!("arn:aws:iam::aws:policy/{p}")))
+        })
+        .then_output(|| AttachRolePolicyOutput::builder().build());
+    let secrets_key = key_arn("eks-secrets");
+    let create = mock!(Eks::create_cluster)
+        .match_requests(move |r| {
+            let vpc = r.resources_vpc_config().unwrap();
+            let logging = &r.logging().unwrap().cluster_logging()[0];
+            let compute = r.compute_config().unwrap();
+            let access = r.access_config().unwrap();
+            r.name() == Some(CLUSTER)
+                && r.version() == Some("1.33")
+                && r.role_arn() == Some(role_arn("apiary-acme-eks-cluster").as_str())
+                && vpc.subnet_ids() == SUBNETS
+                && vpc.security_group_ids() == [CLUSTER_SG]
+                && vpc.endpoint_private_access() == Some(true)
+                && vpc.endpoint_public_access() == Some(false)
+                && r.encryption_config().len() == 1
+                && r.encryption_config()[0]
+                    .provider()
+                    .and_then(|p| p.key_arn())
+                    == Some(secrets_key.as_str())
+                && logging.enabled() == Some(true)
+                && logging.types()
+                    == [
+                        LogType::Api,
+                        LogType::Audit,
+                        LogType::Authenticator,
+                        LogType::ControllerManager,
+                        LogType::Scheduler,
+                    ]
+                && access.authentication_mode() == Some(&AuthenticationMode::Api)
+                && access.bootstrap_cluster_creator_admin_permissions() == Some(false)
+                && r.bootstrap_self_managed_addons() == Some(false)
+                && compute.enabled() == Some(true)
+                && compute.node_pools.as_deref() == Some(&[][..])
+                && compute.node_role_arn().is_none()
+                && r.storage_config()
+                    .and_then(|s| s.block_storage())
+                    .and_then(|b| b.enabled())
+                    == Some(true)
+                && r.kubernetes_network_config()
+                    .and_then(|k| k.elastic_load_balancing())
+                    .and_then(|e| e.enabled())
+                    == Some(true)
+                && r.tags()
+                    .is_some_and(|t| t.get("apiary:deployment").map(String::as_str) == Some("acme"))
+        })
+        .then_output(|| {
+            CreateClusterOutput::builder()
+                .cluster(cluster(ClusterStatus::Creating))
+                .build()
+        });
+    let mocks = Mocks {
+        eks: vec![&describe_missing, &create],
+        iam: vec![
+            &missing_roles,
+            &none_attached,
+            &create_cluster_role,
+            &create_node_role,
+            &create_nodegroup_role,
+            &attach_cluster,
+            &attach_node,
+            &attach_nodegroup,
+        ],
+        ..Default::default()
+    };
+    let (deps, recorder) = mocks.deps();
+    let out = handle(&deps, event("ensure-cluster"))
+        .await
+        .expect("ensure");
+    assert_eq!(create.num_calls(), 1, "the request carries every setting");
+    assert_eq!(attach_cluster.num_calls(), 5);
+    assert_eq!(attach_node.num_calls(), 2);
+    assert_eq!(attach_nodegroup.num_calls(), 3);
+    assert_eq!(
+        out["ready"],
+        json!(false),
+        "a CREATING cluster is not ready"
+    );
+    assert_eq!(out["cluster_status"], json!("CREATING"));
+    assert_eq!(
+        out["created"],
+        json!([
+            "apiary-acme-eks-cluster",
+            "apiary-acme-eks-node",
+            "apiary-acme-eks-nodegroup",
+            CLUSTER
+        ])
+    );
+    assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "created");
+}
+
+#[tokio::test]
+async fn a_public_endpoint_is_opt_in() {
+    let (roles, policies, missing) = (roles_found(), policies_attached(), cluster_not_found());
+    let create = mock!(Eks::create_cluster)
+        .match_requests(|r| {
+            let vpc = r.resources_vpc_config().unwrap();
+            vpc.endpoint_public_access() == Some(true)
+                && vpc.endpoint_private_access() == Some(true)
+        })
+        .then_output(|| {
+            CreateClusterOutput::builder()
+                .cluster(cluster(ClusterStatus::Creating))
+                .build()
+        });
+    let mocks = Mocks {
+        eks: vec![&missing, &create],
+        iam: vec![&roles, &policies],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let spec = json!({"name": "acme", "dns": {"domain": "hh.example.com"},
+                      "cluster": {"public_endpoint": true, "version": "1.32"}});
+    handle(&deps, event_with("ensure-cluster", spec))
+        .await
+        .expect("ensure");
+    assert_eq!(create.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn status_polls_without_creating() {
+    let (roles, describe) = (roles_found(), describe_cluster(ClusterStatus::Creating));
+    let create = create_cluster_any();
+    let mocks = Mocks {
+        eks: vec![&describe, &create],
+        iam: vec![&roles],
+        ..Default::default()
+    };
+    let (deps, recorder) = mocks.deps();
+    let out = handle(&deps, event("status-cluster"))
+        .await
+        .expect("status");
+    assert_eq!(out["ready"], json!(false));
+    assert_eq!(out["cluster_status"], json!("CREATING"));
+    assert_eq!(create.num_calls(), 0);
+    assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "not-ready");
+
+    let (missing_roles, missing) = (roles_missing(), cluster_not_found());
+    let mocks = Mocks {
+        eks: vec![&missing, &create],
+        iam: vec![&missing_roles],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let out = handle(&deps, event("status-cluster"))
+        .await
+        .expect("status");
+    assert_eq!(out["ready"], json!(false));
+    assert_eq!(
+        out["missing"],
+        json!([
+            "apiary-acme-eks-cluster",
+            "apiary-acme-eks-node",
+            "apiary-acme-eks-nodegroup",
+            CLUSTER
+        ])
+    );
+    assert_eq!(create.num_calls(), 0, "status never creates");
+}
+
+#[tokio::test]
+async fn a_failed_cluster_fails_fast_naming_it_and_the_cause() {
+    let roles = roles_found();
+    let failed = mock!(Eks::describe_cluster).then_output(|| {
+        let mut failed = cluster(ClusterStatus::Failed);
+        failed.health = Some(
+            ClusterHealth::builder()
+                .issues(
+                    ClusterIssue::builder()
+                        .code(ClusterIssueCode::Ec2SubnetNotFound)
+                        .message("Subnet subnet-a was deleted")
+                        .build(),
+                )
+                .build(),
+        );
+        DescribeClusterOutput::builder().cluster(failed).build()
+    });
+    let mocks = Mocks {
+        eks: vec![&failed],
+        iam: vec![&roles],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let err = handle(&deps, event("status-cluster")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Fatal);
+    assert!(!err.is_retryable());
+    let text = err.to_string();
+    assert!(text.contains(CLUSTER) && text.contains("FAILED"), "{text}");
+    assert!(text.contains("Subnet subnet-a was deleted"), "{text}");
+}
+
+#[tokio::test]
+async fn a_cluster_being_deleted_is_a_conflict() {
+    let (roles, deleting) = (roles_found(), describe_cluster(ClusterStatus::Deleting));
+    let mocks = Mocks {
+        eks: vec![&deleting],
+        iam: vec![&roles],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let err = handle(&deps, event("status-cluster")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Conflict);
+}
+
+#[tokio::test]
+async fn access_denied_is_fatal_and_throttling_is_retryable() {
+    let (roles, policies, missing) = (roles_found(), policies_attached(), cluster_not_found());
+    let denied = mock!(Eks::create_cluster).then_error(|| {
+        CreateClusterError::generic(meta(
+            "AccessDeniedException",
+            "User is not authorized to perform: eks:CreateCluster",
+        ))
+    });
+    let mocks = Mocks {
+        eks: vec![&missing, &denied],
+        iam: vec![&roles, &policies],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let err = handle(&deps, event("ensure-cluster")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Fatal);
+    assert!(
+        err.to_string().contains("CreateCluster apiary-acme-eks"),
+        "{err}"
+    );
+    assert_eq!(denied.num_calls(), 1);
+
+    let roles = roles_found();
+    let throttled = mock!(Eks::describe_cluster)
+        .then_error(|| DescribeClusterError::generic(meta("ThrottlingException", "Rate exceeded")));
+    let mocks = Mocks {
+        eks: vec![&throttled],
+        iam: vec![&roles],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let err = handle(&deps, event("status-cluster")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Retryable);
+}
+
+#[tokio::test]
+async fn a_role_iam_has_not_propagated_yet_is_retryable() {
+    let (roles, policies, missing) = (roles_found(), policies_attached(), cluster_not_found());
+    let not_yet = mock!(Eks::create_cluster).then_error(|| {
+        CreateClusterError::InvalidParameterException(
+            aws_sdk_eks::types::error::InvalidParameterException::builder()
+                .message("Role with arn: arn:aws:iam::123456789012:role/apiary-acme-eks-cluster, could not be assumed because it does not exist or the trusted entity is not correct")
+                .meta(meta("InvalidParameterException", "could not be assumed"))
+                .build(),
+        )
+    });
+    let mocks = Mocks {
+        eks: vec![&missing, &not_yet],
+        iam: vec![&roles, &policies],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let err = handle(&deps, event("ensure-cluster")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::NotReady);
+    assert!(err.is_retryable());
+    assert!(err.to_string().contains("apiary-acme-eks-cluster"), "{err}");
+
+    let (roles, policies, missing) = (roles_found(), policies_attached(), cluster_not_found());
+    let invalid = mock!(Eks::create_cluster).then_error(|| {
+        CreateClusterError::InvalidParameterException(
+            aws_sdk_eks::types::error::InvalidParameterException::builder()
+                .message("unsupported Kubernetes version 1.10")
+                .meta(meta(
+                    "InvalidParameterException",
+                    "unsupported Kubernetes version 1.10",
+                ))
+                .build(),
+        )
+    });
+    let mocks = Mocks {
+        eks: vec![&missing, &invalid],
+        iam: vec![&roles, &policies],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let err = handle(&deps, event("ensure-cluster")).await.unwrap_err();
+    assert_eq!(
+        err.name(),
+        ErrorName::Fatal,
+        "other bad parameters are not retried"
+    );
+}

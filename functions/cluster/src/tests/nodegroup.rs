@@ -1,0 +1,453 @@
+use apiary_core::ErrorName;
+use aws_sdk_eks::Client as Eks;
+use aws_sdk_eks::operation::associate_access_policy::AssociateAccessPolicyOutput;
+use aws_sdk_eks::operation::create_access_entry::CreateAccessEntryOutput;
+use aws_sdk_eks::operation::create_addon::CreateAddonOutput;
+use aws_sdk_eks::operation::create_nodegroup::{CreateNodegroupError, CreateNodegroupOutput};
+use aws_sdk_eks::operation::describe_access_entry::{
+    DescribeAccessEntryError, DescribeAccessEntryOutput,
+};
+use aws_sdk_eks::operation::describe_addon::{DescribeAddonError, DescribeAddonOutput};
+use aws_sdk_eks::operation::describe_nodegroup::{DescribeNodegroupError, DescribeNodegroupOutput};
+use aws_sdk_eks::operation::list_associated_access_policies::ListAssociatedAccessPoliciesOutput;
+use aws_sdk_eks::types::error::ResourceNotFoundException;
+use aws_sdk_eks::types::{
+    AccessEntry, AccessScopeType, Addon, AddonStatus, AmiTypes, AssociatedAccessPolicy,
+    ClusterStatus, Issue, Nodegroup, NodegroupHealth, NodegroupIssueCode, NodegroupStatus,
+};
+use aws_smithy_mocks::{Rule, mock};
+use serde_json::json;
+
+use super::*;
+
+const NODEGROUP: &str = "apiary-acme-system";
+const CONTROL_ROLE: &str = "apiary-control-plane";
+const CONTROL_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/apiary/apiary-control-plane";
+pub(super) const ASSUMED: &str =
+    "arn:aws:sts::123456789012:assumed-role/apiary-control-plane/provision";
+
+fn not_found(code: &str) -> ResourceNotFoundException {
+    ResourceNotFoundException::builder()
+        .message("not found")
+        .meta(meta(code, "not found"))
+        .build()
+}
+
+/// GetRole for the three layer roles, and for the caller's role with its path.
+pub(super) fn roles_with_caller() -> Rule {
+    mock!(aws_sdk_iam::Client::get_role).then_compute_output(|r| {
+        let name = r.role_name().unwrap();
+        let mut found = role(name);
+        if name == CONTROL_ROLE {
+            found.arn = CONTROL_ROLE_ARN.to_owned();
+            found.path = "/apiary/".to_owned();
+        }
+        aws_sdk_iam::operation::get_role::GetRoleOutput::builder()
+            .role(found)
+            .build()
+    })
+}
+
+fn nodegroup(status: NodegroupStatus) -> Nodegroup {
+    Nodegroup::builder()
+        .nodegroup_name(NODEGROUP)
+        .nodegroup_arn(format!(
+            "arn:aws:eks:us-west-2:123456789012:nodegroup/{CLUSTER}/{NODEGROUP}/1"
+        ))
+        .cluster_name(CLUSTER)
+        .status(status)
+        .build()
+}
+
+pub(super) fn describe_nodegroup(status: NodegroupStatus) -> Rule {
+    mock!(Eks::describe_nodegroup).then_output(move || {
+        DescribeNodegroupOutput::builder()
+            .nodegroup(nodegroup(status.clone()))
+            .build()
+    })
+}
+
+fn nodegroup_not_found() -> Rule {
+    mock!(Eks::describe_nodegroup).then_error(|| {
+        DescribeNodegroupError::ResourceNotFoundException(not_found("ResourceNotFoundException"))
+    })
+}
+
+fn create_nodegroup_any() -> Rule {
+    mock!(Eks::create_nodegroup).then_output(|| {
+        CreateNodegroupOutput::builder()
+            .nodegroup(nodegroup(NodegroupStatus::Creating))
+            .build()
+    })
+}
+
+/// Access entries, policy associations and add-ons that all exist already.
+pub(super) fn access_and_addons_present() -> [Rule; 3] {
+    [
+        mock!(Eks::describe_access_entry).then_compute_output(|r| {
+            DescribeAccessEntryOutput::builder()
+                .access_entry(
+                    AccessEntry::builder()
+                        .principal_arn(r.principal_arn().unwrap())
+                        .build(),
+                )
+                .build()
+        }),
+        mock!(Eks::list_associated_access_policies).then_compute_output(|r| {
+            let policy = if r.principal_arn() == Some(CONTROL_ROLE_ARN) {
+                "AmazonEKSClusterAdminPolicy"
+            } else {
+                "AmazonEKSAutoNodePolicy"
+            };
+            ListAssociatedAccessPoliciesOutput::builder()
+                .associated_access_policies(
+                    AssociatedAccessPolicy::builder()
+                        .policy_arn(format!("arn:aws:eks::aws:cluster-access-policy/{policy}"))
+                        .build(),
+                )
+                .build()
+        }),
+        mock!(Eks::describe_addon).then_compute_output(|r| {
+            DescribeAddonOutput::builder()
+                .addon(
+                    Addon::builder()
+                        .addon_name(r.addon_name().unwrap())
+                        .status(AddonStatus::Active)
+                        .build(),
+                )
+                .build()
+        }),
+    ]
+}
+
+#[tokio::test]
+async fn an_existing_node_group_is_reported_and_nothing_is_created() {
+    let (cluster, roles, identity, ready) = (
+        describe_cluster(ClusterStatus::Active),
+        roles_with_caller(),
+        caller(ASSUMED),
+        describe_nodegroup(NodegroupStatus::Active),
+    );
+    let [entries, policies, addons] = access_and_addons_present();
+    let create_entry =
+        mock!(Eks::create_access_entry).then_output(|| CreateAccessEntryOutput::builder().build());
+    let associate = mock!(Eks::associate_access_policy)
+        .then_output(|| AssociateAccessPolicyOutput::builder().build());
+    let create_addon =
+        mock!(Eks::create_addon).then_output(|| CreateAddonOutput::builder().build());
+    let create = create_nodegroup_any();
+    let mocks = Mocks {
+        eks: vec![
+            &cluster,
+            &ready,
+            &entries,
+            &policies,
+            &addons,
+            &create_entry,
+            &associate,
+            &create_addon,
+            &create,
+        ],
+        iam: vec![&roles],
+        sts: vec![&identity],
+        ..Default::default()
+    };
+    let (deps, recorder) = mocks.deps();
+    let out = handle(&deps, event("ensure-nodegroup"))
+        .await
+        .expect("ensure");
+    for rule in [&create_entry, &associate, &create_addon, &create] {
+        assert_eq!(
+            rule.num_calls(),
+            0,
+            "an unchanged deployment makes no change"
+        );
+    }
+    assert_eq!(out["ready"], json!(true));
+    assert_eq!(out["created"], json!([]));
+    assert_eq!(out["nodegroup_status"], json!("ACTIVE"));
+    assert_eq!(out["nodegroup_name"], json!(NODEGROUP));
+    assert_eq!(
+        out["access_entries"],
+        json!([
+            {"principal_arn": CONTROL_ROLE_ARN, "type": "STANDARD", "policy": "AmazonEKSClusterAdminPolicy", "state": "present"},
+            {"principal_arn": role_arn("apiary-acme-eks-node"), "type": "EC2", "policy": "AmazonEKSAutoNodePolicy", "state": "present"},
+        ])
+    );
+    assert_eq!(out["addons"].as_array().unwrap().len(), 3);
+    assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "unchanged");
+}
+
+#[tokio::test]
+async fn a_new_node_group_gets_access_entries_addons_and_the_preset_sizes() {
+    let (cluster, roles, identity, missing) = (
+        describe_cluster(ClusterStatus::Active),
+        roles_with_caller(),
+        caller(ASSUMED),
+        nodegroup_not_found(),
+    );
+    let no_entry = mock!(Eks::describe_access_entry).then_error(|| {
+        DescribeAccessEntryError::ResourceNotFoundException(not_found("ResourceNotFoundException"))
+    });
+    let control_entry = mock!(Eks::create_access_entry)
+        .match_requests(|r| {
+            r.cluster_name() == Some(CLUSTER)
+                && r.principal_arn() == Some(CONTROL_ROLE_ARN)
+                && r.r#type() == Some("STANDARD")
+        })
+        .then_output(|| CreateAccessEntryOutput::builder().build());
+    let node_role = role_arn("apiary-acme-eks-node");
+    let node_entry = mock!(Eks::create_access_entry)
+        .match_requests(move |r| {
+            r.principal_arn() == Some(node_role.as_str()) && r.r#type() == Some("EC2")
+        })
+        .then_output(|| CreateAccessEntryOutput::builder().build());
+    let none_associated = mock!(Eks::list_associated_access_policies)
+        .then_output(|| ListAssociatedAccessPoliciesOutput::builder().build());
+    let admin = mock!(Eks::associate_access_policy)
+        .match_requests(|r| {
+            r.principal_arn() == Some(CONTROL_ROLE_ARN)
+                && r.policy_arn()
+                    == Some("arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy")
+                && r.access_scope().and_then(|s| s.r#type()) == Some(&AccessScopeType::Cluster)
+        })
+        .then_output(|| AssociateAccessPolicyOutput::builder().build());
+    let auto_node = mock!(Eks::associate_access_policy)
+        .match_requests(|r| {
+            r.policy_arn() == Some("arn:aws:eks::aws:cluster-access-policy/AmazonEKSAutoNodePolicy")
+                && r.access_scope().and_then(|s| s.r#type()) == Some(&AccessScopeType::Cluster)
+        })
+        .then_output(|| AssociateAccessPolicyOutput::builder().build());
+    let no_addon = mock!(Eks::describe_addon).then_error(|| {
+        DescribeAddonError::ResourceNotFoundException(not_found("ResourceNotFoundException"))
+    });
+    let create_addon = mock!(Eks::create_addon)
+        .match_requests(|r| {
+            r.cluster_name() == Some(CLUSTER)
+                && ["vpc-cni", "kube-proxy", "coredns"]
+                    .contains(&r.addon_name().unwrap_or_default())
+        })
+        .then_compute_output(|r| {
+            CreateAddonOutput::builder()
+                .addon(
+                    Addon::builder()
+                        .addon_name(r.addon_name().unwrap())
+                        .status(AddonStatus::Creating)
+                        .build(),
+                )
+                .build()
+        });
+    let nodegroup_role = role_arn("apiary-acme-eks-nodegroup");
+    let create = mock!(Eks::create_nodegroup)
+        .match_requests(move |r| {
+            let scaling = r.scaling_config().unwrap();
+            r.cluster_name() == Some(CLUSTER)
+                && r.nodegroup_name() == Some(NODEGROUP)
+                && r.node_role() == Some(nodegroup_role.as_str())
+                && r.subnets() == SUBNETS
+                && r.instance_types() == ["t3.large"]
+                && r.ami_type() == Some(&AmiTypes::Al2023X8664Standard)
+                && (
+                    scaling.min_size(),
+                    scaling.desired_size(),
+                    scaling.max_size(),
+                ) == (Some(3), Some(3), Some(10))
+                && r.tags()
+                    .is_some_and(|t| t.get("apiary:layer").map(String::as_str) == Some("cluster"))
+        })
+        .then_output(|| {
+            CreateNodegroupOutput::builder()
+                .nodegroup(nodegroup(NodegroupStatus::Creating))
+                .build()
+        });
+    let mocks = Mocks {
+        eks: vec![
+            &cluster,
+            &missing,
+            &no_entry,
+            &control_entry,
+            &node_entry,
+            &none_associated,
+            &admin,
+            &auto_node,
+            &no_addon,
+            &create_addon,
+            &create,
+        ],
+        iam: vec![&roles],
+        sts: vec![&identity],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let out = handle(&deps, event("ensure-nodegroup"))
+        .await
+        .expect("ensure");
+    assert_eq!(control_entry.num_calls(), 1);
+    assert_eq!(node_entry.num_calls(), 1);
+    assert_eq!(admin.num_calls(), 1);
+    assert_eq!(auto_node.num_calls(), 1);
+    assert_eq!(create_addon.num_calls(), 3);
+    assert_eq!(create.num_calls(), 1, "the request carries every setting");
+    assert_eq!(
+        out["ready"],
+        json!(false),
+        "a CREATING node group is not ready"
+    );
+    assert_eq!(out["nodegroup_status"], json!("CREATING"));
+    assert_eq!(out["access_entries"][0]["state"], json!("created"));
+    assert_eq!(
+        out["addons"][0],
+        json!({"name": "vpc-cni", "state": "created", "status": "CREATING"})
+    );
+    assert_eq!(
+        out["created"],
+        json!([
+            CONTROL_ROLE_ARN,
+            role_arn("apiary-acme-eks-node"),
+            format!("{CLUSTER}/vpc-cni"),
+            format!("{CLUSTER}/kube-proxy"),
+            format!("{CLUSTER}/coredns"),
+            NODEGROUP
+        ])
+    );
+}
+
+#[tokio::test]
+async fn larger_presets_size_the_node_group() {
+    let (cluster, roles, identity, missing) = (
+        describe_cluster(ClusterStatus::Active),
+        roles_with_caller(),
+        caller(ASSUMED),
+        nodegroup_not_found(),
+    );
+    let [entries, policies, addons] = access_and_addons_present();
+    let create = mock!(Eks::create_nodegroup)
+        .match_requests(|r| {
+            let s = r.scaling_config().unwrap();
+            (s.min_size(), s.desired_size(), s.max_size()) == (Some(10), Some(10), Some(50))
+        })
+        .then_output(|| {
+            CreateNodegroupOutput::builder()
+                .nodegroup(nodegroup(NodegroupStatus::Creating))
+                .build()
+        });
+    let mocks = Mocks {
+        eks: vec![&cluster, &missing, &entries, &policies, &addons, &create],
+        iam: vec![&roles],
+        sts: vec![&identity],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let spec = json!({"name": "acme", "size": "medium", "dns": {"domain": "hh.example.com"}});
+    handle(&deps, event_with("ensure-nodegroup", spec))
+        .await
+        .expect("ensure");
+    assert_eq!(create.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_cluster_that_is_not_active_yet_is_not_ready_before_any_change() {
+    let cluster = describe_cluster(ClusterStatus::Creating);
+    let create = create_nodegroup_any();
+    let mocks = Mocks {
+        eks: vec![&cluster, &create],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let err = handle(&deps, event("ensure-nodegroup")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::NotReady);
+    assert!(err.to_string().contains(CLUSTER), "{err}");
+    assert_eq!(create.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn status_polls_and_a_failed_node_group_fails_fast() {
+    let (cluster, roles, creating) = (
+        describe_cluster(ClusterStatus::Active),
+        roles_found(),
+        describe_nodegroup(NodegroupStatus::Creating),
+    );
+    let create = create_nodegroup_any();
+    let mocks = Mocks {
+        eks: vec![&cluster, &creating, &create],
+        iam: vec![&roles],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let out = handle(&deps, event("status-nodegroup"))
+        .await
+        .expect("status");
+    assert_eq!(out["ready"], json!(false));
+    assert_eq!(out["nodegroup_status"], json!("CREATING"));
+    assert_eq!(create.num_calls(), 0, "status never creates");
+
+    let (cluster, roles) = (describe_cluster(ClusterStatus::Active), roles_found());
+    let failed = mock!(Eks::describe_nodegroup).then_output(|| {
+        let mut failed = nodegroup(NodegroupStatus::CreateFailed);
+        failed.health = Some(
+            NodegroupHealth::builder()
+                .issues(
+                    Issue::builder()
+                        .code(NodegroupIssueCode::NodeCreationFailure)
+                        .message("Instances failed to join the kubernetes cluster")
+                        .build(),
+                )
+                .build(),
+        );
+        DescribeNodegroupOutput::builder().nodegroup(failed).build()
+    });
+    let mocks = Mocks {
+        eks: vec![&cluster, &failed],
+        iam: vec![&roles],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let err = handle(&deps, event("status-nodegroup")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Fatal);
+    let text = err.to_string();
+    assert!(
+        text.contains(NODEGROUP) && text.contains("CREATE_FAILED"),
+        "{text}"
+    );
+    assert!(text.contains("failed to join"), "{text}");
+}
+
+#[tokio::test]
+async fn node_group_quota_errors_are_fatal_and_throttling_retryable() {
+    let (cluster, roles, identity, missing) = (
+        describe_cluster(ClusterStatus::Active),
+        roles_with_caller(),
+        caller(ASSUMED),
+        nodegroup_not_found(),
+    );
+    let [entries, policies, addons] = access_and_addons_present();
+    let quota = mock!(Eks::create_nodegroup).then_error(|| {
+        CreateNodegroupError::generic(meta(
+            "ResourceLimitExceededException",
+            "node group limit reached",
+        ))
+    });
+    let mocks = Mocks {
+        eks: vec![&cluster, &missing, &entries, &policies, &addons, &quota],
+        iam: vec![&roles],
+        sts: vec![&identity],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let err = handle(&deps, event("ensure-nodegroup")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Fatal);
+    assert!(err.to_string().contains("CreateNodegroup"), "{err}");
+
+    let (cluster, roles) = (describe_cluster(ClusterStatus::Active), roles_found());
+    let throttled = mock!(Eks::describe_nodegroup).then_error(|| {
+        DescribeNodegroupError::generic(meta("ThrottlingException", "Rate exceeded"))
+    });
+    let mocks = Mocks {
+        eks: vec![&cluster, &throttled],
+        iam: vec![&roles],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let err = handle(&deps, event("status-nodegroup")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Retryable);
+}
