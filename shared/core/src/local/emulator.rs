@@ -101,9 +101,6 @@ impl Emulator {
             .arg(&server)
             .arg(port.to_string())
             .arg(std::process::id().to_string())
-            // AWS managed IAM policies (AmazonEKSClusterPolicy, ...) exist in every real
-            // account; moto only models them when asked to at start.
-            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
             .stdin(Stdio::null())
             .stdout(
                 log_file
