@@ -1,0 +1,240 @@
+//! The storage layer against the emulator: every bucket setting read back through the S3
+//! API, and a second run that creates nothing.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use apiary_core::step::MemoryRecorder;
+use apiary_e2e::{sdk_config, unique_name};
+use aws_config::SdkConfig;
+use aws_sdk_s3::types::{ObjectOwnership, ServerSideEncryption};
+use serde_json::{Value, json};
+
+const RETENTION_DAYS: i32 = 45;
+
+fn spec(name: &str) -> Value {
+    json!({
+        "name": name,
+        "dns": {"domain": "hh.example.com"},
+        "storage": {"retention_days": RETENTION_DAYS}
+    })
+}
+
+/// The keys layer the buckets are encrypted with.
+async fn keys_layer(config: &SdkConfig, spec: &Value) -> Value {
+    let deps = keys::Deps::new(config, Arc::new(MemoryRecorder::default()));
+    keys::handle(&deps, json!({"action": "ensure", "spec": spec}))
+        .await
+        .expect("keys ensure")
+}
+
+/// The bucket's versioning status as the emulator's raw XML states it. The Rust SDK
+/// cannot parse moto's GetBucketVersioning response (its root element is named
+/// `GetBucketVersioningResponse`, not `VersioningConfiguration`), so the test reads the
+/// same S3 API call over plain HTTP instead of skipping the check.
+fn raw_versioning(config: &SdkConfig, bucket: &str) -> String {
+    let endpoint = config.endpoint_url().expect("emulator endpoint");
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(host).expect("connect to the emulator");
+    write!(
+        stream,
+        "GET /{bucket}?versioning HTTP/1.1\r\nHost: {host}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/s3/aws4_request, SignedHeaders=host, Signature=0\r\nConnection: close\r\n\r\n",
+        region = apiary_e2e::REGION
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+#[tokio::test]
+async fn buckets_are_complete_and_idempotent() {
+    let config = sdk_config().await;
+    let name = unique_name("store");
+    let spec = spec(&name);
+    let keys = keys_layer(&config, &spec).await;
+    let s3_key = keys["keys"]["s3"]["arn"].as_str().unwrap().to_owned();
+    let event = json!({"action": "ensure", "execution_id": "exec-storage", "spec": spec, "layers": {"keys": keys}});
+
+    let recorder = MemoryRecorder::default();
+    let deps = storage::Deps::new(&config, Arc::new(recorder.clone()));
+    let first = storage::handle(&deps, event.clone())
+        .await
+        .expect("first ensure");
+    assert_eq!(first["ready"], json!(true));
+    assert_eq!(first["created"].as_array().unwrap().len(), 4, "{first}");
+    let second = storage::handle(&deps, event).await.expect("second ensure");
+    assert_eq!(
+        second["created"],
+        json!([]),
+        "second run creates nothing: {second}"
+    );
+    assert_eq!(first["buckets"], second["buckets"]);
+
+    let s3 = apiary_core::aws::s3_client(&config);
+    let buckets = first["buckets"].as_object().unwrap();
+    assert_eq!(buckets.len(), 4);
+    let logs = buckets["logs"].as_str().unwrap();
+    for (purpose, bucket) in buckets {
+        let bucket = bucket.as_str().unwrap();
+        assert!(
+            bucket.starts_with(&format!("apiary-{name}-{purpose}-123456789012-")),
+            "{bucket}"
+        );
+
+        // SSE-KMS with the deployment's s3 key and bucket keys on.
+        let encryption = s3
+            .get_bucket_encryption()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+        let rule = &encryption
+            .server_side_encryption_configuration()
+            .unwrap()
+            .rules()[0];
+        let default = rule.apply_server_side_encryption_by_default().unwrap();
+        assert_eq!(
+            default.sse_algorithm(),
+            &ServerSideEncryption::AwsKms,
+            "{bucket}"
+        );
+        assert_eq!(
+            default.kms_master_key_id(),
+            Some(s3_key.as_str()),
+            "{bucket}"
+        );
+        assert_eq!(rule.bucket_key_enabled(), Some(true), "{bucket}");
+
+        // Versioning, read from the emulator's raw response (see `raw_versioning`).
+        let versioning = raw_versioning(&config, bucket);
+        assert!(
+            versioning.contains("<Status>Enabled</Status>"),
+            "{bucket}: {versioning}"
+        );
+
+        let block = s3
+            .get_public_access_block()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+        let block = block.public_access_block_configuration().unwrap();
+        assert_eq!(
+            [
+                block.block_public_acls(),
+                block.ignore_public_acls(),
+                block.block_public_policy(),
+                block.restrict_public_buckets()
+            ],
+            [Some(true); 4],
+            "{bucket}"
+        );
+
+        let ownership = s3
+            .get_bucket_ownership_controls()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            ownership.ownership_controls().unwrap().rules()[0].object_ownership(),
+            &ObjectOwnership::BucketOwnerEnforced
+        );
+
+        let lifecycle = s3
+            .get_bucket_lifecycle_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+        let rule = &lifecycle.rules()[0];
+        let expires_current = purpose == "metrics" || purpose == "logs";
+        assert_eq!(
+            rule.expiration().and_then(|e| e.days()),
+            expires_current.then_some(RETENTION_DAYS),
+            "{bucket}"
+        );
+        assert_eq!(
+            rule.noncurrent_version_expiration()
+                .and_then(|n| n.noncurrent_days()),
+            Some(RETENTION_DAYS)
+        );
+        assert_eq!(
+            rule.abort_incomplete_multipart_upload()
+                .and_then(|a| a.days_after_initiation()),
+            Some(7)
+        );
+
+        let logging = s3.get_bucket_logging().bucket(bucket).send().await.unwrap();
+        if purpose == "logs" {
+            assert!(
+                logging.logging_enabled().is_none(),
+                "logs do not log into themselves"
+            );
+        } else {
+            let enabled = logging.logging_enabled().expect("access logging on");
+            assert_eq!(enabled.target_bucket(), logs);
+            assert_eq!(enabled.target_prefix(), format!("s3-access/{bucket}/"));
+        }
+
+        let policy = s3.get_bucket_policy().bucket(bucket).send().await.unwrap();
+        let policy: Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
+        let statements = policy["Statement"].as_array().unwrap();
+        assert!(
+            statements.iter().any(|s| s["Effect"] == json!("Deny")
+                && s["Principal"] == json!({"AWS": "*"})
+                && s["Condition"]["Bool"]["aws:SecureTransport"] == json!("false")),
+            "{bucket}: {policy}"
+        );
+        if purpose == "logs" {
+            let delivery: Vec<&Value> = statements
+                .iter()
+                .filter(|s| s["Principal"]["Service"] == json!("logging.s3.amazonaws.com"))
+                .collect();
+            assert_eq!(delivery.len(), 3, "{policy}");
+            assert!(delivery.iter().all(|s| {
+                s["Condition"]["StringEquals"]["aws:SourceAccount"] == json!("123456789012")
+            }));
+        }
+
+        let tags = s3.get_bucket_tagging().bucket(bucket).send().await.unwrap();
+        for (key, value) in [
+            ("apiary:deployment", name.as_str()),
+            ("apiary:layer", "storage"),
+        ] {
+            assert!(
+                tags.tag_set()
+                    .iter()
+                    .any(|t| t.key() == key && t.value() == value),
+                "{bucket}: {key}={value}"
+            );
+        }
+    }
+
+    // The TLS-only policy is in force: a plain-HTTP object write is refused.
+    let refused = s3
+        .put_object()
+        .bucket(buckets["config"].as_str().unwrap())
+        .key("probe")
+        .body(b"x".to_vec().into())
+        .send()
+        .await;
+    let err = refused.expect_err("plain HTTP write refused by the TLS-only policy");
+    // The emulator answers 403 with an empty body, so there is no error code to read.
+    assert_eq!(
+        err.raw_response().map(|r| r.status().as_u16()),
+        Some(403),
+        "{err:?}"
+    );
+
+    let entries = recorder.entries.lock().unwrap();
+    let outcomes: Vec<&str> = entries.iter().map(|e| e.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["created", "unchanged"]);
+    let resources = recorder.resources.lock().unwrap();
+    assert_eq!(
+        resources.iter().filter(|r| r.kind == "s3:bucket").count(),
+        4
+    );
+}
