@@ -1,0 +1,633 @@
+//! Consistency of `infra-bootstrap/bootstrap.yaml` with the code: one Lambda (and role)
+//! per function crate, one state machine per ASL file with every substitution provided,
+//! the spec's parameters, no wildcard IAM actions, and delete permissions only where the
+//! code deletes. Pure file checks: no emulator, no AWS.
+//!
+//! The template is written with long-form intrinsics only (`Ref`, `Fn::Sub`,
+//! `Fn::GetAtt`), so it parses as plain YAML.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// Template parameters that configure the stack itself rather than the spec.
+const STACK_PARAMETERS: &[&str] = &["ArtifactBucket", "ArtifactPrefix"];
+/// Spec parameters the stack fills from a pseudo parameter instead of asking.
+const PSEUDO_SPEC_PARAMETERS: &[(&str, &str)] = &[("Region", "${AWS::Region}")];
+/// `dynamodb:DeleteItem` is reached through these `Store` methods, not a direct call.
+const STORE_DELETES: &[&str] = &["release_lock", "forget_resource"];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn template() -> Value {
+    let text = std::fs::read_to_string(root().join("infra-bootstrap/bootstrap.yaml"))
+        .expect("infra-bootstrap/bootstrap.yaml is readable");
+    parse(&text)
+}
+
+fn parse(text: &str) -> Value {
+    serde_yaml::from_str(text).expect("the template is plain YAML (long-form intrinsics only)")
+}
+
+fn resources<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
+    template["Resources"]
+        .as_object()
+        .expect("Resources is a map")
+        .iter()
+        .filter(|(_, r)| r["Type"] == kind)
+        .map(|(id, r)| (id.as_str(), r))
+        .collect()
+}
+
+/// The text of a `{"Fn::Sub": "..."}` or a plain string.
+fn sub_text(value: &Value) -> Option<&str> {
+    value
+        .get("Fn::Sub")
+        .and_then(Value::as_str)
+        .or_else(|| value.as_str())
+}
+
+/// The logical id in `{"Fn::GetAtt": [Id, Arn]}`.
+fn get_att_arn(value: &Value) -> Option<&str> {
+    let parts = value.get("Fn::GetAtt")?.as_array()?;
+    (parts.len() == 2 && parts[1] == "Arn")
+        .then(|| parts[0].as_str())
+        .flatten()
+}
+
+fn function_crates() -> BTreeSet<String> {
+    std::fs::read_dir(root().join("functions"))
+        .expect("functions/ is readable")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn asl_files() -> BTreeMap<String, String> {
+    std::fs::read_dir(root().join("statemachines"))
+        .expect("statemachines/ is readable")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.ends_with(".asl.json").then(|| {
+                let text = std::fs::read_to_string(e.path()).expect("ASL file is readable");
+                (name, text)
+            })
+        })
+        .collect()
+}
+
+/// `${Name}` placeholders in a definition (not `${AWS::...}`-style pseudo references).
+fn placeholders(text: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        rest = &rest[start + 2..];
+        let Some(end) = rest.find('}') else { break };
+        let name = &rest[..end];
+        if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric()) {
+            found.insert(name.to_owned());
+        }
+        rest = &rest[end + 1..];
+    }
+    found
+}
+
+/// The crate each Lambda runs, from `apiary-${DeploymentName}-<crate>`.
+fn lambda_crate(function: &Value) -> Option<String> {
+    sub_text(&function["Properties"]["FunctionName"])?
+        .strip_prefix("apiary-${DeploymentName}-")
+        .map(str::to_owned)
+}
+
+// ---------------------------------------------------------------------------------
+// Checks: each returns every problem it finds, so a test can show them all.
+
+fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let roles: BTreeMap<&str, &Value> = resources(template, "AWS::IAM::Role").into_iter().collect();
+    let mut seen: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    let mut roles_used: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (id, function) in resources(template, "AWS::Lambda::Function") {
+        let Some(name) = lambda_crate(function) else {
+            problems.push(format!(
+                "{id}: FunctionName is not apiary-${{DeploymentName}}-<crate>"
+            ));
+            continue;
+        };
+        seen.entry(name.clone()).or_default().push(id);
+        let props = &function["Properties"];
+        let key = sub_text(&props["Code"]["S3Key"]).unwrap_or_default();
+        if key != format!("${{ArtifactPrefix}}functions/{name}.zip") {
+            problems.push(format!(
+                "{id}: Code.S3Key {key:?} is not ${{ArtifactPrefix}}functions/{name}.zip"
+            ));
+        }
+        for (field, want) in [("Runtime", "provided.al2023"), ("Handler", "bootstrap")] {
+            if props[field] != want {
+                problems.push(format!("{id}: {field} is {} (want {want})", props[field]));
+            }
+        }
+        if props["Architectures"] != serde_json::json!(["arm64"]) {
+            problems.push(format!("{id}: Architectures is not [arm64]"));
+        }
+        let variables = props["Environment"]["Variables"].as_object();
+        if variables.map(|v| v.keys().map(String::as_str).collect::<Vec<_>>())
+            != Some(vec!["APIARY_TABLE"])
+        {
+            problems.push(format!("{id}: the environment must hold APIARY_TABLE only"));
+        }
+        match get_att_arn(&props["Role"]).and_then(|r| roles.get(r).map(|v| (r, v))) {
+            Some((role_id, role)) => {
+                roles_used.entry(role_id).or_default().push(id);
+                let role_name = sub_text(&role["Properties"]["RoleName"]).unwrap_or_default();
+                if role_name != format!("apiary-${{DeploymentName}}-fn-{name}") {
+                    problems.push(format!("{role_id}: role of {id} is named {role_name:?}"));
+                }
+            }
+            None => problems.push(format!(
+                "{id}: Role is not the Arn of a role in the template"
+            )),
+        }
+    }
+    for (name, ids) in &seen {
+        if !crates.contains(name) {
+            problems.push(format!("{ids:?}: no crate functions/{name}"));
+        }
+        if ids.len() > 1 {
+            problems.push(format!("crate {name} has {} Lambdas: {ids:?}", ids.len()));
+        }
+    }
+    for name in crates {
+        if !seen.contains_key(name) {
+            problems.push(format!(
+                "crate functions/{name} has no Lambda in the template"
+            ));
+        }
+    }
+    for (role, users) in roles_used {
+        if users.len() > 1 {
+            problems.push(format!(
+                "{role} is shared by {users:?}; one role per function"
+            ));
+        }
+    }
+    problems
+}
+
+fn check_state_machines(template: &Value, files: &BTreeMap<String, String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let functions: BTreeSet<&str> = resources(template, "AWS::Lambda::Function")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut by_file: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (id, machine) in resources(template, "AWS::StepFunctions::StateMachine") {
+        let props = &machine["Properties"];
+        let key = sub_text(&props["DefinitionS3Location"]["Key"]).unwrap_or_default();
+        let Some(file) = key.strip_prefix("${ArtifactPrefix}statemachines/") else {
+            problems.push(format!(
+                "{id}: DefinitionS3Location.Key {key:?} is not an artifact ASL file"
+            ));
+            continue;
+        };
+        by_file.entry(file.to_owned()).or_default().push(id);
+        let provided: BTreeMap<&String, &Value> = props["DefinitionSubstitutions"]
+            .as_object()
+            .map(|m| m.iter().collect())
+            .unwrap_or_default();
+        let Some(text) = files.get(file) else {
+            problems.push(format!("{id}: statemachines/{file} does not exist"));
+            continue;
+        };
+        let wanted = placeholders(text);
+        for name in &wanted {
+            if !provided.contains_key(name) {
+                problems.push(format!(
+                    "{id}: ${{{name}}} in {file} has no DefinitionSubstitution"
+                ));
+            }
+        }
+        let mut invoked = BTreeSet::new();
+        for (name, value) in &provided {
+            if !wanted.contains(name.as_str()) {
+                problems.push(format!("{id}: substitution {name} is not used by {file}"));
+            }
+            if name.ends_with("FunctionArn") {
+                match get_att_arn(value) {
+                    Some(f) if functions.contains(f) => {
+                        invoked.insert(f.to_owned());
+                    }
+                    _ => problems.push(format!("{id}: {name} is not the Arn of a template Lambda")),
+                }
+            }
+        }
+        if props["TracingConfiguration"]["Enabled"] != true {
+            problems.push(format!("{id}: tracing is off"));
+        }
+        if props["LoggingConfiguration"]["Destinations"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+        {
+            problems.push(format!("{id}: no log destination"));
+        }
+        // Its role may invoke exactly the functions its definition names.
+        let allowed = get_att_arn(&props["RoleArn"])
+            .map(|role| invoke_targets(&template["Resources"][role]))
+            .unwrap_or_default();
+        if allowed != invoked {
+            problems.push(format!(
+                "{id}: role allows lambda:InvokeFunction on {allowed:?}, the definition invokes {invoked:?}"
+            ));
+        }
+    }
+    for file in files.keys() {
+        match by_file.get(file).map(Vec::len) {
+            Some(1) => {}
+            Some(n) => problems.push(format!("statemachines/{file} has {n} state machines")),
+            None => problems.push(format!(
+                "statemachines/{file} has no state machine in the template"
+            )),
+        }
+    }
+    problems
+}
+
+fn invoke_targets(role: &Value) -> BTreeSet<String> {
+    statements(role)
+        .into_iter()
+        .filter(|s| actions(s).iter().any(|a| a == "lambda:InvokeFunction"))
+        .flat_map(|s| match &s["Resource"] {
+            Value::Array(items) => items.clone(),
+            one => vec![one.clone()],
+        })
+        .filter_map(|r| get_att_arn(&r).map(str::to_owned))
+        .collect()
+}
+
+fn check_parameters(template: &Value, spec_parameters: &[&str]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let in_template: BTreeSet<&str> = template["Parameters"]
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let pseudo: BTreeMap<&str, &str> = PSEUDO_SPEC_PARAMETERS.iter().copied().collect();
+    let spec: BTreeSet<&str> = spec_parameters.iter().copied().collect();
+    for name in &in_template {
+        if !STACK_PARAMETERS.contains(name) && !spec.contains(name) {
+            problems.push(format!(
+                "parameter {name} feeds no spec field (apiary_core::spec::parameter_names)"
+            ));
+        }
+        let p = &template["Parameters"][*name];
+        if p["Description"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("parameter {name} has no Description"));
+        }
+    }
+    let input = template["Outputs"]["ProvisionInput"]["Value"]
+        .get("Fn::Sub")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    for name in &spec {
+        match pseudo.get(name) {
+            Some(source) => {
+                if in_template.contains(name) {
+                    problems.push(format!(
+                        "{name} is a parameter; the stack takes it from {source}"
+                    ));
+                }
+                if !input.contains(&format!("\"{name}\": \"{source}\"")) {
+                    problems.push(format!("ProvisionInput does not pass {name} from {source}"));
+                }
+            }
+            None => {
+                if !in_template.contains(name) {
+                    problems.push(format!("spec parameter {name} is not a template parameter"));
+                }
+                if !input.contains(&format!("\"{name}\": \"${{{name}}}\"")) {
+                    problems.push(format!("ProvisionInput does not pass {name}"));
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn statements(role: &Value) -> Vec<&Value> {
+    role["Properties"]["Policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| {
+            p["PolicyDocument"]["Statement"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+        .collect()
+}
+
+fn actions(statement: &Value) -> Vec<String> {
+    ["Action", "NotAction"]
+        .iter()
+        .flat_map(|field| match &statement[field] {
+            Value::String(a) => vec![a.clone()],
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+fn check_no_wildcard_actions(template: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (id, role) in resources(template, "AWS::IAM::Role") {
+        for statement in statements(role) {
+            if statement.get("NotAction").is_some() {
+                problems.push(format!("{id}: NotAction grants everything else"));
+            }
+            for action in actions(statement) {
+                let (service, operation) = action.split_once(':').unwrap_or(("", action.as_str()));
+                if action == "*" || service == "*" || operation == "*" {
+                    problems.push(format!("{id}: wildcard action {action}"));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// `DeleteDBInstance` -> `delete_db_instance`, the SDK's operation method name.
+fn snake_case(operation: &str) -> String {
+    let chars: Vec<char> = operation.chars().collect();
+    let mut out = String::new();
+    for (i, c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            let prev = chars[i - 1];
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            if prev.is_ascii_lowercase()
+                || prev.is_ascii_digit()
+                || (prev.is_ascii_uppercase() && next_lower)
+            {
+                out.push('_');
+            }
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+fn is_delete(action: &str) -> bool {
+    let operation = action.split_once(':').map_or(action, |(_, op)| op);
+    ["Delete", "Remove", "Terminate", "Release", "Deregister"]
+        .iter()
+        .any(|verb| operation.starts_with(verb))
+        || operation == "ScheduleKeyDeletion"
+}
+
+/// A crate's non-test source, whitespace removed, so `.delete_item()` matches however
+/// the call chain is wrapped.
+fn crate_code(name: &str) -> String {
+    fn walk(dir: &Path, out: &mut String) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.filter_map(|e| e.ok()) {
+            let path = entry.path();
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if file != "tests" {
+                    walk(&path, out);
+                }
+            } else if file.ends_with(".rs")
+                && !["tests.rs", "test_support.rs", "fake_api.rs"].contains(&file.as_str())
+            {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                out.push_str(&without_test_modules(&text));
+            }
+        }
+    }
+    let mut code = String::new();
+    walk(&root().join("functions").join(name).join("src"), &mut code);
+    code.split_whitespace().collect()
+}
+
+fn without_test_modules(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at..];
+        let Some(open) = after.find(['{', ';']) else {
+            break;
+        };
+        if after.as_bytes()[open] == b';' {
+            rest = &after[open + 1..];
+            continue;
+        }
+        let mut depth = 0usize;
+        let mut end = after.len();
+        for (i, c) in after[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn check_deletes(template: &Value, code_of: &dyn Fn(&str) -> String) -> Vec<String> {
+    let mut problems = Vec::new();
+    let roles: BTreeMap<&str, &Value> = resources(template, "AWS::IAM::Role").into_iter().collect();
+    for (id, function) in resources(template, "AWS::Lambda::Function") {
+        let (Some(name), Some(role)) = (
+            lambda_crate(function),
+            get_att_arn(&function["Properties"]["Role"]).and_then(|r| roles.get(r)),
+        ) else {
+            continue;
+        };
+        let code = code_of(&name);
+        for action in statements(role)
+            .into_iter()
+            .flat_map(actions)
+            .filter(|a| is_delete(a))
+        {
+            let operation = action.split_once(':').map_or(action.as_str(), |(_, op)| op);
+            let call = format!(".{}()", snake_case(operation));
+            let through_store = action == "dynamodb:DeleteItem"
+                && STORE_DELETES
+                    .iter()
+                    .any(|m| code.contains(&format!(".{m}(")));
+            if !code.contains(&call) && !through_store {
+                problems.push(format!(
+                    "{id}: {action} but functions/{name} never calls {call}"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+fn assert_none(what: &str, problems: Vec<String>) {
+    assert!(problems.is_empty(), "{what}:\n  {}", problems.join("\n  "));
+}
+
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn every_function_crate_has_exactly_one_lambda_and_role() {
+    assert_none(
+        "functions",
+        check_functions(&template(), &function_crates()),
+    );
+}
+
+#[test]
+fn every_state_machine_file_has_one_state_machine_with_its_substitutions() {
+    assert_none(
+        "state machines",
+        check_state_machines(&template(), &asl_files()),
+    );
+}
+
+#[test]
+fn parameters_are_exactly_the_spec_parameters() {
+    let spec: Vec<&str> = apiary_core::spec::parameter_names().collect();
+    assert_none("parameters", check_parameters(&template(), &spec));
+}
+
+#[test]
+fn no_policy_grants_wildcard_actions() {
+    assert_none("IAM", check_no_wildcard_actions(&template()));
+}
+
+#[test]
+fn delete_permissions_only_where_the_code_deletes() {
+    assert_none("deletes", check_deletes(&template(), &crate_code));
+}
+
+// The checks themselves: each one fails on a template that breaks its rule.
+
+const BROKEN: &str = r#"
+Parameters:
+  DeploymentName: {Type: String, Description: name}
+  Colour: {Type: String}
+Resources:
+  KeysRole:
+    Type: AWS::IAM::Role
+    Properties:
+      RoleName: {"Fn::Sub": "apiary-${DeploymentName}-fn-keys"}
+      Policies:
+        - PolicyName: p
+          PolicyDocument:
+            Statement:
+              - {Effect: Allow, Action: "*:*", Resource: "*"}
+              - {Effect: Allow, Action: [kms:ScheduleKeyDeletion, ec2:DeleteVpc], Resource: "*"}
+  KeysFunction:
+    Type: AWS::Lambda::Function
+    Properties:
+      FunctionName: {"Fn::Sub": "apiary-${DeploymentName}-keys"}
+      Code: {S3Key: {"Fn::Sub": "${ArtifactPrefix}functions/keys.zip"}}
+      Runtime: provided.al2023
+      Handler: bootstrap
+      Architectures: [arm64]
+      Environment: {Variables: {APIARY_TABLE: t}}
+      Role: {"Fn::GetAtt": [KeysRole, Arn]}
+  Machine:
+    Type: AWS::StepFunctions::StateMachine
+    Properties:
+      RoleArn: {"Fn::GetAtt": [KeysRole, Arn]}
+      DefinitionS3Location: {Key: {"Fn::Sub": "${ArtifactPrefix}statemachines/provision.asl.json"}}
+      DefinitionSubstitutions: {KeysFunctionArn: {"Fn::GetAtt": [KeysFunction, Arn]}}
+      TracingConfiguration: {Enabled: true}
+      LoggingConfiguration: {Destinations: [{}]}
+"#;
+
+#[test]
+fn the_checks_catch_a_broken_template() {
+    let broken = parse(BROKEN);
+    let crates: BTreeSet<String> = ["keys", "network"].map(String::from).into();
+    let functions = check_functions(&broken, &crates);
+    assert!(
+        functions
+            .iter()
+            .any(|p| p.contains("functions/network has no Lambda")),
+        "{functions:?}"
+    );
+
+    let files = BTreeMap::from([
+        (
+            "provision.asl.json".to_owned(),
+            r#"{"a": "${KeysFunctionArn}", "b": "${NetworkFunctionArn}"}"#.to_owned(),
+        ),
+        ("teardown.asl.json".to_owned(), "{}".to_owned()),
+    ]);
+    let machines = check_state_machines(&broken, &files);
+    assert!(
+        machines.iter().any(|p| p.contains("${NetworkFunctionArn}")),
+        "{machines:?}"
+    );
+    assert!(
+        machines
+            .iter()
+            .any(|p| p.contains("teardown.asl.json has no state machine")),
+        "{machines:?}"
+    );
+    assert!(
+        machines.iter().any(|p| p.contains("lambda:InvokeFunction")),
+        "{machines:?}"
+    );
+
+    let parameters = check_parameters(&broken, &["DeploymentName", "Region", "Size"]);
+    for expected in [
+        "Colour feeds no spec field",
+        "Colour has no Description",
+        "Size is not a template parameter",
+        "does not pass Region",
+    ] {
+        assert!(
+            parameters.iter().any(|p| p.contains(expected)),
+            "{expected}: {parameters:?}"
+        );
+    }
+
+    let wildcards = check_no_wildcard_actions(&broken);
+    assert!(wildcards.iter().any(|p| p.contains("*:*")), "{wildcards:?}");
+
+    let code = |_: &str| ".create_key().schedule_key_deletion()".to_owned();
+    let deletes = check_deletes(&broken, &code);
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert!(deletes[0].contains("ec2:DeleteVpc"), "{deletes:?}");
+}
+
+#[test]
+fn operation_names_map_to_sdk_methods() {
+    assert_eq!(snake_case("DeleteDBInstance"), "delete_db_instance");
+    assert_eq!(snake_case("ScheduleKeyDeletion"), "schedule_key_deletion");
+    assert_eq!(snake_case("DeleteItem"), "delete_item");
+    assert!(is_delete("rds:DeleteDBSnapshot") && !is_delete("rds:DescribeDBSnapshots"));
+    let code = without_test_modules("a();\n#[cfg(test)]\nmod tests { fn x() { b(); } }\nc();");
+    assert!(
+        code.contains("a()") && code.contains("c()") && !code.contains("b()"),
+        "{code}"
+    );
+}
