@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod asl;
+mod local_cmd;
 mod spec;
 
 #[derive(Parser)]
@@ -25,6 +26,11 @@ enum Command {
         #[command(subcommand)]
         command: spec::SpecCommand,
     },
+    /// Run workflows on this machine against the local AWS emulator
+    Local {
+        #[command(subcommand)]
+        command: local_cmd::LocalCommand,
+    },
     /// Validate and run Amazon States Language state machines locally
     Asl {
         #[command(subcommand)]
@@ -38,6 +44,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Spec { command } => spec::run(command),
         Command::Asl { command } => asl::run(command).await,
+        Command::Local { command } => local_cmd::run(command).await,
     };
     match result {
         Ok(code) => code,

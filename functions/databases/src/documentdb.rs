@@ -347,7 +347,9 @@ async fn create_cluster(step: &Step<'_>, inputs: &Inputs, id: &str) -> Result<Cr
         .engine_version(DOCDB_ENGINE_VERSION)
         .master_username(MASTER_USERNAME)
         .manage_master_user_password(true)
-        .master_user_secret_kms_key_id(&inputs.key_arn)
+        // The secret is read by the ingestion pods through Secrets Manager: encrypt it
+        // with the app key their role may use (the data key only serves its service).
+        .master_user_secret_kms_key_id(&inputs.app_key_arn)
         .storage_encrypted(true)
         .kms_key_id(&inputs.key_arn)
         .port(i32::from(DOCDB_PORT))

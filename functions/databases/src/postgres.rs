@@ -330,7 +330,9 @@ async fn create(step: &Step<'_>, inputs: &Inputs, id: &str) -> Result<DbInstance
         .kms_key_id(&inputs.key_arn)
         .master_username(MASTER_USERNAME)
         .manage_master_user_password(true)
-        .master_user_secret_kms_key_id(&inputs.key_arn)
+        // The secret is read by the ingestion pods through Secrets Manager: encrypt it
+        // with the app key their role may use (the data key only serves its service).
+        .master_user_secret_kms_key_id(&inputs.app_key_arn)
         .db_name(DATABASE_NAME)
         .port(i32::from(POSTGRES_PORT))
         .db_subnet_group_name(id)

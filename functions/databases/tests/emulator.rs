@@ -199,7 +199,11 @@ async fn postgres_is_encrypted_tls_only_and_protected() {
     let secret = instance
         .master_user_secret()
         .expect("managed master password");
-    assert_eq!(secret.kms_key_id(), Some(rds_key.as_str()));
+    assert_eq!(
+        secret.kms_key_id(),
+        Some(fixture.key_arn("app").as_str()),
+        "pods read it with the app key"
+    );
     assert_eq!(out["secret_arn"].as_str(), secret.secret_arn());
     assert!(
         instance

@@ -233,7 +233,7 @@ async fn a_new_cluster_is_encrypted_tls_only_with_a_managed_password() {
                 && r.storage_encrypted() == Some(true)
                 && r.kms_key_id() == Some(docdb_key.as_str())
                 && r.manage_master_user_password() == Some(true)
-                && r.master_user_secret_kms_key_id() == Some(docdb_key.as_str())
+                && r.master_user_secret_kms_key_id() == Some(key_arn("app").as_str())
                 && r.master_user_password().is_none()
                 && r.deletion_protection() == Some(true)
                 && r.backup_retention_period() == Some(7)

@@ -239,7 +239,7 @@ async fn a_new_instance_gets_every_security_setting() {
                 && r.storage_encrypted() == Some(true)
                 && r.kms_key_id() == Some(rds_key.as_str())
                 && r.manage_master_user_password() == Some(true)
-                && r.master_user_secret_kms_key_id() == Some(rds_key.as_str())
+                && r.master_user_secret_kms_key_id() == Some(key_arn("app").as_str())
                 && r.master_user_password().is_none()
                 && r.backup_retention_period() == Some(7)
                 && r.multi_az() == Some(false)

@@ -1,0 +1,395 @@
+//! The provision workflow end to end: `statemachines/provision.asl.json` in the embedded
+//! engine, every handler in-process, against the AWS emulator.
+
+use apiary::local::{LocalEnv, summarize};
+use apiary_asl::{ExecutionResult, ExecutionStatus};
+use apiary_core::store::{DeploymentStatus, Store};
+use apiary_e2e::{REGION, sdk_config, unique_cidr, unique_name};
+use aws_sdk_ec2::types::Filter;
+use serde_json::{Value, json};
+
+struct Fixture {
+    env: LocalEnv,
+    store: Store,
+    root: std::path::PathBuf,
+}
+
+async fn fixture() -> Fixture {
+    let config = sdk_config().await;
+    let store = Store::new(
+        aws_sdk_dynamodb::Client::new(&config),
+        "apiary-test-provision",
+    );
+    store.ensure_table().await.expect("table");
+    let state_dir = std::env::temp_dir().join(format!("apiary-provision-{}", std::process::id()));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    Fixture {
+        env: LocalEnv {
+            config,
+            store: store.clone(),
+            state_dir,
+            kubeconfig: None,
+        },
+        store,
+        root,
+    }
+}
+
+async fn spec(name: &str) -> Value {
+    let config = sdk_config().await;
+    json!({
+        "name": name,
+        "region": REGION,
+        "dns": {"domain": format!("{name}.example.com")},
+        "network": {"vpc_cidr": unique_cidr(&config).await, "ingress_cidrs": ["203.0.113.0/24"]},
+    })
+}
+
+async fn provision(f: &Fixture, spec: &Value, run: &str) -> ExecutionResult {
+    let machine = f
+        .env
+        .load(&f.root, "provision")
+        .expect("provision.asl.json loads");
+    let name = spec["name"].as_str().unwrap();
+    f.env
+        .run(
+            &machine,
+            "provision",
+            name,
+            json!({"spec": spec}),
+            format!("{name}-{run}"),
+            None,
+        )
+        .await
+}
+
+fn created_by_layer(output: &Value) -> Vec<(String, Value)> {
+    let layers = &output["layers"];
+    let mut found = Vec::new();
+    for (layer, out) in layers.as_object().unwrap() {
+        if let Some(created) = out.get("created") {
+            found.push((layer.clone(), created.clone()));
+        }
+        for (_, inner) in out.as_object().into_iter().flatten() {
+            if let Some(created) = inner.get("created") {
+                found.push((layer.clone(), created.clone()));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn provision_builds_every_layer_then_converges_without_changes() {
+    let f = fixture().await;
+    let name = unique_name("prov");
+    let spec = spec(&name).await;
+
+    let first = provision(&f, &spec, "1").await;
+    assert_eq!(
+        first.status,
+        ExecutionStatus::Succeeded,
+        "{:?}: {:?}",
+        first.error,
+        first.cause
+    );
+    let output = first.output.clone().unwrap();
+    for layer in [
+        "keys",
+        "network",
+        "dns",
+        "storage",
+        "databases",
+        "cluster",
+        "workloads",
+    ] {
+        assert!(
+            output["layers"].get(layer).is_some(),
+            "layer {layer} missing from {output}"
+        );
+    }
+    let record = f
+        .store
+        .get_deployment(&name)
+        .await
+        .unwrap()
+        .expect("deployment record");
+    assert_eq!(record.status, DeploymentStatus::Ready);
+    assert_eq!(
+        f.store.current_lock(&name).await.unwrap(),
+        None,
+        "lock released"
+    );
+    let inventory = f.store.inventory(&name).await.unwrap();
+
+    // Read settings back through the AWS APIs.
+    let config = sdk_config().await;
+    let layers = &output["layers"];
+    let kms = aws_sdk_kms::Client::new(&config);
+    for scope in ["eks-secrets", "rds", "s3", "app", "state", "docdb", "redis"] {
+        let key_id = layers["keys"]["keys"][scope]["key_id"].as_str().unwrap();
+        let rotation = kms
+            .get_key_rotation_status()
+            .key_id(key_id)
+            .send()
+            .await
+            .unwrap();
+        assert!(rotation.key_rotation_enabled(), "{scope} key rotates");
+    }
+    let s3_key = layers["keys"]["keys"]["s3"]["arn"].as_str().unwrap();
+    let s3 = apiary_core::aws::s3_client(&config);
+    for bucket in layers["storage"]["buckets"].as_object().unwrap().values() {
+        let encryption = s3
+            .get_bucket_encryption()
+            .bucket(bucket.as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let rule = &encryption
+            .server_side_encryption_configuration()
+            .unwrap()
+            .rules()[0];
+        let default = rule.apply_server_side_encryption_by_default().unwrap();
+        assert_eq!(
+            default.kms_master_key_id(),
+            Some(s3_key),
+            "{bucket} uses the s3 key"
+        );
+    }
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let vpc = layers["network"]["vpc_id"].as_str().unwrap();
+    let subnets = ec2
+        .describe_subnets()
+        .filters(Filter::builder().name("vpc-id").values(vpc).build())
+        .send()
+        .await
+        .unwrap();
+    let mut zones: Vec<_> = subnets
+        .subnets()
+        .iter()
+        .filter_map(|s| s.availability_zone())
+        .collect();
+    zones.sort();
+    zones.dedup();
+    assert_eq!(zones.len(), 3);
+
+    let eks = aws_sdk_eks::Client::new(&config);
+    let cluster_name = layers["cluster"]["cluster_name"].as_str().unwrap();
+    let cluster = eks
+        .describe_cluster()
+        .name(cluster_name)
+        .send()
+        .await
+        .unwrap();
+    let cluster = cluster.cluster().unwrap();
+    let vpc_config = cluster.resources_vpc_config().unwrap();
+    assert!(vpc_config.endpoint_private_access());
+    assert!(!vpc_config.endpoint_public_access());
+    let eks_key = layers["keys"]["keys"]["eks-secrets"]["arn"]
+        .as_str()
+        .unwrap();
+    let encryption = &cluster.encryption_config()[0];
+    assert_eq!(
+        encryption.provider().and_then(|p| p.key_arn()),
+        Some(eks_key)
+    );
+
+    let rds = aws_sdk_rds::Client::new(&config);
+    let db_id = layers["databases"]["postgres"]["identifier"]
+        .as_str()
+        .unwrap();
+    let db = rds
+        .describe_db_instances()
+        .db_instance_identifier(db_id)
+        .send()
+        .await
+        .unwrap();
+    let db = &db.db_instances()[0];
+    assert_eq!(db.storage_encrypted(), Some(true));
+    assert_eq!(
+        db.kms_key_id(),
+        layers["keys"]["keys"]["rds"]["arn"].as_str()
+    );
+    assert_eq!(db.deletion_protection(), Some(true));
+    assert_eq!(db.max_allocated_storage(), Some(1000));
+
+    // Second run: the same inventory, nothing created.
+    let second = provision(&f, &spec, "2").await;
+    assert_eq!(
+        second.status,
+        ExecutionStatus::Succeeded,
+        "{:?}: {:?}",
+        second.error,
+        second.cause
+    );
+    for (layer, created) in created_by_layer(second.output.as_ref().unwrap()) {
+        assert_eq!(
+            created,
+            json!([]),
+            "second run created something in {layer}"
+        );
+    }
+    let mut again = f.store.inventory(&name).await.unwrap();
+    let mut before = inventory.clone();
+    again.sort_by(|a, b| a.id.cmp(&b.id));
+    before.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(again, before, "the inventory did not change");
+
+    let summary = summarize(&f.store, &name, Some(&second.output.unwrap()["layers"]))
+        .await
+        .unwrap();
+    let text = summary.render();
+    assert!(text.contains("ec2:vpc"), "{text}");
+    assert!(
+        text.contains("rendered"),
+        "the summary says the workloads were rendered: {text}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_spec_is_rejected_before_anything_is_made() {
+    let f = fixture().await;
+    let name = unique_name("bad");
+    let spec = json!({"name": name, "network": {"vpc_cidr": "10.0.0.0/8", "az_count": 7}});
+    let result = provision(&f, &spec, "1").await;
+    assert_eq!(result.status, ExecutionStatus::Failed);
+    assert_eq!(result.error.as_deref(), Some("Apiary.InvalidSpec"));
+    let cause = result.cause.unwrap();
+    for fragment in [
+        "network.vpc_cidr: 10.0.0.0/8 is wider than /16",
+        "network.az_count",
+        "dns.domain: is required",
+    ] {
+        assert!(cause.contains(fragment), "{fragment} missing from {cause}");
+    }
+    assert_eq!(
+        f.store.get_deployment(&name).await.unwrap(),
+        None,
+        "no record"
+    );
+    assert_eq!(f.store.current_lock(&name).await.unwrap(), None, "no lock");
+    let ec2 = aws_sdk_ec2::Client::new(&sdk_config().await);
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(
+            Filter::builder()
+                .name("tag:apiary:deployment")
+                .values(&name)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(vpcs.vpcs().is_empty());
+}
+
+#[tokio::test]
+async fn a_second_provision_fails_fast_while_the_first_holds_the_lock() {
+    let f = fixture().await;
+    let name = unique_name("locked");
+    let spec = spec(&name).await;
+    let now = chrono::Utc::now();
+    f.store
+        .acquire_lock(&name, "another-execution", chrono::Duration::hours(1), now)
+        .await
+        .unwrap();
+    let result = provision(&f, &spec, "1").await;
+    assert_eq!(result.status, ExecutionStatus::Failed);
+    assert_eq!(result.error.as_deref(), Some("Apiary.Conflict"));
+    assert!(
+        result
+            .cause
+            .unwrap()
+            .contains("locked by another-execution")
+    );
+    let lock = f
+        .store
+        .current_lock(&name)
+        .await
+        .unwrap()
+        .expect("still held");
+    assert_eq!(
+        lock.owner, "another-execution",
+        "the other workflow's lock is untouched"
+    );
+    let kms = aws_sdk_kms::Client::new(&sdk_config().await);
+    let alias = kms
+        .describe_key()
+        .key_id(format!("alias/apiary/{name}/rds"))
+        .send()
+        .await;
+    assert!(alias.is_err(), "no key was created");
+}
+
+#[tokio::test]
+async fn a_failed_layer_is_named_releases_the_lock_and_a_rerun_converges() {
+    let f = fixture().await;
+    let name = unique_name("resume");
+    let spec = spec(&name).await;
+    let config = sdk_config().await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    // Someone else's VPC already uses the CIDR: the network layer must refuse it.
+    let cidr = spec["network"]["vpc_cidr"].as_str().unwrap();
+    let blocker = ec2.create_vpc().cidr_block(cidr).send().await.unwrap();
+    let blocker = blocker.vpc().unwrap().vpc_id().unwrap().to_owned();
+
+    let failed = provision(&f, &spec, "1").await;
+    assert_eq!(failed.status, ExecutionStatus::Failed);
+    assert_eq!(failed.error.as_deref(), Some("Apiary.InvalidSpec"));
+    assert!(
+        failed
+            .cause
+            .as_deref()
+            .unwrap()
+            .contains("network.vpc_cidr"),
+        "{:?}",
+        failed.cause
+    );
+    assert_eq!(
+        f.store.current_lock(&name).await.unwrap(),
+        None,
+        "lock released after the failure"
+    );
+    let record = f.store.get_deployment(&name).await.unwrap().unwrap();
+    assert_eq!(record.status, DeploymentStatus::Failed);
+    let journal = f.store.journal(&name).await.unwrap();
+    assert!(
+        journal
+            .iter()
+            .any(|e| e.step == "network" && e.outcome == "failed"),
+        "the journal names the layer"
+    );
+    let keys_before: Vec<_> = f
+        .store
+        .inventory(&name)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == "kms:key")
+        .collect();
+    assert_eq!(keys_before.len(), 7);
+
+    // Fix the cause, run again: it converges and reuses the keys made before.
+    ec2.delete_vpc().vpc_id(&blocker).send().await.unwrap();
+    let second = provision(&f, &spec, "2").await;
+    assert_eq!(
+        second.status,
+        ExecutionStatus::Succeeded,
+        "{:?}: {:?}",
+        second.error,
+        second.cause
+    );
+    let keys_after: Vec<_> = f
+        .store
+        .inventory(&name)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == "kms:key")
+        .collect();
+    assert_eq!(keys_after.len(), 7, "no duplicate keys");
+    assert_eq!(
+        second.output.unwrap()["layers"]["keys"]["created"],
+        json!([])
+    );
+}
