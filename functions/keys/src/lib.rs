@@ -287,25 +287,32 @@ pub fn key_policy(account: &str, region: &str, service: Option<&str>) -> String 
         usage["Condition"]["StringEquals"]["kms:ViaService"] =
             json!(format!("{service}.{region}.amazonaws.com"));
     }
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "AccountAdministers",
-                "Effect": "Allow",
-                "Principal": {"AWS": root},
-                "Action": [
-                    "kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*",
-                    "kms:Update*", "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*",
-                    "kms:TagResource", "kms:UntagResource", "kms:ScheduleKeyDeletion",
-                    "kms:CancelKeyDeletion", "kms:RotateKeyOnDemand"
-                ],
-                "Resource": "*"
-            },
-            usage
-        ]
-    })
-    .to_string()
+    let mut statements = vec![json!({
+        "Sid": "AccountAdministers",
+        "Effect": "Allow",
+        "Principal": {"AWS": root},
+        "Action": [
+            "kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*",
+            "kms:Update*", "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*",
+            "kms:TagResource", "kms:UntagResource", "kms:ScheduleKeyDeletion",
+            "kms:CancelKeyDeletion", "kms:RotateKeyOnDemand"
+        ],
+        "Resource": "*"
+    })];
+    statements.push(usage);
+    if service == Some("s3") {
+        // S3 server access logs are written by the logging service into a bucket encrypted
+        // with this key; only deliveries on behalf of this account.
+        statements.push(json!({
+            "Sid": "S3AccessLogDelivery",
+            "Effect": "Allow",
+            "Principal": {"Service": "logging.s3.amazonaws.com"},
+            "Action": ["kms:GenerateDataKey*", "kms:Decrypt"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:SourceAccount": account}}
+        }));
+    }
+    json!({"Version": "2012-10-17", "Statement": statements}).to_string()
 }
 
 #[cfg(test)]

@@ -239,6 +239,22 @@ fn key_policy_limits_use_to_the_account_and_service() {
             .contains(&json!("kms:Decrypt")),
         "administration is not use"
     );
+    assert_eq!(
+        policy["Statement"].as_array().unwrap().len(),
+        2,
+        "only the s3 key admits log delivery"
+    );
+    let s3: Value =
+        serde_json::from_str(&key_policy("111122223333", "eu-west-1", Some("s3"))).unwrap();
+    let delivery = &s3["Statement"][2];
+    assert_eq!(
+        delivery["Principal"]["Service"],
+        json!("logging.s3.amazonaws.com")
+    );
+    assert_eq!(
+        delivery["Condition"]["StringEquals"]["aws:SourceAccount"],
+        json!("111122223333")
+    );
     let app: Value = serde_json::from_str(&key_policy("111122223333", "eu-west-1", None)).unwrap();
     assert!(
         app["Statement"][1]["Condition"]["StringEquals"]
