@@ -182,18 +182,18 @@ async fn ensure(run: &Run<'_>) -> Result<(NetworkOutput, Vec<String>)> {
     let private_ids: Vec<String> = private.iter().map(|s| s.id.clone()).collect();
     let mut endpoints = std::collections::BTreeMap::new();
     for service in GATEWAY_ENDPOINTS {
-        let id = routes::ensure_gateway_endpoint(run, &vpc_id, service, &private_rts).await?;
+        let kind = routes::EndpointKind::Gateway {
+            route_tables: &private_rts,
+        };
+        let id = routes::ensure_endpoint(run, &vpc_id, service, kind).await?;
         endpoints.insert((*service).to_owned(), id);
     }
     for service in INTERFACE_ENDPOINTS {
-        let id = routes::ensure_interface_endpoint(
-            run,
-            &vpc_id,
-            service,
-            &private_ids,
-            &security_groups.endpoints,
-        )
-        .await?;
+        let kind = routes::EndpointKind::Interface {
+            subnets: &private_ids,
+            security_group: &security_groups.endpoints,
+        };
+        let id = routes::ensure_endpoint(run, &vpc_id, service, kind).await?;
         endpoints.insert((*service).to_owned(), id);
     }
 

@@ -170,74 +170,53 @@ async fn find_endpoint(run: &Run<'_>, vpc_id: &str, service: &str) -> Result<Opt
         .find_map(|e| e.vpc_endpoint_id().map(str::to_owned)))
 }
 
-/// S3 and DynamoDB through the private route tables, free of NAT charges.
-pub async fn ensure_gateway_endpoint(
-    run: &Run<'_>,
-    vpc_id: &str,
-    service: &str,
-    route_tables: &[String],
-) -> Result<String> {
-    let id = match find_endpoint(run, vpc_id, service).await? {
-        Some(id) => id,
-        None => {
-            let created = run
-                .deps
-                .ec2
-                .create_vpc_endpoint()
-                .vpc_id(vpc_id)
-                .service_name(service_name(run, service))
-                .vpc_endpoint_type(VpcEndpointType::Gateway)
-                .set_route_table_ids(Some(route_tables.to_vec()))
-                .tag_specifications(tag_spec(
-                    ResourceType::VpcEndpoint,
-                    &run.names,
-                    &format!("endpoint-{service}"),
-                    &[],
-                ))
-                .send()
-                .await
-                .map_err(|e| Error::aws(format!("CreateVpcEndpoint {service}"), e))?;
-            let id = created
-                .vpc_endpoint()
-                .and_then(|e| e.vpc_endpoint_id())
-                .ok_or_else(|| Error::fatal("CreateVpcEndpoint returned no id"))?
-                .to_owned();
-            run.log.created(&id);
-            id
-        }
-    };
-    run.log.resource("ec2:vpc-endpoint", &id, None).await?;
-    Ok(id)
+/// How an endpoint attaches to the VPC.
+pub enum EndpointKind<'a> {
+    /// S3 and DynamoDB through the private route tables, free of NAT charges.
+    Gateway { route_tables: &'a [String] },
+    /// ECR, KMS, Secrets Manager, STS and CloudWatch Logs inside the VPC, with private
+    /// DNS so the SDKs' default endpoints resolve to them.
+    Interface {
+        subnets: &'a [String],
+        security_group: &'a str,
+    },
 }
 
-/// ECR, KMS, Secrets Manager, STS and CloudWatch Logs inside the VPC, with private DNS so
-/// the SDKs' default endpoints resolve to them.
-pub async fn ensure_interface_endpoint(
+pub async fn ensure_endpoint(
     run: &Run<'_>,
     vpc_id: &str,
     service: &str,
-    subnets: &[String],
-    security_group: &str,
+    kind: EndpointKind<'_>,
 ) -> Result<String> {
     let id = match find_endpoint(run, vpc_id, service).await? {
         Some(id) => id,
         None => {
-            let created = run
+            let request = run
                 .deps
                 .ec2
                 .create_vpc_endpoint()
                 .vpc_id(vpc_id)
                 .service_name(service_name(run, service))
-                .vpc_endpoint_type(VpcEndpointType::Interface)
-                .set_subnet_ids(Some(subnets.to_vec()))
-                .security_group_ids(security_group)
-                .private_dns_enabled(true)
                 .tag_specifications(tag_spec(
                     ResourceType::VpcEndpoint,
                     &run.names,
                     &format!("endpoint-{service}"),
                     &[],
-                ))
+                ));
+            let request = match kind {
+                EndpointKind::Gateway { route_tables } => request
+                    .vpc_endpoint_type(VpcEndpointType::Gateway)
+                    .set_route_table_ids(Some(route_tables.to_vec())),
+                EndpointKind::Interface {
+                    subnets,
+                    security_group,
+                } => request
+                    .vpc_endpoint_type(VpcEndpointType::Interface)
+                    .set_subnet_ids(Some(subnets.to_vec()))
+                    .security_group_ids(security_group)
+                    .private_dns_enabled(true),
+            };
+            let created = request
                 .send()
                 .await
                 .map_err(|e| Error::aws(format!("CreateVpcEndpoint {service}"), e))?;
