@@ -138,11 +138,17 @@ fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
         if props["Architectures"] != serde_json::json!(["arm64"]) {
             problems.push(format!("{id}: Architectures is not [arm64]"));
         }
+        // Configuration only, never a secret: the table, and (for the cluster step) the
+        // role ARNs that get Kubernetes access.
+        const ALLOWED: [&str; 2] = ["APIARY_TABLE", "APIARY_KUBERNETES_ADMIN_ROLE_ARNS"];
         let variables = props["Environment"]["Variables"].as_object();
-        if variables.map(|v| v.keys().map(String::as_str).collect::<Vec<_>>())
-            != Some(vec!["APIARY_TABLE"])
-        {
-            problems.push(format!("{id}: the environment must hold APIARY_TABLE only"));
+        let names: Vec<&str> = variables
+            .map(|v| v.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        if !names.contains(&"APIARY_TABLE") || names.iter().any(|n| !ALLOWED.contains(n)) {
+            problems.push(format!(
+                "{id}: the environment must hold APIARY_TABLE and only {ALLOWED:?}, has {names:?}"
+            ));
         }
         match get_att_arn(&props["Role"]).and_then(|r| roles.get(r).map(|v| (r, v))) {
             Some((role_id, role)) => {

@@ -1,7 +1,8 @@
 //! EKS access entries: who may use the Kubernetes API.
 //!
-//! - The control plane's own role (the role this function runs as) gets cluster admin,
-//!   so the workloads step can apply its manifests. A caller that is not an assumed IAM
+//! - The roles named in `Deps::kubernetes_admins` (in AWS: the workloads function's role,
+//!   which applies the manifests) get cluster admin. With none named, the control
+//!   plane's own role (the role this function runs as) gets it. A caller that is not an assumed IAM
 //!   role (an IAM user, e.g. the emulator's default identity) has no stable role to name;
 //!   it is skipped and the output says so.
 //! - The Auto Mode node role gets an `EC2` entry with `AmazonEKSAutoNodePolicy`, which
@@ -32,6 +33,13 @@ pub(crate) fn assumed_role_name(caller_arn: &str) -> Option<&str> {
 /// Every access entry this layer owns; one JSON line each for the output.
 pub(crate) async fn ensure_all(step: &Step<'_>, node_role_arn: &str) -> Result<Vec<Value>> {
     let mut entries = Vec::new();
+    if !step.deps.kubernetes_admins.is_empty() {
+        for role_arn in &step.deps.kubernetes_admins {
+            entries.push(ensure_entry(step, role_arn, "STANDARD", CLUSTER_ADMIN_POLICY).await?);
+        }
+        entries.push(ensure_entry(step, node_role_arn, "EC2", AUTO_NODE_POLICY).await?);
+        return Ok(entries);
+    }
     let caller = step
         .deps
         .sts

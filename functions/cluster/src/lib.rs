@@ -37,6 +37,10 @@ pub struct Deps {
     pub events: aws_sdk_eventbridge::Client,
     pub sts: aws_sdk_sts::Client,
     pub recorder: Arc<dyn Recorder>,
+    /// IAM roles that get cluster-admin access entries: in AWS, the workloads function's
+    /// role (the one that applies the manifests). Empty: the caller's own role, which is
+    /// what a local run or a single-role setup needs.
+    pub kubernetes_admins: Vec<String>,
 }
 
 impl Deps {
@@ -48,7 +52,14 @@ impl Deps {
             events: aws_sdk_eventbridge::Client::new(config),
             sts: aws_sdk_sts::Client::new(config),
             recorder,
+            kubernetes_admins: Vec::new(),
         }
+    }
+
+    /// Grants cluster admin to these role ARNs instead of the caller's role.
+    pub fn with_kubernetes_admins(mut self, roles: Vec<String>) -> Self {
+        self.kubernetes_admins = roles;
+        self
     }
 }
 

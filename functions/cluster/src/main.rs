@@ -7,7 +7,17 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     apiary_core::lambda::init_tracing();
     let config = apiary_core::aws::load_from_env().await;
     let store = Store::from_env(&config);
-    let deps = Arc::new(cluster::Deps::new(&config, Arc::new(store)));
+    // The roles that apply Kubernetes objects (the bootstrap stack names the workloads
+    // function's role), comma-separated.
+    let admins = std::env::var("APIARY_KUBERNETES_ADMIN_ROLE_ARNS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|arn| !arn.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let deps =
+        Arc::new(cluster::Deps::new(&config, Arc::new(store)).with_kubernetes_admins(admins));
     apiary_core::lambda::serve(move |event| {
         let deps = deps.clone();
         async move { cluster::handle(&deps, event).await }

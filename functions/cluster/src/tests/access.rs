@@ -109,3 +109,47 @@ async fn an_endpoint_without_access_entries_or_addons_is_reported_not_hidden() {
     let err = handle(&deps, event("ensure-nodegroup")).await.unwrap_err();
     assert_eq!(err.name(), ErrorName::Fatal);
 }
+
+#[tokio::test]
+async fn named_kubernetes_admins_get_the_entry_instead_of_the_caller() {
+    let workloads_role = "arn:aws:iam::123456789012:role/apiary-acme-fn-workloads";
+    let (cluster, roles, identity, ready) = (
+        describe_cluster(ClusterStatus::Active),
+        roles_with_caller(),
+        caller(ASSUMED),
+        describe_nodegroup(NodegroupStatus::Active),
+    );
+    let [entries, policies, addons] = access_and_addons_present();
+    let associate = mock!(Eks::associate_access_policy)
+        .match_requests(move |r| {
+            r.principal_arn() == Some(workloads_role)
+                && r.policy_arn()
+                    .is_some_and(|p| p.ends_with("/AmazonEKSClusterAdminPolicy"))
+        })
+        .then_output(|| {
+            aws_sdk_eks::operation::associate_access_policy::AssociateAccessPolicyOutput::builder()
+                .build()
+        });
+    let mocks = Mocks {
+        eks: vec![&cluster, &ready, &entries, &policies, &addons, &associate],
+        iam: vec![&roles],
+        sts: vec![&identity],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let deps = deps.with_kubernetes_admins(vec![workloads_role.to_owned()]);
+    let out = handle(&deps, event("ensure-nodegroup"))
+        .await
+        .expect("ensure");
+    let admin = &out["access_entries"][0];
+    assert_eq!(admin["principal_arn"], json!(workloads_role));
+    assert_eq!(admin["policy"], json!(crate::access::CLUSTER_ADMIN_POLICY));
+    assert_eq!(out["access_entries"][1]["type"], json!("EC2"));
+    assert_eq!(out["access_entries"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        associate.num_calls(),
+        1,
+        "the workloads role is made cluster admin"
+    );
+    assert_eq!(identity.num_calls(), 0, "the caller is not asked who it is");
+}

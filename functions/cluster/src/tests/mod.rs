@@ -104,6 +104,7 @@ impl Mocks<'_> {
             events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, &self.events),
             sts: mock_client!(aws_sdk_sts, RuleMode::MatchAny, &self.sts),
             recorder: Arc::new(recorder.clone()),
+            kubernetes_admins: Vec::new(),
         };
         (deps, recorder)
     }
