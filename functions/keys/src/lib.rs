@@ -72,12 +72,15 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
     let mut missing = Vec::new();
     for (scope, service) in SCOPES {
         let alias = names.key_alias(scope);
+        let policy = key_policy(&account, &region, *service);
         let key = match find_key(deps, &alias, &log).await? {
-            Some(key) => Some(key),
-            None if create => {
-                let policy = key_policy(&account, &region, *service);
-                Some(create_key(deps, &names, scope, &alias, &policy, &log).await?)
+            Some(key) => {
+                if create {
+                    ensure_policy(deps, &key, &policy, &log).await?;
+                }
+                Some(key)
             }
+            None if create => Some(create_key(deps, &names, scope, &alias, &policy, &log).await?),
             None => None,
         };
         let Some(key) = key else {
@@ -245,6 +248,33 @@ async fn create_key(
         key_id: meta.key_id,
         alias: alias.to_owned(),
     })
+}
+
+/// Brings an existing key's policy to what this version of Apiary writes (compared as
+/// JSON, so formatting differences are no change).
+async fn ensure_policy(deps: &Deps, key: &KeyRef, policy: &str, log: &StepLog<'_>) -> Result<()> {
+    let current = deps
+        .kms
+        .get_key_policy()
+        .key_id(&key.key_id)
+        .policy_name("default")
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("GetKeyPolicy {}", key.alias), e))?;
+    let parse = |text: &str| serde_json::from_str::<Value>(text).ok();
+    if current.policy().and_then(parse) == parse(policy) {
+        return Ok(());
+    }
+    deps.kms
+        .put_key_policy()
+        .key_id(&key.key_id)
+        .policy_name("default")
+        .policy(policy)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("PutKeyPolicy {}", key.alias), e))?;
+    log.created(&format!("{}:policy", key.key_id));
+    Ok(())
 }
 
 async fn ensure_rotation(deps: &Deps, key: &KeyRef) -> Result<()> {

@@ -9,7 +9,9 @@ use aws_sdk_kms::operation::create_alias::CreateAliasOutput;
 use aws_sdk_kms::operation::create_key::{CreateKeyError, CreateKeyOutput};
 use aws_sdk_kms::operation::describe_key::{DescribeKeyError, DescribeKeyOutput};
 use aws_sdk_kms::operation::enable_key_rotation::EnableKeyRotationOutput;
+use aws_sdk_kms::operation::get_key_policy::GetKeyPolicyOutput;
 use aws_sdk_kms::operation::get_key_rotation_status::GetKeyRotationStatusOutput;
+use aws_sdk_kms::operation::put_key_policy::PutKeyPolicyOutput;
 use aws_sdk_kms::types::error::NotFoundException;
 use aws_sdk_kms::types::{KeyMetadata, KeyState};
 use aws_sdk_sts::Client as Sts;
@@ -64,13 +66,63 @@ fn not_found() -> DescribeKeyError {
     )
 }
 
-#[tokio::test]
-async fn existing_keys_with_rotation_make_no_changes() {
-    let describe = mock!(Kms::describe_key).then_output(|| {
+/// DescribeKey answering for every alias with a key whose id is the alias's scope.
+fn describe_existing(state: KeyState) -> Rule {
+    mock!(Kms::describe_key).then_compute_output(move |request| {
+        let scope = request
+            .key_id()
+            .and_then(|alias| alias.rsplit('/').next())
+            .unwrap_or_default();
         DescribeKeyOutput::builder()
-            .key_metadata(metadata("k1", KeyState::Enabled))
+            .key_metadata(metadata(scope, state.clone()))
+            .build()
+    })
+}
+
+/// GetKeyPolicy answering with exactly what this version writes for the key's scope.
+fn current_policies() -> Rule {
+    mock!(Kms::get_key_policy).then_compute_output(|request| {
+        let scope = request.key_id().unwrap_or_default();
+        let service = SCOPES
+            .iter()
+            .find(|(s, _)| *s == scope)
+            .and_then(|(_, service)| *service);
+        GetKeyPolicyOutput::builder()
+            // Mocked clients are in us-east-1, the region the handler builds policies for.
+            .policy(key_policy("123456789012", "us-east-1", service))
+            .build()
+    })
+}
+
+#[tokio::test]
+async fn an_outdated_key_policy_is_rewritten() {
+    let describe = describe_existing(KeyState::Enabled);
+    let rotation = mock!(Kms::get_key_rotation_status).then_output(|| {
+        GetKeyRotationStatusOutput::builder()
+            .key_rotation_enabled(true)
             .build()
     });
+    let old = mock!(Kms::get_key_policy).then_output(|| {
+        GetKeyPolicyOutput::builder()
+            .policy(r#"{"Version":"2012-10-17","Statement":[]}"#)
+            .build()
+    });
+    let put_policy = mock!(Kms::put_key_policy)
+        .match_requests(|r| r.policy().is_some_and(|p| p.contains("kms:CallerAccount")))
+        .then_output(|| PutKeyPolicyOutput::builder().build());
+    let (deps, _) = deps(&[&describe, &rotation, &old, &put_policy]);
+    let out = handle(&deps, event("ensure")).await.expect("ensure");
+    assert_eq!(put_policy.num_calls(), SCOPES.len());
+    assert_eq!(
+        out["created"].as_array().unwrap().len(),
+        SCOPES.len(),
+        "the change is reported"
+    );
+}
+
+#[tokio::test]
+async fn existing_keys_with_rotation_make_no_changes() {
+    let describe = describe_existing(KeyState::Enabled);
     let rotation = mock!(Kms::get_key_rotation_status).then_output(|| {
         GetKeyRotationStatusOutput::builder()
             .key_rotation_enabled(true)
@@ -79,7 +131,17 @@ async fn existing_keys_with_rotation_make_no_changes() {
     let create = mock!(Kms::create_key).then_output(|| CreateKeyOutput::builder().build());
     let enable =
         mock!(Kms::enable_key_rotation).then_output(|| EnableKeyRotationOutput::builder().build());
-    let (deps, recorder) = deps(&[&describe, &rotation, &create, &enable]);
+    let current = current_policies();
+    let put_policy =
+        mock!(Kms::put_key_policy).then_output(|| PutKeyPolicyOutput::builder().build());
+    let (deps, recorder) = deps(&[
+        &describe,
+        &rotation,
+        &create,
+        &enable,
+        &current,
+        &put_policy,
+    ]);
 
     let out = handle(&deps, event("ensure")).await.expect("ensure");
     assert_eq!(out["created"], json!([]));
@@ -87,6 +149,7 @@ async fn existing_keys_with_rotation_make_no_changes() {
     assert_eq!(out["keys"].as_object().unwrap().len(), SCOPES.len());
     assert_eq!(create.num_calls(), 0, "no key is created when all exist");
     assert_eq!(enable.num_calls(), 0, "rotation already on");
+    assert_eq!(put_policy.num_calls(), 0, "policies already current");
     assert_eq!(describe.num_calls(), SCOPES.len());
     let entries = recorder.entries.lock().unwrap();
     assert_eq!(entries.len(), 1);
@@ -167,11 +230,7 @@ async fn access_denied_fails_fast_naming_the_alias() {
 
 #[tokio::test]
 async fn a_key_pending_deletion_is_restored_not_replaced() {
-    let describe = mock!(Kms::describe_key).then_output(|| {
-        DescribeKeyOutput::builder()
-            .key_metadata(metadata("old", KeyState::PendingDeletion))
-            .build()
-    });
+    let describe = describe_existing(KeyState::PendingDeletion);
     let cancel = mock!(Kms::cancel_key_deletion).then_output(|| {
         aws_sdk_kms::operation::cancel_key_deletion::CancelKeyDeletionOutput::builder().build()
     });
@@ -183,7 +242,8 @@ async fn a_key_pending_deletion_is_restored_not_replaced() {
             .build()
     });
     let create = mock!(Kms::create_key).then_output(|| CreateKeyOutput::builder().build());
-    let (deps, _) = deps(&[&describe, &cancel, &enable, &rotation, &create]);
+    let current = current_policies();
+    let (deps, _) = deps(&[&describe, &cancel, &enable, &rotation, &create, &current]);
     handle(&deps, event("ensure")).await.expect("ensure");
     assert_eq!(cancel.num_calls(), SCOPES.len());
     assert_eq!(enable.num_calls(), SCOPES.len());
