@@ -65,17 +65,8 @@ struct Report {
 
 #[tracing::instrument(name = "dns", skip_all, fields(deployment, action))]
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
-    let input = StepInput::from_event(event)?;
-    let spec = input.spec()?;
-    tracing::Span::current()
-        .record("deployment", spec.name.as_str())
-        .record("action", input.action.as_str());
-    if input.action != "ensure" {
-        return Err(Error::invalid_input(format!(
-            "dns: unknown action {:?}; the dns layer has only `ensure`, which is its own status check",
-            input.action
-        )));
-    }
+    let (input, spec) = StepInput::begin(event)?;
+    input.require_ensure(Layer::Dns)?;
     let network = input.layers.network()?;
     let region = deps
         .acm

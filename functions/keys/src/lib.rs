@@ -44,11 +44,7 @@ impl Deps {
 
 #[tracing::instrument(name = "keys", skip_all, fields(deployment, action))]
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
-    let input = StepInput::from_event(event)?;
-    let spec = input.spec()?;
-    tracing::Span::current()
-        .record("deployment", spec.name.as_str())
-        .record("action", input.action.as_str());
+    let (input, spec) = StepInput::begin(event)?;
     let names = Names::new(&spec.name);
     let log = StepLog::new(deps.recorder.as_ref(), &spec.name, Layer::Keys, &input);
     let create = match input.action.as_str() {

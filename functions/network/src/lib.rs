@@ -52,17 +52,8 @@ pub(crate) struct Run<'a> {
 
 #[tracing::instrument(name = "network", skip_all, fields(deployment, action))]
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
-    let input = StepInput::from_event(event)?;
-    let spec = input.spec()?;
-    tracing::Span::current()
-        .record("deployment", spec.name.as_str())
-        .record("action", input.action.as_str());
-    if input.action != "ensure" {
-        return Err(Error::invalid_input(format!(
-            "network: unknown action {:?}; the network layer has only `ensure`, which is its own status check",
-            input.action
-        )));
-    }
+    let (input, spec) = StepInput::begin(event)?;
+    input.require_ensure(Layer::Network)?;
     let region = deps
         .ec2
         .config()

@@ -65,17 +65,8 @@ pub(crate) struct Run<'a> {
 
 #[tracing::instrument(name = "storage", skip_all, fields(deployment, action))]
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
-    let input = StepInput::from_event(event)?;
-    let spec = input.spec()?;
-    tracing::Span::current()
-        .record("deployment", spec.name.as_str())
-        .record("action", input.action.as_str());
-    if input.action != "ensure" {
-        return Err(Error::invalid_input(format!(
-            "storage: unknown action {:?}; the storage layer has only `ensure`, which is its own status check",
-            input.action
-        )));
-    }
+    let (input, spec) = StepInput::begin(event)?;
+    input.require_ensure(Layer::Storage)?;
     let key_arn = input.layers.keys()?.key("s3")?.arn.clone();
     let retention_days = i32::try_from(spec.storage.retention_days).map_err(|_| {
         Error::invalid_input(format!(

@@ -38,6 +38,29 @@ impl StepInput {
         Ok(DeploymentSpec::parse(&self.spec)?)
     }
 
+    /// What every handler starts with: the event and its validated spec, with the
+    /// deployment and action named in the current span (declare them with
+    /// `#[tracing::instrument(skip_all, fields(deployment, action))]`).
+    pub fn begin(event: Value) -> Result<(StepInput, DeploymentSpec)> {
+        let input = StepInput::from_event(event)?;
+        let spec = input.spec()?;
+        tracing::Span::current()
+            .record("deployment", spec.name.as_str())
+            .record("action", input.action.as_str());
+        Ok((input, spec))
+    }
+
+    /// For layers whose `ensure` is also their status check: any other action is refused.
+    pub fn require_ensure(&self, layer: Layer) -> Result<()> {
+        if self.action == "ensure" {
+            return Ok(());
+        }
+        Err(Error::invalid_input(format!(
+            "{layer}: unknown action {:?}; the {layer} layer has only `ensure`, which is its own status check",
+            self.action
+        )))
+    }
+
     pub fn execution_id(&self) -> &str {
         self.execution_id.as_deref().unwrap_or("manual")
     }
