@@ -469,8 +469,10 @@ async fn oversized_results_are_not_caught_by_states_all() {
     assert_eq!(result.error.as_deref(), Some("States.DataLimitExceeded"));
 }
 
-#[tokio::test]
-async fn map_respects_max_concurrency_and_parallel_runs_branches_together() {
+/// A handler that counts how many invocations run at once. Each waits (up to 5 s) until
+/// `together` are running, so a correct engine shows the expected peak without relying
+/// on timing, while one that serialises simply reaches a lower peak.
+fn concurrency_probe(together: usize) -> (HandlerRegistry, Arc<AtomicUsize>) {
     let running = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let mut handlers = HandlerRegistry::new();
@@ -480,24 +482,35 @@ async fn map_respects_max_concurrency_and_parallel_runs_branches_together() {
         async move {
             let now = r.fetch_add(1, Ordering::SeqCst) + 1;
             p.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while r.load(Ordering::SeqCst) < together && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Let the others see the full count before anyone leaves.
+            tokio::time::sleep(Duration::from_millis(20)).await;
             r.fetch_sub(1, Ordering::SeqCst);
             Ok(input)
         }
     });
+    (handlers, peak)
+}
+
+#[tokio::test]
+async fn map_respects_max_concurrency_and_parallel_runs_branches_together() {
+    let (handlers, peak) = concurrency_probe(2);
     let map = json!({"StartAt": "M", "States": {"M": {"Type": "Map", "MaxConcurrency": 2,
         "ItemProcessor": {"StartAt": "T", "States": {"T": {"Type": "Task", "Resource": ARN, "End": true}}}, "End": true}}});
-    let result = run_with(map, json!([1, 2, 3, 4, 5]), options(handlers.clone())).await;
-    assert_eq!(result.output, Some(json!([1, 2, 3, 4, 5])));
-    assert_eq!(peak.load(Ordering::SeqCst), 2);
+    let result = run_with(map, json!([1, 2, 3, 4]), options(handlers)).await;
+    assert_eq!(result.output, Some(json!([1, 2, 3, 4])));
+    assert_eq!(peak.load(Ordering::SeqCst), 2, "two at a time, never more");
 
-    peak.store(0, Ordering::SeqCst);
+    let (handlers, peak) = concurrency_probe(3);
     let branch =
         json!({"StartAt": "T", "States": {"T": {"Type": "Task", "Resource": ARN, "End": true}}});
     let parallel = json!({"StartAt": "P", "States": {"P": {"Type": "Parallel", "Branches": [branch.clone(), branch.clone(), branch], "End": true}}});
     let result = run_with(parallel, json!(7), options(handlers)).await;
     assert_eq!(result.output, Some(json!([7, 7, 7])));
-    assert_eq!(peak.load(Ordering::SeqCst), 3);
+    assert_eq!(peak.load(Ordering::SeqCst), 3, "all branches run together");
 }
 
 #[tokio::test]
