@@ -40,10 +40,49 @@ pub(crate) async fn ensure(step: &Step<'_>, view: &mut View) -> Result<()> {
     view.addons = Some(addons);
 
     let nodegroup = match describe(step).await? {
-        Some(nodegroup) => nodegroup,
+        Some(nodegroup) => reconcile_scaling(step, nodegroup).await?,
         None => create(step, nodegroup_role.arn(), subnets).await?,
     };
     observe(step, view, &nodegroup).await
+}
+
+/// A changed size preset reaches an existing node group: min and max follow the preset;
+/// the desired size is left to whatever scales it, unless it falls outside the new range.
+/// Only an ACTIVE group is updated (EKS refuses updates while one is in progress).
+async fn reconcile_scaling(step: &Step<'_>, nodegroup: Nodegroup) -> Result<Nodegroup> {
+    let sizing = step.spec.sizing();
+    let Some(current) = nodegroup.scaling_config() else {
+        return Ok(nodegroup);
+    };
+    let (min, max) = (current.min_size(), current.max_size());
+    if nodegroup.status() != Some(&NodegroupStatus::Active)
+        || (min == Some(sizing.nodes_min) && max == Some(sizing.nodes_max))
+    {
+        return Ok(nodegroup);
+    }
+    let desired = current
+        .desired_size()
+        .unwrap_or(sizing.nodes_desired)
+        .clamp(sizing.nodes_min, sizing.nodes_max);
+    let (cluster, name) = (&step.resources.cluster, &step.resources.nodegroup);
+    step.deps
+        .eks
+        .update_nodegroup_config()
+        .cluster_name(cluster)
+        .nodegroup_name(name)
+        .scaling_config(
+            NodegroupScalingConfig::builder()
+                .min_size(sizing.nodes_min)
+                .desired_size(desired)
+                .max_size(sizing.nodes_max)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("UpdateNodegroupConfig {cluster} {name}"), e))?;
+    step.log.created(&format!("{name}:scaling"));
+    // The group is UPDATING now; the poll loop waits for it to be ACTIVE again.
+    Ok(describe(step).await?.unwrap_or(nodegroup))
 }
 
 /// `status-nodegroup`: ready once the node group is ACTIVE.

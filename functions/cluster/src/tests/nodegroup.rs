@@ -13,7 +13,8 @@ use aws_sdk_eks::operation::list_associated_access_policies::ListAssociatedAcces
 use aws_sdk_eks::types::error::ResourceNotFoundException;
 use aws_sdk_eks::types::{
     AccessEntry, AccessScopeType, Addon, AddonStatus, AmiTypes, AssociatedAccessPolicy,
-    ClusterStatus, Issue, Nodegroup, NodegroupHealth, NodegroupIssueCode, NodegroupStatus,
+    ClusterStatus, Issue, Nodegroup, NodegroupHealth, NodegroupIssueCode, NodegroupScalingConfig,
+    NodegroupStatus,
 };
 use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
@@ -450,4 +451,79 @@ async fn node_group_quota_errors_are_fatal_and_throttling_retryable() {
     let (deps, _) = mocks.deps();
     let err = handle(&deps, event("status-nodegroup")).await.unwrap_err();
     assert_eq!(err.name(), ErrorName::Retryable);
+}
+
+fn sized_nodegroup(min: i32, desired: i32, max: i32) -> Rule {
+    mock!(Eks::describe_nodegroup).then_output(move || {
+        let mut group = nodegroup(NodegroupStatus::Active);
+        group.scaling_config = Some(
+            NodegroupScalingConfig::builder()
+                .min_size(min)
+                .desired_size(desired)
+                .max_size(max)
+                .build(),
+        );
+        DescribeNodegroupOutput::builder().nodegroup(group).build()
+    })
+}
+
+#[tokio::test]
+async fn a_changed_preset_updates_the_node_group_range_once() {
+    let (cluster, roles, identity) = (
+        describe_cluster(ClusterStatus::Active),
+        roles_with_caller(),
+        caller(ASSUMED),
+    );
+    let [entries, policies, addons] = access_and_addons_present();
+    // The group was made small (3-10, 4 running); the spec now says medium (10-50).
+    let small = sized_nodegroup(3, 4, 10);
+    let update = mock!(Eks::update_nodegroup_config)
+        .match_requests(|r| {
+            r.scaling_config().is_some_and(|c| {
+                (c.min_size(), c.desired_size(), c.max_size()) == (Some(10), Some(10), Some(50))
+            })
+        })
+        .then_output(|| {
+            aws_sdk_eks::operation::update_nodegroup_config::UpdateNodegroupConfigOutput::builder()
+                .build()
+        });
+    let mocks = Mocks {
+        eks: vec![&cluster, &small, &entries, &policies, &addons, &update],
+        iam: vec![&roles],
+        sts: vec![&identity],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let mut medium = spec();
+    medium["size"] = json!("medium");
+    let out = handle(&deps, event_with("ensure-nodegroup", medium.clone()))
+        .await
+        .expect("ensure");
+    assert_eq!(update.num_calls(), 1);
+    assert!(
+        out["created"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == &json!(format!("{NODEGROUP}:scaling"))),
+        "{out}"
+    );
+
+    // Already in range: nothing to update.
+    let in_range = sized_nodegroup(10, 17, 50);
+    let update = mock!(Eks::update_nodegroup_config).then_output(|| {
+        aws_sdk_eks::operation::update_nodegroup_config::UpdateNodegroupConfigOutput::builder()
+            .build()
+    });
+    let mocks = Mocks {
+        eks: vec![&cluster, &in_range, &entries, &policies, &addons, &update],
+        iam: vec![&roles],
+        sts: vec![&identity],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    handle(&deps, event_with("ensure-nodegroup", medium))
+        .await
+        .expect("ensure");
+    assert_eq!(update.num_calls(), 0, "an unchanged preset makes no update");
 }
