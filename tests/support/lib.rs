@@ -56,3 +56,86 @@ pub async fn unique_cidr(config: &SdkConfig) -> String {
     given.insert(free);
     format!("10.{free}.0.0/16")
 }
+
+/// The layers the data layers need, made as cheaply as possible: keys from the keys
+/// function, and the smallest network they accept (a VPC with two private subnets in two
+/// zones) with one security group, named `security_group` in `security_groups`.
+/// Returns `{"keys": ..., "network": ...}` in the shape the state machine passes along.
+pub async fn minimal_layers(
+    config: &SdkConfig,
+    spec: &serde_json::Value,
+    security_group: &str,
+) -> serde_json::Value {
+    use std::sync::Arc;
+
+    use apiary_core::step::MemoryRecorder;
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+    use serde_json::json;
+
+    let keys_deps = keys::Deps::new(config, Arc::new(MemoryRecorder::default()));
+    let keys = keys::handle(&keys_deps, json!({"action": "ensure", "spec": spec}))
+        .await
+        .expect("keys ensure");
+
+    let parsed = apiary_core::DeploymentSpec::parse(spec).expect("a valid spec");
+    let name = parsed.name.clone();
+    let cidr = parsed.vpc_cidr().expect("a VPC CIDR");
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let tags = |kind: ResourceType| {
+        TagSpecification::builder()
+            .resource_type(kind)
+            .tags(Tag::builder().key("apiary:deployment").value(&name).build())
+            .build()
+    };
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block(cidr.to_string())
+        .tag_specifications(tags(ResourceType::Vpc))
+        .send()
+        .await
+        .expect("vpc")
+        .vpc
+        .and_then(|v| v.vpc_id)
+        .expect("a VPC id");
+    let subnets = cidr.subnets(24).expect("/24 subnets").skip(100);
+    let mut private = Vec::new();
+    for (az, subnet_cidr) in ["us-west-2a", "us-west-2b"].into_iter().zip(subnets) {
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .availability_zone(az)
+            .cidr_block(subnet_cidr.to_string())
+            .tag_specifications(tags(ResourceType::Subnet))
+            .send()
+            .await
+            .expect("subnet")
+            .subnet
+            .and_then(|s| s.subnet_id)
+            .expect("a subnet id");
+        private
+            .push(json!({"id": subnet, "availability_zone": az, "cidr": subnet_cidr.to_string()}));
+    }
+    let group = ec2
+        .create_security_group()
+        .vpc_id(&vpc)
+        .group_name(format!("apiary-{name}-{security_group}"))
+        .description(security_group)
+        .send()
+        .await
+        .expect("security group")
+        .group_id
+        .expect("a group id");
+    let mut groups = json!({"alb": "", "cluster": "", "databases": ""});
+    groups[security_group] = json!(group);
+    json!({
+        "keys": keys,
+        "network": {
+            "vpc_id": vpc,
+            "vpc_cidr": cidr.to_string(),
+            "public_subnets": [],
+            "private_subnets": private,
+            "nat_gateway_ids": [],
+            "security_groups": groups,
+        },
+    })
+}

@@ -3,35 +3,12 @@
 //! keys and a real VPC, every ensure run twice (the second creates nothing), and the
 //! settings read back through the AWS APIs.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use apiary_core::DeploymentSpec;
-use apiary_core::aws::{AwsSettings, ProcessEnv};
-use apiary_core::local::{Emulator, project_root};
 use apiary_core::step::MemoryRecorder;
 use aws_config::SdkConfig;
-use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use aws_sdk_eks::types::LogType;
 use serde_json::{Value, json};
-
-/// The shared emulator when it models AWS managed IAM policies, else a private one
-/// started with them (an emulator started by an older `scripts/emulator` lacks them, and
-/// attaching `AmazonEKSClusterPolicy` then fails exactly as it would in an account
-/// without it).
-async fn sdk_config() -> SdkConfig {
-    let shared = apiary_e2e::sdk_config().await;
-    let policy = "arn:aws:iam::aws:policy/AmazonEKSClusterPolicy";
-    let iam = aws_sdk_iam::Client::new(&shared);
-    if iam.get_policy().policy_arn(policy).send().await.is_ok() {
-        return shared;
-    }
-    static PRIVATE: OnceLock<Emulator> = OnceLock::new();
-    let emulator = PRIVATE.get_or_init(|| {
-        let root = project_root(&ProcessEnv).expect("the project root");
-        Emulator::start(&root).unwrap_or_else(|e| panic!("emulator: {e}"))
-    });
-    apiary_core::aws::load(&AwsSettings::local(emulator.endpoint(), apiary_e2e::REGION)).await
-}
 
 struct Fixture {
     config: SdkConfig,
@@ -44,76 +21,10 @@ struct Fixture {
 
 impl Fixture {
     async fn new(prefix: &str) -> Fixture {
-        let config = sdk_config().await;
+        let config = apiary_e2e::sdk_config().await;
         let name = apiary_e2e::unique_name(prefix);
         let spec = json!({"name": name, "dns": {"domain": "hh.example.com"}});
-        let keys_deps = keys::Deps::new(&config, Arc::new(MemoryRecorder::default()));
-        let keys = keys::handle(&keys_deps, json!({"action": "ensure", "spec": spec}))
-            .await
-            .expect("keys ensure");
-
-        let ec2 = aws_sdk_ec2::Client::new(&config);
-        let cidr = DeploymentSpec::parse(&spec).unwrap().vpc_cidr().unwrap();
-        let tags = |kind: ResourceType| {
-            TagSpecification::builder()
-                .resource_type(kind)
-                .tags(Tag::builder().key("apiary:deployment").value(&name).build())
-                .build()
-        };
-        let vpc = ec2
-            .create_vpc()
-            .cidr_block(cidr.to_string())
-            .tag_specifications(tags(ResourceType::Vpc))
-            .send()
-            .await
-            .expect("vpc")
-            .vpc
-            .unwrap()
-            .vpc_id
-            .unwrap();
-        let mut private = Vec::new();
-        for (az, subnet_cidr) in ["us-west-2a", "us-west-2b"]
-            .into_iter()
-            .zip(cidr.subnets(24).unwrap().skip(100))
-        {
-            let subnet = ec2
-                .create_subnet()
-                .vpc_id(&vpc)
-                .availability_zone(az)
-                .cidr_block(subnet_cidr.to_string())
-                .tag_specifications(tags(ResourceType::Subnet))
-                .send()
-                .await
-                .expect("subnet")
-                .subnet
-                .unwrap();
-            private.push(json!({
-                "id": subnet.subnet_id.unwrap(),
-                "availability_zone": az,
-                "cidr": subnet_cidr.to_string(),
-            }));
-        }
-        let security_group = ec2
-            .create_security_group()
-            .vpc_id(&vpc)
-            .group_name(format!("apiary-{name}-cluster"))
-            .description("cluster")
-            .send()
-            .await
-            .expect("security group")
-            .group_id
-            .unwrap();
-        let layers = json!({
-            "keys": keys,
-            "network": {
-                "vpc_id": vpc,
-                "vpc_cidr": cidr.to_string(),
-                "public_subnets": [],
-                "private_subnets": private,
-                "nat_gateway_ids": [],
-                "security_groups": {"alb": "", "cluster": security_group, "databases": ""},
-            },
-        });
+        let layers = apiary_e2e::minimal_layers(&config, &spec, "cluster").await;
         let recorder = MemoryRecorder::default();
         let deps = cluster::Deps::new(&config, Arc::new(recorder.clone()));
         Fixture {

@@ -4,10 +4,8 @@
 
 use std::sync::Arc;
 
-use apiary_core::DeploymentSpec;
 use apiary_core::step::MemoryRecorder;
 use aws_config::SdkConfig;
-use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use serde_json::{Value, json};
 
 struct Fixture {
@@ -20,77 +18,12 @@ struct Fixture {
 }
 
 impl Fixture {
-    /// Keys from the keys function and the smallest network the databases accept: a
-    /// VPC with two private subnets in two AZs and a databases security group.
+    /// Keys and the smallest network the databases accept, with a databases security group.
     async fn new(prefix: &str) -> Fixture {
         let config = apiary_e2e::sdk_config().await;
         let name = apiary_e2e::unique_name(prefix);
         let spec = json!({"name": name, "dns": {"domain": "hh.example.com"}});
-        let keys_deps = keys::Deps::new(&config, Arc::new(MemoryRecorder::default()));
-        let keys = keys::handle(&keys_deps, json!({"action": "ensure", "spec": spec}))
-            .await
-            .expect("keys ensure");
-
-        let ec2 = aws_sdk_ec2::Client::new(&config);
-        let cidr = DeploymentSpec::parse(&spec).unwrap().vpc_cidr().unwrap();
-        let tags = |kind: ResourceType| {
-            TagSpecification::builder()
-                .resource_type(kind)
-                .tags(Tag::builder().key("apiary:deployment").value(&name).build())
-                .build()
-        };
-        let vpc = ec2
-            .create_vpc()
-            .cidr_block(cidr.to_string())
-            .tag_specifications(tags(ResourceType::Vpc))
-            .send()
-            .await
-            .expect("vpc")
-            .vpc
-            .unwrap()
-            .vpc_id
-            .unwrap();
-        let subnets = cidr.subnets(24).unwrap().skip(100);
-        let mut private = Vec::new();
-        for (az, subnet_cidr) in ["us-west-2a", "us-west-2b"].into_iter().zip(subnets) {
-            let subnet = ec2
-                .create_subnet()
-                .vpc_id(&vpc)
-                .availability_zone(az)
-                .cidr_block(subnet_cidr.to_string())
-                .tag_specifications(tags(ResourceType::Subnet))
-                .send()
-                .await
-                .expect("subnet")
-                .subnet
-                .unwrap();
-            private.push(json!({
-                "id": subnet.subnet_id.unwrap(),
-                "availability_zone": az,
-                "cidr": subnet_cidr.to_string(),
-            }));
-        }
-        let security_group = ec2
-            .create_security_group()
-            .vpc_id(&vpc)
-            .group_name(format!("apiary-{name}-databases"))
-            .description("databases")
-            .send()
-            .await
-            .expect("security group")
-            .group_id
-            .unwrap();
-        let layers = json!({
-            "keys": keys,
-            "network": {
-                "vpc_id": vpc,
-                "vpc_cidr": cidr.to_string(),
-                "public_subnets": [],
-                "private_subnets": private,
-                "nat_gateway_ids": [],
-                "security_groups": {"alb": "", "cluster": "", "databases": security_group},
-            },
-        });
+        let layers = apiary_e2e::minimal_layers(&config, &spec, "databases").await;
         let recorder = MemoryRecorder::default();
         let deps = databases::Deps::new(&config, Arc::new(recorder.clone()));
         Fixture {
