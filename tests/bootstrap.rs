@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 /// Template parameters that configure the stack itself rather than the spec.
-const STACK_PARAMETERS: &[&str] = &["ArtifactBucket", "ArtifactPrefix"];
+const STACK_PARAMETERS: &[&str] = &["ArtifactBucket", "ArtifactPrefix", "FunctionArchitecture"];
 /// Spec parameters the stack fills from a pseudo parameter instead of asking.
 const PSEUDO_SPEC_PARAMETERS: &[(&str, &str)] = &[("Region", "${AWS::Region}")];
 /// `dynamodb:DeleteItem` is reached through these `Store` methods, not a direct call.
@@ -135,8 +135,11 @@ fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
                 problems.push(format!("{id}: {field} is {} (want {want})", props[field]));
             }
         }
-        if props["Architectures"] != serde_json::json!(["arm64"]) {
-            problems.push(format!("{id}: Architectures is not [arm64]"));
+        // One architecture for every function, the one `apiary package --arch` built.
+        if props["Architectures"] != serde_json::json!([{"Ref": "FunctionArchitecture"}]) {
+            problems.push(format!(
+                "{id}: Architectures is not [{{Ref: FunctionArchitecture}}]"
+            ));
         }
         // Configuration only, never a secret: the table, and (for the cluster step) the
         // role ARNs that get Kubernetes access.
@@ -577,6 +580,12 @@ fn the_checks_catch_a_broken_template() {
         functions
             .iter()
             .any(|p| p.contains("functions/network has no Lambda")),
+        "{functions:?}"
+    );
+    assert!(
+        functions
+            .iter()
+            .any(|p| p.contains("KeysFunction: Architectures is not")),
         "{functions:?}"
     );
 
