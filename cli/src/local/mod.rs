@@ -56,7 +56,11 @@ impl LocalEnv {
                 let deps = Arc::new($deps);
                 registry.register_fn($name, move |input| {
                     let deps = deps.clone();
-                    async move { $handle(&deps, input).await.map_err(task_error) }
+                    // Each function's AWS calls, the state store's included, are
+                    // attributed to it (apiary_core::calls).
+                    apiary_core::calls::attributed($name, async move {
+                        $handle(&deps, input).await.map_err(task_error)
+                    })
                 });
             }};
         }

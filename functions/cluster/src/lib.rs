@@ -46,11 +46,11 @@ pub struct Deps {
 impl Deps {
     pub fn new(config: &aws_config::SdkConfig, recorder: Arc<dyn Recorder>) -> Self {
         Deps {
-            eks: aws_sdk_eks::Client::new(config),
-            iam: aws_sdk_iam::Client::new(config),
-            sqs: aws_sdk_sqs::Client::new(config),
-            events: aws_sdk_eventbridge::Client::new(config),
-            sts: aws_sdk_sts::Client::new(config),
+            eks: apiary_core::client!(aws_sdk_eks, config),
+            iam: apiary_core::client!(aws_sdk_iam, config),
+            sqs: apiary_core::client!(aws_sdk_sqs, config),
+            events: apiary_core::client!(aws_sdk_eventbridge, config),
+            sts: apiary_core::client!(aws_sdk_sts, config),
             recorder,
             kubernetes_admins: Vec::new(),
         }

@@ -36,10 +36,10 @@ pub struct Deps {
 impl Deps {
     pub fn new(config: &aws_config::SdkConfig, recorder: Arc<dyn Recorder>) -> Self {
         Deps {
-            rds: aws_sdk_rds::Client::new(config),
-            docdb: aws_sdk_docdb::Client::new(config),
-            elasticache: aws_sdk_elasticache::Client::new(config),
-            secrets: aws_sdk_secretsmanager::Client::new(config),
+            rds: apiary_core::client!(aws_sdk_rds, config),
+            docdb: apiary_core::client!(aws_sdk_docdb, config),
+            elasticache: apiary_core::client!(aws_sdk_elasticache, config),
+            secrets: apiary_core::client!(aws_sdk_secretsmanager, config),
             recorder,
         }
     }

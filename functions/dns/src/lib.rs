@@ -30,8 +30,8 @@ pub struct Deps {
 impl Deps {
     pub fn new(config: &aws_config::SdkConfig, recorder: Arc<dyn Recorder>) -> Self {
         Deps {
-            route53: aws_sdk_route53::Client::new(config),
-            acm: aws_sdk_acm::Client::new(config),
+            route53: apiary_core::client!(aws_sdk_route53, config),
+            acm: apiary_core::client!(aws_sdk_acm, config),
             recorder,
         }
     }

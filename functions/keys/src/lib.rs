@@ -35,8 +35,8 @@ pub struct Deps {
 impl Deps {
     pub fn new(config: &aws_config::SdkConfig, recorder: Arc<dyn Recorder>) -> Self {
         Deps {
-            kms: aws_sdk_kms::Client::new(config),
-            sts: aws_sdk_sts::Client::new(config),
+            kms: apiary_core::client!(aws_sdk_kms, config),
+            sts: apiary_core::client!(aws_sdk_sts, config),
             recorder,
         }
     }

@@ -29,7 +29,7 @@ pub struct Deps {
 impl Deps {
     pub fn new(config: &aws_config::SdkConfig, recorder: Arc<dyn Recorder>) -> Self {
         Deps {
-            ec2: aws_sdk_ec2::Client::new(config),
+            ec2: apiary_core::client!(aws_sdk_ec2, config),
             recorder,
         }
     }

@@ -46,7 +46,7 @@ impl Deps {
     pub fn new(config: &aws_config::SdkConfig, recorder: Arc<dyn Recorder>) -> Self {
         Deps {
             s3: apiary_core::aws::s3_client(config),
-            sts: aws_sdk_sts::Client::new(config),
+            sts: apiary_core::client!(aws_sdk_sts, config),
             recorder,
         }
     }

@@ -64,8 +64,8 @@ impl Deps {
         kube: KubeAccess,
     ) -> Self {
         Deps {
-            eks: aws_sdk_eks::Client::new(sdk_config),
-            iam: aws_sdk_iam::Client::new(sdk_config),
+            eks: apiary_core::client!(aws_sdk_eks, sdk_config),
+            iam: apiary_core::client!(aws_sdk_iam, sdk_config),
             credentials: sdk_config.credentials_provider(),
             region: sdk_config.region().map(|r| r.to_string()),
             recorder,

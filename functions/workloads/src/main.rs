@@ -11,7 +11,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let table = ProcessEnv
         .var("APIARY_TABLE")
         .unwrap_or_else(|| DEFAULT_TABLE.to_owned());
-    let store = Store::new(aws_sdk_dynamodb::Client::new(&config), table);
+    let store = Store::new(apiary_core::client!(aws_sdk_dynamodb, &config), table);
     let deps = Arc::new(Deps::new(&config, Arc::new(store), KubeAccess::Eks));
     apiary_core::lambda::serve(move |event| {
         let deps = deps.clone();

@@ -135,8 +135,9 @@ pub async fn load_from_env() -> SdkConfig {
 
 /// An S3 client; path-style addressing whenever the endpoint is overridden.
 pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
-    let builder =
-        aws_sdk_s3::config::Builder::from(config).force_path_style(config.endpoint_url().is_some());
+    let builder = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(config.endpoint_url().is_some())
+        .interceptor(crate::calls::CallLog);
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 

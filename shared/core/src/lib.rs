@@ -2,6 +2,7 @@
 //! factory, the DynamoDB state store and the error model every function returns.
 
 pub mod aws;
+pub mod calls;
 pub mod error;
 pub mod lambda;
 #[cfg(feature = "local")]

@@ -163,7 +163,7 @@ impl Store {
         let table = ProcessEnv
             .var("APIARY_TABLE")
             .unwrap_or_else(|| DEFAULT_TABLE.to_owned());
-        Store::new(Client::new(config), table)
+        Store::new(crate::client!(aws_sdk_dynamodb, config), table)
     }
 
     pub fn table(&self) -> &str {

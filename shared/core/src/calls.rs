@@ -1,0 +1,141 @@
+//! Which AWS operations each function performs, measured rather than claimed.
+//!
+//! Every SDK client in the project is built with [`client!`](crate::client) (or carries
+//! [`CallLog`] some other way, like [`crate::aws::s3_client`]), so this interceptor sees
+//! each operation before it is sent. Recording is off unless a test calls [`start`]; in a
+//! Lambda the interceptor costs one atomic load per call.
+//!
+//! Calls are attributed to whoever is running: [`attributed`] runs a future with a
+//! caller name (the local runner wraps each function's handler in it), and the SDK runs
+//! its interceptors inside the calling task, so the name reaches every call the handler
+//! makes, including those through the shared state store. The bootstrap template's IAM
+//! policies are checked against these records (`tests/iam.rs`).
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
+/// The caller name of calls made outside [`attributed`].
+pub const UNATTRIBUTED: &str = "unattributed";
+
+static RECORDING: AtomicBool = AtomicBool::new(false);
+static CALLS: Mutex<BTreeSet<Call>> = Mutex::new(BTreeSet::new());
+
+tokio::task_local! {
+    static CALLER: &'static str;
+}
+
+/// One AWS operation as the SDK names it, e.g. `("network", "EC2", "CreateVpc")`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Call {
+    pub caller: String,
+    /// The SDK's service id: `EC2`, `S3`, `DocDB`, `Secrets Manager`, ...
+    pub service: String,
+    pub operation: String,
+}
+
+/// Starts recording, for the rest of the process.
+pub fn start() {
+    RECORDING.store(true, Ordering::SeqCst);
+}
+
+/// Every distinct call recorded so far.
+pub fn recorded() -> BTreeSet<Call> {
+    CALLS.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Runs `future` with its AWS calls attributed to `caller`.
+pub async fn attributed<F: Future>(caller: &'static str, future: F) -> F::Output {
+    CALLER.scope(caller, future).await
+}
+
+/// The interceptor every client carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallLog;
+
+impl Intercept for CallLog {
+    fn name(&self) -> &'static str {
+        "ApiaryCallLog"
+    }
+
+    // Not read_before_execution: a client interceptor runs that before the operation
+    // configuration (and its Metadata) is in the bag.
+    fn read_before_serialization(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if !RECORDING.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if let Some(metadata) = cfg.load::<Metadata>() {
+            let caller = CALLER.try_with(|c| *c).unwrap_or(UNATTRIBUTED);
+            CALLS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(Call {
+                    caller: caller.to_owned(),
+                    service: metadata.service().to_owned(),
+                    operation: metadata.name().to_owned(),
+                });
+        }
+        Ok(())
+    }
+}
+
+/// Builds an SDK client from an `&SdkConfig` with the [`CallLog`] interceptor:
+/// `apiary_core::client!(aws_sdk_ec2, &config)`. The crate must depend on the SDK crate.
+#[macro_export]
+macro_rules! client {
+    ($sdk:ident, $config:expr) => {
+        $sdk::Client::from_conf(
+            $sdk::config::Builder::from($config)
+                .interceptor($crate::calls::CallLog)
+                .build(),
+        )
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::operation::list_tables::ListTablesOutput;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    #[tokio::test]
+    async fn calls_are_recorded_with_their_caller() {
+        start();
+        let rule = mock!(aws_sdk_dynamodb::Client::list_tables)
+            .then_output(|| ListTablesOutput::builder().build());
+        let client = mock_client!(
+            aws_sdk_dynamodb,
+            RuleMode::MatchAny,
+            [&rule],
+            |c| c.interceptor(CallLog)
+        );
+        attributed("keys", async {
+            client.list_tables().send().await.expect("mocked");
+        })
+        .await;
+        client.list_tables().send().await.expect("mocked");
+
+        let calls = recorded();
+        for caller in ["keys", UNATTRIBUTED] {
+            let want = Call {
+                caller: caller.to_owned(),
+                service: "DynamoDB".to_owned(),
+                operation: "ListTables".to_owned(),
+            };
+            assert!(calls.contains(&want), "{want:?} not in {calls:?}");
+        }
+    }
+}
