@@ -107,7 +107,10 @@ async fn provision(
         }
     };
     let config = apiary_core::aws::load(&AwsSettings::local(&endpoint, &spec.region)).await;
-    let store = Store::new(apiary_core::client!(aws_sdk_dynamodb, &config), DEFAULT_TABLE);
+    let store = Store::new(
+        apiary_core::client!(aws_sdk_dynamodb, &config),
+        DEFAULT_TABLE,
+    );
     store
         .ensure_table()
         .await

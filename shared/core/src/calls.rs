@@ -116,12 +116,8 @@ mod tests {
         start();
         let rule = mock!(aws_sdk_dynamodb::Client::list_tables)
             .then_output(|| ListTablesOutput::builder().build());
-        let client = mock_client!(
-            aws_sdk_dynamodb,
-            RuleMode::MatchAny,
-            [&rule],
-            |c| c.interceptor(CallLog)
-        );
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&rule], |c| c
+            .interceptor(CallLog));
         attributed("keys", async {
             client.list_tables().send().await.expect("mocked");
         })
