@@ -1,0 +1,718 @@
+//! Least privilege, measured: every AWS operation each function performs in a full set of
+//! provision runs against the emulator is recorded (`apiary_core::calls`, an SDK
+//! interceptor on every client) and checked against that function's IAM role in
+//! `infra-bootstrap/bootstrap.yaml`:
+//!
+//! - every operation a function performed is allowed by its role;
+//! - every action its role allows was performed, or is listed in [`JUSTIFIED`] with the
+//!   reason no run can show it (an action AWS checks on another call's behalf, a path
+//!   the emulator cannot reach).
+//!
+//! What is measured is the action list. Resource scoping and conditions are reviewed
+//! in the template and checked by `tests/bootstrap.rs`, not here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use apiary::local::LocalEnv;
+use apiary_asl::{ExecutionResult, ExecutionStatus};
+use apiary_core::calls::{self, Call};
+use apiary_core::store::Store;
+use apiary_e2e::{REGION, sdk_config, unique_cidr, unique_name};
+use serde_json::{Value, json};
+
+/// Actions a role holds that no run records, each with the reason. `*` is every
+/// function. A stale entry (no role has the action, or a run now records it) fails the
+/// test.
+const JUSTIFIED: &[(&str, &str, &str)] = &[
+    // What the Lambda service and DynamoDB do with each function's role.
+    (
+        "*",
+        "logs:CreateLogStream",
+        "Lambda writes the function's logs with its role",
+    ),
+    (
+        "*",
+        "logs:PutLogEvents",
+        "Lambda writes the function's logs with its role",
+    ),
+    (
+        "*",
+        "xray:PutTraceSegments",
+        "Lambda sends active-tracing segments with the role",
+    ),
+    (
+        "*",
+        "xray:PutTelemetryRecords",
+        "Lambda sends active-tracing telemetry with the role",
+    ),
+    (
+        "*",
+        "kms:Decrypt",
+        "DynamoDB (and for databases, RDS, ElastiCache and Secrets Manager) uses the key \
+         on the caller's behalf (kms:ViaService)",
+    ),
+    (
+        "*",
+        "kms:GenerateDataKey",
+        "DynamoDB (and for databases, RDS, ElastiCache and Secrets Manager) uses the key \
+         on the caller's behalf (kms:ViaService)",
+    ),
+    // Tags given on a create call are authorized against the service's tagging action.
+    (
+        "network",
+        "ec2:CreateTags",
+        "tag on create: TagSpecifications of every Create*",
+    ),
+    (
+        "keys",
+        "kms:TagResource",
+        "tag on create: CreateKey with Tags",
+    ),
+    (
+        "cluster",
+        "eks:TagResource",
+        "tag on create: CreateCluster and CreateNodegroup",
+    ),
+    (
+        "cluster",
+        "events:TagResource",
+        "tag on create: PutRule with Tags",
+    ),
+    (
+        "cluster",
+        "sqs:TagQueue",
+        "tag on create: CreateQueue with tags",
+    ),
+    (
+        "cluster",
+        "iam:TagRole",
+        "tag on create: CreateRole with Tags",
+    ),
+    (
+        "databases",
+        "rds:AddTagsToResource",
+        "tag on create: Create* with Tags",
+    ),
+    (
+        "databases",
+        "elasticache:AddTagsToResource",
+        "tag on create: Create* with Tags",
+    ),
+    (
+        "databases",
+        "secretsmanager:TagResource",
+        "tag on create: CreateSecret with Tags",
+    ),
+    (
+        "dns",
+        "acm:AddTagsToCertificate",
+        "tag on create: RequestCertificate with Tags",
+    ),
+    (
+        "workloads",
+        "eks:TagResource",
+        "tag on create: CreatePodIdentityAssociation",
+    ),
+    (
+        "workloads",
+        "iam:TagRole",
+        "tag on create: CreateRole with Tags",
+    ),
+    // Checked by AWS on another call's behalf.
+    (
+        "cluster",
+        "iam:PassRole",
+        "CreateCluster and CreateNodegroup pass the EKS roles",
+    ),
+    (
+        "workloads",
+        "iam:PassRole",
+        "CreatePodIdentityAssociation passes the ingestion role",
+    ),
+    (
+        "cluster",
+        "iam:CreateServiceLinkedRole",
+        "EKS creates its service-linked roles on the first cluster in an account",
+    ),
+    (
+        "databases",
+        "iam:CreateServiceLinkedRole",
+        "RDS and ElastiCache create their service-linked roles on first use",
+    ),
+    (
+        "cluster",
+        "kms:DescribeKey",
+        "CreateCluster checks the secrets-encryption key",
+    ),
+    (
+        "cluster",
+        "kms:CreateGrant",
+        "CreateCluster grants EKS the secrets-encryption key",
+    ),
+    (
+        "databases",
+        "kms:DescribeKey",
+        "RDS and ElastiCache check the deployment's keys",
+    ),
+    (
+        "databases",
+        "kms:CreateGrant",
+        "RDS and ElastiCache take grants on the deployment's keys",
+    ),
+    (
+        "databases",
+        "secretsmanager:RotateSecret",
+        "RDS creates and rotates the managed master-user secret with the caller's rights",
+    ),
+    (
+        "dns",
+        "ec2:DescribeVpcs",
+        "CreateHostedZone checks the VPC of a private zone with the caller's rights",
+    ),
+    (
+        "network",
+        "route53:AssociateVPCWithHostedZone",
+        "CreateVpcEndpoint with private DNS associates the endpoint's zone with the VPC",
+    ),
+    // Paths no run here can reach.
+    (
+        "keys",
+        "kms:ScheduleKeyDeletion",
+        "only when a concurrent run wins the race for an alias; the workflow lock keeps \
+         runs of one deployment apart, so a test cannot stage it",
+    ),
+    (
+        "cluster",
+        "eks:CreateAccessEntry",
+        "the emulator has no EKS access entries (DescribeAccessEntry answers 404)",
+    ),
+    (
+        "cluster",
+        "eks:ListAssociatedAccessPolicies",
+        "the emulator has no EKS access entries",
+    ),
+    (
+        "cluster",
+        "eks:AssociateAccessPolicy",
+        "the emulator has no EKS access entries",
+    ),
+    (
+        "cluster",
+        "eks:CreateAddon",
+        "the emulator has no EKS add-ons (DescribeAddon answers 404)",
+    ),
+    (
+        "databases",
+        "rds:StartDBCluster",
+        "the emulator rejects DocumentDB clusters, so none can be stopped and restarted",
+    ),
+    (
+        "workloads",
+        "eks:CreatePodIdentityAssociation",
+        "the emulator has no Pod Identity (ListPodIdentityAssociations answers 404)",
+    ),
+    (
+        "workloads",
+        "eks:DescribePodIdentityAssociation",
+        "the emulator has no Pod Identity",
+    ),
+    (
+        "workloads",
+        "eks:UpdatePodIdentityAssociation",
+        "the emulator has no Pod Identity",
+    ),
+    (
+        "workloads",
+        "eks:DescribeCluster",
+        "only when applying to the real cluster; local runs render the manifests",
+    ),
+];
+
+/// Operations that need no IAM permission.
+const NO_PERMISSION: &[&str] = &["sts:GetCallerIdentity"];
+
+/// SDK operations whose IAM action has another name.
+const RENAMED: &[(&str, &str)] = &[
+    ("s3:HeadBucket", "s3:ListBucket"),
+    ("s3:PutBucketEncryption", "s3:PutEncryptionConfiguration"),
+    ("s3:GetBucketEncryption", "s3:GetEncryptionConfiguration"),
+    (
+        "s3:PutBucketLifecycleConfiguration",
+        "s3:PutLifecycleConfiguration",
+    ),
+    (
+        "s3:GetBucketLifecycleConfiguration",
+        "s3:GetLifecycleConfiguration",
+    ),
+    ("s3:PutPublicAccessBlock", "s3:PutBucketPublicAccessBlock"),
+    ("s3:GetPublicAccessBlock", "s3:GetBucketPublicAccessBlock"),
+    ("s3:HeadObject", "s3:GetObject"),
+    ("s3:ListObjectsV2", "s3:ListBucket"),
+];
+
+/// The IAM action prefix of an SDK service id.
+fn iam_prefix(service: &str) -> &str {
+    match service {
+        "ACM" => "acm",
+        // DocumentDB's control plane is RDS's API and RDS's IAM actions.
+        "DocDB" | "RDS" => "rds",
+        "DynamoDB" => "dynamodb",
+        "EC2" => "ec2",
+        "EKS" => "eks",
+        "ElastiCache" => "elasticache",
+        "EventBridge" => "events",
+        "IAM" => "iam",
+        "KMS" => "kms",
+        "Route 53" => "route53",
+        "S3" => "s3",
+        "Scheduler" => "scheduler",
+        "Secrets Manager" => "secretsmanager",
+        "SFN" => "states",
+        "SQS" => "sqs",
+        "STS" => "sts",
+        other => panic!("no IAM prefix known for the SDK service {other:?}: add it"),
+    }
+}
+
+/// The IAM action an operation needs, or None when it needs none.
+fn iam_action(call: &Call) -> Option<String> {
+    let action = format!("{}:{}", iam_prefix(&call.service), call.operation);
+    if NO_PERMISSION.contains(&action.as_str()) {
+        return None;
+    }
+    Some(
+        RENAMED
+            .iter()
+            .find(|(sdk, _)| *sdk == action)
+            .map_or(action, |(_, iam)| (*iam).to_owned()),
+    )
+}
+
+/// IAM action matching: case-insensitive, `*` matches any run of characters.
+fn action_matches(pattern: &str, action: &str) -> bool {
+    fn glob(p: &[u8], a: &[u8]) -> bool {
+        match (p.first(), a.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => glob(&p[1..], a) || (!a.is_empty() && glob(p, &a[1..])),
+            (Some(x), Some(y)) if x.eq_ignore_ascii_case(y) => glob(&p[1..], &a[1..]),
+            _ => false,
+        }
+    }
+    glob(pattern.as_bytes(), action.as_bytes())
+}
+
+fn template() -> Value {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra-bootstrap/bootstrap.yaml");
+    let text = std::fs::read_to_string(&path).expect("bootstrap.yaml");
+    serde_yaml::from_str(&text).expect("bootstrap.yaml is YAML")
+}
+
+/// Each function's name (from `apiary-${DeploymentName}-<name>`) and the actions its
+/// role's policies allow.
+fn role_actions(template: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    let resources = template["Resources"].as_object().expect("Resources");
+    let mut roles = BTreeMap::new();
+    for (id, resource) in resources {
+        if resource["Type"] != "AWS::Lambda::Function" {
+            continue;
+        }
+        let props = &resource["Properties"];
+        let name = props["FunctionName"]["Fn::Sub"]
+            .as_str()
+            .and_then(|n| n.strip_prefix("apiary-${DeploymentName}-"))
+            .unwrap_or_else(|| panic!("{id}: FunctionName is not apiary-${{DeploymentName}}-x"));
+        let role_id = props["Role"]["Fn::GetAtt"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id}: Role is not a GetAtt of a role in this template"));
+        let role = &resources[role_id]["Properties"];
+        assert!(
+            role.get("ManagedPolicyArns").is_none(),
+            "{role_id}: managed policies cannot be measured; use inline policies"
+        );
+        let mut actions = BTreeSet::new();
+        for policy in role["Policies"].as_array().into_iter().flatten() {
+            for statement in policy["PolicyDocument"]["Statement"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                assert_eq!(
+                    statement["Effect"], "Allow",
+                    "{role_id}: only Allow statements"
+                );
+                match &statement["Action"] {
+                    Value::String(a) => {
+                        actions.insert(a.clone());
+                    }
+                    Value::Array(list) => {
+                        actions.extend(list.iter().filter_map(Value::as_str).map(str::to_owned))
+                    }
+                    other => panic!("{role_id}: Action {other}"),
+                }
+            }
+        }
+        roles.insert(name.to_owned(), actions);
+    }
+    roles
+}
+
+struct Fixture {
+    env: LocalEnv,
+    root: std::path::PathBuf,
+}
+
+async fn provision(f: &Fixture, spec: &Value, run: &str) -> ExecutionResult {
+    let machine = f.env.load(&f.root, "provision").expect("provision loads");
+    let name = spec["name"].as_str().unwrap();
+    f.env
+        .run(
+            &machine,
+            "provision",
+            name,
+            json!({"spec": spec}),
+            format!("{name}-{run}"),
+            None,
+        )
+        .await
+}
+
+fn assert_succeeded(result: &ExecutionResult, what: &str) {
+    assert_eq!(
+        result.status,
+        ExecutionStatus::Succeeded,
+        "{what}: {:?}: {:?}",
+        result.error,
+        result.cause
+    );
+}
+
+/// Drives every path the workflows take: a failed run (the failure is recorded and the
+/// lock released), a first full run, a converging rerun, and a run with a changed spec.
+async fn exercise_every_path() {
+    let config = sdk_config().await;
+    let store = Store::new(
+        apiary_core::client!(aws_sdk_dynamodb, &config),
+        "apiary-test-iam",
+    );
+    store.ensure_table().await.expect("table");
+    let f = Fixture {
+        env: LocalEnv {
+            config: config.clone(),
+            store,
+            state_dir: std::env::temp_dir().join(format!("apiary-iam-{}", std::process::id())),
+            kubeconfig: None,
+        },
+        root: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+    };
+    let name = unique_name("iam");
+    let cidr = unique_cidr(&config).await;
+    let mut spec = json!({
+        "name": name,
+        "region": REGION,
+        "dns": {"domain": format!("{name}.example.com")},
+        "network": {"vpc_cidr": cidr, "ingress_cidrs": ["203.0.113.0/24"]},
+    });
+
+    // Someone else's VPC holds the CIDR: the network layer refuses it and the run fails.
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let blocker = ec2.create_vpc().cidr_block(&cidr).send().await.unwrap();
+    let blocker = blocker.vpc().unwrap().vpc_id().unwrap().to_owned();
+    let failed = provision(&f, &spec, "blocked").await;
+    assert_eq!(failed.status, ExecutionStatus::Failed, "{failed:?}");
+    ec2.delete_vpc().vpc_id(&blocker).send().await.unwrap();
+
+    // A public zone for the domain: the dns layer writes the certificate's validation
+    // records into it.
+    let route53 = aws_sdk_route53::Client::new(&config);
+    route53
+        .create_hosted_zone()
+        .name(format!("{name}.example.com"))
+        .caller_reference(unique_name("zone"))
+        .send()
+        .await
+        .expect("public zone");
+
+    assert_succeeded(&provision(&f, &spec, "first").await, "first run");
+    assert_succeeded(&provision(&f, &spec, "again").await, "converging run");
+    damage(&config, &name).await;
+    spec["size"] = json!("medium");
+    assert_succeeded(
+        &provision(&f, &spec, "repaired").await,
+        "repairing, resized run",
+    );
+
+    // A second deployment whose Redis token an earlier teardown scheduled for deletion:
+    // the token is restored and reused rather than replaced.
+    let name = unique_name("iam-restore");
+    let spec = json!({
+        "name": name,
+        "region": REGION,
+        "dns": {"domain": format!("{name}.example.com")},
+        "network": {"vpc_cidr": unique_cidr(&config).await},
+    });
+    let secrets = aws_sdk_secretsmanager::Client::new(&config);
+    let token = format!("apiary-{name}-redis-auth");
+    secrets
+        .create_secret()
+        .name(&token)
+        .secret_string(json!({"auth_token": "a".repeat(64), "engine": "redis"}).to_string())
+        .send()
+        .await
+        .expect("CreateSecret");
+    secrets
+        .delete_secret()
+        .secret_id(&token)
+        .recovery_window_in_days(7)
+        .send()
+        .await
+        .expect("DeleteSecret");
+
+    assert_succeeded(
+        &provision(&f, &spec, "restored").await,
+        "run with a restored token",
+    );
+}
+
+/// What an operator or an accident does between runs, so the next run takes its repair
+/// paths: a key scheduled for deletion, a key policy changed by hand, a stopped database, a default route pointed elsewhere, a private zone
+/// that lost its tags, a changed trust policy.
+async fn damage(config: &aws_config::SdkConfig, name: &str) {
+    let kms = aws_sdk_kms::Client::new(config);
+    let key_id = |scope: &'static str| {
+        let kms = kms.clone();
+        let alias = format!("alias/apiary/{name}/{scope}");
+        async move {
+            let key = kms.describe_key().key_id(&alias).send().await;
+            let key = key.unwrap_or_else(|e| panic!("DescribeKey {alias}: {e}"));
+            key.key_metadata().unwrap().key_id().to_owned()
+        }
+    };
+    kms.schedule_key_deletion()
+        .key_id(key_id("redis").await)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .expect("ScheduleKeyDeletion");
+
+    kms.put_key_policy()
+        .key_id(key_id("app").await)
+        .policy_name("default")
+        .policy(
+            json!({"Version": "2012-10-17", "Statement": [{"Sid": "Drifted", "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "kms:*",
+                "Resource": "*"}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("PutKeyPolicy");
+
+    let rds = aws_sdk_rds::Client::new(config);
+    rds.stop_db_instance()
+        .db_instance_identifier(format!("apiary-{name}-postgres"))
+        .send()
+        .await
+        .expect("StopDBInstance");
+
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let tagged = aws_sdk_ec2::types::Filter::builder()
+        .name("tag:apiary:deployment")
+        .values(name)
+        .build();
+    let gateways = ec2
+        .describe_internet_gateways()
+        .filters(tagged.clone())
+        .send()
+        .await
+        .expect("DescribeInternetGateways");
+    let igw = gateways.internet_gateways()[0]
+        .internet_gateway_id()
+        .expect("igw id")
+        .to_owned();
+    let tables = ec2
+        .describe_route_tables()
+        .filters(tagged)
+        .send()
+        .await
+        .expect("DescribeRouteTables");
+    let private = tables
+        .route_tables()
+        .iter()
+        .find(|t| t.routes().iter().any(|r| r.nat_gateway_id().is_some()))
+        .expect("a private route table with a NAT route");
+    ec2.replace_route()
+        .route_table_id(private.route_table_id().unwrap())
+        .destination_cidr_block("0.0.0.0/0")
+        .gateway_id(igw)
+        .send()
+        .await
+        .expect("ReplaceRoute");
+
+    // The private zone loses its tags: found again by its CallerReference.
+    let route53 = aws_sdk_route53::Client::new(config);
+    let zones = route53
+        .list_hosted_zones_by_name()
+        .dns_name(format!("{name}.example.com"))
+        .send()
+        .await
+        .expect("ListHostedZonesByName");
+    let private = zones
+        .hosted_zones()
+        .iter()
+        .find(|z| z.config().is_some_and(|c| c.private_zone()))
+        .expect("the private zone");
+    route53
+        .change_tags_for_resource()
+        .resource_type(aws_sdk_route53::types::TagResourceType::Hostedzone)
+        .resource_id(private.id().trim_start_matches("/hostedzone/"))
+        .remove_tag_keys("apiary:deployment")
+        .send()
+        .await
+        .expect("ChangeTagsForResource");
+
+    let iam = aws_sdk_iam::Client::new(config);
+    iam.update_assume_role_policy()
+        .role_name(format!("apiary-{name}-ingestion"))
+        .policy_document(
+            json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("UpdateAssumeRolePolicy");
+}
+
+#[tokio::test]
+async fn every_role_allows_exactly_what_its_function_does() {
+    calls::start();
+    exercise_every_path().await;
+
+    let roles = role_actions(&template());
+    let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for call in calls::recorded() {
+        if call.caller == calls::UNATTRIBUTED {
+            continue; // the test's own setup and checks
+        }
+        let Some(action) = iam_action(&call) else {
+            continue;
+        };
+        match roles.get(&call.caller) {
+            None => problems.push(format!(
+                "{} performs {action} but has no Lambda in the template",
+                call.caller
+            )),
+            Some(allowed) => match allowed.iter().find(|p| action_matches(p, &action)) {
+                None => problems.push(format!(
+                    "{}: performs {action} ({} {}), which its role does not allow",
+                    call.caller, call.service, call.operation
+                )),
+                Some(pattern) => {
+                    used.entry(call.caller.clone())
+                        .or_default()
+                        .insert(pattern.clone());
+                }
+            },
+        }
+    }
+
+    let justified = |function: &str, action: &str| {
+        JUSTIFIED
+            .iter()
+            .find(|(f, a, _)| (*f == function || *f == "*") && *a == action)
+            .map(|(_, _, why)| *why)
+    };
+    println!("{:<12} {:<48} measured", "function", "allowed action");
+    for (function, allowed) in &roles {
+        let used = used.get(function).cloned().unwrap_or_default();
+        for action in allowed {
+            let why = justified(function, action);
+            let seen = used.contains(action);
+            match (seen, why) {
+                (true, None) => println!("{function:<12} {action:<48} yes"),
+                (false, Some(why)) => println!("{function:<12} {action:<48} no: {why}"),
+                (true, Some(_)) => problems.push(format!(
+                    "{function}: {action} is listed as justified but a run performs it; \
+                     remove it from JUSTIFIED"
+                )),
+                (false, None) => problems.push(format!(
+                    "{function}: its role allows {action}, which no run performed \
+                     (remove it, or add it to JUSTIFIED with the reason)"
+                )),
+            }
+        }
+    }
+    for (function, action, _) in JUSTIFIED {
+        let held = roles
+            .iter()
+            .filter(|(name, _)| *function == "*" || name == function)
+            .any(|(_, allowed)| allowed.contains(*action));
+        if !held {
+            problems.push(format!(
+                "JUSTIFIED lists {function} {action}, which no such role has"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "IAM does not match the code:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn the_action_mapping_names_iam_actions() {
+    let call = |service: &str, operation: &str| Call {
+        caller: "x".into(),
+        service: service.into(),
+        operation: operation.into(),
+    };
+    assert_eq!(
+        iam_action(&call("DocDB", "CreateDBCluster")).as_deref(),
+        Some("rds:CreateDBCluster")
+    );
+    assert_eq!(
+        iam_action(&call("S3", "PutBucketEncryption")).as_deref(),
+        Some("s3:PutEncryptionConfiguration")
+    );
+    assert_eq!(
+        iam_action(&call("Secrets Manager", "CreateSecret")).as_deref(),
+        Some("secretsmanager:CreateSecret")
+    );
+    assert_eq!(iam_action(&call("STS", "GetCallerIdentity")), None);
+    assert!(action_matches(
+        "kms:GenerateDataKey*",
+        "kms:GenerateDataKeyWithoutPlaintext"
+    ));
+    assert!(action_matches("EC2:describe*", "ec2:DescribeVpcs"));
+    assert!(!action_matches("ec2:Describe*", "ec2:DeleteVpc"));
+    assert!(!action_matches("s3:GetObject", "s3:GetObjectAcl"));
+}
+
+/// IAM ARNs carry the account: `arn:aws:iam::<account>:role/...`. Without it a
+/// statement matches no role at all, and nothing but a failed call in a real account
+/// would tell.
+#[test]
+fn iam_resource_arns_name_the_account() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra-bootstrap/bootstrap.yaml"),
+    )
+    .expect("bootstrap.yaml");
+    let wrong: Vec<&str> = text
+        .lines()
+        .filter(|line| {
+            line.match_indices(":iam::").any(|(at, found)| {
+                let rest = &line[at + found.len()..];
+                // This account's resources, or an AWS managed policy.
+                !(rest.starts_with("${AWS::AccountId}:") || rest.starts_with("aws:policy/"))
+            })
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "IAM ARNs without the account:\n{}",
+        wrong.join("\n")
+    );
+}
