@@ -1,3 +1,5 @@
-//! The library behind `apiary`: running workflows locally in the embedded engine.
+//! The library behind `apiary`: running workflows locally in the embedded engine, and
+//! packaging the control plane for a real AWS account.
 
 pub mod local;
+pub mod package;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod asl;
 mod local_cmd;
+mod package_cmd;
 mod spec;
 
 #[derive(Parser)]
@@ -36,6 +37,9 @@ enum Command {
         #[command(subcommand)]
         command: asl::AslCommand,
     },
+    /// Build the functions for Lambda, upload them with the state machines and the
+    /// template to S3, and print the console link that creates the stack
+    Package(package_cmd::PackageArgs),
 }
 
 #[tokio::main]
@@ -45,6 +49,7 @@ async fn main() -> ExitCode {
         Command::Spec { command } => spec::run(command),
         Command::Asl { command } => asl::run(command).await,
         Command::Local { command } => local_cmd::run(command).await,
+        Command::Package(args) => package_cmd::run(args).await,
     };
     match result {
         Ok(code) => code,

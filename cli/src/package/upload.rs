@@ -1,0 +1,287 @@
+//! The artifact bucket: where it is, and putting the artifacts there.
+//!
+//! Every object is put with a SHA-256 checksum that S3 verifies and keeps. Before a put,
+//! HeadObject asks for that checksum: an object that already holds the same bytes is left
+//! alone, so packaging the same build again uploads nothing.
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
+use sha2::{Digest, Sha256};
+
+/// Fails unless `bucket` exists and is in `region`: Lambda reads function code only
+/// from a bucket in the function's own region.
+pub async fn check_bucket(s3: &Client, bucket: &str, region: &str) -> anyhow::Result<()> {
+    let location = match s3.head_bucket().bucket(bucket).send().await {
+        Ok(output) => match output.bucket_region() {
+            Some(found) => found.to_owned(),
+            None => bucket_location(s3, bucket).await?,
+        },
+        Err(err) => {
+            // A bucket in another region answers 301 (or 400) with its region in a header.
+            let redirected = err
+                .raw_response()
+                .and_then(|r| r.headers().get("x-amz-bucket-region"))
+                .map(str::to_owned);
+            if let Some(service) = err.as_service_error()
+                && service.is_not_found()
+            {
+                bail!(
+                    "bucket {bucket} does not exist (or is not visible to these credentials); \
+                     create it in {region} first, e.g. `aws s3 mb s3://{bucket} --region {region}`"
+                );
+            }
+            match (redirected, err.raw_response().map(|r| r.status().as_u16())) {
+                (Some(found), _) if found != region => found,
+                (_, Some(403)) => bail!(
+                    "bucket {bucket}: access denied; these credentials need s3:ListBucket, \
+                     s3:GetObject and s3:PutObject on it"
+                ),
+                _ => bail!(
+                    "bucket {bucket}: cannot check it: {}",
+                    DisplayErrorContext(&err)
+                ),
+            }
+        }
+    };
+    if location != region {
+        bail!(
+            "bucket {bucket} is in {location}, not {region}: Lambda reads function code only \
+             from a bucket in its own region; package to a bucket in {region}, or pass \
+             --region {location} to deploy the stack there"
+        );
+    }
+    Ok(())
+}
+
+/// GetBucketLocation, for an S3 that does not say the region in HeadBucket.
+async fn bucket_location(s3: &Client, bucket: &str) -> anyhow::Result<String> {
+    let output = s3
+        .get_bucket_location()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "bucket {bucket}: GetBucketLocation: {}",
+                DisplayErrorContext(&e)
+            )
+        })?;
+    Ok(
+        match output
+            .location_constraint()
+            .map(|c| c.as_str())
+            .unwrap_or("")
+        {
+            "" => "us-east-1".to_owned(),
+            "EU" => "eu-west-1".to_owned(),
+            other => other.to_owned(),
+        },
+    )
+}
+
+/// One object to put under the prefix.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// Key below the prefix: `functions/keys.zip`, `statemachines/provision.asl.json`,
+    /// `bootstrap.yaml`.
+    pub name: String,
+    pub body: Vec<u8>,
+    pub content_type: &'static str,
+}
+
+impl Artifact {
+    pub fn new(name: impl Into<String>, body: Vec<u8>) -> Artifact {
+        let name = name.into();
+        let content_type = if name.ends_with(".zip") {
+            "application/zip"
+        } else if name.ends_with(".json") {
+            "application/json"
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+            "application/yaml"
+        } else {
+            "application/octet-stream"
+        };
+        Artifact {
+            name,
+            body,
+            content_type,
+        }
+    }
+
+    pub fn sha256(&self) -> [u8; 32] {
+        Sha256::digest(&self.body).into()
+    }
+}
+
+/// What happened to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Uploaded,
+    /// The bucket already held these bytes under this key.
+    Unchanged,
+}
+
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub key: String,
+    pub size: usize,
+    pub outcome: Outcome,
+}
+
+/// Puts every artifact under `prefix`, in the order given, logging each.
+pub async fn upload(
+    s3: &Client,
+    bucket: &str,
+    prefix: &str,
+    artifacts: &[Artifact],
+    log: &mut dyn Write,
+) -> anyhow::Result<Vec<Uploaded>> {
+    let mut done = Vec::with_capacity(artifacts.len());
+    for artifact in artifacts {
+        let key = format!("{prefix}{}", artifact.name);
+        let checksum = base64(&artifact.sha256());
+        let outcome = if holds(s3, bucket, &key, &checksum, artifact.body.len()).await {
+            Outcome::Unchanged
+        } else {
+            s3.put_object()
+                .bucket(bucket)
+                .key(&key)
+                .content_type(artifact.content_type)
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .body(ByteStream::from(artifact.body.clone()))
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("uploading s3://{bucket}/{key}: {}", DisplayErrorContext(&e))
+                })?;
+            Outcome::Uploaded
+        };
+        let verb = match outcome {
+            Outcome::Uploaded => "uploaded ",
+            Outcome::Unchanged => "unchanged",
+        };
+        writeln!(
+            log,
+            "  {verb} s3://{bucket}/{key} ({})",
+            human_size(artifact.body.len())
+        )
+        .context("writing progress")?;
+        done.push(Uploaded {
+            key,
+            size: artifact.body.len(),
+            outcome,
+        });
+    }
+    Ok(done)
+}
+
+/// Whether the object already holds exactly these bytes. Anything short of a matching
+/// SHA-256 (no object, no checksum, no permission to look) means "put it".
+async fn holds(s3: &Client, bucket: &str, key: &str, checksum: &str, size: usize) -> bool {
+    match s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+    {
+        Ok(head) => {
+            head.checksum_sha256() == Some(checksum)
+                && head.content_length() == i64::try_from(size).ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Standard base64 with padding: how S3 writes checksums.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `12.3 MB`, `4.0 KB`, `17 B`.
+pub fn human_size(bytes: usize) -> String {
+    const UNITS: [&str; 3] = ["KB", "MB", "GB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut size = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while size >= 1024.0 && unit < UNITS.len() - 1 {
+        size /= 1024.0;
+        unit += 1;
+    }
+    format!("{size:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in cases {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain}");
+        }
+        // SHA-256 of the empty string, as S3 reports it.
+        let artifact = Artifact::new("x", Vec::new());
+        assert_eq!(
+            base64(&artifact.sha256()),
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        );
+    }
+
+    #[test]
+    fn content_types_follow_the_extension() {
+        assert_eq!(
+            Artifact::new("functions/keys.zip", vec![]).content_type,
+            "application/zip"
+        );
+        assert_eq!(
+            Artifact::new("statemachines/provision.asl.json", vec![]).content_type,
+            "application/json"
+        );
+        assert_eq!(
+            Artifact::new("bootstrap.yaml", vec![]).content_type,
+            "application/yaml"
+        );
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_size(17), "17 B");
+        assert_eq!(human_size(4096), "4.0 KB");
+        assert_eq!(human_size(12_900_000), "12.3 MB");
+    }
+}

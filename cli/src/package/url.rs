@@ -1,0 +1,178 @@
+//! The links `apiary package` prints: where the template is, and the CloudFormation
+//! console's quick-create page for it.
+
+/// Percent-encodes everything but the RFC 3986 unreserved characters, so the result is
+/// safe as a query value, a fragment parameter or one path segment.
+pub fn encode_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// An S3 key as a URL path: each segment encoded, the slashes kept.
+pub fn encode_key(key: &str) -> String {
+    key.split('/')
+        .map(encode_component)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The console and S3 domains of the partition a region belongs to.
+struct Partition {
+    console: String,
+    s3_suffix: &'static str,
+}
+
+fn partition(region: &str) -> Partition {
+    if region.starts_with("cn-") {
+        Partition {
+            console: "https://console.amazonaws.cn".into(),
+            s3_suffix: "amazonaws.com.cn",
+        }
+    } else if region.starts_with("us-gov-") {
+        Partition {
+            console: "https://console.amazonaws-us-gov.com".into(),
+            s3_suffix: "amazonaws.com",
+        }
+    } else {
+        Partition {
+            console: format!("https://{region}.console.aws.amazon.com"),
+            s3_suffix: "amazonaws.com",
+        }
+    }
+}
+
+/// The HTTPS URL of an object on S3: virtual-hosted style, or path style for a bucket
+/// name with dots (which the `*.s3.<region>` certificate does not cover).
+pub fn s3_object_url(bucket: &str, region: &str, key: &str) -> String {
+    let suffix = partition(region).s3_suffix;
+    let key = encode_key(key);
+    if bucket.contains('.') {
+        format!("https://s3.{region}.{suffix}/{bucket}/{key}")
+    } else {
+        format!("https://{bucket}.s3.{region}.{suffix}/{key}")
+    }
+}
+
+/// The same object on an S3-compatible endpoint (the emulator): path style.
+pub fn endpoint_object_url(endpoint: &str, bucket: &str, key: &str) -> String {
+    format!(
+        "{}/{bucket}/{}",
+        endpoint.trim_end_matches('/'),
+        encode_key(key)
+    )
+}
+
+/// The console page that creates a stack from `template_url` with the given name and
+/// parameter values filled in; the user reviews them and chooses **Create stack**.
+pub fn quick_create_url(
+    region: &str,
+    template_url: &str,
+    stack_name: &str,
+    parameters: &[(String, String)],
+) -> String {
+    let mut url = format!(
+        "{}/cloudformation/home?region={}#/stacks/quickcreate?templateURL={}&stackName={}",
+        partition(region).console,
+        encode_component(region),
+        encode_component(template_url),
+        encode_component(stack_name),
+    );
+    for (name, value) in parameters {
+        url.push_str(&format!(
+            "&param_{}={}",
+            encode_component(name),
+            encode_component(value)
+        ));
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_keep_only_unreserved_characters() {
+        assert_eq!(encode_component("AZaz09-._~"), "AZaz09-._~");
+        assert_eq!(
+            encode_component("a/b c&d=e?f#g+h%"),
+            "a%2Fb%20c%26d%3De%3Ff%23g%2Bh%25"
+        );
+        assert_eq!(encode_component("é"), "%C3%A9");
+        assert_eq!(encode_key("apiary/0.1.0-ab/(x)"), "apiary/0.1.0-ab/%28x%29");
+    }
+
+    #[test]
+    fn object_urls_are_virtual_hosted_unless_the_bucket_has_dots() {
+        assert_eq!(
+            s3_object_url("acme-artifacts", "eu-west-1", "apiary/v1/bootstrap.yaml"),
+            "https://acme-artifacts.s3.eu-west-1.amazonaws.com/apiary/v1/bootstrap.yaml"
+        );
+        assert_eq!(
+            s3_object_url("acme.artifacts", "eu-west-1", "apiary/v1/bootstrap.yaml"),
+            "https://s3.eu-west-1.amazonaws.com/acme.artifacts/apiary/v1/bootstrap.yaml"
+        );
+        assert_eq!(
+            s3_object_url("b", "cn-north-1", "k"),
+            "https://b.s3.cn-north-1.amazonaws.com.cn/k"
+        );
+        assert_eq!(
+            endpoint_object_url("http://127.0.0.1:5000/", "b", "p/bootstrap.yaml"),
+            "http://127.0.0.1:5000/b/p/bootstrap.yaml"
+        );
+    }
+
+    #[test]
+    fn quick_create_url_encodes_the_template_url_and_every_parameter() {
+        let template = s3_object_url(
+            "acme.artifacts",
+            "us-west-2",
+            "apiary/0.1.0-abc/bootstrap.yaml",
+        );
+        let url = quick_create_url(
+            "us-west-2",
+            &template,
+            "apiary-honeyhive",
+            &[
+                ("ArtifactBucket".into(), "acme.artifacts".into()),
+                ("ArtifactPrefix".into(), "apiary/0.1.0-abc/".into()),
+                ("FunctionArchitecture".into(), "arm64".into()),
+                ("Domain".into(), "hh.example.com".into()),
+            ],
+        );
+        assert_eq!(
+            url,
+            "https://us-west-2.console.aws.amazon.com/cloudformation/home?region=us-west-2\
+             #/stacks/quickcreate\
+             ?templateURL=https%3A%2F%2Fs3.us-west-2.amazonaws.com%2Facme.artifacts%2Fapiary%2F0.1.0-abc%2Fbootstrap.yaml\
+             &stackName=apiary-honeyhive\
+             &param_ArtifactBucket=acme.artifacts\
+             &param_ArtifactPrefix=apiary%2F0.1.0-abc%2F\
+             &param_FunctionArchitecture=arm64\
+             &param_Domain=hh.example.com"
+        );
+        // Only one '?' after the fragment and no raw '&' or '#' inside a value.
+        let fragment = url.split_once('#').unwrap().1;
+        assert_eq!(fragment.matches('?').count(), 1);
+        assert_eq!(fragment.matches('&').count(), 5);
+    }
+
+    #[test]
+    fn other_partitions_use_their_console() {
+        let url = quick_create_url("us-gov-west-1", "https://t", "s", &[]);
+        assert!(url.starts_with(
+            "https://console.amazonaws-us-gov.com/cloudformation/home?region=us-gov-west-1#"
+        ));
+        let url = quick_create_url("cn-north-1", "https://t", "s", &[]);
+        assert!(
+            url.starts_with("https://console.amazonaws.cn/cloudformation/home?region=cn-north-1#")
+        );
+    }
+}
