@@ -1,7 +1,8 @@
 //! Consistency of `infra-bootstrap/bootstrap.yaml` with the code: one Lambda (and role)
 //! per function crate, one state machine per ASL file with every substitution provided,
-//! the spec's parameters, no wildcard IAM actions, and delete permissions only where the
-//! code deletes. Pure file checks: no emulator, no AWS.
+//! the spec's parameters (and the Launch custom resource passing them to provision), no
+//! wildcard IAM actions, and delete permissions only where the code deletes. Pure file
+//! checks: no emulator, no AWS.
 //!
 //! The template is written with long-form intrinsics only (`Ref`, `Fn::Sub`,
 //! `Fn::GetAtt`), so it parses as plain YAML.
@@ -17,6 +18,13 @@ const STACK_PARAMETERS: &[&str] = &["ArtifactBucket", "ArtifactPrefix", "Functio
 const PSEUDO_SPEC_PARAMETERS: &[(&str, &str)] = &[("Region", "${AWS::Region}")];
 /// `dynamodb:DeleteItem` is reached through these `Store` methods, not a direct call.
 const STORE_DELETES: &[&str] = &["release_lock", "forget_resource"];
+/// Functions that need no state table, and why.
+const STATELESS_FUNCTIONS: &[(&str, &str)] = &[(
+    "launch",
+    "the custom resource only starts and stops provision executions; the workflow records state",
+)];
+/// The custom resource that starts provision with the stack's parameters.
+const LAUNCH_TYPE: &str = "Custom::ApiaryLaunch";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -148,7 +156,10 @@ fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
         let names: Vec<&str> = variables
             .map(|v| v.keys().map(String::as_str).collect())
             .unwrap_or_default();
-        if !names.contains(&"APIARY_TABLE") || names.iter().any(|n| !ALLOWED.contains(n)) {
+        let stateless = STATELESS_FUNCTIONS.iter().any(|(f, _)| *f == name);
+        if (!stateless && !names.contains(&"APIARY_TABLE"))
+            || names.iter().any(|n| !ALLOWED.contains(n))
+        {
             problems.push(format!(
                 "{id}: the environment must hold APIARY_TABLE and only {ALLOWED:?}, has {names:?}"
             ));
@@ -300,10 +311,25 @@ fn check_parameters(template: &Value, spec_parameters: &[&str]) -> Vec<String> {
             problems.push(format!("parameter {name} has no Description"));
         }
     }
-    let input = template["Outputs"]["ProvisionInput"]["Value"]
-        .get("Fn::Sub")
-        .and_then(Value::as_str)
+    // The execution input the Launch custom resource starts provision with.
+    let launches = resources(template, LAUNCH_TYPE);
+    let Some((launch_id, launch)) = launches.first() else {
+        problems.push(format!(
+            "no {LAUNCH_TYPE} resource passes the parameters to provision"
+        ));
+        return problems;
+    };
+    let input = launch["Properties"]["Input"]["spec"]
+        .as_object()
+        .cloned()
         .unwrap_or_default();
+    let passes = |name: &str, source: &str| {
+        input
+            .get(name)
+            .and_then(|v| v.get("Fn::Sub"))
+            .and_then(Value::as_str)
+            == Some(source)
+    };
     for name in &spec {
         match pseudo.get(name) {
             Some(source) => {
@@ -312,18 +338,78 @@ fn check_parameters(template: &Value, spec_parameters: &[&str]) -> Vec<String> {
                         "{name} is a parameter; the stack takes it from {source}"
                     ));
                 }
-                if !input.contains(&format!("\"{name}\": \"{source}\"")) {
-                    problems.push(format!("ProvisionInput does not pass {name} from {source}"));
+                if !passes(name, source) {
+                    problems.push(format!("{launch_id} does not pass {name} from {source}"));
                 }
             }
             None => {
                 if !in_template.contains(name) {
                     problems.push(format!("spec parameter {name} is not a template parameter"));
                 }
-                if !input.contains(&format!("\"{name}\": \"${{{name}}}\"")) {
-                    problems.push(format!("ProvisionInput does not pass {name}"));
+                if !passes(name, &format!("${{{name}}}")) {
+                    problems.push(format!("{launch_id} does not pass {name}"));
                 }
             }
+        }
+    }
+    for name in input.keys() {
+        if !spec.contains(name.as_str()) {
+            problems.push(format!(
+                "{launch_id} passes {name}, which is no spec parameter"
+            ));
+        }
+    }
+    problems
+}
+
+/// The Launch custom resource is served by the launch Lambda, starts the provision state
+/// machine, and CloudFormation gives up on it soon after that Lambda's timeout.
+fn check_launch(template: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let launches = resources(template, LAUNCH_TYPE);
+    if launches.len() != 1 {
+        problems.push(format!(
+            "{} {LAUNCH_TYPE} resources, want 1",
+            launches.len()
+        ));
+    }
+    for (id, launch) in launches {
+        let props = &launch["Properties"];
+        let function = get_att_arn(&props["ServiceToken"])
+            .map(|f| (f, &template["Resources"][f]))
+            .filter(|(_, f)| lambda_crate(f).as_deref() == Some("launch"));
+        let Some((function_id, function)) = function else {
+            problems.push(format!(
+                "{id}: ServiceToken is not the Arn of the launch Lambda"
+            ));
+            continue;
+        };
+        let machine = props["StateMachineArn"]["Ref"].as_str().unwrap_or_default();
+        let file =
+            sub_text(&template["Resources"][machine]["Properties"]["DefinitionS3Location"]["Key"])
+                .unwrap_or_default();
+        if file != "${ArtifactPrefix}statemachines/provision.asl.json" {
+            problems.push(format!(
+                "{id}: StateMachineArn is not a Ref to the provision state machine"
+            ));
+        }
+        let timeout = function["Properties"]["Timeout"]
+            .as_u64()
+            .unwrap_or_default();
+        if timeout != launch::LAMBDA_TIMEOUT.as_secs() {
+            problems.push(format!(
+                "{function_id}: Timeout {timeout} is not launch::LAMBDA_TIMEOUT ({:?})",
+                launch::LAMBDA_TIMEOUT
+            ));
+        }
+        // Long enough for Lambda's two retries of a failed invocation, far short of the
+        // default hour.
+        let service_timeout = props["ServiceTimeout"].as_u64().unwrap_or(3600);
+        if service_timeout < 3 * timeout || service_timeout > 600 {
+            problems.push(format!(
+                "{id}: ServiceTimeout {service_timeout} s; want between {} and 600",
+                3 * timeout
+            ));
         }
     }
     problems
@@ -525,6 +611,11 @@ fn parameters_are_exactly_the_spec_parameters() {
 }
 
 #[test]
+fn the_launch_resource_starts_provision_and_never_waits_an_hour() {
+    assert_none("launch", check_launch(&template()));
+}
+
+#[test]
 fn no_policy_grants_wildcard_actions() {
     assert_none("IAM", check_no_wildcard_actions(&template()));
 }
@@ -569,6 +660,15 @@ Resources:
       DefinitionSubstitutions: {KeysFunctionArn: {"Fn::GetAtt": [KeysFunction, Arn]}}
       TracingConfiguration: {Enabled: true}
       LoggingConfiguration: {Destinations: [{}]}
+  Launch:
+    Type: Custom::ApiaryLaunch
+    Properties:
+      ServiceToken: {"Fn::GetAtt": [KeysFunction, Arn]}
+      StateMachineArn: {Ref: Machine}
+      Input:
+        spec:
+          DeploymentName: {"Fn::Sub": "${DeploymentName}"}
+          Colour: {"Fn::Sub": "${Colour}"}
 "#;
 
 #[test]
@@ -617,13 +717,22 @@ fn the_checks_catch_a_broken_template() {
         "Colour feeds no spec field",
         "Colour has no Description",
         "Size is not a template parameter",
-        "does not pass Region",
+        "Launch does not pass Region",
+        "Launch passes Colour, which is no spec parameter",
     ] {
         assert!(
             parameters.iter().any(|p| p.contains(expected)),
             "{expected}: {parameters:?}"
         );
     }
+
+    let launch = check_launch(&broken);
+    assert!(
+        launch
+            .iter()
+            .any(|p| p.contains("ServiceToken is not the Arn of the launch Lambda")),
+        "{launch:?}"
+    );
 
     let wildcards = check_no_wildcard_actions(&broken);
     assert!(wildcards.iter().any(|p| p.contains("*:*")), "{wildcards:?}");

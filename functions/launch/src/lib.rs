@@ -1,0 +1,432 @@
+//! The bootstrap stack's custom resource (`Custom::ApiaryLaunch`): on Create and Update it
+//! validates the deployment spec and starts the provision workflow; on Delete it stops
+//! any provision execution still running, so it does not run on while the stack deletes
+//! its functions.
+//!
+//! The stack never waits on the workflow: the resource succeeds as soon as the execution
+//! has started and hands back its ARN and console link (the stack's outputs), and the
+//! workflow reports its own outcome. Every request gets an answer within the function's
+//! timeout: all work is bounded by [`Budget`], and any failure (bad properties, an
+//! invalid spec, a Step Functions error, running out of time) becomes a FAILED response
+//! with the reason, rather than an hour's wait for CloudFormation's own timeout.
+
+mod request;
+mod response;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use apiary_core::aws::Env;
+use apiary_core::spec::DeploymentSpec;
+use apiary_core::{Error, ErrorName, Result};
+use aws_sdk_sfn::error::SdkError;
+use aws_sdk_sfn::types::ExecutionStatus;
+use serde_json::{Map, Value, json};
+
+pub use request::{Properties, Request, RequestType, StateMachineArn, execution_console_url};
+pub use response::{MAX_BODY_BYTES, Responder, Response, RetryPolicy, Status};
+
+/// The function's timeout in the template (`LaunchFunction.Timeout`).
+pub const LAMBDA_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The PhysicalResourceId of a Create that started nothing: a Delete that names it (the
+/// rollback of that Create) has nothing to stop.
+pub const NOT_STARTED_PREFIX: &str = "apiary-launch-not-started-";
+
+/// How long each part of an invocation may take. [`Budget::default`] fits
+/// [`LAMBDA_TIMEOUT`] with room to spare, so the response is always sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// For everything before the response: parsing, validation, Step Functions calls.
+    pub work: Duration,
+    pub response: RetryPolicy,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            work: Duration::from_secs(30),
+            response: RetryPolicy {
+                attempts: 4,
+                attempt_timeout: Duration::from_secs(5),
+                first_backoff: Duration::from_millis(500),
+            },
+        }
+    }
+}
+
+impl Budget {
+    pub fn worst_case(&self) -> Duration {
+        self.work + self.response.worst_case()
+    }
+}
+
+/// Where this function's logs are, for the Reason of a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLocation {
+    pub group: String,
+    pub stream: String,
+}
+
+impl LogLocation {
+    /// From the variables the Lambda runtime sets, when both are present.
+    pub fn from_env(env: &dyn Env) -> Option<LogLocation> {
+        Some(LogLocation {
+            group: env.var("AWS_LAMBDA_LOG_GROUP_NAME")?,
+            stream: env.var("AWS_LAMBDA_LOG_STREAM_NAME")?,
+        })
+    }
+}
+
+pub struct Deps {
+    pub sfn: aws_sdk_sfn::Client,
+    pub responder: Responder,
+    pub budget: Budget,
+    pub logs: Option<LogLocation>,
+}
+
+impl Deps {
+    pub fn new(config: &aws_config::SdkConfig, env: &dyn Env) -> Result<Deps> {
+        Deps::with_budget(config, env, Budget::default())
+    }
+
+    pub fn with_budget(
+        config: &aws_config::SdkConfig,
+        env: &dyn Env,
+        budget: Budget,
+    ) -> Result<Deps> {
+        Ok(Deps {
+            sfn: apiary_core::client!(aws_sdk_sfn, config),
+            responder: Responder::new(budget.response)?,
+            budget,
+            logs: LogLocation::from_env(env),
+        })
+    }
+}
+
+/// What to tell CloudFormation.
+#[derive(Debug)]
+struct Outcome {
+    status: Status,
+    physical_id: String,
+    message: String,
+    data: Map<String, Value>,
+}
+
+impl Outcome {
+    fn success(physical_id: String, message: String) -> Outcome {
+        Outcome {
+            status: Status::Success,
+            physical_id,
+            message,
+            data: Map::new(),
+        }
+    }
+
+    /// `maybe_started`: the resource's id when a StartExecution was sent and its outcome
+    /// is unknown (no answer, or no answer in time).
+    fn failed(
+        request: &Request,
+        maybe_started: Option<String>,
+        name: ErrorName,
+        message: String,
+    ) -> Outcome {
+        tracing::error!(
+            error_type = name.as_str(),
+            error = message,
+            "request failed"
+        );
+        // A Create has no id yet. If it surely started nothing, it gets one that its
+        // rollback Delete recognises and skips; if it may have, the real one, so that the
+        // Delete stops whatever may be running.
+        let physical_id = request
+            .physical_resource_id
+            .clone()
+            .or(maybe_started)
+            .unwrap_or_else(|| format!("{NOT_STARTED_PREFIX}{}", request.request_id));
+        Outcome {
+            status: Status::Failed,
+            physical_id,
+            message: format!("{name}: {message}"),
+            data: Map::new(),
+        }
+    }
+}
+
+/// Handles one custom resource request and answers CloudFormation. Returns an error only
+/// when no answer could be delivered: Lambda then retries the (asynchronous) invocation,
+/// and the retry is safe because every step is idempotent.
+#[tracing::instrument(
+    name = "launch",
+    skip_all,
+    fields(request_type, logical_resource_id, request_id, stack)
+)]
+pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
+    let request = Request::from_event(event)?;
+    let span = tracing::Span::current();
+    span.record("request_type", request.request_type.as_str());
+    span.record("logical_resource_id", request.logical_resource_id.as_str());
+    span.record("request_id", request.request_id.as_str());
+    span.record("stack", request.stack_name());
+
+    let in_flight = InFlight::default();
+    let result = tokio::time::timeout(deps.budget.work, act(deps, &request, &in_flight)).await;
+    let maybe_started = in_flight.take();
+    let outcome = match result {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(err)) => Outcome::failed(&request, maybe_started, err.name(), err.to_string()),
+        Err(_) => Outcome::failed(
+            &request,
+            maybe_started,
+            ErrorName::Timeout,
+            format!(
+                "Step Functions did not answer within {:?}",
+                deps.budget.work
+            ),
+        ),
+    };
+
+    let response = Response {
+        status: outcome.status,
+        reason: String::new(),
+        physical_resource_id: outcome.physical_id.clone(),
+        stack_id: request.stack_id.clone(),
+        request_id: request.request_id.clone(),
+        logical_resource_id: request.logical_resource_id.clone(),
+        no_echo: false,
+        data: outcome.data.clone(),
+    };
+    let suffix = deps
+        .logs
+        .as_ref()
+        .map(|l| {
+            format!(
+                " (details: CloudWatch Logs {}, stream {})",
+                l.group, l.stream
+            )
+        })
+        .unwrap_or_default();
+    let body = response.body(&outcome.message, &suffix);
+    tracing::info!(
+        status = outcome.status.as_str(),
+        physical_resource_id = outcome.physical_id,
+        host = request.response_host(),
+        "answering CloudFormation"
+    );
+    deps.responder.send(&request.response_url, body).await?;
+
+    let mut summary = json!({
+        "Status": outcome.status.as_str(),
+        "PhysicalResourceId": outcome.physical_id,
+        "Reason": outcome.message,
+    });
+    if !outcome.data.is_empty() {
+        summary["Data"] = Value::Object(outcome.data);
+    }
+    Ok(summary)
+}
+
+/// The resource's id while a StartExecution whose outcome is not known yet is under way.
+/// Outlives the work's timeout, which drops the future mid-call.
+#[derive(Default)]
+struct InFlight(Mutex<Option<String>>);
+
+impl InFlight {
+    fn set(&self, id: Option<String>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = id;
+        }
+    }
+
+    fn take(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+async fn act(deps: &Deps, request: &Request, in_flight: &InFlight) -> Result<Outcome> {
+    match request.kind()? {
+        kind @ (RequestType::Create | RequestType::Update) => {
+            start(deps, request, kind, in_flight).await
+        }
+        RequestType::Delete => stop(deps, request).await,
+    }
+}
+
+/// Create and Update: validate, then start provision (or find the execution an earlier
+/// delivery of this same request started).
+async fn start(
+    deps: &Deps,
+    request: &Request,
+    kind: RequestType,
+    in_flight: &InFlight,
+) -> Result<Outcome> {
+    let properties = Properties::parse(&request.resource_properties)?;
+    // The same validation as the workflow's first step: a bad spec starts nothing.
+    let spec = DeploymentSpec::parse(&properties.input["spec"])?;
+    let machine = &properties.state_machine;
+    let name = request.execution_name(kind);
+    let input = serde_json::to_string(&properties.input)
+        .map_err(|e| Error::fatal(format!("serializing the execution input: {e}")))?;
+    // Stable across updates, so an Update never makes CloudFormation delete the old one.
+    let physical_id = match (kind, &request.physical_resource_id) {
+        (RequestType::Update, Some(existing)) => existing.clone(),
+        _ => format!("apiary-{}-launch", spec.name),
+    };
+
+    in_flight.set(Some(physical_id.clone()));
+    let execution_arn = match deps
+        .sfn
+        .start_execution()
+        .state_machine_arn(&machine.arn)
+        .name(&name)
+        .input(input)
+        .send()
+        .await
+    {
+        Ok(started) => {
+            tracing::info!(execution = started.execution_arn, "provision started");
+            started.execution_arn
+        }
+        // Same name, and the execution has finished or its input differs: an earlier
+        // delivery of this request started it.
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_execution_already_exists()) =>
+        {
+            let arn = machine.execution_arn(&name);
+            tracing::info!(
+                execution = arn,
+                "provision already started for this request"
+            );
+            arn
+        }
+        Err(err) => {
+            // An error answer means nothing started; no answer (or a broken one) means
+            // something may have.
+            if matches!(err, SdkError::ServiceError(_)) {
+                in_flight.set(None);
+            }
+            return Err(Error::aws(format!("StartExecution {}", machine.arn), err));
+        }
+    };
+
+    let console_url = execution_console_url(&machine.region, &execution_arn);
+    let mut outcome = Outcome::success(
+        physical_id,
+        format!("started provision execution {execution_arn}; follow it at {console_url}"),
+    );
+    outcome
+        .data
+        .insert("ExecutionArn".into(), Value::String(execution_arn));
+    outcome
+        .data
+        .insert("ExecutionConsoleUrl".into(), Value::String(console_url));
+    Ok(outcome)
+}
+
+/// Delete: stop what is still running. The data plane itself stays: there is no
+/// teardown workflow yet.
+async fn stop(deps: &Deps, request: &Request) -> Result<Outcome> {
+    let physical_id = request.physical_resource_id.clone().unwrap_or_default();
+    if physical_id.is_empty() || physical_id.starts_with(NOT_STARTED_PREFIX) {
+        return Ok(Outcome::success(
+            physical_id,
+            "nothing to stop: the Create of this resource started no execution".into(),
+        ));
+    }
+    let properties = Properties::parse(&request.resource_properties)?;
+    let machine = &properties.state_machine;
+    let cause = format!(
+        "the bootstrap stack {} is being deleted; this execution's functions are deleted with it",
+        request.stack_name()
+    );
+    let stopped = stop_running(deps, machine, &cause).await?;
+    let deployment = properties.input["spec"]["DeploymentName"]
+        .as_str()
+        .or_else(|| properties.input["spec"]["name"].as_str())
+        .unwrap_or("this deployment");
+    let what_ran = if stopped.is_empty() {
+        "no provision execution was running".to_owned()
+    } else {
+        format!(
+            "stopped {} running provision execution{}: {}",
+            stopped.len(),
+            if stopped.len() == 1 { "" } else { "s" },
+            stopped.join(", ")
+        )
+    };
+    Ok(Outcome::success(
+        physical_id,
+        format!(
+            "{what_ran}. The data plane's resources (tagged apiary:deployment={deployment}) \
+             and the retained state table and key were left in place: there is no teardown \
+             workflow yet"
+        ),
+    ))
+}
+
+/// Stops every RUNNING execution of `machine`; returns their ARNs. A state machine that
+/// is already gone has nothing running.
+async fn stop_running(deps: &Deps, machine: &StateMachineArn, cause: &str) -> Result<Vec<String>> {
+    let mut running = Vec::new();
+    let mut token = None;
+    loop {
+        let page = match deps
+            .sfn
+            .list_executions()
+            .state_machine_arn(&machine.arn)
+            .status_filter(ExecutionStatus::Running)
+            .set_next_token(token)
+            .send()
+            .await
+        {
+            Ok(page) => page,
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_state_machine_does_not_exist()) =>
+            {
+                tracing::info!(state_machine = machine.arn, "state machine already gone");
+                return Ok(Vec::new());
+            }
+            Err(err) => return Err(Error::aws(format!("ListExecutions {}", machine.arn), err)),
+        };
+        running.extend(
+            page.executions()
+                .iter()
+                .map(|e| e.execution_arn().to_owned()),
+        );
+        token = page.next_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    let mut stopped = Vec::new();
+    for arn in running {
+        match deps
+            .sfn
+            .stop_execution()
+            .execution_arn(&arn)
+            .cause(cause)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(execution = arn, "provision stopped");
+                stopped.push(arn);
+            }
+            // Finished and expired between the listing and now.
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_execution_does_not_exist()) => {}
+            Err(err) => return Err(Error::aws(format!("StopExecution {arn}"), err)),
+        }
+    }
+    Ok(stopped)
+}

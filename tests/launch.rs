@@ -1,0 +1,239 @@
+//! The launch custom resource against the emulator's Step Functions: a real state machine,
+//! real StartExecution, ListExecutions and StopExecution, and a loopback server in place
+//! of the presigned URL CloudFormation would give.
+
+use std::collections::HashMap;
+
+use aws_sdk_sfn::types::ExecutionStatus;
+use launch::test_support::CaptureServer;
+use serde_json::{Value, json};
+
+/// Stays RUNNING, even where the emulator's interpreter is switched on.
+const DEFINITION: &str =
+    r#"{"StartAt": "Hold", "States": {"Hold": {"Type": "Wait", "Seconds": 3600, "End": true}}}"#;
+
+struct Fixture {
+    sfn: aws_sdk_sfn::Client,
+    deps: launch::Deps,
+    deployment: String,
+    machine: String,
+    stack_id: String,
+}
+
+async fn fixture() -> Fixture {
+    let config = apiary_e2e::sdk_config().await;
+    let sfn = aws_sdk_sfn::Client::new(&config);
+    let deployment = apiary_e2e::unique_name("launch");
+    let machine = sfn
+        .create_state_machine()
+        .name(format!("apiary-{deployment}-provision"))
+        .definition(DEFINITION)
+        .role_arn(format!(
+            "arn:aws:iam::123456789012:role/apiary-{deployment}-sm-provision"
+        ))
+        .send()
+        .await
+        .expect("CreateStateMachine")
+        .state_machine_arn;
+    let deps = launch::Deps::new(&config, &HashMap::<&str, &str>::new()).expect("launch deps");
+    Fixture {
+        sfn,
+        deps,
+        stack_id: format!(
+            "arn:aws:cloudformation:us-west-2:123456789012:stack/apiary-{deployment}/{}",
+            uuid::Uuid::new_v4()
+        ),
+        deployment,
+        machine,
+    }
+}
+
+impl Fixture {
+    /// The parameters map as the template's `Input` resolves it: every value a string.
+    fn spec(&self) -> Value {
+        json!({
+            "DeploymentName": self.deployment, "Region": "us-west-2", "Size": "small",
+            "VpcCidr": "", "AzCount": "3", "NatMode": "single", "IngressCidrs": "",
+            "Domain": "hh.example.com", "KubernetesVersion": "1.33",
+            "PublicClusterEndpoint": "false", "MultiAz": "", "EnableDocumentDb": "true",
+            "EnableRedis": "true", "S3RetentionDays": "30",
+            "BackupSchedule": "cron(0 3 * * ? *)", "BackupRetentionDays": "7",
+            "DrRegion": "", "IngestionImage": "public.ecr.aws/honeyhive/ingestion:1.0.0"
+        })
+    }
+
+    fn event(&self, request_type: &str, url: &str, physical_id: Option<&str>) -> Value {
+        let mut event = json!({
+            "RequestType": request_type,
+            "ServiceToken": "arn:aws:lambda:us-west-2:123456789012:function:launch",
+            "ResponseURL": url,
+            "StackId": self.stack_id,
+            "RequestId": uuid::Uuid::new_v4().to_string(),
+            "LogicalResourceId": "Launch",
+            "ResourceType": "Custom::ApiaryLaunch",
+            "ResourceProperties": {
+                "ServiceToken": "arn:aws:lambda:us-west-2:123456789012:function:launch",
+                "ServiceTimeout": "300",
+                "StateMachineArn": self.machine,
+                "Input": {"spec": self.spec()}
+            }
+        });
+        if let Some(id) = physical_id {
+            event["PhysicalResourceId"] = json!(id);
+        }
+        event
+    }
+
+    async fn executions(&self, status: Option<ExecutionStatus>) -> Vec<String> {
+        self.sfn
+            .list_executions()
+            .state_machine_arn(&self.machine)
+            .set_status_filter(status)
+            .send()
+            .await
+            .expect("ListExecutions")
+            .executions()
+            .iter()
+            .map(|e| e.execution_arn().to_owned())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn create_starts_provision_once_and_delete_stops_it() {
+    let f = fixture().await;
+    let server = CaptureServer::start(&[]).await;
+    let create = f.event("Create", &server.url(), None);
+
+    launch::handle(&f.deps, create.clone())
+        .await
+        .expect("answered");
+    let body = server.last_json();
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    assert_eq!(
+        body["PhysicalResourceId"],
+        format!("apiary-{}-launch", f.deployment)
+    );
+    assert_eq!(body["StackId"], f.stack_id);
+    assert_eq!(body["RequestId"], create["RequestId"]);
+    assert_eq!(body["LogicalResourceId"], "Launch");
+    let arn = body["Data"]["ExecutionArn"]
+        .as_str()
+        .expect("Data.ExecutionArn")
+        .to_owned();
+    assert_eq!(
+        body["Data"]["ExecutionConsoleUrl"],
+        format!(
+            "https://us-west-2.console.aws.amazon.com/states/home?region=us-west-2#/v2/executions/details/{arn}"
+        )
+    );
+    let execution = f
+        .sfn
+        .describe_execution()
+        .execution_arn(&arn)
+        .send()
+        .await
+        .expect("the execution exists");
+    assert_eq!(execution.status(), &ExecutionStatus::Running);
+    let input: Value =
+        serde_json::from_str(execution.input().expect("an input")).expect("JSON input");
+    assert_eq!(input, json!({"spec": f.spec()}));
+
+    // CloudFormation delivers the same request again: still one execution.
+    launch::handle(&f.deps, create).await.expect("answered");
+    let again = server.last_json();
+    assert_eq!(again["Status"], "SUCCESS", "{again}");
+    assert_eq!(again["Data"]["ExecutionArn"], arn);
+    assert_eq!(f.executions(None).await, vec![arn.clone()]);
+
+    // The stack is deleted: the running execution is stopped.
+    let physical = body["PhysicalResourceId"].as_str().unwrap();
+    launch::handle(&f.deps, f.event("Delete", &server.url(), Some(physical)))
+        .await
+        .expect("answered");
+    let deleted = server.last_json();
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+    assert_eq!(deleted["PhysicalResourceId"], physical);
+    let reason = deleted["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&arn) && reason.contains("left in place"),
+        "{reason}"
+    );
+    let stopped = f
+        .sfn
+        .describe_execution()
+        .execution_arn(&arn)
+        .send()
+        .await
+        .expect("DescribeExecution");
+    assert_eq!(stopped.status(), &ExecutionStatus::Aborted);
+    assert!(
+        f.executions(Some(ExecutionStatus::Running))
+            .await
+            .is_empty()
+    );
+
+    // A redelivered Delete finds nothing left to stop.
+    launch::handle(&f.deps, f.event("Delete", &server.url(), Some(physical)))
+        .await
+        .expect("answered");
+    let redelivered = server.last_json();
+    assert_eq!(redelivered["Status"], "SUCCESS");
+    assert!(
+        redelivered["Reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("no provision execution was running"),
+        "{redelivered}"
+    );
+    assert_eq!(server.requests().len(), 4, "one answer per request");
+}
+
+#[tokio::test]
+async fn a_missing_state_machine_fails_naming_it_and_its_rollback_succeeds() {
+    let f = fixture().await;
+    let server = CaptureServer::start(&[]).await;
+    let missing = f.machine.replace("-provision", "-gone");
+    let mut create = f.event("Create", &server.url(), None);
+    create["ResourceProperties"]["StateMachineArn"] = json!(missing);
+
+    launch::handle(&f.deps, create).await.expect("answered");
+    let body = server.last_json();
+    assert_eq!(body["Status"], "FAILED", "{body}");
+    let reason = body["Reason"].as_str().unwrap();
+    assert!(reason.contains(&missing), "{reason}");
+    assert!(reason.contains("StateMachineDoesNotExist"), "{reason}");
+    let physical = body["PhysicalResourceId"].as_str().unwrap().to_owned();
+    assert!(
+        physical.starts_with(launch::NOT_STARTED_PREFIX),
+        "{physical}"
+    );
+    assert!(f.executions(None).await.is_empty());
+
+    // CloudFormation rolls the failed Create back with a Delete of what it reported.
+    let mut rollback = f.event("Delete", &server.url(), Some(&physical));
+    rollback["ResourceProperties"]["StateMachineArn"] = json!(missing);
+    launch::handle(&f.deps, rollback).await.expect("answered");
+    let body = server.last_json();
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    assert_eq!(body["PhysicalResourceId"], physical);
+}
+
+#[tokio::test]
+async fn an_invalid_spec_starts_nothing() {
+    let f = fixture().await;
+    let server = CaptureServer::start(&[]).await;
+    let mut create = f.event("Create", &server.url(), None);
+    create["ResourceProperties"]["Input"]["spec"]["Domain"] = json!("");
+    create["ResourceProperties"]["Input"]["spec"]["BackupRetentionDays"] = json!("90");
+
+    launch::handle(&f.deps, create).await.expect("answered");
+    let body = server.last_json();
+    assert_eq!(body["Status"], "FAILED", "{body}");
+    let reason = body["Reason"].as_str().unwrap();
+    assert!(reason.starts_with("Apiary.InvalidSpec"), "{reason}");
+    for field in ["Domain", "BackupRetentionDays"] {
+        assert!(reason.contains(field), "{field}: {reason}");
+    }
+    assert!(f.executions(None).await.is_empty());
+}
