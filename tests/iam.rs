@@ -1,5 +1,5 @@
 //! Least privilege, measured: every AWS operation each function performs in a full set of
-//! provision runs against the emulator is recorded (`apiary_core::calls`, an SDK
+//! provision runs (and the launch custom resource's create and delete) against the emulator is recorded (`apiary_core::calls`, an SDK
 //! interceptor on every client) and checked against that function's IAM role in
 //! `infra-bootstrap/bootstrap.yaml`:
 //!
@@ -584,10 +584,58 @@ async fn damage(config: &aws_config::SdkConfig, name: &str) {
         .expect("UpdateAssumeRolePolicy");
 }
 
+/// The launch custom resource's Create and Delete against a state machine in the
+/// emulator, answering a loopback server in place of CloudFormation's presigned URL.
+async fn exercise_launch() {
+    let config = sdk_config().await;
+    let name = unique_name("iam-launch");
+    let machine = aws_sdk_sfn::Client::new(&config)
+        .create_state_machine()
+        .name(format!("apiary-{name}-provision"))
+        .definition(
+            r#"{"StartAt": "Hold", "States": {"Hold": {"Type": "Wait", "Seconds": 3600, "End": true}}}"#,
+        )
+        .role_arn(format!("arn:aws:iam::123456789012:role/apiary-{name}-sm-provision"))
+        .send()
+        .await
+        .expect("CreateStateMachine")
+        .state_machine_arn;
+    let deps = launch::Deps::new(&config, &std::collections::HashMap::<&str, &str>::new())
+        .expect("launch deps");
+    let server = launch::test_support::CaptureServer::start(&[]).await;
+    calls::attributed("launch", async {
+        for (request_type, physical_id) in [("Create", None), ("Delete", Some(format!("apiary-{name}-launch")))] {
+            let mut event = json!({
+                "RequestType": request_type,
+                "ResponseURL": server.url(),
+                "StackId": format!("arn:aws:cloudformation:{REGION}:123456789012:stack/apiary-{name}/1"),
+                "RequestId": uuid::Uuid::new_v4().to_string(),
+                "LogicalResourceId": "Launch",
+                "ResourceType": "Custom::ApiaryLaunch",
+                "ResourceProperties": {
+                    "StateMachineArn": machine,
+                    "Input": {"spec": {"DeploymentName": name, "Domain": format!("{name}.example.com")}}
+                }
+            });
+            if let Some(id) = physical_id {
+                event["PhysicalResourceId"] = json!(id);
+            }
+            launch::handle(&deps, event).await.expect("answered");
+        }
+    })
+    .await;
+    let answers = server.requests();
+    assert_eq!(answers.len(), 2, "one answer to Create and one to Delete");
+    for answer in answers {
+        assert_eq!(answer.json()["Status"], "SUCCESS", "{}", answer.json());
+    }
+}
+
 #[tokio::test]
 async fn every_role_allows_exactly_what_its_function_does() {
     calls::start();
     exercise_every_path().await;
+    exercise_launch().await;
 
     let roles = role_actions(&template());
     let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
