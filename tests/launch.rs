@@ -137,7 +137,7 @@ async fn create_starts_provision_once_and_delete_stops_it() {
     assert_eq!(execution.status(), &ExecutionStatus::Running);
     let input: Value =
         serde_json::from_str(execution.input().expect("an input")).expect("JSON input");
-    assert_eq!(input, json!({"spec": f.spec()}));
+    assert_eq!(input, json!({"spec": f.spec(), "queue": true}));
 
     // CloudFormation delivers the same request again: still one execution.
     launch::handle(&f.deps, create).await.expect("answered");

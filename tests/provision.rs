@@ -393,3 +393,112 @@ async fn a_failed_layer_is_named_releases_the_lock_and_a_rerun_converges() {
         json!([])
     );
 }
+
+/// Holds the lock as another workflow would, then runs provision with `queue: true`
+/// (what the launch resource asks for); `release_after` LockWait states, the other
+/// workflow lets go (None: never).
+async fn queued_run(
+    f: &Fixture,
+    name: &str,
+    release_after: Option<usize>,
+) -> (ExecutionResult, usize) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    f.store
+        .acquire_lock(
+            name,
+            "another-execution",
+            chrono::Duration::hours(3),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    let spec = spec(name).await;
+    let machine = f.env.load(&f.root, "provision").expect("provision loads");
+    let waits = Arc::new(AtomicUsize::new(0));
+    let seen = waits.clone();
+    let store = f.store.clone();
+    let deployment = name.to_owned();
+    let listener: apiary_asl::EventListener = Arc::new(move |event: &apiary_asl::HistoryEvent| {
+        let lock_wait = event.event_type == "WaitStateEntered"
+            && event
+                .details
+                .as_ref()
+                .is_some_and(|(_, d)| d["name"] == "LockWait");
+        if !lock_wait {
+            return;
+        }
+        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+        if Some(n) == release_after {
+            // The listener is synchronous; the engine waits for it, so the lock is gone
+            // before the next attempt.
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current()
+                    .block_on(store.release_lock(&deployment, "another-execution"))
+                    .expect("release the other workflow's lock")
+            });
+        }
+    });
+    let result = f
+        .env
+        .run(
+            &machine,
+            "provision",
+            name,
+            json!({"spec": spec, "queue": true}),
+            format!("{name}-queued"),
+            Some(listener),
+        )
+        .await;
+    let waits = waits.load(Ordering::SeqCst);
+    (result, waits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_provision_waits_for_the_lock_then_runs() {
+    let f = fixture().await;
+    let name = unique_name("queued");
+    let (result, waits) = queued_run(&f, &name, Some(2)).await;
+    assert_eq!(
+        result.status,
+        ExecutionStatus::Succeeded,
+        "{:?}: {:?}",
+        result.error,
+        result.cause
+    );
+    assert_eq!(waits, 2, "it waited twice, then took the lock");
+    assert_eq!(
+        f.store.current_lock(&name).await.unwrap(),
+        None,
+        "and released it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_provision_gives_up_after_an_hour_without_touching_anything() {
+    let f = fixture().await;
+    let name = unique_name("queuedout");
+    let (result, waits) = queued_run(&f, &name, None).await;
+    assert_eq!(result.status, ExecutionStatus::Failed);
+    assert_eq!(result.error.as_deref(), Some("Apiary.Timeout"));
+    let cause = result.cause.unwrap_or_default();
+    assert!(
+        cause.contains("60 minutes") && cause.contains("locked by another-execution"),
+        "{cause}"
+    );
+    assert_eq!(waits, 60);
+    let lock = f
+        .store
+        .current_lock(&name)
+        .await
+        .unwrap()
+        .expect("still held");
+    assert_eq!(lock.owner, "another-execution");
+    let kms = aws_sdk_kms::Client::new(&sdk_config().await);
+    let alias = kms
+        .describe_key()
+        .key_id(format!("alias/apiary/{name}/rds"))
+        .send()
+        .await;
+    assert!(alias.is_err(), "no key was created");
+}

@@ -269,7 +269,12 @@ async fn start(
     let spec = DeploymentSpec::parse(&properties.input["spec"])?;
     let machine = &properties.state_machine;
     let name = request.execution_name(kind);
-    let input = serde_json::to_string(&properties.input)
+    // Queued: an update made while an earlier provision still runs waits for that run's
+    // lock instead of being rejected, so the run that finishes last is the one that
+    // matches the stack (also when CloudFormation rolls an update back).
+    let mut input = properties.input.clone();
+    input["queue"] = Value::Bool(true);
+    let input = serde_json::to_string(&input)
         .map_err(|e| Error::fatal(format!("serializing the execution input: {e}")))?;
     // Stable across updates, so an Update never makes CloudFormation delete the old one.
     let physical_id = match (kind, &request.physical_resource_id) {
