@@ -402,13 +402,14 @@ fn check_launch(template: &Value) -> Vec<String> {
                 launch::LAMBDA_TIMEOUT
             ));
         }
-        // Long enough for Lambda's two retries of a failed invocation, far short of the
-        // default hour.
+        // Long enough for Lambda's two retries of a failed invocation (three attempts,
+        // the retries at least 1 and 2 minutes after the attempt before), far short of
+        // the default hour.
         let service_timeout = props["ServiceTimeout"].as_u64().unwrap_or(3600);
-        if service_timeout < 3 * timeout || service_timeout > 600 {
+        let attempts = 3 * timeout + 60 + 120;
+        if service_timeout < attempts || service_timeout > 600 {
             problems.push(format!(
-                "{id}: ServiceTimeout {service_timeout} s; want between {} and 600",
-                3 * timeout
+                "{id}: ServiceTimeout {service_timeout} s; want between {attempts} and 600"
             ));
         }
     }
