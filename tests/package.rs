@@ -328,6 +328,41 @@ async fn packages_every_artifact_the_template_reads_and_repackages_nothing() {
 }
 
 #[tokio::test]
+async fn a_reused_prefix_with_new_code_is_refused_before_anything_is_put() {
+    let config = sdk_config().await;
+    let s3 = apiary_core::aws::s3_client(&config);
+    let bucket = unique_name("apiary-reuse");
+    create_bucket(&s3, &bucket, REGION).await;
+    let (prebuilt, _) = prebuilt();
+    let mut options = options(&bucket, &prebuilt, &scratch("zips"));
+    options.prefix = Some("release/".to_owned());
+    run(&options).await;
+    let before = etags(&s3, &bucket).await;
+
+    // New code for one function, packaged under the same prefix.
+    std::fs::write(
+        prebuilt.join("keys").join("bootstrap"),
+        b"#!/bin/sh\necho v2\n",
+    )
+    .expect("new bootstrap");
+    let err = package(&options, &ProcessEnv, &mut Vec::new())
+        .await
+        .expect_err("the changed zip is refused");
+    let message = format!("{err:#}");
+    assert!(
+        message.contains(&format!("s3://{bucket}/release/functions/keys.zip"))
+            && message.contains("new --prefix"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("functions/dns.zip"),
+        "only what changed is named: {message}"
+    );
+    assert_eq!(etags(&s3, &bucket).await, before, "nothing was put");
+    let _ = std::fs::remove_dir_all(&prebuilt);
+}
+
+#[tokio::test]
 async fn a_bucket_that_does_not_exist_stops_it_before_anything_is_written() {
     let config = sdk_config().await;
     let s3 = apiary_core::aws::s3_client(&config);

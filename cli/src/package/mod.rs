@@ -242,7 +242,8 @@ pub async fn package_with(
         None => default_prefix(env!("CARGO_PKG_VERSION"), &artifacts),
     };
     writeln!(log, "uploading to s3://{}/{prefix}", options.bucket)?;
-    let objects = upload::upload(&s3, &options.bucket, &prefix, &artifacts, log).await?;
+    let objects =
+        upload::upload(&s3, &options.bucket, &prefix, &artifacts, TEMPLATE_KEY, log).await?;
 
     // 5. Where to go next.
     let template_key = format!("{prefix}{TEMPLATE_KEY}");

@@ -134,18 +134,46 @@ pub struct Uploaded {
 }
 
 /// Puts every artifact under `prefix`, in the order given, logging each.
+///
+/// A function zip or state machine file already in the bucket under its key with other
+/// bytes is refused before anything is put: CloudFormation replaces a function's code or
+/// a state machine's definition only when the key changes, so overwriting it would leave
+/// a stack update running the old code. (The default, content-hashed prefix never meets
+/// this; a reused `--prefix` does.) Only `mutable` (the template, which CloudFormation
+/// reads when the stack is created or updated) may be replaced.
 pub async fn upload(
     s3: &Client,
     bucket: &str,
     prefix: &str,
     artifacts: &[Artifact],
+    mutable: &str,
     log: &mut dyn Write,
 ) -> anyhow::Result<Vec<Uploaded>> {
-    let mut done = Vec::with_capacity(artifacts.len());
+    let mut found = Vec::with_capacity(artifacts.len());
+    let mut changed = Vec::new();
     for artifact in artifacts {
         let key = format!("{prefix}{}", artifact.name);
         let checksum = base64(&artifact.sha256());
-        let outcome = if holds(s3, bucket, &key, &checksum, artifact.body.len()).await {
+        let held = holds(s3, bucket, &key, &checksum, artifact.body.len()).await;
+        if held == Held::Other && artifact.name != mutable {
+            changed.push(format!("s3://{bucket}/{key}"));
+        }
+        found.push(held);
+    }
+    if !changed.is_empty() {
+        bail!(
+            "these objects already hold other bytes, and CloudFormation would not notice \
+             new ones under the same key (it replaces code only when the key changes):\n  {}\n\
+             package under a new --prefix, or leave --prefix out for a content-hashed one; \
+             nothing was uploaded",
+            changed.join("\n  ")
+        );
+    }
+
+    let mut done = Vec::with_capacity(artifacts.len());
+    for (artifact, held) in artifacts.iter().zip(found) {
+        let key = format!("{prefix}{}", artifact.name);
+        let outcome = if held == Held::Same {
             Outcome::Unchanged
         } else {
             s3.put_object()
@@ -180,9 +208,18 @@ pub async fn upload(
     Ok(done)
 }
 
-/// Whether the object already holds exactly these bytes. Anything short of a matching
-/// SHA-256 (no object, no checksum, no permission to look) means "put it".
-async fn holds(s3: &Client, bucket: &str, key: &str, checksum: &str, size: usize) -> bool {
+/// What the bucket holds under a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// Nothing we can see (no object, or no permission to look): put it.
+    Nothing,
+    /// Exactly these bytes.
+    Same,
+    /// An object with other bytes, or one without a SHA-256 to compare.
+    Other,
+}
+
+async fn holds(s3: &Client, bucket: &str, key: &str, checksum: &str, size: usize) -> Held {
     match s3
         .head_object()
         .bucket(bucket)
@@ -191,34 +228,21 @@ async fn holds(s3: &Client, bucket: &str, key: &str, checksum: &str, size: usize
         .send()
         .await
     {
-        Ok(head) => {
-            head.checksum_sha256() == Some(checksum)
-                && head.content_length() == i64::try_from(size).ok()
+        Ok(head)
+            if head.checksum_sha256() == Some(checksum)
+                && head.content_length() == i64::try_from(size).ok() =>
+        {
+            Held::Same
         }
-        Err(_) => false,
+        Ok(_) => Held::Other,
+        Err(_) => Held::Nothing,
     }
 }
 
 /// Standard base64 with padding: how S3 writes checksums.
 pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// `12.3 MB`, `4.0 KB`, `17 B`.
@@ -241,19 +265,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_rfc_4648() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (plain, encoded) in cases {
-            assert_eq!(base64(plain.as_bytes()), encoded, "{plain}");
-        }
+    fn checksums_are_written_as_s3_reports_them() {
         // SHA-256 of the empty string, as S3 reports it.
         let artifact = Artifact::new("x", Vec::new());
         assert_eq!(
