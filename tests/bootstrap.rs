@@ -8,7 +8,7 @@
 //! `Fn::GetAtt`), so it parses as plain YAML.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -26,18 +26,7 @@ const STATELESS_FUNCTIONS: &[(&str, &str)] = &[(
 /// The custom resource that starts provision with the stack's parameters.
 const LAUNCH_TYPE: &str = "Custom::ApiaryLaunch";
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-fn template() -> Value {
-    let text = std::fs::read_to_string(root().join("infra-bootstrap/bootstrap.yaml"))
-        .expect("infra-bootstrap/bootstrap.yaml is readable");
-    parse(&text)
-}
+use apiary_e2e::{function_crates, repo_root as root, template};
 
 fn parse(text: &str) -> Value {
     serde_yaml::from_str(text).expect("the template is plain YAML (long-form intrinsics only)")
@@ -67,15 +56,6 @@ fn get_att_arn(value: &Value) -> Option<&str> {
     (parts.len() == 2 && parts[1] == "Arn")
         .then(|| parts[0].as_str())
         .flatten()
-}
-
-fn function_crates() -> BTreeSet<String> {
-    std::fs::read_dir(root().join("functions"))
-        .expect("functions/ is readable")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("Cargo.toml").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
 }
 
 fn asl_files() -> BTreeMap<String, String> {

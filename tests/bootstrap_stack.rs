@@ -19,9 +19,9 @@
 //! its reason.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use apiary_e2e::repo_root as root;
 use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::error::DisplayErrorContext;
 use aws_sdk_cloudformation::types::{Capability, Parameter};
@@ -55,13 +55,6 @@ const REMOVED_TYPES: &[(&str, &str)] = &[(
 /// How long a stack may stay in a *_IN_PROGRESS status: 120 polls, 500 ms apart.
 const POLLS: usize = 120;
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
 
 fn template_text() -> String {
     std::fs::read_to_string(root().join("infra-bootstrap/bootstrap.yaml"))

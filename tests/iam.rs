@@ -17,7 +17,7 @@ use apiary::local::LocalEnv;
 use apiary_asl::{ExecutionResult, ExecutionStatus};
 use apiary_core::calls::{self, Call};
 use apiary_core::store::Store;
-use apiary_e2e::{REGION, sdk_config, unique_cidr, unique_name};
+use apiary_e2e::{REGION, sdk_config, template, unique_cidr, unique_name};
 use serde_json::{Value, json};
 
 /// Actions a role holds that no run records, each with the reason. `*` is every
@@ -299,13 +299,6 @@ fn action_matches(pattern: &str, action: &str) -> bool {
         }
     }
     glob(pattern.as_bytes(), action.as_bytes())
-}
-
-fn template() -> Value {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra-bootstrap/bootstrap.yaml");
-    let text = std::fs::read_to_string(&path).expect("bootstrap.yaml");
-    serde_yaml::from_str(&text).expect("bootstrap.yaml is YAML")
 }
 
 /// Each function's name (from `apiary-${DeploymentName}-<name>`) and the actions its

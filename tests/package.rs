@@ -15,27 +15,13 @@ use apiary_e2e::{REGION, emulator, sdk_config, unique_name};
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
+use apiary_e2e::{function_crates, repo_root as root};
 
 /// A fresh folder under the system's temp dir.
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(unique_name(name));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
-}
-
-fn function_crates() -> BTreeSet<String> {
-    std::fs::read_dir(root().join("functions"))
-        .expect("functions/ is readable")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("Cargo.toml").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
 }
 
 /// The state machine files the template reads (`DefinitionS3Location.Key`).

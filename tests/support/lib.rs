@@ -139,3 +139,28 @@ pub async fn minimal_layers(
         },
     })
 }
+
+/// The repository's root folder.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `infra-bootstrap/bootstrap.yaml` as JSON.
+pub fn template() -> serde_json::Value {
+    let text = std::fs::read_to_string(repo_root().join("infra-bootstrap/bootstrap.yaml"))
+        .expect("infra-bootstrap/bootstrap.yaml is readable");
+    serde_yaml::from_str(&text).expect("the template is plain YAML (long-form intrinsics only)")
+}
+
+/// The function crates: every folder of `functions/` with a Cargo.toml.
+pub fn function_crates() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(repo_root().join("functions"))
+        .expect("functions/ is readable")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
