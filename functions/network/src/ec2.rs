@@ -15,6 +15,17 @@ pub fn role_filters(names: &Names, role: &str) -> Vec<Filter> {
     ]
 }
 
+/// Whether `tags` mark the resource with `role` of this deployment: the check
+/// [`role_filters`] asks EC2 for, made again on what came back (not every EC2
+/// implementation applies tag filters to every Describe call).
+pub fn has_role(tags: &[Tag], names: &Names, role: &str) -> bool {
+    let is = |key: &str, value: &str| {
+        tags.iter()
+            .any(|t| t.key() == Some(key) && t.value() == Some(value))
+    };
+    is(TAG_DEPLOYMENT, names.deployment()) && is(TAG_ROLE, role)
+}
+
 pub fn tags(names: &Names, role: &str, extra: &[(&str, &str)]) -> Vec<Tag> {
     let mut pairs = names.tags_named(Layer::Network, role);
     pairs.extend(

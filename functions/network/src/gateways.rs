@@ -4,7 +4,7 @@ use apiary_core::{Error, Result};
 use aws_sdk_ec2::types::{DomainType, NatGatewayState, ResourceType};
 
 use crate::Run;
-use crate::ec2::{role_filters, tag_spec};
+use crate::ec2::{filter, has_role, role_filters, tag_spec};
 
 pub async fn ensure_internet_gateway(run: &Run<'_>, vpc_id: &str) -> Result<String> {
     let ec2 = &run.deps.ec2;
@@ -71,13 +71,19 @@ pub async fn ensure_nat_gateway(run: &Run<'_>, index: usize, subnet_id: &str) ->
             .values("available")
             .build(),
     );
+    filters.push(filter("subnet-id", subnet_id));
     let found = ec2
         .describe_nat_gateways()
         .set_filter(Some(filters))
         .send()
         .await
         .map_err(|e| Error::aws(format!("DescribeNatGateways {role}"), e))?;
-    let nat = match found.nat_gateways().first() {
+    // Never adopt another deployment's gateway, whatever the filters did.
+    let ours = found
+        .nat_gateways()
+        .iter()
+        .find(|n| has_role(n.tags(), &run.names, &role));
+    let nat = match ours {
         Some(nat) => nat.clone(),
         None => {
             let allocation = ensure_elastic_ip(run, index).await?;

@@ -33,6 +33,15 @@ fn event() -> Value {
         "network": {"vpc_cidr": CIDR, "az_count": 2}}})
 }
 
+/// The tags of deployment acme's first NAT gateway.
+fn nat_tags() -> Vec<aws_sdk_ec2::types::Tag> {
+    let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+    vec![
+        tag("apiary:deployment", "acme"),
+        tag("apiary:role", "nat-0"),
+    ]
+}
+
 /// Everything exists already, except what `nat` says about the NAT gateway.
 fn existing_network(nat: NatGateway) -> Vec<Rule> {
     let on = || AttributeBooleanValue::builder().value(true).build();
@@ -144,6 +153,7 @@ fn run_with(rules: &[Rule], extra: &[&Rule]) -> Deps {
 async fn a_pending_nat_gateway_leaves_the_layer_not_ready_without_a_private_route() {
     let nat = NatGateway::builder()
         .nat_gateway_id("nat-1")
+        .set_tags(Some(nat_tags()))
         .state(NatGatewayState::Pending)
         .build();
     let rules = existing_network(nat);
@@ -173,6 +183,7 @@ async fn a_pending_nat_gateway_leaves_the_layer_not_ready_without_a_private_rout
 async fn a_failed_nat_gateway_fails_the_layer_naming_it() {
     let nat = NatGateway::builder()
         .nat_gateway_id("nat-9")
+        .set_tags(Some(nat_tags()))
         .state(NatGatewayState::Failed)
         .failure_message("Elastic IP address is already associated")
         .build();
@@ -191,6 +202,7 @@ async fn a_failed_nat_gateway_fails_the_layer_naming_it() {
 async fn a_vpc_with_another_cidr_is_a_conflict_not_a_new_vpc() {
     let nat = NatGateway::builder()
         .nat_gateway_id("nat-1")
+        .set_tags(Some(nat_tags()))
         .state(NatGatewayState::Available)
         .build();
     let mut rules = existing_network(nat);
@@ -223,4 +235,42 @@ async fn unknown_action_is_rejected() {
     .await
     .unwrap_err();
     assert_eq!(err.name(), ErrorName::InvalidInput);
+}
+
+#[tokio::test]
+async fn another_deployments_nat_gateway_is_never_adopted() {
+    // A Describe that ignores the tag filters returns someone else's gateway.
+    let foreign = NatGateway::builder()
+        .nat_gateway_id("nat-theirs")
+        .state(NatGatewayState::Available)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("apiary:deployment")
+                .value("other")
+                .build(),
+        )
+        .build();
+    let rules = existing_network(foreign);
+    let create = mock!(Ec2::create_nat_gateway).then_output(|| {
+        aws_sdk_ec2::operation::create_nat_gateway::CreateNatGatewayOutput::builder()
+            .nat_gateway(
+                NatGateway::builder()
+                    .nat_gateway_id("nat-ours")
+                    .state(NatGatewayState::Pending)
+                    .build(),
+            )
+            .build()
+    });
+    let allocate = mock!(Ec2::allocate_address).then_output(|| {
+        aws_sdk_ec2::operation::allocate_address::AllocateAddressOutput::builder()
+            .allocation_id("eipalloc-ours")
+            .build()
+    });
+    let deps = run_with(&rules, &[&create, &allocate]);
+    let out = handle(&deps, event()).await.expect("network");
+    assert_eq!(create.num_calls(), 1, "a gateway of its own was created");
+    assert!(
+        !out.to_string().contains("nat-theirs"),
+        "the foreign gateway is not used: {out}"
+    );
 }
