@@ -23,35 +23,19 @@ pub fn encode_key(key: &str) -> String {
         .join("/")
 }
 
-/// The console and S3 domains of the partition a region belongs to.
-struct Partition {
-    console: String,
-    s3_suffix: &'static str,
-}
-
-fn partition(region: &str) -> Partition {
+/// The S3 domain suffix of the partition a region belongs to.
+fn s3_suffix(region: &str) -> &'static str {
     if region.starts_with("cn-") {
-        Partition {
-            console: "https://console.amazonaws.cn".into(),
-            s3_suffix: "amazonaws.com.cn",
-        }
-    } else if region.starts_with("us-gov-") {
-        Partition {
-            console: "https://console.amazonaws-us-gov.com".into(),
-            s3_suffix: "amazonaws.com",
-        }
+        "amazonaws.com.cn"
     } else {
-        Partition {
-            console: format!("https://{region}.console.aws.amazon.com"),
-            s3_suffix: "amazonaws.com",
-        }
+        "amazonaws.com"
     }
 }
 
 /// The HTTPS URL of an object on S3: virtual-hosted style, or path style for a bucket
 /// name with dots (which the `*.s3.<region>` certificate does not cover).
 pub fn s3_object_url(bucket: &str, region: &str, key: &str) -> String {
-    let suffix = partition(region).s3_suffix;
+    let suffix = s3_suffix(region);
     let key = encode_key(key);
     if bucket.contains('.') {
         format!("https://s3.{region}.{suffix}/{bucket}/{key}")
@@ -79,7 +63,7 @@ pub fn quick_create_url(
 ) -> String {
     let mut url = format!(
         "{}/cloudformation/home?region={}#/stacks/quickcreate?templateURL={}&stackName={}",
-        partition(region).console,
+        apiary_core::aws::console_origin(region),
         encode_component(region),
         encode_component(template_url),
         encode_component(stack_name),

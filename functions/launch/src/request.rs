@@ -214,9 +214,10 @@ impl StateMachineArn {
     }
 }
 
-/// The Step Functions console page of an execution.
+/// The Step Functions console page of an execution, in the region's partition.
 pub fn execution_console_url(region: &str, execution_arn: &str) -> String {
     format!(
-        "https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{execution_arn}"
+        "{}/states/home?region={region}#/v2/executions/details/{execution_arn}",
+        apiary_core::aws::console_origin(region)
     )
 }

@@ -682,3 +682,14 @@ fn state_machine_arns_are_taken_apart() {
     assert!(StateMachineArn::parse("arn:aws:states:us-west-2:1:execution:m:x").is_err());
     assert!(StateMachineArn::parse("arn:aws:states::1:stateMachine:m").is_err());
 }
+
+#[test]
+fn the_execution_link_uses_the_partitions_console() {
+    let arn = "arn:aws-us-gov:states:us-gov-west-1:123456789012:execution:apiary-acme-provision:x";
+    assert_eq!(
+        execution_console_url("us-gov-west-1", arn),
+        format!(
+            "https://console.amazonaws-us-gov.com/states/home?region=us-gov-west-1#/v2/executions/details/{arn}"
+        )
+    );
+}

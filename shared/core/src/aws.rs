@@ -133,6 +133,18 @@ pub async fn load_from_env() -> SdkConfig {
     load(&AwsSettings::from_env(&ProcessEnv)).await
 }
 
+/// The AWS console's origin for a region, in the region's partition (China and GovCloud
+/// have consoles of their own).
+pub fn console_origin(region: &str) -> String {
+    if region.starts_with("cn-") {
+        "https://console.amazonaws.cn".to_owned()
+    } else if region.starts_with("us-gov-") {
+        "https://console.amazonaws-us-gov.com".to_owned()
+    } else {
+        format!("https://{region}.console.aws.amazon.com")
+    }
+}
+
 /// An S3 client; path-style addressing whenever the endpoint is overridden.
 pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
     let builder = aws_sdk_s3::config::Builder::from(config)
@@ -177,6 +189,19 @@ mod tests {
         assert!(!settings.local_credentials);
         assert_eq!(settings.region.as_deref(), Some("eu-west-1"));
         assert_eq!(settings.max_attempts, 7);
+    }
+
+    #[test]
+    fn each_partition_has_its_console() {
+        assert_eq!(
+            console_origin("eu-west-1"),
+            "https://eu-west-1.console.aws.amazon.com"
+        );
+        assert_eq!(console_origin("cn-north-1"), "https://console.amazonaws.cn");
+        assert_eq!(
+            console_origin("us-gov-west-1"),
+            "https://console.amazonaws-us-gov.com"
+        );
     }
 
     #[tokio::test]
