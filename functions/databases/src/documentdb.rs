@@ -140,51 +140,39 @@ fn tags(step: &Step<'_>) -> Vec<Tag> {
 
 async fn ensure_subnet_group(step: &Step<'_>, inputs: &Inputs, name: &str) -> Result<()> {
     let docdb = &step.deps.docdb;
-    let found = match docdb
-        .describe_db_subnet_groups()
-        .db_subnet_group_name(name)
-        .send()
-        .await
-    {
-        Ok(out) => out.db_subnet_groups().first().cloned(),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_db_subnet_group_not_found_fault()) =>
-        {
-            None
-        }
-        Err(err) => return Err(Error::aws(format!("DescribeDBSubnetGroups {name}"), err)),
-    };
+    let found = apiary_core::aws::answer_or_none(
+        format!("DescribeDBSubnetGroups {name}"),
+        docdb
+            .describe_db_subnet_groups()
+            .db_subnet_group_name(name)
+            .send(),
+        |e| e.is_db_subnet_group_not_found_fault(),
+    )
+    .await?
+    .and_then(|out| out.db_subnet_groups().first().cloned());
     let arn = match found {
         Some(group) => group.db_subnet_group_arn().map(str::to_owned),
-        None => match docdb
-            .create_db_subnet_group()
-            .db_subnet_group_name(name)
-            .db_subnet_group_description(format!(
-                "Apiary {} DocumentDB: private subnets",
-                step.names.deployment()
-            ))
-            .set_subnet_ids(Some(inputs.subnet_ids.clone()))
-            .set_tags(Some(tags(step)))
-            .send()
-            .await
-        {
-            Ok(out) => {
-                step.log.created(name);
-                out.db_subnet_group()
-                    .and_then(|g| g.db_subnet_group_arn())
-                    .map(str::to_owned)
-            }
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_db_subnet_group_already_exists_fault()) =>
-            {
-                None
-            }
-            Err(err) => return Err(Error::aws(format!("CreateDBSubnetGroup {name}"), err)),
-        },
+        None => apiary_core::aws::answer_or_none(
+            format!("CreateDBSubnetGroup {name}"),
+            docdb
+                .create_db_subnet_group()
+                .db_subnet_group_name(name)
+                .db_subnet_group_description(format!(
+                    "Apiary {} DocumentDB: private subnets",
+                    step.names.deployment()
+                ))
+                .set_subnet_ids(Some(inputs.subnet_ids.clone()))
+                .set_tags(Some(tags(step)))
+                .send(),
+            |e| e.is_db_subnet_group_already_exists_fault(),
+        )
+        .await?
+        .and_then(|out| {
+            step.log.created(name);
+            out.db_subnet_group()
+                .and_then(|g| g.db_subnet_group_arn())
+                .map(str::to_owned)
+        }),
     };
     step.log
         .resource("docdb:db-subnet-group", name, arn.as_deref())
@@ -193,45 +181,38 @@ async fn ensure_subnet_group(step: &Step<'_>, inputs: &Inputs, name: &str) -> Re
 
 async fn ensure_parameter_group(step: &Step<'_>, name: &str) -> Result<()> {
     let docdb = &step.deps.docdb;
-    let found = match docdb
-        .describe_db_cluster_parameter_groups()
-        .db_cluster_parameter_group_name(name)
-        .send()
-        .await
-    {
-        Ok(out) => out.db_cluster_parameter_groups().first().cloned(),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_db_parameter_group_not_found_fault()) =>
-        {
-            None
-        }
-        Err(err) => {
-            return Err(Error::aws(
-                format!("DescribeDBClusterParameterGroups {name}"),
-                err,
-            ));
-        }
-    };
+    let found = apiary_core::aws::answer_or_none(
+        format!("DescribeDBClusterParameterGroups {name}"),
+        docdb
+            .describe_db_cluster_parameter_groups()
+            .db_cluster_parameter_group_name(name)
+            .send(),
+        |e| e.is_db_parameter_group_not_found_fault(),
+    )
+    .await?
+    .and_then(|out| out.db_cluster_parameter_groups().first().cloned());
     let (arn, fresh) = match found {
         Some(group) => (
             group.db_cluster_parameter_group_arn().map(str::to_owned),
             false,
         ),
-        None => match docdb
-            .create_db_cluster_parameter_group()
-            .db_cluster_parameter_group_name(name)
-            .db_parameter_group_family(DOCDB_PARAMETER_FAMILY)
-            .description(format!(
-                "Apiary {} DocumentDB: TLS required",
-                step.names.deployment()
-            ))
-            .set_tags(Some(tags(step)))
-            .send()
-            .await
+        None => match apiary_core::aws::answer_or_none(
+            format!("CreateDBClusterParameterGroup {name}"),
+            docdb
+                .create_db_cluster_parameter_group()
+                .db_cluster_parameter_group_name(name)
+                .db_parameter_group_family(DOCDB_PARAMETER_FAMILY)
+                .description(format!(
+                    "Apiary {} DocumentDB: TLS required",
+                    step.names.deployment()
+                ))
+                .set_tags(Some(tags(step)))
+                .send(),
+            |e| e.is_db_parameter_group_already_exists_fault(),
+        )
+        .await?
         {
-            Ok(out) => {
+            Some(out) => {
                 step.log.created(name);
                 (
                     out.db_cluster_parameter_group()
@@ -240,19 +221,7 @@ async fn ensure_parameter_group(step: &Step<'_>, name: &str) -> Result<()> {
                     true,
                 )
             }
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_db_parameter_group_already_exists_fault()) =>
-            {
-                (None, false)
-            }
-            Err(err) => {
-                return Err(Error::aws(
-                    format!("CreateDBClusterParameterGroup {name}"),
-                    err,
-                ));
-            }
+            None => (None, false),
         },
     };
     if fresh || !tls_is_enabled(step, name).await? {
@@ -303,24 +272,17 @@ async fn tls_is_enabled(step: &Step<'_>, name: &str) -> Result<bool> {
 }
 
 async fn describe_cluster(step: &Step<'_>, id: &str) -> Result<Option<DbCluster>> {
-    match step
-        .deps
-        .docdb
-        .describe_db_clusters()
-        .db_cluster_identifier(id)
-        .send()
-        .await
-    {
-        Ok(out) => Ok(out.db_clusters().first().cloned()),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_db_cluster_not_found_fault()) =>
-        {
-            Ok(None)
-        }
-        Err(err) => Err(Error::aws(format!("DescribeDBClusters {id}"), err)),
-    }
+    Ok(apiary_core::aws::answer_or_none(
+        format!("DescribeDBClusters {id}"),
+        step.deps
+            .docdb
+            .describe_db_clusters()
+            .db_cluster_identifier(id)
+            .send(),
+        |e| e.is_db_cluster_not_found_fault(),
+    )
+    .await?
+    .and_then(|out| out.db_clusters().first().cloned()))
 }
 
 enum Created {
@@ -401,24 +363,17 @@ async fn create_cluster(step: &Step<'_>, inputs: &Inputs, id: &str) -> Result<Cr
 }
 
 async fn describe_instance(step: &Step<'_>, id: &str) -> Result<Option<DbInstance>> {
-    match step
-        .deps
-        .docdb
-        .describe_db_instances()
-        .db_instance_identifier(id)
-        .send()
-        .await
-    {
-        Ok(out) => Ok(out.db_instances().first().cloned()),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_db_instance_not_found_fault()) =>
-        {
-            Ok(None)
-        }
-        Err(err) => Err(Error::aws(format!("DescribeDBInstances {id}"), err)),
-    }
+    Ok(apiary_core::aws::answer_or_none(
+        format!("DescribeDBInstances {id}"),
+        step.deps
+            .docdb
+            .describe_db_instances()
+            .db_instance_identifier(id)
+            .send(),
+        |e| e.is_db_instance_not_found_fault(),
+    )
+    .await?
+    .and_then(|out| out.db_instances().first().cloned()))
 }
 
 async fn create_instance(

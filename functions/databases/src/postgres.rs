@@ -140,27 +140,20 @@ fn tags(step: &Step<'_>) -> Vec<Tag> {
 
 async fn ensure_subnet_group(step: &Step<'_>, inputs: &Inputs, name: &str) -> Result<()> {
     let rds = &step.deps.rds;
-    let found = match rds
-        .describe_db_subnet_groups()
-        .db_subnet_group_name(name)
-        .send()
-        .await
-    {
-        Ok(out) => out.db_subnet_groups().first().cloned(),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_db_subnet_group_not_found_fault()) =>
-        {
-            None
-        }
-        Err(err) => return Err(Error::aws(format!("DescribeDBSubnetGroups {name}"), err)),
-    };
+    let found = apiary_core::aws::answer_or_none(
+        format!("DescribeDBSubnetGroups {name}"),
+        rds.describe_db_subnet_groups()
+            .db_subnet_group_name(name)
+            .send(),
+        |e| e.is_db_subnet_group_not_found_fault(),
+    )
+    .await?
+    .and_then(|out| out.db_subnet_groups().first().cloned());
     let arn = match found {
         Some(group) => group.db_subnet_group_arn().map(str::to_owned),
-        None => {
-            match rds
-                .create_db_subnet_group()
+        None => apiary_core::aws::answer_or_none(
+            format!("CreateDBSubnetGroup {name}"),
+            rds.create_db_subnet_group()
                 .db_subnet_group_name(name)
                 .db_subnet_group_description(format!(
                     "Apiary {} PostgreSQL: private subnets",
@@ -168,25 +161,16 @@ async fn ensure_subnet_group(step: &Step<'_>, inputs: &Inputs, name: &str) -> Re
                 ))
                 .set_subnet_ids(Some(inputs.subnet_ids.clone()))
                 .set_tags(Some(tags(step)))
-                .send()
-                .await
-            {
-                Ok(out) => {
-                    step.log.created(name);
-                    out.db_subnet_group()
-                        .and_then(|g| g.db_subnet_group_arn())
-                        .map(str::to_owned)
-                }
-                Err(err)
-                    if err
-                        .as_service_error()
-                        .is_some_and(|e| e.is_db_subnet_group_already_exists_fault()) =>
-                {
-                    None
-                }
-                Err(err) => return Err(Error::aws(format!("CreateDBSubnetGroup {name}"), err)),
-            }
-        }
+                .send(),
+            |e| e.is_db_subnet_group_already_exists_fault(),
+        )
+        .await?
+        .and_then(|out| {
+            step.log.created(name);
+            out.db_subnet_group()
+                .and_then(|g| g.db_subnet_group_arn())
+                .map(str::to_owned)
+        }),
     };
     step.log
         .resource("rds:db-subnet-group", name, arn.as_deref())
@@ -195,37 +179,33 @@ async fn ensure_subnet_group(step: &Step<'_>, inputs: &Inputs, name: &str) -> Re
 
 async fn ensure_parameter_group(step: &Step<'_>, name: &str) -> Result<()> {
     let rds = &step.deps.rds;
-    let found = match rds
-        .describe_db_parameter_groups()
-        .db_parameter_group_name(name)
-        .send()
-        .await
-    {
-        Ok(out) => out.db_parameter_groups().first().cloned(),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_db_parameter_group_not_found_fault()) =>
-        {
-            None
-        }
-        Err(err) => return Err(Error::aws(format!("DescribeDBParameterGroups {name}"), err)),
-    };
+    let found = apiary_core::aws::answer_or_none(
+        format!("DescribeDBParameterGroups {name}"),
+        rds.describe_db_parameter_groups()
+            .db_parameter_group_name(name)
+            .send(),
+        |e| e.is_db_parameter_group_not_found_fault(),
+    )
+    .await?
+    .and_then(|out| out.db_parameter_groups().first().cloned());
     let (arn, fresh) = match found {
         Some(group) => (group.db_parameter_group_arn().map(str::to_owned), false),
-        None => match rds
-            .create_db_parameter_group()
-            .db_parameter_group_name(name)
-            .db_parameter_group_family(POSTGRES_PARAMETER_FAMILY)
-            .description(format!(
-                "Apiary {} PostgreSQL: TLS required",
-                step.names.deployment()
-            ))
-            .set_tags(Some(tags(step)))
-            .send()
-            .await
+        None => match apiary_core::aws::answer_or_none(
+            format!("CreateDBParameterGroup {name}"),
+            rds.create_db_parameter_group()
+                .db_parameter_group_name(name)
+                .db_parameter_group_family(POSTGRES_PARAMETER_FAMILY)
+                .description(format!(
+                    "Apiary {} PostgreSQL: TLS required",
+                    step.names.deployment()
+                ))
+                .set_tags(Some(tags(step)))
+                .send(),
+            |e| e.is_db_parameter_group_already_exists_fault(),
+        )
+        .await?
         {
-            Ok(out) => {
+            Some(out) => {
                 step.log.created(name);
                 (
                     out.db_parameter_group()
@@ -234,14 +214,7 @@ async fn ensure_parameter_group(step: &Step<'_>, name: &str) -> Result<()> {
                     true,
                 )
             }
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_db_parameter_group_already_exists_fault()) =>
-            {
-                (None, false)
-            }
-            Err(err) => return Err(Error::aws(format!("CreateDBParameterGroup {name}"), err)),
+            None => (None, false),
         },
     };
     if fresh || !force_ssl_is_on(step, name).await? {
@@ -290,24 +263,17 @@ async fn force_ssl_is_on(step: &Step<'_>, name: &str) -> Result<bool> {
 }
 
 async fn describe(step: &Step<'_>, id: &str) -> Result<Option<DbInstance>> {
-    match step
-        .deps
-        .rds
-        .describe_db_instances()
-        .db_instance_identifier(id)
-        .send()
-        .await
-    {
-        Ok(out) => Ok(out.db_instances().first().cloned()),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_db_instance_not_found_fault()) =>
-        {
-            Ok(None)
-        }
-        Err(err) => Err(Error::aws(format!("DescribeDBInstances {id}"), err)),
-    }
+    Ok(apiary_core::aws::answer_or_none(
+        format!("DescribeDBInstances {id}"),
+        step.deps
+            .rds
+            .describe_db_instances()
+            .db_instance_identifier(id)
+            .send(),
+        |e| e.is_db_instance_not_found_fault(),
+    )
+    .await?
+    .and_then(|out| out.db_instances().first().cloned()))
 }
 
 async fn create(step: &Step<'_>, inputs: &Inputs, id: &str) -> Result<DbInstance> {

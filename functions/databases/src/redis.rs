@@ -148,51 +148,39 @@ fn tags(step: &Step<'_>) -> Vec<Tag> {
 
 async fn ensure_subnet_group(step: &Step<'_>, inputs: &Inputs, name: &str) -> Result<()> {
     let elasticache = &step.deps.elasticache;
-    let found = match elasticache
-        .describe_cache_subnet_groups()
-        .cache_subnet_group_name(name)
-        .send()
-        .await
-    {
-        Ok(out) => out.cache_subnet_groups().first().cloned(),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_cache_subnet_group_not_found_fault()) =>
-        {
-            None
-        }
-        Err(err) => return Err(Error::aws(format!("DescribeCacheSubnetGroups {name}"), err)),
-    };
+    let found = apiary_core::aws::answer_or_none(
+        format!("DescribeCacheSubnetGroups {name}"),
+        elasticache
+            .describe_cache_subnet_groups()
+            .cache_subnet_group_name(name)
+            .send(),
+        |e| e.is_cache_subnet_group_not_found_fault(),
+    )
+    .await?
+    .and_then(|out| out.cache_subnet_groups().first().cloned());
     let arn = match found {
         Some(group) => group.arn().map(str::to_owned),
-        None => match elasticache
-            .create_cache_subnet_group()
-            .cache_subnet_group_name(name)
-            .cache_subnet_group_description(format!(
-                "Apiary {} Redis: private subnets",
-                step.names.deployment()
-            ))
-            .set_subnet_ids(Some(inputs.subnet_ids.clone()))
-            .set_tags(Some(tags(step)))
-            .send()
-            .await
-        {
-            Ok(out) => {
-                step.log.created(name);
-                out.cache_subnet_group()
-                    .and_then(|g| g.arn())
-                    .map(str::to_owned)
-            }
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_cache_subnet_group_already_exists_fault()) =>
-            {
-                None
-            }
-            Err(err) => return Err(Error::aws(format!("CreateCacheSubnetGroup {name}"), err)),
-        },
+        None => apiary_core::aws::answer_or_none(
+            format!("CreateCacheSubnetGroup {name}"),
+            elasticache
+                .create_cache_subnet_group()
+                .cache_subnet_group_name(name)
+                .cache_subnet_group_description(format!(
+                    "Apiary {} Redis: private subnets",
+                    step.names.deployment()
+                ))
+                .set_subnet_ids(Some(inputs.subnet_ids.clone()))
+                .set_tags(Some(tags(step)))
+                .send(),
+            |e| e.is_cache_subnet_group_already_exists_fault(),
+        )
+        .await?
+        .and_then(|out| {
+            step.log.created(name);
+            out.cache_subnet_group()
+                .and_then(|g| g.arn())
+                .map(str::to_owned)
+        }),
     };
     step.log
         .resource("elasticache:cache-subnet-group", name, arn.as_deref())
@@ -200,24 +188,17 @@ async fn ensure_subnet_group(step: &Step<'_>, inputs: &Inputs, name: &str) -> Re
 }
 
 async fn describe(step: &Step<'_>, id: &str) -> Result<Option<ReplicationGroup>> {
-    match step
-        .deps
-        .elasticache
-        .describe_replication_groups()
-        .replication_group_id(id)
-        .send()
-        .await
-    {
-        Ok(out) => Ok(out.replication_groups().first().cloned()),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_replication_group_not_found_fault()) =>
-        {
-            Ok(None)
-        }
-        Err(err) => Err(Error::aws(format!("DescribeReplicationGroups {id}"), err)),
-    }
+    Ok(apiary_core::aws::answer_or_none(
+        format!("DescribeReplicationGroups {id}"),
+        step.deps
+            .elasticache
+            .describe_replication_groups()
+            .replication_group_id(id)
+            .send(),
+        |e| e.is_replication_group_not_found_fault(),
+    )
+    .await?
+    .and_then(|out| out.replication_groups().first().cloned()))
 }
 
 async fn create(

@@ -14,24 +14,13 @@ const TOKEN_LENGTH: i64 = 64;
 
 /// The ARN of a secret, when it exists.
 pub(crate) async fn find(step: &Step<'_>, name: &str) -> Result<Option<String>> {
-    match step
-        .deps
-        .secrets
-        .describe_secret()
-        .secret_id(name)
-        .send()
-        .await
-    {
-        Ok(out) => Ok(out.arn),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception()) =>
-        {
-            Ok(None)
-        }
-        Err(err) => Err(Error::aws(format!("DescribeSecret {name}"), err)),
-    }
+    Ok(apiary_core::aws::answer_or_none(
+        format!("DescribeSecret {name}"),
+        step.deps.secrets.describe_secret().secret_id(name).send(),
+        |e| e.is_resource_not_found_exception(),
+    )
+    .await?
+    .and_then(|out| out.arn))
 }
 
 /// A secret holding a generated token, and the token.
@@ -59,23 +48,22 @@ pub(crate) async fn ensure_token(
     details: Value,
 ) -> Result<Generated> {
     let secrets = &step.deps.secrets;
-    match secrets.describe_secret().secret_id(name).send().await {
-        Ok(found) => {
-            if found.deleted_date.is_some() {
-                secrets
-                    .restore_secret()
-                    .secret_id(name)
-                    .send()
-                    .await
-                    .map_err(|e| Error::aws(format!("RestoreSecret {name}"), e))?;
-            }
-            return read_token(step, name).await;
+    if let Some(found) = apiary_core::aws::answer_or_none(
+        format!("DescribeSecret {name}"),
+        secrets.describe_secret().secret_id(name).send(),
+        |e| e.is_resource_not_found_exception(),
+    )
+    .await?
+    {
+        if found.deleted_date.is_some() {
+            secrets
+                .restore_secret()
+                .secret_id(name)
+                .send()
+                .await
+                .map_err(|e| Error::aws(format!("RestoreSecret {name}"), e))?;
         }
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception()) => {}
-        Err(err) => return Err(Error::aws(format!("DescribeSecret {name}"), err)),
+        return read_token(step, name).await;
     }
 
     let token = secrets

@@ -13,6 +13,9 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 /// Where configuration comes from.
 pub trait Env {
@@ -133,6 +136,25 @@ pub async fn load_from_env() -> SdkConfig {
     load(&AwsSettings::from_env(&ProcessEnv)).await
 }
 
+/// A call's answer, or `None` when it fails with the one service error `expected`
+/// recognises: "not found" on a Describe (there is none), "already exists" on a Create
+/// (another run made it between our lookup and now). Any other failure is an
+/// [`Error::aws`](crate::Error::aws) naming `operation`.
+pub async fn answer_or_none<O, E>(
+    operation: impl Into<String>,
+    call: impl std::future::Future<Output = Result<O, SdkError<E, HttpResponse>>>,
+    expected: impl FnOnce(&E) -> bool,
+) -> crate::Result<Option<O>>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match call.await {
+        Ok(answer) => Ok(Some(answer)),
+        Err(err) if err.as_service_error().is_some_and(expected) => Ok(None),
+        Err(err) => Err(crate::Error::aws(operation, err)),
+    }
+}
+
 /// The AWS console's origin for a region, in the region's partition (China and GovCloud
 /// have consoles of their own).
 pub fn console_origin(region: &str) -> String {
@@ -189,6 +211,48 @@ mod tests {
         assert!(!settings.local_credentials);
         assert_eq!(settings.region.as_deref(), Some("eu-west-1"));
         assert_eq!(settings.max_attempts, 7);
+    }
+
+    #[tokio::test]
+    async fn only_the_expected_error_becomes_none() {
+        use aws_sdk_dynamodb::operation::describe_table::{
+            DescribeTableError, DescribeTableOutput,
+        };
+        use aws_sdk_dynamodb::types::error::{InternalServerError, ResourceNotFoundException};
+        use aws_smithy_mocks::{RuleMode, mock, mock_client};
+        let found = mock!(aws_sdk_dynamodb::Client::describe_table)
+            .match_requests(|r| r.table_name() == Some("found"))
+            .then_output(|| DescribeTableOutput::builder().build());
+        let missing = mock!(aws_sdk_dynamodb::Client::describe_table)
+            .match_requests(|r| r.table_name() == Some("missing"))
+            .then_error(|| {
+                DescribeTableError::ResourceNotFoundException(
+                    ResourceNotFoundException::builder().build(),
+                )
+            });
+        let broken = mock!(aws_sdk_dynamodb::Client::describe_table)
+            .match_requests(|r| r.table_name() == Some("broken"))
+            .then_error(|| {
+                DescribeTableError::InternalServerError(
+                    InternalServerError::builder().message("boom").build(),
+                )
+            });
+        let client = mock_client!(
+            aws_sdk_dynamodb,
+            RuleMode::MatchAny,
+            [&found, &missing, &broken]
+        );
+        let describe = |table: &'static str| {
+            answer_or_none(
+                format!("DescribeTable {table}"),
+                client.describe_table().table_name(table).send(),
+                |e| e.is_resource_not_found_exception(),
+            )
+        };
+        assert!(describe("found").await.unwrap().is_some());
+        assert!(describe("missing").await.unwrap().is_none());
+        let err = describe("broken").await.unwrap_err();
+        assert!(err.to_string().contains("DescribeTable broken"), "{err}");
     }
 
     #[test]
