@@ -300,7 +300,7 @@ pub(crate) fn is_engine_not_emulated(code: Option<&str>, message: Option<&str>) 
 async fn create_cluster(step: &Step<'_>, inputs: &Inputs, id: &str) -> Result<Created> {
     let retention = i32::try_from(step.spec.backup.retention_days)
         .map_err(|_| Error::invalid_input("backup.retention_days is out of range"))?;
-    let created = step
+    match step
         .deps
         .docdb
         .create_db_cluster()
@@ -322,8 +322,8 @@ async fn create_cluster(step: &Step<'_>, inputs: &Inputs, id: &str) -> Result<Cr
         .deletion_protection(true)
         .set_tags(Some(tags(step)))
         .send()
-        .await;
-    match created {
+        .await
+    {
         Ok(out) => {
             step.log.created(id);
             let cluster = out
@@ -382,37 +382,33 @@ async fn create_instance(
     id: &str,
     index: usize,
 ) -> Result<DbInstance> {
-    let created = step
-        .deps
-        .docdb
-        .create_db_instance()
-        .db_instance_identifier(id)
-        .db_cluster_identifier(cluster_id)
-        .engine(ENGINE)
-        .db_instance_class(step.spec.sizing().docdb_instance_class)
-        .auto_minor_version_upgrade(true)
-        // The first instance is the preferred writer on failover.
-        .promotion_tier(i32::try_from(index).unwrap_or(15).min(15))
-        .set_tags(Some(tags(step)))
-        .send()
-        .await;
-    match created {
-        Ok(out) => {
+    match apiary_core::aws::answer_or_none(
+        format!("CreateDBInstance {id}"),
+        step.deps
+            .docdb
+            .create_db_instance()
+            .db_instance_identifier(id)
+            .db_cluster_identifier(cluster_id)
+            .engine(ENGINE)
+            .db_instance_class(step.spec.sizing().docdb_instance_class)
+            .auto_minor_version_upgrade(true)
+            // The first instance is the preferred writer on failover.
+            .promotion_tier(i32::try_from(index).unwrap_or(15).min(15))
+            .set_tags(Some(tags(step)))
+            .send(),
+        |e| e.is_db_instance_already_exists_fault(),
+    )
+    .await?
+    {
+        Some(out) => {
             step.log.created(id);
             out.db_instance
                 .ok_or_else(|| Error::fatal(format!("CreateDBInstance {id} returned no instance")))
         }
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_db_instance_already_exists_fault()) =>
-        {
-            describe_instance(step, id).await?.ok_or_else(|| {
-                Error::Conflict(format!(
-                    "DocumentDB instance {id} exists but cannot be described"
-                ))
-            })
-        }
-        Err(err) => Err(Error::aws(format!("CreateDBInstance {id}"), err)),
+        None => describe_instance(step, id).await?.ok_or_else(|| {
+            Error::Conflict(format!(
+                "DocumentDB instance {id} exists but cannot be described"
+            ))
+        }),
     }
 }

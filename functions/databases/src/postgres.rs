@@ -280,56 +280,52 @@ async fn create(step: &Step<'_>, inputs: &Inputs, id: &str) -> Result<DbInstance
     let sizing = step.spec.sizing();
     let retention = i32::try_from(step.spec.backup.retention_days)
         .map_err(|_| Error::invalid_input("backup.retention_days is out of range"))?;
-    let created = step
-        .deps
-        .rds
-        .create_db_instance()
-        .db_instance_identifier(id)
-        .engine("postgres")
-        .engine_version(POSTGRES_ENGINE_VERSION)
-        .auto_minor_version_upgrade(true)
-        .db_instance_class(sizing.db_instance_class)
-        .allocated_storage(sizing.db_allocated_storage_gb)
-        .max_allocated_storage(sizing.db_max_allocated_storage_gb)
-        .storage_type(STORAGE_TYPE)
-        .storage_encrypted(true)
-        .kms_key_id(&inputs.key_arn)
-        .master_username(MASTER_USERNAME)
-        .manage_master_user_password(true)
-        // The secret is read by the ingestion pods through Secrets Manager: encrypt it
-        // with the app key their role may use (the data key only serves its service).
-        .master_user_secret_kms_key_id(&inputs.app_key_arn)
-        .db_name(DATABASE_NAME)
-        .port(i32::from(POSTGRES_PORT))
-        .db_subnet_group_name(id)
-        .db_parameter_group_name(parameter_group_name(step))
-        .vpc_security_group_ids(&inputs.security_group)
-        .publicly_accessible(false)
-        .multi_az(sizing.multi_az)
-        .backup_retention_period(retention)
-        .copy_tags_to_snapshot(true)
-        .deletion_protection(true)
-        .enable_cloudwatch_logs_exports("postgresql")
-        .set_tags(Some(tags(step)))
-        .send()
-        .await;
-    match created {
-        Ok(out) => {
+    match apiary_core::aws::answer_or_none(
+        format!("CreateDBInstance {id}"),
+        step.deps
+            .rds
+            .create_db_instance()
+            .db_instance_identifier(id)
+            .engine("postgres")
+            .engine_version(POSTGRES_ENGINE_VERSION)
+            .auto_minor_version_upgrade(true)
+            .db_instance_class(sizing.db_instance_class)
+            .allocated_storage(sizing.db_allocated_storage_gb)
+            .max_allocated_storage(sizing.db_max_allocated_storage_gb)
+            .storage_type(STORAGE_TYPE)
+            .storage_encrypted(true)
+            .kms_key_id(&inputs.key_arn)
+            .master_username(MASTER_USERNAME)
+            .manage_master_user_password(true)
+            // The secret is read by the ingestion pods through Secrets Manager: encrypt it
+            // with the app key their role may use (the data key only serves its service).
+            .master_user_secret_kms_key_id(&inputs.app_key_arn)
+            .db_name(DATABASE_NAME)
+            .port(i32::from(POSTGRES_PORT))
+            .db_subnet_group_name(id)
+            .db_parameter_group_name(parameter_group_name(step))
+            .vpc_security_group_ids(&inputs.security_group)
+            .publicly_accessible(false)
+            .multi_az(sizing.multi_az)
+            .backup_retention_period(retention)
+            .copy_tags_to_snapshot(true)
+            .deletion_protection(true)
+            .enable_cloudwatch_logs_exports("postgresql")
+            .set_tags(Some(tags(step)))
+            .send(),
+        |e| e.is_db_instance_already_exists_fault(),
+    )
+    .await?
+    {
+        Some(out) => {
             step.log.created(id);
             out.db_instance
                 .ok_or_else(|| Error::fatal(format!("CreateDBInstance {id} returned no instance")))
         }
         // A parallel run won the race: use what it made.
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_db_instance_already_exists_fault()) =>
-        {
-            describe(step, id).await?.ok_or_else(|| {
-                Error::Conflict(format!("RDS instance {id} exists but cannot be described"))
-            })
-        }
-        Err(err) => Err(Error::aws(format!("CreateDBInstance {id}"), err)),
+        None => describe(step, id).await?.ok_or_else(|| {
+            Error::Conflict(format!("RDS instance {id} exists but cannot be described"))
+        }),
     }
 }
 

@@ -210,32 +210,35 @@ async fn create(
     let sizing = step.spec.sizing();
     let nodes = if sizing.multi_az { 2 } else { 1 };
     let retention = step.spec.backup.retention_days.min(MAX_SNAPSHOT_RETENTION);
-    let created = step
-        .deps
-        .elasticache
-        .create_replication_group()
-        .replication_group_id(id)
-        .replication_group_description(format!("Apiary {} Redis", step.names.deployment()))
-        .engine("redis")
-        .engine_version(REDIS_ENGINE_VERSION)
-        .auto_minor_version_upgrade(true)
-        .cache_node_type(sizing.redis_node_type)
-        .num_cache_clusters(nodes)
-        .automatic_failover_enabled(nodes > 1)
-        .multi_az_enabled(nodes > 1)
-        .cache_subnet_group_name(id)
-        .security_group_ids(&inputs.security_group)
-        .port(i32::from(REDIS_PORT))
-        .at_rest_encryption_enabled(true)
-        .kms_key_id(&inputs.key_arn)
-        .transit_encryption_enabled(true)
-        .auth_token(auth_token)
-        .snapshot_retention_limit(i32::try_from(retention).unwrap_or(35))
-        .set_tags(Some(tags(step)))
-        .send()
-        .await;
-    match created {
-        Ok(out) => {
+    match apiary_core::aws::answer_or_none(
+        format!("CreateReplicationGroup {id}"),
+        step.deps
+            .elasticache
+            .create_replication_group()
+            .replication_group_id(id)
+            .replication_group_description(format!("Apiary {} Redis", step.names.deployment()))
+            .engine("redis")
+            .engine_version(REDIS_ENGINE_VERSION)
+            .auto_minor_version_upgrade(true)
+            .cache_node_type(sizing.redis_node_type)
+            .num_cache_clusters(nodes)
+            .automatic_failover_enabled(nodes > 1)
+            .multi_az_enabled(nodes > 1)
+            .cache_subnet_group_name(id)
+            .security_group_ids(&inputs.security_group)
+            .port(i32::from(REDIS_PORT))
+            .at_rest_encryption_enabled(true)
+            .kms_key_id(&inputs.key_arn)
+            .transit_encryption_enabled(true)
+            .auth_token(auth_token)
+            .snapshot_retention_limit(i32::try_from(retention).unwrap_or(35))
+            .set_tags(Some(tags(step)))
+            .send(),
+        |e| e.is_replication_group_already_exists_fault(),
+    )
+    .await?
+    {
+        Some(out) => {
             step.log.created(id);
             out.replication_group.ok_or_else(|| {
                 Error::fatal(format!(
@@ -243,17 +246,10 @@ async fn create(
                 ))
             })
         }
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_replication_group_already_exists_fault()) =>
-        {
-            describe(step, id).await?.ok_or_else(|| {
-                Error::Conflict(format!(
-                    "Redis replication group {id} exists but cannot be described"
-                ))
-            })
-        }
-        Err(err) => Err(Error::aws(format!("CreateReplicationGroup {id}"), err)),
+        None => describe(step, id).await?.ok_or_else(|| {
+            Error::Conflict(format!(
+                "Redis replication group {id} exists but cannot be described"
+            ))
+        }),
     }
 }

@@ -81,20 +81,24 @@ pub(crate) async fn ensure_token(
         .into_iter()
         .map(|(key, value)| Tag::builder().key(key).value(value).build())
         .collect();
-    match secrets
-        .create_secret()
-        .name(name)
-        .description(format!(
-            "Apiary {}: {role} credentials",
-            step.names.deployment()
-        ))
-        .kms_key_id(kms_key_arn)
-        .secret_string(value.to_string())
-        .set_tags(Some(tags))
-        .send()
-        .await
+    match apiary_core::aws::answer_or_none(
+        format!("CreateSecret {name}"),
+        secrets
+            .create_secret()
+            .name(name)
+            .description(format!(
+                "Apiary {}: {role} credentials",
+                step.names.deployment()
+            ))
+            .kms_key_id(kms_key_arn)
+            .secret_string(value.to_string())
+            .set_tags(Some(tags))
+            .send(),
+        |e| e.is_resource_exists_exception(),
+    )
+    .await?
     {
-        Ok(out) => {
+        Some(out) => {
             step.log.created(name);
             let arn = out
                 .arn
@@ -102,14 +106,7 @@ pub(crate) async fn ensure_token(
             Ok(Generated { arn, token })
         }
         // A parallel run stored its token first: use that one, so both agree.
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_exists_exception()) =>
-        {
-            read_token(step, name).await
-        }
-        Err(err) => Err(Error::aws(format!("CreateSecret {name}"), err)),
+        None => read_token(step, name).await,
     }
 }
 
