@@ -99,29 +99,22 @@ async fn ensure_entry(
                 .as_service_error()
                 .is_some_and(|e| e.is_resource_not_found_exception()) =>
         {
-            let created = eks
-                .create_access_entry()
-                .cluster_name(cluster)
-                .principal_arn(principal_arn)
-                .r#type(kind)
-                .set_tags(Some(step.tags("access-entry").into_iter().collect()))
-                .send()
-                .await;
-            match created {
-                Ok(_) => {
-                    step.log.created(principal_arn);
-                    state = "created";
-                }
-                Err(err)
-                    if err
-                        .as_service_error()
-                        .is_some_and(|e| e.is_resource_in_use_exception()) => {}
-                Err(err) => {
-                    return Err(Error::aws(
-                        format!("CreateAccessEntry {cluster} {principal_arn}"),
-                        err,
-                    ));
-                }
+            // In use: the entry exists already (another run made it since the lookup).
+            if apiary_core::aws::answer_or_none(
+                format!("CreateAccessEntry {cluster} {principal_arn}"),
+                eks.create_access_entry()
+                    .cluster_name(cluster)
+                    .principal_arn(principal_arn)
+                    .r#type(kind)
+                    .set_tags(Some(step.tags("access-entry").into_iter().collect()))
+                    .send(),
+                |e| e.is_resource_in_use_exception(),
+            )
+            .await?
+            .is_some()
+            {
+                step.log.created(principal_arn);
+                state = "created";
             }
         }
         Err(err) if is_not_implemented(&err) => {

@@ -97,17 +97,13 @@ fn set_role_arn(view: &mut View, kind: RoleKind, arn: &str) {
 
 pub(crate) async fn describe(step: &Step<'_>) -> Result<Option<Cluster>> {
     let name = &step.resources.cluster;
-    match step.deps.eks.describe_cluster().name(name).send().await {
-        Ok(out) => Ok(out.cluster),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception()) =>
-        {
-            Ok(None)
-        }
-        Err(err) => Err(Error::aws(format!("DescribeCluster {name}"), err)),
-    }
+    Ok(apiary_core::aws::answer_or_none(
+        format!("DescribeCluster {name}"),
+        step.deps.eks.describe_cluster().name(name).send(),
+        |e| e.is_resource_not_found_exception(),
+    )
+    .await?
+    .and_then(|out| out.cluster))
 }
 
 /// The cluster, which must exist and be ACTIVE: what the later actions build on.
@@ -199,7 +195,7 @@ async fn create(step: &Step<'_>, inputs: &Inputs, role_arn: &str) -> Result<Clus
                 .build(),
         )
         .build();
-    let created = step
+    match step
         .deps
         .eks
         .create_cluster()
@@ -249,8 +245,8 @@ async fn create(step: &Step<'_>, inputs: &Inputs, role_arn: &str) -> Result<Clus
         )
         .set_tags(Some(step.tags("eks").into_iter().collect()))
         .send()
-        .await;
-    match created {
+        .await
+    {
         Ok(out) => {
             step.log.created(name);
             out.cluster

@@ -100,17 +100,13 @@ pub(crate) fn managed_policy_arn(partition: &str, name: &str) -> String {
 
 /// The role, if it exists.
 pub(crate) async fn find(step: &Step<'_>, name: &str) -> Result<Option<Role>> {
-    match step.deps.iam.get_role().role_name(name).send().await {
-        Ok(out) => Ok(out.role),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_no_such_entity_exception()) =>
-        {
-            Ok(None)
-        }
-        Err(err) => Err(Error::aws(format!("GetRole {name}"), err)),
-    }
+    Ok(apiary_core::aws::answer_or_none(
+        format!("GetRole {name}"),
+        step.deps.iam.get_role().role_name(name).send(),
+        |e| e.is_no_such_entity_exception(),
+    )
+    .await?
+    .and_then(|out| out.role))
 }
 
 /// The role with its trust policy, tags and managed policies; created when missing.
@@ -138,32 +134,28 @@ async fn create(step: &Step<'_>, kind: RoleKind, name: &str) -> Result<Role> {
                 .map_err(|e| Error::fatal(e.to_string()))?,
         );
     }
-    let created = step
-        .deps
-        .iam
-        .create_role()
-        .role_name(name)
-        .description(format!("Apiary {}: EKS {name}", step.names.deployment()))
-        .assume_role_policy_document(kind.trust_policy())
-        .set_tags(Some(tags))
-        .send()
-        .await;
-    match created {
-        Ok(out) => {
+    match apiary_core::aws::answer_or_none(
+        format!("CreateRole {name}"),
+        step.deps
+            .iam
+            .create_role()
+            .role_name(name)
+            .description(format!("Apiary {}: EKS {name}", step.names.deployment()))
+            .assume_role_policy_document(kind.trust_policy())
+            .set_tags(Some(tags))
+            .send(),
+        |e| e.is_entity_already_exists_exception(),
+    )
+    .await?
+    {
+        Some(out) => {
             step.log.created(name);
             out.role
                 .ok_or_else(|| Error::fatal(format!("CreateRole {name} returned no role")))
         }
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_entity_already_exists_exception()) =>
-        {
-            find(step, name).await?.ok_or_else(|| {
-                Error::Conflict(format!("IAM role {name} exists but cannot be read"))
-            })
-        }
-        Err(err) => Err(Error::aws(format!("CreateRole {name}"), err)),
+        None => find(step, name)
+            .await?
+            .ok_or_else(|| Error::Conflict(format!("IAM role {name} exists but cannot be read"))),
     }
 }
 

@@ -182,17 +182,12 @@ async fn ensure_queue(step: &Step<'_>) -> Result<(String, String)> {
 
 async fn ensure_rule(step: &Step<'_>, name: &str, pattern: &Value, queue_arn: &str) -> Result<()> {
     let events = &step.deps.events;
-    let existing = match events.describe_rule().name(name).send().await {
-        Ok(out) => Some(out),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception()) =>
-        {
-            None
-        }
-        Err(err) => return Err(Error::aws(format!("DescribeRule {name}"), err)),
-    };
+    let existing = apiary_core::aws::answer_or_none(
+        format!("DescribeRule {name}"),
+        events.describe_rule().name(name).send(),
+        |e| e.is_resource_not_found_exception(),
+    )
+    .await?;
     let arn = match &existing {
         Some(rule)
             if rule

@@ -187,58 +187,51 @@ async fn ensure_addon(step: &Step<'_>, addon: &str) -> Result<Value> {
 async fn describe(step: &Step<'_>) -> Result<Option<Nodegroup>> {
     let cluster = &step.resources.cluster;
     let name = &step.resources.nodegroup;
-    match step
-        .deps
-        .eks
-        .describe_nodegroup()
-        .cluster_name(cluster)
-        .nodegroup_name(name)
-        .send()
-        .await
-    {
-        Ok(out) => Ok(out.nodegroup),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception()) =>
-        {
-            Ok(None)
-        }
-        Err(err) => Err(Error::aws(
-            format!("DescribeNodegroup {cluster} {name}"),
-            err,
-        )),
-    }
+    Ok(apiary_core::aws::answer_or_none(
+        format!("DescribeNodegroup {cluster} {name}"),
+        step.deps
+            .eks
+            .describe_nodegroup()
+            .cluster_name(cluster)
+            .nodegroup_name(name)
+            .send(),
+        |e| e.is_resource_not_found_exception(),
+    )
+    .await?
+    .and_then(|out| out.nodegroup))
 }
 
 async fn create(step: &Step<'_>, role_arn: &str, subnets: Vec<String>) -> Result<Nodegroup> {
     let cluster = &step.resources.cluster;
     let name = &step.resources.nodegroup;
     let sizing = step.spec.sizing();
-    let created = step
-        .deps
-        .eks
-        .create_nodegroup()
-        .cluster_name(cluster)
-        .nodegroup_name(name)
-        .node_role(role_arn)
-        .set_subnets(Some(subnets))
-        .instance_types(sizing.node_instance_type)
-        .ami_type(AMI_TYPE)
-        .capacity_type(CapacityTypes::OnDemand)
-        .scaling_config(
-            NodegroupScalingConfig::builder()
-                .min_size(sizing.nodes_min)
-                .desired_size(sizing.nodes_desired)
-                .max_size(sizing.nodes_max)
-                .build(),
-        )
-        .labels("apiary.io/pool", "system")
-        .set_tags(Some(step.tags("nodegroup").into_iter().collect()))
-        .send()
-        .await;
-    match created {
-        Ok(out) => {
+    match apiary_core::aws::answer_or_none(
+        format!("CreateNodegroup {cluster} {name}"),
+        step.deps
+            .eks
+            .create_nodegroup()
+            .cluster_name(cluster)
+            .nodegroup_name(name)
+            .node_role(role_arn)
+            .set_subnets(Some(subnets))
+            .instance_types(sizing.node_instance_type)
+            .ami_type(AMI_TYPE)
+            .capacity_type(CapacityTypes::OnDemand)
+            .scaling_config(
+                NodegroupScalingConfig::builder()
+                    .min_size(sizing.nodes_min)
+                    .desired_size(sizing.nodes_desired)
+                    .max_size(sizing.nodes_max)
+                    .build(),
+            )
+            .labels("apiary.io/pool", "system")
+            .set_tags(Some(step.tags("nodegroup").into_iter().collect()))
+            .send(),
+        |e| e.is_resource_in_use_exception(),
+    )
+    .await?
+    {
+        Some(out) => {
             step.log.created(name);
             out.nodegroup.ok_or_else(|| {
                 Error::fatal(format!(
@@ -246,16 +239,9 @@ async fn create(step: &Step<'_>, role_arn: &str, subnets: Vec<String>) -> Result
                 ))
             })
         }
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_in_use_exception()) =>
-        {
-            describe(step).await?.ok_or_else(|| {
-                Error::Conflict(format!("node group {name} exists but cannot be described"))
-            })
-        }
-        Err(err) => Err(Error::aws(format!("CreateNodegroup {cluster} {name}"), err)),
+        None => describe(step).await?.ok_or_else(|| {
+            Error::Conflict(format!("node group {name} exists but cannot be described"))
+        }),
     }
 }
 

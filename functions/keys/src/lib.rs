@@ -127,16 +127,14 @@ async fn account_id(deps: &Deps) -> Result<String> {
 /// Finds the key behind an alias. A key left pending deletion by an earlier teardown is
 /// brought back rather than replaced, so data encrypted with it stays readable.
 async fn find_key(deps: &Deps, alias: &str, log: &StepLog<'_>) -> Result<Option<KeyRef>> {
-    let described = match deps.kms.describe_key().key_id(alias).send().await {
-        Ok(out) => out,
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_not_found_exception()) =>
-        {
-            return Ok(None);
-        }
-        Err(err) => return Err(Error::aws(format!("DescribeKey {alias}"), err)),
+    let Some(described) = apiary_core::aws::answer_or_none(
+        format!("DescribeKey {alias}"),
+        deps.kms.describe_key().key_id(alias).send(),
+        |e| e.is_not_found_exception(),
+    )
+    .await?
+    else {
+        return Ok(None);
     };
     let Some(meta) = described.key_metadata else {
         return Ok(None);
@@ -210,34 +208,30 @@ async fn create_key(
         .key_metadata
         .ok_or_else(|| Error::fatal(format!("CreateKey {alias} returned no key")))?;
     log.created(&meta.key_id);
-    match deps
-        .kms
-        .create_alias()
-        .alias_name(alias)
-        .target_key_id(&meta.key_id)
-        .send()
-        .await
+    if apiary_core::aws::answer_or_none(
+        format!("CreateAlias {alias}"),
+        deps.kms
+            .create_alias()
+            .alias_name(alias)
+            .target_key_id(&meta.key_id)
+            .send(),
+        |e| e.is_already_exists_exception(),
+    )
+    .await?
+    .is_none()
     {
-        Ok(_) => {}
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_already_exists_exception()) =>
-        {
-            // Another run created the alias between our lookup and now: use its key and
-            // schedule ours for deletion so nothing is leaked.
-            let winner = find_key(deps, alias, log).await?;
-            deps.kms
-                .schedule_key_deletion()
-                .key_id(&meta.key_id)
-                .pending_window_in_days(7)
-                .send()
-                .await
-                .map_err(|e| Error::aws(format!("ScheduleKeyDeletion {}", meta.key_id), e))?;
-            return winner
-                .ok_or_else(|| Error::Conflict(format!("alias {alias} exists but names no key")));
-        }
-        Err(err) => return Err(Error::aws(format!("CreateAlias {alias}"), err)),
+        // Another run created the alias between our lookup and now: use its key and
+        // schedule ours for deletion so nothing is leaked.
+        let winner = find_key(deps, alias, log).await?;
+        deps.kms
+            .schedule_key_deletion()
+            .key_id(&meta.key_id)
+            .pending_window_in_days(7)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("ScheduleKeyDeletion {}", meta.key_id), e))?;
+        return winner
+            .ok_or_else(|| Error::Conflict(format!("alias {alias} exists but names no key")));
     }
     Ok(KeyRef {
         arn: meta.arn.unwrap_or_default(),

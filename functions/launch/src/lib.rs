@@ -381,25 +381,23 @@ async fn stop_running(deps: &Deps, machine: &StateMachineArn, cause: &str) -> Re
     let mut running = Vec::new();
     let mut token = None;
     loop {
-        let page = match deps
-            .sfn
-            .list_executions()
-            .state_machine_arn(&machine.arn)
-            .status_filter(ExecutionStatus::Running)
-            .set_next_token(token)
-            .send()
-            .await
+        let page = match apiary_core::aws::answer_or_none(
+            format!("ListExecutions {}", machine.arn),
+            deps.sfn
+                .list_executions()
+                .state_machine_arn(&machine.arn)
+                .status_filter(ExecutionStatus::Running)
+                .set_next_token(token)
+                .send(),
+            |e| e.is_state_machine_does_not_exist(),
+        )
+        .await?
         {
-            Ok(page) => page,
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_state_machine_does_not_exist()) =>
-            {
+            Some(page) => page,
+            None => {
                 tracing::info!(state_machine = machine.arn, "state machine already gone");
                 return Ok(Vec::new());
             }
-            Err(err) => return Err(Error::aws(format!("ListExecutions {}", machine.arn), err)),
         };
         running.extend(
             page.executions()
@@ -413,24 +411,21 @@ async fn stop_running(deps: &Deps, machine: &StateMachineArn, cause: &str) -> Re
     }
     let mut stopped = Vec::new();
     for arn in running {
-        match deps
-            .sfn
-            .stop_execution()
-            .execution_arn(&arn)
-            .cause(cause)
-            .send()
-            .await
+        // None: it finished and expired between the listing and now.
+        if apiary_core::aws::answer_or_none(
+            format!("StopExecution {arn}"),
+            deps.sfn
+                .stop_execution()
+                .execution_arn(&arn)
+                .cause(cause)
+                .send(),
+            |e| e.is_execution_does_not_exist(),
+        )
+        .await?
+        .is_some()
         {
-            Ok(_) => {
-                tracing::info!(execution = arn, "provision stopped");
-                stopped.push(arn);
-            }
-            // Finished and expired between the listing and now.
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_execution_does_not_exist()) => {}
-            Err(err) => return Err(Error::aws(format!("StopExecution {arn}"), err)),
+            tracing::info!(execution = arn, "provision stopped");
+            stopped.push(arn);
         }
     }
     Ok(stopped)

@@ -130,8 +130,14 @@ async fn ensure_role(
 ) -> Result<(String, String, bool)> {
     let name = role_name(names);
     let trust = trust_policy(cluster_arn);
-    match deps.iam.get_role().role_name(&name).send().await {
-        Ok(found) => {
+    match apiary_core::aws::answer_or_none(
+        format!("GetRole {name}"),
+        deps.iam.get_role().role_name(&name).send(),
+        |e| e.is_no_such_entity_exception(),
+    )
+    .await?
+    {
+        Some(found) => {
             let role = found
                 .role
                 .ok_or_else(|| Error::fatal(format!("GetRole {name} returned no role")))?;
@@ -162,12 +168,8 @@ async fn ensure_role(
             }
             Ok((role.role_name, role.arn, false))
         }
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_no_such_entity_exception()) =>
-        {
-            let created = deps
+        None => {
+            match deps
                 .iam
                 .create_role()
                 .role_name(&name)
@@ -178,8 +180,8 @@ async fn ensure_role(
                 .assume_role_policy_document(trust.to_string())
                 .set_tags(Some(iam_tags(names)?))
                 .send()
-                .await;
-            match created {
+                .await
+            {
                 Ok(out) => {
                     let role = out.role.ok_or_else(|| {
                         Error::fatal(format!("CreateRole {name} returned no role"))
@@ -201,34 +203,21 @@ async fn ensure_role(
                 Err(err) => Err(Error::aws(format!("CreateRole {name}"), err)),
             }
         }
-        Err(err) => Err(Error::aws(format!("GetRole {name}"), err)),
     }
 }
 
 async fn ensure_permissions(deps: &Deps, role: &str, policy: &Value) -> Result<()> {
-    let current = match deps
-        .iam
-        .get_role_policy()
-        .role_name(role)
-        .policy_name(POLICY_NAME)
-        .send()
-        .await
-    {
-        Ok(out) => parse_policy(&out.policy_document),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_no_such_entity_exception()) =>
-        {
-            None
-        }
-        Err(err) => {
-            return Err(Error::aws(
-                format!("GetRolePolicy {role}/{POLICY_NAME}"),
-                err,
-            ));
-        }
-    };
+    let current = apiary_core::aws::answer_or_none(
+        format!("GetRolePolicy {role}/{POLICY_NAME}"),
+        deps.iam
+            .get_role_policy()
+            .role_name(role)
+            .policy_name(POLICY_NAME)
+            .send(),
+        |e| e.is_no_such_entity_exception(),
+    )
+    .await?
+    .and_then(|out| parse_policy(&out.policy_document));
     if current.as_ref() != Some(policy) {
         deps.iam
             .put_role_policy()
