@@ -33,7 +33,9 @@ where
     let handler = std::sync::Arc::new(handler);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<In>| {
         let handler = handler.clone();
-        async move { handler(event.payload).await }
+        // Every log line of the invocation carries Lambda's request id.
+        let span = tracing::info_span!("invocation", request_id = %event.context.request_id);
+        tracing::Instrument::instrument(async move { handler(event.payload).await }, span)
     }))
     .await
 }

@@ -27,6 +27,8 @@ pub enum Layer {
     Databases,
     Cluster,
     Workloads,
+    /// Not a layer of the data plane: the control steps (validate, lock, unlock, mark).
+    Control,
 }
 
 impl Layer {
@@ -49,6 +51,7 @@ impl Layer {
             Layer::Databases => "databases",
             Layer::Cluster => "cluster",
             Layer::Workloads => "workloads",
+            Layer::Control => "control",
         }
     }
 }

@@ -6,11 +6,12 @@
 //! | journal entry (append-only) | `DEPLOYMENT#<name>` | `JOURNAL#<rfc3339 µs>#<uuid>` |
 //! | inventory resource | `DEPLOYMENT#<name>` | `RESOURCE#<layer>#<type>#<id>` |
 //! | lock (owner + lease expiry) | `DEPLOYMENT#<name>` | `LOCK` |
+//! | a step's saved output (what later steps read) | `DEPLOYMENT#<name>` | `OUTPUT#<slot>` |
 //!
 //! One partition per deployment: `apiary status` and the teardown read everything about a
 //! deployment with one query.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::client::Waiters;
@@ -22,6 +23,7 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::spec::DeploymentSpec;
@@ -395,6 +397,38 @@ impl Store {
                 )
             })?;
         Ok(())
+    }
+
+    /// Keeps a step's output for the steps after it (`slot`: `network`,
+    /// `databases.postgres`). The last write of a slot wins.
+    pub async fn put_output(&self, deployment: &str, slot: &str, output: &Value) -> Result<()> {
+        let body = serde_json::to_string(output).map_err(|e| Error::fatal(e.to_string()))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", pk(deployment))
+            .item("sk", s(format!("OUTPUT#{slot}")))
+            .item("output", s(body))
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("PutItem output {slot} of {deployment}"), e))?;
+        Ok(())
+    }
+
+    /// Every saved step output of the deployment, by slot.
+    pub async fn layer_outputs(&self, deployment: &str) -> Result<BTreeMap<String, Value>> {
+        self.query_prefix(deployment, "OUTPUT#")
+            .await?
+            .iter()
+            .map(|item| {
+                let sk = get_s(item, "sk")?;
+                let slot = sk.trim_start_matches("OUTPUT#").to_owned();
+                let value = serde_json::from_str(get_s(item, "output")?).map_err(|e| {
+                    Error::fatal(format!("saved output {slot} of {deployment} is unreadable: {e}"))
+                })?;
+                Ok((slot, value))
+            })
+            .collect()
     }
 
     pub async fn inventory(&self, deployment: &str) -> Result<Vec<Resource>> {
