@@ -55,15 +55,13 @@ fn every_state_machine_is_valid_and_uses_known_names() {
         let placeholders = apiary_asl::placeholders(&text).unwrap();
         let mut substitutions = HashMap::new();
         for name in &placeholders {
-            let function = name
-                .strip_suffix("FunctionArn")
-                .unwrap_or_else(|| {
+            let function =
+                apiary_core::aws::function_for_placeholder(name).unwrap_or_else(|| {
                     panic!(
                         "{}: placeholder ${{{name}}} is not a function ARN",
                         file.display()
                     )
-                })
-                .to_ascii_lowercase();
+                });
             assert!(
                 root()
                     .join("functions")

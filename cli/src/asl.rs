@@ -73,8 +73,16 @@ pub async fn run(command: AslCommand) -> anyhow::Result<ExitCode> {
             account,
             real_time,
         } => {
-            let text = read(&file)?;
-            let subs = substitution_map(&text, &substitutions, &region, &account)?;
+            let (text, subs) = match read(&file).and_then(|text| {
+                let subs = substitution_map(&text, &substitutions, &region, &account)?;
+                Ok((text, subs))
+            }) {
+                Ok(loaded) => loaded,
+                Err(err) => {
+                    eprintln!("error: {err:#}; nothing was started");
+                    return Ok(ExitCode::from(2));
+                }
+            };
             let machine = match StateMachine::load(&text, &subs) {
                 Ok(m) => m,
                 Err(errors) => {
@@ -88,7 +96,13 @@ pub async fn run(command: AslCommand) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            let input = parse_input(&input)?;
+            let input = match parse_input(&input) {
+                Ok(input) => input,
+                Err(err) => {
+                    eprintln!("error: {err:#}; nothing was started");
+                    return Ok(ExitCode::from(2));
+                }
+            };
             let options = ExecutionOptions {
                 execution_name,
                 state_machine_name: state_machine_name.unwrap_or_else(|| stem(&file)),
@@ -105,7 +119,12 @@ pub async fn run(command: AslCommand) -> anyhow::Result<ExitCode> {
                 doc["events"] = result.history_json()["events"].take();
             }
             println!("{}", serde_json::to_string_pretty(&doc)?);
-            Ok(ExitCode::SUCCESS)
+            // The document is printed either way; the exit code says how it ended.
+            Ok(if result.status == apiary_asl::ExecutionStatus::Succeeded {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }
@@ -155,8 +174,8 @@ fn stem(file: &Path) -> String {
     name.split('.').next().unwrap_or("StateMachine").to_string()
 }
 
-/// The given substitutions, plus a Lambda ARN for every other placeholder:
-/// `${KeysFunctionArn}` becomes `arn:aws:lambda:REGION:ACCOUNT:function:keys`.
+/// The given substitutions, plus a Lambda ARN for every function placeholder:
+/// `${KeysFunctionArn}` becomes `arn:<partition>:lambda:REGION:ACCOUNT:function:keys`.
 fn substitution_map(
     definition: &str,
     given: &[String],
@@ -172,28 +191,23 @@ fn substitution_map(
     }
     let names = placeholders(definition).unwrap_or_default();
     for name in names {
-        subs.entry(name.clone()).or_insert_with(|| {
-            let function = function_for_placeholder(&name);
-            format!("arn:aws:lambda:{region}:{account}:function:{function}")
-        });
+        if subs.contains_key(&name) {
+            continue;
+        }
+        let Some(function) = apiary_core::aws::function_for_placeholder(&name) else {
+            bail!("placeholder ${{{name}}} is not a function ARN: give its value with --sub {name}=VALUE");
+        };
+        let partition = apiary_core::aws::partition(region);
+        let arn = apiary_core::aws::arn(
+            partition,
+            "lambda",
+            region,
+            account,
+            &format!("function:{function}"),
+        );
+        subs.insert(name, arn);
     }
     Ok(subs)
-}
-
-fn function_for_placeholder(name: &str) -> String {
-    let base = name
-        .strip_suffix("FunctionArn")
-        .or_else(|| name.strip_suffix("Arn"))
-        .or_else(|| name.strip_suffix("Function"))
-        .unwrap_or(name);
-    let mut out = String::new();
-    for (i, c) in base.chars().enumerate() {
-        if c.is_uppercase() && i > 0 {
-            out.push('-');
-        }
-        out.extend(c.to_lowercase());
-    }
-    out
 }
 
 #[cfg(test)]
@@ -202,8 +216,6 @@ mod tests {
 
     #[test]
     fn placeholders_default_to_lambda_arns() {
-        assert_eq!(function_for_placeholder("KeysFunctionArn"), "keys");
-        assert_eq!(function_for_placeholder("HandleAlertArn"), "handle-alert");
         let subs = substitution_map(
             r#"{"a": "${NetworkFunctionArn}", "b": "${Table}"}"#,
             &["Table=t".into()],
@@ -216,6 +228,14 @@ mod tests {
             "arn:aws:lambda:eu-west-1:1:function:network"
         );
         assert_eq!(subs["Table"], "t");
+        let err = substitution_map(r#"{"a": "${Table}"}"#, &[], "us-gov-west-1", "1").unwrap_err();
+        assert!(err.to_string().contains("--sub Table=VALUE"), "{err}");
+        let subs =
+            substitution_map(r#"{"a": "${KeysFunctionArn}"}"#, &[], "cn-north-1", "1").unwrap();
+        assert_eq!(
+            subs["KeysFunctionArn"],
+            "arn:aws-cn:lambda:cn-north-1:1:function:keys"
+        );
     }
 
     #[test]

@@ -1,53 +1,201 @@
 //! `apiary local …`: run workflows on this machine against the AWS emulator.
+//!
+//! Exit codes (every local run, `local provision` included): 0 the execution SUCCEEDED;
+//! 1 it ended any other way (a workflow's own refusal included); 2 refused before any
+//! execution started (unreadable or invalid file, JSON, spec, unknown workflow); 3 the
+//! environment is not usable (the emulator or the endpoint cannot be reached).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
-use apiary::local::{LocalEnv, Progress, summarize};
-use apiary_asl::ExecutionStatus;
+use apiary::local::{LocalEnv, Progress, run_status, summarize};
+use apiary_asl::{ExecutionResult, ExecutionStatus};
 use apiary_core::aws::{AwsSettings, Env, ProcessEnv};
 use apiary_core::local::{Emulator, project_root};
 use apiary_core::spec::{DeploymentSpec, SizePreset};
 use apiary_core::store::{DEFAULT_TABLE, Store};
-use clap::Subcommand;
-use serde_json::json;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_REFUSED: u8 = 2;
+pub const EXIT_ENVIRONMENT: u8 = 3;
 
 #[derive(Subcommand)]
 pub enum LocalCommand {
-    /// Build a whole data plane against the local AWS emulator, with live progress
+    /// Build a whole data plane against the local AWS emulator, with live progress and a
+    /// summary of what exists (the friendly form of `local run provision`)
     Provision {
-        /// Deployment spec (JSON or parameters map); default: the small example, named `demo`
-        #[arg(long)]
-        spec: Option<PathBuf>,
-        /// AWS endpoint to use instead of starting an emulator (also AWS_ENDPOINT_URL)
-        #[arg(long)]
-        endpoint: Option<String>,
+        #[command(flatten)]
+        common: RunArgs,
         /// Apply the workloads to this cluster instead of only rendering them
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
-        /// Folder for local state (rendered manifests)
-        #[arg(long, default_value = ".apiary")]
-        state_dir: PathBuf,
-        /// Write the execution and its full history (GetExecutionHistory shape) to this file
+    },
+    /// Run any workflow (`statemachines/WORKFLOW.asl.json`) with every function
+    /// in-process, against the local AWS emulator
+    Run {
+        /// The workflow: provision, or any other file in statemachines/
+        workflow: String,
+        #[command(flatten)]
+        common: RunArgs,
+        /// Execution input: JSON text, or @FILE; merged over what the workflow needs from
+        /// the spec (`{"spec": ...}` for provision, `{"deployment": NAME}` otherwise)
         #[arg(long)]
-        history: Option<PathBuf>,
+        input: Option<String>,
+        /// Print exactly one JSON document on stdout (status, output or error and cause,
+        /// execution_arn); progress goes to stderr
+        #[arg(long)]
+        json: bool,
+        /// Apply the workloads to this cluster instead of only rendering them
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
     },
 }
 
+#[derive(Args)]
+pub struct RunArgs {
+    /// Deployment spec (JSON or parameters map); default: the small example, named `demo`
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// AWS endpoint to use instead of starting an emulator (also AWS_ENDPOINT_URL)
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Folder for local state (rendered manifests)
+    #[arg(long, default_value = ".apiary")]
+    state_dir: PathBuf,
+    /// Write the execution and its full history (GetExecutionHistory shape) to this file
+    #[arg(long)]
+    history: Option<PathBuf>,
+}
+
 pub async fn run(command: LocalCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        LocalCommand::Provision {
-            spec,
-            endpoint,
+    let (workflow, common, input, json, kubeconfig) = match command {
+        LocalCommand::Provision { common, kubeconfig } => {
+            ("provision".to_owned(), common, None, false, kubeconfig)
+        }
+        LocalCommand::Run {
+            workflow,
+            common,
+            input,
+            json,
             kubeconfig,
-            state_dir,
-            history,
-        } => provision(spec, endpoint, kubeconfig, state_dir, history).await,
+        } => (workflow, common, input, json, kubeconfig),
+    };
+    let code = match prepare(&workflow, &common, input.as_deref(), kubeconfig.as_deref()) {
+        Ok(prepared) => execute(prepared, common, kubeconfig, json).await,
+        Err(refusal) => {
+            eprintln!("{refusal}; nothing was started");
+            EXIT_REFUSED
+        }
+    };
+    Ok(ExitCode::from(code))
+}
+
+/// What is checked before anything starts or changes.
+struct Prepared {
+    workflow: String,
+    spec: DeploymentSpec,
+    input: Value,
+    root: PathBuf,
+}
+
+fn prepare(
+    workflow: &str,
+    common: &RunArgs,
+    input: Option<&str>,
+    kubeconfig: Option<&Path>,
+) -> Result<Prepared, String> {
+    let root = project_root(&ProcessEnv).map_err(|e| format!("finding the project: {e}"))?;
+    let file = root
+        .join("statemachines")
+        .join(format!("{workflow}.asl.json"));
+    if !file.is_file() {
+        return Err(format!(
+            "unknown workflow {workflow:?}: there is no {}; the workflows are: {}",
+            file.display(),
+            workflows(&root).join(", ")
+        ));
+    }
+    let spec = match &common.spec {
+        None => demo_spec(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            DeploymentSpec::parse_str(&text).map_err(|errors| {
+                let mut message = format!("{}: invalid deployment spec:", path.display());
+                for problem in &errors.problems {
+                    message.push_str(&format!("\n  - {problem}"));
+                }
+                message
+            })?
+        }
+    };
+    if let Some(path) = kubeconfig
+        && !path.is_file()
+    {
+        return Err(format!("--kubeconfig {}: no such file", path.display()));
+    }
+    let mut document = base_input(workflow, &spec);
+    if let Some(given) = input {
+        let given = parse_input(given)?;
+        let Value::Object(fields) = given else {
+            return Err("--input must be a JSON object".to_owned());
+        };
+        document
+            .as_object_mut()
+            .expect("the base input is an object")
+            .extend(fields);
+    }
+    Ok(Prepared {
+        workflow: workflow.to_owned(),
+        spec,
+        input: document,
+        root,
+    })
+}
+
+/// What a workflow needs from the spec: provision takes the whole spec (the only way a
+/// spec enters the state table); every other workflow works on a stored deployment by
+/// name.
+fn base_input(workflow: &str, spec: &DeploymentSpec) -> Value {
+    if workflow == "provision" {
+        json!({"spec": spec})
+    } else {
+        json!({"deployment": spec.name})
     }
 }
 
-fn demo_spec() -> DeploymentSpec {
+fn parse_input(input: &str) -> Result<Value, String> {
+    let (text, source) = match input.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?,
+            path.to_owned(),
+        ),
+        None => (input.to_owned(), "--input".to_owned()),
+    };
+    serde_json::from_str(&text).map_err(|e| format!("{source} is not valid JSON: {e}"))
+}
+
+fn workflows(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join("statemachines"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".asl.json"))
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+pub fn demo_spec() -> DeploymentSpec {
     let mut spec = DeploymentSpec::example(SizePreset::Small);
     spec.name = "demo".into();
     spec.dns.domain = "honeyhive.demo.example.com".into();
@@ -56,54 +204,41 @@ fn demo_spec() -> DeploymentSpec {
         .expect("the demo spec is valid")
 }
 
-async fn provision(
-    spec_file: Option<PathBuf>,
-    endpoint: Option<String>,
+async fn execute(
+    prepared: Prepared,
+    common: RunArgs,
     kubeconfig: Option<PathBuf>,
-    state_dir: PathBuf,
-    history: Option<PathBuf>,
-) -> anyhow::Result<ExitCode> {
-    // The spec is checked before anything starts or changes.
-    let spec = match &spec_file {
-        None => demo_spec(),
-        Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            match DeploymentSpec::parse_str(&text) {
-                Ok(spec) => spec,
-                Err(errors) => {
-                    eprintln!(
-                        "{}: invalid deployment spec; nothing was started:",
-                        file.display()
-                    );
-                    for problem in &errors.problems {
-                        eprintln!("  - {problem}");
-                    }
-                    return Ok(ExitCode::from(crate::spec::EXIT_INVALID));
-                }
-            }
-        }
-    };
-    if let Some(path) = &kubeconfig
-        && !path.is_file()
-    {
-        anyhow::bail!("--kubeconfig {}: no such file", path.display());
-    }
-
-    let endpoint = endpoint.or_else(|| ProcessEnv.var("AWS_ENDPOINT_URL"));
+    json: bool,
+) -> u8 {
+    let Prepared {
+        workflow,
+        spec,
+        input,
+        root,
+    } = prepared;
+    let endpoint = common
+        .endpoint
+        .clone()
+        .or_else(|| ProcessEnv.var("AWS_ENDPOINT_URL"));
     let _emulator;
     let endpoint = match endpoint {
         Some(endpoint) => endpoint,
         None => {
-            let root = project_root(&ProcessEnv).context("finding the project for the emulator")?;
             eprintln!("starting the local AWS emulator (first run installs it into .venv)…");
-            let emulator = Emulator::start(&root)?;
-            let url = emulator.endpoint().to_owned();
-            eprintln!(
-                "emulator at {url}; it stops when this command ends (run `scripts/emulator start` to keep one)"
-            );
-            _emulator = emulator;
-            url
+            match Emulator::start(&root) {
+                Ok(emulator) => {
+                    let url = emulator.endpoint().to_owned();
+                    eprintln!(
+                        "emulator at {url}; it stops when this command ends (run `scripts/emulator start` to keep one)"
+                    );
+                    _emulator = emulator;
+                    url
+                }
+                Err(err) => {
+                    eprintln!("error: the local AWS emulator could not start: {err:#}");
+                    return EXIT_ENVIRONMENT;
+                }
+            }
         }
     };
     let config = apiary_core::aws::load(&AwsSettings::local(&endpoint, &spec.region)).await;
@@ -111,37 +246,42 @@ async fn provision(
         apiary_core::client!(aws_sdk_dynamodb, &config),
         DEFAULT_TABLE,
     );
-    store
-        .ensure_table()
-        .await
-        .context("creating the state table")?;
+    if let Err(err) = store.ensure_table().await {
+        eprintln!("error: the AWS endpoint {endpoint} is not usable: creating the state table: {err}");
+        return EXIT_ENVIRONMENT;
+    }
     let env = LocalEnv {
         config,
         store: store.clone(),
-        state_dir,
+        state_dir: common.state_dir.clone(),
         kubeconfig,
+        runs: std::sync::Arc::new(control::LocalRuns::new()),
     };
-    let root = project_root(&ProcessEnv).context("finding statemachines/")?;
-    let machine = env.load(&root, "provision")?;
+    let machine = match env.load(&root, &workflow) {
+        Ok(machine) => machine,
+        Err(err) => {
+            eprintln!("error: {err:#}; nothing was started");
+            return EXIT_REFUSED;
+        }
+    };
 
     eprintln!(
-        "provisioning {} ({} preset, {}, VPC {}) against {endpoint}",
+        "{workflow}: {} ({} preset, {}, VPC {}) against {endpoint}",
         spec.name,
         spec.size,
         spec.region,
         spec.network.vpc_cidr.as_deref().unwrap_or("?")
     );
-    let progress = Progress::new();
+    let progress = Progress::new(&workflow);
     let execution_name = format!(
-        "provision-{}-{}",
+        "{workflow}-{}-{}",
         spec.name,
         chrono::Utc::now().format("%Y%m%dT%H%M%S")
     );
-    let input = json!({"spec": spec});
     let result = env
         .run(
             &machine,
-            "provision",
+            &workflow,
             &spec.name,
             input,
             execution_name,
@@ -151,28 +291,92 @@ async fn provision(
     let succeeded = result.status == ExecutionStatus::Succeeded;
     progress.finish(if succeeded { "done" } else { "stopped" });
 
-    if let Some(path) = &history {
+    if let Some(path) = &common.history {
         let mut document = result.describe();
         document["events"] = result.history_json()["events"].clone();
-        std::fs::write(path, serde_json::to_string_pretty(&document)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        let written = serde_json::to_string_pretty(&document)
+            .map_err(|e| e.to_string())
+            .and_then(|text| std::fs::write(path, text).map_err(|e| e.to_string()));
+        if let Err(err) = written {
+            eprintln!("warning: writing the history to {}: {err}", path.display());
+        }
     }
-    println!("\nexecution {}: {:?}", result.execution_arn, result.status);
-    let layers = result.output.as_ref().map(|o| o["layers"].clone());
-    let summary = summarize(&store, &spec.name, layers.as_ref()).await?;
-    print!("{}", summary.render());
-    if succeeded {
-        println!("deployment {} is READY", spec.name);
-        Ok(ExitCode::SUCCESS)
+    if json {
+        println!("{}", document(&result));
+    } else {
+        report(&store, &workflow, &spec.name, &result).await;
+    }
+    if succeeded { 0 } else { EXIT_FAILED }
+}
+
+/// The `--json` document: AWS's status strings, the output or the error and cause.
+pub fn document(result: &ExecutionResult) -> Value {
+    let status = run_status(result);
+    if result.status == ExecutionStatus::Succeeded {
+        json!({
+            "status": status,
+            "execution_arn": result.execution_arn,
+            "output": result.output.clone().unwrap_or(Value::Null),
+        })
+    } else {
+        json!({
+            "status": status,
+            "execution_arn": result.execution_arn,
+            "error": result.error.as_deref().unwrap_or("States.Runtime"),
+            "cause": result.cause.as_deref().unwrap_or(""),
+        })
+    }
+}
+
+/// What a person reads at the end of a run: the status, the summary of what exists, and
+/// what to do about a failure.
+async fn report(store: &Store, workflow: &str, deployment: &str, result: &ExecutionResult) {
+    println!(
+        "\nexecution {}: {}",
+        result.execution_arn,
+        run_status(result)
+    );
+    let layers = result
+        .output
+        .as_ref()
+        .and_then(|o| o.get("layers"))
+        .cloned();
+    match summarize(store, deployment, layers.as_ref()).await {
+        Ok(summary) => print!("{}", summary.render()),
+        Err(err) => eprintln!("warning: reading the inventory for the summary: {err:#}"),
+    }
+    if result.status == ExecutionStatus::Succeeded {
+        if workflow == "provision" {
+            println!("deployment {deployment} is READY");
+        } else {
+            println!("{workflow} of {deployment} SUCCEEDED");
+        }
     } else {
         println!(
-            "provision FAILED: {}: {}",
+            "{workflow} {}: {}: {}",
+            run_status(result),
             result.error.as_deref().unwrap_or("unknown error"),
             result.cause.as_deref().unwrap_or("")
         );
         println!(
-            "fix the cause and run the same command again: finished layers are kept and not rebuilt"
+            "fix the cause and run the same command again: finished steps are kept and not redone"
         );
-        Ok(ExitCode::FAILURE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_merge_over_what_the_workflow_needs() {
+        let spec = demo_spec();
+        assert_eq!(base_input("provision", &spec)["spec"]["name"], "demo");
+        assert_eq!(base_input("teardown", &spec), json!({"deployment": "demo"}));
+        assert_eq!(parse_input("{\"a\": 1}").unwrap(), json!({"a": 1}));
+        let err = parse_input("{nope").unwrap_err();
+        assert!(err.contains("--input is not valid JSON"), "{err}");
+        let err = parse_input("@/nonexistent/input.json").unwrap_err();
+        assert!(err.contains("cannot read /nonexistent/input.json"), "{err}");
     }
 }

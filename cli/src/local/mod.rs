@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use apiary_asl::{
-    Clock, ExecutionOptions, ExecutionResult, HandlerRegistry, StateMachine, TaskError,
+    Clock, ExecutionOptions, ExecutionResult, ExecutionStatus, HandlerRegistry, StateMachine,
+    TaskError,
 };
 use apiary_core::step::Recorder;
 use apiary_core::store::Store;
@@ -30,6 +31,9 @@ pub struct LocalEnv {
     pub state_dir: PathBuf,
     /// A kubeconfig to apply the workloads to a real cluster; None renders them.
     pub kubeconfig: Option<PathBuf>,
+    /// The executions this process runs: a lock held by one of them is live, a lock
+    /// held by a process that is gone is taken over by the next run.
+    pub runs: Arc<control::LocalRuns>,
 }
 
 impl LocalEnv {
@@ -65,9 +69,9 @@ impl LocalEnv {
             }};
         }
         register!(
-            "deployment",
-            deployment::Deps::new(self.store.clone()),
-            deployment::handle
+            "control",
+            control::Deps::new(self.store.clone(), self.runs.clone()),
+            control::handle
         );
         register!(
             "keys",
@@ -112,18 +116,27 @@ impl LocalEnv {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         let region = self.region();
-        let substitutions: HashMap<String, String> = apiary_asl::placeholders(&text)?
-            .into_iter()
-            .map(|name| {
-                let function = name.trim_end_matches("FunctionArn").to_ascii_lowercase();
-                let arn = format!("arn:aws:lambda:{region}:{LOCAL_ACCOUNT}:function:{function}");
-                (name, arn)
-            })
-            .collect();
+        let partition = apiary_core::aws::partition(&region);
+        let mut substitutions = HashMap::new();
+        for name in apiary_asl::placeholders(&text)? {
+            let function = apiary_core::aws::function_for_placeholder(&name).ok_or_else(|| {
+                anyhow!("{}: placeholder ${{{name}}} is not a function ARN", path.display())
+            })?;
+            let arn = apiary_core::aws::arn(
+                partition,
+                "lambda",
+                &region,
+                LOCAL_ACCOUNT,
+                &format!("function:{function}"),
+            );
+            substitutions.insert(name, arn);
+        }
         StateMachine::load(&text, &substitutions).map_err(|e| anyhow!("{}: {e}", path.display()))
     }
 
-    /// Runs a workflow to its end on the virtual clock (waits take no time).
+    /// Runs a workflow to its end on the virtual clock (waits take no time). A run that
+    /// does not succeed, or that Ctrl-C stops, is cleaned up as the bootstrap stack's
+    /// execution-status rule does on AWS: its lock is released and its end recorded.
     pub async fn run(
         &self,
         machine: &StateMachine,
@@ -133,17 +146,78 @@ impl LocalEnv {
         execution_name: String,
         listener: Option<apiary_asl::EventListener>,
     ) -> ExecutionResult {
+        let region = self.region();
+        let state_machine = format!("apiary-{workflow}");
+        let execution_arn =
+            apiary_asl::execution_arn(&region, LOCAL_ACCOUNT, &state_machine, &execution_name);
         let options = ExecutionOptions {
-            execution_name: Some(execution_name),
-            state_machine_name: format!("apiary-{workflow}"),
-            region: self.region(),
+            execution_name: Some(execution_name.clone()),
+            state_machine_name: state_machine.clone(),
+            region: region.clone(),
             account: LOCAL_ACCOUNT.to_owned(),
             clock: Clock::virtual_now(),
             handlers: self.registry(deployment),
             listener,
             ..ExecutionOptions::default()
         };
-        machine.execute(input, options).await
+        self.runs.started(&execution_arn);
+        let started = chrono::Utc::now();
+        let result = tokio::select! {
+            result = machine.execute(input.clone(), options) => result,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("\nstopped (Ctrl-C): releasing the lock and recording the end");
+                aborted(&region, &state_machine, &execution_name, &execution_arn, input, started)
+            }
+        };
+        self.runs.finished(&execution_arn);
+        if result.status != ExecutionStatus::Succeeded {
+            let deps = control::Deps::new(self.store.clone(), self.runs.clone());
+            if let Err(err) = control::cleanup(
+                &deps,
+                &result.execution_arn,
+                run_status(&result),
+                &result.input,
+            )
+            .await
+            {
+                eprintln!("warning: cleaning up after {}: {err}", result.execution_arn);
+            }
+        }
+        result
+    }
+}
+
+/// The status string AWS gives the execution (`ABORTED` for a run Ctrl-C stopped).
+pub fn run_status(result: &ExecutionResult) -> &'static str {
+    if result.error.as_deref() == Some(ABORTED) {
+        "ABORTED"
+    } else {
+        result.status.as_str()
+    }
+}
+
+const ABORTED: &str = "Apiary.Aborted";
+
+fn aborted(
+    region: &str,
+    state_machine: &str,
+    name: &str,
+    arn: &str,
+    input: Value,
+    started: chrono::DateTime<chrono::Utc>,
+) -> ExecutionResult {
+    ExecutionResult {
+        status: ExecutionStatus::Failed,
+        output: None,
+        error: Some(ABORTED.to_owned()),
+        cause: Some("the run was stopped with Ctrl-C".to_owned()),
+        name: name.to_owned(),
+        execution_arn: arn.to_owned(),
+        state_machine_arn: apiary_asl::state_machine_arn(region, LOCAL_ACCOUNT, state_machine),
+        input,
+        start_date: started,
+        stop_date: chrono::Utc::now(),
+        history: Vec::new(),
     }
 }
 

@@ -45,6 +45,8 @@ struct Inner {
     started: Instant,
     plain: bool,
     done: Vec<&'static str>,
+    /// Not provision: one line per Task state, since there are no layers to show.
+    by_state: bool,
 }
 
 /// Shows progress per layer: spinners on a terminal, timestamped lines otherwise.
@@ -55,8 +57,11 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new() -> Self {
-        let plain = !std::io::stderr().is_terminal();
+    /// Progress for `workflow`: provision shows its layers; any other workflow a line
+    /// per step as it starts and ends.
+    pub fn new(workflow: &str) -> Self {
+        let by_state = workflow != "provision";
+        let plain = by_state || !std::io::stderr().is_terminal();
         let multi = MultiProgress::with_draw_target(if plain {
             ProgressDrawTarget::hidden()
         } else {
@@ -67,7 +72,7 @@ impl Progress {
                 .expect("a valid template")
                 .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏✓");
         let mut bars = HashMap::new();
-        for (layer, _) in LAYERS {
+        for (layer, _) in LAYERS.iter().filter(|_| !by_state) {
             let bar = multi.add(ProgressBar::new_spinner());
             bar.set_style(style.clone());
             bar.set_prefix(*layer);
@@ -81,6 +86,7 @@ impl Progress {
                 started: Instant::now(),
                 plain,
                 done: Vec::new(),
+                by_state,
             })),
             _multi: Arc::new(multi),
         }
@@ -98,6 +104,9 @@ impl Progress {
     /// Stops every spinner; layers not finished are marked with `why`.
     pub fn finish(&self, why: &str) {
         let mut inner = self.inner.lock().expect("progress lock");
+        if inner.by_state {
+            return;
+        }
         let layers: Vec<&'static str> = LAYERS
             .iter()
             .map(|(l, _)| *l)
@@ -109,11 +118,6 @@ impl Progress {
     }
 }
 
-impl Default for Progress {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 impl Inner {
     fn set(&mut self, layer: &'static str, message: &str, finished: bool) {
@@ -140,6 +144,20 @@ impl Inner {
         let Some(state) = event.state_name().map(str::to_owned) else {
             return;
         };
+        if self.by_state {
+            let what = match event.event_type.as_str() {
+                "TaskStateEntered" => "running",
+                "TaskStateExited" => "done",
+                "WaitStateEntered" => "waiting to poll again",
+                "FailStateEntered" => "failed",
+                _ => return,
+            };
+            eprintln!(
+                "[{:>6.1}s] {state:<24} {what}",
+                self.started.elapsed().as_secs_f64()
+            );
+            return;
+        }
         let entered = event.event_type.ends_with("StateEntered");
         let exited = event.event_type.ends_with("StateExited");
         for (marker, layer) in DONE_WHEN {

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use anyhow::{Context, bail};
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::DisplayErrorContext;
+use apiary_core::error::sentence;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
 use sha2::{Digest, Sha256};
@@ -43,7 +43,7 @@ pub async fn check_bucket(s3: &Client, bucket: &str, region: &str) -> anyhow::Re
                 ),
                 _ => bail!(
                     "bucket {bucket}: cannot check it: {}",
-                    DisplayErrorContext(&err)
+                    sentence(&err)
                 ),
             }
         }
@@ -68,7 +68,7 @@ async fn bucket_location(s3: &Client, bucket: &str) -> anyhow::Result<String> {
         .map_err(|e| {
             anyhow::anyhow!(
                 "bucket {bucket}: GetBucketLocation: {}",
-                DisplayErrorContext(&e)
+                sentence(&e)
             )
         })?;
     Ok(
@@ -185,7 +185,7 @@ pub async fn upload(
                 .send()
                 .await
                 .map_err(|e| {
-                    anyhow::anyhow!("uploading s3://{bucket}/{key}: {}", DisplayErrorContext(&e))
+                    anyhow::anyhow!("uploading s3://{bucket}/{key}: {}", sentence(&e))
                 })?;
             Outcome::Uploaded
         };

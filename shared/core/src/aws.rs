@@ -155,6 +155,56 @@ where
     }
 }
 
+/// The partition a region belongs to: the word every ARN starts with after `arn:`.
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+/// `arn:<partition>:<service>:<region>:<account>:<resource>`, the partition from the
+/// region (pass an empty region or account for services whose ARNs have none, e.g. IAM).
+pub fn arn(partition: &str, service: &str, region: &str, account: &str, resource: &str) -> String {
+    format!("arn:{partition}:{service}:{region}:{account}:{resource}")
+}
+
+/// The function a state machine's `${NameFunctionArn}` placeholder stands for: the
+/// crate, binary and Lambda name `name` in kebab case (`${HandleAlertFunctionArn}` is
+/// `handle-alert`). `None` for a placeholder that is not a function ARN.
+pub fn function_for_placeholder(placeholder: &str) -> Option<String> {
+    let base = placeholder.strip_suffix("FunctionArn")?;
+    if base.is_empty() {
+        return None;
+    }
+    let mut name = String::new();
+    for (i, c) in base.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            name.push('-');
+        }
+        name.extend(c.to_lowercase());
+    }
+    Some(name)
+}
+
+/// The placeholder a function is known by in the state machines (`handle-alert` is
+/// `HandleAlertFunctionArn`): the inverse of [`function_for_placeholder`].
+pub fn placeholder_for_function(function: &str) -> String {
+    let mut name = String::new();
+    for word in function.split('-') {
+        let mut chars = word.chars();
+        if let Some(first) = chars.next() {
+            name.extend(first.to_uppercase());
+            name.push_str(chars.as_str());
+        }
+    }
+    name.push_str("FunctionArn");
+    name
+}
+
 /// The AWS console's origin for a region, in the region's partition (China and GovCloud
 /// have consoles of their own).
 pub fn console_origin(region: &str) -> String {
@@ -253,6 +303,34 @@ mod tests {
         assert!(describe("missing").await.unwrap().is_none());
         let err = describe("broken").await.unwrap_err();
         assert!(err.to_string().contains("DescribeTable broken"), "{err}");
+    }
+
+    #[test]
+    fn partitions_and_function_placeholders() {
+        assert_eq!(partition("us-west-2"), "aws");
+        assert_eq!(partition("cn-north-1"), "aws-cn");
+        assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
+        assert_eq!(
+            arn("aws-cn", "lambda", "cn-north-1", "1", "function:keys"),
+            "arn:aws-cn:lambda:cn-north-1:1:function:keys"
+        );
+        assert_eq!(
+            function_for_placeholder("KeysFunctionArn").as_deref(),
+            Some("keys")
+        );
+        assert_eq!(
+            function_for_placeholder("HandleAlertFunctionArn").as_deref(),
+            Some("handle-alert")
+        );
+        assert_eq!(function_for_placeholder("StateTable"), None);
+        assert_eq!(function_for_placeholder("FunctionArn"), None);
+        for function in ["keys", "handle-alert", "restore-test"] {
+            let placeholder = placeholder_for_function(function);
+            assert_eq!(
+                function_for_placeholder(&placeholder).as_deref(),
+                Some(function)
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,6 @@ use std::fmt;
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use lambda_runtime::Diagnostic;
 
@@ -175,7 +174,10 @@ impl Error {
                 let message = e
                     .message()
                     .map(str::to_owned)
-                    .unwrap_or_else(|| DisplayErrorContext(&err).to_string());
+                    .unwrap_or_else(|| match status {
+                        Some(status) => format!("HTTP {status} with no error message"),
+                        None => "no error message".to_owned(),
+                    });
                 let retryable = is_retryable_code(code.as_deref(), status);
                 Error::Aws {
                     operation,
@@ -185,23 +187,56 @@ impl Error {
                 }
             }
             // Timeouts, connection failures and unparseable responses are transient.
-            SdkError::TimeoutError(_)
-            | SdkError::DispatchFailure(_)
-            | SdkError::ResponseError(_) => Error::Aws {
+            SdkError::TimeoutError(_) => Error::Aws {
                 operation,
                 code: None,
-                message: DisplayErrorContext(&err).to_string(),
+                message: format!(
+                    "{} (no answer in time; the call may still have taken effect)",
+                    sentence(&err)
+                ),
+                retryable: true,
+            },
+            SdkError::DispatchFailure(_) => Error::Aws {
+                operation,
+                code: None,
+                message: format!(
+                    "{} (hint: the AWS endpoint could not be reached; check the network, \
+                     or AWS_ENDPOINT_URL when running locally)",
+                    sentence(&err)
+                ),
+                retryable: true,
+            },
+            SdkError::ResponseError(_) => Error::Aws {
+                operation,
+                code: None,
+                message: sentence(&err),
                 retryable: true,
             },
             // The request could not even be built: a bug or bad input, never transient.
             _ => Error::Aws {
                 operation,
                 code: None,
-                message: DisplayErrorContext(&err).to_string(),
+                message: sentence(&err),
                 retryable: false,
             },
         }
     }
+}
+
+/// An error and its causes as one line (`dispatch failure: io error: connection
+/// refused`), each cause once: what a person reads, never a `Debug` dump of the SDK's
+/// error structures (which `DisplayErrorContext` appends).
+pub fn sentence(err: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
 }
 
 /// Error codes AWS services use for throttling and transient failures.
@@ -373,6 +408,24 @@ mod tests {
         });
         let err = describe_with(&rule).await;
         assert_eq!(err.name(), ErrorName::Retryable, "{err}");
+    }
+
+    #[test]
+    fn an_unreachable_endpoint_reads_as_one_sentence_with_a_hint() {
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        );
+        let err: SdkError<DescribeTableError, HttpResponse> =
+            SdkError::dispatch_failure(ConnectorError::io(Box::new(refused)));
+        let error = Error::aws("DescribeTable apiary", err);
+        let text = error.to_string();
+        assert!(text.starts_with("DescribeTable apiary failed: "), "{text}");
+        assert!(text.contains("Connection refused (os error 111)"), "{text}");
+        assert!(text.contains("hint:"), "{text}");
+        assert!(!text.contains(" {"), "no Debug structures: {text}");
+        assert_eq!(error.name(), ErrorName::Retryable);
     }
 
     #[test]

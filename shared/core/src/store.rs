@@ -424,7 +424,9 @@ impl Store {
                 let sk = get_s(item, "sk")?;
                 let slot = sk.trim_start_matches("OUTPUT#").to_owned();
                 let value = serde_json::from_str(get_s(item, "output")?).map_err(|e| {
-                    Error::fatal(format!("saved output {slot} of {deployment} is unreadable: {e}"))
+                    Error::fatal(format!(
+                        "saved output {slot} of {deployment} is unreadable: {e}"
+                    ))
                 })?;
                 Ok((slot, value))
             })

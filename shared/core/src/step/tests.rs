@@ -50,7 +50,9 @@ impl Step for TestStep {
 
     async fn run(&self, step: &StepContext<'_, TestAction>) -> Result<Done<TestOutput>> {
         if step.action == TestAction::Explode {
-            return Err(Error::Conflict("the database belongs to someone else".into()));
+            return Err(Error::Conflict(
+                "the database belongs to someone else".into(),
+            ));
         }
         // What the step reads comes from the state, never from the event.
         let keys = step.layers.keys()?;
@@ -79,7 +81,8 @@ fn spec() -> Value {
 }
 
 fn seeded(pending: &[&str]) -> TestStep {
-    let layers = json!({"keys": {"keys": {"rds": {"key_id": "k", "arn": "arn:k", "alias": "alias/rds"}}}});
+    let layers =
+        json!({"keys": {"keys": {"rds": {"key_id": "k", "arn": "arn:k", "alias": "alias/rds"}}}});
     TestStep {
         state: MemoryRecorder::with(&spec(), &layers),
         pending: pending.iter().map(|p| (*p).to_owned()).collect(),
@@ -97,7 +100,10 @@ async fn a_ready_ensure_returns_typed_output_saves_it_and_journals_created() {
     );
     let saved = step.state.saved("acme", "databases.postgres").unwrap();
     assert_eq!(saved["identifier"], "acme-db");
-    assert!(saved.get("ready").is_none(), "only the layer's own fields are kept");
+    assert!(
+        saved.get("ready").is_none(),
+        "only the layer's own fields are kept"
+    );
     let entries = step.state.entries.lock().unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].outcome, "created");
@@ -136,7 +142,13 @@ async fn a_failure_is_journaled_and_keeps_its_own_name() {
     assert_eq!(err.name(), ErrorName::Conflict);
     let entries = step.state.entries.lock().unwrap();
     assert_eq!(entries[0].outcome, "failed");
-    assert!(entries[0].detail.as_deref().unwrap().contains("someone else"));
+    assert!(
+        entries[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("someone else")
+    );
 }
 
 #[tokio::test]
@@ -177,7 +189,10 @@ async fn a_deployment_without_a_record_is_refused_before_any_work() {
     let step = seeded(&[]);
     let err = run(&step, event("ensure", "other")).await.unwrap_err();
     assert_eq!(err.name(), ErrorName::InvalidInput);
-    assert!(err.to_string().contains("deployment other has no record"), "{err}");
+    assert!(
+        err.to_string().contains("deployment other has no record"),
+        "{err}"
+    );
     assert!(step.state.entries.lock().unwrap().is_empty());
     assert!(step.state.resources.lock().unwrap().is_empty());
 }
@@ -202,10 +217,16 @@ fn saved_slots_assemble_into_layers() {
         ),
     ]);
     let layers = assemble(outputs).unwrap();
-    assert_eq!(layers.databases().unwrap().postgres.as_ref().unwrap().port, 5432);
+    assert_eq!(
+        layers.databases().unwrap().postgres.as_ref().unwrap().port,
+        5432
+    );
     assert_eq!(layers.storage().unwrap().buckets["logs"], "b");
     assert!(layers.keys().is_err());
     let cluster = layers.cluster().unwrap();
     assert_eq!(cluster.cluster_arn, "arn:eks");
-    assert_eq!(cluster.node_role_arn, "arn:node", "a later shard's fields win");
+    assert_eq!(
+        cluster.node_role_arn, "arn:node",
+        "a later shard's fields win"
+    );
 }
