@@ -18,16 +18,27 @@ fn spec(name: &str, domain: &str, cidr: &str) -> Value {
     })
 }
 
-/// Builds the network layer the dns layer attaches its zone to.
+/// Builds the network layer the dns layer attaches its zone to: its output as the state
+/// table keeps it.
 async fn network_layer(config: &SdkConfig, spec: &Value) -> Value {
-    let deps = network::Deps::new(config, Arc::new(MemoryRecorder::default()));
-    network::handle(&deps, json!({"action": "ensure", "spec": spec}))
+    let name = spec["name"].as_str().expect("a named spec");
+    let state = MemoryRecorder::with(spec, &json!({}));
+    let deps = network::Deps::new(config, Arc::new(state.clone()));
+    network::handle(&deps, apiary_core::step::event("ensure", name))
         .await
-        .expect("network ensure")
+        .expect("network ensure");
+    state
+        .saved(name, "network")
+        .expect("a ready network keeps its output")
 }
 
-fn event(spec: &Value, network: &Value) -> Value {
-    json!({"action": "ensure", "execution_id": "exec-dns", "spec": spec, "layers": {"network": network}})
+/// The dns layer's state: the deployment's spec and the network built for it.
+fn dns_state(spec: &Value, network: &Value) -> MemoryRecorder {
+    MemoryRecorder::with(spec, &json!({"network": network}))
+}
+
+fn event(spec: &Value) -> Value {
+    json!({"action": "ensure", "deployment": spec["name"], "execution_id": "exec-dns"})
 }
 
 #[tokio::test]
@@ -57,13 +68,13 @@ async fn private_zone_and_certificate_with_records_in_the_public_zone() {
         .trim_start_matches("/hostedzone/")
         .to_owned();
 
-    let recorder = MemoryRecorder::default();
+    let recorder = dns_state(&spec, &network);
     let deps = dns::Deps::new(&config, Arc::new(recorder.clone()));
-    let first = dns::handle(&deps, event(&spec, &network))
+    let first = dns::handle(&deps, event(&spec))
         .await
         .expect("first ensure");
     assert_eq!(first["ready"], json!(true), "{first}");
-    let second = dns::handle(&deps, event(&spec, &network))
+    let second = dns::handle(&deps, event(&spec))
         .await
         .expect("second ensure");
     assert_eq!(
@@ -196,10 +207,8 @@ async fn without_a_public_zone_the_records_are_returned_for_the_customer() {
     let spec = spec(&name, &domain, &unique_cidr(&config).await);
     let network = network_layer(&config, &spec).await;
 
-    let deps = dns::Deps::new(&config, Arc::new(MemoryRecorder::default()));
-    let first = dns::handle(&deps, event(&spec, &network))
-        .await
-        .expect("ensure");
+    let deps = dns::Deps::new(&config, Arc::new(dns_state(&spec, &network)));
+    let first = dns::handle(&deps, event(&spec)).await.expect("ensure");
     assert_eq!(first["validation_records_written"], json!(false), "{first}");
     assert_eq!(first["validation_zone_id"], json!(null));
     let records = first["validation_records"].as_array().unwrap();

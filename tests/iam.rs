@@ -390,12 +390,12 @@ async fn exercise_every_path() {
     );
     store.ensure_table().await.expect("table");
     let f = Fixture {
-        env: LocalEnv {
-            config: config.clone(),
+        env: LocalEnv::new(
+            config.clone(),
             store,
-            state_dir: std::env::temp_dir().join(format!("apiary-iam-{}", std::process::id())),
-            kubeconfig: None,
-        },
+            std::env::temp_dir().join(format!("apiary-iam-{}", std::process::id())),
+            None,
+        ),
         root: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
     };
     let name = unique_name("iam");

@@ -8,16 +8,16 @@ use apiary_e2e::{sdk_config, unique_cidr, unique_name};
 use aws_sdk_ec2::types::Filter;
 use serde_json::{Value, json};
 
-fn event(name: &str, cidr: &str, nat_mode: &str) -> Value {
+fn spec(name: &str, cidr: &str, nat_mode: &str) -> Value {
     json!({
-        "action": "ensure",
-        "execution_id": "exec-network",
-        "spec": {
-            "name": name,
-            "dns": {"domain": "hh.example.com"},
-            "network": {"vpc_cidr": cidr, "nat_mode": nat_mode, "ingress_cidrs": ["203.0.113.0/24"]}
-        }
+        "name": name,
+        "dns": {"domain": "hh.example.com"},
+        "network": {"vpc_cidr": cidr, "nat_mode": nat_mode, "ingress_cidrs": ["203.0.113.0/24"]}
     })
+}
+
+fn event(name: &str) -> Value {
+    json!({"action": "ensure", "deployment": name, "execution_id": "exec-network"})
 }
 
 fn vpc_filter(vpc: &str) -> Filter {
@@ -27,18 +27,18 @@ fn vpc_filter(vpc: &str) -> Filter {
 #[tokio::test]
 async fn network_is_complete_and_idempotent() {
     let config = sdk_config().await;
-    let recorder = MemoryRecorder::default();
-    let deps = network::Deps::new(&config, Arc::new(recorder.clone()));
     let name = unique_name("net");
     let cidr = unique_cidr(&config).await;
     let cidr = cidr.as_str();
+    let recorder = MemoryRecorder::with(&spec(&name, cidr, "per-az"), &json!({}));
+    let deps = network::Deps::new(&config, Arc::new(recorder.clone()));
 
-    let first = network::handle(&deps, event(&name, cidr, "per-az"))
+    let first = network::handle(&deps, event(&name))
         .await
         .expect("first ensure");
     assert_eq!(first["ready"], json!(true), "{first}");
     assert!(!first["created"].as_array().unwrap().is_empty());
-    let second = network::handle(&deps, event(&name, cidr, "per-az"))
+    let second = network::handle(&deps, event(&name))
         .await
         .expect("second ensure");
     assert_eq!(
@@ -209,7 +209,6 @@ async fn network_is_complete_and_idempotent() {
 #[tokio::test]
 async fn overlapping_cidr_is_refused_before_anything_is_created() {
     let config = sdk_config().await;
-    let deps = network::Deps::new(&config, Arc::new(MemoryRecorder::default()));
     let ec2 = aws_sdk_ec2::Client::new(&config);
     let cidr = unique_cidr(&config).await;
     ec2.create_vpc()
@@ -219,9 +218,9 @@ async fn overlapping_cidr_is_refused_before_anything_is_created() {
         .expect("someone else's VPC");
 
     let name = unique_name("overlap");
-    let err = network::handle(&deps, event(&name, &cidr, "single"))
-        .await
-        .unwrap_err();
+    let state = MemoryRecorder::with(&spec(&name, &cidr, "single"), &json!({}));
+    let deps = network::Deps::new(&config, Arc::new(state));
+    let err = network::handle(&deps, event(&name)).await.unwrap_err();
     assert_eq!(err.name(), apiary_core::ErrorName::InvalidSpec);
     assert!(
         err.to_string()

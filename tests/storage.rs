@@ -20,12 +20,17 @@ fn spec(name: &str) -> Value {
     })
 }
 
-/// The keys layer the buckets are encrypted with.
+/// The keys layer the buckets are encrypted with: its output as the state table keeps it.
 async fn keys_layer(config: &SdkConfig, spec: &Value) -> Value {
-    let deps = keys::Deps::new(config, Arc::new(MemoryRecorder::default()));
-    keys::handle(&deps, json!({"action": "ensure", "spec": spec}))
+    let name = spec["name"].as_str().expect("a named spec");
+    let state = MemoryRecorder::with(spec, &json!({}));
+    let deps = keys::Deps::new(config, Arc::new(state.clone()));
+    keys::handle(&deps, apiary_core::step::event("ensure", name))
         .await
-        .expect("keys ensure")
+        .expect("keys ensure");
+    state
+        .saved(name, "keys")
+        .expect("the keys layer keeps its output")
 }
 
 /// The bucket's versioning status as the emulator's raw XML states it. The Rust SDK
@@ -55,9 +60,9 @@ async fn buckets_are_complete_and_idempotent() {
     let spec = spec(&name);
     let keys = keys_layer(&config, &spec).await;
     let s3_key = keys["keys"]["s3"]["arn"].as_str().unwrap().to_owned();
-    let event = json!({"action": "ensure", "execution_id": "exec-storage", "spec": spec, "layers": {"keys": keys}});
+    let event = json!({"action": "ensure", "deployment": name, "execution_id": "exec-storage"});
 
-    let recorder = MemoryRecorder::default();
+    let recorder = MemoryRecorder::with(&spec, &json!({"keys": keys}));
     let deps = storage::Deps::new(&config, Arc::new(recorder.clone()));
     let first = storage::handle(&deps, event.clone())
         .await

@@ -250,13 +250,7 @@ async fn execute(
         eprintln!("error: the AWS endpoint {endpoint} is not usable: creating the state table: {err}");
         return EXIT_ENVIRONMENT;
     }
-    let env = LocalEnv {
-        config,
-        store: store.clone(),
-        state_dir: common.state_dir.clone(),
-        kubeconfig,
-        runs: std::sync::Arc::new(control::LocalRuns::new()),
-    };
+    let env = LocalEnv::new(config, store.clone(), common.state_dir.clone(), kubeconfig);
     let machine = match env.load(&root, &workflow) {
         Ok(machine) => machine,
         Err(err) => {
@@ -336,12 +330,7 @@ async fn report(store: &Store, workflow: &str, deployment: &str, result: &Execut
         result.execution_arn,
         run_status(result)
     );
-    let layers = result
-        .output
-        .as_ref()
-        .and_then(|o| o.get("layers"))
-        .cloned();
-    match summarize(store, deployment, layers.as_ref()).await {
+    match summarize(store, deployment).await {
         Ok(summary) => print!("{}", summary.render()),
         Err(err) => eprintln!("warning: reading the inventory for the summary: {err:#}"),
     }

@@ -8,6 +8,7 @@ mod asl;
 mod local_cmd;
 mod package_cmd;
 mod spec;
+mod workflows_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         command: asl::AslCommand,
     },
+    /// Generate the state machines from their Rust description, or check them
+    Workflows {
+        #[command(subcommand)]
+        command: workflows_cmd::WorkflowsCommand,
+    },
     /// Build the functions for Lambda, upload them with the state machines and the
     /// template to S3, and print the console link that creates the stack
     Package(package_cmd::PackageArgs),
@@ -49,6 +55,7 @@ async fn main() -> ExitCode {
         Command::Spec { command } => spec::run(command),
         Command::Asl { command } => asl::run(command).await,
         Command::Local { command } => local_cmd::run(command).await,
+        Command::Workflows { command } => workflows_cmd::run(command),
         Command::Package(args) => package_cmd::run(args).await,
     };
     match result {

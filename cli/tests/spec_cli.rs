@@ -86,3 +86,91 @@ fn schema_is_json_with_the_spec_fields() {
         assert!(properties.contains_key(field), "{field}");
     }
 }
+
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn asl_run_prints_the_execution_and_exits_1_when_it_fails() {
+    let example = root().join("shared/asl/examples/countdown.asl.json");
+    let example = example.to_str().unwrap();
+    let ok = apiary(&["asl", "run", example, "--input", r#"{"from": 3}"#]);
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let document: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(document["status"], "SUCCEEDED");
+
+    let failed = apiary(&["asl", "run", example, "--input", r#"{"from": -1}"#]);
+    assert_eq!(failed.status.code(), Some(1));
+    let document: serde_json::Value = serde_json::from_slice(&failed.stdout).unwrap();
+    assert_eq!(document["status"], "FAILED", "the document is printed either way");
+    assert_eq!(document["error"], "Example.Negative");
+
+    let refused = apiary(&["asl", "run", example, "--input", "{nope"]);
+    assert_eq!(refused.status.code(), Some(2));
+}
+
+#[test]
+fn local_run_refuses_bad_input_before_starting_anything() {
+    // An endpoint nothing listens on: a refusal must come before any use of it.
+    let endpoint = "http://127.0.0.1:9";
+    let unknown = apiary(&["local", "run", "no-such-workflow", "--endpoint", endpoint]);
+    assert_eq!(unknown.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&unknown.stderr);
+    assert!(text.contains("unknown workflow") && text.contains("provision"), "{text}");
+
+    let bad_json = apiary(&["local", "run", "provision", "--input", "{", "--endpoint", endpoint]);
+    assert_eq!(bad_json.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_json.stderr).contains("--input is not valid JSON"));
+
+    let spec = temp_file("bad-spec.json", r#"{"name": "Bad!"}"#);
+    let bad_spec = apiary(&[
+        "local", "run", "provision", "--spec", spec.to_str().unwrap(), "--json", "--endpoint",
+        endpoint,
+    ]);
+    assert_eq!(bad_spec.status.code(), Some(2));
+    assert!(bad_spec.stdout.is_empty(), "nothing on stdout when refused");
+    assert!(String::from_utf8_lossy(&bad_spec.stderr).contains("invalid deployment spec"));
+}
+
+#[test]
+fn local_run_says_when_the_endpoint_cannot_be_reached() {
+    let out = apiary(&["local", "run", "provision", "--json", "--endpoint", "http://127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("http://127.0.0.1:9 is not usable"), "{text}");
+    assert!(!text.contains("DispatchFailure {"), "no Debug dumps: {text}");
+}
+
+/// `apiary local run provision --json` against the emulator: one JSON document on
+/// stdout, exit 0. Needs the emulator (`scripts/test` starts one).
+#[test]
+fn local_run_provision_prints_one_json_document() {
+    let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {
+        panic!("AWS_ENDPOINT_URL is not set: run the tests with scripts/test");
+    };
+    let state = std::env::temp_dir().join(format!("apiary-cli-state-{}", std::process::id()));
+    let spec = temp_file(
+        "cli-run.json",
+        &format!(
+            r#"{{"name": "clirun{}", "dns": {{"domain": "clirun.example.com"}},
+                 "databases": {{"documentdb": false}}}}"#,
+            std::process::id() % 100000
+        ),
+    );
+    let out = apiary(&[
+        "local", "run", "provision", "--json", "--spec", spec.to_str().unwrap(), "--endpoint",
+        &endpoint, "--state-dir", state.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let document: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
+    assert_eq!(document["status"], "SUCCEEDED");
+    assert!(document["execution_arn"].as_str().unwrap().contains(":execution:"));
+    assert_eq!(document["output"]["status"], "READY");
+}

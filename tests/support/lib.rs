@@ -60,7 +60,8 @@ pub async fn unique_cidr(config: &SdkConfig) -> String {
 /// The layers the data layers need, made as cheaply as possible: keys from the keys
 /// function, and the smallest network they accept (a VPC with two private subnets in two
 /// zones) with one security group, named `security_group` in `security_groups`.
-/// Returns `{"keys": ..., "network": ...}` in the shape the state machine passes along.
+/// Returns `{"keys": ..., "network": ...}` as the state table keeps them, ready to seed a
+/// `MemoryRecorder::with(&spec, &layers)`.
 pub async fn minimal_layers(
     config: &SdkConfig,
     spec: &serde_json::Value,
@@ -72,13 +73,17 @@ pub async fn minimal_layers(
     use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
     use serde_json::json;
 
-    let keys_deps = keys::Deps::new(config, Arc::new(MemoryRecorder::default()));
-    let keys = keys::handle(&keys_deps, json!({"action": "ensure", "spec": spec}))
-        .await
-        .expect("keys ensure");
-
     let parsed = apiary_core::DeploymentSpec::parse(spec).expect("a valid spec");
     let name = parsed.name.clone();
+    let keys_state = MemoryRecorder::with(spec, &json!({}));
+    let keys_deps = keys::Deps::new(config, Arc::new(keys_state.clone()));
+    keys::handle(&keys_deps, apiary_core::step::event("ensure", &name))
+        .await
+        .expect("keys ensure");
+    let keys = keys_state
+        .saved(&name, "keys")
+        .expect("the keys layer keeps its output");
+
     let cidr = parsed.vpc_cidr().expect("a VPC CIDR");
     let ec2 = aws_sdk_ec2::Client::new(config);
     let tags = |kind: ResourceType| {

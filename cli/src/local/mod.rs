@@ -37,6 +37,21 @@ pub struct LocalEnv {
 }
 
 impl LocalEnv {
+    pub fn new(
+        config: SdkConfig,
+        store: Store,
+        state_dir: PathBuf,
+        kubeconfig: Option<PathBuf>,
+    ) -> Self {
+        LocalEnv {
+            config,
+            store,
+            state_dir,
+            kubeconfig,
+            runs: Arc::new(control::LocalRuns::new()),
+        }
+    }
+
     fn region(&self) -> String {
         self.config
             .region()

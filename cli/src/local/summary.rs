@@ -21,12 +21,10 @@ const ORDER: &[&str] = &[
     "workloads",
 ];
 
-/// Reads the inventory and picks the caveats out of the layer outputs.
-pub async fn summarize(
-    store: &Store,
-    deployment: &str,
-    layers: Option<&Value>,
-) -> anyhow::Result<Summary> {
+/// Reads the inventory and picks the caveats out of the saved layer outputs.
+pub async fn summarize(store: &Store, deployment: &str) -> anyhow::Result<Summary> {
+    let layers = apiary_core::step::assemble_value(store.layer_outputs(deployment).await?)?;
+    let layers = Some(&layers);
     let mut resources = store.inventory(deployment).await?;
     resources.sort_by_key(|r| {
         (

@@ -23,14 +23,7 @@ pub fn encode_key(key: &str) -> String {
         .join("/")
 }
 
-/// The S3 domain suffix of the partition a region belongs to.
-fn s3_suffix(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "amazonaws.com.cn"
-    } else {
-        "amazonaws.com"
-    }
-}
+use apiary_core::aws::dns_suffix as s3_suffix;
 
 /// The HTTPS URL of an object on S3: virtual-hosted style, or path style for a bucket
 /// name with dots (which the `*.s3.<region>` certificate does not cover).

@@ -10,15 +10,14 @@
 
 use apiary_core::{Error, Result};
 use aws_sdk_eks::types::{AccessScope, AccessScopeType};
-use serde_json::{Value, json};
 
-use crate::{Step, iam, is_not_implemented};
+use crate::{AccessEntry, Presence, Work, iam, is_not_implemented};
 
 pub const CLUSTER_ADMIN_POLICY: &str = "AmazonEKSClusterAdminPolicy";
 pub const AUTO_NODE_POLICY: &str = "AmazonEKSAutoNodePolicy";
 
 fn access_policy_arn(partition: &str, name: &str) -> String {
-    format!("arn:{partition}:eks::aws:cluster-access-policy/{name}")
+    apiary_core::aws::arn(partition, "eks", "", "aws", &format!("cluster-access-policy/{name}"))
 }
 
 /// The role name in an STS assumed-role ARN
@@ -30,8 +29,8 @@ pub(crate) fn assumed_role_name(caller_arn: &str) -> Option<&str> {
     (!role.is_empty()).then_some(role)
 }
 
-/// Every access entry this layer owns; one JSON line each for the output.
-pub(crate) async fn ensure_all(step: &Step<'_>, node_role_arn: &str) -> Result<Vec<Value>> {
+/// Every access entry this layer owns, as the output lists them.
+pub(crate) async fn ensure_all(step: &Work<'_>, node_role_arn: &str) -> Result<Vec<AccessEntry>> {
     let mut entries = Vec::new();
     if !step.deps.kubernetes_admins.is_empty() {
         for role_arn in &step.deps.kubernetes_admins {
@@ -62,15 +61,17 @@ pub(crate) async fn ensure_all(step: &Step<'_>, node_role_arn: &str) -> Result<V
         }
         None => {
             tracing::info!(caller = %caller, "caller is not an IAM role: no control-plane access entry");
-            entries.push(json!({
-                "principal_arn": caller,
-                "type": "STANDARD",
-                "policy": CLUSTER_ADMIN_POLICY,
-                "state": "skipped",
-                "reason": format!(
-                    "the caller {caller} is not an assumed IAM role, so there is no control-plane role to give an access entry"
-                ),
-            }));
+            let reason = format!(
+                "the caller {caller} is not an assumed IAM role, so there is no control-plane \
+                 role to give an access entry"
+            );
+            entries.push(entry(
+                &caller,
+                "STANDARD",
+                CLUSTER_ADMIN_POLICY,
+                Presence::Skipped,
+                Some(reason),
+            ));
         }
     }
     entries.push(ensure_entry(step, node_role_arn, "EC2", AUTO_NODE_POLICY).await?);
@@ -78,11 +79,11 @@ pub(crate) async fn ensure_all(step: &Step<'_>, node_role_arn: &str) -> Result<V
 }
 
 async fn ensure_entry(
-    step: &Step<'_>,
+    step: &Work<'_>,
     principal_arn: &str,
     kind: &str,
     policy: &str,
-) -> Result<Value> {
+) -> Result<AccessEntry> {
     let eks = &step.deps.eks;
     let cluster = &step.resources.cluster;
     let describe = eks
@@ -91,7 +92,7 @@ async fn ensure_entry(
         .principal_arn(principal_arn)
         .send()
         .await;
-    let mut state = "present";
+    let mut state = Presence::Present;
     match describe {
         Ok(_) => {}
         Err(err)
@@ -114,7 +115,7 @@ async fn ensure_entry(
             .is_some()
             {
                 step.log.created(principal_arn);
-                state = "created";
+                state = Presence::Created;
             }
         }
         Err(err) if is_not_implemented(&err) => {
@@ -131,10 +132,10 @@ async fn ensure_entry(
     step.log
         .resource("eks:access-entry", principal_arn, None)
         .await?;
-    Ok(json!({"principal_arn": principal_arn, "type": kind, "policy": policy, "state": state}))
+    Ok(entry(principal_arn, kind, policy, state, None))
 }
 
-async fn associate(step: &Step<'_>, principal_arn: &str, policy: &str) -> Result<()> {
+async fn associate(step: &Work<'_>, principal_arn: &str, policy: &str) -> Result<()> {
     let eks = &step.deps.eks;
     let cluster = &step.resources.cluster;
     let policy_arn = access_policy_arn(step.partition, policy);
@@ -177,12 +178,30 @@ async fn associate(step: &Step<'_>, principal_arn: &str, policy: &str) -> Result
     Ok(())
 }
 
-fn not_emulated(principal_arn: &str, kind: &str, policy: &str) -> Value {
-    json!({
-        "principal_arn": principal_arn,
-        "type": kind,
-        "policy": policy,
-        "state": "not-emulated",
-        "reason": "the EKS endpoint does not implement access entries (moto 5.2.5 answers 404); on AWS this entry is created",
-    })
+fn entry(
+    principal_arn: &str,
+    kind: &str,
+    policy: &str,
+    state: Presence,
+    reason: Option<String>,
+) -> AccessEntry {
+    AccessEntry {
+        principal_arn: principal_arn.to_owned(),
+        kind: kind.to_owned(),
+        policy: policy.to_owned(),
+        state,
+        reason,
+    }
+}
+
+fn not_emulated(principal_arn: &str, kind: &str, policy: &str) -> AccessEntry {
+    let reason = "the EKS endpoint does not implement access entries (moto 5.2.5 answers \
+                  404); on AWS this entry is created";
+    entry(
+        principal_arn,
+        kind,
+        policy,
+        Presence::NotEmulated,
+        Some(reason.to_owned()),
+    )
 }

@@ -15,7 +15,7 @@ use aws_sdk_eks::types::{
 };
 
 use crate::iam::{self, RoleKind};
-use crate::{Step, View};
+use crate::{View, Work};
 
 /// Every control-plane log type goes to CloudWatch Logs.
 pub const LOG_TYPES: [LogType; 5] = [
@@ -32,7 +32,7 @@ struct Inputs {
     security_group: String,
 }
 
-fn inputs(step: &Step<'_>) -> Result<Inputs> {
+fn inputs(step: &Work<'_>) -> Result<Inputs> {
     let keys = step.layers.keys()?;
     let network = step.layers.network()?;
     let subnet_ids = network.private_subnet_ids();
@@ -56,7 +56,7 @@ fn inputs(step: &Step<'_>) -> Result<Inputs> {
 }
 
 /// `ensure-cluster`: the three roles, then the cluster.
-pub(crate) async fn ensure(step: &Step<'_>, view: &mut View) -> Result<()> {
+pub(crate) async fn ensure(step: &Work<'_>, view: &mut View) -> Result<()> {
     let inputs = inputs(step)?;
     for kind in RoleKind::ALL {
         let role = iam::ensure(step, kind).await?;
@@ -66,11 +66,14 @@ pub(crate) async fn ensure(step: &Step<'_>, view: &mut View) -> Result<()> {
         Some(cluster) => cluster,
         None => create(step, &inputs, &view.cluster_role_arn).await?,
     };
-    observe(step, view, &cluster).await
+    if !observe(step, view, &cluster).await? {
+        view.cluster_pending(&step.resources.cluster);
+    }
+    Ok(())
 }
 
 /// `status-cluster`: ready once the roles exist and the cluster is ACTIVE.
-pub(crate) async fn status(step: &Step<'_>, view: &mut View) -> Result<()> {
+pub(crate) async fn status(step: &Work<'_>, view: &mut View) -> Result<()> {
     for kind in RoleKind::ALL {
         let name = kind.name(step);
         match iam::find(step, &name).await? {
@@ -79,10 +82,13 @@ pub(crate) async fn status(step: &Step<'_>, view: &mut View) -> Result<()> {
         }
     }
     match describe(step).await? {
-        Some(cluster) => observe(step, view, &cluster).await?,
+        Some(cluster) => {
+            if !observe(step, view, &cluster).await? {
+                view.cluster_pending(&step.resources.cluster);
+            }
+        }
         None => view.missing.push(step.resources.cluster.clone()),
     }
-    view.ready &= view.missing.is_empty();
     Ok(())
 }
 
@@ -95,7 +101,7 @@ fn set_role_arn(view: &mut View, kind: RoleKind, arn: &str) {
     arn.clone_into(slot);
 }
 
-pub(crate) async fn describe(step: &Step<'_>) -> Result<Option<Cluster>> {
+pub(crate) async fn describe(step: &Work<'_>) -> Result<Option<Cluster>> {
     let name = &step.resources.cluster;
     Ok(apiary_core::aws::answer_or_none(
         format!("DescribeCluster {name}"),
@@ -108,14 +114,13 @@ pub(crate) async fn describe(step: &Step<'_>) -> Result<Option<Cluster>> {
 
 /// The cluster, which must exist and be ACTIVE: what the later actions build on.
 /// Anything else is `Apiary.NotReady` (retryable), naming the cluster.
-pub(crate) async fn require_active(step: &Step<'_>, view: &mut View) -> Result<Cluster> {
+pub(crate) async fn require_active(step: &Work<'_>, view: &mut View) -> Result<Cluster> {
     let name = &step.resources.cluster;
     let cluster = describe(step).await?.ok_or_else(|| Error::NotReady {
         resource: format!("EKS cluster {name}"),
         detail: "it does not exist yet; run ensure-cluster first".to_owned(),
     })?;
-    observe(step, view, &cluster).await?;
-    if !view.ready {
+    if !observe(step, view, &cluster).await? {
         return Err(Error::NotReady {
             resource: format!("EKS cluster {name}"),
             detail: format!(
@@ -127,8 +132,9 @@ pub(crate) async fn require_active(step: &Step<'_>, view: &mut View) -> Result<C
     Ok(cluster)
 }
 
-/// Records the cluster, copies its fields into the output and decides `ready`.
-pub(crate) async fn observe(step: &Step<'_>, view: &mut View, cluster: &Cluster) -> Result<()> {
+/// Records the cluster, copies its fields into the output and says whether it is
+/// ACTIVE. A cluster that failed or is being deleted is an error.
+pub(crate) async fn observe(step: &Work<'_>, view: &mut View, cluster: &Cluster) -> Result<bool> {
     let name = &step.resources.cluster;
     step.log
         .resource("eks:cluster", name, cluster.arn())
@@ -146,8 +152,8 @@ pub(crate) async fn observe(step: &Step<'_>, view: &mut View, cluster: &Cluster)
     }
     let status = cluster.status().cloned();
     view.cluster_status = status.as_ref().map(|s| s.as_str().to_owned());
-    view.ready = match status {
-        Some(ClusterStatus::Active) => true,
+    match status {
+        Some(ClusterStatus::Active) => Ok(true),
         Some(ClusterStatus::Failed) => {
             let issues: Vec<String> = cluster
                 .health()
@@ -164,27 +170,24 @@ pub(crate) async fn observe(step: &Step<'_>, view: &mut View, cluster: &Cluster)
                         .collect()
                 })
                 .unwrap_or_default();
-            return Err(Error::fatal(format!(
+            Err(Error::fatal(format!(
                 "EKS cluster {name} is FAILED{}; delete it and run provision again",
                 if issues.is_empty() {
                     String::new()
                 } else {
                     format!(" ({})", issues.join("; "))
                 }
-            )));
+            )))
         }
-        Some(ClusterStatus::Deleting) => {
-            return Err(Error::Conflict(format!(
-                "EKS cluster {name} is DELETING: a teardown is removing it; run provision again once it is gone"
-            )));
-        }
+        Some(ClusterStatus::Deleting) => Err(Error::Conflict(format!(
+            "EKS cluster {name} is DELETING: a teardown is removing it; run provision again once it is gone"
+        ))),
         // CREATING, UPDATING, PENDING, or a status this SDK does not know yet.
-        _ => false,
-    };
-    Ok(())
+        _ => Ok(false),
+    }
 }
 
-async fn create(step: &Step<'_>, inputs: &Inputs, role_arn: &str) -> Result<Cluster> {
+async fn create(step: &Work<'_>, inputs: &Inputs, role_arn: &str) -> Result<Cluster> {
     let name = &step.resources.cluster;
     let cluster_spec = &step.spec.cluster;
     let logging = Logging::builder()

@@ -9,7 +9,7 @@ use apiary_core::{Error, Result};
 use aws_sdk_iam::types::{Role, Tag};
 use serde_json::json;
 
-use crate::Step;
+use crate::Work;
 
 /// The Auto Mode cluster role's managed policies.
 pub const CLUSTER_POLICIES: [&str; 5] = [
@@ -44,7 +44,7 @@ pub(crate) enum RoleKind {
 impl RoleKind {
     pub(crate) const ALL: [RoleKind; 3] = [RoleKind::Cluster, RoleKind::Node, RoleKind::Nodegroup];
 
-    pub(crate) fn name(self, step: &Step<'_>) -> String {
+    pub(crate) fn name(self, step: &Work<'_>) -> String {
         match self {
             RoleKind::Cluster => step.resources.cluster_role.clone(),
             RoleKind::Node => step.resources.node_role.clone(),
@@ -80,7 +80,7 @@ impl RoleKind {
         .to_string()
     }
 
-    fn tags(self, step: &Step<'_>) -> Vec<(String, String)> {
+    fn tags(self, step: &Work<'_>) -> Vec<(String, String)> {
         let (role, discovery) = match self {
             RoleKind::Cluster => ("eks-cluster", false),
             RoleKind::Node => ("eks-node", true),
@@ -95,11 +95,11 @@ impl RoleKind {
 }
 
 pub(crate) fn managed_policy_arn(partition: &str, name: &str) -> String {
-    format!("arn:{partition}:iam::aws:policy/{name}")
+    apiary_core::aws::arn(partition, "iam", "", "aws", &format!("policy/{name}"))
 }
 
 /// The role, if it exists.
-pub(crate) async fn find(step: &Step<'_>, name: &str) -> Result<Option<Role>> {
+pub(crate) async fn find(step: &Work<'_>, name: &str) -> Result<Option<Role>> {
     Ok(apiary_core::aws::answer_or_none(
         format!("GetRole {name}"),
         step.deps.iam.get_role().role_name(name).send(),
@@ -110,7 +110,7 @@ pub(crate) async fn find(step: &Step<'_>, name: &str) -> Result<Option<Role>> {
 }
 
 /// The role with its trust policy, tags and managed policies; created when missing.
-pub(crate) async fn ensure(step: &Step<'_>, kind: RoleKind) -> Result<Role> {
+pub(crate) async fn ensure(step: &Work<'_>, kind: RoleKind) -> Result<Role> {
     let name = kind.name(step);
     let role = match find(step, &name).await? {
         Some(role) => role,
@@ -123,7 +123,7 @@ pub(crate) async fn ensure(step: &Step<'_>, kind: RoleKind) -> Result<Role> {
     Ok(role)
 }
 
-async fn create(step: &Step<'_>, kind: RoleKind, name: &str) -> Result<Role> {
+async fn create(step: &Work<'_>, kind: RoleKind, name: &str) -> Result<Role> {
     let mut tags = Vec::new();
     for (key, value) in kind.tags(step) {
         tags.push(
@@ -159,7 +159,7 @@ async fn create(step: &Step<'_>, kind: RoleKind, name: &str) -> Result<Role> {
     }
 }
 
-async fn attach_policies(step: &Step<'_>, kind: RoleKind, name: &str) -> Result<()> {
+async fn attach_policies(step: &Work<'_>, kind: RoleKind, name: &str) -> Result<()> {
     let mut attached = Vec::new();
     let mut pages = step
         .deps
@@ -196,7 +196,7 @@ async fn attach_policies(step: &Step<'_>, kind: RoleKind, name: &str) -> Result<
 }
 
 /// Adds the Karpenter discovery tag to the node role when it lacks it.
-pub(crate) async fn ensure_discovery_tag(step: &Step<'_>, role: &Role) -> Result<()> {
+pub(crate) async fn ensure_discovery_tag(step: &Work<'_>, role: &Role) -> Result<()> {
     let cluster = &step.resources.cluster;
     let tagged = role
         .tags()

@@ -7,7 +7,7 @@ use aws_sdk_eventbridge::types::{RuleState, Tag, Target};
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 
-use crate::{Step, View, control_plane, iam};
+use crate::{View, Work, control_plane, iam};
 
 /// (rule name suffix, event source, detail type).
 pub const INTERRUPTION_RULES: [(&str, &str, &str); 4] = [
@@ -61,7 +61,7 @@ pub(crate) fn queue_policy(queue_arn: &str) -> Value {
 }
 
 /// `ensure-karpenter`: ready as soon as everything exists (nothing here is slow).
-pub(crate) async fn ensure(step: &Step<'_>, view: &mut View) -> Result<()> {
+pub(crate) async fn ensure(step: &Work<'_>, view: &mut View) -> Result<()> {
     let name = &step.resources.cluster;
     let cluster = control_plane::describe(step)
         .await?
@@ -69,6 +69,7 @@ pub(crate) async fn ensure(step: &Step<'_>, view: &mut View) -> Result<()> {
             resource: format!("EKS cluster {name}"),
             detail: "it does not exist yet; run ensure-cluster first".to_owned(),
         })?;
+    // Nothing here waits for the cluster to be ACTIVE: only that it exists and is sound.
     control_plane::observe(step, view, &cluster).await?;
 
     let role_name = &step.resources.node_role;
@@ -93,7 +94,6 @@ pub(crate) async fn ensure(step: &Step<'_>, view: &mut View) -> Result<()> {
         rules.push(rule);
     }
     view.interruption_rules = Some(rules);
-    view.ready = true;
     Ok(())
 }
 
@@ -106,7 +106,7 @@ fn not_found_queue(code: Option<&str>) -> bool {
 
 /// The queue's URL and ARN; created when missing, its policy and encryption corrected
 /// when they differ.
-async fn ensure_queue(step: &Step<'_>) -> Result<(String, String)> {
+async fn ensure_queue(step: &Work<'_>) -> Result<(String, String)> {
     let sqs = &step.deps.sqs;
     let name = &step.resources.queue;
     let url = match sqs.get_queue_url().queue_name(name).send().await {
@@ -180,7 +180,7 @@ async fn ensure_queue(step: &Step<'_>) -> Result<(String, String)> {
     Ok((url, arn))
 }
 
-async fn ensure_rule(step: &Step<'_>, name: &str, pattern: &Value, queue_arn: &str) -> Result<()> {
+async fn ensure_rule(step: &Work<'_>, name: &str, pattern: &Value, queue_arn: &str) -> Result<()> {
     let events = &step.deps.events;
     let existing = apiary_core::aws::answer_or_none(
         format!("DescribeRule {name}"),

@@ -7,28 +7,34 @@
 //! `ensure-cluster` (IAM roles + cluster) → poll `status-cluster` → `ensure-nodegroup`
 //! (access entries, add-ons, node group; needs an ACTIVE cluster) → poll
 //! `status-nodegroup` → `ensure-karpenter`. Every action returns the `ClusterOutput`
-//! fields it knows plus `ready`; `ensure-karpenter`'s output is the complete one.
+//! fields it knows plus what it saw, and keeps them, once ready, as its shard of
+//! `layers.cluster`; `ensure-karpenter`'s output is the complete one.
 
 mod access;
 mod control_plane;
 mod iam;
 mod karpenter;
 mod nodegroup;
+mod output;
 
 use std::sync::Arc;
 
+use apiary_core::Result;
 use apiary_core::naming::{Layer, Names, TAG_ROLE};
-use apiary_core::outputs::{ClusterOutput, Layers};
+use apiary_core::outputs::Layers;
 use apiary_core::spec::DeploymentSpec;
-use apiary_core::step::{Recorder, StepInput, StepLog};
-use apiary_core::{Error, Result};
+use apiary_core::step::{self, Done, Recorder, Step, StepContext, StepLog};
+use async_trait::async_trait;
 use aws_sdk_eks::error::ProvideErrorMetadata;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::Value;
 
 pub use iam::{CLUSTER_POLICIES, NODE_POLICIES, NODEGROUP_POLICIES};
 pub use karpenter::INTERRUPTION_RULES;
+pub(crate) use output::View;
+pub use output::{AccessEntry, Addon, ClusterFields, ClusterReport, KnownClusterFields, Presence};
 
 pub struct Deps {
     pub eks: aws_sdk_eks::Client,
@@ -63,33 +69,43 @@ impl Deps {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
+/// What the state machine asks of this function, spelled as it sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Action {
+    #[serde(rename = "ensure-cluster")]
     EnsureCluster,
+    #[serde(rename = "status-cluster")]
     StatusCluster,
+    #[serde(rename = "ensure-nodegroup")]
     EnsureNodegroup,
+    #[serde(rename = "status-nodegroup")]
     StatusNodegroup,
+    #[serde(rename = "ensure-karpenter")]
     EnsureKarpenter,
 }
 
-impl Action {
-    fn parse(action: &str) -> Result<Action> {
-        Ok(match action {
-            "ensure-cluster" => Action::EnsureCluster,
-            "status-cluster" => Action::StatusCluster,
-            "ensure-nodegroup" => Action::EnsureNodegroup,
-            "status-nodegroup" => Action::StatusNodegroup,
-            "ensure-karpenter" => Action::EnsureKarpenter,
-            other => {
-                return Err(Error::invalid_input(format!(
-                    "cluster: unknown action {other:?}; expected one of ensure-cluster, \
-                     status-cluster, ensure-nodegroup, status-nodegroup, ensure-karpenter"
-                )));
-            }
+impl step::Action for Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::EnsureCluster => "ensure-cluster",
+            Action::StatusCluster => "status-cluster",
+            Action::EnsureNodegroup => "ensure-nodegroup",
+            Action::StatusNodegroup => "status-nodegroup",
+            Action::EnsureKarpenter => "ensure-karpenter",
+        }
+    }
+
+    /// Each part of the layer keeps its own shard of `layers.cluster`; the shards are
+    /// merged field by field in slot-name order (control-plane, karpenter, nodegroup).
+    fn slot(self) -> Option<&'static str> {
+        Some(match self {
+            Action::EnsureCluster | Action::StatusCluster => "cluster#control-plane",
+            Action::EnsureNodegroup | Action::StatusNodegroup => "cluster#nodegroup",
+            Action::EnsureKarpenter => "cluster#karpenter",
         })
     }
 
-    fn creates(self) -> bool {
+    fn mutates(self) -> bool {
         matches!(
             self,
             Action::EnsureCluster | Action::EnsureNodegroup | Action::EnsureKarpenter
@@ -124,7 +140,7 @@ impl ClusterNames {
 }
 
 /// What one action works with.
-pub(crate) struct Step<'a> {
+pub(crate) struct Work<'a> {
     pub deps: &'a Deps,
     pub spec: &'a DeploymentSpec,
     pub names: &'a Names,
@@ -135,7 +151,7 @@ pub(crate) struct Step<'a> {
     pub partition: &'static str,
 }
 
-impl Step<'_> {
+impl Work<'_> {
     /// The layer tags plus the resource's role, as (key, value) pairs.
     pub(crate) fn tags(&self, role: &str) -> Vec<(String, String)> {
         let mut tags = self.names.tags(Layer::Cluster);
@@ -144,118 +160,54 @@ impl Step<'_> {
     }
 }
 
-/// The partition a region belongs to.
-pub(crate) fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
+pub(crate) use apiary_core::aws::partition;
+
+#[async_trait]
+impl Step for Deps {
+    const LAYER: Layer = Layer::Cluster;
+    type Action = Action;
+    type Output = ClusterReport;
+
+    async fn run(&self, step: &StepContext<'_, Action>) -> Result<Done<ClusterReport>> {
+        let region = self
+            .eks
+            .config()
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| step.spec.region.clone());
+        let work = Work {
+            deps: self,
+            spec: &step.spec,
+            names: &step.names,
+            resources: ClusterNames::new(&step.names),
+            layers: &step.layers,
+            log: &step.log,
+            partition: partition(&region),
+        };
+        let mut view = View::default();
+        view.output.cluster_name = work.resources.cluster.clone();
+        view.output.nodegroup_name = work.resources.nodegroup.clone();
+
+        // Boxed: these futures nest deep enough to exceed the compiler's layout query
+        // depth inside the Lambda runtime's future.
+        match step.action {
+            Action::EnsureCluster => Box::pin(control_plane::ensure(&work, &mut view)).await?,
+            Action::StatusCluster => Box::pin(control_plane::status(&work, &mut view)).await?,
+            Action::EnsureNodegroup => Box::pin(nodegroup::ensure(&work, &mut view)).await?,
+            Action::StatusNodegroup => Box::pin(nodegroup::status(&work, &mut view)).await?,
+            Action::EnsureKarpenter => Box::pin(karpenter::ensure(&work, &mut view)).await?,
+        }
+        Ok(view.done(step.action))
+    }
+
+    fn state(&self) -> &dyn Recorder {
+        self.recorder.as_ref()
     }
 }
 
-/// What an action found or made; serialised as `ClusterOutput` plus the extras below.
-#[derive(Debug, Default)]
-pub(crate) struct View {
-    pub output: ClusterOutput,
-    pub cluster_role_arn: String,
-    pub nodegroup_role_arn: String,
-    pub cluster_status: Option<String>,
-    pub nodegroup_status: Option<String>,
-    pub ready: bool,
-    pub missing: Vec<String>,
-    pub access_entries: Option<Vec<Value>>,
-    pub addons: Option<Vec<Value>>,
-    pub interruption_rules: Option<Vec<String>>,
-}
-
-#[tracing::instrument(name = "cluster", skip_all, fields(deployment, action))]
+/// Runs one cluster action for a Lambda event.
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
-    let input = StepInput::from_event(event)?;
-    let action = Action::parse(&input.action)?;
-    let spec = input.spec()?;
-    tracing::Span::current()
-        .record("deployment", spec.name.as_str())
-        .record("action", input.action.as_str());
-    let names = Names::new(&spec.name);
-    let log = StepLog::new(deps.recorder.as_ref(), &spec.name, Layer::Cluster, &input);
-    let region = deps
-        .eks
-        .config()
-        .region()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|| spec.region.clone());
-    let step = Step {
-        deps,
-        spec: &spec,
-        names: &names,
-        resources: ClusterNames::new(&names),
-        layers: &input.layers,
-        log: &log,
-        partition: partition(&region),
-    };
-    let mut view = View::default();
-    view.output.cluster_name = step.resources.cluster.clone();
-    view.output.nodegroup_name = step.resources.nodegroup.clone();
-
-    // Boxed: these futures nest deep enough to exceed the compiler's layout query depth
-    // inside the Lambda runtime's future.
-    match action {
-        Action::EnsureCluster => Box::pin(control_plane::ensure(&step, &mut view)).await?,
-        Action::StatusCluster => Box::pin(control_plane::status(&step, &mut view)).await?,
-        Action::EnsureNodegroup => Box::pin(nodegroup::ensure(&step, &mut view)).await?,
-        Action::StatusNodegroup => Box::pin(nodegroup::status(&step, &mut view)).await?,
-        Action::EnsureKarpenter => Box::pin(karpenter::ensure(&step, &mut view)).await?,
-    }
-
-    let outcome = if action.creates() {
-        log.ensure_outcome()
-    } else if view.ready {
-        "ready"
-    } else if !view.missing.is_empty() {
-        "missing"
-    } else {
-        "not-ready"
-    };
-    let detail = (!view.missing.is_empty())
-        .then(|| format!("missing: {}", view.missing.join(", ")))
-        .or_else(|| {
-            (!view.ready).then(|| {
-                format!(
-                    "cluster {}, node group {}",
-                    view.cluster_status.as_deref().unwrap_or("unknown"),
-                    view.nodegroup_status.as_deref().unwrap_or("unknown")
-                )
-            })
-        });
-    log.finish(outcome, detail).await?;
-    Ok(output(view, log.created_ids()))
-}
-
-fn output(view: View, created: Vec<String>) -> Value {
-    let mut value = serde_json::to_value(&view.output).expect("ClusterOutput serialises");
-    value["cluster_role_arn"] = json!(view.cluster_role_arn);
-    value["nodegroup_role_arn"] = json!(view.nodegroup_role_arn);
-    value["cluster_status"] = json!(view.cluster_status);
-    if let Some(status) = view.nodegroup_status {
-        value["nodegroup_status"] = json!(status);
-    }
-    if let Some(entries) = view.access_entries {
-        value["access_entries"] = json!(entries);
-    }
-    if let Some(addons) = view.addons {
-        value["addons"] = json!(addons);
-    }
-    if let Some(rules) = view.interruption_rules {
-        value["interruption_rules"] = json!(rules);
-    }
-    value["ready"] = json!(view.ready);
-    value["created"] = json!(created);
-    if !view.missing.is_empty() {
-        value["missing"] = json!(view.missing);
-    }
-    value
+    step::run(deps, event).await
 }
 
 /// An endpoint that does not implement an operation at all answers 404 with no AWS error

@@ -8,9 +8,8 @@ use apiary_core::{Error, Result};
 use aws_sdk_eks::types::{
     AmiTypes, CapacityTypes, Nodegroup, NodegroupScalingConfig, NodegroupStatus, ResolveConflicts,
 };
-use serde_json::{Value, json};
 
-use crate::{Step, View, access, control_plane, iam, is_not_implemented};
+use crate::{Addon, Presence, View, Work, access, control_plane, iam, is_not_implemented};
 
 /// EKS managed add-ons a node group's nodes need to become Ready.
 pub const NODEGROUP_ADDONS: [&str; 3] = ["vpc-cni", "kube-proxy", "coredns"];
@@ -18,7 +17,7 @@ const AMI_TYPE: AmiTypes = AmiTypes::Al2023X8664Standard;
 
 /// `ensure-nodegroup`: needs an ACTIVE cluster; makes the access entries, the add-ons and
 /// the node group.
-pub(crate) async fn ensure(step: &Step<'_>, view: &mut View) -> Result<()> {
+pub(crate) async fn ensure(step: &Work<'_>, view: &mut View) -> Result<()> {
     let network = step.layers.network()?;
     let subnets = network.private_subnet_ids();
     if subnets.is_empty() {
@@ -49,7 +48,7 @@ pub(crate) async fn ensure(step: &Step<'_>, view: &mut View) -> Result<()> {
 /// A changed size preset reaches an existing node group: min and max follow the preset;
 /// the desired size is left to whatever scales it, unless it falls outside the new range.
 /// Only an ACTIVE group is updated (EKS refuses updates while one is in progress).
-async fn reconcile_scaling(step: &Step<'_>, nodegroup: Nodegroup) -> Result<Nodegroup> {
+async fn reconcile_scaling(step: &Work<'_>, nodegroup: Nodegroup) -> Result<Nodegroup> {
     let sizing = step.spec.sizing();
     let Some(current) = nodegroup.scaling_config() else {
         return Ok(nodegroup);
@@ -86,12 +85,15 @@ async fn reconcile_scaling(step: &Step<'_>, nodegroup: Nodegroup) -> Result<Node
 }
 
 /// `status-nodegroup`: ready once the node group is ACTIVE.
-pub(crate) async fn status(step: &Step<'_>, view: &mut View) -> Result<()> {
+pub(crate) async fn status(step: &Work<'_>, view: &mut View) -> Result<()> {
     match control_plane::describe(step).await? {
-        Some(cluster) => control_plane::observe(step, view, &cluster).await?,
+        Some(cluster) => {
+            if !control_plane::observe(step, view, &cluster).await? {
+                view.cluster_pending(&step.resources.cluster);
+            }
+        }
         None => {
             view.missing.push(step.resources.cluster.clone());
-            view.ready = false;
             return Ok(());
         }
     }
@@ -102,21 +104,20 @@ pub(crate) async fn status(step: &Step<'_>, view: &mut View) -> Result<()> {
         Some(nodegroup) => observe(step, view, &nodegroup).await,
         None => {
             view.missing.push(step.resources.nodegroup.clone());
-            view.ready = false;
             Ok(())
         }
     }
 }
 
 /// A role `ensure-cluster` made; its absence means that step has not run.
-async fn required_role(step: &Step<'_>, name: &str) -> Result<aws_sdk_iam::types::Role> {
+async fn required_role(step: &Work<'_>, name: &str) -> Result<aws_sdk_iam::types::Role> {
     iam::find(step, name).await?.ok_or_else(|| Error::NotReady {
         resource: format!("IAM role {name}"),
         detail: "it does not exist yet; run ensure-cluster first".to_owned(),
     })
 }
 
-async fn ensure_addon(step: &Step<'_>, addon: &str) -> Result<Value> {
+async fn ensure_addon(step: &Work<'_>, addon: &str) -> Result<Addon> {
     let eks = &step.deps.eks;
     let cluster = &step.resources.cluster;
     match eks
@@ -136,18 +137,21 @@ async fn ensure_addon(step: &Step<'_>, addon: &str) -> Result<Value> {
                 )
                 .await?;
             let status = found.and_then(|a| a.status).map(|s| s.as_str().to_owned());
-            return Ok(json!({"name": addon, "state": "present", "status": status}));
+            return Ok(Addon::new(addon, Presence::Present, status));
         }
         Err(err)
             if err
                 .as_service_error()
                 .is_some_and(|e| e.is_resource_not_found_exception()) => {}
         Err(err) if is_not_implemented(&err) => {
-            return Ok(json!({
-                "name": addon,
-                "state": "not-emulated",
-                "reason": "the EKS endpoint does not implement add-ons (moto 5.2.5 answers 404); on AWS this add-on is created",
-            }));
+            return Ok(Addon {
+                reason: Some(
+                    "the EKS endpoint does not implement add-ons (moto 5.2.5 answers 404); on \
+                     AWS this add-on is created"
+                        .to_owned(),
+                ),
+                ..Addon::new(addon, Presence::NotEmulated, None)
+            });
         }
         Err(err) => return Err(Error::aws(format!("DescribeAddon {cluster} {addon}"), err)),
     }
@@ -164,7 +168,7 @@ async fn ensure_addon(step: &Step<'_>, addon: &str) -> Result<Value> {
             step.log.created(&format!("{cluster}/{addon}"));
             let addon = out.addon;
             (
-                "created",
+                Presence::Created,
                 addon.as_ref().and_then(|a| a.addon_arn.clone()),
                 addon.and_then(|a| a.status).map(|s| s.as_str().to_owned()),
             )
@@ -174,17 +178,17 @@ async fn ensure_addon(step: &Step<'_>, addon: &str) -> Result<Value> {
                 .as_service_error()
                 .is_some_and(|e| e.is_resource_in_use_exception()) =>
         {
-            ("present", None, None)
+            (Presence::Present, None, None)
         }
         Err(err) => return Err(Error::aws(format!("CreateAddon {cluster} {addon}"), err)),
     };
     step.log
         .resource("eks:addon", &format!("{cluster}/{addon}"), arn.as_deref())
         .await?;
-    Ok(json!({"name": addon, "state": state, "status": status}))
+    Ok(Addon::new(addon, state, status))
 }
 
-async fn describe(step: &Step<'_>) -> Result<Option<Nodegroup>> {
+async fn describe(step: &Work<'_>) -> Result<Option<Nodegroup>> {
     let cluster = &step.resources.cluster;
     let name = &step.resources.nodegroup;
     Ok(apiary_core::aws::answer_or_none(
@@ -201,7 +205,7 @@ async fn describe(step: &Step<'_>) -> Result<Option<Nodegroup>> {
     .and_then(|out| out.nodegroup))
 }
 
-async fn create(step: &Step<'_>, role_arn: &str, subnets: Vec<String>) -> Result<Nodegroup> {
+async fn create(step: &Work<'_>, role_arn: &str, subnets: Vec<String>) -> Result<Nodegroup> {
     let cluster = &step.resources.cluster;
     let name = &step.resources.nodegroup;
     let sizing = step.spec.sizing();
@@ -245,7 +249,7 @@ async fn create(step: &Step<'_>, role_arn: &str, subnets: Vec<String>) -> Result
     }
 }
 
-async fn observe(step: &Step<'_>, view: &mut View, nodegroup: &Nodegroup) -> Result<()> {
+async fn observe(step: &Work<'_>, view: &mut View, nodegroup: &Nodegroup) -> Result<()> {
     let name = &step.resources.nodegroup;
     step.log
         .resource("eks:nodegroup", name, nodegroup.nodegroup_arn())
@@ -270,8 +274,8 @@ async fn observe(step: &Step<'_>, view: &mut View, nodegroup: &Nodegroup) -> Res
             })
             .unwrap_or_default()
     };
-    let ready = match status {
-        Some(NodegroupStatus::Active) => true,
+    match status {
+        Some(NodegroupStatus::Active) => {}
         Some(
             failed @ (NodegroupStatus::CreateFailed
             | NodegroupStatus::DeleteFailed
@@ -288,8 +292,10 @@ async fn observe(step: &Step<'_>, view: &mut View, nodegroup: &Nodegroup) -> Res
                 "EKS node group {name} is DELETING: a teardown is removing it; run provision again once it is gone"
             )));
         }
-        _ => false,
-    };
-    view.ready &= ready;
+        _ => view.pending.push(format!(
+            "EKS node group {name} is {}",
+            view.nodegroup_status.as_deref().unwrap_or("unknown")
+        )),
+    }
     Ok(())
 }

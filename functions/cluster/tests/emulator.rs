@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 struct Fixture {
     config: SdkConfig,
     name: String,
-    spec: Value,
     layers: Value,
     recorder: MemoryRecorder,
     deps: cluster::Deps,
@@ -25,12 +24,12 @@ impl Fixture {
         let name = apiary_e2e::unique_name(prefix);
         let spec = json!({"name": name, "dns": {"domain": "hh.example.com"}});
         let layers = apiary_e2e::minimal_layers(&config, &spec, "cluster").await;
-        let recorder = MemoryRecorder::default();
+        // The state the provision workflow would have built: the spec and earlier layers.
+        let recorder = MemoryRecorder::with(&spec, &layers);
         let deps = cluster::Deps::new(&config, Arc::new(recorder.clone()));
         Fixture {
             config,
             name,
-            spec,
             layers,
             recorder,
             deps,
@@ -38,12 +37,9 @@ impl Fixture {
     }
 
     async fn run(&self, action: &str) -> Value {
-        cluster::handle(
-            &self.deps,
-            json!({"action": action, "spec": self.spec, "layers": self.layers, "execution_id": "e2e"}),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{action}: {e}"))
+        cluster::handle(&self.deps, apiary_core::step::event(action, &self.name))
+            .await
+            .unwrap_or_else(|e| panic!("{action}: {e}"))
     }
 
     /// Runs an ensure twice and shows the second run creates nothing.
@@ -359,7 +355,7 @@ async fn ensure_nodegroup_before_the_cluster_is_not_ready() {
     let fixture = Fixture::new("e2e-early").await;
     let err = cluster::handle(
         &fixture.deps,
-        json!({"action": "ensure-nodegroup", "spec": fixture.spec, "layers": fixture.layers}),
+        apiary_core::step::event("ensure-nodegroup", &fixture.name),
     )
     .await
     .unwrap_err();

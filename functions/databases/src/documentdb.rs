@@ -6,12 +6,14 @@
 //! request is still made; that exact rejection is reported as
 //! `{"emulated": false, "reason": ...}` instead of pretending a cluster exists.
 
+use apiary_core::outputs::DatastoreEndpoint;
+use apiary_core::step::Done;
 use apiary_core::{Error, Result};
 use aws_sdk_docdb::error::ProvideErrorMetadata;
 use aws_sdk_docdb::types::{ApplyMethod, DbCluster, DbInstance, Parameter, Tag};
 
-use crate::postgres::{InstanceState, checked_state};
-use crate::{Inputs, Outcome, Report, Step, tag_pairs};
+use crate::readiness::{self, Readiness, instance_readiness};
+use crate::{DatastoreOutput, Inputs, Report, Work, tag_pairs};
 
 pub const DOCDB_ENGINE_VERSION: &str = "5.0.0";
 pub const DOCDB_PARAMETER_FAMILY: &str = "docdb5.0";
@@ -19,7 +21,7 @@ pub const DOCDB_PORT: u16 = 27017;
 const ENGINE: &str = "docdb";
 const MASTER_USERNAME: &str = "apiary";
 
-pub(crate) async fn run(step: &Step<'_>) -> Result<Outcome> {
+pub(crate) async fn run(step: &Work<'_>) -> Result<Done<DatastoreOutput>> {
     let cluster_id = step.names.resource("docdb");
     let instance_count = if step.spec.sizing().multi_az { 2 } else { 1 };
     let instance_ids: Vec<String> = (1..=instance_count)
@@ -40,24 +42,17 @@ pub(crate) async fn run(step: &Step<'_>) -> Result<Outcome> {
             Created::Cluster(cluster) => *cluster,
             Created::NotEmulated(reason) => {
                 tracing::warn!(cluster = %cluster_id, %reason, "DocumentDB is not emulated here");
-                return Ok(Outcome::NotEmulated {
-                    identifier: cluster_id,
-                    reason,
-                });
+                let note = reason.clone();
+                return Ok(
+                    Done::ready(DatastoreOutput::not_emulated(cluster_id, reason))
+                        .with_detail(note),
+                );
             }
         },
         (None, None) => {
             let mut missing = vec![cluster_id.clone()];
             missing.extend(instance_ids);
-            return Ok(Outcome::Store(Report {
-                identifier: cluster_id,
-                host: String::new(),
-                port: DOCDB_PORT,
-                secret_arn: String::new(),
-                status: "missing".to_owned(),
-                ready: false,
-                missing,
-            }));
+            return Ok(Report::missing(cluster_id, DOCDB_PORT, None, missing).done());
         }
     };
     step.log
@@ -74,15 +69,18 @@ pub(crate) async fn run(step: &Step<'_>) -> Result<Outcome> {
             .await?;
     }
     let cluster_status = cluster.status().unwrap_or("unknown").to_owned();
-    let mut ready = match checked_state("DocumentDB cluster", &cluster_id, &cluster_status)? {
-        InstanceState::Ready => true,
-        InstanceState::Stopped if step.create && cluster_status == "stopped" => {
-            // Its instances start with it.
-            start_cluster(step, &cluster_id).await?;
-            false
-        }
-        _ => false,
-    };
+    let mut pending = Vec::new();
+    let readiness = readiness::check(
+        "DocumentDB cluster",
+        &cluster_id,
+        &cluster_status,
+        instance_readiness(&cluster_status),
+        &mut pending,
+    )?;
+    if readiness == Readiness::Stopped && step.create && cluster_status == "stopped" {
+        // Its instances start with it.
+        start_cluster(step, &cluster_id).await?;
+    }
 
     let mut missing = Vec::new();
     for (i, id) in instance_ids.iter().enumerate() {
@@ -98,24 +96,33 @@ pub(crate) async fn run(step: &Step<'_>) -> Result<Outcome> {
             .resource("docdb:db-instance", id, instance.db_instance_arn())
             .await?;
         let status = instance.db_instance_status().unwrap_or("unknown");
-        ready &= checked_state("DocumentDB instance", id, status)? == InstanceState::Ready;
+        readiness::check(
+            "DocumentDB instance",
+            id,
+            status,
+            instance_readiness(status),
+            &mut pending,
+        )?;
     }
 
-    Ok(Outcome::Store(Report {
-        identifier: cluster_id,
-        host: cluster.endpoint().unwrap_or_default().to_owned(),
-        port: cluster
-            .port()
-            .and_then(|p| u16::try_from(p).ok())
-            .unwrap_or(DOCDB_PORT),
-        secret_arn,
+    Ok(Report {
+        endpoint: DatastoreEndpoint {
+            identifier: cluster_id,
+            host: cluster.endpoint().unwrap_or_default().to_owned(),
+            port: cluster
+                .port()
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(DOCDB_PORT),
+            secret_arn,
+        },
         status: cluster_status,
-        ready: ready && missing.is_empty(),
+        pending,
         missing,
-    }))
+    }
+    .done())
 }
 
-async fn start_cluster(step: &Step<'_>, id: &str) -> Result<()> {
+async fn start_cluster(step: &Work<'_>, id: &str) -> Result<()> {
     tracing::info!(cluster = id, "starting a stopped DocumentDB cluster");
     step.deps
         .docdb
@@ -127,18 +134,18 @@ async fn start_cluster(step: &Step<'_>, id: &str) -> Result<()> {
     Ok(())
 }
 
-fn parameter_group_name(step: &Step<'_>) -> String {
+fn parameter_group_name(step: &Work<'_>) -> String {
     step.names.resource("docdb5")
 }
 
-fn tags(step: &Step<'_>) -> Vec<Tag> {
+fn tags(step: &Work<'_>) -> Vec<Tag> {
     tag_pairs(step.names, "documentdb")
         .into_iter()
         .map(|(key, value)| Tag::builder().key(key).value(value).build())
         .collect()
 }
 
-async fn ensure_subnet_group(step: &Step<'_>, inputs: &Inputs, name: &str) -> Result<()> {
+async fn ensure_subnet_group(step: &Work<'_>, inputs: &Inputs, name: &str) -> Result<()> {
     let docdb = &step.deps.docdb;
     let found = apiary_core::aws::answer_or_none(
         format!("DescribeDBSubnetGroups {name}"),
@@ -179,7 +186,7 @@ async fn ensure_subnet_group(step: &Step<'_>, inputs: &Inputs, name: &str) -> Re
         .await
 }
 
-async fn ensure_parameter_group(step: &Step<'_>, name: &str) -> Result<()> {
+async fn ensure_parameter_group(step: &Work<'_>, name: &str) -> Result<()> {
     let docdb = &step.deps.docdb;
     let found = apiary_core::aws::answer_or_none(
         format!("DescribeDBClusterParameterGroups {name}"),
@@ -244,7 +251,7 @@ async fn ensure_parameter_group(step: &Step<'_>, name: &str) -> Result<()> {
         .await
 }
 
-async fn tls_is_enabled(step: &Step<'_>, name: &str) -> Result<bool> {
+async fn tls_is_enabled(step: &Work<'_>, name: &str) -> Result<bool> {
     let mut marker = None;
     loop {
         let page = step
@@ -271,7 +278,7 @@ async fn tls_is_enabled(step: &Step<'_>, name: &str) -> Result<bool> {
     }
 }
 
-async fn describe_cluster(step: &Step<'_>, id: &str) -> Result<Option<DbCluster>> {
+async fn describe_cluster(step: &Work<'_>, id: &str) -> Result<Option<DbCluster>> {
     Ok(apiary_core::aws::answer_or_none(
         format!("DescribeDBClusters {id}"),
         step.deps
@@ -297,7 +304,7 @@ pub(crate) fn is_engine_not_emulated(code: Option<&str>, message: Option<&str>) 
         && message.is_some_and(|m| m.contains("Engine 'docdb' is not supported"))
 }
 
-async fn create_cluster(step: &Step<'_>, inputs: &Inputs, id: &str) -> Result<Created> {
+async fn create_cluster(step: &Work<'_>, inputs: &Inputs, id: &str) -> Result<Created> {
     let retention = i32::try_from(step.spec.backup.retention_days)
         .map_err(|_| Error::invalid_input("backup.retention_days is out of range"))?;
     match step
@@ -362,7 +369,7 @@ async fn create_cluster(step: &Step<'_>, inputs: &Inputs, id: &str) -> Result<Cr
     }
 }
 
-async fn describe_instance(step: &Step<'_>, id: &str) -> Result<Option<DbInstance>> {
+async fn describe_instance(step: &Work<'_>, id: &str) -> Result<Option<DbInstance>> {
     Ok(apiary_core::aws::answer_or_none(
         format!("DescribeDBInstances {id}"),
         step.deps
@@ -377,7 +384,7 @@ async fn describe_instance(step: &Step<'_>, id: &str) -> Result<Option<DbInstanc
 }
 
 async fn create_instance(
-    step: &Step<'_>,
+    step: &Work<'_>,
     cluster_id: &str,
     id: &str,
     index: usize,

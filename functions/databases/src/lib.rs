@@ -5,21 +5,25 @@
 //! The three stores are independent: the state machine runs them in parallel, each with
 //! its own poll loop, so every action handles exactly one store. `ensure-*` creates what
 //! is missing and returns at once; `status-*` only looks. Both report `ready: false`
-//! until the store is available.
+//! until the store is available, and both keep the store's output for later layers once
+//! it is (the poll loop's last `status-*` is the one that sees it ready).
 
 mod documentdb;
 mod postgres;
+mod readiness;
 mod redis;
 mod secrets;
 
 use std::sync::Arc;
 
 use apiary_core::naming::{Layer, Names, TAG_ROLE};
-use apiary_core::outputs::Layers;
+use apiary_core::outputs::{DatastoreEndpoint, Layers};
 use apiary_core::spec::DeploymentSpec;
-use apiary_core::step::{Recorder, StepInput, StepLog};
+use apiary_core::step::{self, Done, Recorder, Step, StepContext, StepLog};
 use apiary_core::{Error, Result};
-use serde_json::{Value, json};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 pub use documentdb::{DOCDB_ENGINE_VERSION, DOCDB_PARAMETER_FAMILY, DOCDB_PORT};
 pub use postgres::{POSTGRES_ENGINE_VERSION, POSTGRES_PARAMETER_FAMILY, POSTGRES_PORT};
@@ -45,50 +49,132 @@ impl Deps {
     }
 }
 
+/// What the state machine asks of this function, spelled as it sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Action {
+    #[serde(rename = "ensure-postgres")]
+    EnsurePostgres,
+    #[serde(rename = "status-postgres")]
+    StatusPostgres,
+    #[serde(rename = "ensure-documentdb")]
+    EnsureDocumentDb,
+    #[serde(rename = "status-documentdb")]
+    StatusDocumentDb,
+    #[serde(rename = "ensure-redis")]
+    EnsureRedis,
+    #[serde(rename = "status-redis")]
+    StatusRedis,
+}
+
+impl Action {
+    fn datastore(self) -> Datastore {
+        match self {
+            Action::EnsurePostgres | Action::StatusPostgres => Datastore::Postgres,
+            Action::EnsureDocumentDb | Action::StatusDocumentDb => Datastore::DocumentDb,
+            Action::EnsureRedis | Action::StatusRedis => Datastore::Redis,
+        }
+    }
+}
+
+impl step::Action for Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::EnsurePostgres => "ensure-postgres",
+            Action::StatusPostgres => "status-postgres",
+            Action::EnsureDocumentDb => "ensure-documentdb",
+            Action::StatusDocumentDb => "status-documentdb",
+            Action::EnsureRedis => "ensure-redis",
+            Action::StatusRedis => "status-redis",
+        }
+    }
+
+    /// Both actions of a store keep its output: the poll loop ends on a `status-*` that
+    /// finally sees the store ready.
+    fn slot(self) -> Option<&'static str> {
+        Some(match self.datastore() {
+            Datastore::Postgres => "databases.postgres",
+            Datastore::DocumentDb => "databases.documentdb",
+            Datastore::Redis => "databases.redis",
+        })
+    }
+
+    fn mutates(self) -> bool {
+        matches!(
+            self,
+            Action::EnsurePostgres | Action::EnsureDocumentDb | Action::EnsureRedis
+        )
+    }
+}
+
 /// The data store an action is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Store {
+enum Datastore {
     Postgres,
     DocumentDb,
     Redis,
 }
 
-impl Store {
+impl Datastore {
     fn as_str(self) -> &'static str {
         match self {
-            Store::Postgres => "postgres",
-            Store::DocumentDb => "documentdb",
-            Store::Redis => "redis",
+            Datastore::Postgres => "postgres",
+            Datastore::DocumentDb => "documentdb",
+            Datastore::Redis => "redis",
+        }
+    }
+
+    /// PostgreSQL is always built; the other two follow the spec.
+    fn enabled(self, spec: &DeploymentSpec) -> bool {
+        match self {
+            Datastore::Postgres => true,
+            Datastore::DocumentDb => spec.databases.documentdb,
+            Datastore::Redis => spec.databases.redis,
         }
     }
 }
 
-/// `ensure-<store>` or `status-<store>`.
-fn parse_action(action: &str) -> Result<(Store, bool)> {
-    let (verb, store) = action.split_once('-').unwrap_or((action, ""));
-    let create = match verb {
-        "ensure" => true,
-        "status" => false,
-        _ => return Err(unknown_action(action)),
-    };
-    let store = match store {
-        "postgres" => Store::Postgres,
-        "documentdb" => Store::DocumentDb,
-        "redis" => Store::Redis,
-        _ => return Err(unknown_action(action)),
-    };
-    Ok((store, create))
+/// What an action returns and, once ready, keeps for later layers. The kept shapes of a
+/// store that is off or not emulated read back as "no endpoint" (`DatabasesOutput`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum DatastoreOutput {
+    /// The store exists (or is on its way): its endpoint, empty fields until AWS assigns
+    /// them, and its own status word (`available`, `creating`, ..., or `missing`).
+    Built {
+        #[serde(flatten)]
+        endpoint: DatastoreEndpoint,
+        enabled: bool,
+        status: String,
+    },
+    /// The spec turns this store off: `{"enabled": false}`.
+    Disabled { enabled: bool },
+    /// The AWS endpoint cannot build this store (the local emulator and DocumentDB):
+    /// nothing pretends it exists.
+    NotEmulated {
+        enabled: bool,
+        emulated: bool,
+        identifier: String,
+        reason: String,
+    },
 }
 
-fn unknown_action(action: &str) -> Error {
-    Error::invalid_input(format!(
-        "databases: unknown action {action:?}; expected ensure-<store> or status-<store> \
-         with <store> one of postgres, documentdb, redis"
-    ))
+impl DatastoreOutput {
+    fn disabled() -> Self {
+        DatastoreOutput::Disabled { enabled: false }
+    }
+
+    pub(crate) fn not_emulated(identifier: String, reason: String) -> Self {
+        DatastoreOutput::NotEmulated {
+            enabled: true,
+            emulated: false,
+            identifier,
+            reason,
+        }
+    }
 }
 
 /// What one action of one store hands to its submodule.
-pub(crate) struct Step<'a> {
+pub(crate) struct Work<'a> {
     pub deps: &'a Deps,
     pub spec: &'a DeploymentSpec,
     pub names: &'a Names,
@@ -108,7 +194,7 @@ pub(crate) struct Inputs {
     pub security_group: String,
 }
 
-impl Step<'_> {
+impl Work<'_> {
     pub(crate) fn inputs(&self, key_scope: &str) -> Result<Inputs> {
         let keys = self.layers.keys()?;
         let network = self.layers.network()?;
@@ -137,122 +223,89 @@ impl Step<'_> {
 /// What an action found or made for one store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Report {
-    pub identifier: String,
-    /// Empty until AWS assigns the endpoint.
-    pub host: String,
-    pub port: u16,
-    /// Empty until the credentials secret exists.
-    pub secret_arn: String,
+    /// Host empty until AWS assigns the endpoint; secret ARN empty until the credentials
+    /// secret exists.
+    pub endpoint: DatastoreEndpoint,
     /// The store's own status word (`available`, `creating`, ...), or `missing`.
     pub status: String,
-    pub ready: bool,
+    /// What the store still waits for (`RDS instance ... is creating`).
+    pub pending: Vec<String>,
     /// Resources a `status` call looked for and did not find.
     pub missing: Vec<String>,
 }
 
-pub(crate) enum Outcome {
-    /// The spec turns this store off.
-    Disabled,
-    /// The AWS endpoint cannot build this store (the local emulator and DocumentDB):
-    /// nothing pretends it exists.
-    NotEmulated {
+impl Report {
+    /// A `status` that found no store: `missing` names what is absent.
+    pub(crate) fn missing(
         identifier: String,
-        reason: String,
-    },
-    Store(Report),
-}
-
-#[tracing::instrument(name = "databases", skip_all, fields(deployment, action))]
-pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
-    let input = StepInput::from_event(event)?;
-    let (store, create) = parse_action(&input.action)?;
-    let spec = input.spec()?;
-    tracing::Span::current()
-        .record("deployment", spec.name.as_str())
-        .record("action", input.action.as_str());
-    let names = Names::new(&spec.name);
-    let log = StepLog::new(deps.recorder.as_ref(), &spec.name, Layer::Databases, &input);
-    let step = Step {
-        deps,
-        spec: &spec,
-        names: &names,
-        layers: &input.layers,
-        log: &log,
-        create,
-    };
-    let enabled = match store {
-        Store::Postgres => true,
-        Store::DocumentDb => spec.databases.documentdb,
-        Store::Redis => spec.databases.redis,
-    };
-    let outcome = if !enabled {
-        Outcome::Disabled
-    } else {
-        // Boxed: each store's future is deep enough to exceed the compiler's layout
-        // query depth when nested inline in the Lambda runtime's future.
-        match store {
-            Store::Postgres => Outcome::Store(Box::pin(postgres::run(&step)).await?),
-            Store::DocumentDb => Box::pin(documentdb::run(&step)).await?,
-            Store::Redis => Outcome::Store(Box::pin(redis::run(&step)).await?),
-        }
-    };
-
-    let (word, detail) = match &outcome {
-        Outcome::Disabled => (
-            "disabled",
-            Some(format!("{} is off in the spec", store.as_str())),
-        ),
-        Outcome::NotEmulated { reason, .. } => ("not-emulated", Some(reason.clone())),
-        Outcome::Store(report) => {
-            let word = if create {
-                log.ensure_outcome()
-            } else if report.ready {
-                "ready"
-            } else if !report.missing.is_empty() {
-                "missing"
-            } else {
-                "not-ready"
-            };
-            let detail = (!report.missing.is_empty())
-                .then(|| format!("missing: {}", report.missing.join(", ")))
-                .or_else(|| (!report.ready).then(|| format!("status {}", report.status)));
-            (word, detail)
-        }
-    };
-    log.finish(word, detail).await?;
-    Ok(output(outcome, log.created_ids()))
-}
-
-/// The action's result: the store's `DatastoreEndpoint` fields plus `ready`, or
-/// `{"ready": true, "enabled": false}` for a store the spec turns off.
-fn output(outcome: Outcome, created: Vec<String>) -> Value {
-    match outcome {
-        Outcome::Disabled => json!({"ready": true, "enabled": false}),
-        Outcome::NotEmulated { identifier, reason } => json!({
-            "ready": true,
-            "enabled": true,
-            "emulated": false,
-            "identifier": identifier,
-            "reason": reason,
-            "created": created,
-        }),
-        Outcome::Store(report) => {
-            let mut value = json!({
-                "identifier": report.identifier,
-                "host": report.host,
-                "port": report.port,
-                "secret_arn": report.secret_arn,
-                "ready": report.ready,
-                "enabled": true,
-                "status": report.status,
-                "created": created,
-            });
-            if !report.missing.is_empty() {
-                value["missing"] = json!(report.missing);
-            }
-            value
+        port: u16,
+        secret_arn: Option<String>,
+        missing: Vec<String>,
+    ) -> Self {
+        Report {
+            endpoint: DatastoreEndpoint {
+                identifier,
+                host: String::new(),
+                port,
+                secret_arn: secret_arn.unwrap_or_default(),
+            },
+            status: "missing".to_owned(),
+            pending: Vec::new(),
+            missing,
         }
     }
+
+    pub(crate) fn done(self) -> Done<DatastoreOutput> {
+        let output = DatastoreOutput::Built {
+            endpoint: self.endpoint,
+            enabled: true,
+            status: self.status,
+        };
+        if self.missing.is_empty() {
+            Done::pending(output, self.pending)
+        } else {
+            Done::missing(output, self.missing)
+        }
+    }
+}
+
+#[async_trait]
+impl Step for Deps {
+    const LAYER: Layer = Layer::Databases;
+    type Action = Action;
+    type Output = DatastoreOutput;
+
+    async fn run(&self, step: &StepContext<'_, Action>) -> Result<Done<DatastoreOutput>> {
+        let datastore = step.action.datastore();
+        if !datastore.enabled(&step.spec) {
+            return Ok(Done::ready(DatastoreOutput::disabled())
+                .with_detail(format!("{} is off in the spec", datastore.as_str())));
+        }
+        let work = Work {
+            deps: self,
+            spec: &step.spec,
+            names: &step.names,
+            layers: &step.layers,
+            log: &step.log,
+            create: step::Action::mutates(step.action),
+        };
+        // Boxed: each store's future is deep enough to exceed the compiler's layout
+        // query depth when nested inline in the Lambda runtime's future.
+        Ok(match datastore {
+            Datastore::Postgres => Box::pin(postgres::run(&work)).await?.done(),
+            Datastore::DocumentDb => Box::pin(documentdb::run(&work)).await?,
+            Datastore::Redis => Box::pin(redis::run(&work)).await?.done(),
+        })
+    }
+
+    fn state(&self) -> &dyn Recorder {
+        self.recorder.as_ref()
+    }
+}
+
+/// Runs one databases action for a Lambda event.
+pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
+    step::run(deps, event).await
 }
 
 /// The layer tags plus the resource's role, as (key, value) pairs.

@@ -2,10 +2,12 @@
 //! forces TLS, and the instance itself (encrypted with the rds key, master password
 //! managed by RDS in Secrets Manager, deletion protection on).
 
+use apiary_core::outputs::DatastoreEndpoint;
 use apiary_core::{Error, Result};
 use aws_sdk_rds::types::{ApplyMethod, DbInstance, Parameter, Tag};
 
-use crate::{Inputs, Report, Step, tag_pairs};
+use crate::readiness::{self, Readiness, instance_readiness};
+use crate::{Inputs, Report, Work, tag_pairs};
 
 /// A major version: RDS picks its current default minor version and keeps the instance
 /// patched (auto minor version upgrade), so a pinned minor can never be retired under us.
@@ -17,49 +19,7 @@ const DATABASE_NAME: &str = "honeyhive";
 const STORAGE_TYPE: &str = "gp3";
 const FORCE_SSL: &str = "rds.force_ssl";
 
-/// Where an instance is in its life, from its `DBInstanceStatus`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum InstanceState {
-    Ready,
-    Pending,
-    /// Stopped by someone: it will not become available by waiting.
-    Stopped,
-    Deleting,
-    Failed,
-}
-
-pub(crate) fn instance_state(status: &str) -> InstanceState {
-    match status {
-        "available" => InstanceState::Ready,
-        "stopped" | "stopping" => InstanceState::Stopped,
-        "deleting" | "deleted" => InstanceState::Deleting,
-        "failed"
-        | "restore-error"
-        | "storage-full"
-        | "inaccessible-encryption-credentials"
-        | "inaccessible-encryption-credentials-recoverable" => InstanceState::Failed,
-        s if s.starts_with("incompatible-") => InstanceState::Failed,
-        // creating, backing-up, modifying, configuring-*, upgrading, rebooting, ...
-        _ => InstanceState::Pending,
-    }
-}
-
-/// The state, or an error for states that waiting cannot fix: `Apiary.Conflict` while a
-/// teardown deletes it, `Apiary.Fatal` naming the resource when it failed.
-pub(crate) fn checked_state(what: &str, id: &str, status: &str) -> Result<InstanceState> {
-    match instance_state(status) {
-        InstanceState::Deleting => Err(Error::Conflict(format!(
-            "{what} {id} is {status}: a teardown is removing it; run provision again once it is gone"
-        ))),
-        InstanceState::Failed => Err(Error::fatal(format!(
-            "{what} {id} is in state {status}; it cannot become available without intervention \
-             (see its events in the console)"
-        ))),
-        state => Ok(state),
-    }
-}
-
-pub(crate) async fn run(step: &Step<'_>) -> Result<Report> {
+pub(crate) async fn run(step: &Work<'_>) -> Result<Report> {
     let id = step.names.resource("postgres");
     let inputs = if step.create {
         let inputs = step.inputs("rds")?;
@@ -73,15 +33,7 @@ pub(crate) async fn run(step: &Step<'_>) -> Result<Report> {
         (Some(instance), _) => instance,
         (None, Some(inputs)) => create(step, inputs, &id).await?,
         (None, None) => {
-            return Ok(Report {
-                identifier: id.clone(),
-                host: String::new(),
-                port: POSTGRES_PORT,
-                secret_arn: String::new(),
-                status: "missing".to_owned(),
-                ready: false,
-                missing: vec![id],
-            });
+            return Ok(Report::missing(id.clone(), POSTGRES_PORT, None, vec![id]));
         }
     };
     step.log
@@ -101,44 +53,49 @@ pub(crate) async fn run(step: &Step<'_>) -> Result<Report> {
         .db_instance_status()
         .unwrap_or("unknown")
         .to_owned();
-    let ready = match checked_state("RDS instance", &id, &status)? {
-        InstanceState::Ready => true,
-        InstanceState::Stopped if step.create && status == "stopped" => {
-            start(step, &id).await?;
-            false
-        }
-        _ => false,
-    };
+    let mut pending = Vec::new();
+    let readiness = readiness::check(
+        "RDS instance",
+        &id,
+        &status,
+        instance_readiness(&status),
+        &mut pending,
+    )?;
+    if readiness == Readiness::Stopped && step.create && status == "stopped" {
+        start(step, &id).await?;
+    }
     let endpoint = instance.endpoint();
     Ok(Report {
-        identifier: id,
-        host: endpoint
-            .and_then(|e| e.address())
-            .unwrap_or_default()
-            .to_owned(),
-        port: endpoint
-            .and_then(|e| e.port())
-            .and_then(|p| u16::try_from(p).ok())
-            .unwrap_or(POSTGRES_PORT),
-        secret_arn,
+        endpoint: DatastoreEndpoint {
+            identifier: id,
+            host: endpoint
+                .and_then(|e| e.address())
+                .unwrap_or_default()
+                .to_owned(),
+            port: endpoint
+                .and_then(|e| e.port())
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(POSTGRES_PORT),
+            secret_arn,
+        },
         status,
-        ready,
+        pending,
         missing: Vec::new(),
     })
 }
 
-fn parameter_group_name(step: &Step<'_>) -> String {
+fn parameter_group_name(step: &Work<'_>) -> String {
     step.names.resource(POSTGRES_PARAMETER_FAMILY)
 }
 
-fn tags(step: &Step<'_>) -> Vec<Tag> {
+fn tags(step: &Work<'_>) -> Vec<Tag> {
     tag_pairs(step.names, "postgres")
         .into_iter()
         .map(|(key, value)| Tag::builder().key(key).value(value).build())
         .collect()
 }
 
-async fn ensure_subnet_group(step: &Step<'_>, inputs: &Inputs, name: &str) -> Result<()> {
+async fn ensure_subnet_group(step: &Work<'_>, inputs: &Inputs, name: &str) -> Result<()> {
     let rds = &step.deps.rds;
     let found = apiary_core::aws::answer_or_none(
         format!("DescribeDBSubnetGroups {name}"),
@@ -177,7 +134,7 @@ async fn ensure_subnet_group(step: &Step<'_>, inputs: &Inputs, name: &str) -> Re
         .await
 }
 
-async fn ensure_parameter_group(step: &Step<'_>, name: &str) -> Result<()> {
+async fn ensure_parameter_group(step: &Work<'_>, name: &str) -> Result<()> {
     let rds = &step.deps.rds;
     let found = apiary_core::aws::answer_or_none(
         format!("DescribeDBParameterGroups {name}"),
@@ -240,7 +197,7 @@ async fn ensure_parameter_group(step: &Step<'_>, name: &str) -> Result<()> {
 
 /// Whether the group already sets `rds.force_ssl=1` (only parameters a user set are
 /// listed, which keeps this to one short page).
-async fn force_ssl_is_on(step: &Step<'_>, name: &str) -> Result<bool> {
+async fn force_ssl_is_on(step: &Work<'_>, name: &str) -> Result<bool> {
     let mut pages = step
         .deps
         .rds
@@ -262,7 +219,7 @@ async fn force_ssl_is_on(step: &Step<'_>, name: &str) -> Result<bool> {
     Ok(false)
 }
 
-async fn describe(step: &Step<'_>, id: &str) -> Result<Option<DbInstance>> {
+async fn describe(step: &Work<'_>, id: &str) -> Result<Option<DbInstance>> {
     Ok(apiary_core::aws::answer_or_none(
         format!("DescribeDBInstances {id}"),
         step.deps
@@ -276,7 +233,7 @@ async fn describe(step: &Step<'_>, id: &str) -> Result<Option<DbInstance>> {
     .and_then(|out| out.db_instances().first().cloned()))
 }
 
-async fn create(step: &Step<'_>, inputs: &Inputs, id: &str) -> Result<DbInstance> {
+async fn create(step: &Work<'_>, inputs: &Inputs, id: &str) -> Result<DbInstance> {
     let sizing = step.spec.sizing();
     let retention = i32::try_from(step.spec.backup.retention_days)
         .map_err(|_| Error::invalid_input("backup.retention_days is out of range"))?;
@@ -329,7 +286,7 @@ async fn create(step: &Step<'_>, inputs: &Inputs, id: &str) -> Result<DbInstance
     }
 }
 
-async fn start(step: &Step<'_>, id: &str) -> Result<()> {
+async fn start(step: &Work<'_>, id: &str) -> Result<()> {
     tracing::info!(instance = id, "starting a stopped RDS instance");
     step.deps
         .rds

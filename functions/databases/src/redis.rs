@@ -6,36 +6,20 @@
 //! The secret uses the app key rather than the redis key: the redis key's policy admits
 //! only requests made through ElastiCache, and Secrets Manager is not ElastiCache.
 
+use apiary_core::outputs::DatastoreEndpoint;
 use apiary_core::{Error, Result};
 use aws_sdk_elasticache::types::{ReplicationGroup, Tag};
 use serde_json::json;
 
-use crate::{Inputs, Report, Step, secrets, tag_pairs};
+use crate::readiness::{self, group_readiness};
+use crate::{Inputs, Report, Work, secrets, tag_pairs};
 
 pub const REDIS_ENGINE_VERSION: &str = "7.1";
 pub const REDIS_PORT: u16 = 6379;
 /// ElastiCache keeps automatic snapshots for at most 35 days.
 const MAX_SNAPSHOT_RETENTION: u32 = 35;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum GroupState {
-    Ready,
-    Pending,
-    Deleting,
-    Failed,
-}
-
-pub(crate) fn group_state(status: &str) -> GroupState {
-    match status {
-        "available" => GroupState::Ready,
-        "deleting" => GroupState::Deleting,
-        "create-failed" => GroupState::Failed,
-        // creating, modifying, snapshotting
-        _ => GroupState::Pending,
-    }
-}
-
-pub(crate) async fn run(step: &Step<'_>) -> Result<Report> {
+pub(crate) async fn run(step: &Work<'_>) -> Result<Report> {
     let id = step.names.resource("redis");
     let secret_name = step.names.resource("redis-auth");
     let inputs = if step.create {
@@ -69,15 +53,7 @@ pub(crate) async fn run(step: &Step<'_>) -> Result<Report> {
             if secret_arn.is_none() {
                 missing.push(secret_name);
             }
-            return Ok(Report {
-                identifier: id,
-                host: String::new(),
-                port: REDIS_PORT,
-                secret_arn: secret_arn.unwrap_or_default(),
-                status: "missing".to_owned(),
-                ready: false,
-                missing,
-            });
+            return Ok(Report::missing(id, REDIS_PORT, secret_arn, missing));
         }
     };
     step.log
@@ -102,51 +78,46 @@ pub(crate) async fn run(step: &Step<'_>) -> Result<Report> {
         .await?;
 
     let status = group.status().unwrap_or("unknown").to_owned();
-    let ready = match group_state(&status) {
-        GroupState::Ready => true,
-        GroupState::Pending => false,
-        GroupState::Deleting => {
-            return Err(Error::Conflict(format!(
-                "Redis replication group {id} is deleting: a teardown is removing it; run provision again once it is gone"
-            )));
-        }
-        GroupState::Failed => {
-            return Err(Error::fatal(format!(
-                "Redis replication group {id} is in state {status}; delete it and run provision again \
-                 (see its ElastiCache events for the cause)"
-            )));
-        }
-    };
+    let mut pending = Vec::new();
+    readiness::check(
+        "Redis replication group",
+        &id,
+        &status,
+        group_readiness(&status),
+        &mut pending,
+    )?;
     let endpoint = group
         .node_groups()
         .first()
         .and_then(|g| g.primary_endpoint())
         .or(group.configuration_endpoint());
     Ok(Report {
-        identifier: id,
-        host: endpoint
-            .and_then(|e| e.address())
-            .unwrap_or_default()
-            .to_owned(),
-        port: endpoint
-            .and_then(|e| e.port())
-            .and_then(|p| u16::try_from(p).ok())
-            .unwrap_or(REDIS_PORT),
-        secret_arn,
+        endpoint: DatastoreEndpoint {
+            identifier: id,
+            host: endpoint
+                .and_then(|e| e.address())
+                .unwrap_or_default()
+                .to_owned(),
+            port: endpoint
+                .and_then(|e| e.port())
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(REDIS_PORT),
+            secret_arn,
+        },
         status,
-        ready,
+        pending,
         missing: Vec::new(),
     })
 }
 
-fn tags(step: &Step<'_>) -> Vec<Tag> {
+fn tags(step: &Work<'_>) -> Vec<Tag> {
     tag_pairs(step.names, "redis")
         .into_iter()
         .map(|(key, value)| Tag::builder().key(key).value(value).build())
         .collect()
 }
 
-async fn ensure_subnet_group(step: &Step<'_>, inputs: &Inputs, name: &str) -> Result<()> {
+async fn ensure_subnet_group(step: &Work<'_>, inputs: &Inputs, name: &str) -> Result<()> {
     let elasticache = &step.deps.elasticache;
     let found = apiary_core::aws::answer_or_none(
         format!("DescribeCacheSubnetGroups {name}"),
@@ -187,7 +158,7 @@ async fn ensure_subnet_group(step: &Step<'_>, inputs: &Inputs, name: &str) -> Re
         .await
 }
 
-async fn describe(step: &Step<'_>, id: &str) -> Result<Option<ReplicationGroup>> {
+async fn describe(step: &Work<'_>, id: &str) -> Result<Option<ReplicationGroup>> {
     Ok(apiary_core::aws::answer_or_none(
         format!("DescribeReplicationGroups {id}"),
         step.deps
@@ -202,7 +173,7 @@ async fn describe(step: &Step<'_>, id: &str) -> Result<Option<ReplicationGroup>>
 }
 
 async fn create(
-    step: &Step<'_>,
+    step: &Work<'_>,
     inputs: &Inputs,
     id: &str,
     auth_token: &str,

@@ -6,14 +6,14 @@ use apiary_core::{Error, Result};
 use aws_sdk_secretsmanager::types::Tag;
 use serde_json::{Value, json};
 
-use crate::{Step, tag_pairs};
+use crate::{Work, tag_pairs};
 
 /// ElastiCache accepts 16-128 printable characters without `@`, `"` and `/`;
 /// letters and digits only keeps every client's connection string simple.
 const TOKEN_LENGTH: i64 = 64;
 
 /// The ARN of a secret, when it exists.
-pub(crate) async fn find(step: &Step<'_>, name: &str) -> Result<Option<String>> {
+pub(crate) async fn find(step: &Work<'_>, name: &str) -> Result<Option<String>> {
     Ok(apiary_core::aws::answer_or_none(
         format!("DescribeSecret {name}"),
         step.deps.secrets.describe_secret().secret_id(name).send(),
@@ -41,7 +41,7 @@ impl std::fmt::Debug for Generated {
 /// The token stored under `name`, generating and storing a new one when there is none.
 /// A secret an earlier teardown scheduled for deletion is restored, not replaced.
 pub(crate) async fn ensure_token(
-    step: &Step<'_>,
+    step: &Work<'_>,
     name: &str,
     kms_key_arn: &str,
     role: &str,
@@ -110,7 +110,7 @@ pub(crate) async fn ensure_token(
     }
 }
 
-async fn read_token(step: &Step<'_>, name: &str) -> Result<Generated> {
+async fn read_token(step: &Work<'_>, name: &str) -> Result<Generated> {
     let value = step
         .deps
         .secrets

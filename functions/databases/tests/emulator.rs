@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 struct Fixture {
     config: SdkConfig,
     name: String,
-    spec: Value,
     layers: Value,
     recorder: MemoryRecorder,
     deps: databases::Deps,
@@ -24,12 +23,12 @@ impl Fixture {
         let name = apiary_e2e::unique_name(prefix);
         let spec = json!({"name": name, "dns": {"domain": "hh.example.com"}});
         let layers = apiary_e2e::minimal_layers(&config, &spec, "databases").await;
-        let recorder = MemoryRecorder::default();
+        // The state the provision workflow would have built: the spec and earlier layers.
+        let recorder = MemoryRecorder::with(&spec, &layers);
         let deps = databases::Deps::new(&config, Arc::new(recorder.clone()));
         Fixture {
             config,
             name,
-            spec,
             layers,
             recorder,
             deps,
@@ -37,12 +36,9 @@ impl Fixture {
     }
 
     async fn run(&self, action: &str) -> Value {
-        databases::handle(
-            &self.deps,
-            json!({"action": action, "spec": self.spec, "layers": self.layers, "execution_id": "e2e"}),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{action}: {e}"))
+        databases::handle(&self.deps, apiary_core::step::event(action, &self.name))
+            .await
+            .unwrap_or_else(|e| panic!("{action}: {e}"))
     }
 
     fn key_arn(&self, scope: &str) -> String {
@@ -294,14 +290,10 @@ async fn stores_turned_off_are_not_built() {
     let fixture = Fixture::new("e2e-off").await;
     let spec = json!({"name": fixture.name, "dns": {"domain": "hh.example.com"},
                       "databases": {"documentdb": false, "redis": false}});
+    fixture.recorder.put_spec(&spec);
     for action in ["ensure-documentdb", "ensure-redis"] {
-        let out = databases::handle(
-            &fixture.deps,
-            json!({"action": action, "spec": spec, "layers": fixture.layers}),
-        )
-        .await
-        .unwrap();
-        assert_eq!(out, json!({"ready": true, "enabled": false}));
+        let out = fixture.run(action).await;
+        assert_eq!(out, json!({"ready": true, "created": [], "enabled": false}));
     }
     let elasticache = aws_sdk_elasticache::Client::new(&fixture.config);
     let found = elasticache

@@ -13,11 +13,13 @@ mod zone;
 
 use std::sync::Arc;
 
+use apiary_core::Result;
 use apiary_core::naming::{Layer, Names, TAG_DEPLOYMENT};
 use apiary_core::outputs::DnsOutput;
-use apiary_core::step::{Recorder, StepInput, StepLog};
-use apiary_core::{Error, Result};
-use serde_json::{Value, json};
+use apiary_core::step::{Action, Done, Recorder, Step, StepContext, StepLog};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 pub use certificate::ValidationRecord;
 
@@ -37,11 +39,29 @@ impl Deps {
     }
 }
 
+/// What the dns function does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum DnsAction {
+    #[serde(rename = "ensure")]
+    Ensure,
+}
+
+impl Action for DnsAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            DnsAction::Ensure => "ensure",
+        }
+    }
+    fn slot(self) -> Option<&'static str> {
+        Some("dns")
+    }
+}
+
 /// One run of the layer: the clients, names and log shared by every part.
 pub(crate) struct Run<'a> {
     pub deps: &'a Deps,
-    pub names: Names,
-    pub log: StepLog<'a>,
+    pub names: &'a Names,
+    pub log: &'a StepLog<'a>,
     /// The customer's domain, lowercase, without a trailing dot.
     pub domain: String,
     pub vpc_id: String,
@@ -55,64 +75,60 @@ impl Run<'_> {
     }
 }
 
-/// What the layer found or made, beyond the shared [`DnsOutput`].
-struct Report {
-    output: DnsOutput,
-    certificate_status: String,
-    validation: certificate::Validation,
-    pending: Vec<String>,
+/// What the layer returns: the shared [`DnsOutput`] (what later layers read) and the
+/// certificate's status and validation records as ACM reports them (for the customer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsReport {
+    #[serde(flatten)]
+    pub layer: DnsOutput,
+    pub certificate_status: String,
+    pub validation_records: Vec<ValidationRecord>,
+    /// The public zone the records were written to; `None` when the customer must.
+    pub validation_zone_id: Option<String>,
+    pub validation_records_written: bool,
+    pub validation_note: String,
 }
 
-#[tracing::instrument(name = "dns", skip_all, fields(deployment, action))]
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
-    let (input, spec) = StepInput::begin(event)?;
-    input.require_ensure(Layer::Dns)?;
-    let network = input.layers.network()?;
-    let region = deps
-        .acm
-        .config()
-        .region()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|| spec.region.clone());
-    let run = Run {
-        deps,
-        names: Names::new(&spec.name),
-        log: StepLog::new(deps.recorder.as_ref(), &spec.name, Layer::Dns, &input),
-        domain: spec.dns.domain.trim_end_matches('.').to_ascii_lowercase(),
-        vpc_id: network.vpc_id.clone(),
-        region,
-    };
-    // Boxed: the whole layer is one deep future, too deep for the compiler's layout limit.
-    match Box::pin(ensure(&run)).await {
-        Ok(report) => {
-            let outcome = if report.pending.is_empty() {
-                run.log.ensure_outcome()
-            } else {
-                "not-ready"
-            };
-            run.log
-                .finish(outcome, Some(report.validation.note.clone()))
-                .await?;
-            let mut result =
-                serde_json::to_value(&report.output).map_err(|e| Error::fatal(e.to_string()))?;
-            result["certificate_status"] = json!(report.certificate_status);
-            result["validation_records"] = json!(report.validation.records);
-            result["validation_zone_id"] = json!(report.validation.public_zone_id);
-            result["validation_records_written"] = json!(report.validation.written);
-            result["validation_note"] = json!(report.validation.note);
-            result["ready"] = json!(report.pending.is_empty());
-            result["pending"] = json!(report.pending);
-            result["created"] = json!(run.log.created_ids());
-            Ok(result)
-        }
-        Err(err) => {
-            run.log.finish("failed", Some(err.to_string())).await?;
-            Err(err)
-        }
+    apiary_core::step::run(deps, event).await
+}
+
+#[async_trait]
+impl Step for Deps {
+    const LAYER: Layer = Layer::Dns;
+    type Action = DnsAction;
+    type Output = DnsReport;
+
+    async fn run(&self, step: &StepContext<'_, DnsAction>) -> Result<Done<DnsReport>> {
+        let network = step.layers.network()?;
+        let region = self
+            .acm
+            .config()
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| step.spec.region.clone());
+        let run = Run {
+            deps: self,
+            names: &step.names,
+            log: &step.log,
+            domain: step
+                .spec
+                .dns
+                .domain
+                .trim_end_matches('.')
+                .to_ascii_lowercase(),
+            vpc_id: network.vpc_id.clone(),
+            region,
+        };
+        ensure(&run).await
+    }
+
+    fn state(&self) -> &dyn Recorder {
+        self.recorder.as_ref()
     }
 }
 
-async fn ensure(run: &Run<'_>) -> Result<Report> {
+async fn ensure(run: &Run<'_>) -> Result<Done<DnsReport>> {
     let hosted_zone_id = zone::ensure_private_zone(run).await?;
     let certificate_arn = certificate::ensure_certificate(run).await?;
     let described = certificate::describe(run, &certificate_arn).await?;
@@ -131,16 +147,20 @@ async fn ensure(run: &Run<'_>) -> Result<Report> {
     } else {
         certificate::publish_validation(run, described.records).await?
     };
-    Ok(Report {
-        output: DnsOutput {
+    let report = DnsReport {
+        layer: DnsOutput {
             domain: run.domain.clone(),
             hosted_zone_id,
             certificate_arn,
         },
         certificate_status: described.status,
-        validation,
-        pending,
-    })
+        validation_records: validation.records,
+        validation_zone_id: validation.public_zone_id,
+        validation_records_written: validation.written,
+        validation_note: validation.note.clone(),
+    };
+    // The note (records written, or what the customer must add) belongs in the journal too.
+    Ok(Done::pending(report, pending).with_detail(validation.note))
 }
 
 #[cfg(test)]

@@ -40,20 +40,28 @@ const RECORD_NAME: &str = "_x1.hh.example.com.";
 const RECORD_VALUE: &str = "_y1.acm-validations.aws.";
 
 fn event() -> Value {
-    json!({
-        "action": "ensure",
-        "execution_id": "exec-1",
-        "spec": {"name": "acme", "dns": {"domain": DOMAIN}},
-        "layers": {"network": {
-            "vpc_id": "vpc-1", "vpc_cidr": "10.1.0.0/16",
-            "public_subnets": [], "private_subnets": [], "nat_gateway_ids": [],
-            "security_groups": {"alb": "sg-a", "cluster": "sg-c", "databases": "sg-d"}
-        }}
-    })
+    apiary_core::step::event("ensure", "acme")
+}
+
+/// Deployment acme as the lock step stored it, with `layers` built.
+fn state_with(layers: Value) -> MemoryRecorder {
+    MemoryRecorder::with(&json!({"name": "acme", "dns": {"domain": DOMAIN}}), &layers)
+}
+
+/// The network layer the zone attaches to.
+fn network_built() -> Value {
+    json!({"network": {
+        "vpc_id": "vpc-1", "vpc_cidr": "10.1.0.0/16",
+        "public_subnets": [], "private_subnets": [], "nat_gateway_ids": [],
+        "security_groups": {"alb": "sg-a", "cluster": "sg-c", "databases": "sg-d"}
+    }})
 }
 
 fn deps(route53: &[&Rule], acm: &[&Rule]) -> (Deps, MemoryRecorder) {
-    let recorder = MemoryRecorder::default();
+    deps_over(state_with(network_built()), route53, acm)
+}
+
+fn deps_over(recorder: MemoryRecorder, route53: &[&Rule], acm: &[&Rule]) -> (Deps, MemoryRecorder) {
     (
         Deps {
             route53: mock_client!(aws_sdk_route53, RuleMode::MatchAny, route53),
@@ -325,6 +333,11 @@ async fn existing_zone_and_certificate_are_found_not_created() {
         "{out}"
     );
     assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "unchanged");
+    let saved = recorder
+        .saved("acme", "dns")
+        .expect("kept for later layers");
+    let layer: DnsOutput = serde_json::from_value(saved).expect("reads back as the layer");
+    assert_eq!(layer.hosted_zone_id, "Z1");
 }
 
 #[tokio::test]
@@ -489,14 +502,12 @@ async fn records_not_yet_published_by_acm_mean_not_ready() {
 #[tokio::test]
 async fn missing_network_layer_or_unknown_action_is_rejected_before_any_call() {
     let in_vpc = zones_in_vpc(&[]);
-    let (deps, _) = deps(&[&in_vpc], &[]);
-    let mut no_network = event();
-    no_network["layers"] = json!({});
-    let err = handle(&deps, no_network).await.unwrap_err();
+    let (no_network, _) = deps_over(state_with(json!({})), &[&in_vpc], &[]);
+    let err = handle(&no_network, event()).await.unwrap_err();
     assert_eq!(err.name(), ErrorName::InvalidInput);
     assert!(err.to_string().contains("layers.network"), "{err}");
-    let mut status = event();
-    status["action"] = json!("status");
+    let (deps, _) = deps(&[&in_vpc], &[]);
+    let status = apiary_core::step::event("status", "acme");
     assert_eq!(
         handle(&deps, status).await.unwrap_err().name(),
         ErrorName::InvalidInput

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use apiary_core::naming::{Layer, Names};
 use apiary_core::outputs::{KeyRef, KeysOutput};
-use apiary_core::step::{Recorder, StepInput, StepLog};
+use apiary_core::step::{Action, Done, Recorder, Step, StepContext, StepLog};
 use apiary_core::{Error, Result};
+use async_trait::async_trait;
 use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType, Tag};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// Each scope, and the service whose `kms:ViaService` may use its key (None: direct use
@@ -42,74 +44,87 @@ impl Deps {
     }
 }
 
-#[tracing::instrument(name = "keys", skip_all, fields(deployment, action))]
+/// What the keys function does: `ensure` creates what is missing and converges the rest;
+/// `status` only looks, and names the aliases it does not find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum KeysAction {
+    #[serde(rename = "ensure")]
+    Ensure,
+    #[serde(rename = "status")]
+    Status,
+}
+
+impl Action for KeysAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeysAction::Ensure => "ensure",
+            KeysAction::Status => "status",
+        }
+    }
+    /// Only `ensure` keeps its output for later layers: a look changes nothing.
+    fn slot(self) -> Option<&'static str> {
+        (self == KeysAction::Ensure).then_some("keys")
+    }
+    fn mutates(self) -> bool {
+        self == KeysAction::Ensure
+    }
+}
+
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
-    let (input, spec) = StepInput::begin(event)?;
-    let names = Names::new(&spec.name);
-    let log = StepLog::new(deps.recorder.as_ref(), &spec.name, Layer::Keys, &input);
-    let create = match input.action.as_str() {
-        "ensure" => true,
-        "status" => false,
-        other => {
-            return Err(Error::invalid_input(format!(
-                "keys: unknown action {other:?}"
-            )));
-        }
-    };
-    let account = account_id(deps).await?;
-    let region = deps
-        .kms
-        .config()
-        .region()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|| spec.region.clone());
+    apiary_core::step::run(deps, event).await
+}
 
-    let mut output = KeysOutput::default();
-    let mut missing = Vec::new();
-    for (scope, service) in SCOPES {
-        let alias = names.key_alias(scope);
-        let policy = key_policy(&account, &region, *service);
-        let key = match find_key(deps, &alias, &log).await? {
-            Some(key) => {
-                if create {
-                    ensure_policy(deps, &key, &policy, &log).await?;
+#[async_trait]
+impl Step for Deps {
+    const LAYER: Layer = Layer::Keys;
+    type Action = KeysAction;
+    type Output = KeysOutput;
+
+    async fn run(&self, step: &StepContext<'_, KeysAction>) -> Result<Done<KeysOutput>> {
+        let create = step.action.mutates();
+        let log = &step.log;
+        let account = account_id(self).await?;
+        let region = self
+            .kms
+            .config()
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| step.spec.region.clone());
+
+        let mut output = KeysOutput::default();
+        let mut missing = Vec::new();
+        for (scope, service) in SCOPES {
+            let alias = step.names.key_alias(scope);
+            let policy = key_policy(&account, &region, *service);
+            let key = match find_key(self, &alias, log).await? {
+                Some(key) => {
+                    if create {
+                        ensure_policy(self, &key, &policy, log).await?;
+                    }
+                    Some(key)
                 }
-                Some(key)
+                None if create => {
+                    Some(create_key(self, &step.names, scope, &alias, &policy, log).await?)
+                }
+                None => None,
+            };
+            let Some(key) = key else {
+                missing.push(alias);
+                continue;
+            };
+            if create {
+                ensure_rotation(self, &key).await?;
             }
-            None if create => Some(create_key(deps, &names, scope, &alias, &policy, &log).await?),
-            None => None,
-        };
-        let Some(key) = key else {
-            missing.push(alias);
-            continue;
-        };
-        if create {
-            ensure_rotation(deps, &key).await?;
+            log.resource("kms:key", &key.key_id, Some(&key.arn)).await?;
+            log.resource("kms:alias", &key.alias, None).await?;
+            output.keys.insert((*scope).to_owned(), key);
         }
-        log.resource("kms:key", &key.key_id, Some(&key.arn)).await?;
-        log.resource("kms:alias", &key.alias, None).await?;
-        output.keys.insert((*scope).to_owned(), key);
+        Ok(Done::missing(output, missing))
     }
 
-    let outcome = if create {
-        log.ensure_outcome()
-    } else if missing.is_empty() {
-        "ready"
-    } else {
-        "missing"
-    };
-    log.finish(
-        outcome,
-        (!missing.is_empty()).then(|| format!("missing: {}", missing.join(", "))),
-    )
-    .await?;
-    let mut result = serde_json::to_value(&output).map_err(|e| Error::fatal(e.to_string()))?;
-    result["ready"] = json!(missing.is_empty());
-    result["created"] = json!(log.created_ids());
-    if !missing.is_empty() {
-        result["missing"] = json!(missing);
+    fn state(&self) -> &dyn Recorder {
+        self.recorder.as_ref()
     }
-    Ok(result)
 }
 
 async fn account_id(deps: &Deps) -> Result<String> {
@@ -291,7 +306,8 @@ async fn ensure_rotation(deps: &Deps, key: &KeyRef) -> Result<()> {
 /// become unmanageable); use for encryption is limited to this account's principals and,
 /// for service scopes, to requests that come through that service in this region.
 pub fn key_policy(account: &str, region: &str, service: Option<&str>) -> String {
-    let root = format!("arn:aws:iam::{account}:root");
+    let partition = apiary_core::aws::partition(region);
+    let root = apiary_core::aws::arn(partition, "iam", "", account, "root");
     let mut usage = json!({
         "Sid": "UseWithinAccount",
         "Effect": "Allow",

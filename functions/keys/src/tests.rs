@@ -23,7 +23,15 @@ use serde_json::json;
 use super::*;
 
 fn event(action: &str) -> Value {
-    json!({"action": action, "spec": {"name": "acme", "dns": {"domain": "hh.example.com"}}, "execution_id": "exec-1"})
+    apiary_core::step::event(action, "acme")
+}
+
+/// Deployment acme as the lock step stored it; nothing built yet.
+fn state() -> MemoryRecorder {
+    MemoryRecorder::with(
+        &json!({"name": "acme", "dns": {"domain": "hh.example.com"}}),
+        &json!({}),
+    )
 }
 
 fn sts() -> Sts {
@@ -36,7 +44,7 @@ fn sts() -> Sts {
 }
 
 fn deps(kms_rules: &[&Rule]) -> (Deps, MemoryRecorder) {
-    let recorder = MemoryRecorder::default();
+    let recorder = state();
     let kms = mock_client!(aws_sdk_kms, RuleMode::MatchAny, kms_rules);
     (
         Deps {
@@ -154,6 +162,11 @@ async fn existing_keys_with_rotation_make_no_changes() {
     let entries = recorder.entries.lock().unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].outcome, "unchanged");
+    let saved = recorder
+        .saved("acme", "keys")
+        .expect("kept for later layers");
+    assert_eq!(saved["keys"].as_object().unwrap().len(), SCOPES.len());
+    assert!(saved.get("ready").is_none());
 }
 
 #[tokio::test]
@@ -254,11 +267,13 @@ async fn a_key_pending_deletion_is_restored_not_replaced() {
 async fn status_reports_missing_keys_without_creating() {
     let describe = mock!(Kms::describe_key).then_error(not_found);
     let create = mock!(Kms::create_key).then_output(|| CreateKeyOutput::builder().build());
-    let (deps, _) = deps(&[&describe, &create]);
+    let (deps, recorder) = deps(&[&describe, &create]);
     let out = handle(&deps, event("status")).await.expect("status");
     assert_eq!(out["ready"], json!(false));
     assert_eq!(out["missing"].as_array().unwrap().len(), SCOPES.len());
     assert_eq!(create.num_calls(), 0);
+    assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "missing");
+    assert_eq!(recorder.saved("acme", "keys"), None, "a look keeps nothing");
 }
 
 #[tokio::test]
@@ -267,10 +282,20 @@ async fn bad_input_is_rejected_before_any_call() {
     let (deps, _) = deps(&[&describe]);
     let err = handle(&deps, event("explode")).await.unwrap_err();
     assert_eq!(err.name(), ErrorName::InvalidInput);
-    let err = handle(&deps, json!({"action": "ensure", "spec": {"name": "Bad!"}}))
+    // A spec in the event (here an invalid one) is refused: the keys act only on the
+    // stored spec, which the lock step validated.
+    let err = handle(
+        &deps,
+        json!({"action": "ensure", "deployment": "acme", "spec": {"name": "Bad!"}}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidInput);
+    assert!(err.to_string().contains("spec"), "{err}");
+    let err = handle(&deps, apiary_core::step::event("ensure", "other"))
         .await
         .unwrap_err();
-    assert_eq!(err.name(), ErrorName::InvalidSpec);
+    assert_eq!(err.name(), ErrorName::InvalidInput);
     assert_eq!(describe.num_calls(), 0);
 }
 
@@ -321,4 +346,18 @@ fn key_policy_limits_use_to_the_account_and_service() {
             .get("kms:ViaService")
             .is_none()
     );
+}
+
+#[test]
+fn key_policy_names_the_root_of_the_regions_partition() {
+    for (region, root) in [
+        ("us-gov-west-1", "arn:aws-us-gov:iam::111122223333:root"),
+        ("cn-north-1", "arn:aws-cn:iam::111122223333:root"),
+        ("eu-west-1", "arn:aws:iam::111122223333:root"),
+    ] {
+        let policy: Value =
+            serde_json::from_str(&key_policy("111122223333", region, Some("rds"))).unwrap();
+        assert_eq!(policy["Statement"][0]["Principal"]["AWS"], json!(root), "{region}");
+        assert_eq!(policy["Statement"][1]["Principal"]["AWS"], json!(root), "{region}");
+    }
 }

@@ -10,7 +10,7 @@ pub async fn ensure_internet_gateway(run: &Run<'_>, vpc_id: &str) -> Result<Stri
     let ec2 = &run.deps.ec2;
     let found = ec2
         .describe_internet_gateways()
-        .set_filters(Some(role_filters(&run.names, "igw")))
+        .set_filters(Some(role_filters(run.names, "igw")))
         .send()
         .await
         .map_err(|e| Error::aws("DescribeInternetGateways", e))?;
@@ -24,7 +24,7 @@ pub async fn ensure_internet_gateway(run: &Run<'_>, vpc_id: &str) -> Result<Stri
                 .create_internet_gateway()
                 .tag_specifications(tag_spec(
                     ResourceType::InternetGateway,
-                    &run.names,
+                    run.names,
                     "igw",
                     &[],
                 ))
@@ -63,7 +63,7 @@ pub async fn ensure_nat_gateway(run: &Run<'_>, index: usize, subnet_id: &str) ->
     let ec2 = &run.deps.ec2;
     let role = format!("nat-{index}");
     // Deleted and failed gateways are history: only a live one counts.
-    let mut filters = role_filters(&run.names, &role);
+    let mut filters = role_filters(run.names, &role);
     filters.push(
         aws_sdk_ec2::types::Filter::builder()
             .name("state")
@@ -82,7 +82,7 @@ pub async fn ensure_nat_gateway(run: &Run<'_>, index: usize, subnet_id: &str) ->
     let ours = found
         .nat_gateways()
         .iter()
-        .find(|n| has_role(n.tags(), &run.names, &role));
+        .find(|n| has_role(n.tags(), run.names, &role));
     let nat = match ours {
         Some(nat) => nat.clone(),
         None => {
@@ -91,7 +91,7 @@ pub async fn ensure_nat_gateway(run: &Run<'_>, index: usize, subnet_id: &str) ->
                 .create_nat_gateway()
                 .subnet_id(subnet_id)
                 .allocation_id(&allocation)
-                .tag_specifications(tag_spec(ResourceType::Natgateway, &run.names, &role, &[]))
+                .tag_specifications(tag_spec(ResourceType::Natgateway, run.names, &role, &[]))
                 .send()
                 .await
                 .map_err(|e| Error::aws(format!("CreateNatGateway {role} in {subnet_id}"), e))?;
@@ -124,7 +124,7 @@ async fn ensure_elastic_ip(run: &Run<'_>, index: usize) -> Result<String> {
     let role = format!("nat-eip-{index}");
     let found = ec2
         .describe_addresses()
-        .set_filters(Some(role_filters(&run.names, &role)))
+        .set_filters(Some(role_filters(run.names, &role)))
         .send()
         .await
         .map_err(|e| Error::aws(format!("DescribeAddresses {role}"), e))?;
@@ -134,7 +134,7 @@ async fn ensure_elastic_ip(run: &Run<'_>, index: usize) -> Result<String> {
             let created = ec2
                 .allocate_address()
                 .domain(DomainType::Vpc)
-                .tag_specifications(tag_spec(ResourceType::ElasticIp, &run.names, &role, &[]))
+                .tag_specifications(tag_spec(ResourceType::ElasticIp, run.names, &role, &[]))
                 .send()
                 .await
                 .map_err(|e| Error::aws(format!("AllocateAddress {role}"), e))?;

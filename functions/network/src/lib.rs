@@ -14,12 +14,14 @@ mod vpc;
 
 use std::sync::Arc;
 
+use apiary_core::Result;
 use apiary_core::naming::{Layer, Names};
 use apiary_core::outputs::{NetworkOutput, SubnetRef};
 use apiary_core::spec::DeploymentSpec;
-use apiary_core::step::{Recorder, StepInput, StepLog};
-use apiary_core::{Error, Result};
-use serde_json::{Value, json};
+use apiary_core::step::{Action, Done, Recorder, Step, StepContext, StepLog};
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value;
 
 pub struct Deps {
     pub ec2: aws_sdk_ec2::Client,
@@ -41,54 +43,63 @@ pub const INTERFACE_ENDPOINTS: &[&str] =
 /// Gateway endpoints (free, route-table based).
 pub const GATEWAY_ENDPOINTS: &[&str] = &["s3", "dynamodb"];
 
+/// What the network function does: `ensure` is also its own poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum NetworkAction {
+    #[serde(rename = "ensure")]
+    Ensure,
+}
+
+impl Action for NetworkAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            NetworkAction::Ensure => "ensure",
+        }
+    }
+    fn slot(self) -> Option<&'static str> {
+        Some("network")
+    }
+}
+
 /// One run of the layer: the clients, names and log shared by every part.
 pub(crate) struct Run<'a> {
     pub deps: &'a Deps,
-    pub names: Names,
+    pub names: &'a Names,
     pub spec: &'a DeploymentSpec,
-    pub log: StepLog<'a>,
+    pub log: &'a StepLog<'a>,
     pub region: String,
 }
 
-#[tracing::instrument(name = "network", skip_all, fields(deployment, action))]
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
-    let (input, spec) = StepInput::begin(event)?;
-    input.require_ensure(Layer::Network)?;
-    let region = deps
-        .ec2
-        .config()
-        .region()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|| spec.region.clone());
-    let run = Run {
-        deps,
-        names: Names::new(&spec.name),
-        spec: &spec,
-        log: StepLog::new(deps.recorder.as_ref(), &spec.name, Layer::Network, &input),
-        region,
-    };
-    // Boxed: the whole layer is one deep future, too deep for the compiler's layout limit.
-    match Box::pin(ensure(&run)).await {
-        Ok((output, pending)) => {
-            let outcome = if pending.is_empty() {
-                run.log.ensure_outcome()
-            } else {
-                "not-ready"
-            };
-            run.log
-                .finish(outcome, (!pending.is_empty()).then(|| pending.join("; ")))
-                .await?;
-            let mut result =
-                serde_json::to_value(&output).map_err(|e| Error::fatal(e.to_string()))?;
-            result["ready"] = json!(pending.is_empty());
-            result["pending"] = json!(pending);
-            result["created"] = json!(run.log.created_ids());
-            Ok(result)
-        }
-        Err(err) => {
-            run.log.finish("failed", Some(err.to_string())).await?;
-            Err(err)
-        }
+    apiary_core::step::run(deps, event).await
+}
+
+#[async_trait]
+impl Step for Deps {
+    const LAYER: Layer = Layer::Network;
+    type Action = NetworkAction;
+    type Output = NetworkOutput;
+
+    async fn run(&self, step: &StepContext<'_, NetworkAction>) -> Result<Done<NetworkOutput>> {
+        let region = self
+            .ec2
+            .config()
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| step.spec.region.clone());
+        let run = Run {
+            deps: self,
+            names: &step.names,
+            spec: &step.spec,
+            log: &step.log,
+            region,
+        };
+        let (output, pending) = ensure(&run).await?;
+        Ok(Done::pending(output, pending))
+    }
+
+    fn state(&self) -> &dyn Recorder {
+        self.recorder.as_ref()
     }
 }
 

@@ -20,7 +20,7 @@ pub enum Target<'a> {
 
 pub async fn ensure_route_table(run: &Run<'_>, vpc_id: &str, role: &str) -> Result<RouteTable> {
     let ec2 = &run.deps.ec2;
-    let mut filters = role_filters(&run.names, role);
+    let mut filters = role_filters(run.names, role);
     filters.push(filter("vpc-id", vpc_id));
     let found = ec2
         .describe_route_tables()
@@ -47,7 +47,7 @@ pub async fn ensure_route_table(run: &Run<'_>, vpc_id: &str, role: &str) -> Resu
             let created = ec2
                 .create_route_table()
                 .vpc_id(vpc_id)
-                .tag_specifications(tag_spec(ResourceType::RouteTable, &run.names, role, &[]))
+                .tag_specifications(tag_spec(ResourceType::RouteTable, run.names, role, &[]))
                 .send()
                 .await
                 .map_err(|e| Error::aws(format!("CreateRouteTable {role}"), e))?;
@@ -199,7 +199,7 @@ pub async fn ensure_endpoint(
                 .service_name(service_name(run, service))
                 .tag_specifications(tag_spec(
                     ResourceType::VpcEndpoint,
-                    &run.names,
+                    run.names,
                     &format!("endpoint-{service}"),
                     &[],
                 ));

@@ -129,7 +129,7 @@ async fn ensure_group(
 ) -> Result<SecurityGroup> {
     let ec2 = &run.deps.ec2;
     let describe = || async {
-        let mut filters = role_filters(&run.names, role);
+        let mut filters = role_filters(run.names, role);
         filters.push(filter("vpc-id", vpc_id));
         ec2.describe_security_groups()
             .set_filters(Some(filters))
@@ -146,7 +146,7 @@ async fn ensure_group(
                 .group_name(run.names.resource(role))
                 .description(description)
                 .vpc_id(vpc_id)
-                .tag_specifications(tag_spec(ResourceType::SecurityGroup, &run.names, role, &[]))
+                .tag_specifications(tag_spec(ResourceType::SecurityGroup, run.names, role, &[]))
                 .send()
                 .await
                 .map_err(|e| {

@@ -29,8 +29,16 @@ use super::*;
 const CIDR: &str = "10.7.0.0/16";
 
 fn event() -> Value {
-    json!({"action": "ensure", "spec": {"name": "acme", "dns": {"domain": "hh.example.com"},
-        "network": {"vpc_cidr": CIDR, "az_count": 2}}})
+    apiary_core::step::event("ensure", "acme")
+}
+
+/// Deployment acme as the lock step stored it; the network needs no earlier layer.
+fn state() -> MemoryRecorder {
+    MemoryRecorder::with(
+        &json!({"name": "acme", "dns": {"domain": "hh.example.com"},
+            "network": {"vpc_cidr": CIDR, "az_count": 2}}),
+        &json!({}),
+    )
 }
 
 /// The tags of deployment acme's first NAT gateway.
@@ -145,7 +153,7 @@ fn run_with(rules: &[Rule], extra: &[&Rule]) -> Deps {
     all.extend(extra.iter().copied());
     Deps {
         ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, all.as_slice()),
-        recorder: Arc::new(MemoryRecorder::default()),
+        recorder: Arc::new(state()),
     }
 }
 
@@ -228,12 +236,9 @@ async fn a_vpc_with_another_cidr_is_a_conflict_not_a_new_vpc() {
 #[tokio::test]
 async fn unknown_action_is_rejected() {
     let deps = run_with(&[], &[]);
-    let err = handle(
-        &deps,
-        json!({"action": "status", "spec": {"name": "acme", "dns": {"domain": "a.example.com"}}}),
-    )
-    .await
-    .unwrap_err();
+    let err = handle(&deps, apiary_core::step::event("status", "acme"))
+        .await
+        .unwrap_err();
     assert_eq!(err.name(), ErrorName::InvalidInput);
 }
 

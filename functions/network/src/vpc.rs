@@ -45,7 +45,7 @@ pub async fn ensure_vpc(run: &Run<'_>, cidr: Ipv4Net) -> Result<String> {
     let ec2 = &run.deps.ec2;
     let found = ec2
         .describe_vpcs()
-        .set_filters(Some(role_filters(&run.names, "vpc")))
+        .set_filters(Some(role_filters(run.names, "vpc")))
         .send()
         .await
         .map_err(|e| Error::aws("DescribeVpcs", e))?;
@@ -64,7 +64,7 @@ pub async fn ensure_vpc(run: &Run<'_>, cidr: Ipv4Net) -> Result<String> {
         let created = ec2
             .create_vpc()
             .cidr_block(cidr.to_string())
-            .tag_specifications(tag_spec(ResourceType::Vpc, &run.names, "vpc", &[]))
+            .tag_specifications(tag_spec(ResourceType::Vpc, run.names, "vpc", &[]))
             .send()
             .await
             .map_err(|e| Error::aws(format!("CreateVpc {cidr}"), e))?;
@@ -153,7 +153,7 @@ pub async fn ensure_subnet(
     extra_tags: &[(&str, &str)],
 ) -> Result<String> {
     let ec2 = &run.deps.ec2;
-    let mut filters = role_filters(&run.names, role);
+    let mut filters = role_filters(run.names, role);
     filters.push(filter("vpc-id", vpc_id));
     let found = ec2
         .describe_subnets()
@@ -169,7 +169,7 @@ pub async fn ensure_subnet(
             .vpc_id(vpc_id)
             .cidr_block(cidr.to_string())
             .availability_zone(zone)
-            .tag_specifications(tag_spec(ResourceType::Subnet, &run.names, role, extra_tags))
+            .tag_specifications(tag_spec(ResourceType::Subnet, run.names, role, extra_tags))
             .send()
             .await
             .map_err(|e| Error::aws(format!("CreateSubnet {role} {cidr} in {zone}"), e))?;

@@ -17,9 +17,11 @@ use std::sync::Arc;
 
 use apiary_core::naming::{Layer, Names};
 use apiary_core::outputs::StorageOutput;
-use apiary_core::step::{Recorder, StepInput, StepLog};
+use apiary_core::step::{Action, Done, Recorder, Step, StepContext, StepLog};
 use apiary_core::{Error, Result};
-use serde_json::{Value, json};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// The buckets, logs first: the others deliver their access logs into it, and S3 checks
 /// the logs bucket's policy when logging is turned on.
@@ -52,58 +54,87 @@ impl Deps {
     }
 }
 
+/// What the storage function does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum StorageAction {
+    #[serde(rename = "ensure")]
+    Ensure,
+}
+
+impl Action for StorageAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            StorageAction::Ensure => "ensure",
+        }
+    }
+    fn slot(self) -> Option<&'static str> {
+        Some("storage")
+    }
+}
+
+/// What the layer returns: the shared [`StorageOutput`] and the key the buckets are
+/// encrypted with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StorageReport {
+    #[serde(flatten)]
+    pub layer: StorageOutput,
+    pub kms_key_arn: String,
+}
+
 /// One run of the layer: the clients, names and log shared by every part.
 pub(crate) struct Run<'a> {
     pub deps: &'a Deps,
-    pub names: Names,
-    pub log: StepLog<'a>,
+    pub names: &'a Names,
+    pub log: &'a StepLog<'a>,
     pub account: String,
     pub region: String,
     pub key_arn: String,
     pub retention_days: i32,
 }
 
-#[tracing::instrument(name = "storage", skip_all, fields(deployment, action))]
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
-    let (input, spec) = StepInput::begin(event)?;
-    input.require_ensure(Layer::Storage)?;
-    let key_arn = input.layers.keys()?.key("s3")?.arn.clone();
-    let retention_days = i32::try_from(spec.storage.retention_days).map_err(|_| {
-        Error::invalid_input(format!(
-            "storage.retention_days {} is too large",
-            spec.storage.retention_days
-        ))
-    })?;
-    let region = deps
-        .s3
-        .config()
-        .region()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|| spec.region.clone());
-    let run = Run {
-        deps,
-        names: Names::new(&spec.name),
-        log: StepLog::new(deps.recorder.as_ref(), &spec.name, Layer::Storage, &input),
-        account: account_id(deps).await?,
-        region,
-        key_arn,
-        retention_days,
-    };
-    // Boxed: the whole layer is one deep future, too deep for the compiler's layout limit.
-    match Box::pin(ensure(&run)).await {
-        Ok(output) => {
-            run.log.finish(run.log.ensure_outcome(), None).await?;
-            let mut result =
-                serde_json::to_value(&output).map_err(|e| Error::fatal(e.to_string()))?;
-            result["kms_key_arn"] = json!(run.key_arn);
-            result["ready"] = json!(true);
-            result["created"] = json!(run.log.created_ids());
-            Ok(result)
-        }
-        Err(err) => {
-            run.log.finish("failed", Some(err.to_string())).await?;
-            Err(err)
-        }
+    apiary_core::step::run(deps, event).await
+}
+
+#[async_trait]
+impl Step for Deps {
+    const LAYER: Layer = Layer::Storage;
+    type Action = StorageAction;
+    type Output = StorageReport;
+
+    async fn run(&self, step: &StepContext<'_, StorageAction>) -> Result<Done<StorageReport>> {
+        let spec = &step.spec;
+        let key_arn = step.layers.keys()?.key("s3")?.arn.clone();
+        let retention_days = i32::try_from(spec.storage.retention_days).map_err(|_| {
+            Error::invalid_input(format!(
+                "storage.retention_days {} is too large",
+                spec.storage.retention_days
+            ))
+        })?;
+        let region = self
+            .s3
+            .config()
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| spec.region.clone());
+        let run = Run {
+            deps: self,
+            names: &step.names,
+            log: &step.log,
+            account: account_id(self).await?,
+            region,
+            key_arn,
+            retention_days,
+        };
+        let layer = ensure(&run).await?;
+        Ok(Done::ready(StorageReport {
+            layer,
+            kms_key_arn: run.key_arn,
+        }))
+    }
+
+    fn state(&self) -> &dyn Recorder {
+        self.recorder.as_ref()
     }
 }
 

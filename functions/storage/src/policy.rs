@@ -4,19 +4,10 @@ use serde_json::{Value, json};
 
 use crate::access_log_prefix;
 
-/// The ARN partition of a region (`aws`, `aws-cn`, `aws-us-gov`).
-pub fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
-}
+use apiary_core::aws::{arn, partition};
 
 pub fn bucket_arn(region: &str, bucket: &str) -> String {
-    format!("arn:{}:s3:::{bucket}", partition(region))
+    arn(partition(region), "s3", "", "", bucket)
 }
 
 /// Denies every request to the bucket and its objects that does not use TLS.

@@ -31,12 +31,20 @@ const ACCOUNT: &str = "123456789012";
 const KEY: &str = "arn:aws:kms:us-west-2:123456789012:key/s3-key";
 
 fn event() -> Value {
-    json!({
-        "action": "ensure",
-        "execution_id": "exec-1",
-        "spec": {"name": "acme", "dns": {"domain": "hh.example.com"}, "storage": {"retention_days": 45}},
-        "layers": {"keys": {"keys": {"s3": {"key_id": "s3-key", "arn": KEY, "alias": "alias/apiary/acme/s3"}}}}
-    })
+    apiary_core::step::event("ensure", "acme")
+}
+
+/// Deployment acme as the lock step stored it, with `layers` built.
+fn state_with(layers: Value) -> MemoryRecorder {
+    MemoryRecorder::with(
+        &json!({"name": "acme", "dns": {"domain": "hh.example.com"}, "storage": {"retention_days": 45}}),
+        &layers,
+    )
+}
+
+/// The keys layer the buckets are encrypted with.
+fn keys_built() -> Value {
+    json!({"keys": {"keys": {"s3": {"key_id": "s3-key", "arn": KEY, "alias": "alias/apiary/acme/s3"}}}})
 }
 
 fn bucket(purpose: &str, region: &str) -> String {
@@ -44,9 +52,16 @@ fn bucket(purpose: &str, region: &str) -> String {
 }
 
 fn deps_in(region: &'static str, rules: &[&Rule]) -> (Deps, MemoryRecorder) {
+    deps_over(state_with(keys_built()), region, rules)
+}
+
+fn deps_over(
+    recorder: MemoryRecorder,
+    region: &'static str,
+    rules: &[&Rule],
+) -> (Deps, MemoryRecorder) {
     let identity = mock!(Sts::get_caller_identity)
         .then_output(|| GetCallerIdentityOutput::builder().account(ACCOUNT).build());
-    let recorder = MemoryRecorder::default();
     (
         Deps {
             s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules, |c| c
@@ -263,6 +278,11 @@ async fn existing_buckets_are_configured_and_nothing_is_created() {
     assert_eq!(puts.policy.num_calls(), 4);
     assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "unchanged");
     assert_eq!(recorder.resources.lock().unwrap().len(), 4);
+    let saved = recorder
+        .saved("acme", "storage")
+        .expect("kept for later layers");
+    let layer: StorageOutput = serde_json::from_value(saved).expect("reads back as the layer");
+    assert_eq!(layer.buckets["logs"], bucket_name("logs"));
 }
 
 #[tokio::test]
@@ -369,14 +389,12 @@ async fn access_denied_on_create_fails_fast_naming_the_bucket() {
 #[tokio::test]
 async fn missing_keys_layer_or_unknown_action_is_rejected_before_any_call() {
     let head = head_found();
-    let (deps, _) = deps(&[&head]);
-    let mut no_keys = event();
-    no_keys["layers"] = json!({});
-    let err = handle(&deps, no_keys).await.unwrap_err();
+    let (no_keys, _) = deps_over(state_with(json!({})), "us-west-2", &[&head]);
+    let err = handle(&no_keys, event()).await.unwrap_err();
     assert_eq!(err.name(), ErrorName::InvalidInput);
     assert!(err.to_string().contains("layers.keys"), "{err}");
-    let mut status = event();
-    status["action"] = json!("status");
+    let (deps, _) = deps(&[&head]);
+    let status = apiary_core::step::event("status", "acme");
     assert_eq!(
         handle(&deps, status).await.unwrap_err().name(),
         ErrorName::InvalidInput

@@ -6,12 +6,20 @@
 //! autoscaler, disruption budget, network policy, ingress) or, with no cluster to reach,
 //! renders and validates them. `status` reports the rollout for the state machine's poll
 //! loop and fails clearly when it cannot progress.
+//!
+//! Both run through the step kit (`apiary_core::step`): the spec and the earlier layers'
+//! outputs, from which the role's permissions are built, come from the state table and
+//! never from the event, so whoever can invoke the function cannot make it grant access
+//! to resources of their choosing.
 
 pub mod apply;
 pub mod connect;
 #[cfg(test)]
 mod fake_api;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod manifests;
+pub mod output;
 pub mod pod_identity;
 pub mod render;
 pub mod rollout;
@@ -22,14 +30,49 @@ pub mod token;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use apiary_core::naming::{Layer, Names};
-use apiary_core::spec::DeploymentSpec;
-use apiary_core::step::{Recorder, StepInput, StepLog};
+use apiary_core::naming::Layer;
+use apiary_core::step::{Action, Done, Recorder, Step, StepContext};
 use apiary_core::{Error, Result};
+use async_trait::async_trait;
 use aws_sdk_eks::config::SharedCredentialsProvider;
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::Value;
 
 use crate::manifests::{Context, Manifest};
+use crate::output::{EnsureOutput, Ensured, Output, Skipped, StatusOutput};
+
+/// The actions the state machine sends, spelt as it spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum WorkloadsAction {
+    /// Give the pods their identity and apply (or render) every object.
+    #[serde(rename = "ensure")]
+    Ensure,
+    /// Report the rollout; read-only.
+    #[serde(rename = "status")]
+    Status,
+}
+
+impl Action for WorkloadsAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            WorkloadsAction::Ensure => "ensure",
+            WorkloadsAction::Status => "status",
+        }
+    }
+
+    /// Kept for the workflow's result and `apiary status` (where the objects went, the
+    /// rollout), not for a later layer: shards, so the rollout adds to what ensure said.
+    fn slot(self) -> Option<&'static str> {
+        Some(match self {
+            WorkloadsAction::Ensure => "workloads#ensure",
+            WorkloadsAction::Status => "workloads#rollout",
+        })
+    }
+
+    fn mutates(self) -> bool {
+        self == WorkloadsAction::Ensure
+    }
+}
 
 /// How the step reaches Kubernetes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,37 +130,50 @@ pub enum Target {
     Render(PathBuf),
 }
 
-#[tracing::instrument(name = "workloads", skip_all, fields(deployment, action))]
-pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
-    let input = StepInput::from_event(event)?;
-    if !matches!(input.action.as_str(), "ensure" | "status") {
-        return Err(Error::invalid_input(format!(
-            "workloads: unknown action {:?} (expected ensure or status)",
-            input.action
-        )));
+#[async_trait]
+impl Step for Deps {
+    const LAYER: Layer = Layer::Workloads;
+    type Action = WorkloadsAction;
+    type Output = Output;
+
+    async fn run(&self, step: &StepContext<'_, WorkloadsAction>) -> Result<Done<Output>> {
+        // Boxed: the Kubernetes client's futures nest deeply, and callers (the Lambda
+        // runtime, the CLI) should not need a raised recursion limit to hold this one.
+        let target = Box::pin(target(self, step)).await?;
+        Box::pin(run_on(self, step, target)).await
     }
-    let spec = input.spec()?;
-    tracing::Span::current()
-        .record("deployment", spec.name.as_str())
-        .record("action", input.action.as_str());
-    // Boxed: the Kubernetes client's futures nest deeply, and callers (the Lambda
-    // runtime, the CLI) should not need a raised recursion limit to hold this one.
-    let target = Box::pin(target(deps, &input, &spec)).await?;
-    if input.action == "ensure" {
-        Box::pin(ensure(deps, &input, &spec, target)).await
-    } else {
-        Box::pin(status(deps, &input, &spec, target)).await
+
+    fn state(&self) -> &dyn Recorder {
+        self.recorder.as_ref()
     }
 }
 
-async fn target(deps: &Deps, input: &StepInput, spec: &DeploymentSpec) -> Result<Target> {
+/// The function's entry point: the step kit, over these dependencies.
+pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
+    apiary_core::step::run(deps, event).await
+}
+
+/// Runs the step's action against an already resolved target.
+pub async fn run_on(
+    deps: &Deps,
+    step: &StepContext<'_, WorkloadsAction>,
+    target: Target,
+) -> Result<Done<Output>> {
+    Ok(match step.action {
+        WorkloadsAction::Ensure => Box::pin(ensure(deps, step, target))
+            .await?
+            .map(Output::Ensure),
+        WorkloadsAction::Status => Box::pin(status(step, target)).await?.map(Output::Status),
+    })
+}
+
+async fn target(deps: &Deps, step: &StepContext<'_, WorkloadsAction>) -> Result<Target> {
     match &deps.kube {
         KubeAccess::Render(folder) => Ok(Target::Render(folder.clone())),
         KubeAccess::Eks => {
-            let cluster = &input.layers.cluster()?.cluster_name;
-            let region = deps.region.clone().unwrap_or_else(|| spec.region.clone());
+            let cluster = &step.layers.cluster()?.cluster_name;
             Ok(Target::Apply {
-                client: connect::eks_client(deps, cluster, &region).await?,
+                client: connect::eks_client(deps, cluster, &region(deps, step)).await?,
                 via: "eks",
                 auto_mode: true,
             })
@@ -134,44 +190,24 @@ async fn target(deps: &Deps, input: &StepInput, spec: &DeploymentSpec) -> Result
     }
 }
 
-/// `ensure` against an already resolved target.
-pub async fn ensure(
-    deps: &Deps,
-    input: &StepInput,
-    spec: &DeploymentSpec,
-    target: Target,
-) -> Result<Value> {
-    let log = StepLog::new(deps.recorder.as_ref(), &spec.name, Layer::Workloads, input);
-    match ensure_logged(deps, input, spec, target, &log).await {
-        Ok((output, detail)) => {
-            let outcome = match log.ensure_outcome() {
-                "unchanged" if output["changed"].as_u64().unwrap_or(0) > 0 => "updated",
-                other => other,
-            };
-            log.finish(outcome, Some(detail)).await?;
-            Ok(output)
-        }
-        Err(err) => {
-            // The journal says what failed; the step's own error is what matters.
-            if let Err(journal) = log.finish("failed", Some(err.to_string())).await {
-                tracing::warn!(error = %journal, "could not journal the failure");
-            }
-            Err(err)
-        }
-    }
+/// The SDK's region, else the deployment's.
+fn region(deps: &Deps, step: &StepContext<'_, WorkloadsAction>) -> String {
+    deps.region
+        .clone()
+        .unwrap_or_else(|| step.spec.region.clone())
 }
 
-async fn ensure_logged(
+/// `ensure` against an already resolved target. Rendered objects are done; applied ones
+/// leave the rollout pending for `status` to follow.
+pub async fn ensure(
     deps: &Deps,
-    input: &StepInput,
-    spec: &DeploymentSpec,
+    step: &StepContext<'_, WorkloadsAction>,
     target: Target,
-    log: &StepLog<'_>,
-) -> Result<(Value, String)> {
-    let names = Names::new(&spec.name);
-    let mut ctx = Context::new(spec, &input.layers)?;
-    let region = deps.region.clone().unwrap_or_else(|| spec.region.clone());
-    let identity = pod_identity::ensure(deps, &names, &input.layers, &region, log).await?;
+) -> Result<Done<EnsureOutput>> {
+    let log = &step.log;
+    let mut ctx = Context::new(&step.spec, &step.layers)?;
+    let identity =
+        pod_identity::ensure(deps, &step.names, &step.layers, &region(deps, step), log).await?;
     match target {
         Target::Render(folder) => {
             let manifests = manifests::build(&ctx)?;
@@ -182,19 +218,17 @@ async fn ensure_logged(
                 files.len(),
                 folder.display()
             );
-            let output = json!({
-                "ready": true,
-                "mode": "rendered",
-                "applied": false,
-                "folder": folder,
-                "validated": true,
-                "objects": files,
-                "changed": changed,
-                "pod_identity": identity.to_json(),
-                "created": log.created_ids(),
-                "detail": detail,
-            });
-            Ok((output, detail))
+            Ok(Done::ready(EnsureOutput {
+                target: Ensured::Rendered {
+                    applied: false,
+                    folder,
+                    validated: true,
+                    objects: files,
+                },
+                changed,
+                pod_identity: identity.report(),
+                detail,
+            }))
         }
         Target::Apply {
             client,
@@ -234,26 +268,28 @@ async fn ensure_logged(
                     )
                 }
             );
-            let output = json!({
-                "ready": false,
-                "mode": "applied",
-                "applied": true,
-                "via": via,
-                "auto_mode": auto_mode,
-                "objects": applied,
-                "changed": changed,
-                "skipped": skipped,
-                "pod_identity": identity.to_json(),
-                "created": log.created_ids(),
-                "detail": detail,
-            });
-            Ok((output, detail))
+            let rollout = format!("the rollout of {}: {detail}", rollout::deployment_name());
+            Ok(Done::pending(
+                EnsureOutput {
+                    target: Ensured::Applied {
+                        applied: true,
+                        via,
+                        auto_mode,
+                        objects: applied,
+                        skipped,
+                    },
+                    changed,
+                    pod_identity: identity.report(),
+                    detail,
+                },
+                vec![rollout],
+            ))
         }
     }
 }
 
 /// The objects a plain (non Auto Mode) cluster does not get, and why.
-fn skipped_without_auto_mode(ctx: &Context) -> Result<Vec<Value>> {
+fn skipped_without_auto_mode(ctx: &Context) -> Result<Vec<Skipped>> {
     if ctx.auto_mode {
         return Ok(Vec::new());
     }
@@ -264,13 +300,15 @@ fn skipped_without_auto_mode(ctx: &Context) -> Result<Vec<Value>> {
     Ok(full
         .iter()
         .filter(|m| m.auto_mode_only)
-        .map(|m| {
-            let mut summary = m.summary();
-            summary["reason"] = json!(format!(
+        .map(|m| Skipped {
+            api_version: m.api_version.clone(),
+            kind: m.kind.clone(),
+            namespace: m.namespace.clone(),
+            name: m.name.clone(),
+            reason: format!(
                 "the cluster does not serve EKS Auto Mode's resources, so {} was not applied",
                 m.display()
-            ));
-            summary
+            ),
         })
         .collect())
 }
@@ -291,53 +329,41 @@ fn check_before_apply(manifests: &[Manifest]) -> Result<()> {
     }
 }
 
-/// `status` against an already resolved target.
+/// `status` against an already resolved target: ready when the rollout is complete (or
+/// there is none, the manifests having only been rendered).
 pub async fn status(
-    deps: &Deps,
-    input: &StepInput,
-    spec: &DeploymentSpec,
+    step: &StepContext<'_, WorkloadsAction>,
     target: Target,
-) -> Result<Value> {
-    let log = StepLog::new(deps.recorder.as_ref(), &spec.name, Layer::Workloads, input);
+) -> Result<Done<StatusOutput>> {
     match target {
         Target::Render(folder) => {
             let detail = format!(
                 "the manifests were rendered to {}, not applied: there is no rollout to wait for",
                 folder.display()
             );
-            Ok(json!({
-                "ready": true,
-                "mode": "rendered",
-                "applied": false,
-                "folder": folder,
-                "desired": 0,
-                "updated": 0,
-                "available": 0,
-                "detail": detail,
+            Ok(Done::ready(StatusOutput::Rendered {
+                applied: false,
+                folder,
+                desired: 0,
+                updated: 0,
+                available: 0,
+                detail,
             }))
         }
         Target::Apply { client, via, .. } => {
-            let min_replicas = spec.sizing().ingestion_replicas_min;
-            match rollout::status(&client, min_replicas).await {
-                Ok(rollout) => {
-                    if rollout.ready {
-                        log.finish("ready", Some(rollout.detail.clone())).await?;
-                    }
-                    let mut output =
-                        serde_json::to_value(&rollout).map_err(|e| Error::fatal(e.to_string()))?;
-                    output["mode"] = json!("applied");
-                    output["via"] = json!(via);
-                    Ok(output)
-                }
-                Err(err) => {
-                    if !err.is_retryable()
-                        && let Err(journal) = log.finish("failed", Some(err.to_string())).await
-                    {
-                        tracing::warn!(error = %journal, "could not journal the failure");
-                    }
-                    Err(err)
-                }
-            }
+            let min_replicas = step.spec.sizing().ingestion_replicas_min;
+            let rollout = rollout::status(&client, min_replicas).await?;
+            let pending = if rollout.ready {
+                Vec::new()
+            } else {
+                std::iter::once(rollout.detail.clone())
+                    .chain(rollout.waiting.iter().cloned())
+                    .collect()
+            };
+            Ok(Done::pending(
+                StatusOutput::Applied { via, rollout },
+                pending,
+            ))
         }
     }
 }

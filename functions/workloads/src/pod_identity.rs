@@ -12,7 +12,8 @@ use aws_sdk_eks::error::ProvideErrorMetadata;
 use aws_sdk_iam::types::Tag;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 mod policy;
 
@@ -45,27 +46,45 @@ pub enum Association {
     Unsupported { detail: String },
 }
 
+/// The pod identity as the step reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PodIdentityReport {
+    pub role_name: String,
+    pub role_arn: String,
+    pub namespace: &'static str,
+    pub service_account: &'static str,
+    /// `null` when no association exists (the emulator has no Pod Identity API).
+    pub association_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub association_arn: Option<String>,
+    /// `created`, `updated`, `unchanged`, or `not-created`.
+    pub association: &'static str,
+    /// Why no association was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub association_detail: Option<String>,
+}
+
 impl PodIdentity {
-    pub fn to_json(&self) -> Value {
-        let mut out = json!({
-            "role_name": self.role_name,
-            "role_arn": self.role_arn,
-            "namespace": NAMESPACE,
-            "service_account": SERVICE_ACCOUNT,
-        });
-        match &self.association {
-            Association::Bound { id, arn, change } => {
-                out["association_id"] = json!(id);
-                out["association_arn"] = json!(arn);
-                out["association"] = json!(change);
-            }
-            Association::Unsupported { detail } => {
-                out["association_id"] = Value::Null;
-                out["association"] = json!("not-created");
-                out["association_detail"] = json!(detail);
-            }
+    pub fn report(&self) -> PodIdentityReport {
+        let (association_id, association_arn, association, association_detail) =
+            match &self.association {
+                Association::Bound { id, arn, change } => {
+                    (Some(id.clone()), Some(arn.clone()), *change, None)
+                }
+                Association::Unsupported { detail } => {
+                    (None, None, "not-created", Some(detail.clone()))
+                }
+            };
+        PodIdentityReport {
+            role_name: self.role_name.clone(),
+            role_arn: self.role_arn.clone(),
+            namespace: NAMESPACE,
+            service_account: SERVICE_ACCOUNT,
+            association_id,
+            association_arn,
+            association,
+            association_detail,
         }
-        out
     }
 }
 

@@ -27,6 +27,8 @@ pub const STUCK_REASONS: &[&str] = &[
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rollout {
+    /// Not serialised: the step kit reports readiness (from what the step still waits for).
+    #[serde(skip)]
     pub ready: bool,
     /// Replicas the rollout must reach: the Deployment's, and at least the autoscaler's
     /// minimum (the autoscaler raises a new Deployment to it within seconds).

@@ -19,7 +19,7 @@ use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::error::ErrorMetadata;
 use serde_json::Value;
 
-use crate::manifests::fixtures;
+use crate::fixtures::{self, Fixture};
 use crate::pod_identity::{POLICY_NAME, permissions_policy, trust_policy};
 use crate::{Deps, KubeAccess};
 
@@ -28,14 +28,25 @@ pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/apiary-acme-prod-inge
 pub const ASSOCIATION_ID: &str = "a-0123456789abcdef0";
 pub const ASSOCIATION_ARN: &str = "arn:aws:eks:us-west-2:123456789012:podidentityassociation/apiary-acme-prod/a-0123456789abcdef0";
 
-/// Builds `Deps` from mocked clients.
+/// Builds `Deps` from mocked clients, over a state table holding the fixture deployment.
 pub fn mock_deps(
     eks_rules: &[&Rule],
     iam_rules: &[&Rule],
     kube: KubeAccess,
     emulator: bool,
 ) -> (Deps, MemoryRecorder) {
-    let recorder = MemoryRecorder::default();
+    mock_deps_over(&Fixture::test(), eks_rules, iam_rules, kube, emulator)
+}
+
+/// Builds `Deps` from mocked clients, over a state table holding `fixture`.
+pub fn mock_deps_over(
+    fixture: &Fixture,
+    eks_rules: &[&Rule],
+    iam_rules: &[&Rule],
+    kube: KubeAccess,
+    emulator: bool,
+) -> (Deps, MemoryRecorder) {
+    let recorder = fixture.state();
     let deps = Deps {
         eks: mock_client!(aws_sdk_eks, RuleMode::MatchAny, eks_rules.iter().copied()),
         iam: mock_client!(aws_sdk_iam, RuleMode::MatchAny, iam_rules.iter().copied()),

@@ -6,9 +6,11 @@ use apiary_core::ErrorName;
 use apiary_core::step::MemoryRecorder;
 use serde_json::json;
 
+use apiary_core::step;
+
 use super::*;
 use crate::fake_api::{self, ApplyServer, Reply};
-use crate::manifests::fixtures;
+use crate::fixtures::{self, Fixture};
 use crate::test_support::*;
 
 fn temp_folder() -> PathBuf {
@@ -28,26 +30,90 @@ fn journal(recorder: &MemoryRecorder) -> Vec<(String, String)> {
         .collect()
 }
 
-#[tokio::test]
-async fn an_unknown_action_is_invalid_input() {
-    let (deps, _) = mock_deps(&[], &[], KubeAccess::Render(temp_folder()), false);
-    let err = handle(&deps, fixtures::event("deploy")).await.unwrap_err();
-    assert_eq!(err.name(), ErrorName::InvalidInput);
-    assert!(err.to_string().contains("\"deploy\""), "{err}");
+fn journal_detail(recorder: &MemoryRecorder) -> String {
+    let entries = recorder.entries.lock().unwrap();
+    entries.last().unwrap().detail.clone().unwrap_or_default()
+}
+
+/// The step as the kit runs it, against a given cluster client instead of one it
+/// connects to.
+struct Against {
+    deps: Deps,
+    client: kube::Client,
+    via: &'static str,
+    auto_mode: bool,
+}
+
+impl Against {
+    fn eks(deps: Deps, client: &kube::Client) -> Self {
+        Against {
+            deps,
+            client: client.clone(),
+            via: "eks",
+            auto_mode: true,
+        }
+    }
+}
+
+#[async_trait]
+impl Step for Against {
+    const LAYER: Layer = Layer::Workloads;
+    type Action = WorkloadsAction;
+    type Output = Output;
+
+    async fn run(&self, step: &StepContext<'_, WorkloadsAction>) -> Result<Done<Output>> {
+        let target = Target::Apply {
+            client: self.client.clone(),
+            via: self.via,
+            auto_mode: self.auto_mode,
+        };
+        run_on(&self.deps, step, target).await
+    }
+
+    fn state(&self) -> &dyn Recorder {
+        self.deps.state()
+    }
 }
 
 #[tokio::test]
-async fn an_invalid_spec_or_missing_layer_fails_before_any_call() {
+async fn an_unknown_action_is_invalid_input() {
     let (deps, _) = mock_deps(&[], &[], KubeAccess::Render(temp_folder()), false);
-    let mut event = fixtures::event("ensure");
-    event["spec"]["workloads"]["ingestion_image"] =
-        json!("public.ecr.aws/honeyhive/ingestion:latest");
-    let err = handle(&deps, event).await.unwrap_err();
-    assert_eq!(err.name(), ErrorName::InvalidSpec);
+    let err = handle(&deps, Fixture::test().event("deploy"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidInput);
+    assert!(err.to_string().contains("`deploy`"), "{err}");
+}
 
-    let mut event = fixtures::event("ensure");
-    event["layers"].as_object_mut().unwrap().remove("dns");
+#[tokio::test]
+async fn a_spec_or_layers_in_the_event_or_a_missing_layer_fail_before_any_call() {
+    // The spec is validated when provision's lock step stores it; a step takes none.
+    let (deps, _) = mock_deps(&[], &[], KubeAccess::Render(temp_folder()), false);
+    let mut event = Fixture::test().event("ensure");
+    event["spec"] = Fixture::test()
+        .with_image("public.ecr.aws/honeyhive/ingestion:latest")
+        .spec;
     let err = handle(&deps, event).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidInput);
+    assert!(err.to_string().contains("`spec`"), "{err}");
+
+    // Layers named by the caller would choose what the pods' role may reach.
+    let mut event = Fixture::test().event("ensure");
+    let mut layers = fixtures::layers();
+    layers
+        .storage
+        .as_mut()
+        .unwrap()
+        .buckets
+        .insert("metrics".into(), "someone-elses-bucket".into());
+    event["layers"] = serde_json::to_value(layers).unwrap();
+    let err = handle(&deps, event).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidInput);
+    assert!(err.to_string().contains("layers"), "{err}");
+
+    let fixture = Fixture::test().with_layers(|layers| layers.dns = None);
+    let (deps, _) = mock_deps_over(&fixture, &[], &[], KubeAccess::Render(temp_folder()), false);
+    let err = handle(&deps, fixture.event("ensure")).await.unwrap_err();
     assert_eq!(err.name(), ErrorName::InvalidInput);
     assert!(err.to_string().contains("layers.dns"), "{err}");
 }
@@ -62,7 +128,9 @@ async fn ensure_renders_validates_and_says_nothing_was_applied() {
         KubeAccess::Render(folder.clone()),
         false,
     );
-    let out = handle(&deps, fixtures::event("ensure")).await.unwrap();
+    let out = handle(&deps, Fixture::test().event("ensure"))
+        .await
+        .unwrap();
     assert_eq!(out["mode"], "rendered");
     assert_eq!(out["applied"], false);
     assert_eq!(out["validated"], true);
@@ -86,7 +154,9 @@ async fn ensure_renders_validates_and_says_nothing_was_applied() {
         KubeAccess::Render(folder.clone()),
         false,
     );
-    let out = handle(&deps, fixtures::event("ensure")).await.unwrap();
+    let out = handle(&deps, Fixture::test().event("ensure"))
+        .await
+        .unwrap();
     assert_eq!(out["changed"], 0);
     assert_eq!(out["created"], json!([]));
     assert_eq!(out["pod_identity"]["association"], "unchanged");
@@ -98,21 +168,17 @@ async fn ensure_renders_validates_and_says_nothing_was_applied() {
 async fn status_of_rendered_manifests_is_ready_and_says_why() {
     let folder = temp_folder();
     let (deps, _) = mock_deps(&[], &[], KubeAccess::Render(folder.clone()), false);
-    let out = handle(&deps, fixtures::event("status")).await.unwrap();
+    let out = handle(&deps, Fixture::test().event("status"))
+        .await
+        .unwrap();
     assert_eq!(
         out,
         json!({
-            "ready": true, "mode": "rendered", "applied": false, "folder": folder,
+            "ready": true, "created": [], "mode": "rendered", "applied": false, "folder": folder,
             "desired": 0, "updated": 0, "available": 0,
             "detail": format!("the manifests were rendered to {}, not applied: there is no rollout to wait for", folder.display())
         })
     );
-}
-
-fn input(action: &str) -> (StepInput, DeploymentSpec) {
-    let input = StepInput::from_event(fixtures::event(action)).unwrap();
-    let spec = input.spec().unwrap();
-    (input, spec)
 }
 
 #[tokio::test]
@@ -120,16 +186,13 @@ async fn ensure_applies_records_and_reapplies_without_change() {
     let server = Arc::new(Mutex::new(ApplyServer::default()));
     let shared = server.clone();
     let (client, _requests) = fake_api::start(move |r| shared.lock().unwrap().respond(r));
-    let (ensure_input, spec) = input("ensure");
+    let fixture = Fixture::test();
 
     let (iam, eks) = (FreshIam::new(), FreshEks::new());
     let (deps, recorder) = mock_deps(&eks.rules(), &iam.rules(), KubeAccess::Eks, false);
-    let target = Target::Apply {
-        client: client.clone(),
-        via: "eks",
-        auto_mode: true,
-    };
-    let out = ensure(&deps, &ensure_input, &spec, target).await.unwrap();
+    let out = step::run(&Against::eks(deps, &client), fixture.event("ensure"))
+        .await
+        .unwrap();
     assert_eq!(out["mode"], "applied");
     assert_eq!(out["applied"], true);
     assert_eq!(out["changed"], 14);
@@ -152,45 +215,42 @@ async fn ensure_applies_records_and_reapplies_without_change() {
             .iter()
             .any(|r| r.kind == "k8s:deployment" && r.id == "honeyhive/ingestion")
     );
-    assert_eq!(journal(&recorder), [("ensure".into(), "created".into())]);
+    // Applied is not rolled out: the status action follows the rollout.
+    assert_eq!(out["ready"], false);
+    assert_eq!(journal(&recorder), [("ensure".into(), "not-ready".into())]);
+    assert!(
+        journal_detail(&recorder).contains("(14 changed)"),
+        "{}",
+        journal_detail(&recorder)
+    );
 
     let (iam, eks) = (ExistingIam::new(), ExistingEks::new(ROLE_ARN));
     let (deps, recorder) = mock_deps(&eks.rules(), &iam.rules(), KubeAccess::Eks, false);
-    let target = Target::Apply {
-        client: client.clone(),
-        via: "eks",
-        auto_mode: true,
-    };
-    let out = ensure(&deps, &ensure_input, &spec, target).await.unwrap();
+    let out = step::run(&Against::eks(deps, &client), fixture.event("ensure"))
+        .await
+        .unwrap();
     assert_eq!(out["changed"], 0);
     assert_eq!(out["created"], json!([]));
-    assert_eq!(journal(&recorder), [("ensure".into(), "unchanged".into())]);
+    assert_eq!(journal(&recorder), [("ensure".into(), "not-ready".into())]);
+    assert!(journal_detail(&recorder).contains("(0 changed)"));
 
     // A new image is an update: the journal says so.
-    let mut event = fixtures::event("ensure");
-    event["spec"]["workloads"]["ingestion_image"] =
-        json!("public.ecr.aws/honeyhive/ingestion:1.1.0");
-    let changed_input = StepInput::from_event(event).unwrap();
-    let changed_spec = changed_input.spec().unwrap();
+    let changed = Fixture::test().with_image("public.ecr.aws/honeyhive/ingestion:1.1.0");
     let (iam, eks) = (ExistingIam::new(), ExistingEks::new(ROLE_ARN));
-    let (deps, recorder) = mock_deps(&eks.rules(), &iam.rules(), KubeAccess::Eks, false);
-    let target = Target::Apply {
-        client,
-        via: "eks",
-        auto_mode: true,
-    };
-    let out = ensure(&deps, &changed_input, &changed_spec, target)
+    let (deps, recorder) =
+        mock_deps_over(&changed, &eks.rules(), &iam.rules(), KubeAccess::Eks, false);
+    let out = step::run(&Against::eks(deps, &client), changed.event("ensure"))
         .await
         .unwrap();
     assert_eq!(out["changed"], 1);
-    assert_eq!(journal(&recorder), [("ensure".into(), "updated".into())]);
+    assert_eq!(journal(&recorder), [("ensure".into(), "not-ready".into())]);
+    assert!(journal_detail(&recorder).contains("(1 changed)"));
 }
 
 #[tokio::test]
 async fn a_plain_cluster_skips_auto_mode_objects_and_says_so() {
     let mut server = ApplyServer::default();
     let (client, requests) = fake_api::start(move |r| server.respond(r));
-    let (ensure_input, spec) = input("ensure");
     let (iam, eks) = (FreshIam::new(), FreshEks::new());
     let (deps, _) = mock_deps(
         &eks.rules(),
@@ -198,12 +258,16 @@ async fn a_plain_cluster_skips_auto_mode_objects_and_says_so() {
         KubeAccess::Kubeconfig("kind.yaml".into()),
         false,
     );
-    let target = Target::Apply {
+    let plain = Against {
+        deps,
         client,
         via: "kubeconfig",
         auto_mode: false,
     };
-    let out = ensure(&deps, &ensure_input, &spec, target).await.unwrap();
+    let out = step::run(&plain, Fixture::test().event("ensure"))
+        .await
+        .unwrap();
+    drop(plain);
     assert_eq!(out["auto_mode"], false);
     assert_eq!(out["objects"].as_array().unwrap().len(), 10);
     let skipped: Vec<&str> = out["skipped"]
@@ -293,15 +357,12 @@ fn rollout_server(pod_state: Value) -> kube::Client {
 
 #[tokio::test]
 async fn status_reports_the_rollout_and_journals_its_end() {
-    let (status_input, spec) = input("status");
+    let event = Fixture::test().event("status");
     let (deps, recorder) = mock_deps(&[], &[], KubeAccess::Eks, false);
     let client = rollout_server(json!({"running": {}}));
-    let target = Target::Apply {
-        client,
-        via: "eks",
-        auto_mode: true,
-    };
-    let out = status(&deps, &status_input, &spec, target).await.unwrap();
+    let out = step::run(&Against::eks(deps, &client), event.clone())
+        .await
+        .unwrap();
     assert_eq!(out["ready"], true);
     assert_eq!(out["mode"], "applied");
     assert_eq!(
@@ -317,12 +378,7 @@ async fn status_reports_the_rollout_and_journals_its_end() {
     let (deps, recorder) = mock_deps(&[], &[], KubeAccess::Eks, false);
     let client =
         rollout_server(json!({"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}));
-    let target = Target::Apply {
-        client,
-        via: "eks",
-        auto_mode: true,
-    };
-    let err = status(&deps, &status_input, &spec, target)
+    let err = step::run(&Against::eks(deps, &client), event)
         .await
         .unwrap_err();
     assert_eq!(err.name(), ErrorName::Fatal);

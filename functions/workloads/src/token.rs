@@ -25,11 +25,7 @@ const QUERY: &str = "Action=GetCallerIdentity&Version=2011-06-15";
 
 /// The regional STS endpoint the token is presigned for.
 pub fn sts_endpoint(region: &str) -> String {
-    let suffix = if region.starts_with("cn-") {
-        "amazonaws.com.cn"
-    } else {
-        "amazonaws.com"
-    };
+    let suffix = apiary_core::aws::dns_suffix(region);
     format!("https://sts.{region}.{suffix}/")
 }
 

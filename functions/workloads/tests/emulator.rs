@@ -10,9 +10,8 @@ use apiary_core::aws::{AwsSettings, ProcessEnv};
 use apiary_core::local::Emulator;
 use apiary_core::step::MemoryRecorder;
 use serde_json::{Value, json};
+use workloads::fixtures::{Fixture, REGION};
 use workloads::{Deps, KubeAccess};
-
-const REGION: &str = "us-west-2";
 
 fn emulator() -> &'static Emulator {
     static EMULATOR: OnceLock<Emulator> = OnceLock::new();
@@ -25,40 +24,10 @@ fn unique_name() -> String {
     format!("wl-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
-fn event(action: &str, name: &str) -> Value {
-    let subnet =
-        |id: &str, az: &str, cidr: &str| json!({"id": id, "availability_zone": az, "cidr": cidr});
-    json!({
-        "action": action,
-        "execution_id": "emulator-test",
-        "spec": {"name": name, "region": REGION, "dns": {"domain": "hh.example.com"}},
-        "layers": {
-            "keys": {"keys": {"app": {"key_id": "k1", "arn": "arn:aws:kms:us-west-2:123456789012:key/k1",
-                                      "alias": format!("alias/apiary/{name}/app")}}},
-            "network": {
-                "vpc_id": "vpc-1", "vpc_cidr": "10.9.0.0/16",
-                "public_subnets": [subnet("subnet-0a", "us-west-2a", "10.9.0.0/20")],
-                "private_subnets": [subnet("subnet-0b", "us-west-2a", "10.9.128.0/19"),
-                                    subnet("subnet-0c", "us-west-2b", "10.9.160.0/19")],
-                "nat_gateway_ids": [], "security_groups": {"alb": "sg-0a", "cluster": "sg-0b", "databases": "sg-0c"}
-            },
-            "dns": {"domain": "hh.example.com", "hosted_zone_id": "Z1",
-                    "certificate_arn": "arn:aws:acm:us-west-2:123456789012:certificate/c-1"},
-            "storage": {"buckets": {"metrics": format!("apiary-{name}-metrics")}},
-            "databases": {"postgres": {"identifier": "pg", "host": "pg.local", "port": 5432,
-                                       "secret_arn": "arn:aws:secretsmanager:us-west-2:123456789012:secret:pg-1"}},
-            "cluster": {"cluster_name": format!("apiary-{name}"),
-                        "cluster_arn": format!("arn:aws:eks:us-west-2:123456789012:cluster/apiary-{name}"),
-                        "endpoint": "", "certificate_authority": "",
-                        "node_role_arn": format!("arn:aws:iam::123456789012:role/apiary-{name}-node"),
-                        "nodegroup_name": "ng", "interruption_queue_url": ""}
-        }
-    })
-}
-
-async fn local_deps(folder: PathBuf) -> (Deps, MemoryRecorder) {
+/// Deps over a state table holding `fixture`, as provision's earlier steps leave it.
+async fn local_deps(fixture: &Fixture, folder: PathBuf) -> (Deps, MemoryRecorder) {
     let config = apiary_core::aws::load(&AwsSettings::local(emulator().endpoint(), REGION)).await;
-    let recorder = MemoryRecorder::default();
+    let recorder = fixture.state();
     let deps = Deps::new(
         &config,
         Arc::new(recorder.clone()),
@@ -70,11 +39,12 @@ async fn local_deps(folder: PathBuf) -> (Deps, MemoryRecorder) {
 #[tokio::test]
 async fn provision_renders_locally_with_a_real_role_and_converges() {
     let name = unique_name();
+    let fixture = Fixture::named(&name);
     let folder = std::env::temp_dir().join(format!("apiary-workloads-{name}"));
-    let (deps, recorder) = local_deps(folder.clone()).await;
+    let (deps, recorder) = local_deps(&fixture, folder.clone()).await;
     assert!(deps.emulator);
 
-    let first = workloads::handle(&deps, event("ensure", &name))
+    let first = workloads::handle(&deps, fixture.event("ensure"))
         .await
         .unwrap();
     assert_eq!(first["mode"], "rendered");
@@ -134,8 +104,8 @@ async fn provision_renders_locally_with_a_real_role_and_converges() {
         .unwrap();
 
     // A second run finds everything as it was.
-    let (deps, recorder) = local_deps(folder.clone()).await;
-    let second = workloads::handle(&deps, event("ensure", &name))
+    let (deps, recorder) = local_deps(&fixture, folder.clone()).await;
+    let second = workloads::handle(&deps, fixture.event("ensure"))
         .await
         .unwrap();
     assert_eq!(second["changed"], 0);
@@ -149,7 +119,7 @@ async fn provision_renders_locally_with_a_real_role_and_converges() {
         .collect();
     assert_eq!(journal, ["unchanged"]);
 
-    let status = workloads::handle(&deps, event("status", &name))
+    let status = workloads::handle(&deps, fixture.event("status"))
         .await
         .unwrap();
     assert_eq!(status["ready"], true);

@@ -166,6 +166,16 @@ pub fn partition(region: &str) -> &'static str {
     }
 }
 
+/// The DNS suffix of a region's service endpoints (`amazonaws.com`, or
+/// `amazonaws.com.cn` in China).
+pub fn dns_suffix(region: &str) -> &'static str {
+    if partition(region) == "aws-cn" {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    }
+}
+
 /// `arn:<partition>:<service>:<region>:<account>:<resource>`, the partition from the
 /// region (pass an empty region or account for services whose ARNs have none, e.g. IAM).
 pub fn arn(partition: &str, service: &str, region: &str, account: &str, resource: &str) -> String {
@@ -323,6 +333,8 @@ mod tests {
             Some("handle-alert")
         );
         assert_eq!(function_for_placeholder("StateTable"), None);
+        assert_eq!(dns_suffix("cn-northwest-1"), "amazonaws.com.cn");
+        assert_eq!(dns_suffix("us-gov-east-1"), "amazonaws.com");
         assert_eq!(function_for_placeholder("FunctionArn"), None);
         for function in ["keys", "handle-alert", "restore-test"] {
             let placeholder = placeholder_for_function(function);

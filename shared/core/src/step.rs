@@ -103,6 +103,9 @@ pub struct Done<T> {
     pub pending: Vec<String>,
     /// Resources a read-only action found missing.
     pub missing: Vec<String>,
+    /// A note for the journal entry of a successful step (what changed, what a person
+    /// must still do).
+    pub detail: Option<String>,
 }
 
 impl<T> Done<T> {
@@ -111,6 +114,7 @@ impl<T> Done<T> {
             output,
             pending: Vec::new(),
             missing: Vec::new(),
+            detail: None,
         }
     }
     pub fn pending(output: T, pending: Vec<String>) -> Self {
@@ -118,6 +122,7 @@ impl<T> Done<T> {
             output,
             pending,
             missing: Vec::new(),
+            detail: None,
         }
     }
     pub fn missing(output: T, missing: Vec<String>) -> Self {
@@ -125,6 +130,21 @@ impl<T> Done<T> {
             output,
             pending: Vec::new(),
             missing,
+            detail: None,
+        }
+    }
+    /// Adds a note for the journal entry.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+    /// The same outcome with another output.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Done<U> {
+        Done {
+            output: f(self.output),
+            pending: self.pending,
+            missing: self.missing,
+            detail: self.detail,
         }
     }
     pub fn is_ready(&self) -> bool {
@@ -279,6 +299,17 @@ pub async fn load(state: &dyn Recorder, deployment: &str) -> Result<(DeploymentS
 /// (`"databases.postgres"`); a slot with a `#shard` suffix (`"cluster#nodegroup"`) is
 /// one of several steps' parts of one output, whose fields are merged in slot order.
 pub fn assemble(outputs: BTreeMap<String, Value>) -> Result<Layers> {
+    serde_json::from_value(assemble_value(outputs)?).map_err(|e| {
+        Error::fatal(format!(
+            "the saved layer outputs no longer match what this version reads: {e}"
+        ))
+    })
+}
+
+/// The saved outputs as one JSON object, every field kept (also those [`Layers`] does
+/// not read, such as a store's `emulated: false` or the workloads' rendered folder):
+/// what a workflow reports as its result.
+pub fn assemble_value(outputs: BTreeMap<String, Value>) -> Result<Value> {
     let mut root = Map::new();
     for (slot, value) in outputs {
         let path = slot.split('#').next().unwrap_or_default();
@@ -312,11 +343,7 @@ pub fn assemble(outputs: BTreeMap<String, Value>) -> Result<Layers> {
             }
         }
     }
-    serde_json::from_value(Value::Object(root)).map_err(|e| {
-        Error::fatal(format!(
-            "the saved layer outputs no longer match what this version reads: {e}"
-        ))
-    })
+    Ok(Value::Object(root))
 }
 
 async fn finish<A: Action, T: Serialize>(
@@ -327,6 +354,7 @@ async fn finish<A: Action, T: Serialize>(
     match result {
         Ok(done) => {
             let ready = done.is_ready();
+            let note = done.detail;
             let output = StepOutput {
                 ready,
                 created: log.created_ids(),
@@ -358,6 +386,10 @@ async fn finish<A: Action, T: Serialize>(
                 ("unchanged", None)
             } else {
                 ("created", None)
+            };
+            let detail = match (detail, note) {
+                (Some(detail), Some(note)) => Some(format!("{detail}; {note}")),
+                (detail, note) => detail.or(note),
             };
             log.finish(outcome, detail).await;
             Ok(value)

@@ -237,7 +237,13 @@ async fn a_new_cluster_gets_every_security_and_auto_mode_setting() {
             CLUSTER
         ])
     );
-    assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "created");
+    // Created, but not ready: the kit journals what the step still waits for.
+    let entries = recorder.entries.lock().unwrap();
+    assert_eq!(entries[0].outcome, "not-ready");
+    assert_eq!(
+        entries[0].detail.as_deref(),
+        Some("EKS cluster apiary-acme-eks is CREATING")
+    );
 }
 
 #[tokio::test]
@@ -259,10 +265,10 @@ async fn a_public_endpoint_is_opt_in() {
         iam: vec![&roles, &policies],
         ..Default::default()
     };
-    let (deps, _) = mocks.deps();
     let spec = json!({"name": "acme", "dns": {"domain": "hh.example.com"},
                       "cluster": {"public_endpoint": true, "version": "1.32"}});
-    handle(&deps, event_with("ensure-cluster", spec))
+    let (deps, _) = mocks.deps_with(spec, layers());
+    handle(&deps, event("ensure-cluster"))
         .await
         .expect("ensure");
     assert_eq!(create.num_calls(), 1);

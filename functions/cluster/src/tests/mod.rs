@@ -9,6 +9,7 @@ mod nodegroup;
 use std::sync::Arc;
 
 use apiary_core::ErrorName;
+use apiary_core::outputs::ClusterOutput;
 use apiary_core::step::MemoryRecorder;
 use aws_sdk_eks::Client as Eks;
 use aws_sdk_eks::operation::describe_cluster::{DescribeClusterError, DescribeClusterOutput};
@@ -72,12 +73,9 @@ pub(crate) fn spec() -> Value {
     json!({"name": "acme", "dns": {"domain": "hh.example.com"}})
 }
 
-pub(crate) fn event_with(action: &str, spec: Value) -> Value {
-    json!({"action": action, "spec": spec, "layers": layers(), "execution_id": "exec-1"})
-}
-
+/// The event the state machine sends for `action` on deployment `acme`.
 pub(crate) fn event(action: &str) -> Value {
-    event_with(action, spec())
+    apiary_core::step::event(action, "acme")
 }
 
 pub(crate) fn meta(code: &str, message: &str) -> ErrorMetadata {
@@ -95,8 +93,14 @@ pub(crate) struct Mocks<'a> {
 }
 
 impl Mocks<'_> {
+    /// Clients over the state of `acme`: its spec and the keys and network layers.
     pub(crate) fn deps(&self) -> (Deps, MemoryRecorder) {
-        let recorder = MemoryRecorder::default();
+        self.deps_with(spec(), layers())
+    }
+
+    /// Clients over a state holding `spec` and the saved outputs `layers`.
+    pub(crate) fn deps_with(&self, spec: Value, layers: Value) -> (Deps, MemoryRecorder) {
+        let recorder = MemoryRecorder::with(&spec, &layers);
         let deps = Deps {
             eks: mock_client!(aws_sdk_eks, RuleMode::MatchAny, &self.eks),
             iam: mock_client!(aws_sdk_iam, RuleMode::MatchAny, &self.iam),
@@ -225,15 +229,12 @@ async fn unknown_actions_and_missing_layers_fail_before_any_call() {
         let err = handle(&deps, event(action)).await.unwrap_err();
         assert_eq!(err.name(), ErrorName::InvalidInput, "{action}");
     }
-    let err = handle(
-        &deps,
-        json!({"action": "ensure-cluster", "spec": spec(), "layers": {}}),
-    )
-    .await
-    .unwrap_err();
+    let (deps, recorder_without_layers) = mocks.deps_with(spec(), json!({}));
+    let err = handle(&deps, event("ensure-cluster")).await.unwrap_err();
     assert_eq!(err.name(), ErrorName::InvalidInput);
     assert!(err.to_string().contains("layers.keys"), "{err}");
     assert!(recorder.entries.lock().unwrap().is_empty());
+    assert!(recorder_without_layers.resources.lock().unwrap().is_empty());
 }
 
 #[test]
@@ -256,4 +257,54 @@ fn only_assumed_roles_name_a_control_plane_role() {
     );
     assert_eq!(assumed_role_name("arn:aws:iam::123456789012:root"), None);
     assert_eq!(assumed_role_name("not an arn"), None);
+}
+
+#[test]
+fn the_three_shards_assemble_into_one_cluster_output() {
+    let queue = "https://sqs.us-west-2.amazonaws.com/123456789012/apiary-acme-karpenter";
+    let seen = |queue_url: &str| View {
+        output: ClusterOutput {
+            cluster_name: CLUSTER.to_owned(),
+            cluster_arn: format!("arn:aws:eks:us-west-2:123456789012:cluster/{CLUSTER}"),
+            endpoint: ENDPOINT.to_owned(),
+            certificate_authority: "LS0tLS1CRUdJTg==".to_owned(),
+            node_role_arn: role_arn("apiary-acme-eks-node"),
+            nodegroup_name: "apiary-acme-system".to_owned(),
+            interruption_queue_url: queue_url.to_owned(),
+        },
+        ..View::default()
+    };
+    let shard = |view: View, action: Action| {
+        let done = view.done(action);
+        assert!(done.is_ready());
+        serde_json::to_value(&done.output).unwrap()
+    };
+    let control_plane = shard(seen(""), Action::EnsureCluster);
+    let nodegroup = shard(seen(""), Action::StatusNodegroup);
+    let karpenter = shard(seen(queue), Action::EnsureKarpenter);
+    assert!(
+        nodegroup.get("interruption_queue_url").is_none(),
+        "a later shard carries only what it knows: {nodegroup}"
+    );
+
+    // The steps between ensure-cluster and ensure-karpenter read the layer already.
+    let early = apiary_core::step::assemble(
+        [("cluster#control-plane".to_owned(), control_plane.clone())].into(),
+    )
+    .unwrap();
+    assert_eq!(early.cluster().unwrap().endpoint, ENDPOINT);
+
+    let layers = apiary_core::step::assemble(
+        [
+            ("cluster#control-plane".to_owned(), control_plane),
+            ("cluster#karpenter".to_owned(), karpenter),
+            ("cluster#nodegroup".to_owned(), nodegroup),
+        ]
+        .into(),
+    )
+    .unwrap();
+    let cluster = layers.cluster().unwrap();
+    assert_eq!(cluster.interruption_queue_url, queue);
+    assert_eq!(cluster.node_role_arn, role_arn("apiary-acme-eks-node"));
+    assert_eq!(cluster.nodegroup_name, "apiary-acme-system");
 }

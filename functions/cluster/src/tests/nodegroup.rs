@@ -338,9 +338,9 @@ async fn larger_presets_size_the_node_group() {
         sts: vec![&identity],
         ..Default::default()
     };
-    let (deps, _) = mocks.deps();
     let spec = json!({"name": "acme", "size": "medium", "dns": {"domain": "hh.example.com"}});
-    handle(&deps, event_with("ensure-nodegroup", spec))
+    let (deps, _) = mocks.deps_with(spec, layers());
+    handle(&deps, event("ensure-nodegroup"))
         .await
         .expect("ensure");
     assert_eq!(create.num_calls(), 1);
@@ -493,10 +493,10 @@ async fn a_changed_preset_updates_the_node_group_range_once() {
         sts: vec![&identity],
         ..Default::default()
     };
-    let (deps, _) = mocks.deps();
     let mut medium = spec();
     medium["size"] = json!("medium");
-    let out = handle(&deps, event_with("ensure-nodegroup", medium.clone()))
+    let (deps, _) = mocks.deps_with(medium.clone(), layers());
+    let out = handle(&deps, event("ensure-nodegroup"))
         .await
         .expect("ensure");
     assert_eq!(update.num_calls(), 1);
@@ -521,8 +521,8 @@ async fn a_changed_preset_updates_the_node_group_range_once() {
         sts: vec![&identity],
         ..Default::default()
     };
-    let (deps, _) = mocks.deps();
-    handle(&deps, event_with("ensure-nodegroup", medium))
+    let (deps, _) = mocks.deps_with(medium, layers());
+    handle(&deps, event("ensure-nodegroup"))
         .await
         .expect("ensure");
     assert_eq!(update.num_calls(), 0, "an unchanged preset makes no update");

@@ -308,9 +308,9 @@ async fn multi_az_gets_a_second_instance() {
         docdb: vec![&subnets, &groups, &params, &describe, &missing, &create],
         ..Default::default()
     };
-    let (deps, _) = mocks.deps();
     let spec = json!({"name": "acme", "dns": {"domain": "hh.example.com"}, "databases": {"multi_az": true}});
-    let out = handle(&deps, event_with("ensure-documentdb", spec))
+    let (deps, _) = mocks.deps_with(spec, layers());
+    let out = handle(&deps, event("ensure-documentdb"))
         .await
         .expect("ensure");
     assert_eq!(create.num_calls(), 2);
@@ -349,7 +349,22 @@ async fn the_emulator_rejecting_docdb_is_reported_not_hidden() {
     );
     assert_eq!(create.num_calls(), 0);
     let entries = recorder.entries.lock().unwrap();
-    assert_eq!(entries[0].outcome, "not-emulated");
+    // Nothing was made or is awaited; what later layers read is "no endpoint".
+    assert_eq!(entries[0].outcome, "unchanged");
+    assert!(
+        entries[0]
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("DocumentDB is not emulated locally")),
+        "{entries:?}"
+    );
+    let saved = recorder
+        .saved("acme", "databases.documentdb")
+        .expect("kept");
+    assert_eq!(saved["emulated"], json!(false));
+    let layers =
+        apiary_core::step::assemble([("databases.documentdb".to_owned(), saved)].into()).unwrap();
+    assert_eq!(layers.databases().unwrap().documentdb, None);
     assert!(
         !recorder
             .resources

@@ -54,12 +54,9 @@ pub(crate) fn spec() -> Value {
     json!({"name": "acme", "dns": {"domain": "hh.example.com"}})
 }
 
-pub(crate) fn event_with(action: &str, spec: Value) -> Value {
-    json!({"action": action, "spec": spec, "layers": layers(), "execution_id": "exec-1"})
-}
-
+/// The event the state machine sends for `action` on deployment `acme`.
 pub(crate) fn event(action: &str) -> Value {
-    event_with(action, spec())
+    apiary_core::step::event(action, "acme")
 }
 
 /// Mocked clients, one rule list per service.
@@ -72,8 +69,14 @@ pub(crate) struct Mocks<'a> {
 }
 
 impl Mocks<'_> {
+    /// Clients over the state of `acme`: its spec and the keys and network layers.
     pub(crate) fn deps(&self) -> (Deps, MemoryRecorder) {
-        let recorder = MemoryRecorder::default();
+        self.deps_with(spec(), layers())
+    }
+
+    /// Clients over a state holding `spec` and the saved outputs `layers`.
+    pub(crate) fn deps_with(&self, spec: Value, layers: Value) -> (Deps, MemoryRecorder) {
+        let recorder = MemoryRecorder::with(&spec, &layers);
         let deps = Deps {
             rds: mock_client!(aws_sdk_rds, RuleMode::MatchAny, &self.rds),
             docdb: mock_client!(aws_sdk_docdb, RuleMode::MatchAny, &self.docdb),
@@ -99,34 +102,29 @@ pub(crate) fn has_tag<'t>(
 }
 
 #[tokio::test]
-async fn unknown_actions_and_bad_specs_fail_before_any_call() {
+async fn unknown_actions_and_events_carrying_a_spec_fail_before_any_call() {
     let mocks = Mocks::default();
     let (deps, recorder) = mocks.deps();
     for action in ["ensure", "ensure-mysql", "create-postgres", "status"] {
         let err = handle(&deps, event(action)).await.unwrap_err();
         assert_eq!(err.name(), apiary_core::ErrorName::InvalidInput, "{action}");
     }
-    let err = handle(
-        &deps,
-        event_with("ensure-postgres", json!({"name": "Bad!"})),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(err.name(), apiary_core::ErrorName::InvalidSpec);
+    // The spec comes from the state table, where only a valid one is ever stored: an
+    // event that brings its own is refused.
+    let mut with_spec = event("ensure-postgres");
+    with_spec["spec"] = json!({"name": "Bad!"});
+    let err = handle(&deps, with_spec).await.unwrap_err();
+    assert_eq!(err.name(), apiary_core::ErrorName::InvalidInput);
+    assert!(err.to_string().contains("spec"), "{err}");
     assert!(recorder.entries.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn ensure_without_earlier_layers_is_invalid_input() {
     let mocks = Mocks::default();
-    let (deps, _) = mocks.deps();
+    let (deps, _) = mocks.deps_with(spec(), json!({}));
     for action in ["ensure-postgres", "ensure-documentdb", "ensure-redis"] {
-        let err = handle(
-            &deps,
-            json!({"action": action, "spec": spec(), "layers": {}}),
-        )
-        .await
-        .unwrap_err();
+        let err = handle(&deps, event(action)).await.unwrap_err();
         assert_eq!(err.name(), apiary_core::ErrorName::InvalidInput, "{action}");
         assert!(err.to_string().contains("layers.keys"), "{err}");
     }
@@ -135,21 +133,40 @@ async fn ensure_without_earlier_layers_is_invalid_input() {
 #[tokio::test]
 async fn disabled_stores_report_ready_without_any_call() {
     let mocks = Mocks::default();
-    let (deps, recorder) = mocks.deps();
     let spec = json!({"name": "acme", "dns": {"domain": "hh.example.com"},
                       "databases": {"documentdb": false, "redis": false}});
+    let (deps, recorder) = mocks.deps_with(spec, layers());
     for action in [
         "ensure-documentdb",
         "status-documentdb",
         "ensure-redis",
         "status-redis",
     ] {
-        let out = handle(&deps, event_with(action, spec.clone()))
-            .await
-            .expect(action);
-        assert_eq!(out, json!({"ready": true, "enabled": false}), "{action}");
+        let out = handle(&deps, event(action)).await.expect(action);
+        assert_eq!(
+            out,
+            json!({"ready": true, "created": [], "enabled": false}),
+            "{action}"
+        );
+    }
+    // What later layers read: a store that is off has no endpoint.
+    for slot in ["databases.documentdb", "databases.redis"] {
+        assert_eq!(
+            recorder.saved("acme", slot),
+            Some(json!({"enabled": false}))
+        );
     }
     let entries = recorder.entries.lock().unwrap();
     assert_eq!(entries.len(), 4);
-    assert!(entries.iter().all(|e| e.outcome == "disabled"));
+    // The kit names the outcome (nothing made by an ensure, ready for a status); the
+    // detail says why.
+    let outcomes: Vec<_> = entries.iter().map(|e| e.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["unchanged", "ready", "unchanged", "ready"]);
+    assert!(
+        entries.iter().all(|e| e
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.ends_with("is off in the spec"))),
+        "{entries:?}"
+    );
 }

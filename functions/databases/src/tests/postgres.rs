@@ -291,7 +291,13 @@ async fn a_new_instance_gets_every_security_setting() {
         json!([ID, "apiary-acme-postgres16", ID]),
         "subnet group, parameter group, instance"
     );
-    assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "created");
+    // Created, but not ready: the kit journals what the step still waits for.
+    let entries = recorder.entries.lock().unwrap();
+    assert_eq!(entries[0].outcome, "not-ready");
+    assert_eq!(
+        entries[0].detail.as_deref(),
+        Some("RDS instance apiary-acme-postgres is creating")
+    );
 }
 
 #[tokio::test]
@@ -313,9 +319,9 @@ async fn medium_deployments_are_multi_az() {
         rds: vec![&subnets, &groups, &params, &missing, &create],
         ..Default::default()
     };
-    let (deps, _) = mocks.deps();
     let spec = json!({"name": "acme", "size": "medium", "dns": {"domain": "hh.example.com"}});
-    handle(&deps, event_with("ensure-postgres", spec))
+    let (deps, _) = mocks.deps_with(spec, layers());
+    handle(&deps, event("ensure-postgres"))
         .await
         .expect("ensure");
     assert_eq!(create.num_calls(), 1);
@@ -376,6 +382,38 @@ async fn status_polls_without_creating() {
     assert_eq!(out["ready"], json!(false));
     assert_eq!(out["missing"], json!([ID]));
     assert_eq!(create.num_calls(), 0, "status never creates");
+}
+
+#[tokio::test]
+async fn the_poll_that_sees_the_instance_ready_keeps_its_endpoint() {
+    let creating = describe_instance("creating");
+    let mocks = Mocks {
+        rds: vec![&creating],
+        ..Default::default()
+    };
+    let (deps, recorder) = mocks.deps();
+    handle(&deps, event("status-postgres"))
+        .await
+        .expect("status");
+    assert_eq!(recorder.saved("acme", "databases.postgres"), None);
+
+    let available = describe_instance("available");
+    let mocks = Mocks {
+        rds: vec![&available],
+        ..Default::default()
+    };
+    let (deps, recorder) = mocks.deps();
+    handle(&deps, event("status-postgres"))
+        .await
+        .expect("status");
+    assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "ready");
+    let saved = recorder.saved("acme", "databases.postgres").expect("kept");
+    let layers =
+        apiary_core::step::assemble([("databases.postgres".to_owned(), saved)].into()).unwrap();
+    let postgres = layers.databases().unwrap().postgres.clone().unwrap();
+    assert_eq!(postgres.identifier, ID);
+    assert_eq!(postgres.secret_arn, SECRET);
+    assert_eq!(postgres.port, 5432);
 }
 
 #[tokio::test]
@@ -475,7 +513,7 @@ async fn access_denied_is_fatal_and_throttling_is_retryable() {
 
 #[test]
 fn instance_states() {
-    use crate::postgres::{InstanceState, instance_state};
+    use crate::readiness::{Readiness as InstanceState, instance_readiness as instance_state};
     assert_eq!(instance_state("available"), InstanceState::Ready);
     for pending in [
         "creating",

@@ -265,11 +265,9 @@ async fn multi_az_gets_two_nodes_with_failover() {
         secrets: vec![&secret, &stored],
         ..Default::default()
     };
-    let (deps, _) = mocks.deps();
     let spec = json!({"name": "acme", "size": "large", "dns": {"domain": "hh.example.com"}});
-    handle(&deps, event_with("ensure-redis", spec))
-        .await
-        .expect("ensure");
+    let (deps, _) = mocks.deps_with(spec, layers());
+    handle(&deps, event("ensure-redis")).await.expect("ensure");
     assert_eq!(create.num_calls(), 1);
 }
 

@@ -5,7 +5,8 @@ use serde_json::json;
 
 use super::*;
 use crate::fake_api::{self, ApplyServer, Reply};
-use crate::manifests::{self, fixtures};
+use crate::fixtures;
+use crate::manifests;
 
 fn manifests_for(image: &str) -> Vec<Manifest> {
     let mut ctx = fixtures::context();

@@ -275,16 +275,6 @@ impl Manifest {
             self.name
         )
     }
-
-    /// A summary for the step's output.
-    pub fn summary(&self) -> Value {
-        serde_json::json!({
-            "api_version": self.api_version,
-            "kind": self.kind,
-            "namespace": self.namespace,
-            "name": self.name,
-        })
-    }
 }
 
 /// A document is valid for `K` when it parses as `K` and serialises back unchanged: no
@@ -331,8 +321,6 @@ pub fn build(ctx: &Context) -> Result<Vec<Manifest>> {
     Ok(objects)
 }
 
-#[cfg(test)]
-pub(crate) mod fixtures;
 #[cfg(test)]
 mod network_tests;
 #[cfg(test)]

@@ -2,9 +2,9 @@
 
 use serde_json::json;
 
-use super::fixtures::context;
 use super::tests::{body, built, find};
 use super::*;
+use crate::fixtures::context;
 
 #[test]
 fn network_policy_admits_only_the_load_balancer_and_the_namespace() {

@@ -40,13 +40,20 @@ pub fn permissions_policy(layers: &Layers, region: &str) -> Result<Value> {
         .filter(|(purpose, _)| !BUCKETS_NOT_FOR_PODS.contains(&purpose.as_str()))
         .map(|(_, bucket)| bucket)
         .collect();
+    let partition = apiary_core::aws::partition(region);
+    let bucket_arn = |suffix: &str| -> Vec<String> {
+        buckets
+            .iter()
+            .map(|b| apiary_core::aws::arn(partition, "s3", "", "", &format!("{b}{suffix}")))
+            .collect()
+    };
     let mut statements = Vec::new();
     if !buckets.is_empty() {
         statements.push(json!({
             "Sid": "ListDataBuckets",
             "Effect": "Allow",
             "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
-            "Resource": buckets.iter().map(|b| format!("arn:aws:s3:::{b}")).collect::<Vec<_>>()
+            "Resource": bucket_arn("")
         }));
         statements.push(json!({
             "Sid": "WriteDataBuckets",
@@ -55,7 +62,7 @@ pub fn permissions_policy(layers: &Layers, region: &str) -> Result<Value> {
                 "s3:GetObject", "s3:PutObject", "s3:DeleteObject",
                 "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"
             ],
-            "Resource": buckets.iter().map(|b| format!("arn:aws:s3:::{b}/*")).collect::<Vec<_>>()
+            "Resource": bucket_arn("/*")
         }));
     }
     statements.push(json!({

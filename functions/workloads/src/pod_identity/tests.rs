@@ -1,26 +1,28 @@
 use apiary_core::ErrorName;
-use apiary_core::step::StepInput;
 use aws_sdk_eks::operation::create_pod_identity_association::CreatePodIdentityAssociationError;
 use aws_sdk_eks::operation::update_pod_identity_association::UpdatePodIdentityAssociationOutput;
 use aws_sdk_eks::types::error::InvalidParameterException;
 use aws_smithy_mocks::mock;
 use aws_smithy_types::error::ErrorMetadata;
 
+use serde_json::json;
+
 use super::*;
 use crate::KubeAccess;
-use crate::manifests::fixtures;
+use crate::fixtures;
 use crate::test_support::*;
 
 async fn run(deps: &Deps) -> Result<(PodIdentity, Vec<String>)> {
-    let input = StepInput::from_event(fixtures::event("ensure")).unwrap();
     let log = StepLog::new(
         deps.recorder.as_ref(),
-        "acme-prod",
+        fixtures::NAME,
         Layer::Workloads,
-        &input,
+        "workloads",
+        "exec-1",
+        "ensure",
     );
-    let names = Names::new("acme-prod");
-    let identity = ensure(deps, &names, &input.layers, "us-west-2", &log).await?;
+    let names = Names::new(fixtures::NAME);
+    let identity = ensure(deps, &names, &fixtures::layers(), "us-west-2", &log).await?;
     Ok((identity, log.created_ids()))
 }
 
@@ -148,7 +150,7 @@ async fn an_emulator_without_the_pod_identity_api_is_reported_not_hidden() {
         panic!("{identity:?}");
     };
     assert!(detail.contains("ListPodIdentityAssociations"), "{detail}");
-    let json = identity.to_json();
+    let json = serde_json::to_value(identity.report()).unwrap();
     assert_eq!(json["association"], "not-created");
     assert_eq!(json["association_id"], Value::Null);
     // The role is real and recorded; no association is claimed.
@@ -249,4 +251,12 @@ fn policies_compare_whether_iam_encodes_them_or_not() {
     assert_eq!(parse_policy(&url_encode(&policy.to_string())), Some(policy));
     assert_eq!(parse_policy("%7B%22a%22%3A1%7D"), Some(json!({"a": 1})));
     assert_eq!(parse_policy("%zz"), None);
+}
+
+#[test]
+fn bucket_grants_name_the_regions_partition() {
+    let policy = permissions_policy(&fixtures::layers(), "us-gov-west-1").unwrap();
+    let text = policy.to_string();
+    assert!(text.contains("arn:aws-us-gov:s3:::"), "{text}");
+    assert!(!text.contains("arn:aws:s3:::"), "{text}");
 }

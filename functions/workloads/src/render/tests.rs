@@ -2,7 +2,8 @@ use apiary_core::ErrorName;
 use serde_json::json;
 
 use super::*;
-use crate::manifests::{self, fixtures};
+use crate::fixtures;
+use crate::manifests;
 
 fn temp_folder() -> PathBuf {
     std::env::temp_dir().join(format!("apiary-render-{}", uuid::Uuid::new_v4().simple()))

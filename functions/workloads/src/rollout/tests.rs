@@ -3,7 +3,8 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::fake_api::{self, Reply};
-use crate::manifests::{self, fixtures};
+use crate::fixtures;
+use crate::manifests;
 
 const IMAGE: &str = "public.ecr.aws/honeyhive/ingestion:1.0.0";
 

@@ -60,7 +60,7 @@ impl Step for TestStep {
         if step.action == TestAction::Ensure {
             step.log.created("db-1");
         }
-        Ok(Done::pending(
+        let done = Done::pending(
             TestOutput {
                 identifier: format!("{}-db", step.spec.name),
                 host: keys.key("rds")?.alias.clone(),
@@ -68,7 +68,12 @@ impl Step for TestStep {
                 secret_arn: "arn:secret".into(),
             },
             self.pending.clone(),
-        ))
+        );
+        Ok(if step.flag("noted") {
+            done.with_detail("the customer must add two records")
+        } else {
+            done
+        })
     }
 
     fn state(&self) -> &dyn Recorder {
@@ -123,6 +128,26 @@ async fn a_pending_step_reports_what_it_waits_for_and_saves_nothing() {
     let entries = step.state.entries.lock().unwrap();
     assert_eq!(entries[0].outcome, "not-ready");
     assert_eq!(entries[0].detail.as_deref(), Some("db-1 is creating"));
+}
+
+#[tokio::test]
+async fn a_steps_note_reaches_the_journal_with_its_outcome() {
+    let step = seeded(&[]);
+    let mut noted = event("ensure", "acme");
+    noted["options"] = json!({"noted": true});
+    run(&step, noted).await.unwrap();
+    let step_pending = seeded(&["cert pending"]);
+    let mut noted = event("ensure", "acme");
+    noted["options"] = json!({"noted": true});
+    run(&step_pending, noted).await.unwrap();
+    let done = &step.state.entries.lock().unwrap()[0];
+    assert_eq!(done.outcome, "created");
+    assert_eq!(done.detail.as_deref(), Some("the customer must add two records"));
+    let pending = &step_pending.state.entries.lock().unwrap()[0];
+    assert_eq!(
+        pending.detail.as_deref(),
+        Some("cert pending; the customer must add two records")
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,84 @@
+//! What the workloads step returns. The kit adds `ready`, `created` and `pending` around
+//! these fields; a ready output is kept for the workflow's result and the local summary
+//! (no later layer reads it).
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::apply::Applied;
+use crate::pod_identity::PodIdentityReport;
+use crate::render::RenderedFile;
+use crate::rollout::Rollout;
+
+/// The output of either action.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Output {
+    Ensure(EnsureOutput),
+    Status(StatusOutput),
+}
+
+/// What `ensure` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnsureOutput {
+    #[serde(flatten)]
+    pub target: Ensured,
+    /// Objects this run changed: files rewritten, or applies that changed the object.
+    pub changed: usize,
+    pub pod_identity: PodIdentityReport,
+    pub detail: String,
+}
+
+/// Where the objects went (`mode`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum Ensured {
+    /// Written as YAML and validated; nothing reached a cluster.
+    Rendered {
+        applied: bool,
+        folder: PathBuf,
+        validated: bool,
+        objects: Vec<RenderedFile>,
+    },
+    /// Server-side applied to the cluster.
+    Applied {
+        applied: bool,
+        /// `eks` or `kubeconfig`.
+        via: &'static str,
+        auto_mode: bool,
+        objects: Vec<Applied>,
+        skipped: Vec<Skipped>,
+    },
+}
+
+/// An object a cluster without EKS Auto Mode does not get.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub reason: String,
+}
+
+/// What `status` found (`mode`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum StatusOutput {
+    /// The manifests were only rendered: there is no rollout to wait for.
+    Rendered {
+        applied: bool,
+        folder: PathBuf,
+        desired: i32,
+        updated: i32,
+        available: i32,
+        detail: String,
+    },
+    /// The rollout's counts in the cluster.
+    Applied {
+        via: &'static str,
+        #[serde(flatten)]
+        rollout: Rollout,
+    },
+}
