@@ -1,36 +1,66 @@
-//! The control steps (validate, lock, ready, fail, unlock) against the emulator.
+//! The control steps (validate, lock, ready, fail, unlock) and the cleanup after a run
+//! that ended without its own unlock, against the emulator, with the local runs' owners
+//! (`local:<host>:<pid>:<start time>:<execution>`).
+
+use std::sync::Arc;
 
 use apiary_core::ErrorName;
 use apiary_core::store::{DeploymentStatus, Store};
 use apiary_e2e::{sdk_config, unique_name};
+use control::{LocalRuns, Runs};
 use serde_json::{Value, json};
 
-async fn deps() -> deployment::Deps {
+/// The control function as the local runner registers it, and its runs: the local
+/// runner marks each execution started and finished.
+async fn deps() -> (control::Deps, Arc<LocalRuns>) {
     let config = sdk_config().await;
     let store = Store::new(
         aws_sdk_dynamodb::Client::new(&config),
-        "apiary-test-deployment",
+        "apiary-test-control",
     );
     store.ensure_table().await.unwrap();
-    deployment::Deps::new(store)
+    let runs = Arc::new(LocalRuns::new());
+    (control::Deps::new(store, runs.clone()), runs)
 }
 
+fn spec(name: &str) -> Value {
+    json!({"name": name, "dns": {"domain": "hh.example.com"}})
+}
+
+/// An execution of the local runner's provision, by name.
+fn execution(name: &str) -> String {
+    format!("arn:aws:states:us-west-2:123456789012:execution:apiary-provision:{name}")
+}
+
+/// A step that brings a new spec (validate, lock), as provision sends it.
+fn with_spec(action: &str, name: &str, execution: &str) -> Value {
+    json!({
+        "action": action,
+        "spec": spec(name),
+        "execution_id": execution,
+        "options": {"workflow": "provision"},
+    })
+}
+
+/// A step of a deployment the table holds.
 fn event(action: &str, name: &str, execution: &str) -> Value {
     json!({
         "action": action,
-        "workflow": "provision",
+        "deployment": name,
         "execution_id": execution,
-        "spec": {"name": name, "dns": {"domain": "hh.example.com"}},
+        "options": {"workflow": "provision"},
     })
 }
 
 #[tokio::test]
 async fn validate_fills_defaults_and_rejects_every_problem() {
-    let deps = deps().await;
+    let (deps, _) = deps().await;
     let name = unique_name("validate");
-    let spec = deployment::handle(&deps, event("validate", &name, "e1"))
+    let out = control::handle(&deps, with_spec("validate", &name, "e1"))
         .await
         .unwrap();
+    assert_eq!(out["deployment"], json!(name));
+    let spec = &out["spec"];
     assert_eq!(spec["network"]["az_count"], json!(3));
     assert!(
         spec["network"]["vpc_cidr"]
@@ -39,7 +69,7 @@ async fn validate_fills_defaults_and_rejects_every_problem() {
             .ends_with("/16")
     );
     let bad = json!({"action": "validate", "spec": {"name": "", "size": "huge"}});
-    let err = deployment::handle(&deps, bad).await.unwrap_err();
+    let err = control::handle(&deps, bad).await.unwrap_err();
     assert_eq!(err.name(), ErrorName::InvalidSpec);
     let text = err.to_string();
     assert!(
@@ -51,33 +81,42 @@ async fn validate_fills_defaults_and_rejects_every_problem() {
         None,
         "validation writes nothing"
     );
+    assert!(deps.store.journal(&name).await.unwrap().is_empty());
+    assert_eq!(deps.store.current_lock(&name).await.unwrap(), None);
 }
 
 #[tokio::test]
 async fn lock_ready_fail_and_unlock_follow_the_owner() {
-    let deps = deps().await;
+    let (deps, runs) = deps().await;
     let name = unique_name("control");
-    deployment::handle(&deps, event("lock", &name, "exec-1"))
+    let (first, second) = (
+        execution(&unique_name("exec-1")),
+        execution(&unique_name("exec-2")),
+    );
+    // Both runs are live in this process, as the local runner marks them.
+    runs.started(&first);
+    runs.started(&second);
+    control::handle(&deps, with_spec("lock", &name, &first))
         .await
         .expect("lock");
     let record = deps.store.get_deployment(&name).await.unwrap().unwrap();
     assert_eq!(record.status, DeploymentStatus::Provisioning);
-    deployment::handle(&deps, event("lock", &name, "exec-1"))
+    control::handle(&deps, with_spec("lock", &name, &first))
         .await
         .expect("same owner renews");
 
-    let conflict = deployment::handle(&deps, event("lock", &name, "exec-2"))
+    let conflict = control::handle(&deps, with_spec("lock", &name, &second))
         .await
         .unwrap_err();
     assert_eq!(conflict.name(), ErrorName::Conflict);
-    let stolen = deployment::handle(&deps, event("unlock", &name, "exec-2"))
+    let stolen = control::handle(&deps, event("unlock", &name, &second))
         .await
         .unwrap_err();
     assert_eq!(stolen.name(), ErrorName::Conflict);
 
-    let mut fail = event("fail", &name, "exec-1");
-    fail["failure"] = json!({"Error": "Apiary.Fatal", "Cause": "CreateVpc failed"});
-    deployment::handle(&deps, fail).await.unwrap();
+    let mut fail = event("fail", &name, &first);
+    fail["options"]["failure"] = json!({"Error": "Apiary.Fatal", "Cause": "CreateVpc failed"});
+    control::handle(&deps, fail).await.unwrap();
     assert_eq!(
         deps.store
             .get_deployment(&name)
@@ -88,22 +127,23 @@ async fn lock_ready_fail_and_unlock_follow_the_owner() {
         DeploymentStatus::Failed
     );
     let journal = deps.store.journal(&name).await.unwrap();
+    // The refused lock and unlock above are journaled as failed steps too.
     let failed = journal
         .iter()
-        .find(|e| e.outcome == "failed")
+        .find(|e| e.action == "fail" && e.outcome == "failed")
         .expect("failure journaled");
     assert_eq!(
         failed.detail.as_deref(),
         Some("Apiary.Fatal: CreateVpc failed")
     );
 
-    deployment::handle(&deps, event("unlock", &name, "exec-1"))
+    control::handle(&deps, event("unlock", &name, &first))
         .await
         .unwrap();
-    deployment::handle(&deps, event("lock", &name, "exec-2"))
+    control::handle(&deps, with_spec("lock", &name, &second))
         .await
         .expect("free after unlock");
-    deployment::handle(&deps, event("ready", &name, "exec-2"))
+    control::handle(&deps, event("ready", &name, &second))
         .await
         .unwrap();
     assert_eq!(
@@ -116,8 +156,118 @@ async fn lock_ready_fail_and_unlock_follow_the_owner() {
         DeploymentStatus::Ready
     );
 
-    let unknown = deployment::handle(&deps, event("explode", &name, "exec-2"))
+    let unknown = control::handle(&deps, event("explode", &name, &second))
         .await
         .unwrap_err();
     assert_eq!(unknown.name(), ErrorName::InvalidInput);
+    runs.finished(&first);
+    runs.finished(&second);
+}
+
+#[tokio::test]
+async fn a_lock_held_by_a_local_process_that_is_gone_is_taken_over() {
+    let (deps, runs) = deps().await;
+    let name = unique_name("takeover");
+    // Above the kernel's largest pid (2^22): a run killed long ago.
+    let dead = format!("local:{}:4194999:12345:killed-run", runs.host());
+    deps.store
+        .acquire_lock(&name, &dead, chrono::Duration::hours(1), chrono::Utc::now())
+        .await
+        .unwrap();
+    let next = execution(&unique_name("next"));
+    runs.started(&next);
+    let out = control::handle(&deps, with_spec("lock", &name, &next))
+        .await
+        .expect("a dead run's lock does not block the next run");
+    runs.finished(&next);
+    assert_eq!(out["took_over_from"], json!(dead));
+    let lock = deps.store.current_lock(&name).await.unwrap().unwrap();
+    assert_eq!(lock.owner, runs.owner(&next));
+    let journal = deps.store.journal(&name).await.unwrap();
+    let takeover = journal
+        .iter()
+        .find(|e| e.outcome == "took-over")
+        .expect("the takeover is journaled");
+    assert_eq!(
+        takeover.detail.as_deref(),
+        Some(format!("took over the lock of {dead}, which is not running").as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_lock_held_by_a_live_execution_is_not_taken_over() {
+    let (deps, runs) = deps().await;
+    let name = unique_name("live");
+    let live = execution(&unique_name("live"));
+    runs.started(&live);
+    control::handle(&deps, with_spec("lock", &name, &live))
+        .await
+        .unwrap();
+    let next = execution(&unique_name("next"));
+    runs.started(&next);
+    let err = control::handle(&deps, with_spec("lock", &name, &next))
+        .await
+        .unwrap_err();
+    runs.finished(&next);
+    assert_eq!(err.name(), ErrorName::Conflict);
+    let lock = deps.store.current_lock(&name).await.unwrap().unwrap();
+    assert_eq!(lock.owner, runs.owner(&live), "still the live run's");
+
+    // Once it has ended (without unlocking), the lock is free for the next run.
+    runs.finished(&live);
+    control::handle(&deps, with_spec("lock", &name, &next))
+        .await
+        .expect("taken over once the holder ended");
+}
+
+#[tokio::test]
+async fn cleanup_releases_only_the_lock_the_ended_execution_holds() {
+    let (deps, runs) = deps().await;
+    let (ended_one, other) = (unique_name("ended"), unique_name("other"));
+    let ended = execution(&unique_name("timed-out"));
+    let live = execution(&unique_name("live"));
+    runs.started(&ended);
+    runs.started(&live);
+    control::handle(&deps, with_spec("lock", &ended_one, &ended))
+        .await
+        .unwrap();
+    control::handle(&deps, with_spec("lock", &other, &live))
+        .await
+        .unwrap();
+    runs.finished(&ended);
+
+    let cleaned = control::cleanup(
+        &deps,
+        &ended,
+        "TIMED_OUT",
+        &json!({"spec": spec(&ended_one)}),
+    )
+    .await
+    .unwrap();
+    assert!(cleaned.released && cleaned.marked_failed, "{cleaned:?}");
+    assert_eq!(deps.store.current_lock(&ended_one).await.unwrap(), None);
+    let record = deps
+        .store
+        .get_deployment(&ended_one)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, DeploymentStatus::Failed);
+    let journal = deps.store.journal(&ended_one).await.unwrap();
+    let end = journal
+        .iter()
+        .find(|e| e.outcome == "timed-out")
+        .expect("the end is journaled");
+    assert_eq!(end.execution_id, ended);
+
+    // The same ended run named against a deployment another (live) run holds.
+    let cleaned = control::cleanup(&deps, &ended, "ABORTED", &json!({"deployment": other}))
+        .await
+        .unwrap();
+    assert!(!cleaned.released && !cleaned.marked_failed, "{cleaned:?}");
+    let lock = deps.store.current_lock(&other).await.unwrap().unwrap();
+    assert_eq!(lock.owner, runs.owner(&live));
+    let record = deps.store.get_deployment(&other).await.unwrap().unwrap();
+    assert_eq!(record.status, DeploymentStatus::Provisioning);
+    runs.finished(&live);
 }

@@ -106,7 +106,11 @@ fn prepare(
     input: Option<&str>,
     kubeconfig: Option<&Path>,
 ) -> Result<Prepared, String> {
-    let root = project_root(&ProcessEnv).map_err(|e| format!("finding the project: {e}"))?;
+    let root = project_root(&ProcessEnv).ok_or_else(|| {
+        "cannot find the project (a folder with scripts/emulator): run from the clone, or \
+         set APIARY_ROOT"
+            .to_owned()
+    })?;
     let file = root
         .join("statemachines")
         .join(format!("{workflow}.asl.json"));

@@ -1,42 +1,131 @@
-//! The control steps of every workflow: validate the spec, take and release the
-//! deployment lock, and record the outcome (ready, or failed with its cause).
+//! The control steps of every workflow: validate a spec, take the deployment's lock (the
+//! only step that stores a spec), mark the deployment ready or failed, release the lock;
+//! and the cleanup after a run that ended without its own unlock (timed out, stopped).
+//!
+//! A dead run never blocks the next: the lock's owner is the execution ARN on AWS and
+//! `local:<host>:<pid>:<start time>:<execution>` locally, and the lock step takes over a
+//! held lock only when its holder is not running ([`Runs`]), so two live runs never
+//! both hold it.
 
+mod cleanup;
+mod lock;
+mod runs;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use apiary_core::naming::Layer;
 use apiary_core::spec::DeploymentSpec;
-use apiary_core::store::{DeploymentStatus, JournalEntry, Store};
+use apiary_core::step::{Action, Done, Recorder, Step, StepContext};
+use apiary_core::store::{DeploymentStatus, JournalEntry, Resource, Store};
 use apiary_core::{Error, Result};
-use chrono::{Duration, Utc};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-/// How long a workflow holds the lock before another may take it over. Longer than any
-/// provision run (EKS and RDS take under an hour), short enough that a crashed run does
-/// not block the deployment for a day.
-pub const LOCK_LEASE_HOURS: i64 = 3;
+pub use cleanup::{
+    Cleaned, DETAIL_TYPE, Ended, RunEnd, SOURCE, cleanup, deployment_of, parse_event, workflow_of,
+};
+pub use runs::{LocalRuns, Runs, StepFunctionsRuns, execution_name, is_execution_arn};
+
+/// How long a lock lasts when its holder's liveness cannot be checked (a manual owner, a
+/// local run on another host): at least the longest workflow timeout, so that a live
+/// run's lock never runs out under it (a test checks it against every state machine).
+/// A holder whose liveness can be checked is taken over as soon as it is not running,
+/// however long its lease.
+pub const LOCK_LEASE_HOURS: i64 = 36;
+
+/// The workflow a step runs in when its options name none.
+pub const DEFAULT_WORKFLOW: &str = "provision";
 
 pub struct Deps {
     pub store: Store,
+    pub runs: Arc<dyn Runs>,
 }
 
 impl Deps {
-    pub fn new(store: Store) -> Self {
-        Deps { store }
+    /// `runs`: [`StepFunctionsRuns`] in the Lambda, [`LocalRuns`] in local runs.
+    pub fn new(store: Store, runs: Arc<dyn Runs>) -> Self {
+        Deps { store, runs }
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct ControlInput {
-    action: String,
-    spec: Value,
-    #[serde(default)]
-    execution_id: Option<String>,
-    /// The workflow, for the journal (`provision`, `teardown`, ...).
-    #[serde(default)]
-    workflow: Option<String>,
-    /// The Catch output of the failed step: `{"Error": ..., "Cause": ...}`.
-    #[serde(default)]
-    failure: Option<Failure>,
+/// The control actions, as the state machines spell them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ControlAction {
+    #[serde(rename = "validate")]
+    Validate,
+    #[serde(rename = "lock")]
+    Lock,
+    #[serde(rename = "ready")]
+    Ready,
+    #[serde(rename = "fail")]
+    Fail,
+    #[serde(rename = "unlock")]
+    Unlock,
 }
 
+impl Action for ControlAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            ControlAction::Validate => "validate",
+            ControlAction::Lock => "lock",
+            ControlAction::Ready => "ready",
+            ControlAction::Fail => "fail",
+            ControlAction::Unlock => "unlock",
+        }
+    }
+    /// None changes a resource: they change the deployment's record and lock only.
+    fn mutates(self) -> bool {
+        false
+    }
+    /// A new spec comes in through validate (checked, never stored) and lock (stored).
+    fn accepts_spec(self) -> bool {
+        matches!(self, ControlAction::Validate | ControlAction::Lock)
+    }
+}
+
+impl ControlAction {
+    /// Whether the kit journals this action's outcome. Validate writes nothing at all (a
+    /// rejected or merely checked spec leaves no trace in the table), and fail writes its
+    /// own entry, which carries the failure's cause.
+    fn kit_journals(self) -> bool {
+        !matches!(self, ControlAction::Validate | ControlAction::Fail)
+    }
+}
+
+/// What each action returns (besides the kit's `ready` and `created`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ControlOutput {
+    Validated {
+        deployment: String,
+        /// The spec with its defaults filled in.
+        spec: Box<DeploymentSpec>,
+    },
+    Locked {
+        owner: String,
+        expires_at: DateTime<Utc>,
+        /// The run whose lock this one took over, because it was not running.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        took_over_from: Option<String>,
+    },
+    Ready {
+        status: DeploymentStatus,
+        /// Every saved step output, all fields kept (a store's `emulated: false`, where
+        /// the workloads went): the workflow's result.
+        layers: Value,
+    },
+    Failed {
+        status: DeploymentStatus,
+    },
+    Unlocked {
+        released: bool,
+    },
+}
+
+/// The failure a workflow's Catch hands to `fail`.
 #[derive(Debug, Deserialize)]
 struct Failure {
     #[serde(rename = "Error", default)]
@@ -45,78 +134,207 @@ struct Failure {
     cause: String,
 }
 
-#[tracing::instrument(name = "deployment", skip_all, fields(action))]
+/// The function's entry: an EventBridge event (it has a `detail-type`) is a run that
+/// ended, cleaned up after; anything else is a step of a workflow.
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
-    let input: ControlInput = serde_path_to_error::deserialize(event).map_err(|e| {
-        Error::invalid_input(format!("step input field `{}`: {}", e.path(), e.inner()))
-    })?;
-    tracing::Span::current().record("action", input.action.as_str());
-    // Validation comes first and touches nothing: a bad spec changes no state at all.
-    let spec = DeploymentSpec::parse(&input.spec)?;
-    let owner = input
-        .execution_id
-        .clone()
-        .unwrap_or_else(|| "manual".to_owned());
-    let workflow = input
-        .workflow
-        .clone()
-        .unwrap_or_else(|| "provision".to_owned());
-    let now = Utc::now();
-    let store = &deps.store;
-    let journal = |outcome: &str, detail: Option<String>| JournalEntry {
-        deployment: spec.name.clone(),
-        execution_id: owner.clone(),
-        step: workflow.clone(),
-        action: input.action.clone(),
-        outcome: outcome.to_owned(),
-        resource_ids: Vec::new(),
-        detail,
-        at: now,
+    // Boxed, as the kit boxes a step: each entry is one deep future.
+    if event.get("detail-type").is_some() {
+        return Box::pin(cleanup::from_event(deps, event)).await;
+    }
+    // The kit parses the event and refuses a bad action; this only picks how to journal.
+    let action = event
+        .get("action")
+        .and_then(|a| ControlAction::deserialize(a).ok());
+    let step = Control {
+        deps,
+        state: StepState {
+            store: &deps.store,
+            journal: action.is_none_or(ControlAction::kit_journals),
+        },
+        spec_in_event: event.get("spec").is_some_and(|spec| !spec.is_null()),
     };
-    match input.action.as_str() {
-        "validate" => {
-            let spec_json = serde_json::to_value(&spec).map_err(|e| Error::fatal(e.to_string()))?;
-            Ok(spec_json)
+    Box::pin(apiary_core::step::run(&step, event)).await
+}
+
+/// One invocation's step: the kit sees neither whether the spec came in the event nor
+/// which actions it should not journal, so both are decided here, from the event.
+struct Control<'a> {
+    deps: &'a Deps,
+    state: StepState<'a>,
+    spec_in_event: bool,
+}
+
+/// The state table as the kit sees it, with the kit's journal entry kept or left out.
+struct StepState<'a> {
+    store: &'a Store,
+    journal: bool,
+}
+
+#[async_trait]
+impl Recorder for StepState<'_> {
+    async fn spec(&self, deployment: &str) -> Result<Option<DeploymentSpec>> {
+        Recorder::spec(self.store, deployment).await
+    }
+    async fn outputs(&self, deployment: &str) -> Result<BTreeMap<String, Value>> {
+        Recorder::outputs(self.store, deployment).await
+    }
+    async fn save_output(&self, deployment: &str, slot: &str, output: &Value) -> Result<()> {
+        Recorder::save_output(self.store, deployment, slot, output).await
+    }
+    async fn resource(&self, deployment: &str, resource: &Resource) -> Result<()> {
+        Recorder::resource(self.store, deployment, resource).await
+    }
+    async fn journal(&self, entry: &JournalEntry) -> Result<()> {
+        if self.journal {
+            Recorder::journal(self.store, entry).await
+        } else {
+            Ok(())
         }
-        "lock" => {
-            let lock = store
-                .acquire_lock(&spec.name, &owner, Duration::hours(LOCK_LEASE_HOURS), now)
-                .await?;
-            let status = if workflow == "teardown" {
-                DeploymentStatus::TearingDown
-            } else {
-                DeploymentStatus::Provisioning
-            };
-            if workflow == "provision" || workflow == "teardown" {
-                store.put_deployment(&spec, status, now).await?;
-            }
-            store.append_journal(&journal("locked", None)).await?;
-            Ok(json!({"owner": lock.owner, "expires_at": lock.expires_at}))
-        }
-        "ready" => {
-            store
-                .set_status(&spec.name, DeploymentStatus::Ready, now)
-                .await?;
-            store.append_journal(&journal("succeeded", None)).await?;
-            Ok(json!({"status": DeploymentStatus::Ready.as_str()}))
-        }
-        "fail" => {
-            let failure = input.failure.as_ref();
-            let detail = failure.map(|f| format!("{}: {}", f.error, f.cause));
-            if store.get_deployment(&spec.name).await?.is_some() {
-                store
-                    .set_status(&spec.name, DeploymentStatus::Failed, now)
-                    .await?;
-            }
-            store.append_journal(&journal("failed", detail)).await?;
-            Ok(json!({"status": DeploymentStatus::Failed.as_str()}))
-        }
-        "unlock" => {
-            store.release_lock(&spec.name, &owner).await?;
-            Ok(json!({"released": true}))
-        }
-        other => Err(Error::invalid_input(format!(
-            "deployment: unknown action {other:?}; expected validate, lock, ready, fail or unlock"
-        ))),
     }
 }
+
+/// The workflow a step belongs to (`provision`, `teardown`, ...), from its options.
+fn workflow(options: &Map<String, Value>) -> &str {
+    options
+        .get("workflow")
+        .and_then(Value::as_str)
+        .unwrap_or(DEFAULT_WORKFLOW)
+}
+
+#[async_trait]
+impl Step for Control<'_> {
+    const LAYER: Layer = Layer::Control;
+    type Action = ControlAction;
+    type Output = ControlOutput;
+
+    async fn run(&self, step: &StepContext<'_, ControlAction>) -> Result<Done<ControlOutput>> {
+        if let Some(named) = step.options.get("workflow")
+            && !named.is_string()
+        {
+            return Err(Error::invalid_input(format!(
+                "step input field `options.workflow`: expected a workflow name, found {named}"
+            )));
+        }
+        let output = match step.action {
+            ControlAction::Validate => ControlOutput::Validated {
+                deployment: step.spec.name.clone(),
+                spec: Box::new(step.spec.clone()),
+            },
+            ControlAction::Lock => self.lock(step).await?,
+            ControlAction::Ready => {
+                self.deps
+                    .store
+                    .set_status(&step.spec.name, DeploymentStatus::Ready, Utc::now())
+                    .await?;
+                let outputs = self.deps.store.layer_outputs(&step.spec.name).await?;
+                ControlOutput::Ready {
+                    status: DeploymentStatus::Ready,
+                    layers: apiary_core::step::assemble_value(outputs)?,
+                }
+            }
+            ControlAction::Fail => self.fail(step).await?,
+            ControlAction::Unlock => {
+                let owner = self.deps.runs.owner(&step.execution_id);
+                self.deps
+                    .store
+                    .release_lock(&step.spec.name, &owner)
+                    .await?;
+                ControlOutput::Unlocked { released: true }
+            }
+        };
+        Ok(Done::ready(output))
+    }
+
+    fn state(&self) -> &dyn Recorder {
+        &self.state
+    }
+
+    fn journal_step(&self, options: &Map<String, Value>) -> String {
+        workflow(options).to_owned()
+    }
+}
+
+impl Control<'_> {
+    /// Takes the lock (taking it over from a run that is not running), then stores the
+    /// event's spec: the only place a spec enters the table. Without one, the stored
+    /// record is used and only its status follows the workflow.
+    async fn lock(&self, step: &StepContext<'_, ControlAction>) -> Result<ControlOutput> {
+        let deps = self.deps;
+        let deployment = step.spec.name.as_str();
+        let workflow = workflow(&step.options);
+        let owner = deps.runs.owner(&step.execution_id);
+        let now = Utc::now();
+        let taken = lock::take(
+            &deps.store,
+            deps.runs.as_ref(),
+            deployment,
+            &owner,
+            Duration::hours(LOCK_LEASE_HOURS),
+            now,
+        )
+        .await?;
+        if let Some(previous) = &taken.took_over_from {
+            tracing::warn!(previous, "took over the lock of a run that is not running");
+            lock::journal_takeover(
+                &deps.store,
+                deployment,
+                &step.execution_id,
+                workflow,
+                previous,
+            )
+            .await;
+        }
+        let status = match workflow {
+            "teardown" => Some(DeploymentStatus::TearingDown),
+            "provision" => Some(DeploymentStatus::Provisioning),
+            _ => None,
+        };
+        if self.spec_in_event {
+            let status = status.unwrap_or(DeploymentStatus::Provisioning);
+            deps.store.put_deployment(&step.spec, status, now).await?;
+        } else if let Some(status) = status {
+            deps.store.set_status(deployment, status, now).await?;
+        }
+        Ok(ControlOutput::Locked {
+            owner: taken.lock.owner,
+            expires_at: taken.lock.expires_at,
+            took_over_from: taken.took_over_from,
+        })
+    }
+
+    /// Marks the deployment FAILED and journals the failure with its cause.
+    async fn fail(&self, step: &StepContext<'_, ControlAction>) -> Result<ControlOutput> {
+        let failure = step
+            .options
+            .get("failure")
+            .map(|value| {
+                Failure::deserialize(value).map_err(|e| {
+                    Error::invalid_input(format!("step input field `options.failure`: {e}"))
+                })
+            })
+            .transpose()?;
+        let store = &self.deps.store;
+        let deployment = step.spec.name.as_str();
+        // The kit loaded the spec from the record, so there is one to mark.
+        store
+            .set_status(deployment, DeploymentStatus::Failed, Utc::now())
+            .await?;
+        let entry = JournalEntry {
+            deployment: deployment.to_owned(),
+            execution_id: step.execution_id.clone(),
+            step: workflow(&step.options).to_owned(),
+            action: ControlAction::Fail.as_str().to_owned(),
+            outcome: "failed".to_owned(),
+            resource_ids: Vec::new(),
+            detail: failure.map(|f| format!("{}: {}", f.error, f.cause)),
+            at: Utc::now(),
+        };
+        store.append_journal(&entry).await?;
+        Ok(ControlOutput::Failed {
+            status: DeploymentStatus::Failed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,220 @@
+//! The frame every workflow that changes a deployment shares: read the input's options,
+//! validate the spec, take the deployment's lock (waiting for it, bounded, when the input
+//! asks to queue), run the body, record the outcome and release the lock; on any failure
+//! record it, release the lock and fail with the cause.
+
+use apiary_core::ErrorName;
+use serde_json::{Map, Value, json};
+
+use crate::flow::{DEPLOYMENT_NAME, FAILURE, FAILURE_PATH, Flow, Task, duration, wait_states};
+use crate::function::Function;
+
+/// How a successful run is recorded and what the execution returns.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// The Task that records it: `MarkReady`.
+    pub state: &'static str,
+    /// The control function's action: `ready`.
+    pub action: &'static str,
+    pub comment: &'static str,
+    /// The last state, whose output is the execution's: `Provisioned`.
+    pub done: &'static str,
+    /// The `status` of the execution's output: `READY`.
+    pub status: &'static str,
+}
+
+/// A workflow that holds the deployment's lock while its body runs.
+#[derive(Debug)]
+pub struct Locked {
+    /// The workflow's name, as the journal and the lock record it: `provision`.
+    pub name: &'static str,
+    pub comment: String,
+    /// The execution's `TimeoutSeconds`. The budget test proves the longest path fits in
+    /// 90 % of it; the control function's lock lease must cover it.
+    pub timeout_seconds: u64,
+    /// Waits (seconds) between tries for a lock another workflow holds, when the input
+    /// says `"queue": true`; its length is the number of tries after the first.
+    pub lock_wait: &'static [u64],
+    pub body: Flow,
+    pub outcome: Outcome,
+}
+
+impl Locked {
+    /// The state machine definition.
+    pub fn definition(self) -> Value {
+        let workflow = json!({"workflow": self.name});
+        let mut states = Map::new();
+        let mut add = |name: &str, state: Value| {
+            let previous = states.insert(name.to_owned(), state);
+            assert!(previous.is_none(), "two states are named {name}");
+        };
+
+        add(
+            "Defaults",
+            json!({
+                "Type": "Pass",
+                "Comment": "Options the input may leave out: queue (wait for another workflow's lock instead of failing at once), false by default",
+                "Parameters": {"defaults": {"queue": false}, "input.$": "$"},
+                "Next": "Options"
+            }),
+        );
+        add(
+            "Options",
+            json!({
+                "Type": "Pass",
+                "Parameters": {"merged.$": "States.JsonMerge($.defaults, $.input, false)"},
+                "Next": "Init"
+            }),
+        );
+        let mut polls = Map::new();
+        for counter in
+            std::iter::once("Lock").chain(self.body.counters().iter().map(String::as_str))
+        {
+            polls.insert(counter.to_owned(), json!({"n": 0}));
+        }
+        add(
+            "Init",
+            json!({
+                "Type": "Pass",
+                "Comment": "One round counter per bounded loop",
+                "Parameters": {"spec.$": "$.merged.spec", "queue.$": "$.merged.queue", "polls": polls},
+                "Next": "Validate"
+            }),
+        );
+
+        let validate = Task::new(
+            "Validate",
+            Function::Control,
+            json!({"action": "validate", "spec.$": "$.spec", "execution_id.$": "$$.Execution.Id"}),
+        )
+        .comment("Reject a bad spec before anything is changed")
+        .keep(json!({"name.$": "$.deployment"}), "$.deployment")
+        .catch(&["States.ALL"], json!(FAILURE), "Rejected");
+        add("Validate", with_next(validate.state(), "Lock"));
+        add(
+            "Rejected",
+            json!({
+                "Type": "Fail",
+                "Comment": "Nothing was changed and no lock was taken",
+                "ErrorPath": "$.failure.Error",
+                "CausePath": "$.failure.Cause"
+            }),
+        );
+
+        let (body_start, body) = self.body.finish(self.outcome.state);
+        let lock = Task::new(
+            "Lock",
+            Function::Control,
+            json!({
+                "action": "lock",
+                "spec.$": "$.spec",
+                "deployment.$": DEPLOYMENT_NAME,
+                "execution_id.$": "$$.Execution.Id",
+                "options": workflow
+            }),
+        )
+        .comment("One workflow per deployment at a time; stores the validated spec for the steps")
+        .catch(&[ErrorName::Conflict.as_str()], json!(FAILURE), "LockBusy?")
+        .catch(&["States.ALL"], json!(FAILURE), "Rejected");
+        add("Lock", with_next(lock.state(), &body_start));
+        let tries = self.lock_wait.len();
+        let waited = duration(self.lock_wait.iter().sum());
+        add(
+            "LockBusy?",
+            json!({
+                "Type": "Choice",
+                "Comment": format!("Another workflow holds the lock: when the input asks to queue (the launch resource does), try again at most {tries} times over {waited}; else fail at once"),
+                "Choices": [
+                    {
+                        "And": [
+                            {"Variable": "$.queue", "BooleanEquals": true},
+                            {"Variable": "$.polls.Lock.n", "NumericLessThan": tries}
+                        ],
+                        "Next": "LockWait"
+                    },
+                    {"Variable": "$.queue", "BooleanEquals": true, "Next": "LockTimedOut"}
+                ],
+                "Default": "Rejected"
+            }),
+        );
+        for (name, state) in wait_states("Lock", self.lock_wait, "Lock") {
+            add(&name, state);
+        }
+        add(
+            "LockTimedOut",
+            json!({
+                "Type": "Pass",
+                "Parameters": {
+                    "Error": ErrorName::Timeout.as_str(),
+                    "Cause.$": format!("States.Format('waited {waited} for the deployment lock and another workflow still holds it: {{}}', $.failure.Cause)")
+                },
+                "ResultPath": FAILURE,
+                "Next": "Rejected"
+            }),
+        );
+
+        for (name, state) in body {
+            add(&name, state);
+        }
+
+        let outcome = self.outcome;
+        let mark = Task::step(outcome.state, Function::Control, outcome.action)
+            .comment(outcome.comment)
+            .options(workflow.clone())
+            .keep(json!({"layers.$": "$.layers"}), "$.marked")
+            .catch(&["States.ALL"], json!(FAILURE), FAILURE_PATH);
+        add(outcome.state, with_next(mark.state(), "Unlock"));
+        let unlock = Task::step("Unlock", Function::Control, "unlock").comment(
+            "Release the lock. The outcome is already recorded: should this keep failing, the lock's lease frees it",
+        );
+        add("Unlock", with_next(unlock.state(), outcome.done));
+        add(
+            outcome.done,
+            json!({
+                "Type": "Pass",
+                "Parameters": {
+                    "deployment.$": DEPLOYMENT_NAME,
+                    "status": outcome.status,
+                    "layers.$": "$.marked.layers"
+                },
+                "End": true
+            }),
+        );
+
+        let mut failure = json!({"workflow": self.name});
+        failure["failure.$"] = json!(FAILURE);
+        let record = Task::step(FAILURE_PATH, Function::Control, "fail")
+            .comment("Journal the failure and mark the deployment failed")
+            .options(failure)
+            .catch(&["States.ALL"], Value::Null, "UnlockAfterFailure");
+        add(
+            FAILURE_PATH,
+            with_next(record.state(), "UnlockAfterFailure"),
+        );
+        let unlock = Task::step("UnlockAfterFailure", Function::Control, "unlock")
+            .comment("Release the lock so a fixed spec can be re-run")
+            .catch(&["States.ALL"], Value::Null, "Failed");
+        add("UnlockAfterFailure", with_next(unlock.state(), "Failed"));
+        add(
+            "Failed",
+            json!({
+                "Type": "Fail",
+                "Comment": "Fails with the error and cause of the step that failed",
+                "ErrorPath": "$.failure.Error",
+                "CausePath": "$.failure.Cause"
+            }),
+        );
+
+        json!({
+            "Comment": self.comment,
+            "StartAt": "Defaults",
+            "TimeoutSeconds": self.timeout_seconds,
+            "States": states
+        })
+    }
+}
+
+fn with_next(mut state: Value, next: &str) -> Value {
+    state["Next"] = json!(next);
+    state
+}

@@ -1,0 +1,156 @@
+//! The provision workflow: builds a complete data plane.
+//!
+//! ```text
+//! validate -> lock -> keys -> network (polled)
+//!   -> in parallel: dns | storage | databases (postgres | documentdb | redis, each polled)
+//!                 | cluster (EKS polled -> node group polled -> Karpenter prerequisites)
+//!   -> workloads (apply, then poll the rollout) -> mark ready -> unlock
+//! ```
+//!
+//! Poll bounds are a few times the real durations in AWS-TIMINGS.md (typical, and the
+//! slow tail that still succeeds); the first wait is close to the typical duration so
+//! that a normal run polls only a few times.
+
+use crate::flow::{Flow, Poll, Task};
+use crate::function::Function;
+use crate::locked::{Locked, Outcome};
+
+/// Two hours of waiting for another workflow's lock (a provision typically takes 20-30
+/// minutes): every minute at first, then every ten.
+pub const LOCK_WAIT: &[u64] = &[
+    60, 60, 120, 360, 600, 600, 600, 600, 600, 600, 600, 600, 600, 600, 600,
+];
+
+/// NAT gateways: ~1.75 min, 2 at p90, 5-10 in old reports. Bound 12 minutes.
+pub const NETWORK: Poll = Poll {
+    name: "Network",
+    function: Function::Network,
+    ensure: "ensure",
+    status: "ensure",
+    what: "the network (NAT gateways)",
+    schedule: &[90, 30, 60, 120, 180, 240],
+};
+
+/// RDS PostgreSQL: ~5 min Single-AZ, 12-15 Multi-AZ (36 min seen once). Bound 45 minutes.
+pub const POSTGRES: Poll = Poll {
+    name: "Postgres",
+    function: Function::Databases,
+    ensure: "ensure-postgres",
+    status: "status-postgres",
+    what: "RDS PostgreSQL",
+    schedule: &[240, 60, 120, 180, 300, 300, 600, 900],
+};
+
+/// DocumentDB cluster then instance: 10-13 min. Bound 45 minutes.
+pub const DOCUMENTDB: Poll = Poll {
+    name: "DocumentDb",
+    function: Function::Databases,
+    ensure: "ensure-documentdb",
+    status: "status-documentdb",
+    what: "DocumentDB",
+    schedule: &[480, 120, 120, 180, 300, 600, 900],
+};
+
+/// ElastiCache Redis: ~7 min one node, 10-12 Multi-AZ, up to 20. Bound 42 minutes.
+pub const REDIS: Poll = Poll {
+    name: "Redis",
+    function: Function::Databases,
+    ensure: "ensure-redis",
+    status: "status-redis",
+    what: "ElastiCache Redis",
+    schedule: &[300, 120, 120, 180, 300, 600, 900],
+};
+
+/// EKS control plane: ~10 min, 13-16 in some regions. Bound 45 minutes.
+pub const CLUSTER: Poll = Poll {
+    name: "Cluster",
+    function: Function::Cluster,
+    ensure: "ensure-cluster",
+    status: "status-cluster",
+    what: "the EKS cluster",
+    schedule: &[480, 120, 120, 180, 300, 600, 900],
+};
+
+/// EKS managed node group: ~2 min, 20-33 min outliers. Bound 30 minutes.
+pub const NODEGROUP: Poll = Poll {
+    name: "Nodegroup",
+    function: Function::Cluster,
+    ensure: "ensure-nodegroup",
+    status: "status-nodegroup",
+    what: "the EKS node group",
+    schedule: &[90, 30, 60, 120, 300, 600, 600],
+};
+
+/// The ingestion rollout: load balancer ~2.5 min plus targets and nodes, occasionally
+/// up to 30 min. Bound 30 minutes.
+pub const WORKLOADS: Poll = Poll {
+    name: "Workloads",
+    function: Function::Workloads,
+    ensure: "ensure",
+    status: "status",
+    what: "the ingestion rollout",
+    schedule: &[60, 60, 60, 120, 300, 600, 600],
+};
+
+/// Every poll loop of the workflow.
+pub const POLLS: [Poll; 7] = [
+    NETWORK, POSTGRES, DOCUMENTDB, REDIS, CLUSTER, NODEGROUP, WORKLOADS,
+];
+
+/// 30 hours. The longest path (every Task using all its retries, each attempt running to
+/// its timeout, every loop to its bound) is 94,780 s (26.3 hours); see the budget test.
+pub const TIMEOUT_SECONDS: u64 = 30 * 3600;
+
+pub const OUTCOME: Outcome = Outcome {
+    state: "MarkReady",
+    action: "ready",
+    comment: "Mark the deployment READY; returns every layer's output",
+    done: "Provisioned",
+    status: "READY",
+};
+
+pub fn definition() -> serde_json::Value {
+    let body = Flow::new()
+        .task(
+            Task::step("Keys", Function::Keys, "ensure")
+                .comment("One customer-managed KMS key per scope"),
+        )
+        .poll(NETWORK)
+        .parallel(
+            "Layers",
+            "Everything that needs only keys and network, in parallel. Each step saves its output in the state table, so the results are dropped here",
+            vec![
+                Flow::branch().task(
+                    Task::step("Dns", Function::Dns, "ensure")
+                        .comment("Private hosted zone and the ACM certificate"),
+                ),
+                Flow::branch().task(
+                    Task::step("Storage", Function::Storage, "ensure")
+                        .comment("Encrypted, versioned buckets with retention"),
+                ),
+                Flow::branch().parallel(
+                    "Databases",
+                    "PostgreSQL, DocumentDB and Redis side by side, each with its own poll loop",
+                    vec![
+                        Flow::branch().poll(POSTGRES),
+                        Flow::branch().poll(DOCUMENTDB),
+                        Flow::branch().poll(REDIS),
+                    ],
+                ),
+                Flow::branch().poll(CLUSTER).poll(NODEGROUP).task(
+                    Task::step("Karpenter", Function::Cluster, "ensure-karpenter")
+                        .comment("Karpenter prerequisites: interruption queue and its rules"),
+                ),
+            ],
+        )
+        .poll(WORKLOADS);
+    Locked {
+        name: "provision",
+        comment: "Apiary provision: builds a complete HoneyHive data plane. keys -> network -> (dns | storage | databases | cluster) -> workloads. Generated from shared/workflows/src/provision.rs by `apiary workflows generate`: change the Rust, not this file".into(),
+        timeout_seconds: TIMEOUT_SECONDS,
+        lock_wait: LOCK_WAIT,
+        body,
+        outcome: OUTCOME,
+    }
+    .definition()
+}

@@ -1,0 +1,117 @@
+//! Runs a generated workflow in the embedded engine against scripted functions.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use apiary_asl::{ExecutionOptions, ExecutionResult, HandlerRegistry, StateMachine, TaskError};
+use apiary_workflows::provision::POLLS;
+use apiary_workflows::{Function, Workflow};
+use serde_json::{Value, json};
+
+/// How the scripted functions answer.
+#[derive(Debug, Clone, Default)]
+pub struct Script {
+    /// Polls (after the first call) until a loop's resource is ready; absent: ready at once.
+    pub polls_until_ready: HashMap<&'static str, usize>,
+    /// Times `lock` answers Apiary.Conflict before it succeeds.
+    pub lock_conflicts: usize,
+    /// `(function, action, error name)` that fails every time.
+    pub failing: Option<(&'static str, &'static str, &'static str)>,
+}
+
+/// Every event a function received, as `(function, event)`.
+pub type Calls = Arc<Mutex<Vec<(String, Value)>>>;
+
+pub fn handlers(script: Script, calls: Calls) -> HandlerRegistry {
+    let mut loops: HashMap<(&str, &str), &str> = HashMap::new();
+    for poll in POLLS {
+        loops.insert((poll.function.name(), poll.ensure), poll.name);
+        loops.insert((poll.function.name(), poll.status), poll.name);
+    }
+    let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let mut registry = HandlerRegistry::new();
+    for function in Function::ALL {
+        let (script, loops, counts, calls) = (
+            script.clone(),
+            loops.clone(),
+            Arc::clone(&counts),
+            Arc::clone(&calls),
+        );
+        let name = function.name();
+        registry.register_fn(name, move |event: Value| {
+            calls.lock().unwrap().push((name.to_owned(), event.clone()));
+            let action = event["action"].as_str().unwrap_or_default().to_owned();
+            let count = |key: &str| {
+                let mut counts = counts.lock().unwrap();
+                let n = counts.entry(key.to_owned()).or_default();
+                *n += 1;
+                *n
+            };
+            let result = match (name, action.as_str()) {
+                (function, action)
+                    if script
+                        .failing
+                        .is_some_and(|(f, a, _)| f == function && a == action) =>
+                {
+                    let error = script.failing.unwrap().2;
+                    Err(TaskError::new(
+                        error,
+                        format!("scripted {function} {action}"),
+                    ))
+                }
+                ("control", "validate") => Ok(json!({"deployment": "acme"})),
+                ("control", "lock") if count("lock") <= script.lock_conflicts => Err(
+                    TaskError::new("Apiary.Conflict", "another workflow holds the lock"),
+                ),
+                ("control", "ready") => {
+                    Ok(json!({"status": "READY", "layers": {"keys": {"key_arn": "arn:key"}}}))
+                }
+                ("control", _) => Ok(json!({})),
+                (function, action) => {
+                    let ready = match loops.get(&(function, action)) {
+                        Some(name) => {
+                            let polls = script.polls_until_ready.get(name).copied().unwrap_or(0);
+                            count(name) > polls
+                        }
+                        None => true,
+                    };
+                    Ok(json!({"ready": ready, "created": []}))
+                }
+            };
+            async move { result }
+        });
+    }
+    registry
+}
+
+pub async fn run(workflow: &Workflow, input: Value, script: Script) -> (ExecutionResult, Calls) {
+    let subs: HashMap<String, String> = Function::ALL
+        .into_iter()
+        .map(|f| {
+            let arn = format!(
+                "arn:aws:lambda:us-east-1:123456789012:function:{}",
+                f.name()
+            );
+            (f.placeholder_name(), arn)
+        })
+        .collect();
+    let machine = StateMachine::load(&workflow.render(), &subs).unwrap();
+    let calls = Calls::default();
+    let result = machine
+        .execute(
+            input,
+            ExecutionOptions {
+                handlers: handlers(script, Arc::clone(&calls)),
+                ..Default::default()
+            },
+        )
+        .await;
+    (result, calls)
+}
+
+pub fn provision() -> Workflow {
+    apiary_workflows::all()
+        .into_iter()
+        .find(|w| w.name == "provision")
+        .unwrap()
+}
