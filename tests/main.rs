@@ -41,5 +41,8 @@ fn every_test_file_is_compiled() {
         missing.is_empty(),
         "test files not declared in tests/main.rs (they would never run): {missing:?}"
     );
-    assert!(declared.len() >= 10, "the module list was not read: {declared:?}");
+    assert!(
+        declared.len() >= 10,
+        "the module list was not read: {declared:?}"
+    );
 }

@@ -219,16 +219,17 @@ async fn provision_builds_every_layer_then_converges_without_changes() {
         "the first run journals what it created"
     );
     let created = created_by(&f.store, &name, &second).await;
-    assert!(created.is_empty(), "second run created something: {created:?}");
+    assert!(
+        created.is_empty(),
+        "second run created something: {created:?}"
+    );
     let mut again = f.store.inventory(&name).await.unwrap();
     let mut before = inventory.clone();
     again.sort_by(|a, b| a.id.cmp(&b.id));
     before.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(again, before, "the inventory did not change");
 
-    let summary = summarize(&f.store, &name)
-        .await
-        .unwrap();
+    let summary = summarize(&f.store, &name).await.unwrap();
     let text = summary.render();
     assert!(text.contains("ec2:vpc"), "{text}");
     assert!(
@@ -387,7 +388,7 @@ async fn a_failed_layer_is_named_releases_the_lock_and_a_rerun_converges() {
 }
 
 /// Holds the lock as another workflow would, then runs provision with `queue: true`
-/// (what the launch resource asks for); `release_after` LockWait states, the other
+/// (what the launch resource asks for); `release_after` lock waits (LockSleep states), the other
 /// workflow lets go (None: never).
 async fn queued_run(
     f: &Fixture,
@@ -416,7 +417,7 @@ async fn queued_run(
             && event
                 .details
                 .as_ref()
-                .is_some_and(|(_, d)| d["name"] == "LockWait");
+                .is_some_and(|(_, d)| d["name"] == "LockSleep");
         if !lock_wait {
             return;
         }
@@ -478,7 +479,12 @@ async fn a_queued_provision_gives_up_after_two_hours_without_touching_anything()
         cause.contains("2 hours") && cause.contains("locked by another-execution"),
         "{cause}"
     );
-    assert_eq!(waits, 120);
+    // The generated lock wait: 15 rounds growing from a minute to ten, two hours in all.
+    assert_eq!(waits, apiary_workflows::provision::LOCK_WAIT.len());
+    assert_eq!(
+        apiary_workflows::provision::LOCK_WAIT.iter().sum::<u64>(),
+        2 * 3600
+    );
     let lock = f
         .store
         .current_lock(&name)

@@ -55,13 +55,12 @@ fn every_state_machine_is_valid_and_uses_known_names() {
         let placeholders = apiary_asl::placeholders(&text).unwrap();
         let mut substitutions = HashMap::new();
         for name in &placeholders {
-            let function =
-                apiary_core::aws::function_for_placeholder(name).unwrap_or_else(|| {
-                    panic!(
-                        "{}: placeholder ${{{name}}} is not a function ARN",
-                        file.display()
-                    )
-                });
+            let function = apiary_core::aws::function_for_placeholder(name).unwrap_or_else(|| {
+                panic!(
+                    "{}: placeholder ${{{name}}} is not a function ARN",
+                    file.display()
+                )
+            });
             assert!(
                 root()
                     .join("functions")

@@ -195,7 +195,9 @@ fn substitution_map(
             continue;
         }
         let Some(function) = apiary_core::aws::function_for_placeholder(&name) else {
-            bail!("placeholder ${{{name}}} is not a function ARN: give its value with --sub {name}=VALUE");
+            bail!(
+                "placeholder ${{{name}}} is not a function ARN: give its value with --sub {name}=VALUE"
+            );
         };
         let partition = apiary_core::aws::partition(region);
         let arn = apiary_core::aws::arn(

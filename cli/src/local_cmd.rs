@@ -251,7 +251,9 @@ async fn execute(
         DEFAULT_TABLE,
     );
     if let Err(err) = store.ensure_table().await {
-        eprintln!("error: the AWS endpoint {endpoint} is not usable: creating the state table: {err}");
+        eprintln!(
+            "error: the AWS endpoint {endpoint} is not usable: creating the state table: {err}"
+        );
         return EXIT_ENVIRONMENT;
     }
     let env = LocalEnv::new(config, store.clone(), common.state_dir.clone(), kubeconfig);

@@ -96,14 +96,22 @@ fn asl_run_prints_the_execution_and_exits_1_when_it_fails() {
     let example = root().join("shared/asl/examples/countdown.asl.json");
     let example = example.to_str().unwrap();
     let ok = apiary(&["asl", "run", example, "--input", r#"{"from": 3}"#]);
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let document: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(document["status"], "SUCCEEDED");
 
     let failed = apiary(&["asl", "run", example, "--input", r#"{"from": -1}"#]);
     assert_eq!(failed.status.code(), Some(1));
     let document: serde_json::Value = serde_json::from_slice(&failed.stdout).unwrap();
-    assert_eq!(document["status"], "FAILED", "the document is printed either way");
+    assert_eq!(
+        document["status"], "FAILED",
+        "the document is printed either way"
+    );
     assert_eq!(document["error"], "Example.Negative");
 
     let refused = apiary(&["asl", "run", example, "--input", "{nope"]);
@@ -117,15 +125,32 @@ fn local_run_refuses_bad_input_before_starting_anything() {
     let unknown = apiary(&["local", "run", "no-such-workflow", "--endpoint", endpoint]);
     assert_eq!(unknown.status.code(), Some(2));
     let text = String::from_utf8_lossy(&unknown.stderr);
-    assert!(text.contains("unknown workflow") && text.contains("provision"), "{text}");
+    assert!(
+        text.contains("unknown workflow") && text.contains("provision"),
+        "{text}"
+    );
 
-    let bad_json = apiary(&["local", "run", "provision", "--input", "{", "--endpoint", endpoint]);
+    let bad_json = apiary(&[
+        "local",
+        "run",
+        "provision",
+        "--input",
+        "{",
+        "--endpoint",
+        endpoint,
+    ]);
     assert_eq!(bad_json.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_json.stderr).contains("--input is not valid JSON"));
 
     let spec = temp_file("bad-spec.json", r#"{"name": "Bad!"}"#);
     let bad_spec = apiary(&[
-        "local", "run", "provision", "--spec", spec.to_str().unwrap(), "--json", "--endpoint",
+        "local",
+        "run",
+        "provision",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--json",
+        "--endpoint",
         endpoint,
     ]);
     assert_eq!(bad_spec.status.code(), Some(2));
@@ -135,11 +160,26 @@ fn local_run_refuses_bad_input_before_starting_anything() {
 
 #[test]
 fn local_run_says_when_the_endpoint_cannot_be_reached() {
-    let out = apiary(&["local", "run", "provision", "--json", "--endpoint", "http://127.0.0.1:9"]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = apiary(&[
+        "local",
+        "run",
+        "provision",
+        "--json",
+        "--endpoint",
+        "http://127.0.0.1:9",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("http://127.0.0.1:9 is not usable"), "{text}");
-    assert!(!text.contains("DispatchFailure {"), "no Debug dumps: {text}");
+    assert!(
+        !text.contains("DispatchFailure {"),
+        "no Debug dumps: {text}"
+    );
 }
 
 /// `apiary local run provision --json` against the emulator: one JSON document on
@@ -159,8 +199,16 @@ fn local_run_provision_prints_one_json_document() {
         ),
     );
     let out = apiary(&[
-        "local", "run", "provision", "--json", "--spec", spec.to_str().unwrap(), "--endpoint",
-        &endpoint, "--state-dir", state.to_str().unwrap(),
+        "local",
+        "run",
+        "provision",
+        "--json",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--endpoint",
+        &endpoint,
+        "--state-dir",
+        state.to_str().unwrap(),
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
@@ -171,6 +219,11 @@ fn local_run_provision_prints_one_json_document() {
     );
     let document: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
     assert_eq!(document["status"], "SUCCEEDED");
-    assert!(document["execution_arn"].as_str().unwrap().contains(":execution:"));
+    assert!(
+        document["execution_arn"]
+            .as_str()
+            .unwrap()
+            .contains(":execution:")
+    );
     assert_eq!(document["output"]["status"], "READY");
 }

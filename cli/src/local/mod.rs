@@ -135,7 +135,10 @@ impl LocalEnv {
         let mut substitutions = HashMap::new();
         for name in apiary_asl::placeholders(&text)? {
             let function = apiary_core::aws::function_for_placeholder(&name).ok_or_else(|| {
-                anyhow!("{}: placeholder ${{{name}}} is not a function ARN", path.display())
+                anyhow!(
+                    "{}: placeholder ${{{name}}} is not a function ARN",
+                    path.display()
+                )
             })?;
             let arn = apiary_core::aws::arn(
                 partition,

@@ -118,7 +118,6 @@ impl Progress {
     }
 }
 
-
 impl Inner {
     fn set(&mut self, layer: &'static str, message: &str, finished: bool) {
         if self.done.contains(&layer) {

@@ -7,8 +7,8 @@
 use std::io::Write;
 
 use anyhow::{Context, bail};
-use aws_sdk_s3::Client;
 use apiary_core::error::sentence;
+use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
 use sha2::{Digest, Sha256};
@@ -41,10 +41,7 @@ pub async fn check_bucket(s3: &Client, bucket: &str, region: &str) -> anyhow::Re
                     "bucket {bucket}: access denied; these credentials need s3:ListBucket, \
                      s3:GetObject and s3:PutObject on it"
                 ),
-                _ => bail!(
-                    "bucket {bucket}: cannot check it: {}",
-                    sentence(&err)
-                ),
+                _ => bail!("bucket {bucket}: cannot check it: {}", sentence(&err)),
             }
         }
     };
@@ -65,12 +62,7 @@ async fn bucket_location(s3: &Client, bucket: &str) -> anyhow::Result<String> {
         .bucket(bucket)
         .send()
         .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "bucket {bucket}: GetBucketLocation: {}",
-                sentence(&e)
-            )
-        })?;
+        .map_err(|e| anyhow::anyhow!("bucket {bucket}: GetBucketLocation: {}", sentence(&e)))?;
     Ok(
         match output
             .location_constraint()
@@ -184,9 +176,7 @@ pub async fn upload(
                 .body(ByteStream::from(artifact.body.clone()))
                 .send()
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!("uploading s3://{bucket}/{key}: {}", sentence(&e))
-                })?;
+                .map_err(|e| anyhow::anyhow!("uploading s3://{bucket}/{key}: {}", sentence(&e)))?;
             Outcome::Uploaded
         };
         let verb = match outcome {

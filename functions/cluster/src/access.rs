@@ -17,7 +17,13 @@ pub const CLUSTER_ADMIN_POLICY: &str = "AmazonEKSClusterAdminPolicy";
 pub const AUTO_NODE_POLICY: &str = "AmazonEKSAutoNodePolicy";
 
 fn access_policy_arn(partition: &str, name: &str) -> String {
-    apiary_core::aws::arn(partition, "eks", "", "aws", &format!("cluster-access-policy/{name}"))
+    apiary_core::aws::arn(
+        partition,
+        "eks",
+        "",
+        "aws",
+        &format!("cluster-access-policy/{name}"),
+    )
 }
 
 /// The role name in an STS assumed-role ARN

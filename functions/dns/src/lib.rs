@@ -16,9 +16,9 @@ use std::sync::Arc;
 use apiary_core::Result;
 use apiary_core::naming::{Layer, Names, TAG_DEPLOYMENT};
 use apiary_core::outputs::DnsOutput;
-use apiary_core::step::{Action, Done, Recorder, Step, StepContext, StepLog};
+use apiary_core::step::{Done, Recorder, Step, StepContext, StepLog};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 pub use certificate::ValidationRecord;
@@ -39,23 +39,11 @@ impl Deps {
     }
 }
 
-/// What the dns function does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum DnsAction {
-    #[serde(rename = "ensure")]
-    Ensure,
-}
-
-impl Action for DnsAction {
-    fn as_str(self) -> &'static str {
-        match self {
-            DnsAction::Ensure => "ensure",
-        }
-    }
-    fn slot(self) -> Option<&'static str> {
-        Some("dns")
-    }
-}
+apiary_core::ensure_action!(
+    /// What the dns function does.
+    DnsAction,
+    "dns"
+);
 
 /// One run of the layer: the clients, names and log shared by every part.
 pub(crate) struct Run<'a> {

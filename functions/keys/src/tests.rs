@@ -357,7 +357,15 @@ fn key_policy_names_the_root_of_the_regions_partition() {
     ] {
         let policy: Value =
             serde_json::from_str(&key_policy("111122223333", region, Some("rds"))).unwrap();
-        assert_eq!(policy["Statement"][0]["Principal"]["AWS"], json!(root), "{region}");
-        assert_eq!(policy["Statement"][1]["Principal"]["AWS"], json!(root), "{region}");
+        assert_eq!(
+            policy["Statement"][0]["Principal"]["AWS"],
+            json!(root),
+            "{region}"
+        );
+        assert_eq!(
+            policy["Statement"][1]["Principal"]["AWS"],
+            json!(root),
+            "{region}"
+        );
     }
 }

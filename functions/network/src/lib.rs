@@ -18,9 +18,8 @@ use apiary_core::Result;
 use apiary_core::naming::{Layer, Names};
 use apiary_core::outputs::{NetworkOutput, SubnetRef};
 use apiary_core::spec::DeploymentSpec;
-use apiary_core::step::{Action, Done, Recorder, Step, StepContext, StepLog};
+use apiary_core::step::{Done, Recorder, Step, StepContext, StepLog};
 use async_trait::async_trait;
-use serde::Deserialize;
 use serde_json::Value;
 
 pub struct Deps {
@@ -43,23 +42,11 @@ pub const INTERFACE_ENDPOINTS: &[&str] =
 /// Gateway endpoints (free, route-table based).
 pub const GATEWAY_ENDPOINTS: &[&str] = &["s3", "dynamodb"];
 
-/// What the network function does: `ensure` is also its own poll.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum NetworkAction {
-    #[serde(rename = "ensure")]
-    Ensure,
-}
-
-impl Action for NetworkAction {
-    fn as_str(self) -> &'static str {
-        match self {
-            NetworkAction::Ensure => "ensure",
-        }
-    }
-    fn slot(self) -> Option<&'static str> {
-        Some("network")
-    }
-}
+apiary_core::ensure_action!(
+    /// What the network function does: `ensure` is also its own poll.
+    NetworkAction,
+    "network"
+);
 
 /// One run of the layer: the clients, names and log shared by every part.
 pub(crate) struct Run<'a> {

@@ -17,10 +17,10 @@ use std::sync::Arc;
 
 use apiary_core::naming::{Layer, Names};
 use apiary_core::outputs::StorageOutput;
-use apiary_core::step::{Action, Done, Recorder, Step, StepContext, StepLog};
+use apiary_core::step::{Done, Recorder, Step, StepContext, StepLog};
 use apiary_core::{Error, Result};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 /// The buckets, logs first: the others deliver their access logs into it, and S3 checks
@@ -54,23 +54,11 @@ impl Deps {
     }
 }
 
-/// What the storage function does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum StorageAction {
-    #[serde(rename = "ensure")]
-    Ensure,
-}
-
-impl Action for StorageAction {
-    fn as_str(self) -> &'static str {
-        match self {
-            StorageAction::Ensure => "ensure",
-        }
-    }
-    fn slot(self) -> Option<&'static str> {
-        Some("storage")
-    }
-}
+apiary_core::ensure_action!(
+    /// What the storage function does.
+    StorageAction,
+    "storage"
+);
 
 /// What the layer returns: the shared [`StorageOutput`] and the key the buckets are
 /// encrypted with.

@@ -95,6 +95,30 @@ pub trait Action: Copy + Send + Sync + DeserializeOwned + 'static {
     }
 }
 
+/// The action enum of a layer whose only action is `ensure` (its own status check),
+/// keeping a ready output under `slot`:
+/// `apiary_core::ensure_action!(NetworkAction, "network");`. The crate needs `serde`.
+#[macro_export]
+macro_rules! ensure_action {
+    ($(#[$meta:meta])* $name:ident, $slot:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+        pub enum $name {
+            #[serde(rename = "ensure")]
+            Ensure,
+        }
+
+        impl $crate::step::Action for $name {
+            fn as_str(self) -> &'static str {
+                "ensure"
+            }
+            fn slot(self) -> Option<&'static str> {
+                Some($slot)
+            }
+        }
+    };
+}
+
 /// What a step's logic hands back to the kit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Done<T> {

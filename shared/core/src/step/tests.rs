@@ -142,7 +142,10 @@ async fn a_steps_note_reaches_the_journal_with_its_outcome() {
     run(&step_pending, noted).await.unwrap();
     let done = &step.state.entries.lock().unwrap()[0];
     assert_eq!(done.outcome, "created");
-    assert_eq!(done.detail.as_deref(), Some("the customer must add two records"));
+    assert_eq!(
+        done.detail.as_deref(),
+        Some("the customer must add two records")
+    );
     let pending = &step_pending.state.entries.lock().unwrap()[0];
     assert_eq!(
         pending.detail.as_deref(),
