@@ -43,16 +43,10 @@ impl Function {
         }
     }
 
-    /// The substitution name, without `${}`: `KeysFunctionArn`.
+    /// The substitution name, without `${}`: `KeysFunctionArn` (the one rule, in
+    /// `apiary_core::aws`, that the local runner and the tests read back).
     pub fn placeholder_name(self) -> String {
-        let name = self.name();
-        let mut chars = name.chars();
-        let first = chars.next().map(|c| c.to_ascii_uppercase());
-        format!(
-            "{}{}FunctionArn",
-            first.into_iter().collect::<String>(),
-            chars.as_str()
-        )
+        apiary_core::aws::placeholder_for_function(self.name())
     }
 
     /// The Task `Resource`: `${KeysFunctionArn}`.

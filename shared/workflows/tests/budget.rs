@@ -2,7 +2,7 @@
 //! `TimeoutSeconds` with margin and stays well under AWS's history limit. The analyzer is
 //! itself checked against the embedded engine running the longest path.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! The generated provision workflow behaves as the step kit and the control function
 //! expect: the event shape, the output, the lock wait and the failure path.
 
-mod common;
+use crate::common;
 
 use apiary_asl::ExecutionStatus;
 use common::{Calls, Script};

@@ -1,0 +1,7 @@
+//! The workflow crate's tests, in one binary (each test binary links the engine and the
+//! state store's SDK crates again).
+
+mod budget;
+mod common;
+mod generated;
+mod runs;
