@@ -500,3 +500,63 @@ async fn a_queued_provision_gives_up_after_two_hours_without_touching_anything()
         .await;
     assert!(alias.is_err(), "no key was created");
 }
+
+/// A run that times out while it holds the lock skips every Catch (as on AWS); the local
+/// runner then cleans up as the stack's execution-status rule does: the lock is released
+/// and the end is journaled, so the next run is not blocked.
+#[tokio::test]
+async fn a_timed_out_run_releases_its_lock_and_records_its_end() {
+    let f = fixture().await;
+    let name = unique_name("timedout");
+    let spec = spec(&name).await;
+    // Provision with a step that outlasts the execution's timeout right after the lock.
+    let text = std::fs::read_to_string(f.root.join("statemachines/provision.asl.json")).unwrap();
+    let mut definition: Value = serde_json::from_str(&text).unwrap();
+    definition["TimeoutSeconds"] = json!(600);
+    definition["States"]["Keys"] = json!({"Type": "Wait", "Seconds": 3600, "Next": "Network"});
+    let machine = f
+        .env
+        .load_definition(&definition.to_string(), "provision with a slow step")
+        .unwrap();
+    let result = f
+        .env
+        .run(
+            &machine,
+            "provision",
+            &name,
+            json!({"spec": spec}),
+            format!("{name}-slow"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        result.status,
+        ExecutionStatus::TimedOut,
+        "{:?}",
+        result.error
+    );
+    assert_eq!(
+        f.store.current_lock(&name).await.unwrap(),
+        None,
+        "the timed-out run's lock was released"
+    );
+    let journal = f.store.journal(&name).await.unwrap();
+    assert!(
+        journal
+            .iter()
+            .any(|e| e.execution_id == result.execution_arn && e.outcome == "timed-out"),
+        "the end is journaled: {journal:?}"
+    );
+    let record = f.store.get_deployment(&name).await.unwrap().unwrap();
+    assert_eq!(record.status, DeploymentStatus::Failed);
+
+    // The next run takes the lock at once and converges.
+    let next = provision(&f, &spec, "after-timeout").await;
+    assert_eq!(
+        next.status,
+        ExecutionStatus::Succeeded,
+        "{:?}: {:?}",
+        next.error,
+        next.cause
+    );
+}

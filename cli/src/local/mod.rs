@@ -130,15 +130,18 @@ impl LocalEnv {
             .join(format!("{workflow}.asl.json"));
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
+        self.load_definition(&text, &path.display().to_string())
+    }
+
+    /// A definition given as text (`origin` names it in errors), with the same local
+    /// function ARNs as [`LocalEnv::load`].
+    pub fn load_definition(&self, text: &str, origin: &str) -> anyhow::Result<StateMachine> {
         let region = self.region();
         let partition = apiary_core::aws::partition(&region);
         let mut substitutions = HashMap::new();
-        for name in apiary_asl::placeholders(&text)? {
+        for name in apiary_asl::placeholders(text)? {
             let function = apiary_core::aws::function_for_placeholder(&name).ok_or_else(|| {
-                anyhow!(
-                    "{}: placeholder ${{{name}}} is not a function ARN",
-                    path.display()
-                )
+                anyhow!("{origin}: placeholder ${{{name}}} is not a function ARN")
             })?;
             let arn = apiary_core::aws::arn(
                 partition,
@@ -149,7 +152,7 @@ impl LocalEnv {
             );
             substitutions.insert(name, arn);
         }
-        StateMachine::load(&text, &substitutions).map_err(|e| anyhow!("{}: {e}", path.display()))
+        StateMachine::load(text, &substitutions).map_err(|e| anyhow!("{origin}: {e}"))
     }
 
     /// Runs a workflow to its end on the virtual clock (waits take no time). A run that
