@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use apiary_core::fixtures;
 use apiary_core::step::MemoryRecorder;
 use aws_config::SdkConfig;
 use aws_sdk_eks::types::LogType;
@@ -22,7 +23,7 @@ impl Fixture {
     async fn new(prefix: &str) -> Fixture {
         let config = apiary_e2e::sdk_config().await;
         let name = apiary_e2e::unique_name(prefix);
-        let spec = json!({"name": name, "dns": {"domain": "hh.example.com"}});
+        let spec = fixtures::Fixture::named(&name).spec;
         let layers = apiary_e2e::minimal_layers(&config, &spec, "cluster").await;
         // The state the provision workflow would have built: the spec and earlier layers.
         let recorder = MemoryRecorder::with(&spec, &layers);

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use apiary_core::fixtures;
 use apiary_core::step::MemoryRecorder;
 use aws_config::SdkConfig;
 use serde_json::{Value, json};
@@ -21,7 +22,7 @@ impl Fixture {
     async fn new(prefix: &str) -> Fixture {
         let config = apiary_e2e::sdk_config().await;
         let name = apiary_e2e::unique_name(prefix);
-        let spec = json!({"name": name, "dns": {"domain": "hh.example.com"}});
+        let spec = fixtures::Fixture::named(&name).spec;
         let layers = apiary_e2e::minimal_layers(&config, &spec, "databases").await;
         // The state the provision workflow would have built: the spec and earlier layers.
         let recorder = MemoryRecorder::with(&spec, &layers);
@@ -288,9 +289,9 @@ async fn documentdb_is_reported_as_not_emulated_or_built_with_tls() {
 #[tokio::test]
 async fn stores_turned_off_are_not_built() {
     let fixture = Fixture::new("e2e-off").await;
-    let spec = json!({"name": fixture.name, "dns": {"domain": "hh.example.com"},
-                      "databases": {"documentdb": false, "redis": false}});
-    fixture.recorder.put_spec(&spec);
+    let off = fixtures::Fixture::named(&fixture.name)
+        .with_spec(|spec| spec["databases"] = json!({"documentdb": false, "redis": false}));
+    fixture.recorder.put_spec(&off.spec);
     for action in ["ensure-documentdb", "ensure-redis"] {
         let out = fixture.run(action).await;
         assert_eq!(out, json!({"ready": true, "created": [], "enabled": false}));

@@ -16,8 +16,6 @@ pub mod apply;
 pub mod connect;
 #[cfg(test)]
 mod fake_api;
-#[cfg(any(test, feature = "fixtures"))]
-pub mod fixtures;
 pub mod manifests;
 pub mod output;
 pub mod pod_identity;

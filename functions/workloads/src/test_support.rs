@@ -1,6 +1,6 @@
 //! Mocked AWS clients for the unit tests: the IAM and EKS answers of a deployment whose
 //! pod identity does not exist yet, and of one where it already exists as `ensure`
-//! leaves it.
+//! leaves it. The deployment is the shared fixture (`apiary_core::fixtures`).
 
 use std::sync::Arc;
 
@@ -19,14 +19,21 @@ use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::error::ErrorMetadata;
 use serde_json::Value;
 
-use crate::fixtures::{self, Fixture};
+use crate::manifests::Context;
 use crate::pod_identity::{POLICY_NAME, permissions_policy, trust_policy};
 use crate::{Deps, KubeAccess};
+use apiary_core::fixtures::{self, Fixture};
 
 pub const ROLE_NAME: &str = "apiary-acme-prod-ingestion";
 pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/apiary-acme-prod-ingestion";
 pub const ASSOCIATION_ID: &str = "a-0123456789abcdef0";
 pub const ASSOCIATION_ARN: &str = "arn:aws:eks:us-west-2:123456789012:podidentityassociation/apiary-acme-prod/a-0123456789abcdef0";
+
+/// What the manifests of [`Fixture::test`] are built from.
+pub fn context() -> Context {
+    let fixture = Fixture::test();
+    Context::new(&fixture.spec(), &fixture.layers).expect("the fixture context builds")
+}
 
 /// Builds `Deps` from mocked clients, over a state table holding the fixture deployment.
 pub fn mock_deps(
@@ -73,7 +80,7 @@ pub fn url_encode(text: &str) -> String {
 }
 
 pub fn expected_policy() -> Value {
-    permissions_policy(&fixtures::layers(), "us-west-2").unwrap()
+    permissions_policy(&Fixture::test().layers, "us-west-2").unwrap()
 }
 
 fn role() -> Role {

@@ -10,8 +10,8 @@ use apiary_core::step;
 
 use super::*;
 use crate::fake_api::{self, ApplyServer, Reply};
-use crate::fixtures::{self, Fixture};
 use crate::test_support::*;
+use apiary_core::fixtures::Fixture;
 
 fn temp_folder() -> PathBuf {
     std::env::temp_dir().join(format!(
@@ -99,7 +99,7 @@ async fn a_spec_or_layers_in_the_event_or_a_missing_layer_fail_before_any_call()
 
     // Layers named by the caller would choose what the pods' role may reach.
     let mut event = Fixture::test().event("ensure");
-    let mut layers = fixtures::layers();
+    let mut layers = Fixture::test().layers;
     layers
         .storage
         .as_mut()
@@ -325,7 +325,7 @@ async fn discovery_tells_auto_mode_clusters_from_plain_ones() {
 }
 
 fn rollout_server(pod_state: Value) -> kube::Client {
-    let objects = manifests::build(&fixtures::context()).unwrap();
+    let objects = manifests::build(&context()).unwrap();
     let mut deployment = objects
         .iter()
         .find(|m| m.kind == "Deployment")

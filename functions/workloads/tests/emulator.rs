@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use apiary_core::aws::{AwsSettings, ProcessEnv};
+use apiary_core::fixtures::{Fixture, REGION};
 use apiary_core::local::Emulator;
 use apiary_core::step::MemoryRecorder;
 use serde_json::{Value, json};
-use workloads::fixtures::{Fixture, REGION};
 use workloads::{Deps, KubeAccess};
 
 fn emulator() -> &'static Emulator {

@@ -150,7 +150,7 @@ async fn a_new_cluster_gets_every_security_and_auto_mode_setting() {
                     .any(|p| r.policy_arn() == Some(&format!("arn:aws:iam::aws:policy/{p}")))
         })
         .then_output(|| AttachRolePolicyOutput::builder().build());
-    let secrets_key = key_arn("eks-secrets");
+    let secrets_key = fixtures::key_arn("eks-secrets");
     let create = mock!(Eks::create_cluster)
         .match_requests(move |r| {
             let vpc = r.resources_vpc_config().unwrap();
@@ -160,8 +160,8 @@ async fn a_new_cluster_gets_every_security_and_auto_mode_setting() {
             r.name() == Some(CLUSTER)
                 && r.version() == Some("1.33")
                 && r.role_arn() == Some(role_arn("apiary-acme-eks-cluster").as_str())
-                && vpc.subnet_ids() == SUBNETS
-                && vpc.security_group_ids() == [CLUSTER_SG]
+                && vpc.subnet_ids() == fixtures::PRIVATE_SUBNETS
+                && vpc.security_group_ids() == [fixtures::CLUSTER_SG]
                 && vpc.endpoint_private_access() == Some(true)
                 && vpc.endpoint_public_access() == Some(false)
                 && r.encryption_config().len() == 1
@@ -265,9 +265,9 @@ async fn a_public_endpoint_is_opt_in() {
         iam: vec![&roles, &policies],
         ..Default::default()
     };
-    let spec = json!({"name": "acme", "dns": {"domain": "hh.example.com"},
-                      "cluster": {"public_endpoint": true, "version": "1.32"}});
-    let (deps, _) = mocks.deps_with(spec, layers());
+    let public = acme()
+        .with_spec(|spec| spec["cluster"] = json!({"public_endpoint": true, "version": "1.32"}));
+    let (deps, _) = mocks.deps_with(&public);
     handle(&deps, event("ensure-cluster"))
         .await
         .expect("ensure");

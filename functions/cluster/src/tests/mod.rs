@@ -9,6 +9,7 @@ mod nodegroup;
 use std::sync::Arc;
 
 use apiary_core::ErrorName;
+use apiary_core::fixtures::{self, Fixture};
 use apiary_core::outputs::ClusterOutput;
 use apiary_core::step::MemoryRecorder;
 use aws_sdk_eks::Client as Eks;
@@ -22,55 +23,20 @@ use aws_sdk_sts::Client as Sts;
 use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityOutput;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::error::ErrorMetadata;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::*;
 
 pub(crate) const CLUSTER: &str = "apiary-acme-eks";
-pub(crate) const CLUSTER_SG: &str = "sg-cluster";
-pub(crate) const SUBNETS: [&str; 3] = ["subnet-a", "subnet-b", "subnet-c"];
 pub(crate) const ENDPOINT: &str = "https://ABC.gr7.us-west-2.eks.amazonaws.com";
-
-pub(crate) fn key_arn(scope: &str) -> String {
-    format!("arn:aws:kms:us-west-2:123456789012:key/{scope}-key")
-}
 
 pub(crate) fn role_arn(name: &str) -> String {
     format!("arn:aws:iam::123456789012:role/{name}")
 }
 
-pub(crate) fn layers() -> Value {
-    let keys: serde_json::Map<String, Value> =
-        ["eks-secrets", "rds", "s3", "app", "state", "docdb", "redis"]
-            .iter()
-            .map(|scope| {
-                (
-                    (*scope).to_owned(),
-                    json!({"key_id": format!("{scope}-key"), "arn": key_arn(scope), "alias": format!("alias/apiary/acme/{scope}")}),
-                )
-            })
-            .collect();
-    let subnets: Vec<Value> = SUBNETS
-        .iter()
-        .zip(["us-west-2a", "us-west-2b", "us-west-2c"])
-        .enumerate()
-        .map(|(i, (id, az))| json!({"id": id, "availability_zone": az, "cidr": format!("10.1.{}.0/24", 100 + i)}))
-        .collect();
-    json!({
-        "keys": {"keys": keys},
-        "network": {
-            "vpc_id": "vpc-1",
-            "vpc_cidr": "10.1.0.0/16",
-            "public_subnets": [],
-            "private_subnets": subnets,
-            "nat_gateway_ids": [],
-            "security_groups": {"alb": "sg-alb", "cluster": CLUSTER_SG, "databases": "sg-databases"},
-        }
-    })
-}
-
-pub(crate) fn spec() -> Value {
-    json!({"name": "acme", "dns": {"domain": "hh.example.com"}})
+/// Deployment `acme` as the cluster steps find it: the layers before the cluster built.
+pub(crate) fn acme() -> Fixture {
+    Fixture::named("acme").before(Layer::Cluster)
 }
 
 /// The event the state machine sends for `action` on deployment `acme`.
@@ -93,14 +59,14 @@ pub(crate) struct Mocks<'a> {
 }
 
 impl Mocks<'_> {
-    /// Clients over the state of `acme`: its spec and the keys and network layers.
+    /// Clients over the state of [`acme`].
     pub(crate) fn deps(&self) -> (Deps, MemoryRecorder) {
-        self.deps_with(spec(), layers())
+        self.deps_with(&acme())
     }
 
-    /// Clients over a state holding `spec` and the saved outputs `layers`.
-    pub(crate) fn deps_with(&self, spec: Value, layers: Value) -> (Deps, MemoryRecorder) {
-        let recorder = MemoryRecorder::with(&spec, &layers);
+    /// Clients over a state holding `fixture`'s spec and layer outputs.
+    pub(crate) fn deps_with(&self, fixture: &Fixture) -> (Deps, MemoryRecorder) {
+        let recorder = fixture.state();
         let deps = Deps {
             eks: mock_client!(aws_sdk_eks, RuleMode::MatchAny, &self.eks),
             iam: mock_client!(aws_sdk_iam, RuleMode::MatchAny, &self.iam),
@@ -229,7 +195,7 @@ async fn unknown_actions_and_missing_layers_fail_before_any_call() {
         let err = handle(&deps, event(action)).await.unwrap_err();
         assert_eq!(err.name(), ErrorName::InvalidInput, "{action}");
     }
-    let (deps, recorder_without_layers) = mocks.deps_with(spec(), json!({}));
+    let (deps, recorder_without_layers) = mocks.deps_with(&acme().before(Layer::Keys));
     let err = handle(&deps, event("ensure-cluster")).await.unwrap_err();
     assert_eq!(err.name(), ErrorName::InvalidInput);
     assert!(err.to_string().contains("layers.keys"), "{err}");

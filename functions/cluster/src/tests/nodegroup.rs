@@ -245,7 +245,7 @@ async fn a_new_node_group_gets_access_entries_addons_and_the_preset_sizes() {
             r.cluster_name() == Some(CLUSTER)
                 && r.nodegroup_name() == Some(NODEGROUP)
                 && r.node_role() == Some(nodegroup_role.as_str())
-                && r.subnets() == SUBNETS
+                && r.subnets() == fixtures::PRIVATE_SUBNETS
                 && r.instance_types() == ["t3.large"]
                 && r.ami_type() == Some(&AmiTypes::Al2023X8664Standard)
                 && (
@@ -338,8 +338,7 @@ async fn larger_presets_size_the_node_group() {
         sts: vec![&identity],
         ..Default::default()
     };
-    let spec = json!({"name": "acme", "size": "medium", "dns": {"domain": "hh.example.com"}});
-    let (deps, _) = mocks.deps_with(spec, layers());
+    let (deps, _) = mocks.deps_with(&acme().with_size("medium"));
     handle(&deps, event("ensure-nodegroup"))
         .await
         .expect("ensure");
@@ -493,9 +492,8 @@ async fn a_changed_preset_updates_the_node_group_range_once() {
         sts: vec![&identity],
         ..Default::default()
     };
-    let mut medium = spec();
-    medium["size"] = json!("medium");
-    let (deps, _) = mocks.deps_with(medium.clone(), layers());
+    let medium = acme().with_size("medium");
+    let (deps, _) = mocks.deps_with(&medium);
     let out = handle(&deps, event("ensure-nodegroup"))
         .await
         .expect("ensure");
@@ -521,7 +519,7 @@ async fn a_changed_preset_updates_the_node_group_range_once() {
         sts: vec![&identity],
         ..Default::default()
     };
-    let (deps, _) = mocks.deps_with(medium, layers());
+    let (deps, _) = mocks.deps_with(&medium);
     handle(&deps, event("ensure-nodegroup"))
         .await
         .expect("ensure");

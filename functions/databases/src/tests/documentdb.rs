@@ -204,7 +204,9 @@ async fn a_new_cluster_is_encrypted_tls_only_with_a_managed_password() {
         )
     });
     let create_subnets = mock!(DocDb::create_db_subnet_group)
-        .match_requests(|r| r.db_subnet_group_name() == Some(CLUSTER) && r.subnet_ids() == SUBNETS)
+        .match_requests(|r| {
+            r.db_subnet_group_name() == Some(CLUSTER) && r.subnet_ids() == fixtures::PRIVATE_SUBNETS
+        })
         .then_output(|| CreateDbSubnetGroupOutput::builder().build());
     let groups_missing = mock!(DocDb::describe_db_cluster_parameter_groups).then_error(|| {
         DescribeDBClusterParameterGroupsError::DbParameterGroupNotFoundFault(
@@ -225,7 +227,7 @@ async fn a_new_cluster_is_encrypted_tls_only_with_a_managed_password() {
         })
         .then_output(|| ModifyDbClusterParameterGroupOutput::builder().build());
     let missing = cluster_not_found();
-    let docdb_key = key_arn("docdb");
+    let docdb_key = fixtures::key_arn("docdb");
     let create_cluster = mock!(DocDb::create_db_cluster)
         .match_requests(move |r| {
             r.db_cluster_identifier() == Some(CLUSTER)
@@ -233,11 +235,11 @@ async fn a_new_cluster_is_encrypted_tls_only_with_a_managed_password() {
                 && r.storage_encrypted() == Some(true)
                 && r.kms_key_id() == Some(docdb_key.as_str())
                 && r.manage_master_user_password() == Some(true)
-                && r.master_user_secret_kms_key_id() == Some(key_arn("app").as_str())
+                && r.master_user_secret_kms_key_id() == Some(fixtures::key_arn("app").as_str())
                 && r.master_user_password().is_none()
                 && r.deletion_protection() == Some(true)
                 && r.backup_retention_period() == Some(7)
-                && r.vpc_security_group_ids() == [DB_SG]
+                && r.vpc_security_group_ids() == [fixtures::DATABASES_SG]
                 && r.db_subnet_group_name() == Some(CLUSTER)
                 && r.db_cluster_parameter_group_name() == Some("apiary-acme-docdb5")
                 && has_tag(
@@ -308,8 +310,8 @@ async fn multi_az_gets_a_second_instance() {
         docdb: vec![&subnets, &groups, &params, &describe, &missing, &create],
         ..Default::default()
     };
-    let spec = json!({"name": "acme", "dns": {"domain": "hh.example.com"}, "databases": {"multi_az": true}});
-    let (deps, _) = mocks.deps_with(spec, layers());
+    let multi_az = acme().with_spec(|spec| spec["databases"] = json!({"multi_az": true}));
+    let (deps, _) = mocks.deps_with(&multi_az);
     let out = handle(&deps, event("ensure-documentdb"))
         .await
         .expect("ensure");

@@ -7,6 +7,7 @@ mod redis;
 
 use std::sync::Arc;
 
+use apiary_core::fixtures::{self, Fixture};
 use apiary_core::step::MemoryRecorder;
 use aws_smithy_mocks::{Rule, RuleMode, mock_client};
 use aws_smithy_types::error::ErrorMetadata;
@@ -14,44 +15,10 @@ use serde_json::{Value, json};
 
 use super::*;
 
-pub(crate) const DB_SG: &str = "sg-databases";
-pub(crate) const SUBNETS: [&str; 3] = ["subnet-a", "subnet-b", "subnet-c"];
-
-pub(crate) fn key_arn(scope: &str) -> String {
-    format!("arn:aws:kms:us-west-2:123456789012:key/{scope}-key")
-}
-
-pub(crate) fn layers() -> Value {
-    let keys: serde_json::Map<String, Value> = ["eks-secrets", "rds", "s3", "app", "state", "docdb", "redis"]
-        .iter()
-        .map(|scope| {
-            (
-                (*scope).to_owned(),
-                json!({"key_id": format!("{scope}-key"), "arn": key_arn(scope), "alias": format!("alias/apiary/acme/{scope}")}),
-            )
-        })
-        .collect();
-    let subnets: Vec<Value> = SUBNETS
-        .iter()
-        .zip(["us-west-2a", "us-west-2b", "us-west-2c"])
-        .enumerate()
-        .map(|(i, (id, az))| json!({"id": id, "availability_zone": az, "cidr": format!("10.1.{}.0/24", 100 + i)}))
-        .collect();
-    json!({
-        "keys": {"keys": keys},
-        "network": {
-            "vpc_id": "vpc-1",
-            "vpc_cidr": "10.1.0.0/16",
-            "public_subnets": [],
-            "private_subnets": subnets,
-            "nat_gateway_ids": [],
-            "security_groups": {"alb": "sg-alb", "cluster": "sg-cluster", "databases": DB_SG},
-        }
-    })
-}
-
-pub(crate) fn spec() -> Value {
-    json!({"name": "acme", "dns": {"domain": "hh.example.com"}})
+/// Deployment `acme` as the databases steps find it: the layers before the databases
+/// built.
+pub(crate) fn acme() -> Fixture {
+    Fixture::named("acme").before(Layer::Databases)
 }
 
 /// The event the state machine sends for `action` on deployment `acme`.
@@ -69,14 +36,14 @@ pub(crate) struct Mocks<'a> {
 }
 
 impl Mocks<'_> {
-    /// Clients over the state of `acme`: its spec and the keys and network layers.
+    /// Clients over the state of [`acme`].
     pub(crate) fn deps(&self) -> (Deps, MemoryRecorder) {
-        self.deps_with(spec(), layers())
+        self.deps_with(&acme())
     }
 
-    /// Clients over a state holding `spec` and the saved outputs `layers`.
-    pub(crate) fn deps_with(&self, spec: Value, layers: Value) -> (Deps, MemoryRecorder) {
-        let recorder = MemoryRecorder::with(&spec, &layers);
+    /// Clients over a state holding `fixture`'s spec and layer outputs.
+    pub(crate) fn deps_with(&self, fixture: &Fixture) -> (Deps, MemoryRecorder) {
+        let recorder = fixture.state();
         let deps = Deps {
             rds: mock_client!(aws_sdk_rds, RuleMode::MatchAny, &self.rds),
             docdb: mock_client!(aws_sdk_docdb, RuleMode::MatchAny, &self.docdb),
@@ -122,7 +89,7 @@ async fn unknown_actions_and_events_carrying_a_spec_fail_before_any_call() {
 #[tokio::test]
 async fn ensure_without_earlier_layers_is_invalid_input() {
     let mocks = Mocks::default();
-    let (deps, _) = mocks.deps_with(spec(), json!({}));
+    let (deps, _) = mocks.deps_with(&acme().before(Layer::Keys));
     for action in ["ensure-postgres", "ensure-documentdb", "ensure-redis"] {
         let err = handle(&deps, event(action)).await.unwrap_err();
         assert_eq!(err.name(), apiary_core::ErrorName::InvalidInput, "{action}");
@@ -133,9 +100,9 @@ async fn ensure_without_earlier_layers_is_invalid_input() {
 #[tokio::test]
 async fn disabled_stores_report_ready_without_any_call() {
     let mocks = Mocks::default();
-    let spec = json!({"name": "acme", "dns": {"domain": "hh.example.com"},
-                      "databases": {"documentdb": false, "redis": false}});
-    let (deps, recorder) = mocks.deps_with(spec, layers());
+    let off =
+        acme().with_spec(|spec| spec["databases"] = json!({"documentdb": false, "redis": false}));
+    let (deps, recorder) = mocks.deps_with(&off);
     for action in [
         "ensure-documentdb",
         "status-documentdb",

@@ -198,7 +198,7 @@ async fn a_new_instance_gets_every_security_setting() {
     let create_subnets = mock!(Rds::create_db_subnet_group)
         .match_requests(|r| {
             r.db_subnet_group_name() == Some(ID)
-                && r.subnet_ids() == SUBNETS
+                && r.subnet_ids() == fixtures::PRIVATE_SUBNETS
                 && has_tag(
                     r.tags().iter().map(|t| (t.key(), t.value())),
                     "apiary:layer",
@@ -227,7 +227,7 @@ async fn a_new_instance_gets_every_security_setting() {
         })
         .then_output(|| ModifyDbParameterGroupOutput::builder().build());
     let missing = instance_not_found();
-    let rds_key = key_arn("rds");
+    let rds_key = fixtures::key_arn("rds");
     let create = mock!(Rds::create_db_instance)
         .match_requests(move |r| {
             r.db_instance_identifier() == Some(ID)
@@ -239,14 +239,14 @@ async fn a_new_instance_gets_every_security_setting() {
                 && r.storage_encrypted() == Some(true)
                 && r.kms_key_id() == Some(rds_key.as_str())
                 && r.manage_master_user_password() == Some(true)
-                && r.master_user_secret_kms_key_id() == Some(key_arn("app").as_str())
+                && r.master_user_secret_kms_key_id() == Some(fixtures::key_arn("app").as_str())
                 && r.master_user_password().is_none()
                 && r.backup_retention_period() == Some(7)
                 && r.multi_az() == Some(false)
                 && r.deletion_protection() == Some(true)
                 && r.publicly_accessible() == Some(false)
                 && r.copy_tags_to_snapshot() == Some(true)
-                && r.vpc_security_group_ids() == [DB_SG]
+                && r.vpc_security_group_ids() == [fixtures::DATABASES_SG]
                 && r.db_subnet_group_name() == Some(ID)
                 && r.db_parameter_group_name() == Some("apiary-acme-postgres16")
                 && has_tag(
@@ -319,8 +319,7 @@ async fn medium_deployments_are_multi_az() {
         rds: vec![&subnets, &groups, &params, &missing, &create],
         ..Default::default()
     };
-    let spec = json!({"name": "acme", "size": "medium", "dns": {"domain": "hh.example.com"}});
-    let (deps, _) = mocks.deps_with(spec, layers());
+    let (deps, _) = mocks.deps_with(&acme().with_size("medium"));
     handle(&deps, event("ensure-postgres"))
         .await
         .expect("ensure");

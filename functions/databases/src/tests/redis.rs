@@ -170,10 +170,13 @@ async fn a_new_group_is_encrypted_with_a_stored_auth_token() {
         )
     });
     let create_subnets = mock!(ElastiCache::create_cache_subnet_group)
-        .match_requests(|r| r.cache_subnet_group_name() == Some(GROUP) && r.subnet_ids() == SUBNETS)
+        .match_requests(|r| {
+            r.cache_subnet_group_name() == Some(GROUP)
+                && r.subnet_ids() == fixtures::PRIVATE_SUBNETS
+        })
         .then_output(|| CreateCacheSubnetGroupOutput::builder().build());
     let missing = group_not_found();
-    let redis_key = key_arn("redis");
+    let redis_key = fixtures::key_arn("redis");
     let create = mock!(ElastiCache::create_replication_group)
         .match_requests(move |r| {
             r.replication_group_id() == Some(GROUP)
@@ -185,7 +188,7 @@ async fn a_new_group_is_encrypted_with_a_stored_auth_token() {
                 && r.auth_token() == Some(TOKEN)
                 && r.num_cache_clusters() == Some(1)
                 && r.automatic_failover_enabled() == Some(false)
-                && r.security_group_ids() == [DB_SG]
+                && r.security_group_ids() == [fixtures::DATABASES_SG]
                 && r.cache_subnet_group_name() == Some(GROUP)
                 && r.snapshot_retention_limit() == Some(7)
                 && has_tag(
@@ -201,7 +204,7 @@ async fn a_new_group_is_encrypted_with_a_stored_auth_token() {
         });
     let no_secret = secret_not_found();
     let password = random_password();
-    let app_key = key_arn("app");
+    let app_key = fixtures::key_arn("app");
     let create_secret = mock!(Secrets::create_secret)
         .match_requests(move |r| {
             let value: Value = serde_json::from_str(r.secret_string().unwrap_or("{}")).unwrap();
@@ -265,8 +268,7 @@ async fn multi_az_gets_two_nodes_with_failover() {
         secrets: vec![&secret, &stored],
         ..Default::default()
     };
-    let spec = json!({"name": "acme", "size": "large", "dns": {"domain": "hh.example.com"}});
-    let (deps, _) = mocks.deps_with(spec, layers());
+    let (deps, _) = mocks.deps_with(&acme().with_size("large"));
     handle(&deps, event("ensure-redis")).await.expect("ensure");
     assert_eq!(create.num_calls(), 1);
 }

@@ -5,11 +5,11 @@ use serde_json::json;
 
 use super::*;
 use crate::fake_api::{self, ApplyServer, Reply};
-use crate::fixtures;
 use crate::manifests;
+use crate::test_support::context;
 
 fn manifests_for(image: &str) -> Vec<Manifest> {
-    let mut ctx = fixtures::context();
+    let mut ctx = context();
     ctx.image = image.to_owned();
     manifests::build(&ctx).unwrap()
 }

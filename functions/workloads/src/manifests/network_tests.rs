@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::tests::{body, built, find};
 use super::*;
-use crate::fixtures::context;
+use crate::test_support::context;
 
 #[test]
 fn network_policy_admits_only_the_load_balancer_and_the_namespace() {

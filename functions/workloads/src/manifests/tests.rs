@@ -1,7 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::fixtures::context;
+use crate::test_support::context;
 
 pub(super) fn find<'a>(objects: &'a [Manifest], kind: &str, name: &str) -> &'a Manifest {
     objects
@@ -208,7 +208,7 @@ fn pods_use_the_pod_identity_service_account_without_an_api_token() {
     // Pod Identity needs no IRSA annotation; the association names namespace + account.
     assert!(sa["metadata"].get("annotations").is_none());
     // The role's trust policy is scoped to exactly this namespace and service account.
-    let trust = crate::pod_identity::trust_policy(crate::fixtures::CLUSTER_ARN);
+    let trust = crate::pod_identity::trust_policy(apiary_core::fixtures::CLUSTER_ARN);
     let condition = &trust["Statement"][0]["Condition"]["StringEquals"];
     assert_eq!(condition["aws:RequestTag/kubernetes-namespace"], NAMESPACE);
     assert_eq!(
@@ -217,7 +217,7 @@ fn pods_use_the_pod_identity_service_account_without_an_api_token() {
     );
     assert_eq!(
         condition["aws:RequestTag/eks-cluster-arn"],
-        crate::fixtures::CLUSTER_ARN
+        apiary_core::fixtures::CLUSTER_ARN
     );
 }
 
@@ -301,14 +301,14 @@ fn a_plain_cluster_gets_no_auto_mode_objects_and_no_pool_pinning() {
 
 #[test]
 fn context_refuses_layers_it_cannot_use() {
-    let spec = crate::fixtures::spec();
-    let mut layers = crate::fixtures::layers();
+    let spec = apiary_core::fixtures::Fixture::test().spec();
+    let mut layers = apiary_core::fixtures::Fixture::test().layers;
     layers.cluster.as_mut().unwrap().node_role_arn = "not-an-arn".into();
     let err = Context::new(&spec, &layers).unwrap_err();
     assert_eq!(err.name(), apiary_core::ErrorName::InvalidInput);
     assert!(err.to_string().contains("node_role_arn"), "{err}");
 
-    let mut layers = crate::fixtures::layers();
+    let mut layers = apiary_core::fixtures::Fixture::test().layers;
     layers.cluster = None;
     let err = Context::new(&spec, &layers).unwrap_err();
     assert!(

@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::*;
 use crate::KubeAccess;
-use crate::fixtures;
 use crate::test_support::*;
+use apiary_core::fixtures::{self, Fixture};
 
 async fn run(deps: &Deps) -> Result<(PodIdentity, Vec<String>)> {
     let log = StepLog::new(
@@ -22,7 +22,7 @@ async fn run(deps: &Deps) -> Result<(PodIdentity, Vec<String>)> {
         "ensure",
     );
     let names = Names::new(fixtures::NAME);
-    let identity = ensure(deps, &names, &fixtures::layers(), "us-west-2", &log).await?;
+    let identity = ensure(deps, &names, &Fixture::test().layers, "us-west-2", &log).await?;
     Ok((identity, log.created_ids()))
 }
 
@@ -211,10 +211,7 @@ fn the_role_may_write_data_buckets_use_its_keys_and_read_secrets_only() {
             "arn:aws:s3:::apiary-acme-prod-metrics-123456789012-us-west-2/*"
         ])
     );
-    assert_eq!(
-        statements[2]["Resource"],
-        "arn:aws:kms:us-west-2:123456789012:key/1111-app"
-    );
+    assert_eq!(statements[2]["Resource"], fixtures::key_arn("app"));
     assert_eq!(
         statements[3]["Condition"],
         json!({"StringEquals": {"kms:ViaService": "s3.us-west-2.amazonaws.com"}})
@@ -255,7 +252,7 @@ fn policies_compare_whether_iam_encodes_them_or_not() {
 
 #[test]
 fn bucket_grants_name_the_regions_partition() {
-    let policy = permissions_policy(&fixtures::layers(), "us-gov-west-1").unwrap();
+    let policy = permissions_policy(&Fixture::test().layers, "us-gov-west-1").unwrap();
     let text = policy.to_string();
     assert!(text.contains("arn:aws-us-gov:s3:::"), "{text}");
     assert!(!text.contains("arn:aws:s3:::"), "{text}");

@@ -2,15 +2,15 @@ use apiary_core::ErrorName;
 use serde_json::json;
 
 use super::*;
-use crate::fixtures;
 use crate::manifests;
+use crate::test_support::context;
 
 fn temp_folder() -> PathBuf {
     std::env::temp_dir().join(format!("apiary-render-{}", uuid::Uuid::new_v4().simple()))
 }
 
 fn manifests_for(image: &str) -> Vec<Manifest> {
-    let mut ctx = fixtures::context();
+    let mut ctx = context();
     ctx.image = image.to_owned();
     manifests::build(&ctx).unwrap()
 }
@@ -83,7 +83,7 @@ fn rendering_again_changes_only_what_the_spec_changed() {
 
     // Objects no longer rendered leave the folder; unrelated files stay.
     fs::write(folder.join("notes.txt"), "mine").unwrap();
-    let mut plain = fixtures::context();
+    let mut plain = context();
     plain.auto_mode = false;
     let fewer = render(&folder, &manifests::build(&plain).unwrap()).unwrap();
     let count = fs::read_dir(&folder).unwrap().count();

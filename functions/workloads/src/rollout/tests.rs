@@ -3,14 +3,14 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::fake_api::{self, Reply};
-use crate::fixtures;
 use crate::manifests;
+use crate::test_support::context;
 
 const IMAGE: &str = "public.ecr.aws/honeyhive/ingestion:1.0.0";
 
 /// The Deployment as the API server returns it: what we applied, plus its status.
 fn deployment(generation: i64, status: Value) -> Deployment {
-    let objects = manifests::build(&fixtures::context()).unwrap();
+    let objects = manifests::build(&context()).unwrap();
     let mut body = objects
         .iter()
         .find(|m| m.kind == "Deployment")
