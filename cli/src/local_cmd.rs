@@ -319,12 +319,26 @@ pub fn document(result: &ExecutionResult) -> Value {
             "output": result.output.clone().unwrap_or(Value::Null),
         })
     } else {
+        let (error, cause) = error_and_cause(result);
         json!({
             "status": status,
             "execution_arn": result.execution_arn,
-            "error": result.error.as_deref().unwrap_or("States.Runtime"),
-            "cause": result.cause.as_deref().unwrap_or(""),
+            "error": error,
+            "cause": cause,
         })
+    }
+}
+
+/// The error and cause of an execution that did not succeed. AWS gives a timed-out
+/// execution neither; what people read always has both.
+fn error_and_cause(result: &ExecutionResult) -> (&str, &str) {
+    match (result.error.as_deref(), result.status) {
+        (Some(error), _) => (error, result.cause.as_deref().unwrap_or("")),
+        (None, ExecutionStatus::TimedOut) => (
+            "States.Timeout",
+            "the execution ran longer than its TimeoutSeconds",
+        ),
+        (None, _) => ("States.Runtime", result.cause.as_deref().unwrap_or("")),
     }
 }
 
@@ -341,18 +355,19 @@ async fn report(store: &Store, workflow: &str, deployment: &str, result: &Execut
         Err(err) => eprintln!("warning: reading the inventory for the summary: {err:#}"),
     }
     if result.status == ExecutionStatus::Succeeded {
-        if workflow == "provision" {
-            println!("deployment {deployment} is READY");
+        let status = result
+            .output
+            .as_ref()
+            .and_then(|o| o.get("status"))
+            .and_then(Value::as_str);
+        if let Some(status) = status {
+            println!("deployment {deployment} is {status}");
         } else {
             println!("{workflow} of {deployment} SUCCEEDED");
         }
     } else {
-        println!(
-            "{workflow} {}: {}: {}",
-            run_status(result),
-            result.error.as_deref().unwrap_or("unknown error"),
-            result.cause.as_deref().unwrap_or("")
-        );
+        let (error, cause) = error_and_cause(result);
+        println!("{workflow} {}: {error}: {cause}", run_status(result));
         println!(
             "fix the cause and run the same command again: finished steps are kept and not redone"
         );

@@ -4,6 +4,7 @@ mod dataflow;
 mod parallel;
 mod state;
 mod task;
+mod wait;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -334,20 +335,18 @@ impl StateMachine {
                 (ExecutionStatus::Failed, None, Some(error))
             }
             Outcome::TimedOut => {
-                let error = StatesError {
-                    error: names::TIMEOUT.into(),
-                    cause: None,
-                };
+                // As recorded on AWS: DescribeExecution reports TIMED_OUT with neither
+                // error nor cause, and the ExecutionTimedOut event carries no details.
                 let mut at = Cursor {
                     last: shared.history.len() as u64,
                 };
                 shared.emit(
                     &mut at,
                     "ExecutionTimedOut",
-                    Some(("executionTimedOutEventDetails", error_details(&error))),
+                    Some(("executionTimedOutEventDetails", json!({}))),
                     true,
                 );
-                (ExecutionStatus::TimedOut, None, Some(error))
+                (ExecutionStatus::TimedOut, None, None)
             }
         };
         ExecutionResult {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::dataflow::{backoff, find_catcher, find_retrier, in_state, place, select};
 use super::{Failure, Shared};
-use crate::definition::{FailField, Graph, Kind, State, Transition, WaitFor};
+use crate::definition::{FailField, Graph, Kind, State, Transition};
 use crate::error::{StatesError, names};
 use crate::history::{Cursor, MAX_EVENTS, not_truncated};
 use crate::intrinsics::RandomSource;
@@ -81,20 +81,24 @@ pub(crate) struct StateRun<'a> {
 impl StateRun<'_> {
     /// The context object as this state sees it.
     pub fn context(&self, task_token: Option<&str>) -> ContextObject {
+        // AWS's order: Execution, StateMachine, State (Name, EnteredTime and, for the
+        // states that can retry, RetryCount), then Task and Map when they apply.
+        let mut state = serde_json::Map::with_capacity(3);
+        state.insert("Name".into(), json!(self.state.name));
+        state.insert("EnteredTime".into(), json!(self.entered_time));
+        if matches!(
+            self.state.kind,
+            Kind::Task(_) | Kind::Parallel { .. } | Kind::Map(_)
+        ) {
+            state.insert("RetryCount".into(), json!(self.retry_count));
+        }
         let mut parts = vec![
             ("Execution", Arc::clone(&self.shared.context_execution)),
-            (
-                "State",
-                Arc::new(json!({
-                    "EnteredTime": self.entered_time,
-                    "Name": self.state.name,
-                    "RetryCount": self.retry_count,
-                })),
-            ),
             (
                 "StateMachine",
                 Arc::clone(&self.shared.context_state_machine),
             ),
+            ("State", Arc::new(Value::Object(state))),
         ];
         if let Some(token) = task_token {
             parts.push(("Task", Arc::new(json!({"Token": token}))));
@@ -288,7 +292,7 @@ async fn run_state(
             Ok(Step::Next(next, output))
         }
         Kind::Wait(wait) => {
-            let until = wait_until(wait, &effective, &run, thread)?;
+            let until = super::wait::wait_until(wait, &effective, &run, thread)?;
             shared.clock.sleep_until(until).await;
             let assigned = evaluate_assign(
                 state.assign.as_ref(),
@@ -400,55 +404,6 @@ fn fail_field(
             )),
             cursor,
         )),
-    }
-}
-
-fn wait_until(
-    wait: &WaitFor,
-    input: &Value,
-    run: &StateRun<'_>,
-    thread: &Thread,
-) -> Result<chrono::DateTime<chrono::Utc>, Failure> {
-    let now = run.shared.clock.now();
-    let context = run.context(None);
-    let env = Env {
-        input,
-        context: &context,
-        vars: &thread.scope,
-    };
-    let after = |seconds: f64| now + chrono::Duration::microseconds((seconds * 1e6) as i64);
-    match wait {
-        WaitFor::Seconds(s) => Ok(after(*s)),
-        WaitFor::Timestamp(t) => Ok(*t),
-        WaitFor::SecondsPath(path) => {
-            let value = path
-                .evaluate(&env, false)
-                .ok_or_else(|| run.fail(super::dataflow::no_results(path), &thread.cursor))?;
-            match value.as_f64() {
-                Some(s) if s >= 0.0 && value.is_number() => Ok(after(s.floor())),
-                _ => Err(run.fail(
-                    StatesError::runtime(format!(
-                        "The SecondsPath parameter does not reference a valid non-negative integer value: {}",
-                        crate::json::compact(&value)
-                    )),
-                    &thread.cursor,
-                )),
-            }
-        }
-        WaitFor::TimestampPath(path) => {
-            let value = path
-                .evaluate(&env, false)
-                .ok_or_else(|| run.fail(super::dataflow::no_results(path), &thread.cursor))?;
-            value.as_str().and_then(crate::timestamp::parse).ok_or_else(|| {
-                run.fail(
-                    StatesError::runtime(format!(
-                        "The TimestampPath parameter does not reference a valid ISO-8601 extended offset date-time format string: {}",
-                        crate::json::compact(&value)
-                    )),
-                    &thread.cursor,
-                )
-            })
-        }
     }
 }
 

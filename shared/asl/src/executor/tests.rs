@@ -1,6 +1,7 @@
 //! Whole executions: history shapes recorded from AWS, data flow, errors and time.
 
 mod flow;
+mod parity;
 mod tasks;
 
 use std::collections::HashMap;

@@ -67,6 +67,29 @@ fn integer_arg(call: &Call, value: &Value, what: &str) -> Result<i64, Failure> {
     }
 }
 
+/// A numeric argument of MathAdd or MathRandom. AWS's documentation: "If you specify a
+/// non-integer value for one or both the arguments, Step Functions will round it off to
+/// the nearest integer." Executions recorded on AWS round each argument as Java's
+/// `Math.round` does (half up, towards positive infinity): 1.5 -> 2, -1.5 -> -1.
+fn rounded_arg(call: &Call, value: &Value, what: &str) -> Result<i64, Failure> {
+    let err = || invalid(format!("{} expects a number for {what}", call.name));
+    match value {
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                return Ok(i);
+            }
+            let f = n.as_f64().ok_or_else(err)?;
+            let r = (f + 0.5).floor();
+            if r.is_finite() && r.abs() < 9.0e18 {
+                #[allow(clippy::cast_possible_truncation)]
+                return Ok(r as i64);
+            }
+            Err(err())
+        }
+        _ => Err(err()),
+    }
+}
+
 fn capped<'a>(call: &Call, value: &'a Value) -> Result<&'a str, Failure> {
     let s = string_arg(call, value, "its input")?;
     if s.chars().count() > MAX_STRING_INPUT {
@@ -78,12 +101,41 @@ fn capped<'a>(call: &Call, value: &'a Value) -> Result<&'a str, Failure> {
     Ok(s)
 }
 
-/// Renders an argument of States.Format the way AWS does: strings as they are, other
-/// values as JSON.
+/// Renders an argument of States.Format the way AWS does (a Java `toString`): strings
+/// as they are, arrays as `[a, b]`, objects as `{k=v, k2=v2}` (members rendered the same
+/// way, strings unquoted), numbers, booleans and null as JSON.
 fn format_value(value: &Value) -> String {
+    let mut out = String::new();
+    render(value, &mut out);
+    out
+}
+
+fn render(value: &Value, out: &mut String) {
     match value {
-        Value::String(s) => s.clone(),
-        other => crate::json::compact(other),
+        Value::String(s) => out.push_str(s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                render(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(k);
+                out.push('=');
+                render(v, out);
+            }
+            out.push('}');
+        }
+        other => out.push_str(&crate::json::compact(other)),
     }
 }
 
@@ -170,16 +222,16 @@ fn array_range(call: &Call, args: &[Value]) -> Result<Value, Failure> {
 }
 
 fn math_add(call: &Call, args: &[Value]) -> Result<Value, Failure> {
-    let a = integer_arg(call, &args[0], "its first argument")?;
-    let b = integer_arg(call, &args[1], "its second argument")?;
+    let a = rounded_arg(call, &args[0], "its first argument")?;
+    let b = rounded_arg(call, &args[1], "its second argument")?;
     a.checked_add(b)
         .map(Value::from)
         .ok_or_else(|| invalid("States.MathAdd overflowed"))
 }
 
 fn math_random(call: &Call, args: &[Value], rng: &dyn RandomSource) -> Result<Value, Failure> {
-    let start = integer_arg(call, &args[0], "the start")?;
-    let end = integer_arg(call, &args[1], "the end")?;
+    let start = rounded_arg(call, &args[0], "the start")?;
+    let end = rounded_arg(call, &args[1], "the end")?;
     if end <= start {
         return Err(invalid(
             "States.MathRandom expects the end to be greater than the start",
@@ -187,7 +239,7 @@ fn math_random(call: &Call, args: &[Value], rng: &dyn RandomSource) -> Result<Va
     }
     let value = match args.get(2) {
         Some(seed) => {
-            let seed = integer_arg(call, seed, "the seed")?;
+            let seed = rounded_arg(call, seed, "the seed")?;
             let mut seeded = rand::rngs::StdRng::seed_from_u64(seed.cast_unsigned());
             seeded.random_range(start..end)
         }
@@ -243,6 +295,10 @@ pub(super) fn apply(
         Function::StringToJson => {
             arity(call, &args, 1..=1)?;
             let s = string_arg(call, &args[0], "its argument")?;
+            // An empty or blank string parses to null, as on AWS.
+            if s.trim().is_empty() {
+                return Ok(Value::Null);
+            }
             serde_json::from_str(s)
                 .map_err(|e| invalid(format!("The input '{s}' is not valid JSON: {e}")))
         }

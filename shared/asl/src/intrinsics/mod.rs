@@ -224,6 +224,8 @@ impl Parser {
                 let mut quote: Option<char> = None;
                 while let Some(c) = self.peek() {
                     match (quote, c) {
+                        // `\'` and `\\` inside a quoted member name do not end it.
+                        (Some(_), '\\') => self.pos += 1,
                         (Some(q), c) if c == q => quote = None,
                         (Some(_), _) => {}
                         (None, '\'' | '"') => quote = Some(c),

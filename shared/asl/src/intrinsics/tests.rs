@@ -47,7 +47,7 @@ fn format_fills_placeholders_and_honours_escapes() {
         json!("literal {} and x")
     );
     assert_eq!(eval(r"States.Format('it\'s {}', true)"), json!("it's true"));
-    assert_eq!(eval("States.Format('{}', $.obj)"), json!(r#"{"k":1}"#));
+    assert_eq!(eval("States.Format('{}', $.obj)"), json!("{k=1}"));
     assert_eq!(eval("States.Format('{}', null)"), json!("null"));
     assert_eq!(
         failure("States.Format('{} {}', 1)").error,
@@ -167,8 +167,9 @@ fn merge_math_split_uuid() {
         "States.IntrinsicFailure"
     );
     assert_eq!(eval("States.MathAdd($.n, -5)"), json!(-2));
+    assert_eq!(eval("States.MathAdd(1.5, 1)"), json!(3));
     assert_eq!(
-        failure("States.MathAdd(1.5, 1)").error,
+        failure("States.MathAdd('1', 1)").error,
         "States.IntrinsicFailure"
     );
     let r = eval("States.MathRandom(10, 20)").as_i64().unwrap();
@@ -225,4 +226,117 @@ fn parse_errors() {
     let call = Intrinsic::parse("States.Format('{}', States.Array($.a, 'b,c'))").unwrap();
     assert_eq!(call.call.function, Function::Format);
     assert!(matches!(call.call.args[1], Arg::Call(_)));
+}
+
+/// Sums recorded on AWS: each argument is rounded as Java's `Math.round` rounds.
+#[test]
+fn math_add_rounds_non_integer_arguments_as_aws_does() {
+    let add =
+        |a: f64, b: f64| eval_in("States.MathAdd($.a, $.b)", json!({"a": a, "b": b})).unwrap();
+    assert_eq!(add(1.49, 1.5), json!(3));
+    assert_eq!(add(1.5, 1.51), json!(4));
+    assert_eq!(add(-1.49, -1.5), json!(-2));
+    assert_eq!(add(-1.5, -1.51), json!(-3));
+    assert_eq!(add(0.5, 0.0), json!(1));
+    assert_eq!(add(2.5, 0.0), json!(3));
+    assert_eq!(add(-2.5, 0.0), json!(-2));
+    assert_eq!(eval("States.MathAdd(1.49, 0)"), json!(1));
+}
+
+#[test]
+fn math_random_rounds_non_integer_bounds() {
+    for _ in 0..20 {
+        let r = eval_in(
+            "States.MathRandom($.a, $.b)",
+            json!({"a": 12.5, "b": 44.51}),
+        )
+        .unwrap()
+        .as_i64()
+        .unwrap();
+        assert!((13..45).contains(&r), "{r}");
+    }
+    let seeded = eval("States.MathRandom(1.4, 3.6, 7.2)").as_i64().unwrap();
+    assert!((1..4).contains(&seeded));
+    assert_eq!(
+        failure("States.MathRandom('a', 3)").error,
+        "States.IntrinsicFailure"
+    );
+}
+
+#[test]
+fn string_to_json_of_empty_or_blank_strings_is_null() {
+    assert_eq!(eval("States.StringToJson('')"), Value::Null);
+    assert_eq!(eval("States.StringToJson('   ')"), Value::Null);
+    assert_eq!(
+        eval_in("States.StringToJson($.s)", json!({"s": "\n\t "})).unwrap(),
+        Value::Null
+    );
+    assert_eq!(eval("States.StringToJson(' 12 ')"), json!(12));
+}
+
+#[test]
+fn format_renders_objects_and_arrays_as_aws_does() {
+    let input = json!({"o": {"Arg1": 1, "Arg2": [], "s": "x", "n": null, "in": {"b": true}},
+        "a": ["x", 1, 2.5, {"k": "v"}, [true]]});
+    assert_eq!(
+        eval_in("States.Format('{}', $.o)", input.clone()).unwrap(),
+        json!("{Arg1=1, Arg2=[], s=x, n=null, in={b=true}}")
+    );
+    assert_eq!(
+        eval_in("States.Format('v: {}', $.a)", input.clone()).unwrap(),
+        json!("v: [x, 1, 2.5, {k=v}, [true]]")
+    );
+    assert_eq!(
+        eval_in("States.Format('{}', States.Array('a', 'b'))", input).unwrap(),
+        json!("[a, b]")
+    );
+}
+
+fn eval_with_context(expr: &str) -> Value {
+    let call = Intrinsic::parse(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+    let context = ContextObject::new(vec![
+        (
+            "Execution",
+            std::sync::Arc::new(json!({"Name": "run-1", "Input": {"k": "v", "n": [1, 2]}})),
+        ),
+        ("State", std::sync::Arc::new(json!({"Name": "S"}))),
+    ]);
+    let vars = Scope::root();
+    let input = json!({"a": 1});
+    let env = Env {
+        input: &input,
+        context: &context,
+        vars: &vars,
+    };
+    call.evaluate(&env, &Counter(0.into())).unwrap()
+}
+
+#[test]
+fn context_paths_are_arguments_also_when_nested() {
+    assert_eq!(
+        eval_with_context("States.Format('{} in {}', $$.State.Name, $$.Execution.Name)"),
+        json!("S in run-1")
+    );
+    assert_eq!(
+        eval_with_context(
+            "States.ArrayGetItem(States.Array($$.State.Name, $$.Execution.Input.k), 1)"
+        ),
+        json!("v")
+    );
+    assert_eq!(
+        eval_with_context("States.ArrayLength($$.Execution.Input.n)"),
+        json!(2)
+    );
+    assert_eq!(
+        eval_with_context("States.JsonToString($$.Execution.Input)"),
+        json!(r#"{"k":"v","n":[1,2]}"#)
+    );
+    assert_eq!(
+        eval_with_context("States.Format('{}', $$['Execution']['Name'])"),
+        json!("run-1")
+    );
+    assert_eq!(
+        eval_with_context("States.MathAdd(States.ArrayLength($$.Execution.Input.n),$.a)"),
+        json!(3)
+    );
 }

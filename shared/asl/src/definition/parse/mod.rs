@@ -440,7 +440,8 @@ fn map_spec(map: &Map<String, Value>, pointer: &str, errors: &mut Errors) -> Opt
             None
         }
         (Some(p), None) => sub_graph(p, &at(pointer, "ItemProcessor"), errors, true),
-        (None, Some(p)) => sub_graph(p, &at(pointer, "Iterator"), errors, false),
+        // AWS still accepts ProcessorConfig inside a legacy Iterator.
+        (None, Some(p)) => sub_graph(p, &at(pointer, "Iterator"), errors, true),
         (None, None) => {
             err(errors, pointer, "Missing required field 'ItemProcessor'");
             None
