@@ -6,6 +6,8 @@
 //! role in that case, so the node role is not named here: the workloads' NodeClass names
 //! it, and `ensure-nodegroup` gives it its `EC2` access entry.
 
+use apiary_core::error::transient;
+use apiary_core::naming::client_token;
 use apiary_core::{Error, Result};
 use aws_sdk_eks::types::{
     AuthenticationMode, BlockStorage, Cluster, ClusterStatus, ComputeConfigRequest,
@@ -28,6 +30,7 @@ pub const LOG_TYPES: [LogType; 5] = [
 
 struct Inputs {
     secrets_key_arn: String,
+    vpc_id: String,
     subnet_ids: Vec<String>,
     security_group: String,
 }
@@ -50,6 +53,7 @@ fn inputs(step: &Work<'_>) -> Result<Inputs> {
     }
     Ok(Inputs {
         secrets_key_arn: keys.key("eks-secrets")?.arn.clone(),
+        vpc_id: network.vpc_id.clone(),
         subnet_ids,
         security_group,
     })
@@ -58,13 +62,17 @@ fn inputs(step: &Work<'_>) -> Result<Inputs> {
 /// `ensure-cluster`: the three roles, then the cluster.
 pub(crate) async fn ensure(step: &Work<'_>, view: &mut View) -> Result<()> {
     let inputs = inputs(step)?;
+    let mut cluster_role_id = String::new();
     for kind in RoleKind::ALL {
         let role = iam::ensure(step, kind).await?;
         set_role_arn(view, kind, role.arn());
+        if kind == RoleKind::Cluster {
+            role.role_id().clone_into(&mut cluster_role_id);
+        }
     }
     let cluster = match describe(step).await? {
         Some(cluster) => cluster,
-        None => create(step, &inputs, &view.cluster_role_arn).await?,
+        None => create(step, &inputs, &view.cluster_role_arn, &cluster_role_id).await?,
     };
     if !observe(step, view, &cluster).await? {
         view.cluster_pending(&step.resources.cluster);
@@ -187,7 +195,35 @@ pub(crate) async fn observe(step: &Work<'_>, view: &mut View, cluster: &Cluster)
     }
 }
 
-async fn create(step: &Work<'_>, inputs: &Inputs, role_arn: &str) -> Result<Cluster> {
+/// The CreateCluster idempotency token. The incarnation is the VPC the cluster lives in
+/// and the cluster role's unique id: a teardown deletes both, so a re-provision gets a
+/// new token (EKS would otherwise answer a remembered token with the deleted cluster),
+/// while a run repeated after a timeout sends the same one. The rest are the request's
+/// parameters.
+fn create_token(step: &Work<'_>, inputs: &Inputs, role_arn: &str, role_id: &str) -> String {
+    let cluster_spec = &step.spec.cluster;
+    let public = cluster_spec.public_endpoint.to_string();
+    let mut parts = vec![
+        step.names.deployment(),
+        inputs.vpc_id.as_str(),
+        role_id,
+        step.resources.cluster.as_str(),
+        cluster_spec.version.as_str(),
+        role_arn,
+        inputs.secrets_key_arn.as_str(),
+        inputs.security_group.as_str(),
+        public.as_str(),
+    ];
+    parts.extend(inputs.subnet_ids.iter().map(String::as_str));
+    client_token(&parts)
+}
+
+async fn create(
+    step: &Work<'_>,
+    inputs: &Inputs,
+    role_arn: &str,
+    role_id: &str,
+) -> Result<Cluster> {
     let name = &step.resources.cluster;
     let cluster_spec = &step.spec.cluster;
     let logging = Logging::builder()
@@ -203,6 +239,7 @@ async fn create(step: &Work<'_>, inputs: &Inputs, role_arn: &str) -> Result<Clus
         .eks
         .create_cluster()
         .name(name)
+        .client_request_token(create_token(step, inputs, role_arn, role_id))
         .version(&cluster_spec.version)
         .role_arn(role_arn)
         .resources_vpc_config(
@@ -269,8 +306,9 @@ async fn create(step: &Work<'_>, inputs: &Inputs, role_arn: &str) -> Result<Clus
         Err(err)
             if err.as_service_error().is_some_and(|e| {
                 e.is_invalid_parameter_exception()
-                    && aws_sdk_eks::error::ProvideErrorMetadata::message(e)
-                        .is_some_and(|m| m.contains("could not be assumed"))
+                    && transient::eks_role_not_yet_usable(
+                        aws_sdk_eks::error::ProvideErrorMetadata::message(e),
+                    )
             }) =>
         {
             Err(Error::NotReady {

@@ -159,6 +159,17 @@ async fn create(step: &Work<'_>, kind: RoleKind, name: &str) -> Result<Role> {
     }
 }
 
+/// IAM is eventually consistent: a role CreateRole (or GetRole) has just returned can be
+/// unknown to the next call for a few seconds. Its `NoSuchEntity` is then retryable.
+fn not_yet_visible(
+    operation: String,
+    err: aws_sdk_iam::error::SdkError<
+        aws_sdk_iam::operation::list_attached_role_policies::ListAttachedRolePoliciesError,
+    >,
+) -> Error {
+    Error::aws_transient_if(operation, err, |e| e.is_no_such_entity_exception())
+}
+
 async fn attach_policies(step: &Work<'_>, kind: RoleKind, name: &str) -> Result<()> {
     let mut attached = Vec::new();
     let mut pages = step
@@ -172,7 +183,7 @@ async fn attach_policies(step: &Work<'_>, kind: RoleKind, name: &str) -> Result<
     while let Some(policy) = pages
         .try_next()
         .await
-        .map_err(|e| Error::aws(format!("ListAttachedRolePolicies {name}"), e))?
+        .map_err(|e| not_yet_visible(format!("ListAttachedRolePolicies {name}"), e))?
     {
         if let Some(arn) = policy.policy_arn {
             attached.push(arn);
@@ -190,7 +201,11 @@ async fn attach_policies(step: &Work<'_>, kind: RoleKind, name: &str) -> Result<
             .policy_arn(&arn)
             .send()
             .await
-            .map_err(|e| Error::aws(format!("AttachRolePolicy {name} {policy}"), e))?;
+            .map_err(|e| {
+                Error::aws_transient_if(format!("AttachRolePolicy {name} {policy}"), e, |e| {
+                    e.is_no_such_entity_exception()
+                })
+            })?;
     }
     Ok(())
 }
@@ -219,6 +234,10 @@ pub(crate) async fn ensure_discovery_tag(step: &Work<'_>, role: &Role) -> Result
         )
         .send()
         .await
-        .map_err(|e| Error::aws(format!("TagRole {name} {DISCOVERY_TAG}"), e))?;
+        .map_err(|e| {
+            Error::aws_transient_if(format!("TagRole {name} {DISCOVERY_TAG}"), e, |e| {
+                e.is_no_such_entity_exception()
+            })
+        })?;
     Ok(())
 }

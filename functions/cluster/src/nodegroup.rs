@@ -4,6 +4,8 @@
 //! own networking, DNS and storage for its nodes), so the node group's plain AL2023 nodes
 //! get the VPC CNI, kube-proxy and CoreDNS as EKS managed add-ons before they join.
 
+use apiary_core::error::transient;
+use apiary_core::naming::client_token;
 use apiary_core::{Error, Result};
 use aws_sdk_eks::types::{
     AmiTypes, CapacityTypes, Nodegroup, NodegroupScalingConfig, NodegroupStatus, ResolveConflicts,
@@ -40,7 +42,7 @@ pub(crate) async fn ensure(step: &Work<'_>, view: &mut View) -> Result<()> {
 
     let nodegroup = match describe(step).await? {
         Some(nodegroup) => reconcile_scaling(step, nodegroup).await?,
-        None => create(step, nodegroup_role.arn(), subnets).await?,
+        None => create(step, &nodegroup_role, &network.vpc_id, subnets).await?,
     };
     observe(step, view, &nodegroup).await
 }
@@ -205,37 +207,56 @@ async fn describe(step: &Work<'_>) -> Result<Option<Nodegroup>> {
     .and_then(|out| out.nodegroup))
 }
 
-async fn create(step: &Work<'_>, role_arn: &str, subnets: Vec<String>) -> Result<Nodegroup> {
+/// Creates the node group with an idempotency token made like the cluster's: the VPC and
+/// the node group role's unique id (both new after a teardown), then the parameters.
+async fn create(
+    step: &Work<'_>,
+    role: &aws_sdk_iam::types::Role,
+    vpc_id: &str,
+    subnets: Vec<String>,
+) -> Result<Nodegroup> {
     let cluster = &step.resources.cluster;
     let name = &step.resources.nodegroup;
     let sizing = step.spec.sizing();
-    match apiary_core::aws::answer_or_none(
-        format!("CreateNodegroup {cluster} {name}"),
-        step.deps
-            .eks
-            .create_nodegroup()
-            .cluster_name(cluster)
-            .nodegroup_name(name)
-            .node_role(role_arn)
-            .set_subnets(Some(subnets))
-            .instance_types(sizing.node_instance_type)
-            .ami_type(AMI_TYPE)
-            .capacity_type(CapacityTypes::OnDemand)
-            .scaling_config(
-                NodegroupScalingConfig::builder()
-                    .min_size(sizing.nodes_min)
-                    .desired_size(sizing.nodes_desired)
-                    .max_size(sizing.nodes_max)
-                    .build(),
-            )
-            .labels("apiary.io/pool", "system")
-            .set_tags(Some(step.tags("nodegroup").into_iter().collect()))
-            .send(),
-        |e| e.is_resource_in_use_exception(),
-    )
-    .await?
-    {
-        Some(out) => {
+    let role_arn = role.arn();
+    let sizes = [sizing.nodes_min, sizing.nodes_desired, sizing.nodes_max].map(|n| n.to_string());
+    let mut token = vec![
+        step.names.deployment(),
+        vpc_id,
+        role.role_id(),
+        cluster.as_str(),
+        name.as_str(),
+        role_arn,
+        sizing.node_instance_type,
+        AMI_TYPE.as_str(),
+    ];
+    token.extend(sizes.iter().map(String::as_str));
+    token.extend(subnets.iter().map(String::as_str));
+    let created = step
+        .deps
+        .eks
+        .create_nodegroup()
+        .cluster_name(cluster)
+        .nodegroup_name(name)
+        .client_request_token(client_token(&token))
+        .node_role(role_arn)
+        .set_subnets(Some(subnets))
+        .instance_types(sizing.node_instance_type)
+        .ami_type(AMI_TYPE)
+        .capacity_type(CapacityTypes::OnDemand)
+        .scaling_config(
+            NodegroupScalingConfig::builder()
+                .min_size(sizing.nodes_min)
+                .desired_size(sizing.nodes_desired)
+                .max_size(sizing.nodes_max)
+                .build(),
+        )
+        .labels("apiary.io/pool", "system")
+        .set_tags(Some(step.tags("nodegroup").into_iter().collect()))
+        .send()
+        .await;
+    match created {
+        Ok(out) => {
             step.log.created(name);
             out.nodegroup.ok_or_else(|| {
                 Error::fatal(format!(
@@ -243,9 +264,26 @@ async fn create(step: &Work<'_>, role_arn: &str, subnets: Vec<String>) -> Result
                 ))
             })
         }
-        None => describe(step).await?.ok_or_else(|| {
-            Error::Conflict(format!("node group {name} exists but cannot be described"))
-        }),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            describe(step).await?.ok_or_else(|| {
+                Error::Conflict(format!("node group {name} exists but cannot be described"))
+            })
+        }
+        // A role made or given its policies a moment ago may not have reached EKS yet.
+        Err(err) => Err(Error::aws_transient_if(
+            format!("CreateNodegroup {cluster} {name}"),
+            err,
+            |e| {
+                e.is_invalid_parameter_exception()
+                    && transient::eks_role_not_yet_usable(
+                        aws_sdk_eks::error::ProvideErrorMetadata::message(e),
+                    )
+            },
+        )),
     }
 }
 

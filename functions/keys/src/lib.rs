@@ -2,6 +2,8 @@
 //! an alias `alias/apiary/<deployment>/<scope>`, and a key policy that lets only this
 //! account use it, and only through the AWS service the scope belongs to.
 
+mod orphans;
+
 use std::sync::Arc;
 
 use apiary_core::naming::{Layer, Names};
@@ -93,6 +95,8 @@ impl Step for Deps {
 
         let mut output = KeysOutput::default();
         let mut missing = Vec::new();
+        // Keys no alias names, looked for once and only when an alias is missing.
+        let mut unnamed: Option<orphans::Unnamed> = None;
         for (scope, service) in SCOPES {
             let alias = step.names.key_alias(scope);
             let policy = key_policy(&account, &region, *service);
@@ -104,7 +108,20 @@ impl Step for Deps {
                     Some(key)
                 }
                 None if create => {
-                    Some(create_key(self, &step.names, scope, &alias, &policy, log).await?)
+                    let unnamed = match &mut unnamed {
+                        Some(found) => found,
+                        None => unnamed.insert(orphans::Unnamed::find(self, &step.names).await?),
+                    };
+                    match unnamed.take(self, scope).await? {
+                        Some(key_id) => {
+                            let key = name_key(self, &key_id, &alias, log).await?;
+                            ensure_policy(self, &key, &policy, log).await?;
+                            Some(key)
+                        }
+                        None => {
+                            Some(create_key(self, &step.names, scope, &alias, &policy, log).await?)
+                        }
+                    }
                 }
                 None => None,
             };
@@ -215,7 +232,15 @@ async fn create_key(
                 .map_err(|e| Error::fatal(e.to_string()))?,
         );
     }
+    // CreateKey takes no idempotency token: an SDK retry after a lost answer would make a
+    // second key. Without it, a failure goes back to the workflow, whose retry finds the
+    // first key by its tags (see `orphans`).
     let created = request
+        .customize()
+        .config_override(
+            aws_sdk_kms::config::Builder::default()
+                .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled()),
+        )
         .send()
         .await
         .map_err(|e| Error::aws(format!("CreateKey {alias}"), e))?;
@@ -253,6 +278,30 @@ async fn create_key(
         key_id: meta.key_id,
         alias: alias.to_owned(),
     })
+}
+
+/// Names a key an interrupted run created but never aliased.
+async fn name_key(deps: &Deps, key_id: &str, alias: &str, log: &StepLog<'_>) -> Result<KeyRef> {
+    let named = apiary_core::aws::answer_or_none(
+        format!("CreateAlias {alias}"),
+        deps.kms
+            .create_alias()
+            .alias_name(alias)
+            .target_key_id(key_id)
+            .send(),
+        |e| e.is_already_exists_exception(),
+    )
+    .await?;
+    if named.is_some() {
+        log.created(alias);
+    }
+    // Another run may have named a key meanwhile: the alias decides.
+    find_key(deps, alias, log)
+        .await?
+        .ok_or_else(|| Error::NotReady {
+            resource: format!("KMS alias {alias}"),
+            detail: format!("created for key {key_id}, but KMS does not resolve it yet"),
+        })
 }
 
 /// Brings an existing key's policy to what this version of Apiary writes (compared as

@@ -43,9 +43,16 @@ fn sts() -> Sts {
     mock_client!(aws_sdk_sts, RuleMode::MatchAny, [&identity])
 }
 
+/// An account with no keys but those `kms_rules` describe: listing finds nothing.
 fn deps(kms_rules: &[&Rule]) -> (Deps, MemoryRecorder) {
     let recorder = state();
-    let kms = mock_client!(aws_sdk_kms, RuleMode::MatchAny, kms_rules);
+    let no_aliases = mock!(Kms::list_aliases)
+        .then_output(|| aws_sdk_kms::operation::list_aliases::ListAliasesOutput::builder().build());
+    let no_keys = mock!(Kms::list_keys)
+        .then_output(|| aws_sdk_kms::operation::list_keys::ListKeysOutput::builder().build());
+    let mut rules = kms_rules.to_vec();
+    rules.extend([&no_aliases, &no_keys]);
+    let kms = mock_client!(aws_sdk_kms, RuleMode::MatchAny, rules);
     (
         Deps {
             kms,
@@ -369,3 +376,5 @@ fn key_policy_names_the_root_of_the_regions_partition() {
         );
     }
 }
+
+mod real_aws;

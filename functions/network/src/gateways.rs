@@ -1,10 +1,12 @@
 //! The internet gateway, Elastic IPs and NAT gateways.
 
 use apiary_core::{Error, Result};
-use aws_sdk_ec2::types::{DomainType, NatGatewayState, ResourceType};
+use aws_sdk_ec2::types::{DomainType, NatGateway, NatGatewayState, ResourceType};
 
 use crate::Run;
-use crate::ec2::{filter, has_role, role_filters, tag_spec};
+use apiary_core::naming::client_token;
+
+use crate::ec2::{filter, has_role, on_known_id, role_filters, tag_spec, without_sdk_retries};
 
 pub async fn ensure_internet_gateway(run: &Run<'_>, vpc_id: &str) -> Result<String> {
     let ec2 = &run.deps.ec2;
@@ -28,6 +30,8 @@ pub async fn ensure_internet_gateway(run: &Run<'_>, vpc_id: &str) -> Result<Stri
                     "igw",
                     &[],
                 ))
+                .customize()
+                .config_override(without_sdk_retries())
                 .send()
                 .await
                 .map_err(|e| Error::aws("CreateInternetGateway", e))?;
@@ -46,7 +50,7 @@ pub async fn ensure_internet_gateway(run: &Run<'_>, vpc_id: &str) -> Result<Stri
             .vpc_id(vpc_id)
             .send()
             .await
-            .map_err(|e| Error::aws(format!("AttachInternetGateway {id} to {vpc_id}"), e))?;
+            .map_err(|e| on_known_id(format!("AttachInternetGateway {id} to {vpc_id}"), e))?;
     }
     run.log.resource("ec2:internet-gateway", &id, None).await?;
     Ok(id)
@@ -58,8 +62,13 @@ pub struct Nat {
     pub available: bool,
 }
 
-/// The i-th NAT gateway, in the given public subnet, with its own Elastic IP.
-pub async fn ensure_nat_gateway(run: &Run<'_>, index: usize, subnet_id: &str) -> Result<Nat> {
+/// The i-th NAT gateway, in the given public subnet of the VPC, with its own Elastic IP.
+pub async fn ensure_nat_gateway(
+    run: &Run<'_>,
+    index: usize,
+    vpc_id: &str,
+    subnet_id: &str,
+) -> Result<Nat> {
     let ec2 = &run.deps.ec2;
     let role = format!("nat-{index}");
     // Deleted and failed gateways are history: only a live one counts.
@@ -87,18 +96,34 @@ pub async fn ensure_nat_gateway(run: &Run<'_>, index: usize, subnet_id: &str) ->
         Some(nat) => nat.clone(),
         None => {
             let allocation = ensure_elastic_ip(run, index).await?;
-            let created = ec2
-                .create_nat_gateway()
-                .subnet_id(subnet_id)
-                .allocation_id(&allocation)
-                .tag_specifications(tag_spec(ResourceType::Natgateway, run.names, &role, &[]))
-                .send()
-                .await
-                .map_err(|e| Error::aws(format!("CreateNatGateway {role} in {subnet_id}"), e))?;
-            let nat = created
-                .nat_gateway()
-                .cloned()
-                .ok_or_else(|| Error::fatal("CreateNatGateway returned no gateway"))?;
+            let mut token = vec![
+                run.names.deployment(),
+                vpc_id,
+                role.as_str(),
+                subnet_id,
+                allocation.as_str(),
+            ];
+            let mut nat = create_nat_gateway(run, &role, subnet_id, &allocation, &token).await?;
+            // EC2 remembers a token after the gateway it made is deleted, and answers it
+            // with that deleted gateway: someone deleted ours. Make a new one, with a
+            // token that names the deleted one (as stable as the first).
+            let deleted_id = nat.nat_gateway_id().unwrap_or_default().to_owned();
+            if matches!(
+                nat.state(),
+                Some(NatGatewayState::Deleted | NatGatewayState::Deleting)
+            ) {
+                token.push(&deleted_id);
+                nat = create_nat_gateway(run, &role, subnet_id, &allocation, &token).await?;
+                if matches!(
+                    nat.state(),
+                    Some(NatGatewayState::Deleted | NatGatewayState::Deleting)
+                ) {
+                    return Err(Error::fatal(format!(
+                        "CreateNatGateway {role} answered twice with a deleted gateway ({deleted_id}, then {})",
+                        nat.nat_gateway_id().unwrap_or("?")
+                    )));
+                }
+            }
             run.log.created(nat.nat_gateway_id().unwrap_or_default());
             nat
         }
@@ -119,6 +144,30 @@ pub async fn ensure_nat_gateway(run: &Run<'_>, index: usize, subnet_id: &str) ->
     })
 }
 
+async fn create_nat_gateway(
+    run: &Run<'_>,
+    role: &str,
+    subnet_id: &str,
+    allocation: &str,
+    token: &[&str],
+) -> Result<NatGateway> {
+    let created = run
+        .deps
+        .ec2
+        .create_nat_gateway()
+        .subnet_id(subnet_id)
+        .allocation_id(allocation)
+        .client_token(client_token(token))
+        .tag_specifications(tag_spec(ResourceType::Natgateway, run.names, role, &[]))
+        .send()
+        .await
+        .map_err(|e| on_known_id(format!("CreateNatGateway {role} in {subnet_id}"), e))?;
+    created
+        .nat_gateway()
+        .cloned()
+        .ok_or_else(|| Error::fatal("CreateNatGateway returned no gateway"))
+}
+
 async fn ensure_elastic_ip(run: &Run<'_>, index: usize) -> Result<String> {
     let ec2 = &run.deps.ec2;
     let role = format!("nat-eip-{index}");
@@ -135,6 +184,8 @@ async fn ensure_elastic_ip(run: &Run<'_>, index: usize) -> Result<String> {
                 .allocate_address()
                 .domain(DomainType::Vpc)
                 .tag_specifications(tag_spec(ResourceType::ElasticIp, run.names, &role, &[]))
+                .customize()
+                .config_override(without_sdk_retries())
                 .send()
                 .await
                 .map_err(|e| Error::aws(format!("AllocateAddress {role}"), e))?;

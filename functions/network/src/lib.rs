@@ -142,7 +142,7 @@ async fn ensure(run: &Run<'_>) -> Result<(NetworkOutput, Vec<String>)> {
     };
     let mut nats = Vec::new();
     for (i, subnet) in public.iter().take(nat_count).enumerate() {
-        nats.push(gateways::ensure_nat_gateway(run, i, &subnet.id).await?);
+        nats.push(gateways::ensure_nat_gateway(run, i, &vpc_id, &subnet.id).await?);
     }
 
     let mut pending = Vec::new();

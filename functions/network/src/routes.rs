@@ -4,7 +4,9 @@ use apiary_core::{Error, Result};
 use aws_sdk_ec2::types::{ResourceType, VpcEndpointType};
 
 use crate::Run;
-use crate::ec2::{filter, is_code, role_filters, tag_spec};
+use apiary_core::naming::client_token;
+
+use crate::ec2::{filter, is_code, on_known_id, role_filters, tag_spec};
 
 pub struct RouteTable {
     pub id: String,
@@ -47,10 +49,16 @@ pub async fn ensure_route_table(run: &Run<'_>, vpc_id: &str, role: &str) -> Resu
             let created = ec2
                 .create_route_table()
                 .vpc_id(vpc_id)
+                .client_token(client_token(&[
+                    run.names.deployment(),
+                    vpc_id,
+                    "route-table",
+                    role,
+                ]))
                 .tag_specifications(tag_spec(ResourceType::RouteTable, run.names, role, &[]))
                 .send()
                 .await
-                .map_err(|e| Error::aws(format!("CreateRouteTable {role}"), e))?;
+                .map_err(|e| on_known_id(format!("CreateRouteTable {role}"), e))?;
             let id = created
                 .route_table()
                 .and_then(|t| t.route_table_id())
@@ -93,7 +101,7 @@ pub async fn ensure_default_route(
         .send()
         .await
         .map(|_| ())
-        .map_err(|e| Error::aws(format!("ReplaceRoute {} -> {target_id}", table.id), e))
+        .map_err(|e| on_known_id(format!("ReplaceRoute {} -> {target_id}", table.id), e))
     } else {
         let request = ec2
             .create_route()
@@ -106,7 +114,7 @@ pub async fn ensure_default_route(
         .send()
         .await
         .map(|_| ())
-        .map_err(|e| Error::aws(format!("CreateRoute {} -> {target_id}", table.id), e))
+        .map_err(|e| on_known_id(format!("CreateRoute {} -> {target_id}", table.id), e))
     };
     result?;
     run.log.created(&format!("{}:0.0.0.0/0", table.id));
@@ -137,7 +145,7 @@ pub async fn ensure_association(run: &Run<'_>, table: &RouteTable, subnet_id: &s
         {
             Ok(())
         }
-        Err(err) => Err(Error::aws(
+        Err(err) => Err(on_known_id(
             format!("AssociateRouteTable {} {subnet_id}", table.id),
             err,
         )),
@@ -203,23 +211,36 @@ pub async fn ensure_endpoint(
                     &format!("endpoint-{service}"),
                     &[],
                 ));
+            // The token covers what the endpoint is made with: a changed set of route
+            // tables or subnets is a new request, not a replay of the old one.
+            let mut token = vec![run.names.deployment(), vpc_id, "endpoint", service];
             let request = match kind {
-                EndpointKind::Gateway { route_tables } => request
-                    .vpc_endpoint_type(VpcEndpointType::Gateway)
-                    .set_route_table_ids(Some(route_tables.to_vec())),
+                EndpointKind::Gateway { route_tables } => {
+                    token.push("gateway");
+                    token.extend(route_tables.iter().map(String::as_str));
+                    request
+                        .vpc_endpoint_type(VpcEndpointType::Gateway)
+                        .set_route_table_ids(Some(route_tables.to_vec()))
+                }
                 EndpointKind::Interface {
                     subnets,
                     security_group,
-                } => request
-                    .vpc_endpoint_type(VpcEndpointType::Interface)
-                    .set_subnet_ids(Some(subnets.to_vec()))
-                    .security_group_ids(security_group)
-                    .private_dns_enabled(true),
+                } => {
+                    token.push("interface");
+                    token.extend(subnets.iter().map(String::as_str));
+                    token.push(security_group);
+                    request
+                        .vpc_endpoint_type(VpcEndpointType::Interface)
+                        .set_subnet_ids(Some(subnets.to_vec()))
+                        .security_group_ids(security_group)
+                        .private_dns_enabled(true)
+                }
             };
             let created = request
+                .client_token(client_token(&token))
                 .send()
                 .await
-                .map_err(|e| Error::aws(format!("CreateVpcEndpoint {service}"), e))?;
+                .map_err(|e| on_known_id(format!("CreateVpcEndpoint {service}"), e))?;
             let id = created
                 .vpc_endpoint()
                 .and_then(|e| e.vpc_endpoint_id())

@@ -8,7 +8,7 @@ use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, SecurityGroup, Use
 use ipnet::Ipv4Net;
 
 use crate::Run;
-use crate::ec2::{filter, is_code, role_filters, tag_spec};
+use crate::ec2::{filter, is_code, on_known_id, role_filters, tag_spec, without_sdk_retries};
 
 pub struct Groups {
     pub public: SecurityGroups,
@@ -147,20 +147,31 @@ async fn ensure_group(
                 .description(description)
                 .vpc_id(vpc_id)
                 .tag_specifications(tag_spec(ResourceType::SecurityGroup, run.names, role, &[]))
+                .customize()
+                .config_override(without_sdk_retries())
                 .send()
                 .await
                 .map_err(|e| {
-                    Error::aws(
+                    // The name is unique in the VPC, so nothing duplicates; a duplicate
+                    // name after our lookup found none means the lookup had not caught up.
+                    Error::aws_transient_if(
                         format!("CreateSecurityGroup {}", run.names.resource(role)),
                         e,
+                        |e| {
+                            apiary_core::error::transient::ec2_not_yet_visible(e)
+                                || is_code(e, &["InvalidGroup.Duplicate"])
+                        },
                     )
                 })?;
             let group_id = created
                 .group_id()
                 .ok_or_else(|| Error::fatal("CreateSecurityGroup returned no id"))?;
             run.log.created(group_id);
-            describe().await?.ok_or_else(|| {
-                Error::fatal(format!("security group {group_id} vanished after creation"))
+            // EC2 is eventually consistent: a group made a moment ago may not be listed
+            // yet. The next run finds it by its tags.
+            describe().await?.ok_or_else(|| Error::NotReady {
+                resource: format!("security group {group_id}"),
+                detail: "created, but EC2 does not list it yet".to_owned(),
             })?
         }
     };
@@ -228,7 +239,7 @@ async fn ensure_rules(run: &Run<'_>, group: &SecurityGroup, rules: Vec<Rule<'_>>
                     .as_service_error()
                     .is_some_and(|e| is_code(e, &["InvalidPermission.Duplicate"])) => {}
             Err(err) => {
-                return Err(Error::aws(
+                return Err(on_known_id(
                     format!(
                         "AuthorizeSecurityGroupIngress {} ({})",
                         id(group),

@@ -279,3 +279,5 @@ async fn another_deployments_nat_gateway_is_never_adopted() {
         "the foreign gateway is not used: {out}"
     );
 }
+
+mod real_aws;

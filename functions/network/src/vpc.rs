@@ -6,7 +6,7 @@ use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 use ipnet::Ipv4Net;
 
 use crate::Run;
-use crate::ec2::{filter, role_filters, tag_spec};
+use crate::ec2::{filter, on_known_id, role_filters, tag_spec, without_sdk_retries};
 
 /// The first `count` available zones of the region, in name order (stable across runs).
 pub async fn zones(run: &Run<'_>, count: usize) -> Result<Vec<String>> {
@@ -65,6 +65,8 @@ pub async fn ensure_vpc(run: &Run<'_>, cidr: Ipv4Net) -> Result<String> {
             .create_vpc()
             .cidr_block(cidr.to_string())
             .tag_specifications(tag_spec(ResourceType::Vpc, run.names, "vpc", &[]))
+            .customize()
+            .config_override(without_sdk_retries())
             .send()
             .await
             .map_err(|e| Error::aws(format!("CreateVpc {cidr}"), e))?;
@@ -120,7 +122,7 @@ async fn ensure_dns_attribute(
         .attribute(attribute.clone())
         .send()
         .await
-        .map_err(|e| Error::aws(format!("DescribeVpcAttribute {vpc_id}"), e))?;
+        .map_err(|e| on_known_id(format!("DescribeVpcAttribute {vpc_id}"), e))?;
     let enabled = match attribute {
         VpcAttributeName::EnableDnsSupport => current.enable_dns_support(),
         _ => current.enable_dns_hostnames(),
@@ -139,7 +141,7 @@ async fn ensure_dns_attribute(
     request
         .send()
         .await
-        .map_err(|e| Error::aws(format!("ModifyVpcAttribute {vpc_id}"), e))?;
+        .map_err(|e| on_known_id(format!("ModifyVpcAttribute {vpc_id}"), e))?;
     Ok(())
 }
 
@@ -170,9 +172,11 @@ pub async fn ensure_subnet(
             .cidr_block(cidr.to_string())
             .availability_zone(zone)
             .tag_specifications(tag_spec(ResourceType::Subnet, run.names, role, extra_tags))
+            .customize()
+            .config_override(without_sdk_retries())
             .send()
             .await
-            .map_err(|e| Error::aws(format!("CreateSubnet {role} {cidr} in {zone}"), e))?;
+            .map_err(|e| on_known_id(format!("CreateSubnet {role} {cidr} in {zone}"), e))?;
         let id = created
             .subnet()
             .and_then(|s| s.subnet_id())

@@ -221,6 +221,89 @@ impl Error {
             },
         }
     }
+
+    /// Like [`Error::aws`], and also `Apiary.Retryable` when `transient` recognises the
+    /// service error: for a failure that is transient in the caller's context only (see
+    /// [`transient`]). Pass a modeled variant's check where the SDK has one
+    /// (`|e| e.is_no_such_entity_exception()`), a code list otherwise
+    /// (`transient::ec2_not_yet_visible`). The workflow's `Retry` on `Apiary.Retryable`
+    /// supplies the backoff and the bound.
+    pub fn aws_transient_if<E>(
+        operation: impl Into<String>,
+        err: SdkError<E, HttpResponse>,
+        transient: impl FnOnce(&E) -> bool,
+    ) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let in_context = err.as_service_error().is_some_and(transient);
+        match Error::aws(operation, err) {
+            Error::Aws {
+                operation,
+                code,
+                message,
+                retryable,
+            } if in_context && !retryable => Error::Aws {
+                operation,
+                code,
+                message: format!(
+                    "{message} (transient: AWS has not caught up with a change made just before; retried)"
+                ),
+                retryable: true,
+            },
+            other => other,
+        }
+    }
+}
+
+/// Failures that are transient only in the caller's context, which a call site opts into
+/// with [`Error::aws_transient_if`]. Each is fatal elsewhere: a `NotFound` from a Describe
+/// used to look something up is an answer ("there is none"), and a role EKS cannot assume
+/// is a wrong role unless the step made it a moment ago.
+pub mod transient {
+    use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+    /// EC2 codes for an id it does not know (yet). EC2 is eventually consistent: an id a
+    /// Create has just returned, or a Describe has just shown, can be unknown to the next
+    /// call for a few seconds.
+    pub const EC2_NOT_YET_VISIBLE: &[&str] = &[
+        "InvalidVpcID.NotFound",
+        "InvalidSubnetID.NotFound",
+        "InvalidRouteTableID.NotFound",
+        "InvalidRouteTableId.NotFound",
+        "InvalidInternetGatewayID.NotFound",
+        "InvalidGatewayID.NotFound",
+        "InvalidAllocationID.NotFound",
+        "InvalidNatGatewayID.NotFound",
+        "InvalidGroup.NotFound",
+        "InvalidGroupId.NotFound",
+        "InvalidVpcEndpointId.NotFound",
+        "InvalidNetworkInterfaceID.NotFound",
+    ];
+
+    /// Fragments of EKS `InvalidParameterException` messages that mean the IAM role (or
+    /// the policies just attached to it) has not reached EKS yet. Real messages, e.g.
+    /// "Role with arn: arn:aws:iam::1:role/x, could not be assumed because it does not
+    /// exist or the trusted entity is not correct".
+    pub const EKS_ROLE_NOT_YET_USABLE: &[&str] = &[
+        "could not be assumed",
+        "Error in role params",
+        "The provided role doesn't have the Amazon EKS Managed Policies associated with it",
+        "IAM role's policy must include",
+    ];
+
+    /// An EC2 error about an id the caller holds: transient just after that id was
+    /// created or found.
+    pub fn ec2_not_yet_visible(err: &impl ProvideErrorMetadata) -> bool {
+        err.code().is_some_and(|c| EC2_NOT_YET_VISIBLE.contains(&c))
+    }
+
+    /// An EKS `InvalidParameterException` message saying a role is not usable yet: call
+    /// it only after matching the modeled `InvalidParameterException`, and only when the
+    /// step has just created the role or attached its policies.
+    pub fn eks_role_not_yet_usable(message: Option<&str>) -> bool {
+        message.is_some_and(|m| EKS_ROLE_NOT_YET_USABLE.iter().any(|f| m.contains(f)))
+    }
 }
 
 /// An error and its causes as one line (`dispatch failure: io error: connection
@@ -239,8 +322,14 @@ pub fn sentence(err: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-/// Error codes AWS services use for throttling and transient failures.
+/// Error codes AWS services use for throttling and transient failures, in any context.
 const RETRYABLE_CODES: &[&str] = &[
+    // Another change to the same resource is in progress (IAM answers
+    // `ConcurrentModification`, others the `...Exception` form); S3 answers
+    // `OperationAborted` while a conflicting bucket operation runs.
+    "ConcurrentModification",
+    "ConcurrentModificationException",
+    "OperationAborted",
     "Throttling",
     "ThrottlingException",
     "ThrottledException",
@@ -426,6 +515,142 @@ mod tests {
         assert!(text.contains("hint:"), "{text}");
         assert!(!text.contains(" {"), "no Debug structures: {text}");
         assert_eq!(error.name(), ErrorName::Retryable);
+    }
+
+    #[tokio::test]
+    async fn concurrent_modification_and_operation_aborted_are_retryable_anywhere() {
+        for code in ["ConcurrentModification", "ConcurrentModificationException"] {
+            let rule = mock!(Client::describe_table).then_error(move || unhandled(code, "busy"));
+            let err = describe_with(&rule).await;
+            assert_eq!(err.name(), ErrorName::Retryable, "{code}");
+        }
+        let rule = mock!(aws_sdk_s3::Client::put_bucket_policy).then_error(|| {
+            aws_sdk_s3::operation::put_bucket_policy::PutBucketPolicyError::generic(
+                ErrorMetadata::builder()
+                    .code("OperationAborted")
+                    .message("A conflicting conditional operation is currently in progress against this resource. Please try again.")
+                    .build(),
+            )
+        });
+        let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&rule]);
+        let err = s3
+            .put_bucket_policy()
+            .bucket("apiary-acme-logs")
+            .policy("{}")
+            .send()
+            .await
+            .expect_err("the mock returns an error");
+        let err = Error::aws("PutBucketPolicy apiary-acme-logs", err);
+        assert_eq!(err.name(), ErrorName::Retryable, "{err}");
+    }
+
+    async fn transient_if(code: &str, in_context: bool) -> Error {
+        let code = code.to_owned();
+        let rule = mock!(Client::describe_table)
+            .then_error(move || unhandled(&code, "The vpc ID 'vpc-1' does not exist"));
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&rule]);
+        let err = client
+            .describe_table()
+            .table_name("apiary")
+            .send()
+            .await
+            .expect_err("the mock returns an error");
+        if in_context {
+            Error::aws_transient_if(
+                "CreateSubnet private-0",
+                err,
+                transient::ec2_not_yet_visible,
+            )
+        } else {
+            Error::aws("CreateSubnet private-0", err)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ec2_not_found_on_an_id_just_made_is_retryable() {
+        for code in [
+            "InvalidVpcID.NotFound",
+            "InvalidSubnetID.NotFound",
+            "InvalidRouteTableID.NotFound",
+            "InvalidInternetGatewayID.NotFound",
+            "InvalidAllocationID.NotFound",
+            "InvalidNatGatewayID.NotFound",
+            "InvalidGroup.NotFound",
+        ] {
+            let err = transient_if(code, true).await;
+            assert_eq!(err.name(), ErrorName::Retryable, "{code}");
+            assert_eq!(err.aws_code(), Some(code));
+            assert!(err.to_string().contains("does not exist"), "{err}");
+            assert!(err.to_string().contains("transient"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ec2_not_found_outside_that_context_stays_fatal() {
+        let err = transient_if("InvalidVpcID.NotFound", false).await;
+        assert_eq!(err.name(), ErrorName::Fatal);
+        // In context, only the listed codes are transient: a bad parameter is not.
+        let err = transient_if("InvalidParameterValue", true).await;
+        assert_eq!(err.name(), ErrorName::Fatal);
+        assert!(!err.to_string().contains("transient"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_caller_predicate_on_the_modeled_error_decides() {
+        let rule = mock!(Client::describe_table).then_error(|| {
+            DescribeTableError::ResourceNotFoundException(
+                ResourceNotFoundException::builder()
+                    .message("Requested resource not found")
+                    .meta(
+                        ErrorMetadata::builder()
+                            .code("ResourceNotFoundException")
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&rule]);
+        let err = client
+            .describe_table()
+            .table_name("apiary")
+            .send()
+            .await
+            .unwrap_err();
+        let err = Error::aws_transient_if("DescribeTable apiary", err, |e| {
+            e.is_resource_not_found_exception()
+        });
+        assert_eq!(err.name(), ErrorName::Retryable);
+        // An error that is retryable anyway keeps its own message.
+        let rule = mock!(Client::describe_table)
+            .then_error(|| unhandled("ThrottlingException", "Rate exceeded"));
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&rule]);
+        let err = client
+            .describe_table()
+            .table_name("apiary")
+            .send()
+            .await
+            .unwrap_err();
+        let err = Error::aws_transient_if("DescribeTable apiary", err, |_| true);
+        assert_eq!(err.name(), ErrorName::Retryable);
+        assert!(!err.to_string().contains("transient"), "{err}");
+    }
+
+    #[test]
+    fn eks_role_propagation_messages_are_recognised() {
+        for message in [
+            "Role with arn: arn:aws:iam::123456789012:role/apiary-acme-eks-cluster, could not be assumed because it does not exist or the trusted entity is not correct",
+            "Error in role params",
+            "The provided role doesn't have the Amazon EKS Managed Policies associated with it. Please ensure the following policy is attached: arn:aws:iam::aws:policy/AmazonEKSClusterPolicy",
+        ] {
+            assert!(
+                transient::eks_role_not_yet_usable(Some(message)),
+                "{message}"
+            );
+        }
+        assert!(!transient::eks_role_not_yet_usable(Some(
+            "Subnets specified must be in at least two different AZs"
+        )));
+        assert!(!transient::eks_role_not_yet_usable(None));
     }
 
     #[test]

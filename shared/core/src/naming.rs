@@ -122,9 +122,54 @@ impl Names {
     }
 }
 
+/// The idempotency token of a create: the same parts always give the same token, so a
+/// create repeated after a timeout (by the SDK, or by the workflow re-running the step)
+/// gets back what the first attempt made instead of a second resource.
+///
+/// Pass the deployment, its incarnation (an id that a teardown and re-provision
+/// changes, such as the VPC id, so that a new data plane never receives a deleted
+/// resource from an old token), the resource and every parameter of the create: AWS
+/// refuses a known token with different parameters, so a changed spec must give a new
+/// token. The result is `apiary-` and 40 hex digits of a SHA-256 over the parts (each
+/// length-prefixed, so `["ab", "c"]` and `["a", "bc"]` differ): 47 ASCII characters,
+/// within EC2's limit of 64 and EKS's of 64.
+pub fn client_token(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    let digest = hash.finalize();
+    let hex: String = digest.iter().take(20).map(|b| format!("{b:02x}")).collect();
+    format!("apiary-{hex}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_tokens_are_stable_bounded_and_follow_every_part() {
+        let parts = ["acme", "vpc-0abc", "nat-0", "subnet-1", "eipalloc-1"];
+        let token = client_token(&parts);
+        assert_eq!(token, client_token(&parts), "same parts, same token");
+        assert_eq!(token.len(), 47);
+        assert!(token.len() <= 64 && token.is_ascii(), "{token}");
+        assert!(token.starts_with("apiary-"));
+        // A new incarnation, resource or parameter gives a new token.
+        for (i, changed) in ["beta", "vpc-0def", "nat-1", "subnet-2", "eipalloc-2"]
+            .into_iter()
+            .enumerate()
+        {
+            let mut other = parts;
+            other[i] = changed;
+            assert_ne!(token, client_token(&other), "part {i}");
+        }
+        // Parts are not simply concatenated.
+        assert_ne!(client_token(&["ab", "c"]), client_token(&["a", "bc"]));
+        assert_ne!(client_token(&["a"]), client_token(&["a", ""]));
+    }
 
     #[test]
     fn names_are_deterministic_and_bounded() {

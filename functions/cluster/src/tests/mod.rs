@@ -5,6 +5,7 @@ mod access;
 mod control_plane;
 mod karpenter;
 mod nodegroup;
+mod real_aws;
 
 use std::sync::Arc;
 
