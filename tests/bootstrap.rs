@@ -130,8 +130,13 @@ fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
             ));
         }
         // Configuration only, never a secret: the table, and (for the cluster step) the
-        // role ARNs that get Kubernetes access.
-        const ALLOWED: [&str; 2] = ["APIARY_TABLE", "APIARY_KUBERNETES_ADMIN_ROLE_ARNS"];
+        // role ARNs that get Kubernetes access; for the workloads step the permissions
+        // boundary of the role it makes).
+        const ALLOWED: [&str; 3] = [
+            "APIARY_TABLE",
+            "APIARY_KUBERNETES_ADMIN_ROLE_ARNS",
+            "APIARY_PERMISSIONS_BOUNDARY_ARN",
+        ];
         let variables = props["Environment"]["Variables"].as_object();
         let names: Vec<&str> = variables
             .map(|v| v.keys().map(String::as_str).collect())
@@ -542,8 +547,10 @@ fn check_deletes(template: &Value, code_of: &dyn Fn(&str) -> String) -> Vec<Stri
             continue;
         };
         let code = code_of(&name);
+        // A Deny grants nothing: denying a delete needs no code that deletes.
         for action in statements(role)
             .into_iter()
+            .filter(|s| s["Effect"] == "Allow")
             .flat_map(actions)
             .filter(|a| is_delete(a))
         {

@@ -11,7 +11,6 @@ mod launch;
 mod network;
 mod package;
 mod provision;
-mod statemachines;
 mod storage;
 mod store;
 

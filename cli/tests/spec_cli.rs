@@ -227,3 +227,35 @@ fn local_run_provision_prints_one_json_document() {
     );
     assert_eq!(document["output"]["status"], "READY");
 }
+
+/// A workflow's own refusal is a failed execution: the document says so and the exit code
+/// is 1 (the spec given in --input replaces the demo spec and fails the Validate step).
+#[test]
+fn local_run_exits_1_when_the_workflow_refuses() {
+    let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {
+        panic!("AWS_ENDPOINT_URL is not set: run the tests with scripts/test");
+    };
+    let out = apiary(&[
+        "local",
+        "run",
+        "provision",
+        "--json",
+        "--input",
+        r#"{"spec": {"name": "Bad!", "dns": {"domain": "x.example.com"}}}"#,
+        "--endpoint",
+        &endpoint,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let document: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one document");
+    assert_eq!(document["status"], "FAILED");
+    assert_eq!(document["error"], "Apiary.InvalidSpec");
+    assert!(
+        document["cause"].as_str().unwrap().contains("name"),
+        "{document}"
+    );
+}

@@ -26,10 +26,10 @@ const LAYERS: &[(&str, &[&str])] = &[
 const DONE_WHEN: &[(&str, &str)] = &[
     ("Keys", "keys"),
     (">Layers", "network"),
-    ("Dns", "dns"),
+    (">DnsDone", "dns"),
     ("Storage", "storage"),
     ("Databases", "databases"),
-    ("ClusterOutput", "cluster"),
+    ("Karpenter", "cluster"),
     (">MarkReady", "workloads"),
 ];
 
@@ -181,6 +181,46 @@ impl Inner {
                 return;
             };
             self.set(layer, &message, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every state the progress lines wait for exists in the generated provision workflow
+    /// (a renamed state would leave a layer spinning until the end).
+    #[test]
+    fn progress_follows_states_that_exist() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text = std::fs::read_to_string(root.join("statemachines/provision.asl.json")).unwrap();
+        let definition: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut names = Vec::new();
+        collect(&definition["States"], &mut names);
+        for (marker, layer) in DONE_WHEN {
+            let state = marker.trim_start_matches('>');
+            assert!(
+                names.iter().any(|n| n == state),
+                "{layer}: no state {state}"
+            );
+        }
+        for (layer, prefixes) in LAYERS {
+            for prefix in *prefixes {
+                assert!(
+                    names.iter().any(|n| n.starts_with(prefix)),
+                    "{layer}: no state starts with {prefix}"
+                );
+            }
+        }
+    }
+
+    fn collect(states: &serde_json::Value, names: &mut Vec<String>) {
+        for (name, state) in states.as_object().into_iter().flatten() {
+            names.push(name.clone());
+            for branch in state["Branches"].as_array().into_iter().flatten() {
+                collect(&branch["States"], names);
+            }
         }
     }
 }

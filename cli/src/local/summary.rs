@@ -68,8 +68,25 @@ fn notes_from(layers: &Value) -> Vec<String> {
         }
         _ => {}
     }
-    if let Some(note) = layers["dns"]["validation_note"].as_str() {
+    if let Some(skipped) = workloads["skipped"].as_array() {
+        for object in skipped {
+            if let Some(reason) = object["reason"].as_str() {
+                notes.push(format!("workloads: {reason}"));
+            }
+        }
+    }
+    let dns = &layers["dns"];
+    if let Some(note) = dns["validation_note"].as_str() {
         notes.push(format!("dns: {note}"));
+    }
+    match dns["certificate_status"].as_str() {
+        Some("ISSUED") => notes.push(
+            "dns: the certificate is ISSUED because the emulator issues every DNS-validated certificate without looking at DNS, MOTO_ACM_VALIDATION_WAIT seconds after the request (0 in the emulator Apiary starts); on AWS, ACM issues it only once it sees the validation records in public DNS, and until then the deployment is WAITING_FOR_DNS_VALIDATION".to_owned(),
+        ),
+        Some(status) => notes.push(format!(
+            "dns: the certificate is {status}, so the deployment is WAITING_FOR_DNS_VALIDATION (the emulator this run used issues certificates only after MOTO_ACM_VALIDATION_WAIT seconds, 60 unless set; `scripts/emulator start` sets 0)"
+        )),
+        None => {}
     }
     notes
 }
@@ -113,5 +130,47 @@ impl Summary {
             let _ = writeln!(out, "note: {note}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::notes_from;
+
+    #[test]
+    fn an_issued_certificate_is_said_to_be_the_emulators_doing() {
+        let notes = notes_from(&json!({"dns": {"certificate_status": "ISSUED",
+                                               "validation_note": "records NOT written"}}));
+        assert!(
+            notes.iter().any(|n| n == "dns: records NOT written"),
+            "{notes:?}"
+        );
+        assert!(
+            notes.iter().any(|n| n.contains("without looking at DNS")
+                && n.contains("0 in the emulator Apiary starts")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn a_pending_certificate_and_the_ingress_it_holds_back_are_noted() {
+        let notes = notes_from(&json!({
+            "dns": {"certificate_status": "PENDING_VALIDATION"},
+            "workloads": {"mode": "rendered", "folder": "/tmp/w",
+                          "skipped": [{"kind": "Ingress", "reason": "certificate arn:c is PENDING_VALIDATION, not ISSUED"}]}
+        }));
+        assert!(
+            notes.iter().any(|n| n
+                .contains("PENDING_VALIDATION, so the deployment is WAITING_FOR_DNS_VALIDATION")),
+            "{notes:?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n == "workloads: certificate arn:c is PENDING_VALIDATION, not ISSUED"),
+            "{notes:?}"
+        );
     }
 }

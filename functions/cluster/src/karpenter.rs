@@ -1,5 +1,5 @@
-//! Karpenter prerequisites: the interruption queue (SSE on, only EventBridge and SQS may
-//! send, TLS only), the four EventBridge rules that feed it, and the discovery tag on
+//! Karpenter prerequisites: the interruption queue (SSE on, only this deployment's
+//! interruption rules may send, TLS only), the four EventBridge rules that feed it, and the discovery tag on
 //! the node role.
 
 use apiary_core::{Error, Result};
@@ -36,8 +36,33 @@ pub(crate) fn event_pattern(source: &str, detail_type: &str) -> Value {
     json!({"source": [source], "detail-type": [detail_type]})
 }
 
-pub(crate) fn queue_policy(queue_arn: &str) -> Value {
-    json!({
+/// The ARNs of the interruption rules that feed the queue, in the queue's partition,
+/// region and account (taken from its ARN, which the service returned, never from the
+/// event). Known before the rules exist: a rule's ARN is its name's.
+pub(crate) fn rule_arns(queue_arn: &str, rule_names: &[String]) -> Result<Vec<String>> {
+    let parts: Vec<&str> = queue_arn.splitn(6, ':').collect();
+    let [_, partition, _, region, account, _] = parts[..] else {
+        return Err(Error::fatal(format!("not a queue ARN: {queue_arn}")));
+    };
+    Ok(rule_names
+        .iter()
+        .map(|name| format!("arn:{partition}:events:{region}:{account}:rule/{name}"))
+        .collect())
+}
+
+/// The queue's account: the fifth field of its ARN.
+fn account_of(queue_arn: &str) -> Option<&str> {
+    queue_arn.split(':').nth(4).filter(|a| !a.is_empty())
+}
+
+/// Only this deployment's interruption rules may send: EventBridge delivers with
+/// `aws:SourceArn` set to the rule's ARN and `aws:SourceAccount` to its account, so
+/// a rule in another account (or another rule in this one) that targets the queue is
+/// refused, whichever service principal it comes through.
+pub(crate) fn queue_policy(queue_arn: &str, rule_arns: &[String]) -> Result<Value> {
+    let account = account_of(queue_arn)
+        .ok_or_else(|| Error::fatal(format!("not a queue ARN: {queue_arn}")))?;
+    Ok(json!({
         "Version": "2012-10-17",
         "Id": "KarpenterInterruptionQueue",
         "Statement": [
@@ -47,6 +72,10 @@ pub(crate) fn queue_policy(queue_arn: &str) -> Value {
                 "Principal": {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]},
                 "Action": "sqs:SendMessage",
                 "Resource": queue_arn,
+                "Condition": {
+                    "StringEquals": {"aws:SourceAccount": account},
+                    "ArnEquals": {"aws:SourceArn": rule_arns},
+                },
             },
             {
                 "Sid": "DenyInsecureTransport",
@@ -57,7 +86,15 @@ pub(crate) fn queue_policy(queue_arn: &str) -> Value {
                 "Condition": {"Bool": {"aws:SecureTransport": "false"}},
             }
         ]
-    })
+    }))
+}
+
+/// The names of the interruption rules, in [`INTERRUPTION_RULES`] order.
+pub(crate) fn rule_names(step: &Work<'_>) -> Vec<String> {
+    INTERRUPTION_RULES
+        .iter()
+        .map(|(suffix, _, _)| step.names.resource(&format!("karpenter-{suffix}")))
+        .collect()
 }
 
 /// `ensure-karpenter`: ready as soon as everything exists (nothing here is slow).
@@ -85,13 +122,11 @@ pub(crate) async fn ensure(step: &Work<'_>, view: &mut View) -> Result<()> {
         view.nodegroup_role_arn = role.arn().to_owned();
     }
 
-    let (queue_url, queue_arn) = ensure_queue(step).await?;
+    let rules = rule_names(step);
+    let (queue_url, queue_arn) = ensure_queue(step, &rules).await?;
     view.output.interruption_queue_url = queue_url;
-    let mut rules = Vec::new();
-    for (suffix, source, detail_type) in INTERRUPTION_RULES {
-        let rule = step.names.resource(&format!("karpenter-{suffix}"));
-        ensure_rule(step, &rule, &event_pattern(source, detail_type), &queue_arn).await?;
-        rules.push(rule);
+    for ((_, source, detail_type), rule) in INTERRUPTION_RULES.iter().zip(&rules) {
+        ensure_rule(step, rule, &event_pattern(source, detail_type), &queue_arn).await?;
     }
     view.interruption_rules = Some(rules);
     Ok(())
@@ -106,7 +141,7 @@ fn not_found_queue(code: Option<&str>) -> bool {
 
 /// The queue's URL and ARN; created when missing, its policy and encryption corrected
 /// when they differ.
-async fn ensure_queue(step: &Work<'_>) -> Result<(String, String)> {
+async fn ensure_queue(step: &Work<'_>, rules: &[String]) -> Result<(String, String)> {
     let sqs = &step.deps.sqs;
     let name = &step.resources.queue;
     let url = match sqs.get_queue_url().queue_name(name).send().await {
@@ -160,7 +195,7 @@ async fn ensure_queue(step: &Work<'_>) -> Result<(String, String)> {
         .get(&QueueAttributeName::QueueArn)
         .cloned()
         .ok_or_else(|| Error::fatal(format!("GetQueueAttributes {name} returned no QueueArn")))?;
-    let wanted = queue_policy(&arn);
+    let wanted = queue_policy(&arn, &rule_arns(&arn, rules)?)?;
     let current: Option<Value> = attributes
         .get(&QueueAttributeName::Policy)
         .and_then(|p| serde_json::from_str(p).ok());

@@ -221,17 +221,7 @@ impl Step for Control<'_> {
                 spec: Box::new(step.spec.clone()),
             },
             ControlAction::Lock => self.lock(step).await?,
-            ControlAction::Ready => {
-                self.deps
-                    .store
-                    .set_status(&step.spec.name, DeploymentStatus::Ready, Utc::now())
-                    .await?;
-                let outputs = self.deps.store.layer_outputs(&step.spec.name).await?;
-                ControlOutput::Ready {
-                    status: DeploymentStatus::Ready,
-                    layers: apiary_core::step::assemble_value(outputs)?,
-                }
-            }
+            ControlAction::Ready => return self.ready(step).await,
             ControlAction::Fail => self.fail(step).await?,
             ControlAction::Unlock => {
                 let owner = self.deps.runs.owner(&step.execution_id);
@@ -299,6 +289,42 @@ impl Control<'_> {
             owner: taken.lock.owner,
             expires_at: taken.lock.expires_at,
             took_over_from: taken.took_over_from,
+        })
+    }
+
+    /// Marks the deployment READY, or WAITING_FOR_DNS_VALIDATION while the dns layer's
+    /// certificate is not ISSUED (its validation records are in that layer's output): the
+    /// run still succeeds, every layer being built, but nothing claims an HTTPS endpoint
+    /// that cannot serve. A workflow that built no dns layer has no certificate to wait for.
+    async fn ready(&self, step: &StepContext<'_, ControlAction>) -> Result<Done<ControlOutput>> {
+        let waiting = step
+            .layers
+            .dns
+            .as_ref()
+            .filter(|dns| !dns.certificate_issued());
+        let status = match waiting {
+            Some(_) => DeploymentStatus::WaitingForDnsValidation,
+            None => DeploymentStatus::Ready,
+        };
+        let deployment = step.spec.name.as_str();
+        self.deps
+            .store
+            .set_status(deployment, status, Utc::now())
+            .await?;
+        let outputs = self.deps.store.layer_outputs(deployment).await?;
+        let done = Done::ready(ControlOutput::Ready {
+            status,
+            layers: apiary_core::step::assemble_value(outputs)?,
+        });
+        Ok(match waiting {
+            Some(dns) => done.with_detail(format!(
+                "{}: certificate {} for {} is {}; its DNS validation records are in the dns layer's output",
+                status.as_str(),
+                dns.certificate_arn,
+                dns.domain,
+                dns.certificate_status.as_deref().unwrap_or("of unknown status")
+            )),
+            None => done,
         })
     }
 

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::operation::delete_item::{
 use aws_sdk_dynamodb::operation::get_item::{GetItemInput, GetItemOutput};
 use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemInput, PutItemOutput};
 use aws_sdk_dynamodb::operation::query::QueryOutput;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemInput, UpdateItemOutput};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
 use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
@@ -73,6 +73,8 @@ struct Table {
     layers: Vec<(String, Value)>,
     /// Journal entries written, in order.
     journal: Arc<Mutex<Vec<JournalEntry>>>,
+    /// Statuses written to the record, in order.
+    statuses: Arc<Mutex<Vec<String>>>,
     runs: Arc<LocalRuns>,
     rules: Option<Rules>,
 }
@@ -116,6 +118,7 @@ impl Table {
             record,
             layers: Vec::new(),
             journal: Arc::default(),
+            statuses: Arc::default(),
             runs: Arc::new(LocalRuns::new()),
             rules: None,
         }
@@ -131,6 +134,7 @@ impl Table {
         let record = self.record;
         let layers = self.layers.clone();
         let journal = self.journal.clone();
+        let statuses = self.statuses.clone();
         let (read, acquire, release) = (self.lock.clone(), self.lock.clone(), self.lock.clone());
         let rules = Rules {
             query: mock!(Ddb::query).then_compute_output(move |_| {
@@ -179,7 +183,16 @@ impl Table {
                     PutItemOutput::builder().build()
                 }),
             put: mock!(Ddb::put_item).then_output(|| PutItemOutput::builder().build()),
-            update: mock!(Ddb::update_item).then_output(|| UpdateItemOutput::builder().build()),
+            update: mock!(Ddb::update_item).then_compute_output(move |r: &UpdateItemInput| {
+                if let Some(status) = r
+                    .expression_attribute_values()
+                    .and_then(|v| v.get(":status"))
+                    .and_then(|v| v.as_s().ok())
+                {
+                    statuses.lock().unwrap().push(status.clone());
+                }
+                UpdateItemOutput::builder().build()
+            }),
             // The store's release: only its owner's, and a free lock is already released.
             delete: mock!(Ddb::delete_item).then_compute_response(move |r: &DeleteItemInput| {
                 let owner = owner_value(r.expression_attribute_values());
@@ -243,6 +256,9 @@ impl Table {
     }
     fn entries(&self) -> Vec<JournalEntry> {
         self.journal.lock().unwrap().clone()
+    }
+    fn statuses(&self) -> Vec<String> {
+        self.statuses.lock().unwrap().clone()
     }
 }
 
@@ -371,6 +387,64 @@ async fn ready_returns_the_layers_from_the_table() {
         (entries[0].action.as_str(), entries[0].outcome.as_str()),
         ("ready", "ready")
     );
+}
+
+/// The dns layer's saved output, with the certificate in `status`.
+fn dns_layer(status: &str) -> Value {
+    json!({"domain": "hh.example.com", "hosted_zone_id": "Z1",
+           "certificate_arn": "arn:aws:acm:us-west-2:123456789012:certificate/abc",
+           "certificate_status": status,
+           "validation_records": [{"name": "_x1.hh.example.com.", "type": "CNAME",
+                                   "value": "_y1.acm-validations.aws."}],
+           "validation_records_written": false})
+}
+
+fn ready_event() -> Value {
+    json!({"action": "ready", "deployment": "acme", "execution_id": EXECUTION,
+           "options": {"workflow": "provision"}})
+}
+
+#[tokio::test]
+async fn ready_waits_for_dns_validation_while_the_certificate_is_not_issued() {
+    let mut table = Table::new(None, Some(DeploymentStatus::Provisioning))
+        .with_layer("dns", dns_layer("PENDING_VALIDATION"));
+    let deps = table.deps();
+    let out = handle(&deps, ready_event()).await.unwrap();
+    assert_eq!(out["status"], "WAITING_FOR_DNS_VALIDATION");
+    assert_eq!(out["ready"], true, "the run itself succeeds");
+    // The records the customer must create are in the workflow's result.
+    assert_eq!(
+        out["layers"]["dns"]["validation_records"][0]["name"],
+        "_x1.hh.example.com."
+    );
+    assert_eq!(table.statuses(), ["WAITING_FOR_DNS_VALIDATION"]);
+    let entries = table.entries();
+    let detail = entries[0].detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains("PENDING_VALIDATION") && detail.contains("certificate/abc"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn ready_is_ready_once_the_certificate_is_issued() {
+    let mut table = Table::new(None, Some(DeploymentStatus::Provisioning))
+        .with_layer("dns", dns_layer("ISSUED"));
+    let deps = table.deps();
+    let out = handle(&deps, ready_event()).await.unwrap();
+    assert_eq!(out["status"], "READY");
+    assert_eq!(table.statuses(), ["READY"]);
+    assert_eq!(table.entries()[0].detail, None);
+}
+
+#[tokio::test]
+async fn a_dns_output_saved_without_a_status_is_not_taken_as_issued() {
+    let mut dns = dns_layer("ISSUED");
+    dns.as_object_mut().unwrap().remove("certificate_status");
+    let mut table = Table::new(None, Some(DeploymentStatus::Provisioning)).with_layer("dns", dns);
+    let deps = table.deps();
+    let out = handle(&deps, ready_event()).await.unwrap();
+    assert_eq!(out["status"], "WAITING_FOR_DNS_VALIDATION");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The ACM certificate for the domain and its wildcard, and its DNS validation records.
 
 use apiary_core::naming::{Layer, TAG_LAYER};
+use apiary_core::outputs::CERTIFICATE_ISSUED;
 use apiary_core::{Error, Result};
 use aws_sdk_acm::types::{CertificateStatus, Tag, ValidationMethod};
 use aws_sdk_route53::types::{
@@ -34,6 +35,31 @@ pub struct Validation {
     pub public_zone_id: Option<String>,
     pub written: bool,
     pub note: String,
+}
+
+impl Validation {
+    /// ACM has published no records (yet).
+    pub fn not_published(issued: bool) -> Validation {
+        Validation {
+            records: Vec::new(),
+            public_zone_id: None,
+            written: false,
+            note: if issued {
+                "the certificate is ISSUED".to_owned()
+            } else {
+                "waiting for ACM to publish the DNS validation records".to_owned()
+            },
+        }
+    }
+}
+
+/// `name CNAME value` for each record, as a person types them into a DNS console.
+fn listed(records: &[ValidationRecord]) -> String {
+    records
+        .iter()
+        .map(|r| format!("{} {} {}", r.name, r.record_type, r.value))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The certificate ACM idempotency token: stable per deployment (ACM accepts `\w`,
@@ -168,20 +194,32 @@ pub async fn describe(run: &Run<'_>, arn: &str) -> Result<Described> {
 }
 
 /// Writes the validation records into this account's public zone for the domain, when
-/// there is one; otherwise says the customer must create them.
+/// there is one; otherwise says which records the customer must create. `status` is the
+/// certificate's, as ACM reported it: the note says what it means.
 pub async fn publish_validation(
     run: &Run<'_>,
     records: Vec<ValidationRecord>,
+    status: &str,
 ) -> Result<Validation> {
+    let issued = status == CERTIFICATE_ISSUED;
+    let domain = &run.domain;
     let Some(zone) = find_public_zone(run).await? else {
+        let note = if issued {
+            format!(
+                "The certificate is ISSUED. This account has no public hosted zone for {domain} or a parent domain, so the validation records were NOT written here: keep these CNAME records in the public DNS that serves {domain}, ACM renews the certificate with them: {}",
+                listed(&records)
+            )
+        } else {
+            format!(
+                "The certificate is {status}. This account has no public hosted zone for {domain} or a parent domain, so the validation records were NOT written. ACM issues the certificate only after it sees them; until then the deployment is WAITING_FOR_DNS_VALIDATION and the HTTPS ingress is not applied (run provision again once ACM reports ISSUED). Create these CNAME records in the public DNS that serves {domain}: {}",
+                listed(&records)
+            )
+        };
         return Ok(Validation {
             records,
             public_zone_id: None,
             written: false,
-            note: format!(
-                "This account has no public hosted zone for {} or a parent domain, so the validation records were NOT written: create these CNAME records in the public DNS that serves {}. ACM issues the certificate only after it sees them.",
-                run.domain, run.domain
-            ),
+            note,
         });
     };
     for record in &records {
@@ -193,13 +231,20 @@ pub async fn publish_validation(
             .resource("route53:record", &format!("{zone}/{}", record.name), None)
             .await?;
     }
+    let note = if issued {
+        format!(
+            "The validation records are in this account's public hosted zone {zone} and the certificate is ISSUED."
+        )
+    } else {
+        format!(
+            "The validation records are in this account's public hosted zone {zone}; the certificate is {status}. ACM validates through public DNS, usually within minutes, but only if the domain's registrar delegates to that zone; until it issues the certificate the deployment is WAITING_FOR_DNS_VALIDATION and the HTTPS ingress is not applied."
+        )
+    };
     Ok(Validation {
         records,
         public_zone_id: Some(zone.clone()),
         written: true,
-        note: format!(
-            "The validation records are in this account's public hosted zone {zone}. ACM validates through public DNS, so this works only if the domain's registrar delegates to that zone; certificate_status is what ACM reports."
-        ),
+        note,
     })
 }
 

@@ -2,11 +2,15 @@
 //! deployment's VPC, and an ACM certificate for the domain and its wildcard, validated
 //! through DNS.
 //!
-//! ACM validates through *public* DNS. When this account hosts a public zone for the
-//! domain (or a parent of it), the validation CNAMEs are written there; otherwise they
-//! are returned with a note that the customer must create them. The output always
-//! carries the certificate status as ACM reports it: nothing here claims a validation
-//! that did not happen.
+//! ACM validates through *public* DNS, and publishes the records it wants to see seconds
+//! to a minute after the request: until then the step is pending and the workflow polls
+//! it. When this account hosts a public zone for the domain (or a parent of it), the
+//! validation CNAMEs are written there; otherwise they are returned (output and journal)
+//! for the customer to create. Either way the step is then ready, and the output carries
+//! the certificate's status as ACM reports it: nothing here claims a validation that did
+//! not happen. A certificate that is not ISSUED makes the run end
+//! WAITING_FOR_DNS_VALIDATION rather than READY (the control step reads the status), and
+//! keeps the workloads step from applying the HTTPS ingress.
 
 mod certificate;
 mod zone;
@@ -15,7 +19,7 @@ use std::sync::Arc;
 
 use apiary_core::Result;
 use apiary_core::naming::{Layer, Names, TAG_DEPLOYMENT};
-use apiary_core::outputs::DnsOutput;
+use apiary_core::outputs::{CERTIFICATE_ISSUED, DnsOutput};
 use apiary_core::step::{Done, Recorder, Step, StepContext, StepLog};
 use async_trait::async_trait;
 use serde::Serialize;
@@ -63,13 +67,12 @@ impl Run<'_> {
     }
 }
 
-/// What the layer returns: the shared [`DnsOutput`] (what later layers read) and the
-/// certificate's status and validation records as ACM reports them (for the customer).
+/// What the layer returns: the shared [`DnsOutput`] (what later layers read, with the
+/// certificate's status as ACM reports it) and the validation records (for the customer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DnsReport {
     #[serde(flatten)]
     pub layer: DnsOutput,
-    pub certificate_status: String,
     pub validation_records: Vec<ValidationRecord>,
     /// The public zone the records were written to; `None` when the customer must.
     pub validation_zone_id: Option<String>,
@@ -116,38 +119,42 @@ impl Step for Deps {
     }
 }
 
+/// Ready once ACM has published the validation records and they are written (or, with no
+/// public zone to write them to, handed to the customer): the certificate may still be
+/// PENDING_VALIDATION then, which the output says, and the control step marks the
+/// deployment WAITING_FOR_DNS_VALIDATION instead of READY. Until ACM publishes them the
+/// step is pending, so the workflow polls it.
 async fn ensure(run: &Run<'_>) -> Result<Done<DnsReport>> {
     let hosted_zone_id = zone::ensure_private_zone(run).await?;
     let certificate_arn = certificate::ensure_certificate(run).await?;
     let described = certificate::describe(run, &certificate_arn).await?;
+    let issued = described.status == CERTIFICATE_ISSUED;
     let mut pending = Vec::new();
     let validation = if described.records.is_empty() {
-        // ACM publishes the records a few seconds after the request; poll again.
-        pending.push(format!(
-            "ACM has not yet published the DNS validation records of certificate {certificate_arn}"
-        ));
-        certificate::Validation {
-            records: Vec::new(),
-            public_zone_id: None,
-            written: false,
-            note: "waiting for ACM to publish the DNS validation records".to_owned(),
+        if !issued {
+            // ACM publishes the records seconds to a minute after the request.
+            pending.push(format!(
+                "ACM has not yet published the DNS validation records of certificate {certificate_arn}"
+            ));
         }
+        certificate::Validation::not_published(issued)
     } else {
-        certificate::publish_validation(run, described.records).await?
+        certificate::publish_validation(run, described.records, &described.status).await?
     };
     let report = DnsReport {
         layer: DnsOutput {
             domain: run.domain.clone(),
             hosted_zone_id,
             certificate_arn,
+            certificate_status: Some(described.status),
         },
-        certificate_status: described.status,
         validation_records: validation.records,
         validation_zone_id: validation.public_zone_id,
         validation_records_written: validation.written,
         validation_note: validation.note.clone(),
     };
-    // The note (records written, or what the customer must add) belongs in the journal too.
+    // The note (records written, or which records the customer must add) belongs in the
+    // journal too.
     Ok(Done::pending(report, pending).with_detail(validation.note))
 }
 

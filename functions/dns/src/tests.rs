@@ -10,7 +10,7 @@ use aws_sdk_acm::operation::list_certificates::ListCertificatesOutput;
 use aws_sdk_acm::operation::list_tags_for_certificate::ListTagsForCertificateOutput;
 use aws_sdk_acm::operation::request_certificate::RequestCertificateOutput;
 use aws_sdk_acm::types::{
-    CertificateDetail, CertificateSummary, DomainValidation, RecordType,
+    CertificateDetail, CertificateStatus, CertificateSummary, DomainValidation, RecordType,
     ResourceRecord as AcmRecord, Tag as AcmTag,
 };
 use aws_sdk_route53::Client as Route53;
@@ -220,6 +220,10 @@ fn request() -> Rule {
 }
 
 fn describe(records: bool) -> Rule {
+    describe_with(records, CertificateStatus::PendingValidation)
+}
+
+fn describe_with(records: bool, status: CertificateStatus) -> Rule {
     mock!(Acm::describe_certificate).then_output(move || {
         let mut option = DomainValidation::builder()
             .domain_name(DOMAIN)
@@ -239,7 +243,7 @@ fn describe(records: bool) -> Rule {
             .certificate(
                 CertificateDetail::builder()
                     .certificate_arn(CERT)
-                    .status(aws_sdk_acm::types::CertificateStatus::PendingValidation)
+                    .status(status.clone())
                     .domain_validation_options(option.build().unwrap())
                     .domain_validation_options(wildcard.build().unwrap())
                     .build(),
@@ -513,4 +517,117 @@ async fn missing_network_layer_or_unknown_action_is_rejected_before_any_call() {
         ErrorName::InvalidInput
     );
     assert_eq!(in_vpc.num_calls(), 0);
+}
+
+/// The journal detail of the step's one entry.
+fn journaled(recorder: &MemoryRecorder) -> String {
+    let entries = recorder.entries.lock().unwrap();
+    entries[0].detail.clone().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn records_not_yet_published_are_polled_and_nothing_is_saved() {
+    let in_vpc = zones_in_vpc(&["Z1"]);
+    let tags = zone_tags("acme");
+    let by_name = zones_by_name(false);
+    let cert = our_certificate();
+    let described = describe(false);
+    let mut acm: Vec<&Rule> = cert.iter().collect();
+    acm.push(&described);
+    let (deps, recorder) = deps(&[&in_vpc, &tags, &by_name], &acm);
+    let out = handle(&deps, event()).await.expect("ensure");
+    assert_eq!(out["ready"], json!(false));
+    assert_eq!(out["certificate_status"], json!("PENDING_VALIDATION"));
+    assert_eq!(out["validation_records"], json!([]));
+    assert_eq!(by_name.num_calls(), 0, "nothing to write yet");
+    assert!(journaled(&recorder).contains("waiting for ACM"));
+    assert!(
+        recorder.saved("acme", "dns").is_none(),
+        "later layers never see a half-made certificate"
+    );
+}
+
+#[tokio::test]
+async fn records_written_to_the_public_zone_make_the_step_ready_while_acm_validates() {
+    let in_vpc = zones_in_vpc(&["Z1"]);
+    let tags = zone_tags("acme");
+    let by_name = zones_by_name(true);
+    let absent = records_in_zone(false);
+    let write = upsert();
+    let cert = our_certificate();
+    let described = describe(true);
+    let mut acm: Vec<&Rule> = cert.iter().collect();
+    acm.push(&described);
+    let (deps, recorder) = deps(&[&in_vpc, &tags, &by_name, &absent, &write], &acm);
+    let out = handle(&deps, event()).await.expect("ensure");
+    assert_eq!(write.num_calls(), 1);
+    assert_eq!(out["ready"], json!(true));
+    assert_eq!(out["validation_records_written"], json!(true));
+    assert_eq!(out["certificate_status"], json!("PENDING_VALIDATION"));
+    let detail = journaled(&recorder);
+    assert!(
+        detail.contains("ZPUB") && detail.contains("WAITING_FOR_DNS_VALIDATION"),
+        "{detail}"
+    );
+    let saved: DnsOutput =
+        serde_json::from_value(recorder.saved("acme", "dns").expect("saved")).unwrap();
+    assert_eq!(
+        saved.certificate_status.as_deref(),
+        Some("PENDING_VALIDATION")
+    );
+    assert!(!saved.certificate_issued());
+}
+
+#[tokio::test]
+async fn without_a_public_zone_the_records_are_surfaced_and_the_certificate_stays_pending() {
+    let in_vpc = zones_in_vpc(&["Z1"]);
+    let tags = zone_tags("acme");
+    let by_name = zones_by_name(false);
+    let write = upsert();
+    let cert = our_certificate();
+    let described = describe(true);
+    let mut acm: Vec<&Rule> = cert.iter().collect();
+    acm.push(&described);
+    let (deps, recorder) = deps(&[&in_vpc, &tags, &by_name, &write], &acm);
+    let out = handle(&deps, event()).await.expect("ensure");
+    assert_eq!(write.num_calls(), 0);
+    assert_eq!(out["ready"], json!(true));
+    assert_eq!(out["certificate_status"], json!("PENDING_VALIDATION"));
+    assert_eq!(out["validation_zone_id"], json!(null));
+    assert_eq!(
+        out["validation_records"],
+        json!([{"name": RECORD_NAME, "type": "CNAME", "value": RECORD_VALUE}])
+    );
+    // What to create is in the journal, not only in the output.
+    let detail = journaled(&recorder);
+    assert!(
+        detail.contains(&format!("{RECORD_NAME} CNAME {RECORD_VALUE}"))
+            && detail.contains("WAITING_FOR_DNS_VALIDATION"),
+        "{detail}"
+    );
+    let saved: DnsOutput =
+        serde_json::from_value(recorder.saved("acme", "dns").expect("saved")).unwrap();
+    assert!(!saved.certificate_issued());
+}
+
+#[tokio::test]
+async fn an_issued_certificate_is_reported_issued() {
+    let in_vpc = zones_in_vpc(&["Z1"]);
+    let tags = zone_tags("acme");
+    let by_name = zones_by_name(true);
+    let present = records_in_zone(true);
+    let write = upsert();
+    let cert = our_certificate();
+    let described = describe_with(true, CertificateStatus::Issued);
+    let mut acm: Vec<&Rule> = cert.iter().collect();
+    acm.push(&described);
+    let (deps, recorder) = deps(&[&in_vpc, &tags, &by_name, &present, &write], &acm);
+    let out = handle(&deps, event()).await.expect("ensure");
+    assert_eq!(out["ready"], json!(true));
+    assert_eq!(out["certificate_status"], json!("ISSUED"));
+    assert_eq!(write.num_calls(), 0, "the records are in place");
+    assert!(journaled(&recorder).contains("ISSUED"));
+    let saved: DnsOutput =
+        serde_json::from_value(recorder.saved("acme", "dns").expect("saved")).unwrap();
+    assert!(saved.certificate_issued());
 }

@@ -72,6 +72,10 @@ impl Action for WorkloadsAction {
     }
 }
 
+/// The environment variable naming the permissions boundary of the roles this function
+/// creates (see [`Deps::permissions_boundary`]).
+pub const PERMISSIONS_BOUNDARY_ENV: &str = "APIARY_PERMISSIONS_BOUNDARY_ARN";
+
 /// How the step reaches Kubernetes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KubeAccess {
@@ -96,6 +100,12 @@ pub struct Deps {
     /// The AWS endpoint is the local emulator: an AWS API it does not implement (EKS Pod
     /// Identity) is reported in the output instead of failing the step.
     pub emulator: bool,
+    /// The managed policy every role this function creates carries as its permissions
+    /// boundary (the stack's `IngestionBoundary`, passed as
+    /// `APIARY_PERMISSIONS_BOUNDARY_ARN`). The function's own role may only create or
+    /// change the ingestion role with exactly this boundary attached. `None` only
+    /// against the emulator, where the local runner has no such policy.
+    pub permissions_boundary: Option<String>,
 }
 
 impl Deps {
@@ -112,7 +122,14 @@ impl Deps {
             recorder,
             kube,
             emulator: sdk_config.endpoint_url().is_some(),
+            permissions_boundary: None,
         }
+    }
+
+    /// The permissions boundary for the roles this function creates.
+    pub fn with_permissions_boundary(mut self, policy_arn: impl Into<String>) -> Self {
+        self.permissions_boundary = Some(policy_arn.into());
+        self
     }
 }
 
@@ -209,24 +226,29 @@ pub async fn ensure(
     match target {
         Target::Render(folder) => {
             let manifests = manifests::build(&ctx)?;
+            let until_issued = skipped_until_issued(&ctx)?;
             let files = render::render(&folder, &manifests)?;
             let changed = files.iter().filter(|f| f.changed).count();
             let detail = format!(
-                "rendered {} objects to {} ({changed} changed); not applied",
+                "rendered {} objects to {} ({changed} changed){}; not applied",
                 files.len(),
-                folder.display()
+                folder.display(),
+                skip_notes(&[], until_issued.as_ref()),
             );
+            let skipped = until_issued.into_iter().collect();
             Ok(Done::ready(EnsureOutput {
                 target: Ensured::Rendered {
                     applied: false,
                     folder,
                     validated: true,
                     objects: files,
+                    skipped,
                 },
                 changed,
                 pod_identity: identity.report(),
-                detail,
-            }))
+                detail: detail.clone(),
+            })
+            .with_detail(detail))
         }
         Target::Apply {
             client,
@@ -235,7 +257,8 @@ pub async fn ensure(
         } => {
             ctx.auto_mode = auto_mode;
             let manifests = manifests::build(&ctx)?;
-            let skipped = skipped_without_auto_mode(&ctx)?;
+            let without_auto_mode = skipped_without_auto_mode(&ctx)?;
+            let until_issued = skipped_until_issued(&ctx)?;
             check_before_apply(&manifests)?;
             let applied = apply::apply_all(&client, &manifests).await?;
             for object in &applied {
@@ -257,15 +280,10 @@ pub async fn ensure(
             let detail = format!(
                 "applied {} objects via {via} ({changed} changed){}",
                 applied.len(),
-                if skipped.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        ", {} skipped: the cluster is not EKS Auto Mode",
-                        skipped.len()
-                    )
-                }
+                skip_notes(&without_auto_mode, until_issued.as_ref())
             );
+            let mut skipped = without_auto_mode;
+            skipped.extend(until_issued);
             let rollout = format!("the rollout of {}: {detail}", rollout::deployment_name());
             Ok(Done::pending(
                 EnsureOutput {
@@ -309,6 +327,49 @@ fn skipped_without_auto_mode(ctx: &Context) -> Result<Vec<Skipped>> {
             ),
         })
         .collect())
+}
+
+/// The HTTPS Ingress, left out while ACM has not issued its certificate: its listener
+/// cannot use one that is not issued, so applying it would only make a load balancer that
+/// fails to serve (the deployment is WAITING_FOR_DNS_VALIDATION meanwhile). The provision
+/// run after ACM issues the certificate applies it.
+fn skipped_until_issued(ctx: &Context) -> Result<Option<Skipped>> {
+    if ctx.certificate_issued {
+        return Ok(None);
+    }
+    let ingress = manifests::https_ingress(ctx)?;
+    Ok(Some(Skipped {
+        reason: format!(
+            "certificate {} is {}, not ISSUED: {} is applied by the provision run after ACM issues it (the dns layer's output lists the DNS validation records ACM waits for)",
+            ctx.certificate_arn,
+            ctx.certificate_status,
+            ingress.display()
+        ),
+        api_version: ingress.api_version,
+        kind: ingress.kind,
+        namespace: ingress.namespace,
+        name: ingress.name,
+    }))
+}
+
+/// What the journal detail says about the objects left out (empty when none were).
+fn skip_notes(without_auto_mode: &[Skipped], until_issued: Option<&Skipped>) -> String {
+    let mut notes = String::new();
+    if !without_auto_mode.is_empty() {
+        notes.push_str(&format!(
+            ", {} skipped: the cluster is not EKS Auto Mode",
+            without_auto_mode.len()
+        ));
+    }
+    if let Some(ingress) = until_issued {
+        notes.push_str(&format!(
+            ", {} {}/{} skipped: its certificate is not ISSUED",
+            ingress.kind,
+            ingress.namespace.as_deref().unwrap_or_default(),
+            ingress.name
+        ));
+    }
+    notes
 }
 
 /// The same checks rendering makes, before anything reaches the cluster.

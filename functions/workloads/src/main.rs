@@ -12,7 +12,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .var("APIARY_TABLE")
         .unwrap_or_else(|| DEFAULT_TABLE.to_owned());
     let store = Store::new(apiary_core::client!(aws_sdk_dynamodb, &config), table);
-    let deps = Arc::new(Deps::new(&config, Arc::new(store), KubeAccess::Eks));
+    let mut deps = Deps::new(&config, Arc::new(store), KubeAccess::Eks);
+    if let Some(boundary) = ProcessEnv.var(workloads::PERMISSIONS_BOUNDARY_ENV) {
+        deps = deps.with_permissions_boundary(boundary);
+    }
+    let deps = Arc::new(deps);
     apiary_core::lambda::serve(move |event| {
         let deps = deps.clone();
         async move { workloads::handle(&deps, event).await }

@@ -40,6 +40,7 @@ pub enum Ensured {
         folder: PathBuf,
         validated: bool,
         objects: Vec<RenderedFile>,
+        skipped: Vec<Skipped>,
     },
     /// Server-side applied to the cluster.
     Applied {
@@ -52,7 +53,8 @@ pub enum Ensured {
     },
 }
 
-/// An object a cluster without EKS Auto Mode does not get.
+/// An object left out, and why: a cluster without EKS Auto Mode does not get Auto Mode's
+/// resources, and the HTTPS Ingress waits for ACM to issue its certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Skipped {
     pub api_version: String,

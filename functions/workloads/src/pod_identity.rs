@@ -2,7 +2,10 @@
 //! `honeyhive/ingestion` service account through a Pod Identity association.
 //!
 //! The role may write the deployment's data buckets, use its app key, read the data
-//! stores' secrets, and nothing else.
+//! stores' secrets, and nothing else. It carries the stack's permissions boundary
+//! (`Deps::permissions_boundary`), so whatever its inline policy says, it can never do
+//! more than that boundary allows; the function's own role may only create or change it
+//! with that boundary attached.
 
 use apiary_core::naming::{Layer, Names};
 use apiary_core::outputs::Layers;
@@ -141,6 +144,28 @@ fn iam_tags(names: &Names) -> Result<Vec<Tag>> {
         .collect()
 }
 
+/// The boundary the role must carry. Only the emulator may run without one: on AWS the
+/// function's role is denied creating or changing the role without it, so a missing
+/// setting fails here, with its name, instead of as an access denial.
+fn permissions_boundary(deps: &Deps) -> Result<Option<&str>> {
+    match deps.permissions_boundary.as_deref() {
+        Some(arn) => Ok(Some(arn)),
+        None if deps.emulator => {
+            tracing::warn!(
+                "no permissions boundary configured ({}): the emulator's ingestion role is \
+                 made without one",
+                crate::PERMISSIONS_BOUNDARY_ENV
+            );
+            Ok(None)
+        }
+        None => Err(Error::fatal(format!(
+            "no permissions boundary configured: set {} to the ARN of the stack's \
+             IngestionBoundary policy",
+            crate::PERMISSIONS_BOUNDARY_ENV
+        ))),
+    }
+}
+
 async fn ensure_role(
     deps: &Deps,
     names: &Names,
@@ -149,6 +174,7 @@ async fn ensure_role(
 ) -> Result<(String, String, bool)> {
     let name = role_name(names);
     let trust = trust_policy(cluster_arn);
+    let boundary = permissions_boundary(deps)?;
     match apiary_core::aws::answer_or_none(
         format!("GetRole {name}"),
         deps.iam.get_role().role_name(&name).send(),
@@ -160,6 +186,23 @@ async fn ensure_role(
             let role = found
                 .role
                 .ok_or_else(|| Error::fatal(format!("GetRole {name} returned no role")))?;
+            // First, before anything else changes: the function's role may put the
+            // inline policy only on a role that already carries the boundary.
+            if let Some(boundary) = boundary {
+                let attached = role
+                    .permissions_boundary
+                    .as_ref()
+                    .and_then(|b| b.permissions_boundary_arn());
+                if attached != Some(boundary) {
+                    deps.iam
+                        .put_role_permissions_boundary()
+                        .role_name(&name)
+                        .permissions_boundary(boundary)
+                        .send()
+                        .await
+                        .map_err(|e| Error::aws(format!("PutRolePermissionsBoundary {name}"), e))?;
+                }
+            }
             let current = role
                 .assume_role_policy_document
                 .as_deref()
@@ -197,6 +240,7 @@ async fn ensure_role(
                     names.deployment()
                 ))
                 .assume_role_policy_document(trust.to_string())
+                .set_permissions_boundary(boundary.map(str::to_owned))
                 .set_tags(Some(iam_tags(names)?))
                 .send()
                 .await

@@ -14,7 +14,9 @@ use aws_sdk_iam::operation::get_role::{GetRoleError, GetRoleOutput};
 use aws_sdk_iam::operation::get_role_policy::{GetRolePolicyError, GetRolePolicyOutput};
 use aws_sdk_iam::operation::put_role_policy::PutRolePolicyOutput;
 use aws_sdk_iam::types::error::NoSuchEntityException;
-use aws_sdk_iam::types::{Role, Tag};
+use aws_sdk_iam::types::{
+    AttachedPermissionsBoundary, PermissionsBoundaryAttachmentType, Role, Tag,
+};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::error::ErrorMetadata;
 use serde_json::Value;
@@ -26,6 +28,8 @@ use apiary_core::fixtures::{self, Fixture};
 
 pub const ROLE_NAME: &str = "apiary-acme-prod-ingestion";
 pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/apiary-acme-prod-ingestion";
+pub const BOUNDARY_ARN: &str =
+    "arn:aws:iam::123456789012:policy/apiary-acme-prod-ingestion-boundary";
 pub const ASSOCIATION_ID: &str = "a-0123456789abcdef0";
 pub const ASSOCIATION_ARN: &str = "arn:aws:eks:us-west-2:123456789012:podidentityassociation/apiary-acme-prod/a-0123456789abcdef0";
 
@@ -62,6 +66,7 @@ pub fn mock_deps_over(
         recorder: Arc::new(recorder.clone()),
         kube,
         emulator,
+        permissions_boundary: Some(BOUNDARY_ARN.to_owned()),
     };
     (deps, recorder)
 }
@@ -83,7 +88,20 @@ pub fn expected_policy() -> Value {
     permissions_policy(&Fixture::test().layers, "us-west-2").unwrap()
 }
 
-fn role() -> Role {
+/// The role as `ensure` leaves it: trust, tags and the permissions boundary.
+pub fn role() -> Role {
+    let mut role = role_without_boundary();
+    role.permissions_boundary = Some(
+        AttachedPermissionsBoundary::builder()
+            .permissions_boundary_type(PermissionsBoundaryAttachmentType::Policy)
+            .permissions_boundary_arn(BOUNDARY_ARN)
+            .build(),
+    );
+    role
+}
+
+/// The role as a version of `ensure` before permissions boundaries made it.
+pub fn role_without_boundary() -> Role {
     let tags = apiary_core::Names::new("acme-prod")
         .tags(apiary_core::Layer::Workloads)
         .into_iter()
@@ -124,6 +142,7 @@ impl FreshIam {
             create_role: mock!(aws_sdk_iam::Client::create_role)
                 .match_requests(|r| {
                     r.role_name() == Some(ROLE_NAME)
+                        && r.permissions_boundary() == Some(BOUNDARY_ARN)
                         && r.assume_role_policy_document()
                             .and_then(|d| serde_json::from_str::<Value>(d).ok())
                             == Some(trust_policy(fixtures::CLUSTER_ARN))

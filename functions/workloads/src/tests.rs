@@ -409,3 +409,105 @@ fn deps_come_from_the_sdk_configuration() {
         .build();
     assert!(!Deps::new(&real, Arc::new(MemoryRecorder::default()), KubeAccess::Eks).emulator);
 }
+
+/// The fixture with a certificate ACM has not issued: its validation records are not in
+/// public DNS yet.
+fn certificate_pending() -> Fixture {
+    Fixture::test().with_layers(|layers| {
+        layers.dns.as_mut().unwrap().certificate_status = Some("PENDING_VALIDATION".into())
+    })
+}
+
+#[tokio::test]
+async fn the_https_ingress_is_not_rendered_until_the_certificate_is_issued() {
+    let folder = temp_folder();
+    let fixture = certificate_pending();
+    let (iam, eks) = (FreshIam::new(), FreshEks::new());
+    let (deps, recorder) = mock_deps_over(
+        &fixture,
+        &eks.rules(),
+        &iam.rules(),
+        KubeAccess::Render(folder.clone()),
+        false,
+    );
+    let out = handle(&deps, fixture.event("ensure")).await.unwrap();
+    assert_eq!(out["ready"], true);
+    assert_eq!(out["objects"].as_array().unwrap().len(), 13);
+    assert!(
+        out["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["kind"] != "Ingress"),
+        "{out}"
+    );
+    assert_eq!(out["skipped"][0]["kind"], "Ingress");
+    assert_eq!(out["skipped"][0]["name"], "ingestion");
+    let reason = out["skipped"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("PENDING_VALIDATION") && reason.contains("not ISSUED"),
+        "{reason}"
+    );
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 13);
+    assert!(
+        journal_detail(&recorder).contains("Ingress honeyhive/ingestion skipped"),
+        "{}",
+        journal_detail(&recorder)
+    );
+
+    // Once ACM issues it, the next run renders the Ingress too.
+    let (iam, eks) = (ExistingIam::new(), ExistingEks::new(ROLE_ARN));
+    let (deps, _) = mock_deps(
+        &eks.rules(),
+        &iam.rules(),
+        KubeAccess::Render(folder.clone()),
+        false,
+    );
+    let out = handle(&deps, Fixture::test().event("ensure"))
+        .await
+        .unwrap();
+    assert_eq!(out["objects"].as_array().unwrap().len(), 14);
+    assert_eq!(out["skipped"], json!([]));
+    assert_eq!(out["changed"], 1, "only the Ingress is new");
+    std::fs::remove_dir_all(&folder).unwrap();
+}
+
+#[tokio::test]
+async fn the_https_ingress_is_not_applied_until_the_certificate_is_issued() {
+    let mut server = ApplyServer::default();
+    let (client, requests) = fake_api::start(move |r| server.respond(r));
+    let fixture = certificate_pending();
+    let (iam, eks) = (FreshIam::new(), FreshEks::new());
+    let (deps, recorder) =
+        mock_deps_over(&fixture, &eks.rules(), &iam.rules(), KubeAccess::Eks, false);
+    let against = Against::eks(deps, &client);
+    drop(client);
+    let out = step::run(&against, fixture.event("ensure")).await.unwrap();
+    drop(against);
+    assert_eq!(out["objects"].as_array().unwrap().len(), 13);
+    let skipped: Vec<&str> = out["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, ["Ingress"]);
+    assert!(
+        journal_detail(&recorder).contains("Ingress honeyhive/ingestion skipped"),
+        "{}",
+        journal_detail(&recorder)
+    );
+    let requests = requests.await.unwrap();
+    assert!(
+        requests
+            .iter()
+            .all(|r| !r.path.ends_with("/ingresses/ingestion")),
+        "{requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path.ends_with("/ingressclasses/apiary-alb")),
+        "the rest is applied"
+    );
+}

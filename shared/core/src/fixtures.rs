@@ -219,6 +219,7 @@ fn built_layers(name: &str) -> Layers {
             domain: DOMAIN.into(),
             hosted_zone_id: HOSTED_ZONE_ID.into(),
             certificate_arn: arn("acm", "certificate/abcd-1234"),
+            certificate_status: Some(crate::outputs::CERTIFICATE_ISSUED.into()),
         }),
         storage: Some(StorageOutput {
             buckets: ["metrics", "logs", "config", "backups"].map(bucket).into(),

@@ -71,6 +71,20 @@ pub struct DnsOutput {
     pub domain: String,
     pub hosted_zone_id: String,
     pub certificate_arn: String,
+    /// The certificate's status as ACM last reported it (`ISSUED`, `PENDING_VALIDATION`,
+    /// ...). Absent in outputs saved before it was recorded: read as not issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_status: Option<String>,
+}
+
+/// ACM's status of a certificate it has issued.
+pub const CERTIFICATE_ISSUED: &str = "ISSUED";
+
+impl DnsOutput {
+    /// ACM has issued the certificate, so a listener may use it.
+    pub fn certificate_issued(&self) -> bool {
+        self.certificate_status.as_deref() == Some(CERTIFICATE_ISSUED)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -37,6 +37,10 @@ type Item = HashMap<String, AttributeValue>;
 pub enum DeploymentStatus {
     Provisioning,
     Ready,
+    /// Every layer is built, but ACM has not issued the certificate: its DNS validation
+    /// records are not in public DNS yet (they are in the dns layer's output). The HTTPS
+    /// ingress is applied once the certificate is issued.
+    WaitingForDnsValidation,
     Failed,
     TearingDown,
     Deleted,
@@ -47,6 +51,7 @@ impl DeploymentStatus {
         match self {
             DeploymentStatus::Provisioning => "PROVISIONING",
             DeploymentStatus::Ready => "READY",
+            DeploymentStatus::WaitingForDnsValidation => "WAITING_FOR_DNS_VALIDATION",
             DeploymentStatus::Failed => "FAILED",
             DeploymentStatus::TearingDown => "TEARING_DOWN",
             DeploymentStatus::Deleted => "DELETED",
@@ -57,6 +62,7 @@ impl DeploymentStatus {
         [
             DeploymentStatus::Provisioning,
             DeploymentStatus::Ready,
+            DeploymentStatus::WaitingForDnsValidation,
             DeploymentStatus::Failed,
             DeploymentStatus::TearingDown,
             DeploymentStatus::Deleted,
@@ -573,5 +579,32 @@ impl Store {
                 _ => return Ok(items),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeploymentStatus;
+
+    #[test]
+    fn every_status_reads_back_from_the_string_the_table_and_serde_use() {
+        for status in [
+            DeploymentStatus::Provisioning,
+            DeploymentStatus::Ready,
+            DeploymentStatus::WaitingForDnsValidation,
+            DeploymentStatus::Failed,
+            DeploymentStatus::TearingDown,
+            DeploymentStatus::Deleted,
+        ] {
+            assert_eq!(DeploymentStatus::parse(status.as_str()), Some(status));
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::json!(status.as_str())
+            );
+        }
+        assert_eq!(
+            DeploymentStatus::WaitingForDnsValidation.as_str(),
+            "WAITING_FOR_DNS_VALIDATION"
+        );
     }
 }

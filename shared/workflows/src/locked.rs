@@ -17,10 +17,9 @@ pub struct Outcome {
     /// The control function's action: `ready`.
     pub action: &'static str,
     pub comment: &'static str,
-    /// The last state, whose output is the execution's: `Provisioned`.
+    /// The last state, whose output is the execution's: `Provisioned`. Its `status` is
+    /// the one the control function recorded (`READY`, `WAITING_FOR_DNS_VALIDATION`).
     pub done: &'static str,
-    /// The `status` of the execution's output: `READY`.
-    pub status: &'static str,
 }
 
 /// A workflow that holds the deployment's lock while its body runs.
@@ -161,7 +160,10 @@ impl Locked {
         let mark = Task::step(outcome.state, Function::Control, outcome.action)
             .comment(outcome.comment)
             .options(workflow.clone())
-            .keep(json!({"layers.$": "$.layers"}), "$.marked")
+            .keep(
+                json!({"status.$": "$.status", "layers.$": "$.layers"}),
+                "$.marked",
+            )
             .catch(&["States.ALL"], json!(FAILURE), FAILURE_PATH);
         add(outcome.state, with_next(mark.state(), "Unlock"));
         let unlock = Task::step("Unlock", Function::Control, "unlock").comment(
@@ -174,7 +176,7 @@ impl Locked {
                 "Type": "Pass",
                 "Parameters": {
                     "deployment.$": DEPLOYMENT_NAME,
-                    "status": outcome.status,
+                    "status.$": "$.marked.status",
                     "layers.$": "$.marked.layers"
                 },
                 "End": true

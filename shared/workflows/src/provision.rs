@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! validate -> lock -> keys -> network (polled)
-//!   -> in parallel: dns | storage | databases (postgres | documentdb | redis, each polled)
+//!   -> in parallel: dns (polled) | storage | databases (postgres | documentdb | redis, each polled)
 //!                 | cluster (EKS polled -> node group polled -> Karpenter prerequisites)
-//!   -> workloads (apply, then poll the rollout) -> mark ready -> unlock
+//!   -> workloads (apply, then poll the rollout)
+//!   -> mark ready (READY, or WAITING_FOR_DNS_VALIDATION) -> unlock
 //! ```
 //!
 //! Poll bounds are a few times the real durations in AWS-TIMINGS.md (typical, and the
@@ -29,6 +30,19 @@ pub const NETWORK: Poll = Poll {
     status: "ensure",
     what: "the network (NAT gateways)",
     schedule: &[90, 30, 60, 120, 180, 240],
+};
+
+/// The certificate's DNS validation records: ACM publishes them seconds to a minute after
+/// the request. Bound 5 minutes. The step is ready once they are written (or handed to
+/// the customer), not when ACM issues: a certificate waiting for records the customer
+/// must create makes the run end WAITING_FOR_DNS_VALIDATION (see MarkReady), not time out.
+pub const DNS: Poll = Poll {
+    name: "Dns",
+    function: Function::Dns,
+    ensure: "ensure",
+    status: "ensure",
+    what: "the certificate's DNS validation records",
+    schedule: &[10, 20, 30, 60, 60, 120],
 };
 
 /// RDS PostgreSQL: ~5 min Single-AZ, 12-15 Multi-AZ (36 min seen once). Bound 45 minutes.
@@ -93,8 +107,8 @@ pub const WORKLOADS: Poll = Poll {
 };
 
 /// Every poll loop of the workflow.
-pub const POLLS: [Poll; 7] = [
-    NETWORK, POSTGRES, DOCUMENTDB, REDIS, CLUSTER, NODEGROUP, WORKLOADS,
+pub const POLLS: [Poll; 8] = [
+    NETWORK, DNS, POSTGRES, DOCUMENTDB, REDIS, CLUSTER, NODEGROUP, WORKLOADS,
 ];
 
 /// 30 hours. The longest path (every Task using all its retries, each attempt running to
@@ -104,9 +118,8 @@ pub const TIMEOUT_SECONDS: u64 = 30 * 3600;
 pub const OUTCOME: Outcome = Outcome {
     state: "MarkReady",
     action: "ready",
-    comment: "Mark the deployment READY; returns every layer's output",
+    comment: "Mark the deployment READY, or WAITING_FOR_DNS_VALIDATION while the certificate is not issued; returns that status and every layer's output",
     done: "Provisioned",
-    status: "READY",
 };
 
 pub fn definition() -> serde_json::Value {
@@ -120,10 +133,7 @@ pub fn definition() -> serde_json::Value {
             "Layers",
             "Everything that needs only keys and network, in parallel. Each step saves its output in the state table, so the results are dropped here",
             vec![
-                Flow::branch().task(
-                    Task::step("Dns", Function::Dns, "ensure")
-                        .comment("Private hosted zone and the ACM certificate"),
-                ),
+                Flow::branch().poll(DNS),
                 Flow::branch().task(
                     Task::step("Storage", Function::Storage, "ensure")
                         .comment("Encrypted, versioned buckets with retention"),

@@ -182,3 +182,27 @@ fn every_task_times_out_with_its_function() {
         }
     }
 }
+
+/// Every function a workflow calls is a crate of the project: `functions/<name>`, the
+/// name the placeholder stands for by the one rule in `apiary_core::aws`.
+#[test]
+fn every_placeholder_names_a_function_crate() {
+    for workflow in all() {
+        let text = workflow.render();
+        for placeholder in apiary_asl::placeholders(&text).unwrap() {
+            let function =
+                apiary_core::aws::function_for_placeholder(&placeholder).unwrap_or_else(|| {
+                    panic!(
+                        "{}: ${{{placeholder}}} is not a function ARN",
+                        workflow.file_name()
+                    )
+                });
+            let manifest = root().join("functions").join(&function).join("Cargo.toml");
+            assert!(
+                manifest.is_file(),
+                "{}: ${{{placeholder}}} names no crate functions/{function}",
+                workflow.file_name()
+            );
+        }
+    }
+}

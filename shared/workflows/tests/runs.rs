@@ -145,6 +145,7 @@ async fn a_queued_run_gives_up_after_its_bounded_wait() {
 async fn a_resource_that_never_becomes_ready_fails_through_the_failure_path() {
     for (name, what) in [
         ("Network", "the network (NAT gateways)"),
+        ("Dns", "the certificate's DNS validation records"),
         ("Redis", "ElastiCache Redis"),
     ] {
         let script = Script {
@@ -194,4 +195,45 @@ async fn a_failing_step_is_recorded_and_the_lock_released() {
     assert_eq!(sent(&calls, "control", "unlock").len(), 1);
     // Not retried: a fatal error cannot succeed by running again.
     assert_eq!(sent(&calls, "dns", "ensure").len(), 1);
+}
+
+#[tokio::test]
+async fn dns_is_polled_until_acm_publishes_its_records() {
+    let script = Script {
+        polls_until_ready: [("Dns", 2)].into(),
+        ..Script::default()
+    };
+    let (result, calls) = common::run(&common::provision(), input(false), script).await;
+    assert_eq!(
+        result.status,
+        ExecutionStatus::Succeeded,
+        "{}",
+        result.describe()
+    );
+    assert_eq!(
+        sent(&calls, "dns", "ensure").len(),
+        3,
+        "the first call and two polls"
+    );
+}
+
+#[tokio::test]
+async fn a_run_waiting_for_dns_validation_succeeds_and_says_so() {
+    let script = Script {
+        ready_status: Some("WAITING_FOR_DNS_VALIDATION"),
+        ..Script::default()
+    };
+    let (result, calls) = common::run(&common::provision(), input(false), script).await;
+    assert_eq!(
+        result.status,
+        ExecutionStatus::Succeeded,
+        "{}",
+        result.describe()
+    );
+    assert_eq!(
+        result.output.as_ref().map(|o| o["status"].clone()),
+        Some(json!("WAITING_FOR_DNS_VALIDATION")),
+        "the status MarkReady recorded, not a constant"
+    );
+    assert_eq!(sent(&calls, "control", "unlock").len(), 1);
 }

@@ -20,11 +20,25 @@ use aws_smithy_mocks::{Rule, mock};
 use serde_json::json;
 
 use super::*;
-use crate::karpenter::{event_pattern, queue_policy};
+use crate::karpenter::{event_pattern, queue_policy, rule_arns};
 
 const QUEUE: &str = "apiary-acme-karpenter";
 const QUEUE_URL: &str = "https://sqs.us-west-2.amazonaws.com/123456789012/apiary-acme-karpenter";
 const QUEUE_ARN: &str = "arn:aws:sqs:us-west-2:123456789012:apiary-acme-karpenter";
+
+/// The ARNs of deployment `acme`'s four interruption rules.
+fn acme_rule_arns() -> Vec<String> {
+    INTERRUPTION_RULES
+        .iter()
+        .map(|(suffix, _, _)| {
+            format!("arn:aws:events:us-west-2:123456789012:rule/apiary-acme-karpenter-{suffix}")
+        })
+        .collect()
+}
+
+fn acme_queue_policy() -> Value {
+    queue_policy(QUEUE_ARN, &acme_rule_arns()).unwrap()
+}
 
 fn queue_found() -> Rule {
     mock!(Sqs::get_queue_url)
@@ -37,10 +51,7 @@ fn attributes(policy: bool) -> Rule {
             .attributes(QueueAttributeName::QueueArn, QUEUE_ARN)
             .attributes(QueueAttributeName::SqsManagedSseEnabled, "true");
         if policy {
-            out = out.attributes(
-                QueueAttributeName::Policy,
-                queue_policy(QUEUE_ARN).to_string(),
-            );
+            out = out.attributes(QueueAttributeName::Policy, acme_queue_policy().to_string());
         }
         out.build()
     })
@@ -186,6 +197,7 @@ async fn a_new_queue_is_encrypted_locked_down_and_fed_by_four_rules() {
             allow["Principal"]["Service"] == json!(["events.amazonaws.com", "sqs.amazonaws.com"])
                 && allow["Action"] == json!("sqs:SendMessage")
                 && allow["Resource"] == json!(QUEUE_ARN)
+                && policy == acme_queue_policy()
                 && deny["Effect"] == json!("Deny")
                 && deny["Condition"]["Bool"]["aws:SecureTransport"] == json!("false")
         })
@@ -349,4 +361,97 @@ async fn karpenter_before_the_cluster_is_not_ready_and_throttling_is_retryable()
     let (deps, _) = mocks.deps();
     let err = handle(&deps, event("ensure-karpenter")).await.unwrap_err();
     assert_eq!(err.name(), ErrorName::Retryable);
+}
+
+#[test]
+fn only_this_deployments_rules_in_this_account_may_send_to_the_queue() {
+    let policy = acme_queue_policy();
+    let allow = &policy["Statement"][0];
+    assert_eq!(allow["Effect"], "Allow");
+    assert_eq!(
+        allow["Principal"]["Service"],
+        json!(["events.amazonaws.com", "sqs.amazonaws.com"])
+    );
+    assert_eq!(
+        allow["Condition"],
+        json!({
+            "StringEquals": {"aws:SourceAccount": "123456789012"},
+            "ArnEquals": {"aws:SourceArn": [
+                "arn:aws:events:us-west-2:123456789012:rule/apiary-acme-karpenter-spot-interruption",
+                "arn:aws:events:us-west-2:123456789012:rule/apiary-acme-karpenter-rebalance",
+                "arn:aws:events:us-west-2:123456789012:rule/apiary-acme-karpenter-instance-state",
+                "arn:aws:events:us-west-2:123456789012:rule/apiary-acme-karpenter-scheduled-change"
+            ]}
+        })
+    );
+    // Every Allow carries both conditions: no statement lets a sender in unconditionally.
+    for statement in policy["Statement"].as_array().unwrap() {
+        if statement["Effect"] == "Allow" {
+            assert!(statement["Condition"]["StringEquals"]["aws:SourceAccount"].is_string());
+            assert!(statement["Condition"]["ArnEquals"]["aws:SourceArn"].is_array());
+        }
+    }
+}
+
+#[test]
+fn rule_arns_follow_the_queues_partition_region_and_account() {
+    let arns = rule_arns(
+        "arn:aws-cn:sqs:cn-north-1:210987654321:apiary-acme-karpenter",
+        &["apiary-acme-karpenter-rebalance".to_owned()],
+    )
+    .unwrap();
+    assert_eq!(
+        arns,
+        ["arn:aws-cn:events:cn-north-1:210987654321:rule/apiary-acme-karpenter-rebalance"]
+    );
+    assert_eq!(
+        rule_arns("not-an-arn", &[]).unwrap_err().name(),
+        ErrorName::Fatal
+    );
+    assert_eq!(
+        queue_policy("arn:aws:sqs:us-west-2::q", &[])
+            .unwrap_err()
+            .name(),
+        ErrorName::Fatal
+    );
+}
+
+#[tokio::test]
+async fn a_queue_policy_without_the_source_conditions_is_replaced() {
+    // The queue as an older version left it: open to any account's rules.
+    let mut old = acme_queue_policy();
+    old["Statement"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("Condition");
+    let (cluster, roles) = (describe_cluster(ClusterStatus::Active), roles_found());
+    let found = queue_found();
+    let attrs = mock!(Sqs::get_queue_attributes).then_output(move || {
+        GetQueueAttributesOutput::builder()
+            .attributes(QueueAttributeName::QueueArn, QUEUE_ARN)
+            .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
+            .attributes(QueueAttributeName::Policy, old.to_string())
+            .build()
+    });
+    let set_policy = mock!(Sqs::set_queue_attributes)
+        .match_requests(|r| {
+            r.attributes()
+                .and_then(|a| a.get(&QueueAttributeName::Policy))
+                .and_then(|p| serde_json::from_str::<Value>(p).ok())
+                == Some(acme_queue_policy())
+        })
+        .then_output(|| SetQueueAttributesOutput::builder().build());
+    let [describe, targets] = rules_present();
+    let mocks = Mocks {
+        eks: vec![&cluster],
+        iam: vec![&roles],
+        sqs: vec![&found, &attrs, &set_policy],
+        events: vec![&describe, &targets],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    handle(&deps, event("ensure-karpenter"))
+        .await
+        .expect("ensure");
+    assert_eq!(set_policy.num_calls(), 1);
 }

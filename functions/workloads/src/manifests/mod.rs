@@ -57,6 +57,11 @@ pub struct Context {
     pub sizing: Sizing,
     pub domain: String,
     pub certificate_arn: String,
+    /// ACM has issued the certificate. Until it does, the HTTPS Ingress (which makes the
+    /// load balancer's listener with it) is left out.
+    pub certificate_issued: bool,
+    /// The certificate's status as the dns layer last saw it, for the reason given.
+    pub certificate_status: String,
     pub cluster_name: String,
     pub node_role_name: String,
     pub vpc_cidr: String,
@@ -113,6 +118,11 @@ impl Context {
             sizing: spec.sizing(),
             domain: spec.dns.domain.clone(),
             certificate_arn: dns.certificate_arn.clone(),
+            certificate_issued: dns.certificate_issued(),
+            certificate_status: dns
+                .certificate_status
+                .clone()
+                .unwrap_or_else(|| "not recorded".to_owned()),
             cluster_name: cluster.cluster_name.clone(),
             node_role_name,
             vpc_cidr: network.vpc_cidr.clone(),
@@ -293,9 +303,15 @@ pub fn roundtrip<K: Serialize + DeserializeOwned>(
     }
 }
 
+/// The HTTPS Ingress of the SDK endpoint, whether or not [`build`] includes it.
+pub fn https_ingress(ctx: &Context) -> Result<Manifest> {
+    network::ingress(ctx)
+}
+
 /// Every object, in apply order: node capacity first (pods need somewhere to run), then
 /// the namespace and what the pods reference, the workload, its policies, and last the
-/// ingress, which makes the load balancer once there is something to send traffic to.
+/// ingress, which makes the load balancer once there is something to send traffic to,
+/// and only once ACM has issued the certificate its HTTPS listener needs.
 pub fn build(ctx: &Context) -> Result<Vec<Manifest>> {
     let mut objects = Vec::new();
     if ctx.auto_mode {
@@ -317,7 +333,9 @@ pub fn build(ctx: &Context) -> Result<Vec<Manifest>> {
         objects.push(network::ingress_class_params(ctx)?);
     }
     objects.push(network::ingress_class(ctx)?);
-    objects.push(network::ingress(ctx)?);
+    if ctx.certificate_issued {
+        objects.push(network::ingress(ctx)?);
+    }
     Ok(objects)
 }
 

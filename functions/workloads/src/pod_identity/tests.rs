@@ -257,3 +257,122 @@ fn bucket_grants_name_the_regions_partition() {
     assert!(text.contains("arn:aws-us-gov:s3:::"), "{text}");
     assert!(!text.contains("arn:aws:s3:::"), "{text}");
 }
+
+#[tokio::test]
+async fn the_role_is_created_with_the_permissions_boundary() {
+    // FreshIam's CreateRole rule matches only a request naming BOUNDARY_ARN.
+    let iam = FreshIam::new();
+    let eks = FreshEks::new();
+    let (deps, _recorder) = mock_deps(&eks.rules(), &iam.rules(), render(), false);
+    run(&deps).await.unwrap();
+    assert_eq!(iam.create_role.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_role_found_without_the_boundary_gets_it() {
+    let get_role = mock!(aws_sdk_iam::Client::get_role).then_output(|| {
+        aws_sdk_iam::operation::get_role::GetRoleOutput::builder()
+            .role(role_without_boundary())
+            .build()
+    });
+    let put_boundary = mock!(aws_sdk_iam::Client::put_role_permissions_boundary)
+        .match_requests(|r| {
+            r.role_name() == Some(ROLE_NAME) && r.permissions_boundary() == Some(BOUNDARY_ARN)
+        })
+        .then_output(|| {
+            aws_sdk_iam::operation::put_role_permissions_boundary::PutRolePermissionsBoundaryOutput::builder()
+                .build()
+        });
+    let existing = ExistingIam::new();
+    let eks = ExistingEks::new(ROLE_ARN);
+    let (deps, _recorder) = mock_deps(
+        &eks.rules(),
+        &[&get_role, &put_boundary, &existing.get_policy],
+        render(),
+        false,
+    );
+    run(&deps).await.unwrap();
+    assert_eq!(put_boundary.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_role_with_another_boundary_gets_ours() {
+    let get_role = mock!(aws_sdk_iam::Client::get_role).then_output(|| {
+        let mut role = role();
+        role.permissions_boundary = Some(
+            aws_sdk_iam::types::AttachedPermissionsBoundary::builder()
+                .permissions_boundary_arn("arn:aws:iam::aws:policy/AdministratorAccess")
+                .build(),
+        );
+        aws_sdk_iam::operation::get_role::GetRoleOutput::builder()
+            .role(role)
+            .build()
+    });
+    let put_boundary = mock!(aws_sdk_iam::Client::put_role_permissions_boundary)
+        .match_requests(|r| r.permissions_boundary() == Some(BOUNDARY_ARN))
+        .then_output(|| {
+            aws_sdk_iam::operation::put_role_permissions_boundary::PutRolePermissionsBoundaryOutput::builder()
+                .build()
+        });
+    let existing = ExistingIam::new();
+    let eks = ExistingEks::new(ROLE_ARN);
+    let (deps, _recorder) = mock_deps(
+        &eks.rules(),
+        &[&get_role, &put_boundary, &existing.get_policy],
+        render(),
+        false,
+    );
+    run(&deps).await.unwrap();
+    assert_eq!(put_boundary.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn without_a_boundary_a_real_endpoint_fails_before_any_write() {
+    // Only reads are mocked: a CreateRole would find no rule and panic.
+    let get_role = FreshIam::new().get_role;
+    let (mut deps, _recorder) = mock_deps(&[], &[&get_role], render(), false);
+    deps.permissions_boundary = None;
+    let err = run(&deps).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Fatal);
+    assert!(
+        err.to_string().contains(crate::PERMISSIONS_BOUNDARY_ENV),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_emulator_without_a_boundary_creates_the_role_without_one() {
+    let iam = FreshIam::new();
+    let create_role = mock!(aws_sdk_iam::Client::create_role)
+        .match_requests(|r| r.role_name() == Some(ROLE_NAME) && r.permissions_boundary().is_none())
+        .then_output(|| {
+            aws_sdk_iam::operation::create_role::CreateRoleOutput::builder()
+                .role(role_without_boundary())
+                .build()
+        });
+    let eks = FreshEks::new();
+    let (mut deps, _recorder) = mock_deps(
+        &eks.rules(),
+        &[
+            &iam.get_role,
+            &create_role,
+            &iam.get_policy,
+            &iam.put_policy,
+        ],
+        render(),
+        true,
+    );
+    deps.permissions_boundary = None;
+    run(&deps).await.unwrap();
+    assert_eq!(create_role.num_calls(), 1);
+}
+
+#[test]
+fn the_boundary_can_be_set_on_deps_built_from_a_config() {
+    let config = aws_config::SdkConfig::builder().build();
+    let (_, recorder) = mock_deps(&[], &[], render(), false);
+    let deps = Deps::new(&config, std::sync::Arc::new(recorder), render());
+    assert_eq!(deps.permissions_boundary, None);
+    let deps = deps.with_permissions_boundary(BOUNDARY_ARN);
+    assert_eq!(deps.permissions_boundary.as_deref(), Some(BOUNDARY_ARN));
+}

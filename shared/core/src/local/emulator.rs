@@ -96,6 +96,9 @@ impl Emulator {
         let watchdog = Command::new("sh")
             // AWS managed IAM policies (AmazonEKSClusterPolicy, ...) exist only when loaded.
             .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+            // moto issues a DNS-validated certificate, without looking at DNS, once it is
+            // older than this (60 s by default); the local engine runs every poll at once.
+            .env("MOTO_ACM_VALIDATION_WAIT", "0")
             .arg("-c")
             .arg(script)
             .arg(&server)

@@ -17,6 +17,8 @@ pub struct Script {
     pub lock_conflicts: usize,
     /// `(function, action, error name)` that fails every time.
     pub failing: Option<(&'static str, &'static str, &'static str)>,
+    /// The status `ready` records; absent: READY.
+    pub ready_status: Option<&'static str>,
 }
 
 /// Every event a function received, as `(function, event)`.
@@ -63,9 +65,10 @@ pub fn handlers(script: Script, calls: Calls) -> HandlerRegistry {
                 ("control", "lock") if count("lock") <= script.lock_conflicts => Err(
                     TaskError::new("Apiary.Conflict", "another workflow holds the lock"),
                 ),
-                ("control", "ready") => {
-                    Ok(json!({"status": "READY", "layers": {"keys": {"key_arn": "arn:key"}}}))
-                }
+                ("control", "ready") => Ok(json!({
+                    "status": script.ready_status.unwrap_or("READY"),
+                    "layers": {"keys": {"key_arn": "arn:key"}}
+                })),
                 ("control", _) => Ok(json!({})),
                 (function, action) => {
                     let ready = match loops.get(&(function, action)) {
