@@ -13,11 +13,19 @@ use std::path::Path;
 use serde_json::Value;
 
 /// Template parameters that configure the stack itself rather than the spec.
-const STACK_PARAMETERS: &[&str] = &["ArtifactBucket", "ArtifactPrefix", "FunctionArchitecture"];
+const STACK_PARAMETERS: &[&str] = &[
+    "ArtifactBucket",
+    "ArtifactPrefix",
+    "FunctionArchitecture",
+    "OrganizationTrailArn",
+];
 /// Spec parameters the stack fills from a pseudo parameter instead of asking.
 const PSEUDO_SPEC_PARAMETERS: &[(&str, &str)] = &[("Region", "${AWS::Region}")];
 /// `dynamodb:DeleteItem` is reached through these `Store` methods, not a direct call.
 const STORE_DELETES: &[&str] = &["release_lock", "forget_resource"];
+/// Deletes a role holds that AWS makes with it, not the function's code: Lambda removes
+/// an in-VPC function's network interfaces with the function's own role.
+const DELETES_BY_AWS: &[(&str, &str)] = &[("workloads", "ec2:DeleteNetworkInterface")];
 /// Functions that need no state table, and why.
 const STATELESS_FUNCTIONS: &[(&str, &str)] = &[(
     "launch",
@@ -131,11 +139,15 @@ fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
         }
         // Configuration only, never a secret: the table, and (for the cluster step) the
         // role ARNs that get Kubernetes access; for the workloads step the permissions
-        // boundary of the role it makes).
-        const ALLOWED: [&str; 3] = [
+        // boundary of the role it makes; for the storage step the organisation trail it uses
+        // instead of its own, if any; for the network step the functions it places in
+        // the VPC).
+        const ALLOWED: [&str; 5] = [
             "APIARY_TABLE",
             "APIARY_KUBERNETES_ADMIN_ROLE_ARNS",
             "APIARY_PERMISSIONS_BOUNDARY_ARN",
+            "APIARY_ORGANIZATION_TRAIL_ARN",
+            "APIARY_IN_VPC_FUNCTIONS",
         ];
         let variables = props["Environment"]["Variables"].as_object();
         let names: Vec<&str> = variables
@@ -560,7 +572,10 @@ fn check_deletes(template: &Value, code_of: &dyn Fn(&str) -> String) -> Vec<Stri
                 && STORE_DELETES
                     .iter()
                     .any(|m| code.contains(&format!(".{m}(")));
-            if !code.contains(&call) && !through_store {
+            let by_aws = DELETES_BY_AWS
+                .iter()
+                .any(|(f, a)| *f == name && *a == action);
+            if !code.contains(&call) && !through_store && !by_aws {
                 problems.push(format!(
                     "{id}: {action} but functions/{name} never calls {call}"
                 ));

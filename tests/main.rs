@@ -7,6 +7,7 @@ mod clients;
 mod control;
 mod dns;
 mod iam;
+mod in_vpc;
 mod launch;
 mod network;
 mod package;

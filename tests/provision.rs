@@ -118,7 +118,7 @@ async fn provision_builds_every_layer_then_converges_without_changes() {
     let config = sdk_config().await;
     let layers = &output["layers"];
     let kms = aws_sdk_kms::Client::new(&config);
-    for scope in ["eks-secrets", "rds", "s3", "app", "state", "docdb", "redis"] {
+    for (scope, _) in keys::SCOPES {
         let key_id = layers["keys"]["keys"][scope]["key_id"].as_str().unwrap();
         let rotation = kms
             .get_key_rotation_status()
@@ -359,7 +359,7 @@ async fn a_failed_layer_is_named_releases_the_lock_and_a_rerun_converges() {
         .into_iter()
         .filter(|r| r.kind == "kms:key")
         .collect();
-    assert_eq!(keys_before.len(), 7);
+    assert_eq!(keys_before.len(), keys::SCOPES.len(), "a key per scope");
 
     // Fix the cause, run again: it converges and reuses the keys made before.
     ec2.delete_vpc().vpc_id(&blocker).send().await.unwrap();
@@ -379,7 +379,7 @@ async fn a_failed_layer_is_named_releases_the_lock_and_a_rerun_converges() {
         .into_iter()
         .filter(|r| r.kind == "kms:key")
         .collect();
-    assert_eq!(keys_after.len(), 7, "no duplicate keys");
+    assert_eq!(keys_after.len(), keys::SCOPES.len(), "no duplicate keys");
     let created = created_by(&f.store, &name, &second).await;
     assert!(
         !created.iter().any(|c| c.starts_with("keys ")),

@@ -1,36 +1,25 @@
 //! The storage layer against the emulator: every bucket setting read back through the S3
-//! API, and a second run that creates nothing.
+//! API, the trail and the VPC's flow log read back through CloudTrail and EC2, and a
+//! second run that creates nothing.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
 
 use apiary_core::step::MemoryRecorder;
-use apiary_e2e::{sdk_config, unique_name};
+use apiary_e2e::{minimal_layers, sdk_config, unique_cidr, unique_name};
 use aws_config::SdkConfig;
 use aws_sdk_s3::types::{ObjectOwnership, ServerSideEncryption};
 use serde_json::{Value, json};
 
 const RETENTION_DAYS: i32 = 45;
 
-fn spec(name: &str) -> Value {
+fn spec(name: &str, cidr: &str) -> Value {
     json!({
         "name": name,
         "dns": {"domain": "hh.example.com"},
+        "network": {"vpc_cidr": cidr},
         "storage": {"retention_days": RETENTION_DAYS}
     })
-}
-
-/// The keys layer the buckets are encrypted with: its output as the state table keeps it.
-async fn keys_layer(config: &SdkConfig, spec: &Value) -> Value {
-    let name = spec["name"].as_str().expect("a named spec");
-    let state = MemoryRecorder::with(spec, &json!({}));
-    let deps = keys::Deps::new(config, Arc::new(state.clone()));
-    keys::handle(&deps, apiary_core::step::event("ensure", name))
-        .await
-        .expect("keys ensure");
-    state
-        .saved(name, "keys")
-        .expect("the keys layer keeps its output")
 }
 
 /// The bucket's versioning status as the emulator's raw XML states it. The Rust SDK
@@ -57,18 +46,29 @@ fn raw_versioning(config: &SdkConfig, bucket: &str) -> String {
 async fn buckets_are_complete_and_idempotent() {
     let config = sdk_config().await;
     let name = unique_name("store");
-    let spec = spec(&name);
-    let keys = keys_layer(&config, &spec).await;
-    let s3_key = keys["keys"]["s3"]["arn"].as_str().unwrap().to_owned();
+    let spec = spec(&name, &unique_cidr(&config).await);
+    // The keys the buckets are encrypted with, and the VPC the flow log records.
+    let layers = minimal_layers(&config, &spec, "databases").await;
+    let s3_key = layers["keys"]["keys"]["s3"]["arn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let vpc_id = layers["network"]["vpc_id"].as_str().unwrap().to_owned();
     let event = json!({"action": "ensure", "deployment": name, "execution_id": "exec-storage"});
 
-    let recorder = MemoryRecorder::with(&spec, &json!({"keys": keys}));
+    let recorder = MemoryRecorder::with(&spec, &layers);
     let deps = storage::Deps::new(&config, Arc::new(recorder.clone()));
     let first = storage::handle(&deps, event.clone())
         .await
         .expect("first ensure");
     assert_eq!(first["ready"], json!(true));
-    assert_eq!(first["created"].as_array().unwrap().len(), 4, "{first}");
+    // The buckets, the trail and the flow log.
+    let created = first["created"].as_array().unwrap();
+    assert!(
+        created.contains(&json!(format!("apiary-{name}-trail")))
+            && created.contains(&first["flow_log_id"]),
+        "{first}"
+    );
     let second = storage::handle(&deps, event).await.expect("second ensure");
     assert_eq!(
         second["created"],
@@ -77,10 +77,79 @@ async fn buckets_are_complete_and_idempotent() {
     );
     assert_eq!(first["buckets"], second["buckets"]);
 
+    // The trail, read back: into the logs bucket under its prefix, encrypted with the s3
+    // key, with digest files, and logging.
+    let logs = first["buckets"]["logs"].as_str().unwrap();
+    let cloudtrail = aws_sdk_cloudtrail::Client::new(&config);
+    let trail_name = format!("apiary-{name}-trail");
+    let trail = cloudtrail
+        .get_trail()
+        .name(&trail_name)
+        .send()
+        .await
+        .expect("the trail exists")
+        .trail
+        .expect("a trail");
+    assert_eq!(trail.s3_bucket_name(), Some(logs));
+    assert_eq!(trail.s3_key_prefix(), Some("cloudtrail"));
+    assert_eq!(trail.kms_key_id(), Some(s3_key.as_str()));
+    assert_eq!(trail.log_file_validation_enabled(), Some(true));
+    assert_eq!(trail.include_global_service_events(), Some(true));
+    assert_eq!(first["trail_arn"], json!(trail.trail_arn().unwrap()));
+    let status = cloudtrail
+        .get_trail_status()
+        .name(&trail_name)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.is_logging(), Some(true));
+
+    // The VPC's flow log, read back: all traffic into the logs bucket, tagged.
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let flow_logs = ec2
+        .describe_flow_logs()
+        .filter(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("resource-id")
+                .values(&vpc_id)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let [flow_log] = flow_logs.flow_logs() else {
+        panic!("one flow log for {vpc_id}: {flow_logs:?}");
+    };
+    assert_eq!(first["flow_log_id"], json!(flow_log.flow_log_id().unwrap()));
+    assert_eq!(
+        flow_log.log_destination_type(),
+        Some(&aws_sdk_ec2::types::LogDestinationType::S3)
+    );
+    assert_eq!(
+        flow_log.log_destination(),
+        Some(format!("arn:aws:s3:::{logs}").as_str())
+    );
+    assert_eq!(
+        flow_log.traffic_type(),
+        Some(&aws_sdk_ec2::types::TrafficType::All)
+    );
+    assert!(
+        flow_log
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("apiary:deployment") && t.value() == Some(name.as_str())),
+        "{flow_log:?}"
+    );
+
     let s3 = apiary_core::aws::s3_client(&config);
     let buckets = first["buckets"].as_object().unwrap();
     assert_eq!(buckets.len(), 4);
-    let logs = buckets["logs"].as_str().unwrap();
+    let access = first["access_logs_bucket"].as_str().unwrap();
+    assert!(
+        access.starts_with(&format!("apiary-{name}-access-123456789012-")),
+        "{access}"
+    );
+    assert!(created.contains(&json!(access)), "{first}");
     for (purpose, bucket) in buckets {
         let bucket = bucket.as_str().unwrap();
         assert!(
@@ -172,17 +241,11 @@ async fn buckets_are_complete_and_idempotent() {
             Some(7)
         );
 
+        // Every data bucket, the logs bucket too, logs into the access-logs bucket.
         let logging = s3.get_bucket_logging().bucket(bucket).send().await.unwrap();
-        if purpose == "logs" {
-            assert!(
-                logging.logging_enabled().is_none(),
-                "logs do not log into themselves"
-            );
-        } else {
-            let enabled = logging.logging_enabled().expect("access logging on");
-            assert_eq!(enabled.target_bucket(), logs);
-            assert_eq!(enabled.target_prefix(), format!("s3-access/{bucket}/"));
-        }
+        let enabled = logging.logging_enabled().expect("access logging on");
+        assert_eq!(enabled.target_bucket(), access);
+        assert_eq!(enabled.target_prefix(), format!("s3-access/{bucket}/"));
 
         let policy = s3.get_bucket_policy().bucket(bucket).send().await.unwrap();
         let policy: Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
@@ -193,15 +256,36 @@ async fn buckets_are_complete_and_idempotent() {
                 && s["Condition"]["Bool"]["aws:SecureTransport"] == json!("false")),
             "{bucket}: {policy}"
         );
-        if purpose == "logs" {
-            let delivery: Vec<&Value> = statements
+        assert!(
+            !statements
                 .iter()
-                .filter(|s| s["Principal"]["Service"] == json!("logging.s3.amazonaws.com"))
-                .collect();
-            assert_eq!(delivery.len(), 3, "{policy}");
-            assert!(delivery.iter().all(|s| {
-                s["Condition"]["StringEquals"]["aws:SourceAccount"] == json!("123456789012")
-            }));
+                .any(|s| s["Principal"]["Service"] == json!("logging.s3.amazonaws.com")),
+            "access logs are delivered to the access-logs bucket only: {policy}"
+        );
+        if purpose == "logs" {
+            // The trail and log delivery (the flow logs) write under their prefixes.
+            let trail_arn =
+                format!("arn:aws:cloudtrail:us-west-2:123456789012:trail/apiary-{name}-trail");
+            let by_service = |service: &str| -> Vec<&Value> {
+                statements
+                    .iter()
+                    .filter(|s| s["Principal"]["Service"] == json!(service))
+                    .collect()
+            };
+            let trail = by_service("cloudtrail.amazonaws.com");
+            assert_eq!(trail.len(), 2, "{policy}");
+            assert!(
+                trail
+                    .iter()
+                    .all(|s| s["Condition"]["StringEquals"]["aws:SourceArn"] == json!(trail_arn)),
+                "{policy}"
+            );
+            let delivery = by_service("delivery.logs.amazonaws.com");
+            assert_eq!(delivery.len(), 2, "{policy}");
+            assert!(
+                delivery.iter().any(|s| s["Resource"]
+                    == json!(format!("arn:aws:s3:::{logs}/AWSLogs/123456789012/*")))
+            );
         }
 
         let tags = s3.get_bucket_tagging().bucket(bucket).send().await.unwrap();
@@ -217,6 +301,53 @@ async fn buckets_are_complete_and_idempotent() {
             );
         }
     }
+
+    // The access-logs bucket: SSE-S3 (log delivery cannot write with a KMS key), its
+    // own retention, S3 log delivery for each data bucket, and no logging of its own.
+    let encryption = s3
+        .get_bucket_encryption()
+        .bucket(access)
+        .send()
+        .await
+        .unwrap();
+    let default = encryption
+        .server_side_encryption_configuration()
+        .unwrap()
+        .rules()[0]
+        .apply_server_side_encryption_by_default()
+        .unwrap()
+        .clone();
+    assert_eq!(default.sse_algorithm(), &ServerSideEncryption::Aes256);
+    assert_eq!(default.kms_master_key_id(), None);
+    let lifecycle = s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        lifecycle.rules()[0].expiration().and_then(|e| e.days()),
+        Some(storage::ACCESS_LOG_RETENTION_DAYS)
+    );
+    let logging = s3.get_bucket_logging().bucket(access).send().await.unwrap();
+    assert!(
+        logging.logging_enabled().is_none(),
+        "it does not log itself"
+    );
+    let policy = s3.get_bucket_policy().bucket(access).send().await.unwrap();
+    let policy: Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
+    let delivery: Vec<&Value> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["Principal"]["Service"] == json!("logging.s3.amazonaws.com"))
+        .collect();
+    assert_eq!(delivery.len(), 4, "{policy}");
+    assert!(
+        delivery.iter().all(|s| {
+            s["Condition"]["StringEquals"]["aws:SourceAccount"] == json!("123456789012")
+        })
+    );
 
     // The TLS-only policy is in force: a plain-HTTP object write is refused.
     let refused = s3
@@ -240,6 +371,7 @@ async fn buckets_are_complete_and_idempotent() {
     let resources = recorder.resources.lock().unwrap();
     assert_eq!(
         resources.iter().filter(|r| r.kind == "s3:bucket").count(),
-        4
+        5,
+        "four data buckets and the access-logs bucket"
     );
 }

@@ -2,6 +2,7 @@
 //! every function's handler in-process, AWS calls against the emulator (or any endpoint).
 
 mod progress;
+mod stand_ins;
 mod summary;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use aws_config::SdkConfig;
 use serde_json::Value;
 
 pub use progress::Progress;
+pub use stand_ins::in_vpc_functions;
 pub use summary::{Summary, summarize};
 
 pub const LOCAL_ACCOUNT: &str = "123456789012";
@@ -95,7 +97,8 @@ impl LocalEnv {
         );
         register!(
             "network",
-            network::Deps::new(config, recorder.clone()),
+            network::Deps::new(config, recorder.clone())
+                .with_in_vpc_functions(stand_ins::in_vpc_functions(deployment)),
             network::handle
         );
         register!("dns", dns::Deps::new(config, recorder.clone()), dns::handle);
@@ -169,6 +172,11 @@ impl LocalEnv {
     ) -> ExecutionResult {
         let region = self.region();
         let state_machine = format!("apiary-{workflow}");
+        // The functions the network step places in the VPC exist before it runs, as the
+        // stack's do on AWS. Should this fail, that step names the missing function.
+        if let Err(err) = stand_ins::ensure(&self.config, deployment).await {
+            eprintln!("warning: the in-VPC functions' stand-ins: {err:#}");
+        }
         let execution_arn =
             apiary_asl::execution_arn(&region, LOCAL_ACCOUNT, &state_machine, &execution_name);
         let options = ExecutionOptions {

@@ -71,7 +71,7 @@ pub(crate) async fn ensure(step: &Work<'_>, view: &mut View) -> Result<()> {
         }
     }
     let cluster = match describe(step).await? {
-        Some(cluster) => cluster,
+        Some(cluster) => reconcile_endpoint_access(step, cluster).await?,
         None => create(step, &inputs, &view.cluster_role_arn, &cluster_role_id).await?,
     };
     if !observe(step, view, &cluster).await? {
@@ -195,6 +195,89 @@ pub(crate) async fn observe(step: &Work<'_>, view: &mut View, cluster: &Cluster)
     }
 }
 
+/// The public networks allowed on the endpoint, sorted: `None` for a private endpoint,
+/// whose `publicAccessCidrs` EKS keeps but does not use.
+fn public_access_cidrs(step: &Work<'_>) -> Option<Vec<String>> {
+    let cluster = &step.spec.cluster;
+    cluster.public_endpoint.then(|| {
+        let mut cidrs = cluster.public_access_cidrs.clone();
+        cidrs.sort();
+        cidrs.dedup();
+        cidrs
+    })
+}
+
+/// The endpoint settings the spec asks for: always private, public only to the listed
+/// networks (the spec refuses a public endpoint without them, and 0.0.0.0/0).
+fn endpoint_access(step: &Work<'_>) -> aws_sdk_eks::types::builders::VpcConfigRequestBuilder {
+    VpcConfigRequest::builder()
+        .endpoint_private_access(true)
+        .endpoint_public_access(step.spec.cluster.public_endpoint)
+        .set_public_access_cidrs(public_access_cidrs(step))
+}
+
+/// Whether the cluster's endpoint access differs from the spec's: the public switch, the
+/// private one, and for a public endpoint its networks (compared as sets).
+fn endpoint_access_differs(step: &Work<'_>, cluster: &Cluster) -> bool {
+    let Some(vpc) = cluster.resources_vpc_config() else {
+        return false;
+    };
+    if vpc.endpoint_public_access() != step.spec.cluster.public_endpoint
+        || !vpc.endpoint_private_access()
+    {
+        return true;
+    }
+    match public_access_cidrs(step) {
+        Some(wanted) => {
+            let mut current = vpc.public_access_cidrs().to_vec();
+            current.sort();
+            current.dedup();
+            current != wanted
+        }
+        None => false,
+    }
+}
+
+/// Brings an ACTIVE cluster's endpoint access in line with the spec (public endpoint
+/// on or off, its networks added or removed) with UpdateClusterConfig. Only the
+/// endpoint fields are sent: EKS takes one kind of update per call. The cluster is
+/// UPDATING afterwards, which the poll loop waits out. A cluster already being updated
+/// is left for the next run.
+async fn reconcile_endpoint_access(step: &Work<'_>, cluster: Cluster) -> Result<Cluster> {
+    if cluster.status() != Some(&ClusterStatus::Active) || !endpoint_access_differs(step, &cluster)
+    {
+        return Ok(cluster);
+    }
+    let name = &step.resources.cluster;
+    step.deps
+        .eks
+        .update_cluster_config()
+        .name(name)
+        .resources_vpc_config(endpoint_access(step).build())
+        .send()
+        .await
+        .map_err(|e| {
+            // Another update still in progress: it clears by itself.
+            Error::aws_transient_if(format!("UpdateClusterConfig {name}"), e, |e| {
+                e.is_resource_in_use_exception()
+            })
+        })?;
+    step.log.created(&format!("{name}:endpoint-access"));
+    Ok(describe(step).await?.unwrap_or(cluster))
+}
+
+/// KMS envelope encryption of Kubernetes secrets (on 1.28+ of all API data) with the
+/// eks-secrets key. The SDK marks `resources` deprecated because EKS now defaults it; it
+/// is sent anyway, so the request (and what an auditor reads in CloudTrail) says exactly
+/// what the key encrypts.
+#[allow(deprecated)]
+pub(crate) fn secrets_encryption(key_arn: &str) -> EncryptionConfig {
+    EncryptionConfig::builder()
+        .resources("secrets")
+        .provider(Provider::builder().key_arn(key_arn).build())
+        .build()
+}
+
 /// The CreateCluster idempotency token. The incarnation is the VPC the cluster lives in
 /// and the cluster role's unique id: a teardown deletes both, so a re-provision gets a
 /// new token (EKS would otherwise answer a remembered token with the deleted cluster),
@@ -203,6 +286,7 @@ pub(crate) async fn observe(step: &Work<'_>, view: &mut View, cluster: &Cluster)
 fn create_token(step: &Work<'_>, inputs: &Inputs, role_arn: &str, role_id: &str) -> String {
     let cluster_spec = &step.spec.cluster;
     let public = cluster_spec.public_endpoint.to_string();
+    let public_cidrs = public_access_cidrs(step).unwrap_or_default();
     let mut parts = vec![
         step.names.deployment(),
         inputs.vpc_id.as_str(),
@@ -215,6 +299,7 @@ fn create_token(step: &Work<'_>, inputs: &Inputs, role_arn: &str, role_id: &str)
         public.as_str(),
     ];
     parts.extend(inputs.subnet_ids.iter().map(String::as_str));
+    parts.extend(public_cidrs.iter().map(String::as_str));
     client_token(&parts)
 }
 
@@ -243,21 +328,12 @@ async fn create(
         .version(&cluster_spec.version)
         .role_arn(role_arn)
         .resources_vpc_config(
-            VpcConfigRequest::builder()
+            endpoint_access(step)
                 .set_subnet_ids(Some(inputs.subnet_ids.clone()))
                 .security_group_ids(&inputs.security_group)
-                .endpoint_private_access(true)
-                .endpoint_public_access(cluster_spec.public_endpoint)
                 .build(),
         )
-        // KMS envelope encryption of Kubernetes secrets (on 1.28+ of all API data) with
-        // the eks-secrets key. The `resources: ["secrets"]` field is deprecated and
-        // defaulted by EKS.
-        .encryption_config(
-            EncryptionConfig::builder()
-                .provider(Provider::builder().key_arn(&inputs.secrets_key_arn).build())
-                .build(),
-        )
+        .encryption_config(secrets_encryption(&inputs.secrets_key_arn))
         .logging(logging)
         .access_config(
             CreateAccessConfigRequest::builder()

@@ -14,6 +14,7 @@ mod access;
 mod control_plane;
 mod iam;
 mod karpenter;
+mod launch_template;
 mod nodegroup;
 mod output;
 
@@ -33,11 +34,14 @@ use serde_json::Value;
 
 pub use iam::{CLUSTER_POLICIES, NODE_POLICIES, NODEGROUP_POLICIES};
 pub use karpenter::INTERRUPTION_RULES;
+pub use launch_template::{ROOT_DEVICE, ROOT_VOLUME_GIB};
 pub(crate) use output::View;
 pub use output::{AccessEntry, Addon, ClusterFields, ClusterReport, KnownClusterFields, Presence};
 
 pub struct Deps {
     pub eks: aws_sdk_eks::Client,
+    /// The node group's launch template.
+    pub ec2: aws_sdk_ec2::Client,
     pub iam: aws_sdk_iam::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub events: aws_sdk_eventbridge::Client,
@@ -53,6 +57,7 @@ impl Deps {
     pub fn new(config: &aws_config::SdkConfig, recorder: Arc<dyn Recorder>) -> Self {
         Deps {
             eks: apiary_core::client!(aws_sdk_eks, config),
+            ec2: apiary_core::client!(aws_sdk_ec2, config),
             iam: apiary_core::client!(aws_sdk_iam, config),
             sqs: apiary_core::client!(aws_sdk_sqs, config),
             events: apiary_core::client!(aws_sdk_eventbridge, config),
@@ -123,6 +128,8 @@ pub(crate) struct ClusterNames {
     /// The role of the managed node group's nodes.
     pub nodegroup_role: String,
     pub nodegroup: String,
+    /// The node group's launch template (root volume size and encryption).
+    pub launch_template: String,
     pub queue: String,
 }
 
@@ -134,6 +141,7 @@ impl ClusterNames {
             node_role: names.resource("eks-node"),
             nodegroup_role: names.resource("eks-nodegroup"),
             nodegroup: names.resource("system"),
+            launch_template: names.resource("system-nodes"),
             queue: names.resource("karpenter"),
         }
     }

@@ -8,10 +8,13 @@ use apiary_core::error::transient;
 use apiary_core::naming::client_token;
 use apiary_core::{Error, Result};
 use aws_sdk_eks::types::{
-    AmiTypes, CapacityTypes, Nodegroup, NodegroupScalingConfig, NodegroupStatus, ResolveConflicts,
+    AmiTypes, CapacityTypes, LaunchTemplateSpecification, Nodegroup, NodegroupScalingConfig,
+    NodegroupStatus, ResolveConflicts,
 };
 
-use crate::{Addon, Presence, View, Work, access, control_plane, iam, is_not_implemented};
+use crate::{
+    Addon, Presence, View, Work, access, control_plane, iam, is_not_implemented, launch_template,
+};
 
 /// EKS managed add-ons a node group's nodes need to become Ready.
 pub const NODEGROUP_ADDONS: [&str; 3] = ["vpc-cni", "kube-proxy", "coredns"];
@@ -42,7 +45,10 @@ pub(crate) async fn ensure(step: &Work<'_>, view: &mut View) -> Result<()> {
 
     let nodegroup = match describe(step).await? {
         Some(nodegroup) => reconcile_scaling(step, nodegroup).await?,
-        None => create(step, &nodegroup_role, &network.vpc_id, subnets).await?,
+        None => {
+            let template = launch_template::ensure(step).await?;
+            create(step, &nodegroup_role, &network.vpc_id, subnets, &template).await?
+        }
     };
     observe(step, view, &nodegroup).await
 }
@@ -214,6 +220,7 @@ async fn create(
     role: &aws_sdk_iam::types::Role,
     vpc_id: &str,
     subnets: Vec<String>,
+    template: &launch_template::TemplateRef,
 ) -> Result<Nodegroup> {
     let cluster = &step.resources.cluster;
     let name = &step.resources.nodegroup;
@@ -229,6 +236,8 @@ async fn create(
         role_arn,
         sizing.node_instance_type,
         AMI_TYPE.as_str(),
+        template.id.as_str(),
+        template.version.as_str(),
     ];
     token.extend(sizes.iter().map(String::as_str));
     token.extend(subnets.iter().map(String::as_str));
@@ -244,6 +253,14 @@ async fn create(
         .instance_types(sizing.node_instance_type)
         .ami_type(AMI_TYPE)
         .capacity_type(CapacityTypes::OnDemand)
+        // The root volume (100 GiB gp3, the deployment's ebs key) comes from the template,
+        // so no disk size is given here (EKS refuses both).
+        .launch_template(
+            LaunchTemplateSpecification::builder()
+                .id(&template.id)
+                .version(&template.version)
+                .build(),
+        )
         .scaling_config(
             NodegroupScalingConfig::builder()
                 .min_size(sizing.nodes_min)

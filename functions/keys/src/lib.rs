@@ -25,6 +25,9 @@ pub const SCOPES: &[(&str, Option<&str>)] = &[
     ("state", Some("dynamodb")),
     ("docdb", Some("rds")),
     ("redis", Some("elasticache")),
+    // The nodes' EBS volumes: the eks-secrets key admits only EKS, so volumes get their
+    // own key, used through EC2 (and by the roles that launch nodes; see `key_policy_for`).
+    ("ebs", Some("ec2")),
 ];
 
 /// Automatic rotation period.
@@ -99,7 +102,7 @@ impl Step for Deps {
         let mut unnamed: Option<orphans::Unnamed> = None;
         for (scope, service) in SCOPES {
             let alias = step.names.key_alias(scope);
-            let policy = key_policy(&account, &region, *service);
+            let policy = key_policy_for(&account, &region, scope, *service, &step.names);
             let key = match find_key(self, &alias, log).await? {
                 Some(key) => {
                     if create {
@@ -385,19 +388,173 @@ pub fn key_policy(account: &str, region: &str, service: Option<&str>) -> String 
         "Resource": "*"
     })];
     statements.push(usage);
-    if service == Some("s3") {
-        // S3 server access logs are written by the logging service into a bucket encrypted
-        // with this key; only deliveries on behalf of this account.
-        statements.push(json!({
-            "Sid": "S3AccessLogDelivery",
-            "Effect": "Allow",
-            "Principal": {"Service": "logging.s3.amazonaws.com"},
-            "Action": ["kms:GenerateDataKey*", "kms:Decrypt"],
-            "Resource": "*",
-            "Condition": {"StringEquals": {"aws:SourceAccount": account}}
-        }));
-    }
     json!({"Version": "2012-10-17", "Statement": statements}).to_string()
+}
+
+/// The key policy of one scope: [`key_policy`], plus for the `ebs` key the roles that
+/// launch nodes with encrypted volumes and use the key themselves rather than through a
+/// `kms:ViaService` request of this account's principals:
+/// - the Auto Scaling service-linked role, which launches the managed node group's
+///   instances ("Required AWS KMS key policy for use with encrypted volumes");
+/// - the EKS Auto Mode cluster role, which launches the NodeClass's nodes with the key as
+///   `kmsKeyID` ("Enable EBS Volume Encryption with Customer Managed KMS Keys for EKS
+///   Auto Mode").
+///
+/// Each gets use of the key and grants for AWS resources only. They are named by
+/// `aws:PrincipalArn` rather than as principals: KMS refuses a policy naming a role that
+/// does not exist yet, and neither does when the keys layer runs (the service-linked role
+/// appears with the account's first Auto Scaling group, the cluster role with the
+/// cluster layer).
+pub fn key_policy_for(
+    account: &str,
+    region: &str,
+    scope: &str,
+    service: Option<&str>,
+    names: &Names,
+) -> String {
+    let policy = key_policy(account, region, service);
+    if scope == "s3" {
+        return with_statements(&policy, audit_delivery(account, region, names));
+    }
+    if scope != "ebs" {
+        return policy;
+    }
+    let partition = apiary_core::aws::partition(region);
+    let launchers = json!([
+        apiary_core::aws::arn(
+            partition,
+            "iam",
+            "",
+            account,
+            "role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling",
+        ),
+        apiary_core::aws::arn(
+            partition,
+            "iam",
+            "",
+            account,
+            &format!("role/{}", names.resource("eks-cluster")),
+        ),
+    ]);
+    let mut policy: Value = serde_json::from_str(&policy).expect("key_policy writes JSON");
+    let statements = policy["Statement"]
+        .as_array_mut()
+        .expect("key_policy writes a statement list");
+    statements.push(json!({
+        "Sid": "NodeLaunchersUseKey",
+        "Effect": "Allow",
+        "Principal": {"AWS": "*"},
+        "Action": [
+            "kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*",
+            "kms:GenerateDataKey*", "kms:DescribeKey"
+        ],
+        "Resource": "*",
+        "Condition": {
+            "ArnEquals": {"aws:PrincipalArn": launchers.clone()},
+            "StringEquals": {"kms:CallerAccount": account}
+        }
+    }));
+    statements.push(json!({
+        "Sid": "NodeLaunchersGrantForVolumes",
+        "Effect": "Allow",
+        "Principal": {"AWS": "*"},
+        "Action": ["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"],
+        "Resource": "*",
+        "Condition": {
+            "ArnEquals": {"aws:PrincipalArn": launchers},
+            "StringEquals": {"kms:CallerAccount": account},
+            "Bool": {"kms:GrantIsForAWSResource": "true"}
+        }
+    }));
+    policy.to_string()
+}
+
+/// The trail the storage layer makes (`apiary-<deployment>-trail`, see
+/// `storage::audit::trail_name`), named in the s3 key's CloudTrail statements.
+pub fn trail_arn(account: &str, region: &str, names: &Names) -> String {
+    apiary_core::aws::arn(
+        apiary_core::aws::partition(region),
+        "cloudtrail",
+        region,
+        account,
+        &format!("trail/{}", names.resource("trail")),
+    )
+}
+
+/// The s3 key's statements for the audit logs the storage layer delivers into the logs
+/// bucket, as the CloudTrail and CloudWatch Logs guides document them:
+/// - CloudTrail encrypts the trail's log and digest files (`kms:GenerateDataKey*`) and
+///   describes the key, only for this deployment's trail (`aws:SourceArn`) and only with
+///   a trail of this account in the encryption context;
+/// - this account's principals decrypt CloudTrail log files (the guide's decrypt
+///   statement: CloudTrail asks for it when the bucket uses an S3 Bucket Key, and readers
+///   need it), only with a CloudTrail encryption context;
+/// - log delivery (`delivery.logs.amazonaws.com`, which writes VPC flow logs) uses the
+///   key only for log sources of this account in this region.
+///
+/// An organisation trail writes into the organisation's bucket with its own key: the
+/// CloudTrail statements then name a trail that does not exist, and grant nothing.
+pub fn audit_delivery(account: &str, region: &str, names: &Names) -> Vec<Value> {
+    let partition = apiary_core::aws::partition(region);
+    let trail = trail_arn(account, region, names);
+    let account_trails = apiary_core::aws::arn(partition, "cloudtrail", "*", account, "trail/*");
+    let root = apiary_core::aws::arn(partition, "iam", "", account, "root");
+    vec![
+        json!({
+            "Sid": "CloudTrailEncryptLogs",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudtrail.amazonaws.com"},
+            "Action": "kms:GenerateDataKey*",
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {"aws:SourceArn": trail},
+                "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn": account_trails}
+            }
+        }),
+        json!({
+            "Sid": "CloudTrailDescribeKey",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudtrail.amazonaws.com"},
+            "Action": "kms:DescribeKey",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:SourceArn": trail}}
+        }),
+        json!({
+            "Sid": "CloudTrailLogDecrypt",
+            "Effect": "Allow",
+            "Principal": {"AWS": root},
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {"kms:CallerAccount": account},
+                "Null": {"kms:EncryptionContext:aws:cloudtrail:arn": "false"}
+            }
+        }),
+        json!({
+            "Sid": "LogDeliveryUseKey",
+            "Effect": "Allow",
+            "Principal": {"Service": "delivery.logs.amazonaws.com"},
+            "Action": [
+                "kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*",
+                "kms:GenerateDataKey*", "kms:DescribeKey"
+            ],
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": account},
+                "ArnLike": {"aws:SourceArn": apiary_core::aws::arn(partition, "logs", region, account, "*")}
+            }
+        }),
+    ]
+}
+
+/// `policy` (a key policy [`key_policy`] wrote) with `extra` statements appended.
+fn with_statements(policy: &str, extra: Vec<Value>) -> String {
+    let mut policy: Value = serde_json::from_str(policy).expect("key_policy writes JSON");
+    policy["Statement"]
+        .as_array_mut()
+        .expect("key_policy writes a statement list")
+        .extend(extra);
+    policy.to_string()
 }
 
 #[cfg(test)]

@@ -104,7 +104,13 @@ fn current_policies() -> Rule {
             .and_then(|(_, service)| *service);
         GetKeyPolicyOutput::builder()
             // Mocked clients are in us-east-1, the region the handler builds policies for.
-            .policy(key_policy("123456789012", "us-east-1", service))
+            .policy(key_policy_for(
+                "123456789012",
+                "us-east-1",
+                scope,
+                service,
+                &apiary_core::naming::Names::new("acme"),
+            ))
             .build()
     })
 }
@@ -331,28 +337,168 @@ fn key_policy_limits_use_to_the_account_and_service() {
             .contains(&json!("kms:Decrypt")),
         "administration is not use"
     );
-    assert_eq!(
-        policy["Statement"].as_array().unwrap().len(),
-        2,
-        "only the s3 key admits log delivery"
-    );
+    assert_eq!(policy["Statement"].as_array().unwrap().len(), 2);
+    // S3 access logs go to a bucket encrypted with SSE-S3 (log delivery cannot use a KMS
+    // key), so no key admits the logging service any more.
     let s3: Value =
         serde_json::from_str(&key_policy("111122223333", "eu-west-1", Some("s3"))).unwrap();
-    let delivery = &s3["Statement"][2];
-    assert_eq!(
-        delivery["Principal"]["Service"],
-        json!("logging.s3.amazonaws.com")
-    );
-    assert_eq!(
-        delivery["Condition"]["StringEquals"]["aws:SourceAccount"],
-        json!("111122223333")
-    );
+    assert_eq!(s3["Statement"].as_array().unwrap().len(), 2, "{s3}");
+    assert!(!s3.to_string().contains("logging.s3.amazonaws.com"), "{s3}");
     let app: Value = serde_json::from_str(&key_policy("111122223333", "eu-west-1", None)).unwrap();
     assert!(
         app["Statement"][1]["Condition"]["StringEquals"]
             .get("kms:ViaService")
             .is_none()
     );
+}
+
+#[test]
+fn the_ebs_key_admits_the_roles_that_launch_nodes_with_encrypted_volumes() {
+    let names = apiary_core::naming::Names::new("acme");
+    let (ebs, service) = SCOPES.iter().find(|(s, _)| *s == "ebs").unwrap();
+    assert_eq!(*service, Some("ec2"), "used through EC2");
+    let policy: Value = serde_json::from_str(&key_policy_for(
+        "111122223333",
+        "eu-west-1",
+        ebs,
+        *service,
+        &names,
+    ))
+    .unwrap();
+    let statements = policy["Statement"].as_array().unwrap();
+    assert_eq!(
+        statements[1]["Condition"]["StringEquals"]["kms:ViaService"],
+        json!("ec2.eu-west-1.amazonaws.com")
+    );
+    let launchers = json!([
+        "arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling",
+        "arn:aws:iam::111122223333:role/apiary-acme-eks-cluster"
+    ]);
+    let by_sid = |sid: &str| {
+        statements
+            .iter()
+            .find(|s| s["Sid"] == json!(sid))
+            .unwrap_or_else(|| panic!("{sid} in {policy}"))
+    };
+    let usage = by_sid("NodeLaunchersUseKey");
+    assert_eq!(
+        usage["Condition"]["ArnEquals"]["aws:PrincipalArn"],
+        launchers
+    );
+    assert_eq!(
+        usage["Condition"]["StringEquals"]["kms:CallerAccount"],
+        json!("111122223333")
+    );
+    assert!(
+        !usage["Action"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("kms:CreateGrant")),
+        "grants only for AWS resources, in their own statement"
+    );
+    let grants = by_sid("NodeLaunchersGrantForVolumes");
+    assert_eq!(grants["Action"][0], json!("kms:CreateGrant"));
+    assert_eq!(
+        grants["Condition"]["ArnEquals"]["aws:PrincipalArn"],
+        launchers
+    );
+    assert_eq!(
+        grants["Condition"]["Bool"]["kms:GrantIsForAWSResource"],
+        json!("true")
+    );
+    // Every other scope's policy is the plain one (the s3 key's adds the audit logs).
+    for (scope, service) in SCOPES.iter().filter(|(s, _)| *s != "ebs" && *s != "s3") {
+        assert_eq!(
+            key_policy_for("111122223333", "eu-west-1", scope, *service, &names),
+            key_policy("111122223333", "eu-west-1", *service),
+            "{scope}"
+        );
+    }
+}
+
+#[test]
+fn the_s3_key_admits_cloudtrail_for_this_trail_and_log_delivery_for_this_account() {
+    let names = apiary_core::naming::Names::new("acme");
+    let policy: Value = serde_json::from_str(&key_policy_for(
+        "111122223333",
+        "eu-west-1",
+        "s3",
+        Some("s3"),
+        &names,
+    ))
+    .unwrap();
+    let statements = policy["Statement"].as_array().unwrap();
+    let by_sid = |sid: &str| {
+        statements
+            .iter()
+            .find(|s| s["Sid"] == json!(sid))
+            .unwrap_or_else(|| panic!("{sid} in {policy}"))
+    };
+    // The plain statements come first and are unchanged.
+    let plain: Value =
+        serde_json::from_str(&key_policy("111122223333", "eu-west-1", Some("s3"))).unwrap();
+    assert_eq!(statements[..2], plain["Statement"].as_array().unwrap()[..]);
+    assert_eq!(statements.len(), 6);
+
+    let trail = json!("arn:aws:cloudtrail:eu-west-1:111122223333:trail/apiary-acme-trail");
+    let encrypt = by_sid("CloudTrailEncryptLogs");
+    assert_eq!(
+        encrypt["Principal"],
+        json!({"Service": "cloudtrail.amazonaws.com"})
+    );
+    assert_eq!(encrypt["Action"], json!("kms:GenerateDataKey*"));
+    assert_eq!(
+        encrypt["Condition"],
+        json!({
+            "StringEquals": {"aws:SourceArn": trail},
+            "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn":
+                "arn:aws:cloudtrail:*:111122223333:trail/*"}
+        })
+    );
+    let describe = by_sid("CloudTrailDescribeKey");
+    assert_eq!(describe["Action"], json!("kms:DescribeKey"));
+    assert_eq!(
+        describe["Condition"],
+        json!({"StringEquals": {"aws:SourceArn": trail}})
+    );
+    let decrypt = by_sid("CloudTrailLogDecrypt");
+    assert_eq!(
+        decrypt["Principal"]["AWS"],
+        json!("arn:aws:iam::111122223333:root")
+    );
+    assert_eq!(decrypt["Action"], json!("kms:Decrypt"));
+    assert_eq!(
+        decrypt["Condition"],
+        json!({
+            "StringEquals": {"kms:CallerAccount": "111122223333"},
+            "Null": {"kms:EncryptionContext:aws:cloudtrail:arn": "false"}
+        })
+    );
+    let delivery = by_sid("LogDeliveryUseKey");
+    assert_eq!(
+        delivery["Principal"],
+        json!({"Service": "delivery.logs.amazonaws.com"})
+    );
+    assert!(
+        !delivery["Action"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("kms:CreateGrant")),
+        "no grant path"
+    );
+    assert_eq!(
+        delivery["Condition"],
+        json!({
+            "StringEquals": {"aws:SourceAccount": "111122223333"},
+            "ArnLike": {"aws:SourceArn": "arn:aws:logs:eu-west-1:111122223333:*"}
+        })
+    );
+    // No service principal is left without a condition.
+    for statement in statements {
+        if statement["Principal"].get("Service").is_some() {
+            assert!(statement.get("Condition").is_some(), "{statement}");
+        }
+    }
 }
 
 #[test]

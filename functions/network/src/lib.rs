@@ -4,9 +4,13 @@
 //! `ensure` is also its own poll: it does everything it can, and reports `ready: false`
 //! while a NAT gateway is still pending (the private routes need it). The state machine
 //! calls `ensure` again after a wait until the layer is ready.
+//!
+//! `ensure-in-vpc` then places Apiary's functions that must reach private endpoints in
+//! the private subnets (see [`in_vpc`]); `status-in-vpc` polls until Lambda is done.
 
 mod ec2;
 mod gateways;
+pub mod in_vpc;
 pub mod plan;
 mod routes;
 mod security;
@@ -20,19 +24,33 @@ use apiary_core::outputs::{NetworkOutput, SubnetRef};
 use apiary_core::spec::DeploymentSpec;
 use apiary_core::step::{Done, Recorder, Step, StepContext, StepLog};
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use in_vpc::{IN_VPC_FUNCTIONS_ENV, InVpcOutput, in_vpc_functions};
 
 pub struct Deps {
     pub ec2: aws_sdk_ec2::Client,
+    pub lambda: aws_sdk_lambda::Client,
     pub recorder: Arc<dyn Recorder>,
+    /// The functions to run inside the VPC (on AWS: [`IN_VPC_FUNCTIONS_ENV`]).
+    pub in_vpc_functions: Vec<String>,
 }
 
 impl Deps {
     pub fn new(config: &aws_config::SdkConfig, recorder: Arc<dyn Recorder>) -> Self {
         Deps {
             ec2: apiary_core::client!(aws_sdk_ec2, config),
+            lambda: apiary_core::client!(aws_sdk_lambda, config),
             recorder,
+            in_vpc_functions: Vec::new(),
         }
+    }
+
+    /// The functions `ensure-in-vpc` places in the private subnets.
+    pub fn with_in_vpc_functions(mut self, functions: Vec<String>) -> Self {
+        self.in_vpc_functions = functions;
+        self
     }
 }
 
@@ -42,11 +60,51 @@ pub const INTERFACE_ENDPOINTS: &[&str] =
 /// Gateway endpoints (free, route-table based).
 pub const GATEWAY_ENDPOINTS: &[&str] = &["s3", "dynamodb"];
 
-apiary_core::ensure_action!(
-    /// What the network function does: `ensure` is also its own poll.
-    NetworkAction,
-    "network"
-);
+/// What the network function does, spelled as the state machine sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum NetworkAction {
+    /// The network itself; also its own poll.
+    #[serde(rename = "ensure")]
+    Ensure,
+    /// Attach the in-VPC functions to the private subnets.
+    #[serde(rename = "ensure-in-vpc")]
+    EnsureInVpc,
+    /// Only look: are they attached, and has Lambda finished?
+    #[serde(rename = "status-in-vpc")]
+    StatusInVpc,
+}
+
+impl apiary_core::step::Action for NetworkAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            NetworkAction::Ensure => "ensure",
+            NetworkAction::EnsureInVpc => "ensure-in-vpc",
+            NetworkAction::StatusInVpc => "status-in-vpc",
+        }
+    }
+
+    /// Only the network is kept for later layers; where the functions run is Lambda's
+    /// to say, read again on each run.
+    fn slot(self) -> Option<&'static str> {
+        match self {
+            NetworkAction::Ensure => Some("network"),
+            NetworkAction::EnsureInVpc | NetworkAction::StatusInVpc => None,
+        }
+    }
+
+    fn mutates(self) -> bool {
+        !matches!(self, NetworkAction::StatusInVpc)
+    }
+}
+
+/// What an action returns: the network (kept as the `network` layer), or the in-VPC
+/// functions' placement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum NetworkReport {
+    Network(Box<NetworkOutput>),
+    InVpc(InVpcOutput),
+}
 
 /// One run of the layer: the clients, names and log shared by every part.
 pub(crate) struct Run<'a> {
@@ -65,9 +123,22 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
 impl Step for Deps {
     const LAYER: Layer = Layer::Network;
     type Action = NetworkAction;
-    type Output = NetworkOutput;
+    type Output = NetworkReport;
 
-    async fn run(&self, step: &StepContext<'_, NetworkAction>) -> Result<Done<NetworkOutput>> {
+    async fn run(&self, step: &StepContext<'_, NetworkAction>) -> Result<Done<NetworkReport>> {
+        if step.action != NetworkAction::Ensure {
+            let network = step.layers.network()?;
+            let attach = step.action == NetworkAction::EnsureInVpc;
+            let done = in_vpc::ensure(
+                &self.lambda,
+                &self.in_vpc_functions,
+                network,
+                &step.log,
+                attach,
+            )
+            .await?;
+            return Ok(done.map(NetworkReport::InVpc));
+        }
         let region = self
             .ec2
             .config()
@@ -82,7 +153,10 @@ impl Step for Deps {
             region,
         };
         let (output, pending) = ensure(&run).await?;
-        Ok(Done::pending(output, pending))
+        Ok(Done::pending(
+            NetworkReport::Network(Box::new(output)),
+            pending,
+        ))
     }
 
     fn state(&self) -> &dyn Recorder {

@@ -1,9 +1,12 @@
 //! Security groups: the load balancer (443 from the customer), the cluster, the data
-//! stores (their ports from the cluster only) and the interface endpoints (443 from the VPC).
+//! stores (their ports from the cluster only), the interface endpoints (443 from the VPC)
+//! and the control plane: Apiary's own functions that run inside the VPC (see
+//! `crate::in_vpc`), admitted by the cluster's API on 443 and by the data stores.
 
 use apiary_core::naming::INGESTION_PORT;
 use apiary_core::outputs::SecurityGroups;
 use apiary_core::{Error, Result};
+use aws_sdk_ec2::error::SdkError;
 use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, SecurityGroup, UserIdGroupPair};
 use ipnet::Ipv4Net;
 
@@ -15,6 +18,14 @@ pub struct Groups {
     pub endpoints: String,
 }
 
+/// Which way a rule points.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// Where a rule admits traffic from (ingress) or lets it go to (egress).
 enum Source<'a> {
     Cidr(String),
     Group(&'a str),
@@ -58,6 +69,13 @@ pub async fn ensure_security_groups(
         "Apiary VPC interface endpoints: HTTPS from the VPC",
     )
     .await?;
+    let control_plane = ensure_group(
+        run,
+        vpc_id,
+        CONTROL_PLANE,
+        "Apiary functions inside the VPC: HTTPS out, the cluster API and the data stores",
+    )
+    .await?;
 
     let ingress: Vec<Rule> = run
         .spec
@@ -85,16 +103,37 @@ pub async fn ensure_security_groups(
             source: Source::Group(id(&alb)),
             description: "load balancer to ingestion pods".into(),
         },
+        // The EKS endpoint is private by default: the workloads function reaches the
+        // Kubernetes API through the cluster's ENIs, which carry this group.
+        Rule {
+            protocol: "tcp",
+            port: Some(443),
+            source: Source::Group(id(&control_plane)),
+            description: "Kubernetes API from Apiary's in-VPC functions".into(),
+        },
     ];
     ensure_rules(run, &cluster, cluster_rules).await?;
 
+    // The data stores admit the cluster, and the control plane's in-VPC functions: the
+    // restore-test verifier of the backup workflow connects to each store after a test
+    // restore (no function uses these ports yet).
     let database_rules = DATABASE_PORTS
         .iter()
-        .map(|(port, what)| Rule {
-            protocol: "tcp",
-            port: Some(*port),
-            source: Source::Group(id(&cluster)),
-            description: format!("{what} from the cluster"),
+        .flat_map(|(port, what)| {
+            [
+                Rule {
+                    protocol: "tcp",
+                    port: Some(*port),
+                    source: Source::Group(id(&cluster)),
+                    description: format!("{what} from the cluster"),
+                },
+                Rule {
+                    protocol: "tcp",
+                    port: Some(*port),
+                    source: Source::Group(id(&control_plane)),
+                    description: format!("{what} from Apiary's in-VPC functions"),
+                },
+            ]
         })
         .collect();
     ensure_rules(run, &databases, database_rules).await?;
@@ -107,14 +146,101 @@ pub async fn ensure_security_groups(
     }];
     ensure_rules(run, &endpoints, endpoint_rules).await?;
 
+    ensure_control_plane_egress(run, &control_plane, &databases, vpc_cidr).await?;
+
     Ok(Groups {
         public: SecurityGroups {
             alb: id(&alb).to_owned(),
             cluster: id(&cluster).to_owned(),
             databases: id(&databases).to_owned(),
+            control_plane: id(&control_plane).to_owned(),
         },
         endpoints: id(&endpoints).to_owned(),
     })
+}
+
+/// The role tag of the control plane's group.
+pub const CONTROL_PLANE: &str = "control-plane";
+
+/// What the in-VPC functions may send, instead of EC2's default "everything anywhere":
+/// HTTPS inside the VPC (the cluster API and the interface endpoints), HTTPS out (the AWS
+/// APIs that have no interface endpoint here, such as EKS, IAM and X-Ray, go through the
+/// NAT gateway, and DynamoDB and S3 through their gateway endpoints, whose addresses are
+/// public prefixes), and the data stores' ports to their group. DNS needs no rule: the
+/// VPC's resolver is not filtered by security groups.
+async fn ensure_control_plane_egress(
+    run: &Run<'_>,
+    group: &SecurityGroup,
+    databases: &SecurityGroup,
+    vpc_cidr: Ipv4Net,
+) -> Result<()> {
+    let mut rules = vec![
+        Rule {
+            protocol: "tcp",
+            port: Some(443),
+            source: Source::Cidr(vpc_cidr.to_string()),
+            description: "HTTPS to the cluster API and the interface endpoints".into(),
+        },
+        Rule {
+            protocol: "tcp",
+            port: Some(443),
+            source: Source::Cidr("0.0.0.0/0".into()),
+            description: "HTTPS to AWS APIs through the NAT and gateway endpoints".into(),
+        },
+    ];
+    rules.extend(DATABASE_PORTS.iter().map(|(port, what)| Rule {
+        protocol: "tcp",
+        port: Some(*port),
+        source: Source::Group(id(databases)),
+        description: format!("{what} for the restore-test verifier"),
+    }));
+    ensure_directed_rules(run, group, Direction::Egress, rules).await?;
+    revoke_default_egress(run, group).await
+}
+
+/// EC2 gives a new group an egress rule that allows all traffic anywhere; the control
+/// plane's group keeps only the rules above. Removing a rule from a group of this
+/// deployment tightens it; nothing else is deleted outside a teardown.
+async fn revoke_default_egress(run: &Run<'_>, group: &SecurityGroup) -> Result<()> {
+    let default = Rule {
+        protocol: "-1",
+        port: None,
+        source: Source::Cidr("0.0.0.0/0".into()),
+        description: String::new(),
+    };
+    if !has_rule(group.ip_permissions_egress(), &default) {
+        return Ok(());
+    }
+    let result = run
+        .deps
+        .ec2
+        .revoke_security_group_egress()
+        .group_id(id(group))
+        .ip_permissions(
+            IpPermission::builder()
+                .ip_protocol("-1")
+                .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+                .build(),
+        )
+        .send()
+        .await;
+    match result {
+        Ok(_) => {
+            run.log.created(&format!("{}:egress-narrowed", id(group)));
+            Ok(())
+        }
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| is_code(e, &["InvalidPermission.NotFound"])) =>
+        {
+            Ok(())
+        }
+        Err(err) => Err(on_known_id(
+            format!("RevokeSecurityGroupEgress {} (default rule)", id(group)),
+            err,
+        )),
+    }
 }
 
 fn id(group: &SecurityGroup) -> &str {
@@ -181,8 +307,8 @@ async fn ensure_group(
     Ok(group)
 }
 
-fn has_rule(group: &SecurityGroup, rule: &Rule) -> bool {
-    group.ip_permissions().iter().any(|p| {
+fn has_rule(permissions: &[IpPermission], rule: &Rule) -> bool {
+    permissions.iter().any(|p| {
         let ports_match = match rule.port {
             Some(port) => p.from_port() == Some(port as i32) && p.to_port() == Some(port as i32),
             None => true,
@@ -203,7 +329,20 @@ fn has_rule(group: &SecurityGroup, rule: &Rule) -> bool {
 }
 
 async fn ensure_rules(run: &Run<'_>, group: &SecurityGroup, rules: Vec<Rule<'_>>) -> Result<()> {
-    for rule in rules.iter().filter(|r| !has_rule(group, r)) {
+    ensure_directed_rules(run, group, Direction::Ingress, rules).await
+}
+
+async fn ensure_directed_rules(
+    run: &Run<'_>,
+    group: &SecurityGroup,
+    direction: Direction,
+    rules: Vec<Rule<'_>>,
+) -> Result<()> {
+    let existing = match direction {
+        Direction::Ingress => group.ip_permissions(),
+        Direction::Egress => group.ip_permissions_egress(),
+    };
+    for rule in rules.iter().filter(|r| !has_rule(existing, r)) {
         let mut permission = IpPermission::builder().ip_protocol(rule.protocol);
         if let Some(port) = rule.port {
             permission = permission.from_port(port as i32).to_port(port as i32);
@@ -222,33 +361,48 @@ async fn ensure_rules(run: &Run<'_>, group: &SecurityGroup, rules: Vec<Rule<'_>>
                     .build(),
             ),
         };
-        let result = run
-            .deps
-            .ec2
-            .authorize_security_group_ingress()
-            .group_id(id(group))
-            .ip_permissions(permission.build())
-            .send()
-            .await;
-        match result {
-            Ok(_) => run
-                .log
-                .created(&format!("{}:{}", id(group), rule.description)),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| is_code(e, &["InvalidPermission.Duplicate"])) => {}
-            Err(err) => {
-                return Err(on_known_id(
-                    format!(
-                        "AuthorizeSecurityGroupIngress {} ({})",
-                        id(group),
-                        rule.description
-                    ),
-                    err,
-                ));
-            }
+        let ec2 = &run.deps.ec2;
+        let what = format!("{} ({})", id(group), rule.description);
+        let added = match direction {
+            Direction::Ingress => added(
+                format!("AuthorizeSecurityGroupIngress {what}"),
+                ec2.authorize_security_group_ingress()
+                    .group_id(id(group))
+                    .ip_permissions(permission.build())
+                    .send()
+                    .await,
+            )?,
+            Direction::Egress => added(
+                format!("AuthorizeSecurityGroupEgress {what}"),
+                ec2.authorize_security_group_egress()
+                    .group_id(id(group))
+                    .ip_permissions(permission.build())
+                    .send()
+                    .await,
+            )?,
+        };
+        if added {
+            run.log
+                .created(&format!("{}:{}", id(group), rule.description));
         }
     }
     Ok(())
+}
+
+/// Whether an Authorize call added its rule: a duplicate was already there.
+fn added<T, E>(operation: String, result: std::result::Result<T, SdkError<E>>) -> Result<bool>
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| is_code(e, &["InvalidPermission.Duplicate"])) =>
+        {
+            Ok(false)
+        }
+        Err(err) => Err(on_known_id(operation, err)),
+    }
 }

@@ -126,6 +126,14 @@ fn existing_network(nat: NatGateway) -> Vec<Rule> {
                 .ip_protocol("-1")
                 .user_id_group_pairs(UserIdGroupPair::builder().group_id("sg-1").build())
                 .build();
+            // The control plane's narrowed egress (no default allow-all rule).
+            let https_out = IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(443)
+                .to_port(443)
+                .ip_ranges(IpRange::builder().cidr_ip(CIDR).build())
+                .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+                .build();
             DescribeSecurityGroupsOutput::builder()
                 .security_groups(
                     SecurityGroup::builder()
@@ -136,6 +144,10 @@ fn existing_network(nat: NatGateway) -> Vec<Rule> {
                         .ip_permissions(rule(5432))
                         .ip_permissions(rule(27017))
                         .ip_permissions(rule(6379))
+                        .ip_permissions_egress(https_out)
+                        .ip_permissions_egress(rule(5432))
+                        .ip_permissions_egress(rule(27017))
+                        .ip_permissions_egress(rule(6379))
                         .build(),
                 )
                 .build()
@@ -153,8 +165,15 @@ fn run_with(rules: &[Rule], extra: &[&Rule]) -> Deps {
     all.extend(extra.iter().copied());
     Deps {
         ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, all.as_slice()),
+        lambda: no_lambda(),
         recorder: Arc::new(state()),
+        in_vpc_functions: Vec::new(),
     }
+}
+
+/// A Lambda client that answers nothing: the network's own `ensure` never calls Lambda.
+fn no_lambda() -> aws_sdk_lambda::Client {
+    mock_client!(aws_sdk_lambda, RuleMode::MatchAny, &[])
 }
 
 #[tokio::test]
@@ -280,4 +299,5 @@ async fn another_deployments_nat_gateway_is_never_adopted() {
     );
 }
 
+mod in_vpc;
 mod real_aws;

@@ -13,7 +13,9 @@ use aws_sdk_s3::types::{
     VersioningConfiguration,
 };
 
-use crate::{ABORT_MULTIPART_DAYS, EXPIRING, Run, access_log_prefix};
+use crate::{
+    ABORT_MULTIPART_DAYS, ACCESS_LOG_RETENTION_DAYS, ACCESS_LOGS, EXPIRING, Run, access_log_prefix,
+};
 
 fn built<T>(result: std::result::Result<T, BuildError>) -> Result<T> {
     result.map_err(|e| Error::fatal(e.to_string()))
@@ -172,18 +174,7 @@ pub async fn configure(run: &Run<'_>, purpose: &str, name: &str) -> Result<()> {
         .bucket(name)
         .server_side_encryption_configuration(built(
             ServerSideEncryptionConfiguration::builder()
-                .rules(
-                    ServerSideEncryptionRule::builder()
-                        .apply_server_side_encryption_by_default(built(
-                            ServerSideEncryptionByDefault::builder()
-                                .sse_algorithm(ServerSideEncryption::AwsKms)
-                                .kms_master_key_id(&run.key_arn)
-                                .build(),
-                        )?)
-                        // Bucket keys cut KMS requests (and cost) by orders of magnitude.
-                        .bucket_key_enabled(true)
-                        .build(),
-                )
+                .rules(encryption_rule(run, purpose)?)
                 .build(),
         )?)
         .send()
@@ -205,13 +196,46 @@ pub async fn configure(run: &Run<'_>, purpose: &str, name: &str) -> Result<()> {
         .bucket(name)
         .lifecycle_configuration(built(
             BucketLifecycleConfiguration::builder()
-                .rules(lifecycle_rule(purpose, run.retention_days)?)
+                .rules(lifecycle_rule(purpose, retention_days(run, purpose))?)
                 .build(),
         )?)
         .send()
         .await
         .map_err(|e| Error::aws(format!("PutBucketLifecycleConfiguration {name}"), e))?;
     Ok(())
+}
+
+/// SSE-KMS with the deployment's s3 key for the data buckets; SSE-S3 for the access-logs
+/// bucket, since S3 server access logs cannot be delivered into an SSE-KMS bucket.
+pub fn encryption_rule(run: &Run<'_>, purpose: &str) -> Result<ServerSideEncryptionRule> {
+    if purpose == ACCESS_LOGS {
+        return Ok(ServerSideEncryptionRule::builder()
+            .apply_server_side_encryption_by_default(built(
+                ServerSideEncryptionByDefault::builder()
+                    .sse_algorithm(ServerSideEncryption::Aes256)
+                    .build(),
+            )?)
+            .build());
+    }
+    Ok(ServerSideEncryptionRule::builder()
+        .apply_server_side_encryption_by_default(built(
+            ServerSideEncryptionByDefault::builder()
+                .sse_algorithm(ServerSideEncryption::AwsKms)
+                .kms_master_key_id(&run.key_arn)
+                .build(),
+        )?)
+        // Bucket keys cut KMS requests (and cost) by orders of magnitude.
+        .bucket_key_enabled(true)
+        .build())
+}
+
+/// The access logs keep their own retention; the data buckets follow the spec.
+fn retention_days(run: &Run<'_>, purpose: &str) -> i32 {
+    if purpose == ACCESS_LOGS {
+        ACCESS_LOG_RETENTION_DAYS
+    } else {
+        run.retention_days
+    }
 }
 
 /// The retention rule: in metrics and logs current objects expire after the retention;
@@ -231,13 +255,13 @@ pub fn lifecycle_rule(purpose: &str, retention_days: i32) -> Result<LifecycleRul
                 .days_after_initiation(ABORT_MULTIPART_DAYS)
                 .build(),
         );
-    if EXPIRING.contains(&purpose) {
+    if EXPIRING.contains(&purpose) || purpose == ACCESS_LOGS {
         rule = rule.expiration(LifecycleExpiration::builder().days(retention_days).build());
     }
     built(rule.build())
 }
 
-/// Server access logs of `name` into the logs bucket under `s3-access/<name>/`.
+/// Server access logs of `name` into the access-logs bucket under `s3-access/<name>/`.
 pub async fn put_logging(run: &Run<'_>, name: &str, logs: &str) -> Result<()> {
     run.deps
         .s3

@@ -3,12 +3,19 @@
 //! Every bucket: SSE-KMS default encryption with the deployment's s3 key and bucket keys,
 //! versioning, all four public access blocks, ACLs disabled (BucketOwnerEnforced), a
 //! lifecycle that expires data after the spec's retention, server access logs into the
-//! logs bucket, and a bucket policy that refuses any request not made over TLS.
+//! access-logs bucket, and a bucket policy that refuses any request not made over TLS.
+//! The access-logs bucket itself uses SSE-S3 (S3 cannot deliver access logs into an
+//! SSE-KMS bucket) and keeps its logs for [`ACCESS_LOG_RETENTION_DAYS`].
+//!
+//! The logs bucket also receives the data plane's audit trail (see [`audit`]): a
+//! CloudTrail trail (or an existing organisation trail, chosen by a stack parameter) and
+//! the VPC's flow logs.
 //!
 //! `ensure` finds a bucket by its deterministic name (HeadBucket with the expected owner)
 //! and re-applies the whole configuration every run: each PUT replaces the setting with
 //! the same value, so re-running converges a bucket someone changed by hand.
 
+pub mod audit;
 mod bucket;
 pub mod policy;
 
@@ -20,6 +27,7 @@ use apiary_core::outputs::StorageOutput;
 use apiary_core::step::{Done, Recorder, Step, StepContext, StepLog};
 use apiary_core::{Error, Result};
 use async_trait::async_trait;
+pub use audit::TrailChoice;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -30,6 +38,12 @@ pub const PURPOSES: [&str; 4] = ["logs", "metrics", "config", "backups"];
 /// current objects and expire only old versions).
 pub const EXPIRING: [&str; 2] = ["metrics", "logs"];
 pub const LOGS: &str = "logs";
+/// The bucket every other bucket writes its S3 server access logs into. It is encrypted
+/// with SSE-S3 because access-log delivery does not support SSE-KMS target buckets, and
+/// holds nothing but those logs; it does not log itself.
+pub const ACCESS_LOGS: &str = "access";
+/// Days access logs are kept: their own retention, independent of the data's.
+pub const ACCESS_LOG_RETENTION_DAYS: i32 = 90;
 /// Incomplete multipart uploads are aborted after this many days.
 pub const ABORT_MULTIPART_DAYS: i32 = 7;
 
@@ -41,7 +55,11 @@ pub fn access_log_prefix(bucket: &str) -> String {
 pub struct Deps {
     pub s3: aws_sdk_s3::Client,
     pub sts: aws_sdk_sts::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub cloudtrail: aws_sdk_cloudtrail::Client,
     pub recorder: Arc<dyn Recorder>,
+    /// The deployment's own trail unless the stack names an organisation trail.
+    pub trail: TrailChoice,
 }
 
 impl Deps {
@@ -49,8 +67,16 @@ impl Deps {
         Deps {
             s3: apiary_core::aws::s3_client(config),
             sts: apiary_core::client!(aws_sdk_sts, config),
+            ec2: apiary_core::client!(aws_sdk_ec2, config),
+            cloudtrail: apiary_core::client!(aws_sdk_cloudtrail, config),
             recorder,
+            trail: TrailChoice::Own,
         }
+    }
+
+    pub fn with_trail(mut self, trail: TrailChoice) -> Self {
+        self.trail = trail;
+        self
     }
 }
 
@@ -60,13 +86,17 @@ apiary_core::ensure_action!(
     "storage"
 );
 
-/// What the layer returns: the shared [`StorageOutput`] and the key the buckets are
-/// encrypted with.
+/// What the layer returns: the shared [`StorageOutput`], the key the buckets are
+/// encrypted with, and what records the data plane into the logs bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StorageReport {
     #[serde(flatten)]
     pub layer: StorageOutput,
     pub kms_key_arn: String,
+    /// The CloudTrail trail recording the account's API calls.
+    pub trail_arn: String,
+    /// The VPC's flow log.
+    pub flow_log_id: String,
 }
 
 /// One run of the layer: the clients, names and log shared by every part.
@@ -93,6 +123,7 @@ impl Step for Deps {
     async fn run(&self, step: &StepContext<'_, StorageAction>) -> Result<Done<StorageReport>> {
         let spec = &step.spec;
         let key_arn = step.layers.keys()?.key("s3")?.arn.clone();
+        let vpc_id = step.layers.network()?.vpc_id.clone();
         let retention_days = i32::try_from(spec.storage.retention_days).map_err(|_| {
             Error::invalid_input(format!(
                 "storage.retention_days {} is too large",
@@ -115,9 +146,16 @@ impl Step for Deps {
             retention_days,
         };
         let layer = ensure(&run).await?;
+        // The audit trail comes after the buckets: CloudTrail and log delivery check the
+        // logs bucket's policy when the trail or the flow log is created.
+        let logs = &layer.buckets[LOGS];
+        let trail_arn = audit::ensure_trail(&run, logs).await?;
+        let flow_log_id = audit::ensure_flow_log(&run, &vpc_id, logs).await?;
         Ok(Done::ready(StorageReport {
             layer,
             kms_key_arn: run.key_arn,
+            trail_arn,
+            flow_log_id,
         }))
     }
 
@@ -153,28 +191,45 @@ async fn ensure(run: &Run<'_>) -> Result<StorageOutput> {
             .await?;
         buckets.insert(purpose.to_owned(), name);
     }
+    let access = run.names.bucket(ACCESS_LOGS, &run.account, &run.region);
+    bucket::ensure_exists(run, ACCESS_LOGS, &access).await?;
+    bucket::configure(run, ACCESS_LOGS, &access).await?;
+    run.log
+        .resource(
+            "s3:bucket",
+            &access,
+            Some(&policy::bucket_arn(&run.region, &access)),
+        )
+        .await?;
     let logs = buckets[LOGS].clone();
-    let sources: Vec<&str> = PURPOSES
-        .iter()
-        .filter(|p| **p != LOGS)
-        .map(|p| buckets[*p].as_str())
-        .collect();
+    // Every data bucket, the logs bucket included, logs its access into `access`.
+    let sources: Vec<&str> = PURPOSES.iter().map(|p| buckets[*p].as_str()).collect();
 
     // Bucket policies come last: with the TLS-only statement in place the local emulator
     // (like AWS over plain HTTP) refuses the object requests an http:// endpoint makes,
     // so nothing may need such a request afterwards. The logs bucket's policy also lets
     // S3 deliver access logs, and S3 checks it when logging is turned on, so it comes
     // before the other buckets' logging.
-    let logs_policy = policy::logs_bucket_policy(&run.region, &run.account, &logs, &sources);
+    let own_trail = audit::trail_name(run.names);
+    let audit = policy::Audit {
+        trail: (run.deps.trail == TrailChoice::Own).then_some(own_trail.as_str()),
+    };
+    let logs_policy = policy::logs_bucket_policy(&run.region, &run.account, &logs, &[], &audit);
     bucket::put_policy(run, &logs, &logs_policy).await?;
+    let access_policy =
+        policy::access_logs_bucket_policy(&run.region, &run.account, &access, &sources);
+    bucket::put_policy(run, &access, &access_policy).await?;
     for source in &sources {
-        bucket::put_logging(run, source, &logs).await?;
+        bucket::put_logging(run, source, &access).await?;
     }
-    for source in &sources {
+    for source in sources.iter().filter(|s| **s != logs) {
         let tls_only = policy::tls_only_policy(&run.region, source);
         bucket::put_policy(run, source, &tls_only).await?;
     }
-    Ok(StorageOutput { buckets })
+    Ok(StorageOutput {
+        buckets,
+        access_logs_bucket: access,
+    })
 }
 
 #[cfg(test)]

@@ -4,6 +4,13 @@ use std::sync::Arc;
 
 use apiary_core::ErrorName;
 use apiary_core::step::MemoryRecorder;
+use aws_sdk_cloudtrail::Client as CloudTrail;
+use aws_sdk_cloudtrail::operation::get_trail::GetTrailOutput;
+use aws_sdk_cloudtrail::operation::get_trail_status::GetTrailStatusOutput;
+use aws_sdk_cloudtrail::types::Trail;
+use aws_sdk_ec2::Client as Ec2;
+use aws_sdk_ec2::operation::describe_flow_logs::DescribeFlowLogsOutput;
+use aws_sdk_ec2::types::{FlowLog, LogDestinationType, TrafficType};
 use aws_sdk_s3::Client as S3;
 use aws_sdk_s3::config::Region;
 use aws_sdk_s3::operation::create_bucket::{CreateBucketError, CreateBucketOutput};
@@ -27,27 +34,36 @@ use serde_json::json;
 
 use super::*;
 
-const ACCOUNT: &str = "123456789012";
-const KEY: &str = "arn:aws:kms:us-west-2:123456789012:key/s3-key";
+pub(crate) const ACCOUNT: &str = "123456789012";
+pub(crate) const KEY: &str = "arn:aws:kms:us-west-2:123456789012:key/s3-key";
+pub(crate) const VPC: &str = "vpc-0abc";
 
-fn event() -> Value {
+pub(crate) fn event() -> Value {
     apiary_core::step::event("ensure", "acme")
 }
 
 /// Deployment acme as the lock step stored it, with `layers` built.
-fn state_with(layers: Value) -> MemoryRecorder {
+pub(crate) fn state_with(layers: Value) -> MemoryRecorder {
     MemoryRecorder::with(
         &json!({"name": "acme", "dns": {"domain": "hh.example.com"}, "storage": {"retention_days": 45}}),
         &layers,
     )
 }
 
-/// The keys layer the buckets are encrypted with.
-fn keys_built() -> Value {
-    json!({"keys": {"keys": {"s3": {"key_id": "s3-key", "arn": KEY, "alias": "alias/apiary/acme/s3"}}}})
+/// The keys layer the buckets are encrypted with, and the network layer whose VPC the
+/// flow log records.
+pub(crate) fn keys_built() -> Value {
+    json!({
+        "keys": {"keys": {"s3": {"key_id": "s3-key", "arn": KEY, "alias": "alias/apiary/acme/s3"}}},
+        "network": {
+            "vpc_id": VPC, "vpc_cidr": "10.0.0.0/16", "public_subnets": [], "private_subnets": [],
+            "nat_gateway_ids": [],
+            "security_groups": {"alb": "sg-1", "cluster": "sg-2", "databases": "sg-3"}
+        }
+    })
 }
 
-fn bucket(purpose: &str, region: &str) -> String {
+pub(crate) fn bucket(purpose: &str, region: &str) -> String {
     Names::new("acme").bucket(purpose, ACCOUNT, region)
 }
 
@@ -60,17 +76,92 @@ fn deps_over(
     region: &'static str,
     rules: &[&Rule],
 ) -> (Deps, MemoryRecorder) {
+    let audit = AuditInPlace::new(region);
+    deps_with_audit(recorder, region, rules, &audit.ec2(), &audit.cloudtrail())
+}
+
+/// Deps whose S3, EC2 and CloudTrail clients answer with the given rules.
+pub(crate) fn deps_with_audit(
+    recorder: MemoryRecorder,
+    region: &'static str,
+    s3: &[&Rule],
+    ec2: &[&Rule],
+    cloudtrail: &[&Rule],
+) -> (Deps, MemoryRecorder) {
     let identity = mock!(Sts::get_caller_identity)
         .then_output(|| GetCallerIdentityOutput::builder().account(ACCOUNT).build());
     (
         Deps {
-            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules, |c| c
+            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, s3, |c| c
                 .region(Region::new(region))),
             sts: mock_client!(aws_sdk_sts, RuleMode::MatchAny, [&identity]),
+            ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, ec2, |c| c
+                .region(aws_sdk_ec2::config::Region::new(region))),
+            cloudtrail: mock_client!(aws_sdk_cloudtrail, RuleMode::MatchAny, cloudtrail, |c| c
+                .region(aws_sdk_cloudtrail::config::Region::new(region))),
             recorder: Arc::new(recorder.clone()),
+            trail: TrailChoice::Own,
         },
         recorder,
     )
+}
+
+/// The trail and the flow log as a finished run left them: found, matching, logging.
+pub(crate) struct AuditInPlace {
+    pub get_trail: Rule,
+    pub trail_status: Rule,
+    pub flow_logs: Rule,
+}
+
+impl AuditInPlace {
+    pub fn new(region: &'static str) -> Self {
+        AuditInPlace {
+            get_trail: mock!(CloudTrail::get_trail).then_output(move || {
+                GetTrailOutput::builder()
+                    .trail(expected_trail(region))
+                    .build()
+            }),
+            trail_status: mock!(CloudTrail::get_trail_status)
+                .then_output(|| GetTrailStatusOutput::builder().is_logging(true).build()),
+            flow_logs: mock!(Ec2::describe_flow_logs).then_output(move || {
+                DescribeFlowLogsOutput::builder()
+                    .flow_logs(expected_flow_log(region))
+                    .build()
+            }),
+        }
+    }
+
+    pub fn ec2(&self) -> Vec<&Rule> {
+        vec![&self.flow_logs]
+    }
+
+    pub fn cloudtrail(&self) -> Vec<&Rule> {
+        vec![&self.get_trail, &self.trail_status]
+    }
+}
+
+/// The trail as this deployment makes it.
+pub(crate) fn expected_trail(region: &str) -> Trail {
+    Trail::builder()
+        .name("apiary-acme-trail")
+        .s3_bucket_name(bucket("logs", region))
+        .s3_key_prefix("cloudtrail")
+        .kms_key_id(KEY)
+        .log_file_validation_enabled(true)
+        .include_global_service_events(true)
+        .is_multi_region_trail(false)
+        .build()
+}
+
+/// The VPC's flow log as this deployment makes it.
+pub(crate) fn expected_flow_log(region: &str) -> FlowLog {
+    FlowLog::builder()
+        .flow_log_id("fl-0abc")
+        .resource_id(VPC)
+        .log_destination_type(LogDestinationType::S3)
+        .log_destination(format!("arn:aws:s3:::{}", bucket("logs", region)))
+        .traffic_type(TrafficType::All)
+        .build()
 }
 
 fn deps(rules: &[&Rule]) -> (Deps, MemoryRecorder) {
@@ -122,6 +213,8 @@ fn no_tags() -> Rule {
 
 /// Accepting rules for every configuration PUT, in a fixed order.
 struct Puts {
+    /// The access-logs bucket's settings, matched before the data buckets' rules.
+    access: AccessPuts,
     tagging: Rule,
     ownership: Rule,
     public_access: Rule,
@@ -140,6 +233,7 @@ impl Puts {
 
     fn in_region(region: &'static str) -> Self {
         Puts {
+            access: AccessPuts::in_region(region),
             tagging: mock!(S3::put_bucket_tagging)
                 .then_output(|| PutBucketTaggingOutput::builder().build()),
             ownership: mock!(S3::put_bucket_ownership_controls)
@@ -188,7 +282,7 @@ impl Puts {
                     r.bucket_logging_status()
                         .and_then(|s| s.logging_enabled())
                         .is_some_and(|l| {
-                            l.target_bucket() == bucket("logs", region)
+                            l.target_bucket() == bucket("access", region)
                                 && l.target_prefix() == format!("s3-access/{source}/")
                         })
                 })
@@ -203,7 +297,8 @@ impl Puts {
     }
 
     fn rules(&self) -> Vec<&Rule> {
-        vec![
+        let mut rules = self.access.rules();
+        rules.extend([
             &self.tagging,
             &self.ownership,
             &self.public_access,
@@ -213,6 +308,100 @@ impl Puts {
             &self.lifecycle_versions_only,
             &self.logging,
             &self.policy,
+        ]);
+        rules
+    }
+}
+
+/// The access-logs bucket: SSE-S3 (no KMS key), its own retention, a policy admitting
+/// S3 log delivery for each data bucket, and no access logging of its own.
+struct AccessPuts {
+    ownership: Rule,
+    public_access: Rule,
+    encryption: Rule,
+    versioning: Rule,
+    lifecycle: Rule,
+    policy: Rule,
+    logging: Rule,
+}
+
+impl AccessPuts {
+    fn in_region(region: &'static str) -> Self {
+        let access = move || bucket("access", region);
+        let is_access = move |b: Option<&str>| b == Some(access().as_str());
+        AccessPuts {
+            ownership: mock!(S3::put_bucket_ownership_controls)
+                .match_requests(move |r| is_access(r.bucket()))
+                .then_output(|| PutBucketOwnershipControlsOutput::builder().build()),
+            public_access: mock!(S3::put_public_access_block)
+                .match_requests(move |r| {
+                    is_access(r.bucket())
+                        && r.public_access_block_configuration()
+                            .is_some_and(|c| c.block_public_policy() == Some(true))
+                })
+                .then_output(|| PutPublicAccessBlockOutput::builder().build()),
+            encryption: mock!(S3::put_bucket_encryption)
+                .match_requests(move |r| {
+                    is_access(r.bucket())
+                        && r.server_side_encryption_configuration().is_some_and(|c| {
+                            let default = c.rules()[0]
+                                .apply_server_side_encryption_by_default()
+                                .unwrap();
+                            default.sse_algorithm() == &ServerSideEncryption::Aes256
+                                && default.kms_master_key_id().is_none()
+                        })
+                })
+                .then_output(|| PutBucketEncryptionOutput::builder().build()),
+            versioning: mock!(S3::put_bucket_versioning)
+                .match_requests(move |r| is_access(r.bucket()))
+                .then_output(|| PutBucketVersioningOutput::builder().build()),
+            lifecycle: mock!(S3::put_bucket_lifecycle_configuration)
+                .match_requests(move |r| {
+                    is_access(r.bucket())
+                        && r.lifecycle_configuration().is_some_and(|c| {
+                            let rule = &c.rules()[0];
+                            rule.expiration().and_then(|e| e.days())
+                                == Some(crate::ACCESS_LOG_RETENTION_DAYS)
+                                && rule
+                                    .noncurrent_version_expiration()
+                                    .and_then(|n| n.noncurrent_days())
+                                    == Some(crate::ACCESS_LOG_RETENTION_DAYS)
+                        })
+                })
+                .then_output(|| PutBucketLifecycleConfigurationOutput::builder().build()),
+            policy: mock!(S3::put_bucket_policy)
+                .match_requests(move |r| {
+                    is_access(r.bucket())
+                        && r.policy().is_some_and(|p| {
+                            let p: Value = serde_json::from_str(p).unwrap();
+                            let delivery = p["Statement"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .filter(|s| {
+                                    s["Principal"]["Service"] == json!("logging.s3.amazonaws.com")
+                                })
+                                .count();
+                            delivery == PURPOSES.len()
+                                && p.to_string().contains("\"aws:SecureTransport\":\"false\"")
+                        })
+                })
+                .then_output(|| PutBucketPolicyOutput::builder().build()),
+            logging: mock!(S3::put_bucket_logging)
+                .match_requests(move |r| is_access(r.bucket()))
+                .then_output(|| PutBucketLoggingOutput::builder().build()),
+        }
+    }
+
+    fn rules(&self) -> Vec<&Rule> {
+        vec![
+            &self.ownership,
+            &self.public_access,
+            &self.encryption,
+            &self.versioning,
+            &self.lifecycle,
+            &self.policy,
+            &self.logging,
         ]
     }
 }
@@ -274,10 +463,22 @@ async fn existing_buckets_are_configured_and_nothing_is_created() {
         2,
         "config and backups"
     );
-    assert_eq!(puts.logging.num_calls(), 3, "all but the logs bucket");
+    // Access logs have a bucket of their own now, so the logs bucket logs too.
+    assert_eq!(puts.logging.num_calls(), 4, "every data bucket");
     assert_eq!(puts.policy.num_calls(), 4);
+    for rule in puts.access.rules() {
+        let expected = usize::from(!std::ptr::eq(rule, &puts.access.logging));
+        assert_eq!(rule.num_calls(), expected, "the access-logs bucket, once");
+    }
+    assert_eq!(out["access_logs_bucket"], json!(bucket_name("access")));
     assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "unchanged");
-    assert_eq!(recorder.resources.lock().unwrap().len(), 4);
+    // Four buckets, the access-logs bucket, the trail and the flow log.
+    assert_eq!(recorder.resources.lock().unwrap().len(), 7);
+    assert_eq!(
+        out["trail_arn"],
+        json!("arn:aws:cloudtrail:us-west-2:123456789012:trail/apiary-acme-trail")
+    );
+    assert_eq!(out["flow_log_id"], json!("fl-0abc"));
     let saved = recorder
         .saved("acme", "storage")
         .expect("kept for later layers");
@@ -303,9 +504,14 @@ async fn missing_buckets_are_created_with_a_location_constraint_and_tagged() {
     let (deps, recorder) = deps(&rules);
 
     let out = handle(&deps, event()).await.expect("ensure");
-    assert_eq!(create.num_calls(), 4);
-    assert_eq!(puts.tagging.num_calls(), 4);
-    let created: Vec<String> = PURPOSES.iter().map(|p| bucket_name(p)).collect();
+    assert_eq!(
+        create.num_calls(),
+        5,
+        "four data buckets and the access-logs bucket"
+    );
+    assert_eq!(puts.tagging.num_calls(), 5);
+    let mut created: Vec<String> = PURPOSES.iter().map(|p| bucket_name(p)).collect();
+    created.push(bucket_name("access"));
     assert_eq!(out["created"], json!(created));
     assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "created");
 }
@@ -322,9 +528,13 @@ async fn us_east_1_buckets_have_no_location_constraint() {
     rules.extend(puts.rules());
     let (deps, _) = deps_in("us-east-1", &rules);
     let out = handle(&deps, event()).await.expect("ensure");
-    assert_eq!(create.num_calls(), 4);
+    assert_eq!(create.num_calls(), 5);
     assert_eq!(out["buckets"]["logs"], json!(bucket("logs", "us-east-1")));
-    assert_eq!(puts.logging.num_calls(), 3);
+    assert_eq!(
+        puts.logging.num_calls(),
+        4,
+        "every data bucket, into the access-logs one"
+    );
     assert_eq!(puts.lifecycle_expiring.num_calls(), 2);
 }
 
@@ -422,10 +632,12 @@ fn policies_deny_plain_http_and_scope_log_delivery() {
         ACCOUNT,
         "logs",
         &["m", "c"],
+        &policy::Audit { trail: None },
     ))
     .unwrap();
     let statements = logs["Statement"].as_array().unwrap();
-    assert_eq!(statements.len(), 3);
+    // TLS, two access-log sources, and log delivery's ACL check and write.
+    assert_eq!(statements.len(), 5);
     assert_eq!(statements[0]["Sid"], json!("DenyInsecureTransport"));
     let delivery = &statements[1];
     assert_eq!(

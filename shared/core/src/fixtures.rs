@@ -44,7 +44,16 @@ pub const INGESTION_IMAGE: &str = "public.ecr.aws/honeyhive/ingestion:1.0.0";
 pub const CLUSTER_ARN: &str = "arn:aws:eks:us-west-2:123456789012:cluster/apiary-acme-prod";
 
 /// The keys layer's scopes: a key for each.
-pub const KEY_SCOPES: [&str; 7] = ["eks-secrets", "rds", "s3", "app", "state", "docdb", "redis"];
+pub const KEY_SCOPES: [&str; 8] = [
+    "eks-secrets",
+    "rds",
+    "s3",
+    "app",
+    "state",
+    "docdb",
+    "redis",
+    "ebs",
+];
 
 pub const VPC_ID: &str = "vpc-0aaa";
 pub const VPC_CIDR: &str = "10.42.0.0/16";
@@ -59,6 +68,7 @@ pub const ZONES: [&str; 2] = ["us-west-2a", "us-west-2b"];
 pub const ALB_SG: &str = "sg-0alb";
 pub const CLUSTER_SG: &str = "sg-0cluster";
 pub const DATABASES_SG: &str = "sg-0db";
+pub const CONTROL_PLANE_SG: &str = "sg-0cp";
 pub const HOSTED_ZONE_ID: &str = "Z0123";
 
 /// One deployment: its spec (as a client submits it) and the outputs of its layers.
@@ -212,6 +222,7 @@ fn built_layers(name: &str) -> Layers {
                 alb: ALB_SG.into(),
                 cluster: CLUSTER_SG.into(),
                 databases: DATABASES_SG.into(),
+                control_plane: CONTROL_PLANE_SG.into(),
             },
             endpoints: BTreeMap::new(),
         }),
@@ -223,6 +234,7 @@ fn built_layers(name: &str) -> Layers {
         }),
         storage: Some(StorageOutput {
             buckets: ["metrics", "logs", "config", "backups"].map(bucket).into(),
+            access_logs_bucket: names.bucket("access", ACCOUNT, REGION),
         }),
         databases: Some(DatabasesOutput {
             postgres: Some(datastore(

@@ -43,8 +43,14 @@ pub struct SecurityGroups {
     pub alb: String,
     /// The EKS cluster and its nodes.
     pub cluster: String,
-    /// The data stores: 5432, 27017, 6379 from the cluster only.
+    /// The data stores: 5432, 27017, 6379 from the cluster (and from the control plane's
+    /// in-VPC functions).
     pub databases: String,
+    /// Apiary's own functions that run inside the VPC (the workloads function): admitted
+    /// by the cluster on 443 and by the data stores on their ports. Empty in outputs saved
+    /// before the group existed.
+    #[serde(default)]
+    pub control_plane: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +97,10 @@ impl DnsOutput {
 pub struct StorageOutput {
     /// Purpose (`metrics`, `logs`, `config`, `backups`) -> bucket name.
     pub buckets: BTreeMap<String, String>,
+    /// The bucket receiving the other buckets' S3 server access logs (SSE-S3: access-log
+    /// delivery cannot write with a KMS key). Empty in outputs saved before it existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub access_logs_bucket: String,
 }
 
 /// A data store the ingestion service connects to.

@@ -4,6 +4,7 @@
 //! validate -> lock -> keys -> network (polled)
 //!   -> in parallel: dns (polled) | storage | databases (postgres | documentdb | redis, each polled)
 //!                 | cluster (EKS polled -> node group polled -> Karpenter prerequisites)
+//!                 | the in-VPC functions placed in the private subnets (polled)
 //!   -> workloads (apply, then poll the rollout)
 //!   -> mark ready (READY, or WAITING_FOR_DNS_VALIDATION) -> unlock
 //! ```
@@ -43,6 +44,19 @@ pub const DNS: Poll = Poll {
     status: "ensure",
     what: "the certificate's DNS validation records",
     schedule: &[10, 20, 30, 60, 60, 120],
+};
+
+/// The functions that must reach private endpoints (the workloads function: the EKS API
+/// is private by default), attached to the private subnets. Lambda creates their network
+/// interfaces in about a minute, a few on a first attachment in an account. Bound 12
+/// minutes, long before the workloads step needs them (after the cluster).
+pub const IN_VPC: Poll = Poll {
+    name: "InVpcFunctions",
+    function: Function::Network,
+    ensure: "ensure-in-vpc",
+    status: "status-in-vpc",
+    what: "the in-VPC functions' network interfaces",
+    schedule: &[30, 30, 60, 60, 120, 180, 240],
 };
 
 /// RDS PostgreSQL: ~5 min Single-AZ, 12-15 Multi-AZ (36 min seen once). Bound 45 minutes.
@@ -107,8 +121,8 @@ pub const WORKLOADS: Poll = Poll {
 };
 
 /// Every poll loop of the workflow.
-pub const POLLS: [Poll; 8] = [
-    NETWORK, DNS, POSTGRES, DOCUMENTDB, REDIS, CLUSTER, NODEGROUP, WORKLOADS,
+pub const POLLS: [Poll; 9] = [
+    NETWORK, IN_VPC, DNS, POSTGRES, DOCUMENTDB, REDIS, CLUSTER, NODEGROUP, WORKLOADS,
 ];
 
 /// 30 hours. The longest path (every Task using all its retries, each attempt running to
@@ -151,12 +165,13 @@ pub fn definition() -> serde_json::Value {
                     Task::step("Karpenter", Function::Cluster, "ensure-karpenter")
                         .comment("Karpenter prerequisites: interruption queue and its rules"),
                 ),
+                Flow::branch().poll(IN_VPC),
             ],
         )
         .poll(WORKLOADS);
     Locked {
         name: "provision",
-        comment: "Apiary provision: builds a complete HoneyHive data plane. keys -> network -> (dns | storage | databases | cluster) -> workloads. Generated from shared/workflows/src/provision.rs by `apiary workflows generate`: change the Rust, not this file".into(),
+        comment: "Apiary provision: builds a complete HoneyHive data plane. keys -> network -> (dns | storage | databases | cluster | in-VPC functions) -> workloads. Generated from shared/workflows/src/provision.rs by `apiary workflows generate`: change the Rust, not this file".into(),
         timeout_seconds: TIMEOUT_SECONDS,
         lock_wait: LOCK_WAIT,
         body,

@@ -2,8 +2,12 @@ use apiary_core::ErrorName;
 use aws_sdk_eks::Client as Eks;
 use aws_sdk_eks::operation::create_cluster::{CreateClusterError, CreateClusterOutput};
 use aws_sdk_eks::operation::describe_cluster::{DescribeClusterError, DescribeClusterOutput};
+use aws_sdk_eks::operation::update_cluster_config::{
+    UpdateClusterConfigError, UpdateClusterConfigOutput,
+};
 use aws_sdk_eks::types::{
     AuthenticationMode, ClusterHealth, ClusterIssue, ClusterIssueCode, ClusterStatus, LogType,
+    VpcConfigResponse,
 };
 use aws_sdk_iam::Client as Iam;
 use aws_sdk_iam::operation::attach_role_policy::AttachRolePolicyOutput;
@@ -86,6 +90,7 @@ async fn an_existing_cluster_and_roles_are_reported_and_nothing_is_created() {
 }
 
 #[tokio::test]
+#[allow(deprecated)] // `EncryptionConfig::resources`: sent on purpose, see `secrets_encryption`.
 async fn a_new_cluster_gets_every_security_and_auto_mode_setting() {
     let (missing_roles, describe_missing) = (roles_missing(), cluster_not_found());
     let none_attached = mock!(Iam::list_attached_role_policies)
@@ -165,6 +170,8 @@ async fn a_new_cluster_gets_every_security_and_auto_mode_setting() {
                 && vpc.endpoint_private_access() == Some(true)
                 && vpc.endpoint_public_access() == Some(false)
                 && r.encryption_config().len() == 1
+                && r.encryption_config()[0].resources() == ["secrets"]
+                && vpc.public_access_cidrs().is_empty()
                 && r.encryption_config()[0]
                     .provider()
                     .and_then(|p| p.key_arn())
@@ -254,6 +261,7 @@ async fn a_public_endpoint_is_opt_in() {
             let vpc = r.resources_vpc_config().unwrap();
             vpc.endpoint_public_access() == Some(true)
                 && vpc.endpoint_private_access() == Some(true)
+                && vpc.public_access_cidrs() == ["198.51.100.0/24", "203.0.113.0/24"]
         })
         .then_output(|| {
             CreateClusterOutput::builder()
@@ -265,8 +273,13 @@ async fn a_public_endpoint_is_opt_in() {
         iam: vec![&roles, &policies],
         ..Default::default()
     };
-    let public = acme()
-        .with_spec(|spec| spec["cluster"] = json!({"public_endpoint": true, "version": "1.32"}));
+    let public = acme().with_spec(|spec| {
+        spec["cluster"] = json!({
+            "public_endpoint": true,
+            "version": "1.32",
+            "public_access_cidrs": ["203.0.113.0/24", "198.51.100.0/24"]
+        })
+    });
     let (deps, _) = mocks.deps_with(&public);
     handle(&deps, event("ensure-cluster"))
         .await
@@ -440,5 +453,159 @@ async fn a_role_iam_has_not_propagated_yet_is_retryable() {
         err.name(),
         ErrorName::Fatal,
         "other bad parameters are not retried"
+    );
+}
+
+/// An ACTIVE cluster whose endpoint access is `public` (with `cidrs`), private on.
+fn cluster_with_access(public: bool, cidrs: &[&str]) -> Rule {
+    let cidrs: Vec<String> = cidrs.iter().map(|c| (*c).to_owned()).collect();
+    mock!(Eks::describe_cluster).then_output(move || {
+        let mut active = cluster(ClusterStatus::Active);
+        active.resources_vpc_config = Some(
+            VpcConfigResponse::builder()
+                .endpoint_private_access(true)
+                .endpoint_public_access(public)
+                .set_public_access_cidrs(Some(cidrs.clone()))
+                .build(),
+        );
+        DescribeClusterOutput::builder().cluster(active).build()
+    })
+}
+
+fn public_to(cidrs: &[&str]) -> Fixture {
+    let cidrs = json!(cidrs);
+    acme().with_spec(move |spec| {
+        spec["cluster"] = json!({"public_endpoint": true, "public_access_cidrs": cidrs})
+    })
+}
+
+#[tokio::test]
+async fn endpoint_access_follows_the_spec_with_one_update() {
+    // Private today, public to one network in the spec: one update with exactly the
+    // endpoint fields (EKS takes one kind of update per call).
+    let (roles, policies) = (roles_found(), policies_attached());
+    let private = cluster_with_access(false, &["0.0.0.0/0"]);
+    let update = mock!(Eks::update_cluster_config)
+        .match_requests(|r| {
+            let vpc = r.resources_vpc_config().unwrap();
+            r.name() == Some(CLUSTER)
+                && vpc.endpoint_public_access() == Some(true)
+                && vpc.endpoint_private_access() == Some(true)
+                && vpc.public_access_cidrs() == ["203.0.113.0/24"]
+                && vpc.subnet_ids().is_empty()
+                && vpc.security_group_ids().is_empty()
+                && r.logging().is_none()
+        })
+        .then_output(|| UpdateClusterConfigOutput::builder().build());
+    let mocks = Mocks {
+        eks: vec![&private, &update],
+        iam: vec![&roles, &policies],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps_with(&public_to(&["203.0.113.0/24"]));
+    let out = handle(&deps, event("ensure-cluster"))
+        .await
+        .expect("ensure");
+    assert_eq!(update.num_calls(), 1);
+    assert_eq!(out["created"], json!(["apiary-acme-eks:endpoint-access"]));
+
+    // A network removed from the list is removed from the cluster.
+    let (roles, policies) = (roles_found(), policies_attached());
+    let two = cluster_with_access(true, &["203.0.113.0/24", "198.51.100.0/24"]);
+    let narrowed = mock!(Eks::update_cluster_config)
+        .match_requests(|r| {
+            r.resources_vpc_config()
+                .is_some_and(|v| v.public_access_cidrs() == ["203.0.113.0/24"])
+        })
+        .then_output(|| UpdateClusterConfigOutput::builder().build());
+    let mocks = Mocks {
+        eks: vec![&two, &narrowed],
+        iam: vec![&roles, &policies],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps_with(&public_to(&["203.0.113.0/24"]));
+    handle(&deps, event("ensure-cluster"))
+        .await
+        .expect("ensure");
+    assert_eq!(narrowed.num_calls(), 1);
+
+    // Public turned off: the endpoint goes private; the networks are not sent.
+    let (roles, policies) = (roles_found(), policies_attached());
+    let public = cluster_with_access(true, &["203.0.113.0/24"]);
+    let closed = mock!(Eks::update_cluster_config)
+        .match_requests(|r| {
+            r.resources_vpc_config().is_some_and(|v| {
+                v.endpoint_public_access() == Some(false) && v.public_access_cidrs.is_none()
+            })
+        })
+        .then_output(|| UpdateClusterConfigOutput::builder().build());
+    let mocks = Mocks {
+        eks: vec![&public, &closed],
+        iam: vec![&roles, &policies],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    handle(&deps, event("ensure-cluster"))
+        .await
+        .expect("ensure");
+    assert_eq!(closed.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn endpoint_access_already_as_specified_makes_no_update() {
+    let update = mock!(Eks::update_cluster_config)
+        .then_output(|| UpdateClusterConfigOutput::builder().build());
+    for (cluster, fixture) in [
+        // Same networks in another order.
+        (
+            cluster_with_access(true, &["203.0.113.0/24", "198.51.100.0/24"]),
+            public_to(&["198.51.100.0/24", "203.0.113.0/24"]),
+        ),
+        // A private endpoint: the networks EKS keeps for it do not matter.
+        (cluster_with_access(false, &["0.0.0.0/0"]), acme()),
+    ] {
+        let (roles, policies) = (roles_found(), policies_attached());
+        let mocks = Mocks {
+            eks: vec![&cluster, &update],
+            iam: vec![&roles, &policies],
+            ..Default::default()
+        };
+        let (deps, _) = mocks.deps_with(&fixture);
+        let out = handle(&deps, event("ensure-cluster"))
+            .await
+            .expect("ensure");
+        assert_eq!(out["created"], json!([]));
+    }
+    assert_eq!(
+        update.num_calls(),
+        0,
+        "an unchanged endpoint is not updated"
+    );
+}
+
+#[tokio::test]
+async fn an_update_in_progress_is_retried_later() {
+    let (roles, policies) = (roles_found(), policies_attached());
+    let private = cluster_with_access(false, &[]);
+    let busy = mock!(Eks::update_cluster_config).then_error(|| {
+        UpdateClusterConfigError::ResourceInUseException(
+            aws_sdk_eks::types::error::ResourceInUseException::builder()
+                .message("Cluster has an update in progress")
+                .meta(meta("ResourceInUseException", "update in progress"))
+                .build(),
+        )
+    });
+    let mocks = Mocks {
+        eks: vec![&private, &busy],
+        iam: vec![&roles, &policies],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps_with(&public_to(&["203.0.113.0/24"]));
+    let err = handle(&deps, event("ensure-cluster")).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("UpdateClusterConfig apiary-acme-eks"),
+        "{err}"
     );
 }

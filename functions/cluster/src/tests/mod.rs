@@ -4,6 +4,7 @@
 mod access;
 mod control_plane;
 mod karpenter;
+mod launch_template;
 mod nodegroup;
 mod real_aws;
 
@@ -53,6 +54,8 @@ pub(crate) fn meta(code: &str, message: &str) -> ErrorMetadata {
 #[derive(Default)]
 pub(crate) struct Mocks<'a> {
     pub eks: Vec<&'a Rule>,
+    /// Empty: the node group's launch template exists (see [`template_found`]).
+    pub ec2: Vec<&'a Rule>,
     pub iam: Vec<&'a Rule>,
     pub sqs: Vec<&'a Rule>,
     pub events: Vec<&'a Rule>,
@@ -68,8 +71,15 @@ impl Mocks<'_> {
     /// Clients over a state holding `fixture`'s spec and layer outputs.
     pub(crate) fn deps_with(&self, fixture: &Fixture) -> (Deps, MemoryRecorder) {
         let recorder = fixture.state();
+        let found = template_found();
+        let ec2 = if self.ec2.is_empty() {
+            vec![&found]
+        } else {
+            self.ec2.clone()
+        };
         let deps = Deps {
             eks: mock_client!(aws_sdk_eks, RuleMode::MatchAny, &self.eks),
+            ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &ec2),
             iam: mock_client!(aws_sdk_iam, RuleMode::MatchAny, &self.iam),
             sqs: mock_client!(aws_sdk_sqs, RuleMode::MatchAny, &self.sqs),
             events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, &self.events),
@@ -79,6 +89,35 @@ impl Mocks<'_> {
         };
         (deps, recorder)
     }
+}
+
+pub(crate) const TEMPLATE: &str = "apiary-acme-system-nodes";
+pub(crate) const TEMPLATE_ID: &str = "lt-0123456789abcdef0";
+
+/// The node group's launch template as DescribeLaunchTemplates finds it, tagged for
+/// `deployment`.
+pub(crate) fn template_tagged(deployment: &'static str) -> Rule {
+    mock!(aws_sdk_ec2::Client::describe_launch_templates).then_output(move || {
+        aws_sdk_ec2::operation::describe_launch_templates::DescribeLaunchTemplatesOutput::builder()
+            .launch_templates(
+                aws_sdk_ec2::types::LaunchTemplate::builder()
+                    .launch_template_name(TEMPLATE)
+                    .launch_template_id(TEMPLATE_ID)
+                    .default_version_number(1)
+                    .tags(
+                        aws_sdk_ec2::types::Tag::builder()
+                            .key("apiary:deployment")
+                            .value(deployment)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    })
+}
+
+pub(crate) fn template_found() -> Rule {
+    template_tagged("acme")
 }
 
 /// A role as GetRole returns it; the node role carries its discovery tag.

@@ -206,7 +206,9 @@ async fn a_create_without_a_token_is_never_repeated_by_the_sdk() {
     all.push(&create_vpc);
     let deps = Deps {
         ec2: retrying_client(&all),
+        lambda: super::no_lambda(),
         recorder: Arc::new(state()),
+        in_vpc_functions: Vec::new(),
     };
     let err = handle(&deps, event()).await.unwrap_err();
     // The call may have made a VPC whose answer was lost: the workflow retries the step,

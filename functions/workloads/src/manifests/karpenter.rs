@@ -127,6 +127,9 @@ pub struct EphemeralStorage {
     pub size: String,
     pub iops: u32,
     pub throughput: u32,
+    /// The customer's key for the nodes' volumes, not the account's default EBS key.
+    #[serde(rename = "kmsKeyID")]
+    pub kms_key_id: String,
 }
 
 fn requirement(key: &str, operator: &str, values: &[&str]) -> Requirement {
@@ -225,10 +228,13 @@ pub fn node_class(ctx: &Context) -> Result<Manifest> {
             network_policy: "DefaultAllow".to_owned(),
             network_policy_event_logs: "Disabled".to_owned(),
             snat_policy: "Random".to_owned(),
+            // The same root volume as the system node group's: 100 GiB gp3 with the
+            // deployment's ebs key (whose policy admits the Auto Mode cluster role).
             ephemeral_storage: EphemeralStorage {
-                size: "80Gi".to_owned(),
+                size: "100Gi".to_owned(),
                 iops: 3000,
                 throughput: 125,
+                kms_key_id: ctx.ebs_key_arn.clone(),
             },
             tags: ctx.tags.iter().cloned().collect(),
         },
@@ -244,4 +250,26 @@ pub fn node_class(ctx: &Context) -> Result<Manifest> {
     manifest.schema = Some(schema::NODE_CLASS);
     manifest.auto_mode_only = true;
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod volume_tests {
+    use super::*;
+
+    #[test]
+    fn auto_mode_nodes_get_100_gib_encrypted_with_the_deployments_ebs_key() {
+        let ctx = crate::test_support::context();
+        let manifest = node_class(&ctx).unwrap();
+        let storage = &manifest.body["spec"]["ephemeralStorage"];
+        assert_eq!(storage["size"], "100Gi");
+        assert_eq!(
+            storage["kmsKeyID"],
+            apiary_core::fixtures::key_arn("ebs").as_str()
+        );
+        assert_eq!(ctx.ebs_key_arn, apiary_core::fixtures::key_arn("ebs"));
+        assert_ne!(
+            ctx.ebs_key_arn, ctx.app_key_arn,
+            "volumes have their own key"
+        );
+    }
 }

@@ -74,6 +74,8 @@ pub struct Context {
     pub buckets: BTreeMap<String, String>,
     pub databases: DatabasesOutput,
     pub app_key_arn: String,
+    /// The key of the nodes' EBS volumes (the NodeClass's `kmsKeyID`).
+    pub ebs_key_arn: String,
     pub tags: Vec<(String, String)>,
     /// The cluster runs EKS Auto Mode (Karpenter, ALB): build the node class and pool,
     /// the ALB's IngressClassParams and pin the pods to the pool. Off only for a plain
@@ -133,6 +135,7 @@ impl Context {
             buckets: storage.buckets.clone(),
             databases: databases.clone(),
             app_key_arn: keys.key("app")?.arn.clone(),
+            ebs_key_arn: keys.key("ebs")?.arn.clone(),
             tags: Names::new(&spec.name).tags(Layer::Workloads),
             auto_mode: true,
         })

@@ -29,6 +29,11 @@ const PARAMETERS: &[(&str, &str, Kind)] = &[
         "cluster.public_endpoint",
         Kind::Boolean,
     ),
+    (
+        "PublicAccessCidrs",
+        "cluster.public_access_cidrs",
+        Kind::List,
+    ),
     ("MultiAz", "databases.multi_az", Kind::Boolean),
     ("EnableDocumentDb", "databases.documentdb", Kind::Boolean),
     ("EnableRedis", "databases.redis", Kind::Boolean),

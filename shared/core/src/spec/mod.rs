@@ -97,6 +97,11 @@ pub struct ClusterSpec {
     /// Expose the EKS API endpoint publicly too. Off by default: private only.
     #[serde(default)]
     pub public_endpoint: bool,
+    /// The public networks allowed to reach a public EKS API endpoint (EKS
+    /// `publicAccessCidrs`). Required, and only allowed, when `public_endpoint` is true;
+    /// never `0.0.0.0/0`.
+    #[serde(default)]
+    pub public_access_cidrs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -184,6 +189,7 @@ impl Default for ClusterSpec {
         ClusterSpec {
             version: default_kubernetes_version(),
             public_endpoint: false,
+            public_access_cidrs: Vec::new(),
         }
     }
 }

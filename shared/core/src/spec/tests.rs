@@ -70,6 +70,11 @@ fn valid_specs() {
             json!("ghcr.io/x/ingest@sha256:abcd"),
         ),
         with(minimal(), "/name", json!("a-24-character-long-name")),
+        with(
+            minimal(),
+            "/cluster",
+            json!({"public_endpoint": true, "public_access_cidrs": ["203.0.113.0/24"]}),
+        ),
     ];
     for case in cases {
         if let Err(e) = DeploymentSpec::parse(&case) {
@@ -210,6 +215,36 @@ fn invalid_cases() -> Vec<(Value, Vec<(&'static str, &'static str)>)> {
             with(minimal(), "/cluster/version", json!("2")),
             vec![("cluster.version", "Kubernetes minor version")],
         ),
+        (
+            with(minimal(), "/cluster/public_endpoint", json!(true)),
+            vec![("cluster.public_access_cidrs", "is required when")],
+        ),
+        (
+            with(
+                minimal(),
+                "/cluster/public_access_cidrs",
+                json!(["203.0.113.0/24"]),
+            ),
+            vec![("cluster.public_access_cidrs", "applies only to a public")],
+        ),
+        (
+            with(
+                minimal(),
+                "/cluster",
+                json!({
+                    "public_endpoint": true,
+                    "public_access_cidrs": ["0.0.0.0/0", "10.1.0.0/16", "198.51.100.7/24", "y"]
+                }),
+            ),
+            vec![
+                ("cluster.public_access_cidrs[0]", "whole internet"),
+                ("cluster.public_access_cidrs[1]", "overlaps 0.0.0.0/0"),
+                ("cluster.public_access_cidrs[1]", "private range"),
+                ("cluster.public_access_cidrs[2]", "host bits"),
+                ("cluster.public_access_cidrs[2]", "overlaps 0.0.0.0/0"),
+                ("cluster.public_access_cidrs[3]", "not an IPv4 CIDR"),
+            ],
+        ),
         (json!([1, 2]), vec![("", "must be a JSON object")]),
     ]
 }
@@ -297,6 +332,30 @@ fn cloudformation_parameters_map_is_accepted() {
     assert_eq!(spec.backup.dr_region, None, "empty means default");
     assert!(!spec.databases.documentdb);
     assert_eq!(spec.databases.multi_az, Some(true));
+}
+
+#[test]
+fn the_public_access_parameter_feeds_the_cluster_and_its_problems_name_it() {
+    let parameters = json!({
+        "DeploymentName": "acme",
+        "Domain": "hh.acme.example.com",
+        "PublicClusterEndpoint": "true",
+        "PublicAccessCidrs": "203.0.113.0/24, 198.51.100.0/24"
+    });
+    let spec = DeploymentSpec::parse(&parameters).expect("valid parameters");
+    assert!(spec.cluster.public_endpoint);
+    assert_eq!(
+        spec.cluster.public_access_cidrs,
+        ["203.0.113.0/24", "198.51.100.0/24"]
+    );
+    let open = json!({
+        "DeploymentName": "acme",
+        "Domain": "hh.acme.example.com",
+        "PublicClusterEndpoint": "true",
+        "PublicAccessCidrs": ""
+    });
+    let errors = DeploymentSpec::parse(&open).unwrap_err();
+    assert_eq!(errors.paths(), ["PublicAccessCidrs"], "{errors}");
 }
 
 #[test]

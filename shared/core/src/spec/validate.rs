@@ -237,6 +237,7 @@ fn check(spec: &DeploymentSpec, problems: &mut Problems) {
             ),
         );
     }
+    check_public_access(spec, problems);
     if !(1..=3650).contains(&spec.storage.retention_days) {
         problems.push(
             "storage.retention_days",
@@ -382,9 +383,14 @@ fn check_network(spec: &DeploymentSpec, problems: &mut Problems) {
             format!("{} availability zones; use 2 or 3", network.az_count),
         );
     }
+    check_cidr_list("network.ingress_cidrs", &network.ingress_cidrs, problems);
+}
+
+/// Each entry an IPv4 CIDR without host bits, none overlapping one listed before it.
+fn check_cidr_list(field: &str, list: &[String], problems: &mut Problems) {
     let mut seen: Vec<Ipv4Net> = Vec::new();
-    for (i, text) in network.ingress_cidrs.iter().enumerate() {
-        let path = format!("network.ingress_cidrs[{i}]");
+    for (i, text) in list.iter().enumerate() {
+        let path = format!("{field}[{i}]");
         match text.parse::<Ipv4Net>() {
             Err(_) => problems.push(
                 path,
@@ -406,6 +412,67 @@ fn check_network(spec: &DeploymentSpec, problems: &mut Problems) {
                 }
                 seen.push(net);
             }
+        }
+    }
+}
+
+/// EKS allows at most this many public access CIDRs per cluster.
+const MAX_PUBLIC_ACCESS_CIDRS: usize = 40;
+
+/// A public EKS endpoint is reachable only from the networks listed: required and never
+/// the whole internet. The list is refused on a private endpoint, where it would do
+/// nothing, rather than kept silently.
+fn check_public_access(spec: &DeploymentSpec, problems: &mut Problems) {
+    let field = "cluster.public_access_cidrs";
+    let cluster = &spec.cluster;
+    if !cluster.public_endpoint {
+        if !cluster.public_access_cidrs.is_empty() {
+            problems.push(
+                field,
+                "applies only to a public endpoint; set cluster.public_endpoint to true or remove the list",
+            );
+        }
+        return;
+    }
+    if cluster.public_access_cidrs.is_empty() {
+        problems.push(
+            field,
+            "is required when cluster.public_endpoint is true: list the networks that may reach the EKS API (without one it is open to the whole internet)",
+        );
+        return;
+    }
+    if cluster.public_access_cidrs.len() > MAX_PUBLIC_ACCESS_CIDRS {
+        problems.push(
+            field,
+            format!(
+                "{} entries; EKS allows at most {MAX_PUBLIC_ACCESS_CIDRS}",
+                cluster.public_access_cidrs.len()
+            ),
+        );
+    }
+    check_cidr_list(field, &cluster.public_access_cidrs, problems);
+    for (i, net) in cluster
+        .public_access_cidrs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| text.parse::<Ipv4Net>().ok().map(|net| (i, net)))
+    {
+        let path = format!("{field}[{i}]");
+        if net.prefix_len() == 0 {
+            problems.push(
+                path,
+                format!("{net} opens the EKS API to the whole internet; list your networks"),
+            );
+        } else if RFC1918
+            .iter()
+            .any(|(addr, len)| Ipv4Net::new(*addr, *len).is_ok_and(|block| block.contains(&net)))
+        {
+            problems.push(
+                path,
+                format!(
+                    "{net} is a private range; the public endpoint is reached from public addresses (the private endpoint already serves the VPC)"
+                ),
+            );
         }
     }
 }
