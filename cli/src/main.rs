@@ -8,6 +8,7 @@ mod asl;
 mod local_cmd;
 mod package_cmd;
 mod spec;
+mod status_cmd;
 mod workflows_cmd;
 
 #[derive(Parser)]
@@ -46,6 +47,9 @@ enum Command {
     /// Build the functions for Lambda, upload them with the state machines and the
     /// template to S3, and print the console link that creates the stack
     Package(package_cmd::PackageArgs),
+    /// Show a deployment's status, lock holder, last journal entry per layer and pending
+    /// DNS validation records, from the state table (locally or on AWS)
+    Status(status_cmd::StatusArgs),
 }
 
 #[tokio::main]
@@ -57,6 +61,7 @@ async fn main() -> ExitCode {
         Command::Local { command } => local_cmd::run(command).await,
         Command::Workflows { command } => workflows_cmd::run(command),
         Command::Package(args) => package_cmd::run(args).await,
+        Command::Status(args) => status_cmd::run(args).await,
     };
     match result {
         Ok(code) => code,

@@ -259,3 +259,145 @@ fn local_run_exits_1_when_the_workflow_refuses() {
         "{document}"
     );
 }
+
+/// `apiary status` after a provision: the record's status, no lock left behind, and the
+/// last journal entry of every layer, as one JSON document.
+#[test]
+fn status_reports_a_provisioned_deployment() {
+    let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {
+        panic!("AWS_ENDPOINT_URL is not set: run the tests with scripts/test");
+    };
+    let state = std::env::temp_dir().join(format!("apiary-cli-status-{}", std::process::id()));
+    let name = format!("clistatus{}", std::process::id() % 100000);
+    let spec = temp_file(
+        "cli-status.json",
+        &format!(
+            r#"{{"name": "{name}", "dns": {{"domain": "clistatus.example.com"}},
+                 "databases": {{"documentdb": false}}}}"#
+        ),
+    );
+    let out = apiary(&[
+        "local",
+        "run",
+        "provision",
+        "--json",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--endpoint",
+        &endpoint,
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let provisioned: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+
+    let out = apiary(&[
+        "status",
+        "--deployment",
+        &name,
+        "--endpoint",
+        &endpoint,
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let document: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
+    assert_eq!(document["deployment"], name.as_str());
+    assert_eq!(document["table"], "apiary");
+    assert_eq!(
+        document["status"], provisioned["output"]["status"],
+        "{document}"
+    );
+    assert!(document["lock"].is_null(), "{document}");
+    let journal = document["journal"].as_array().expect("journal");
+    let steps: Vec<&str> = journal.iter().filter_map(|e| e["step"].as_str()).collect();
+    for layer in [
+        "keys",
+        "network",
+        "dns",
+        "storage",
+        "databases",
+        "cluster",
+        "workloads",
+    ] {
+        assert!(steps.contains(&layer), "no {layer} entry: {document}");
+    }
+    let mut unique = steps.clone();
+    unique.dedup();
+    assert_eq!(unique, steps, "one entry per step");
+    assert!(steps.starts_with(&["keys", "network", "dns"]), "{steps:?}");
+    assert!(document["dns"]["pending_validation_records"].is_array());
+
+    // The same read as text, the name and region taken from the spec.
+    let out = apiary(&[
+        "status",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--endpoint",
+        &endpoint,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains(&format!("deployment {name}")), "{text}");
+    assert!(text.contains("lock: none held"), "{text}");
+}
+
+/// A deployment the table has no record of: exit 1, naming it and the table.
+#[test]
+fn status_of_an_unknown_deployment_exits_1() {
+    let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {
+        panic!("AWS_ENDPOINT_URL is not set: run the tests with scripts/test");
+    };
+    // A run refused by its Validate step still creates the state table, so the table
+    // exists whichever test runs first.
+    let out = apiary(&[
+        "local",
+        "run",
+        "provision",
+        "--json",
+        "--input",
+        r#"{"spec": {"name": "Bad!", "dns": {"domain": "x.example.com"}}}"#,
+        "--endpoint",
+        &endpoint,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = apiary(&[
+        "status",
+        "--deployment",
+        "nosuchdeployment",
+        "--endpoint",
+        &endpoint,
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.contains("nosuchdeployment"), "{stderr}");
+    assert!(stderr.contains("state table apiary"), "{stderr}");
+}
+
+#[test]
+fn status_says_where_to_point_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .args(["status", "--deployment", "acme"])
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .expect("apiary runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--endpoint"), "{stderr}");
+}
