@@ -69,13 +69,18 @@ impl Function {
 
 /// Transient failures: retried with backoff. `Apiary.NotReady` is a dependency that exists
 /// but is not ready yet; Lambda's service errors are the invoke itself failing.
-pub const TRANSIENT: [&str; 6] = [
+/// The last two are a function attached to a VPC (the workloads function) that is not
+/// ready to run yet: its network interface is still being made, or the function went
+/// inactive after weeks unused and Lambda is re-creating it; Lambda says to try again.
+pub const TRANSIENT: [&str; 8] = [
     ErrorName::Retryable.as_str(),
     ErrorName::NotReady.as_str(),
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
+    "Lambda.ResourceNotReadyException",
+    "Lambda.ENINotReadyException",
 ];
 
 /// Retries of a transient failure: 5, 10, 20, 40 s before FULL jitter (at most 75 s).
@@ -120,6 +125,20 @@ pub fn retry_policy() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_in_vpc_function_that_is_not_ready_yet_is_retried() {
+        let transient = &retry_policy()[0]["ErrorEquals"];
+        for error in [
+            "Lambda.ResourceNotReadyException",
+            "Lambda.ENINotReadyException",
+        ] {
+            assert!(
+                transient.as_array().unwrap().iter().any(|e| e == error),
+                "{error}"
+            );
+        }
+    }
 
     #[test]
     fn placeholders_name_the_function_crates() {
