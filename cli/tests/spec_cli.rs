@@ -9,6 +9,26 @@ fn apiary(args: &[&str]) -> Output {
         .expect("apiary runs")
 }
 
+/// The emulator the tests run against (`scripts/test` starts one and sets it).
+fn emulator_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL")
+        .expect("AWS_ENDPOINT_URL is not set: run the tests with scripts/test")
+}
+
+/// `local run provision --json` with a spec its Validate step refuses.
+fn provision_with_a_bad_spec(endpoint: &str) -> Output {
+    apiary(&[
+        "local",
+        "run",
+        "provision",
+        "--json",
+        "--input",
+        r#"{"spec": {"name": "Bad!", "dns": {"domain": "x.example.com"}}}"#,
+        "--endpoint",
+        endpoint,
+    ])
+}
+
 fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("apiary-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -186,9 +206,7 @@ fn local_run_says_when_the_endpoint_cannot_be_reached() {
 /// stdout, exit 0. Needs the emulator (`scripts/test` starts one).
 #[test]
 fn local_run_provision_prints_one_json_document() {
-    let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {
-        panic!("AWS_ENDPOINT_URL is not set: run the tests with scripts/test");
-    };
+    let endpoint = emulator_endpoint();
     let state = std::env::temp_dir().join(format!("apiary-cli-state-{}", std::process::id()));
     let spec = temp_file(
         "cli-run.json",
@@ -232,19 +250,8 @@ fn local_run_provision_prints_one_json_document() {
 /// is 1 (the spec given in --input replaces the demo spec and fails the Validate step).
 #[test]
 fn local_run_exits_1_when_the_workflow_refuses() {
-    let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {
-        panic!("AWS_ENDPOINT_URL is not set: run the tests with scripts/test");
-    };
-    let out = apiary(&[
-        "local",
-        "run",
-        "provision",
-        "--json",
-        "--input",
-        r#"{"spec": {"name": "Bad!", "dns": {"domain": "x.example.com"}}}"#,
-        "--endpoint",
-        &endpoint,
-    ]);
+    let endpoint = emulator_endpoint();
+    let out = provision_with_a_bad_spec(&endpoint);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -264,9 +271,7 @@ fn local_run_exits_1_when_the_workflow_refuses() {
 /// last journal entry of every layer, as one JSON document.
 #[test]
 fn status_reports_a_provisioned_deployment() {
-    let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {
-        panic!("AWS_ENDPOINT_URL is not set: run the tests with scripts/test");
-    };
+    let endpoint = emulator_endpoint();
     let state = std::env::temp_dir().join(format!("apiary-cli-status-{}", std::process::id()));
     let name = format!("clistatus{}", std::process::id() % 100000);
     let spec = temp_file(
@@ -355,21 +360,10 @@ fn status_reports_a_provisioned_deployment() {
 /// A deployment the table has no record of: exit 1, naming it and the table.
 #[test]
 fn status_of_an_unknown_deployment_exits_1() {
-    let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {
-        panic!("AWS_ENDPOINT_URL is not set: run the tests with scripts/test");
-    };
+    let endpoint = emulator_endpoint();
     // A run refused by its Validate step still creates the state table, so the table
     // exists whichever test runs first.
-    let out = apiary(&[
-        "local",
-        "run",
-        "provision",
-        "--json",
-        "--input",
-        r#"{"spec": {"name": "Bad!", "dns": {"domain": "x.example.com"}}}"#,
-        "--endpoint",
-        &endpoint,
-    ]);
+    let out = provision_with_a_bad_spec(&endpoint);
     assert_eq!(out.status.code(), Some(1));
     let out = apiary(&[
         "status",
