@@ -177,3 +177,44 @@ async fn lock_excludes_other_owners_until_it_expires() {
         .await
         .expect("free again");
 }
+
+#[tokio::test]
+async fn a_lock_is_handed_over_only_by_its_holder() {
+    let store = store().await;
+    let name = unique_name("transfer");
+    let now = Utc::now();
+    let lease = Duration::minutes(15);
+    store
+        .acquire_lock(&name, "exec-a", lease, now)
+        .await
+        .unwrap();
+
+    let refused = store
+        .transfer_lock(&name, "exec-b", "exec-c", lease, now)
+        .await
+        .expect_err("exec-b does not hold it");
+    assert_eq!(refused.name().as_str(), "Apiary.Conflict");
+    assert_eq!(
+        store.current_lock(&name).await.unwrap().unwrap().owner,
+        "exec-a"
+    );
+
+    let moved = store
+        .transfer_lock(&name, "exec-a", "exec-c", lease, now)
+        .await
+        .expect("the holder hands it over");
+    assert_eq!(moved.owner, "exec-c");
+    assert_eq!(
+        store.current_lock(&name).await.unwrap().unwrap().owner,
+        "exec-c"
+    );
+
+    store.release_lock(&name, "exec-c").await.unwrap();
+    let free = store
+        .transfer_lock(&name, "exec-c", "exec-d", lease, now)
+        .await;
+    assert!(
+        free.is_err(),
+        "a free lock is not handed over: it is acquired"
+    );
+}

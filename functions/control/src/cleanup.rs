@@ -14,7 +14,7 @@ use chrono::{Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Deps, lock};
+use crate::Deps;
 
 /// The EventBridge source and detail type of a Step Functions execution's status change.
 pub const SOURCE: &str = "aws.states";
@@ -232,10 +232,8 @@ pub async fn cleanup(
     let store = &deps.store;
     let owner = deps.runs.owner(execution_arn);
     // The deployment is marked only while the cleanup holds the lock in its own name, so
-    // that no new run sets its status in between; a run that takes the lock the moment
-    // the ended run's is released owns the status from then on and is left alone. A short
-    // lease: a cleanup that dies midway blocks for minutes only, and its retry finds the
-    // lock in its name and goes on.
+    // that no new run sets its status in between. A short lease: a cleanup that dies
+    // midway blocks for minutes only, and its retry finds the lock in its name and goes on.
     let cleaner = format!("cleanup:{owner}");
     let holder = store
         .current_lock(&deployment)
@@ -243,24 +241,21 @@ pub async fn cleanup(
         .map(|lock| lock.owner)
         .filter(|holder| *holder == owner || *holder == cleaner);
     if let Some(holder) = holder {
-        cleaned.released = if holder == owner {
-            match store.release_lock(&deployment, &owner).await {
-                Ok(()) => true,
+        let lease = Duration::minutes(CLEANUP_LEASE_MINUTES);
+        // The ended run's lock passes to the cleanup in one write (never free in between,
+        // so a crash here leaves it in the cleanup's name for its retry, not lost); a lock
+        // already in the cleanup's name is an earlier attempt's, which died before the end.
+        cleaned.released = holder == cleaner
+            || match store
+                .transfer_lock(&deployment, &owner, &cleaner, lease, Utc::now())
+                .await
+            {
+                Ok(_) => true,
                 // Changed hands since it was read: no longer the ended run's.
                 Err(Error::Conflict(_)) => false,
                 Err(err) => return Err(err),
-            }
-        } else {
-            true // by an earlier attempt of this cleanup, which died before the end
-        };
-        let lease = Duration::minutes(CLEANUP_LEASE_MINUTES);
-        // None: another run took the lock the moment it was released, and the
-        // deployment's status is that run's now.
-        if cleaned.released
-            && lock::acquire(store, &deployment, &cleaner, lease, Utc::now())
-                .await?
-                .is_some()
-        {
+            };
+        if cleaned.released {
             let in_progress = store.get_deployment(&deployment).await?.is_some_and(|r| {
                 matches!(
                     r.status,

@@ -1,10 +1,10 @@
 //! Taking a deployment's lock: free, expired or renewed, as the store gives it; held by
 //! a run that is no longer running, taken over.
 //!
-//! A takeover releases the lock in the dead holder's name, which succeeds only while
-//! that holder still has it, and then acquires it like a free lock, which succeeds only
-//! while nobody has it: of two runs that both find the holder dead, one gets the lock and
-//! the other finds it held by a live run. No step ever replaces a lock it does not own.
+//! A takeover hands the lock from the dead holder to this run in one conditional write,
+//! which succeeds only while that holder still has it: of two runs that both find the
+//! holder dead, one gets the lock and the other finds it held by a live run, and the lock
+//! is never free in between. No step ever replaces a lock held by a live run.
 
 use apiary_core::store::{JournalEntry, Lock, Store};
 use apiary_core::{Error, Result};
@@ -69,8 +69,8 @@ pub async fn take(
     }))
 }
 
-/// Releases the lock in `holder`'s name and acquires it for `owner`; `None` when either
-/// finds the lock changed (the holder no longer has it, or another run took it between).
+/// Hands the lock from `holder` to `owner` in one conditional write; `None` when the
+/// holder no longer has it (released, or another run took it first).
 async fn take_over(
     store: &Store,
     deployment: &str,
@@ -79,23 +79,10 @@ async fn take_over(
     lease: Duration,
     now: DateTime<Utc>,
 ) -> Result<Option<Lock>> {
-    match store.release_lock(deployment, holder).await {
-        Ok(()) => acquire(store, deployment, owner, lease, now).await,
-        Err(Error::Conflict(_)) => Ok(None),
-        Err(err) => Err(err),
-    }
-}
-
-/// The lock for `owner` if it is free, expired or already `owner`'s; `None` when another
-/// holds it.
-pub async fn acquire(
-    store: &Store,
-    deployment: &str,
-    owner: &str,
-    lease: Duration,
-    now: DateTime<Utc>,
-) -> Result<Option<Lock>> {
-    match store.acquire_lock(deployment, owner, lease, now).await {
+    match store
+        .transfer_lock(deployment, holder, owner, lease, now)
+        .await
+    {
         Ok(lock) => Ok(Some(lock)),
         Err(Error::Conflict(_)) => Ok(None),
         Err(err) => Err(err),

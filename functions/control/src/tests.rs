@@ -158,12 +158,27 @@ impl Table {
                 };
                 GetItemOutput::builder().set_item(item).build()
             }),
-            // The store's acquire: free or the same owner (leases do not run out here).
+            // The store's acquire: free or the same owner (leases do not run out here);
+            // its transfer (`:from`): only from the owner holding it.
             lock: mock!(Ddb::put_item)
                 .match_requests(|r: &PutItemInput| sk_of(r.item()) == "LOCK")
                 .then_compute_response(move |r: &PutItemInput| {
-                    let owner = owner_value(r.expression_attribute_values());
+                    let values = r.expression_attribute_values();
                     let mut lock = acquire.lock().unwrap();
+                    if let Some(from) = values
+                        .and_then(|v| v.get(":from"))
+                        .and_then(|v| v.as_s().ok())
+                    {
+                        if lock.as_ref() != Some(from) {
+                            return MockResponse::Error(
+                                PutItemError::ConditionalCheckFailedException(condition_failed()),
+                            );
+                        }
+                        let to = r.item().unwrap()["owner"].as_s().unwrap().clone();
+                        *lock = Some(to);
+                        return MockResponse::Output(PutItemOutput::builder().build());
+                    }
+                    let owner = owner_value(values);
                     if lock.as_ref().is_some_and(|held| *held != owner) {
                         return MockResponse::Error(PutItemError::ConditionalCheckFailedException(
                             condition_failed(),
@@ -304,8 +319,8 @@ async fn lock_takes_over_the_lock_of_a_local_process_that_is_gone() {
     assert_eq!(out["owner"], json!(runs.owner(EXECUTION)));
     assert_eq!(out["took_over_from"], json!(dead));
     assert_eq!(table.holder(), Some(runs.owner(EXECUTION)));
-    // Refused, then released in the dead run's name and taken.
-    assert_eq!((table.lock_writes(), table.deletes()), (2, 1));
+    // Refused, then handed from the dead run in one conditional write: never free between.
+    assert_eq!((table.lock_writes(), table.deletes()), (2, 0));
     assert_eq!(table.puts(), 1, "the deployment record");
     let entries = table.entries();
     let takeover = entries
@@ -480,9 +495,13 @@ async fn cleanup_releases_the_lock_the_ended_run_holds_and_marks_its_deployment_
         .await
         .unwrap();
     assert!(cleaned.released && cleaned.marked_failed, "{cleaned:?}");
-    assert_eq!(table.lock_writes(), 1, "held in the cleanup's name");
+    assert_eq!(
+        table.lock_writes(),
+        1,
+        "handed to the cleanup's name in one write"
+    );
     assert_eq!(table.updates(), 1, "FAILED");
-    assert_eq!(table.deletes(), 2, "the run's lock, then the cleanup's");
+    assert_eq!(table.deletes(), 1, "the cleanup's lock, at the end");
     assert_eq!(table.holder(), None);
     let entries = table.entries();
     assert_eq!(entries.len(), 1);

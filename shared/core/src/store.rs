@@ -503,6 +503,46 @@ impl Store {
         }
     }
 
+    /// Hands the lock from `from` to `to` in one conditional write: it succeeds only while
+    /// `from` holds it, so there is no moment when the lock is free between the two
+    /// owners (a crash between a release and an acquire would leave it free, or lose the
+    /// step that was to follow). `Apiary.Conflict` when `from` no longer holds it.
+    pub async fn transfer_lock(
+        &self,
+        deployment: &str,
+        from: &str,
+        to: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lock> {
+        let expires_at = now + lease;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", pk(deployment))
+            .item("sk", s("LOCK"))
+            .item("owner", s(to))
+            .item("expires_at", s(timestamp(expires_at)))
+            .item("acquired_at", s(timestamp(now)))
+            .condition_expression("#owner = :from")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":from", s(from))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Lock {
+                deployment: deployment.to_owned(),
+                owner: to.to_owned(),
+                expires_at,
+            }),
+            Err(err) if is_condition_failure(&err) => Err(Error::Conflict(format!(
+                "the lock of deployment {deployment} is no longer held by {from}"
+            ))),
+            Err(err) => Err(Error::aws(format!("PutItem lock {deployment}"), err)),
+        }
+    }
+
     /// Releases the lock. Only its owner may; releasing a lock nobody holds is a no-op.
     pub async fn release_lock(&self, deployment: &str, owner: &str) -> Result<()> {
         let result = self
