@@ -80,11 +80,16 @@ pub(crate) async fn ensure_trail(run: &Run<'_>, logs: &str) -> Result<String> {
                 .s3_key_prefix(TRAIL_PREFIX)
                 .kms_key_id(&run.key_arn)
                 .include_global_service_events(true)
-                .is_multi_region_trail(false)
+                .is_multi_region_trail(true)
                 .enable_log_file_validation(true)
                 .send()
                 .await
-                .map_err(|e| Error::aws(format!("UpdateTrail {name}"), e))?;
+                .map_err(|e| {
+                    Error::aws_transient_if(format!("UpdateTrail {name}"), e, |e| {
+                        e.is_insufficient_s3_bucket_policy_exception()
+                            || e.is_insufficient_encryption_policy_exception()
+                    })
+                })?;
         }
         Some(_) => {}
     }
@@ -109,14 +114,15 @@ pub(crate) async fn ensure_trail(run: &Run<'_>, logs: &str) -> Result<String> {
 }
 
 /// A trail writes where and how this deployment expects: into the logs bucket under the
-/// trail prefix, encrypted with the s3 key, with digest files, global service events
-/// (IAM, which the data plane's roles live in) included.
+/// trail prefix, encrypted with the s3 key, with digest files, in every region, global
+/// service events (IAM, which the data plane's roles live in) included.
 pub fn trail_matches(trail: &Trail, logs: &str, key_arn: &str) -> bool {
     trail.s3_bucket_name() == Some(logs)
         && trail.s3_key_prefix() == Some(TRAIL_PREFIX)
         && trail.kms_key_id() == Some(key_arn)
         && trail.log_file_validation_enabled() == Some(true)
         && trail.include_global_service_events() == Some(true)
+        && trail.is_multi_region_trail() == Some(true)
 }
 
 async fn create_trail(run: &Run<'_>, name: &str, logs: &str) -> Result<()> {
@@ -128,9 +134,10 @@ async fn create_trail(run: &Run<'_>, name: &str, logs: &str) -> Result<()> {
         .s3_bucket_name(logs)
         .s3_key_prefix(TRAIL_PREFIX)
         .kms_key_id(&run.key_arn)
-        // One region: the data plane lives in one. Global service events (IAM) are
-        // delivered to a single-region trail in the region it is made in.
-        .is_multi_region_trail(false)
+        // Every region: global service events (IAM and STS, where the data plane's roles
+        // and the ingestion role's boundary live) reach only multi-region trails and
+        // trails in us-east-1; the data plane itself lives in one region, whichever.
+        .is_multi_region_trail(true)
         .include_global_service_events(true)
         .enable_log_file_validation(true);
     for (key, value) in run.names.tags(Layer::Storage) {
@@ -149,7 +156,18 @@ async fn create_trail(run: &Run<'_>, name: &str, logs: &str) -> Result<()> {
         {
             Ok(())
         }
-        Err(err) => Err(Error::aws(format!("CreateTrail {name}"), err)),
+        // CloudTrail checks the bucket and key policies at the call; a policy written a
+        // moment ago (the key's by the keys step, the bucket's just before) may not be
+        // visible yet on AWS: retried, and a policy that is really wrong still fails
+        // after the workflow's retries.
+        Err(err) => Err(Error::aws_transient_if(
+            format!("CreateTrail {name}"),
+            err,
+            |e| {
+                e.is_insufficient_s3_bucket_policy_exception()
+                    || e.is_insufficient_encryption_policy_exception()
+            },
+        )),
     }
 }
 

@@ -149,7 +149,7 @@ pub(crate) fn expected_trail(region: &str) -> Trail {
         .kms_key_id(KEY)
         .log_file_validation_enabled(true)
         .include_global_service_events(true)
-        .is_multi_region_trail(false)
+        .is_multi_region_trail(true)
         .build()
 }
 

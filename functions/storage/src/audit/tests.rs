@@ -118,7 +118,7 @@ impl Missing {
                         && r.kms_key_id() == Some(KEY)
                         && r.enable_log_file_validation() == Some(true)
                         && r.include_global_service_events() == Some(true)
-                        && r.is_multi_region_trail() == Some(false)
+                        && r.is_multi_region_trail() == Some(true)
                         && r.tags_list()
                             .iter()
                             .any(|t| t.key() == "apiary:deployment" && t.value() == Some("acme"))
@@ -368,4 +368,49 @@ fn the_logs_bucket_admits_cloudtrail_and_log_delivery_only_under_their_prefixes(
         json!({"s3:x-amz-acl": "bucket-owner-full-control", "aws:SourceAccount": ACCOUNT})
     );
     assert_eq!(deliver["Condition"]["ArnLike"], sources["ArnLike"]);
+}
+
+/// A trail in one region outside us-east-1 never sees IAM's events: it is not the trail
+/// this deployment expects, and a run brings it back to every region.
+#[test]
+fn a_single_region_trail_does_not_match() {
+    let logs = bucket("logs", "us-west-2");
+    let mut trail = expected_trail("us-west-2");
+    assert!(crate::audit::trail_matches(&trail, &logs, KEY));
+    trail.is_multi_region_trail = Some(false);
+    assert!(!crate::audit::trail_matches(&trail, &logs, KEY));
+}
+
+/// CloudTrail checks the bucket and key policies when the trail is made; on AWS a policy
+/// written a moment earlier may not be visible yet: retried, not fatal.
+#[tokio::test]
+async fn a_policy_not_yet_visible_to_cloudtrail_is_retried() {
+    use aws_sdk_cloudtrail::operation::create_trail::CreateTrailError;
+    use aws_sdk_cloudtrail::types::error::InsufficientEncryptionPolicyException;
+
+    let s3 = buckets_in_place();
+    let (policy, _) = logs_policy_put();
+    let mut s3_rules: Vec<&Rule> = s3.iter().collect();
+    s3_rules.push(&policy);
+    let missing = Missing::new();
+    let refused = mock!(CloudTrail::create_trail).then_error(|| {
+        CreateTrailError::InsufficientEncryptionPolicyException(
+            InsufficientEncryptionPolicyException::builder()
+                .message("Insufficient permissions to access S3 bucket or KMS key")
+                .build(),
+        )
+    });
+    let (deps, _) = deps_with_audit(
+        state_with(keys_built()),
+        "us-west-2",
+        &s3_rules,
+        &[&missing.no_flow_logs, &missing.create_flow_logs],
+        &[&missing.get_trail, &refused],
+    );
+    let err = handle(&deps, event()).await.unwrap_err();
+    assert_eq!(err.name(), apiary_core::ErrorName::Retryable, "{err}");
+    assert!(
+        err.to_string().contains("CreateTrail apiary-acme-trail"),
+        "{err}"
+    );
 }
