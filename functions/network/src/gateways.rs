@@ -105,21 +105,29 @@ pub async fn ensure_nat_gateway(
             ];
             let mut nat = create_nat_gateway(run, &role, subnet_id, &allocation, &token).await?;
             // EC2 remembers a token after the gateway it made is deleted, and answers it
-            // with that deleted gateway: someone deleted ours. Make a new one, with a
-            // token that names the deleted one (as stable as the first).
+            // with that deleted gateway: someone deleted ours. Likewise a gateway that
+            // failed (capacity, an address problem) stays `failed` for about an hour and
+            // is what the token answers. Make a new one, with a token that names the dead
+            // one (as stable as the first).
             let deleted_id = nat.nat_gateway_id().unwrap_or_default().to_owned();
             if matches!(
                 nat.state(),
-                Some(NatGatewayState::Deleted | NatGatewayState::Deleting)
+                Some(
+                    NatGatewayState::Deleted | NatGatewayState::Deleting | NatGatewayState::Failed
+                )
             ) {
                 token.push(&deleted_id);
                 nat = create_nat_gateway(run, &role, subnet_id, &allocation, &token).await?;
                 if matches!(
                     nat.state(),
-                    Some(NatGatewayState::Deleted | NatGatewayState::Deleting)
+                    Some(
+                        NatGatewayState::Deleted
+                            | NatGatewayState::Deleting
+                            | NatGatewayState::Failed
+                    )
                 ) {
                     return Err(Error::fatal(format!(
-                        "CreateNatGateway {role} answered twice with a deleted gateway ({deleted_id}, then {})",
+                        "CreateNatGateway {role} answered twice with a deleted or failed gateway ({deleted_id}, then {})",
                         nat.nat_gateway_id().unwrap_or("?")
                     )));
                 }

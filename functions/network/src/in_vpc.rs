@@ -115,22 +115,11 @@ pub async fn ensure(
     let mut output = InVpcOutput::default();
     let mut pending = Vec::new();
     for name in functions {
-        let config = lambda
-            .get_function_configuration()
-            .function_name(name)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception())
-                {
-                    Error::fatal(format!(
-                        "function {name}, named in {IN_VPC_FUNCTIONS_ENV}, does not exist"
-                    ))
-                } else {
-                    Error::aws(format!("GetFunctionConfiguration {name}"), e)
-                }
-            })?;
+        let config = function_configuration(lambda, name).await?.ok_or_else(|| {
+            Error::fatal(format!(
+                "function {name}, named in {IN_VPC_FUNCTIONS_ENV}, does not exist"
+            ))
+        })?;
         let status = config.last_update_status().cloned();
         let creating = config.state() == Some(&State::Pending);
         let mut reported = InVpcFunction {
@@ -216,25 +205,31 @@ fn failed(
     ))
 }
 
+/// A function's configuration; `None` when it does not exist.
+async fn function_configuration(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+) -> Result<
+    Option<aws_sdk_lambda::operation::get_function_configuration::GetFunctionConfigurationOutput>,
+> {
+    apiary_core::aws::answer_or_none(
+        format!("GetFunctionConfiguration {name}"),
+        lambda
+            .get_function_configuration()
+            .function_name(name)
+            .send(),
+        |e| e.is_resource_not_found_exception(),
+    )
+    .await
+}
+
 /// Takes a function out of the VPC (an empty `VpcConfig`): a teardown does this before it
 /// deletes the subnets and the group, which Lambda's network interfaces would otherwise
 /// hold (Lambda releases them minutes after the update). Returns whether it changed
 /// anything; a function that no longer exists is already out.
 pub async fn detach(lambda: &aws_sdk_lambda::Client, name: &str) -> Result<bool> {
-    let config = match lambda
-        .get_function_configuration()
-        .function_name(name)
-        .send()
-        .await
-    {
-        Ok(config) => config,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception()) =>
-        {
-            return Ok(false);
-        }
-        Err(e) => return Err(Error::aws(format!("GetFunctionConfiguration {name}"), e)),
+    let Some(config) = function_configuration(lambda, name).await? else {
+        return Ok(false);
     };
     let in_vpc = config
         .vpc_config()

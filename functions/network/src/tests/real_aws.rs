@@ -112,16 +112,19 @@ async fn a_nat_gateway_is_created_with_a_token_that_is_stable_and_follows_its_in
 
 #[tokio::test]
 async fn a_token_answered_with_a_deleted_gateway_is_followed_by_a_fresh_one() {
-    let tokens = Tokens::default();
-    let replay = create_nat(&tokens, NatGatewayState::Deleted);
-    let mut rules = existing_network(foreign_nat());
-    rules.push(allocate("eipalloc-1"));
-    let deps = run_with(&rules, &[&replay]);
-    let out = handle(&deps, event()).await.expect("network");
-    let sent = tokens.all();
-    assert_eq!(sent.len(), 2, "{sent:?}");
-    assert_ne!(sent[0], sent[1]);
-    assert_eq!(out["nat_gateway_ids"], json!(["nat-2"]), "{out}");
+    // A failed gateway stays `failed` for about an hour and is what the token answers too.
+    for dead in [NatGatewayState::Deleted, NatGatewayState::Failed] {
+        let tokens = Tokens::default();
+        let replay = create_nat(&tokens, dead.clone());
+        let mut rules = existing_network(foreign_nat());
+        rules.push(allocate("eipalloc-1"));
+        let deps = run_with(&rules, &[&replay]);
+        let out = handle(&deps, event()).await.expect("network");
+        let sent = tokens.all();
+        assert_eq!(sent.len(), 2, "{dead:?}: {sent:?}");
+        assert_ne!(sent[0], sent[1]);
+        assert_eq!(out["nat_gateway_ids"], json!(["nat-2"]), "{dead:?}: {out}");
+    }
 }
 
 #[tokio::test]
