@@ -18,6 +18,9 @@ const STACK_PARAMETERS: &[&str] = &[
     "ArtifactPrefix",
     "FunctionArchitecture",
     "OrganizationTrailArn",
+    "KeysCheckSchedule",
+    "SecretsRotationSchedule",
+    "RestoreTestSchedule",
 ];
 /// Spec parameters the stack fills from a pseudo parameter instead of asking.
 const PSEUDO_SPEC_PARAMETERS: &[(&str, &str)] = &[("Region", "${AWS::Region}")];
@@ -25,7 +28,13 @@ const PSEUDO_SPEC_PARAMETERS: &[(&str, &str)] = &[("Region", "${AWS::Region}")];
 const STORE_DELETES: &[&str] = &["release_lock", "forget_resource"];
 /// Deletes a role holds that AWS makes with it, not the function's code: Lambda removes
 /// an in-VPC function's network interfaces with the function's own role.
-const DELETES_BY_AWS: &[(&str, &str)] = &[("workloads", "ec2:DeleteNetworkInterface")];
+const DELETES_BY_AWS: &[(&str, &str)] = &[
+    ("workloads", "ec2:DeleteNetworkInterface"),
+    ("verifier", "ec2:DeleteNetworkInterface"),
+    // S3 checks these per key of a DeleteObjects (`.delete_objects()`) call.
+    ("teardown", "s3:DeleteObject"),
+    ("teardown", "s3:DeleteObjectVersion"),
+];
 /// Functions that need no state table, and why.
 const STATELESS_FUNCTIONS: &[(&str, &str)] = &[(
     "launch",
@@ -141,13 +150,18 @@ fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
         // role ARNs that get Kubernetes access; for the workloads step the permissions
         // boundary of the role it makes; for the storage step the organisation trail it uses
         // instead of its own, if any; for the network step the functions it places in
-        // the VPC).
-        const ALLOWED: [&str; 5] = [
+        // the VPC; for the verifier the path of the CA bundle in its package; for the
+        // control function its deployment and the provision state machine it starts when
+        // ACM issues the certificate a run waited for).
+        const ALLOWED: [&str; 8] = [
             "APIARY_TABLE",
             "APIARY_KUBERNETES_ADMIN_ROLE_ARNS",
             "APIARY_PERMISSIONS_BOUNDARY_ARN",
             "APIARY_ORGANIZATION_TRAIL_ARN",
             "APIARY_IN_VPC_FUNCTIONS",
+            "APIARY_DATABASE_CA_BUNDLE",
+            "APIARY_DEPLOYMENT",
+            "APIARY_PROVISION_STATE_MACHINE_ARN",
         ];
         let variables = props["Environment"]["Variables"].as_object();
         let names: Vec<&str> = variables
@@ -242,7 +256,17 @@ fn check_state_machines(template: &Value, files: &BTreeMap<String, String>) -> V
                     Some(f) if functions.contains(f) => {
                         invoked.insert(f.to_owned());
                     }
-                    _ => problems.push(format!("{id}: {name} is not the Arn of a template Lambda")),
+                    _ => match version_of(template, value) {
+                        // A published version: the role needs `<arn>:*`, and the plain
+                        // ARN for executions started before the function had versions.
+                        Ok(f) if functions.contains(f) => {
+                            invoked.insert(f.to_owned());
+                            invoked.insert(format!("{f}:*"));
+                        }
+                        Ok(_) => problems
+                            .push(format!("{id}: {name} is not the Arn of a template Lambda")),
+                        Err(problem) => problems.push(format!("{id}: {name}: {problem}")),
+                    },
                 }
             }
         }
@@ -277,6 +301,29 @@ fn check_state_machines(template: &Value, files: &BTreeMap<String, String>) -> V
     problems
 }
 
+/// The function behind `{Ref: <Name>Version}`: an `AWS::Lambda::Version` of a template
+/// Lambda, kept (Retain) when replaced or deleted, since running executions may still
+/// call it.
+fn version_of<'a>(template: &'a Value, value: &Value) -> Result<&'a str, String> {
+    let Some(id) = value.get("Ref").and_then(Value::as_str) else {
+        return Err("neither a function's Arn nor a Ref to its version".to_owned());
+    };
+    let version = &template["Resources"][id];
+    if version["Type"] != "AWS::Lambda::Version" {
+        return Err(format!("{id} is not an AWS::Lambda::Version"));
+    }
+    if version["DeletionPolicy"] != "Retain" || version["UpdateReplacePolicy"] != "Retain" {
+        return Err(format!(
+            "{id} must be retained (DeletionPolicy and UpdateReplacePolicy Retain): running \
+             executions call it after an update"
+        ));
+    }
+    version["Properties"]["FunctionName"]["Ref"]
+        .as_str()
+        .ok_or_else(|| format!("{id}: FunctionName is not a Ref to a template Lambda"))
+}
+
+/// What a role may invoke: `F` for a function's ARN, `F:*` for its versions.
 fn invoke_targets(role: &Value) -> BTreeSet<String> {
     statements(role)
         .into_iter()
@@ -285,7 +332,13 @@ fn invoke_targets(role: &Value) -> BTreeSet<String> {
             Value::Array(items) => items.clone(),
             one => vec![one.clone()],
         })
-        .filter_map(|r| get_att_arn(&r).map(str::to_owned))
+        .filter_map(|r| {
+            get_att_arn(&r).map(str::to_owned).or_else(|| {
+                let text = r.get("Fn::Sub")?.as_str()?;
+                let function = text.strip_prefix("${")?.strip_suffix(".Arn}:*")?;
+                Some(format!("{function}:*"))
+            })
+        })
         .collect()
 }
 
@@ -747,6 +800,33 @@ fn the_checks_catch_a_broken_template() {
 }
 
 #[test]
+fn a_state_machine_calls_only_retained_versions_its_role_may_invoke() {
+    let template = serde_json::json!({"Resources": {
+        "KeysVersion": {"Type": "AWS::Lambda::Version", "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {"FunctionName": {"Ref": "KeysFunction"}}},
+        "LooseVersion": {"Type": "AWS::Lambda::Version",
+            "Properties": {"FunctionName": {"Ref": "KeysFunction"}}},
+    }});
+    assert_eq!(
+        version_of(&template, &serde_json::json!({"Ref": "KeysVersion"})),
+        Ok("KeysFunction")
+    );
+    let loose = version_of(&template, &serde_json::json!({"Ref": "LooseVersion"})).unwrap_err();
+    assert!(loose.contains("must be retained"), "{loose}");
+    let other = version_of(&template, &serde_json::json!({"Ref": "KeysFunction"})).unwrap_err();
+    assert!(other.contains("is not an AWS::Lambda::Version"), "{other}");
+    let role = serde_json::json!({"Properties": {"Policies": [{"PolicyDocument": {"Statement": [
+        {"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [
+            {"Fn::GetAtt": ["KeysFunction", "Arn"]},
+            {"Fn::Sub": "${KeysFunction.Arn}:*"}]}]}}]}});
+    assert_eq!(
+        invoke_targets(&role),
+        BTreeSet::from(["KeysFunction".to_owned(), "KeysFunction:*".to_owned()])
+    );
+}
+
+#[test]
 fn operation_names_map_to_sdk_methods() {
     assert_eq!(snake_case("DeleteDBInstance"), "delete_db_instance");
     assert_eq!(snake_case("ScheduleKeyDeletion"), "schedule_key_deletion");
@@ -756,5 +836,73 @@ fn operation_names_map_to_sdk_methods() {
     assert!(
         code.contains("a()") && code.contains("c()") && !code.contains("b()"),
         "{code}"
+    );
+}
+
+/// The KMS actions that change a key (its policy, its state, its rotation) are never
+/// granted by IAM to a role of the stack: a role that creates tagged keys needs
+/// `kms:TagResource` on every key of the account, so it could tag anyone's key as the
+/// deployment's, and a tag-conditioned IAM grant would then reach that key. Each
+/// deployment key's own policy grants them to the function roles by name
+/// (`keys::KEY_POLICY_GRANTS`, checked in the keys function's tests).
+fn check_key_changes_not_in_iam(template: &Value) -> Vec<String> {
+    const KEY_CHANGES: &[&str] = &[
+        "kms:PutKeyPolicy",
+        "kms:ScheduleKeyDeletion",
+        "kms:CancelKeyDeletion",
+        "kms:DisableKey",
+        "kms:EnableKey",
+        "kms:EnableKeyRotation",
+        "kms:DisableKeyRotation",
+        "kms:RotateKeyOnDemand",
+        "kms:UntagResource",
+        "kms:UpdateKeyDescription",
+        "kms:ReplicateKey",
+    ];
+    let mut problems = Vec::new();
+    for (id, role) in resources(template, "AWS::IAM::Role") {
+        for statement in statements(role) {
+            if statement["Effect"] != "Allow" {
+                continue;
+            }
+            for action in actions(statement) {
+                let granted = KEY_CHANGES.iter().any(|change| {
+                    action == *change
+                        || action
+                            .strip_suffix('*')
+                            .is_some_and(|prefix| change.starts_with(prefix))
+                });
+                if granted {
+                    problems.push(format!(
+                        "{id}: grants {action} through IAM; a key's own policy must grant it"
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn no_role_changes_keys_through_iam() {
+    assert_none(
+        "key changes granted by IAM",
+        check_key_changes_not_in_iam(&template()),
+    );
+    // The check can fail: a template granting PutKeyPolicy by tag is caught.
+    let mut broken = template();
+    let keys_role = broken["Resources"]["KeysRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        ["Statement"]
+        .as_array_mut()
+        .expect("the keys role has statements");
+    keys_role.push(serde_json::json!({
+        "Effect": "Allow", "Action": ["kms:PutKeyPolicy"], "Resource": "*",
+        "Condition": {"StringEquals": {"aws:ResourceTag/apiary:deployment": "acme"}}
+    }));
+    let problems = check_key_changes_not_in_iam(&broken);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("KeysRole: grants kms:PutKeyPolicy"),
+        "{problems:?}"
     );
 }

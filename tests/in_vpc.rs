@@ -85,9 +85,15 @@ async fn provision_places_the_workloads_function_in_the_private_subnets() {
     assert!(control_plane.starts_with("sg-"), "{network:?}");
     let private: BTreeSet<String> = network.private_subnet_ids().into_iter().collect();
 
-    // The function: in the private subnets, with the control plane's group only.
+    // The functions: in the private subnets, with the control plane's group only.
     let functions = in_vpc_functions(&name);
-    assert_eq!(functions, [format!("apiary-{name}-workloads")]);
+    assert_eq!(
+        functions,
+        [
+            format!("apiary-{name}-workloads"),
+            format!("apiary-{name}-verifier")
+        ]
+    );
     let lambda = aws_sdk_lambda::Client::new(&config);
     let read = |function: String| {
         let lambda = lambda.clone();
@@ -110,9 +116,14 @@ async fn provision_places_the_workloads_function_in_the_private_subnets() {
             (subnets, groups)
         }
     };
-    let (subnets, groups) = read(functions[0].clone()).await;
-    assert_eq!(subnets, private, "attached to the private subnets");
-    assert_eq!(groups, std::slice::from_ref(&control_plane));
+    for function in &functions {
+        let (subnets, groups) = read(function.clone()).await;
+        assert_eq!(
+            subnets, private,
+            "{function} attached to the private subnets"
+        );
+        assert_eq!(groups, std::slice::from_ref(&control_plane), "{function}");
+    }
 
     // The groups: the cluster admits the control plane on 443, the data stores on their
     // ports; the control plane sends HTTPS and no longer everything everywhere.

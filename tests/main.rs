@@ -1,6 +1,7 @@
 //! Every end-to-end test, in one binary (see Cargo.toml for why). A new test file is a
 //! new `mod` line here; `every_test_file_is_compiled` fails when one is missing.
 
+mod backup;
 mod bootstrap;
 mod bootstrap_stack;
 mod clients;
@@ -10,10 +11,13 @@ mod iam;
 mod in_vpc;
 mod launch;
 mod network;
+mod operate;
 mod package;
 mod provision;
+mod publish;
 mod storage;
 mod store;
+mod teardown;
 
 /// The modules above, as written; checked against the files on disk.
 const MODULES: &str = include_str!("main.rs");

@@ -167,12 +167,13 @@ async fn network_is_complete_and_idempotent() {
         }
     };
     let alb = sg(first["security_groups"]["alb"].as_str().unwrap()).await;
-    let https = alb
-        .ip_permissions()
-        .iter()
-        .find(|p| p.from_port() == Some(443))
-        .expect("443 rule");
-    assert_eq!(https.ip_ranges()[0].cidr_ip(), Some("203.0.113.0/24"));
+    assert_eq!(
+        ingress_sources(&alb),
+        [
+            format!("tcp 443 {cidr}"),
+            "tcp 443 203.0.113.0/24".to_owned()
+        ]
+    );
     let databases = sg(first["security_groups"]["databases"].as_str().unwrap()).await;
     let cluster_sg = first["security_groups"]["cluster"].as_str().unwrap();
     let mut ports: Vec<i32> = databases
@@ -204,6 +205,94 @@ async fn network_is_complete_and_idempotent() {
     );
     let resources = recorder.resources.lock().unwrap();
     assert_eq!(resources.iter().filter(|r| r.kind == "ec2:vpc").count(), 1);
+}
+
+/// Every ingress rule of a group, one line per source: `tcp 443 10.0.0.0/16`.
+fn ingress_sources(group: &aws_sdk_ec2::types::SecurityGroup) -> Vec<String> {
+    let mut lines = Vec::new();
+    for p in group.ip_permissions() {
+        let head = format!(
+            "{} {}",
+            p.ip_protocol().unwrap_or_default(),
+            p.from_port().unwrap_or(-1)
+        );
+        for range in p.ip_ranges() {
+            lines.push(format!("{head} {}", range.cidr_ip().unwrap_or_default()));
+        }
+        for pair in p.user_id_group_pairs() {
+            lines.push(format!("{head} {}", pair.group_id().unwrap_or_default()));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// A network removed from `ingress_cidrs` is revoked on the next run, and a rule added
+/// by hand to the load balancer's group is taken away: the group admits the VPC and the
+/// spec's networks and nothing else.
+#[tokio::test]
+async fn the_load_balancer_admits_exactly_the_vpc_and_the_specs_networks() {
+    let config = sdk_config().await;
+    let name = unique_name("ingress");
+    let cidr = unique_cidr(&config).await;
+    let with = |cidrs: Value| {
+        let mut spec = spec(&name, &cidr, "single");
+        spec["network"]["ingress_cidrs"] = cidrs;
+        Arc::new(MemoryRecorder::with(&spec, &json!({})))
+    };
+    let deps = network::Deps::new(&config, with(json!(["203.0.113.0/24", "198.51.100.0/24"])));
+    let first = network::handle(&deps, event(&name))
+        .await
+        .expect("first ensure");
+    let alb_id = first["security_groups"]["alb"].as_str().unwrap().to_owned();
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let alb = || async {
+        ec2.describe_security_groups()
+            .group_ids(&alb_id)
+            .send()
+            .await
+            .unwrap()
+            .security_groups()[0]
+            .clone()
+    };
+    assert_eq!(
+        ingress_sources(&alb().await),
+        [
+            format!("tcp 443 {cidr}"),
+            "tcp 443 198.51.100.0/24".to_owned(),
+            "tcp 443 203.0.113.0/24".to_owned()
+        ]
+    );
+    // Someone opens SSH by hand.
+    ec2.authorize_security_group_ingress()
+        .group_id(&alb_id)
+        .ip_protocol("tcp")
+        .from_port(22)
+        .to_port(22)
+        .cidr_ip("0.0.0.0/0")
+        .send()
+        .await
+        .unwrap();
+
+    let deps = network::Deps::new(&config, with(json!(["203.0.113.0/24"])));
+    network::handle(&deps, event(&name))
+        .await
+        .expect("second ensure");
+    assert_eq!(
+        ingress_sources(&alb().await),
+        [
+            format!("tcp 443 {cidr}"),
+            "tcp 443 203.0.113.0/24".to_owned()
+        ]
+    );
+    let third = network::handle(&deps, event(&name))
+        .await
+        .expect("third ensure");
+    assert_eq!(
+        third["created"],
+        json!([]),
+        "nothing left to change: {third}"
+    );
 }
 
 #[tokio::test]

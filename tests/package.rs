@@ -225,11 +225,29 @@ async fn packages_every_artifact_the_template_reads_and_repackages_nothing() {
         let written = std::fs::read(out.join(format!("{function}.zip"))).expect("zip in --out");
         assert_eq!(written, zip, "{function}: --out holds the uploaded zip");
     }
-    // The template and the state machines byte for byte.
-    let template = std::fs::read(root().join("infra-bootstrap/bootstrap.yaml")).unwrap();
+    // The template (its Release mapping naming this bucket for this region, nothing
+    // else changed) and the state machines byte for byte.
+    let repository =
+        std::fs::read_to_string(root().join("infra-bootstrap/bootstrap.yaml")).unwrap();
+    let buckets = BTreeMap::from([(REGION.to_owned(), bucket.clone())]);
+    let template = apiary::publish::template::release_template(
+        &repository,
+        &apiary::publish::template::Release {
+            buckets: &buckets,
+            prefix: None,
+            arch: None,
+        },
+    )
+    .expect("the release template")
+    .into_bytes();
     assert_eq!(
         body(&s3, &bucket, &format!("{prefix}bootstrap.yaml")).await,
         template
+    );
+    assert_eq!(
+        apiary::publish::template::release_buckets(std::str::from_utf8(&template).unwrap())
+            .unwrap(),
+        buckets
     );
     for machine in &machines {
         let file = std::fs::read(root().join("statemachines").join(machine)).unwrap();

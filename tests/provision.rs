@@ -1,33 +1,15 @@
 //! The provision workflow end to end: `statemachines/provision.asl.json` in the embedded
 //! engine, every handler in-process, against the AWS emulator.
 
-use apiary::local::{LocalEnv, summarize};
+use apiary::local::summarize;
 use apiary_asl::{ExecutionResult, ExecutionStatus};
 use apiary_core::store::{DeploymentStatus, Store};
-use apiary_e2e::{REGION, sdk_config, unique_cidr, unique_name};
+use apiary_e2e::{Local as Fixture, REGION, sdk_config, unique_cidr, unique_name};
 use aws_sdk_ec2::types::Filter;
 use serde_json::{Value, json};
 
-struct Fixture {
-    env: LocalEnv,
-    store: Store,
-    root: std::path::PathBuf,
-}
-
 async fn fixture() -> Fixture {
-    let config = sdk_config().await;
-    let store = Store::new(
-        aws_sdk_dynamodb::Client::new(&config),
-        "apiary-test-provision",
-    );
-    store.ensure_table().await.expect("table");
-    let state_dir = std::env::temp_dir().join(format!("apiary-provision-{}", std::process::id()));
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    Fixture {
-        env: LocalEnv::new(config, store.clone(), state_dir, None),
-        store,
-        root,
-    }
+    Fixture::new("apiary-test-provision").await
 }
 
 async fn spec(name: &str) -> Value {
@@ -38,24 +20,6 @@ async fn spec(name: &str) -> Value {
         "dns": {"domain": format!("{name}.example.com")},
         "network": {"vpc_cidr": unique_cidr(&config).await, "ingress_cidrs": ["203.0.113.0/24"]},
     })
-}
-
-async fn provision(f: &Fixture, spec: &Value, run: &str) -> ExecutionResult {
-    let machine = f
-        .env
-        .load(&f.root, "provision")
-        .expect("provision.asl.json loads");
-    let name = spec["name"].as_str().unwrap();
-    f.env
-        .run(
-            &machine,
-            "provision",
-            name,
-            json!({"spec": spec}),
-            format!("{name}-{run}"),
-            None,
-        )
-        .await
 }
 
 /// The steps of one execution that created something, from the journal (every step
@@ -77,7 +41,7 @@ async fn provision_builds_every_layer_then_converges_without_changes() {
     let name = unique_name("prov");
     let spec = spec(&name).await;
 
-    let first = provision(&f, &spec, "1").await;
+    let first = f.provision(&spec, "1").await;
     assert_eq!(
         first.status,
         ExecutionStatus::Succeeded,
@@ -206,7 +170,7 @@ async fn provision_builds_every_layer_then_converges_without_changes() {
     assert_eq!(db.max_allocated_storage(), Some(1000));
 
     // Second run: the same inventory, nothing created.
-    let second = provision(&f, &spec, "2").await;
+    let second = f.provision(&spec, "2").await;
     assert_eq!(
         second.status,
         ExecutionStatus::Succeeded,
@@ -243,7 +207,7 @@ async fn a_bad_spec_is_rejected_before_anything_is_made() {
     let f = fixture().await;
     let name = unique_name("bad");
     let spec = json!({"name": name, "network": {"vpc_cidr": "10.0.0.0/8", "az_count": 7}});
-    let result = provision(&f, &spec, "1").await;
+    let result = f.provision(&spec, "1").await;
     assert_eq!(result.status, ExecutionStatus::Failed);
     assert_eq!(result.error.as_deref(), Some("Apiary.InvalidSpec"));
     let cause = result.cause.unwrap();
@@ -285,7 +249,7 @@ async fn a_second_provision_fails_fast_while_the_first_holds_the_lock() {
         .acquire_lock(&name, "another-execution", chrono::Duration::hours(1), now)
         .await
         .unwrap();
-    let result = provision(&f, &spec, "1").await;
+    let result = f.provision(&spec, "1").await;
     assert_eq!(result.status, ExecutionStatus::Failed);
     assert_eq!(result.error.as_deref(), Some("Apiary.Conflict"));
     assert!(
@@ -325,7 +289,7 @@ async fn a_failed_layer_is_named_releases_the_lock_and_a_rerun_converges() {
     let blocker = ec2.create_vpc().cidr_block(cidr).send().await.unwrap();
     let blocker = blocker.vpc().unwrap().vpc_id().unwrap().to_owned();
 
-    let failed = provision(&f, &spec, "1").await;
+    let failed = f.provision(&spec, "1").await;
     assert_eq!(failed.status, ExecutionStatus::Failed);
     assert_eq!(failed.error.as_deref(), Some("Apiary.InvalidSpec"));
     assert!(
@@ -363,7 +327,7 @@ async fn a_failed_layer_is_named_releases_the_lock_and_a_rerun_converges() {
 
     // Fix the cause, run again: it converges and reuses the keys made before.
     ec2.delete_vpc().vpc_id(&blocker).send().await.unwrap();
-    let second = provision(&f, &spec, "2").await;
+    let second = f.provision(&spec, "2").await;
     assert_eq!(
         second.status,
         ExecutionStatus::Succeeded,
@@ -551,7 +515,7 @@ async fn a_timed_out_run_releases_its_lock_and_records_its_end() {
     assert_eq!(record.status, DeploymentStatus::Failed);
 
     // The next run takes the lock at once and converges.
-    let next = provision(&f, &spec, "after-timeout").await;
+    let next = f.provision(&spec, "after-timeout").await;
     assert_eq!(
         next.status,
         ExecutionStatus::Succeeded,

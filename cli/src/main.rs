@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod asl;
 mod local_cmd;
 mod package_cmd;
+mod publish_cmd;
 mod spec;
 mod status_cmd;
 mod workflows_cmd;
@@ -47,6 +48,9 @@ enum Command {
     /// Build the functions for Lambda, upload them with the state machines and the
     /// template to S3, and print the console link that creates the stack
     Package(package_cmd::PackageArgs),
+    /// Publish one packaged build as an immutable release to an artifact bucket per
+    /// region, and write the customers' launch links and launch.html
+    Publish(publish_cmd::PublishArgs),
     /// Show a deployment's status, lock holder, last journal entry per layer and pending
     /// DNS validation records, from the state table (locally or on AWS)
     Status(status_cmd::StatusArgs),
@@ -61,6 +65,7 @@ async fn main() -> ExitCode {
         Command::Local { command } => local_cmd::run(command).await,
         Command::Workflows { command } => workflows_cmd::run(command),
         Command::Package(args) => package_cmd::run(args).await,
+        Command::Publish(args) => publish_cmd::run(args).await,
         Command::Status(args) => status_cmd::run(args).await,
     };
     match result {

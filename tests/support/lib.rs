@@ -169,3 +169,67 @@ pub fn function_crates() -> std::collections::BTreeSet<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect()
 }
+
+/// A local environment for running whole workflows: the state table `table` on the
+/// emulator, the repository's state machine files, and every function in-process. The
+/// one way the end-to-end tests run a workflow.
+pub struct Local {
+    pub env: apiary::local::LocalEnv,
+    pub store: apiary_core::store::Store,
+    pub root: std::path::PathBuf,
+    pub config: SdkConfig,
+}
+
+impl Local {
+    /// The environment over state table `table` (made if missing), its local state in a
+    /// folder of this process named after the table.
+    pub async fn new(table: &str) -> Local {
+        let config = sdk_config().await;
+        let store =
+            apiary_core::store::Store::new(apiary_core::client!(aws_sdk_dynamodb, &config), table);
+        store.ensure_table().await.expect("state table");
+        let state_dir = std::env::temp_dir().join(format!("{table}-{}", std::process::id()));
+        Local {
+            env: apiary::local::LocalEnv::new(config.clone(), store.clone(), state_dir, None),
+            store,
+            root: repo_root(),
+            config,
+        }
+    }
+
+    /// Runs `statemachines/<workflow>.asl.json` for deployment `name` with `input`, as
+    /// execution `<name>-<run>`.
+    pub async fn run(
+        &self,
+        workflow: &str,
+        name: &str,
+        input: serde_json::Value,
+        run: &str,
+    ) -> apiary_asl::ExecutionResult {
+        let machine = self
+            .env
+            .load(&self.root, workflow)
+            .unwrap_or_else(|e| panic!("{workflow}.asl.json loads: {e}"));
+        self.env
+            .run(
+                &machine,
+                workflow,
+                name,
+                input,
+                format!("{name}-{run}"),
+                None,
+            )
+            .await
+    }
+
+    /// Runs provision with `spec` (whose name names the deployment).
+    pub async fn provision(
+        &self,
+        spec: &serde_json::Value,
+        run: &str,
+    ) -> apiary_asl::ExecutionResult {
+        let name = spec["name"].as_str().expect("the spec has a name");
+        self.run("provision", name, serde_json::json!({ "spec": spec }), run)
+            .await
+    }
+}

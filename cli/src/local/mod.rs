@@ -96,6 +96,11 @@ impl LocalEnv {
             keys::handle
         );
         register!(
+            "backup",
+            backup::Deps::new(config, recorder.clone()),
+            backup::handle
+        );
+        register!(
             "network",
             network::Deps::new(config, recorder.clone())
                 .with_in_vpc_functions(stand_ins::in_vpc_functions(deployment)),
@@ -121,6 +126,24 @@ impl LocalEnv {
             "workloads",
             workloads::Deps::new(config, recorder.clone(), kube),
             workloads::handle
+        );
+        // Locally the emulated databases have no server behind them: the verifier
+        // reports that a sentinel was not written and a restore not checked.
+        register!(
+            "verifier",
+            verifier::Deps::local(recorder.clone()),
+            verifier::handle
+        );
+        register!(
+            "teardown",
+            teardown::Deps::new(config, recorder.clone())
+                .with_in_vpc_functions(stand_ins::in_vpc_functions(deployment)),
+            teardown::handle
+        );
+        register!(
+            "operate",
+            operate::Deps::new(config, recorder.clone()),
+            operate::handle
         );
         registry
     }

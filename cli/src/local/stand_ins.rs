@@ -13,7 +13,7 @@ use apiary_core::naming::Names;
 use aws_config::SdkConfig;
 
 /// The functions the stack runs inside the VPC, by crate name.
-pub const IN_VPC: &[&str] = &["workloads"];
+pub const IN_VPC: &[&str] = &["workloads", "verifier"];
 
 /// The role every stand-in names: the emulator requires an existing one.
 const ROLE: &str = "apiary-local-stand-in";

@@ -231,10 +231,18 @@ pub async fn package_with(
             file.text.clone().into_bytes(),
         ));
     }
-    artifacts.push(Artifact::new(
-        TEMPLATE_KEY,
-        plan.template.clone().into_bytes(),
-    ));
+    // The template's Release mapping names this bucket for this region: a stack in a
+    // region the published releases do not cover still resolves its (unused) mapping.
+    let buckets = std::collections::BTreeMap::from([(region.clone(), options.bucket.clone())]);
+    let template = crate::publish::template::release_template(
+        &plan.template,
+        &crate::publish::template::Release {
+            buckets: &buckets,
+            prefix: None,
+            arch: None,
+        },
+    )?;
+    artifacts.push(Artifact::new(TEMPLATE_KEY, template.into_bytes()));
 
     // 4. Upload under the prefix, the template last.
     let prefix = match &options.prefix {
@@ -290,6 +298,16 @@ enum Bootstraps {
 
 /// The AWS settings from the environment, with `--region` and `--endpoint` on top.
 fn settings(options: &Options, env: &dyn Env) -> AwsSettings {
+    aws_settings(env, options.region.as_deref(), options.endpoint.as_deref())
+}
+
+/// The AWS settings from `env`, with a region and an endpoint given on the command line
+/// on top.
+pub(crate) fn aws_settings(
+    env: &dyn Env,
+    region: Option<&str>,
+    endpoint: Option<&str>,
+) -> AwsSettings {
     struct Overrides<'a> {
         env: &'a dyn Env,
         region: Option<&'a str>,
@@ -307,13 +325,13 @@ fn settings(options: &Options, env: &dyn Env) -> AwsSettings {
     }
     AwsSettings::from_env(&Overrides {
         env,
-        region: options.region.as_deref(),
-        endpoint: options.endpoint.as_deref(),
+        region,
+        endpoint,
     })
 }
 
 /// The cargo target directory: `CARGO_TARGET_DIR`, else `<root>/target`.
-fn target_dir(root: &Path, env: &dyn Env) -> PathBuf {
+pub(crate) fn target_dir(root: &Path, env: &dyn Env) -> PathBuf {
     match env.var("CARGO_TARGET_DIR") {
         Some(dir) => root.join(dir),
         None => root.join("target"),
@@ -321,7 +339,7 @@ fn target_dir(root: &Path, env: &dyn Env) -> PathBuf {
 }
 
 /// `DIR/<function>/bootstrap` for every function, each checked for `arch`.
-fn read_bootstraps(
+pub(crate) fn read_bootstraps(
     dir: &Path,
     functions: &[String],
     arch: Arch,

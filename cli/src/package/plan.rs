@@ -28,6 +28,27 @@ pub const ARTIFACT_PARAMETERS: [&str; 3] =
 /// Fixed text in front of every artifact key in the template.
 const PREFIX_REFERENCE: &str = "${ArtifactPrefix}";
 
+/// The condition that is true when `ArtifactBucket` is empty: the stack installs the
+/// published release, whose bucket in the stack's region the `Release` mapping names.
+pub const USE_RELEASE_ARTIFACTS: &str = "UseReleaseArtifacts";
+/// The mapping from region to the published release's bucket (`{Bucket: name}`).
+pub const RELEASE_MAPPING: &str = "Release";
+
+/// The one bucket expression every function's `Code.S3Bucket` and every state machine's
+/// `DefinitionS3Location.Bucket` uses: the release's bucket for the stack's region,
+/// unless `ArtifactBucket` overrides it.
+pub fn artifact_bucket_expression() -> Value {
+    serde_json::json!({"Fn::If": [
+        USE_RELEASE_ARTIFACTS,
+        {"Fn::FindInMap": [RELEASE_MAPPING, {"Ref": "AWS::Region"}, "Bucket"]},
+        {"Ref": ARTIFACT_BUCKET},
+    ]})
+}
+
+/// The same expression as the template writes it (its flow-style YAML).
+pub const ARTIFACT_BUCKET_YAML: &str = "{\"Fn::If\": [UseReleaseArtifacts, {\"Fn::FindInMap\": \
+    [Release, {Ref: \"AWS::Region\"}, Bucket]}, {Ref: ArtifactBucket}]}";
+
 /// The problems found, one per line; the error every check returns.
 #[derive(Debug)]
 pub struct Problems {
@@ -77,6 +98,8 @@ pub struct StateMachineFile {
 pub struct TemplateParameter {
     pub default: Option<String>,
     pub allowed_values: Option<Vec<String>>,
+    /// What the console shows under the parameter.
+    pub description: Option<String>,
 }
 
 /// Everything to package, read from the project.
@@ -209,6 +232,9 @@ fn template_parameters(
                     allowed_values: parameter["AllowedValues"]
                         .as_array()
                         .map(|values| values.iter().map(scalar_text).collect()),
+                    description: parameter["Description"]
+                        .as_str()
+                        .map(|d| d.trim().to_owned()),
                 },
             );
         }
@@ -309,6 +335,9 @@ fn artifact_reads(template: &Value, problems: &mut Vec<String>) -> ArtifactReads
                     )),
                 }
             }
+            // A version's description names its code's key, so that a new key publishes
+            // a new version; it reads nothing.
+            Some("AWS::Lambda::Version") => {}
             _ => {
                 let mut found = Vec::new();
                 find_prefix_references(resource, &mut found);
@@ -336,10 +365,10 @@ fn artifact_path(
     problems: &mut Vec<String>,
 ) -> Option<String> {
     let bucket = &location[bucket_field];
-    if bucket.get("Ref").and_then(Value::as_str) != Some(ARTIFACT_BUCKET) {
+    if *bucket != artifact_bucket_expression() {
         problems.push(format!(
-            "{TEMPLATE}: {id}: {property}.{bucket_field} must be {{Ref: {ARTIFACT_BUCKET}}}, \
-             is {bucket}"
+            "{TEMPLATE}: {id}: {property}.{bucket_field} must be {ARTIFACT_BUCKET_YAML} \
+             (the release's bucket unless ArtifactBucket is given), is {bucket}"
         ));
         return None;
     }
@@ -471,7 +500,7 @@ pub(crate) mod tests {
     pub(crate) fn lambda(id: &str, zip: &str) -> String {
         format!(
             "  {id}:\n    Type: AWS::Lambda::Function\n    Properties:\n      Code:\n        \
-             S3Bucket: {{Ref: ArtifactBucket}}\n        \
+             S3Bucket: {ARTIFACT_BUCKET_YAML}\n        \
              S3Key: {{\"Fn::Sub\": \"${{ArtifactPrefix}}functions/{zip}.zip\"}}\n"
         )
     }
@@ -479,7 +508,7 @@ pub(crate) mod tests {
     pub(crate) fn machine(id: &str, file: &str) -> String {
         format!(
             "  {id}:\n    Type: AWS::StepFunctions::StateMachine\n    Properties:\n      \
-             DefinitionS3Location:\n        Bucket: {{Ref: ArtifactBucket}}\n        \
+             DefinitionS3Location:\n        Bucket: {ARTIFACT_BUCKET_YAML}\n        \
              Key: {{\"Fn::Sub\": \"${{ArtifactPrefix}}statemachines/{file}\"}}\n      \
              DefinitionSubstitutions:\n        KeysFunctionArn: {{\"Fn::GetAtt\": [KeysFunction, Arn]}}\n"
         )
@@ -621,7 +650,7 @@ pub(crate) mod tests {
     fn keys_outside_the_layout_or_bucket_are_refused() {
         let fixture = consistent();
         let other_bucket =
-            lambda("KeysFunction", "keys").replace("{Ref: ArtifactBucket}", "some-other-bucket");
+            lambda("KeysFunction", "keys").replace(ARTIFACT_BUCKET_YAML, "some-other-bucket");
         let nested = lambda("NetworkFunction", "network/v2");
         let layer = "  Layer:\n    Type: AWS::Lambda::LayerVersion\n    Properties:\n      \
                      Content: {S3Key: {\"Fn::Sub\": \"${ArtifactPrefix}layers/x.zip\"}}\n"
@@ -635,7 +664,7 @@ pub(crate) mod tests {
         let problems = problems(&fixture.root);
         let text = problems.join("\n");
         assert!(
-            text.contains("KeysFunction: Code.S3Bucket must be {Ref: ArtifactBucket}"),
+            text.contains("KeysFunction: Code.S3Bucket must be {\"Fn::If\""),
             "{text}"
         );
         assert!(

@@ -16,34 +16,11 @@ use sha2::{Digest, Sha256};
 /// Fails unless `bucket` exists and is in `region`: Lambda reads function code only
 /// from a bucket in the function's own region.
 pub async fn check_bucket(s3: &Client, bucket: &str, region: &str) -> anyhow::Result<()> {
-    let location = match s3.head_bucket().bucket(bucket).send().await {
-        Ok(output) => match output.bucket_region() {
-            Some(found) => found.to_owned(),
-            None => bucket_location(s3, bucket).await?,
-        },
-        Err(err) => {
-            // A bucket in another region answers 301 (or 400) with its region in a header.
-            let redirected = err
-                .raw_response()
-                .and_then(|r| r.headers().get("x-amz-bucket-region"))
-                .map(str::to_owned);
-            if let Some(service) = err.as_service_error()
-                && service.is_not_found()
-            {
-                bail!(
-                    "bucket {bucket} does not exist (or is not visible to these credentials); \
-                     create it in {region} first, e.g. `aws s3 mb s3://{bucket} --region {region}`"
-                );
-            }
-            match (redirected, err.raw_response().map(|r| r.status().as_u16())) {
-                (Some(found), _) if found != region => found,
-                (_, Some(403)) => bail!(
-                    "bucket {bucket}: access denied; these credentials need s3:ListBucket, \
-                     s3:GetObject and s3:PutObject on it"
-                ),
-                _ => bail!("bucket {bucket}: cannot check it: {}", sentence(&err)),
-            }
-        }
+    let Some(location) = bucket_region(s3, bucket, region).await? else {
+        bail!(
+            "bucket {bucket} does not exist (or is not visible to these credentials); \
+             create it in {region} first, e.g. `aws s3 mb s3://{bucket} --region {region}`"
+        );
     };
     if location != region {
         bail!(
@@ -53,6 +30,43 @@ pub async fn check_bucket(s3: &Client, bucket: &str, region: &str) -> anyhow::Re
         );
     }
     Ok(())
+}
+
+/// The region `bucket` is in, or `None` when there is no such bucket. A bucket that
+/// exists but refuses these credentials (another account's, since bucket names are
+/// global) is an error that says so. `region` is the one the client asks in.
+pub async fn bucket_region(
+    s3: &Client,
+    bucket: &str,
+    region: &str,
+) -> anyhow::Result<Option<String>> {
+    match s3.head_bucket().bucket(bucket).send().await {
+        Ok(output) => Ok(Some(match output.bucket_region() {
+            Some(found) => found.to_owned(),
+            None => bucket_location(s3, bucket).await?,
+        })),
+        Err(err) => {
+            // A bucket in another region answers 301 (or 400) with its region in a header.
+            let redirected = err
+                .raw_response()
+                .and_then(|r| r.headers().get("x-amz-bucket-region"))
+                .map(str::to_owned);
+            if let Some(service) = err.as_service_error()
+                && service.is_not_found()
+            {
+                return Ok(None);
+            }
+            match (redirected, err.raw_response().map(|r| r.status().as_u16())) {
+                (Some(found), _) if found != region => Ok(Some(found)),
+                (_, Some(403)) => bail!(
+                    "bucket {bucket}: access denied; either another account owns this name \
+                     (bucket names are global) or these credentials need s3:ListBucket, \
+                     s3:GetObject and s3:PutObject on it"
+                ),
+                _ => bail!("bucket {bucket}: cannot check it: {}", sentence(&err)),
+            }
+        }
+    }
 }
 
 /// GetBucketLocation, for an S3 that does not say the region in HeadBucket.
@@ -145,8 +159,7 @@ pub async fn upload(
     let mut changed = Vec::new();
     for artifact in artifacts {
         let key = format!("{prefix}{}", artifact.name);
-        let checksum = base64(&artifact.sha256());
-        let held = holds(s3, bucket, &key, &checksum, artifact.body.len()).await;
+        let held = holds(s3, bucket, &key, artifact).await;
         if held == Held::Other && artifact.name != mutable {
             changed.push(format!("s3://{bucket}/{key}"));
         }
@@ -168,39 +181,84 @@ pub async fn upload(
         let outcome = if held == Held::Same {
             Outcome::Unchanged
         } else {
-            s3.put_object()
-                .bucket(bucket)
-                .key(&key)
-                .content_type(artifact.content_type)
-                .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                .body(ByteStream::from(artifact.body.clone()))
-                .send()
-                .await
-                .map_err(|e| anyhow::anyhow!("uploading s3://{bucket}/{key}: {}", sentence(&e)))?;
+            put(s3, bucket, &key, artifact, Put::Always).await?;
             Outcome::Uploaded
         };
-        let verb = match outcome {
-            Outcome::Uploaded => "uploaded ",
-            Outcome::Unchanged => "unchanged",
-        };
-        writeln!(
-            log,
-            "  {verb} s3://{bucket}/{key} ({})",
-            human_size(artifact.body.len())
-        )
-        .context("writing progress")?;
-        done.push(Uploaded {
-            key,
-            size: artifact.body.len(),
-            outcome,
-        });
+        done.push(log_upload(log, bucket, key, artifact, outcome)?);
     }
     Ok(done)
 }
 
+/// Logs one object's outcome, and returns it.
+pub fn log_upload(
+    log: &mut dyn Write,
+    bucket: &str,
+    key: String,
+    artifact: &Artifact,
+    outcome: Outcome,
+) -> anyhow::Result<Uploaded> {
+    let verb = match outcome {
+        Outcome::Uploaded => "uploaded ",
+        Outcome::Unchanged => "unchanged",
+    };
+    writeln!(
+        log,
+        "  {verb} s3://{bucket}/{key} ({})",
+        human_size(artifact.body.len())
+    )
+    .context("writing progress")?;
+    Ok(Uploaded {
+        key,
+        size: artifact.body.len(),
+        outcome,
+    })
+}
+
+/// Whether a put may replace an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Always,
+    /// Only if no object has the key (`If-None-Match: *`): S3 refuses the put with 412
+    /// when one does, even if it was written a moment ago by someone else.
+    IfAbsent,
+}
+
+/// Puts one artifact with its SHA-256 checksum, which S3 verifies and keeps.
+pub async fn put(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    artifact: &Artifact,
+    mode: Put,
+) -> anyhow::Result<()> {
+    let mut request = s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type(artifact.content_type)
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .body(ByteStream::from(artifact.body.clone()));
+    if mode == Put::IfAbsent {
+        request = request.if_none_match("*");
+    }
+    match request.send().await {
+        Ok(_) => Ok(()),
+        Err(err)
+            if mode == Put::IfAbsent
+                && err.raw_response().map(|r| r.status().as_u16()) == Some(412) =>
+        {
+            bail!(
+                "s3://{bucket}/{key} appeared while this run was writing (another run of the \
+                 same version?); it was not overwritten"
+            )
+        }
+        Err(err) => bail!("uploading s3://{bucket}/{key}: {}", sentence(&err)),
+    }
+}
+
 /// What the bucket holds under a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Held {
+pub enum Held {
     /// Nothing we can see (no object, or no permission to look): put it.
     Nothing,
     /// Exactly these bytes.
@@ -209,7 +267,10 @@ enum Held {
     Other,
 }
 
-async fn holds(s3: &Client, bucket: &str, key: &str, checksum: &str, size: usize) -> Held {
+/// What `bucket` holds under `key`, compared with `artifact` by SHA-256 and size.
+pub async fn holds(s3: &Client, bucket: &str, key: &str, artifact: &Artifact) -> Held {
+    let checksum = base64(&artifact.sha256());
+    let size = artifact.body.len();
     match s3
         .head_object()
         .bucket(bucket)
@@ -219,7 +280,7 @@ async fn holds(s3: &Client, bucket: &str, key: &str, checksum: &str, size: usize
         .await
     {
         Ok(head)
-            if head.checksum_sha256() == Some(checksum)
+            if head.checksum_sha256() == Some(checksum.as_str())
                 && head.content_length() == i64::try_from(size).ok() =>
         {
             Held::Same

@@ -71,6 +71,93 @@ pub fn quick_create_url(
     url
 }
 
+/// Undoes [`encode_component`] (and any other percent-encoding); `None` for a broken
+/// escape or bytes that are not UTF-8.
+pub fn decode_component(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(at + 1..at + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            at += 3;
+        } else {
+            out.push(bytes[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A quick-create link taken apart: what [`quick_create_url`] put in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuickCreate {
+    pub region: String,
+    pub template_url: String,
+    pub stack_name: String,
+    pub parameters: Vec<(String, String)>,
+}
+
+/// Reads a quick-create link back, checking its shape: the region's console origin,
+/// `region=` the same region, the `#/stacks/quickcreate` page, a `templateURL`, a
+/// `stackName`, and only `param_<Name>` otherwise, each encoded once.
+pub fn parse_quick_create(url: &str) -> Result<QuickCreate, String> {
+    let (base, fragment) = url
+        .split_once('#')
+        .ok_or_else(|| format!("{url}: no #/stacks/quickcreate fragment"))?;
+    let (origin, query) = base
+        .split_once("/cloudformation/home?")
+        .ok_or_else(|| format!("{url}: not a CloudFormation console link"))?;
+    let region = query
+        .strip_prefix("region=")
+        .filter(|r| {
+            !r.is_empty()
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+        .ok_or_else(|| format!("{url}: the console query is not region=<region>"))?;
+    if origin != apiary_core::aws::console_origin(region) {
+        return Err(format!("{url}: {origin} is not the console of {region}"));
+    }
+    let fields = fragment
+        .strip_prefix("/stacks/quickcreate?")
+        .ok_or_else(|| format!("{url}: the fragment is not /stacks/quickcreate?..."))?;
+    let mut template_url = None;
+    let mut stack_name = None;
+    let mut parameters = Vec::new();
+    for field in fields.split('&') {
+        let (name, value) = field
+            .split_once('=')
+            .ok_or_else(|| format!("{url}: {field:?} is not name=value"))?;
+        if value.contains(['?', '#', '/', ' ', ':']) {
+            return Err(format!("{url}: the value of {name} is not encoded"));
+        }
+        let value =
+            decode_component(value).ok_or_else(|| format!("{url}: {name} has a broken escape"))?;
+        let slot = match name {
+            "templateURL" => &mut template_url,
+            "stackName" => &mut stack_name,
+            _ => {
+                let parameter = name
+                    .strip_prefix("param_")
+                    .ok_or_else(|| format!("{url}: unknown field {name}"))?;
+                parameters.push((parameter.to_owned(), value));
+                continue;
+            }
+        };
+        if slot.replace(value).is_some() {
+            return Err(format!("{url}: {name} is given twice"));
+        }
+    }
+    Ok(QuickCreate {
+        region: region.to_owned(),
+        template_url: template_url.ok_or_else(|| format!("{url}: no templateURL"))?,
+        stack_name: stack_name.ok_or_else(|| format!("{url}: no stackName"))?,
+        parameters,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +226,50 @@ mod tests {
         let fragment = url.split_once('#').unwrap().1;
         assert_eq!(fragment.matches('?').count(), 1);
         assert_eq!(fragment.matches('&').count(), 5);
+    }
+
+    #[test]
+    fn quick_create_links_read_back_as_they_were_made() {
+        let template = s3_object_url(
+            "acme-artifacts",
+            "eu-west-1",
+            "releases/1.0.0/bootstrap.yaml",
+        );
+        let parameters = vec![("Domain".to_owned(), "hh.example.com".to_owned())];
+        let url = quick_create_url("eu-west-1", &template, "apiary-honeyhive", &parameters);
+        assert_eq!(
+            parse_quick_create(&url).unwrap(),
+            QuickCreate {
+                region: "eu-west-1".into(),
+                template_url: template.clone(),
+                stack_name: "apiary-honeyhive".into(),
+                parameters,
+            }
+        );
+        assert_eq!(
+            decode_component(&encode_component("a/b c&é")).unwrap(),
+            "a/b c&é"
+        );
+        // A link for another region's console, an unencoded value, a missing field.
+        let wrong_console = url.replacen("eu-west-1.console", "us-east-1.console", 1);
+        assert!(
+            parse_quick_create(&wrong_console)
+                .unwrap_err()
+                .contains("not the console")
+        );
+        let raw = url.replace(&encode_component(&template), &template);
+        assert!(
+            parse_quick_create(&raw)
+                .unwrap_err()
+                .contains("not encoded")
+        );
+        let nameless = url.replace("&stackName=apiary-honeyhive", "");
+        assert!(
+            parse_quick_create(&nameless)
+                .unwrap_err()
+                .contains("no stackName")
+        );
+        assert!(parse_quick_create("https://example.com/").is_err());
     }
 
     #[test]

@@ -18,6 +18,10 @@ use crate::{
 
 /// EKS managed add-ons a node group's nodes need to become Ready.
 pub const NODEGROUP_ADDONS: [&str; 3] = ["vpc-cni", "kube-proxy", "coredns"];
+/// EKS add-ons the workloads need: the Kubernetes Metrics Server (an EKS community
+/// add-on), the source of the CPU and memory figures the ingestion
+/// HorizontalPodAutoscaler scales on; without it the autoscaler never scales.
+pub const CLUSTER_ADDONS: [&str; 1] = ["metrics-server"];
 const AMI_TYPE: AmiTypes = AmiTypes::Al2023X8664Standard;
 
 /// `ensure-nodegroup`: needs an ACTIVE cluster; makes the access entries, the add-ons and
@@ -38,7 +42,7 @@ pub(crate) async fn ensure(step: &Work<'_>, view: &mut View) -> Result<()> {
 
     view.access_entries = Some(access::ensure_all(step, node_role.arn()).await?);
     let mut addons = Vec::new();
-    for addon in NODEGROUP_ADDONS {
+    for addon in NODEGROUP_ADDONS.into_iter().chain(CLUSTER_ADDONS) {
         addons.push(ensure_addon(step, addon).await?);
     }
     view.addons = Some(addons);

@@ -7,6 +7,7 @@
 //! held lock only when its holder is not running ([`Runs`]), so two live runs never
 //! both hold it.
 
+pub mod certificate;
 mod cleanup;
 mod lock;
 mod runs;
@@ -27,7 +28,10 @@ use serde_json::{Map, Value};
 pub use cleanup::{
     Cleaned, DETAIL_TYPE, Ended, RunEnd, SOURCE, cleanup, deployment_of, parse_event, workflow_of,
 };
-pub use runs::{LocalRuns, Runs, StepFunctionsRuns, execution_name, is_execution_arn};
+pub use runs::{
+    LocalRuns, PROVISION_STATE_MACHINE_ENV, Runs, StepFunctionsRuns, execution_name,
+    is_execution_arn,
+};
 
 /// How long a lock lasts when its holder's liveness cannot be checked (a manual owner, a
 /// local run on another host): at least the longest workflow timeout, so that a live
@@ -42,24 +46,47 @@ pub const DEFAULT_WORKFLOW: &str = "provision";
 pub struct Deps {
     pub store: Store,
     pub runs: Arc<dyn Runs>,
+    /// The stack's deployment (`APIARY_DEPLOYMENT`): what an event that names no
+    /// deployment (ACM's certificate-issued event) is about.
+    pub deployment: Option<String>,
 }
 
 impl Deps {
     /// `runs`: [`StepFunctionsRuns`] in the Lambda, [`LocalRuns`] in local runs.
     pub fn new(store: Store, runs: Arc<dyn Runs>) -> Self {
-        Deps { store, runs }
+        Deps {
+            store,
+            runs,
+            deployment: None,
+        }
+    }
+
+    /// The deployment of the stack this function belongs to.
+    pub fn with_deployment(mut self, deployment: impl Into<String>) -> Self {
+        self.deployment = Some(deployment.into());
+        self
     }
 }
+
+/// The environment variable naming the stack's deployment.
+pub const DEPLOYMENT_ENV: &str = "APIARY_DEPLOYMENT";
 
 /// The control actions, as the state machines spell them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum ControlAction {
     #[serde(rename = "validate")]
     Validate,
+    /// A day-2 workflow's input, checked against the workflow's typed input
+    /// (`apiary_core::inputs`) for a deployment that has a record.
+    #[serde(rename = "validate-input")]
+    ValidateInput,
     #[serde(rename = "lock")]
     Lock,
     #[serde(rename = "ready")]
     Ready,
+    /// A day-2 workflow's success.
+    #[serde(rename = "finish")]
+    Finish,
     #[serde(rename = "fail")]
     Fail,
     #[serde(rename = "unlock")]
@@ -70,8 +97,10 @@ impl Action for ControlAction {
     fn as_str(self) -> &'static str {
         match self {
             ControlAction::Validate => "validate",
+            ControlAction::ValidateInput => "validate-input",
             ControlAction::Lock => "lock",
             ControlAction::Ready => "ready",
+            ControlAction::Finish => "finish",
             ControlAction::Fail => "fail",
             ControlAction::Unlock => "unlock",
         }
@@ -88,10 +117,13 @@ impl Action for ControlAction {
 
 impl ControlAction {
     /// Whether the kit journals this action's outcome. Validate writes nothing at all (a
-    /// rejected or merely checked spec leaves no trace in the table), and fail writes its
-    /// own entry, which carries the failure's cause.
+    /// rejected or merely checked spec or input leaves no trace in the table), and fail
+    /// writes its own entry, which carries the failure's cause.
     fn kit_journals(self) -> bool {
-        !matches!(self, ControlAction::Validate | ControlAction::Fail)
+        !matches!(
+            self,
+            ControlAction::Validate | ControlAction::ValidateInput | ControlAction::Fail
+        )
     }
 }
 
@@ -103,6 +135,11 @@ pub enum ControlOutput {
         deployment: String,
         /// The spec with its defaults filled in.
         spec: Box<DeploymentSpec>,
+    },
+    InputValidated {
+        deployment: String,
+        /// The workflow's input with its defaults filled in, as its steps read it.
+        input: Value,
     },
     Locked {
         owner: String,
@@ -116,6 +153,9 @@ pub enum ControlOutput {
         /// Every saved step output, all fields kept (a store's `emulated: false`, where
         /// the workloads went): the workflow's result.
         layers: Value,
+    },
+    Finished {
+        status: DeploymentStatus,
     },
     Failed {
         status: DeploymentStatus,
@@ -135,10 +175,14 @@ struct Failure {
 }
 
 /// The function's entry: an EventBridge event (it has a `detail-type`) is a run that
-/// ended, cleaned up after; anything else is a step of a workflow.
+/// ended, cleaned up after, or ACM's certificate-issued event (`certificate`); anything
+/// else is a step of a workflow.
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
     // Boxed, as the kit boxes a step: each entry is one deep future.
     if event.get("detail-type").is_some() {
+        if event.get("source").and_then(Value::as_str) == Some(certificate::SOURCE) {
+            return Box::pin(certificate::from_event(deps, event)).await;
+        }
         return Box::pin(cleanup::from_event(deps, event)).await;
     }
     // The kit parses the event and refuses a bad action; this only picks how to journal.
@@ -220,9 +264,32 @@ impl Step for Control<'_> {
                 deployment: step.spec.name.clone(),
                 spec: Box::new(step.spec.clone()),
             },
+            ControlAction::ValidateInput => {
+                let Some(workflow) = step.options.get("workflow").and_then(Value::as_str) else {
+                    return Err(Error::invalid_input(
+                        "step input field `options.workflow` is missing: validate-input checks \
+                         the input of the workflow it names",
+                    ));
+                };
+                let given = step.options.get("input").cloned().unwrap_or(Value::Null);
+                ControlOutput::InputValidated {
+                    deployment: step.spec.name.clone(),
+                    input: apiary_core::inputs::parse(workflow, &step.spec.name, &given)?,
+                }
+            }
             ControlAction::Lock => self.lock(step).await?,
-            ControlAction::Ready => return self.ready(step).await,
-            ControlAction::Fail => self.fail(step).await?,
+            ControlAction::Ready => {
+                self.require_holder(step).await?;
+                return self.ready(step).await;
+            }
+            ControlAction::Finish => {
+                self.require_holder(step).await?;
+                self.finish(step).await?
+            }
+            ControlAction::Fail => {
+                self.require_holder(step).await?;
+                self.fail(step).await?
+            }
             ControlAction::Unlock => {
                 let owner = self.deps.runs.owner(&step.execution_id);
                 self.deps
@@ -254,6 +321,15 @@ impl Control<'_> {
         let workflow = workflow(&step.options);
         let owner = deps.runs.owner(&step.execution_id);
         let now = Utc::now();
+        if self.spec_in_event {
+            // The record is the source of truth: a field that cannot change in place is
+            // refused by name before the lock is taken or anything is changed.
+            if let Some(record) = deps.store.get_deployment(deployment).await?
+                && record.status != DeploymentStatus::Deleted
+            {
+                apiary_core::spec::check_change(&record.spec, &step.spec)?;
+            }
+        }
         let taken = lock::take(
             &deps.store,
             deps.runs.as_ref(),
@@ -328,7 +404,48 @@ impl Control<'_> {
         })
     }
 
-    /// Marks the deployment FAILED and journals the failure with its cause.
+    /// Only the run that holds the lock records an outcome. A run redriven after its
+    /// lock was released (or taken over, its holder judged dead) would otherwise mark the
+    /// deployment READY or FAILED over a newer run's work: it is refused, and its own
+    /// failure path leaves the record alone for the same reason.
+    async fn require_holder(&self, step: &StepContext<'_, ControlAction>) -> Result<()> {
+        let deployment = step.spec.name.as_str();
+        let owner = self.deps.runs.owner(&step.execution_id);
+        let held = self.deps.store.current_lock(deployment).await?;
+        match held {
+            Some(lock) if lock.owner == owner => Ok(()),
+            Some(lock) => Err(Error::Conflict(format!(
+                "this run ({owner}) no longer holds the lock of deployment {deployment}: {} \
+                 holds it, so this run's outcome is not recorded",
+                lock.owner
+            ))),
+            None => Err(Error::Conflict(format!(
+                "this run ({owner}) no longer holds the lock of deployment {deployment} (it \
+                 was released, e.g. after the run was stopped and redriven), so its outcome \
+                 is not recorded; start a new execution"
+            ))),
+        }
+    }
+
+    /// A day-2 workflow succeeded (the kit journals it). Only teardown changes the
+    /// deployment's status (DELETED); backups, tests and rotations leave it as it was.
+    async fn finish(&self, step: &StepContext<'_, ControlAction>) -> Result<ControlOutput> {
+        let deployment = step.spec.name.as_str();
+        let store = &self.deps.store;
+        let status = if workflow(&step.options) == "teardown" {
+            store
+                .set_status(deployment, DeploymentStatus::Deleted, Utc::now())
+                .await?;
+            DeploymentStatus::Deleted
+        } else {
+            current_status(store, deployment).await?
+        };
+        Ok(ControlOutput::Finished { status })
+    }
+
+    /// Journals the failure with its cause. A workflow that changes the data plane
+    /// (provision, teardown, upgrade) marks the deployment FAILED; a failed backup,
+    /// test or rotation leaves the data plane as it was, and its status with it.
     async fn fail(&self, step: &StepContext<'_, ControlAction>) -> Result<ControlOutput> {
         let failure = step
             .options
@@ -341,10 +458,15 @@ impl Control<'_> {
             .transpose()?;
         let store = &self.deps.store;
         let deployment = step.spec.name.as_str();
-        // The kit loaded the spec from the record, so there is one to mark.
-        store
-            .set_status(deployment, DeploymentStatus::Failed, Utc::now())
-            .await?;
+        let status = if MARKS_FAILED.contains(&workflow(&step.options)) {
+            // The kit loaded the spec from the record, so there is one to mark.
+            store
+                .set_status(deployment, DeploymentStatus::Failed, Utc::now())
+                .await?;
+            DeploymentStatus::Failed
+        } else {
+            current_status(store, deployment).await?
+        };
         let entry = JournalEntry {
             deployment: deployment.to_owned(),
             execution_id: step.execution_id.clone(),
@@ -356,10 +478,21 @@ impl Control<'_> {
             at: Utc::now(),
         };
         store.append_journal(&entry).await?;
-        Ok(ControlOutput::Failed {
-            status: DeploymentStatus::Failed,
-        })
+        Ok(ControlOutput::Failed { status })
     }
+}
+
+/// The workflows whose failure leaves the data plane in an unknown state: the deployment
+/// is marked FAILED until a run of one of them succeeds.
+pub const MARKS_FAILED: [&str; 3] = ["provision", "teardown", "upgrade"];
+
+async fn current_status(store: &Store, deployment: &str) -> Result<DeploymentStatus> {
+    let record = store.get_deployment(deployment).await?.ok_or_else(|| {
+        Error::invalid_input(format!(
+            "deployment {deployment} has no record in the state table"
+        ))
+    })?;
+    Ok(record.status)
 }
 
 #[cfg(test)]

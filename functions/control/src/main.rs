@@ -7,8 +7,15 @@ use control::{Deps, StepFunctionsRuns};
 async fn main() -> Result<(), lambda_runtime::Error> {
     apiary_core::lambda::init_tracing();
     let config = apiary_core::aws::load_from_env().await;
-    let runs = Arc::new(StepFunctionsRuns::new(&config));
-    let deps = Arc::new(Deps::new(Store::from_env(&config), runs));
+    let mut runs = StepFunctionsRuns::new(&config);
+    if let Ok(arn) = std::env::var(control::PROVISION_STATE_MACHINE_ENV) {
+        runs = runs.with_provision(arn);
+    }
+    let mut deps = Deps::new(Store::from_env(&config), Arc::new(runs));
+    if let Ok(deployment) = std::env::var(control::DEPLOYMENT_ENV) {
+        deps = deps.with_deployment(deployment);
+    }
+    let deps = Arc::new(deps);
     apiary_core::lambda::serve(move |event| {
         let deps = deps.clone();
         async move { control::handle(&deps, event).await }

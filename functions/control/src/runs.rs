@@ -30,6 +30,13 @@ pub trait Runs: Send + Sync {
     async fn input(&self, _execution_arn: &str) -> Result<Option<Value>> {
         Ok(None)
     }
+
+    /// Starts the provision workflow with `input` as execution `name` and returns its
+    /// ARN; a second start of the same name is the same execution. `None`: runs cannot be
+    /// started from here (locally, the runner starts them).
+    async fn start_provision(&self, _name: &str, _input: &Value) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// Whether `owner` is a Step Functions execution ARN
@@ -47,7 +54,12 @@ pub fn execution_name(execution_arn: &str) -> &str {
 /// On AWS: the owner is the execution ARN, and Step Functions says whether it runs.
 pub struct StepFunctionsRuns {
     sfn: aws_sdk_sfn::Client,
+    /// The stack's provision state machine (`APIARY_PROVISION_STATE_MACHINE_ARN`).
+    provision: Option<String>,
 }
+
+/// The environment variable naming the provision state machine's ARN.
+pub const PROVISION_STATE_MACHINE_ENV: &str = "APIARY_PROVISION_STATE_MACHINE_ARN";
 
 impl StepFunctionsRuns {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
@@ -55,7 +67,16 @@ impl StepFunctionsRuns {
     }
 
     pub fn with_client(sfn: aws_sdk_sfn::Client) -> Self {
-        StepFunctionsRuns { sfn }
+        StepFunctionsRuns {
+            sfn,
+            provision: None,
+        }
+    }
+
+    /// The provision state machine this function may start.
+    pub fn with_provision(mut self, state_machine_arn: impl Into<String>) -> Self {
+        self.provision = Some(state_machine_arn.into());
+        self
     }
 
     async fn describe(
@@ -94,6 +115,36 @@ impl Runs for StepFunctionsRuns {
             execution.status(),
             ExecutionStatus::Running | ExecutionStatus::PendingRedrive
         ))
+    }
+
+    async fn start_provision(&self, name: &str, input: &Value) -> Result<Option<String>> {
+        let Some(state_machine) = &self.provision else {
+            return Ok(None);
+        };
+        let started = self
+            .sfn
+            .start_execution()
+            .state_machine_arn(state_machine)
+            .name(name)
+            .input(input.to_string())
+            .send()
+            .await;
+        match started {
+            Ok(out) => Ok(Some(out.execution_arn)),
+            // The same event delivered again, after its execution ended: already done.
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_execution_already_exists()) =>
+            {
+                let arn = state_machine.replacen(":stateMachine:", ":execution:", 1);
+                Ok(Some(format!("{arn}:{name}")))
+            }
+            Err(err) => Err(Error::aws(
+                format!("StartExecution {state_machine} {name}"),
+                err,
+            )),
+        }
     }
 
     async fn input(&self, execution_arn: &str) -> Result<Option<Value>> {

@@ -335,6 +335,26 @@ async fn lock_takes_over_the_lock_of_a_local_process_that_is_gone() {
 }
 
 #[tokio::test]
+async fn a_spec_that_changes_what_cannot_change_in_place_is_refused_before_the_lock() {
+    let mut table = Table::new(None, Some(DeploymentStatus::Ready));
+    let deps = table.deps();
+    let mut event = with_spec("lock");
+    event["spec"]["network"] = json!({"az_count": 2});
+    let err = handle(&deps, event).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidSpec);
+    assert!(err.to_string().contains("network.az_count"), "{err}");
+    assert_eq!(table.holder(), None, "no lock was taken");
+    assert_eq!(
+        table.lock_writes() + table.puts() + table.updates() + table.deletes(),
+        0,
+        "nothing but the refusal's journal entry is written"
+    );
+    let entries = table.entries();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].outcome, "failed");
+}
+
+#[tokio::test]
 async fn lock_leaves_the_lock_of_a_live_execution_alone() {
     let runs = LocalRuns::new();
     let live = "arn:aws:states:us-west-2:123456789012:execution:apiary-acme-provision:live-1";
@@ -364,7 +384,7 @@ async fn lock_without_a_spec_uses_the_stored_record_and_only_sets_its_status() {
 
 #[tokio::test]
 async fn fail_marks_the_deployment_and_journals_the_cause_once() {
-    let mut table = Table::new(None, Some(DeploymentStatus::Provisioning));
+    let mut table = Table::new(Some(&holder()), Some(DeploymentStatus::Provisioning));
     let deps = table.deps();
     let event = json!({"action": "fail", "deployment": "acme", "execution_id": EXECUTION,
                        "options": {"workflow": "provision",
@@ -382,9 +402,221 @@ async fn fail_marks_the_deployment_and_journals_the_cause_once() {
     assert_eq!(entries[0].step, "provision");
 }
 
+/// The lock's owner as this test run's executions hold it.
+fn holder() -> String {
+    LocalRuns::new().owner(EXECUTION)
+}
+
+/// A run that no longer holds the lock (redriven after its lock was released, or taken
+/// over) records no outcome: nothing is written.
+#[tokio::test]
+async fn only_the_lock_holder_records_an_outcome() {
+    for lock in [None, Some("local:elsewhere:1:1:run-9")] {
+        for (action, options) in [
+            ("ready", json!({"workflow": "provision"})),
+            ("finish", json!({"workflow": "backup"})),
+            (
+                "fail",
+                json!({"workflow": "provision", "failure": {"Error": "E", "Cause": "c"}}),
+            ),
+        ] {
+            let mut table = Table::new(lock, Some(DeploymentStatus::Ready));
+            let deps = table.deps();
+            let err = handle(&deps, day2(action, options)).await.unwrap_err();
+            assert_eq!(err.name(), ErrorName::Conflict, "{action}");
+            assert!(
+                err.to_string().contains("no longer holds the lock"),
+                "{err}"
+            );
+            assert_eq!(
+                table.puts() + table.updates() + table.lock_writes() + table.deletes(),
+                0,
+                "{action} with lock {lock:?} changed the record"
+            );
+        }
+    }
+}
+
+/// Runs that start provision as Step Functions would, recording what was started.
+#[derive(Default)]
+struct Starter {
+    started: Mutex<Vec<(String, Value)>>,
+}
+
+#[async_trait]
+impl Runs for Starter {
+    fn owner(&self, execution_id: &str) -> String {
+        execution_id.to_owned()
+    }
+    async fn is_running(&self, _owner: &str) -> Result<bool> {
+        Ok(true)
+    }
+    async fn start_provision(&self, name: &str, input: &Value) -> Result<Option<String>> {
+        self.started
+            .lock()
+            .unwrap()
+            .push((name.to_owned(), input.clone()));
+        Ok(Some(format!("arn:execution:{name}")))
+    }
+}
+
+const CERTIFICATE: &str = "arn:aws:acm:us-west-2:123456789012:certificate/acme";
+
+fn acm_available(certificate: &str) -> Value {
+    json!({
+        "version": "0", "id": "event-1", "detail-type": "ACM Certificate Available",
+        "source": "aws.acm", "account": "123456789012", "time": "2026-12-06T03:00:00Z",
+        "region": "us-west-2", "resources": [certificate],
+        "detail": {"Action": "ISSUANCE", "CertificateType": "AMAZON_ISSUED"}
+    })
+}
+
+/// The deployment's certificate, issued while the deployment waits for it, starts
+/// provision with the stored spec, queued; any other certificate, or a deployment that
+/// no longer waits, starts nothing.
+#[tokio::test]
+async fn an_issued_certificate_finishes_a_waiting_provision() {
+    let dns = json!({"domain": "hh.example.com", "hosted_zone_id": "Z1",
+                     "certificate_arn": CERTIFICATE, "certificate_status": "PENDING_VALIDATION"});
+    let mut table = Table::new(None, Some(DeploymentStatus::WaitingForDnsValidation))
+        .with_layer("dns", dns.clone());
+    let starter = Arc::new(Starter::default());
+    let mut deps = table.deps();
+    deps.runs = starter.clone();
+    let deps = deps.with_deployment("acme");
+    let out = handle(&deps, acm_available(CERTIFICATE)).await.unwrap();
+    assert_eq!(out["execution"], "arn:execution:certificate-issued-event-1");
+    let started = starter.started.lock().unwrap().clone();
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].1["queue"], true);
+    assert_eq!(started[0].1["spec"]["name"], "acme");
+    assert_eq!(table.entries()[0].action, "certificate-issued");
+
+    let other = handle(
+        &deps,
+        acm_available("arn:aws:acm:us-west-2:123456789012:certificate/other"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(other["execution"], Value::Null);
+    assert!(
+        other["detail"].as_str().unwrap().contains("ignored"),
+        "{other}"
+    );
+
+    let mut ready = Table::new(None, Some(DeploymentStatus::Ready)).with_layer("dns", dns);
+    let starter = Arc::new(Starter::default());
+    let mut deps = ready.deps();
+    deps.runs = starter.clone();
+    let deps = deps.with_deployment("acme");
+    let out = handle(&deps, acm_available(CERTIFICATE)).await.unwrap();
+    assert_eq!(out["execution"], Value::Null);
+    assert!(starter.started.lock().unwrap().is_empty());
+    assert_eq!(
+        ready.writes(),
+        0,
+        "nothing recorded for a deployment that does not wait"
+    );
+}
+
+fn day2(action: &str, options: Value) -> Value {
+    json!({"action": action, "deployment": "acme", "execution_id": EXECUTION, "options": options})
+}
+
+#[tokio::test]
+async fn validate_input_refuses_an_unknown_workflow_or_deployment_and_writes_nothing() {
+    let mut table = Table::new(None, Some(DeploymentStatus::Ready));
+    let deps = table.deps();
+    let err = handle(
+        &deps,
+        day2(
+            "validate-input",
+            json!({"workflow": "nonesuch", "input": {}}),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidInput);
+    assert!(
+        err.to_string().contains("unknown workflow `nonesuch`"),
+        "{err}"
+    );
+    let err = handle(&deps, day2("validate-input", json!({"input": {}})))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("`options.workflow` is missing"),
+        "{err}"
+    );
+    let mut empty = Table::new(None, None);
+    let deps = empty.deps();
+    let err = handle(
+        &deps,
+        day2("validate-input", json!({"workflow": "backup", "input": {}})),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidInput);
+    assert!(err.to_string().contains("has no record"), "{err}");
+    let mut nameless = Table::new(None, Some(DeploymentStatus::Ready));
+    let deps = nameless.deps();
+    let mut event = day2("validate-input", json!({"workflow": "backup", "input": {}}));
+    event["deployment"] = json!("");
+    let err = handle(&deps, event).await.unwrap_err();
+    assert!(err.to_string().contains("`deployment` is missing"), "{err}");
+    assert_eq!(table.writes() + empty.writes() + nameless.writes(), 0);
+}
+
+#[tokio::test]
+async fn finish_keeps_the_status_of_a_day2_workflow_and_marks_a_teardown_deleted() {
+    let mut table = Table::new(Some(&holder()), Some(DeploymentStatus::Ready));
+    let deps = table.deps();
+    let out = handle(&deps, day2("finish", json!({"workflow": "backup"})))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], "READY");
+    assert_eq!(table.updates(), 0, "a backup changes no status");
+    let entries = table.entries();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(
+        (entries[0].step.as_str(), entries[0].action.as_str()),
+        ("backup", "finish")
+    );
+
+    let mut table = Table::new(Some(&holder()), Some(DeploymentStatus::TearingDown));
+    let deps = table.deps();
+    let out = handle(&deps, day2("finish", json!({"workflow": "teardown"})))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], "DELETED");
+    assert_eq!(table.statuses(), ["DELETED"]);
+}
+
+#[tokio::test]
+async fn a_failed_backup_is_journaled_and_leaves_the_status() {
+    let mut table = Table::new(Some(&holder()), Some(DeploymentStatus::Ready));
+    let deps = table.deps();
+    let failure = json!({"Error": "Apiary.Fatal", "Cause": "snapshot quota"});
+    let out = handle(
+        &deps,
+        day2("fail", json!({"workflow": "backup", "failure": failure})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["status"], "READY");
+    assert_eq!(table.updates(), 0);
+    let entries = table.entries();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].step, "backup");
+    assert_eq!(
+        entries[0].detail.as_deref(),
+        Some("Apiary.Fatal: snapshot quota")
+    );
+}
+
 #[tokio::test]
 async fn ready_returns_the_layers_from_the_table() {
-    let mut table = Table::new(None, Some(DeploymentStatus::Provisioning))
+    let mut table = Table::new(Some(&holder()), Some(DeploymentStatus::Provisioning))
         .with_layer("storage", json!({"buckets": {"logs": "apiary-acme-logs"}}));
     let deps = table.deps();
     let event = json!({"action": "ready", "deployment": "acme", "execution_id": EXECUTION,
@@ -421,7 +653,7 @@ fn ready_event() -> Value {
 
 #[tokio::test]
 async fn ready_waits_for_dns_validation_while_the_certificate_is_not_issued() {
-    let mut table = Table::new(None, Some(DeploymentStatus::Provisioning))
+    let mut table = Table::new(Some(&holder()), Some(DeploymentStatus::Provisioning))
         .with_layer("dns", dns_layer("PENDING_VALIDATION"));
     let deps = table.deps();
     let out = handle(&deps, ready_event()).await.unwrap();
@@ -443,7 +675,7 @@ async fn ready_waits_for_dns_validation_while_the_certificate_is_not_issued() {
 
 #[tokio::test]
 async fn ready_is_ready_once_the_certificate_is_issued() {
-    let mut table = Table::new(None, Some(DeploymentStatus::Provisioning))
+    let mut table = Table::new(Some(&holder()), Some(DeploymentStatus::Provisioning))
         .with_layer("dns", dns_layer("ISSUED"));
     let deps = table.deps();
     let out = handle(&deps, ready_event()).await.unwrap();
@@ -456,7 +688,8 @@ async fn ready_is_ready_once_the_certificate_is_issued() {
 async fn a_dns_output_saved_without_a_status_is_not_taken_as_issued() {
     let mut dns = dns_layer("ISSUED");
     dns.as_object_mut().unwrap().remove("certificate_status");
-    let mut table = Table::new(None, Some(DeploymentStatus::Provisioning)).with_layer("dns", dns);
+    let mut table =
+        Table::new(Some(&holder()), Some(DeploymentStatus::Provisioning)).with_layer("dns", dns);
     let deps = table.deps();
     let out = handle(&deps, ready_event()).await.unwrap();
     assert_eq!(out["status"], "WAITING_FOR_DNS_VALIDATION");

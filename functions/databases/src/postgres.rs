@@ -30,7 +30,8 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Report> {
         None
     };
     let instance = match (describe(step, &id).await?, &inputs) {
-        (Some(instance), _) => instance,
+        (Some(instance), Some(_)) => converge(step, &id, instance).await?,
+        (Some(instance), None) => instance,
         (None, Some(inputs)) => create(step, inputs, &id).await?,
         (None, None) => {
             return Ok(Report::missing(id.clone(), POSTGRES_PORT, None, vec![id]));
@@ -284,6 +285,131 @@ async fn create(step: &Work<'_>, inputs: &Inputs, id: &str) -> Result<DbInstance
             Error::Conflict(format!("RDS instance {id} exists but cannot be described"))
         }),
     }
+}
+
+/// What an existing instance must change to match the spec, as one ModifyDBInstance
+/// (`None`: nothing). Multi-AZ, backup retention, the storage ceiling and deletion
+/// protection change online and are applied at once; the instance class restarts the
+/// database, so it waits for the instance's maintenance window. A change RDS already has
+/// pending is not asked again, and the storage ceiling is only ever raised: the alert
+/// runbook may have raised it past the preset.
+pub(crate) fn modification(
+    spec: &apiary_core::DeploymentSpec,
+    instance: &DbInstance,
+) -> Result<Option<Modification>> {
+    let sizing = spec.sizing();
+    let retention = i32::try_from(spec.backup.retention_days)
+        .map_err(|_| Error::invalid_input("backup.retention_days is out of range"))?;
+    let pending = instance.pending_modified_values();
+    let mut change = Modification::default();
+    let multi_az = pending.and_then(|p| p.multi_az()).or(instance.multi_az());
+    if multi_az != Some(sizing.multi_az) {
+        change.multi_az = Some(sizing.multi_az);
+    }
+    let kept = pending
+        .and_then(|p| p.backup_retention_period())
+        .unwrap_or(instance.backup_retention_period().unwrap_or_default());
+    if kept != retention {
+        change.backup_retention = Some(retention);
+    }
+    if instance
+        .max_allocated_storage()
+        .is_some_and(|max| max < sizing.db_max_allocated_storage_gb)
+    {
+        change.max_allocated_storage = Some(sizing.db_max_allocated_storage_gb);
+    }
+    if instance.deletion_protection() != Some(true) {
+        change.deletion_protection = true;
+    }
+    let class = pending
+        .and_then(|p| p.db_instance_class())
+        .or(instance.db_instance_class());
+    if class != Some(sizing.db_instance_class) {
+        change.instance_class = Some(sizing.db_instance_class.to_owned());
+    }
+    Ok((change != Modification::default()).then_some(change))
+}
+
+/// The settings of an existing instance that differ from the spec.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Modification {
+    pub multi_az: Option<bool>,
+    pub backup_retention: Option<i32>,
+    pub max_allocated_storage: Option<i32>,
+    pub deletion_protection: bool,
+    /// Applied in the next maintenance window (it restarts the database).
+    pub instance_class: Option<String>,
+}
+
+/// Brings an existing, available instance in line with the spec. An instance that is
+/// busy (creating, modifying, backing up) is left for a later poll: RDS refuses most
+/// modifications then, and the readiness check waits for it anyway.
+async fn converge(step: &Work<'_>, id: &str, instance: DbInstance) -> Result<DbInstance> {
+    if instance.db_instance_status() != Some("available") {
+        return Ok(instance);
+    }
+    let Some(change) = modification(step.spec, &instance)? else {
+        return Ok(instance);
+    };
+    let online = change.multi_az.is_some()
+        || change.backup_retention.is_some()
+        || change.max_allocated_storage.is_some()
+        || change.deletion_protection;
+    let rds = &step.deps.rds;
+    if online {
+        let mut call = rds
+            .modify_db_instance()
+            .db_instance_identifier(id)
+            .apply_immediately(true)
+            .set_multi_az(change.multi_az)
+            .set_backup_retention_period(change.backup_retention)
+            .set_max_allocated_storage(change.max_allocated_storage);
+        if change.deletion_protection {
+            call = call.deletion_protection(true);
+        }
+        call.send()
+            .await
+            .map_err(|e| modify_error(id, "Multi-AZ, backup retention, storage ceiling", e))?;
+        tracing::info!(
+            instance = id,
+            ?change,
+            "brought the RDS instance in line with the spec"
+        );
+    }
+    if let Some(class) = &change.instance_class {
+        rds.modify_db_instance()
+            .db_instance_identifier(id)
+            .db_instance_class(class)
+            .apply_immediately(false)
+            .send()
+            .await
+            .map_err(|e| modify_error(id, "instance class", e))?;
+        tracing::info!(
+            instance = id,
+            class,
+            "instance class change scheduled for the maintenance window"
+        );
+    }
+    step.log.created(&format!("{id}:modified"));
+    // Described again: the status (`modifying`) and the pending values are what the
+    // readiness check and the next run read.
+    describe(step, id)
+        .await?
+        .ok_or_else(|| Error::Conflict(format!("RDS instance {id} vanished while being modified")))
+}
+
+fn modify_error(
+    id: &str,
+    what: &str,
+    err: aws_sdk_rds::error::SdkError<
+        aws_sdk_rds::operation::modify_db_instance::ModifyDBInstanceError,
+    >,
+) -> Error {
+    // The instance went busy between the describe and the call (a backup window, another
+    // run): the next poll tries again.
+    Error::aws_transient_if(format!("ModifyDBInstance {id} ({what})"), err, |e| {
+        e.is_invalid_db_instance_state_fault()
+    })
 }
 
 async fn start(step: &Work<'_>, id: &str) -> Result<()> {

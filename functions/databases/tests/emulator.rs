@@ -176,6 +176,41 @@ async fn postgres_is_encrypted_tls_only_and_protected() {
     );
 }
 
+/// A spec change reaches an existing instance: Multi-AZ and backup retention at once,
+/// read back through the RDS API; a run after that changes nothing more.
+#[tokio::test]
+async fn postgres_follows_spec_changes_in_place() {
+    let fixture = Fixture::new("e2e-pgchg").await;
+    fixture.run("ensure-postgres").await;
+    let id = format!("apiary-{}-postgres", fixture.name);
+    let mut spec = fixtures::Fixture::named(&fixture.name).spec;
+    spec["databases"]["multi_az"] = json!(true);
+    spec["backup"]["retention_days"] = json!(14);
+    fixture.recorder.put_spec(&spec);
+
+    let changed = fixture.run("ensure-postgres").await;
+    assert_eq!(
+        changed["created"],
+        json!([format!("{id}:modified")]),
+        "{changed}"
+    );
+    let rds = aws_sdk_rds::Client::new(&fixture.config);
+    let instance = rds
+        .describe_db_instances()
+        .db_instance_identifier(&id)
+        .send()
+        .await
+        .unwrap()
+        .db_instances
+        .unwrap()
+        .remove(0);
+    assert_eq!(instance.multi_az(), Some(true));
+    assert_eq!(instance.backup_retention_period(), Some(14));
+    assert_eq!(instance.deletion_protection(), Some(true));
+    let again = fixture.run("ensure-postgres").await;
+    assert_eq!(again["created"], json!([]), "in line now: {again}");
+}
+
 #[tokio::test]
 async fn redis_is_encrypted_with_an_auth_token_in_secrets_manager() {
     let fixture = Fixture::new("e2e-redis").await;

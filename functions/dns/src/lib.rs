@@ -12,6 +12,7 @@
 //! WAITING_FOR_DNS_VALIDATION rather than READY (the control step reads the status), and
 //! keeps the workloads step from applying the HTTPS ingress.
 
+pub mod alias;
 mod certificate;
 mod zone;
 
@@ -43,11 +44,40 @@ impl Deps {
     }
 }
 
-apiary_core::ensure_action!(
-    /// What the dns function does.
-    DnsAction,
-    "dns"
-);
+/// What the dns function does, as the state machine spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum DnsAction {
+    /// The private zone and the certificate (polled until ACM publishes its records).
+    #[serde(rename = "ensure")]
+    Ensure,
+    /// After the workloads: the domain's alias to the load balancer (`alias`).
+    #[serde(rename = "ensure-alias")]
+    EnsureAlias,
+}
+
+impl apiary_core::step::Action for DnsAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            DnsAction::Ensure => "ensure",
+            DnsAction::EnsureAlias => "ensure-alias",
+        }
+    }
+    fn slot(self) -> Option<&'static str> {
+        Some(match self {
+            DnsAction::Ensure => "dns",
+            // Beside the layers, not in them: no later step reads it.
+            DnsAction::EnsureAlias => "alias",
+        })
+    }
+}
+
+/// What either action returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum DnsStepOutput {
+    Zone(DnsReport),
+    Alias(alias::AliasReport),
+}
 
 /// One run of the layer: the clients, names and log shared by every part.
 pub(crate) struct Run<'a> {
@@ -88,9 +118,21 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
 impl Step for Deps {
     const LAYER: Layer = Layer::Dns;
     type Action = DnsAction;
-    type Output = DnsReport;
+    type Output = DnsStepOutput;
 
-    async fn run(&self, step: &StepContext<'_, DnsAction>) -> Result<Done<DnsReport>> {
+    async fn run(&self, step: &StepContext<'_, DnsAction>) -> Result<Done<DnsStepOutput>> {
+        if step.action == DnsAction::EnsureAlias {
+            let dns = step.layers.dns()?;
+            let outputs = self.recorder.outputs(step.names.deployment()).await?;
+            let target = alias::load_balancer(outputs.get(alias::ROLLOUT_SLOT));
+            let report =
+                alias::ensure(&self.route53, &dns.hosted_zone_id, &dns.domain, target).await?;
+            if report.written {
+                step.log.created(&format!("{} A alias", report.domain));
+            }
+            let note = report.note.clone();
+            return Ok(Done::ready(DnsStepOutput::Alias(report)).with_detail(note));
+        }
         let network = step.layers.network()?;
         let region = self
             .acm
@@ -111,7 +153,7 @@ impl Step for Deps {
             vpc_id: network.vpc_id.clone(),
             region,
         };
-        ensure(&run).await
+        Ok(ensure(&run).await?.map(DnsStepOutput::Zone))
     }
 
     fn state(&self) -> &dyn Recorder {

@@ -22,7 +22,9 @@ pub const SCOPES: &[(&str, Option<&str>)] = &[
     ("rds", Some("rds")),
     ("s3", Some("s3")),
     ("app", None),
-    ("state", Some("dynamodb")),
+    // No key for the control plane's state: the stack's own StateKey encrypts the state
+    // table and its logs (it must exist before any function runs), so a second one here
+    // would protect nothing.
     ("docdb", Some("rds")),
     ("redis", Some("elasticache")),
     // The nodes' EBS volumes: the eks-secrets key admits only EKS, so volumes get their
@@ -30,8 +32,10 @@ pub const SCOPES: &[(&str, Option<&str>)] = &[
     ("ebs", Some("ec2")),
 ];
 
-/// Automatic rotation period.
-pub const ROTATION_DAYS: i32 = 365;
+/// The spec's automatic rotation period (validated to 90-2560 days).
+pub fn rotation_days(spec: &apiary_core::spec::DeploymentSpec) -> i32 {
+    i32::try_from(spec.keys.rotation_days).unwrap_or(i32::MAX)
+}
 
 pub struct Deps {
     pub kms: aws_sdk_kms::Client,
@@ -57,13 +61,22 @@ pub enum KeysAction {
     Ensure,
     #[serde(rename = "status")]
     Status,
+    /// The key of the DR region (`backup.dr_region`) that cross-region backup copies are
+    /// encrypted with: `alias/apiary/<deployment>/dr`, made in that region. Run by the
+    /// backup workflow before its copies; ready with no key when no DR region is set.
+    #[serde(rename = "ensure-dr")]
+    EnsureDr,
 }
+
+/// The scope of the DR-region key.
+pub const DR_SCOPE: &str = "dr";
 
 impl Action for KeysAction {
     fn as_str(self) -> &'static str {
         match self {
             KeysAction::Ensure => "ensure",
             KeysAction::Status => "status",
+            KeysAction::EnsureDr => "ensure-dr",
         }
     }
     /// Only `ensure` keeps its output for later layers: a look changes nothing.
@@ -71,7 +84,7 @@ impl Action for KeysAction {
         (self == KeysAction::Ensure).then_some("keys")
     }
     fn mutates(self) -> bool {
-        self == KeysAction::Ensure
+        self != KeysAction::Status
     }
 }
 
@@ -86,6 +99,9 @@ impl Step for Deps {
     type Output = KeysOutput;
 
     async fn run(&self, step: &StepContext<'_, KeysAction>) -> Result<Done<KeysOutput>> {
+        if step.action == KeysAction::EnsureDr {
+            return Box::pin(ensure_dr(self, step)).await;
+        }
         let create = step.action.mutates();
         let log = &step.log;
         let account = account_id(self).await?;
@@ -103,7 +119,7 @@ impl Step for Deps {
         for (scope, service) in SCOPES {
             let alias = step.names.key_alias(scope);
             let policy = key_policy_for(&account, &region, scope, *service, &step.names);
-            let key = match find_key(self, &alias, log).await? {
+            let key = match find_key(self, &alias).await? {
                 Some(key) => {
                     if create {
                         ensure_policy(self, &key, &policy, log).await?;
@@ -133,7 +149,7 @@ impl Step for Deps {
                 continue;
             };
             if create {
-                ensure_rotation(self, &key).await?;
+                ensure_rotation_period(&self.kms, &key, rotation_days(&step.spec)).await?;
             }
             log.resource("kms:key", &key.key_id, Some(&key.arn)).await?;
             log.resource("kms:alias", &key.alias, None).await?;
@@ -145,6 +161,57 @@ impl Step for Deps {
     fn state(&self) -> &dyn Recorder {
         self.recorder.as_ref()
     }
+}
+
+/// `ensure-dr`: the DR region's backup key, made, named and rotated like the others
+/// (through a client of that region), used through RDS there (RDS and DocumentDB copies).
+async fn ensure_dr(deps: &Deps, step: &StepContext<'_, KeysAction>) -> Result<Done<KeysOutput>> {
+    let Some(region) = step.spec.backup.dr_region.clone() else {
+        return Ok(Done::ready(KeysOutput::default())
+            .with_detail("backup.dr_region is not set: no DR key"));
+    };
+    let dr = Deps {
+        kms: aws_sdk_kms::Client::from_conf(
+            deps.kms
+                .config()
+                .to_builder()
+                .region(aws_sdk_kms::config::Region::new(region.clone()))
+                .build(),
+        ),
+        sts: deps.sts.clone(),
+        recorder: deps.recorder.clone(),
+    };
+    let log = &step.log;
+    let account = account_id(deps).await?;
+    let alias = step.names.key_alias(DR_SCOPE);
+    let policy = with_statements(
+        &key_policy(&account, &region, Some("rds")),
+        deployment_role_statements(&account, &region, &step.names),
+    );
+    let key = match find_key(&dr, &alias).await? {
+        Some(key) => {
+            ensure_policy(&dr, &key, &policy, log).await?;
+            key
+        }
+        None => {
+            let mut unnamed = orphans::Unnamed::find(&dr, &step.names).await?;
+            match unnamed.take(&dr, DR_SCOPE).await? {
+                Some(key_id) => {
+                    let key = name_key(&dr, &key_id, &alias, log).await?;
+                    ensure_policy(&dr, &key, &policy, log).await?;
+                    key
+                }
+                None => create_key(&dr, &step.names, DR_SCOPE, &alias, &policy, log).await?,
+            }
+        }
+    };
+    ensure_rotation_period(&dr.kms, &key, rotation_days(&step.spec)).await?;
+    log.resource("kms:key", &key.key_id, Some(&key.arn)).await?;
+    log.resource("kms:alias", &format!("{region}/{}", key.alias), None)
+        .await?;
+    let mut output = KeysOutput::default();
+    output.keys.insert(DR_SCOPE.to_owned(), key);
+    Ok(Done::ready(output).with_detail(format!("DR key in {region}")))
 }
 
 async fn account_id(deps: &Deps) -> Result<String> {
@@ -159,9 +226,8 @@ async fn account_id(deps: &Deps) -> Result<String> {
         .ok_or_else(|| Error::fatal("GetCallerIdentity returned no account"))
 }
 
-/// Finds the key behind an alias. A key left pending deletion by an earlier teardown is
-/// brought back rather than replaced, so data encrypted with it stays readable.
-async fn find_key(deps: &Deps, alias: &str, log: &StepLog<'_>) -> Result<Option<KeyRef>> {
+/// Finds the key behind an alias and applies [`key_state_policy`] to it.
+async fn find_key(deps: &Deps, alias: &str) -> Result<Option<KeyRef>> {
     let Some(described) = apiary_core::aws::answer_or_none(
         format!("DescribeKey {alias}"),
         deps.kms.describe_key().key_id(alias).send(),
@@ -175,22 +241,10 @@ async fn find_key(deps: &Deps, alias: &str, log: &StepLog<'_>) -> Result<Option<
         return Ok(None);
     };
     let key_id = meta.key_id.clone();
-    match meta.key_state {
-        Some(KeyState::PendingDeletion) => {
-            deps.kms
-                .cancel_key_deletion()
-                .key_id(&key_id)
-                .send()
-                .await
-                .map_err(|e| Error::aws(format!("CancelKeyDeletion {alias}"), e))?;
-            enable_key(deps, &key_id, alias).await?;
-            log.created(&key_id);
-        }
-        Some(KeyState::Disabled) => {
-            enable_key(deps, &key_id, alias).await?;
-            log.created(&key_id);
-        }
-        _ => {}
+    if let Err(refused) = key_state_policy(&deps.kms, &key_id, alias, meta.key_state.as_ref()).await
+    {
+        tracing::warn!(key = %key_id, alias, error = %refused, "key state refused");
+        return Err(refused);
     }
     Ok(Some(KeyRef {
         arn: meta.arn.unwrap_or_default(),
@@ -199,14 +253,56 @@ async fn find_key(deps: &Deps, alias: &str, log: &StepLog<'_>) -> Result<Option<
     }))
 }
 
-async fn enable_key(deps: &Deps, key_id: &str, alias: &str) -> Result<()> {
-    deps.kms
-        .enable_key()
-        .key_id(key_id)
-        .send()
-        .await
-        .map_err(|e| Error::aws(format!("EnableKey {alias}"), e))?;
-    Ok(())
+/// The one key-state policy of every workflow (provision's keys layer, rotate-keys,
+/// handle-alert's runbook), for a key this deployment owns:
+/// - enabled: usable, nothing to do;
+/// - pending deletion: the deletion is cancelled, since destroying the key would make
+///   every byte encrypted with it unreadable. KMS leaves a cancelled key disabled, so
+///   the step then refuses as for a disabled key: the operator decides to enable it;
+/// - disabled: refused with `Apiary.Conflict` naming the key. Disabling a key is the
+///   customer's kill switch, never undone by Apiary on its own;
+/// - any other state (being created, imported without material, unavailable in its
+///   custom key store): refused with `Apiary.Conflict` naming the key and the state.
+///
+/// The refusal is the notification: the workflow fails with it, the journal records it,
+/// and the failed-executions alarm (with handle-alert's runbooks) tells the operator.
+pub async fn key_state_policy(
+    kms: &aws_sdk_kms::Client,
+    key_id: &str,
+    alias: &str,
+    state: Option<&KeyState>,
+) -> Result<KeyStateAction> {
+    let enable_hint = format!(
+        "Apiary never re-enables a key on its own: if the key should be used again, enable \
+         it (aws kms enable-key --key-id {key_id}) and run the workflow again"
+    );
+    match state {
+        None | Some(KeyState::Enabled) => Ok(KeyStateAction::Usable),
+        Some(KeyState::PendingDeletion | KeyState::PendingReplicaDeletion) => {
+            kms.cancel_key_deletion()
+                .key_id(key_id)
+                .send()
+                .await
+                .map_err(|e| Error::aws(format!("CancelKeyDeletion {alias}"), e))?;
+            Err(Error::Conflict(format!(
+                "KMS key {key_id} ({alias}) was pending deletion: its deletion is cancelled \
+                 and it is left disabled, as KMS leaves a cancelled key. {enable_hint}"
+            )))
+        }
+        Some(KeyState::Disabled) => Err(Error::Conflict(format!(
+            "KMS key {key_id} ({alias}) is disabled. {enable_hint}"
+        ))),
+        Some(other) => Err(Error::Conflict(format!(
+            "KMS key {key_id} ({alias}) is in state {}, in which it cannot be used",
+            other.as_str()
+        ))),
+    }
+}
+
+/// What [`key_state_policy`] found a key fit for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStateAction {
+    Usable,
 }
 
 async fn create_key(
@@ -265,7 +361,7 @@ async fn create_key(
     {
         // Another run created the alias between our lookup and now: use its key and
         // schedule ours for deletion so nothing is leaked.
-        let winner = find_key(deps, alias, log).await?;
+        let winner = find_key(deps, alias).await?;
         deps.kms
             .schedule_key_deletion()
             .key_id(&meta.key_id)
@@ -299,12 +395,10 @@ async fn name_key(deps: &Deps, key_id: &str, alias: &str, log: &StepLog<'_>) -> 
         log.created(alias);
     }
     // Another run may have named a key meanwhile: the alias decides.
-    find_key(deps, alias, log)
-        .await?
-        .ok_or_else(|| Error::NotReady {
-            resource: format!("KMS alias {alias}"),
-            detail: format!("created for key {key_id}, but KMS does not resolve it yet"),
-        })
+    find_key(deps, alias).await?.ok_or_else(|| Error::NotReady {
+        resource: format!("KMS alias {alias}"),
+        detail: format!("created for key {key_id}, but KMS does not resolve it yet"),
+    })
 }
 
 /// Brings an existing key's policy to what this version of Apiary writes (compared as
@@ -334,29 +428,107 @@ async fn ensure_policy(deps: &Deps, key: &KeyRef, policy: &str, log: &StepLog<'_
     Ok(())
 }
 
-async fn ensure_rotation(deps: &Deps, key: &KeyRef) -> Result<()> {
-    let status = deps
-        .kms
+/// Turns automatic rotation on with the spec's period (`keys.rotation_days`), or brings
+/// the period to it. Returns whether anything changed.
+pub async fn ensure_rotation_period(
+    kms: &aws_sdk_kms::Client,
+    key: &KeyRef,
+    days: i32,
+) -> Result<bool> {
+    let status = kms
         .get_key_rotation_status()
         .key_id(&key.key_id)
         .send()
         .await
         .map_err(|e| Error::aws(format!("GetKeyRotationStatus {}", key.alias), e))?;
-    if !status.key_rotation_enabled() {
-        deps.kms
-            .enable_key_rotation()
-            .key_id(&key.key_id)
-            .rotation_period_in_days(ROTATION_DAYS)
-            .send()
-            .await
-            .map_err(|e| Error::aws(format!("EnableKeyRotation {}", key.alias), e))?;
+    // KMS reports the period while rotation is on; a status without one (the emulator
+    // stores none) is taken as current rather than rewritten on every run.
+    if status.key_rotation_enabled()
+        && status
+            .rotation_period_in_days()
+            .is_none_or(|period| period == days)
+    {
+        return Ok(false);
     }
-    Ok(())
+    kms.enable_key_rotation()
+        .key_id(&key.key_id)
+        .rotation_period_in_days(days)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("EnableKeyRotation {}", key.alias), e))?;
+    Ok(true)
+}
+
+/// What the deployment's own function roles may do with its keys, granted by each key's
+/// policy and by no IAM policy: `(function, actions)`; the role is
+/// `apiary-<deployment>-fn-<function>`.
+///
+/// Why the key policy: tagging a key while creating it needs `kms:TagResource` in IAM on
+/// every key of the account (the key and its policy do not exist yet), so a role that
+/// creates tagged keys can tag anyone's key as this deployment's; IAM statements
+/// conditioned on that tag would then reach the stranger's key. A key's own policy names
+/// who may change it, so another key's policy never names these roles, whatever its tags.
+/// `ScheduleKeyDeletion` is teardown's (keys last), and the keys function's only for the
+/// key it has just made when another run won the alias race (so nothing leaks).
+pub const KEY_POLICY_GRANTS: &[(&str, &[&str])] = &[
+    (
+        "keys",
+        &[
+            "kms:CancelKeyDeletion",
+            "kms:CreateAlias",
+            "kms:EnableKeyRotation",
+            "kms:PutKeyPolicy",
+            "kms:ScheduleKeyDeletion",
+        ],
+    ),
+    (
+        "operate",
+        &[
+            "kms:CancelKeyDeletion",
+            "kms:EnableKeyRotation",
+            "kms:RotateKeyOnDemand",
+        ],
+    ),
+    ("teardown", &["kms:ScheduleKeyDeletion"]),
+];
+
+/// The statements of [`KEY_POLICY_GRANTS`]: one per function role, named by
+/// `aws:PrincipalArn` (KMS refuses a policy whose principal does not exist yet, and the
+/// keys layer may run before a role is made) and limited to this account.
+pub fn deployment_role_statements(account: &str, region: &str, names: &Names) -> Vec<Value> {
+    let partition = apiary_core::aws::partition(region);
+    KEY_POLICY_GRANTS
+        .iter()
+        .map(|(function, actions)| {
+            let role = apiary_core::aws::arn(
+                partition,
+                "iam",
+                "",
+                account,
+                &format!("role/{}", names.resource(&format!("fn-{function}"))),
+            );
+            let mut sid: String = function[..1].to_ascii_uppercase();
+            sid.push_str(&function[1..]);
+            json!({
+                "Sid": format!("{sid}FunctionManagesKey"),
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": actions,
+                "Resource": "*",
+                "Condition": {
+                    "ArnEquals": {"aws:PrincipalArn": role},
+                    "StringEquals": {"kms:CallerAccount": account}
+                }
+            })
+        })
+        .collect()
 }
 
 /// The key policy: the account administers the key (without this statement a key can
 /// become unmanageable); use for encryption is limited to this account's principals and,
-/// for service scopes, to requests that come through that service in this region.
+/// for service scopes, to requests that come through that service in this region; grants
+/// only for AWS resources (so no grant gives a principal the key outside that service),
+/// and never through the administrators' statement.
 pub fn key_policy(account: &str, region: &str, service: Option<&str>) -> String {
     let partition = apiary_core::aws::partition(region);
     let root = apiary_core::aws::arn(partition, "iam", "", account, "root");
@@ -366,7 +538,7 @@ pub fn key_policy(account: &str, region: &str, service: Option<&str>) -> String 
         "Principal": {"AWS": root},
         "Action": [
             "kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*",
-            "kms:GenerateDataKey*", "kms:DescribeKey", "kms:CreateGrant"
+            "kms:GenerateDataKey*", "kms:DescribeKey"
         ],
         "Resource": "*",
         "Condition": {"StringEquals": {"kms:CallerAccount": account}}
@@ -375,19 +547,39 @@ pub fn key_policy(account: &str, region: &str, service: Option<&str>) -> String 
         usage["Condition"]["StringEquals"]["kms:ViaService"] =
             json!(format!("{service}.{region}.amazonaws.com"));
     }
+    // A grant is how a service uses the key for a resource (EKS, RDS, EBS); one made for
+    // a principal instead would let it use the key outside the service, around
+    // kms:ViaService.
+    let mut grants = json!({
+        "Sid": "GrantsForAwsResourcesOnly",
+        "Effect": "Allow",
+        "Principal": {"AWS": root},
+        "Action": ["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"],
+        "Resource": "*",
+        "Condition": {
+            "StringEquals": usage["Condition"]["StringEquals"].clone(),
+            "Bool": {"kms:GrantIsForAWSResource": "true"}
+        }
+    });
+    if service.is_none() {
+        grants["Condition"]["StringEquals"] = json!({"kms:CallerAccount": account});
+    }
+    // The customer's administrators keep every right over the key (IAM decides who they
+    // are), except making grants: kms:CreateGrant is only in the statement above.
     let mut statements = vec![json!({
         "Sid": "AccountAdministers",
         "Effect": "Allow",
         "Principal": {"AWS": root},
         "Action": [
-            "kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*",
-            "kms:Update*", "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*",
+            "kms:CreateAlias", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*",
+            "kms:Update*", "kms:Disable*", "kms:Get*", "kms:Delete*",
             "kms:TagResource", "kms:UntagResource", "kms:ScheduleKeyDeletion",
             "kms:CancelKeyDeletion", "kms:RotateKeyOnDemand"
         ],
         "Resource": "*"
     })];
     statements.push(usage);
+    statements.push(grants);
     json!({"Version": "2012-10-17", "Statement": statements}).to_string()
 }
 
@@ -412,7 +604,10 @@ pub fn key_policy_for(
     service: Option<&str>,
     names: &Names,
 ) -> String {
-    let policy = key_policy(account, region, service);
+    let policy = with_statements(
+        &key_policy(account, region, service),
+        deployment_role_statements(account, region, names),
+    );
     if scope == "s3" {
         return with_statements(&policy, audit_delivery(account, region, names));
     }

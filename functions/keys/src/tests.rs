@@ -209,7 +209,7 @@ async fn missing_keys_are_created_with_alias_and_rotation() {
             .build()
     });
     let enable = mock!(Kms::enable_key_rotation)
-        .match_requests(|r| r.rotation_period_in_days() == Some(ROTATION_DAYS))
+        .match_requests(|r| r.rotation_period_in_days() == Some(365))
         .then_output(|| EnableKeyRotationOutput::builder().build());
     let (deps, recorder) = deps(&[&describe, &create, &alias, &rotation, &enable]);
 
@@ -255,25 +255,78 @@ async fn access_denied_fails_fast_naming_the_alias() {
 }
 
 #[tokio::test]
-async fn a_key_pending_deletion_is_restored_not_replaced() {
+async fn a_key_pending_deletion_is_kept_and_left_to_the_operator() {
     let describe = describe_existing(KeyState::PendingDeletion);
     let cancel = mock!(Kms::cancel_key_deletion).then_output(|| {
         aws_sdk_kms::operation::cancel_key_deletion::CancelKeyDeletionOutput::builder().build()
     });
     let enable = mock!(Kms::enable_key)
         .then_output(|| aws_sdk_kms::operation::enable_key::EnableKeyOutput::builder().build());
+    let create = mock!(Kms::create_key).then_output(|| CreateKeyOutput::builder().build());
+    let current = current_policies();
+    let (deps, recorder) = deps(&[&describe, &cancel, &enable, &create, &current]);
+    let err = handle(&deps, event("ensure")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Conflict);
+    assert!(
+        err.to_string().contains("eks-secrets"),
+        "names the key: {err}"
+    );
+    assert!(err.to_string().contains("deletion is cancelled"), "{err}");
+    assert_eq!(cancel.num_calls(), 1, "the deletion is cancelled");
+    assert_eq!(
+        enable.num_calls(),
+        0,
+        "never re-enabled without the operator"
+    );
+    assert_eq!(create.num_calls(), 0, "never replaced");
+    let entries = recorder.entries.lock().unwrap();
+    assert_eq!(entries[0].outcome, "failed");
+    assert!(entries[0].detail.as_deref().unwrap().contains("cancelled"));
+}
+
+#[tokio::test]
+async fn a_disabled_key_is_refused_never_re_enabled() {
+    let describe = describe_existing(KeyState::Disabled);
+    let enable = mock!(Kms::enable_key)
+        .then_output(|| aws_sdk_kms::operation::enable_key::EnableKeyOutput::builder().build());
+    let create = mock!(Kms::create_key).then_output(|| CreateKeyOutput::builder().build());
+    let (deps, _) = deps(&[&describe, &enable, &create]);
+    let err = handle(&deps, event("ensure")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Conflict);
+    assert!(
+        err.to_string()
+            .contains("(alias/apiary/acme/eks-secrets) is disabled"),
+        "{err}"
+    );
+    assert_eq!(enable.num_calls(), 0);
+    assert_eq!(create.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_rotation_period_other_than_the_spec_is_rewritten() {
+    let describe = describe_existing(KeyState::Enabled);
     let rotation = mock!(Kms::get_key_rotation_status).then_output(|| {
         GetKeyRotationStatusOutput::builder()
             .key_rotation_enabled(true)
+            .rotation_period_in_days(365)
             .build()
     });
-    let create = mock!(Kms::create_key).then_output(|| CreateKeyOutput::builder().build());
+    let enable = mock!(Kms::enable_key_rotation)
+        .match_requests(|r| r.rotation_period_in_days() == Some(180))
+        .then_output(|| EnableKeyRotationOutput::builder().build());
     let current = current_policies();
-    let (deps, _) = deps(&[&describe, &cancel, &enable, &rotation, &create, &current]);
+    let recorder = MemoryRecorder::with(
+        &json!({"name": "acme", "dns": {"domain": "hh.example.com"}, "keys": {"rotation_days": 180}}),
+        &json!({}),
+    );
+    let (mut deps, _) = deps(&[&describe, &rotation, &enable, &current]);
+    deps.recorder = Arc::new(recorder);
     handle(&deps, event("ensure")).await.expect("ensure");
-    assert_eq!(cancel.num_calls(), SCOPES.len());
-    assert_eq!(enable.num_calls(), SCOPES.len());
-    assert_eq!(create.num_calls(), 0);
+    assert_eq!(
+        enable.num_calls(),
+        SCOPES.len(),
+        "every key gets the spec's period"
+    );
 }
 
 #[tokio::test]
@@ -330,26 +383,97 @@ fn key_policy_limits_use_to_the_account_and_service() {
         json!("rds.eu-west-1.amazonaws.com")
     );
     let admin = &policy["Statement"][0];
+    let administers = admin["Action"].as_array().unwrap();
     assert!(
-        !admin["Action"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("kms:Decrypt")),
+        !administers.contains(&json!("kms:Decrypt")),
         "administration is not use"
     );
-    assert_eq!(policy["Statement"].as_array().unwrap().len(), 2);
+    assert!(
+        !administers
+            .iter()
+            .any(|a| a == "kms:CreateGrant" || a == "kms:Create*"),
+        "no grant through the administrators' statement: {admin}"
+    );
+    assert!(
+        !usage["Action"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("kms:CreateGrant")),
+        "no grant through the usage statement"
+    );
+    // Grants: for AWS resources only, through the service, in this account.
+    let grants = &policy["Statement"][2];
+    assert_eq!(grants["Action"][0], json!("kms:CreateGrant"));
+    assert_eq!(
+        grants["Condition"]["Bool"]["kms:GrantIsForAWSResource"],
+        json!("true")
+    );
+    assert_eq!(
+        grants["Condition"]["StringEquals"]["kms:ViaService"],
+        json!("rds.eu-west-1.amazonaws.com")
+    );
+    assert_eq!(policy["Statement"].as_array().unwrap().len(), 3);
     // S3 access logs go to a bucket encrypted with SSE-S3 (log delivery cannot use a KMS
     // key), so no key admits the logging service any more.
     let s3: Value =
         serde_json::from_str(&key_policy("111122223333", "eu-west-1", Some("s3"))).unwrap();
-    assert_eq!(s3["Statement"].as_array().unwrap().len(), 2, "{s3}");
+    assert_eq!(s3["Statement"].as_array().unwrap().len(), 3, "{s3}");
     assert!(!s3.to_string().contains("logging.s3.amazonaws.com"), "{s3}");
     let app: Value = serde_json::from_str(&key_policy("111122223333", "eu-west-1", None)).unwrap();
-    assert!(
-        app["Statement"][1]["Condition"]["StringEquals"]
-            .get("kms:ViaService")
-            .is_none()
-    );
+    for statement in [1, 2] {
+        assert!(
+            app["Statement"][statement]["Condition"]["StringEquals"]
+                .get("kms:ViaService")
+                .is_none()
+        );
+        assert_eq!(
+            app["Statement"][statement]["Condition"]["StringEquals"]["kms:CallerAccount"],
+            json!("111122223333")
+        );
+    }
+}
+
+/// Changing a key (its policy, rotation, deletion) is granted to the deployment's own
+/// function roles by the key's policy, by role ARN: a key someone else owns never names
+/// them, whatever tags it carries.
+#[test]
+fn every_key_policy_names_the_deployment_roles_that_may_change_it() {
+    let names = apiary_core::naming::Names::new("acme");
+    for (scope, service) in SCOPES {
+        let policy: Value = serde_json::from_str(&key_policy_for(
+            "111122223333",
+            "eu-west-1",
+            scope,
+            *service,
+            &names,
+        ))
+        .unwrap();
+        for (function, actions) in KEY_POLICY_GRANTS {
+            let role = format!("arn:aws:iam::111122223333:role/apiary-acme-fn-{function}");
+            let statement = policy["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["Condition"]["ArnEquals"]["aws:PrincipalArn"] == json!(role))
+                .unwrap_or_else(|| panic!("{scope}: no statement for {role}: {policy}"));
+            assert_eq!(statement["Action"], json!(actions), "{scope} {function}");
+            assert_eq!(
+                statement["Condition"]["StringEquals"]["kms:CallerAccount"],
+                json!("111122223333")
+            );
+        }
+    }
+    let teardown = KEY_POLICY_GRANTS
+        .iter()
+        .find(|(f, _)| *f == "teardown")
+        .unwrap();
+    assert_eq!(teardown.1, ["kms:ScheduleKeyDeletion"]);
+    let operate = KEY_POLICY_GRANTS
+        .iter()
+        .find(|(f, _)| *f == "operate")
+        .unwrap();
+    assert!(!operate.1.contains(&"kms:ScheduleKeyDeletion"));
+    assert!(!operate.1.contains(&"kms:PutKeyPolicy"));
 }
 
 #[test]
@@ -406,11 +530,15 @@ fn the_ebs_key_admits_the_roles_that_launch_nodes_with_encrypted_volumes() {
         grants["Condition"]["Bool"]["kms:GrantIsForAWSResource"],
         json!("true")
     );
-    // Every other scope's policy is the plain one (the s3 key's adds the audit logs).
+    // Every other scope's policy is the plain one with the deployment's roles (the s3
+    // key's adds the audit logs).
     for (scope, service) in SCOPES.iter().filter(|(s, _)| *s != "ebs" && *s != "s3") {
         assert_eq!(
             key_policy_for("111122223333", "eu-west-1", scope, *service, &names),
-            key_policy("111122223333", "eu-west-1", *service),
+            with_statements(
+                &key_policy("111122223333", "eu-west-1", *service),
+                deployment_role_statements("111122223333", "eu-west-1", &names)
+            ),
             "{scope}"
         );
     }
@@ -437,8 +565,8 @@ fn the_s3_key_admits_cloudtrail_for_this_trail_and_log_delivery_for_this_account
     // The plain statements come first and are unchanged.
     let plain: Value =
         serde_json::from_str(&key_policy("111122223333", "eu-west-1", Some("s3"))).unwrap();
-    assert_eq!(statements[..2], plain["Statement"].as_array().unwrap()[..]);
-    assert_eq!(statements.len(), 6);
+    assert_eq!(statements[..3], plain["Statement"].as_array().unwrap()[..]);
+    assert_eq!(statements.len(), 3 + KEY_POLICY_GRANTS.len() + 4);
 
     let trail = json!("arn:aws:cloudtrail:eu-west-1:111122223333:trail/apiary-acme-trail");
     let encrypt = by_sid("CloudTrailEncryptLogs");
@@ -524,3 +652,97 @@ fn key_policy_names_the_root_of_the_regions_partition() {
 }
 
 mod real_aws;
+
+/// Deployment acme with a DR region, as the lock step stored it.
+fn dr_deps(kms_rules: &[&Rule], dr_region: Option<&str>) -> (Deps, MemoryRecorder) {
+    let (deps, _) = deps(kms_rules);
+    let mut spec = json!({"name": "acme", "dns": {"domain": "hh.example.com"}});
+    if let Some(region) = dr_region {
+        spec["backup"] = json!({"dr_region": region});
+    }
+    let recorder = MemoryRecorder::with(&spec, &json!({}));
+    let deps = Deps {
+        recorder: Arc::new(recorder.clone()),
+        ..deps
+    };
+    (deps, recorder)
+}
+
+#[tokio::test]
+async fn the_dr_key_is_made_once_in_the_dr_region_and_only_when_one_is_set() {
+    // No DR region: nothing to make, nothing called.
+    let describe = mock!(Kms::describe_key).then_error(not_found);
+    let (deps, _) = dr_deps(&[&describe], None);
+    let out = handle(&deps, event("ensure-dr")).await.expect("ensure-dr");
+    assert_eq!(out["ready"], json!(true));
+    assert_eq!(out["keys"], json!({}));
+    assert_eq!(describe.num_calls(), 0);
+
+    // A DR region: the key is created there, used through RDS of that region.
+    let describe = mock!(Kms::describe_key).then_error(not_found);
+    let create = mock!(Kms::create_key)
+        .match_requests(|r| {
+            r.policy()
+                .is_some_and(|p| p.contains("rds.eu-west-1.amazonaws.com"))
+                && r.tags()
+                    .iter()
+                    .any(|t| t.tag_key() == "apiary:role" && t.tag_value() == DR_SCOPE)
+        })
+        .then_output(|| {
+            CreateKeyOutput::builder()
+                .key_metadata(metadata("dr-key", KeyState::Enabled))
+                .build()
+        });
+    let alias = mock!(Kms::create_alias)
+        .match_requests(|r| r.alias_name() == Some("alias/apiary/acme/dr"))
+        .then_output(|| CreateAliasOutput::builder().build());
+    let rotation = mock!(Kms::get_key_rotation_status).then_output(|| {
+        GetKeyRotationStatusOutput::builder()
+            .key_rotation_enabled(false)
+            .build()
+    });
+    let enable =
+        mock!(Kms::enable_key_rotation).then_output(|| EnableKeyRotationOutput::builder().build());
+    let (deps, recorder) = dr_deps(
+        &[&describe, &create, &alias, &rotation, &enable],
+        Some("eu-west-1"),
+    );
+    let out = handle(&deps, event("ensure-dr")).await.expect("ensure-dr");
+    assert_eq!(create.num_calls(), 1);
+    assert_eq!(alias.num_calls(), 1);
+    assert_eq!(enable.num_calls(), 1, "rotation on, like every key");
+    assert_eq!(out["keys"]["dr"]["alias"], json!("alias/apiary/acme/dr"));
+    assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "created");
+    assert_eq!(
+        recorder.saved("acme", "keys"),
+        None,
+        "the layer's keys are untouched"
+    );
+
+    // Run again: found by its alias, nothing created.
+    let describe = describe_existing(KeyState::Enabled);
+    let rotation = mock!(Kms::get_key_rotation_status).then_output(|| {
+        GetKeyRotationStatusOutput::builder()
+            .key_rotation_enabled(true)
+            .build()
+    });
+    let policy = mock!(Kms::get_key_policy).then_output(|| {
+        GetKeyPolicyOutput::builder()
+            .policy(with_statements(
+                &key_policy("123456789012", "eu-west-1", Some("rds")),
+                deployment_role_statements(
+                    "123456789012",
+                    "eu-west-1",
+                    &apiary_core::naming::Names::new("acme"),
+                ),
+            ))
+            .build()
+    });
+    let create = mock!(Kms::create_key).then_output(|| CreateKeyOutput::builder().build());
+    let (deps, _) = dr_deps(&[&describe, &rotation, &policy, &create], Some("eu-west-1"));
+    let out = handle(&deps, event("ensure-dr"))
+        .await
+        .expect("ensure-dr again");
+    assert_eq!(out["created"], json!([]));
+    assert_eq!(create.num_calls(), 0);
+}

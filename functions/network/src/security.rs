@@ -77,18 +77,23 @@ pub async fn ensure_security_groups(
     )
     .await?;
 
-    let ingress: Vec<Rule> = run
-        .spec
-        .ingress_cidrs()?
-        .into_iter()
-        .map(|cidr| Rule {
-            protocol: "tcp",
-            port: Some(443),
-            source: Source::Cidr(cidr.to_string()),
-            description: "HTTPS from customer network".into(),
-        })
-        .collect();
-    ensure_rules(run, &alb, ingress).await?;
+    // The load balancer admits HTTPS from inside the VPC (clients resolving the private
+    // zone's alias) and from each of the customer's networks, and nothing else: a network
+    // removed from `ingress_cidrs` is revoked on the next run.
+    let mut ingress = vec![Rule {
+        protocol: "tcp",
+        port: Some(443),
+        source: Source::Cidr(vpc_cidr.to_string()),
+        description: "HTTPS from inside the VPC".into(),
+    }];
+    ingress.extend(run.spec.ingress_cidrs()?.into_iter().map(|cidr| Rule {
+        protocol: "tcp",
+        port: Some(443),
+        source: Source::Cidr(cidr.to_string()),
+        description: "HTTPS from customer network".into(),
+    }));
+    ensure_rules(run, &alb, &ingress).await?;
+    revoke_other_ingress(run, &alb, &ingress).await?;
 
     let cluster_rules = vec![
         Rule {
@@ -112,12 +117,12 @@ pub async fn ensure_security_groups(
             description: "Kubernetes API from Apiary's in-VPC functions".into(),
         },
     ];
-    ensure_rules(run, &cluster, cluster_rules).await?;
+    ensure_rules(run, &cluster, &cluster_rules).await?;
 
     // The data stores admit the cluster, and the control plane's in-VPC functions: the
     // restore-test verifier of the backup workflow connects to each store after a test
     // restore (no function uses these ports yet).
-    let database_rules = DATABASE_PORTS
+    let database_rules: Vec<Rule> = DATABASE_PORTS
         .iter()
         .flat_map(|(port, what)| {
             [
@@ -136,7 +141,7 @@ pub async fn ensure_security_groups(
             ]
         })
         .collect();
-    ensure_rules(run, &databases, database_rules).await?;
+    ensure_rules(run, &databases, &database_rules).await?;
 
     let endpoint_rules = vec![Rule {
         protocol: "tcp",
@@ -144,7 +149,7 @@ pub async fn ensure_security_groups(
         source: Source::Cidr(vpc_cidr.to_string()),
         description: "HTTPS from the VPC".into(),
     }];
-    ensure_rules(run, &endpoints, endpoint_rules).await?;
+    ensure_rules(run, &endpoints, &endpoint_rules).await?;
 
     ensure_control_plane_egress(run, &control_plane, &databases, vpc_cidr).await?;
 
@@ -194,7 +199,7 @@ async fn ensure_control_plane_egress(
         source: Source::Group(id(databases)),
         description: format!("{what} for the restore-test verifier"),
     }));
-    ensure_directed_rules(run, group, Direction::Egress, rules).await?;
+    ensure_directed_rules(run, group, Direction::Egress, &rules).await?;
     revoke_default_egress(run, group).await
 }
 
@@ -267,28 +272,37 @@ async fn ensure_group(
     let group = match describe().await? {
         Some(group) => group,
         None => {
+            let name = run.names.resource(role);
             let created = ec2
                 .create_security_group()
-                .group_name(run.names.resource(role))
+                .group_name(&name)
                 .description(description)
                 .vpc_id(vpc_id)
                 .tag_specifications(tag_spec(ResourceType::SecurityGroup, run.names, role, &[]))
                 .customize()
                 .config_override(without_sdk_retries())
                 .send()
-                .await
-                .map_err(|e| {
-                    // The name is unique in the VPC, so nothing duplicates; a duplicate
-                    // name after our lookup found none means the lookup had not caught up.
-                    Error::aws_transient_if(
-                        format!("CreateSecurityGroup {}", run.names.resource(role)),
+                .await;
+            let created = match created {
+                Ok(created) => created,
+                // The name is unique in the VPC, so nothing duplicates. A group of that
+                // name that our tag lookup missed is either ours, not listed by its tags
+                // yet (retried), or someone else's (refused by name: retrying would never
+                // succeed).
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| is_code(e, &["InvalidGroup.Duplicate"])) =>
+                {
+                    return Err(duplicate_name(run, vpc_id, &name, e).await);
+                }
+                Err(e) => {
+                    return Err(Error::aws_transient_if(
+                        format!("CreateSecurityGroup {name}"),
                         e,
-                        |e| {
-                            apiary_core::error::transient::ec2_not_yet_visible(e)
-                                || is_code(e, &["InvalidGroup.Duplicate"])
-                        },
-                    )
-                })?;
+                        apiary_core::error::transient::ec2_not_yet_visible,
+                    ));
+                }
+            };
             let group_id = created
                 .group_id()
                 .ok_or_else(|| Error::fatal("CreateSecurityGroup returned no id"))?;
@@ -305,6 +319,48 @@ async fn ensure_group(
         .resource("ec2:security-group", id(&group), None)
         .await?;
     Ok(group)
+}
+
+/// CreateSecurityGroup said a group named `name` exists in the VPC, which the lookup by
+/// tags did not find: the error for it, after a lookup by name.
+async fn duplicate_name<E>(run: &Run<'_>, vpc_id: &str, name: &str, err: SdkError<E>) -> Error
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let found = run
+        .deps
+        .ec2
+        .describe_security_groups()
+        .filters(filter("group-name", name))
+        .filters(filter("vpc-id", vpc_id))
+        .send()
+        .await;
+    let owner = found.ok().and_then(|out| {
+        out.security_groups().first().map(|g| {
+            let ours = g.tags().iter().any(|t| {
+                t.key() == Some(apiary_core::naming::TAG_DEPLOYMENT)
+                    && t.value() == Some(run.names.deployment())
+            });
+            (g.group_id().unwrap_or_default().to_owned(), ours)
+        })
+    });
+    foreign_group(name, vpc_id, owner).unwrap_or_else(|| {
+        // Ours (its tags not indexed yet) or not listed at all yet: eventual consistency.
+        Error::aws_transient_if(format!("CreateSecurityGroup {name}"), err, |_| true)
+    })
+}
+
+/// The refusal for a group named as ours that is someone else's: `owner` is the group of
+/// that name found by name (its id, and whether its tags make it this deployment's).
+fn foreign_group(name: &str, vpc_id: &str, owner: Option<(String, bool)>) -> Option<Error> {
+    match owner {
+        Some((id, false)) => Some(Error::Conflict(format!(
+            "security group {id} in {vpc_id} is named {name} but is not this deployment's \
+             (no apiary:deployment tag): rename or delete it, or tag it if it is this \
+             deployment's, then run again"
+        ))),
+        _ => None,
+    }
 }
 
 fn has_rule(permissions: &[IpPermission], rule: &Rule) -> bool {
@@ -328,15 +384,141 @@ fn has_rule(permissions: &[IpPermission], rule: &Rule) -> bool {
     })
 }
 
-async fn ensure_rules(run: &Run<'_>, group: &SecurityGroup, rules: Vec<Rule<'_>>) -> Result<()> {
+async fn ensure_rules(run: &Run<'_>, group: &SecurityGroup, rules: &[Rule<'_>]) -> Result<()> {
     ensure_directed_rules(run, group, Direction::Ingress, rules).await
+}
+
+/// The ingress permissions of `group` that none of `rules` asks for, one source each:
+/// what [`revoke_other_ingress`] takes away.
+fn other_ingress(group: &SecurityGroup, rules: &[Rule<'_>]) -> Vec<IpPermission> {
+    let wanted = |permission: &IpPermission, source: Source<'_>| {
+        rules.iter().any(|rule| {
+            let same_source = match (&rule.source, &source) {
+                (Source::Cidr(a), Source::Cidr(b)) => a == b,
+                (Source::Group(a), Source::Group(b)) => a == b,
+                _ => false,
+            };
+            let same_ports = match rule.port {
+                Some(port) => {
+                    permission.from_port() == Some(port as i32)
+                        && permission.to_port() == Some(port as i32)
+                }
+                None => true,
+            };
+            same_source && same_ports && permission.ip_protocol() == Some(rule.protocol)
+        })
+    };
+    let mut others = Vec::new();
+    for permission in group.ip_permissions() {
+        let base = || {
+            IpPermission::builder()
+                .set_ip_protocol(permission.ip_protocol().map(str::to_owned))
+                .set_from_port(permission.from_port())
+                .set_to_port(permission.to_port())
+        };
+        for range in permission.ip_ranges() {
+            let cidr = range.cidr_ip().unwrap_or_default();
+            if !wanted(permission, Source::Cidr(cidr.to_owned())) {
+                others.push(
+                    base()
+                        .ip_ranges(IpRange::builder().cidr_ip(cidr).build())
+                        .build(),
+                );
+            }
+        }
+        for pair in permission.user_id_group_pairs() {
+            let group_id = pair.group_id().unwrap_or_default();
+            if !wanted(permission, Source::Group(group_id)) {
+                others.push(
+                    base()
+                        .user_id_group_pairs(UserIdGroupPair::builder().group_id(group_id).build())
+                        .build(),
+                );
+            }
+        }
+        // Nothing here adds IPv6 ranges or prefix lists: any such rule was added by hand.
+        for range in permission.ipv6_ranges() {
+            others.push(base().ipv6_ranges(range.clone()).build());
+        }
+        for list in permission.prefix_list_ids() {
+            others.push(base().prefix_list_ids(list.clone()).build());
+        }
+    }
+    others
+}
+
+/// Revokes every ingress rule of `group` that `rules` does not ask for. Only for a group
+/// whose every rule is Apiary's (the load balancer's: the load balancer controller adds
+/// its rules to the targets' group, never to the one an Ingress names).
+async fn revoke_other_ingress(
+    run: &Run<'_>,
+    group: &SecurityGroup,
+    rules: &[Rule<'_>],
+) -> Result<()> {
+    let others = other_ingress(group, rules);
+    if others.is_empty() {
+        return Ok(());
+    }
+    let result = run
+        .deps
+        .ec2
+        .revoke_security_group_ingress()
+        .group_id(id(group))
+        .set_ip_permissions(Some(others.clone()))
+        .send()
+        .await;
+    match result {
+        Ok(_) => {}
+        // Already gone (another run, or by hand): what was asked for is true.
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| is_code(e, &["InvalidPermission.NotFound"])) => {}
+        Err(err) => {
+            return Err(on_known_id(
+                format!(
+                    "RevokeSecurityGroupIngress {} (rules no longer in the spec)",
+                    id(group)
+                ),
+                err,
+            ));
+        }
+    }
+    for permission in &others {
+        let source = permission
+            .ip_ranges()
+            .iter()
+            .filter_map(|r| r.cidr_ip())
+            .chain(
+                permission
+                    .user_id_group_pairs()
+                    .iter()
+                    .filter_map(|p| p.group_id()),
+            )
+            .chain(
+                permission
+                    .ipv6_ranges()
+                    .iter()
+                    .filter_map(|r| r.cidr_ipv6()),
+            )
+            .chain(
+                permission
+                    .prefix_list_ids()
+                    .iter()
+                    .filter_map(|p| p.prefix_list_id()),
+            )
+            .collect::<Vec<_>>()
+            .join(",");
+        run.log.created(&format!("{}:revoked:{source}", id(group)));
+    }
+    Ok(())
 }
 
 async fn ensure_directed_rules(
     run: &Run<'_>,
     group: &SecurityGroup,
     direction: Direction,
-    rules: Vec<Rule<'_>>,
+    rules: &[Rule<'_>],
 ) -> Result<()> {
     let existing = match direction {
         Direction::Ingress => group.ip_permissions(),
@@ -404,5 +586,21 @@ where
             Ok(false)
         }
         Err(err) => Err(on_known_id(operation, err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_with_our_name_that_is_not_ours_is_refused_by_name() {
+        let err = foreign_group("apiary-acme-alb", "vpc-1", Some(("sg-9".into(), false)))
+            .expect("a conflict");
+        assert_eq!(err.name(), apiary_core::ErrorName::Conflict);
+        assert!(err.to_string().contains("sg-9"), "{err}");
+        assert!(err.to_string().contains("apiary-acme-alb"), "{err}");
+        assert!(foreign_group("apiary-acme-alb", "vpc-1", Some(("sg-1".into(), true))).is_none());
+        assert!(foreign_group("apiary-acme-alb", "vpc-1", None).is_none());
     }
 }

@@ -112,52 +112,94 @@ fn existing_network(nat: NatGateway) -> Vec<Rule> {
                 )
                 .build()
         }),
-        mock!(Ec2::describe_security_groups).then_output(|| {
-            let rule = |port: i32| {
-                IpPermission::builder()
-                    .ip_protocol("tcp")
-                    .from_port(port)
-                    .to_port(port)
+        mock!(Ec2::describe_security_groups)
+            .match_requests(|r| !is_alb(r))
+            .then_output(|| {
+                let rule = |port: i32| {
+                    IpPermission::builder()
+                        .ip_protocol("tcp")
+                        .from_port(port)
+                        .to_port(port)
+                        .user_id_group_pairs(UserIdGroupPair::builder().group_id("sg-1").build())
+                        .ip_ranges(IpRange::builder().cidr_ip(CIDR).build())
+                        .build()
+                };
+                let all = IpPermission::builder()
+                    .ip_protocol("-1")
                     .user_id_group_pairs(UserIdGroupPair::builder().group_id("sg-1").build())
+                    .build();
+                // The control plane's narrowed egress (no default allow-all rule).
+                let https_out = IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(443)
+                    .to_port(443)
                     .ip_ranges(IpRange::builder().cidr_ip(CIDR).build())
+                    .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+                    .build();
+                DescribeSecurityGroupsOutput::builder()
+                    .security_groups(
+                        SecurityGroup::builder()
+                            .group_id("sg-1")
+                            .ip_permissions(all)
+                            .ip_permissions(rule(443))
+                            .ip_permissions(rule(8080))
+                            .ip_permissions(
+                                IpPermission::builder()
+                                    .ip_protocol("tcp")
+                                    .from_port(8080)
+                                    .to_port(8080)
+                                    .user_id_group_pairs(
+                                        UserIdGroupPair::builder().group_id("sg-alb").build(),
+                                    )
+                                    .build(),
+                            )
+                            .ip_permissions(rule(5432))
+                            .ip_permissions(rule(27017))
+                            .ip_permissions(rule(6379))
+                            .ip_permissions_egress(https_out)
+                            .ip_permissions_egress(rule(5432))
+                            .ip_permissions_egress(rule(27017))
+                            .ip_permissions_egress(rule(6379))
+                            .build(),
+                    )
                     .build()
-            };
-            let all = IpPermission::builder()
-                .ip_protocol("-1")
-                .user_id_group_pairs(UserIdGroupPair::builder().group_id("sg-1").build())
-                .build();
-            // The control plane's narrowed egress (no default allow-all rule).
-            let https_out = IpPermission::builder()
-                .ip_protocol("tcp")
-                .from_port(443)
-                .to_port(443)
-                .ip_ranges(IpRange::builder().cidr_ip(CIDR).build())
-                .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
-                .build();
-            DescribeSecurityGroupsOutput::builder()
-                .security_groups(
-                    SecurityGroup::builder()
-                        .group_id("sg-1")
-                        .ip_permissions(all)
-                        .ip_permissions(rule(443))
-                        .ip_permissions(rule(8080))
-                        .ip_permissions(rule(5432))
-                        .ip_permissions(rule(27017))
-                        .ip_permissions(rule(6379))
-                        .ip_permissions_egress(https_out)
-                        .ip_permissions_egress(rule(5432))
-                        .ip_permissions_egress(rule(27017))
-                        .ip_permissions_egress(rule(6379))
-                        .build(),
-                )
-                .build()
-        }),
+            }),
         mock!(Ec2::describe_vpc_endpoints).then_output(|| {
             DescribeVpcEndpointsOutput::builder()
                 .vpc_endpoints(VpcEndpoint::builder().vpc_endpoint_id("vpce-1").build())
                 .build()
         }),
+        // The load balancer's group: exactly 443 from the VPC (the spec names no customer
+        // network), so nothing is revoked from it.
+        mock!(Ec2::describe_security_groups)
+            .match_requests(is_alb)
+            .then_output(|| {
+                DescribeSecurityGroupsOutput::builder()
+                    .security_groups(
+                        SecurityGroup::builder()
+                            .group_id("sg-alb")
+                            .ip_permissions(
+                                IpPermission::builder()
+                                    .ip_protocol("tcp")
+                                    .from_port(443)
+                                    .to_port(443)
+                                    .ip_ranges(IpRange::builder().cidr_ip(CIDR).build())
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build()
+            }),
     ]
+}
+
+/// A lookup of the load balancer's group.
+fn is_alb(
+    r: &aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsInput,
+) -> bool {
+    r.filters()
+        .iter()
+        .any(|f| f.name() == Some("tag:apiary:role") && f.values() == ["alb"])
 }
 
 fn run_with(rules: &[Rule], extra: &[&Rule]) -> Deps {

@@ -20,7 +20,10 @@ pub mod manifests;
 pub mod output;
 pub mod pod_identity;
 pub mod render;
+pub mod restart;
 pub mod rollout;
+pub mod serving;
+pub mod teardown;
 #[cfg(test)]
 mod test_support;
 pub mod token;
@@ -48,6 +51,16 @@ pub enum WorkloadsAction {
     /// Report the rollout; read-only.
     #[serde(rename = "status")]
     Status,
+    /// Restart the ingestion pods so they read rotated credentials (rotate-keys).
+    #[serde(rename = "restart")]
+    Restart,
+    /// The teardown's Kubernetes side: freeze, then delete Ingresses and LoadBalancer
+    /// Services, PVCs, NodePools and node classes, a phase per call (see `teardown`).
+    #[serde(rename = "teardown-kubernetes")]
+    TeardownKubernetes,
+    /// What of that is still in the cluster; read-only.
+    #[serde(rename = "teardown-kubernetes-status")]
+    TeardownKubernetesStatus,
 }
 
 impl Action for WorkloadsAction {
@@ -55,6 +68,9 @@ impl Action for WorkloadsAction {
         match self {
             WorkloadsAction::Ensure => "ensure",
             WorkloadsAction::Status => "status",
+            WorkloadsAction::Restart => "restart",
+            WorkloadsAction::TeardownKubernetes => "teardown-kubernetes",
+            WorkloadsAction::TeardownKubernetesStatus => "teardown-kubernetes-status",
         }
     }
 
@@ -64,11 +80,17 @@ impl Action for WorkloadsAction {
         Some(match self {
             WorkloadsAction::Ensure => "workloads#ensure",
             WorkloadsAction::Status => "workloads#rollout",
+            WorkloadsAction::Restart
+            | WorkloadsAction::TeardownKubernetes
+            | WorkloadsAction::TeardownKubernetesStatus => return None,
         })
     }
 
     fn mutates(self) -> bool {
-        self == WorkloadsAction::Ensure
+        !matches!(
+            self,
+            WorkloadsAction::Status | WorkloadsAction::TeardownKubernetesStatus
+        )
     }
 }
 
@@ -91,6 +113,8 @@ pub enum KubeAccess {
 pub struct Deps {
     pub eks: aws_sdk_eks::Client,
     pub iam: aws_sdk_iam::Client,
+    /// The load balancer and its targets' health (`serving`).
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
     /// Signs the EKS bearer token.
     pub credentials: Option<SharedCredentialsProvider>,
     /// The SDK's region (the deployment's region when unset).
@@ -117,6 +141,7 @@ impl Deps {
         Deps {
             eks: apiary_core::client!(aws_sdk_eks, sdk_config),
             iam: apiary_core::client!(aws_sdk_iam, sdk_config),
+            elb: apiary_core::client!(aws_sdk_elasticloadbalancingv2, sdk_config),
             credentials: sdk_config.credentials_provider(),
             region: sdk_config.region().map(|r| r.to_string()),
             recorder,
@@ -154,6 +179,9 @@ impl Step for Deps {
     async fn run(&self, step: &StepContext<'_, WorkloadsAction>) -> Result<Done<Output>> {
         // Boxed: the Kubernetes client's futures nest deeply, and callers (the Lambda
         // runtime, the CLI) should not need a raised recursion limit to hold this one.
+        if let Some(done) = teardown::without_cluster(self, step).await? {
+            return Ok(done.map(Output::Teardown));
+        }
         let target = Box::pin(target(self, step)).await?;
         Box::pin(run_on(self, step, target)).await
     }
@@ -178,7 +206,17 @@ pub async fn run_on(
         WorkloadsAction::Ensure => Box::pin(ensure(deps, step, target))
             .await?
             .map(Output::Ensure),
-        WorkloadsAction::Status => Box::pin(status(step, target)).await?.map(Output::Status),
+        WorkloadsAction::Status => Box::pin(status(deps, step, target))
+            .await?
+            .map(Output::Status),
+        WorkloadsAction::Restart => Box::pin(restart::restart(step, target))
+            .await?
+            .map(Output::Restart),
+        WorkloadsAction::TeardownKubernetes | WorkloadsAction::TeardownKubernetesStatus => {
+            Box::pin(teardown::teardown(step, target))
+                .await?
+                .map(Output::Teardown)
+        }
     })
 }
 
@@ -391,13 +429,14 @@ fn check_before_apply(manifests: &[Manifest]) -> Result<()> {
 /// `status` against an already resolved target: ready when the rollout is complete (or
 /// there is none, the manifests having only been rendered).
 pub async fn status(
+    deps: &Deps,
     step: &StepContext<'_, WorkloadsAction>,
     target: Target,
 ) -> Result<Done<StatusOutput>> {
     match target {
         Target::Render(folder) => {
             let detail = format!(
-                "the manifests were rendered to {}, not applied: there is no rollout to wait for",
+                "the manifests were rendered to {}, not applied: there is no rollout to wait for, and the load balancer and its targets' health are not verified locally",
                 folder.display()
             );
             Ok(Done::ready(StatusOutput::Rendered {
@@ -412,18 +451,60 @@ pub async fn status(
         Target::Apply { client, via, .. } => {
             let min_replicas = step.spec.sizing().ingestion_replicas_min;
             let rollout = rollout::status(&client, min_replicas).await?;
-            let pending = if rollout.ready {
-                Vec::new()
-            } else {
-                std::iter::once(rollout.detail.clone())
+            if !rollout.ready {
+                let pending = std::iter::once(rollout.detail.clone())
                     .chain(rollout.waiting.iter().cloned())
-                    .collect()
+                    .collect();
+                return Ok(Done::pending(
+                    StatusOutput::Applied {
+                        via,
+                        rollout,
+                        serving: None,
+                    },
+                    pending,
+                ));
+            }
+            let serving = serving_check(deps, step, &client).await?;
+            let pending = match &serving {
+                Some(s) if !s.ready => vec![s.detail.clone()],
+                _ => Vec::new(),
             };
             Ok(Done::pending(
-                StatusOutput::Applied { via, rollout },
+                StatusOutput::Applied {
+                    via,
+                    rollout,
+                    serving,
+                },
                 pending,
             ))
         }
+    }
+}
+
+/// After the rollout: whether the load balancer in front of the pods serves (see
+/// [`serving`]). `None` while the certificate is not issued: the HTTPS Ingress is not
+/// applied then, and the deployment is WAITING_FOR_DNS_VALIDATION, not READY. Through a
+/// kubeconfig (a cluster outside AWS, where no load balancer controller makes an ELB)
+/// only the rollout is checked.
+async fn serving_check(
+    deps: &Deps,
+    step: &StepContext<'_, WorkloadsAction>,
+    client: &kube::Client,
+) -> Result<Option<serving::Serving>> {
+    if !matches!(deps.kube, KubeAccess::Eks) {
+        return Ok(None);
+    }
+    let ctx = Context::new(&step.spec, &step.layers)?;
+    if !ctx.certificate_issued {
+        return Ok(None);
+    }
+    match serving::ingress_address(client).await? {
+        Some(address) => serving::check(&deps.elb, &address).await.map(Some),
+        None => Ok(Some(serving::Serving::waiting(
+            "the Ingress has no load balancer address yet (the load balancer controller \
+             writes it once the load balancer exists)"
+                .to_owned(),
+        ))),
     }
 }
 

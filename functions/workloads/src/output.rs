@@ -17,6 +17,8 @@ use crate::rollout::Rollout;
 pub enum Output {
     Ensure(EnsureOutput),
     Status(StatusOutput),
+    Restart(crate::restart::RestartOutput),
+    Teardown(crate::teardown::TeardownOutput),
 }
 
 /// What `ensure` did.
@@ -82,5 +84,9 @@ pub enum StatusOutput {
         via: &'static str,
         #[serde(flatten)]
         rollout: Rollout,
+        /// The load balancer and its healthy targets, once the rollout is done and the
+        /// HTTPS Ingress exists.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        serving: Option<crate::serving::Serving>,
     },
 }

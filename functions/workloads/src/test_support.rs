@@ -61,6 +61,9 @@ pub fn mock_deps_over(
     let deps = Deps {
         eks: mock_client!(aws_sdk_eks, RuleMode::MatchAny, eks_rules.iter().copied()),
         iam: mock_client!(aws_sdk_iam, RuleMode::MatchAny, iam_rules.iter().copied()),
+        // No test here reaches the load balancer check (it needs the EKS access): its
+        // own tests are in `serving`.
+        elb: mock_client!(aws_sdk_elasticloadbalancingv2, RuleMode::MatchAny, []),
         credentials: None,
         region: Some("us-west-2".to_owned()),
         recorder: Arc::new(recorder.clone()),
@@ -286,4 +289,55 @@ impl ExistingEks {
     pub fn rules(&self) -> [&Rule; 2] {
         [&self.list, &self.describe]
     }
+}
+
+/// The load balancer the Ingress in [`INGRESS_ADDRESS`] names, active, with one target
+/// group whose one target is healthy or not.
+pub const INGRESS_ADDRESS: &str = "internal-k8s-apiaryacme-1.us-west-2.elb.amazonaws.com";
+
+pub fn serving_elb(healthy: bool) -> aws_sdk_elasticloadbalancingv2::Client {
+    use aws_sdk_elasticloadbalancingv2::Client as Elb;
+    use aws_sdk_elasticloadbalancingv2::operation::describe_load_balancers::DescribeLoadBalancersOutput;
+    use aws_sdk_elasticloadbalancingv2::operation::describe_target_groups::DescribeTargetGroupsOutput;
+    use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthOutput;
+    use aws_sdk_elasticloadbalancingv2::types::{
+        LoadBalancer, LoadBalancerState, LoadBalancerStateEnum, TargetGroup, TargetHealth,
+        TargetHealthDescription, TargetHealthStateEnum,
+    };
+    let balancers = aws_smithy_mocks::mock!(Elb::describe_load_balancers).then_output(|| {
+        DescribeLoadBalancersOutput::builder()
+            .load_balancers(
+                LoadBalancer::builder()
+                    .load_balancer_arn("arn:aws:elasticloadbalancing:us-west-2:123456789012:loadbalancer/app/k8s-apiaryacme/1")
+                    .dns_name(INGRESS_ADDRESS)
+                    .canonical_hosted_zone_id("Z1H1FL5HABSF5")
+                    .state(LoadBalancerState::builder().code(LoadBalancerStateEnum::Active).build())
+                    .build(),
+            )
+            .build()
+    });
+    let groups = aws_smithy_mocks::mock!(Elb::describe_target_groups).then_output(|| {
+        DescribeTargetGroupsOutput::builder()
+            .target_groups(TargetGroup::builder().target_group_arn("tg-1").build())
+            .build()
+    });
+    let state = if healthy {
+        TargetHealthStateEnum::Healthy
+    } else {
+        TargetHealthStateEnum::Unhealthy
+    };
+    let health = aws_smithy_mocks::mock!(Elb::describe_target_health).then_output(move || {
+        DescribeTargetHealthOutput::builder()
+            .target_health_descriptions(
+                TargetHealthDescription::builder()
+                    .target_health(TargetHealth::builder().state(state.clone()).build())
+                    .build(),
+            )
+            .build()
+    });
+    mock_client!(
+        aws_sdk_elasticloadbalancingv2,
+        RuleMode::MatchAny,
+        [&balancers, &groups, &health]
+    )
 }

@@ -176,7 +176,7 @@ async fn status_of_rendered_manifests_is_ready_and_says_why() {
         json!({
             "ready": true, "created": [], "mode": "rendered", "applied": false, "folder": folder,
             "desired": 0, "updated": 0, "available": 0,
-            "detail": format!("the manifests were rendered to {}, not applied: there is no rollout to wait for", folder.display())
+            "detail": format!("the manifests were rendered to {}, not applied: there is no rollout to wait for, and the load balancer and its targets' health are not verified locally", folder.display())
         })
     );
 }
@@ -325,6 +325,11 @@ async fn discovery_tells_auto_mode_clusters_from_plain_ones() {
 }
 
 fn rollout_server(pod_state: Value) -> kube::Client {
+    rollout_server_with(pod_state, Some(INGRESS_ADDRESS))
+}
+
+/// The rollout, and the HTTPS Ingress with this load balancer address in its status.
+fn rollout_server_with(pod_state: Value, address: Option<&'static str>) -> kube::Client {
     let objects = manifests::build(&context()).unwrap();
     let mut deployment = objects
         .iter()
@@ -350,6 +355,18 @@ fn rollout_server(pod_state: Value) -> kube::Client {
         "/api/v1/namespaces/honeyhive/pods" => {
             Reply::Json(200, json!({"metadata": {}, "items": [pod.clone()]}))
         }
+        "/apis/networking.k8s.io/v1/namespaces/honeyhive/ingresses/ingestion" => {
+            let ingress = match address {
+                Some(host) => json!({"loadBalancer": {"ingress": [{"hostname": host}]}}),
+                None => json!({}),
+            };
+            Reply::Json(
+                200,
+                json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                       "metadata": {"name": "ingestion", "namespace": "honeyhive"},
+                       "status": ingress}),
+            )
+        }
         _ => Reply::Json(404, fake_api::status(404, "NotFound", "no")),
     });
     client
@@ -358,7 +375,8 @@ fn rollout_server(pod_state: Value) -> kube::Client {
 #[tokio::test]
 async fn status_reports_the_rollout_and_journals_its_end() {
     let event = Fixture::test().event("status");
-    let (deps, recorder) = mock_deps(&[], &[], KubeAccess::Eks, false);
+    let (mut deps, recorder) = mock_deps(&[], &[], KubeAccess::Eks, false);
+    deps.elb = serving_elb(true);
     let client = rollout_server(json!({"running": {}}));
     let out = step::run(&Against::eks(deps, &client), event.clone())
         .await
@@ -387,6 +405,55 @@ async fn status_reports_the_rollout_and_journals_its_end() {
         "{err}"
     );
     assert_eq!(journal(&recorder), [("status".into(), "failed".into())]);
+}
+
+/// READY means serving: after the rollout, the Ingress must have a load balancer
+/// address and the load balancer a healthy target; until then the step is pending and
+/// says what it waits for.
+#[tokio::test]
+async fn status_waits_for_the_load_balancer_and_a_healthy_target() {
+    let event = Fixture::test().event("status");
+    let (deps, _) = mock_deps(&[], &[], KubeAccess::Eks, false);
+    let client = rollout_server_with(json!({"running": {}}), None);
+    let out = step::run(&Against::eks(deps, &client), event.clone())
+        .await
+        .unwrap();
+    assert_eq!(out["ready"], false, "{out}");
+    assert!(
+        out["pending"][0]
+            .as_str()
+            .unwrap()
+            .contains("no load balancer address yet"),
+        "{out}"
+    );
+
+    let (mut deps, _) = mock_deps(&[], &[], KubeAccess::Eks, false);
+    deps.elb = serving_elb(false);
+    let client = rollout_server(json!({"running": {}}));
+    let out = step::run(&Against::eks(deps, &client), event.clone())
+        .await
+        .unwrap();
+    assert_eq!(out["ready"], false, "{out}");
+    assert!(
+        out["pending"][0]
+            .as_str()
+            .unwrap()
+            .contains("no healthy target"),
+        "{out}"
+    );
+
+    let (mut deps, _) = mock_deps(&[], &[], KubeAccess::Eks, false);
+    deps.elb = serving_elb(true);
+    let client = rollout_server(json!({"running": {}}));
+    let out = step::run(&Against::eks(deps, &client), event)
+        .await
+        .unwrap();
+    assert_eq!(out["ready"], true, "{out}");
+    assert_eq!(
+        out["serving"]["load_balancer"]["dns_name"],
+        json!(INGRESS_ADDRESS)
+    );
+    assert_eq!(out["serving"]["healthy_targets"], json!(1));
 }
 
 #[test]

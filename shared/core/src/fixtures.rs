@@ -44,16 +44,7 @@ pub const INGESTION_IMAGE: &str = "public.ecr.aws/honeyhive/ingestion:1.0.0";
 pub const CLUSTER_ARN: &str = "arn:aws:eks:us-west-2:123456789012:cluster/apiary-acme-prod";
 
 /// The keys layer's scopes: a key for each.
-pub const KEY_SCOPES: [&str; 8] = [
-    "eks-secrets",
-    "rds",
-    "s3",
-    "app",
-    "state",
-    "docdb",
-    "redis",
-    "ebs",
-];
+pub const KEY_SCOPES: [&str; 7] = ["eks-secrets", "rds", "s3", "app", "docdb", "redis", "ebs"];
 
 pub const VPC_ID: &str = "vpc-0aaa";
 pub const VPC_CIDR: &str = "10.42.0.0/16";

@@ -5,6 +5,7 @@ pub mod aws;
 pub mod calls;
 pub mod error;
 pub mod fixtures;
+pub mod inputs;
 pub mod lambda;
 #[cfg(feature = "local")]
 pub mod local;

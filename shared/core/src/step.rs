@@ -294,12 +294,16 @@ async fn resolve<A: Action>(
             Ok((spec.name.clone(), spec, layers))
         }
         (None, _) => {
-            let deployment = event.deployment.clone().ok_or_else(|| {
-                Error::invalid_input(format!(
-                    "step input field `deployment` is missing: the {action} action needs the \
+            let deployment = event
+                .deployment
+                .clone()
+                .filter(|d| !d.is_empty())
+                .ok_or_else(|| {
+                    Error::invalid_input(format!(
+                        "step input field `deployment` is missing: the {action} action needs the \
                      deployment's name"
-                ))
-            })?;
+                    ))
+                })?;
             let (spec, layers) = load(state, &deployment).await?;
             Ok((deployment, spec, layers))
         }

@@ -243,7 +243,13 @@ impl Flow {
 
     /// Adds a bounded poll loop: `X` -> `X Ready?` -> `XWait` -> `XSleep` -> `XPoll` ->
     /// `X Ready?`; after the last poll `XTimedOut` fails with `Apiary.Timeout`.
-    pub fn poll(mut self, poll: Poll) -> Self {
+    pub fn poll(self, poll: Poll) -> Self {
+        self.poll_with(poll, None)
+    }
+
+    /// [`Flow::poll`] whose two Tasks send `options` (e.g. a day-2 workflow's checked
+    /// input: `{"input.$": "$.input"}`).
+    pub fn poll_with(mut self, poll: Poll, options: Option<Value>) -> Self {
         let name = poll.name;
         let (ready, timed_out, poll_state) = (
             format!("{name}Ready?"),
@@ -251,10 +257,21 @@ impl Flow {
             format!("{name}Poll"),
         );
         let bound = duration(poll.wait_seconds());
-        let ensure = poll.keep_ready(Task::step(name, poll.function, poll.ensure).comment(
-            format!("{}: create what is missing, return at once", poll.what),
+        let with_options = |task: Task| match &options {
+            Some(options) => task.options(options.clone()),
+            None => task,
+        };
+        let ensure = poll.keep_ready(with_options(
+            Task::step(name, poll.function, poll.ensure).comment(format!(
+                "{}: create what is missing, return at once",
+                poll.what
+            )),
         ));
-        let status = poll.keep_ready(Task::step(&poll_state, poll.function, poll.status));
+        let status = poll.keep_ready(with_options(Task::step(
+            &poll_state,
+            poll.function,
+            poll.status,
+        )));
         let mut first = ensure.state();
         self.catch_failures(&mut first);
         first["Next"] = json!(ready);

@@ -15,10 +15,14 @@ pub enum Function {
     Databases,
     Cluster,
     Workloads,
+    Teardown,
+    Operate,
+    Verifier,
+    Backup,
 }
 
 impl Function {
-    pub const ALL: [Function; 8] = [
+    pub const ALL: [Function; 12] = [
         Function::Control,
         Function::Keys,
         Function::Network,
@@ -27,6 +31,10 @@ impl Function {
         Function::Databases,
         Function::Cluster,
         Function::Workloads,
+        Function::Teardown,
+        Function::Operate,
+        Function::Verifier,
+        Function::Backup,
     ];
 
     /// The crate, binary and function name: `functions/<name>`.
@@ -40,6 +48,10 @@ impl Function {
             Function::Databases => "databases",
             Function::Cluster => "cluster",
             Function::Workloads => "workloads",
+            Function::Verifier => "verifier",
+            Function::Backup => "backup",
+            Function::Teardown => "teardown",
+            Function::Operate => "operate",
         }
     }
 
@@ -60,9 +72,15 @@ impl Function {
     pub const fn timeout_seconds(self) -> u64 {
         match self {
             Function::Control => 30,
-            Function::Keys | Function::Dns | Function::Storage => 120,
+            Function::Keys | Function::Dns | Function::Storage | Function::Teardown => 120,
             Function::Network | Function::Databases | Function::Cluster => 300,
             Function::Workloads => 600,
+            // A secret read, one connection (at most 10 s to connect) and a few queries.
+            Function::Verifier => 60,
+            // A few calls per store; listing a store's snapshots (and their tags) in two
+            // regions at worst.
+            Function::Backup => 120,
+            Function::Operate => 120,
         }
     }
 }

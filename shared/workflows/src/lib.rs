@@ -19,7 +19,10 @@
 //! - [`Locked`]: the frame of a workflow that changes a deployment: Defaults/Options/
 //!   Init, Validate (-> Rejected), Lock (with a bounded wait when the input says
 //!   `"queue": true`), the body, the outcome (MarkReady), Unlock; and the failure path
-//!   RecordFailure -> UnlockAfterFailure -> Failed.
+//!   RecordFailure -> UnlockAfterFailure -> Failed. Its [`Input`] is a spec (provision)
+//!   or a stored deployment and the workflow's own fields (the day-2 workflows, whose
+//!   Validate is the control function's `validate-input` and whose outcome is
+//!   [`Outcome::finish`]).
 //!
 //! A new workflow is a function in its own module that builds a [`Flow`] and wraps it in
 //! [`Locked`] (see [`provision`]), plus a line in [`all`].
@@ -45,17 +48,21 @@
 //! A workflow that holds the deployment's lock must not lose it while it runs, so the
 //! control function's lock lease must be at least [`longest_timeout_seconds`].
 
+pub mod backup;
 pub mod budget;
 mod flow;
 mod function;
 mod locked;
 pub mod provision;
+pub mod restore_test;
+pub mod rotate_keys;
+pub mod teardown;
 
 use serde_json::Value;
 
 pub use flow::{Flow, Poll, Task, duration};
 pub use function::{Function, TRANSIENT, retry_policy};
-pub use locked::{Locked, Outcome};
+pub use locked::{Input, Locked, Outcome};
 
 /// One workflow: a state machine definition and the file it is written to.
 #[derive(Debug, Clone)]
@@ -88,10 +95,28 @@ impl Workflow {
 
 /// Every workflow, in file name order.
 pub fn all() -> Vec<Workflow> {
-    vec![Workflow {
-        name: "provision",
-        definition: provision::definition(),
-    }]
+    vec![
+        Workflow {
+            name: backup::NAME,
+            definition: backup::definition(),
+        },
+        Workflow {
+            name: "provision",
+            definition: provision::definition(),
+        },
+        Workflow {
+            name: restore_test::NAME,
+            definition: restore_test::definition(),
+        },
+        Workflow {
+            name: rotate_keys::NAME,
+            definition: rotate_keys::definition(),
+        },
+        Workflow {
+            name: "teardown",
+            definition: teardown::definition(),
+        },
+    ]
 }
 
 /// The longest `TimeoutSeconds` of any workflow: the lock lease must be at least this.

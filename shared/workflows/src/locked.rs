@@ -9,6 +9,20 @@ use serde_json::{Map, Value, json};
 use crate::flow::{DEPLOYMENT_NAME, FAILURE, FAILURE_PATH, Flow, Task, duration, wait_states};
 use crate::function::Function;
 
+/// What the execution's input is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// A deployment spec (`{"spec": ...}`): provision, the only way a spec enters the
+    /// state table. Validate checks it; Lock stores it.
+    Spec,
+    /// A stored deployment and the workflow's own fields (`{"deployment": "<name>",
+    /// ...}`): the day-2 workflows. Validate (`validate-input`) checks the fields with the
+    /// workflow's typed input (`apiary_core::inputs`) and that the deployment exists;
+    /// the normalized input is kept at `$.input` for the body's steps, and `$.result`
+    /// starts empty for them to fill: the execution returns it.
+    Deployment,
+}
+
 /// How a successful run is recorded and what the execution returns.
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome {
@@ -20,6 +34,20 @@ pub struct Outcome {
     /// The last state, whose output is the execution's: `Provisioned`. Its `status` is
     /// the one the control function recorded (`READY`, `WAITING_FOR_DNS_VALIDATION`).
     pub done: &'static str,
+}
+
+impl Outcome {
+    /// A day-2 workflow's outcome: `finish` journals the success (and marks a torn-down
+    /// deployment DELETED); the execution returns `{"deployment", "workflow", "status",
+    /// "result"}`.
+    pub const fn finish() -> Outcome {
+        Outcome {
+            state: "Record",
+            action: "finish",
+            comment: "Journal the workflow's success; the deployment's status changes only for teardown (DELETED)",
+            done: "Done",
+        }
+    }
 }
 
 /// A workflow that holds the deployment's lock while its body runs.
@@ -35,6 +63,7 @@ pub struct Locked {
     /// says `"queue": true`; its length is the number of tries after the first.
     pub lock_wait: &'static [u64],
     pub body: Flow,
+    pub input: Input,
     pub outcome: Outcome,
 }
 
@@ -48,12 +77,22 @@ impl Locked {
             assert!(previous.is_none(), "two states are named {name}");
         };
 
+        let (defaults, defaults_comment) = match self.input {
+            Input::Spec => (
+                json!({"queue": false}),
+                "Options the input may leave out: queue (wait for another workflow's lock instead of failing at once), false by default",
+            ),
+            Input::Deployment => (
+                json!({"queue": false, "deployment": ""}),
+                "Options the input may leave out: queue (wait for another workflow's lock instead of failing at once), false by default. A missing deployment is refused by Validate",
+            ),
+        };
         add(
             "Defaults",
             json!({
                 "Type": "Pass",
-                "Comment": "Options the input may leave out: queue (wait for another workflow's lock instead of failing at once), false by default",
-                "Parameters": {"defaults": {"queue": false}, "input.$": "$"},
+                "Comment": defaults_comment,
+                "Parameters": {"defaults": defaults, "input.$": "$"},
                 "Next": "Options"
             }),
         );
@@ -71,25 +110,73 @@ impl Locked {
         {
             polls.insert(counter.to_owned(), json!({"n": 0}));
         }
+        let init = match self.input {
+            Input::Spec => {
+                json!({"spec.$": "$.merged.spec", "queue.$": "$.merged.queue", "polls": polls})
+            }
+            Input::Deployment => json!({
+                "given.$": "$.merged",
+                "queue.$": "$.merged.queue",
+                "polls": polls,
+                "result": {}
+            }),
+        };
         add(
             "Init",
             json!({
                 "Type": "Pass",
                 "Comment": "One round counter per bounded loop",
-                "Parameters": {"spec.$": "$.merged.spec", "queue.$": "$.merged.queue", "polls": polls},
+                "Parameters": init,
                 "Next": "Validate"
             }),
         );
 
-        let validate = Task::new(
-            "Validate",
-            Function::Control,
-            json!({"action": "validate", "spec.$": "$.spec", "execution_id.$": "$$.Execution.Id"}),
-        )
-        .comment("Reject a bad spec before anything is changed")
-        .keep(json!({"name.$": "$.deployment"}), "$.deployment")
+        let validate = match self.input {
+            Input::Spec => Task::new(
+                "Validate",
+                Function::Control,
+                json!({"action": "validate", "spec.$": "$.spec", "execution_id.$": "$$.Execution.Id"}),
+            )
+            .comment("Reject a bad spec before anything is changed")
+            .keep(json!({"name.$": "$.deployment"}), "$.deployment"),
+            Input::Deployment => Task::new(
+                "Validate",
+                Function::Control,
+                json!({
+                    "action": "validate-input",
+                    "deployment.$": "$.given.deployment",
+                    "execution_id.$": "$$.Execution.Id",
+                    "options": {"workflow": self.name, "input.$": "$.given"}
+                }),
+            )
+            .comment("Reject a bad input, or a deployment with no record, before anything is changed")
+            .keep(
+                json!({"name.$": "$.deployment", "input.$": "$.input"}),
+                "$.validated",
+            ),
+        }
         .catch(&["States.ALL"], json!(FAILURE), "Rejected");
-        add("Validate", with_next(validate.state(), "Lock"));
+        match self.input {
+            Input::Spec => add("Validate", with_next(validate.state(), "Lock")),
+            Input::Deployment => {
+                add("Validate", with_next(validate.state(), "Validated"));
+                add(
+                    "Validated",
+                    json!({
+                        "Type": "Pass",
+                        "Comment": "The checked input, where the steps read it ($.input), and an empty result for them to fill",
+                        "Parameters": {
+                            "deployment": {"name.$": "$.validated.name"},
+                            "input.$": "$.validated.input",
+                            "queue.$": "$.queue",
+                            "polls.$": "$.polls",
+                            "result": {}
+                        },
+                        "Next": "Lock"
+                    }),
+                );
+            }
+        }
         add(
             "Rejected",
             json!({
@@ -101,20 +188,20 @@ impl Locked {
         );
 
         let (body_start, body) = self.body.finish(self.outcome.state);
-        let lock = Task::new(
-            "Lock",
-            Function::Control,
-            json!({
-                "action": "lock",
-                "spec.$": "$.spec",
-                "deployment.$": DEPLOYMENT_NAME,
-                "execution_id.$": "$$.Execution.Id",
-                "options": workflow
-            }),
-        )
-        .comment("One workflow per deployment at a time; stores the validated spec for the steps")
-        .catch(&[ErrorName::Conflict.as_str()], json!(FAILURE), "LockBusy?")
-        .catch(&["States.ALL"], json!(FAILURE), "Rejected");
+        let mut lock_parameters = Map::new();
+        lock_parameters.insert("action".into(), json!("lock"));
+        if self.input == Input::Spec {
+            lock_parameters.insert("spec.$".into(), json!("$.spec"));
+        }
+        lock_parameters.insert("deployment.$".into(), json!(DEPLOYMENT_NAME));
+        lock_parameters.insert("execution_id.$".into(), json!("$$.Execution.Id"));
+        lock_parameters.insert("options".into(), workflow.clone());
+        let lock = Task::new("Lock", Function::Control, Value::Object(lock_parameters))
+            .comment(
+                "One workflow per deployment at a time; stores the validated spec for the steps",
+            )
+            .catch(&[ErrorName::Conflict.as_str()], json!(FAILURE), "LockBusy?")
+            .catch(&["States.ALL"], json!(FAILURE), "Rejected");
         add("Lock", with_next(lock.state(), &body_start));
         let tries = self.lock_wait.len();
         let waited = duration(self.lock_wait.iter().sum());
@@ -157,30 +244,38 @@ impl Locked {
         }
 
         let outcome = self.outcome;
+        let kept = match self.input {
+            Input::Spec => json!({"status.$": "$.status", "layers.$": "$.layers"}),
+            Input::Deployment => json!({"status.$": "$.status"}),
+        };
         let mark = Task::step(outcome.state, Function::Control, outcome.action)
             .comment(outcome.comment)
             .options(workflow.clone())
-            .keep(
-                json!({"status.$": "$.status", "layers.$": "$.layers"}),
-                "$.marked",
-            )
+            .keep(kept, "$.marked")
             .catch(&["States.ALL"], json!(FAILURE), FAILURE_PATH);
         add(outcome.state, with_next(mark.state(), "Unlock"));
-        let unlock = Task::step("Unlock", Function::Control, "unlock").comment(
-            "Release the lock. The outcome is already recorded: should this keep failing, the lock's lease frees it",
-        );
+        let unlock = Task::step("Unlock", Function::Control, "unlock")
+            .comment(
+                "Release the lock. The outcome is already recorded: should this keep failing, the lock's lease frees it",
+            )
+            .options(workflow.clone());
         add("Unlock", with_next(unlock.state(), outcome.done));
+        let returned = match self.input {
+            Input::Spec => json!({
+                "deployment.$": DEPLOYMENT_NAME,
+                "status.$": "$.marked.status",
+                "layers.$": "$.marked.layers"
+            }),
+            Input::Deployment => json!({
+                "deployment.$": DEPLOYMENT_NAME,
+                "workflow": self.name,
+                "status.$": "$.marked.status",
+                "result.$": "$.result"
+            }),
+        };
         add(
             outcome.done,
-            json!({
-                "Type": "Pass",
-                "Parameters": {
-                    "deployment.$": DEPLOYMENT_NAME,
-                    "status.$": "$.marked.status",
-                    "layers.$": "$.marked.layers"
-                },
-                "End": true
-            }),
+            json!({"Type": "Pass", "Parameters": returned, "End": true}),
         );
 
         let mut failure = json!({"workflow": self.name});
@@ -195,6 +290,7 @@ impl Locked {
         );
         let unlock = Task::step("UnlockAfterFailure", Function::Control, "unlock")
             .comment("Release the lock so a fixed spec can be re-run")
+            .options(workflow)
             .catch(&["States.ALL"], Value::Null, "Failed");
         add("UnlockAfterFailure", with_next(unlock.state(), "Failed"));
         add(

@@ -5,7 +5,8 @@
 //!   -> in parallel: dns (polled) | storage | databases (postgres | documentdb | redis, each polled)
 //!                 | cluster (EKS polled -> node group polled -> Karpenter prerequisites)
 //!                 | the in-VPC functions placed in the private subnets (polled)
-//!   -> workloads (apply, then poll the rollout)
+//!   -> workloads (apply, then poll the rollout and the load balancer's healthy targets)
+//!   -> the domain's alias to the load balancer
 //!   -> mark ready (READY, or WAITING_FOR_DNS_VALIDATION) -> unlock
 //! ```
 //!
@@ -15,7 +16,7 @@
 
 use crate::flow::{Flow, Poll, Task};
 use crate::function::Function;
-use crate::locked::{Locked, Outcome};
+use crate::locked::{Input, Locked, Outcome};
 
 /// Two hours of waiting for another workflow's lock (a provision typically takes 20-30
 /// minutes): every minute at first, then every ten.
@@ -126,7 +127,7 @@ pub const POLLS: [Poll; 9] = [
 ];
 
 /// 30 hours. The longest path (every Task using all its retries, each attempt running to
-/// its timeout, every loop to its bound) is 94,780 s (26.3 hours); see the budget test.
+/// its timeout, every loop to its bound) is 95,580 s (26.6 hours); see the budget test.
 pub const TIMEOUT_SECONDS: u64 = 30 * 3600;
 
 pub const OUTCOME: Outcome = Outcome {
@@ -168,13 +169,19 @@ pub fn definition() -> serde_json::Value {
                 Flow::branch().poll(IN_VPC),
             ],
         )
-        .poll(WORKLOADS);
+        .poll(WORKLOADS)
+        .task(
+            Task::step("Alias", Function::Dns, "ensure-alias").comment(
+                "The domain, in the private zone, points at the load balancer the workloads step found serving",
+            ),
+        );
     Locked {
         name: "provision",
         comment: "Apiary provision: builds a complete HoneyHive data plane. keys -> network -> (dns | storage | databases | cluster | in-VPC functions) -> workloads. Generated from shared/workflows/src/provision.rs by `apiary workflows generate`: change the Rust, not this file".into(),
         timeout_seconds: TIMEOUT_SECONDS,
         lock_wait: LOCK_WAIT,
         body,
+        input: Input::Spec,
         outcome: OUTCOME,
     }
     .definition()

@@ -3,5 +3,6 @@
 
 mod budget;
 mod common;
+mod day2;
 mod generated;
 mod runs;

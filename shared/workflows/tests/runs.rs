@@ -53,7 +53,7 @@ async fn a_run_sends_the_kit_its_events_and_returns_the_layers() {
         let expected: &[&str] = match (function.as_str(), action) {
             ("control", "validate") => &["action", "spec", "execution_id"],
             ("control", "lock") => &["action", "spec", "deployment", "execution_id", "options"],
-            ("control", "ready") => &["action", "deployment", "execution_id", "options"],
+            ("control", "ready" | "unlock") => &["action", "deployment", "execution_id", "options"],
             _ => &["action", "deployment", "execution_id"],
         };
         assert_eq!(keys, expected, "{function} {action}: {event}");

@@ -175,7 +175,16 @@ async fn an_existing_node_group_is_reported_and_nothing_is_created() {
             {"principal_arn": role_arn("apiary-acme-eks-node"), "type": "EC2", "policy": "AmazonEKSAutoNodePolicy", "state": "present"},
         ])
     );
-    assert_eq!(out["addons"].as_array().unwrap().len(), 3);
+    let addons: Vec<&str> = out["addons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        addons,
+        ["vpc-cni", "kube-proxy", "coredns", "metrics-server"]
+    );
     assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "unchanged");
 }
 
@@ -225,7 +234,7 @@ async fn a_new_node_group_gets_access_entries_addons_and_the_preset_sizes() {
     let create_addon = mock!(Eks::create_addon)
         .match_requests(|r| {
             r.cluster_name() == Some(CLUSTER)
-                && ["vpc-cni", "kube-proxy", "coredns"]
+                && ["vpc-cni", "kube-proxy", "coredns", "metrics-server"]
                     .contains(&r.addon_name().unwrap_or_default())
         })
         .then_compute_output(|r| {
@@ -287,7 +296,7 @@ async fn a_new_node_group_gets_access_entries_addons_and_the_preset_sizes() {
     assert_eq!(node_entry.num_calls(), 1);
     assert_eq!(admin.num_calls(), 1);
     assert_eq!(auto_node.num_calls(), 1);
-    assert_eq!(create_addon.num_calls(), 3);
+    assert_eq!(create_addon.num_calls(), 4);
     assert_eq!(create.num_calls(), 1, "the request carries every setting");
     assert_eq!(
         out["ready"],
@@ -308,6 +317,7 @@ async fn a_new_node_group_gets_access_entries_addons_and_the_preset_sizes() {
             format!("{CLUSTER}/vpc-cni"),
             format!("{CLUSTER}/kube-proxy"),
             format!("{CLUSTER}/coredns"),
+            format!("{CLUSTER}/metrics-server"),
             NODEGROUP
         ])
     );

@@ -192,3 +192,68 @@ fn the_start_time_is_read_past_a_command_with_spaces_and_parentheses() {
     assert_eq!(stat_start_time(stat).as_deref(), Some("987654"));
     assert_eq!(stat_start_time("garbage"), None);
 }
+
+const PROVISION: &str = "arn:aws:states:us-west-2:123456789012:stateMachine:apiary-acme-provision";
+
+#[tokio::test]
+async fn provision_is_started_once_per_name() {
+    use aws_sdk_sfn::operation::start_execution::{StartExecutionError, StartExecutionOutput};
+    use aws_sdk_sfn::types::error::ExecutionAlreadyExists;
+    let started = mock!(Sfn::start_execution)
+        .match_requests(|r| {
+            r.state_machine_arn() == Some(PROVISION)
+                && r.name() == Some("certificate-issued-1")
+                && r.input().is_some_and(|i| i.contains("\"queue\":true"))
+        })
+        .then_output(|| {
+            StartExecutionOutput::builder()
+                .execution_arn(format!(
+                    "{}:certificate-issued-1",
+                    PROVISION.replace(":stateMachine:", ":execution:")
+                ))
+                .start_date(SmithyTime::from_secs(1_700_000_000))
+                .build()
+                .unwrap()
+        });
+    let input = json!({"spec": {"name": "acme"}, "queue": true});
+    let arn = runs(&[&started])
+        .with_provision(PROVISION)
+        .start_provision("certificate-issued-1", &input)
+        .await
+        .unwrap();
+    let expected = "arn:aws:states:us-west-2:123456789012:execution:apiary-acme-provision:certificate-issued-1";
+    assert_eq!(arn.as_deref(), Some(expected));
+
+    let exists = mock!(Sfn::start_execution).then_error(|| {
+        StartExecutionError::ExecutionAlreadyExists(
+            ExecutionAlreadyExists::builder()
+                .message("Execution Already Exists")
+                .meta(
+                    ErrorMetadata::builder()
+                        .code("ExecutionAlreadyExists")
+                        .build(),
+                )
+                .build(),
+        )
+    });
+    let again = runs(&[&exists])
+        .with_provision(PROVISION)
+        .start_provision("certificate-issued-1", &input)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.as_deref(),
+        Some(expected),
+        "a redelivered event starts nothing new"
+    );
+
+    let unset = mock!(Sfn::start_execution).then_error(|| {
+        StartExecutionError::ExecutionAlreadyExists(ExecutionAlreadyExists::builder().build())
+    });
+    assert_eq!(
+        runs(&[&unset]).start_provision("x", &input).await.unwrap(),
+        None,
+        "without the state machine's ARN nothing is started"
+    );
+    assert_eq!(unset.num_calls(), 0);
+}

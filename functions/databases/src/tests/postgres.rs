@@ -41,7 +41,75 @@ fn instance(status: &str) -> DbInstance {
                 .build(),
         )
         .master_user_secret(MasterUserSecret::builder().secret_arn(SECRET).build())
+        // As the acme fixture's spec asks: nothing to bring in line.
+        .multi_az(false)
+        .backup_retention_period(7)
+        .max_allocated_storage(1000)
+        .deletion_protection(true)
+        .db_instance_class("db.t3.medium")
         .build()
+}
+
+fn spec_of(overrides: serde_json::Value) -> apiary_core::DeploymentSpec {
+    let mut spec = acme().spec;
+    for (section, fields) in overrides.as_object().unwrap() {
+        for (field, value) in fields.as_object().unwrap() {
+            spec[section][field] = value.clone();
+        }
+    }
+    apiary_core::DeploymentSpec::parse(&spec).unwrap()
+}
+
+#[test]
+fn an_instance_in_line_with_the_spec_needs_no_modification() {
+    assert_eq!(
+        crate::postgres::modification(&spec_of(json!({})), &instance("available")).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn spec_changes_become_one_modification_and_pending_ones_are_not_asked_again() {
+    let spec = spec_of(json!({"databases": {"multi_az": true}, "backup": {"retention_days": 14}}));
+    let change = crate::postgres::modification(&spec, &instance("available"))
+        .unwrap()
+        .expect("a change");
+    assert_eq!(change.multi_az, Some(true));
+    assert_eq!(change.backup_retention, Some(14));
+    assert_eq!(change.instance_class, None);
+
+    let mut pending = instance("available");
+    pending.pending_modified_values = Some(
+        aws_sdk_rds::types::PendingModifiedValues::builder()
+            .multi_az(true)
+            .backup_retention_period(14)
+            .build(),
+    );
+    assert_eq!(
+        crate::postgres::modification(&spec, &pending).unwrap(),
+        None,
+        "RDS has both pending already"
+    );
+}
+
+#[test]
+fn the_storage_ceiling_is_raised_but_never_lowered() {
+    let spec = spec_of(json!({}));
+    let mut raised = instance("available");
+    raised.max_allocated_storage = Some(4000);
+    assert_eq!(crate::postgres::modification(&spec, &raised).unwrap(), None);
+    let mut low = instance("available");
+    low.max_allocated_storage = Some(500);
+    let change = crate::postgres::modification(&spec, &low).unwrap().unwrap();
+    assert_eq!(change.max_allocated_storage, Some(1000));
+    let mut unprotected = instance("available");
+    unprotected.deletion_protection = Some(false);
+    assert!(
+        crate::postgres::modification(&spec, &unprotected)
+            .unwrap()
+            .unwrap()
+            .deletion_protection
+    );
 }
 
 fn describe_instance(status: &'static str) -> Rule {

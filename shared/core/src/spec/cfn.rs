@@ -46,6 +46,7 @@ const PARAMETERS: &[(&str, &str, Kind)] = &[
     ),
     ("DrRegion", "backup.dr_region", Kind::Text),
     ("IngestionImage", "workloads.ingestion_image", Kind::Text),
+    ("KeyRotationDays", "keys.rotation_days", Kind::Integer),
 ];
 
 /// A parameters map is recognised by its CloudFormation-style (PascalCase) keys.

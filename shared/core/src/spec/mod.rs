@@ -6,6 +6,7 @@
 //! once, each naming its field path.
 
 mod cfn;
+mod changes;
 mod sizing;
 mod validate;
 
@@ -14,6 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use cfn::{parameter_for, parameter_names};
+pub use changes::check_change;
 pub use sizing::{SizePreset, Sizing};
 pub use validate::{Problem, SpecErrors};
 
@@ -52,6 +54,33 @@ pub struct DeploymentSpec {
     pub backup: BackupSpec,
     #[serde(default)]
     pub workloads: WorkloadsSpec,
+    #[serde(default)]
+    pub keys: KeysSpec,
+}
+
+/// The customer-managed KMS keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeysSpec {
+    /// Days between automatic rotations of every key (KMS `RotationPeriodInDays`,
+    /// 90-2560).
+    #[serde(default = "default_rotation_days")]
+    pub rotation_days: u32,
+}
+
+impl Default for KeysSpec {
+    fn default() -> Self {
+        KeysSpec {
+            rotation_days: default_rotation_days(),
+        }
+    }
+}
+
+/// KMS's default automatic rotation period.
+pub const DEFAULT_KEY_ROTATION_DAYS: u32 = 365;
+
+fn default_rotation_days() -> u32 {
+    DEFAULT_KEY_ROTATION_DAYS
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -270,6 +299,7 @@ impl DeploymentSpec {
                 ..BackupSpec::default()
             },
             workloads: WorkloadsSpec::default(),
+            keys: KeysSpec::default(),
         };
         spec.fill_defaults();
         spec

@@ -33,6 +33,7 @@ fn minimal_spec_gets_every_default() {
     assert_eq!(spec.network.nat_mode, NatMode::Single);
     assert_eq!(spec.storage.retention_days, 30);
     assert_eq!(spec.backup.retention_days, 7);
+    assert_eq!(spec.keys.rotation_days, 365);
     assert_eq!(spec.backup.schedule, DEFAULT_BACKUP_SCHEDULE);
     assert_eq!(spec.cluster.version, DEFAULT_KUBERNETES_VERSION);
     assert!(!spec.cluster.public_endpoint);
@@ -186,6 +187,14 @@ fn invalid_cases() -> Vec<(Value, Vec<(&'static str, &'static str)>)> {
         (
             with(minimal(), "/backup/retention_days", json!(90)),
             vec![("backup.retention_days", "RDS limit")],
+        ),
+        (
+            with(minimal(), "/keys/rotation_days", json!(30)),
+            vec![("keys.rotation_days", "outside 90..=2560")],
+        ),
+        (
+            with(minimal(), "/keys/rotation_days", json!(3000)),
+            vec![("keys.rotation_days", "outside 90..=2560")],
         ),
         (
             with(minimal(), "/backup/dr_region", json!("us-west-2")),

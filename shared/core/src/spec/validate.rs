@@ -270,6 +270,15 @@ fn check(spec: &DeploymentSpec, problems: &mut Problems) {
         }
     }
     check_image(&spec.workloads.ingestion_image, problems);
+    if !(90..=2560).contains(&spec.keys.rotation_days) {
+        problems.push(
+            "keys.rotation_days",
+            format!(
+                "{} is outside 90..=2560 days (the KMS rotation period range)",
+                spec.keys.rotation_days
+            ),
+        );
+    }
 }
 
 fn check_name(name: &str, problems: &mut Problems) {

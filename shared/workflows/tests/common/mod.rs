@@ -62,6 +62,18 @@ pub fn handlers(script: Script, calls: Calls) -> HandlerRegistry {
                     ))
                 }
                 ("control", "validate") => Ok(json!({"deployment": "acme"})),
+                // As the control function answers: the kit refuses an empty deployment.
+                ("control", "validate-input") if event["deployment"] == "" => Err(TaskError::new(
+                    "Apiary.InvalidInput",
+                    "step input field `deployment` is missing",
+                )),
+                ("control", "validate-input") => {
+                    let mut input = event["options"]["input"].clone();
+                    input.as_object_mut().unwrap().remove("deployment");
+                    input.as_object_mut().unwrap().remove("queue");
+                    Ok(json!({"deployment": event["deployment"], "input": input}))
+                }
+                ("control", "finish") => Ok(json!({"status": "READY"})),
                 ("control", "lock") if count("lock") <= script.lock_conflicts => Err(
                     TaskError::new("Apiary.Conflict", "another workflow holds the lock"),
                 ),

@@ -1,0 +1,364 @@
+//! `copy-dr` and `copy-status`: when `backup.dr_region` is set, each run's snapshots go to
+//! the DR region re-encrypted with the DR-region key (`alias/apiary/<deployment>/dr`,
+//! made by the keys function's `ensure-dr`): RDS `CopyDBSnapshot` and DocumentDB
+//! `CopyDBClusterSnapshot` (with a `PreSignedUrl`, see [`crate::presign`]), both called
+//! in the DR region. ElastiCache has no cross-region copy: its snapshot is exported to
+//! the backups bucket (`CopySnapshot` with `TargetBucket`), from where S3 replication
+//! carries it to the DR region.
+//!
+//! Copies can take hours (AWS-TIMINGS.md: "can take hours"; requests queue when 20 copies
+//! per region pair are running): the workflow polls `copy-status` for up to 12 hours.
+
+use std::time::SystemTime;
+
+use apiary_core::inputs::backup::StoreName;
+use apiary_core::step::{Done, StepContext};
+use apiary_core::{Error, Result};
+use aws_sdk_rds::config::ProvideCredentials;
+use serde_json::{Map, Value, json};
+
+use crate::engine::{self, Clients, snapshot_id};
+use crate::plan::{self, BACKUP};
+use crate::{Action, Deps, Regional, presign};
+
+/// The scope of the DR-region key: `alias/apiary/<deployment>/dr`.
+pub const DR_KEY_SCOPE: &str = "dr";
+
+pub(crate) async fn run(
+    deps: &Deps,
+    step: &StepContext<'_, Action>,
+    create: bool,
+) -> Result<Done<Value>> {
+    let plan = plan::load(deps, step, BACKUP).await?;
+    let Some(dr_region) = step.spec.backup.dr_region.clone() else {
+        return Ok(Done::ready(json!({
+            "dr_region": null,
+            "copies": {},
+            "note": "backup.dr_region is not set: no cross-region copy"
+        })));
+    };
+    let regional = (deps.regional)(&dr_region);
+    let dr = Clients::dr(&regional);
+    let primary = Clients::primary(deps, &step.spec.region);
+    let mut key: Option<String> = None;
+    let mut copies = Map::new();
+    let mut skipped = Map::new();
+    let mut pending = Vec::new();
+    for store in plan.stores.iter().copied() {
+        if let Err(reason) = engine::source(step, store) {
+            skipped.insert(store.as_str().to_owned(), json!(reason));
+            continue;
+        }
+        let id = snapshot_id(&step.names, store, &plan);
+        if store == StoreName::Redis {
+            let export = export_redis(deps, step, &id, create).await?;
+            if let Some(waiting) = export.get("pending").and_then(Value::as_str) {
+                pending.push(waiting.to_owned());
+            }
+            copies.insert(store.as_str().to_owned(), export);
+            continue;
+        }
+        let mut found = dr.describe(store, &id).await?;
+        if found.is_none() && create {
+            let Some(source) = primary.describe(store, &id).await? else {
+                return Err(Error::fatal(format!(
+                    "{} snapshot {id} does not exist in {}: nothing to copy",
+                    store.as_str(),
+                    step.spec.region
+                )));
+            };
+            if !source.available() {
+                pending.push(format!(
+                    "{} snapshot {id} is {}",
+                    store.as_str(),
+                    source.status
+                ));
+                continue;
+            }
+            let key_arn = match &key {
+                Some(key) => key.clone(),
+                None => key.insert(dr_key(&regional, &step.names).await?).clone(),
+            };
+            if start_copy(deps, &regional, step, store, &source.arn, &id, &key_arn).await? {
+                step.log.created(&format!("{dr_region}:{id}"));
+            }
+            found = dr.describe(store, &id).await?;
+        }
+        let Some(copy) = found else {
+            pending.push(format!(
+                "{} copy {id} is not visible in {dr_region} yet",
+                store.as_str()
+            ));
+            continue;
+        };
+        if copy.failed() {
+            return Err(Error::fatal(format!(
+                "the {dr_region} copy {id} of {} is {}",
+                store.as_str(),
+                copy.status
+            )));
+        }
+        if !copy.available() {
+            pending.push(format!(
+                "{} copy {id} in {dr_region} is {}",
+                store.as_str(),
+                copy.status
+            ));
+        }
+        step.log
+            .resource(
+                &format!("{}-copy", crate::snapshot::kind(store)),
+                &format!("{dr_region}/{id}"),
+                Some(&copy.arn),
+            )
+            .await?;
+        copies.insert(
+            store.as_str().to_owned(),
+            serde_json::to_value(&copy).map_err(|e| Error::fatal(e.to_string()))?,
+        );
+    }
+    Ok(Done::pending(
+        json!({"dr_region": dr_region, "copies": copies, "skipped": skipped}),
+        pending,
+    ))
+}
+
+/// The DR-region key's ARN. The keys function's `ensure-dr` runs earlier in the workflow.
+async fn dr_key(regional: &Regional, names: &apiary_core::Names) -> Result<String> {
+    let alias = names.key_alias(DR_KEY_SCOPE);
+    let described = apiary_core::aws::answer_or_none(
+        format!("DescribeKey {alias} ({})", regional.region),
+        regional.kms.describe_key().key_id(&alias).send(),
+        |e| e.is_not_found_exception(),
+    )
+    .await?
+    .and_then(|out| out.key_metadata)
+    .ok_or_else(|| {
+        Error::fatal(format!(
+            "the DR key {alias} does not exist in {}: the keys function's ensure-dr step makes it",
+            regional.region
+        ))
+    })?;
+    described
+        .arn
+        .ok_or_else(|| Error::fatal(format!("DescribeKey {alias} returned no ARN")))
+}
+
+/// Starts a copy in the DR region; `false` when one was already started.
+async fn start_copy(
+    deps: &Deps,
+    regional: &Regional,
+    step: &StepContext<'_, Action>,
+    store: StoreName,
+    source_arn: &str,
+    id: &str,
+    key: &str,
+) -> Result<bool> {
+    let source_region = step.spec.region.as_str();
+    let dr_region = regional.region.as_str();
+    match store {
+        StoreName::Postgres => {
+            // RDS reads a PreSignedUrl only between GovCloud regions.
+            let url = if apiary_core::aws::partition(source_region) == "aws-us-gov" {
+                Some(
+                    presigned(
+                        deps,
+                        "CopyDBSnapshot",
+                        &[
+                            ("SourceDBSnapshotIdentifier", source_arn),
+                            ("TargetDBSnapshotIdentifier", id),
+                            ("KmsKeyId", key),
+                            ("DestinationRegion", dr_region),
+                        ],
+                        source_region,
+                    )
+                    .await?,
+                )
+            } else {
+                None
+            };
+            match regional
+                .rds
+                .copy_db_snapshot()
+                .source_db_snapshot_identifier(source_arn)
+                .target_db_snapshot_identifier(id)
+                .kms_key_id(key)
+                .copy_tags(true)
+                .set_pre_signed_url(url)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_db_snapshot_already_exists_fault()) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(Error::aws_transient_if(
+                    format!("CopyDBSnapshot {id} to {dr_region}"),
+                    e,
+                    |e| e.is_invalid_db_snapshot_state_fault(),
+                )),
+            }
+        }
+        StoreName::Documentdb => {
+            let url = presigned(
+                deps,
+                "CopyDBClusterSnapshot",
+                &[
+                    ("SourceDBClusterSnapshotIdentifier", source_arn),
+                    ("TargetDBClusterSnapshotIdentifier", id),
+                    ("KmsKeyId", key),
+                    ("DestinationRegion", dr_region),
+                ],
+                source_region,
+            )
+            .await?;
+            match regional
+                .docdb
+                .copy_db_cluster_snapshot()
+                .source_db_cluster_snapshot_identifier(source_arn)
+                .target_db_cluster_snapshot_identifier(id)
+                .kms_key_id(key)
+                .pre_signed_url(url)
+                .copy_tags(true)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_db_cluster_snapshot_already_exists_fault()) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(Error::aws_transient_if(
+                    format!("CopyDBClusterSnapshot {id} to {dr_region}"),
+                    e,
+                    |e| e.is_invalid_db_cluster_snapshot_state_fault(),
+                )),
+            }
+        }
+        StoreName::Redis => Err(Error::fatal("Redis snapshots are exported, not copied")),
+    }
+}
+
+async fn presigned(
+    deps: &Deps,
+    action: &str,
+    params: &[(&str, &str)],
+    source_region: &str,
+) -> Result<String> {
+    let provider = deps.credentials.as_ref().ok_or_else(|| {
+        Error::fatal(format!(
+            "{action}: no credentials to sign the PreSignedUrl with"
+        ))
+    })?;
+    let credentials = provider
+        .provide_credentials()
+        .await
+        .map_err(|e| Error::fatal(format!("{action}: credentials for the PreSignedUrl: {e}")))?;
+    presign::presigned_url(
+        action,
+        params,
+        source_region,
+        &credentials,
+        SystemTime::now(),
+    )
+}
+
+/// The Redis snapshot's export into the backups bucket (`<id>` prefix). Done when S3
+/// lists its objects.
+async fn export_redis(
+    deps: &Deps,
+    step: &StepContext<'_, Action>,
+    id: &str,
+    create: bool,
+) -> Result<Value> {
+    let storage = step.layers.storage()?;
+    let bucket = storage
+        .buckets
+        .get("backups")
+        .cloned()
+        .ok_or_else(|| Error::invalid_input("layers.storage has no backups bucket"))?;
+    let listed = deps
+        .s3
+        .list_objects_v2()
+        .bucket(&bucket)
+        .prefix(id)
+        .max_keys(10)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("ListObjectsV2 s3://{bucket}/{id}"), e))?;
+    let objects: Vec<String> = listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect();
+    let replication = "the backups bucket's replication carries it to the DR region";
+    if !objects.is_empty() {
+        return Ok(json!({
+            "exported": true, "bucket": bucket, "objects": objects, "replication": replication
+        }));
+    }
+    let not_emulated = |reason: String| {
+        json!({
+            "exported": false, "emulated": false, "bucket": bucket,
+            "reason": reason
+        })
+    };
+    if !create {
+        if deps.emulator {
+            return Ok(not_emulated(
+                "the local emulator does not implement ElastiCache CopySnapshot (export to S3)"
+                    .into(),
+            ));
+        }
+        return Ok(json!({
+            "exported": false, "bucket": bucket,
+            "pending": format!("redis snapshot {id} is being exported to s3://{bucket}")
+        }));
+    }
+    let started = deps
+        .elasticache
+        .copy_snapshot()
+        .source_snapshot_name(id)
+        .target_snapshot_name(id)
+        .target_bucket(&bucket)
+        .send()
+        .await;
+    match started {
+        Ok(_) => step.log.created(&format!("s3://{bucket}/{id}")),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_snapshot_already_exists_fault()) => {}
+        // The emulator answers an operation it lacks with an HTML page, not an AWS error.
+        Err(e)
+            if deps.emulator
+                && e.as_service_error().is_none_or(|e| {
+                    aws_sdk_elasticache::error::ProvideErrorMetadata::code(e).is_none()
+                }) =>
+        {
+            tracing::warn!(
+                snapshot = id,
+                "ElastiCache CopySnapshot is not emulated here"
+            );
+            return Ok(not_emulated(
+                "the local emulator does not implement ElastiCache CopySnapshot (export to S3)"
+                    .into(),
+            ));
+        }
+        Err(e) => {
+            return Err(Error::aws_transient_if(
+                format!("CopySnapshot {id} to s3://{bucket}"),
+                e,
+                |e| e.is_invalid_snapshot_state_fault(),
+            ));
+        }
+    }
+    Ok(json!({
+        "exported": false, "bucket": bucket,
+        "pending": format!("redis snapshot {id} is being exported to s3://{bucket}")
+    }))
+}

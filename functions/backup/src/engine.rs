@@ -1,0 +1,436 @@
+//! The three stores' snapshots behind one shape: find, list (only what the backup
+//! workflow tagged) and delete, in the primary region or the DR region.
+
+use std::collections::BTreeMap;
+
+use apiary_core::inputs::backup::StoreName;
+use apiary_core::naming::{MANAGED_BY, Names, TAG_DEPLOYMENT, TAG_MANAGED_BY};
+use apiary_core::step::StepContext;
+use apiary_core::{Error, Result};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::plan::Plan;
+use crate::{Action, Deps, Regional};
+
+/// On every snapshot and DR copy the backup workflow makes (value [`BACKUP_VALUE`]): what
+/// pruning may delete, in the code and in the IAM conditions of the function's role.
+pub const TAG_BACKUP: &str = "apiary:backup";
+pub const BACKUP_VALUE: &str = "snapshot";
+/// The store a snapshot or scratch copy belongs to.
+pub const TAG_STORE: &str = "apiary:store";
+/// The sentinel written just before the snapshot (`none` when none was written).
+pub const TAG_SENTINEL: &str = "apiary:sentinel";
+/// The run (a hash of its execution id) that made it.
+pub const TAG_RUN: &str = "apiary:run";
+/// On every scratch resource a restore test makes (value [`SCRATCH_VALUE`]): what its
+/// cleanup may delete.
+pub const TAG_SCRATCH: &str = "apiary:scratch";
+pub const SCRATCH_VALUE: &str = "restore-test";
+pub const NO_SENTINEL: &str = "none";
+
+/// A short word for a store in resource names.
+pub fn short(store: StoreName) -> &'static str {
+    match store {
+        StoreName::Postgres => "pg",
+        StoreName::Documentdb => "docdb",
+        StoreName::Redis => "redis",
+    }
+}
+
+/// The snapshot a backup run makes of `store`: `apiary-<deployment>-<store>-<date>-<run>`,
+/// the same for every attempt of the run (at most 63 characters, DocumentDB's limit).
+pub fn snapshot_id(names: &Names, store: StoreName, plan: &Plan) -> String {
+    format!(
+        "{}-{}-{}",
+        names.resource(short(store)),
+        plan.started_at.format("%Y%m%d"),
+        plan.run
+    )
+}
+
+/// The tags of a snapshot.
+pub fn backup_tags(
+    names: &Names,
+    store: StoreName,
+    plan: &Plan,
+    sentinel: &str,
+) -> Vec<(String, String)> {
+    vec![
+        (TAG_DEPLOYMENT.to_owned(), names.deployment().to_owned()),
+        (TAG_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+        (TAG_BACKUP.to_owned(), BACKUP_VALUE.to_owned()),
+        (TAG_STORE.to_owned(), store.as_str().to_owned()),
+        (TAG_SENTINEL.to_owned(), sentinel.to_owned()),
+        (TAG_RUN.to_owned(), plan.run.clone()),
+    ]
+}
+
+/// What a store's source is for this run: the live identifier, or why it is skipped.
+pub fn source(
+    step: &StepContext<'_, Action>,
+    store: StoreName,
+) -> std::result::Result<String, String> {
+    let enabled = match store {
+        StoreName::Postgres => true,
+        StoreName::Documentdb => step.spec.databases.documentdb,
+        StoreName::Redis => step.spec.databases.redis,
+    };
+    if !enabled {
+        return Err(format!("{} is off in the spec", store.as_str()));
+    }
+    let Some(databases) = step.layers.databases.as_ref() else {
+        return Err("the databases layer has not been built".to_owned());
+    };
+    let endpoint = match store {
+        StoreName::Postgres => &databases.postgres,
+        StoreName::Documentdb => &databases.documentdb,
+        StoreName::Redis => &databases.redis,
+    };
+    match endpoint {
+        Some(endpoint) => Ok(endpoint.identifier.clone()),
+        None => Err(format!(
+            "{} was not built here (the databases layer reports it not emulated), so there is nothing to back up",
+            store.as_str()
+        )),
+    }
+}
+
+/// A snapshot as the backup workflow reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub id: String,
+    pub arn: String,
+    pub region: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    pub encrypted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    #[serde(skip)]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Snapshot {
+    pub fn available(&self) -> bool {
+        self.status == "available"
+    }
+
+    pub fn failed(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "failed" | "incompatible-restore" | "deleting"
+        )
+    }
+
+    /// Made by the backup workflow for this deployment.
+    pub fn ours(&self, deployment: &str) -> bool {
+        self.tags.get(TAG_BACKUP).map(String::as_str) == Some(BACKUP_VALUE)
+            && self.tags.get(TAG_DEPLOYMENT).map(String::as_str) == Some(deployment)
+    }
+
+    pub fn sentinel(&self) -> Option<&str> {
+        self.tags
+            .get(TAG_SENTINEL)
+            .map(String::as_str)
+            .filter(|s| *s != NO_SENTINEL)
+    }
+}
+
+pub(crate) fn time(t: Option<&aws_smithy_types::DateTime>) -> Option<DateTime<Utc>> {
+    t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+}
+
+/// The clients of one region. ElastiCache snapshots never leave the primary region.
+pub(crate) struct Clients<'a> {
+    pub region: String,
+    pub rds: &'a aws_sdk_rds::Client,
+    pub docdb: &'a aws_sdk_docdb::Client,
+    pub elasticache: Option<&'a aws_sdk_elasticache::Client>,
+}
+
+impl<'a> Clients<'a> {
+    pub fn primary(deps: &'a Deps, region: &str) -> Self {
+        Clients {
+            region: region.to_owned(),
+            rds: &deps.rds,
+            docdb: &deps.docdb,
+            elasticache: Some(&deps.elasticache),
+        }
+    }
+
+    pub fn dr(regional: &'a Regional) -> Self {
+        Clients {
+            region: regional.region.clone(),
+            rds: &regional.rds,
+            docdb: &regional.docdb,
+            elasticache: None,
+        }
+    }
+
+    fn elasticache(&self) -> Result<&'a aws_sdk_elasticache::Client> {
+        self.elasticache.ok_or_else(|| {
+            Error::fatal("ElastiCache snapshots stay in the primary region (no cross-region copy)")
+        })
+    }
+
+    /// The snapshot `id` of `store`, if it exists.
+    pub async fn describe(&self, store: StoreName, id: &str) -> Result<Option<Snapshot>> {
+        match store {
+            StoreName::Postgres => Ok(apiary_core::aws::answer_or_none(
+                format!("DescribeDBSnapshots {id} ({})", self.region),
+                self.rds
+                    .describe_db_snapshots()
+                    .db_snapshot_identifier(id)
+                    .send(),
+                |e| e.is_db_snapshot_not_found_fault(),
+            )
+            .await?
+            .and_then(|out| out.db_snapshots().first().map(|s| self.rds_snapshot(s)))),
+            StoreName::Documentdb => {
+                let found = apiary_core::aws::answer_or_none(
+                    format!("DescribeDBClusterSnapshots {id} ({})", self.region),
+                    self.docdb
+                        .describe_db_cluster_snapshots()
+                        .db_cluster_snapshot_identifier(id)
+                        .send(),
+                    |e| e.is_db_cluster_snapshot_not_found_fault(),
+                )
+                .await?
+                .and_then(|out| out.db_cluster_snapshots().first().cloned());
+                match found {
+                    Some(s) => Ok(Some(self.docdb_snapshot(&s).await?)),
+                    None => Ok(None),
+                }
+            }
+            StoreName::Redis => {
+                let found = apiary_core::aws::answer_or_none(
+                    format!("DescribeSnapshots {id}"),
+                    self.elasticache()?
+                        .describe_snapshots()
+                        .snapshot_name(id)
+                        .send(),
+                    |e| e.is_snapshot_not_found_fault(),
+                )
+                .await?
+                .and_then(|out| out.snapshots().first().cloned());
+                match found {
+                    Some(s) => Ok(Some(self.redis_snapshot(&s).await?)),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// Every manual snapshot of `source` that the backup workflow made for `deployment`,
+    /// newest first.
+    pub async fn list(
+        &self,
+        store: StoreName,
+        source: &str,
+        deployment: &str,
+    ) -> Result<Vec<Snapshot>> {
+        let mut found = Vec::new();
+        match store {
+            StoreName::Postgres => {
+                let mut pages = self
+                    .rds
+                    .describe_db_snapshots()
+                    .db_instance_identifier(source)
+                    .snapshot_type("manual")
+                    .into_paginator()
+                    .items()
+                    .send();
+                while let Some(s) = pages.try_next().await.map_err(|e| {
+                    Error::aws(
+                        format!("DescribeDBSnapshots of {source} ({})", self.region),
+                        e,
+                    )
+                })? {
+                    found.push(self.rds_snapshot(&s));
+                }
+            }
+            StoreName::Documentdb => {
+                let mut pages = self
+                    .docdb
+                    .describe_db_cluster_snapshots()
+                    .db_cluster_identifier(source)
+                    .snapshot_type("manual")
+                    .into_paginator()
+                    .items()
+                    .send();
+                let mut listed = Vec::new();
+                while let Some(s) = pages.try_next().await.map_err(|e| {
+                    Error::aws(
+                        format!("DescribeDBClusterSnapshots of {source} ({})", self.region),
+                        e,
+                    )
+                })? {
+                    listed.push(s);
+                }
+                for s in listed {
+                    found.push(self.docdb_snapshot(&s).await?);
+                }
+            }
+            StoreName::Redis => {
+                let mut pages = self
+                    .elasticache()?
+                    .describe_snapshots()
+                    .replication_group_id(source)
+                    .snapshot_source("manual")
+                    .into_paginator()
+                    .items()
+                    .send();
+                let mut listed = Vec::new();
+                while let Some(s) = pages
+                    .try_next()
+                    .await
+                    .map_err(|e| Error::aws(format!("DescribeSnapshots of {source}"), e))?
+                {
+                    listed.push(s);
+                }
+                for s in listed {
+                    found.push(self.redis_snapshot(&s).await?);
+                }
+            }
+        }
+        found.retain(|s| s.ours(deployment));
+        found.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        Ok(found)
+    }
+
+    /// Deletes a snapshot; one already gone is success.
+    pub async fn delete(&self, store: StoreName, id: &str) -> Result<()> {
+        match store {
+            StoreName::Postgres => {
+                apiary_core::aws::answer_or_none(
+                    format!("DeleteDBSnapshot {id} ({})", self.region),
+                    self.rds
+                        .delete_db_snapshot()
+                        .db_snapshot_identifier(id)
+                        .send(),
+                    |e| e.is_db_snapshot_not_found_fault(),
+                )
+                .await?;
+            }
+            StoreName::Documentdb => {
+                apiary_core::aws::answer_or_none(
+                    format!("DeleteDBClusterSnapshot {id} ({})", self.region),
+                    self.docdb
+                        .delete_db_cluster_snapshot()
+                        .db_cluster_snapshot_identifier(id)
+                        .send(),
+                    |e| e.is_db_cluster_snapshot_not_found_fault(),
+                )
+                .await?;
+            }
+            StoreName::Redis => {
+                apiary_core::aws::answer_or_none(
+                    format!("DeleteSnapshot {id}"),
+                    self.elasticache()?
+                        .delete_snapshot()
+                        .snapshot_name(id)
+                        .send(),
+                    |e| e.is_snapshot_not_found_fault(),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn rds_snapshot(&self, s: &aws_sdk_rds::types::DbSnapshot) -> Snapshot {
+        Snapshot {
+            id: s.db_snapshot_identifier().unwrap_or_default().to_owned(),
+            arn: s.db_snapshot_arn().unwrap_or_default().to_owned(),
+            region: self.region.clone(),
+            status: s.status().unwrap_or("unknown").to_owned(),
+            created_at: time(s.snapshot_create_time()),
+            encrypted: s.encrypted().unwrap_or(false),
+            kms_key_id: s.kms_key_id().map(str::to_owned),
+            tags: s
+                .tag_list()
+                .iter()
+                .filter_map(|t| {
+                    Some((
+                        t.key()?.to_owned(),
+                        t.value().unwrap_or_default().to_owned(),
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    async fn docdb_snapshot(
+        &self,
+        s: &aws_sdk_docdb::types::DbClusterSnapshot,
+    ) -> Result<Snapshot> {
+        let arn = s.db_cluster_snapshot_arn().unwrap_or_default().to_owned();
+        let tags = self
+            .docdb
+            .list_tags_for_resource()
+            .resource_name(&arn)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("ListTagsForResource {arn}"), e))?
+            .tag_list()
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_owned(),
+                    t.value().unwrap_or_default().to_owned(),
+                ))
+            })
+            .collect();
+        Ok(Snapshot {
+            id: s
+                .db_cluster_snapshot_identifier()
+                .unwrap_or_default()
+                .to_owned(),
+            arn,
+            region: self.region.clone(),
+            status: s.status().unwrap_or("unknown").to_owned(),
+            created_at: time(s.snapshot_create_time()),
+            encrypted: s.storage_encrypted().unwrap_or(false),
+            kms_key_id: s.kms_key_id().map(str::to_owned),
+            tags,
+        })
+    }
+
+    async fn redis_snapshot(&self, s: &aws_sdk_elasticache::types::Snapshot) -> Result<Snapshot> {
+        let arn = s.arn().unwrap_or_default().to_owned();
+        let tags = self
+            .elasticache()?
+            .list_tags_for_resource()
+            .resource_name(&arn)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("ListTagsForResource {arn}"), e))?
+            .tag_list()
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_owned(),
+                    t.value().unwrap_or_default().to_owned(),
+                ))
+            })
+            .collect();
+        let created = s
+            .node_snapshots()
+            .iter()
+            .filter_map(|n| time(n.snapshot_create_time()))
+            .min();
+        Ok(Snapshot {
+            id: s.snapshot_name().unwrap_or_default().to_owned(),
+            arn,
+            region: self.region.clone(),
+            status: s.snapshot_status().unwrap_or("unknown").to_owned(),
+            created_at: created,
+            // A snapshot of a group encrypted at rest is encrypted with the group's key.
+            encrypted: s.kms_key_id().is_some(),
+            kms_key_id: s.kms_key_id().map(str::to_owned),
+            tags,
+        })
+    }
+}

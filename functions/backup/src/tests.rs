@@ -1,0 +1,593 @@
+//! Unit tests with recorded AWS answers (aws-smithy-mocks): what the emulator cannot show.
+//! Pruning by age (the emulator stamps every snapshot with the real time), DocumentDB
+//! (not emulated at all) and its presigned cross-region copy, the Redis export to S3
+//! (ElastiCache CopySnapshot is not emulated), and a failed verification's report.
+
+use std::sync::Arc;
+
+use apiary_core::ErrorName;
+use apiary_core::fixtures::{self, Fixture};
+use apiary_core::outputs::DatastoreEndpoint;
+use apiary_core::step::MemoryRecorder;
+use aws_sdk_rds::config::{Credentials, SharedCredentialsProvider};
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use chrono::{Duration, Utc};
+use serde_json::json;
+
+use super::*;
+use crate::engine::Snapshot;
+
+/// Every client, mocked with `rules` for the services a test names; the others answer
+/// nothing (a call to them fails the test).
+#[derive(Default)]
+struct Rules<'a> {
+    rds: Vec<&'a Rule>,
+    dr_rds: Vec<&'a Rule>,
+    docdb: Vec<&'a Rule>,
+    dr_docdb: Vec<&'a Rule>,
+    /// Answers in order (a copy not there, then being made).
+    dr_docdb_in_order: bool,
+    dr_kms: Vec<&'a Rule>,
+    elasticache: Vec<&'a Rule>,
+    s3: Vec<&'a Rule>,
+    events: Vec<&'a Rule>,
+    cloudwatch: Vec<&'a Rule>,
+}
+
+fn deps(rules: Rules<'_>, recorder: &MemoryRecorder) -> Deps {
+    let dr = Regional {
+        region: "us-east-1".into(),
+        rds: mock_client!(aws_sdk_rds, RuleMode::MatchAny, rules.dr_rds),
+        docdb: if rules.dr_docdb_in_order {
+            mock_client!(aws_sdk_docdb, RuleMode::Sequential, rules.dr_docdb)
+        } else {
+            mock_client!(aws_sdk_docdb, RuleMode::MatchAny, rules.dr_docdb)
+        },
+        kms: mock_client!(aws_sdk_kms, RuleMode::MatchAny, rules.dr_kms),
+    };
+    Deps {
+        rds: mock_client!(aws_sdk_rds, RuleMode::MatchAny, rules.rds),
+        docdb: mock_client!(aws_sdk_docdb, RuleMode::MatchAny, rules.docdb),
+        elasticache: mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, rules.elasticache),
+        ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, []),
+        secrets: mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, []),
+        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules.s3),
+        events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, rules.events),
+        cloudwatch: mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, rules.cloudwatch),
+        regional: Arc::new(move |_region: &str| dr.clone()),
+        credentials: Some(SharedCredentialsProvider::new(Credentials::for_tests())),
+        emulator: false,
+        recorder: Arc::new(recorder.clone()),
+    }
+}
+
+/// The fixture deployment with a DR region, DocumentDB built, and a plan of `workflow`
+/// for execution `exec-1` (the id `step::event` sends).
+fn state(workflow: &str) -> (Fixture, MemoryRecorder) {
+    let fixture = Fixture::test()
+        .with_spec(|spec| spec["backup"] = json!({"dr_region": "us-east-1", "retention_days": 7}))
+        .with_layers(|layers| {
+            layers.databases.as_mut().unwrap().documentdb = Some(DatastoreEndpoint {
+                identifier: format!("apiary-{}-docdb", fixtures::NAME),
+                host: "docdb.internal".into(),
+                port: 27017,
+                secret_arn: "arn:aws:secretsmanager:us-west-2:123456789012:secret:docdb".into(),
+            })
+        });
+    let recorder = fixture.state();
+    let plan = Plan::new(workflow, "exec-1", StoreName::ALL.to_vec(), Utc::now());
+    recorder
+        .saved
+        .lock()
+        .unwrap()
+        .get_mut(fixtures::NAME)
+        .unwrap()
+        .insert(plan::slot(workflow), serde_json::to_value(plan).unwrap());
+    (fixture, recorder)
+}
+
+fn days_ago(days: i64) -> aws_smithy_types::DateTime {
+    aws_smithy_types::DateTime::from_secs((Utc::now() - Duration::days(days)).timestamp())
+}
+
+fn rds_snapshot(id: &str, age_days: i64, ours: bool) -> aws_sdk_rds::types::DbSnapshot {
+    let mut snapshot = aws_sdk_rds::types::DbSnapshot::builder()
+        .db_snapshot_identifier(id)
+        .db_snapshot_arn(format!("arn:aws:rds:us-west-2:123456789012:snapshot:{id}"))
+        .status("available")
+        .encrypted(true)
+        .snapshot_create_time(days_ago(age_days));
+    if ours {
+        for (key, value) in [
+            ("apiary:deployment", fixtures::NAME),
+            ("apiary:backup", "snapshot"),
+        ] {
+            snapshot = snapshot.tag_list(
+                aws_sdk_rds::types::Tag::builder()
+                    .key(key)
+                    .value(value)
+                    .build(),
+            );
+        }
+    }
+    snapshot.build()
+}
+
+fn snapshot(id: &str, status: &str, age_days: i64) -> Snapshot {
+    Snapshot {
+        id: id.into(),
+        arn: String::new(),
+        region: "us-west-2".into(),
+        status: status.into(),
+        created_at: Some(Utc::now() - Duration::days(age_days)),
+        encrypted: true,
+        kms_key_id: None,
+        tags: Default::default(),
+    }
+}
+
+#[test]
+fn pruning_keeps_the_newest_good_snapshot_and_anything_being_made() {
+    let retention = Duration::days(7);
+    let now = Utc::now();
+    // Newest first, as listed: one being made, then good ones of 3, 10 and 30 days.
+    let listed = [
+        snapshot("making", "creating", 0),
+        snapshot("d3", "available", 3),
+        snapshot("d10", "available", 10),
+        snapshot("d30", "available", 30),
+    ];
+    let expired: Vec<&str> = prune::expired(&listed, now, retention)
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(expired, ["d10", "d30"]);
+    // Backups failing for weeks: the last good point stays however old it is; a failed
+    // snapshot past retention goes.
+    let stale = [
+        snapshot("failed", "failed", 20),
+        snapshot("d40", "available", 40),
+        snapshot("d50", "available", 50),
+    ];
+    let expired: Vec<&str> = prune::expired(&stale, now, retention)
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(expired, ["failed", "d50"]);
+    assert!(prune::expired(&[], now, retention).is_empty());
+}
+
+#[tokio::test]
+async fn prune_deletes_only_its_own_snapshots_past_retention_in_each_region() {
+    let (fixture, recorder) = state("backup");
+    let pg = fixture
+        .layers
+        .databases()
+        .unwrap()
+        .postgres
+        .as_ref()
+        .unwrap()
+        .identifier
+        .clone();
+    let listed = {
+        let pg = pg.clone();
+        mock!(aws_sdk_rds::Client::describe_db_snapshots)
+            .match_requests(move |r| r.db_instance_identifier() == Some(pg.as_str()))
+            .then_output(|| {
+                aws_sdk_rds::operation::describe_db_snapshots::DescribeDbSnapshotsOutput::builder()
+                    .db_snapshots(rds_snapshot("new", 1, true))
+                    .db_snapshots(rds_snapshot("old", 30, true))
+                    // A snapshot someone made by hand: never ours to delete.
+                    .db_snapshots(rds_snapshot("by-hand", 90, false))
+                    .build()
+            })
+    };
+    let delete = mock!(aws_sdk_rds::Client::delete_db_snapshot)
+        .match_requests(|r| r.db_snapshot_identifier() == Some("old"))
+        .then_output(|| {
+            aws_sdk_rds::operation::delete_db_snapshot::DeleteDbSnapshotOutput::builder().build()
+        });
+    // The DR region holds one copy, 60 days old: the newest good one there, kept.
+    let dr_listed = mock!(aws_sdk_rds::Client::describe_db_snapshots).then_output(|| {
+        aws_sdk_rds::operation::describe_db_snapshots::DescribeDbSnapshotsOutput::builder()
+            .db_snapshots(rds_snapshot("dr-only", 60, true))
+            .build()
+    });
+    let dr_delete = mock!(aws_sdk_rds::Client::delete_db_snapshot).then_output(|| {
+        aws_sdk_rds::operation::delete_db_snapshot::DeleteDbSnapshotOutput::builder().build()
+    });
+    let no_docdb = mock!(aws_sdk_docdb::Client::describe_db_cluster_snapshots).then_output(|| {
+        aws_sdk_docdb::operation::describe_db_cluster_snapshots::DescribeDbClusterSnapshotsOutput::builder().build()
+    });
+    let dr_no_docdb = mock!(aws_sdk_docdb::Client::describe_db_cluster_snapshots).then_output(|| {
+        aws_sdk_docdb::operation::describe_db_cluster_snapshots::DescribeDbClusterSnapshotsOutput::builder().build()
+    });
+    let no_redis = mock!(aws_sdk_elasticache::Client::describe_snapshots).then_output(|| {
+        aws_sdk_elasticache::operation::describe_snapshots::DescribeSnapshotsOutput::builder()
+            .build()
+    });
+    let deps = deps(
+        Rules {
+            rds: vec![&listed, &delete],
+            dr_rds: vec![&dr_listed, &dr_delete],
+            docdb: vec![&no_docdb],
+            dr_docdb: vec![&dr_no_docdb],
+            elasticache: vec![&no_redis],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    let out = handle(&deps, fixture.event("prune")).await.expect("prune");
+    assert_eq!(delete.num_calls(), 1, "{out}");
+    assert_eq!(
+        dr_delete.num_calls(),
+        0,
+        "the newest good copy stays: {out}"
+    );
+    let deleted: Vec<&str> = out["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(deleted, ["old"]);
+    let kept: Vec<&str> = out["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kept,
+        ["new", "dr-only"],
+        "the hand-made snapshot is not even listed: {out}"
+    );
+    let entries = recorder.entries.lock().unwrap();
+    assert_eq!(entries[0].step, "backup");
+    assert!(
+        entries[0].detail.as_deref().unwrap().contains("1 deleted"),
+        "{:?}",
+        entries[0]
+    );
+}
+
+#[tokio::test]
+async fn a_documentdb_snapshot_is_copied_with_a_presigned_url_and_the_dr_key() {
+    let (fixture, recorder) = state("backup");
+    let mut plan: Plan =
+        serde_json::from_value(recorder.saved(fixtures::NAME, "backup.plan").unwrap()).unwrap();
+    plan.stores = vec![StoreName::Documentdb];
+    recorder
+        .saved
+        .lock()
+        .unwrap()
+        .get_mut(fixtures::NAME)
+        .unwrap()
+        .insert("backup.plan".into(), serde_json::to_value(&plan).unwrap());
+    let id = engine::snapshot_id(
+        &apiary_core::Names::new(fixtures::NAME),
+        StoreName::Documentdb,
+        &plan,
+    );
+    let source_arn = format!("arn:aws:rds:us-west-2:123456789012:cluster-snapshot:{id}");
+    let cluster_snapshot = |status: &str, arn: &str| {
+        aws_sdk_docdb::types::DbClusterSnapshot::builder()
+            .db_cluster_snapshot_identifier(&id)
+            .db_cluster_snapshot_arn(arn)
+            .status(status)
+            .storage_encrypted(true)
+            .snapshot_create_time(days_ago(0))
+            .build()
+    };
+    let source = {
+        let s = cluster_snapshot("available", &source_arn);
+        mock!(aws_sdk_docdb::Client::describe_db_cluster_snapshots).then_output(move || {
+            aws_sdk_docdb::operation::describe_db_cluster_snapshots::DescribeDbClusterSnapshotsOutput::builder()
+                .db_cluster_snapshots(s.clone())
+                .build()
+        })
+    };
+    let tags = mock!(aws_sdk_docdb::Client::list_tags_for_resource).then_output(|| {
+        aws_sdk_docdb::operation::list_tags_for_resource::ListTagsForResourceOutput::builder()
+            .build()
+    });
+    // In the DR region: not there, then being copied.
+    let not_copied = mock!(aws_sdk_docdb::Client::describe_db_cluster_snapshots)
+        .then_error(|| {
+            aws_sdk_docdb::operation::describe_db_cluster_snapshots::DescribeDBClusterSnapshotsError::DbClusterSnapshotNotFoundFault(
+                aws_sdk_docdb::types::error::DbClusterSnapshotNotFoundFault::builder().build(),
+            )
+        });
+    let copying = {
+        let s = cluster_snapshot(
+            "copying",
+            "arn:aws:rds:us-east-1:123456789012:cluster-snapshot:copy",
+        );
+        mock!(aws_sdk_docdb::Client::describe_db_cluster_snapshots).then_output(move || {
+            aws_sdk_docdb::operation::describe_db_cluster_snapshots::DescribeDbClusterSnapshotsOutput::builder()
+                .db_cluster_snapshots(s.clone())
+                .build()
+        })
+    };
+    let copy = {
+        let source_arn = source_arn.clone();
+        mock!(aws_sdk_docdb::Client::copy_db_cluster_snapshot)
+            .match_requests(move |r| {
+                let url = r.pre_signed_url().unwrap_or_default();
+                r.source_db_cluster_snapshot_identifier() == Some(source_arn.as_str())
+                    && r.kms_key_id() == Some("arn:aws:kms:us-east-1:123456789012:key/dr")
+                    && url.starts_with("https://rds.us-west-2.amazonaws.com/?Action=CopyDBClusterSnapshot")
+                    && url.contains("DestinationRegion=us-east-1")
+                    && url.contains("X-Amz-Signature=")
+            })
+            .then_output(|| {
+                aws_sdk_docdb::operation::copy_db_cluster_snapshot::CopyDbClusterSnapshotOutput::builder().build()
+            })
+    };
+    let dr_tags = mock!(aws_sdk_docdb::Client::list_tags_for_resource).then_output(|| {
+        aws_sdk_docdb::operation::list_tags_for_resource::ListTagsForResourceOutput::builder()
+            .build()
+    });
+    let key = mock!(aws_sdk_kms::Client::describe_key)
+        .match_requests(|r| r.key_id() == Some("alias/apiary/acme-prod/dr"))
+        .then_output(|| {
+            aws_sdk_kms::operation::describe_key::DescribeKeyOutput::builder()
+                .key_metadata(
+                    aws_sdk_kms::types::KeyMetadata::builder()
+                        .key_id("dr")
+                        .arn("arn:aws:kms:us-east-1:123456789012:key/dr")
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        });
+    let deps = deps(
+        Rules {
+            docdb: vec![&source, &tags],
+            dr_docdb: vec![&not_copied, &copy, &copying, &dr_tags],
+            dr_docdb_in_order: true,
+            dr_kms: vec![&key],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    let out = handle(&deps, fixture.event("copy-dr"))
+        .await
+        .expect("copy-dr");
+    assert_eq!(copy.num_calls(), 1, "{out}");
+    assert_eq!(out["ready"], json!(false), "a copy takes time: {out}");
+    assert!(
+        out["pending"][0].as_str().unwrap().contains("copying"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn the_redis_export_waits_for_its_objects_in_the_backups_bucket() {
+    let (fixture, recorder) = state("backup");
+    let mut plan: Plan =
+        serde_json::from_value(recorder.saved(fixtures::NAME, "backup.plan").unwrap()).unwrap();
+    plan.stores = vec![StoreName::Redis];
+    recorder
+        .saved
+        .lock()
+        .unwrap()
+        .get_mut(fixtures::NAME)
+        .unwrap()
+        .insert("backup.plan".into(), serde_json::to_value(&plan).unwrap());
+    let bucket = fixture.layers.storage().unwrap().buckets["backups"].clone();
+    let empty = {
+        let bucket = bucket.clone();
+        mock!(aws_sdk_s3::Client::list_objects_v2)
+            .match_requests(move |r| r.bucket() == Some(bucket.as_str()))
+            .then_output(|| {
+                aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output::builder().build()
+            })
+    };
+    let export = {
+        let bucket = bucket.clone();
+        mock!(aws_sdk_elasticache::Client::copy_snapshot)
+            .match_requests(move |r| r.target_bucket() == Some(bucket.as_str()))
+            .then_output(|| {
+                aws_sdk_elasticache::operation::copy_snapshot::CopySnapshotOutput::builder().build()
+            })
+    };
+    let deps_first = deps(
+        Rules {
+            s3: vec![&empty],
+            elasticache: vec![&export],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    let out = handle(&deps_first, fixture.event("copy-dr"))
+        .await
+        .expect("copy-dr");
+    assert_eq!(export.num_calls(), 1);
+    assert_eq!(out["ready"], json!(false), "{out}");
+
+    // The export's objects are there: done, nothing exported again.
+    let listed = mock!(aws_sdk_s3::Client::list_objects_v2).then_output(|| {
+        aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output::builder()
+            .contents(
+                aws_sdk_s3::types::Object::builder()
+                    .key("snap-0001.rdb")
+                    .build(),
+            )
+            .build()
+    });
+    let again = mock!(aws_sdk_elasticache::Client::copy_snapshot).then_output(|| {
+        aws_sdk_elasticache::operation::copy_snapshot::CopySnapshotOutput::builder().build()
+    });
+    let deps_second = deps(
+        Rules {
+            s3: vec![&listed],
+            elasticache: vec![&again],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    let out = handle(&deps_second, fixture.event("copy-status"))
+        .await
+        .expect("copy-status");
+    assert_eq!(out["ready"], json!(true), "{out}");
+    assert_eq!(out["copies"]["redis"]["exported"], json!(true), "{out}");
+    assert_eq!(again.num_calls(), 0);
+}
+
+#[test]
+fn a_verdict_is_passed_only_when_every_tested_store_says_so() {
+    assert_eq!(
+        report::verdict(Some(&json!({"verified": true}))),
+        (Some(true), None)
+    );
+    let (failed, note) = report::verdict(Some(
+        &json!({"verified": false, "mismatch": "sentinel differs"}),
+    ));
+    assert_eq!(
+        (failed, note.as_deref()),
+        (Some(false), Some("sentinel differs"))
+    );
+    let (local, note) = report::verdict(Some(&json!({"verified": null})));
+    assert_eq!(local, None);
+    assert!(note.unwrap().contains("not possible locally"));
+    assert_eq!(report::verdict(None).0, None);
+    assert_eq!(report::overall(&[Some(true), Some(true)]), Some(true));
+    assert_eq!(
+        report::overall(&[Some(true), None]),
+        None,
+        "never passed without a check"
+    );
+    assert_eq!(report::overall(&[None, Some(false)]), Some(false));
+    assert_eq!(report::overall(&[]), None);
+}
+
+#[tokio::test]
+async fn a_failed_check_is_reported_then_fails_the_step() {
+    let (fixture, recorder) = state("restore-test");
+    let started = (Utc::now() - Duration::minutes(12)).to_rfc3339();
+    let snapshot_at = (Utc::now() - Duration::hours(5)).to_rfc3339();
+    recorder.saved.lock().unwrap().get_mut(fixtures::NAME).unwrap().insert(
+        "restore-test.postgres".into(),
+        json!({"execution_id": "exec-1", "status": "available", "snapshot_id": "snap",
+               "snapshot_created_at": snapshot_at, "restore_started_at": started, "sentinel_id": "s-1"}),
+    );
+    let event = mock!(aws_sdk_eventbridge::Client::put_events)
+        .match_requests(|r| {
+            r.entries().iter().any(|e| {
+                e.source() == Some("apiary")
+                    && e.detail().is_some_and(|d| d.contains("\"passed\":false"))
+            })
+        })
+        .then_output(|| {
+            aws_sdk_eventbridge::operation::put_events::PutEventsOutput::builder()
+                .failed_entry_count(0)
+                .build()
+        });
+    let metrics = mock!(aws_sdk_cloudwatch::Client::put_metric_data)
+        .match_requests(|r| {
+            r.namespace() == Some("Apiary/RestoreTest")
+                && r.metric_data()
+                    .iter()
+                    .any(|m| m.metric_name() == Some("Passed") && m.value() == Some(0.0))
+                && r.metric_data().iter().any(|m| {
+                    m.metric_name() == Some("RpoSeconds")
+                        && m.value().is_some_and(|v| (17_000.0..17_500.0).contains(&v))
+                })
+        })
+        .then_output(|| {
+            aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataOutput::builder().build()
+        });
+    let deps = deps(
+        Rules {
+            events: vec![&event],
+            cloudwatch: vec![&metrics],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    let mut input = fixture.event("report");
+    input["options"] = json!({"verification": {
+        "verify_postgres": {"output": {"verified": false, "checked": ["sentinel"], "mismatch": "sentinel s-1 not found"}}
+    }});
+    let err = handle(&deps, input).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Fatal);
+    assert!(
+        err.to_string().contains("postgres: sentinel s-1 not found"),
+        "{err}"
+    );
+    assert_eq!(event.num_calls(), 1, "reported before failing");
+    assert_eq!(metrics.num_calls(), 1);
+    let entries = recorder.entries.lock().unwrap();
+    assert_eq!(
+        (entries[0].step.as_str(), entries[0].outcome.as_str()),
+        ("restore-test", "failed")
+    );
+}
+
+#[tokio::test]
+async fn a_step_without_its_runs_plan_is_refused_before_any_call() {
+    let fixture = Fixture::test();
+    let recorder = fixture.state();
+    let deps = deps(Rules::default(), &recorder);
+    for action in ["snapshot", "copy-dr", "prune", "restore", "report"] {
+        let err = handle(&deps, fixture.event(action)).await.unwrap_err();
+        assert_eq!(err.name(), ErrorName::InvalidInput, "{action}");
+        assert!(
+            err.to_string().contains("plan step runs first"),
+            "{action}: {err}"
+        );
+    }
+    let mut bad = fixture.event("plan");
+    bad["options"] = json!({"workflow": "backup", "input": {"stores": ["mysql"]}});
+    let err = handle(&deps, bad).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidInput);
+}
+
+#[tokio::test]
+async fn a_snapshot_step_run_again_finds_its_snapshots_and_creates_nothing() {
+    let (fixture, recorder) = state("backup");
+    let mut plan: Plan =
+        serde_json::from_value(recorder.saved(fixtures::NAME, "backup.plan").unwrap()).unwrap();
+    plan.stores = vec![StoreName::Postgres];
+    recorder
+        .saved
+        .lock()
+        .unwrap()
+        .get_mut(fixtures::NAME)
+        .unwrap()
+        .insert("backup.plan".into(), serde_json::to_value(&plan).unwrap());
+    let id = engine::snapshot_id(
+        &apiary_core::Names::new(fixtures::NAME),
+        StoreName::Postgres,
+        &plan,
+    );
+    let found = {
+        let id = id.clone();
+        mock!(aws_sdk_rds::Client::describe_db_snapshots)
+            .match_requests(move |r| r.db_snapshot_identifier() == Some(id.as_str()))
+            .then_output(move || {
+                aws_sdk_rds::operation::describe_db_snapshots::DescribeDbSnapshotsOutput::builder()
+                    .db_snapshots(rds_snapshot("made-by-the-first-attempt", 0, true))
+                    .build()
+            })
+    };
+    let create = mock!(aws_sdk_rds::Client::create_db_snapshot).then_output(|| {
+        aws_sdk_rds::operation::create_db_snapshot::CreateDbSnapshotOutput::builder().build()
+    });
+    let deps = deps(
+        Rules {
+            rds: vec![&found, &create],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    let out = handle(&deps, fixture.event("snapshot"))
+        .await
+        .expect("snapshot");
+    assert_eq!(create.num_calls(), 0, "{out}");
+    assert_eq!(out["created"], json!([]));
+    assert_eq!(out["ready"], json!(true), "{out}");
+    assert_eq!(out["snapshots"]["postgres"]["encrypted"], json!(true));
+    assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "unchanged");
+}

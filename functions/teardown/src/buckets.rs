@@ -1,0 +1,218 @@
+//! Step 6c: the buckets, emptied with every object version and delete marker, then
+//! deleted; the backups bucket (and the access-log bucket that records its access) only
+//! with `"delete_backups": true`. CloudTrail's trail writes into the logs bucket, so it
+//! goes first.
+//!
+//! A bucket can hold millions of objects: one call deletes at most [`MAX_BATCHES`]
+//! batches of 1,000 and reports the bucket as pending, and the workflow calls again.
+
+use apiary_core::{Error, Result};
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+
+use crate::Work;
+
+/// Batches of 1,000 keys one call deletes before it hands back to the workflow.
+pub const MAX_BATCHES: usize = 20;
+
+/// The storage layer's purposes (functions/storage) and its access-log bucket.
+const PURPOSES: [&str; 4] = ["logs", "metrics", "config", "backups"];
+const ACCESS_LOGS: &str = "access";
+const BACKUPS: &str = "backups";
+
+pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
+    trail(work).await?;
+    let mut pending = Vec::new();
+    let keep_backups = !work.input.delete_backups;
+    for (purpose, bucket) in buckets(work).await? {
+        if keep_backups && (purpose == BACKUPS || purpose == ACCESS_LOGS) {
+            let why = if purpose == BACKUPS {
+                "the backups bucket is kept unless the input says \"delete_backups\": true"
+            } else {
+                "receives the kept backups bucket's access logs"
+            };
+            if bucket_tagged(work, &bucket).await? == Some(true) {
+                work.report.kept(
+                    "s3:bucket",
+                    &bucket,
+                    Some(&format!("arn:aws:s3:::{bucket}")),
+                    why,
+                );
+            }
+            continue;
+        }
+        match bucket_tagged(work, &bucket).await? {
+            None => continue,
+            Some(false) => {
+                work.report.note(format!(
+                    "bucket {bucket} is not tagged as this deployment's: left alone"
+                ));
+                continue;
+            }
+            Some(true) => {}
+        }
+        if !empty(work, &bucket).await? {
+            pending.push(format!("bucket {bucket} is still being emptied"));
+            continue;
+        }
+        match work.deps.s3.delete_bucket().bucket(&bucket).send().await {
+            Ok(_) => work.report.removed("s3:bucket", &bucket),
+            Err(err) if err.code() == Some("NoSuchBucket") => {
+                work.report.removed("s3:bucket", &bucket)
+            }
+            // A writer (log delivery) added an object since: empty it again next call.
+            Err(err) if err.code() == Some("BucketNotEmpty") => {
+                pending.push(format!("bucket {bucket} received new objects"));
+            }
+            Err(err) => return Err(Error::aws(format!("DeleteBucket {bucket}"), err)),
+        }
+    }
+    Ok(pending)
+}
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+
+/// (purpose, bucket) of every bucket the storage layer makes.
+async fn buckets(work: &Work<'_>) -> Result<Vec<(String, String)>> {
+    let recorded = work.step.layers.storage.clone().unwrap_or_default();
+    let account = account(work).await?;
+    let region = work.step.spec.region.clone();
+    let names = &work.step.names;
+    let mut out: Vec<(String, String)> = PURPOSES
+        .iter()
+        .chain(std::iter::once(&ACCESS_LOGS))
+        .map(|purpose| {
+            let bucket = recorded
+                .buckets
+                .get(*purpose)
+                .cloned()
+                .filter(|_| *purpose != ACCESS_LOGS)
+                .unwrap_or_else(|| names.bucket(purpose, &account, &region));
+            ((*purpose).to_owned(), bucket)
+        })
+        .collect();
+    if !recorded.access_logs_bucket.is_empty() {
+        out.retain(|(purpose, _)| purpose != ACCESS_LOGS);
+        out.push((ACCESS_LOGS.to_owned(), recorded.access_logs_bucket.clone()));
+    }
+    Ok(out)
+}
+
+async fn account(work: &Work<'_>) -> Result<String> {
+    work.deps
+        .sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| Error::aws("GetCallerIdentity", e))?
+        .account
+        .ok_or_else(|| Error::fatal("GetCallerIdentity returned no account"))
+}
+
+/// `None`: no such bucket; else whether it is tagged as this deployment's.
+async fn bucket_tagged(work: &Work<'_>, bucket: &str) -> Result<Option<bool>> {
+    match work
+        .deps
+        .s3
+        .get_bucket_tagging()
+        .bucket(bucket)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(Some(
+            work.owner
+                .tagged(out.tag_set().iter().map(|t| (t.key(), t.value()))),
+        )),
+        Err(err) if err.code() == Some("NoSuchBucket") => Ok(None),
+        Err(err) if err.code() == Some("NoSuchTagSet") => Ok(Some(false)),
+        Err(err) => Err(Error::aws(format!("GetBucketTagging {bucket}"), err)),
+    }
+}
+
+/// Deletes up to [`MAX_BATCHES`] batches of versions; true when the bucket is empty.
+async fn empty(work: &mut Work<'_>, bucket: &str) -> Result<bool> {
+    let s3 = &work.deps.s3;
+    // The TLS-only policy stays until the objects are gone on AWS (the calls here use
+    // TLS); the emulator answers plain HTTP, which that policy refuses, so there it goes
+    // first. The bucket is deleted right after either way.
+    if work.deps.emulator {
+        match s3.delete_bucket_policy().bucket(bucket).send().await {
+            Ok(_) => {}
+            Err(err) if err.code() == Some("NoSuchBucket") => return Ok(true),
+            Err(err) => return Err(Error::aws(format!("DeleteBucketPolicy {bucket}"), err)),
+        }
+    }
+    for _ in 0..MAX_BATCHES {
+        let listed = match s3
+            .list_object_versions()
+            .bucket(bucket)
+            .max_keys(1000)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(err) if err.code() == Some("NoSuchBucket") => return Ok(true),
+            Err(err) => return Err(Error::aws(format!("ListObjectVersions {bucket}"), err)),
+        };
+        let mut objects = Vec::new();
+        for version in listed.versions() {
+            objects.push(identifier(version.key(), version.version_id())?);
+        }
+        for marker in listed.delete_markers() {
+            objects.push(identifier(marker.key(), marker.version_id())?);
+        }
+        if objects.is_empty() {
+            return Ok(true);
+        }
+        let count = objects.len();
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| Error::fatal(format!("DeleteObjects {bucket}: {e}")))?;
+        let out = s3
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("DeleteObjects {bucket}"), e))?;
+        if let Some(failed) = out.errors().first() {
+            return Err(Error::Aws {
+                operation: format!("DeleteObjects {bucket}"),
+                code: failed.code().map(str::to_owned),
+                message: format!(
+                    "{} of {count} objects were not deleted, e.g. {}: {}",
+                    out.errors().len(),
+                    failed.key().unwrap_or_default(),
+                    failed.message().unwrap_or_default()
+                ),
+                retryable: failed.code() == Some("InternalError")
+                    || failed.code() == Some("SlowDown"),
+            });
+        }
+        tracing::info!(bucket, count, "deleted object versions");
+    }
+    Ok(false)
+}
+
+fn identifier(key: Option<&str>, version: Option<&str>) -> Result<ObjectIdentifier> {
+    ObjectIdentifier::builder()
+        .key(key.unwrap_or_default())
+        .set_version_id(version.map(str::to_owned))
+        .build()
+        .map_err(|e| Error::fatal(format!("object identifier: {e}")))
+}
+
+/// The storage layer's CloudTrail trail (it writes into the logs bucket).
+async fn trail(work: &mut Work<'_>) -> Result<()> {
+    let name = work.step.names.resource("trail");
+    match work.deps.cloudtrail.delete_trail().name(&name).send().await {
+        Ok(_) => work.report.removed("cloudtrail:trail", &name),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_trail_not_found_exception()) => {}
+        Err(err) => return Err(Error::aws(format!("DeleteTrail {name}"), err)),
+    }
+    Ok(())
+}

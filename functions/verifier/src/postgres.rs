@@ -1,0 +1,163 @@
+//! PostgreSQL over TLS (tokio-postgres on rustls): the sentinel is a row of
+//! `apiary.sentinels`; the facts are the server version, a fingerprint of the user
+//! schema and the number of user tables.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::error::SqlState;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::datastore::{Datastore, Facts, Sentinel, StoreError, Target, chain, scrub};
+use crate::tls::Trust;
+
+/// The database the databases layer creates on the instance.
+pub const DEFAULT_DATABASE: &str = "honeyhive";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const CREATE: &str = "CREATE SCHEMA IF NOT EXISTS apiary; \
+     CREATE TABLE IF NOT EXISTS apiary.sentinels (id text PRIMARY KEY, written_at text NOT NULL)";
+const UPSERT: &str = "INSERT INTO apiary.sentinels (id, written_at) VALUES ($1, $2) \
+     ON CONFLICT (id) DO UPDATE SET written_at = EXCLUDED.written_at";
+const SELECT: &str = "SELECT id, written_at FROM apiary.sentinels WHERE id = $1";
+/// Every user column, in a stable order, hashed: equal on two copies of one schema.
+const FINGERPRINT: &str = "SELECT md5(coalesce(string_agg(table_schema || '.' || table_name || '.' \
+     || column_name || ':' || data_type, ',' ORDER BY table_schema, table_name, column_name), '')) \
+     FROM information_schema.columns \
+     WHERE table_schema NOT IN ('pg_catalog', 'information_schema', 'apiary') \
+     AND table_schema NOT LIKE 'pg_toast%'";
+const TABLES: &str = "SELECT count(*) FROM information_schema.tables \
+     WHERE table_schema NOT IN ('pg_catalog', 'information_schema', 'apiary') \
+     AND table_type = 'BASE TABLE'";
+
+pub struct Postgres {
+    client: tokio_postgres::Client,
+    target: Target,
+}
+
+impl Postgres {
+    /// Connects with TLS required: a server that offers no TLS, or whose certificate the
+    /// bundle does not vouch for (name included), is refused before any credential is sent.
+    pub async fn connect(target: &Target, trust: &Trust) -> Result<Self, StoreError> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&target.host)
+            .port(target.port)
+            .user(target.username.as_deref().unwrap_or("apiary"))
+            .password(&target.password)
+            .dbname(target.database.as_deref().unwrap_or(DEFAULT_DATABASE))
+            .application_name("apiary-verifier")
+            .ssl_mode(SslMode::Require)
+            .connect_timeout(CONNECT_TIMEOUT);
+        let tls = MakeRustlsConnect::new(trust.client_config()?);
+        let (client, connection) = config
+            .connect(tls)
+            .await
+            .map_err(|e| classify(&e, target))?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::warn!(error = %chain(&err), "PostgreSQL connection ended");
+            }
+        });
+        Ok(Postgres {
+            client,
+            target: target.clone(),
+        })
+    }
+
+    fn error(&self, err: tokio_postgres::Error) -> StoreError {
+        StoreError::Query(scrub(chain(&err), &self.target))
+    }
+}
+
+/// Sorts a connect failure: the server's own refusal of the login, a TLS failure, or a
+/// store that does not answer.
+fn classify(err: &tokio_postgres::Error, target: &Target) -> StoreError {
+    let text = scrub(chain(err), target);
+    if let Some(db) = err.as_db_error() {
+        let code = db.code();
+        if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            return StoreError::Auth(format!(
+                "user {} was refused ({}): check the secret the step read",
+                target.username.as_deref().unwrap_or("apiary"),
+                db.message()
+            ));
+        }
+        return StoreError::Query(text);
+    }
+    let lower = text.to_lowercase();
+    if lower.contains("tls") || lower.contains("certificate") || lower.contains("ssl") {
+        StoreError::Tls(text)
+    } else {
+        StoreError::Unreachable(text)
+    }
+}
+
+#[async_trait]
+impl Datastore for Postgres {
+    async fn write_sentinel(&self, sentinel: &Sentinel) -> Result<(), StoreError> {
+        self.client
+            .batch_execute(CREATE)
+            .await
+            .map_err(|e| self.error(e))?;
+        self.client
+            .execute(UPSERT, &[&sentinel.id, &sentinel.written_at])
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn read_sentinel(&self, id: &str) -> Result<Option<Sentinel>, StoreError> {
+        match self.client.query_opt(SELECT, &[&id]).await {
+            Ok(row) => Ok(row.map(|row| Sentinel {
+                id: row.get(0),
+                written_at: row.get(1),
+            })),
+            // No sentinel table at all: nothing was ever written to this copy.
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    async fn facts(&self) -> Result<Facts, StoreError> {
+        let version: String = self
+            .client
+            .query_one("SHOW server_version", &[])
+            .await
+            .map_err(|e| self.error(e))?
+            .get(0);
+        let fingerprint: String = self
+            .client
+            .query_one(FINGERPRINT, &[])
+            .await
+            .map_err(|e| self.error(e))?
+            .get(0);
+        let tables: i64 = self
+            .client
+            .query_one(TABLES, &[])
+            .await
+            .map_err(|e| self.error(e))?
+            .get(0);
+        let sentinels: i64 = match self
+            .client
+            .query_one("SELECT count(*) FROM apiary.sentinels", &[])
+            .await
+        {
+            Ok(row) => row.get(0),
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => 0,
+            Err(e) => return Err(self.error(e)),
+        };
+        Ok(Facts {
+            server_version: version,
+            schema_version: Some(fingerprint),
+            counts: [
+                ("tables".to_owned(), tables),
+                ("sentinels".to_owned(), sentinels),
+            ]
+            .into(),
+        })
+    }
+}

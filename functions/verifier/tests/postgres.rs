@@ -1,0 +1,307 @@
+//! The PostgreSQL store against a real server with TLS (scripts/databases): sentinel
+//! write and read, a restore without the sentinel, TLS required on both sides, and a
+//! refused password reported without any secret.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiary_core::ErrorName;
+use apiary_core::fixtures::{Fixture, NAME};
+use apiary_core::outputs::DatastoreEndpoint;
+use aws_sdk_secretsmanager::Client as SecretsManager;
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use verifier::postgres::Postgres;
+use verifier::{Datastore, Deps, Sentinel, StoreError, Target, TlsConnector};
+
+#[tokio::test]
+async fn a_sentinel_reads_back_and_an_unknown_one_is_absent() {
+    let db = Postgres::connect(&support::postgres(), &support::trust())
+        .await
+        .unwrap();
+    let sentinel = Sentinel::fresh();
+    db.write_sentinel(&sentinel).await.unwrap();
+    assert_eq!(
+        db.read_sentinel(&sentinel.id).await.unwrap(),
+        Some(sentinel.clone())
+    );
+    // Writing again is harmless (a retried step).
+    db.write_sentinel(&sentinel).await.unwrap();
+    assert_eq!(db.read_sentinel("no-such-sentinel").await.unwrap(), None);
+    let facts = db.facts().await.unwrap();
+    assert!(
+        facts.server_version.starts_with(char::is_numeric),
+        "{facts:?}"
+    );
+    assert!(facts.counts["sentinels"] >= 1, "{facts:?}");
+    assert!(facts.schema_version.is_some_and(|f| f.len() == 32));
+}
+
+#[tokio::test]
+async fn the_server_refuses_plaintext() {
+    let target = support::postgres();
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&target.host)
+        .port(target.port)
+        .user(target.username.as_deref().unwrap())
+        .password(&target.password)
+        .dbname(target.database.as_deref().unwrap())
+        .ssl_mode(tokio_postgres::config::SslMode::Disable);
+    let Err(err) = config.connect(tokio_postgres::NoTls).await else {
+        panic!("a plaintext connection was accepted");
+    };
+    let db = err.as_db_error().expect("the server's own refusal");
+    assert_eq!(
+        db.code(),
+        &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+    );
+    assert!(db.message().contains("no encryption"), "{}", db.message());
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_is_refused() {
+    let (foreign, _dir) = support::foreign_trust();
+    let err = Postgres::connect(&support::postgres(), &foreign)
+        .await
+        .err()
+        .expect("an untrusted server must be refused");
+    assert!(matches!(err, StoreError::Tls(_)), "{err:?}");
+}
+
+/// A server that answers the TLS request with "no" (`N`) is left at once: the client
+/// sends nothing more, least of all the user and password.
+#[tokio::test]
+async fn a_server_without_tls_is_refused_before_any_credential() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 8];
+        socket.read_exact(&mut request).await.unwrap();
+        socket.write_all(b"N").await.unwrap();
+        let mut after = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut after)).await;
+        (request, after)
+    });
+    let target = Target {
+        host: "127.0.0.1".into(),
+        port,
+        username: Some("apiary".into()),
+        password: "never-sent".into(),
+        database: Some("honeyhive".into()),
+    };
+    let err = Postgres::connect(&target, &support::trust())
+        .await
+        .err()
+        .expect("no TLS, no connection");
+    assert!(matches!(err, StoreError::Tls(_)), "{err:?}");
+    let (request, after) = server.await.unwrap();
+    // The SSLRequest code 80877103, then nothing.
+    assert_eq!(&request[4..], &80877103u32.to_be_bytes());
+    assert!(
+        after.is_empty(),
+        "the client sent {after:?} after the refusal"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_clear_error_without_the_secret() {
+    let mut target = support::postgres();
+    let real = target.password.clone();
+    target.password = "wrong-password-123".into();
+    let err = Postgres::connect(&target, &support::trust())
+        .await
+        .err()
+        .expect("a wrong password must be refused");
+    let StoreError::Auth(message) = &err else {
+        panic!("expected an authentication error, got {err:?}");
+    };
+    assert!(
+        message.contains("apiary") && message.contains("refused"),
+        "{message}"
+    );
+    let step_error = err
+        .clone()
+        .into_step_error(verifier::StoreKind::Postgres, "db.host");
+    assert_eq!(step_error.name(), ErrorName::Fatal);
+    for text in [message.clone(), step_error.to_string()] {
+        assert!(
+            !text.contains("wrong-password-123") && !text.contains(&real),
+            "{text}"
+        );
+    }
+}
+
+/// An administrative connection to the test server, for making databases.
+async fn admin() -> tokio_postgres::Client {
+    let db_target = support::postgres();
+    let trust = support::trust();
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&db_target.host)
+        .port(db_target.port)
+        .user(db_target.username.as_deref().unwrap())
+        .password(&db_target.password)
+        .dbname(db_target.database.as_deref().unwrap())
+        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(trust.client_config().unwrap());
+    let (client, connection) = config.connect(tls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// `CREATE DATABASE name TEMPLATE source`, a copy of the source as it is now: the test's
+/// stand-in for a snapshot restored into a scratch instance. PostgreSQL refuses while
+/// a session still uses the source (the step's connection closes in the background).
+async fn copy_database(admin: &tokio_postgres::Client, source: &str, name: &str) {
+    for _ in 0..50 {
+        match admin
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {source}"))
+            .await
+        {
+            Ok(()) => return,
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("CREATE DATABASE {name}: {e}"),
+        }
+    }
+    panic!("{source} stayed in use");
+}
+
+/// Secrets Manager answering each secret with the test server's login and a database.
+fn secrets(databases: Vec<(&'static str, String)>) -> SecretsManager {
+    let target = support::postgres();
+    let rule = mock!(SecretsManager::get_secret_value).then_compute_output(move |request| {
+        let id = request.secret_id().unwrap_or_default();
+        let database = databases
+            .iter()
+            .find(|(arn, _)| id == *arn)
+            .map(|(_, db)| db.clone())
+            .expect("a known secret");
+        GetSecretValueOutput::builder()
+            .arn(id)
+            .secret_string(
+                json!({"username": target.username, "password": target.password,
+                       "dbname": database})
+                .to_string(),
+            )
+            .build()
+    });
+    mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, [&rule])
+}
+
+const LIVE_SECRET: &str = "arn:aws:secretsmanager:us-west-2:123456789012:secret:live";
+const SCRATCH_SECRET: &str = "arn:aws:secretsmanager:us-west-2:123456789012:secret:scratch";
+
+fn event(action: &str) -> Value {
+    json!({"action": action, "deployment": NAME, "execution_id": "exec-1",
+           "options": {"store": "postgres"}})
+}
+
+/// The whole round: write-sentinel into the live database, a copy made after it (a
+/// restore) verifies, a copy made before it (a restore of an older snapshot) does not.
+#[tokio::test]
+async fn write_then_verify_restores_through_the_step() {
+    let server = support::postgres();
+    let admin = admin().await;
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let (live, before, after) = (
+        format!("live_{suffix}"),
+        format!("before_{suffix}"),
+        format!("after_{suffix}"),
+    );
+    admin
+        .batch_execute(&format!("CREATE DATABASE {live}"))
+        .await
+        .unwrap();
+    copy_database(&admin, &live, &before).await;
+
+    let state = Fixture::test()
+        .with_layers(|layers| {
+            layers.databases.as_mut().unwrap().postgres = Some(DatastoreEndpoint {
+                identifier: "apiary-acme-prod-postgres".into(),
+                host: server.host.clone(),
+                port: server.port,
+                secret_arn: LIVE_SECRET.into(),
+            })
+        })
+        .state();
+    let deps = Deps::with_connector(
+        secrets(vec![
+            (LIVE_SECRET, live.clone()),
+            (SCRATCH_SECRET, after.clone()),
+        ]),
+        Arc::new(state.clone()),
+        Arc::new(TlsConnector {
+            ca_bundle: Some(support::required("APIARY_TEST_CA").into()),
+        }),
+    );
+    let written = verifier::handle(&deps, event("write-sentinel"))
+        .await
+        .unwrap();
+    assert_eq!(written["written"], true, "{written}");
+    let id = written["sentinel_id"].as_str().unwrap().to_owned();
+    copy_database(&admin, &live, &after).await;
+
+    let restore = |database: &str| {
+        let mut outputs = state.saved.lock().unwrap();
+        let slots = outputs.get_mut(NAME).unwrap();
+        slots.insert(
+            "restore-test.postgres".into(),
+            json!({"endpoint": server.host, "port": server.port,
+                   "secret_arn": SCRATCH_SECRET, "sentinel_id": id,
+                   "snapshot_id": format!("snap-{database}"),
+                   "restore_started_at": "2026-12-06T01:00:00Z"}),
+        );
+    };
+    restore(&after);
+    let verified = verifier::handle(&deps, event("verify-restore"))
+        .await
+        .unwrap();
+    assert_eq!(verified["verified"], true, "{verified}");
+    assert_eq!(
+        verified["checked"],
+        json!(["tls", "login", "sentinel", "schema"])
+    );
+    assert_eq!(verified["facts"]["counts"]["sentinels"], 1);
+
+    // The older copy: its secret now names the database copied before the sentinel.
+    let deps = Deps::with_connector(
+        secrets(vec![
+            (LIVE_SECRET, live.clone()),
+            (SCRATCH_SECRET, before.clone()),
+        ]),
+        Arc::new(state.clone()),
+        Arc::new(TlsConnector {
+            ca_bundle: Some(support::required("APIARY_TEST_CA").into()),
+        }),
+    );
+    let stale = verifier::handle(&deps, event("verify-restore"))
+        .await
+        .unwrap();
+    assert_eq!(stale["verified"], false, "{stale}");
+    assert_eq!(
+        stale["mismatch"],
+        format!("sentinel {id} is not in the restored copy").as_str()
+    );
+
+    drop(deps);
+    for database in [&after, &before, &live] {
+        for _ in 0..50 {
+            if admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {database}"))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The inputs of the day-2 workflows, checked before anything is changed.
+//!
+//! A day-2 execution's input is `{"deployment": "<name>", ...the workflow's own fields...,
+//! "queue": true|false}`. The workflow's first step (the control function's
+//! `validate-input`) hands everything but `deployment` and `queue` to [`parse`], which
+//! reads it with the workflow's typed input (unknown fields refused by name) and returns
+//! it normalized, defaults filled in. The steps after it receive that normalized input
+//! in their `options.input` and read it with the same type, so the console, the CLI and
+//! the functions agree on one definition of each workflow's input.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::{Error, Result};
+
+pub mod backup;
+pub mod restore_test;
+pub mod rotate_keys;
+pub mod teardown;
+
+/// Fields every day-2 input may carry that the frame itself reads, not the workflow.
+pub const FRAME_FIELDS: [&str; 2] = ["deployment", "queue"];
+
+/// Reads `input` (the execution input without [`FRAME_FIELDS`]) as `workflow`'s typed
+/// input for `deployment`, and returns it with its defaults filled in.
+pub fn parse(workflow: &str, deployment: &str, input: &Value) -> Result<Value> {
+    let input = without_frame_fields(input)?;
+    #[allow(clippy::match_single_binding)] // until the first workflow's arm is added
+    match workflow {
+        // Each workflow's input type, in its own module: `"<workflow>" => typed::<T>(...)`.
+        "teardown" => teardown::parse(deployment, input),
+        rotate_keys::WORKFLOW => rotate_keys::parse(input),
+        backup::WORKFLOW => backup::parse(input),
+        restore_test::WORKFLOW => restore_test::parse(input),
+        _ => {
+            let _ = deployment;
+            let _ = &input;
+            Err(Error::invalid_input(format!(
+                "unknown workflow `{workflow}`: no day-2 workflow of that name takes an input"
+            )))
+        }
+    }
+}
+
+/// Reads `input` as `T` and returns it re-serialised: the normalized input.
+pub fn typed<T: DeserializeOwned + Serialize>(workflow: &str, input: Value) -> Result<Value> {
+    let parsed: T = serde_json::from_value(input)
+        .map_err(|e| Error::invalid_input(format!("{workflow} input: {e}")))?;
+    serde_json::to_value(parsed)
+        .map_err(|e| Error::invalid_input(format!("{workflow} input does not serialise: {e}")))
+}
+
+/// Reads a step's `options.input` (what `validate-input` returned) as `T`.
+pub fn from_options<T: DeserializeOwned>(
+    workflow: &str,
+    options: &Map<String, Value>,
+) -> Result<T> {
+    let input = options
+        .get("input")
+        .cloned()
+        .unwrap_or(Value::Object(Map::new()));
+    serde_json::from_value(input).map_err(|e| {
+        Error::invalid_input(format!(
+            "step input field `options.input` ({workflow}): {e}"
+        ))
+    })
+}
+
+fn without_frame_fields(input: &Value) -> Result<Value> {
+    let Some(object) = input.as_object() else {
+        return Err(Error::invalid_input(format!(
+            "the workflow input must be a JSON object, found {input}"
+        )));
+    };
+    let mut object = object.clone();
+    for field in FRAME_FIELDS {
+        object.remove(field);
+    }
+    Ok(Value::Object(object))
+}

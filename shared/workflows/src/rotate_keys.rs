@@ -1,0 +1,124 @@
+//! The rotate-keys workflow: key state and rotation, then the secrets.
+//!
+//! ```text
+//! validate-input ({"scope": "all"|"keys-check"|"secrets", "on_demand": bool}) -> lock
+//!   -> keys (state policy, rotation period, on demand: RotateKeyOnDemand)
+//!   -> database master passwords (RotateSecret)
+//!   -> Redis ROTATE -> until applied (polled; the secret then holds the new token)
+//!   -> restart the ingestion pods -> their rollout (polled)
+//!   -> Redis SET -> until applied (polled)
+//!   -> finish -> unlock
+//! ```
+//!
+//! Each step reads the validated input and skips what its scope leaves out, so the
+//! monthly keys check, the quarterly secrets rotation and a console run share this one
+//! machine. Poll bounds are a few times the real durations in AWS-TIMINGS.md (an
+//! ElastiCache modification takes minutes; the ingestion rollout is the provision's).
+
+use serde_json::json;
+
+use crate::flow::{Flow, Poll, Task};
+use crate::function::Function;
+use crate::locked::{Input, Locked, Outcome};
+
+pub const NAME: &str = apiary_core::inputs::rotate_keys::WORKFLOW;
+
+/// A scheduled run waits for another workflow (a backup) up to about 30 minutes when
+/// its input asks to queue.
+pub const LOCK_WAIT: &[u64] = &[60, 120, 300, 600, 600];
+
+/// ElastiCache applies an AUTH token change in minutes. Bound 60 minutes.
+pub const REDIS_ROTATED: Poll = Poll {
+    name: "RedisRotated",
+    function: Function::Operate,
+    ensure: "redis-status",
+    status: "redis-status",
+    what: "the Redis replication group applying the new AUTH token (ROTATE)",
+    schedule: &[30, 30, 60, 120, 300, 600, 600, 600, 1200],
+};
+
+/// The ingestion rollout after the restart, bounded as provision's. Bound 30 minutes.
+pub const ROLLOUT: Poll = Poll {
+    name: "IngestionRollout",
+    function: Function::Workloads,
+    ensure: "status",
+    status: "status",
+    what: "the ingestion pods' rollout after their restart",
+    schedule: &[15, 30, 60, 120, 300, 600, 675],
+};
+
+/// SET applies as ROTATE does. Bound 60 minutes.
+pub const REDIS_SET: Poll = Poll {
+    name: "RedisSet",
+    function: Function::Operate,
+    ensure: "redis-status",
+    status: "redis-status",
+    what: "the Redis replication group dropping the old AUTH token (SET)",
+    schedule: &[30, 30, 60, 120, 300, 600, 600, 600, 1200],
+};
+
+/// 24 hours: every step's retries and all three poll bounds fit in it (the budget test
+/// computes the longest path); a normal run takes minutes.
+pub const TIMEOUT_SECONDS: u64 = 24 * 3600;
+
+pub fn definition() -> serde_json::Value {
+    let input = || json!({"input.$": "$.input"});
+    let operate = |name: &str, action: &str, comment: &str| {
+        Task::step(name, Function::Operate, action)
+            .comment(comment)
+            .options(input())
+    };
+    let body = Flow::new()
+        .task(
+            Task::step("Keys", Function::Operate, "keys")
+                .comment("Every key: the key-state policy (a key pending deletion is kept, a disabled one refused), automatic rotation with keys.rotation_days, and with on_demand a rotation now")
+                .options(json!({"input.$": "$.input", "started_at.$": "$$.Execution.StartTime"}))
+                .keep(json!({"keys.$": "$.keys", "skipped.$": "$.skipped"}), "$.result.keys"),
+        )
+        .task(
+            operate(
+                "DatabaseSecrets",
+                "database-secrets",
+                "The PostgreSQL and DocumentDB master passwords: RotateSecret now, with their own schedule set explicitly",
+            )
+            .keep(
+                json!({"secrets.$": "$.secrets", "skipped.$": "$.skipped"}),
+                "$.result.database_secrets",
+            ),
+        )
+        .task(operate(
+            "RedisRotate",
+            "redis-rotate",
+            "Redis AUTH phase 1: ROTATE to a new token (the group accepts both); never the first token of a group without AUTH",
+        ))
+        .poll_with(REDIS_ROTATED, None)
+        .task(
+            Task::step("RestartIngestion", Function::Workloads, "restart")
+                .comment("Restart the ingestion pods so that they read the new token")
+                .options(input())
+                .keep(
+                    json!({"restarted.$": "$.restarted", "verified.$": "$.verified", "detail.$": "$.detail"}),
+                    "$.result.restart",
+                ),
+        )
+        .poll_with(ROLLOUT, None)
+        .task(
+            operate(
+                "RedisSetToken",
+                "redis-set",
+                "Redis AUTH phase 2: SET the new token, which drops the old one",
+            )
+            .keep(json!({"phase.$": "$.phase"}), "$.result.redis"),
+        )
+        .poll_with(REDIS_SET, None);
+    Locked {
+        name: NAME,
+        comment: "Rotate the deployment's keys and secrets. Input {\"scope\": \"all\" | \"keys-check\" | \"secrets\", \"on_demand\": false}: keys-check (monthly) checks key state and rotation settings, secrets (quarterly) rotates the database passwords and the Redis AUTH token in two phases, on_demand also rotates every key now. Generated from shared/workflows/src/rotate_keys.rs by `apiary workflows generate`: change the Rust, not this file".into(),
+        timeout_seconds: TIMEOUT_SECONDS,
+        lock_wait: LOCK_WAIT,
+        body,
+        input: Input::Deployment,
+        outcome: Outcome::finish(),
+    }
+    .definition()
+}

@@ -1,0 +1,201 @@
+//! The rotate-keys workflow end to end: provision a deployment, then run
+//! `statemachines/rotate-keys.asl.json` in the embedded engine against the emulator with
+//! each of its inputs, and read back what changed in KMS, Secrets Manager and the journal.
+//!
+//! What the emulator cannot show is unit-tested in functions/operate with mocks: the
+//! rotation period (moto does not store it), the on-demand quota, a group still
+//! modifying, the exact order of the Redis token's phases.
+
+use apiary_asl::ExecutionStatus;
+use apiary_e2e::{Local as Fixture, REGION, unique_cidr, unique_name};
+use aws_sdk_kms::types::{KeyState, RotationType};
+use serde_json::{Value, json};
+
+async fn fixture() -> Fixture {
+    Fixture::new("apiary-test-operate").await
+}
+
+async fn provisioned(f: &Fixture, prefix: &str) -> String {
+    let name = unique_name(prefix);
+    let spec = json!({
+        "name": name,
+        "region": REGION,
+        "dns": {"domain": format!("{name}.example.com")},
+        "network": {"vpc_cidr": unique_cidr(&f.config).await},
+        "databases": {"documentdb": false},
+    });
+    let done = f
+        .run("provision", &name, json!({"spec": spec}), "provision")
+        .await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    name
+}
+
+fn rotate(input: Value, name: &str) -> Value {
+    let mut input = input;
+    input["deployment"] = json!(name);
+    input
+}
+
+async fn key_id(f: &Fixture, name: &str, scope: &str) -> String {
+    aws_sdk_kms::Client::new(&f.config)
+        .describe_key()
+        .key_id(format!("alias/apiary/{name}/{scope}"))
+        .send()
+        .await
+        .expect("DescribeKey")
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_owned()
+}
+
+async fn redis_secret(f: &Fixture, name: &str) -> Value {
+    let value = aws_sdk_secretsmanager::Client::new(&f.config)
+        .get_secret_value()
+        .secret_id(format!("apiary-{name}-redis-auth"))
+        .send()
+        .await
+        .expect("GetSecretValue");
+    serde_json::from_str(value.secret_string().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn on_demand_rotates_every_key_and_secret_and_a_rerun_rotates_again() {
+    let f = fixture().await;
+    let name = provisioned(&f, "rot").await;
+    let before = redis_secret(&f, &name).await;
+
+    let done = f
+        .run(
+            "rotate-keys",
+            &name,
+            rotate(json!({"on_demand": true}), &name),
+            "on-demand",
+        )
+        .await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    let output = done.output.expect("output");
+    assert_eq!(output["workflow"], json!("rotate-keys"));
+    let result = &output["result"];
+    assert_eq!(
+        result["keys"]["keys"].as_array().unwrap().len(),
+        keys::SCOPES.len()
+    );
+    assert_eq!(
+        result["database_secrets"]["secrets"][0]["rotated"],
+        json!(true)
+    );
+    assert_eq!(result["redis"]["phase"], json!("set-requested"));
+    assert_eq!(
+        result["restart"]["verified"],
+        json!(false),
+        "no pods locally: said, not pretended"
+    );
+
+    let rotations = aws_sdk_kms::Client::new(&f.config)
+        .list_key_rotations()
+        .key_id(key_id(&f, &name, "app").await)
+        .send()
+        .await
+        .expect("ListKeyRotations");
+    assert_eq!(
+        rotations
+            .rotations()
+            .iter()
+            .filter(|r| r.rotation_type() == Some(&RotationType::OnDemand))
+            .count(),
+        1
+    );
+    let after = redis_secret(&f, &name).await;
+    assert_ne!(
+        after["auth_token"], before["auth_token"],
+        "a new Redis token"
+    );
+    assert!(
+        after.get("rotation").is_none(),
+        "both phases done: {after:?}"
+    );
+    assert!(after.get("previous_auth_token").is_none());
+
+    let journal = f.store.journal(&name).await.expect("journal");
+    assert!(
+        journal
+            .iter()
+            .any(|e| e.step == "rotate-keys" && e.action == "redis-set" && e.outcome == "created"),
+        "{journal:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_keys_check_changes_no_secret_and_refuses_a_disabled_key() {
+    let f = fixture().await;
+    let name = provisioned(&f, "chk").await;
+    let before = redis_secret(&f, &name).await;
+
+    let done = f
+        .run(
+            "rotate-keys",
+            &name,
+            rotate(json!({"scope": "keys-check"}), &name),
+            "check",
+        )
+        .await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    let result = &done.output.unwrap()["result"];
+    assert!(
+        result["database_secrets"]["skipped"].is_string(),
+        "{result}"
+    );
+    assert_eq!(redis_secret(&f, &name).await, before, "no secret changed");
+
+    // The customer disables a key: the check refuses it by name and never enables it.
+    let kms = aws_sdk_kms::Client::new(&f.config);
+    let rds = key_id(&f, &name, "rds").await;
+    kms.disable_key()
+        .key_id(&rds)
+        .send()
+        .await
+        .expect("DisableKey");
+    let done = f
+        .run(
+            "rotate-keys",
+            &name,
+            rotate(json!({"scope": "keys-check"}), &name),
+            "disabled",
+        )
+        .await;
+    assert_eq!(done.status, ExecutionStatus::Failed, "{done:?}");
+    assert_eq!(done.error.as_deref(), Some("Apiary.Conflict"));
+    assert!(done.cause.as_deref().unwrap_or_default().contains(&rds));
+    let state = kms.describe_key().key_id(&rds).send().await.unwrap();
+    assert_eq!(
+        state.key_metadata().unwrap().key_state(),
+        Some(&KeyState::Disabled),
+        "the kill switch stays"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_input_is_refused_before_anything_changes() {
+    let f = fixture().await;
+    let name = provisioned(&f, "bad").await;
+    let before = redis_secret(&f, &name).await;
+    let done = f
+        .run(
+            "rotate-keys",
+            &name,
+            rotate(json!({"scope": "secrets", "on_demand": true}), &name),
+            "bad",
+        )
+        .await;
+    assert_eq!(done.status, ExecutionStatus::Failed, "{done:?}");
+    assert_eq!(done.error.as_deref(), Some("Apiary.InvalidInput"));
+    assert!(
+        done.cause
+            .as_deref()
+            .unwrap_or_default()
+            .contains("on_demand")
+    );
+    assert_eq!(redis_secret(&f, &name).await, before);
+}

@@ -1,0 +1,469 @@
+//! The teardown workflow end to end: provision, make by hand what the controllers in the
+//! cluster would (Karpenter's instance, the load balancer controller's load balancer,
+//! target group and security group, a detached interface, a PVC's volume), then
+//! `statemachines/teardown.asl.json` in the embedded engine against the emulator.
+
+use std::sync::Arc;
+
+use apiary_asl::ExecutionStatus;
+use apiary_core::store::DeploymentStatus;
+use apiary_e2e::{Local as Fixture, REGION, unique_cidr, unique_name};
+use aws_sdk_ec2::types::{Filter, InstanceStateName, ResourceType, Tag, TagSpecification};
+use serde_json::{Value, json};
+
+async fn fixture() -> Fixture {
+    Fixture::new("apiary-test-teardown").await
+}
+
+fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(value).build()
+}
+
+fn tags(resource: ResourceType, pairs: &[(&str, &str)]) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(pairs.iter().map(|(k, v)| tag(k, v)).collect()))
+        .build()
+}
+
+/// What the controllers would have made, as their tags say.
+struct Leftovers {
+    instance: String,
+    load_balancer: String,
+    target_group: String,
+    group: String,
+    interface: String,
+    volume: String,
+    /// A volume of another cluster: must survive.
+    foreign_volume: String,
+}
+
+async fn make_leftovers(f: &Fixture, layers: &Value) -> Leftovers {
+    let ec2 = aws_sdk_ec2::Client::new(&f.config);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&f.config);
+    let cluster = layers["cluster"]["cluster_name"].as_str().unwrap();
+    let vpc = layers["network"]["vpc_id"].as_str().unwrap();
+    let private = layers["network"]["private_subnets"][0]["id"]
+        .as_str()
+        .unwrap();
+    let zone = layers["network"]["private_subnets"][0]["availability_zone"]
+        .as_str()
+        .unwrap();
+    let public: Vec<String> = layers["network"]["public_subnets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    let cluster_tag = format!("kubernetes.io/cluster/{cluster}");
+
+    let image = ec2
+        .describe_images()
+        .send()
+        .await
+        .unwrap()
+        .images()
+        .iter()
+        .find_map(|i| i.image_id().map(str::to_owned))
+        .expect("the emulator has an image");
+    let launched = ec2
+        .run_instances()
+        .image_id(image)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Large)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(private)
+        .tag_specifications(tags(
+            ResourceType::Instance,
+            &[
+                ("karpenter.sh/nodepool", "default"),
+                (&cluster_tag, "owned"),
+                ("eks:eks-cluster-name", cluster),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap();
+    let instance = launched.instances()[0].instance_id().unwrap().to_owned();
+
+    let group = ec2
+        .create_security_group()
+        .group_name(format!("k8s-{cluster}-ingress"))
+        .description("managed by the load balancer controller")
+        .vpc_id(vpc)
+        .tag_specifications(tags(
+            ResourceType::SecurityGroup,
+            &[
+                ("elbv2.k8s.aws/cluster", cluster),
+                ("elbv2.k8s.aws/resource", "frontend"),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_owned();
+    let elb_tag = |k: &str, v: &str| {
+        aws_sdk_elasticloadbalancingv2::types::Tag::builder()
+            .key(k)
+            .value(v)
+            .build()
+    };
+    let load_balancer = elb
+        .create_load_balancer()
+        .name(format!("k8s-ingest-{}", &cluster[cluster.len() - 8..]))
+        .set_subnets(Some(public))
+        .security_groups(&group)
+        .tags(elb_tag("elbv2.k8s.aws/cluster", cluster))
+        .tags(elb_tag("ingress.k8s.aws/stack", "honeyhive/ingestion"))
+        .send()
+        .await
+        .unwrap()
+        .load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap()
+        .to_owned();
+    let target_group = elb
+        .create_target_group()
+        .name(format!("k8s-tg-{}", &cluster[cluster.len() - 8..]))
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(8080)
+        .vpc_id(vpc)
+        .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip)
+        .tags(elb_tag("elbv2.k8s.aws/cluster", cluster))
+        .send()
+        .await
+        .unwrap()
+        .target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_owned();
+    // A detached interface, as the VPC CNI leaves them: no tags.
+    let interface = ec2
+        .create_network_interface()
+        .subnet_id(private)
+        .description("aws-K8S-i-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .network_interface()
+        .unwrap()
+        .network_interface_id()
+        .unwrap()
+        .to_owned();
+    let volume = ec2
+        .create_volume()
+        .availability_zone(zone)
+        .size(10)
+        .tag_specifications(tags(
+            ResourceType::Volume,
+            &[
+                (&cluster_tag, "owned"),
+                ("KubernetesCluster", cluster),
+                ("kubernetes.io/created-for/pvc/name", "data-ingestion-0"),
+                ("ebs.csi.aws.com/cluster", "true"),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_owned();
+    let foreign_volume = ec2
+        .create_volume()
+        .availability_zone(zone)
+        .size(10)
+        .tag_specifications(tags(
+            ResourceType::Volume,
+            &[
+                ("kubernetes.io/cluster/someone-elses-cluster", "owned"),
+                ("ebs.csi.aws.com/cluster", "true"),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_owned();
+    Leftovers {
+        instance,
+        load_balancer,
+        target_group,
+        group,
+        interface,
+        volume,
+        foreign_volume,
+    }
+}
+
+async fn vpc_exists(f: &Fixture, vpc: &str) -> bool {
+    let ec2 = aws_sdk_ec2::Client::new(&f.config);
+    ec2.describe_vpcs()
+        .filters(Filter::builder().name("vpc-id").values(vpc).build())
+        .send()
+        .await
+        .unwrap()
+        .vpcs()
+        .iter()
+        .any(|v| v.vpc_id() == Some(vpc))
+}
+
+#[tokio::test]
+async fn teardown_removes_the_data_plane_and_what_controllers_made() {
+    let f = fixture().await;
+    let name = unique_name("tear");
+    let spec = json!({
+        "name": name,
+        "region": REGION,
+        "dns": {"domain": format!("{name}.example.com")},
+        "network": {"vpc_cidr": unique_cidr(&f.config).await, "ingress_cidrs": ["203.0.113.0/24"]},
+    });
+    let provisioned = f
+        .run("provision", &name, json!({"spec": spec}), "provision")
+        .await;
+    assert_eq!(
+        provisioned.status,
+        ExecutionStatus::Succeeded,
+        "{:?}: {:?}",
+        provisioned.error,
+        provisioned.cause
+    );
+    let layers = provisioned.output.unwrap()["layers"].clone();
+    let vpc = layers["network"]["vpc_id"].as_str().unwrap().to_owned();
+    let left = make_leftovers(&f, &layers).await;
+
+    // A wrong confirm changes nothing.
+    let refused = f
+        .run(
+            "teardown",
+            &name,
+            json!({"deployment": name, "confirm": "demo"}),
+            "wrong-confirm",
+        )
+        .await;
+    assert_eq!(refused.status, ExecutionStatus::Failed);
+    assert_eq!(
+        refused.error.as_deref(),
+        Some("Apiary.InvalidInput"),
+        "{:?}",
+        refused.cause
+    );
+    assert!(
+        refused
+            .cause
+            .as_deref()
+            .unwrap_or_default()
+            .contains("confirm"),
+        "{:?}",
+        refused.cause
+    );
+    assert!(
+        vpc_exists(&f, &vpc).await,
+        "a refused teardown deletes nothing"
+    );
+    let record = f.store.get_deployment(&name).await.unwrap().unwrap();
+    assert_eq!(
+        record.status,
+        DeploymentStatus::Ready,
+        "a refused teardown changes no status"
+    );
+
+    // A teardown killed after its first steps: those steps ran, the rest did not.
+    let deps = teardown::Deps::new(&f.config, Arc::new(f.store.clone()));
+    for action in ["snapshots", "cluster", "sweep"] {
+        let mut event = apiary_core::step::event(action, &name);
+        event["options"] = json!({"input": {"confirm": name, "delete_backups": false}});
+        teardown::handle(&deps, event)
+            .await
+            .unwrap_or_else(|e| panic!("{action}: {e}"));
+    }
+
+    let done = f
+        .run(
+            "teardown",
+            &name,
+            json!({"deployment": name, "confirm": name}),
+            "teardown",
+        )
+        .await;
+    let journal = f.store.journal(&name).await.unwrap();
+    let last = journal
+        .iter()
+        .rev()
+        .take(5)
+        .map(|e| format!("{} {} {}: {:?}", e.step, e.action, e.outcome, e.detail))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        done.status,
+        ExecutionStatus::Succeeded,
+        "{:?}: {:?}; last journal entries: {last:#?}",
+        done.error,
+        done.cause
+    );
+    let output = done.output.unwrap();
+    let receipt = &output["result"]["receipt"];
+    assert_eq!(receipt["scan"]["unexplained"], json!([]), "{receipt:#}");
+    let removed: Vec<&str> = receipt["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for id in [
+        &left.instance,
+        &left.load_balancer,
+        &left.target_group,
+        &left.group,
+        &left.interface,
+        &left.volume,
+        &vpc,
+    ] {
+        assert!(
+            removed.iter().any(|r| r.ends_with(id.as_str())),
+            "{id} not in the receipt's removed list: {removed:?}"
+        );
+    }
+    let record = f.store.get_deployment(&name).await.unwrap().unwrap();
+    assert_eq!(record.status, DeploymentStatus::Deleted);
+    assert_eq!(
+        f.store.current_lock(&name).await.unwrap(),
+        None,
+        "lock released"
+    );
+
+    // Read back through the AWS APIs.
+    assert!(!vpc_exists(&f, &vpc).await, "the VPC is gone");
+    let ec2 = aws_sdk_ec2::Client::new(&f.config);
+    let instance = ec2
+        .describe_instances()
+        .instance_ids(&left.instance)
+        .send()
+        .await
+        .unwrap();
+    let state = instance.reservations()[0].instances()[0]
+        .state()
+        .and_then(|s| s.name())
+        .cloned();
+    assert_eq!(state, Some(InstanceStateName::Terminated));
+    let volumes = ec2.describe_volumes().send().await.unwrap();
+    let ids: Vec<&str> = volumes
+        .volumes()
+        .iter()
+        .filter_map(|v| v.volume_id())
+        .collect();
+    assert!(
+        !ids.contains(&left.volume.as_str()),
+        "the PVC's volume is gone"
+    );
+    assert!(
+        ids.contains(&left.foreign_volume.as_str()),
+        "another cluster's volume is never touched"
+    );
+
+    // The scan by tag finds nothing but what the receipt keeps (or lists as going).
+    let kept: Vec<String> = receipt["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            k["arn"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| k["resource"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let explained: Vec<&str> = receipt["scan"]["explained"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["arn"].as_str())
+        .collect();
+    let tagging = aws_sdk_resourcegroupstagging::Client::new(&f.config);
+    let found = tagging
+        .get_resources()
+        .tag_filters(
+            aws_sdk_resourcegroupstagging::types::TagFilter::builder()
+                .key("apiary:deployment")
+                .values(&name)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for mapping in found.resource_tag_mapping_list() {
+        let arn = mapping.resource_arn().unwrap();
+        assert!(
+            explained.contains(&arn) || kept.iter().any(|k| k == arn || arn.ends_with(k.as_str())),
+            "{arn} remains and the receipt does not explain it: {receipt:#}"
+        );
+    }
+    // What is kept: the final snapshots and the backups bucket, with the keys that
+    // protect them.
+    let kept_kinds: Vec<&str> = receipt["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["resource"].as_str()?.split(' ').next())
+        .collect();
+    for kind in ["rds:snapshot", "s3:bucket", "kms:key"] {
+        assert!(kept_kinds.contains(&kind), "{kind} not kept: {receipt:#}");
+    }
+
+    // Running it again finds nothing to do and still succeeds.
+    let again = f
+        .run(
+            "teardown",
+            &name,
+            json!({"deployment": name, "confirm": name}),
+            "again",
+        )
+        .await;
+    assert_eq!(
+        again.status,
+        ExecutionStatus::Succeeded,
+        "{:?}: {:?}",
+        again.error,
+        again.cause
+    );
+}
+
+/// A provision, the controllers' leftovers and a whole teardown: what the IAM
+/// measurement (tests/iam.rs) records of the teardown function.
+pub(crate) async fn exercise() {
+    let f = fixture().await;
+    let name = unique_name("iam-tear");
+    let spec = json!({
+        "name": name,
+        "region": REGION,
+        "dns": {"domain": format!("{name}.example.com")},
+        "network": {"vpc_cidr": unique_cidr(&f.config).await},
+    });
+    let provisioned = f
+        .run("provision", &name, json!({"spec": spec}), "provision")
+        .await;
+    assert_eq!(
+        provisioned.status,
+        ExecutionStatus::Succeeded,
+        "{:?}",
+        provisioned.cause
+    );
+    make_leftovers(&f, &provisioned.output.unwrap()["layers"]).await;
+    let done = f
+        .run(
+            "teardown",
+            &name,
+            json!({"deployment": name, "confirm": name, "delete_backups": true}),
+            "teardown",
+        )
+        .await;
+    assert_eq!(
+        done.status,
+        ExecutionStatus::Succeeded,
+        "{:?}: {:?}",
+        done.error,
+        done.cause
+    );
+}
