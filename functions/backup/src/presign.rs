@@ -2,16 +2,13 @@
 //! GovCloud regions): a SigV4 query-signed `GET` of the same copy request against the
 //! SOURCE region's endpoint, which the destination region calls to read the snapshot.
 //! The other SDKs build it from a `SourceRegion` parameter; the Rust SDK does not, so it
-//! is signed here with aws-sigv4.
+//! is signed here (`apiary_core::sigv4`).
 
 use std::time::{Duration, SystemTime};
 
-use apiary_core::{Error, Result};
+use apiary_core::Result;
+use apiary_core::sigv4::uri_encode;
 use aws_sdk_rds::config::Credentials;
-use aws_sigv4::http_request::{
-    SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
-};
-use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 
 /// How long the destination region may use the URL (what botocore's presigner sets).
@@ -44,44 +41,24 @@ pub fn presigned_url(
         query.push_str(&uri_encode(value));
     }
     let url = format!("{base}?{query}");
-    let mut settings = SigningSettings::default();
-    settings.signature_location = SignatureLocation::QueryParams;
-    settings.expires_in = Some(EXPIRES_IN);
     let identity: Identity = credentials.clone().into();
-    let signing = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(source_region)
-        .name("rds")
-        .time(time)
-        .settings(settings)
-        .build()
-        .map_err(|e| Error::fatal(format!("{action} PreSignedUrl: signing parameters: {e}")))?
-        .into();
-    let request = SignableRequest::new("GET", &url, std::iter::empty(), SignableBody::Bytes(&[]))
-        .map_err(|e| Error::fatal(format!("{action} PreSignedUrl: request: {e}")))?;
-    let (instructions, _signature) = sign(request, &signing)
-        .map_err(|e| Error::fatal(format!("{action} PreSignedUrl: signing: {e}")))?
-        .into_parts();
-    for (name, value) in instructions.params() {
+    let signed = apiary_core::sigv4::presign_get(
+        &format!("{action} PreSignedUrl"),
+        &url,
+        "rds",
+        source_region,
+        &[],
+        EXPIRES_IN,
+        &identity,
+        time,
+    )?;
+    for (name, value) in &signed {
         query.push('&');
         query.push_str(name);
         query.push('=');
         query.push_str(&uri_encode(value));
     }
     Ok(format!("{base}?{query}"))
-}
-
-/// SigV4's URI encoding: everything but the unreserved characters is percent-encoded.
-fn uri_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

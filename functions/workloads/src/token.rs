@@ -6,12 +6,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use apiary_core::sigv4::uri_encode;
 use apiary_core::{Error, Result};
 use aws_sdk_eks::config::Credentials;
-use aws_sigv4::http_request::{
-    SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
-};
-use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -42,33 +39,20 @@ pub fn presigned_url(
 ) -> Result<String> {
     let base = sts_endpoint(region);
     let url = format!("{base}?{QUERY}");
-    let mut settings = SigningSettings::default();
-    settings.signature_location = SignatureLocation::QueryParams;
-    settings.expires_in = Some(EXPIRES_IN);
     let identity: Identity = credentials.clone().into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name("sts")
-        .time(time)
-        .settings(settings)
-        .build()
-        .map_err(|e| Error::fatal(format!("EKS token: signing parameters: {e}")))?
-        .into();
-    let request = SignableRequest::new(
-        "GET",
+    let signed = apiary_core::sigv4::presign_get(
+        &format!("EKS token for {cluster}"),
         &url,
-        std::iter::once((CLUSTER_ID_HEADER, cluster)),
-        SignableBody::Bytes(&[]),
-    )
-    .map_err(|e| Error::fatal(format!("EKS token: request for {cluster}: {e}")))?;
-    let (instructions, _signature) = sign(request, &params)
-        .map_err(|e| Error::fatal(format!("EKS token: signing for {cluster}: {e}")))?
-        .into_parts();
-    let signed: Vec<(&str, &str)> = instructions
-        .params()
+        "sts",
+        region,
+        &[(CLUSTER_ID_HEADER, cluster)],
+        EXPIRES_IN,
+        &identity,
+        time,
+    )?;
+    let signed: Vec<(&str, &str)> = signed
         .iter()
-        .map(|(name, value)| (*name, value.as_ref()))
+        .map(|(name, value)| (name.as_str(), value.as_str()))
         .collect();
     let order = [
         "X-Amz-Algorithm",
@@ -105,19 +89,6 @@ pub fn token(
 ) -> Result<String> {
     let url = presigned_url(cluster, region, credentials, time)?;
     Ok(format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(url)))
-}
-
-/// SigV4's URI encoding: everything but the unreserved characters is percent-encoded.
-fn uri_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod lambda;
 pub mod local;
 pub mod naming;
 pub mod outputs;
+pub mod sigv4;
 pub mod spec;
 pub mod step;
 pub mod store;
