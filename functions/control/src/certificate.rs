@@ -7,8 +7,8 @@
 //! applies the Ingress, waits for healthy targets and marks the deployment READY.
 //!
 //! Only the deployment's own certificate counts (the dns layer's saved output names it),
-//! and only while the deployment waits for it; any other certificate of the account is
-//! ignored. A redelivered event starts nothing twice: the execution's name comes from
+//! and only while the deployment waits for it or a provision that may end waiting still
+//! runs; any other certificate of the account is ignored. A redelivered event starts nothing twice: the execution's name comes from
 //! the event's id, and Step Functions refuses a second execution of that name.
 
 use apiary_core::store::{DeploymentStatus, JournalEntry};
@@ -108,7 +108,14 @@ pub async fn issued(
         );
         return Ok(result);
     }
-    if record.status != DeploymentStatus::WaitingForDnsValidation {
+    // A provision still running when ACM issues (its validation records were written into
+    // the account's public zone minutes ago) read the certificate as pending and will end
+    // WAITING_FOR_DNS_VALIDATION: queue the next one behind it, as for a deployment that
+    // already waits. ACM sends this event once.
+    if !matches!(
+        record.status,
+        DeploymentStatus::WaitingForDnsValidation | DeploymentStatus::Provisioning
+    ) {
         result.detail = format!(
             "deployment {deployment} is {}, not waiting for its certificate: nothing to start",
             record.status.as_str()

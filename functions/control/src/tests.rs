@@ -504,6 +504,19 @@ async fn an_issued_certificate_finishes_a_waiting_provision() {
         "{other}"
     );
 
+    // Issued while the provision that requested it still runs (it will end waiting):
+    // the next provision is queued behind it.
+    let mut running =
+        Table::new(None, Some(DeploymentStatus::Provisioning)).with_layer("dns", dns.clone());
+    let starter = Arc::new(Starter::default());
+    let mut deps = running.deps();
+    deps.runs = starter.clone();
+    let deps = deps.with_deployment("acme");
+    handle(&deps, acm_available(CERTIFICATE)).await.unwrap();
+    let started = starter.started.lock().unwrap().clone();
+    assert_eq!(started.len(), 1, "queued behind the running provision");
+    assert_eq!(started[0].1["queue"], true);
+
     let mut ready = Table::new(None, Some(DeploymentStatus::Ready)).with_layer("dns", dns);
     let starter = Arc::new(Starter::default());
     let mut deps = ready.deps();
