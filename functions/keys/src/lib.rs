@@ -116,10 +116,22 @@ impl Step for Deps {
         let mut missing = Vec::new();
         // Keys no alias names, looked for once and only when an alias is missing.
         let mut unnamed: Option<orphans::Unnamed> = None;
+        let mut refusals = Vec::new();
         for (scope, service) in SCOPES {
             let alias = step.names.key_alias(scope);
             let policy = key_policy_for(&account, &region, scope, *service, &step.names);
-            let key = match find_key(self, &alias).await? {
+            // Every key is looked at before a refusal fails the step: after a teardown
+            // every key is pending deletion, and each one's deletion must be cancelled in
+            // this run, not one per run while the others' windows run out.
+            let found = match find_key(self, &alias, create).await {
+                Ok(found) => found,
+                Err(refused @ Error::Conflict(_)) => {
+                    refusals.push(refused.to_string());
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let key = match found {
                 Some(key) => {
                     if create {
                         ensure_policy(self, &key, &policy, log).await?;
@@ -155,6 +167,9 @@ impl Step for Deps {
             log.resource("kms:alias", &key.alias, None).await?;
             output.keys.insert((*scope).to_owned(), key);
         }
+        if !refusals.is_empty() {
+            return Err(Error::Conflict(refusals.join("; ")));
+        }
         Ok(Done::missing(output, missing))
     }
 
@@ -188,7 +203,7 @@ async fn ensure_dr(deps: &Deps, step: &StepContext<'_, KeysAction>) -> Result<Do
         &key_policy(&account, &region, Some("rds")),
         deployment_role_statements(&account, &region, &step.names),
     );
-    let key = match find_key(&dr, &alias).await? {
+    let key = match find_key(&dr, &alias, true).await? {
         Some(key) => {
             ensure_policy(&dr, &key, &policy, log).await?;
             key
@@ -227,7 +242,9 @@ async fn account_id(deps: &Deps) -> Result<String> {
 }
 
 /// Finds the key behind an alias and applies [`key_state_policy`] to it.
-async fn find_key(deps: &Deps, alias: &str) -> Result<Option<KeyRef>> {
+/// The key `alias` names. With `enforce`, the key-state policy applies to it (a read-only
+/// status leaves a key as it finds it).
+async fn find_key(deps: &Deps, alias: &str, enforce: bool) -> Result<Option<KeyRef>> {
     let Some(described) = apiary_core::aws::answer_or_none(
         format!("DescribeKey {alias}"),
         deps.kms.describe_key().key_id(alias).send(),
@@ -241,6 +258,13 @@ async fn find_key(deps: &Deps, alias: &str) -> Result<Option<KeyRef>> {
         return Ok(None);
     };
     let key_id = meta.key_id.clone();
+    if !enforce {
+        return Ok(Some(KeyRef {
+            arn: meta.arn.unwrap_or_default(),
+            key_id,
+            alias: alias.to_owned(),
+        }));
+    }
     if let Err(refused) = key_state_policy(&deps.kms, &key_id, alias, meta.key_state.as_ref()).await
     {
         tracing::warn!(key = %key_id, alias, error = %refused, "key state refused");
@@ -361,7 +385,7 @@ async fn create_key(
     {
         // Another run created the alias between our lookup and now: use its key and
         // schedule ours for deletion so nothing is leaked.
-        let winner = find_key(deps, alias).await?;
+        let winner = find_key(deps, alias, true).await?;
         deps.kms
             .schedule_key_deletion()
             .key_id(&meta.key_id)
@@ -395,10 +419,12 @@ async fn name_key(deps: &Deps, key_id: &str, alias: &str, log: &StepLog<'_>) -> 
         log.created(alias);
     }
     // Another run may have named a key meanwhile: the alias decides.
-    find_key(deps, alias).await?.ok_or_else(|| Error::NotReady {
-        resource: format!("KMS alias {alias}"),
-        detail: format!("created for key {key_id}, but KMS does not resolve it yet"),
-    })
+    find_key(deps, alias, true)
+        .await?
+        .ok_or_else(|| Error::NotReady {
+            resource: format!("KMS alias {alias}"),
+            detail: format!("created for key {key_id}, but KMS does not resolve it yet"),
+        })
 }
 
 /// Brings an existing key's policy to what this version of Apiary writes (compared as

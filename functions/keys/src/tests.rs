@@ -272,7 +272,20 @@ async fn a_key_pending_deletion_is_kept_and_left_to_the_operator() {
         "names the key: {err}"
     );
     assert!(err.to_string().contains("deletion is cancelled"), "{err}");
-    assert_eq!(cancel.num_calls(), 1, "the deletion is cancelled");
+    // Every key's deletion is cancelled in the one run (after a teardown all are pending),
+    // and the refusal names each of them.
+    assert_eq!(
+        cancel.num_calls(),
+        SCOPES.len(),
+        "each deletion is cancelled"
+    );
+    for (scope, _) in SCOPES {
+        assert!(
+            err.to_string()
+                .contains(&format!("alias/apiary/acme/{scope})")),
+            "names {scope}: {err}"
+        );
+    }
     assert_eq!(
         enable.num_calls(),
         0,
@@ -282,6 +295,18 @@ async fn a_key_pending_deletion_is_kept_and_left_to_the_operator() {
     let entries = recorder.entries.lock().unwrap();
     assert_eq!(entries[0].outcome, "failed");
     assert!(entries[0].detail.as_deref().unwrap().contains("cancelled"));
+}
+
+/// A read-only status leaves a key as it finds it: no deletion is cancelled.
+#[tokio::test]
+async fn status_changes_no_key_state() {
+    let describe = describe_existing(KeyState::PendingDeletion);
+    let cancel = mock!(Kms::cancel_key_deletion).then_output(|| {
+        aws_sdk_kms::operation::cancel_key_deletion::CancelKeyDeletionOutput::builder().build()
+    });
+    let (deps, _) = deps(&[&describe, &cancel]);
+    handle(&deps, event("status")).await.expect("status");
+    assert_eq!(cancel.num_calls(), 0);
 }
 
 #[tokio::test]
