@@ -26,7 +26,7 @@ use kube::core::ApiResource;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::apply::{FIELD_MANAGER, kube_error};
+use crate::apply::kube_error;
 use crate::{Target, WorkloadsAction};
 
 #[derive(Debug, Clone, Serialize)]
@@ -223,20 +223,15 @@ fn names(meta: &kube::core::ObjectMeta) -> (String, String) {
 }
 
 /// `limits: {cpu: "0"}` on every NodePool: Karpenter launches no node while the rest goes.
+/// A JSON merge patch, not an apply: applying only the limits with the field manager that
+/// applied the NodePool would drop every other field it owns (spec.template) and the API
+/// server would refuse the object.
 async fn freeze(client: &kube::Client) -> Result<()> {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &node_pools());
     for pool in list_custom(client, &node_pools()).await? {
-        let patch = json!({
-            "apiVersion": "karpenter.sh/v1",
-            "kind": "NodePool",
-            "spec": {"limits": {"cpu": "0"}}
-        });
+        let patch = json!({"spec": {"limits": {"cpu": "0"}}});
         match api
-            .patch(
-                &pool,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
+            .patch(&pool, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => {}
@@ -489,6 +484,21 @@ mod tests {
             .expect("the NodePool was frozen");
         assert_eq!(freeze.path, "/apis/karpenter.sh/v1/nodepools/default");
         assert_eq!(freeze.body.as_ref().unwrap()["spec"]["limits"]["cpu"], "0");
+        // A merge patch touching only the limits: an apply by the NodePool's own field
+        // manager would remove spec.template.
+        assert_eq!(
+            freeze.content_type.as_deref(),
+            Some("application/merge-patch+json")
+        );
+        assert!(
+            !freeze.query.contains_key("fieldManager"),
+            "{:?}",
+            freeze.query
+        );
+        assert_eq!(
+            freeze.body.as_ref().unwrap(),
+            &json!({"spec": {"limits": {"cpu": "0"}}})
+        );
     }
 
     #[tokio::test]

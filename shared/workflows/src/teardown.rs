@@ -2,9 +2,11 @@
 //!
 //! ```text
 //! validate-input (confirm = the deployment's name) -> lock (TEARING_DOWN)
-//!   -> final snapshots (polled)
-//!   -> Kubernetes: freeze NodePools, delete Ingresses and LoadBalancer Services, then
-//!      PVCs, then NodePools and node classes (workloads function, polled)
+//!   -> Kubernetes: freeze NodePools, delete Ingresses and LoadBalancer Services (the
+//!      ingestion traffic stops), then PVCs, then NodePools and node classes (workloads
+//!      function, polled)
+//!   -> final snapshots (polled): taken once nothing writes any more, so no write
+//!      accepted by the deployment is missing from them
 //!   -> node groups, cluster (polled)
 //!   -> sweep of what controllers made (polled) -> data stores (polled) -> secrets
 //!   -> buckets (polled) -> DNS (polled) -> detach the in-VPC functions (polled)
@@ -124,7 +126,7 @@ pub const RECEIPT: Poll = step(
 );
 
 pub const POLLS: [Poll; 10] = [
-    SNAPSHOTS, KUBERNETES, CLUSTER, SWEEP, STORES, BUCKETS, DNS, DETACH, NETWORK, RECEIPT,
+    KUBERNETES, SNAPSHOTS, CLUSTER, SWEEP, STORES, BUCKETS, DNS, DETACH, NETWORK, RECEIPT,
 ];
 
 /// 36 hours, the lock's lease. A normal teardown takes 20-40 minutes; the longest path
@@ -139,9 +141,10 @@ pub fn definition() -> serde_json::Value {
             .comment(comment)
             .options(json!({"input.$": "$.input"}))
     };
+    // Kubernetes first: the snapshots must see the last write the ingress accepted.
     let body = Flow::new()
-        .poll_with(SNAPSHOTS, input())
         .poll_with(KUBERNETES, input())
+        .poll_with(SNAPSHOTS, input())
         .poll_with(CLUSTER, input())
         .poll_with(SWEEP, input())
         .poll_with(STORES, input())
@@ -178,7 +181,7 @@ pub fn definition() -> serde_json::Value {
         );
     Locked {
         name: "teardown",
-        comment: "Remove a deployment's data plane: final snapshots -> cluster -> sweep of what controllers made -> data stores, secrets, buckets, DNS -> in-VPC functions detached -> network -> IAM -> keys last -> receipt. Input {\"confirm\": \"<deployment>\", \"delete_backups\": false}. Generated from shared/workflows/src/teardown.rs by `apiary workflows generate`: change the Rust, not this file".into(),
+        comment: "Remove a deployment's data plane: Kubernetes ingress and node pools -> final snapshots -> cluster -> sweep of what controllers made -> data stores, secrets, buckets, DNS -> in-VPC functions detached -> network -> IAM -> keys last -> receipt. Input {\"confirm\": \"<deployment>\", \"delete_backups\": false}. Generated from shared/workflows/src/teardown.rs by `apiary workflows generate`: change the Rust, not this file".into(),
         timeout_seconds: TIMEOUT_SECONDS,
         lock_wait: LOCK_WAIT,
         body,
