@@ -906,3 +906,155 @@ fn no_role_changes_keys_through_iam() {
         "{problems:?}"
     );
 }
+
+/// Fn::Sub substitutes values, never map keys: a condition key written with `${...}`
+/// reaches IAM literally and the statement never matches.
+fn check_condition_keys(template: &Value) -> Vec<String> {
+    fn walk(value: &Value, path: &str, problems: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if map.contains_key("Effect")
+                    && let Some(Value::Object(condition)) = map.get("Condition")
+                {
+                    for (operator, keys) in condition {
+                        for key in keys.as_object().into_iter().flat_map(|k| k.keys()) {
+                            if key.contains("${") {
+                                problems.push(format!(
+                                    "{path}: condition {operator} key {key} is never substituted"
+                                ));
+                            }
+                        }
+                    }
+                }
+                for (field, inner) in map {
+                    walk(inner, &format!("{path}/{field}"), problems);
+                }
+            }
+            Value::Array(items) => {
+                for (i, inner) in items.iter().enumerate() {
+                    walk(inner, &format!("{path}/{i}"), problems);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut problems = Vec::new();
+    walk(&template["Resources"], "Resources", &mut problems);
+    problems
+}
+
+#[test]
+fn no_iam_condition_key_holds_a_substitution() {
+    assert_none("condition keys", check_condition_keys(&template()));
+    // The check can fail: a key naming the cluster through ${DeploymentName} is caught.
+    let mut broken = template();
+    let teardown = broken["Resources"]["TeardownRole"]["Properties"]["Policies"][0]
+        ["PolicyDocument"]["Statement"]
+        .as_array_mut()
+        .expect("the teardown role has statements");
+    teardown.push(serde_json::json!({
+        "Effect": "Allow", "Action": ["ec2:DeleteVolume"], "Resource": "*",
+        "Condition": {"StringLike": {
+            "aws:ResourceTag/kubernetes.io/cluster/apiary-${DeploymentName}-eks": "*"
+        }}
+    }));
+    let problems = check_condition_keys(&broken);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("TeardownRole"), "{problems:?}");
+}
+
+/// The longest window CloudWatch evaluates an alarm over: Period x EvaluationPeriods
+/// above it fails the stack's creation.
+const ALARM_WINDOW_LIMIT: i64 = 604_800;
+
+fn check_alarm_windows(template: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (id, alarm) in resources(template, "AWS::CloudWatch::Alarm") {
+        let properties = &alarm["Properties"];
+        // A metric-math alarm carries its periods in its Metrics' MetricStat.
+        let period = properties["Period"].as_i64().or_else(|| {
+            properties["Metrics"].as_array().and_then(|metrics| {
+                metrics
+                    .iter()
+                    .filter_map(|m| m["MetricStat"]["Period"].as_i64())
+                    .max()
+            })
+        });
+        let (Some(period), Some(evaluations)) = (period, properties["EvaluationPeriods"].as_i64())
+        else {
+            problems.push(format!(
+                "{id}: Period and EvaluationPeriods must be plain numbers"
+            ));
+            continue;
+        };
+        if period * evaluations > ALARM_WINDOW_LIMIT {
+            problems.push(format!(
+                "{id}: Period {period} x EvaluationPeriods {evaluations} = {} s exceeds \
+                 CloudWatch's {ALARM_WINDOW_LIMIT} s",
+                period * evaluations
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_alarm_evaluates_within_cloudwatchs_window() {
+    let template = template();
+    assert!(
+        !resources(&template, "AWS::CloudWatch::Alarm").is_empty(),
+        "the template has alarms to check"
+    );
+    assert_none("alarms", check_alarm_windows(&template));
+    // The check catches an eight-day window.
+    let broken = parse(
+        r#"
+Resources:
+  Missed:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Period: 86400
+      EvaluationPeriods: 8
+"#,
+    );
+    let problems = check_alarm_windows(&broken);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("691200"), "{problems:?}");
+}
+
+/// The backup role's scoped deletes: each also needs the deployment's own tag, so a name
+/// prefix shared with another deployment (`apiary-a-*` covers `apiary-a-b-*`) deletes
+/// nothing of it.
+const DEPLOYMENT_SCOPED_DELETES: &[&str] = &[
+    "PruneOwnSnapshots",
+    "PruneOwnClusterSnapshots",
+    "DeleteScratchInstances",
+    "DeleteScratchClusters",
+    "PruneOwnRedisSnapshots",
+    "DeleteScratchRedis",
+    "DeleteScratchSecrets",
+];
+
+#[test]
+fn the_backup_deletes_are_scoped_to_the_deployments_tag() {
+    let template = template();
+    let mut problems = Vec::new();
+    for sid in DEPLOYMENT_SCOPED_DELETES {
+        let found: Vec<&Value> = resources(&template, "AWS::IAM::Role")
+            .into_iter()
+            .flat_map(|(_, role)| statements(role))
+            .filter(|s| s["Sid"] == *sid)
+            .collect();
+        if found.len() != 1 {
+            problems.push(format!("{sid}: {} statements, expected 1", found.len()));
+            continue;
+        }
+        let condition = &found[0]["Condition"]["StringEquals"]["aws:ResourceTag/apiary:deployment"];
+        if *condition != serde_json::json!({"Ref": "DeploymentName"}) {
+            problems.push(format!(
+                "{sid}: no aws:ResourceTag/apiary:deployment = DeploymentName condition"
+            ));
+        }
+    }
+    assert_none("scoped deletes", problems);
+}
