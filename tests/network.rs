@@ -194,6 +194,35 @@ async fn network_is_complete_and_idempotent() {
         );
     }
 
+    // The control plane sends the database ports into the VPC (the live stores and the
+    // restore test's scratch copies), each target's ingress deciding; no allow-all rule.
+    let control_plane = sg(first["security_groups"]["control_plane"].as_str().unwrap()).await;
+    let mut egress: Vec<String> = Vec::new();
+    for p in control_plane.ip_permissions_egress() {
+        for range in p.ip_ranges() {
+            egress.push(format!(
+                "{} {} {}",
+                p.ip_protocol().unwrap_or_default(),
+                p.from_port().unwrap_or(-1),
+                range.cidr_ip().unwrap_or_default()
+            ));
+        }
+        assert!(
+            p.user_id_group_pairs().is_empty(),
+            "egress goes to CIDRs, not to one group: {p:?}"
+        );
+    }
+    egress.sort();
+    let mut expected = vec![
+        format!("tcp 443 {cidr}"),
+        "tcp 443 0.0.0.0/0".to_owned(),
+        format!("tcp 5432 {cidr}"),
+        format!("tcp 6379 {cidr}"),
+        format!("tcp 27017 {cidr}"),
+    ];
+    expected.sort();
+    assert_eq!(egress, expected);
+
     // The journal says what happened; the inventory lists the VPC once.
     let entries = recorder.entries.lock().unwrap();
     assert_eq!(

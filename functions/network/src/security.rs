@@ -151,7 +151,7 @@ pub async fn ensure_security_groups(
     }];
     ensure_rules(run, &endpoints, &endpoint_rules).await?;
 
-    ensure_control_plane_egress(run, &control_plane, &databases, vpc_cidr).await?;
+    ensure_control_plane_egress(run, &control_plane, vpc_cidr).await?;
 
     Ok(Groups {
         public: SecurityGroups {
@@ -171,12 +171,12 @@ pub const CONTROL_PLANE: &str = "control-plane";
 /// HTTPS inside the VPC (the cluster API and the interface endpoints), HTTPS out (the AWS
 /// APIs that have no interface endpoint here, such as EKS, IAM and X-Ray, go through the
 /// NAT gateway, and DynamoDB and S3 through their gateway endpoints, whose addresses are
-/// public prefixes), and the data stores' ports to their group. DNS needs no rule: the
+/// public prefixes), and the data stores' ports inside the VPC (the live stores and the
+/// restore test's scratch copies; their groups' ingress admits). DNS needs no rule: the
 /// VPC's resolver is not filtered by security groups.
 async fn ensure_control_plane_egress(
     run: &Run<'_>,
     group: &SecurityGroup,
-    databases: &SecurityGroup,
     vpc_cidr: Ipv4Net,
 ) -> Result<()> {
     let mut rules = vec![
@@ -193,11 +193,14 @@ async fn ensure_control_plane_egress(
             description: "HTTPS to AWS APIs through the NAT and gateway endpoints".into(),
         },
     ];
+    // To the VPC, not to the live databases' group: the verifier also reaches the
+    // restore test's scratch copies, which sit in their own scratch group. The ingress of
+    // each target group still decides who is admitted.
     rules.extend(DATABASE_PORTS.iter().map(|(port, what)| Rule {
         protocol: "tcp",
         port: Some(*port),
-        source: Source::Group(id(databases)),
-        description: format!("{what} for the restore-test verifier"),
+        source: Source::Cidr(vpc_cidr.to_string()),
+        description: format!("{what} in the VPC for the restore-test verifier"),
     }));
     ensure_directed_rules(run, group, Direction::Egress, &rules).await?;
     revoke_default_egress(run, group).await

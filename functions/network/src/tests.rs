@@ -128,6 +128,17 @@ fn existing_network(nat: NatGateway) -> Vec<Rule> {
                     .ip_protocol("-1")
                     .user_id_group_pairs(UserIdGroupPair::builder().group_id("sg-1").build())
                     .build();
+                // The database ports go to the VPC (the live stores and the restore
+                // test's scratch copies), not to one group: a group-only rule would be
+                // authorized again, which this mock does not answer.
+                let to_vpc = |port: i32| {
+                    IpPermission::builder()
+                        .ip_protocol("tcp")
+                        .from_port(port)
+                        .to_port(port)
+                        .ip_ranges(IpRange::builder().cidr_ip(CIDR).build())
+                        .build()
+                };
                 // The control plane's narrowed egress (no default allow-all rule).
                 let https_out = IpPermission::builder()
                     .ip_protocol("tcp")
@@ -157,9 +168,9 @@ fn existing_network(nat: NatGateway) -> Vec<Rule> {
                             .ip_permissions(rule(27017))
                             .ip_permissions(rule(6379))
                             .ip_permissions_egress(https_out)
-                            .ip_permissions_egress(rule(5432))
-                            .ip_permissions_egress(rule(27017))
-                            .ip_permissions_egress(rule(6379))
+                            .ip_permissions_egress(to_vpc(5432))
+                            .ip_permissions_egress(to_vpc(27017))
+                            .ip_permissions_egress(to_vpc(6379))
                             .build(),
                     )
                     .build()

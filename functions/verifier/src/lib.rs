@@ -96,6 +96,10 @@ impl Deps {
         }
     }
 
+    fn is_live(&self) -> bool {
+        matches!(self.mode, Mode::Live { .. })
+    }
+
     /// The CA bundle named by the environment.
     pub fn ca_bundle_from_env(env: &dyn apiary_core::aws::Env) -> Option<PathBuf> {
         env.var(tls::CA_BUNDLE_ENV).map(PathBuf::from)
@@ -272,6 +276,10 @@ impl Step for Deps {
                 let detail = match (&verification.verified, &verification.mismatch) {
                     (Some(true), _) => format!("{store}: sentinel read back from the restore"),
                     (Some(false), Some(mismatch)) => format!("{store}: NOT verified: {mismatch}"),
+                    (None, _) if self.is_live() => format!(
+                        "{store}: {}",
+                        verification.note.as_deref().unwrap_or("not checked")
+                    ),
                     _ => format!("{store}: {LOCAL_VERIFY_NOTE}"),
                 };
                 Ok(Done::ready(VerifierOutput::Verification(verification)).with_detail(detail))
@@ -417,19 +425,41 @@ impl Deps {
             }
             Mode::Live { secrets, connector } => (secrets, connector),
         };
-        let coordinates: RestoreCoordinates = coordinates
-            .cloned()
-            .ok_or_else(|| {
-                Error::invalid_input(format!(
-                    "the state table has no {slot}: the restore step keeps the scratch copy's \
-                     coordinates there before verify-restore runs"
-                ))
-            })
-            .and_then(|value| {
-                serde_json::from_value(value).map_err(|e| {
-                    Error::invalid_input(format!("the state table's {slot} does not read: {e}"))
-                })
-            })?;
+        let value = coordinates.cloned().ok_or_else(|| {
+            Error::invalid_input(format!(
+                "the state table has no {slot}: the restore step keeps the scratch copy's \
+                 coordinates there before verify-restore runs"
+            ))
+        })?;
+        // The slot must be this execution's: an older run's copy is gone or stale.
+        let kept_by = value.get("execution_id").and_then(Value::as_str);
+        if kept_by != Some(step.execution_id.as_str()) {
+            return Err(Error::invalid_input(format!(
+                "the state table's {slot} was kept by execution {}, not this one ({}): \
+                 the restore step of this execution has not kept its copy there",
+                kept_by.unwrap_or("(none)"),
+                step.execution_id
+            )));
+        }
+        // A store the restore skipped (off in the spec, not in this run): nothing to check.
+        if let Some(reason) = value.get("skipped") {
+            let reason = reason
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| reason.to_string());
+            return Ok(Verification {
+                store,
+                verified: None,
+                checked: Vec::new(),
+                sentinel_id: None,
+                mismatch: None,
+                note: Some(format!("skipped: {reason}")),
+                facts: None,
+            });
+        }
+        let coordinates: RestoreCoordinates = serde_json::from_value(value).map_err(|e| {
+            Error::invalid_input(format!("the state table's {slot} does not read: {e}"))
+        })?;
         if coordinates.endpoint.is_empty() || coordinates.secret_arn.is_empty() {
             return Err(Error::invalid_input(format!(
                 "the state table's {slot} has an empty endpoint or secret_arn"

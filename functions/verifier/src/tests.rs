@@ -127,7 +127,7 @@ fn event(action: &str, store: &str) -> Value {
 fn restored_at(state: &MemoryRecorder, store: &str, host: &str, sentinel_id: Option<&str>) {
     state.save_output_now(
         &format!("restore-test.{store}"),
-        json!({"endpoint": host, "port": 5432,
+        json!({"execution_id": "exec-1", "endpoint": host, "port": 5432,
                    "secret_arn": "arn:aws:secretsmanager:us-west-2:123456789012:secret:scratch",
                    "sentinel_id": sentinel_id, "snapshot_id": "snap-1",
                    "restore_started_at": "2026-12-06T01:00:00Z"}),
@@ -344,4 +344,50 @@ async fn locally_nothing_is_written_and_nothing_passes() {
     assert_eq!(out["verified"], Value::Null);
     assert_eq!(out["note"], LOCAL_VERIFY_NOTE);
     assert_eq!(out["checked"], json!([]));
+}
+
+#[tokio::test]
+async fn a_store_the_restore_skipped_is_not_checked_and_says_why() {
+    let state = Fixture::test().state();
+    let (deps, memory) = live(&state, no_secrets());
+    state.save_output_now(
+        "restore-test.documentdb",
+        json!({"execution_id": "exec-1", "skipped": "documentdb is off in the spec"}),
+    );
+    let out = handle(&deps, event("verify-restore", "documentdb"))
+        .await
+        .unwrap();
+    assert_eq!(out["ready"], true, "{out}");
+    assert_eq!(out["verified"], Value::Null);
+    assert_eq!(out["note"], "skipped: documentdb is off in the spec");
+    assert_eq!(out["checked"], json!([]));
+    assert!(out.get("mismatch").is_none());
+    assert!(memory.connections.lock().unwrap().is_empty());
+    let journal = state.entries.lock().unwrap().last().cloned().unwrap();
+    let detail = journal.detail.unwrap();
+    assert!(detail.contains("skipped"), "{detail}");
+    assert!(!detail.contains(LOCAL_VERIFY_NOTE), "{detail}");
+}
+
+#[tokio::test]
+async fn a_slot_kept_by_another_execution_is_refused() {
+    let state = Fixture::test().state();
+    let (deps, memory) = live(&state, no_secrets());
+    restored_at(&state, "postgres", "scratch.internal", Some("s-1"));
+    let mut other = event("verify-restore", "postgres");
+    other["execution_id"] = json!("exec-2");
+    let err = handle(&deps, other).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidInput, "{err}");
+    assert!(err.to_string().contains("exec-1"), "{err}");
+    assert!(err.to_string().contains("restore-test.postgres"), "{err}");
+    // An older run's skip is no answer for this one either.
+    state.save_output_now(
+        "restore-test.redis",
+        json!({"execution_id": "exec-0", "skipped": "not in this run's input"}),
+    );
+    let err = handle(&deps, event("verify-restore", "redis"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidInput, "{err}");
+    assert!(memory.connections.lock().unwrap().is_empty());
 }
