@@ -29,10 +29,10 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Report> {
     } else {
         None
     };
-    let instance = match (describe(step, &id).await?, &inputs) {
+    let (instance, waiting) = match (describe(step, &id).await?, &inputs) {
         (Some(instance), Some(_)) => converge(step, &id, instance).await?,
-        (Some(instance), None) => instance,
-        (None, Some(inputs)) => create(step, inputs, &id).await?,
+        (Some(instance), None) => (instance, None),
+        (None, Some(inputs)) => (create(step, inputs, &id).await?, None),
         (None, None) => {
             return Ok(Report::missing(id.clone(), POSTGRES_PORT, None, vec![id]));
         }
@@ -54,18 +54,32 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Report> {
         .db_instance_status()
         .unwrap_or("unknown")
         .to_owned();
+    let endpoint = instance.endpoint();
+    let has_endpoint = endpoint
+        .and_then(|e| e.address())
+        .is_some_and(|a| !a.is_empty());
+    // An instance that has served keeps serving while RDS backs it up, converts it to
+    // Multi-AZ or grows its storage: nothing waits for that work to end (a Multi-AZ
+    // conversion of a large database can outlast the poll), once every change the spec
+    // asks for is made or pending in RDS.
+    let serving =
+        waiting.is_none() && has_endpoint && SERVING_WHILE_BUSY.contains(&status.as_str());
     let mut pending = Vec::new();
     let readiness = readiness::check(
         "RDS instance",
         &id,
         &status,
-        instance_readiness(&status),
+        if serving {
+            Readiness::Ready
+        } else {
+            instance_readiness(&status)
+        },
         &mut pending,
     )?;
+    pending.extend(waiting);
     if readiness == Readiness::Stopped && step.create && status == "stopped" {
         start(step, &id).await?;
     }
-    let endpoint = instance.endpoint();
     Ok(Report {
         endpoint: DatastoreEndpoint {
             identifier: id,
@@ -341,26 +355,84 @@ pub(crate) struct Modification {
     pub instance_class: Option<String>,
 }
 
-/// Brings an existing, available instance in line with the spec. An instance that is
-/// busy (creating, modifying, backing up) is left for a later poll: RDS refuses most
-/// modifications then, and the readiness check waits for it anyway.
-async fn converge(step: &Work<'_>, id: &str, instance: DbInstance) -> Result<DbInstance> {
-    if instance.db_instance_status() != Some("available") {
-        return Ok(instance);
+/// RDS instance states in which an instance that has an endpoint still accepts
+/// connections: work RDS does alongside, not a restart.
+const SERVING_WHILE_BUSY: [&str; 7] = [
+    "backing-up",
+    "modifying",
+    "storage-optimization",
+    "configuring-enhanced-monitoring",
+    "configuring-iam-database-auth",
+    "configuring-log-exports",
+    "resetting-master-credentials",
+];
+
+impl Modification {
+    /// The settings that change without a restart.
+    fn online(&self) -> bool {
+        self.multi_az.is_some()
+            || self.backup_retention.is_some()
+            || self.max_allocated_storage.is_some()
+            || self.deletion_protection
     }
+
+    fn fields(&self) -> String {
+        let mut fields = Vec::new();
+        if self.multi_az.is_some() {
+            fields.push("multi_az");
+        }
+        if self.backup_retention.is_some() {
+            fields.push("backup retention");
+        }
+        if self.max_allocated_storage.is_some() {
+            fields.push("storage ceiling");
+        }
+        if self.deletion_protection {
+            fields.push("deletion protection");
+        }
+        if self.instance_class.is_some() {
+            fields.push("instance class");
+        }
+        fields.join(", ")
+    }
+}
+
+/// Brings an existing instance one ModifyDBInstance closer to the spec, and says what
+/// still waits (`Some(why)`: the step is not ready). Provision's poll runs this on every
+/// round, so a change the instance was too busy for is made once it is available.
+///
+/// One call per round, never two back to back: the second would meet the instance
+/// `modifying` (`InvalidDBInstanceState`). The online settings go first with
+/// `ApplyImmediately`; the instance class follows on a later round, for the maintenance
+/// window (it restarts the database). `ApplyImmediately` also applies every change RDS
+/// has pending, so while a class change is pending the online settings join it in the
+/// window instead of restarting the database now.
+async fn converge(
+    step: &Work<'_>,
+    id: &str,
+    instance: DbInstance,
+) -> Result<(DbInstance, Option<String>)> {
     let Some(change) = modification(step.spec, &instance)? else {
-        return Ok(instance);
+        return Ok((instance, None));
     };
-    let online = change.multi_az.is_some()
-        || change.backup_retention.is_some()
-        || change.max_allocated_storage.is_some()
-        || change.deletion_protection;
+    let status = instance.db_instance_status().unwrap_or("unknown");
+    if status != "available" {
+        let why = format!(
+            "RDS instance {id} is {status}; the spec's {} wait for it to be available",
+            change.fields()
+        );
+        return Ok((instance, Some(why)));
+    }
+    let class_pending = instance
+        .pending_modified_values()
+        .and_then(|p| p.db_instance_class())
+        .is_some();
     let rds = &step.deps.rds;
-    if online {
+    if change.online() {
         let mut call = rds
             .modify_db_instance()
             .db_instance_identifier(id)
-            .apply_immediately(true)
+            .apply_immediately(!class_pending)
             .set_multi_az(change.multi_az)
             .set_backup_retention_period(change.backup_retention)
             .set_max_allocated_storage(change.max_allocated_storage);
@@ -373,10 +445,10 @@ async fn converge(step: &Work<'_>, id: &str, instance: DbInstance) -> Result<DbI
         tracing::info!(
             instance = id,
             ?change,
-            "brought the RDS instance in line with the spec"
+            in_maintenance_window = class_pending,
+            "brought the RDS instance's online settings in line with the spec"
         );
-    }
-    if let Some(class) = &change.instance_class {
+    } else if let Some(class) = &change.instance_class {
         rds.modify_db_instance()
             .db_instance_identifier(id)
             .db_instance_class(class)
@@ -392,10 +464,20 @@ async fn converge(step: &Work<'_>, id: &str, instance: DbInstance) -> Result<DbI
     }
     step.log.created(&format!("{id}:modified"));
     // Described again: the status (`modifying`) and the pending values are what the
-    // readiness check and the next run read.
-    describe(step, id)
-        .await?
-        .ok_or_else(|| Error::Conflict(format!("RDS instance {id} vanished while being modified")))
+    // readiness check and the next round read.
+    let instance = describe(step, id).await?.ok_or_else(|| {
+        Error::Conflict(format!("RDS instance {id} vanished while being modified"))
+    })?;
+    let left = modification(step.spec, &instance)?;
+    Ok((
+        instance,
+        left.map(|left| {
+            format!(
+                "RDS instance {id}: the spec's {} follow on the next round",
+                left.fields()
+            )
+        }),
+    ))
 }
 
 fn modify_error(

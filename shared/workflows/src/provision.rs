@@ -61,11 +61,13 @@ pub const IN_VPC: Poll = Poll {
 };
 
 /// RDS PostgreSQL: ~5 min Single-AZ, 12-15 Multi-AZ (36 min seen once). Bound 45 minutes.
+/// Every round is an `ensure`: an existing instance converges to the spec one
+/// ModifyDBInstance per round, each once the instance is available for it.
 pub const POSTGRES: Poll = Poll {
     name: "Postgres",
     function: Function::Databases,
     ensure: "ensure-postgres",
-    status: "status-postgres",
+    status: "ensure-postgres",
     what: "RDS PostgreSQL",
     schedule: &[240, 60, 120, 180, 300, 300, 600, 900],
 };

@@ -13,6 +13,7 @@ use aws_sdk_rds::operation::describe_db_parameters::DescribeDbParametersOutput;
 use aws_sdk_rds::operation::describe_db_subnet_groups::{
     DescribeDBSubnetGroupsError, DescribeDbSubnetGroupsOutput,
 };
+use aws_sdk_rds::operation::modify_db_instance::ModifyDbInstanceOutput;
 use aws_sdk_rds::operation::modify_db_parameter_group::ModifyDbParameterGroupOutput;
 use aws_sdk_rds::operation::start_db_instance::StartDbInstanceOutput;
 use aws_sdk_rds::types::error::{
@@ -421,7 +422,7 @@ async fn a_parameter_group_without_force_ssl_is_corrected() {
 
 #[tokio::test]
 async fn status_polls_without_creating() {
-    let describe = describe_instance("backing-up");
+    let describe = describe_instance("creating");
     let create = create_instance_any();
     let mocks = Mocks {
         rds: vec![&describe, &create],
@@ -432,7 +433,7 @@ async fn status_polls_without_creating() {
         .await
         .expect("status");
     assert_eq!(out["ready"], json!(false));
-    assert_eq!(out["status"], json!("backing-up"));
+    assert_eq!(out["status"], json!("creating"));
     assert_eq!(out["identifier"], json!(ID));
     assert_eq!(create.num_calls(), 0);
     assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "not-ready");
@@ -600,4 +601,155 @@ fn instance_states() {
     }
     assert_eq!(instance_state("deleting"), InstanceState::Deleting);
     assert_eq!(instance_state("stopped"), InstanceState::Stopped);
+}
+
+/// The ensure rounds of provision's poll against an instance whose settings differ from
+/// the spec: `instances` are what DescribeDBInstances answers, in order.
+async fn converge_round(
+    spec: &serde_json::Value,
+    instances: Vec<DbInstance>,
+) -> (
+    serde_json::Value,
+    Vec<aws_sdk_rds::operation::modify_db_instance::ModifyDbInstanceInput>,
+) {
+    let (subnets, groups, params) = (
+        subnet_group_found(),
+        parameter_group_found(),
+        parameters("1"),
+    );
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(instances));
+    let next = answers.clone();
+    let describe = mock!(Rds::describe_db_instances).then_output(move || {
+        let mut left = next.lock().unwrap();
+        let instance = if left.len() > 1 {
+            left.remove(0)
+        } else {
+            left[0].clone()
+        };
+        DescribeDbInstancesOutput::builder()
+            .db_instances(instance)
+            .build()
+    });
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let modify = mock!(Rds::modify_db_instance)
+        .match_requests(move |r| {
+            seen.lock().unwrap().push(r.clone());
+            true
+        })
+        .then_output(|| ModifyDbInstanceOutput::builder().build());
+    let mocks = Mocks {
+        rds: vec![&subnets, &groups, &params, &describe, &modify],
+        ..Default::default()
+    };
+    let fixture = acme().with_spec(|doc| {
+        for (section, fields) in spec.as_object().unwrap() {
+            for (field, value) in fields.as_object().unwrap() {
+                doc[section][field] = value.clone();
+            }
+        }
+    });
+    let (deps, _) = mocks.deps_with(&fixture);
+    let out = handle(&deps, event("ensure-postgres"))
+        .await
+        .expect("ensure");
+    let calls = calls.lock().unwrap().clone();
+    (out, calls)
+}
+
+fn with_class(status: &str, class: &str) -> DbInstance {
+    let mut instance = instance(status);
+    instance.db_instance_class = Some(class.to_owned());
+    instance
+}
+
+#[tokio::test]
+async fn online_settings_and_a_class_change_are_two_rounds_never_two_calls_at_once() {
+    let spec = json!({"databases": {"multi_az": true}});
+    // Round 1: Multi-AZ (online, now) and a class change are both needed; one call, the
+    // online part only, and the step is not ready.
+    let mut after = with_class("modifying", "db.t3.small");
+    after.pending_modified_values = Some(
+        aws_sdk_rds::types::PendingModifiedValues::builder()
+            .multi_az(true)
+            .build(),
+    );
+    let (out, calls) = converge_round(
+        &spec,
+        vec![with_class("available", "db.t3.small"), after.clone()],
+    )
+    .await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].apply_immediately(), Some(true));
+    assert_eq!(calls[0].multi_az(), Some(true));
+    assert_eq!(
+        calls[0].db_instance_class(),
+        None,
+        "the class waits for its own call"
+    );
+    assert_eq!(out["ready"], json!(false), "{out}");
+    assert!(
+        out["pending"].to_string().contains("instance class"),
+        "{out}"
+    );
+
+    // Round 2: still modifying: nothing is asked (RDS would refuse), and it says why.
+    let (out, calls) = converge_round(&spec, vec![after]).await;
+    assert!(calls.is_empty(), "{calls:?}");
+    assert_eq!(out["ready"], json!(false));
+    assert!(
+        out["pending"]
+            .to_string()
+            .contains("wait for it to be available"),
+        "{out}"
+    );
+
+    // Round 3: available and Multi-AZ: the class change for the maintenance window.
+    let mut converted = with_class("available", "db.t3.small");
+    converted.multi_az = Some(true);
+    let mut scheduled = converted.clone();
+    scheduled.pending_modified_values = Some(
+        aws_sdk_rds::types::PendingModifiedValues::builder()
+            .db_instance_class("db.t3.medium")
+            .build(),
+    );
+    let (out, calls) = converge_round(&spec, vec![converted, scheduled]).await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].db_instance_class(), Some("db.t3.medium"));
+    assert_eq!(calls[0].apply_immediately(), Some(false));
+    assert_eq!(out["ready"], json!(true), "{out}");
+}
+
+#[tokio::test]
+async fn online_settings_join_a_pending_class_change_in_the_window() {
+    // ApplyImmediately would also apply the pending class change: a restart now.
+    let mut instance = with_class("available", "db.t3.small");
+    instance.pending_modified_values = Some(
+        aws_sdk_rds::types::PendingModifiedValues::builder()
+            .db_instance_class("db.t3.medium")
+            .build(),
+    );
+    let (_, calls) =
+        converge_round(&json!({"backup": {"retention_days": 14}}), vec![instance]).await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].backup_retention_period(), Some(14));
+    assert_eq!(calls[0].apply_immediately(), Some(false));
+}
+
+#[tokio::test]
+async fn an_instance_busy_but_serving_is_ready_once_nothing_is_left_to_ask() {
+    // A Multi-AZ conversion in progress (pending in RDS): the database serves meanwhile.
+    let mut converting = instance("modifying");
+    converting.pending_modified_values = Some(
+        aws_sdk_rds::types::PendingModifiedValues::builder()
+            .multi_az(true)
+            .build(),
+    );
+    let (out, calls) =
+        converge_round(&json!({"databases": {"multi_az": true}}), vec![converting]).await;
+    assert!(calls.is_empty(), "{calls:?}");
+    assert_eq!(out["ready"], json!(true), "{out}");
+    // Rebooting is no serving state.
+    let (out, _) = converge_round(&json!({}), vec![instance("rebooting")]).await;
+    assert_eq!(out["ready"], json!(false), "{out}");
 }
