@@ -167,13 +167,29 @@ async fn network_is_complete_and_idempotent() {
         }
     };
     let alb = sg(first["security_groups"]["alb"].as_str().unwrap()).await;
+    // One NAT gateway per zone, each address admitted (the load balancer is
+    // internet-facing, so clients in the VPC arrive through them).
+    let mut expected = vec![
+        format!("tcp 443 {cidr}"),
+        "tcp 443 203.0.113.0/24".to_owned(),
+    ];
+    for nat in ec2
+        .describe_nat_gateways()
+        .filter(vpc_filter(vpc))
+        .send()
+        .await
+        .unwrap()
+        .nat_gateways()
+    {
+        let ip = nat.nat_gateway_addresses()[0].public_ip().unwrap();
+        expected.push(format!("tcp 443 {ip}/32"));
+    }
     assert_eq!(
-        ingress_sources(&alb),
-        [
-            format!("tcp 443 {cidr}"),
-            "tcp 443 203.0.113.0/24".to_owned()
-        ]
+        expected.len(),
+        5,
+        "three zones, three NAT gateways: {expected:?}"
     );
+    assert_eq!(ingress_sources(&alb), sorted(expected));
     let databases = sg(first["security_groups"]["databases"].as_str().unwrap()).await;
     let cluster_sg = first["security_groups"]["cluster"].as_str().unwrap();
     let mut ports: Vec<i32> = databases
@@ -256,6 +272,11 @@ fn ingress_sources(group: &aws_sdk_ec2::types::SecurityGroup) -> Vec<String> {
     lines
 }
 
+fn sorted(mut lines: Vec<String>) -> Vec<String> {
+    lines.sort();
+    lines
+}
+
 /// A network removed from `ingress_cidrs` is revoked on the next run, and a rule added
 /// by hand to the load balancer's group is taken away: the group admits the VPC and the
 /// spec's networks and nothing else.
@@ -275,6 +296,20 @@ async fn the_load_balancer_admits_exactly_the_vpc_and_the_specs_networks() {
         .expect("first ensure");
     let alb_id = first["security_groups"]["alb"].as_str().unwrap().to_owned();
     let ec2 = aws_sdk_ec2::Client::new(&config);
+    // The load balancer is internet-facing: a client in the VPC arrives from the NAT
+    // gateway's Elastic IP.
+    let nat_ip = ec2
+        .describe_nat_gateways()
+        .filter(vpc_filter(first["vpc_id"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .nat_gateways()
+        .iter()
+        .flat_map(|n| n.nat_gateway_addresses())
+        .find_map(|a| a.public_ip())
+        .expect("the NAT gateway has a public address")
+        .to_owned();
     let alb = || async {
         ec2.describe_security_groups()
             .group_ids(&alb_id)
@@ -286,11 +321,12 @@ async fn the_load_balancer_admits_exactly_the_vpc_and_the_specs_networks() {
     };
     assert_eq!(
         ingress_sources(&alb().await),
-        [
+        sorted(vec![
             format!("tcp 443 {cidr}"),
+            format!("tcp 443 {nat_ip}/32"),
             "tcp 443 198.51.100.0/24".to_owned(),
             "tcp 443 203.0.113.0/24".to_owned()
-        ]
+        ])
     );
     // Someone opens SSH by hand.
     ec2.authorize_security_group_ingress()
@@ -309,11 +345,22 @@ async fn the_load_balancer_admits_exactly_the_vpc_and_the_specs_networks() {
         .expect("second ensure");
     assert_eq!(
         ingress_sources(&alb().await),
-        [
+        sorted(vec![
             format!("tcp 443 {cidr}"),
+            format!("tcp 443 {nat_ip}/32"),
             "tcp 443 203.0.113.0/24".to_owned()
-        ]
+        ])
     );
+    // Without customer networks the load balancer is internal: the NAT's address goes.
+    let deps = network::Deps::new(&config, with(json!([])));
+    network::handle(&deps, event(&name))
+        .await
+        .expect("internal ensure");
+    assert_eq!(ingress_sources(&alb().await), [format!("tcp 443 {cidr}")]);
+    let deps = network::Deps::new(&config, with(json!(["203.0.113.0/24"])));
+    network::handle(&deps, event(&name))
+        .await
+        .expect("internet-facing again");
     let third = network::handle(&deps, event(&name))
         .await
         .expect("third ensure");

@@ -60,6 +60,8 @@ pub struct Nat {
     pub id: String,
     pub state: String,
     pub available: bool,
+    /// The Elastic IP traffic from the private subnets leaves by (once EC2 shows it).
+    pub public_ip: Option<String>,
 }
 
 /// The i-th NAT gateway, in the given public subnet of the VPC, with its own Elastic IP.
@@ -145,10 +147,16 @@ pub async fn ensure_nat_gateway(
         )));
     }
     run.log.resource("ec2:nat-gateway", &id, None).await?;
+    let public_ip = nat
+        .nat_gateway_addresses()
+        .iter()
+        .find_map(|a| a.public_ip())
+        .map(str::to_owned);
     Ok(Nat {
         id,
         available: state == NatGatewayState::Available,
         state: state.as_str().to_owned(),
+        public_ip,
     })
 }
 

@@ -241,7 +241,15 @@ async fn ensure(run: &Run<'_>) -> Result<(NetworkOutput, Vec<String>)> {
         private_rts.push(rt.id.clone());
     }
 
-    let security_groups = security::ensure_security_groups(run, &vpc_id, cidr).await?;
+    let nat_ips: Vec<String> = nats.iter().filter_map(|n| n.public_ip.clone()).collect();
+    if nat_ips.len() < nats.len() && !run.spec.network.ingress_cidrs.is_empty() {
+        pending.push(
+            "a NAT gateway has no public address yet; the load balancer's group admits it \
+             once EC2 shows one"
+                .to_owned(),
+        );
+    }
+    let security_groups = security::ensure_security_groups(run, &vpc_id, cidr, &nat_ips).await?;
     let private_ids: Vec<String> = private.iter().map(|s| s.id.clone()).collect();
     let mut endpoints = std::collections::BTreeMap::new();
     for service in GATEWAY_ENDPOINTS {

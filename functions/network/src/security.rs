@@ -46,6 +46,7 @@ pub async fn ensure_security_groups(
     run: &Run<'_>,
     vpc_id: &str,
     vpc_cidr: Ipv4Net,
+    nat_ips: &[String],
 ) -> Result<Groups> {
     let alb = ensure_group(
         run,
@@ -86,7 +87,19 @@ pub async fn ensure_security_groups(
         source: Source::Cidr(vpc_cidr.to_string()),
         description: "HTTPS from inside the VPC".into(),
     }];
-    ingress.extend(run.spec.ingress_cidrs()?.into_iter().map(|cidr| Rule {
+    let customer = run.spec.ingress_cidrs()?;
+    // With customer networks the load balancer is internet-facing: its name resolves to
+    // public addresses, so a client inside the VPC reaches it through a NAT gateway and
+    // arrives from the gateway's Elastic IP, not from the VPC's range.
+    if !customer.is_empty() {
+        ingress.extend(nat_ips.iter().map(|ip| Rule {
+            protocol: "tcp",
+            port: Some(443),
+            source: Source::Cidr(format!("{ip}/32")),
+            description: "HTTPS from inside the VPC through its NAT gateway".into(),
+        }));
+    }
+    ingress.extend(customer.into_iter().map(|cidr| Rule {
         protocol: "tcp",
         port: Some(443),
         source: Source::Cidr(cidr.to_string()),
