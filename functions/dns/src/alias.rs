@@ -17,15 +17,7 @@ use aws_sdk_route53::types::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The workloads step's shard that carries the load balancer (`serving`).
-pub const ROLLOUT_SLOT: &str = "workloads#rollout";
-
-/// What the workloads step found in front of the pods.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct LoadBalancer {
-    pub dns_name: String,
-    pub canonical_hosted_zone_id: String,
-}
+pub use apiary_core::outputs::{LoadBalancer, ROLLOUT_SLOT};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AliasReport {
@@ -40,9 +32,8 @@ pub struct AliasReport {
 }
 
 /// The load balancer in a saved rollout output, if the workloads step found one.
-pub fn load_balancer(rollout: Option<&Value>) -> Option<LoadBalancer> {
-    let found = rollout?.get("serving")?.get("load_balancer")?;
-    serde_json::from_value(found.clone()).ok()
+pub fn load_balancer(rollout: Option<&Value>) -> Result<Option<LoadBalancer>> {
+    LoadBalancer::from_rollout(rollout)
 }
 
 /// Ensures `domain A ALIAS -> load balancer` in the private zone.
@@ -154,6 +145,7 @@ mod tests {
             "serving": {"load_balancer": {"arn": "arn:lb", "dns_name": LB,
                         "canonical_hosted_zone_id": "Z1H1FL5HABSF5", "scheme": "internal"}}
         })))
+        .unwrap()
     }
 
     fn records(alias_to: Option<&'static str>) -> aws_smithy_mocks::Rule {
@@ -242,7 +234,7 @@ mod tests {
     async fn without_a_load_balancer_nothing_is_called() {
         let (list, upsert) = (records(None), change());
         let route53 = mock_client!(aws_sdk_route53, RuleMode::MatchAny, [&list, &upsert]);
-        let report = ensure(&route53, "ZPRIVATE", "hh.example.com", load_balancer(None))
+        let report = ensure(&route53, "ZPRIVATE", "hh.example.com", None)
             .await
             .unwrap();
         assert!(!report.written);
@@ -253,9 +245,20 @@ mod tests {
         );
         assert_eq!(list.num_calls() + upsert.num_calls(), 0);
         assert_eq!(
-            load_balancer(Some(&json!({"mode": "rendered"}))),
+            load_balancer(Some(&json!({"mode": "rendered"}))).unwrap(),
             None,
             "a rendered run has no load balancer"
         );
+        assert_eq!(load_balancer(None).unwrap(), None);
+    }
+
+    #[test]
+    fn a_load_balancer_that_does_not_read_is_an_error_not_none() {
+        let err = load_balancer(Some(
+            &json!({"serving": {"load_balancer": {"dns_name": 7}}}),
+        ))
+        .unwrap_err();
+        assert_eq!(err.name(), apiary_core::ErrorName::InvalidInput, "{err}");
+        assert!(err.to_string().contains(ROLLOUT_SLOT), "{err}");
     }
 }

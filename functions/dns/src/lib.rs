@@ -124,7 +124,7 @@ impl Step for Deps {
         if step.action == DnsAction::EnsureAlias {
             let dns = step.layers.dns()?;
             let outputs = self.recorder.outputs(step.names.deployment()).await?;
-            let target = alias::load_balancer(outputs.get(alias::ROLLOUT_SLOT));
+            let target = alias::load_balancer(outputs.get(alias::ROLLOUT_SLOT))?;
             let report =
                 alias::ensure(&self.route53, &dns.hosted_zone_id, &dns.domain, target).await?;
             if report.written {

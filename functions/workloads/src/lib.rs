@@ -79,7 +79,7 @@ impl Action for WorkloadsAction {
     fn slot(self) -> Option<&'static str> {
         Some(match self {
             WorkloadsAction::Ensure => "workloads#ensure",
-            WorkloadsAction::Status => "workloads#rollout",
+            WorkloadsAction::Status => apiary_core::outputs::ROLLOUT_SLOT,
             WorkloadsAction::Restart
             | WorkloadsAction::TeardownKubernetes
             | WorkloadsAction::TeardownKubernetesStatus => return None,

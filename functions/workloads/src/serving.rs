@@ -22,16 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::apply::kube_error;
 use crate::manifests::{APP, NAMESPACE};
 
-/// The load balancer in front of the ingestion pods, as the dns step needs it for the
-/// alias record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoadBalancer {
-    pub arn: String,
-    pub dns_name: String,
-    /// The zone of the load balancer's DNS name, which an alias record names.
-    pub canonical_hosted_zone_id: String,
-    pub scheme: String,
-}
+pub use apiary_core::outputs::LoadBalancer;
 
 /// What the serving check found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -103,6 +103,43 @@ pub struct StorageOutput {
     pub access_logs_bucket: String,
 }
 
+/// The workloads step's shard whose `serving.load_balancer` names the load balancer in
+/// front of the ingestion pods (the `status` poll's output).
+pub const ROLLOUT_SLOT: &str = "workloads#rollout";
+
+/// The load balancer in front of the ingestion pods, as the workloads step found it and
+/// the dns step's alias record names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancer {
+    pub arn: String,
+    pub dns_name: String,
+    /// The zone of the load balancer's DNS name, which an alias record names.
+    pub canonical_hosted_zone_id: String,
+    pub scheme: String,
+}
+
+impl LoadBalancer {
+    /// The load balancer in a saved rollout output (`None`: the workloads step found none
+    /// yet). A value that is there but does not read is an error naming the slot, never
+    /// taken for "none".
+    pub fn from_rollout(rollout: Option<&serde_json::Value>) -> crate::Result<Option<Self>> {
+        let Some(found) = rollout
+            .and_then(|r| r.get("serving"))
+            .and_then(|s| s.get("load_balancer"))
+            .filter(|v| !v.is_null())
+        else {
+            return Ok(None);
+        };
+        serde_json::from_value(found.clone())
+            .map(Some)
+            .map_err(|e| {
+                crate::Error::invalid_input(format!(
+                    "the state table's {ROLLOUT_SLOT} serving.load_balancer does not read: {e}"
+                ))
+            })
+    }
+}
+
 /// A data store the ingestion service connects to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatastoreEndpoint {

@@ -173,6 +173,10 @@ fn invalid_cases() -> Vec<(Value, Vec<(&'static str, &'static str)>)> {
             vec![("dns.domain", "not a lowercase DNS name")],
         ),
         (
+            with(minimal(), "/dns/domain", json!("hh.example.com.")),
+            vec![("dns.domain", "ends with a dot: write it without one")],
+        ),
+        (
             with(minimal(), "/storage/retention_days", json!(0)),
             vec![("storage.retention_days", "outside 1..=3650")],
         ),

@@ -492,7 +492,19 @@ fn check_domain(domain: &str, problems: &mut Problems) {
         problems.push(path, "is required (the domain the data plane serves)");
         return;
     }
-    let labels: Vec<&str> = domain.trim_end_matches('.').split('.').collect();
+    if domain.ends_with('.') {
+        // ACM, Route 53 and the clients take the name without the root's dot; the
+        // alias record adds it itself.
+        problems.push(
+            path,
+            format!(
+                "{domain:?} ends with a dot: write it without one ({:?})",
+                domain.trim_end_matches('.')
+            ),
+        );
+        return;
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
     let valid_label = |l: &&str| {
         !l.is_empty()
             && l.len() <= 63
