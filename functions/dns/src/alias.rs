@@ -14,7 +14,7 @@ use apiary_core::{Error, Result};
 use aws_sdk_route53::types::{
     AliasTarget, Change, ChangeAction, ChangeBatch, ResourceRecordSet, RrType,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 pub use apiary_core::outputs::{LoadBalancer, ROLLOUT_SLOT};

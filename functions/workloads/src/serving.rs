@@ -17,7 +17,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
 };
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Api;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::apply::kube_error;
 use crate::manifests::{APP, NAMESPACE};
