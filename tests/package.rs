@@ -67,6 +67,7 @@ fn options(bucket: &str, prebuilt: &Path, out: &Path) -> Options {
         endpoint: Some(emulator().endpoint().to_owned()),
         stack_name: None,
         parameters: vec!["Domain=hh.example.com".to_owned()],
+        database_ca_bundle: Some(apiary_e2e::test_ca_bundle(&scratch("ca"))),
     }
 }
 
@@ -213,12 +214,20 @@ async fn packages_every_artifact_the_template_reads_and_repackages_nothing() {
         );
     }
 
-    // Each zip holds only an executable `bootstrap` with the prebuilt bytes, and is the
-    // zip written to --out.
+    // Each zip holds an executable `bootstrap` with the prebuilt bytes (the verifier's
+    // also the database CA bundle it was given, and nothing else), and is the zip written
+    // to --out.
     for (function, bootstrap) in &bootstraps {
         let zip = body(&s3, &bucket, &format!("{prefix}functions/{function}.zip")).await;
         let entries = archive::entries(&zip).expect("a readable zip");
-        assert_eq!(entries.len(), 1, "{function}: {entries:?}");
+        if function == "verifier" {
+            assert_eq!(entries.len(), 2, "{function}: {entries:?}");
+            assert_eq!(entries[1].name, "database-ca-bundle.pem");
+            let given = std::fs::read(options.database_ca_bundle.as_ref().unwrap()).unwrap();
+            assert_eq!(entries[1].contents, given);
+        } else {
+            assert_eq!(entries.len(), 1, "{function}: {entries:?}");
+        }
         assert_eq!(entries[0].name, "bootstrap");
         assert_eq!(entries[0].unix_mode.map(|m| m & 0o777), Some(0o755));
         assert_eq!(&entries[0].contents, bootstrap, "{function}");
@@ -541,7 +550,8 @@ async fn without_prebuilt_it_runs_one_cargo_lambda_build_and_packages_its_output
     for function in function_crates() {
         let key = format!("{}functions/{function}.zip", packaged.prefix);
         let entries = archive::entries(&body(&s3, &bucket, &key).await).unwrap();
-        assert_eq!(entries.len(), 1);
+        let extras = if function == "verifier" { 2 } else { 1 };
+        assert_eq!(entries.len(), extras, "{function}: {entries:?}");
         assert_eq!(
             entries[0].contents,
             format!("#!/bin/sh\necho built {function}\n").into_bytes()

@@ -44,14 +44,22 @@ fn prebuilt(marker: &str) -> (PathBuf, BTreeMap<String, Vec<u8>>) {
 /// The zips `apiary package --out DIR` writes, for the same bootstraps.
 fn packaged_zips(bootstraps: &BTreeMap<String, Vec<u8>>) -> PathBuf {
     let dir = scratch("release-zips");
+    let bundle = apiary_e2e::test_ca_bundle(&scratch("release-ca"));
+    let extras = archive::Extras::load(
+        &bootstraps.keys().cloned().collect::<Vec<_>>(),
+        Some(&bundle),
+    )
+    .expect("the bundle loads");
     for (function, body) in bootstraps {
-        let zip = archive::bootstrap_zip(body).expect("zip");
+        let zip = extras.function_zip(function, body).expect("zip");
         std::fs::write(dir.join(format!("{function}.zip")), zip).expect("zip file");
     }
     dir
 }
 
 fn options(bucket_prefix: &str, version: &str, source: Source, readers: Readers) -> Options {
+    // Built bootstraps are zipped by publish, with the bundle; packaged zips hold it.
+    let prebuilt = matches!(source, Source::Prebuilt(_));
     Options {
         root: repo_root(),
         version: version.to_owned(),
@@ -63,6 +71,7 @@ fn options(bucket_prefix: &str, version: &str, source: Source, readers: Readers)
         endpoint: Some(emulator().endpoint().to_owned()),
         out: Some(scratch("release-page")),
         stack_name: None,
+        database_ca_bundle: prebuilt.then(|| apiary_e2e::test_ca_bundle(&scratch("release-ca"))),
     }
 }
 
@@ -226,7 +235,12 @@ async fn publishes_a_release_to_two_regions_that_other_accounts_can_only_read() 
         for (function, bootstrap) in &bootstraps {
             let zip = body(&s3, bucket, &format!("{prefix}functions/{function}.zip")).await;
             let entries = archive::entries(&zip).expect("a zip");
-            assert_eq!(entries.len(), 1);
+            let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+            if function == "verifier" {
+                assert_eq!(names, ["bootstrap", "database-ca-bundle.pem"], "{region}");
+            } else {
+                assert_eq!(names, ["bootstrap"], "{region} {function}");
+            }
             assert_eq!(&entries[0].contents, bootstrap, "{region} {function}");
         }
         for machine in &machines {
@@ -350,6 +364,7 @@ async fn publishes_a_release_to_two_regions_that_other_accounts_can_only_read() 
     let zips = packaged_zips(&changed);
     let mut rebuilt = options.clone();
     rebuilt.source = Source::Zips(zips.clone());
+    rebuilt.database_ca_bundle = None;
     let err = format!("{:#}", run(&rebuilt).await.expect_err("other bytes"));
     assert!(err.contains("holds other bytes"), "{err}");
     assert!(err.contains("Nothing was written"), "{err}");

@@ -37,6 +37,10 @@ pub struct PackageArgs {
     /// A template parameter to fill in on the console page (repeatable), e.g. Domain=hh.example.com
     #[arg(long = "parameter", value_name = "KEY=VALUE")]
     parameters: Vec<String>,
+    /// PEM bundle of the database CAs the verifier trusts: AWS's RDS global-bundle.pem
+    /// followed by the Amazon root CAs (see the README, "TLS trust")
+    #[arg(long, value_name = "FILE")]
+    database_ca_bundle: Option<PathBuf>,
 }
 
 pub async fn run(args: PackageArgs) -> anyhow::Result<ExitCode> {
@@ -53,6 +57,7 @@ pub async fn run(args: PackageArgs) -> anyhow::Result<ExitCode> {
         endpoint: args.endpoint,
         stack_name: args.stack_name,
         parameters: args.parameters,
+        database_ca_bundle: args.database_ca_bundle,
     };
     let packaged = package::package(&options, &ProcessEnv, &mut std::io::stderr()).await?;
     println!();

@@ -46,6 +46,10 @@ pub struct PublishArgs {
     /// Stack name in the links [default: apiary-<DeploymentName default>]
     #[arg(long)]
     stack_name: Option<String>,
+    /// With --prebuilt: PEM bundle of the database CAs the verifier trusts (AWS's RDS
+    /// global-bundle.pem followed by the Amazon root CAs; see the README, "TLS trust")
+    #[arg(long, value_name = "FILE", requires = "prebuilt")]
+    database_ca_bundle: Option<PathBuf>,
 }
 
 pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
@@ -77,6 +81,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
         endpoint: args.endpoint,
         out: args.out,
         stack_name: args.stack_name,
+        database_ca_bundle: args.database_ca_bundle,
     };
     let published = publish::publish(&options, &ProcessEnv, &mut std::io::stderr()).await?;
     println!();

@@ -145,6 +145,26 @@ pub async fn minimal_layers(
     })
 }
 
+/// A PEM bundle of two made-up certificate authorities, written to `dir`, standing in
+/// for the database CA bundle `apiary package` puts into the verifier's zip.
+pub fn test_ca_bundle(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut pem = String::new();
+    for name in ["Test Database CA", "Test Root CA"] {
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let mut params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        pem.push_str(&params.self_signed(&key).expect("a CA").pem());
+    }
+    std::fs::create_dir_all(dir).expect("the bundle's folder");
+    let path = dir.join("database-ca-bundle.pem");
+    std::fs::write(&path, pem).expect("the bundle");
+    path
+}
+
 /// The repository's root folder.
 pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -49,6 +49,8 @@ pub struct Options {
     pub stack_name: Option<String>,
     /// `Key=Value` for the quick-create link.
     pub parameters: Vec<String>,
+    /// The PEM bundle of database CAs the verifier's package carries.
+    pub database_ca_bundle: Option<PathBuf>,
 }
 
 /// Which Rust targets are installed: asked of rustup, or of a test.
@@ -139,6 +141,7 @@ pub async fn package_with(
     // 1. Everything local, before any call or change.
     let plan = plan::plan(&options.root)?;
     let checked = options::check_options(&plan, options)?;
+    let extras = archive::Extras::load(&plan.functions, options.database_ca_bundle.as_deref())?;
     let machines: Vec<&str> = plan
         .state_machines
         .iter()
@@ -211,7 +214,8 @@ pub async fn package_with(
     let mut artifacts = Vec::new();
     let mut zips = Vec::new();
     for (function, binary) in &bootstraps {
-        let zip = archive::bootstrap_zip(binary)
+        let zip = extras
+            .function_zip(function, binary)
             .with_context(|| format!("zipping the {function} bootstrap"))?;
         let path = out_dir.join(format!("{function}.zip"));
         std::fs::write(&path, &zip).with_context(|| format!("writing {}", path.display()))?;
@@ -426,6 +430,7 @@ mod tests {
             // Nothing listens here: a test that got as far as S3 would fail.
             endpoint: Some("http://127.0.0.1:9".into()),
             stack_name: None,
+            database_ca_bundle: None,
             parameters: Vec::new(),
         }
     }

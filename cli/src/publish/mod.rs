@@ -59,6 +59,9 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// For the links; default `apiary-<DeploymentName default>`.
     pub stack_name: Option<String>,
+    /// The PEM bundle of database CAs the verifier's package carries (with
+    /// `Source::Prebuilt`; zips from `apiary package` already hold it).
+    pub database_ca_bundle: Option<PathBuf>,
 }
 
 /// One region's part of a release.
@@ -254,13 +257,24 @@ pub async fn publish(
     }
     let prefix = release_prefix(&options.version);
     let zips = match &options.source {
-        Source::Zips(dir) => read_zips(dir, &plan.functions, options.arch)?,
+        Source::Zips(dir) => {
+            if options.database_ca_bundle.is_some() {
+                bail!(
+                    "--database-ca-bundle goes with --prebuilt: the zips of apiary package \
+                     already hold the bundle it was given"
+                );
+            }
+            read_zips(dir, &plan.functions, options.arch)?
+        }
         Source::Prebuilt(dir) => {
+            let extras =
+                archive::Extras::load(&plan.functions, options.database_ca_bundle.as_deref())?;
             let mut zips = Vec::new();
             for (function, binary) in
                 crate::package::read_bootstraps(dir, &plan.functions, options.arch)?
             {
-                let zip = archive::bootstrap_zip(&binary)
+                let zip = extras
+                    .function_zip(&function, &binary)
                     .with_context(|| format!("zipping the {function} bootstrap"))?;
                 zips.push((function, zip));
             }
@@ -450,15 +464,27 @@ fn read_zips(
         };
         let entries =
             archive::entries(&zip).with_context(|| format!("reading {}", path.display()))?;
-        match entries.as_slice() {
-            [entry] if entry.name == archive::ENTRY => {
-                build::check_bootstrap(&path, &entry.contents, arch)?;
-            }
-            _ => bail!(
-                "{} must hold exactly one file, {}, as apiary package writes it",
+        let mut expected = vec![archive::ENTRY];
+        expected.extend(archive::Extras::expected_files(function));
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        if names != expected {
+            bail!(
+                "{} must hold exactly {}, as apiary package writes it; it holds {}",
                 path.display(),
-                archive::ENTRY
-            ),
+                expected.join(" and "),
+                if names.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            );
+        }
+        build::check_bootstrap(&path, &entries[0].contents, arch)?;
+        for entry in &entries[1..] {
+            if entry.name == verifier::tls::CA_BUNDLE_FILE {
+                let name = format!("{} in {}", entry.name, path.display());
+                verifier::tls::roots(&entry.contents, &name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
         }
         out.push((function.clone(), zip));
     }
@@ -506,6 +532,7 @@ mod tests {
             endpoint: None,
             out: None,
             stack_name: None,
+            database_ca_bundle: None,
         };
         let mut problems = Vec::new();
         assert_eq!(plan_buckets(&options, &template, &mut problems), template);
@@ -532,5 +559,29 @@ mod tests {
             problems[0].contains("is not an S3 bucket name"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn a_verifier_zip_without_its_database_ca_bundle_is_refused() {
+        let dir = std::env::temp_dir().join(format!("apiary-zips-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let functions = vec!["keys".to_owned(), archive::VERIFIER.to_owned()];
+        let script = b"#!/bin/sh\n";
+        for function in &functions {
+            std::fs::write(
+                dir.join(format!("{function}.zip")),
+                archive::bootstrap_zip(script).unwrap(),
+            )
+            .unwrap();
+        }
+        let err = read_zips(&dir, &functions, Arch::Arm64)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("verifier.zip"), "{err}");
+        assert!(
+            err.contains("bootstrap and database-ca-bundle.pem"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

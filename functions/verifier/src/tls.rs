@@ -20,6 +20,11 @@ use crate::datastore::StoreError;
 /// The environment variable naming the PEM bundle of trusted database CAs.
 pub const CA_BUNDLE_ENV: &str = "APIARY_DATABASE_CA_BUNDLE";
 
+/// The bundle's file name in the function's package, beside `bootstrap`: the template
+/// sets [`CA_BUNDLE_ENV`] to `/var/task/` followed by it, and `apiary package` puts it
+/// there.
+pub const CA_BUNDLE_FILE: &str = "database-ca-bundle.pem";
+
 /// The trusted CAs: the bundle's path (the MongoDB driver reads the file itself), its
 /// PEM text (the Redis client parses it) and the parsed store (PostgreSQL).
 #[derive(Clone)]
@@ -38,6 +43,31 @@ impl std::fmt::Debug for Trust {
     }
 }
 
+/// The certificates of a PEM bundle (`name` says which, in errors): every one must
+/// parse and be accepted as a root, and there must be at least one. What the function
+/// does at each step, and what packaging checks before it ships a bundle.
+pub fn roots(pem: &[u8], name: &str) -> Result<RootCertStore, StoreError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| {
+            StoreError::Config(format!(
+                "the database CA bundle {name} holds a certificate that does not parse: {e}"
+            ))
+        })?;
+        roots.add(cert).map_err(|e| {
+            StoreError::Config(format!(
+                "the database CA bundle {name} holds a certificate rustls refuses: {e}"
+            ))
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(StoreError::Config(format!(
+            "the database CA bundle {name} holds no certificate"
+        )));
+    }
+    Ok(roots)
+}
+
 impl Trust {
     /// Reads the bundle at `path`; every certificate in it must parse, and there must be
     /// at least one.
@@ -49,27 +79,7 @@ impl Trust {
                 path.display()
             ))
         })?;
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| {
-                StoreError::Config(format!(
-                    "the database CA bundle {} holds a certificate that does not parse: {e}",
-                    path.display()
-                ))
-            })?;
-            roots.add(cert).map_err(|e| {
-                StoreError::Config(format!(
-                    "the database CA bundle {} holds a certificate rustls refuses: {e}",
-                    path.display()
-                ))
-            })?;
-        }
-        if roots.is_empty() {
-            return Err(StoreError::Config(format!(
-                "the database CA bundle {} holds no certificate",
-                path.display()
-            )));
-        }
+        let roots = roots(&pem, &path.display().to_string())?;
         Ok(Trust {
             path,
             pem,
