@@ -7,8 +7,8 @@
 //!
 //! What the emulator cannot show is unit-tested in functions/backup with recorded AWS
 //! answers: pruning by age (the emulator stamps snapshots with the real time),
-//! DocumentDB (not emulated) and its presigned copy, the Redis export to S3 (ElastiCache
-//! CopySnapshot is not emulated), stores still restoring or deleting.
+//! DocumentDB (not emulated) and its presigned copy, Redis reported without a DR copy,
+//! stores still restoring or deleting.
 
 use apiary_asl::{Clock, ExecutionOptions, ExecutionResult, ExecutionStatus, HandlerRegistry};
 use apiary_e2e::{Local as Fixture, REGION, unique_cidr, unique_name};

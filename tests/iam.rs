@@ -771,7 +771,7 @@ async fn exercise_every_path() {
 }
 
 /// The backup and restore-test workflows on a deployment with a DR region: two backups
-/// (snapshots, DR copies, the Redis export the emulator refuses, prune, ledger) and a
+/// (snapshots, DR copies, prune, ledger) and a
 /// restore test (scratch copies, report, cleanup).
 async fn exercise_backup(f: &Fixture, config: &aws_config::SdkConfig) {
     let name = unique_name("iam-backup");

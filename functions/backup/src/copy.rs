@@ -2,9 +2,11 @@
 //! the DR region re-encrypted with the DR-region key (`alias/apiary/<deployment>/dr`,
 //! made by the keys function's `ensure-dr`): RDS `CopyDBSnapshot` and DocumentDB
 //! `CopyDBClusterSnapshot` (with a `PreSignedUrl`, see [`crate::presign`]), both called
-//! in the DR region. ElastiCache has no cross-region copy: its snapshot is exported to
-//! the backups bucket (`CopySnapshot` with `TargetBucket`), from where S3 replication
-//! carries it to the DR region.
+//! in the DR region. ElastiCache has no cross-region snapshot copy: the way across is an
+//! export to an S3 bucket that grants ElastiCache write access, then replication of that
+//! bucket to the DR region, and neither the grant nor the replication is built. So Redis
+//! is reported as skipped with that reason (the RPO ledger shows no DR copy for it), never
+//! as copied; see the README.
 //!
 //! Copies can take hours (AWS-TIMINGS.md: "can take hours"; requests queue when 20 copies
 //! per region pair are running): the workflow polls `copy-status` for up to 12 hours.
@@ -49,15 +51,11 @@ pub(crate) async fn run(
             skipped.insert(store.as_str().to_owned(), json!(reason));
             continue;
         }
-        let id = snapshot_id(&step.names, store, &plan);
         if store == StoreName::Redis {
-            let export = export_redis(deps, step, &id, create).await?;
-            if let Some(waiting) = export.get("pending").and_then(Value::as_str) {
-                pending.push(waiting.to_owned());
-            }
-            copies.insert(store.as_str().to_owned(), export);
+            skipped.insert(store.as_str().to_owned(), json!(REDIS_NOT_COPIED));
             continue;
         }
+        let id = snapshot_id(&step.names, store, &plan);
         let mut found = dr.describe(store, &id).await?;
         if found.is_none() && create {
             let Some(source) = primary.describe(store, &id).await? else {
@@ -122,6 +120,11 @@ pub(crate) async fn run(
         pending,
     ))
 }
+
+/// Why Redis has no DR copy.
+pub const REDIS_NOT_COPIED: &str = "no DR copy: ElastiCache has no cross-region snapshot \
+    copy, and the export to a bucket that grants ElastiCache access with that bucket's \
+    replication to the DR region is not built";
 
 /// The DR-region key's ARN. The keys function's `ensure-dr` runs earlier in the workflow.
 async fn dr_key(regional: &Regional, names: &apiary_core::Names) -> Result<String> {
@@ -266,99 +269,4 @@ async fn presigned(
         &credentials,
         SystemTime::now(),
     )
-}
-
-/// The Redis snapshot's export into the backups bucket (`<id>` prefix). Done when S3
-/// lists its objects.
-async fn export_redis(
-    deps: &Deps,
-    step: &StepContext<'_, Action>,
-    id: &str,
-    create: bool,
-) -> Result<Value> {
-    let storage = step.layers.storage()?;
-    let bucket = storage
-        .buckets
-        .get("backups")
-        .cloned()
-        .ok_or_else(|| Error::invalid_input("layers.storage has no backups bucket"))?;
-    let listed = deps
-        .s3
-        .list_objects_v2()
-        .bucket(&bucket)
-        .prefix(id)
-        .max_keys(10)
-        .send()
-        .await
-        .map_err(|e| Error::aws(format!("ListObjectsV2 s3://{bucket}/{id}"), e))?;
-    let objects: Vec<String> = listed
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_owned))
-        .collect();
-    let replication = "the backups bucket's replication carries it to the DR region";
-    if !objects.is_empty() {
-        return Ok(json!({
-            "exported": true, "bucket": bucket, "objects": objects, "replication": replication
-        }));
-    }
-    let not_emulated = |reason: String| {
-        json!({
-            "exported": false, "emulated": false, "bucket": bucket,
-            "reason": reason
-        })
-    };
-    if !create {
-        if deps.emulator {
-            return Ok(not_emulated(
-                "the local emulator does not implement ElastiCache CopySnapshot (export to S3)"
-                    .into(),
-            ));
-        }
-        return Ok(json!({
-            "exported": false, "bucket": bucket,
-            "pending": format!("redis snapshot {id} is being exported to s3://{bucket}")
-        }));
-    }
-    let started = deps
-        .elasticache
-        .copy_snapshot()
-        .source_snapshot_name(id)
-        .target_snapshot_name(id)
-        .target_bucket(&bucket)
-        .send()
-        .await;
-    match started {
-        Ok(_) => step.log.created(&format!("s3://{bucket}/{id}")),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|e| e.is_snapshot_already_exists_fault()) => {}
-        // The emulator answers an operation it lacks with an HTML page, not an AWS error.
-        Err(e)
-            if deps.emulator
-                && e.as_service_error().is_none_or(|e| {
-                    aws_sdk_elasticache::error::ProvideErrorMetadata::code(e).is_none()
-                }) =>
-        {
-            tracing::warn!(
-                snapshot = id,
-                "ElastiCache CopySnapshot is not emulated here"
-            );
-            return Ok(not_emulated(
-                "the local emulator does not implement ElastiCache CopySnapshot (export to S3)"
-                    .into(),
-            ));
-        }
-        Err(e) => {
-            return Err(Error::aws_transient_if(
-                format!("CopySnapshot {id} to s3://{bucket}"),
-                e,
-                |e| e.is_invalid_snapshot_state_fault(),
-            ));
-        }
-    }
-    Ok(json!({
-        "exported": false, "bucket": bucket,
-        "pending": format!("redis snapshot {id} is being exported to s3://{bucket}")
-    }))
 }

@@ -45,7 +45,7 @@ pub(crate) async fn run(deps: &Deps, step: &StepContext<'_, Action>) -> Result<D
             if store == StoreName::Redis && clients.elasticache.is_none() {
                 points.insert(
                     clients.region.clone(),
-                    json!({"note": "Redis reaches the DR region as an export in the backups bucket, replicated by S3"}),
+                    json!({"snapshot_id": null, "note": crate::copy::REDIS_NOT_COPIED}),
                 );
                 continue;
             }
