@@ -5,6 +5,7 @@
 //!   (`keys.rotation_days`), and with `on_demand` a rotation now (`RotateKeyOnDemand`);
 //! - `database-secrets`: the RDS and DocumentDB master passwords, which RDS manages in
 //!   Secrets Manager, rotated now with `RotateSecret` and their schedule set explicitly;
+//!   `database-secrets-status` waits until each new password is current;
 //! - `redis-rotate`, `redis-status`, `redis-set`: the Redis AUTH token in two phases with
 //!   no downtime (see [`redis`]); between them the workloads function restarts the
 //!   ingestion pods so that they read the new token.
@@ -53,6 +54,8 @@ pub enum OperateAction {
     Keys,
     #[serde(rename = "database-secrets")]
     DatabaseSecrets,
+    #[serde(rename = "database-secrets-status")]
+    DatabaseSecretsStatus,
     #[serde(rename = "redis-rotate")]
     RedisRotate,
     #[serde(rename = "redis-status")]
@@ -66,6 +69,7 @@ impl Action for OperateAction {
         match self {
             OperateAction::Keys => "keys",
             OperateAction::DatabaseSecrets => "database-secrets",
+            OperateAction::DatabaseSecretsStatus => "database-secrets-status",
             OperateAction::RedisRotate => "redis-rotate",
             OperateAction::RedisStatus => "redis-status",
             OperateAction::RedisSet => "redis-set",
@@ -109,15 +113,22 @@ impl Step for Deps {
                 SKIP_KEYS,
             )),
             OperateAction::Keys => Ok(keys_check::run(self, step, &input).await?.map(Output::Keys)),
-            OperateAction::DatabaseSecrets if !input.secrets() => Ok(skipped(
-                Output::Secrets(secrets::SecretsReport::skipped(SKIP_SECRETS)),
-                SKIP_SECRETS,
-            )),
+            OperateAction::DatabaseSecrets | OperateAction::DatabaseSecretsStatus
+                if !input.secrets() =>
+            {
+                Ok(skipped(
+                    Output::Secrets(secrets::SecretsReport::skipped(SKIP_SECRETS)),
+                    SKIP_SECRETS,
+                ))
+            }
             OperateAction::RedisRotate | OperateAction::RedisSet if !input.secrets() => Ok(
                 skipped(Output::Redis(redis::RedisReport::skipped()), SKIP_SECRETS),
             ),
             OperateAction::DatabaseSecrets => {
                 Ok(secrets::run(self, step).await?.map(Output::Secrets))
+            }
+            OperateAction::DatabaseSecretsStatus => {
+                Ok(secrets::status(self, step).await?.map(Output::Secrets))
             }
             OperateAction::RedisRotate => Ok(redis::rotate(self, step).await?.map(Output::Redis)),
             OperateAction::RedisStatus => Ok(redis::status(self, step).await?.map(Output::Redis)),

@@ -94,6 +94,62 @@ pub(crate) async fn run(
     Ok(Done::ready(report).with_detail(notes))
 }
 
+/// `database-secrets-status`: each password this execution rotated has finished
+/// rotating, its new version (the request token) labelled `AWSCURRENT`. `RotateSecret`
+/// only starts a rotation; the ingestion pods restart right after this step, and a pod
+/// started before the new password is current would read the old one, which stops
+/// working when the rotation ends.
+pub(crate) async fn status(
+    deps: &Deps,
+    step: &StepContext<'_, OperateAction>,
+) -> Result<Done<SecretsReport>> {
+    let databases = step.layers.databases()?;
+    let mut report = SecretsReport::default();
+    let mut pending = Vec::new();
+    for (store, endpoint) in [
+        ("postgres", &databases.postgres),
+        ("documentdb", &databases.documentdb),
+    ] {
+        let Some(endpoint) = endpoint else {
+            continue;
+        };
+        let secret = &endpoint.secret_arn;
+        let token = client_token(&[&step.execution_id, secret]);
+        let described = deps
+            .secrets
+            .describe_secret()
+            .secret_id(secret)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("DescribeSecret {store} {secret}"), e))?;
+        let stages = described
+            .version_ids_to_stages()
+            .and_then(|versions| versions.get(&token));
+        let current = stages.is_some_and(|s| s.iter().any(|s| s == "AWSCURRENT"));
+        if !current {
+            pending.push(match stages {
+                Some(stages) => format!(
+                    "the {store} master password's new version {token} is {}, not yet AWSCURRENT",
+                    stages.join(", ")
+                ),
+                None => format!(
+                    "the {store} master password has no version {token} yet: its rotation has \
+                     not started"
+                ),
+            });
+        }
+        report.secrets.push(SecretReport {
+            store: store.to_owned(),
+            secret_arn: Some(secret.clone()),
+            rotated: current,
+            version_id: Some(token),
+            schedule: None,
+            note: None,
+        });
+    }
+    Ok(Done::pending(report, pending))
+}
+
 async fn rotate(
     deps: &Deps,
     step: &StepContext<'_, OperateAction>,

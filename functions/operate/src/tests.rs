@@ -350,6 +350,60 @@ async fn a_rotation_in_progress_is_not_ready() {
     assert_eq!(err.name(), ErrorName::NotReady);
 }
 
+/// DescribeSecret of a secret whose version `token` carries `stages`.
+fn secret_versions(stages: &'static [&'static str]) -> Rule {
+    mock!(Secrets::describe_secret).then_compute_output(move |request| {
+        // The version this execution's RotateSecret asked for: the same token.
+        let token = apiary_core::naming::client_token(&[
+            &fixture().event("x")["execution_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            &request.secret_id().unwrap().to_owned(),
+        ]);
+        let mut versions = std::collections::HashMap::new();
+        versions.insert("old".to_owned(), vec!["AWSPREVIOUS".to_owned()]);
+        versions.insert(
+            token,
+            stages.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+        );
+        aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput::builder()
+            .set_version_ids_to_stages(Some(versions))
+            .build()
+    })
+}
+
+#[tokio::test]
+async fn the_pods_restart_only_once_the_new_password_is_current() {
+    let pending = secret_versions(&["AWSPENDING"]);
+    let (waiting, _) = deps(&[], &[&pending], &[]);
+    let out = handle(&waiting, event("database-secrets-status", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(out["ready"], json!(false), "{out}");
+    assert!(out["pending"].to_string().contains("AWSPENDING"), "{out}");
+
+    let current = secret_versions(&["AWSCURRENT"]);
+    let (done, _) = deps(&[], &[&current], &[]);
+    let out = handle(&done, event("database-secrets-status", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(out["ready"], json!(true), "{out}");
+    assert_eq!(out["secrets"][0]["rotated"], json!(true), "{out}");
+
+    // A keys-only run rotated nothing and waits for nothing.
+    let untouched = secret_versions(&["AWSPENDING"]);
+    let (keys_only, _) = deps(&[], &[&untouched], &[]);
+    let out = handle(
+        &keys_only,
+        event("database-secrets-status", json!({"scope": "keys-check"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["ready"], json!(true), "{out}");
+    assert_eq!(untouched.num_calls(), 0);
+}
+
 /// A Redis group and its secret, with every call that changes them recorded in order.
 struct RedisWorld {
     calls: Arc<Mutex<Vec<String>>>,

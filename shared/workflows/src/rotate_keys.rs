@@ -3,7 +3,7 @@
 //! ```text
 //! validate-input ({"scope": "all"|"keys-check"|"secrets", "on_demand": bool}) -> lock
 //!   -> keys (state policy, rotation period, on demand: RotateKeyOnDemand)
-//!   -> database master passwords (RotateSecret)
+//!   -> database master passwords (RotateSecret) -> until each is current (polled)
 //!   -> Redis ROTATE -> until applied (polled; the secret then holds the new token)
 //!   -> restart the ingestion pods -> their rollout (polled)
 //!   -> Redis SET -> until applied (polled)
@@ -26,6 +26,17 @@ pub const NAME: &str = apiary_core::inputs::rotate_keys::WORKFLOW;
 /// A scheduled run waits for another workflow (a backup) up to about 30 minutes when
 /// its input asks to queue.
 pub const LOCK_WAIT: &[u64] = &[60, 120, 300, 600, 600];
+
+/// Secrets Manager finishes a managed password's rotation (RDS sets the new password)
+/// in about a minute. Bound 15 minutes.
+pub const DATABASE_SECRETS_ROTATED: Poll = Poll {
+    name: "DatabaseSecretsRotated",
+    function: Function::Operate,
+    ensure: "database-secrets-status",
+    status: "database-secrets-status",
+    what: "the database master passwords' rotation (each new version AWSCURRENT)",
+    schedule: &[10, 20, 30, 60, 120, 300, 360],
+};
 
 /// ElastiCache applies an AUTH token change in minutes. Bound 60 minutes.
 pub const REDIS_ROTATED: Poll = Poll {
@@ -86,6 +97,7 @@ pub fn definition() -> serde_json::Value {
                 "$.result.database_secrets",
             ),
         )
+        .poll_with(DATABASE_SECRETS_ROTATED, Some(input()))
         .task(operate(
             "RedisRotate",
             "redis-rotate",
