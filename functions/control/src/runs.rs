@@ -73,6 +73,14 @@ impl StepFunctionsRuns {
         }
     }
 
+    /// The ARN prefix of this stack's executions (`arn:...:execution:apiary-<name>-`),
+    /// from the provision state machine's ARN; `None` when it is not known.
+    fn family(&self) -> Option<String> {
+        let (head, name) = self.provision.as_deref()?.rsplit_once(":stateMachine:")?;
+        let prefix = name.strip_suffix("provision")?;
+        Some(format!("{head}:execution:{prefix}"))
+    }
+
     /// The provision state machine this function may start.
     pub fn with_provision(mut self, state_machine_arn: impl Into<String>) -> Self {
         self.provision = Some(state_machine_arn.into());
@@ -106,9 +114,47 @@ impl Runs for StepFunctionsRuns {
         if !is_execution_arn(owner) {
             return Ok(true);
         }
-        let Some(execution) = self.describe(owner).await? else {
+        // An execution of a state machine that is not this stack's: its answer (or
+        // "does not exist" from another account or region) proves nothing about the
+        // lock, so only its lease frees it.
+        if let Some(family) = self.family()
+            && !owner.starts_with(&family)
+        {
+            tracing::warn!(
+                owner,
+                family,
+                "the lock's holder is not an execution of this stack: left to its lease"
+            );
+            return Ok(true);
+        }
+        let described = self
+            .sfn
+            .describe_execution()
+            .execution_arn(owner)
+            .send()
+            .await;
+        let execution = match described {
+            Ok(execution) => execution,
             // Gone from the history (executions are kept 90 days): long over.
-            return Ok(false);
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_execution_does_not_exist()) =>
+            {
+                return Ok(false);
+            }
+            // Not ours to ask: never taken for "not running".
+            Err(e)
+                if e.as_service_error()
+                    .and_then(aws_sdk_sfn::error::ProvideErrorMetadata::code)
+                    == Some("AccessDeniedException") =>
+            {
+                tracing::warn!(
+                    owner,
+                    "DescribeExecution of the lock's holder is denied: left to its lease"
+                );
+                return Ok(true);
+            }
+            Err(e) => return Err(Error::aws(format!("DescribeExecution {owner}"), e)),
         };
         // PENDING_REDRIVE resumes where it failed, still holding its lock.
         Ok(matches!(

@@ -97,6 +97,59 @@ async fn an_owner_that_is_no_execution_arn_is_left_to_its_lease_without_a_call()
 }
 
 #[tokio::test]
+async fn a_holder_that_is_not_this_stacks_execution_is_left_to_its_lease() {
+    let rule = does_not_exist();
+    let runs = runs(&[&rule])
+        .with_provision("arn:aws:states:us-west-2:123456789012:stateMachine:apiary-acme-provision");
+    for foreign in [
+        // Another account, another region, another deployment's machines.
+        "arn:aws:states:us-west-2:999999999999:execution:apiary-acme-provision:x",
+        "arn:aws:states:eu-west-1:123456789012:execution:apiary-acme-provision:x",
+        "arn:aws:states:us-west-2:123456789012:execution:apiary-other-backup:x",
+    ] {
+        assert!(runs.is_running(foreign).await.unwrap(), "{foreign}");
+    }
+    assert_eq!(
+        rule.num_calls(),
+        0,
+        "nothing asked about foreign executions"
+    );
+    // Its own executions are asked about, every workflow of the stack.
+    assert!(
+        !runs
+            .is_running("arn:aws:states:us-west-2:123456789012:execution:apiary-acme-backup:x")
+            .await
+            .unwrap()
+    );
+    assert_eq!(rule.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_denied_describe_never_frees_the_lock() {
+    let denied = mock!(Sfn::describe_execution).then_error(|| {
+        DescribeExecutionError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDeniedException")
+                .message("not authorized")
+                .build(),
+        )
+    });
+    assert!(runs(&[&denied]).is_running(EXECUTION).await.unwrap());
+    let throttled = mock!(Sfn::describe_execution).then_error(|| {
+        DescribeExecutionError::generic(
+            ErrorMetadata::builder()
+                .code("ThrottlingException")
+                .message("Rate exceeded")
+                .build(),
+        )
+    });
+    assert!(
+        runs(&[&throttled]).is_running(EXECUTION).await.is_err(),
+        "a throttle is an error the caller retries, not an answer"
+    );
+}
+
+#[tokio::test]
 async fn the_input_an_event_left_out_comes_from_describe_execution() {
     let rule = described(ExecutionStatus::TimedOut);
     let input = runs(&[&rule]).input(EXECUTION).await.unwrap();
