@@ -354,13 +354,9 @@ async fn a_rotation_in_progress_is_not_ready() {
 fn secret_versions(stages: &'static [&'static str]) -> Rule {
     mock!(Secrets::describe_secret).then_compute_output(move |request| {
         // The version this execution's RotateSecret asked for: the same token.
-        let token = apiary_core::naming::client_token(&[
-            &fixture().event("x")["execution_id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-            &request.secret_id().unwrap().to_owned(),
-        ]);
+        let event = fixture().event("x");
+        let execution = event["execution_id"].as_str().unwrap();
+        let token = apiary_core::naming::client_token(&[execution, request.secret_id().unwrap()]);
         let mut versions = std::collections::HashMap::new();
         versions.insert("old".to_owned(), vec!["AWSPREVIOUS".to_owned()]);
         versions.insert(
