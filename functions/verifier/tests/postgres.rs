@@ -254,7 +254,7 @@ async fn write_then_verify_restores_through_the_step() {
         let slots = outputs.get_mut(NAME).unwrap();
         slots.insert(
             "restore-test.postgres".into(),
-            json!({"endpoint": server.host, "port": server.port,
+            json!({"execution_id": "exec-1", "endpoint": server.host, "port": server.port,
                    "secret_arn": SCRATCH_SECRET, "sentinel_id": id,
                    "snapshot_id": format!("snap-{database}"),
                    "restore_started_at": "2026-12-06T01:00:00Z"}),
