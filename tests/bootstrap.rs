@@ -1058,3 +1058,154 @@ fn the_backup_deletes_are_scoped_to_the_deployments_tag() {
     }
     assert_none("scoped deletes", problems);
 }
+
+/// The teardown role's grants that a name prefix alone would stretch to another
+/// deployment (`apiary-acme-*` covers `apiary-acme-prod-*`), or to the whole account:
+/// role changes need the deployment's tag, no instance profile is open by wildcard
+/// (only Karpenter's, named after the cluster and tagged with it), the final snapshots
+/// are this deployment's stores and names, the backup deletes need both tags, and the
+/// DocumentDB cluster parameter group is named exactly.
+fn check_teardown_scoping(template: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(role) = template["Resources"].get("TeardownRole") else {
+        return vec!["no TeardownRole".to_owned()];
+    };
+    let resources_of = |statement: &Value| -> Vec<String> {
+        match &statement["Resource"] {
+            Value::Array(items) => items
+                .iter()
+                .map(|r| sub_text(r).unwrap_or_default().to_owned())
+                .collect(),
+            other => vec![sub_text(other).unwrap_or_default().to_owned()],
+        }
+    };
+    let deployment_tag = |statement: &Value| {
+        statement["Condition"]["StringEquals"]["aws:ResourceTag/apiary:deployment"]
+            == serde_json::json!({"Ref": "DeploymentName"})
+    };
+    let by_sid =
+        |sid: &str| -> Option<&Value> { statements(role).into_iter().find(|s| s["Sid"] == sid) };
+    for statement in statements(role) {
+        let sid = statement["Sid"].as_str().unwrap_or("?");
+        let resources = resources_of(statement);
+        // Every profile only for reading, or for a change conditioned on the tag that
+        // names this deployment's cluster (Karpenter's profiles carry a path in their ARN).
+        let cluster_tagged = ["karpenter.sh/managed-by", "eks:eks-cluster-name"]
+            .iter()
+            .any(|tag| {
+                statement["Condition"]["StringEquals"][format!("aws:ResourceTag/{tag}")]
+                    == serde_json::json!({"Fn::Sub": "apiary-${DeploymentName}-eks"})
+            });
+        let reads_only = actions(statement).iter().all(|a| a.starts_with("iam:List"));
+        if resources.iter().any(|r| r.ends_with(":instance-profile/*"))
+            && !cluster_tagged
+            && !reads_only
+        {
+            problems.push(format!("{sid}: every instance profile of the account"));
+        }
+        let changes_roles = actions(statement)
+            .iter()
+            .any(|a| (a.starts_with("iam:") && is_delete(a)) || a == "iam:DetachRolePolicy");
+        if changes_roles
+            && resources.iter().any(|r| r.contains(":role/"))
+            && !deployment_tag(statement)
+        {
+            problems.push(format!(
+                "{sid}: changes roles by name prefix without aws:ResourceTag/apiary:deployment"
+            ));
+        }
+    }
+    match by_sid("FinalSnapshotsTagged") {
+        Some(statement) => {
+            for resource in resources_of(statement) {
+                if resource.ends_with(":*") || !resource.contains(":apiary-${DeploymentName}-") {
+                    problems.push(format!(
+                        "FinalSnapshotsTagged: {resource} is not this deployment's store or snapshot"
+                    ));
+                }
+            }
+        }
+        None => problems.push("no FinalSnapshotsTagged statement".to_owned()),
+    }
+    for sid in [
+        "DeleteTheBackups",
+        "DeleteTheClusterBackups",
+        "DeleteTheRedisBackups",
+    ] {
+        match by_sid(sid) {
+            Some(statement) => {
+                let backup =
+                    &statement["Condition"]["StringEquals"]["aws:ResourceTag/apiary:backup"];
+                if !deployment_tag(statement) || *backup != "snapshot" {
+                    problems.push(format!(
+                        "{sid}: needs aws:ResourceTag/apiary:backup = snapshot and the deployment's tag"
+                    ));
+                }
+            }
+            None => problems.push(format!("no {sid} statement")),
+        }
+    }
+    match by_sid("DeleteTheDocumentDbParameterGroup") {
+        Some(statement) => {
+            let resources = resources_of(statement);
+            let exact = "arn:${AWS::Partition}:rds:${AWS::Region}:${AWS::AccountId}:cluster-pg:apiary-${DeploymentName}-docdb5";
+            if resources != [exact] {
+                problems.push(format!(
+                    "DeleteTheDocumentDbParameterGroup: {resources:?}, expected only {exact}"
+                ));
+            }
+        }
+        None => problems.push("no DeleteTheDocumentDbParameterGroup statement".to_owned()),
+    }
+    problems
+}
+
+#[test]
+fn the_teardown_role_touches_only_this_deployments_roles_profiles_and_snapshots() {
+    assert_none("teardown scoping", check_teardown_scoping(&template()));
+    // The grants as they were: each one is caught.
+    let old = parse(
+        r#"
+Resources:
+  TeardownRole:
+    Type: AWS::IAM::Role
+    Properties:
+      Policies:
+        - PolicyName: teardown
+          PolicyDocument:
+            Statement:
+              - Sid: FinalSnapshotsTagged
+                Effect: Allow
+                Action: [rds:CreateDBSnapshot]
+                Resource:
+                  - {"Fn::Sub": "arn:${AWS::Partition}:rds:${AWS::Region}:${AWS::AccountId}:*"}
+                Condition:
+                  StringEquals: {"aws:RequestTag/apiary:deployment": {"Ref": DeploymentName}}
+              - Sid: DeleteTheRoles
+                Effect: Allow
+                Action: [iam:DeleteRole, iam:RemoveRoleFromInstanceProfile]
+                Resource:
+                  - {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/apiary-${DeploymentName}-*"}
+                  - {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:instance-profile/*"}
+              - Sid: DeleteTheInstanceProfiles
+                Effect: Allow
+                Action: [iam:DeleteInstanceProfile]
+                Resource:
+                  - {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:instance-profile/*"}
+"#,
+    );
+    let problems = check_teardown_scoping(&old);
+    for expected in [
+        "DeleteTheRoles: every instance profile",
+        "DeleteTheInstanceProfiles: every instance profile",
+        "DeleteTheRoles: changes roles by name prefix",
+        "FinalSnapshotsTagged: arn:${AWS::Partition}:rds:${AWS::Region}:${AWS::AccountId}:*",
+        "no DeleteTheBackups statement",
+        "no DeleteTheDocumentDbParameterGroup statement",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(expected)),
+            "{expected} not reported: {problems:#?}"
+        );
+    }
+}

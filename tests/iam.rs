@@ -334,6 +334,11 @@ const JUSTIFIED: &[(&str, &str, &str)] = &[
     ),
     (
         "teardown",
+        "rds:DeleteDBClusterSnapshot",
+        "deletes the backup workflow's DocumentDB snapshots (delete_backups): the emulator has no DocumentDB",
+    ),
+    (
+        "teardown",
         "rds:ModifyDBCluster",
         "lifts a DocumentDB cluster's deletion protection: the emulator has no DocumentDB",
     ),
@@ -372,6 +377,12 @@ const JUSTIFIED: &[(&str, &str, &str)] = &[
         "teardown",
         "iam:RemoveRoleFromInstanceProfile",
         "instance profiles exist only where Karpenter made them for the node role, on AWS",
+    ),
+    (
+        "teardown",
+        "iam:ListInstanceProfileTags",
+        "instance profiles exist only where Karpenter made them for the node role, on AWS \
+         (the ownership check is unit-tested)",
     ),
     // The backup function: what a service does with its rights, and what the emulator
     // cannot show (no DocumentDB; snapshots always fresh, so nothing to prune).
@@ -734,6 +745,7 @@ async fn exercise_every_path() {
         "run that modifies the database",
     );
     rotate_keys(&f, &config, &name).await;
+    scale_pools(&f, &name).await;
 
     // A second deployment whose Redis token an earlier teardown scheduled for deletion:
     // the token is restored and reused rather than replaced.
@@ -821,6 +833,25 @@ async fn exercise_verifier(f: &Fixture, name: &str) {
             .await
             .unwrap_or_else(|e| panic!("verifier {action}: {e:?}"));
         assert_eq!(out["ready"], true, "{action}: {out}");
+    }
+}
+
+/// The scale-pools workflow: the system node group resized (UpdateNodegroupConfig by the
+/// cluster function), then the ingestion NodePool's limits recorded.
+async fn scale_pools(f: &Fixture, name: &str) {
+    for (run, input) in [
+        (
+            "system",
+            json!({"pool": "system", "min": 10, "max": 20, "desired": 12}),
+        ),
+        ("ingestion", json!({"pool": "ingestion", "cpu": 160})),
+    ] {
+        let mut input = input;
+        input["deployment"] = json!(name);
+        let done = f
+            .run("scale-pools", name, input, &format!("scale-{run}"))
+            .await;
+        assert_succeeded(&done, "scale-pools");
     }
 }
 

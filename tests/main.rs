@@ -15,6 +15,7 @@ mod operate;
 mod package;
 mod provision;
 mod publish;
+mod scale_pools;
 mod storage;
 mod store;
 mod teardown;

@@ -211,6 +211,50 @@ async fn vpc_exists(f: &Fixture, vpc: &str) -> bool {
         .any(|v| v.vpc_id() == Some(vpc))
 }
 
+async fn cluster_parameter_group_exists(f: &Fixture, name: &str) -> bool {
+    // DocumentDB's control plane is the RDS API's.
+    match aws_sdk_rds::Client::new(&f.config)
+        .describe_db_cluster_parameter_groups()
+        .db_cluster_parameter_group_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => !out.db_cluster_parameter_groups().is_empty(),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_db_parameter_group_not_found_fault()) =>
+        {
+            false
+        }
+        Err(err) => panic!("DescribeDBClusterParameterGroups {name}: {err:?}"),
+    }
+}
+
+/// A key of the deployment's keys layer that no alias names, as a keys run stopped
+/// between CreateKey and CreateAlias leaves it.
+async fn unnamed_key(f: &Fixture, name: &str) -> String {
+    let kms_tag = |k: &str, v: &str| {
+        aws_sdk_kms::types::Tag::builder()
+            .tag_key(k)
+            .tag_value(v)
+            .build()
+            .unwrap()
+    };
+    aws_sdk_kms::Client::new(&f.config)
+        .create_key()
+        .tags(kms_tag("apiary:deployment", name))
+        .tags(kms_tag("apiary:layer", "keys"))
+        .tags(kms_tag("apiary:role", "logs"))
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_owned()
+}
+
 #[tokio::test]
 async fn teardown_removes_the_data_plane_and_what_controllers_made() {
     let f = fixture().await;
@@ -234,6 +278,14 @@ async fn teardown_removes_the_data_plane_and_what_controllers_made() {
     let layers = provisioned.output.unwrap()["layers"].clone();
     let vpc = layers["network"]["vpc_id"].as_str().unwrap().to_owned();
     let left = make_leftovers(&f, &layers).await;
+    // The DocumentDB cluster parameter group is made before the cluster (which the
+    // emulator does not make): the teardown deletes it by its name.
+    let docdb_group = format!("apiary-{name}-docdb5");
+    assert!(cluster_parameter_group_exists(&f, &docdb_group).await);
+    // A key a keys run made and did not get to name (stopped between CreateKey and
+    // CreateAlias): found by its tags and scheduled like the named ones.
+    let kms = aws_sdk_kms::Client::new(&f.config);
+    let unnamed_key = unnamed_key(&f, &name).await;
 
     // A wrong confirm changes nothing.
     let refused = f
@@ -336,6 +388,29 @@ async fn teardown_removes_the_data_plane_and_what_controllers_made() {
 
     // Read back through the AWS APIs.
     assert!(!vpc_exists(&f, &vpc).await, "the VPC is gone");
+    assert!(
+        !cluster_parameter_group_exists(&f, &docdb_group).await,
+        "the DocumentDB cluster parameter group is gone"
+    );
+    assert!(
+        removed.contains(&format!("rds:cluster-pg {docdb_group}").as_str()),
+        "{removed:?}"
+    );
+    let unnamed_state = kms
+        .describe_key()
+        .key_id(&unnamed_key)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_state()
+        .cloned();
+    assert_eq!(
+        unnamed_state,
+        Some(aws_sdk_kms::types::KeyState::PendingDeletion),
+        "the key without an alias is scheduled for deletion too"
+    );
     let ec2 = aws_sdk_ec2::Client::new(&f.config);
     let instance = ec2
         .describe_instances()
@@ -430,8 +505,9 @@ async fn teardown_removes_the_data_plane_and_what_controllers_made() {
     );
 }
 
-/// A provision, the controllers' leftovers and a whole teardown: what the IAM
-/// measurement (tests/iam.rs) records of the teardown function.
+/// A provision with a DR region, a backup, the controllers' leftovers and a whole
+/// teardown that deletes the backups: what the IAM measurement (tests/iam.rs) records of
+/// the teardown function.
 pub(crate) async fn exercise() {
     let f = fixture().await;
     let name = unique_name("iam-tear");
@@ -440,6 +516,7 @@ pub(crate) async fn exercise() {
         "region": REGION,
         "dns": {"domain": format!("{name}.example.com")},
         "network": {"vpc_cidr": unique_cidr(&f.config).await},
+        "backup": {"dr_region": DR_REGION},
     });
     let provisioned = f
         .run("provision", &name, json!({"spec": spec}), "provision")
@@ -450,7 +527,16 @@ pub(crate) async fn exercise() {
         "{:?}",
         provisioned.cause
     );
+    let backed_up = f
+        .run("backup", &name, json!({"deployment": name}), "backup")
+        .await;
+    assert_eq!(
+        backed_up.status,
+        ExecutionStatus::Succeeded,
+        "{backed_up:?}"
+    );
     make_leftovers(&f, &provisioned.output.unwrap()["layers"]).await;
+    unnamed_key(&f, &name).await;
     let done = f
         .run(
             "teardown",
@@ -466,4 +552,306 @@ pub(crate) async fn exercise() {
         done.error,
         done.cause
     );
+}
+
+const DR_REGION: &str = "us-east-1";
+
+fn in_region(config: &aws_config::SdkConfig, region: &str) -> aws_config::SdkConfig {
+    config
+        .to_builder()
+        .region(aws_config::Region::new(region.to_owned()))
+        .build()
+}
+
+async fn key_state(config: &aws_config::SdkConfig, alias: &str) -> aws_sdk_kms::types::KeyState {
+    aws_sdk_kms::Client::new(config)
+        .describe_key()
+        .key_id(alias)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{alias} exists: {e:?}"))
+        .key_metadata()
+        .unwrap()
+        .key_state()
+        .unwrap()
+        .clone()
+}
+
+async fn rds_snapshot_exists(config: &aws_config::SdkConfig, id: &str) -> bool {
+    match aws_sdk_rds::Client::new(config)
+        .describe_db_snapshots()
+        .db_snapshot_identifier(id)
+        .send()
+        .await
+    {
+        Ok(out) => !out.db_snapshots().is_empty(),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_db_snapshot_not_found_fault()) =>
+        {
+            false
+        }
+        Err(err) => panic!("DescribeDBSnapshots {id}: {err:?}"),
+    }
+}
+
+fn kept_why<'a>(receipt: &'a Value, resource: &str) -> Option<&'a str> {
+    receipt["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["resource"].as_str() == Some(resource))
+        .and_then(|k| k["why"].as_str())
+}
+
+fn kept_key_why<'a>(receipt: &'a Value, key_id: &str) -> &'a str {
+    kept_why(receipt, &format!("kms:key {key_id}"))
+        .unwrap_or_else(|| panic!("key {key_id} is not in the receipt: {receipt:#}"))
+}
+
+async fn key_id(config: &aws_config::SdkConfig, alias: &str) -> String {
+    aws_sdk_kms::Client::new(config)
+        .describe_key()
+        .key_id(alias)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_owned()
+}
+
+/// The backup workflow's snapshots and DR copies are kept by a teardown without
+/// `delete_backups`, listed in its receipt, with the keys that encrypt them (alias and
+/// all); a later teardown with `delete_backups` deletes them and then the DR key.
+#[tokio::test]
+async fn backups_are_kept_with_their_keys_or_deleted_when_asked() {
+    let f = fixture().await;
+    let name = unique_name("tearbak");
+    let spec = json!({
+        "name": name,
+        "region": REGION,
+        "dns": {"domain": format!("{name}.example.com")},
+        "network": {"vpc_cidr": unique_cidr(&f.config).await},
+        "backup": {"dr_region": DR_REGION, "retention_days": 1},
+    });
+    let provisioned = f
+        .run("provision", &name, json!({"spec": spec}), "provision")
+        .await;
+    assert_eq!(
+        provisioned.status,
+        ExecutionStatus::Succeeded,
+        "{:?}",
+        provisioned.cause
+    );
+    let backed_up = f
+        .run("backup", &name, json!({"deployment": name}), "backup")
+        .await;
+    assert_eq!(
+        backed_up.status,
+        ExecutionStatus::Succeeded,
+        "{backed_up:?}"
+    );
+    let ledger = backed_up.output.unwrap()["result"]["ledger"]["stores"].clone();
+    let pg = ledger["postgres"][REGION]["snapshot_id"]
+        .as_str()
+        .expect("a postgres backup")
+        .to_owned();
+    assert_eq!(ledger["postgres"][DR_REGION]["snapshot_id"], json!(pg));
+    let redis = ledger["redis"][REGION]["snapshot_id"]
+        .as_str()
+        .expect("a redis backup")
+        .to_owned();
+    let dr_config = in_region(&f.config, DR_REGION);
+    let dr_alias = format!("alias/apiary/{name}/dr");
+    let rds_alias = format!("alias/apiary/{name}/rds");
+    let dr_key = key_id(&dr_config, &dr_alias).await;
+    let rds_key = key_id(&f.config, &rds_alias).await;
+
+    // Without delete_backups: kept, listed, and so are their keys.
+    let kept = f
+        .run(
+            "teardown",
+            &name,
+            json!({"deployment": name, "confirm": name}),
+            "keep-backups",
+        )
+        .await;
+    assert_eq!(
+        kept.status,
+        ExecutionStatus::Succeeded,
+        "{:?}: {:?}",
+        kept.error,
+        kept.cause
+    );
+    let receipt = kept.output.unwrap()["result"]["receipt"].clone();
+    assert_eq!(receipt["scan"]["unexplained"], json!([]), "{receipt:#}");
+    for resource in [
+        format!("rds:snapshot {pg}"),
+        format!("rds:dr-snapshot {DR_REGION}/{pg}"),
+        format!("elasticache:snapshot {redis}"),
+        "state:ledger backup.ledger".to_owned(),
+    ] {
+        assert!(
+            kept_why(&receipt, &resource).is_some(),
+            "{resource} is not kept in the receipt: {receipt:#}"
+        );
+    }
+    assert!(rds_snapshot_exists(&f.config, &pg).await);
+    assert!(rds_snapshot_exists(&dr_config, &pg).await);
+    let why = kept_key_why(&receipt, &dr_key);
+    assert!(
+        why.contains("encrypts what is kept") && why.contains(&pg),
+        "{why}"
+    );
+    assert!(
+        kept_key_why(&receipt, &rds_key).contains(&pg),
+        "{receipt:#}"
+    );
+    for (config, alias) in [(&dr_config, &dr_alias), (&f.config, &rds_alias)] {
+        assert_eq!(
+            key_state(config, alias).await,
+            aws_sdk_kms::types::KeyState::Enabled,
+            "{alias} must not be scheduled for deletion while it encrypts kept snapshots"
+        );
+    }
+
+    // A later teardown with delete_backups: the backups go (both regions), the ledger
+    // is emptied, and the DR key, which now encrypts nothing kept, is scheduled.
+    let deleted = f
+        .run(
+            "teardown",
+            &name,
+            json!({"deployment": name, "confirm": name, "delete_backups": true}),
+            "delete-backups",
+        )
+        .await;
+    assert_eq!(
+        deleted.status,
+        ExecutionStatus::Succeeded,
+        "{:?}: {:?}",
+        deleted.error,
+        deleted.cause
+    );
+    let receipt = deleted.output.unwrap()["result"]["receipt"].clone();
+    assert_eq!(receipt["scan"]["unexplained"], json!([]), "{receipt:#}");
+    assert!(!rds_snapshot_exists(&f.config, &pg).await, "{receipt:#}");
+    assert!(!rds_snapshot_exists(&dr_config, &pg).await, "{receipt:#}");
+    let redis_left = aws_sdk_elasticache::Client::new(&f.config)
+        .describe_snapshots()
+        .snapshot_name(&redis)
+        .send()
+        .await
+        .map(|out| out.snapshots().len())
+        .unwrap_or(0);
+    assert_eq!(redis_left, 0, "the redis backup is deleted");
+    assert!(kept_why(&receipt, &format!("rds:snapshot {pg}")).is_none());
+    assert_eq!(
+        key_state(&dr_config, &dr_alias).await,
+        aws_sdk_kms::types::KeyState::PendingDeletion
+    );
+    // The final snapshot is still kept, and with it the rds key.
+    assert_eq!(
+        key_state(&f.config, &rds_alias).await,
+        aws_sdk_kms::types::KeyState::Enabled
+    );
+    let outputs = apiary_core::step::Recorder::outputs(&f.store, &name)
+        .await
+        .unwrap();
+    assert_eq!(outputs["backup.ledger"]["deleted_by"], json!("teardown"));
+}
+
+/// A security group a person made in the deployment's VPC is not the deployment's: the
+/// teardown never deletes it and fails naming it (it keeps the VPC from going); once it
+/// is removed, the teardown run again finishes.
+#[tokio::test]
+async fn what_is_not_the_deployments_in_its_vpc_is_named_and_never_deleted() {
+    let f = fixture().await;
+    let name = unique_name("tearfor");
+    let spec = json!({
+        "name": name,
+        "region": REGION,
+        "dns": {"domain": format!("{name}.example.com")},
+        "network": {"vpc_cidr": unique_cidr(&f.config).await},
+    });
+    let provisioned = f
+        .run("provision", &name, json!({"spec": spec}), "provision")
+        .await;
+    assert_eq!(
+        provisioned.status,
+        ExecutionStatus::Succeeded,
+        "{:?}",
+        provisioned.cause
+    );
+    let layers = provisioned.output.unwrap()["layers"].clone();
+    let vpc = layers["network"]["vpc_id"].as_str().unwrap().to_owned();
+    let ec2 = aws_sdk_ec2::Client::new(&f.config);
+    let bastion = ec2
+        .create_security_group()
+        .group_name(format!("{name}-bastion"))
+        .description("made by hand")
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_owned();
+    let group_exists = |id: String| {
+        let ec2 = ec2.clone();
+        async move {
+            ec2.describe_security_groups()
+                .filters(Filter::builder().name("group-id").values(&id).build())
+                .send()
+                .await
+                .unwrap()
+                .security_groups()
+                .iter()
+                .any(|g| g.group_id() == Some(id.as_str()))
+        }
+    };
+
+    let blocked = f
+        .run(
+            "teardown",
+            &name,
+            json!({"deployment": name, "confirm": name}),
+            "blocked",
+        )
+        .await;
+    assert_eq!(blocked.status, ExecutionStatus::Failed, "{blocked:?}");
+    let cause = blocked.cause.clone().unwrap_or_default();
+    assert!(
+        cause.contains(&format!("security group {bastion}")) && cause.contains("not deployment"),
+        "the failure names what is not ours: {cause}"
+    );
+    assert!(group_exists(bastion.clone()).await, "never deleted");
+    assert!(
+        vpc_exists(&f, &vpc).await,
+        "the VPC stays while it holds it"
+    );
+
+    ec2.delete_security_group()
+        .group_id(&bastion)
+        .send()
+        .await
+        .unwrap();
+    let done = f
+        .run(
+            "teardown",
+            &name,
+            json!({"deployment": name, "confirm": name}),
+            "after-removal",
+        )
+        .await;
+    assert_eq!(
+        done.status,
+        ExecutionStatus::Succeeded,
+        "{:?}: {:?}",
+        done.error,
+        done.cause
+    );
+    assert!(!vpc_exists(&f, &vpc).await, "the VPC is gone");
 }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use apiary_core::inputs::backup::StoreName;
 use apiary_core::naming::{MANAGED_BY, Names, TAG_DEPLOYMENT, TAG_MANAGED_BY};
+use apiary_core::outputs::Layers;
+use apiary_core::spec::DeploymentSpec;
 use apiary_core::step::StepContext;
 use apiary_core::{Error, Result};
 use chrono::{DateTime, Utc};
@@ -71,15 +73,26 @@ pub fn source(
     step: &StepContext<'_, Action>,
     store: StoreName,
 ) -> std::result::Result<String, String> {
+    source_of(&step.spec, &step.layers, store)
+}
+
+/// A store's live identifier as the spec and the recorded databases layer give it, or
+/// why it has none (off in the spec, never built, not emulated): what the backup
+/// workflow snapshots, and what the teardown lists the backups of.
+pub fn source_of(
+    spec: &DeploymentSpec,
+    layers: &Layers,
+    store: StoreName,
+) -> std::result::Result<String, String> {
     let enabled = match store {
         StoreName::Postgres => true,
-        StoreName::Documentdb => step.spec.databases.documentdb,
-        StoreName::Redis => step.spec.databases.redis,
+        StoreName::Documentdb => spec.databases.documentdb,
+        StoreName::Redis => spec.databases.redis,
     };
     if !enabled {
         return Err(format!("{} is off in the spec", store.as_str()));
     }
-    let Some(databases) = step.layers.databases.as_ref() else {
+    let Some(databases) = layers.databases.as_ref() else {
         return Err("the databases layer has not been built".to_owned());
     };
     let endpoint = match store {
@@ -143,7 +156,7 @@ pub(crate) fn time(t: Option<&aws_smithy_types::DateTime>) -> Option<DateTime<Ut
 }
 
 /// The clients of one region. ElastiCache snapshots never leave the primary region.
-pub(crate) struct Clients<'a> {
+pub struct Clients<'a> {
     pub region: String,
     pub rds: &'a aws_sdk_rds::Client,
     pub docdb: &'a aws_sdk_docdb::Client,
@@ -231,6 +244,15 @@ impl<'a> Clients<'a> {
         source: &str,
         deployment: &str,
     ) -> Result<Vec<Snapshot>> {
+        let mut found = self.list_manual(store, source).await?;
+        found.retain(|s| s.ours(deployment));
+        found.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        Ok(found)
+    }
+
+    /// Every manual snapshot of `source` (also of a source already deleted), with its
+    /// tags, whoever made it: the caller decides by the tags what is whose.
+    pub async fn list_manual(&self, store: StoreName, source: &str) -> Result<Vec<Snapshot>> {
         let mut found = Vec::new();
         match store {
             StoreName::Postgres => {
@@ -295,8 +317,6 @@ impl<'a> Clients<'a> {
                 }
             }
         }
-        found.retain(|s| s.ours(deployment));
-        found.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
         Ok(found)
     }
 

@@ -45,7 +45,12 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use apiary_core::inputs::backup::StoreName;
-pub use engine::{TAG_BACKUP, TAG_RUN, TAG_SCRATCH, TAG_SENTINEL, TAG_STORE};
+pub use copy::DR_KEY_SCOPE;
+pub use engine::{
+    BACKUP_VALUE, Clients, Snapshot, TAG_BACKUP, TAG_RUN, TAG_SCRATCH, TAG_SENTINEL, TAG_STORE,
+    source_of,
+};
+pub use ledger::SLOT as LEDGER_SLOT;
 pub use plan::Plan;
 
 /// The AWS clients of one region: the DR region's, for copies and their pruning.
@@ -78,21 +83,26 @@ pub struct Deps {
     pub recorder: Arc<dyn Recorder>,
 }
 
+/// The clients of any region, with `config`'s credentials and endpoint.
+pub fn regional_clients(config: &SdkConfig) -> RegionalClients {
+    let base = config.clone();
+    Arc::new(move |region: &str| {
+        let config = base
+            .to_builder()
+            .region(Region::new(region.to_owned()))
+            .build();
+        Regional {
+            region: region.to_owned(),
+            rds: apiary_core::client!(aws_sdk_rds, &config),
+            docdb: apiary_core::client!(aws_sdk_docdb, &config),
+            kms: apiary_core::client!(aws_sdk_kms, &config),
+        }
+    })
+}
+
 impl Deps {
     pub fn new(config: &SdkConfig, recorder: Arc<dyn Recorder>) -> Self {
-        let base = config.clone();
-        let regional: RegionalClients = Arc::new(move |region: &str| {
-            let config = base
-                .to_builder()
-                .region(Region::new(region.to_owned()))
-                .build();
-            Regional {
-                region: region.to_owned(),
-                rds: apiary_core::client!(aws_sdk_rds, &config),
-                docdb: apiary_core::client!(aws_sdk_docdb, &config),
-                kms: apiary_core::client!(aws_sdk_kms, &config),
-            }
-        });
+        let regional = regional_clients(config);
         Deps {
             rds: apiary_core::client!(aws_sdk_rds, config),
             docdb: apiary_core::client!(aws_sdk_docdb, config),

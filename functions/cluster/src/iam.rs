@@ -113,7 +113,16 @@ pub(crate) async fn find(step: &Work<'_>, name: &str) -> Result<Option<Role>> {
 pub(crate) async fn ensure(step: &Work<'_>, kind: RoleKind) -> Result<Role> {
     let name = kind.name(step);
     let role = match find(step, &name).await? {
-        Some(role) => role,
+        // A role made without the deployment's tag gets it: the teardown role may
+        // delete only roles that carry it.
+        Some(role) => {
+            let wanted = [(
+                apiary_core::naming::TAG_DEPLOYMENT.to_owned(),
+                step.names.deployment().to_owned(),
+            )];
+            ensure_tags(step, &role, &wanted).await?;
+            role
+        }
         None => create(step, kind, &name).await?,
     };
     attach_policies(step, kind, &name).await?;
@@ -212,30 +221,45 @@ async fn attach_policies(step: &Work<'_>, kind: RoleKind, name: &str) -> Result<
 
 /// Adds the Karpenter discovery tag to the node role when it lacks it.
 pub(crate) async fn ensure_discovery_tag(step: &Work<'_>, role: &Role) -> Result<()> {
-    let cluster = &step.resources.cluster;
-    let tagged = role
-        .tags()
+    let wanted = [(DISCOVERY_TAG.to_owned(), step.resources.cluster.clone())];
+    ensure_tags(step, role, &wanted).await
+}
+
+/// Adds to `role` the tags of `wanted` it lacks (or holds with another value).
+async fn ensure_tags(step: &Work<'_>, role: &Role, wanted: &[(String, String)]) -> Result<()> {
+    let missing: Vec<&(String, String)> = wanted
         .iter()
-        .any(|t| t.key() == DISCOVERY_TAG && t.value() == cluster);
-    if tagged {
+        .filter(|(key, value)| {
+            !role
+                .tags()
+                .iter()
+                .any(|t| t.key() == key && t.value() == value)
+        })
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
     let name = role.role_name();
+    let mut tags = Vec::new();
+    for (key, value) in &missing {
+        tags.push(
+            Tag::builder()
+                .key(key.as_str())
+                .value(value.as_str())
+                .build()
+                .map_err(|e| Error::fatal(e.to_string()))?,
+        );
+    }
+    let keys: Vec<&str> = missing.iter().map(|(k, _)| k.as_str()).collect();
     step.deps
         .iam
         .tag_role()
         .role_name(name)
-        .tags(
-            Tag::builder()
-                .key(DISCOVERY_TAG)
-                .value(cluster)
-                .build()
-                .map_err(|e| Error::fatal(e.to_string()))?,
-        )
+        .set_tags(Some(tags))
         .send()
         .await
         .map_err(|e| {
-            Error::aws_transient_if(format!("TagRole {name} {DISCOVERY_TAG}"), e, |e| {
+            Error::aws_transient_if(format!("TagRole {name} {}", keys.join(",")), e, |e| {
                 e.is_no_such_entity_exception()
             })
         })?;

@@ -17,6 +17,7 @@ mod karpenter;
 mod launch_template;
 mod nodegroup;
 mod output;
+mod scale;
 
 use std::sync::Arc;
 
@@ -87,6 +88,10 @@ pub enum Action {
     StatusNodegroup,
     #[serde(rename = "ensure-karpenter")]
     EnsureKarpenter,
+    /// scale-pools: the system node group's scaling configuration made the record's;
+    /// its own poll.
+    #[serde(rename = "scale-nodegroup")]
+    ScaleNodegroup,
 }
 
 impl step::Action for Action {
@@ -97,6 +102,7 @@ impl step::Action for Action {
             Action::EnsureNodegroup => "ensure-nodegroup",
             Action::StatusNodegroup => "status-nodegroup",
             Action::EnsureKarpenter => "ensure-karpenter",
+            Action::ScaleNodegroup => "scale-nodegroup",
         }
     }
 
@@ -104,6 +110,8 @@ impl step::Action for Action {
     /// merged field by field in slot-name order (control-plane, karpenter, nodegroup).
     fn slot(self) -> Option<&'static str> {
         Some(match self {
+            // Changes the group provision made; adds nothing to the layer's output.
+            Action::ScaleNodegroup => return None,
             Action::EnsureCluster | Action::StatusCluster => "cluster#control-plane",
             Action::EnsureNodegroup | Action::StatusNodegroup => "cluster#nodegroup",
             Action::EnsureKarpenter => "cluster#karpenter",
@@ -113,7 +121,10 @@ impl step::Action for Action {
     fn mutates(self) -> bool {
         matches!(
             self,
-            Action::EnsureCluster | Action::EnsureNodegroup | Action::EnsureKarpenter
+            Action::EnsureCluster
+                | Action::EnsureNodegroup
+                | Action::EnsureKarpenter
+                | Action::ScaleNodegroup
         )
     }
 }
@@ -204,6 +215,7 @@ impl Step for Deps {
             Action::EnsureNodegroup => Box::pin(nodegroup::ensure(&work, &mut view)).await?,
             Action::StatusNodegroup => Box::pin(nodegroup::status(&work, &mut view)).await?,
             Action::EnsureKarpenter => Box::pin(karpenter::ensure(&work, &mut view)).await?,
+            Action::ScaleNodegroup => Box::pin(scale::ensure(&work, &mut view, step)).await?,
         }
         Ok(view.done(step.action))
     }

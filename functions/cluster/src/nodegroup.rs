@@ -57,8 +57,9 @@ pub(crate) async fn ensure(step: &Work<'_>, view: &mut View) -> Result<()> {
     observe(step, view, &nodegroup).await
 }
 
-/// A changed size preset reaches an existing node group: min and max follow the preset;
-/// the desired size is left to whatever scales it, unless it falls outside the new range.
+/// A changed size preset (or the pools scale-pools recorded) reaches an existing node
+/// group: min and max follow the record; the desired size is the one scale-pools
+/// recorded, else left to whatever scales it unless it falls outside the new range.
 /// Only an ACTIVE group is updated (EKS refuses updates while one is in progress).
 async fn reconcile_scaling(step: &Work<'_>, nodegroup: Nodegroup) -> Result<Nodegroup> {
     let sizing = step.spec.sizing();
@@ -66,13 +67,16 @@ async fn reconcile_scaling(step: &Work<'_>, nodegroup: Nodegroup) -> Result<Node
         return Ok(nodegroup);
     };
     let (min, max) = (current.min_size(), current.max_size());
+    let recorded_desired = step.spec.cluster.pools.system.desired;
+    let desired_as_recorded =
+        recorded_desired.is_none_or(|desired| current.desired_size() == Some(desired));
     if nodegroup.status() != Some(&NodegroupStatus::Active)
-        || (min == Some(sizing.nodes_min) && max == Some(sizing.nodes_max))
+        || (min == Some(sizing.nodes_min) && max == Some(sizing.nodes_max) && desired_as_recorded)
     {
         return Ok(nodegroup);
     }
-    let desired = current
-        .desired_size()
+    let desired = recorded_desired
+        .or(current.desired_size())
         .unwrap_or(sizing.nodes_desired)
         .clamp(sizing.nodes_min, sizing.nodes_max);
     let (cluster, name) = (&step.resources.cluster, &step.resources.nodegroup);
@@ -200,7 +204,7 @@ async fn ensure_addon(step: &Work<'_>, addon: &str) -> Result<Addon> {
     Ok(Addon::new(addon, state, status))
 }
 
-async fn describe(step: &Work<'_>) -> Result<Option<Nodegroup>> {
+pub(crate) async fn describe(step: &Work<'_>) -> Result<Option<Nodegroup>> {
     let cluster = &step.resources.cluster;
     let name = &step.resources.nodegroup;
     Ok(apiary_core::aws::answer_or_none(

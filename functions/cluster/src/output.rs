@@ -29,6 +29,9 @@ pub struct ClusterReport {
     /// The EventBridge rules feeding the interruption queue.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interruption_rules: Option<Vec<String>>,
+    /// What scale-nodegroup saw and did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<crate::scale::Scaling>,
 }
 
 /// The `ClusterOutput` fields of one shard. The shards are merged field by field and a
@@ -138,6 +141,9 @@ pub(crate) struct View {
     pub access_entries: Option<Vec<AccessEntry>>,
     pub addons: Option<Vec<Addon>>,
     pub interruption_rules: Option<Vec<String>>,
+    pub scaling: Option<crate::scale::Scaling>,
+    /// A note for the journal entry (scale-nodegroup's before and after).
+    pub detail: Option<String>,
 }
 
 impl View {
@@ -161,12 +167,17 @@ impl View {
             access_entries: self.access_entries,
             addons: self.addons,
             interruption_rules: self.interruption_rules,
+            scaling: self.scaling,
         };
         // A missing part outranks what the parts that exist still wait for.
-        if self.missing.is_empty() {
+        let done = if self.missing.is_empty() {
             Done::pending(output, self.pending)
         } else {
             Done::missing(output, self.missing)
+        };
+        match self.detail {
+            Some(detail) => done.with_detail(detail),
+            None => done,
         }
     }
 }

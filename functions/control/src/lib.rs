@@ -11,6 +11,7 @@ pub mod certificate;
 mod cleanup;
 mod lock;
 mod runs;
+mod scale;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -91,6 +92,12 @@ pub enum ControlAction {
     Fail,
     #[serde(rename = "unlock")]
     Unlock,
+    /// scale-pools: the pools before and after its input, over the record.
+    #[serde(rename = "scale-plan")]
+    ScalePlan,
+    /// scale-pools: the new pools written into the stored spec.
+    #[serde(rename = "scale-record")]
+    ScaleRecord,
 }
 
 impl Action for ControlAction {
@@ -103,6 +110,8 @@ impl Action for ControlAction {
             ControlAction::Finish => "finish",
             ControlAction::Fail => "fail",
             ControlAction::Unlock => "unlock",
+            ControlAction::ScalePlan => "scale-plan",
+            ControlAction::ScaleRecord => "scale-record",
         }
     }
     /// None changes a resource: they change the deployment's record and lock only.
@@ -163,6 +172,8 @@ pub enum ControlOutput {
     Unlocked {
         released: bool,
     },
+    /// scale-pools' plan or record.
+    Scaled(scale::ScaleOutput),
 }
 
 /// The failure a workflow's Catch hands to `fail`.
@@ -298,6 +309,11 @@ impl Step for Control<'_> {
                     .await?;
                 ControlOutput::Unlocked { released: true }
             }
+            ControlAction::ScalePlan => return scale::plan(self.deps, step).await,
+            ControlAction::ScaleRecord => {
+                self.require_holder(step).await?;
+                return scale::record(self.deps, step).await;
+            }
         };
         Ok(Done::ready(output))
     }
@@ -321,13 +337,20 @@ impl Control<'_> {
         let workflow = workflow(&step.options);
         let owner = deps.runs.owner(&step.execution_id);
         let now = Utc::now();
+        let mut spec = step.spec.clone();
         if self.spec_in_event {
             // The record is the source of truth: a field that cannot change in place is
-            // refused by name before the lock is taken or anything is changed.
+            // refused by name before the lock is taken or anything is changed. The pools
+            // scale-pools recorded are kept when the new spec leaves them out (a stack
+            // update's parameters have none), so a provision never lowers them.
             if let Some(record) = deps.store.get_deployment(deployment).await?
                 && record.status != DeploymentStatus::Deleted
             {
-                apiary_core::spec::check_change(&record.spec, &step.spec)?;
+                apiary_core::spec::pools::carry_over(
+                    &record.spec.cluster.pools,
+                    &mut spec.cluster.pools,
+                );
+                apiary_core::spec::check_change(&record.spec, &spec)?;
             }
         }
         let taken = lock::take(
@@ -357,7 +380,7 @@ impl Control<'_> {
         };
         if self.spec_in_event {
             let status = status.unwrap_or(DeploymentStatus::Provisioning);
-            deps.store.put_deployment(&step.spec, status, now).await?;
+            deps.store.put_deployment(&spec, status, now).await?;
         } else if let Some(status) = status {
             deps.store.set_status(deployment, status, now).await?;
         }

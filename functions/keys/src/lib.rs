@@ -2,7 +2,7 @@
 //! an alias `alias/apiary/<deployment>/<scope>`, and a key policy that lets only this
 //! account use it, and only through the AWS service the scope belongs to.
 
-mod orphans;
+pub mod orphans;
 
 use std::sync::Arc;
 

@@ -66,6 +66,14 @@ impl Unnamed {
         Ok(found)
     }
 
+    /// Every key found, as (scope, key id): what a teardown schedules for deletion
+    /// along with the named keys.
+    pub fn keys(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.by_scope
+            .iter()
+            .flat_map(|(scope, keys)| keys.iter().map(move |key| (scope.as_str(), key.as_str())))
+    }
+
     /// The key of `scope` to name, if one is usable: enabled (or disabled, which
     /// `find_key` enables once the alias names it). A key pending deletion was given up
     /// on purpose (the loser of a race for the alias) and is left alone.

@@ -6,9 +6,24 @@ use apiary_core::{Error, Result};
 
 use crate::Work;
 
+/// The tags Karpenter puts on the instance profiles it makes, valued with the cluster:
+/// older versions `karpenter.sh/managed-by`, current ones `eks:eks-cluster-name` (and a
+/// path `/karpenter/<region>/<cluster>/<uid>/`, so the name alone proves nothing).
+const PROFILE_CLUSTER_TAGS: [&str; 2] = ["karpenter.sh/managed-by", "eks:eks-cluster-name"];
+
+/// Whether a profile with these tags is one Karpenter made for `cluster`.
+pub(crate) fn karpenters_profile<'a>(
+    tags: impl IntoIterator<Item = (&'a str, &'a str)>,
+    cluster: &str,
+) -> bool {
+    tags.into_iter()
+        .any(|(key, value)| PROFILE_CLUSTER_TAGS.contains(&key) && value == cluster)
+}
+
 pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
     let deps = work.deps;
     let prefix = work.step.names.resource("");
+    let mut pending = Vec::new();
     let mut roles = Vec::new();
     let mut pages = deps.iam.list_roles().into_paginator().send();
     while let Some(page) = pages
@@ -37,12 +52,16 @@ pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
         if !work.owner.tagged(tags.iter().map(|t| (t.key(), t.value()))) {
             continue;
         }
-        delete_role(work, &role).await?;
+        if let Some(waiting) = delete_role(work, &role).await? {
+            pending.push(waiting);
+        }
     }
-    Ok(Vec::new())
+    Ok(pending)
 }
 
-async fn delete_role(work: &mut Work<'_>, role: &str) -> Result<()> {
+/// Deletes a role with its policies and Karpenter's profiles; what still holds it, if
+/// anything.
+async fn delete_role(work: &mut Work<'_>, role: &str) -> Result<Option<String>> {
     let iam = &work.deps.iam;
     let gone = |e: &Error| e.aws_code() == Some("NoSuchEntity");
     let attached = iam
@@ -53,7 +72,7 @@ async fn delete_role(work: &mut Work<'_>, role: &str) -> Result<()> {
         .map_err(|e| Error::aws(format!("ListAttachedRolePolicies {role}"), e));
     let attached = match attached {
         Ok(out) => out,
-        Err(e) if gone(&e) => return Ok(()),
+        Err(e) if gone(&e) => return Ok(None),
         Err(e) => return Err(e),
     };
     for policy in attached.attached_policies() {
@@ -102,9 +121,26 @@ async fn delete_role(work: &mut Work<'_>, role: &str) -> Result<()> {
         .send()
         .await
         .map_err(|e| Error::aws(format!("ListInstanceProfilesForRole {role}"), e))?;
-    let prefix = work.step.names.resource("");
+    let mut foreign = Vec::new();
     for profile in profiles.instance_profiles() {
         let name = profile.instance_profile_name();
+        // Only the profiles Karpenter made for this cluster (tagged with its name) are
+        // ours to empty and delete: the teardown role may touch no other (bootstrap.yaml,
+        // DeleteKarpentersInstanceProfiles). The listing leaves tags out: asked for.
+        let tags = iam
+            .list_instance_profile_tags()
+            .instance_profile_name(name)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("ListInstanceProfileTags {name}"), e))?;
+        let karpenters = karpenters_profile(
+            tags.tags().iter().map(|t| (t.key(), t.value())),
+            &work.owner.cluster,
+        );
+        if !karpenters {
+            foreign.push(name.to_owned());
+            continue;
+        }
         match iam
             .remove_role_from_instance_profile()
             .instance_profile_name(name)
@@ -124,27 +160,27 @@ async fn delete_role(work: &mut Work<'_>, role: &str) -> Result<()> {
                 ));
             }
         }
-        // Profiles Karpenter or EKS made for this role go with it; only ours by name.
-        if name.starts_with(&prefix)
-            || profile
-                .tags()
-                .iter()
-                .any(|t| t.key() == "karpenter.sh/managed-by")
+        match iam
+            .delete_instance_profile()
+            .instance_profile_name(name)
+            .send()
+            .await
         {
-            match iam
-                .delete_instance_profile()
-                .instance_profile_name(name)
-                .send()
-                .await
-            {
-                Ok(_) => work.report.removed("iam:instance-profile", name),
-                Err(err)
-                    if err
-                        .as_service_error()
-                        .is_some_and(|e| e.is_no_such_entity_exception()) => {}
-                Err(err) => return Err(Error::aws(format!("DeleteInstanceProfile {name}"), err)),
-            }
+            Ok(_) => work.report.removed("iam:instance-profile", name),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_no_such_entity_exception()) => {}
+            Err(err) => return Err(Error::aws(format!("DeleteInstanceProfile {name}"), err)),
         }
+    }
+    if !foreign.is_empty() {
+        // EKS removes a node group's profile with the node group; anything else holding
+        // the role is not this deployment's to change.
+        return Ok(Some(format!(
+            "role {role} is still in instance profile(s) {} that are not this deployment's: remove it from them",
+            foreign.join(", ")
+        )));
     }
     match iam.delete_role().role_name(role).send().await {
         Ok(_) => {}
@@ -155,5 +191,38 @@ async fn delete_role(work: &mut Work<'_>, role: &str) -> Result<()> {
         Err(err) => return Err(Error::aws(format!("DeleteRole {role}"), err)),
     }
     work.report.removed("iam:role", role);
-    Ok(())
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::karpenters_profile;
+
+    const CLUSTER: &str = "apiary-acme-eks";
+
+    #[test]
+    fn a_profile_is_karpenters_for_this_cluster_only_by_a_tag_that_names_it() {
+        assert!(karpenters_profile(
+            [("karpenter.sh/managed-by", CLUSTER)],
+            CLUSTER
+        ));
+        assert!(karpenters_profile(
+            [
+                ("kubernetes.io/cluster/apiary-acme-eks", "owned"),
+                ("eks:eks-cluster-name", CLUSTER)
+            ],
+            CLUSTER
+        ));
+        // Another cluster's, one whose cluster name extends ours, and an untagged one.
+        assert!(!karpenters_profile(
+            [("eks:eks-cluster-name", "apiary-acme-prod-eks")],
+            CLUSTER
+        ));
+        assert!(!karpenters_profile(
+            [("karpenter.sh/managed-by", "apiary-other-eks")],
+            CLUSTER
+        ));
+        assert!(!karpenters_profile([], CLUSTER));
+        assert!(!karpenters_profile([("Name", CLUSTER)], CLUSTER));
+    }
 }

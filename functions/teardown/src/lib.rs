@@ -7,6 +7,7 @@
 //! What an action removed is kept in the state table (`teardown.<action>`) across polls
 //! and re-runs of the same data plane, for the receipt.
 
+mod backups;
 mod buckets;
 mod cluster;
 mod dns;
@@ -70,6 +71,8 @@ pub struct Deps {
     pub cloudtrail: aws_sdk_cloudtrail::Client,
     pub tagging: aws_sdk_resourcegroupstagging::Client,
     pub sts: aws_sdk_sts::Client,
+    /// The DR region's clients (the backup workflow's copies and key).
+    pub regional: backup::RegionalClients,
     pub recorder: Arc<dyn Recorder>,
     /// The control plane's functions attached to the data plane's subnets.
     pub in_vpc_functions: Vec<String>,
@@ -99,6 +102,7 @@ impl Deps {
             cloudtrail: client!(aws_sdk_cloudtrail, config),
             tagging: client!(aws_sdk_resourcegroupstagging, config),
             sts: client!(aws_sdk_sts, config),
+            regional: backup::regional_clients(config),
             recorder,
             in_vpc_functions: Vec::new(),
             emulator: config
@@ -148,6 +152,7 @@ pub enum TeardownAction {
     /// IAM roles and instance profiles.
     #[serde(rename = "iam")]
     Iam,
+    /// The backup workflow's snapshots (kept, or deleted with `delete_backups`), then the
     /// KMS keys: scheduled for deletion, except those protecting what is kept.
     #[serde(rename = "keys")]
     Keys,

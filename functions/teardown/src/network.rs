@@ -104,23 +104,52 @@ pub async fn detach(work: &mut Work<'_>) -> Result<Vec<String>> {
     Ok(pending)
 }
 
+/// What is in the deployment's VPC but not the deployment's (by the ownership rule,
+/// [`crate::Owner`]): never deleted, and named when it keeps the VPC from going.
+#[derive(Default)]
+struct Foreign {
+    found: Vec<String>,
+    /// The interfaces AWS made for this deployment's endpoints and NAT gateways (their
+    /// own, untagged): ours.
+    made_for_ours: std::collections::BTreeSet<String>,
+}
+
+impl Foreign {
+    fn add(&mut self, kind: &str, id: &str) {
+        self.found.push(format!("{kind} {id}"));
+    }
+}
+
 pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
     let Some(vpc) = find_vpc(work).await? else {
         return Ok(Vec::new());
     };
     let mut pending = Vec::new();
-    endpoints(work, &vpc, &mut pending).await?;
-    nat_gateways(work, &vpc, &mut pending).await?;
-    if !pending.is_empty() {
+    let mut foreign = Foreign::default();
+    endpoints(work, &vpc, &mut pending, &mut foreign).await?;
+    nat_gateways(work, &vpc, &mut pending, &mut foreign).await?;
+    if !pending.is_empty() && foreign.found.is_empty() {
         return Ok(pending);
     }
     addresses(work, &mut pending).await?;
-    flow_logs(work, &vpc).await?;
-    internet_gateways(work, &vpc).await?;
-    interfaces(work, &vpc, &mut pending).await?;
-    subnets(work, &vpc, &mut pending).await?;
-    route_tables(work, &vpc, &mut pending).await?;
-    security_groups(work, &vpc, &mut pending).await?;
+    flow_logs(work, &vpc, &mut foreign).await?;
+    internet_gateways(work, &vpc, &mut foreign).await?;
+    interfaces(work, &vpc, &mut pending, &mut foreign).await?;
+    subnets(work, &vpc, &mut pending, &mut foreign).await?;
+    route_tables(work, &vpc, &mut pending, &mut foreign).await?;
+    security_groups(work, &vpc, &mut pending, &mut foreign).await?;
+    // What is not ours never goes, and the VPC cannot go while it is there: the run
+    // fails naming it (after removing what is ours), rather than waiting for it.
+    if !foreign.found.is_empty() {
+        return Err(Error::fatal(format!(
+            "VPC {vpc} holds what is not deployment {}'s: {}. The teardown deletes only what \
+             is this deployment's (tagged apiary:deployment={} or by its cluster); these block \
+             DeleteVpc: remove them (or move them out of the VPC), then run the teardown again",
+            work.owner.deployment,
+            foreign.found.join(", "),
+            work.owner.deployment
+        )));
+    }
     if !pending.is_empty() {
         return Ok(pending);
     }
@@ -161,7 +190,12 @@ async fn find_vpc(work: &mut Work<'_>) -> Result<Option<String>> {
     Ok(vpc)
 }
 
-async fn endpoints(work: &mut Work<'_>, vpc: &str, pending: &mut Vec<String>) -> Result<()> {
+async fn endpoints(
+    work: &mut Work<'_>,
+    vpc: &str,
+    pending: &mut Vec<String>,
+    foreign: &mut Foreign,
+) -> Result<()> {
     let deps = work.deps;
     let found = deps
         .ec2
@@ -179,7 +213,17 @@ async fn endpoints(work: &mut Work<'_>, vpc: &str, pending: &mut Vec<String>) ->
             .state()
             .map(|s| s.as_str().to_ascii_lowercase())
             .unwrap_or_default();
+        let ours = work.owner.owns(ec2_tags(endpoint.tags()), true);
+        if ours {
+            foreign
+                .made_for_ours
+                .extend(endpoint.network_interface_ids().iter().cloned());
+        }
         if state == "deleted" {
+            continue;
+        }
+        if !ours {
+            foreign.add("VPC endpoint", id);
             continue;
         }
         work.report.removed("ec2:vpc-endpoint", id);
@@ -221,7 +265,12 @@ async fn endpoints(work: &mut Work<'_>, vpc: &str, pending: &mut Vec<String>) ->
     Ok(())
 }
 
-async fn nat_gateways(work: &mut Work<'_>, vpc: &str, pending: &mut Vec<String>) -> Result<()> {
+async fn nat_gateways(
+    work: &mut Work<'_>,
+    vpc: &str,
+    pending: &mut Vec<String>,
+    foreign: &mut Foreign,
+) -> Result<()> {
     let deps = work.deps;
     let found = deps
         .ec2
@@ -234,6 +283,19 @@ async fn nat_gateways(work: &mut Work<'_>, vpc: &str, pending: &mut Vec<String>)
         let Some(id) = gateway.nat_gateway_id() else {
             continue;
         };
+        let ours = work.owner.owns(ec2_tags(gateway.tags()), true);
+        if ours {
+            foreign.made_for_ours.extend(
+                gateway
+                    .nat_gateway_addresses()
+                    .iter()
+                    .filter_map(|a| a.network_interface_id().map(str::to_owned)),
+            );
+        }
+        if gateway.state() != Some(&NatGatewayState::Deleted) && !ours {
+            foreign.add("NAT gateway", id);
+            continue;
+        }
         match gateway.state() {
             Some(NatGatewayState::Deleted) => continue,
             Some(NatGatewayState::Deleting) => {}
@@ -302,7 +364,7 @@ async fn addresses(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<()>
     Ok(())
 }
 
-async fn flow_logs(work: &mut Work<'_>, vpc: &str) -> Result<()> {
+async fn flow_logs(work: &mut Work<'_>, vpc: &str, foreign: &mut Foreign) -> Result<()> {
     let deps = work.deps;
     let found = deps
         .ec2
@@ -311,11 +373,17 @@ async fn flow_logs(work: &mut Work<'_>, vpc: &str) -> Result<()> {
         .send()
         .await
         .map_err(|e| Error::aws("DescribeFlowLogs", e))?;
-    let ids: Vec<String> = found
-        .flow_logs()
-        .iter()
-        .filter_map(|f| f.flow_log_id().map(str::to_owned))
-        .collect();
+    let mut ids = Vec::new();
+    for log in found.flow_logs() {
+        let Some(id) = log.flow_log_id() else {
+            continue;
+        };
+        if work.owner.owns(ec2_tags(log.tags()), true) {
+            ids.push(id.to_owned());
+        } else {
+            foreign.add("flow log", id);
+        }
+    }
     if !ids.is_empty() {
         deps.ec2
             .delete_flow_logs()
@@ -330,7 +398,7 @@ async fn flow_logs(work: &mut Work<'_>, vpc: &str) -> Result<()> {
     Ok(())
 }
 
-async fn internet_gateways(work: &mut Work<'_>, vpc: &str) -> Result<()> {
+async fn internet_gateways(work: &mut Work<'_>, vpc: &str, foreign: &mut Foreign) -> Result<()> {
     let deps = work.deps;
     let found = deps
         .ec2
@@ -343,6 +411,10 @@ async fn internet_gateways(work: &mut Work<'_>, vpc: &str) -> Result<()> {
         let Some(id) = gateway.internet_gateway_id() else {
             continue;
         };
+        if !work.owner.owns(ec2_tags(gateway.tags()), true) {
+            foreign.add("internet gateway", id);
+            continue;
+        }
         match deps
             .ec2
             .detach_internet_gateway()
@@ -375,8 +447,14 @@ async fn internet_gateways(work: &mut Work<'_>, vpc: &str) -> Result<()> {
     Ok(())
 }
 
-/// Detached interfaces go; an attached one names what still blocks the subnets.
-async fn interfaces(work: &mut Work<'_>, vpc: &str, pending: &mut Vec<String>) -> Result<()> {
+/// Detached interfaces of this deployment go; an attached one names what still blocks
+/// the subnets; a detached one that is not ours is named as foreign.
+async fn interfaces(
+    work: &mut Work<'_>,
+    vpc: &str,
+    pending: &mut Vec<String>,
+    foreign: &mut Foreign,
+) -> Result<()> {
     let deps = work.deps;
     let found = deps
         .ec2
@@ -390,6 +468,16 @@ async fn interfaces(work: &mut Work<'_>, vpc: &str, pending: &mut Vec<String>) -
             continue;
         };
         if eni.status() == Some(&NetworkInterfaceStatus::Available) {
+            if !foreign.made_for_ours.contains(id)
+                && !work.owner.owns_interface(
+                    ec2_tags(eni.tag_set()),
+                    eni.description().unwrap_or_default(),
+                    &deps.in_vpc_functions,
+                )
+            {
+                foreign.add("network interface", id);
+                continue;
+            }
             match deps
                 .ec2
                 .delete_network_interface()
@@ -443,7 +531,12 @@ async fn terminated(work: &Work<'_>, instance: Option<&str>) -> Result<bool> {
         }))
 }
 
-async fn subnets(work: &mut Work<'_>, vpc: &str, pending: &mut Vec<String>) -> Result<()> {
+async fn subnets(
+    work: &mut Work<'_>,
+    vpc: &str,
+    pending: &mut Vec<String>,
+    foreign: &mut Foreign,
+) -> Result<()> {
     let deps = work.deps;
     let found = deps
         .ec2
@@ -456,6 +549,10 @@ async fn subnets(work: &mut Work<'_>, vpc: &str, pending: &mut Vec<String>) -> R
         let Some(id) = subnet.subnet_id() else {
             continue;
         };
+        if !work.owner.owns(ec2_tags(subnet.tags()), true) {
+            foreign.add("subnet", id);
+            continue;
+        }
         match deps.ec2.delete_subnet().subnet_id(id).send().await {
             Ok(_) => work.report.removed("ec2:subnet", id),
             Err(err) if err.code() == Some("InvalidSubnetID.NotFound") => {
@@ -470,7 +567,12 @@ async fn subnets(work: &mut Work<'_>, vpc: &str, pending: &mut Vec<String>) -> R
     Ok(())
 }
 
-async fn route_tables(work: &mut Work<'_>, vpc: &str, pending: &mut Vec<String>) -> Result<()> {
+async fn route_tables(
+    work: &mut Work<'_>,
+    vpc: &str,
+    pending: &mut Vec<String>,
+    foreign: &mut Foreign,
+) -> Result<()> {
     let deps = work.deps;
     let found = deps
         .ec2
@@ -485,6 +587,10 @@ async fn route_tables(work: &mut Work<'_>, vpc: &str, pending: &mut Vec<String>)
         };
         if table.associations().iter().any(|a| a.main() == Some(true)) {
             continue; // the main table goes with the VPC
+        }
+        if !work.owner.owns(ec2_tags(table.tags()), true) {
+            foreign.add("route table", id);
+            continue;
         }
         for association in table.associations() {
             if let Some(association) = association.route_table_association_id() {
@@ -524,7 +630,12 @@ async fn route_tables(work: &mut Work<'_>, vpc: &str, pending: &mut Vec<String>)
     Ok(())
 }
 
-async fn security_groups(work: &mut Work<'_>, vpc: &str, pending: &mut Vec<String>) -> Result<()> {
+async fn security_groups(
+    work: &mut Work<'_>,
+    vpc: &str,
+    pending: &mut Vec<String>,
+    foreign: &mut Foreign,
+) -> Result<()> {
     let deps = work.deps;
     let found = deps
         .ec2
@@ -533,12 +644,20 @@ async fn security_groups(work: &mut Work<'_>, vpc: &str, pending: &mut Vec<Strin
         .send()
         .await
         .map_err(|e| Error::aws("DescribeSecurityGroups", e))?;
-    let groups: Vec<String> = found
-        .security_groups()
-        .iter()
-        .filter(|g| g.group_name() != Some("default"))
-        .filter_map(|g| g.group_id().map(str::to_owned))
-        .collect();
+    let mut groups = Vec::new();
+    for group in found.security_groups() {
+        let Some(id) = group.group_id() else {
+            continue;
+        };
+        if group.group_name() == Some("default") {
+            continue; // goes with the VPC
+        }
+        if work.owner.owns(ec2_tags(group.tags()), true) {
+            groups.push(id.to_owned());
+        } else {
+            foreign.add("security group", id);
+        }
+    }
     // Rules that name these groups (in them, or in groups outside the VPC) block their
     // deletion: revoked first.
     for group in &groups {

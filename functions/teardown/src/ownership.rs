@@ -100,6 +100,35 @@ impl Owner {
                     .any(|(k, _)| CONTROLLER_PREFIXES.iter().any(|p| k.starts_with(p))))
     }
 
+    /// Whether a network interface in the deployment's VPC is this deployment's: by its
+    /// tags, or (the VPC CNI leaves its interfaces untagged) by what its description
+    /// says made it: the VPC CNI (`aws-K8S-...`), EKS for this cluster
+    /// (`Amazon EKS <cluster>`), or one of the control plane's in-VPC `functions`
+    /// (`AWS Lambda VPC ENI-<function>-...`). Tags naming another cluster make it that
+    /// cluster's, whatever the description.
+    pub fn owns_interface<'a>(
+        &self,
+        tags: impl IntoIterator<Item = (&'a str, &'a str)>,
+        description: &str,
+        functions: &[String],
+    ) -> bool {
+        let tags: Vec<(&str, &str)> = tags.into_iter().collect();
+        if self.owns(tags.iter().copied(), true) {
+            return true;
+        }
+        let names_a_cluster = tags
+            .iter()
+            .any(|(k, _)| CLUSTER_NAME_TAGS.contains(k) || k.starts_with("kubernetes.io/cluster/"));
+        if names_a_cluster {
+            return false;
+        }
+        description.starts_with("aws-K8S-")
+            || description == format!("Amazon EKS {}", self.cluster)
+            || functions
+                .iter()
+                .any(|f| description.starts_with(&format!("AWS Lambda VPC ENI-{f}-")))
+    }
+
     /// The tag keys a scan by tag looks for besides `apiary:deployment`.
     pub fn cluster_tag_filters(&self) -> Vec<(String, Option<String>)> {
         let mut filters = vec![(format!("kubernetes.io/cluster/{}", self.cluster), None)];
@@ -147,5 +176,34 @@ mod tests {
         // Untagged, even inside the VPC: never ours.
         assert!(!o.owns([("Name", "bastion")], true));
         assert!(!o.owns(Vec::<(&str, &str)>::new(), true));
+    }
+
+    #[test]
+    fn an_untagged_interface_is_ours_only_by_what_made_it() {
+        let o = owner();
+        let none = Vec::<(&str, &str)>::new;
+        let functions = ["apiary-acme-workloads".to_owned()];
+        assert!(o.owns_interface(none(), "aws-K8S-i-0123456789", &functions));
+        assert!(o.owns_interface(none(), "Amazon EKS apiary-acme-eks", &functions));
+        assert!(o.owns_interface(
+            none(),
+            "AWS Lambda VPC ENI-apiary-acme-workloads-4f1c",
+            &functions
+        ));
+        assert!(o.owns_interface([("apiary:deployment", "acme")], "", &functions));
+        // A person's, or another cluster's: never.
+        assert!(!o.owns_interface(none(), "bastion", &functions));
+        assert!(!o.owns_interface(none(), "", &functions));
+        assert!(!o.owns_interface(none(), "Amazon EKS apiary-acme-prod-eks", &functions));
+        assert!(!o.owns_interface(
+            none(),
+            "AWS Lambda VPC ENI-apiary-acme-prod-workloads-4f1c",
+            &functions
+        ));
+        assert!(!o.owns_interface(
+            [("cluster.k8s.amazonaws.com/name", "other")],
+            "aws-K8S-i-0123456789",
+            &functions
+        ));
     }
 }

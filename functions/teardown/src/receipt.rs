@@ -189,6 +189,24 @@ async fn explain(work: &Work<'_>, kept: &[Kept], arn: &str) -> Result<Option<Str
             return Ok(Some("being deleted by ElastiCache".into()));
         }
     }
+    // A backup snapshot deleted with `delete_backups`, still listed by the Tagging API.
+    if arn.contains(":rds:")
+        && let Some(id) = arn.split(":snapshot:").nth(1)
+    {
+        let snapshot = deps
+            .rds
+            .describe_db_snapshots()
+            .db_snapshot_identifier(id)
+            .send()
+            .await;
+        if let Err(err) = snapshot
+            && err
+                .as_service_error()
+                .is_some_and(|e| e.is_db_snapshot_not_found_fault())
+        {
+            return Ok(Some("deleted; the Tagging API has not caught up".into()));
+        }
+    }
     if arn.contains(":secretsmanager:") {
         let secret = deps.secrets.describe_secret().secret_id(arn).send().await;
         match secret {

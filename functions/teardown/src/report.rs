@@ -47,9 +47,10 @@ impl Report {
         }
     }
 
-    /// Notes that `kind id` was deleted (once).
+    /// Notes that `kind id` was deleted (once); it is no longer kept.
     pub fn removed(&mut self, kind: &str, id: &str) {
         let entry = format!("{kind} {id}");
+        self.kept.retain(|k| k.resource != entry);
         if !self.removed.contains(&entry) {
             tracing::info!(resource = %entry, "removed");
             self.removed.push(entry);

@@ -4,10 +4,13 @@
 //! Each snapshot's name carries the store's creation time, so a re-run of the same
 //! teardown finds the snapshot it started instead of taking a second one, and a later
 //! data plane of the same name gets its own. The backup workflow's copy to the DR region
-//! is not repeated here: the DR region keeps the scheduled backups' copies.
+//! is not repeated here: the DR region keeps the scheduled backups' copies. A snapshot
+//! is looked up with the backup crate's own code ([`backup::Clients`]).
 
+use apiary_core::inputs::backup::StoreName;
 use apiary_core::naming::{Layer, MANAGED_BY, TAG_DEPLOYMENT, TAG_LAYER, TAG_MANAGED_BY, TAG_ROLE};
 use apiary_core::{Error, Result};
+use backup::Clients;
 
 use crate::Work;
 
@@ -25,6 +28,11 @@ pub fn final_name(
         .map(|t| t.format("%Y%m%d%H%M").to_string())
         .unwrap_or_else(|| "0".to_owned());
     work.step.names.resource(&format!("{store}-final-{stamp}"))
+}
+
+/// The backup crate's snapshot lookups, in the primary region.
+fn primary<'a>(work: &Work<'a>) -> Clients<'a> {
+    crate::backups::primary(work.deps, &work.step.spec.region)
 }
 
 pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
@@ -47,7 +55,7 @@ fn snapshot_tags(work: &Work<'_>) -> Vec<(String, String)> {
         (TAG_DEPLOYMENT.to_owned(), work.owner.deployment.clone()),
         (TAG_LAYER.to_owned(), Layer::Databases.as_str().to_owned()),
         (TAG_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
-        (TAG_ROLE.to_owned(), "final-snapshot".to_owned()),
+        (TAG_ROLE.to_owned(), crate::backups::FINAL_ROLE.to_owned()),
     ]
 }
 
@@ -84,21 +92,8 @@ async fn postgres(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<()> 
         return Ok(());
     }
     let name = final_name(work, "postgres", instance.instance_create_time());
-    let existing = apiary_core::aws::answer_or_none(
-        format!("DescribeDBSnapshots {name}"),
-        deps.rds
-            .describe_db_snapshots()
-            .db_snapshot_identifier(&name)
-            .send(),
-        |e| e.is_db_snapshot_not_found_fault(),
-    )
-    .await?;
-    let snapshot = existing.and_then(|out| out.db_snapshots().first().cloned());
-    let (status, arn) = match snapshot {
-        Some(s) => (
-            s.status().unwrap_or_default().to_owned(),
-            s.db_snapshot_arn().map(str::to_owned),
-        ),
+    let (status, arn) = match primary(work).describe(StoreName::Postgres, &name).await? {
+        Some(s) => (s.status, Some(s.arn)),
         None => {
             let made = match deps
                 .rds
@@ -172,21 +167,8 @@ async fn redis(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<()> {
         return Ok(());
     }
     let name = final_name(work, "redis", group.replication_group_create_time());
-    let existing = apiary_core::aws::answer_or_none(
-        format!("DescribeSnapshots {name}"),
-        deps.elasticache
-            .describe_snapshots()
-            .snapshot_name(&name)
-            .send(),
-        |e| e.is_snapshot_not_found_fault(),
-    )
-    .await?;
-    let snapshot = existing.and_then(|out| out.snapshots().first().cloned());
-    let (status, arn) = match snapshot {
-        Some(s) => (
-            s.snapshot_status().unwrap_or_default().to_owned(),
-            s.arn().map(str::to_owned),
-        ),
+    let (status, arn) = match primary(work).describe(StoreName::Redis, &name).await? {
+        Some(s) => (s.status, Some(s.arn)),
         None => {
             let tags = snapshot_tags(work)
                 .into_iter()
@@ -248,22 +230,17 @@ async fn redis(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<()> {
 async fn documentdb(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<()> {
     let id = work.step.names.resource("docdb");
     let deps = work.deps;
-    let found = match deps
-        .docdb
-        .describe_db_clusters()
-        .db_cluster_identifier(&id)
-        .send()
-        .await
-    {
-        Ok(out) => out,
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_db_cluster_not_found_fault()) =>
-        {
-            return Ok(());
-        }
-        Err(err) => return Err(Error::aws(format!("DescribeDBClusters {id}"), err)),
+    let Some(found) = apiary_core::aws::answer_or_none(
+        format!("DescribeDBClusters {id}"),
+        deps.docdb
+            .describe_db_clusters()
+            .db_cluster_identifier(&id)
+            .send(),
+        |e| e.is_db_cluster_not_found_fault(),
+    )
+    .await?
+    else {
+        return Ok(());
     };
     let Some(cluster) = found.db_clusters().first() else {
         return Ok(());
@@ -272,33 +249,8 @@ async fn documentdb(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<()
         return Ok(());
     }
     let name = final_name(work, "docdb", cluster.cluster_create_time());
-    let existing = match deps
-        .docdb
-        .describe_db_cluster_snapshots()
-        .db_cluster_snapshot_identifier(&name)
-        .send()
-        .await
-    {
-        Ok(out) => out.db_cluster_snapshots().first().cloned(),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_db_cluster_snapshot_not_found_fault()) =>
-        {
-            None
-        }
-        Err(err) => {
-            return Err(Error::aws(
-                format!("DescribeDBClusterSnapshots {name}"),
-                err,
-            ));
-        }
-    };
-    let (status, arn) = match existing {
-        Some(s) => (
-            s.status().unwrap_or_default().to_owned(),
-            s.db_cluster_snapshot_arn().map(str::to_owned),
-        ),
+    let (status, arn) = match primary(work).describe(StoreName::Documentdb, &name).await? {
+        Some(s) => (s.status, Some(s.arn)),
         None => {
             let tags = snapshot_tags(work)
                 .into_iter()

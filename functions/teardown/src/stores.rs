@@ -4,6 +4,9 @@
 //! subnet and parameter groups can go only after them, so the workflow polls.
 
 use apiary_core::{Error, Result};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::Work;
 
@@ -110,22 +113,17 @@ async fn postgres(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<()> 
 async fn documentdb(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<()> {
     let deps = work.deps;
     let cluster_id = work.step.names.resource("docdb");
-    let found = match deps
-        .docdb
-        .describe_db_clusters()
-        .db_cluster_identifier(&cluster_id)
-        .send()
-        .await
-    {
-        Ok(out) => out,
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_db_cluster_not_found_fault()) =>
-        {
-            return Ok(());
-        }
-        Err(err) => return Err(Error::aws(format!("DescribeDBClusters {cluster_id}"), err)),
+    let Some(found) = apiary_core::aws::answer_or_none(
+        format!("DescribeDBClusters {cluster_id}"),
+        deps.docdb
+            .describe_db_clusters()
+            .db_cluster_identifier(&cluster_id)
+            .send(),
+        |e| e.is_db_cluster_not_found_fault(),
+    )
+    .await?
+    else {
+        return Ok(());
     };
     let Some(cluster) = found.db_clusters().first() else {
         return Ok(());
@@ -278,118 +276,148 @@ async fn redis(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
-/// The stores' subnet and parameter groups, once the stores are gone.
+/// The stores' subnet and parameter groups, once the stores are gone, each described
+/// by the name functions/databases gives it (and deleted only when tagged as this
+/// deployment's): RDS and DocumentDB share the RDS API's subnet groups
+/// (`apiary-<d>-postgres`, `apiary-<d>-docdb`); the PostgreSQL parameter group
+/// `apiary-<d>-postgres16`; DocumentDB's cluster parameter group `apiary-<d>-docdb5`; the
+/// ElastiCache subnet group `apiary-<d>-redis`.
 async fn groups(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<()> {
     let deps = work.deps;
-    let prefix = work.step.names.resource("");
-    // RDS and DocumentDB share the RDS API's subnet groups (names `apiary-<d>-postgres`,
-    // `apiary-<d>-docdb`); the name is checked with the tags, never the prefix alone.
-    let subnet_groups = deps
-        .rds
-        .describe_db_subnet_groups()
-        .send()
-        .await
-        .map_err(|e| Error::aws("DescribeDBSubnetGroups", e))?;
-    for group in subnet_groups.db_subnet_groups() {
-        let (Some(name), Some(arn)) = (group.db_subnet_group_name(), group.db_subnet_group_arn())
-        else {
-            continue;
-        };
-        if !name.starts_with(&prefix) || !rds_tagged(work, arn).await? {
+    let names = &work.step.names;
+    for store in ["postgres", "docdb"] {
+        let name = names.resource(store);
+        let found = apiary_core::aws::answer_or_none(
+            format!("DescribeDBSubnetGroups {name}"),
+            deps.rds
+                .describe_db_subnet_groups()
+                .db_subnet_group_name(&name)
+                .send(),
+            |e| e.is_db_subnet_group_not_found_fault(),
+        )
+        .await?;
+        let arn = found.and_then(|out| {
+            out.db_subnet_groups()
+                .first()
+                .and_then(|g| g.db_subnet_group_arn())
+                .map(str::to_owned)
+        });
+        if !owned(work, arn.as_deref()).await? {
             continue;
         }
-        match deps
-            .rds
-            .delete_db_subnet_group()
-            .db_subnet_group_name(name)
-            .send()
-            .await
-        {
-            Ok(_) => work.report.removed("rds:subgrp", name),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_db_subnet_group_not_found_fault()) => {}
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_invalid_db_subnet_group_state_fault()) =>
-            {
-                pending.push(format!("DB subnet group {name} is still in use"));
-            }
-            Err(err) => return Err(Error::aws(format!("DeleteDBSubnetGroup {name}"), err)),
-        }
+        let deleted = delete_named(
+            format!("DeleteDBSubnetGroup {name}"),
+            deps.rds
+                .delete_db_subnet_group()
+                .db_subnet_group_name(&name)
+                .send(),
+            |e| e.is_db_subnet_group_not_found_fault(),
+            |e| e.is_invalid_db_subnet_group_state_fault(),
+        )
+        .await?;
+        settle(
+            work,
+            pending,
+            deleted,
+            "rds:subgrp",
+            &name,
+            "DB subnet group",
+        );
     }
-    let parameter_groups = deps
-        .rds
-        .describe_db_parameter_groups()
-        .send()
-        .await
-        .map_err(|e| Error::aws("DescribeDBParameterGroups", e))?;
-    for group in parameter_groups.db_parameter_groups() {
-        let (Some(name), Some(arn)) = (
-            group.db_parameter_group_name(),
-            group.db_parameter_group_arn(),
-        ) else {
-            continue;
-        };
-        if !name.starts_with(&prefix) || !rds_tagged(work, arn).await? {
-            continue;
-        }
-        match deps
-            .rds
-            .delete_db_parameter_group()
-            .db_parameter_group_name(name)
-            .send()
-            .await
-        {
-            Ok(_) => work.report.removed("rds:pg", name),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_db_parameter_group_not_found_fault()) => {}
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_invalid_db_parameter_group_state_fault()) =>
-            {
-                pending.push(format!("DB parameter group {name} is still in use"));
-            }
-            Err(err) => return Err(Error::aws(format!("DeleteDBParameterGroup {name}"), err)),
-        }
+
+    let name = names.resource(databases::POSTGRES_PARAMETER_FAMILY);
+    let found = apiary_core::aws::answer_or_none(
+        format!("DescribeDBParameterGroups {name}"),
+        deps.rds
+            .describe_db_parameter_groups()
+            .db_parameter_group_name(&name)
+            .send(),
+        |e| e.is_db_parameter_group_not_found_fault(),
+    )
+    .await?;
+    let arn = found.and_then(|out| {
+        out.db_parameter_groups()
+            .first()
+            .and_then(|g| g.db_parameter_group_arn())
+            .map(str::to_owned)
+    });
+    if owned(work, arn.as_deref()).await? {
+        let deleted = delete_named(
+            format!("DeleteDBParameterGroup {name}"),
+            deps.rds
+                .delete_db_parameter_group()
+                .db_parameter_group_name(&name)
+                .send(),
+            |e| e.is_db_parameter_group_not_found_fault(),
+            |e| e.is_invalid_db_parameter_group_state_fault(),
+        )
+        .await?;
+        settle(
+            work,
+            pending,
+            deleted,
+            "rds:pg",
+            &name,
+            "DB parameter group",
+        );
     }
-    let cache_groups = deps
-        .elasticache
-        .describe_cache_subnet_groups()
-        .send()
-        .await
-        .map_err(|e| Error::aws("DescribeCacheSubnetGroups", e))?;
-    for group in cache_groups.cache_subnet_groups() {
-        let Some(name) = group.cache_subnet_group_name() else {
-            continue;
-        };
-        if name != work.step.names.resource("redis") {
-            continue;
-        }
+
+    // functions/databases/src/documentdb.rs `parameter_group_name`.
+    let name = names.resource("docdb5");
+    let found = apiary_core::aws::answer_or_none(
+        format!("DescribeDBClusterParameterGroups {name}"),
+        deps.docdb
+            .describe_db_cluster_parameter_groups()
+            .db_cluster_parameter_group_name(&name)
+            .send(),
+        |e| e.is_db_parameter_group_not_found_fault(),
+    )
+    .await?;
+    let arn = found.and_then(|out| {
+        out.db_cluster_parameter_groups()
+            .first()
+            .and_then(|g| g.db_cluster_parameter_group_arn())
+            .map(str::to_owned)
+    });
+    if owned(work, arn.as_deref()).await? {
+        let deleted = delete_named(
+            format!("DeleteDBClusterParameterGroup {name}"),
+            deps.docdb
+                .delete_db_cluster_parameter_group()
+                .db_cluster_parameter_group_name(&name)
+                .send(),
+            |e| e.is_db_parameter_group_not_found_fault(),
+            |e| e.is_invalid_db_parameter_group_state_fault(),
+        )
+        .await?;
+        settle(
+            work,
+            pending,
+            deleted,
+            "rds:cluster-pg",
+            &name,
+            "DB cluster parameter group",
+        );
+    }
+
+    let name = names.resource("redis");
+    let found = apiary_core::aws::answer_or_none(
+        format!("DescribeCacheSubnetGroups {name}"),
+        deps.elasticache
+            .describe_cache_subnet_groups()
+            .cache_subnet_group_name(&name)
+            .send(),
+        |e| e.is_cache_subnet_group_not_found_fault(),
+    )
+    .await?;
+    if found.is_some_and(|out| !out.cache_subnet_groups().is_empty()) {
         match deps
             .elasticache
             .delete_cache_subnet_group()
-            .cache_subnet_group_name(name)
+            .cache_subnet_group_name(&name)
             .send()
             .await
         {
-            Ok(_) => work.report.removed("elasticache:subnetgroup", name),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_cache_subnet_group_not_found_fault()) => {}
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_cache_subnet_group_in_use()) =>
-            {
-                pending.push(format!("cache subnet group {name} is still in use"));
-            }
             // The emulator does not implement this call (HTTP 500, NotImplementedError).
             Err(err)
                 if work.deps.emulator
@@ -399,15 +427,74 @@ async fn groups(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<()> {
             {
                 work.report.kept(
                     "elasticache:subnetgroup",
-                    name,
+                    &name,
                     None,
                     "the local emulator does not implement DeleteCacheSubnetGroup (on AWS it is deleted here)",
                 );
             }
-            Err(err) => return Err(Error::aws(format!("DeleteCacheSubnetGroup {name}"), err)),
+            answer => {
+                let deleted = delete_named(
+                    format!("DeleteCacheSubnetGroup {name}"),
+                    std::future::ready(answer),
+                    |e| e.is_cache_subnet_group_not_found_fault(),
+                    |e| e.is_cache_subnet_group_in_use(),
+                )
+                .await?;
+                settle(
+                    work,
+                    pending,
+                    deleted,
+                    "elasticache:subnetgroup",
+                    &name,
+                    "cache subnet group",
+                );
+            }
         }
     }
     Ok(())
+}
+
+/// A delete by name: `Some(true)` deleted (or already gone), `Some(false)` still in use
+/// (the store it served is still going), or the failure.
+async fn delete_named<O, E>(
+    operation: String,
+    call: impl std::future::Future<Output = std::result::Result<O, SdkError<E, HttpResponse>>>,
+    not_found: impl FnOnce(&E) -> bool,
+    in_use: impl Fn(&E) -> bool,
+) -> Result<bool>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let mut busy = false;
+    apiary_core::aws::answer_or_none(operation, call, |e| {
+        busy = in_use(e);
+        busy || not_found(e)
+    })
+    .await?;
+    Ok(!busy)
+}
+
+fn settle(
+    work: &mut Work<'_>,
+    pending: &mut Vec<String>,
+    deleted: bool,
+    kind: &str,
+    name: &str,
+    what: &str,
+) {
+    if deleted {
+        work.report.removed(kind, name);
+    } else {
+        pending.push(format!("{what} {name} is still in use"));
+    }
+}
+
+/// Whether the group found (its ARN) is tagged as this deployment's; none found is not.
+async fn owned(work: &Work<'_>, arn: Option<&str>) -> Result<bool> {
+    match arn {
+        Some(arn) => rds_tagged(work, arn).await,
+        None => Ok(false),
+    }
 }
 
 async fn rds_tagged(work: &Work<'_>, arn: &str) -> Result<bool> {

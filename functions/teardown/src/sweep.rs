@@ -301,8 +301,9 @@ async fn controller_groups(
     Ok(())
 }
 
-/// Network interfaces left detached in the deployment's VPC. Attached ones belong to
-/// something still being deleted (or to the network step's endpoints and gateways).
+/// Network interfaces of this deployment ([`crate::Owner::owns_interface`]) left
+/// detached in its VPC. Attached ones belong to something still being deleted (or to the
+/// network step's endpoints and gateways).
 async fn interfaces(work: &mut Work<'_>, vpc: &str, pending: &mut Vec<String>) -> Result<()> {
     let deps = work.deps;
     let found = deps
@@ -318,6 +319,17 @@ async fn interfaces(work: &mut Work<'_>, vpc: &str, pending: &mut Vec<String>) -
         };
         let tags = ec2_tags(eni.tag_set());
         if eni.status() == Some(&NetworkInterfaceStatus::Available) {
+            if !work.owner.owns_interface(
+                tags.iter().copied(),
+                eni.description().unwrap_or_default(),
+                &deps.in_vpc_functions,
+            ) {
+                // Not ours: left alone; the network step names it if it is still there.
+                work.report.note(format!(
+                    "network interface {id} in the VPC is not this deployment's: left alone"
+                ));
+                continue;
+            }
             match deps
                 .ec2
                 .delete_network_interface()

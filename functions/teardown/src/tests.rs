@@ -75,4 +75,35 @@ fn a_report_of_another_data_plane_is_not_continued() {
     assert_eq!(fresh.incarnation, "vpc-new");
 }
 
+#[test]
+fn a_kept_snapshot_needs_the_key_it_names_in_its_own_region() {
+    use apiary_core::inputs::backup::StoreName;
+    let held = backups::Held {
+        resource: "rds:dr-snapshot us-east-1/apiary-acme-pg-20261206-abc".into(),
+        region: "us-east-1".into(),
+        store: StoreName::Postgres,
+        encrypted: true,
+        key: Some("arn:aws:kms:us-east-1:123456789012:key/dr-key".into()),
+    };
+    let dr_arn = Some("arn:aws:kms:us-east-1:123456789012:key/dr-key");
+    assert!(held.needs("us-east-1", dr_arn, "dr-key", "dr"));
+    assert!(held.needs("us-east-1", None, "dr-key", "dr"), "by key id");
+    // The primary region's rds key, or another key of the DR region: not this one's.
+    assert!(!held.needs("us-west-2", None, "dr-key", "rds"));
+    assert!(!held.needs("us-east-1", None, "other-key", "rds"));
+    // A snapshot that does not name its key is its store's key's.
+    let unnamed = backups::Held {
+        key: None,
+        region: "us-west-2".into(),
+        ..held.clone()
+    };
+    assert!(unnamed.needs("us-west-2", None, "rds-key", "rds"));
+    assert!(!unnamed.needs("us-west-2", None, "redis-key", "redis"));
+    let plain = backups::Held {
+        encrypted: false,
+        ..unnamed
+    };
+    assert!(!plain.needs("us-west-2", None, "rds-key", "rds"));
+}
+
 mod mocked;

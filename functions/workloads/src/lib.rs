@@ -22,6 +22,7 @@ pub mod pod_identity;
 pub mod render;
 pub mod restart;
 pub mod rollout;
+pub mod scale;
 pub mod serving;
 pub mod teardown;
 #[cfg(test)]
@@ -54,6 +55,10 @@ pub enum WorkloadsAction {
     /// Restart the ingestion pods so they read rotated credentials (rotate-keys).
     #[serde(rename = "restart")]
     Restart,
+    /// scale-pools: the ingestion NodePool applied as rendered from the record and read
+    /// back until it shows the recorded limits; its own poll.
+    #[serde(rename = "scale-nodepool")]
+    ScaleNodepool,
     /// The teardown's Kubernetes side: freeze, then delete Ingresses and LoadBalancer
     /// Services, PVCs, NodePools and node classes, a phase per call (see `teardown`).
     #[serde(rename = "teardown-kubernetes")]
@@ -69,6 +74,7 @@ impl Action for WorkloadsAction {
             WorkloadsAction::Ensure => "ensure",
             WorkloadsAction::Status => "status",
             WorkloadsAction::Restart => "restart",
+            WorkloadsAction::ScaleNodepool => "scale-nodepool",
             WorkloadsAction::TeardownKubernetes => "teardown-kubernetes",
             WorkloadsAction::TeardownKubernetesStatus => "teardown-kubernetes-status",
         }
@@ -81,6 +87,7 @@ impl Action for WorkloadsAction {
             WorkloadsAction::Ensure => "workloads#ensure",
             WorkloadsAction::Status => apiary_core::outputs::ROLLOUT_SLOT,
             WorkloadsAction::Restart
+            | WorkloadsAction::ScaleNodepool
             | WorkloadsAction::TeardownKubernetes
             | WorkloadsAction::TeardownKubernetesStatus => return None,
         })
@@ -212,6 +219,9 @@ pub async fn run_on(
         WorkloadsAction::Restart => Box::pin(restart::restart(step, target))
             .await?
             .map(Output::Restart),
+        WorkloadsAction::ScaleNodepool => Box::pin(scale::scale(step, target))
+            .await?
+            .map(Output::Scale),
         WorkloadsAction::TeardownKubernetes | WorkloadsAction::TeardownKubernetesStatus => {
             Box::pin(teardown::teardown(step, target))
                 .await?

@@ -18,6 +18,7 @@ pub enum Output {
     Ensure(EnsureOutput),
     Status(StatusOutput),
     Restart(crate::restart::RestartOutput),
+    Scale(crate::scale::ScaleOutput),
     Teardown(crate::teardown::TeardownOutput),
 }
 

@@ -17,6 +17,7 @@ use crate::{Error, Result};
 pub mod backup;
 pub mod restore_test;
 pub mod rotate_keys;
+pub mod scale_pools;
 pub mod teardown;
 
 /// Fields every day-2 input may carry that the frame itself reads, not the workflow.
@@ -33,6 +34,7 @@ pub fn parse(workflow: &str, deployment: &str, input: &Value) -> Result<Value> {
         rotate_keys::WORKFLOW => rotate_keys::parse(input),
         backup::WORKFLOW => backup::parse(input),
         restore_test::WORKFLOW => restore_test::parse(input),
+        scale_pools::WORKFLOW => scale_pools::parse(input),
         _ => {
             let _ = deployment;
             let _ = &input;

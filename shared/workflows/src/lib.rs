@@ -56,6 +56,7 @@ mod locked;
 pub mod provision;
 pub mod restore_test;
 pub mod rotate_keys;
+pub mod scale_pools;
 pub mod teardown;
 
 use serde_json::Value;
@@ -111,6 +112,10 @@ pub fn all() -> Vec<Workflow> {
         Workflow {
             name: rotate_keys::NAME,
             definition: rotate_keys::definition(),
+        },
+        Workflow {
+            name: scale_pools::NAME,
+            definition: scale_pools::definition(),
         },
         Workflow {
             name: "teardown",

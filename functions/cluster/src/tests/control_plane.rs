@@ -609,3 +609,34 @@ async fn an_update_in_progress_is_retried_later() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_existing_role_without_the_deployments_tag_gets_it() {
+    let (policies, describe) = (policies_attached(), describe_cluster(ClusterStatus::Active));
+    let untagged = mock!(Iam::get_role).then_compute_output(|r| {
+        let mut found = role(r.role_name().unwrap());
+        found.tags = None;
+        aws_sdk_iam::operation::get_role::GetRoleOutput::builder()
+            .role(found)
+            .build()
+    });
+    let tag = mock!(Iam::tag_role)
+        .match_requests(|r| {
+            r.tags()
+                .iter()
+                .any(|t| t.key() == "apiary:deployment" && t.value() == "acme")
+        })
+        .then_output(|| aws_sdk_iam::operation::tag_role::TagRoleOutput::builder().build());
+    let mocks = Mocks {
+        eks: vec![&describe],
+        iam: vec![&untagged, &policies, &tag],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    handle(&deps, event("ensure-cluster"))
+        .await
+        .expect("ensure");
+    // The teardown role deletes only roles tagged as the deployment's: each of the three
+    // cluster roles is tagged once.
+    assert_eq!(tag.num_calls(), 3);
+}

@@ -7,6 +7,7 @@ mod karpenter;
 mod launch_template;
 mod nodegroup;
 mod real_aws;
+mod scale;
 
 use std::sync::Arc;
 
@@ -120,14 +121,22 @@ pub(crate) fn template_found() -> Rule {
     template_tagged("acme")
 }
 
-/// A role as GetRole returns it; the node role carries its discovery tag.
+/// A role as GetRole returns it, tagged as the deployment's; the node role carries its
+/// discovery tag.
 pub(crate) fn role(name: &str) -> Role {
     let mut builder = Role::builder()
         .role_name(name)
         .path("/")
         .role_id("AROAEXAMPLE")
         .arn(role_arn(name))
-        .create_date(aws_smithy_types::DateTime::from_secs(0));
+        .create_date(aws_smithy_types::DateTime::from_secs(0))
+        .tags(
+            aws_sdk_iam::types::Tag::builder()
+                .key("apiary:deployment")
+                .value("acme")
+                .build()
+                .unwrap(),
+        );
     if name.ends_with("-eks-node") {
         builder = builder.tags(
             aws_sdk_iam::types::Tag::builder()

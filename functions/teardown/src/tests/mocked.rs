@@ -123,3 +123,120 @@ async fn a_resource_the_receipt_cannot_explain_keeps_the_receipt_pending() {
         "{out}"
     );
 }
+
+/// The stores are gone; their groups are described by name. DocumentDB's cluster
+/// parameter group is deleted by its name; still in use (the cluster is still going) it
+/// is pending, not a failure; one already gone (or never made) is done.
+#[tokio::test]
+async fn the_documentdb_cluster_parameter_group_goes_by_name_and_in_use_is_pending() {
+    use aws_sdk_docdb::operation::delete_db_cluster_parameter_group::DeleteDBClusterParameterGroupError;
+    use aws_sdk_docdb::operation::describe_db_cluster_parameter_groups::DescribeDbClusterParameterGroupsOutput;
+    use aws_sdk_docdb::types::DbClusterParameterGroup;
+    use aws_sdk_docdb::types::error::InvalidDbParameterGroupStateFault;
+    use aws_sdk_rds::operation::describe_db_instances::DescribeDBInstancesError;
+    use aws_sdk_rds::operation::describe_db_parameter_groups::DescribeDBParameterGroupsError;
+    use aws_sdk_rds::operation::describe_db_subnet_groups::DescribeDBSubnetGroupsError;
+    use aws_sdk_rds::operation::list_tags_for_resource::ListTagsForResourceOutput;
+
+    let fixture = Fixture::test();
+    let mut deps = deps(Arc::new(fixture.state()));
+    let group = format!("apiary-{}-docdb5", fixture.name);
+    let arn = format!("arn:aws:rds:us-west-2:123456789012:cluster-pg:{group}");
+
+    let no_instance = mock!(aws_sdk_rds::Client::describe_db_instances).then_error(|| {
+        DescribeDBInstancesError::DbInstanceNotFoundFault(
+            aws_sdk_rds::types::error::DbInstanceNotFoundFault::builder().build(),
+        )
+    });
+    let no_subnet_group = mock!(aws_sdk_rds::Client::describe_db_subnet_groups).then_error(|| {
+        DescribeDBSubnetGroupsError::DbSubnetGroupNotFoundFault(
+            aws_sdk_rds::types::error::DbSubnetGroupNotFoundFault::builder().build(),
+        )
+    });
+    let no_parameter_group =
+        mock!(aws_sdk_rds::Client::describe_db_parameter_groups).then_error(|| {
+            DescribeDBParameterGroupsError::DbParameterGroupNotFoundFault(
+                aws_sdk_rds::types::error::DbParameterGroupNotFoundFault::builder().build(),
+            )
+        });
+    let name = fixture.name.clone();
+    let tagged = mock!(aws_sdk_rds::Client::list_tags_for_resource).then_output(move || {
+        ListTagsForResourceOutput::builder()
+            .tag_list(
+                aws_sdk_rds::types::Tag::builder()
+                    .key("apiary:deployment")
+                    .value(name.clone())
+                    .build(),
+            )
+            .build()
+    });
+    deps.rds = mock_client!(
+        aws_sdk_rds,
+        RuleMode::MatchAny,
+        [&no_instance, &no_subnet_group, &no_parameter_group, &tagged]
+    );
+
+    let no_cluster = mock!(aws_sdk_docdb::Client::describe_db_clusters).then_error(|| {
+        aws_sdk_docdb::operation::describe_db_clusters::DescribeDBClustersError::DbClusterNotFoundFault(
+            aws_sdk_docdb::types::error::DbClusterNotFoundFault::builder().build(),
+        )
+    });
+    let (found_name, found_arn) = (group.clone(), arn.clone());
+    let found = mock!(aws_sdk_docdb::Client::describe_db_cluster_parameter_groups)
+        .match_requests({
+            let group = group.clone();
+            move |r| r.db_cluster_parameter_group_name() == Some(group.as_str())
+        })
+        .then_output(move || {
+            DescribeDbClusterParameterGroupsOutput::builder()
+                .db_cluster_parameter_groups(
+                    DbClusterParameterGroup::builder()
+                        .db_cluster_parameter_group_name(found_name.clone())
+                        .db_cluster_parameter_group_arn(found_arn.clone())
+                        .build(),
+                )
+                .build()
+        });
+    let in_use = mock!(aws_sdk_docdb::Client::delete_db_cluster_parameter_group).then_error(|| {
+        DeleteDBClusterParameterGroupError::InvalidDbParameterGroupStateFault(
+            InvalidDbParameterGroupStateFault::builder()
+                .message("in use by a cluster being deleted")
+                .build(),
+        )
+    });
+    deps.docdb = mock_client!(
+        aws_sdk_docdb,
+        RuleMode::MatchAny,
+        [&no_cluster, &found, &in_use]
+    );
+
+    let no_group = mock!(aws_sdk_elasticache::Client::describe_replication_groups).then_error(|| {
+        aws_sdk_elasticache::operation::describe_replication_groups::DescribeReplicationGroupsError::ReplicationGroupNotFoundFault(
+            aws_sdk_elasticache::types::error::ReplicationGroupNotFoundFault::builder().build(),
+        )
+    });
+    let no_cache_subnets = mock!(aws_sdk_elasticache::Client::describe_cache_subnet_groups)
+        .then_error(|| {
+            aws_sdk_elasticache::operation::describe_cache_subnet_groups::DescribeCacheSubnetGroupsError::CacheSubnetGroupNotFoundFault(
+                aws_sdk_elasticache::types::error::CacheSubnetGroupNotFoundFault::builder().build(),
+            )
+        });
+    deps.elasticache = mock_client!(
+        aws_sdk_elasticache,
+        RuleMode::MatchAny,
+        [&no_group, &no_cache_subnets]
+    );
+
+    let out = handle(&deps, confirmed(&fixture, "stores")).await.unwrap();
+    assert_eq!(out["ready"], json!(false), "{out}");
+    assert_eq!(
+        out["pending"],
+        json!([format!(
+            "DB cluster parameter group {group} is still in use"
+        )]),
+        "{out}"
+    );
+    assert_eq!(in_use.num_calls(), 1);
+    // By name, not by listing: the subnet groups were asked for by their two names.
+    assert_eq!(no_subnet_group.num_calls(), 2);
+}

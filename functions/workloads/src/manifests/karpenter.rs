@@ -4,7 +4,9 @@
 //! no `default` NodeClass to point at (and AWS asks not to name a custom one `default`):
 //! ours names the node role, the private subnets and the cluster security group.
 //!
-//! A later scaling workflow changes the pool's `limits`; the size preset sets them here.
+//! The pool's `limits` and disruption budget come from the record: the size preset's,
+//! or what the scale-pools workflow recorded over it (`cluster.pools.ingestion`), so a
+//! provision renders the scaled pool and never lowers it.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +21,8 @@ pub const KARPENTER_GROUP: &str = "karpenter.sh";
 /// Nodes are replaced after two weeks, so they pick up patched AMIs.
 pub const EXPIRE_AFTER: &str = "336h";
 pub const CONSOLIDATE_AFTER: &str = "5m";
-/// At most this share of the pool's nodes is disrupted at once.
+/// At most this share of the pool's nodes is disrupted at once, unless the record sets
+/// another budget.
 pub const DISRUPTION_BUDGET: &str = "10%";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,7 +187,7 @@ pub fn node_pool(ctx: &Context) -> Result<Manifest> {
                 consolidation_policy: "WhenEmptyOrUnderutilized".to_owned(),
                 consolidate_after: CONSOLIDATE_AFTER.to_owned(),
                 budgets: vec![Budget {
-                    nodes: DISRUPTION_BUDGET.to_owned(),
+                    nodes: ctx.disruption_budget.clone(),
                 }],
             },
             limits: BTreeMap::from([

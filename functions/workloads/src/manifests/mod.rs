@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use karpenter::{NodeClass, NodePool};
+pub use karpenter::{DISRUPTION_BUDGET, NodeClass, NodePool, node_pool};
 pub use network::IngressClassParams;
 
 /// The namespace of the data plane's pods.
@@ -55,6 +55,9 @@ pub struct Context {
     pub region: String,
     pub image: String,
     pub sizing: Sizing,
+    /// The ingestion NodePool's disruption budget (`nodes`): the record's
+    /// (`cluster.pools.ingestion`, `"0"` when frozen), else [`DISRUPTION_BUDGET`].
+    pub disruption_budget: String,
     pub domain: String,
     pub certificate_arn: String,
     /// ACM has issued the certificate. Until it does, the HTTPS Ingress (which makes the
@@ -118,6 +121,11 @@ impl Context {
             region: spec.region.clone(),
             image: spec.workloads.ingestion_image.clone(),
             sizing: spec.sizing(),
+            disruption_budget: spec
+                .cluster
+                .pools
+                .disruption_budget(DISRUPTION_BUDGET)
+                .to_owned(),
             domain: spec.dns.domain.clone(),
             certificate_arn: dns.certificate_arn.clone(),
             certificate_issued: dns.certificate_issued(),

@@ -79,6 +79,10 @@ pub fn check_change(stored: &DeploymentSpec, new: &DeploymentSpec) -> Result<(),
             );
         }
     }
+    problems.extend(super::pools::check_change(
+        &stored.cluster.pools,
+        &new.cluster.pools,
+    ));
     if problems.is_empty() {
         Ok(())
     } else {

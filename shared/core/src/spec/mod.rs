@@ -7,6 +7,7 @@
 
 mod cfn;
 mod changes;
+pub mod pools;
 mod sizing;
 mod validate;
 
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cfn::{parameter_for, parameter_names};
 pub use changes::check_change;
+pub use pools::PoolsSpec;
 pub use sizing::{SizePreset, Sizing};
 pub use validate::{Problem, SpecErrors};
 
@@ -131,6 +133,11 @@ pub struct ClusterSpec {
     /// never `0.0.0.0/0`.
     #[serde(default)]
     pub public_access_cidrs: Vec<String>,
+    /// The node pools' limits as the scale-pools workflow set them (see `spec::pools`);
+    /// unset: the size preset's. Only scale-pools changes them: a provision that leaves
+    /// them out keeps the recorded ones.
+    #[serde(default, skip_serializing_if = "PoolsSpec::is_empty")]
+    pub pools: PoolsSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -219,6 +226,7 @@ impl Default for ClusterSpec {
             version: default_kubernetes_version(),
             public_endpoint: false,
             public_access_cidrs: Vec::new(),
+            pools: PoolsSpec::default(),
         }
     }
 }
@@ -311,12 +319,14 @@ impl DeploymentSpec {
             .expect("a JSON schema always serialises")
     }
 
-    /// The sizing the preset stands for, with the spec's overrides applied.
+    /// The sizing the preset stands for, with the spec's overrides applied: the recorded
+    /// pools (`cluster.pools`) over the preset's node and Karpenter limits.
     pub fn sizing(&self) -> Sizing {
         let mut sizing = self.size.sizing();
         if let Some(multi_az) = self.databases.multi_az {
             sizing.multi_az = multi_az;
         }
+        self.cluster.pools.apply(&mut sizing);
         sizing
     }
 

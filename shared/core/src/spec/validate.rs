@@ -238,6 +238,10 @@ fn check(spec: &DeploymentSpec, problems: &mut Problems) {
         );
     }
     check_public_access(spec, problems);
+    problems.0.extend(super::pools::check(
+        &spec.cluster.pools,
+        &spec.size.sizing(),
+    ));
     if !(1..=3650).contains(&spec.storage.retention_days) {
         problems.push(
             "storage.retention_days",
