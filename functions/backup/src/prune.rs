@@ -17,7 +17,9 @@ use crate::{Action, Deps};
 
 /// The snapshots of one store in one region (newest first, as `Clients::list` returns
 /// them) that are past retention: every one older than `now - retention`, except the
-/// newest available one and any still being made.
+/// newest available one, any still being made, and any already being deleted (a prune
+/// run again after a crash or a retry: asking again is refused with an invalid-state
+/// error, and the deletion is under way anyway).
 pub fn expired(listed: &[Snapshot], now: DateTime<Utc>, retention: Duration) -> Vec<&Snapshot> {
     let newest_good = listed.iter().find(|s| s.available()).map(|s| s.id.as_str());
     let cutoff = now - retention;
@@ -25,6 +27,7 @@ pub fn expired(listed: &[Snapshot], now: DateTime<Utc>, retention: Duration) -> 
         .iter()
         .filter(|s| Some(s.id.as_str()) != newest_good)
         .filter(|s| s.available() || s.failed())
+        .filter(|s| s.status != "deleting")
         .filter(|s| s.created_at.is_some_and(|at| at < cutoff))
         .collect()
 }

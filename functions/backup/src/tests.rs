@@ -155,6 +155,17 @@ fn pruning_keeps_the_newest_good_snapshot_and_anything_being_made() {
         .collect();
     assert_eq!(expired, ["failed", "d50"]);
     assert!(prune::expired(&[], now, retention).is_empty());
+    // A prune run again: what the first run's delete left `deleting` is not asked again.
+    let again = [
+        snapshot("d3", "available", 3),
+        snapshot("going", "deleting", 30),
+        snapshot("d40", "available", 40),
+    ];
+    let expired: Vec<&str> = prune::expired(&again, now, retention)
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(expired, ["d40"]);
 }
 
 #[tokio::test]
