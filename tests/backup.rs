@@ -245,6 +245,20 @@ async fn backups_are_tagged_encrypted_copied_and_a_restore_test_leaves_nothing_b
     assert_eq!(second.status, ExecutionStatus::Succeeded, "{second:?}");
     let prune = &second.output.as_ref().unwrap()["result"]["prune"];
     assert_eq!(prune["deleted"], json!([]), "{prune}");
+    // No restore test has reported yet: the age the missed-test alarm watches counts
+    // from when the first backup's ledger looked, and stays counted from there.
+    let watched = |run: &apiary_asl::ExecutionResult| {
+        run.output.as_ref().unwrap()["result"]["ledger"]["restore_test"].clone()
+    };
+    let before = watched(&second);
+    assert!(
+        before["what"]
+            .as_str()
+            .unwrap()
+            .starts_with("no report yet"),
+        "{before}"
+    );
+    assert!(before["age_seconds"].as_i64().is_some(), "{before}");
     let ours: Vec<_> = rds
         .describe_db_snapshots()
         .db_instance_identifier(format!("apiary-{name}-postgres"))
@@ -307,6 +321,19 @@ async fn backups_are_tagged_encrypted_copied_and_a_restore_test_leaves_nothing_b
             .any(|e| e.step == "restore-test" && e.action == "report"),
         "the result is journaled"
     );
+    // The next backup counts the age from that report.
+    let third = f
+        .run(
+            "backup",
+            &name,
+            json!({"deployment": name, "stores": ["postgres"]}),
+            "backup-3",
+        )
+        .await;
+    assert_eq!(third.status, ExecutionStatus::Succeeded, "{third:?}");
+    let after = watched(&third);
+    assert_eq!(after["what"], json!("last report"), "{after}");
+    assert_ne!(after["since"], before["since"], "{after} {before}");
 }
 
 #[tokio::test]

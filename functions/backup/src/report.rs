@@ -5,8 +5,9 @@
 //! minus the restored snapshot's time). Recorded three ways: the journal (this step's
 //! entry), an EventBridge event (`source: apiary`, detail-type `Apiary Restore Test`)
 //! and CloudWatch metrics (namespace `Apiary/RestoreTest`: `RtoSeconds` and
-//! `RpoSeconds` per store, `Passed` 1 or 0 per deployment, which the stack's alarm
-//! watches; a week without it is a missed test).
+//! `RpoSeconds` per store, `Passed` 1 or 0 per deployment, which the failed-test alarm
+//! watches). The report's time is kept (slot `restore-test.reported`) for the daily
+//! ledger, whose `SecondsSinceRestoreTest` the missed-test alarm watches.
 //!
 //! A run whose verification failed is reported, then fails (`Apiary.Fatal` naming each
 //! store's problem) so the execution fails after its cleanup. On the workflow's failure
@@ -206,31 +207,18 @@ pub(crate) async fn run(deps: &Deps, step: &StepContext<'_, Action>) -> Result<D
     });
     publish_event(deps, deployment, &plan.execution_id, &result).await?;
     let mut result = result;
-    if !metrics.is_empty() {
-        match deps
-            .cloudwatch
-            .put_metric_data()
-            .namespace(NAMESPACE)
-            .set_metric_data(Some(metrics))
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            // The local emulator (moto 5.2.5) answers the SDK's current CloudWatch
-            // protocol with a bare 404: the metrics are reported as not emulated there.
-            Err(e)
-                if deps.emulator
-                    && e.raw_response().is_some_and(|r| r.status().as_u16() == 404)
-                    && aws_sdk_cloudwatch::error::ProvideErrorMetadata::code(&e).is_none() =>
-            {
-                tracing::warn!("CloudWatch PutMetricData is not emulated here");
-                result["metrics"] = json!(
-                    "not emulated: the local emulator does not accept this SDK's CloudWatch requests"
-                );
-            }
-            Err(e) => return Err(Error::aws(format!("PutMetricData {NAMESPACE}"), e)),
-        }
+    if let Some(note) = put_metrics(deps, metrics).await? {
+        result["metrics"] = json!(note);
     }
+    // When the newest report was made: the daily backup's ledger measures the age of it
+    // for the missed-test alarm (crate::ledger).
+    deps.recorder
+        .save_output(
+            deployment,
+            crate::ledger::RESTORE_TEST_REPORTED,
+            &json!({"reported_at": Utc::now(), "passed": passed, "execution_id": plan.execution_id}),
+        )
+        .await?;
     if passed == Some(false) && failure.is_none() {
         return Err(Error::fatal(format!(
             "restore test failed: {}",
@@ -245,7 +233,43 @@ pub(crate) async fn run(deps: &Deps, step: &StepContext<'_, Action>) -> Result<D
     Ok(Done::ready(result).with_detail(summary))
 }
 
-fn datum(name: &str, value: f64, unit: StandardUnit, dimensions: &[(&str, &str)]) -> MetricDatum {
+/// Puts `metrics` into the `Apiary/RestoreTest` namespace. `Some(note)` when the endpoint
+/// is the local emulator, which (moto 5.2.5) answers the SDK's current CloudWatch
+/// protocol with a bare 404: the metrics are reported as not emulated there.
+pub(crate) async fn put_metrics(deps: &Deps, metrics: Vec<MetricDatum>) -> Result<Option<String>> {
+    if metrics.is_empty() {
+        return Ok(None);
+    }
+    match deps
+        .cloudwatch
+        .put_metric_data()
+        .namespace(NAMESPACE)
+        .set_metric_data(Some(metrics))
+        .send()
+        .await
+    {
+        Ok(_) => Ok(None),
+        Err(e)
+            if deps.emulator
+                && e.raw_response().is_some_and(|r| r.status().as_u16() == 404)
+                && aws_sdk_cloudwatch::error::ProvideErrorMetadata::code(&e).is_none() =>
+        {
+            tracing::warn!("CloudWatch PutMetricData is not emulated here");
+            Ok(Some(
+                "not emulated: the local emulator does not accept this SDK's CloudWatch requests"
+                    .to_owned(),
+            ))
+        }
+        Err(e) => Err(Error::aws(format!("PutMetricData {NAMESPACE}"), e)),
+    }
+}
+
+pub(crate) fn datum(
+    name: &str,
+    value: f64,
+    unit: StandardUnit,
+    dimensions: &[(&str, &str)],
+) -> MetricDatum {
     MetricDatum::builder()
         .metric_name(name)
         .value(value)

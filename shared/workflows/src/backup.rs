@@ -103,15 +103,15 @@ pub fn definition() -> serde_json::Value {
         )
         .task(
             Task::step("Ledger", Function::Backup, "ledger")
-                .comment("The RPO ledger: per store and region the newest restorable point, its age and its sentinel")
+                .comment("The RPO ledger: per store and region the newest restorable point, its age and its sentinel; and the age of the newest restore test report, which the missed-test alarm watches")
                 .keep(
-                    json!({"updated_at.$": "$.updated_at", "stores.$": "$.stores"}),
+                    json!({"updated_at.$": "$.updated_at", "stores.$": "$.stores", "restore_test.$": "$.restore_test"}),
                     "$.result.ledger",
                 ),
         );
     Locked {
         name: NAME,
-        comment: "Back up the deployment's data stores: a sentinel in each, native snapshots (RDS, DocumentDB, ElastiCache), copies to backup.dr_region with a DR-region key (Redis as an export to the replicated backups bucket), pruning by backup.retention_days and the RPO ledger. Input {\"stores\": [\"postgres\", \"documentdb\", \"redis\"]} (optional: every store the spec enables). Generated from shared/workflows/src/backup.rs by `apiary workflows generate`: change the Rust, not this file".into(),
+        comment: "Back up the deployment's data stores: a sentinel in each, native snapshots (RDS, DocumentDB, ElastiCache), copies to backup.dr_region with a DR-region key (RDS and DocumentDB; Redis has no DR copy yet), pruning by backup.retention_days and the RPO ledger. Input {\"stores\": [\"postgres\", \"documentdb\", \"redis\"]} (optional: every store the spec enables). Generated from shared/workflows/src/backup.rs by `apiary workflows generate`: change the Rust, not this file".into(),
         timeout_seconds: TIMEOUT_SECONDS,
         lock_wait: LOCK_WAIT,
         body,
