@@ -374,7 +374,7 @@ impl Control<'_> {
             .await;
         }
         let status = match workflow {
-            "teardown" => Some(DeploymentStatus::TearingDown),
+            apiary_core::inputs::teardown::WORKFLOW => Some(DeploymentStatus::TearingDown),
             "provision" => Some(DeploymentStatus::Provisioning),
             _ => None,
         };
@@ -455,7 +455,7 @@ impl Control<'_> {
     async fn finish(&self, step: &StepContext<'_, ControlAction>) -> Result<ControlOutput> {
         let deployment = step.spec.name.as_str();
         let store = &self.deps.store;
-        let status = if workflow(&step.options) == "teardown" {
+        let status = if workflow(&step.options) == apiary_core::inputs::teardown::WORKFLOW {
             store
                 .set_status(deployment, DeploymentStatus::Deleted, Utc::now())
                 .await?;

@@ -27,21 +27,16 @@ pub const FRAME_FIELDS: [&str; 2] = ["deployment", "queue"];
 /// input for `deployment`, and returns it with its defaults filled in.
 pub fn parse(workflow: &str, deployment: &str, input: &Value) -> Result<Value> {
     let input = without_frame_fields(input)?;
-    #[allow(clippy::match_single_binding)] // until the first workflow's arm is added
     match workflow {
-        // Each workflow's input type, in its own module: `"<workflow>" => typed::<T>(...)`.
-        "teardown" => teardown::parse(deployment, input),
+        // Each workflow's input type, in its own module.
+        teardown::WORKFLOW => teardown::parse(deployment, input),
         rotate_keys::WORKFLOW => rotate_keys::parse(input),
         backup::WORKFLOW => backup::parse(input),
         restore_test::WORKFLOW => restore_test::parse(input),
         scale_pools::WORKFLOW => scale_pools::parse(input),
-        _ => {
-            let _ = deployment;
-            let _ = &input;
-            Err(Error::invalid_input(format!(
-                "unknown workflow `{workflow}`: no day-2 workflow of that name takes an input"
-            )))
-        }
+        _ => Err(Error::invalid_input(format!(
+            "unknown workflow `{workflow}`: no day-2 workflow of that name takes an input"
+        ))),
     }
 }
 

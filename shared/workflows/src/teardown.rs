@@ -180,7 +180,7 @@ pub fn definition() -> serde_json::Value {
             ),
         );
     Locked {
-        name: "teardown",
+        name: apiary_core::inputs::teardown::WORKFLOW,
         comment: "Remove a deployment's data plane: Kubernetes ingress and node pools -> final snapshots -> cluster -> sweep of what controllers made -> data stores, secrets, buckets, DNS -> in-VPC functions detached -> network -> IAM -> keys last -> receipt. Input {\"confirm\": \"<deployment>\", \"delete_backups\": false}. Generated from shared/workflows/src/teardown.rs by `apiary workflows generate`: change the Rust, not this file".into(),
         timeout_seconds: TIMEOUT_SECONDS,
         lock_wait: LOCK_WAIT,

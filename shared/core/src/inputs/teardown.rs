@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+pub const WORKFLOW: &str = "teardown";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TeardownInput {
