@@ -1209,3 +1209,66 @@ Resources:
         );
     }
 }
+
+/// Every state machine has an alarm on its failed runs, and every queue (the schedules'
+/// dead letters) an alarm on its messages: a scheduled workflow that fails, or never
+/// starts, is otherwise seen by nobody.
+fn check_unwatched(template: &Value) -> Vec<String> {
+    let alarms = resources(template, "AWS::CloudWatch::Alarm");
+    let watches = |metric: &str, dimension: &str, value: &Value| {
+        alarms.iter().any(|(_, alarm)| {
+            let properties = &alarm["Properties"];
+            let mut metrics: Vec<&Value> = vec![properties];
+            if let Some(list) = properties["Metrics"].as_array() {
+                metrics.extend(list.iter().map(|m| &m["MetricStat"]["Metric"]));
+            }
+            metrics.iter().any(|m| {
+                m["MetricName"] == metric
+                    && m["Dimensions"].as_array().is_some_and(|d| {
+                        d.iter()
+                            .any(|d| d["Name"] == dimension && &d["Value"] == value)
+                    })
+            })
+        })
+    };
+    let mut problems = Vec::new();
+    for (id, _) in resources(template, "AWS::StepFunctions::StateMachine") {
+        if !watches(
+            "ExecutionsFailed",
+            "StateMachineArn",
+            &serde_json::json!({"Ref": id}),
+        ) {
+            problems.push(format!("{id}: no alarm on ExecutionsFailed"));
+        }
+    }
+    for (id, _) in resources(template, "AWS::SQS::Queue") {
+        if !watches(
+            "ApproximateNumberOfMessagesVisible",
+            "QueueName",
+            &serde_json::json!({"Fn::GetAtt": [id, "QueueName"]}),
+        ) {
+            problems.push(format!("{id}: no alarm on its messages"));
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_workflow_and_dead_letter_queue_is_watched() {
+    let template = template();
+    assert_none("unwatched", check_unwatched(&template));
+    // The check can fail: a state machine and a queue without alarms are named.
+    let bare = parse(
+        r#"
+Resources:
+  LonelyStateMachine:
+    Type: AWS::StepFunctions::StateMachine
+  LonelyQueue:
+    Type: AWS::SQS::Queue
+"#,
+    );
+    let problems = check_unwatched(&bare);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("LonelyStateMachine"), "{problems:?}");
+    assert!(problems[1].contains("LonelyQueue"), "{problems:?}");
+}
