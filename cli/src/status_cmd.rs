@@ -177,10 +177,15 @@ async fn status(args: StatusArgs) -> u8 {
             return EXIT_ENVIRONMENT;
         }
     };
+    let holder_running = match &lock {
+        Some(lock) if lock.expires_at > Utc::now() => holder_running(&config, &lock.owner).await,
+        _ => None,
+    };
     let report = Report {
         table,
         record,
         lock,
+        holder_running,
         last: last_per_step(journal),
         dns: dns_state(&layers),
         now: Utc::now(),
@@ -191,6 +196,27 @@ async fn status(args: StatusArgs) -> u8 {
         print!("{}", report.render());
     }
     0
+}
+
+/// Whether the run holding the lock still runs, asked the way the control function asks
+/// before it takes a lock over (Step Functions for an execution, the process table for
+/// a local run of this machine). `None`: it cannot be told (another machine's run, a
+/// manual owner, or the question failed): the lease decides.
+async fn holder_running(config: &aws_config::SdkConfig, owner: &str) -> Option<bool> {
+    use control::Runs;
+    let answer = if control::is_execution_arn(owner) {
+        control::StepFunctionsRuns::new(config)
+            .is_running(owner)
+            .await
+    } else {
+        control::LocalRuns::new().is_running(owner).await
+    };
+    match answer {
+        // "Running" is also the answer for what cannot be checked.
+        Ok(true) => None,
+        Ok(false) => Some(false),
+        Err(_) => None,
+    }
 }
 
 /// The state table of a bootstrap stack: the physical id of its `StateTable` resource.
@@ -269,6 +295,8 @@ struct Report {
     table: String,
     record: DeploymentRecord,
     lock: Option<Lock>,
+    /// `Some(false)`: the lock's holder has ended (the next workflow takes the lock over).
+    holder_running: Option<bool>,
     last: Vec<JournalEntry>,
     dns: DnsState,
     now: DateTime<Utc>,
@@ -291,6 +319,7 @@ impl Report {
             "lock": self.held_lock().map(|l| json!({
                 "owner": l.owner,
                 "expires_at": l.expires_at,
+                "holder_ended": self.holder_running == Some(false),
             })),
             "journal": self.last,
             "dns": {
@@ -312,6 +341,12 @@ impl Report {
             record.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
         );
         match (self.held_lock(), &self.lock) {
+            (Some(lock), _) if self.holder_running == Some(false) => text.push_str(&format!(
+                "lock: left by {}, which has ended (the next workflow takes it over; its lease \
+                 would have run until {})\n",
+                lock.owner,
+                lock.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
+            )),
             (Some(lock), _) => text.push_str(&format!(
                 "lock: held by {} until {}\n",
                 lock.owner,
@@ -457,6 +492,7 @@ mod tests {
             table: "apiary".into(),
             record,
             lock: Some(lock),
+            holder_running: None,
             last: vec![entry("keys", "created", "2026-01-01T00:00:01Z")],
             dns: dns_state(&layers),
             now: "2026-01-01T00:05:00Z".parse().unwrap(),
@@ -474,6 +510,16 @@ mod tests {
         );
         let document = report.document();
         assert_eq!(document["lock"]["owner"], "provision-demo-1");
+        assert_eq!(document["lock"]["holder_ended"], false);
+        // A holder that has ended: said so, and that the next run takes the lock.
+        report.holder_running = Some(false);
+        let text = report.render();
+        assert!(
+            text.contains("lock: left by provision-demo-1, which has ended"),
+            "{text}"
+        );
+        assert_eq!(report.document()["lock"]["holder_ended"], true);
+        report.holder_running = None;
         assert_eq!(document["journal"][0]["step"], "keys");
         assert_eq!(
             document["dns"]["pending_validation_records"][0]["type"],
