@@ -7,11 +7,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use apiary::local::{LocalEnv, in_vpc_functions};
+use apiary::local::in_vpc_functions;
 use apiary_asl::ExecutionStatus;
 use apiary_core::step::Recorder;
-use apiary_core::store::Store;
-use apiary_e2e::{REGION, sdk_config, unique_cidr, unique_name};
+use apiary_e2e::{Local, REGION, unique_cidr, unique_name};
 use aws_sdk_ec2::types::{IpPermission, SecurityGroup};
 use serde_json::json;
 
@@ -36,16 +35,8 @@ fn sends(rules: &[IpPermission], port: i32, cidr: &str) -> bool {
 
 #[tokio::test]
 async fn provision_places_the_workloads_function_in_the_private_subnets() {
-    let config = sdk_config().await;
-    let store = Store::new(aws_sdk_dynamodb::Client::new(&config), "apiary-test-in-vpc");
-    store.ensure_table().await.expect("table");
-    let env = LocalEnv::new(
-        config.clone(),
-        store.clone(),
-        std::env::temp_dir().join(format!("apiary-in-vpc-{}", std::process::id())),
-        None,
-    );
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let f = Local::new("apiary-test-in-vpc").await;
+    let (config, store) = (f.config.clone(), f.store.clone());
     let name = unique_name("invpc");
     let cidr = unique_cidr(&config).await;
     let spec = json!({
@@ -54,17 +45,7 @@ async fn provision_places_the_workloads_function_in_the_private_subnets() {
         "dns": {"domain": format!("{name}.example.com")},
         "network": {"vpc_cidr": cidr},
     });
-    let machine = env.load(&root, "provision").expect("provision loads");
-    let result = env
-        .run(
-            &machine,
-            "provision",
-            &name,
-            json!({"spec": spec}),
-            format!("{name}-first"),
-            None,
-        )
-        .await;
+    let result = f.provision(&spec, "first").await;
     assert_eq!(
         result.status,
         ExecutionStatus::Succeeded,
