@@ -7,8 +7,8 @@
 //!
 //! What the emulator cannot show is unit-tested in functions/backup with recorded AWS
 //! answers: pruning by age (the emulator stamps snapshots with the real time),
-//! DocumentDB (not emulated) and its presigned copy, Redis reported without a DR copy,
-//! stores still restoring or deleting.
+//! DocumentDB (not emulated) and its presigned copy, the Redis export to S3 and its
+//! replication (neither emulated), stores still restoring or deleting.
 
 use apiary_asl::{Clock, ExecutionOptions, ExecutionResult, ExecutionStatus, HandlerRegistry};
 use apiary_e2e::{Local as Fixture, REGION, unique_cidr, unique_name};
@@ -172,6 +172,14 @@ async fn backups_are_tagged_encrypted_copied_and_a_restore_test_leaves_nothing_b
         "{ledger}"
     );
     assert!(ledger["documentdb"]["skipped"].is_string(), "{ledger}");
+    // Redis reaches the DR region as an export replicated by S3, neither of which the
+    // emulator does: the DR region's ledger shows no point for it, never a made-up one
+    // (the export and its replication are unit-tested with recorded answers).
+    assert_eq!(
+        ledger["redis"][DR_REGION]["snapshot_id"],
+        Value::Null,
+        "{ledger}"
+    );
 
     // The snapshot: encrypted with the deployment's rds key, tagged for pruning.
     let rds = aws_sdk_rds::Client::new(&f.config);

@@ -184,6 +184,57 @@ const JUSTIFIED: &[(&str, &str, &str)] = &[
         "CreatePodIdentityAssociation passes the ingestion role",
     ),
     (
+        "storage",
+        "iam:PassRole",
+        "PutBucketReplication passes the replication role to S3",
+    ),
+    (
+        "backup",
+        "s3:GetBucketLocation",
+        "ElastiCache's CopySnapshot to a bucket asks it of the caller (API reference)",
+    ),
+    (
+        "backup",
+        "s3:ListAllMyBuckets",
+        "ElastiCache's CopySnapshot to a bucket asks it of the caller (API reference)",
+    ),
+    (
+        "backup",
+        "s3:GetObject",
+        "HeadObject on an exported Redis file; the emulator has no ElastiCache export, so \
+         no file is ever there (unit-tested with mocks in functions/backup)",
+    ),
+    (
+        "backup",
+        "s3:PutObjectTagging",
+        "tags an exported Redis file; the emulator has no ElastiCache export (unit-tested \
+         with mocks in functions/backup)",
+    ),
+    (
+        "backup",
+        "s3:GetObjectTagging",
+        "reads an exported file's or replica's tags; the emulator has no ElastiCache export \
+         and no replication (unit-tested with mocks in functions/backup)",
+    ),
+    (
+        "backup",
+        "s3:ListBucketVersions",
+        "prunes a DR replica past retention; the emulator has no replication, so no replica \
+         (unit-tested with mocks in functions/backup)",
+    ),
+    (
+        "teardown",
+        "s3:GetObjectTagging",
+        "reads a Redis replica's tags in the DR export bucket; the emulator does not \
+         replicate, so there is none (unit-tested with mocks in functions/backup)",
+    ),
+    (
+        "backup",
+        "s3:DeleteObjectVersion",
+        "prunes a DR replica past retention; the emulator has no replication, so no replica \
+         (unit-tested with mocks in functions/backup)",
+    ),
+    (
         "workloads",
         "iam:PutRolePermissionsBoundary",
         "only for an ingestion role found without the boundary (made before boundaries \
@@ -557,6 +608,10 @@ const RENAMED: &[(&str, &str)] = &[
     ("s3:ListObjectsV2", "s3:ListBucket"),
     ("s3:ListObjectVersions", "s3:ListBucketVersions"),
     ("s3:DeleteObjects", "s3:DeleteObject"),
+    // The only DeleteObject call names a version (the DR replicas' pruning).
+    ("s3:DeleteObject", "s3:DeleteObjectVersion"),
+    ("s3:PutBucketReplication", "s3:PutReplicationConfiguration"),
+    ("s3:GetBucketReplication", "s3:GetReplicationConfiguration"),
 ];
 
 /// The IAM action prefix of an SDK service id.

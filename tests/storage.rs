@@ -375,3 +375,155 @@ async fn buckets_are_complete_and_idempotent() {
         "four data buckets and the access-logs bucket"
     );
 }
+
+/// With `backup.dr_region` the layer makes the Redis export bucket (ElastiCache granted
+/// by ACL, replicating to its DR twin) and the DR bucket in the DR region; a second run
+/// creates nothing.
+#[tokio::test]
+async fn redis_export_buckets_replicate_to_the_dr_region() {
+    const DR_REGION: &str = "us-east-1";
+    let config = sdk_config().await;
+    let name = unique_name("export");
+    let mut spec = spec(&name, &unique_cidr(&config).await);
+    spec["backup"] = json!({"dr_region": DR_REGION});
+    let layers = minimal_layers(&config, &spec, "databases").await;
+    let event = json!({"action": "ensure", "deployment": name, "execution_id": "exec-export"});
+    let recorder = MemoryRecorder::with(&spec, &layers);
+    let deps = storage::Deps::new(&config, Arc::new(recorder.clone()));
+    let first = storage::handle(&deps, event.clone()).await.expect("ensure");
+    let exports = &first["exports"];
+    let primary = exports["primary"]
+        .as_str()
+        .expect("export bucket")
+        .to_owned();
+    let dr = exports["dr"].as_str().expect("DR export bucket").to_owned();
+    assert_eq!(exports["dr_region"], json!(DR_REGION));
+    assert!(primary.ends_with(apiary_e2e::REGION), "{primary}");
+    assert!(dr.ends_with(DR_REGION), "{dr}");
+    let created = first["created"].as_array().unwrap();
+    assert!(
+        created.contains(&json!(primary)) && created.contains(&json!(dr)),
+        "{first}"
+    );
+    let second = storage::handle(&deps, event).await.expect("second ensure");
+    assert_eq!(second["created"], json!([]), "{second}");
+
+    let s3 = apiary_core::aws::s3_client(&config);
+    // ACLs on (bucket owner preferred) for ElastiCache's grant: list, write, read ACL.
+    let ownership = s3
+        .get_bucket_ownership_controls()
+        .bucket(&primary)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ownership.ownership_controls().unwrap().rules()[0].object_ownership(),
+        &ObjectOwnership::BucketOwnerPreferred
+    );
+    let acl = s3.get_bucket_acl().bucket(&primary).send().await.unwrap();
+    let mut granted: Vec<String> = acl
+        .grants()
+        .iter()
+        .filter(|g| {
+            g.grantee().and_then(|e| e.id()) == Some(storage::exports::ELASTICACHE_CANONICAL_ID)
+        })
+        .map(|g| g.permission().unwrap().as_str().to_owned())
+        .collect();
+    granted.sort();
+    assert_eq!(granted, ["READ", "READ_ACP", "WRITE"], "{acl:?}");
+    // SSE-S3 (ElastiCache writes as its own principal), staging copies expire.
+    let encryption = s3
+        .get_bucket_encryption()
+        .bucket(&primary)
+        .send()
+        .await
+        .unwrap();
+    let rule = &encryption
+        .server_side_encryption_configuration()
+        .unwrap()
+        .rules()[0];
+    assert_eq!(
+        rule.apply_server_side_encryption_by_default()
+            .unwrap()
+            .sse_algorithm(),
+        &ServerSideEncryption::Aes256
+    );
+    let lifecycle = s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(&primary)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        lifecycle.rules()[0].expiration().and_then(|e| e.days()),
+        Some(storage::exports::STAGING_DAYS)
+    );
+    // Replication to the DR bucket as the stack's replication role; deletes stay here.
+    let replication = s3
+        .get_bucket_replication()
+        .bucket(&primary)
+        .send()
+        .await
+        .unwrap();
+    let replication = replication.replication_configuration().unwrap();
+    assert_eq!(
+        replication.role(),
+        format!("arn:aws:iam::123456789012:role/apiary-{name}-s3-replication")
+    );
+    let [rule] = replication.rules() else {
+        panic!("one rule: {replication:?}")
+    };
+    assert_eq!(
+        rule.destination().map(|d| d.bucket()),
+        Some(format!("arn:aws:s3:::{dr}").as_str())
+    );
+    assert_eq!(
+        rule.delete_marker_replication().and_then(|d| d.status()),
+        Some(&aws_sdk_s3::types::DeleteMarkerReplicationStatus::Disabled)
+    );
+    // Its access is logged like the others'.
+    let logging = s3
+        .get_bucket_logging()
+        .bucket(&primary)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        logging.logging_enabled().map(|l| l.target_bucket()),
+        first["access_logs_bucket"].as_str()
+    );
+
+    // The DR bucket, in the DR region: ACLs off, versioned (replication needs it), TLS only.
+    let dr_config = config
+        .to_builder()
+        .region(aws_config::Region::new(DR_REGION))
+        .build();
+    let dr_s3 = apiary_core::aws::s3_client(&dr_config);
+    let location = dr_s3
+        .get_bucket_location()
+        .bucket(&dr)
+        .send()
+        .await
+        .unwrap();
+    // us-east-1 is the one region S3 reports as no location constraint.
+    assert!(
+        matches!(
+            location.location_constraint().map(|l| l.as_str()),
+            None | Some("")
+        ),
+        "{location:?}"
+    );
+    let ownership = dr_s3
+        .get_bucket_ownership_controls()
+        .bucket(&dr)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ownership.ownership_controls().unwrap().rules()[0].object_ownership(),
+        &ObjectOwnership::BucketOwnerEnforced
+    );
+    assert!(raw_versioning(&dr_config, &dr).contains("<Status>Enabled</Status>"));
+    let policy = dr_s3.get_bucket_policy().bucket(&dr).send().await.unwrap();
+    assert!(policy.policy().unwrap().contains("aws:SecureTransport"));
+}

@@ -693,6 +693,9 @@ async fn backups_are_kept_with_their_keys_or_deleted_when_asked() {
         format!("rds:dr-snapshot {DR_REGION}/{pg}"),
         format!("elasticache:snapshot {redis}"),
         "state:ledger backup.ledger".to_owned(),
+        // The Redis export buckets, in both regions.
+        format!("s3:bucket apiary-{name}-exports-123456789012-{REGION}"),
+        format!("s3:bucket apiary-{name}-exports-123456789012-{DR_REGION}"),
     ] {
         assert!(
             kept_why(&receipt, &resource).is_some(),
@@ -747,6 +750,17 @@ async fn backups_are_kept_with_their_keys_or_deleted_when_asked() {
         .map(|out| out.snapshots().len())
         .unwrap_or(0);
     assert_eq!(redis_left, 0, "the redis backup is deleted");
+    // The export buckets go with the backups, the DR region's too.
+    let dr_exports = format!("apiary-{name}-exports-123456789012-{DR_REGION}");
+    let gone = apiary_core::aws::s3_client(&dr_config)
+        .head_bucket()
+        .bucket(&dr_exports)
+        .send()
+        .await;
+    assert!(
+        gone.is_err_and(|e| e.as_service_error().is_some_and(|e| e.is_not_found())),
+        "{dr_exports} is deleted: {receipt:#}"
+    );
     assert!(kept_why(&receipt, &format!("rds:snapshot {pg}")).is_none());
     assert_eq!(
         key_state(&dr_config, &dr_alias).await,

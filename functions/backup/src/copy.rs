@@ -2,11 +2,12 @@
 //! the DR region re-encrypted with the DR-region key (`alias/apiary/<deployment>/dr`,
 //! made by the keys function's `ensure-dr`): RDS `CopyDBSnapshot` and DocumentDB
 //! `CopyDBClusterSnapshot` (with a `PreSignedUrl`, see [`crate::presign`]), both called
-//! in the DR region. ElastiCache has no cross-region snapshot copy: the way across is an
-//! export to an S3 bucket that grants ElastiCache write access, then replication of that
-//! bucket to the DR region, and neither the grant nor the replication is built. So Redis
-//! is reported as skipped with that reason (the RPO ledger shows no DR copy for it), never
-//! as copied; see the README.
+//! in the DR region. ElastiCache has no cross-region snapshot copy: the Redis snapshot is
+//! exported (`CopySnapshot` with `TargetBucket`) into the storage layer's export bucket,
+//! which grants ElastiCache write access and which S3 replicates into its DR twin (see
+//! the storage function's `exports` module). The step tags the exported files with the
+//! snapshot's tags, and the copy is done when the replica in the DR region carries them;
+//! a file S3 reports `FAILED`, or one it will never replicate, fails the step by name.
 //!
 //! Copies can take hours (AWS-TIMINGS.md: "can take hours"; requests queue when 20 copies
 //! per region pair are running): the workflow polls `copy-status` for up to 12 hours.
@@ -17,6 +18,7 @@ use apiary_core::inputs::backup::StoreName;
 use apiary_core::step::{Done, StepContext};
 use apiary_core::{Error, Result};
 use aws_sdk_rds::config::ProvideCredentials;
+use aws_sdk_s3::types::ReplicationStatus;
 use serde_json::{Map, Value, json};
 
 use crate::engine::{self, Clients, snapshot_id};
@@ -40,7 +42,7 @@ pub(crate) async fn run(
         })));
     };
     let regional = (deps.regional)(&dr_region);
-    let dr = Clients::dr(&regional);
+    let dr = Clients::dr(&regional, &step.layers);
     let primary = Clients::primary(deps, &step.spec.region);
     let mut key: Option<String> = None;
     let mut copies = Map::new();
@@ -52,7 +54,15 @@ pub(crate) async fn run(
             continue;
         }
         if store == StoreName::Redis {
-            skipped.insert(store.as_str().to_owned(), json!(REDIS_NOT_COPIED));
+            match export_redis(deps, step, &primary, &dr, &plan, create).await? {
+                Export::Skipped(reason) => {
+                    skipped.insert(store.as_str().to_owned(), json!(reason));
+                }
+                Export::Waiting(why) => pending.push(why),
+                Export::Reported(value) => {
+                    copies.insert(store.as_str().to_owned(), value);
+                }
+            }
             continue;
         }
         let id = snapshot_id(&step.names, store, &plan);
@@ -121,10 +131,223 @@ pub(crate) async fn run(
     ))
 }
 
-/// Why Redis has no DR copy.
+/// Why Redis has no DR copy when the storage layer made no export buckets.
 pub const REDIS_NOT_COPIED: &str = "no DR copy: ElastiCache has no cross-region snapshot \
-    copy, and the export to a bucket that grants ElastiCache access with that bucket's \
-    replication to the DR region is not built";
+    copy and the storage layer made no export buckets for it (provision makes them when \
+    backup.dr_region is set, in every region where AWS documents how to grant ElastiCache \
+    access to a bucket)";
+
+/// Where a Redis snapshot's way to the DR region stands.
+enum Export {
+    Skipped(String),
+    Waiting(String),
+    /// Done (the replica, as a snapshot), or not possible here (the emulator).
+    Reported(Value),
+}
+
+/// The Redis snapshot `id` exported into the primary export bucket, tagged, replicated:
+/// started when nothing is there (only by `copy-dr`), then followed through S3's
+/// replication status until the replica in the DR bucket carries the snapshot's tags.
+async fn export_redis(
+    deps: &Deps,
+    step: &StepContext<'_, Action>,
+    primary: &Clients<'_>,
+    dr: &Clients<'_>,
+    plan: &plan::Plan,
+    create: bool,
+) -> Result<Export> {
+    let store = StoreName::Redis;
+    let id = snapshot_id(&step.names, store, plan);
+    let Some(exports) = step.layers.storage()?.exports.clone() else {
+        return Ok(Export::Skipped(REDIS_NOT_COPIED.to_owned()));
+    };
+    if exports.dr_region != dr.region {
+        return Ok(Export::Skipped(format!(
+            "no DR copy: the export buckets were made for {}, and backup.dr_region is now {}; provision with this spec makes them for it",
+            exports.dr_region, dr.region
+        )));
+    }
+    let deployment = step.names.deployment();
+    // Done: the replica is there with the snapshot's tags.
+    if let Some(replica) = dr.describe(store, &id).await?
+        && replica.ours(deployment)
+    {
+        return Ok(Export::Reported(
+            serde_json::to_value(&replica).map_err(|e| Error::fatal(e.to_string()))?,
+        ));
+    }
+    let bucket = exports.primary.as_str();
+    let prefix = format!("{id}-");
+    let listed = deps
+        .s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(&prefix)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("ListObjectsV2 s3://{bucket}/{prefix}"), e))?;
+    let files: Vec<String> = listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key())
+        .filter(|k| engine::export_snapshot_id(k) == Some(id.as_str()))
+        .map(str::to_owned)
+        .collect();
+    if files.is_empty() {
+        if !create {
+            if deps.emulator {
+                return Ok(Export::Reported(not_emulated(bucket)));
+            }
+            return Ok(Export::Waiting(format!(
+                "redis snapshot {id} is being exported to s3://{bucket}"
+            )));
+        }
+        let Some(source) = primary.describe(store, &id).await? else {
+            return Err(Error::fatal(format!(
+                "redis snapshot {id} does not exist: nothing to export"
+            )));
+        };
+        if !source.available() {
+            return Ok(Export::Waiting(format!(
+                "redis snapshot {id} is {}",
+                source.status
+            )));
+        }
+        let started = deps
+            .elasticache
+            .copy_snapshot()
+            .source_snapshot_name(&id)
+            .target_snapshot_name(&id)
+            .target_bucket(bucket)
+            .send()
+            .await;
+        match started {
+            Ok(_) => step.log.created(&format!("s3://{bucket}/{id}")),
+            // Started by an earlier attempt whose answer was lost.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_snapshot_already_exists_fault()) => {}
+            // The emulator answers an operation it lacks with an HTML page, not an AWS
+            // error.
+            Err(e)
+                if deps.emulator
+                    && e.as_service_error().is_none_or(|e| {
+                        aws_sdk_elasticache::error::ProvideErrorMetadata::code(e).is_none()
+                    }) =>
+            {
+                tracing::warn!(snapshot = %id, "ElastiCache CopySnapshot is not emulated here");
+                return Ok(Export::Reported(not_emulated(bucket)));
+            }
+            Err(e) => {
+                return Err(Error::aws_transient_if(
+                    format!("CopySnapshot {id} to s3://{bucket}"),
+                    e,
+                    |e| e.is_invalid_snapshot_state_fault(),
+                ));
+            }
+        }
+        return Ok(Export::Waiting(format!(
+            "redis snapshot {id} is being exported to s3://{bucket}"
+        )));
+    }
+    // The files are there: give them the snapshot's tags (replication carries tags, and
+    // the DR region's pruning and ledger go by them), then follow their replication.
+    let tags = match primary.describe(store, &id).await? {
+        // Only Apiary's own tags: S3 allows ten per object, and the customer's tags on
+        // the snapshot are not this copy's business.
+        Some(source) => source
+            .tags
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("apiary:"))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        None => {
+            return Err(Error::fatal(format!(
+                "redis snapshot {id} was exported to s3://{bucket} but no longer exists, so its tags (deployment, sentinel) cannot be given to the export"
+            )));
+        }
+    };
+    let mut waiting = Vec::new();
+    for key in &files {
+        let current = engine::object_tags(&deps.s3, bucket, key).await?;
+        if !tags.iter().all(|(k, v)| current.get(k) == Some(v)) {
+            put_tags(&deps.s3, bucket, key, &tags).await?;
+        }
+        let head = deps
+            .s3
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("HeadObject s3://{bucket}/{key}"), e))?;
+        match head.replication_status() {
+            Some(ReplicationStatus::Failed) => {
+                return Err(Error::fatal(format!(
+                    "S3 could not replicate s3://{bucket}/{key} to s3://{} in {} (replication status FAILED): check the role {} and that the DR bucket is versioned; the next backup exports again",
+                    exports.dr,
+                    exports.dr_region,
+                    step.names.resource("s3-replication")
+                )));
+            }
+            None => {
+                return Err(Error::fatal(format!(
+                    "s3://{bucket}/{key} has no replication status, so S3 will not replicate it to {}: either the bucket's replication rule is missing (provision puts it back) or the file is not the account's (ElastiCache wrote it without giving the bucket owner full control)",
+                    exports.dr_region
+                )));
+            }
+            Some(status) => waiting.push(format!(
+                "s3://{bucket}/{key} is replicating to {} ({})",
+                exports.dr_region,
+                status.as_str()
+            )),
+        }
+    }
+    if waiting.is_empty() {
+        waiting.push(format!(
+            "the replica of redis snapshot {id} in s3://{} has not received its tags yet",
+            exports.dr
+        ));
+    }
+    Ok(Export::Waiting(waiting.join("; ")))
+}
+
+fn not_emulated(bucket: &str) -> Value {
+    json!({
+        "exported": false, "emulated": false, "bucket": bucket,
+        "reason": "the local emulator does not implement ElastiCache CopySnapshot (export to S3)"
+    })
+}
+
+async fn put_tags(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    tags: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    let set = tags
+        .iter()
+        .map(|(k, v)| {
+            aws_sdk_s3::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .map_err(|e| Error::fatal(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    s3.put_object_tagging()
+        .bucket(bucket)
+        .key(key)
+        .tagging(
+            aws_sdk_s3::types::Tagging::builder()
+                .set_tag_set(Some(set))
+                .build()
+                .map_err(|e| Error::fatal(e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("PutObjectTagging s3://{bucket}/{key}"), e))?;
+    Ok(())
+}
 
 /// The DR-region key's ARN. The keys function's `ensure-dr` runs earlier in the workflow.
 async fn dr_key(regional: &Regional, names: &apiary_core::Names) -> Result<String> {

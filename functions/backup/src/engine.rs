@@ -9,6 +9,7 @@ use apiary_core::outputs::Layers;
 use apiary_core::spec::DeploymentSpec;
 use apiary_core::step::StepContext;
 use apiary_core::{Error, Result};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -155,12 +156,22 @@ pub(crate) fn time(t: Option<&aws_smithy_types::DateTime>) -> Option<DateTime<Ut
     t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
 }
 
-/// The clients of one region. ElastiCache snapshots never leave the primary region.
+/// The clients of one region. ElastiCache snapshots never leave the primary region: in
+/// the DR region a Redis backup is its export's replica in the DR export bucket.
 pub struct Clients<'a> {
     pub region: String,
     pub rds: &'a aws_sdk_rds::Client,
     pub docdb: &'a aws_sdk_docdb::Client,
     pub elasticache: Option<&'a aws_sdk_elasticache::Client>,
+    /// In the DR region, when the storage layer made the export buckets.
+    pub replicas: Option<Replicas<'a>>,
+}
+
+/// The DR export bucket: each Redis backup's `.rdb` files, `<snapshot id>-NNNN.rdb`,
+/// replicated from the primary export bucket with the snapshot's tags.
+pub struct Replicas<'a> {
+    pub s3: &'a aws_sdk_s3::Client,
+    pub bucket: String,
 }
 
 impl<'a> Clients<'a> {
@@ -170,16 +181,34 @@ impl<'a> Clients<'a> {
             rds: &deps.rds,
             docdb: &deps.docdb,
             elasticache: Some(&deps.elasticache),
+            replicas: None,
         }
     }
 
-    pub fn dr(regional: &'a Regional) -> Self {
+    /// The DR region's clients; its Redis backups are the replicas in the DR export
+    /// bucket that `layers` records (made for this region).
+    pub fn dr(regional: &'a Regional, layers: &Layers) -> Self {
+        let replicas = layers
+            .storage
+            .as_ref()
+            .and_then(|s| s.exports.as_ref())
+            .filter(|e| e.dr_region == regional.region)
+            .map(|e| Replicas {
+                s3: &regional.s3,
+                bucket: e.dr.clone(),
+            });
         Clients {
             region: regional.region.clone(),
             rds: &regional.rds,
             docdb: &regional.docdb,
             elasticache: None,
+            replicas,
         }
+    }
+
+    /// Whether this region holds backups of `store` to list, describe or delete.
+    pub fn holds(&self, store: StoreName) -> bool {
+        store != StoreName::Redis || self.elasticache.is_some() || self.replicas.is_some()
     }
 
     fn elasticache(&self) -> Result<&'a aws_sdk_elasticache::Client> {
@@ -216,6 +245,16 @@ impl<'a> Clients<'a> {
                     Some(s) => Ok(Some(self.docdb_snapshot(&s).await?)),
                     None => Ok(None),
                 }
+            }
+            StoreName::Redis if self.elasticache.is_none() => {
+                let Some(replicas) = &self.replicas else {
+                    return Ok(None);
+                };
+                Ok(replicas
+                    .listed(&self.region, Some(id))
+                    .await?
+                    .into_iter()
+                    .find(|s| s.id == id))
             }
             StoreName::Redis => {
                 let found = apiary_core::aws::answer_or_none(
@@ -295,6 +334,11 @@ impl<'a> Clients<'a> {
                     found.push(self.docdb_snapshot(&s).await?);
                 }
             }
+            StoreName::Redis if self.elasticache.is_none() => {
+                if let Some(replicas) = &self.replicas {
+                    found = replicas.listed(&self.region, None).await?;
+                }
+            }
             StoreName::Redis => {
                 let mut pages = self
                     .elasticache()?
@@ -344,6 +388,11 @@ impl<'a> Clients<'a> {
                     |e| e.is_db_cluster_snapshot_not_found_fault(),
                 )
                 .await?;
+            }
+            StoreName::Redis if self.elasticache.is_none() => {
+                if let Some(replicas) = &self.replicas {
+                    replicas.delete(id).await?;
+                }
             }
             StoreName::Redis => {
                 apiary_core::aws::answer_or_none(
@@ -452,5 +501,150 @@ impl<'a> Clients<'a> {
             kms_key_id: s.kms_key_id().map(str::to_owned),
             tags,
         })
+    }
+}
+
+/// The snapshot id an export's file belongs to: `<id>-0001.rdb` -> `<id>` (ElastiCache
+/// adds the node group's number and `.rdb` to the name it is given).
+pub fn export_snapshot_id(key: &str) -> Option<&str> {
+    let stem = key.strip_suffix(".rdb")?;
+    let (id, number) = stem.rsplit_once('-')?;
+    (!id.is_empty() && !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(id)
+}
+
+/// An object's tags as a map.
+pub(crate) async fn object_tags(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<BTreeMap<String, String>> {
+    let out = s3
+        .get_object_tagging()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("GetObjectTagging s3://{bucket}/{key}"), e))?;
+    Ok(out
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_owned(), t.value().to_owned()))
+        .collect())
+}
+
+impl Replicas<'_> {
+    /// The backups in the bucket (of snapshot `only`, when given), one per snapshot id,
+    /// with the tags of its first file and the time of its newest.
+    pub async fn listed(&self, region: &str, only: Option<&str>) -> Result<Vec<Snapshot>> {
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .set_prefix(only.map(|id| format!("{id}-")))
+            .into_paginator()
+            .send();
+        let mut files: BTreeMap<String, (String, Option<DateTime<Utc>>)> = BTreeMap::new();
+        loop {
+            let page = match pages.try_next().await {
+                Ok(Some(page)) => page,
+                Ok(None) => break,
+                // The bucket is gone (a teardown with "delete_backups" empties and deletes
+                // it before it settles the keys): so are the replicas.
+                Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_bucket()) => {
+                    return Ok(Vec::new());
+                }
+                Err(e) => {
+                    return Err(Error::aws(
+                        format!("ListObjectsV2 s3://{} ({region})", self.bucket),
+                        e,
+                    ));
+                }
+            };
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                let Some(id) = export_snapshot_id(key) else {
+                    continue;
+                };
+                let at = time(object.last_modified());
+                let entry = files
+                    .entry(id.to_owned())
+                    .or_insert_with(|| (key.to_owned(), at));
+                entry.1 = entry.1.max(at);
+            }
+        }
+        let mut found = Vec::new();
+        for (id, (first, at)) in files {
+            let tags = object_tags(self.s3, &self.bucket, &first).await?;
+            found.push(Snapshot {
+                arn: format!(
+                    "{}/{id}-*",
+                    apiary_core::aws::arn(
+                        apiary_core::aws::partition(region),
+                        "s3",
+                        "",
+                        "",
+                        &self.bucket
+                    )
+                ),
+                id,
+                region: region.to_owned(),
+                status: "available".to_owned(),
+                created_at: at,
+                // SSE-S3: see the storage layer's exports module for why not KMS.
+                encrypted: true,
+                kms_key_id: None,
+                tags,
+            });
+        }
+        Ok(found)
+    }
+
+    /// Deletes every version (and delete marker) of a backup's files. A delete in the DR
+    /// bucket is never replicated back, and nothing replicates deletes into it.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        let prefix = format!("{id}-");
+        // One page: a backup has a file per shard, a few at most.
+        let listed = match self
+            .s3
+            .list_object_versions()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .send()
+            .await
+        {
+            Ok(listed) => listed,
+            Err(e) if e.as_service_error().and_then(|e| e.code()) == Some("NoSuchBucket") => {
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(Error::aws(
+                    format!("ListObjectVersions s3://{}/{prefix}", self.bucket),
+                    e,
+                ));
+            }
+        };
+        let versions = listed
+            .versions()
+            .iter()
+            .map(|v| (v.key(), v.version_id()))
+            .chain(
+                listed
+                    .delete_markers()
+                    .iter()
+                    .map(|m| (m.key(), m.version_id())),
+            );
+        for (key, version) in versions {
+            let Some(key) = key else { continue };
+            self.s3
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .set_version_id(version.map(str::to_owned))
+                .send()
+                .await
+                .map_err(|e| Error::aws(format!("DeleteObject s3://{}/{key}", self.bucket), e))?;
+        }
+        Ok(())
     }
 }

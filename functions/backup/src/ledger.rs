@@ -87,7 +87,7 @@ pub(crate) async fn run(deps: &Deps, step: &StepContext<'_, Action>) -> Result<D
         .map(|region| (deps.regional)(region));
     let mut regions = vec![Clients::primary(deps, &step.spec.region)];
     if let Some(regional) = &regional {
-        regions.push(Clients::dr(regional));
+        regions.push(Clients::dr(regional, &step.layers));
     }
     let mut stores = Map::new();
     for store in StoreName::ALL {
@@ -101,7 +101,7 @@ pub(crate) async fn run(deps: &Deps, step: &StepContext<'_, Action>) -> Result<D
         let this_run = snapshot::sentinel(deps, deployment, store, &plan).await?;
         let mut points = Map::new();
         for clients in &regions {
-            if store == StoreName::Redis && clients.elasticache.is_none() {
+            if !clients.holds(store) {
                 points.insert(
                     clients.region.clone(),
                     json!({"snapshot_id": null, "note": crate::copy::REDIS_NOT_COPIED}),

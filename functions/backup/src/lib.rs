@@ -5,7 +5,8 @@
 //! `CreateDBClusterSnapshot`, ElastiCache `CreateSnapshot`; tagged with the deployment,
 //! the store, the sentinel id and `apiary:backup`) -> `copy-dr` / `copy-status` (when
 //! `backup.dr_region` is set: RDS and DocumentDB copies re-encrypted with the DR-region
-//! key; Redis, which has no cross-region copy, exported to the backups bucket) -> `prune`
+//! key; Redis, which has no cross-region copy, exported into the storage layer's export
+//! bucket, which S3 replicates into its DR twin) -> `prune`
 //! (older than `backup.retention_days`, never the newest good one, only what this
 //! workflow tagged) -> `ledger` (the RPO ledger: per store and region the newest
 //! restorable point, its age and its sentinel id, kept in the state table).
@@ -47,8 +48,8 @@ use serde_json::Value;
 pub use apiary_core::inputs::backup::StoreName;
 pub use copy::DR_KEY_SCOPE;
 pub use engine::{
-    BACKUP_VALUE, Clients, Snapshot, TAG_BACKUP, TAG_RUN, TAG_SCRATCH, TAG_SENTINEL, TAG_STORE,
-    source_of,
+    BACKUP_VALUE, Clients, Replicas, Snapshot, TAG_BACKUP, TAG_RUN, TAG_SCRATCH, TAG_SENTINEL,
+    TAG_STORE, source_of,
 };
 pub use ledger::SLOT as LEDGER_SLOT;
 pub use plan::Plan;
@@ -60,6 +61,8 @@ pub struct Regional {
     pub rds: aws_sdk_rds::Client,
     pub docdb: aws_sdk_docdb::Client,
     pub kms: aws_sdk_kms::Client,
+    /// The DR export bucket's (Redis backups' replicas).
+    pub s3: aws_sdk_s3::Client,
 }
 
 /// Builds the clients of a region (the DR region is known only from the spec).
@@ -96,6 +99,7 @@ pub fn regional_clients(config: &SdkConfig) -> RegionalClients {
             rds: apiary_core::client!(aws_sdk_rds, &config),
             docdb: apiary_core::client!(aws_sdk_docdb, &config),
             kms: apiary_core::client!(aws_sdk_kms, &config),
+            s3: apiary_core::aws::s3_client(&config),
         }
     })
 }

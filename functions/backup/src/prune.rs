@@ -46,7 +46,7 @@ pub(crate) async fn run(deps: &Deps, step: &StepContext<'_, Action>) -> Result<D
         .map(|region| (deps.regional)(region));
     let mut regions = vec![Clients::primary(deps, &step.spec.region)];
     if let Some(regional) = &regional {
-        regions.push(Clients::dr(regional));
+        regions.push(Clients::dr(regional, &step.layers));
     }
     let mut deleted = Vec::new();
     let mut kept = Vec::new();
@@ -55,7 +55,7 @@ pub(crate) async fn run(deps: &Deps, step: &StepContext<'_, Action>) -> Result<D
             continue;
         };
         for clients in &regions {
-            if store == StoreName::Redis && clients.elasticache.is_none() {
+            if !clients.holds(store) {
                 continue;
             }
             let listed = clients.list(store, &source, deployment).await?;

@@ -1,7 +1,8 @@
 //! Unit tests with recorded AWS answers (aws-smithy-mocks): what the emulator cannot show.
 //! Pruning by age (the emulator stamps every snapshot with the real time), DocumentDB
-//! (not emulated at all) and its presigned cross-region copy, the Redis export to S3
-//! (ElastiCache CopySnapshot is not emulated), and a failed verification's report.
+//! (not emulated at all) and its presigned cross-region copy, the Redis export to S3 and
+//! its replication to the DR region (ElastiCache CopySnapshot is not emulated, nor is S3
+//! replication), and a failed verification's report.
 
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ struct Rules<'a> {
     dr_kms: Vec<&'a Rule>,
     elasticache: Vec<&'a Rule>,
     s3: Vec<&'a Rule>,
+    /// The DR region's S3: the Redis export replicas.
+    dr_s3: Vec<&'a Rule>,
     events: Vec<&'a Rule>,
     cloudwatch: Vec<&'a Rule>,
 }
@@ -44,6 +47,7 @@ fn deps(rules: Rules<'_>, recorder: &MemoryRecorder) -> Deps {
             mock_client!(aws_sdk_docdb, RuleMode::MatchAny, rules.dr_docdb)
         },
         kms: mock_client!(aws_sdk_kms, RuleMode::MatchAny, rules.dr_kms),
+        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules.dr_s3),
     };
     Deps {
         rds: mock_client!(aws_sdk_rds, RuleMode::MatchAny, rules.rds),
@@ -374,19 +378,10 @@ async fn a_documentdb_snapshot_is_copied_with_a_presigned_url_and_the_dr_key() {
 }
 
 #[tokio::test]
-async fn redis_is_reported_without_a_dr_copy_never_as_copied() {
+async fn without_export_buckets_redis_is_reported_without_a_dr_copy_never_as_copied() {
     let (fixture, recorder) = state("backup");
-    let mut plan: Plan =
-        serde_json::from_value(recorder.saved(fixtures::NAME, "backup.plan").unwrap()).unwrap();
-    plan.stores = vec![StoreName::Redis];
-    recorder
-        .saved
-        .lock()
-        .unwrap()
-        .get_mut(fixtures::NAME)
-        .unwrap()
-        .insert("backup.plan".into(), serde_json::to_value(&plan).unwrap());
-    // No ElastiCache or S3 call may be made for it: the export would fail on AWS.
+    only_redis(&recorder);
+    // No ElastiCache or S3 call may be made for it: there is no bucket to export into.
     let export = mock!(aws_sdk_elasticache::Client::copy_snapshot).then_output(|| {
         aws_sdk_elasticache::operation::copy_snapshot::CopySnapshotOutput::builder().build()
     });
@@ -408,6 +403,410 @@ async fn redis_is_reported_without_a_dr_copy_never_as_copied() {
         );
     }
     assert_eq!(export.num_calls(), 0);
+}
+
+const PRIMARY_EXPORTS: &str = "apiary-acme-prod-exports-123456789012-us-west-2";
+const DR_EXPORTS: &str = "apiary-acme-prod-exports-123456789012-us-east-1";
+
+/// The plan of the fixture's backup run, reduced to Redis.
+fn only_redis(recorder: &MemoryRecorder) -> Plan {
+    let mut plan: Plan =
+        serde_json::from_value(recorder.saved(fixtures::NAME, "backup.plan").unwrap()).unwrap();
+    plan.stores = vec![StoreName::Redis];
+    recorder
+        .saved
+        .lock()
+        .unwrap()
+        .get_mut(fixtures::NAME)
+        .unwrap()
+        .insert("backup.plan".into(), serde_json::to_value(&plan).unwrap());
+    plan
+}
+
+/// A backup run whose storage layer made the Redis export buckets (DR region us-east-1);
+/// no DocumentDB. The Redis snapshot's id.
+fn exports_state() -> (Fixture, MemoryRecorder, String) {
+    let fixture = Fixture::test()
+        .with_spec(|spec| spec["backup"] = json!({"dr_region": "us-east-1", "retention_days": 7}))
+        .with_layers(|layers| {
+            layers.storage.as_mut().unwrap().exports = Some(apiary_core::outputs::ExportBuckets {
+                primary: PRIMARY_EXPORTS.into(),
+                dr: DR_EXPORTS.into(),
+                dr_region: "us-east-1".into(),
+            })
+        });
+    let recorder = fixture.state();
+    let plan = Plan::new("backup", "exec-1", vec![StoreName::Redis], Utc::now());
+    recorder
+        .saved
+        .lock()
+        .unwrap()
+        .get_mut(fixtures::NAME)
+        .unwrap()
+        .insert(plan::slot("backup"), serde_json::to_value(&plan).unwrap());
+    let id = engine::snapshot_id(
+        &apiary_core::Names::new(fixtures::NAME),
+        StoreName::Redis,
+        &plan,
+    );
+    (fixture, recorder, id)
+}
+
+/// The tags the backup workflow gives a Redis snapshot, and one a person added.
+fn redis_tags() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("apiary:deployment", fixtures::NAME),
+        ("apiary:backup", "snapshot"),
+        ("apiary:store", "redis"),
+        ("apiary:sentinel", "s-1"),
+        ("team", "data"),
+    ]
+}
+
+/// The ElastiCache snapshot `id`, available, with [`redis_tags`].
+fn redis_source(id: &str) -> (Rule, Rule) {
+    let described = {
+        let id = id.to_owned();
+        mock!(aws_sdk_elasticache::Client::describe_snapshots).then_output(move || {
+            aws_sdk_elasticache::operation::describe_snapshots::DescribeSnapshotsOutput::builder()
+                .snapshots(
+                    aws_sdk_elasticache::types::Snapshot::builder()
+                        .snapshot_name(&id)
+                        .arn(format!(
+                            "arn:aws:elasticache:us-west-2:123456789012:snapshot:{id}"
+                        ))
+                        .snapshot_status("available")
+                        .build(),
+                )
+                .build()
+        })
+    };
+    let tags = mock!(aws_sdk_elasticache::Client::list_tags_for_resource).then_output(|| {
+        let mut out =
+            aws_sdk_elasticache::operation::list_tags_for_resource::ListTagsForResourceOutput::builder();
+        for (key, value) in redis_tags() {
+            out = out.tag_list(
+                aws_sdk_elasticache::types::Tag::builder()
+                    .key(key)
+                    .value(value)
+                    .build(),
+            );
+        }
+        out.build()
+    });
+    (described, tags)
+}
+
+/// A listing of `keys` (each `days` old).
+fn listing(keys: &[(&str, i64)]) -> aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output {
+    let mut out = aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output::builder();
+    for (key, days) in keys {
+        out = out.contents(
+            aws_sdk_s3::types::Object::builder()
+                .key(*key)
+                .last_modified(days_ago(*days))
+                .build(),
+        );
+    }
+    out.build()
+}
+
+fn object_tags(
+    tags: &[(&str, &str)],
+) -> aws_sdk_s3::operation::get_object_tagging::GetObjectTaggingOutput {
+    let set = tags
+        .iter()
+        .map(|(k, v)| {
+            aws_sdk_s3::types::Tag::builder()
+                .key(*k)
+                .value(*v)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    aws_sdk_s3::operation::get_object_tagging::GetObjectTaggingOutput::builder()
+        .set_tag_set(Some(set))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_redis_snapshot_is_exported_tagged_and_done_when_its_replica_carries_the_tags() {
+    let (fixture, recorder, id) = exports_state();
+    let file = format!("{id}-0001.rdb");
+
+    // copy-dr: nothing in either bucket; the export is started into the primary bucket.
+    let (described, tags) = redis_source(&id);
+    let no_replica = mock!(aws_sdk_s3::Client::list_objects_v2)
+        .match_requests(|r| r.bucket() == Some(DR_EXPORTS))
+        .then_output(|| listing(&[]));
+    let not_exported = mock!(aws_sdk_s3::Client::list_objects_v2)
+        .match_requests(|r| r.bucket() == Some(PRIMARY_EXPORTS))
+        .then_output(|| listing(&[]));
+    let export = {
+        let id = id.clone();
+        mock!(aws_sdk_elasticache::Client::copy_snapshot)
+            .match_requests(move |r| {
+                r.target_bucket() == Some(PRIMARY_EXPORTS)
+                    && r.source_snapshot_name() == Some(id.as_str())
+            })
+            .then_output(|| {
+                aws_sdk_elasticache::operation::copy_snapshot::CopySnapshotOutput::builder().build()
+            })
+    };
+    let first = deps(
+        Rules {
+            elasticache: vec![&described, &tags, &export],
+            s3: vec![&not_exported],
+            dr_s3: vec![&no_replica],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    let out = handle(&first, fixture.event("copy-dr"))
+        .await
+        .expect("copy-dr");
+    assert_eq!(export.num_calls(), 1, "{out}");
+    assert_eq!(out["ready"], json!(false), "{out}");
+    assert!(
+        out["pending"][0]
+            .as_str()
+            .unwrap()
+            .contains("being exported"),
+        "{out}"
+    );
+
+    // copy-status: the file is there, untagged, replicating. It gets the snapshot's
+    // apiary tags (not the person's), and nothing is exported again.
+    let (described, tags) = redis_source(&id);
+    let exported = {
+        let file = file.clone();
+        mock!(aws_sdk_s3::Client::list_objects_v2)
+            .match_requests(|r| r.bucket() == Some(PRIMARY_EXPORTS))
+            .then_output(move || listing(&[(file.as_str(), 0)]))
+    };
+    let untagged = mock!(aws_sdk_s3::Client::get_object_tagging).then_output(|| object_tags(&[]));
+    let tagged = mock!(aws_sdk_s3::Client::put_object_tagging)
+        .match_requests(|r| {
+            let set = r.tagging().map(|t| t.tag_set()).unwrap_or_default();
+            set.iter()
+                .any(|t| t.key() == "apiary:backup" && t.value() == "snapshot")
+                && set
+                    .iter()
+                    .any(|t| t.key() == "apiary:sentinel" && t.value() == "s-1")
+                && !set.iter().any(|t| t.key() == "team")
+        })
+        .then_output(|| {
+            aws_sdk_s3::operation::put_object_tagging::PutObjectTaggingOutput::builder().build()
+        });
+    let replicating = mock!(aws_sdk_s3::Client::head_object).then_output(|| {
+        aws_sdk_s3::operation::head_object::HeadObjectOutput::builder()
+            .replication_status(aws_sdk_s3::types::ReplicationStatus::Pending)
+            .build()
+    });
+    let again = mock!(aws_sdk_elasticache::Client::copy_snapshot).then_output(|| {
+        aws_sdk_elasticache::operation::copy_snapshot::CopySnapshotOutput::builder().build()
+    });
+    let no_replica = mock!(aws_sdk_s3::Client::list_objects_v2).then_output(|| listing(&[]));
+    let second = deps(
+        Rules {
+            elasticache: vec![&described, &tags, &again],
+            s3: vec![&exported, &untagged, &tagged, &replicating],
+            dr_s3: vec![&no_replica],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    let out = handle(&second, fixture.event("copy-status"))
+        .await
+        .expect("copy-status");
+    assert_eq!(out["ready"], json!(false), "{out}");
+    assert_eq!(tagged.num_calls(), 1, "{out}");
+    assert_eq!(again.num_calls(), 0, "{out}");
+    assert!(
+        out["pending"][0].as_str().unwrap().contains("PENDING"),
+        "{out}"
+    );
+
+    // copy-status: the replica is in the DR bucket with the tags: done.
+    let replica = {
+        let file = file.clone();
+        mock!(aws_sdk_s3::Client::list_objects_v2)
+            .match_requests(|r| r.bucket() == Some(DR_EXPORTS))
+            .then_output(move || listing(&[(file.as_str(), 0)]))
+    };
+    let replica_tags = mock!(aws_sdk_s3::Client::get_object_tagging)
+        .then_output(|| object_tags(&redis_tags()[..4]));
+    let third = deps(
+        Rules {
+            dr_s3: vec![&replica, &replica_tags],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    let out = handle(&third, fixture.event("copy-status"))
+        .await
+        .expect("copy-status");
+    assert_eq!(out["ready"], json!(true), "{out}");
+    assert_eq!(out["copies"]["redis"]["id"], json!(id), "{out}");
+    assert_eq!(
+        out["copies"]["redis"]["region"],
+        json!("us-east-1"),
+        "{out}"
+    );
+}
+
+/// copy-status on an exported file whose replication `status` is as given.
+async fn replication_ends(status: Option<aws_sdk_s3::types::ReplicationStatus>) -> String {
+    let (fixture, recorder, id) = exports_state();
+    let file = format!("{id}-0001.rdb");
+    let (described, tags) = redis_source(&id);
+    let exported = mock!(aws_sdk_s3::Client::list_objects_v2)
+        .match_requests(|r| r.bucket() == Some(PRIMARY_EXPORTS))
+        .then_output(move || listing(&[(file.as_str(), 0)]));
+    let current = mock!(aws_sdk_s3::Client::get_object_tagging)
+        .then_output(|| object_tags(&redis_tags()[..4]));
+    let head = mock!(aws_sdk_s3::Client::head_object).then_output(move || {
+        aws_sdk_s3::operation::head_object::HeadObjectOutput::builder()
+            .set_replication_status(status.clone())
+            .build()
+    });
+    let no_replica = mock!(aws_sdk_s3::Client::list_objects_v2).then_output(|| listing(&[]));
+    let deps = deps(
+        Rules {
+            elasticache: vec![&described, &tags],
+            s3: vec![&exported, &current, &head],
+            dr_s3: vec![&no_replica],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    let err = handle(&deps, fixture.event("copy-status"))
+        .await
+        .expect_err("a replication that cannot finish fails the step");
+    assert_eq!(err.name(), ErrorName::Fatal, "{err}");
+    err.to_string()
+}
+
+#[tokio::test]
+async fn a_failed_or_impossible_replication_fails_the_step_naming_the_file() {
+    let failed = replication_ends(Some(aws_sdk_s3::types::ReplicationStatus::Failed)).await;
+    assert!(
+        failed.contains("FAILED") && failed.contains("-0001.rdb"),
+        "{failed}"
+    );
+    let never = replication_ends(None).await;
+    assert!(
+        never.contains("no replication status") && never.contains("-0001.rdb"),
+        "{never}"
+    );
+}
+
+#[tokio::test]
+async fn prune_deletes_every_version_of_a_dr_replica_past_retention_never_the_newest() {
+    let (fixture, recorder, _) = exports_state();
+    let empty_rds = mock!(aws_sdk_rds::Client::describe_db_snapshots).then_output(|| {
+        aws_sdk_rds::operation::describe_db_snapshots::DescribeDbSnapshotsOutput::builder().build()
+    });
+    let dr_empty_rds = mock!(aws_sdk_rds::Client::describe_db_snapshots).then_output(|| {
+        aws_sdk_rds::operation::describe_db_snapshots::DescribeDbSnapshotsOutput::builder().build()
+    });
+    let no_redis = mock!(aws_sdk_elasticache::Client::describe_snapshots).then_output(|| {
+        aws_sdk_elasticache::operation::describe_snapshots::DescribeSnapshotsOutput::builder()
+            .build()
+    });
+    // Two replicas of ours, 1 and 30 days old, and a file that is no export.
+    let replicas = mock!(aws_sdk_s3::Client::list_objects_v2)
+        .match_requests(|r| r.bucket() == Some(DR_EXPORTS) && r.prefix().is_none())
+        .then_output(|| {
+            listing(&[
+                ("apiary-acme-prod-redis-new-0001.rdb", 1),
+                ("apiary-acme-prod-redis-old-0001.rdb", 30),
+                ("apiary-acme-prod-redis-old-0002.rdb", 30),
+                ("notes.txt", 90),
+            ])
+        });
+    let ours = mock!(aws_sdk_s3::Client::get_object_tagging)
+        .then_output(|| object_tags(&redis_tags()[..4]));
+    let versions = mock!(aws_sdk_s3::Client::list_object_versions)
+        .match_requests(|r| r.prefix() == Some("apiary-acme-prod-redis-old-"))
+        .then_output(|| {
+            aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput::builder()
+                .versions(
+                    aws_sdk_s3::types::ObjectVersion::builder()
+                        .key("apiary-acme-prod-redis-old-0001.rdb")
+                        .version_id("v1")
+                        .build(),
+                )
+                .versions(
+                    aws_sdk_s3::types::ObjectVersion::builder()
+                        .key("apiary-acme-prod-redis-old-0002.rdb")
+                        .version_id("v2")
+                        .build(),
+                )
+                .build()
+        });
+    let delete = mock!(aws_sdk_s3::Client::delete_object)
+        .match_requests(|r| {
+            r.key()
+                .is_some_and(|k| k.starts_with("apiary-acme-prod-redis-old-"))
+                && r.version_id().is_some()
+        })
+        .then_output(|| {
+            aws_sdk_s3::operation::delete_object::DeleteObjectOutput::builder().build()
+        });
+    let deps = deps(
+        Rules {
+            rds: vec![&empty_rds],
+            dr_rds: vec![&dr_empty_rds],
+            elasticache: vec![&no_redis],
+            dr_s3: vec![&replicas, &ours, &versions, &delete],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    let out = handle(&deps, fixture.event("prune")).await.expect("prune");
+    assert_eq!(delete.num_calls(), 2, "both files' versions: {out}");
+    let ids = |field: &str| -> Vec<String> {
+        out[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}/{}",
+                    d["region"].as_str().unwrap(),
+                    d["id"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        ids("deleted"),
+        ["us-east-1/apiary-acme-prod-redis-old"],
+        "{out}"
+    );
+    assert_eq!(
+        ids("kept"),
+        ["us-east-1/apiary-acme-prod-redis-new"],
+        "{out}"
+    );
+}
+
+#[test]
+fn an_export_file_names_its_snapshot() {
+    assert_eq!(
+        engine::export_snapshot_id("apiary-acme-prod-redis-20261206-ab12-0001.rdb"),
+        Some("apiary-acme-prod-redis-20261206-ab12")
+    );
+    assert_eq!(engine::export_snapshot_id("x-0002.rdb"), Some("x"));
+    assert_eq!(engine::export_snapshot_id("apiary-acme-redis.rdb"), None);
+    assert_eq!(
+        engine::export_snapshot_id("apiary-acme-prod-redis-0001.txt"),
+        None
+    );
+    assert_eq!(engine::export_snapshot_id("-0001.rdb"), None);
+    assert_eq!(engine::export_snapshot_id("x-00a1.rdb"), None);
 }
 
 #[test]

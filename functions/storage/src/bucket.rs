@@ -13,9 +13,21 @@ use aws_sdk_s3::types::{
     VersioningConfiguration,
 };
 
+use crate::exports::{DR_EXPORTS, EXPORTS, STAGING_DAYS};
 use crate::{
     ABORT_MULTIPART_DAYS, ACCESS_LOG_RETENTION_DAYS, ACCESS_LOGS, EXPIRING, Run, access_log_prefix,
 };
+
+/// ACLs off everywhere but in the Redis export bucket, whose grant to ElastiCache is an
+/// ACL in the regions enabled by default: there objects written with
+/// `bucket-owner-full-control` become the account's.
+pub fn ownership(purpose: &str) -> ObjectOwnership {
+    if purpose == EXPORTS {
+        ObjectOwnership::BucketOwnerPreferred
+    } else {
+        ObjectOwnership::BucketOwnerEnforced
+    }
+}
 
 fn built<T>(result: std::result::Result<T, BuildError>) -> Result<T> {
     result.map_err(|e| Error::fatal(e.to_string()))
@@ -35,7 +47,7 @@ pub async fn ensure_exists(run: &Run<'_>, purpose: &str, name: &str) -> Result<(
     match head {
         Ok(_) => {}
         Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => {
-            create(run, name).await?;
+            create(run, purpose, name).await?;
         }
         Err(err)
             if err
@@ -52,13 +64,13 @@ pub async fn ensure_exists(run: &Run<'_>, purpose: &str, name: &str) -> Result<(
     ensure_tags(run, name).await
 }
 
-async fn create(run: &Run<'_>, name: &str) -> Result<()> {
+async fn create(run: &Run<'_>, purpose: &str, name: &str) -> Result<()> {
     let mut request = run
         .deps
         .s3
         .create_bucket()
         .bucket(name)
-        .object_ownership(ObjectOwnership::BucketOwnerEnforced);
+        .object_ownership(ownership(purpose));
     // us-east-1 is the one region that rejects an explicit location constraint; every
     // other region requires it.
     if run.region != "us-east-1" {
@@ -147,7 +159,7 @@ pub async fn configure(run: &Run<'_>, purpose: &str, name: &str) -> Result<()> {
             OwnershipControls::builder()
                 .rules(built(
                     OwnershipControlsRule::builder()
-                        .object_ownership(ObjectOwnership::BucketOwnerEnforced)
+                        .object_ownership(ownership(purpose))
                         .build(),
                 )?)
                 .build(),
@@ -206,9 +218,11 @@ pub async fn configure(run: &Run<'_>, purpose: &str, name: &str) -> Result<()> {
 }
 
 /// SSE-KMS with the deployment's s3 key for the data buckets; SSE-S3 for the access-logs
-/// bucket, since S3 server access logs cannot be delivered into an SSE-KMS bucket.
+/// bucket, since S3 server access logs cannot be delivered into an SSE-KMS bucket, and
+/// for the Redis export buckets, which ElastiCache writes as its own principal (see
+/// [`crate::exports`]).
 pub fn encryption_rule(run: &Run<'_>, purpose: &str) -> Result<ServerSideEncryptionRule> {
-    if purpose == ACCESS_LOGS {
+    if [ACCESS_LOGS, EXPORTS, DR_EXPORTS].contains(&purpose) {
         return Ok(ServerSideEncryptionRule::builder()
             .apply_server_side_encryption_by_default(built(
                 ServerSideEncryptionByDefault::builder()
@@ -229,17 +243,20 @@ pub fn encryption_rule(run: &Run<'_>, purpose: &str) -> Result<ServerSideEncrypt
         .build())
 }
 
-/// The access logs keep their own retention; the data buckets follow the spec.
+/// The access logs keep their own retention, the staged Redis exports theirs; the data
+/// buckets follow the spec (in the DR export bucket: how long an overwritten or deleted
+/// version stays; the replicas themselves are pruned by the backup workflow).
 fn retention_days(run: &Run<'_>, purpose: &str) -> i32 {
-    if purpose == ACCESS_LOGS {
-        ACCESS_LOG_RETENTION_DAYS
-    } else {
-        run.retention_days
+    match purpose {
+        ACCESS_LOGS => ACCESS_LOG_RETENTION_DAYS,
+        EXPORTS => STAGING_DAYS,
+        _ => run.retention_days,
     }
 }
 
-/// The retention rule: in metrics and logs current objects expire after the retention;
-/// in every bucket old versions expire after it too, and stale multipart uploads go.
+/// The retention rule: in metrics, logs, access logs and the staged Redis exports current
+/// objects expire after the retention; in every bucket old versions expire after it too,
+/// and stale multipart uploads go.
 pub fn lifecycle_rule(purpose: &str, retention_days: i32) -> Result<LifecycleRule> {
     let mut rule = LifecycleRule::builder()
         .id("apiary-retention")
@@ -255,7 +272,7 @@ pub fn lifecycle_rule(purpose: &str, retention_days: i32) -> Result<LifecycleRul
                 .days_after_initiation(ABORT_MULTIPART_DAYS)
                 .build(),
         );
-    if EXPIRING.contains(&purpose) || purpose == ACCESS_LOGS {
+    if EXPIRING.contains(&purpose) || [ACCESS_LOGS, EXPORTS].contains(&purpose) {
         rule = rule.expiration(LifecycleExpiration::builder().days(retention_days).build());
     }
     built(rule.build())

@@ -17,6 +17,7 @@
 
 pub mod audit;
 mod bucket;
+pub mod exports;
 pub mod policy;
 
 use std::collections::BTreeMap;
@@ -110,6 +111,12 @@ pub(crate) struct Run<'a> {
     pub retention_days: i32,
 }
 
+/// What `ensure` is asked for beyond the buckets every deployment has.
+pub(crate) struct Wanted<'a> {
+    /// `backup.dr_region`: the Redis export buckets and their replication.
+    pub dr_region: Option<&'a str>,
+}
+
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
     apiary_core::step::run(deps, event).await
 }
@@ -145,7 +152,10 @@ impl Step for Deps {
             key_arn,
             retention_days,
         };
-        let layer = ensure(&run).await?;
+        let wanted = Wanted {
+            dr_region: spec.backup.dr_region.as_deref().filter(|r| !r.is_empty()),
+        };
+        let layer = ensure(&run, &wanted).await?;
         // The audit trail comes after the buckets: CloudTrail and log delivery check the
         // logs bucket's policy when the trail or the flow log is created.
         let logs = &layer.buckets[LOGS];
@@ -176,7 +186,7 @@ async fn account_id(deps: &Deps) -> Result<String> {
         .ok_or_else(|| Error::fatal("GetCallerIdentity returned no account"))
 }
 
-async fn ensure(run: &Run<'_>) -> Result<StorageOutput> {
+async fn ensure(run: &Run<'_>, wanted: &Wanted<'_>) -> Result<StorageOutput> {
     let mut buckets = BTreeMap::new();
     for purpose in PURPOSES {
         let name = run.names.bucket(purpose, &run.account, &run.region);
@@ -201,9 +211,17 @@ async fn ensure(run: &Run<'_>) -> Result<StorageOutput> {
             Some(&policy::bucket_arn(&run.region, &access)),
         )
         .await?;
+    let exports = match wanted.dr_region {
+        Some(dr_region) => exports::ensure(run, dr_region).await?,
+        None => None,
+    };
     let logs = buckets[LOGS].clone();
-    // Every data bucket, the logs bucket included, logs its access into `access`.
-    let sources: Vec<&str> = PURPOSES.iter().map(|p| buckets[*p].as_str()).collect();
+    // Every data bucket, the logs bucket and the Redis export bucket included, logs its
+    // access into `access`.
+    let mut sources: Vec<&str> = PURPOSES.iter().map(|p| buckets[*p].as_str()).collect();
+    if let Some((export, _)) = &exports {
+        sources.push(export.primary.as_str());
+    }
 
     // Bucket policies come last: with the TLS-only statement in place the local emulator
     // (like AWS over plain HTTP) refuses the object requests an http:// endpoint makes,
@@ -223,12 +241,16 @@ async fn ensure(run: &Run<'_>) -> Result<StorageOutput> {
         bucket::put_logging(run, source, &access).await?;
     }
     for source in sources.iter().filter(|s| **s != logs) {
-        let tls_only = policy::tls_only_policy(&run.region, source);
-        bucket::put_policy(run, source, &tls_only).await?;
+        let policy = match &exports {
+            Some((export, policy)) if export.primary == *source => policy.clone(),
+            _ => policy::tls_only_policy(&run.region, source),
+        };
+        bucket::put_policy(run, source, &policy).await?;
     }
     Ok(StorageOutput {
         buckets,
         access_logs_bucket: access,
+        exports: exports.map(|(export, _)| export),
     })
 }
 

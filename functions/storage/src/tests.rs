@@ -657,3 +657,72 @@ fn policies_deny_plain_http_and_scope_log_delivery() {
         json!("arn:aws-us-gov:s3:::m")
     );
 }
+
+#[test]
+fn elasticache_is_granted_the_way_aws_documents_for_the_region() {
+    use crate::exports::{
+        ELASTICACHE_CANONICAL_ID, ELASTICACHE_CANONICAL_ID_GOV_WEST, ElastiCacheGrant,
+        elasticache_grant, primary_policy,
+    };
+    // Enabled by default (before 20 March 2019): the ACL grant.
+    for region in ["us-east-1", "eu-north-1", "ap-northeast-3", "sa-east-1"] {
+        assert_eq!(
+            elasticache_grant(region),
+            Ok(ElastiCacheGrant::Acl(ELASTICACHE_CANONICAL_ID)),
+            "{region}"
+        );
+    }
+    // Opt-in: the regional service principal in the bucket policy.
+    assert_eq!(
+        elasticache_grant("ap-east-1"),
+        Ok(ElastiCacheGrant::Policy(
+            "ap-east-1.elasticache-snapshot.amazonaws.com".into()
+        ))
+    );
+    assert_eq!(
+        elasticache_grant("us-gov-west-1"),
+        Ok(ElastiCacheGrant::Acl(ELASTICACHE_CANONICAL_ID_GOV_WEST))
+    );
+    // No documented grant: said, never guessed.
+    for region in ["cn-north-1", "us-gov-east-1"] {
+        let why = elasticache_grant(region).unwrap_err();
+        assert!(why.contains(region), "{why}");
+    }
+
+    let grant = elasticache_grant("me-south-1").unwrap();
+    let policy: Value = serde_json::from_str(&primary_policy("me-south-1", "b", &grant)).unwrap();
+    let statements = policy["Statement"].as_array().unwrap();
+    assert_eq!(statements[0]["Sid"], json!("DenyInsecureTransport"));
+    assert_eq!(
+        statements[1]["Principal"]["Service"],
+        json!("me-south-1.elasticache-snapshot.amazonaws.com")
+    );
+    assert!(
+        statements[1]["Action"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("s3:PutObject"))
+    );
+    // With the ACL grant the policy is TLS only.
+    let acl = elasticache_grant("us-west-2").unwrap();
+    let policy: Value = serde_json::from_str(&primary_policy("us-west-2", "b", &acl)).unwrap();
+    assert_eq!(policy["Statement"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn the_export_acl_gives_elasticache_list_write_and_read_permissions_only() {
+    use aws_sdk_s3::types::Permission;
+    let grants = crate::exports::acl_grants("owner-id", "ec-id").unwrap();
+    let of = |id: &str| -> Vec<Permission> {
+        grants
+            .iter()
+            .filter(|g| g.grantee().and_then(|e| e.id()) == Some(id))
+            .filter_map(|g| g.permission().cloned())
+            .collect()
+    };
+    assert_eq!(of("owner-id"), [Permission::FullControl]);
+    assert_eq!(
+        of("ec-id"),
+        [Permission::Read, Permission::Write, Permission::ReadAcp]
+    );
+}

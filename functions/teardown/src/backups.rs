@@ -67,7 +67,9 @@ fn kind(store: StoreName, primary: bool) -> &'static str {
     match (store, primary) {
         (StoreName::Postgres, true) => "rds:snapshot",
         (StoreName::Documentdb, true) => "docdb:cluster-snapshot",
-        (StoreName::Redis, _) => "elasticache:snapshot",
+        (StoreName::Redis, true) => "elasticache:snapshot",
+        // In the DR region a Redis backup is its export's replica in the DR export bucket.
+        (StoreName::Redis, false) => "s3:redis-export",
         // A copy in the DR region has the same name as its source: its own kind, and
         // the region before the name.
         (StoreName::Postgres, false) => "rds:dr-snapshot",
@@ -88,6 +90,7 @@ pub fn primary<'a>(deps: &'a crate::Deps, region: &str) -> Clients<'a> {
         rds: &deps.rds,
         docdb: &deps.docdb,
         elasticache: Some(&deps.elasticache),
+        replicas: None,
     }
 }
 
@@ -108,12 +111,7 @@ pub async fn run(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<Vec<H
         .map(|region| (deps.regional)(&region));
     let mut regions = vec![primary(deps, &primary_region)];
     if let Some(regional) = &regional {
-        regions.push(Clients {
-            region: regional.region.clone(),
-            rds: &regional.rds,
-            docdb: &regional.docdb,
-            elasticache: None,
-        });
+        regions.push(Clients::dr(regional, &work.step.layers));
     }
     let delete_backups = work.input.delete_backups;
     let mut held = Vec::new();
@@ -122,7 +120,7 @@ pub async fn run(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<Vec<H
             continue;
         };
         for clients in &regions {
-            if store == StoreName::Redis && clients.elasticache.is_none() {
+            if !clients.holds(store) {
                 continue;
             }
             let primary = clients.region == primary_region;
@@ -136,7 +134,10 @@ pub async fn run(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<Vec<H
                 let backup = snapshot.ours(&deployment);
                 if backup && delete_backups {
                     if snapshot.status != "deleting" {
-                        delete(clients, store, &snapshot.id).await?;
+                        // The teardown role's grant for these deletes requires
+                        // `apiary:backup=snapshot` and this deployment's tag on the
+                        // snapshot, whatever the code asks.
+                        clients.delete(store, &snapshot.id).await?;
                         work.step.log.created(&format!("deleted:{id}"));
                     }
                     work.report.removed(kind, &id);
@@ -165,50 +166,6 @@ pub async fn run(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<Vec<H
     }
     ledger(work, delete_backups).await?;
     Ok(held)
-}
-
-/// Deletes one of the backup workflow's snapshots; one already gone is success. (The
-/// teardown role's grant for these deletes requires `apiary:backup=snapshot` and this
-/// deployment's tag on the snapshot, whatever the code asks.)
-async fn delete(clients: &Clients<'_>, store: StoreName, id: &str) -> Result<()> {
-    let region = &clients.region;
-    match store {
-        StoreName::Postgres => {
-            apiary_core::aws::answer_or_none(
-                format!("DeleteDBSnapshot {id} ({region})"),
-                clients
-                    .rds
-                    .delete_db_snapshot()
-                    .db_snapshot_identifier(id)
-                    .send(),
-                |e| e.is_db_snapshot_not_found_fault(),
-            )
-            .await?;
-        }
-        StoreName::Documentdb => {
-            apiary_core::aws::answer_or_none(
-                format!("DeleteDBClusterSnapshot {id} ({region})"),
-                clients
-                    .docdb
-                    .delete_db_cluster_snapshot()
-                    .db_cluster_snapshot_identifier(id)
-                    .send(),
-                |e| e.is_db_cluster_snapshot_not_found_fault(),
-            )
-            .await?;
-        }
-        StoreName::Redis => {
-            if let Some(elasticache) = clients.elasticache {
-                apiary_core::aws::answer_or_none(
-                    format!("DeleteSnapshot {id}"),
-                    elasticache.delete_snapshot().snapshot_name(id).send(),
-                    |e| e.is_snapshot_not_found_fault(),
-                )
-                .await?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The RPO ledger: kept with the backups, or emptied when they are deleted.

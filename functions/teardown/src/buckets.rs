@@ -1,6 +1,6 @@
 //! Step 6c: the buckets, emptied with every object version and delete marker, then
-//! deleted; the backups bucket (and the access-log bucket that records its access) only
-//! with `"delete_backups": true`. CloudTrail's trail writes into the logs bucket, so it
+//! deleted; the backups bucket, the Redis export buckets (in both regions) and the
+//! access-log bucket that records their access only with `"delete_backups": true`. CloudTrail's trail writes into the logs bucket, so it
 //! goes first.
 //!
 //! A bucket can hold millions of objects: one call deletes at most [`MAX_BATCHES`]
@@ -18,19 +18,36 @@ pub const MAX_BATCHES: usize = 20;
 const PURPOSES: [&str; 4] = ["logs", "metrics", "config", "backups"];
 const ACCESS_LOGS: &str = "access";
 const BACKUPS: &str = "backups";
+/// The Redis export buckets (storage's `exports`): one in the deployment's region, its
+/// replica twin in `backup.dr_region`. They hold backups, so they are kept like the
+/// backups bucket.
+const EXPORTS: &str = "exports";
+
+/// One bucket to delete or keep, with the client of its region.
+struct Bucket {
+    purpose: &'static str,
+    name: String,
+    s3: aws_sdk_s3::Client,
+}
 
 pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
     trail(work).await?;
     let mut pending = Vec::new();
     let keep_backups = !work.input.delete_backups;
-    for (purpose, bucket) in buckets(work).await? {
-        if keep_backups && (purpose == BACKUPS || purpose == ACCESS_LOGS) {
-            let why = if purpose == BACKUPS {
-                "the backups bucket is kept unless the input says \"delete_backups\": true"
-            } else {
-                "receives the kept backups bucket's access logs"
+    for bucket in buckets(work).await? {
+        let Bucket { purpose, name, s3 } = bucket;
+        let bucket = name;
+        if keep_backups && [BACKUPS, EXPORTS, ACCESS_LOGS].contains(&purpose) {
+            let why = match purpose {
+                BACKUPS => {
+                    "the backups bucket is kept unless the input says \"delete_backups\": true"
+                }
+                EXPORTS => {
+                    "holds exported Redis backups: kept unless the input says \"delete_backups\": true"
+                }
+                _ => "receives the kept backups bucket's access logs",
             };
-            if bucket_tagged(work, &bucket).await? == Some(true) {
+            if bucket_tagged(work, &s3, &bucket).await? == Some(true) {
                 work.report.kept(
                     "s3:bucket",
                     &bucket,
@@ -40,7 +57,7 @@ pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
             }
             continue;
         }
-        match bucket_tagged(work, &bucket).await? {
+        match bucket_tagged(work, &s3, &bucket).await? {
             None => continue,
             Some(false) => {
                 work.report.note(format!(
@@ -50,11 +67,11 @@ pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
             }
             Some(true) => {}
         }
-        if !empty(work, &bucket).await? {
+        if !empty(work, &s3, &bucket).await? {
             pending.push(format!("bucket {bucket} is still being emptied"));
             continue;
         }
-        match work.deps.s3.delete_bucket().bucket(&bucket).send().await {
+        match s3.delete_bucket().bucket(&bucket).send().await {
             Ok(_) => work.report.removed("s3:bucket", &bucket),
             Err(err) if err.code() == Some("NoSuchBucket") => {
                 work.report.removed("s3:bucket", &bucket)
@@ -71,28 +88,61 @@ pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 
-/// (purpose, bucket) of every bucket the storage layer makes.
-async fn buckets(work: &Work<'_>) -> Result<Vec<(String, String)>> {
+/// Every bucket the storage layer makes: by the names it recorded, else by the names it
+/// gives them (a run that failed before recording still made them).
+async fn buckets(work: &Work<'_>) -> Result<Vec<Bucket>> {
     let recorded = work.step.layers.storage.clone().unwrap_or_default();
     let account = account(work).await?;
     let region = work.step.spec.region.clone();
     let names = &work.step.names;
-    let mut out: Vec<(String, String)> = PURPOSES
-        .iter()
-        .chain(std::iter::once(&ACCESS_LOGS))
+    let here = |purpose: &'static str, name: String| Bucket {
+        purpose,
+        name,
+        s3: work.deps.s3.clone(),
+    };
+    let mut out: Vec<Bucket> = PURPOSES
+        .into_iter()
         .map(|purpose| {
             let bucket = recorded
                 .buckets
-                .get(*purpose)
+                .get(purpose)
                 .cloned()
-                .filter(|_| *purpose != ACCESS_LOGS)
                 .unwrap_or_else(|| names.bucket(purpose, &account, &region));
-            ((*purpose).to_owned(), bucket)
+            here(purpose, bucket)
         })
         .collect();
-    if !recorded.access_logs_bucket.is_empty() {
-        out.retain(|(purpose, _)| purpose != ACCESS_LOGS);
-        out.push((ACCESS_LOGS.to_owned(), recorded.access_logs_bucket.clone()));
+    let access = Some(recorded.access_logs_bucket.clone())
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| names.bucket(ACCESS_LOGS, &account, &region));
+    out.push(here(ACCESS_LOGS, access));
+    let exports = recorded.exports.clone();
+    out.push(here(
+        EXPORTS,
+        exports
+            .as_ref()
+            .map(|e| e.primary.clone())
+            .unwrap_or_else(|| names.bucket(EXPORTS, &account, &region)),
+    ));
+    let dr = match exports {
+        Some(e) => Some((e.dr_region, e.dr)),
+        None => work
+            .step
+            .spec
+            .backup
+            .dr_region
+            .clone()
+            .filter(|r| !r.is_empty() && *r != region)
+            .map(|r| {
+                let name = names.bucket(EXPORTS, &account, &r);
+                (r, name)
+            }),
+    };
+    if let Some((dr_region, name)) = dr {
+        out.push(Bucket {
+            purpose: EXPORTS,
+            name,
+            s3: (work.deps.regional)(&dr_region).s3,
+        });
     }
     Ok(out)
 }
@@ -109,15 +159,12 @@ async fn account(work: &Work<'_>) -> Result<String> {
 }
 
 /// `None`: no such bucket; else whether it is tagged as this deployment's.
-async fn bucket_tagged(work: &Work<'_>, bucket: &str) -> Result<Option<bool>> {
-    match work
-        .deps
-        .s3
-        .get_bucket_tagging()
-        .bucket(bucket)
-        .send()
-        .await
-    {
+async fn bucket_tagged(
+    work: &Work<'_>,
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> Result<Option<bool>> {
+    match s3.get_bucket_tagging().bucket(bucket).send().await {
         Ok(out) => Ok(Some(
             work.owner
                 .tagged(out.tag_set().iter().map(|t| (t.key(), t.value()))),
@@ -129,8 +176,7 @@ async fn bucket_tagged(work: &Work<'_>, bucket: &str) -> Result<Option<bool>> {
 }
 
 /// Deletes up to [`MAX_BATCHES`] batches of versions; true when the bucket is empty.
-async fn empty(work: &mut Work<'_>, bucket: &str) -> Result<bool> {
-    let s3 = &work.deps.s3;
+async fn empty(work: &Work<'_>, s3: &aws_sdk_s3::Client, bucket: &str) -> Result<bool> {
     // The TLS-only policy stays until the objects are gone on AWS (the calls here use
     // TLS); the emulator answers plain HTTP, which that policy refuses, so there it goes
     // first. The bucket is deleted right after either way.

@@ -226,6 +226,7 @@ fn built_layers(name: &str) -> Layers {
         storage: Some(StorageOutput {
             buckets: ["metrics", "logs", "config", "backups"].map(bucket).into(),
             access_logs_bucket: names.bucket("access", ACCOUNT, REGION),
+            exports: None,
         }),
         databases: Some(DatabasesOutput {
             postgres: Some(datastore(

@@ -101,6 +101,21 @@ pub struct StorageOutput {
     /// delivery cannot write with a KMS key). Empty in outputs saved before it existed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub access_logs_bucket: String,
+    /// Where Redis backups cross to the DR region (only when `backup.dr_region` is set):
+    /// ElastiCache has no cross-region snapshot copy, so the backup workflow exports each
+    /// Redis snapshot into `primary`, which S3 replication copies into `dr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exports: Option<ExportBuckets>,
+}
+
+/// The two buckets a Redis snapshot's export goes through on its way to the DR region.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportBuckets {
+    /// In the deployment's region; ElastiCache writes the export here.
+    pub primary: String,
+    /// In `dr_region`; S3 replication writes here.
+    pub dr: String,
+    pub dr_region: String,
 }
 
 /// The workloads step's shard whose `serving.load_balancer` names the load balancer in

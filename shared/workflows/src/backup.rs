@@ -111,7 +111,7 @@ pub fn definition() -> serde_json::Value {
         );
     Locked {
         name: NAME,
-        comment: "Back up the deployment's data stores: a sentinel in each, native snapshots (RDS, DocumentDB, ElastiCache), copies to backup.dr_region with a DR-region key (RDS and DocumentDB; Redis has no DR copy yet), pruning by backup.retention_days and the RPO ledger. Input {\"stores\": [\"postgres\", \"documentdb\", \"redis\"]} (optional: every store the spec enables). Generated from shared/workflows/src/backup.rs by `apiary workflows generate`: change the Rust, not this file".into(),
+        comment: "Back up the deployment's data stores: a sentinel in each, native snapshots (RDS, DocumentDB, ElastiCache), copies to backup.dr_region (RDS and DocumentDB re-encrypted with a DR-region key; Redis exported to S3 and replicated), pruning by backup.retention_days and the RPO ledger. Input {\"stores\": [\"postgres\", \"documentdb\", \"redis\"]} (optional: every store the spec enables). Generated from shared/workflows/src/backup.rs by `apiary workflows generate`: change the Rust, not this file".into(),
         timeout_seconds: TIMEOUT_SECONDS,
         lock_wait: LOCK_WAIT,
         body,
