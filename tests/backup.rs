@@ -180,6 +180,13 @@ async fn backups_are_tagged_encrypted_copied_and_a_restore_test_leaves_nothing_b
         Value::Null,
         "{ledger}"
     );
+    assert!(
+        ledger["redis"][DR_REGION]["note"]
+            .as_str()
+            .unwrap()
+            .contains("emulator implements neither"),
+        "{ledger}"
+    );
 
     // The snapshot: encrypted with the deployment's rds key, tagged for pruning.
     let rds = aws_sdk_rds::Client::new(&f.config);

@@ -129,6 +129,12 @@ pub(crate) async fn run(deps: &Deps, step: &StepContext<'_, Action>) -> Result<D
                     }
                     point
                 }
+                None if store == StoreName::Redis
+                    && clients.elasticache.is_none()
+                    && deps.emulator =>
+                {
+                    json!({"snapshot_id": null, "note": "no replica: the local emulator implements neither ElastiCache's export to S3 nor S3 replication"})
+                }
                 None => json!({"snapshot_id": null, "note": "no restorable snapshot"}),
             };
             points.insert(clients.region.clone(), point);
