@@ -18,6 +18,7 @@ const STACK_PARAMETERS: &[&str] = &[
     "ArtifactPrefix",
     "FunctionArchitecture",
     "OrganizationTrailArn",
+    "AlertEmail",
     "KeysCheckSchedule",
     "SecretsRotationSchedule",
     "RestoreTestSchedule",
@@ -1286,4 +1287,84 @@ Resources:
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(problems[0].contains("LonelyStateMachine"), "{problems:?}");
     assert!(problems[1].contains("LonelyQueue"), "{problems:?}");
+}
+
+/// Every alarm that tells nobody: no action on the alerts topic when it fires or clears,
+/// or a name outside `apiary-<deployment>-`, which the topic policy and the key policy
+/// let publish (an alarm named otherwise is silently dropped by both).
+fn check_unheard(template: &Value) -> Vec<String> {
+    let topic = serde_json::json!({"Ref": "AlertTopic"});
+    let mut problems = Vec::new();
+    for (id, alarm) in resources(template, "AWS::CloudWatch::Alarm") {
+        let properties = &alarm["Properties"];
+        for field in ["AlarmActions", "OKActions"] {
+            if !properties[field]
+                .as_array()
+                .is_some_and(|actions| actions.contains(&topic))
+            {
+                problems.push(format!("{id}: {field} does not name the alerts topic"));
+            }
+        }
+        let named = properties["AlarmName"]["Fn::Sub"]
+            .as_str()
+            .is_some_and(|name| name.starts_with("apiary-${DeploymentName}-"));
+        if !named {
+            problems.push(format!(
+                "{id}: AlarmName is not apiary-${{DeploymentName}}-..., which the alerts topic's policy and the state key admit"
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_alarm_reaches_the_encrypted_alerts_topic() {
+    let template = template();
+    assert_none("unheard", check_unheard(&template));
+    // The check can fail: an alarm with no actions and a foreign name is named twice
+    // over.
+    let bare = parse(
+        r#"
+Resources:
+  QuietAlarm:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      AlarmName: quiet
+"#,
+    );
+    assert_eq!(check_unheard(&bare).len(), 3);
+
+    // The topic is encrypted with the state key, whose policy lets CloudWatch use it
+    // for exactly the alarm names the topic policy admits.
+    let resources = &template["Resources"];
+    assert_eq!(
+        resources["AlertTopic"]["Properties"]["KmsMasterKeyId"],
+        serde_json::json!({"Fn::GetAtt": ["StateKey", "Arn"]})
+    );
+    let alarm_arns = serde_json::json!({"Fn::Sub": "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:apiary-${DeploymentName}-*"});
+    let key_statement = resources["StateKey"]["Properties"]["KeyPolicy"]["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Principal"]["Service"] == "cloudwatch.amazonaws.com")
+        .expect("the state key lets CloudWatch publish alarms to the topic");
+    assert_eq!(
+        key_statement["Condition"]["ArnLike"]["aws:SourceArn"],
+        alarm_arns
+    );
+    let topic_statement =
+        &resources["AlertTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"][0];
+    assert_eq!(
+        topic_statement["Principal"]["Service"],
+        "cloudwatch.amazonaws.com"
+    );
+    assert_eq!(
+        topic_statement["Condition"]["ArnLike"]["aws:SourceArn"],
+        alarm_arns
+    );
+    // The email subscription exists only when an address is given.
+    assert_eq!(
+        resources["AlertEmailSubscription"]["Condition"],
+        serde_json::json!("HasAlertEmail")
+    );
 }

@@ -54,6 +54,14 @@ const UNSUPPORTED_TYPES: &[(&str, &str)] = &[
         "AWS::Scheduler::Schedule",
         "moto 5.2.5's CloudFormation does not model EventBridge Scheduler",
     ),
+    (
+        "AWS::SNS::TopicPolicy",
+        "moto 5.2.5's CloudFormation models only AWS::SNS::Topic of SNS",
+    ),
+    (
+        "AWS::SNS::Subscription",
+        "moto 5.2.5's CloudFormation models only AWS::SNS::Topic of SNS",
+    ),
 ];
 
 /// Resource types moto models but cannot run here: removed from the adapted template,
@@ -419,6 +427,8 @@ async fn bootstrap_stack_creates_on_the_emulator() {
             ("Domain", "smoke.example.com"),
             ("ArtifactBucket", bucket.as_str()),
             ("ArtifactPrefix", prefix),
+            // So the conditional email subscription is made too.
+            ("AlertEmail", "alerts@smoke.example.com"),
         ]
         .into_iter()
         .map(|(k, v)| {
