@@ -236,7 +236,7 @@ async fn backups_are_tagged_encrypted_copied_and_a_restore_test_leaves_nothing_b
     assert_eq!(copy.encrypted(), Some(true));
     assert_eq!(copy.kms_key_id(), Some(dr_key.as_str()));
 
-    // The Redis snapshot, with the redis key and its tags.
+    // The Redis snapshot, with its tags (the emulator keeps no key on a snapshot).
     let elasticache = aws_sdk_elasticache::Client::new(&f.config);
     let redis_id = ledger["redis"][REGION]["snapshot_id"].as_str().unwrap();
     let redis = elasticache
@@ -246,6 +246,32 @@ async fn backups_are_tagged_encrypted_copied_and_a_restore_test_leaves_nothing_b
         .await
         .expect("the Redis snapshot exists");
     assert_eq!(redis.snapshots().len(), 1);
+    let redis_arn = redis.snapshots()[0].arn().expect("snapshot ARN").to_owned();
+    let redis_tags: std::collections::BTreeMap<String, String> = elasticache
+        .list_tags_for_resource()
+        .resource_name(&redis_arn)
+        .send()
+        .await
+        .expect("ListTagsForResource")
+        .tag_list()
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+        .collect();
+    assert_eq!(
+        redis_tags.get("apiary:deployment"),
+        Some(&name),
+        "{redis_tags:?}"
+    );
+    assert_eq!(
+        redis_tags.get("apiary:backup").map(String::as_str),
+        Some("snapshot"),
+        "{redis_tags:?}"
+    );
+    assert_eq!(
+        redis_tags.get("apiary:store").map(String::as_str),
+        Some("redis"),
+        "{redis_tags:?}"
+    );
 
     // A second run makes its own snapshot; both are within retention, so both stay (the
     // emulator stamps snapshots with the real time: pruning by age is unit-tested).

@@ -10,7 +10,7 @@
 //! a file S3 reports `FAILED`, or one it will never replicate, fails the step by name.
 //!
 //! Copies can take hours (AWS-TIMINGS.md: "can take hours"; requests queue when 20 copies
-//! per region pair are running): the workflow polls `copy-status` for up to 12 hours.
+//! per region pair are running): the workflow polls `copy-status` for up to 11 hours.
 
 use std::time::SystemTime;
 
@@ -146,8 +146,10 @@ enum Export {
 }
 
 /// The Redis snapshot `id` exported into the primary export bucket, tagged, replicated:
-/// started when nothing is there (only by `copy-dr`), then followed through S3's
-/// replication status until the replica in the DR bucket carries the snapshot's tags.
+/// started when none of its files is there and the snapshot is not exporting (by
+/// `copy-dr`, or by `copy-status` when an export ended without writing anything), then
+/// followed through S3's replication status until the replica in the DR bucket has every
+/// file (one per shard) and the snapshot's tags.
 async fn export_redis(
     deps: &Deps,
     step: &StepContext<'_, Action>,
@@ -168,14 +170,21 @@ async fn export_redis(
         )));
     }
     let deployment = step.names.deployment();
-    // Done: the replica is there with the snapshot's tags.
+    // Done: the replica is there, whole, with the snapshot's tags.
     if let Some(replica) = dr.describe(store, &id).await?
         && replica.ours(deployment)
+        && replica.available()
     {
         return Ok(Export::Reported(
             serde_json::to_value(&replica).map_err(|e| Error::fatal(e.to_string()))?,
         ));
     }
+    let Some(source) = primary.describe(store, &id).await? else {
+        return Err(Error::fatal(format!(
+            "redis snapshot {id} does not exist, so it cannot be exported (or its export's tags, deployment and sentinel, be given to the files)"
+        )));
+    };
+    let expected = source.parts.max(1);
     let bucket = exports.primary.as_str();
     let prefix = format!("{id}-");
     let listed = deps
@@ -193,84 +202,50 @@ async fn export_redis(
         .filter(|k| engine::export_snapshot_id(k) == Some(id.as_str()))
         .map(str::to_owned)
         .collect();
-    if files.is_empty() {
-        if !create {
-            if deps.emulator {
-                return Ok(Export::Reported(not_emulated(bucket)));
-            }
-            return Ok(Export::Waiting(format!(
-                "redis snapshot {id} is being exported to s3://{bucket}"
-            )));
-        }
-        let Some(source) = primary.describe(store, &id).await? else {
-            return Err(Error::fatal(format!(
-                "redis snapshot {id} does not exist: nothing to export"
-            )));
-        };
+    if files.len() < expected {
         if !source.available() {
+            // Still being made, or being exported (`exporting`).
             return Ok(Export::Waiting(format!(
-                "redis snapshot {id} is {}",
-                source.status
+                "redis snapshot {id} is {}; {} of {expected} files in s3://{bucket}",
+                source.status,
+                files.len()
             )));
         }
-        let started = deps
-            .elasticache
-            .copy_snapshot()
-            .source_snapshot_name(&id)
-            .target_snapshot_name(&id)
-            .target_bucket(bucket)
-            .send()
-            .await;
-        match started {
-            Ok(_) => step.log.created(&format!("s3://{bucket}/{id}")),
-            // Started by an earlier attempt whose answer was lost.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_snapshot_already_exists_fault()) => {}
-            // The emulator answers an operation it lacks with an HTML page, not an AWS
-            // error.
-            Err(e)
-                if deps.emulator
-                    && e.as_service_error().is_none_or(|e| {
-                        aws_sdk_elasticache::error::ProvideErrorMetadata::code(e).is_none()
-                    }) =>
-            {
-                tracing::warn!(snapshot = %id, "ElastiCache CopySnapshot is not emulated here");
-                return Ok(Export::Reported(not_emulated(bucket)));
-            }
-            Err(e) => {
-                return Err(Error::aws_transient_if(
-                    format!("CopySnapshot {id} to s3://{bucket}"),
-                    e,
-                    |e| e.is_invalid_snapshot_state_fault(),
-                ));
-            }
+        if !files.is_empty() {
+            return Err(Error::fatal(format!(
+                "the export of redis snapshot {id} ended with {} of its {expected} files in s3://{bucket}; the bucket keeps them for {} days and the next backup exports its own snapshot",
+                files.len(),
+                apiary_core::outputs::EXPORT_STAGING_DAYS
+            )));
         }
-        return Ok(Export::Waiting(format!(
-            "redis snapshot {id} is being exported to s3://{bucket}"
-        )));
+        if !create && deps.emulator {
+            return Ok(Export::Reported(not_emulated(bucket)));
+        }
+        // Nothing there and the snapshot available: not started yet, or an export that
+        // ended without writing (ElastiCache reports most refusals when asked, the rest
+        // only by not writing): ask (again).
+        return start_export(deps, step, &id, bucket).await;
     }
-    // The files are there: give them the snapshot's tags (replication carries tags, and
-    // the DR region's pruning and ledger go by them), then follow their replication.
-    let tags = match primary.describe(store, &id).await? {
+    // The files are there: give them the snapshot's tags and how many files make it
+    // whole (replication carries tags, and the DR region's pruning and ledger go by
+    // them), then follow their replication.
+    let mut tags: std::collections::BTreeMap<String, String> = source
+        .tags
+        .into_iter()
         // Only Apiary's own tags: S3 allows ten per object, and the customer's tags on
         // the snapshot are not this copy's business.
-        Some(source) => source
-            .tags
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("apiary:"))
-            .collect::<std::collections::BTreeMap<_, _>>(),
-        None => {
-            return Err(Error::fatal(format!(
-                "redis snapshot {id} was exported to s3://{bucket} but no longer exists, so its tags (deployment, sentinel) cannot be given to the export"
-            )));
-        }
-    };
+        .filter(|(k, _)| k.starts_with("apiary:"))
+        .collect();
+    tags.insert(engine::TAG_PARTS.to_owned(), expected.to_string());
     let mut waiting = Vec::new();
     for key in &files {
-        let current = engine::object_tags(&deps.s3, bucket, key).await?;
+        let current = engine::object_tags(&deps.s3, bucket, key)
+            .await
+            .map_err(|e| not_ours(e, bucket, key))?;
         if !tags.iter().all(|(k, v)| current.get(k) == Some(v)) {
-            put_tags(&deps.s3, bucket, key, &tags).await?;
+            put_tags(&deps.s3, bucket, key, &tags)
+                .await
+                .map_err(|e| not_ours(e, bucket, key))?;
         }
         let head = deps
             .s3
@@ -279,7 +254,13 @@ async fn export_redis(
             .key(key)
             .send()
             .await
-            .map_err(|e| Error::aws(format!("HeadObject s3://{bucket}/{key}"), e))?;
+            .map_err(|e| {
+                not_ours(
+                    Error::aws(format!("HeadObject s3://{bucket}/{key}"), e),
+                    bucket,
+                    key,
+                )
+            })?;
         match head.replication_status() {
             Some(ReplicationStatus::Failed) => {
                 return Err(Error::fatal(format!(
@@ -304,11 +285,71 @@ async fn export_redis(
     }
     if waiting.is_empty() {
         waiting.push(format!(
-            "the replica of redis snapshot {id} in s3://{} has not received its tags yet",
+            "the replica of redis snapshot {id} in s3://{} is not whole or has not received its tags yet",
             exports.dr
         ));
     }
     Ok(Export::Waiting(waiting.join("; ")))
+}
+
+/// An access refusal on an exported file says what it most likely means.
+fn not_ours(err: Error, bucket: &str, key: &str) -> Error {
+    match &err {
+        Error::Aws { code, .. } if code.as_deref() == Some("AccessDenied") => {
+            Error::fatal(format!(
+                "s3://{bucket}/{key} is not readable by this account: ElastiCache wrote it without giving the bucket owner full control, so S3 will not replicate it either ({err})"
+            ))
+        }
+        _ => err,
+    }
+}
+
+/// Asks ElastiCache to export snapshot `id` into `bucket`.
+async fn start_export(
+    deps: &Deps,
+    step: &StepContext<'_, Action>,
+    id: &str,
+    bucket: &str,
+) -> Result<Export> {
+    let started = deps
+        .elasticache
+        .copy_snapshot()
+        .source_snapshot_name(id)
+        .target_snapshot_name(id)
+        .target_bucket(bucket)
+        .send()
+        .await;
+    match started {
+        Ok(_) => step.log.created(&format!("s3://{bucket}/{id}")),
+        // Started by an earlier attempt whose answer was lost: as a snapshot of that
+        // name, or as files already in the bucket.
+        Err(e)
+            if e.as_service_error().is_some_and(|e| {
+                e.is_snapshot_already_exists_fault()
+                    || aws_sdk_elasticache::error::ProvideErrorMetadata::message(e)
+                        .is_some_and(|m| m.contains("already contains an object"))
+            }) => {}
+        // The emulator answers an operation it lacks with an HTML page, not an AWS error.
+        Err(e)
+            if deps.emulator
+                && e.as_service_error().is_none_or(|e| {
+                    aws_sdk_elasticache::error::ProvideErrorMetadata::code(e).is_none()
+                }) =>
+        {
+            tracing::warn!(snapshot = %id, "ElastiCache CopySnapshot is not emulated here");
+            return Ok(Export::Reported(not_emulated(bucket)));
+        }
+        Err(e) => {
+            return Err(Error::aws_transient_if(
+                format!("CopySnapshot {id} to s3://{bucket}"),
+                e,
+                |e| e.is_invalid_snapshot_state_fault(),
+            ));
+        }
+    }
+    Ok(Export::Waiting(format!(
+        "redis snapshot {id} is being exported to s3://{bucket}"
+    )))
 }
 
 fn not_emulated(bucket: &str) -> Value {

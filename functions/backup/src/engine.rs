@@ -26,6 +26,9 @@ pub const TAG_STORE: &str = "apiary:store";
 pub const TAG_SENTINEL: &str = "apiary:sentinel";
 /// The run (a hash of its execution id) that made it.
 pub const TAG_RUN: &str = "apiary:run";
+/// On a Redis export's files: how many files (one per shard) the whole export has, so a
+/// replica missing some is never taken for a restorable point.
+pub const TAG_PARTS: &str = "apiary:parts";
 /// On every scratch resource a restore test makes (value [`SCRATCH_VALUE`]): what its
 /// cleanup may delete.
 pub const TAG_SCRATCH: &str = "apiary:scratch";
@@ -124,6 +127,10 @@ pub struct Snapshot {
     pub kms_key_id: Option<String>,
     #[serde(skip)]
     pub tags: BTreeMap<String, String>,
+    /// Redis: the snapshot's node groups (shards), one export file each; a replica: the
+    /// files there are. 1 for RDS and DocumentDB.
+    #[serde(skip)]
+    pub parts: usize,
 }
 
 impl Snapshot {
@@ -428,6 +435,7 @@ impl<'a> Clients<'a> {
                     ))
                 })
                 .collect(),
+            parts: 1,
         }
     }
 
@@ -464,6 +472,7 @@ impl<'a> Clients<'a> {
             encrypted: s.storage_encrypted().unwrap_or(false),
             kms_key_id: s.kms_key_id().map(str::to_owned),
             tags,
+            parts: 1,
         })
     }
 
@@ -500,6 +509,13 @@ impl<'a> Clients<'a> {
             encrypted: s.kms_key_id().is_some(),
             kms_key_id: s.kms_key_id().map(str::to_owned),
             tags,
+            parts: s
+                .node_snapshots()
+                .iter()
+                .filter_map(|n| n.node_group_id())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                .max(1),
         })
     }
 }
@@ -544,7 +560,8 @@ impl Replicas<'_> {
             .set_prefix(only.map(|id| format!("{id}-")))
             .into_paginator()
             .send();
-        let mut files: BTreeMap<String, (String, Option<DateTime<Utc>>)> = BTreeMap::new();
+        // Per snapshot id: its first file, its newest file's time, how many files.
+        let mut files: BTreeMap<String, (String, Option<DateTime<Utc>>, usize)> = BTreeMap::new();
         loop {
             let page = match pages.try_next().await {
                 Ok(Some(page)) => page,
@@ -569,13 +586,25 @@ impl Replicas<'_> {
                 let at = time(object.last_modified());
                 let entry = files
                     .entry(id.to_owned())
-                    .or_insert_with(|| (key.to_owned(), at));
+                    .or_insert_with(|| (key.to_owned(), at, 0));
                 entry.1 = entry.1.max(at);
+                entry.2 += 1;
             }
         }
         let mut found = Vec::new();
-        for (id, (first, at)) in files {
+        for (id, (first, at, count)) in files {
             let tags = object_tags(self.s3, &self.bucket, &first).await?;
+            let expected = tags
+                .get(TAG_PARTS)
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(1);
+            // A replica missing files is no restorable point: neither the newest good
+            // one pruning keeps nor one it deletes.
+            let status = if count >= expected {
+                "available"
+            } else {
+                "incomplete"
+            };
             found.push(Snapshot {
                 arn: format!(
                     "{}/{id}-*",
@@ -589,12 +618,13 @@ impl Replicas<'_> {
                 ),
                 id,
                 region: region.to_owned(),
-                status: "available".to_owned(),
+                status: status.to_owned(),
                 created_at: at,
                 // SSE-S3: see the storage layer's exports module for why not KMS.
                 encrypted: true,
                 kms_key_id: None,
                 tags,
+                parts: count,
             });
         }
         Ok(found)
@@ -635,12 +665,16 @@ impl Replicas<'_> {
                     .map(|m| (m.key(), m.version_id())),
             );
         for (key, version) in versions {
-            let Some(key) = key else { continue };
+            // A versioned bucket lists every version with an id ("null" for one made
+            // before versioning): a delete always names it.
+            let (Some(key), Some(version)) = (key, version) else {
+                continue;
+            };
             self.s3
                 .delete_object()
                 .bucket(&self.bucket)
                 .key(key)
-                .set_version_id(version.map(str::to_owned))
+                .version_id(version)
                 .send()
                 .await
                 .map_err(|e| Error::aws(format!("DeleteObject s3://{}/{key}", self.bucket), e))?;

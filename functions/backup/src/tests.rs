@@ -12,6 +12,7 @@ use apiary_core::outputs::DatastoreEndpoint;
 use apiary_core::step::MemoryRecorder;
 use aws_sdk_rds::config::{Credentials, SharedCredentialsProvider};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_types::error::ErrorMetadata;
 use chrono::{Duration, Utc};
 use serde_json::json;
 
@@ -127,6 +128,7 @@ fn snapshot(id: &str, status: &str, age_days: i64) -> Snapshot {
         encrypted: true,
         kms_key_id: None,
         tags: Default::default(),
+        parts: 1,
     }
 }
 
@@ -463,21 +465,31 @@ fn redis_tags() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// The ElastiCache snapshot `id`, available, with [`redis_tags`].
+/// The ElastiCache snapshot `id`, available, of one shard, with [`redis_tags`].
 fn redis_source(id: &str) -> (Rule, Rule) {
+    redis_source_with(id, "available", 1)
+}
+
+/// The ElastiCache snapshot `id` in `status`, of `shards` node groups.
+fn redis_source_with(id: &str, status: &'static str, shards: usize) -> (Rule, Rule) {
     let described = {
         let id = id.to_owned();
         mock!(aws_sdk_elasticache::Client::describe_snapshots).then_output(move || {
-            aws_sdk_elasticache::operation::describe_snapshots::DescribeSnapshotsOutput::builder()
-                .snapshots(
-                    aws_sdk_elasticache::types::Snapshot::builder()
-                        .snapshot_name(&id)
-                        .arn(format!(
-                            "arn:aws:elasticache:us-west-2:123456789012:snapshot:{id}"
-                        ))
-                        .snapshot_status("available")
+            let mut snapshot = aws_sdk_elasticache::types::Snapshot::builder()
+                .snapshot_name(&id)
+                .arn(format!(
+                    "arn:aws:elasticache:us-west-2:123456789012:snapshot:{id}"
+                ))
+                .snapshot_status(status);
+            for shard in 1..=shards {
+                snapshot = snapshot.node_snapshots(
+                    aws_sdk_elasticache::types::NodeSnapshot::builder()
+                        .node_group_id(format!("{shard:04}"))
                         .build(),
-                )
+                );
+            }
+            aws_sdk_elasticache::operation::describe_snapshots::DescribeSnapshotsOutput::builder()
+                .snapshots(snapshot.build())
                 .build()
         })
     };
@@ -672,10 +684,13 @@ async fn replication_ends(status: Option<aws_sdk_s3::types::ReplicationStatus>) 
             .build()
     });
     let no_replica = mock!(aws_sdk_s3::Client::list_objects_v2).then_output(|| listing(&[]));
+    let tagged = mock!(aws_sdk_s3::Client::put_object_tagging).then_output(|| {
+        aws_sdk_s3::operation::put_object_tagging::PutObjectTaggingOutput::builder().build()
+    });
     let deps = deps(
         Rules {
             elasticache: vec![&described, &tags],
-            s3: vec![&exported, &current, &head],
+            s3: vec![&exported, &current, &tagged, &head],
             dr_s3: vec![&no_replica],
             ..Rules::default()
         },
@@ -699,6 +714,167 @@ async fn a_failed_or_impossible_replication_fails_the_step_naming_the_file() {
     assert!(
         never.contains("no replication status") && never.contains("-0001.rdb"),
         "{never}"
+    );
+}
+
+/// copy-status on a Redis snapshot in `status` of `shards` shards, with `exported` of its
+/// files in the primary export bucket and none replicated; `copy_snapshot` answers the
+/// export (start) requests.
+async fn export_status(
+    status: &'static str,
+    shards: usize,
+    exported: usize,
+    copy_snapshot: &Rule,
+) -> Result<serde_json::Value> {
+    let (fixture, recorder, id) = exports_state();
+    let (described, tags) = redis_source_with(&id, status, shards);
+    let files: Vec<String> = (1..=exported).map(|n| format!("{id}-{n:04}.rdb")).collect();
+    let primary = mock!(aws_sdk_s3::Client::list_objects_v2)
+        .match_requests(|r| r.bucket() == Some(PRIMARY_EXPORTS))
+        .then_output(move || {
+            let keys: Vec<(&str, i64)> = files.iter().map(|f| (f.as_str(), 0)).collect();
+            listing(&keys)
+        });
+    let no_replica = mock!(aws_sdk_s3::Client::list_objects_v2).then_output(|| listing(&[]));
+    let deps = deps(
+        Rules {
+            elasticache: vec![&described, &tags, copy_snapshot],
+            s3: vec![&primary],
+            dr_s3: vec![&no_replica],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    handle(&deps, fixture.event("copy-status")).await
+}
+
+#[tokio::test]
+async fn an_export_is_whole_only_with_a_file_per_shard_and_restarted_when_it_wrote_nothing() {
+    let never = mock!(aws_sdk_elasticache::Client::copy_snapshot).then_output(|| {
+        aws_sdk_elasticache::operation::copy_snapshot::CopySnapshotOutput::builder().build()
+    });
+    // Two shards, one file so far, still exporting: wait, start nothing.
+    let out = export_status("exporting", 2, 1, &never)
+        .await
+        .expect("waits");
+    assert_eq!(out["ready"], json!(false), "{out}");
+    assert!(
+        out["pending"][0].as_str().unwrap().contains("1 of 2 files"),
+        "{out}"
+    );
+    assert_eq!(never.num_calls(), 0);
+    // The export ended with one of two files: named, never taken for a copy.
+    let err = export_status("available", 2, 1, &never)
+        .await
+        .expect_err("an incomplete export fails the step");
+    assert!(err.to_string().contains("1 of its 2 files"), "{err}");
+    // The export ended without writing anything: copy-status asks again.
+    let again = mock!(aws_sdk_elasticache::Client::copy_snapshot)
+        .match_requests(|r| r.target_bucket() == Some(PRIMARY_EXPORTS))
+        .then_output(|| {
+            aws_sdk_elasticache::operation::copy_snapshot::CopySnapshotOutput::builder().build()
+        });
+    let out = export_status("available", 1, 0, &again)
+        .await
+        .expect("asks again");
+    assert_eq!(again.num_calls(), 1, "{out}");
+    assert_eq!(out["ready"], json!(false), "{out}");
+    // An earlier attempt's export already wrote the files under that name: started.
+    let lost = mock!(aws_sdk_elasticache::Client::copy_snapshot).then_error(|| {
+        aws_sdk_elasticache::operation::copy_snapshot::CopySnapshotError::generic(
+            ErrorMetadata::builder()
+                .code("InvalidParameterValue")
+                .message("The S3 bucket x already contains an object with key y-0001.rdb.")
+                .build(),
+        )
+    });
+    let out = export_status("available", 1, 0, &lost)
+        .await
+        .expect("taken as started");
+    assert_eq!(out["ready"], json!(false), "{out}");
+}
+
+#[tokio::test]
+async fn a_replica_missing_a_shard_is_no_restorable_point() {
+    let (fixture, recorder, id) = exports_state();
+    let first = format!("{id}-0001.rdb");
+    // One of two files replicated, with the tags saying two make it whole.
+    let replica = mock!(aws_sdk_s3::Client::list_objects_v2)
+        .match_requests(|r| r.bucket() == Some(DR_EXPORTS))
+        .then_output(move || listing(&[(first.as_str(), 0)]));
+    let replica_tags = mock!(aws_sdk_s3::Client::get_object_tagging).then_output(|| {
+        let mut tags = redis_tags()[..4].to_vec();
+        tags.push(("apiary:parts", "2"));
+        object_tags(&tags)
+    });
+    let (described, tags) = redis_source_with(&id, "available", 2);
+    let primary = {
+        let id = id.clone();
+        mock!(aws_sdk_s3::Client::list_objects_v2)
+            .match_requests(|r| r.bucket() == Some(PRIMARY_EXPORTS))
+            .then_output(move || listing(&[(format!("{id}-0001.rdb").as_str(), 0)]))
+    };
+    let deps = deps(
+        Rules {
+            elasticache: vec![&described, &tags],
+            s3: vec![&primary],
+            dr_s3: vec![&replica, &replica_tags],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    // The primary bucket has one of two files and the export is over: the step fails,
+    // never reporting the half replica as the copy.
+    let err = handle(&deps, fixture.event("copy-status"))
+        .await
+        .expect_err("half an export is no copy");
+    assert!(err.to_string().contains("1 of its 2 files"), "{err}");
+    // And the ledger's DR point for Redis is not the half replica.
+    let clients_regional = (deps.regional)("us-east-1");
+    let dr = Clients::dr(&clients_regional, &fixture.layers);
+    let listed = dr
+        .list(StoreName::Redis, "unused", fixtures::NAME)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status, "incomplete");
+    assert!(!listed[0].available());
+}
+
+#[tokio::test]
+async fn an_export_file_the_account_cannot_read_is_named_with_the_likely_cause() {
+    let (fixture, recorder, id) = exports_state();
+    let (described, tags) = redis_source(&id);
+    let file = format!("{id}-0001.rdb");
+    let exported = mock!(aws_sdk_s3::Client::list_objects_v2)
+        .match_requests(|r| r.bucket() == Some(PRIMARY_EXPORTS))
+        .then_output(move || listing(&[(file.as_str(), 0)]));
+    let denied = mock!(aws_sdk_s3::Client::get_object_tagging).then_error(|| {
+        aws_sdk_s3::operation::get_object_tagging::GetObjectTaggingError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDenied")
+                .message("Access Denied")
+                .build(),
+        )
+    });
+    let no_replica = mock!(aws_sdk_s3::Client::list_objects_v2).then_output(|| listing(&[]));
+    let deps = deps(
+        Rules {
+            elasticache: vec![&described, &tags],
+            s3: vec![&exported, &denied],
+            dr_s3: vec![&no_replica],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    let err = handle(&deps, fixture.event("copy-status"))
+        .await
+        .expect_err("fails");
+    assert_eq!(err.name(), ErrorName::Fatal, "{err}");
+    assert!(
+        err.to_string()
+            .contains("without giving the bucket owner full control"),
+        "{err}"
     );
 }
 

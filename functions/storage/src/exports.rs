@@ -39,9 +39,7 @@ use crate::{Deps, Run, bucket, policy};
 pub const EXPORTS: &str = "exports";
 /// How the DR bucket is configured (its name uses [`EXPORTS`] with the DR region).
 pub const DR_EXPORTS: &str = "exports-dr";
-/// Days an export stays in the primary bucket: long enough for replication (the backup
-/// workflow waits at most 11 hours), short enough that no second copy of the data lingers.
-pub const STAGING_DAYS: i32 = 3;
+pub use apiary_core::outputs::EXPORT_STAGING_DAYS as STAGING_DAYS;
 /// The replication role's name after `apiary-<deployment>-` (bootstrap template).
 pub const REPLICATION_ROLE: &str = "s3-replication";
 /// The id of the bucket's one replication rule.

@@ -208,7 +208,7 @@ pub struct Verification {
     /// `true`: the sentinel read back equal; `false`: see `mismatch`; `null`: no data
     /// check was possible (locally).
     pub verified: Option<bool>,
-    /// What was checked, in order: `tls`, `login`, `sentinel`, `schema`.
+    /// What was checked, in order: `tls`, `login`, `sentinel`, `schema`, `counts`.
     pub checked: Vec<String>,
     pub sentinel_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -538,6 +538,17 @@ impl Deps {
                 ));
             }
         }
+        let live_counts = expected
+            .as_ref()
+            .and_then(|e| e.facts.as_ref())
+            .map(|f| &f.counts)
+            .filter(|c| !c.is_empty());
+        if let Some(live) = live_counts {
+            checked.push("counts".to_owned());
+            if mismatch.is_none() {
+                mismatch = emptied(live, &facts.counts);
+            }
+        }
         Ok(Verification {
             store,
             verified: Some(mismatch.is_none()),
@@ -548,6 +559,23 @@ impl Deps {
             facts: Some(facts),
         })
     }
+}
+
+/// A count (tables, keys, sentinels) that had something when the sentinel was written and
+/// has nothing in the restored copy: the data did not come back. (Counts may differ by
+/// what was written or removed between the sentinel and the snapshot, so only emptiness
+/// is a mismatch; both sides are in the report's facts.)
+pub fn emptied(
+    live: &std::collections::BTreeMap<String, i64>,
+    restored: &std::collections::BTreeMap<String, i64>,
+) -> Option<String> {
+    let lost: Vec<String> = live
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .filter(|(name, _)| restored.get(*name).copied().unwrap_or(0) <= 0)
+        .map(|(name, n)| format!("{name} ({n} when the sentinel was written)"))
+        .collect();
+    (!lost.is_empty()).then(|| format!("the restored copy has none of: {}", lost.join(", ")))
 }
 
 /// The live store's endpoint from the databases layer, `None` when the store is off or

@@ -206,7 +206,7 @@ async fn a_restore_holding_the_sentinel_is_verified() {
     assert_eq!(out["sentinel_id"], id);
     assert_eq!(
         out["checked"],
-        json!(["tls", "login", "sentinel", "schema"])
+        json!(["tls", "login", "sentinel", "schema", "counts"])
     );
     assert!(out.get("mismatch").is_none());
     // The scratch copy, with its own secret: never the live store.
@@ -390,4 +390,22 @@ async fn a_slot_kept_by_another_execution_is_refused() {
         .unwrap_err();
     assert_eq!(err.name(), ErrorName::InvalidInput, "{err}");
     assert!(memory.connections.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_count_that_had_data_and_came_back_empty_is_a_mismatch() {
+    let counts = |pairs: &[(&str, i64)]| -> std::collections::BTreeMap<String, i64> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    };
+    let live = counts(&[("tables", 12), ("sentinels", 3), ("keys", 0)]);
+    // More or fewer rows than at the sentinel's time is normal traffic.
+    assert_eq!(
+        crate::emptied(&live, &counts(&[("tables", 11), ("sentinels", 4)])),
+        None
+    );
+    let lost = crate::emptied(&live, &counts(&[("tables", 0), ("sentinels", 3)])).unwrap();
+    assert!(lost.contains("tables (12 when"), "{lost}");
+    assert!(!lost.contains("keys"), "{lost}");
+    // A count the restored copy does not report at all is empty too.
+    assert!(crate::emptied(&live, &counts(&[("tables", 12)])).is_some());
 }

@@ -267,7 +267,7 @@ async fn write_then_verify_restores_through_the_step() {
     assert_eq!(verified["verified"], true, "{verified}");
     assert_eq!(
         verified["checked"],
-        json!(["tls", "login", "sentinel", "schema"])
+        json!(["tls", "login", "sentinel", "schema", "counts"])
     );
     assert_eq!(verified["facts"]["counts"]["sentinels"], 1);
 

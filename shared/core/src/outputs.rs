@@ -108,6 +108,11 @@ pub struct StorageOutput {
     pub exports: Option<ExportBuckets>,
 }
 
+/// Days an export's files stay in the primary export bucket (its lifecycle): long enough
+/// for replication (the backup workflow waits at most 11 hours), short enough that no
+/// second copy of the data lingers.
+pub const EXPORT_STAGING_DAYS: i32 = 3;
+
 /// The two buckets a Redis snapshot's export goes through on its way to the DR region.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportBuckets {

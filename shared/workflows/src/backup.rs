@@ -13,7 +13,7 @@
 //! Poll bounds from AWS-TIMINGS.md: a manual RDS snapshot of a small database takes 3-5
 //! minutes, the first (full) one of a large database far longer, so the snapshots are
 //! polled for about 2 hours; cross-region copies "can take hours" and queue behind
-//! other copies, so they are polled for about 12 hours. The execution's timeout stays
+//! other copies, so they are polled for about 11 hours. The execution's timeout stays
 //! well under the lock lease (36 hours).
 
 use serde_json::json;
