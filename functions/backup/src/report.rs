@@ -123,9 +123,24 @@ pub(crate) async fn run(deps: &Deps, step: &StepContext<'_, Action>) -> Result<D
         let rto = started
             .filter(|_| restored_ok)
             .map(|at| (now - at).num_seconds().max(0));
+        // RPO: the sentinel's age when the restore started (the sentinel is the newest
+        // write the restored copy is known to hold), else the snapshot's.
+        let sentinel_at = restored
+            .get("sentinel_id")
+            .and_then(Value::as_str)
+            .and_then(|id| {
+                outputs
+                    .get(&format!("sentinel.{name}"))
+                    .filter(|s| s.get("sentinel_id").and_then(Value::as_str) == Some(id))
+            })
+            .and_then(|s| time(s.get("written_at")));
+        let rpo_from = match sentinel_at {
+            Some(_) => "the sentinel's time",
+            None => "the snapshot's time",
+        };
         let rpo = started
-            .zip(snapshot_at)
-            .map(|(at, snap)| (at - snap).num_seconds().max(0));
+            .zip(sentinel_at.or(snapshot_at))
+            .map(|(at, point)| (at - point).num_seconds().max(0));
         let (passed, note) = match &failure {
             Some(failure) => (
                 Some(false),
@@ -157,7 +172,7 @@ pub(crate) async fn run(deps: &Deps, step: &StepContext<'_, Action>) -> Result<D
                 "passed": passed,
                 "rto_seconds": rto,
                 "rpo_seconds": rpo,
-                "rpo_from": if restored.get("sentinel_id").is_some_and(|s| !s.is_null()) { "the sentinel's snapshot" } else { "the snapshot's time" },
+                "rpo_from": rpo_from,
                 "snapshot_id": restored.get("snapshot_id"),
                 "sentinel_id": restored.get("sentinel_id"),
                 "checked": checked,

@@ -239,6 +239,10 @@ async fn postgres(
             .publicly_accessible(false)
             .multi_az(false)
             .deletion_protection(false)
+            // A scratch copy lives for the test only: no automated backups (it would
+            // otherwise take the live instance's retention and start with a backup,
+            // `backing-up`, before the verifier may read it).
+            .backup_retention_period(0)
             .set_tags(Some(tags))
             .send()
             .await

@@ -1141,3 +1141,58 @@ async fn a_snapshot_step_run_again_finds_its_snapshots_and_creates_nothing() {
     assert_eq!(out["snapshots"]["postgres"]["encrypted"], json!(true));
     assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "unchanged");
 }
+
+#[tokio::test]
+async fn the_rpo_is_the_sentinels_age_when_the_restored_copy_holds_it() {
+    let (fixture, recorder) = state("restore-test");
+    let started = (Utc::now() - Duration::minutes(10)).to_rfc3339();
+    let snapshot_at = (Utc::now() - Duration::hours(2)).to_rfc3339();
+    // The sentinel was written three hours ago, the snapshot taken later.
+    let written_at = (Utc::now() - Duration::hours(3)).to_rfc3339();
+    {
+        let mut saved = recorder.saved.lock().unwrap();
+        let outputs = saved.get_mut(fixtures::NAME).unwrap();
+        outputs.insert(
+            "restore-test.postgres".into(),
+            json!({"execution_id": "exec-1", "status": "available", "snapshot_id": "snap",
+                   "snapshot_created_at": snapshot_at, "restore_started_at": started, "sentinel_id": "s-1"}),
+        );
+        outputs.insert(
+            "sentinel.postgres".into(),
+            json!({"sentinel_id": "s-1", "written_at": written_at, "written": true}),
+        );
+    }
+    let event = mock!(aws_sdk_eventbridge::Client::put_events).then_output(|| {
+        aws_sdk_eventbridge::operation::put_events::PutEventsOutput::builder()
+            .failed_entry_count(0)
+            .build()
+    });
+    let metrics = mock!(aws_sdk_cloudwatch::Client::put_metric_data)
+        .match_requests(|r| {
+            r.metric_data().iter().any(|m| {
+                m.metric_name() == Some("RpoSeconds")
+                    && m.value().is_some_and(|v| (10_150.0..10_250.0).contains(&v))
+            })
+        })
+        .then_output(|| {
+            aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataOutput::builder().build()
+        });
+    let deps = deps(
+        Rules {
+            events: vec![&event],
+            cloudwatch: vec![&metrics],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    let mut input = fixture.event("report");
+    input["options"] = json!({"verification": {
+        "verify_postgres": {"output": {"verified": true, "checked": ["sentinel"]}}
+    }});
+    let out = handle(&deps, input).await.expect("report");
+    let postgres = &out["stores"]["postgres"];
+    assert_eq!(postgres["rpo_from"], json!("the sentinel's time"), "{out}");
+    let rpo = postgres["rpo_seconds"].as_i64().unwrap();
+    assert!((10_150..10_250).contains(&rpo), "2h50m, not 1h50m: {out}");
+    assert_eq!(metrics.num_calls(), 1, "{out}");
+}
