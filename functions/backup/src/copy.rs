@@ -34,7 +34,7 @@ pub(crate) async fn run(
     create: bool,
 ) -> Result<Done<Value>> {
     let plan = plan::load(deps, step, BACKUP).await?;
-    let Some(dr_region) = step.spec.backup.dr_region.clone() else {
+    let Some(dr_region) = step.spec.dr_region().map(str::to_owned) else {
         return Ok(Done::ready(json!({
             "dr_region": null,
             "copies": {},

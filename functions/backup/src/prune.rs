@@ -38,12 +38,7 @@ pub(crate) async fn run(deps: &Deps, step: &StepContext<'_, Action>) -> Result<D
     let deployment = step.names.deployment();
     let retention = Duration::days(i64::from(step.spec.backup.retention_days));
     let now = Utc::now();
-    let regional = step
-        .spec
-        .backup
-        .dr_region
-        .as_deref()
-        .map(|region| (deps.regional)(region));
+    let regional = step.spec.dr_region().map(|region| (deps.regional)(region));
     let mut regions = vec![Clients::primary(deps, &step.spec.region)];
     if let Some(regional) = &regional {
         regions.push(Clients::dr(regional, &step.layers));

@@ -1012,16 +1012,46 @@ fn a_verdict_is_passed_only_when_every_tested_store_says_so() {
     assert_eq!(report::overall(&[]), None);
 }
 
+/// Postgres restored `started` ago from a snapshot taken `snapshot` ago that holds
+/// sentinel `s-1`, as the restore step of execution `exec-1` keeps it.
+fn restored_postgres(recorder: &MemoryRecorder, started: Duration, snapshot: Duration) {
+    recorder
+        .saved
+        .lock()
+        .unwrap()
+        .get_mut(fixtures::NAME)
+        .unwrap()
+        .insert(
+            "restore-test.postgres".into(),
+            json!({"execution_id": "exec-1", "status": "available", "snapshot_id": "snap",
+               "snapshot_created_at": (Utc::now() - snapshot).to_rfc3339(),
+               "restore_started_at": (Utc::now() - started).to_rfc3339(), "sentinel_id": "s-1"}),
+        );
+}
+
+/// The report step's clients: EventBridge and CloudWatch answer with `event`, `metrics`.
+fn report_deps(recorder: &MemoryRecorder, event: &Rule, metrics: &Rule) -> Deps {
+    deps(
+        Rules {
+            events: vec![event],
+            cloudwatch: vec![metrics],
+            ..Rules::default()
+        },
+        recorder,
+    )
+}
+
+/// The report step's event with the verifier's `output` for Postgres.
+fn report_of(fixture: &Fixture, output: serde_json::Value) -> serde_json::Value {
+    let mut input = fixture.event("report");
+    input["options"] = json!({"verification": {"verify_postgres": {"output": output}}});
+    input
+}
+
 #[tokio::test]
 async fn a_failed_check_is_reported_then_fails_the_step() {
     let (fixture, recorder) = state("restore-test");
-    let started = (Utc::now() - Duration::minutes(12)).to_rfc3339();
-    let snapshot_at = (Utc::now() - Duration::hours(5)).to_rfc3339();
-    recorder.saved.lock().unwrap().get_mut(fixtures::NAME).unwrap().insert(
-        "restore-test.postgres".into(),
-        json!({"execution_id": "exec-1", "status": "available", "snapshot_id": "snap",
-               "snapshot_created_at": snapshot_at, "restore_started_at": started, "sentinel_id": "s-1"}),
-    );
+    restored_postgres(&recorder, Duration::minutes(12), Duration::hours(5));
     let event = mock!(aws_sdk_eventbridge::Client::put_events)
         .match_requests(|r| {
             r.entries().iter().any(|e| {
@@ -1048,18 +1078,11 @@ async fn a_failed_check_is_reported_then_fails_the_step() {
         .then_output(|| {
             aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataOutput::builder().build()
         });
-    let deps = deps(
-        Rules {
-            events: vec![&event],
-            cloudwatch: vec![&metrics],
-            ..Rules::default()
-        },
-        &recorder,
+    let deps = report_deps(&recorder, &event, &metrics);
+    let input = report_of(
+        &fixture,
+        json!({"verified": false, "checked": ["sentinel"], "mismatch": "sentinel s-1 not found"}),
     );
-    let mut input = fixture.event("report");
-    input["options"] = json!({"verification": {
-        "verify_postgres": {"output": {"verified": false, "checked": ["sentinel"], "mismatch": "sentinel s-1 not found"}}
-    }});
     let err = handle(&deps, input).await.unwrap_err();
     assert_eq!(err.name(), ErrorName::Fatal);
     assert!(
@@ -1145,23 +1168,19 @@ async fn a_snapshot_step_run_again_finds_its_snapshots_and_creates_nothing() {
 #[tokio::test]
 async fn the_rpo_is_the_sentinels_age_when_the_restored_copy_holds_it() {
     let (fixture, recorder) = state("restore-test");
-    let started = (Utc::now() - Duration::minutes(10)).to_rfc3339();
-    let snapshot_at = (Utc::now() - Duration::hours(2)).to_rfc3339();
+    restored_postgres(&recorder, Duration::minutes(10), Duration::hours(2));
     // The sentinel was written three hours ago, the snapshot taken later.
     let written_at = (Utc::now() - Duration::hours(3)).to_rfc3339();
-    {
-        let mut saved = recorder.saved.lock().unwrap();
-        let outputs = saved.get_mut(fixtures::NAME).unwrap();
-        outputs.insert(
-            "restore-test.postgres".into(),
-            json!({"execution_id": "exec-1", "status": "available", "snapshot_id": "snap",
-                   "snapshot_created_at": snapshot_at, "restore_started_at": started, "sentinel_id": "s-1"}),
-        );
-        outputs.insert(
+    recorder
+        .saved
+        .lock()
+        .unwrap()
+        .get_mut(fixtures::NAME)
+        .unwrap()
+        .insert(
             "sentinel.postgres".into(),
             json!({"sentinel_id": "s-1", "written_at": written_at, "written": true}),
         );
-    }
     let event = mock!(aws_sdk_eventbridge::Client::put_events).then_output(|| {
         aws_sdk_eventbridge::operation::put_events::PutEventsOutput::builder()
             .failed_entry_count(0)
@@ -1177,18 +1196,8 @@ async fn the_rpo_is_the_sentinels_age_when_the_restored_copy_holds_it() {
         .then_output(|| {
             aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataOutput::builder().build()
         });
-    let deps = deps(
-        Rules {
-            events: vec![&event],
-            cloudwatch: vec![&metrics],
-            ..Rules::default()
-        },
-        &recorder,
-    );
-    let mut input = fixture.event("report");
-    input["options"] = json!({"verification": {
-        "verify_postgres": {"output": {"verified": true, "checked": ["sentinel"]}}
-    }});
+    let deps = report_deps(&recorder, &event, &metrics);
+    let input = report_of(&fixture, json!({"verified": true, "checked": ["sentinel"]}));
     let out = handle(&deps, input).await.expect("report");
     let postgres = &out["stores"]["postgres"];
     assert_eq!(postgres["rpo_from"], json!("the sentinel's time"), "{out}");

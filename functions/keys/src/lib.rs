@@ -181,7 +181,7 @@ impl Step for Deps {
 /// `ensure-dr`: the DR region's backup key, made, named and rotated like the others
 /// (through a client of that region), used through RDS there (RDS and DocumentDB copies).
 async fn ensure_dr(deps: &Deps, step: &StepContext<'_, KeysAction>) -> Result<Done<KeysOutput>> {
-    let Some(region) = step.spec.backup.dr_region.clone() else {
+    let Some(region) = step.spec.dr_region().map(str::to_owned) else {
         return Ok(Done::ready(KeysOutput::default())
             .with_detail("backup.dr_region is not set: no DR key"));
     };

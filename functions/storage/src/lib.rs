@@ -153,7 +153,7 @@ impl Step for Deps {
             retention_days,
         };
         let wanted = Wanted {
-            dr_region: spec.backup.dr_region.as_deref().filter(|r| !r.is_empty()),
+            dr_region: spec.dr_region(),
         };
         let layer = ensure(&run, &wanted).await?;
         // The audit trail comes after the buckets: CloudTrail and log delivery check the

@@ -104,11 +104,8 @@ pub async fn run(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<Vec<H
     let regional = work
         .step
         .spec
-        .backup
-        .dr_region
-        .clone()
-        .filter(|r| !r.is_empty() && *r != primary_region)
-        .map(|region| (deps.regional)(&region));
+        .dr_region()
+        .map(|region| (deps.regional)(region));
     let mut regions = vec![primary(deps, &primary_region)];
     if let Some(regional) = &regional {
         regions.push(Clients::dr(regional, &work.step.layers));

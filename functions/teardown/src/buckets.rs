@@ -125,17 +125,10 @@ async fn buckets(work: &Work<'_>) -> Result<Vec<Bucket>> {
     ));
     let dr = match exports {
         Some(e) => Some((e.dr_region, e.dr)),
-        None => work
-            .step
-            .spec
-            .backup
-            .dr_region
-            .clone()
-            .filter(|r| !r.is_empty() && *r != region)
-            .map(|r| {
-                let name = names.bucket(EXPORTS, &account, &r);
-                (r, name)
-            }),
+        None => work.step.spec.dr_region().map(|r| {
+            let name = names.bucket(EXPORTS, &account, r);
+            (r.to_owned(), name)
+        }),
     };
     if let Some((dr_region, name)) = dr {
         out.push(Bucket {

@@ -115,14 +115,7 @@ pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
     }
     // The DR region's backup key (functions/keys `ensure-dr`): it encrypts only the DR
     // copies.
-    if let Some(dr_region) = work
-        .step
-        .spec
-        .backup
-        .dr_region
-        .clone()
-        .filter(|r| !r.is_empty() && *r != region)
-    {
+    if let Some(dr_region) = work.step.spec.dr_region().map(str::to_owned) {
         let regional = (deps.regional)(&dr_region);
         let alias = work.step.names.key_alias(backup::DR_KEY_SCOPE);
         let described = apiary_core::aws::answer_or_none(

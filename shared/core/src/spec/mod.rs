@@ -268,6 +268,15 @@ impl Default for WorkloadsSpec {
 }
 
 impl DeploymentSpec {
+    /// The region backups are copied to: `backup.dr_region` when it is set and is not the
+    /// deployment's own region.
+    pub fn dr_region(&self) -> Option<&str> {
+        self.backup
+            .dr_region
+            .as_deref()
+            .filter(|r| !r.is_empty() && *r != self.region)
+    }
+
     /// Parses a spec document (JSON spec or CloudFormation parameters map), fills
     /// defaults and validates it. Returns every problem found, not just the first.
     pub fn parse(document: &serde_json::Value) -> Result<DeploymentSpec, SpecErrors> {

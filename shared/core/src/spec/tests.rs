@@ -431,3 +431,19 @@ fn typed_accessors_parse_the_validated_fields() {
         "203.0.113.0/24"
     );
 }
+
+#[test]
+fn the_dr_region_is_another_region_or_none() {
+    let mut spec = DeploymentSpec::example(SizePreset::Small);
+    assert_eq!(spec.dr_region(), None);
+    spec.backup.dr_region = Some("us-east-1".into());
+    assert_eq!(spec.dr_region(), Some("us-east-1"));
+    spec.backup.dr_region = Some(String::new());
+    assert_eq!(spec.dr_region(), None);
+    spec.backup.dr_region = Some(spec.region.clone());
+    assert_eq!(
+        spec.dr_region(),
+        None,
+        "the deployment's own region is no DR region"
+    );
+}
