@@ -713,6 +713,16 @@ async fn backups_are_kept_with_their_keys_or_deleted_when_asked() {
         kept_key_why(&receipt, &rds_key).contains(&pg),
         "{receipt:#}"
     );
+    // The s3 key is kept for the backups bucket, not for the SSE-S3 buckets kept with it
+    // (access logs, Redis exports).
+    let s3_key = key_id(&f.config, &format!("alias/apiary/{name}/s3")).await;
+    let why = kept_key_why(&receipt, &s3_key);
+    assert!(
+        why.contains(&format!("apiary-{name}-backups-"))
+            && !why.contains("-exports-")
+            && !why.contains("-access-"),
+        "{why}"
+    );
     for (config, alias) in [(&dr_config, &dr_alias), (&f.config, &rds_alias)] {
         assert_eq!(
             key_state(config, alias).await,

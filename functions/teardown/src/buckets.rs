@@ -48,12 +48,21 @@ pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
                 _ => "receives the kept backups bucket's access logs",
             };
             if bucket_tagged(work, &s3, &bucket).await? == Some(true) {
-                work.report.kept(
-                    "s3:bucket",
+                let arn = apiary_core::aws::arn(
+                    apiary_core::aws::partition(&work.step.spec.region),
+                    "s3",
+                    "",
+                    "",
                     &bucket,
-                    Some(&format!("arn:aws:s3:::{bucket}")),
-                    why,
                 );
+                // The backups bucket uses the s3 key; the access-log and export buckets
+                // SSE-S3 (functions/storage), so keeping them keeps no key.
+                if purpose == BACKUPS {
+                    work.report.kept("s3:bucket", &bucket, Some(&arn), why);
+                } else {
+                    work.report
+                        .kept_keyless("s3:bucket", &bucket, Some(&arn), why);
+                }
             }
             continue;
         }

@@ -17,9 +17,13 @@ use crate::{TeardownAction, Work, backups, report};
 /// KMS's longest waiting period.
 pub const PENDING_WINDOW_DAYS: i32 = 30;
 
-/// Which key scope protects what each kept resource kind holds.
-fn scope_of_kept(resource: &str) -> Option<&'static str> {
-    let kind = resource.split(' ').next().unwrap_or_default();
+/// Which key scope protects what a kept resource holds (none for what is encrypted
+/// without the deployment's keys).
+fn scope_of_kept(kept: &report::Kept) -> Option<&'static str> {
+    if kept.keyless {
+        return None;
+    }
+    let kind = kept.resource.split(' ').next().unwrap_or_default();
     match kind {
         "rds:snapshot" => Some("rds"),
         "docdb:cluster-snapshot" => Some("docdb"),
@@ -46,7 +50,7 @@ pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
             continue;
         }
         for kept in &earlier.kept {
-            if let Some(scope) = scope_of_kept(&kept.resource) {
+            if let Some(scope) = scope_of_kept(kept) {
                 protecting.insert((scope, kept.resource.clone()));
             }
         }

@@ -32,6 +32,10 @@ pub struct Kept {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
     pub why: String,
+    /// Encrypted without any of the deployment's keys (SSE-S3: the access-log and Redis
+    /// export buckets), so keeping it keeps no key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keyless: bool,
 }
 
 impl Report {
@@ -65,7 +69,22 @@ impl Report {
             resource,
             arn: arn.map(str::to_owned),
             why: why.into(),
+            keyless: false,
         });
+    }
+
+    /// Like [`Report::kept`], for what none of the deployment's keys encrypts.
+    pub fn kept_keyless(
+        &mut self,
+        kind: &str,
+        id: &str,
+        arn: Option<&str>,
+        why: impl Into<String>,
+    ) {
+        self.kept(kind, id, arn, why);
+        if let Some(kept) = self.kept.last_mut() {
+            kept.keyless = true;
+        }
     }
 
     pub fn note(&mut self, note: impl Into<String>) {
