@@ -1334,15 +1334,15 @@ Resources:
     );
     assert_eq!(check_unheard(&bare).len(), 3);
 
-    // The topic is encrypted with the state key, whose policy lets CloudWatch use it
-    // for exactly the alarm names the topic policy admits.
+    // The topic is encrypted with its own key, whose policy lets CloudWatch use it for
+    // exactly the alarm names the topic policy admits.
     let resources = &template["Resources"];
     assert_eq!(
         resources["AlertTopic"]["Properties"]["KmsMasterKeyId"],
-        serde_json::json!({"Fn::GetAtt": ["StateKey", "Arn"]})
+        serde_json::json!({"Fn::GetAtt": ["AlertKey", "Arn"]})
     );
     let alarm_arns = serde_json::json!({"Fn::Sub": "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:apiary-${DeploymentName}-*"});
-    let key_statement = resources["StateKey"]["Properties"]["KeyPolicy"]["Statement"]
+    let key_statement = resources["AlertKey"]["Properties"]["KeyPolicy"]["Statement"]
         .as_array()
         .unwrap()
         .iter()
@@ -1362,6 +1362,42 @@ Resources:
         topic_statement["Condition"]["ArnLike"]["aws:SourceArn"],
         alarm_arns
     );
+    // No service is given the state key for the topic.
+    assert!(
+        !resources["StateKey"]["Properties"]["KeyPolicy"]["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["Principal"]["Service"] == "cloudwatch.amazonaws.com"
+                || s["Principal"]["Service"] == "events.amazonaws.com")
+    );
+    // Every rule that targets the topic is the one rule its policy admits, and matches
+    // only this deployment's resources.
+    let topic = serde_json::json!({"Ref": "AlertTopic"});
+    let statements = resources["AlertTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    for (id, rule) in self::resources(&template, "AWS::Events::Rule") {
+        let targets_topic = rule["Properties"]["Targets"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["Arn"] == topic));
+        if !targets_topic {
+            continue;
+        }
+        let arn = serde_json::json!({"Fn::GetAtt": [id, "Arn"]});
+        assert!(
+            statements
+                .iter()
+                .any(|s| s["Principal"]["Service"] == "events.amazonaws.com"
+                    && s["Condition"]["ArnEquals"]["aws:SourceArn"] == arn),
+            "{id} targets the alerts topic, whose policy does not admit it"
+        );
+        assert_eq!(
+            rule["Properties"]["EventPattern"]["detail"]["SourceIdentifier"],
+            serde_json::json!([{"prefix": {"Fn::Sub": "apiary-${DeploymentName}-"}}]),
+            "{id}"
+        );
+    }
     // The email subscription exists only when an address is given.
     assert_eq!(
         resources["AlertEmailSubscription"]["Condition"],
