@@ -235,7 +235,7 @@ async fn postgres(
             .db_instance_class(POSTGRES_CLASS)
             .db_subnet_group_name(&target.live)
             .vpc_security_group_ids(group_of(target)?)
-            .db_parameter_group_name(step.names.resource(databases::POSTGRES_PARAMETER_FAMILY))
+            .db_parameter_group_name(databases::postgres_parameter_group(&step.names))
             .publicly_accessible(false)
             .multi_az(false)
             .deletion_protection(false)

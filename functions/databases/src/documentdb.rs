@@ -135,7 +135,12 @@ async fn start_cluster(step: &Work<'_>, id: &str) -> Result<()> {
 }
 
 fn parameter_group_name(step: &Work<'_>) -> String {
-    step.names.resource("docdb5")
+    documentdb_parameter_group(step.names)
+}
+
+/// The DocumentDB cluster parameter group's name (also the teardown's).
+pub fn documentdb_parameter_group(names: &apiary_core::Names) -> String {
+    names.resource("docdb5")
 }
 
 fn tags(step: &Work<'_>) -> Vec<Tag> {

@@ -25,8 +25,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use documentdb::documentdb_parameter_group;
 pub use documentdb::{DOCDB_ENGINE_VERSION, DOCDB_PARAMETER_FAMILY, DOCDB_PORT};
-pub use postgres::{POSTGRES_ENGINE_VERSION, POSTGRES_PARAMETER_FAMILY, POSTGRES_PORT};
+pub use postgres::{
+    POSTGRES_ENGINE_VERSION, POSTGRES_PARAMETER_FAMILY, POSTGRES_PORT, postgres_parameter_group,
+};
 pub use redis::{REDIS_ENGINE_VERSION, REDIS_PORT};
 
 pub struct Deps {

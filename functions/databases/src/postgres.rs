@@ -100,7 +100,12 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Report> {
 }
 
 fn parameter_group_name(step: &Work<'_>) -> String {
-    step.names.resource(POSTGRES_PARAMETER_FAMILY)
+    postgres_parameter_group(step.names)
+}
+
+/// The PostgreSQL parameter group's name (also the restore test's and the teardown's).
+pub fn postgres_parameter_group(names: &apiary_core::Names) -> String {
+    names.resource(POSTGRES_PARAMETER_FAMILY)
 }
 
 fn tags(step: &Work<'_>) -> Vec<Tag> {

@@ -325,7 +325,7 @@ async fn groups(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<()> {
         );
     }
 
-    let name = names.resource(databases::POSTGRES_PARAMETER_FAMILY);
+    let name = databases::postgres_parameter_group(names);
     let found = apiary_core::aws::answer_or_none(
         format!("DescribeDBParameterGroups {name}"),
         deps.rds
@@ -362,8 +362,7 @@ async fn groups(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<()> {
         );
     }
 
-    // functions/databases/src/documentdb.rs `parameter_group_name`.
-    let name = names.resource("docdb5");
+    let name = databases::documentdb_parameter_group(names);
     let found = apiary_core::aws::answer_or_none(
         format!("DescribeDBClusterParameterGroups {name}"),
         deps.docdb
