@@ -324,6 +324,20 @@ async fn ensure_replication(run: &Run<'_>, name: &str, dr_region: &str, dr: &str
         )
         .send()
         .await
-        .map_err(|e| Error::aws(format!("PutBucketReplication {name} to {dr}"), e))?;
+        .map_err(|e| {
+            Error::aws_transient_if(format!("PutBucketReplication {name} to {dr}"), e, |e| {
+                use aws_sdk_s3::error::ProvideErrorMetadata;
+                versioning_not_yet_seen(e.code(), e.message())
+            })
+        })?;
     Ok(())
+}
+
+/// S3's refusal of a replication rule while a bucket's versioning, turned on moments
+/// before, has not reached every part of S3 yet ("may take up to 15 minutes to
+/// propagate"; S3 user guide): retried by the workflow, and converged by the next
+/// provision should it outlast the retries.
+pub fn versioning_not_yet_seen(code: Option<&str>, message: Option<&str>) -> bool {
+    code == Some("InvalidRequest")
+        && message.is_some_and(|m| m.to_ascii_lowercase().contains("versioning"))
 }

@@ -726,3 +726,26 @@ fn the_export_acl_gives_elasticache_list_write_and_read_permissions_only() {
         [Permission::Read, Permission::Write, Permission::ReadAcp]
     );
 }
+
+#[test]
+fn a_replication_rule_refused_for_versioning_not_yet_propagated_is_transient() {
+    use crate::exports::versioning_not_yet_seen;
+    assert!(versioning_not_yet_seen(
+        Some("InvalidRequest"),
+        Some("Destination bucket must have versioning enabled.")
+    ));
+    assert!(versioning_not_yet_seen(
+        Some("InvalidRequest"),
+        Some("Versioning must be 'Enabled' on the bucket to apply a replication configuration")
+    ));
+    // Anything else stays what it is.
+    assert!(!versioning_not_yet_seen(
+        Some("InvalidRequest"),
+        Some("Role is not valid")
+    ));
+    assert!(!versioning_not_yet_seen(
+        Some("AccessDenied"),
+        Some("versioning")
+    ));
+    assert!(!versioning_not_yet_seen(None, None));
+}
