@@ -141,27 +141,37 @@ async fn delete_role(work: &mut Work<'_>, role: &str) -> Result<Option<String>> 
             foreign.push(name.to_owned());
             continue;
         }
-        apiary_core::aws::answer_or_none(
-            format!("RemoveRoleFromInstanceProfile {name}"),
-            iam.remove_role_from_instance_profile()
-                .instance_profile_name(name)
-                .role_name(role)
-                .send(),
-            |e| e.is_no_such_entity_exception(),
-        )
-        .await?;
-        // Gone already (NoSuchEntity) is not reported as removed by this run.
-        if apiary_core::aws::answer_or_none(
-            format!("DeleteInstanceProfile {name}"),
-            iam.delete_instance_profile()
-                .instance_profile_name(name)
-                .send(),
-            |e| e.is_no_such_entity_exception(),
-        )
-        .await?
-        .is_some()
+        match iam
+            .remove_role_from_instance_profile()
+            .instance_profile_name(name)
+            .role_name(role)
+            .send()
+            .await
         {
-            work.report.removed("iam:instance-profile", name);
+            Ok(_) => {}
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_no_such_entity_exception()) => {}
+            Err(err) => {
+                return Err(Error::aws(
+                    format!("RemoveRoleFromInstanceProfile {name}"),
+                    err,
+                ));
+            }
+        }
+        match iam
+            .delete_instance_profile()
+            .instance_profile_name(name)
+            .send()
+            .await
+        {
+            Ok(_) => work.report.removed("iam:instance-profile", name),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_no_such_entity_exception()) => {}
+            Err(err) => return Err(Error::aws(format!("DeleteInstanceProfile {name}"), err)),
         }
     }
     if !foreign.is_empty() {

@@ -178,16 +178,20 @@ async fn settle(
         return Ok(());
     }
     if !pending_deletion {
-        // Invalid state: scheduled since it was described (a retried attempt).
-        apiary_core::aws::answer_or_none(
-            format!("ScheduleKeyDeletion {alias}"),
-            kms.schedule_key_deletion()
-                .key_id(key_id)
-                .pending_window_in_days(PENDING_WINDOW_DAYS)
-                .send(),
-            |e| e.is_kms_invalid_state_exception(),
-        )
-        .await?;
+        match kms
+            .schedule_key_deletion()
+            .key_id(key_id)
+            .pending_window_in_days(PENDING_WINDOW_DAYS)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_kms_invalid_state_exception()) => {}
+            Err(err) => return Err(Error::aws(format!("ScheduleKeyDeletion {alias}"), err)),
+        }
     }
     work.report.kept(
         "kms:key",
