@@ -11,7 +11,7 @@
 //! replication (neither emulated), stores still restoring or deleting.
 
 use apiary_asl::{Clock, ExecutionOptions, ExecutionResult, ExecutionStatus, HandlerRegistry};
-use apiary_e2e::{Local as Fixture, REGION, unique_cidr, unique_name};
+use apiary_e2e::{Local as Fixture, REGION, in_region, unique_cidr, unique_name};
 use serde_json::{Value, json};
 
 const DR_REGION: &str = "us-east-1";
@@ -62,13 +62,6 @@ async fn provisioned(f: &Fixture, prefix: &str) -> String {
         .await;
     assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
     name
-}
-
-fn in_region(config: &aws_config::SdkConfig, region: &str) -> aws_config::SdkConfig {
-    config
-        .to_builder()
-        .region(aws_config::Region::new(region.to_owned()))
-        .build()
 }
 
 fn tags(list: &[aws_sdk_rds::types::Tag]) -> std::collections::BTreeMap<String, String> {

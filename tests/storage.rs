@@ -494,10 +494,7 @@ async fn redis_export_buckets_replicate_to_the_dr_region() {
     );
 
     // The DR bucket, in the DR region: ACLs off, versioned (replication needs it), TLS only.
-    let dr_config = config
-        .to_builder()
-        .region(aws_config::Region::new(DR_REGION))
-        .build();
+    let dr_config = apiary_e2e::in_region(&config, DR_REGION);
     let dr_s3 = apiary_core::aws::s3_client(&dr_config);
     let location = dr_s3
         .get_bucket_location()

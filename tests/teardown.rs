@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use apiary_asl::ExecutionStatus;
 use apiary_core::store::DeploymentStatus;
-use apiary_e2e::{Local as Fixture, REGION, unique_cidr, unique_name};
+use apiary_e2e::{Local as Fixture, REGION, in_region, unique_cidr, unique_name};
 use aws_sdk_ec2::types::{Filter, InstanceStateName, ResourceType, Tag, TagSpecification};
 use serde_json::{Value, json};
 
@@ -555,13 +555,6 @@ pub(crate) async fn exercise() {
 }
 
 const DR_REGION: &str = "us-east-1";
-
-fn in_region(config: &aws_config::SdkConfig, region: &str) -> aws_config::SdkConfig {
-    config
-        .to_builder()
-        .region(aws_config::Region::new(region.to_owned()))
-        .build()
-}
 
 async fn key_state(config: &aws_config::SdkConfig, alias: &str) -> aws_sdk_kms::types::KeyState {
     aws_sdk_kms::Client::new(config)

@@ -23,6 +23,14 @@ pub async fn sdk_config() -> SdkConfig {
     apiary_core::aws::load(&AwsSettings::local(emulator().endpoint(), REGION)).await
 }
 
+/// `config` in another region (the DR region's clients), same endpoint and credentials.
+pub fn in_region(config: &SdkConfig, region: &str) -> SdkConfig {
+    config
+        .to_builder()
+        .region(aws_config::Region::new(region.to_owned()))
+        .build()
+}
+
 /// A deployment name no other test uses (tests share one emulator): `prefix-xxxxxx`.
 pub fn unique_name(prefix: &str) -> String {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
