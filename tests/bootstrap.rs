@@ -162,8 +162,9 @@ fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
         // instead of its own, if any; for the network step the functions it places in
         // the VPC; for the verifier the path of the CA bundle in its package; for the
         // control function its deployment and the provision state machine it starts when
-        // ACM issues the certificate a run waited for).
-        const ALLOWED: [&str; 8] = [
+        // ACM issues the certificate a run waited for, and the alerts topic handle-alert
+        // publishes to).
+        const ALLOWED: [&str; 9] = [
             "APIARY_TABLE",
             "APIARY_KUBERNETES_ADMIN_ROLE_ARNS",
             "APIARY_PERMISSIONS_BOUNDARY_ARN",
@@ -172,6 +173,7 @@ fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
             "APIARY_DATABASE_CA_BUNDLE",
             "APIARY_DEPLOYMENT",
             "APIARY_PROVISION_STATE_MACHINE_ARN",
+            "APIARY_ALERT_TOPIC_ARN",
         ];
         let variables = props["Environment"]["Variables"].as_object();
         let names: Vec<&str> = variables

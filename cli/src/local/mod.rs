@@ -61,6 +61,34 @@ impl LocalEnv {
             .unwrap_or_else(|| "us-west-2".into())
     }
 
+    /// The deployment's alerts topic, as the bootstrap stack names it.
+    pub fn alert_topic_arn(&self, deployment: &str) -> String {
+        let region = self.region();
+        apiary_core::aws::arn(
+            apiary_core::aws::partition(&region),
+            "sns",
+            &region,
+            LOCAL_ACCOUNT,
+            &format!("apiary-{deployment}-alerts"),
+        )
+    }
+
+    /// Makes the alerts topic the bootstrap stack makes on AWS (CreateTopic returns the
+    /// existing one), so that handle-alert's notifications are published somewhere a test
+    /// or a person can read them.
+    pub async fn ensure_alert_topic(&self, deployment: &str) -> anyhow::Result<String> {
+        let sns = apiary_core::client!(aws_sdk_sns, &self.config);
+        let created = sns
+            .create_topic()
+            .name(format!("apiary-{deployment}-alerts"))
+            .send()
+            .await
+            .with_context(|| format!("CreateTopic apiary-{deployment}-alerts"))?;
+        Ok(created
+            .topic_arn
+            .unwrap_or_else(|| self.alert_topic_arn(deployment)))
+    }
+
     /// Every function, registered under the name the state machines use for it.
     pub fn registry(&self, deployment: &str) -> HandlerRegistry {
         let recorder: Arc<dyn Recorder> = Arc::new(self.store.clone());
@@ -87,7 +115,12 @@ impl LocalEnv {
         }
         register!(
             "control",
-            control::Deps::new(self.store.clone(), self.runs.clone()),
+            control::Deps::new(self.store.clone(), self.runs.clone()).with_notifier(
+                control::Notifier {
+                    sns: apiary_core::client!(aws_sdk_sns, config),
+                    topic_arn: self.alert_topic_arn(deployment),
+                }
+            ),
             control::handle
         );
         register!(
@@ -199,6 +232,9 @@ impl LocalEnv {
         // stack's do on AWS. Should this fail, that step names the missing function.
         if let Err(err) = stand_ins::ensure(&self.config, deployment).await {
             eprintln!("warning: the in-VPC functions' stand-ins: {err:#}");
+        }
+        if let Err(err) = self.ensure_alert_topic(deployment).await {
+            eprintln!("warning: the alerts topic: {err:#}");
         }
         let execution_arn =
             apiary_asl::execution_arn(&region, LOCAL_ACCOUNT, &state_machine, &execution_name);

@@ -7,6 +7,7 @@
 //! held lock only when its holder is not running ([`Runs`]), so two live runs never
 //! both hold it.
 
+mod alerts;
 pub mod certificate;
 mod cleanup;
 mod lock;
@@ -26,6 +27,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use alerts::{ALERT_TOPIC_ENV, Notifier};
 pub use cleanup::{
     Cleaned, DETAIL_TYPE, Ended, RunEnd, SOURCE, cleanup, deployment_of, parse_event, workflow_of,
 };
@@ -50,6 +52,8 @@ pub struct Deps {
     /// The stack's deployment (`APIARY_DEPLOYMENT`): what an event that names no
     /// deployment (ACM's certificate-issued event) is about.
     pub deployment: Option<String>,
+    /// The alerts topic handle-alert publishes to (`APIARY_ALERT_TOPIC_ARN`).
+    pub notifier: Option<Notifier>,
 }
 
 impl Deps {
@@ -59,7 +63,14 @@ impl Deps {
             store,
             runs,
             deployment: None,
+            notifier: None,
         }
+    }
+
+    /// Where handle-alert's notifications go.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// The deployment of the stack this function belongs to.
@@ -98,6 +109,12 @@ pub enum ControlAction {
     /// scale-pools: the new pools written into the stored spec.
     #[serde(rename = "scale-record")]
     ScaleRecord,
+    /// handle-alert: read the event, claim it, record an alarm's change, pick a runbook.
+    #[serde(rename = "alert-triage")]
+    AlertTriage,
+    /// handle-alert: tell a person what happened and what the runbook did.
+    #[serde(rename = "alert-notify")]
+    AlertNotify,
 }
 
 impl Action for ControlAction {
@@ -112,6 +129,8 @@ impl Action for ControlAction {
             ControlAction::Unlock => "unlock",
             ControlAction::ScalePlan => "scale-plan",
             ControlAction::ScaleRecord => "scale-record",
+            ControlAction::AlertTriage => "alert-triage",
+            ControlAction::AlertNotify => "alert-notify",
         }
     }
     /// None changes a resource: they change the deployment's record and lock only.
@@ -174,6 +193,9 @@ pub enum ControlOutput {
     },
     /// scale-pools' plan or record.
     Scaled(scale::ScaleOutput),
+    /// handle-alert's triage.
+    Triaged(alerts::Triage),
+    Notified(alerts::Notified),
 }
 
 /// The failure a workflow's Catch hands to `fail`.
@@ -314,6 +336,8 @@ impl Step for Control<'_> {
                 self.require_holder(step).await?;
                 return scale::record(self.deps, step).await;
             }
+            ControlAction::AlertTriage => return alerts::triage(self.deps, step).await,
+            ControlAction::AlertNotify => return alerts::notify(self.deps, step).await,
         };
         Ok(Done::ready(output))
     }

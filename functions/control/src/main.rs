@@ -15,6 +15,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     if let Ok(deployment) = std::env::var(control::DEPLOYMENT_ENV) {
         deps = deps.with_deployment(deployment);
     }
+    if let Ok(topic_arn) = std::env::var(control::ALERT_TOPIC_ENV) {
+        deps = deps.with_notifier(control::Notifier {
+            sns: apiary_core::client!(aws_sdk_sns, &config),
+            topic_arn,
+        });
+    }
     let deps = Arc::new(deps);
     apiary_core::lambda::serve(move |event| {
         let deps = deps.clone();

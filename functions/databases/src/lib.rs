@@ -10,6 +10,7 @@
 
 mod documentdb;
 mod postgres;
+pub use postgres::Raised;
 mod readiness;
 mod redis;
 mod secrets;
@@ -67,12 +68,18 @@ pub enum Action {
     EnsureRedis,
     #[serde(rename = "status-redis")]
     StatusRedis,
+    /// handle-alert's low-storage runbook: the PostgreSQL instance's allocated storage
+    /// raised within its ceiling.
+    #[serde(rename = "raise-storage")]
+    RaiseStorage,
 }
 
 impl Action {
     fn datastore(self) -> Datastore {
         match self {
-            Action::EnsurePostgres | Action::StatusPostgres => Datastore::Postgres,
+            Action::EnsurePostgres | Action::StatusPostgres | Action::RaiseStorage => {
+                Datastore::Postgres
+            }
             Action::EnsureDocumentDb | Action::StatusDocumentDb => Datastore::DocumentDb,
             Action::EnsureRedis | Action::StatusRedis => Datastore::Redis,
         }
@@ -88,12 +95,17 @@ impl step::Action for Action {
             Action::StatusDocumentDb => "status-documentdb",
             Action::EnsureRedis => "ensure-redis",
             Action::StatusRedis => "status-redis",
+            Action::RaiseStorage => "raise-storage",
         }
     }
 
     /// Both actions of a store keep its output: the poll loop ends on a `status-*` that
     /// finally sees the store ready.
     fn slot(self) -> Option<&'static str> {
+        if self == Action::RaiseStorage {
+            // Its output is what it did, not the store's endpoint.
+            return None;
+        }
         Some(match self.datastore() {
             Datastore::Postgres => "databases.postgres",
             Datastore::DocumentDb => "databases.documentdb",
@@ -104,7 +116,10 @@ impl step::Action for Action {
     fn mutates(self) -> bool {
         matches!(
             self,
-            Action::EnsurePostgres | Action::EnsureDocumentDb | Action::EnsureRedis
+            Action::EnsurePostgres
+                | Action::EnsureDocumentDb
+                | Action::EnsureRedis
+                | Action::RaiseStorage
         )
     }
 }
@@ -159,6 +174,8 @@ pub enum DatastoreOutput {
         identifier: String,
         reason: String,
     },
+    /// handle-alert's low-storage runbook.
+    Raised(postgres::Raised),
 }
 
 impl DatastoreOutput {
@@ -283,6 +300,19 @@ impl Step for Deps {
         if !datastore.enabled(&step.spec) {
             return Ok(Done::ready(DatastoreOutput::disabled())
                 .with_detail(format!("{} is off in the spec", datastore.as_str())));
+        }
+        if step.action == Action::RaiseStorage {
+            let work = Work {
+                deps: self,
+                spec: &step.spec,
+                names: &step.names,
+                layers: &step.layers,
+                log: &step.log,
+                create: true,
+            };
+            let raised = Box::pin(postgres::raise_storage(&work)).await?;
+            let detail = raised.detail.clone();
+            return Ok(Done::ready(DatastoreOutput::Raised(raised)).with_detail(detail));
         }
         let work = Work {
             deps: self,

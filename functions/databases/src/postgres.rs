@@ -510,3 +510,128 @@ async fn start(step: &Work<'_>, id: &str) -> Result<()> {
         .map_err(|e| Error::aws(format!("StartDBInstance {id}"), e))?;
     Ok(())
 }
+
+/// What handle-alert's low-storage runbook did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Raised {
+    pub identifier: String,
+    pub before_gib: i32,
+    pub after_gib: i32,
+    pub ceiling_gib: i32,
+    /// The raise was already asked (a retried step, or RDS still applying it).
+    pub already: bool,
+    /// One line for a person.
+    pub detail: String,
+}
+
+impl Raised {
+    fn new(
+        identifier: String,
+        before_gib: i32,
+        after_gib: i32,
+        ceiling_gib: i32,
+        already: bool,
+    ) -> Self {
+        let detail = if already {
+            format!(
+                "RDS instance {identifier} is already growing from {before_gib} GiB to \
+                 {after_gib} GiB (ceiling {ceiling_gib} GiB)"
+            )
+        } else {
+            format!(
+                "raised RDS instance {identifier} from {before_gib} GiB to {after_gib} GiB \
+                 (ceiling {ceiling_gib} GiB)"
+            )
+        };
+        Raised {
+            identifier,
+            before_gib,
+            after_gib,
+            ceiling_gib,
+            already,
+            detail,
+        }
+    }
+}
+
+/// The allocated storage handle-alert's low-storage runbook asks for: a quarter more,
+/// within the ceiling (the instance's storage autoscaling maximum). RDS refuses an
+/// increase under 10 %, so an instance within 10 % of its ceiling cannot be raised:
+/// `None`, and a person raises the ceiling.
+pub(crate) fn raised_storage(allocated: i32, ceiling: i32) -> Option<i32> {
+    let smallest = allocated + (allocated + 9) / 10;
+    if smallest > ceiling {
+        return None;
+    }
+    Some((allocated + (allocated + 3) / 4).clamp(smallest, ceiling))
+}
+
+/// handle-alert's runbook for RDS's low-storage event: raises the PostgreSQL instance's
+/// allocated storage within its ceiling, at once (storage grows online). Never lowers,
+/// never passes the ceiling, and asks once: a raise RDS already has pending or is
+/// applying is reported, not asked again.
+///
+/// What real RDS does that the emulator does not: after a storage change the instance is
+/// `storage-optimization` for hours, and RDS refuses another storage change for 6 hours
+/// or until the optimization ends, whichever is longer; that is a refusal naming the
+/// instance (a person decides), not something to retry for hours. Another change in
+/// progress (`modifying`, `backing-up`) is transient.
+pub(crate) async fn raise_storage(step: &Work<'_>) -> Result<Raised> {
+    let id = step.names.resource("postgres");
+    let instance = describe(step, &id).await?.ok_or_else(|| {
+        Error::Conflict(format!(
+            "RDS instance {id} does not exist: there is no storage to raise"
+        ))
+    })?;
+    let allocated = instance.allocated_storage().unwrap_or_default();
+    let ceiling = instance.max_allocated_storage().unwrap_or(allocated);
+    let pending = instance
+        .pending_modified_values()
+        .and_then(|p| p.allocated_storage());
+    if let Some(pending) = pending.filter(|p| *p > allocated) {
+        return Ok(Raised::new(id, allocated, pending, ceiling, true));
+    }
+    let status = instance.db_instance_status().unwrap_or("unknown");
+    match status {
+        "available" => {}
+        "storage-optimization" => {
+            return Err(Error::Conflict(format!(
+                "RDS instance {id} is optimizing its last storage change: RDS allows the next \
+                 one 6 hours after it or once the optimization ends, whichever is later. It has \
+                 {allocated} GiB of a {ceiling} GiB ceiling; storage autoscaling keeps growing it \
+                 within the ceiling"
+            )));
+        }
+        other => {
+            return Err(Error::NotReady {
+                resource: format!("RDS instance {id}"),
+                detail: format!("it is {other}; its storage is raised once it is available"),
+            });
+        }
+    }
+    let Some(target) = raised_storage(allocated, ceiling) else {
+        return Err(Error::Conflict(format!(
+            "RDS instance {id} has {allocated} GiB, at its {ceiling} GiB ceiling (RDS needs an \
+             increase of at least 10 %): raise the ceiling (the size preset's storage, or \
+             the instance's maximum storage) and free space; Apiary does not pass it on its own"
+        )));
+    };
+    step.deps
+        .rds
+        .modify_db_instance()
+        .db_instance_identifier(&id)
+        .allocated_storage(target)
+        .apply_immediately(true)
+        .send()
+        .await
+        .map_err(|e| modify_error(&id, "allocated storage", e))?;
+    step.log.created(&format!("{id}:storage-{target}"));
+    tracing::info!(
+        instance = id,
+        before = allocated,
+        after = target,
+        ceiling,
+        "raised the RDS instance's allocated storage"
+    );
+    Ok(Raised::new(id, allocated, target, ceiling, false))
+}

@@ -1,6 +1,7 @@
 //! Apiary's shared core: the deployment spec, naming and tagging, the AWS client
 //! factory, the DynamoDB state store and the error model every function returns.
 
+pub mod alerts;
 pub mod aws;
 pub mod calls;
 pub mod error;

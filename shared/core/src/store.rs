@@ -7,6 +7,8 @@
 //! | inventory resource | `DEPLOYMENT#<name>` | `RESOURCE#<layer>#<type>#<id>` |
 //! | lock (owner + lease expiry) | `DEPLOYMENT#<name>` | `LOCK` |
 //! | a step's saved output (what later steps read) | `DEPLOYMENT#<name>` | `OUTPUT#<slot>` |
+//! | an event handle-alert acted on (who claimed it) | `DEPLOYMENT#<name>` | `EVENT#<event id>` |
+//! | an alarm's last state change | `DEPLOYMENT#<name>` | `ALARM#<alarm name>` |
 //!
 //! One partition per deployment: `apiary status` and the teardown read everything about a
 //! deployment with one query.
@@ -106,6 +108,24 @@ pub struct Resource {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
+}
+
+/// What [`Store::claim_event`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    First,
+    Again,
+    Duplicate { by: String },
+}
+
+/// An alarm's last state change, as handle-alert recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmRecord {
+    pub name: String,
+    /// `ALARM`, `OK` or `INSUFFICIENT_DATA`.
+    pub state: String,
+    pub summary: String,
+    pub changed_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -595,6 +615,103 @@ impl Store {
                 })
             })
             .transpose()
+    }
+
+    /// Claims an EventBridge event for the execution that handles it, so that a
+    /// redelivered event acts once: the first execution to claim an event id holds it
+    /// ([`Claim::First`]); the same execution claiming again (its step retried) still
+    /// holds it ([`Claim::Again`]); any other execution finds it taken.
+    pub async fn claim_event(
+        &self,
+        deployment: &str,
+        event_id: &str,
+        execution: &str,
+        summary: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Claim> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", pk(deployment))
+            .item("sk", s(format!("EVENT#{event_id}")))
+            .item("owner", s(execution))
+            .item("summary", s(summary))
+            .item("at", s(timestamp(at)))
+            .condition_expression("attribute_not_exists(sk) OR #owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(execution))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(match out.attributes {
+                Some(old) if old.contains_key("owner") => Claim::Again,
+                _ => Claim::First,
+            }),
+            Err(err) if is_condition_failure(&err) => {
+                let by = match err.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(e)) => e
+                        .item()
+                        .and_then(|item| get_s(item, "owner").ok())
+                        .map(str::to_owned),
+                    _ => None,
+                };
+                Ok(Claim::Duplicate {
+                    by: by.unwrap_or_else(|| "another execution".to_owned()),
+                })
+            }
+            Err(err) => Err(Error::aws(
+                format!("PutItem event {event_id} of {deployment}"),
+                err,
+            )),
+        }
+    }
+
+    /// Records an alarm's state change. EventBridge does not promise order: a change
+    /// older than the one recorded is ignored (returns false), so a late ALARM never
+    /// reopens an alarm that has since returned to OK.
+    pub async fn record_alarm(&self, deployment: &str, alarm: &AlarmRecord) -> Result<bool> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", pk(deployment))
+            .item("sk", s(format!("ALARM#{}", alarm.name)))
+            .item("state", s(&alarm.state))
+            .item("summary", s(&alarm.summary))
+            .item("changed_at", s(timestamp(alarm.changed_at)))
+            .condition_expression("attribute_not_exists(sk) OR changed_at <= :at")
+            .expression_attribute_values(":at", s(timestamp(alarm.changed_at)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if is_condition_failure(&err) => Ok(false),
+            Err(err) => Err(Error::aws(
+                format!("PutItem alarm {} of {deployment}", alarm.name),
+                err,
+            )),
+        }
+    }
+
+    /// Every alarm's last recorded state change, by name.
+    pub async fn alarms(&self, deployment: &str) -> Result<Vec<AlarmRecord>> {
+        self.query_prefix(deployment, "ALARM#")
+            .await?
+            .iter()
+            .map(|item| {
+                Ok(AlarmRecord {
+                    name: get_s(item, "sk")?.trim_start_matches("ALARM#").to_owned(),
+                    state: get_s(item, "state")?.to_owned(),
+                    summary: get_s(item, "summary")?.to_owned(),
+                    changed_at: get_time(item, "changed_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn query_prefix(&self, deployment: &str, prefix: &str) -> Result<Vec<Item>> {

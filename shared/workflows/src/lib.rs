@@ -52,6 +52,7 @@ pub mod backup;
 pub mod budget;
 mod flow;
 mod function;
+pub mod handle_alert;
 mod locked;
 pub mod provision;
 pub mod restore_test;
@@ -100,6 +101,10 @@ pub fn all() -> Vec<Workflow> {
         Workflow {
             name: backup::NAME,
             definition: backup::definition(),
+        },
+        Workflow {
+            name: handle_alert::NAME,
+            definition: handle_alert::definition(),
         },
         Workflow {
             name: "provision",

@@ -753,3 +753,18 @@ async fn an_instance_busy_but_serving_is_ready_once_nothing_is_left_to_ask() {
     let (out, _) = converge_round(&json!({}), vec![instance("rebooting")]).await;
     assert_eq!(out["ready"], json!(false), "{out}");
 }
+
+#[test]
+fn low_storage_raises_a_quarter_within_the_ceiling_and_never_under_ten_percent() {
+    use crate::postgres::raised_storage;
+    assert_eq!(raised_storage(100, 1000), Some(125));
+    // Capped by the ceiling, still at least 10 % more.
+    assert_eq!(raised_storage(100, 115), Some(115));
+    // Within 10 % of the ceiling: RDS would refuse any increase.
+    assert_eq!(raised_storage(100, 109), None);
+    assert_eq!(raised_storage(1000, 1000), None);
+    // Small volumes still move by RDS's minimum.
+    assert_eq!(raised_storage(20, 1000), Some(25));
+    assert_eq!(raised_storage(21, 23), None);
+    assert_eq!(raised_storage(21, 24), Some(24));
+}

@@ -1,0 +1,281 @@
+//! The handle-alert workflow's record steps.
+//!
+//! - `alert-triage`: reads the event ([`apiary_core::alerts::classify`]), claims its id
+//!   in the state table so that a redelivered event acts once (a second execution for
+//!   the same id ends as `duplicate` and does nothing), and records an alarm's state
+//!   change (an alarm back to OK closes its record; a change older than the recorded one
+//!   is ignored, as EventBridge does not promise order). Returns the runbook to run.
+//! - `alert-notify`: publishes what happened (the event's summary, and what the runbook
+//!   did or why it failed) to the deployment's alerts topic, when a person has not
+//!   already been told: alarms publish their own state changes, so an alarm's event is
+//!   published only when a runbook acted on it or failed.
+
+use apiary_core::alerts::{Alert, Runbook, classify};
+use apiary_core::step::{Done, StepContext};
+use apiary_core::store::{AlarmRecord, Claim};
+use apiary_core::{Error, Result};
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{ControlAction, ControlOutput, Deps};
+
+/// The environment variable naming the alerts topic (`apiary-<name>-alerts`).
+pub const ALERT_TOPIC_ENV: &str = "APIARY_ALERT_TOPIC_ARN";
+
+/// SNS's subject: ASCII, no line break or control character, under 100 characters.
+const SUBJECT_MAX: usize = 99;
+
+/// Where notifications go.
+#[derive(Clone, Debug)]
+pub struct Notifier {
+    pub sns: aws_sdk_sns::Client,
+    pub topic_arn: String,
+}
+
+/// What `alert-triage` returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct Triage {
+    pub alert: Alert,
+    pub runbook: Runbook,
+    /// Another execution already handled this event: nothing more is done.
+    pub duplicate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handled_by: Option<String>,
+    /// An alarm change older than the one recorded (delivered out of order) was ignored.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
+}
+
+/// What `alert-notify` returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notified {
+    pub notified: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    pub why: String,
+}
+
+pub async fn triage(
+    deps: &Deps,
+    step: &StepContext<'_, ControlAction>,
+) -> Result<Done<ControlOutput>> {
+    let event = step.options.get("event").ok_or_else(|| {
+        Error::invalid_input(
+            "handle-alert input field `event` is missing: give the EventBridge event to handle",
+        )
+    })?;
+    let keys: Vec<String> = step
+        .layers
+        .keys
+        .as_ref()
+        .map(|k| k.keys.values().map(|k| k.arn.clone()).collect())
+        .unwrap_or_default();
+    let deployment = step.spec.name.as_str();
+    let alert = classify(deployment, event, &keys)?;
+    let claim = deps
+        .store
+        .claim_event(
+            deployment,
+            &alert.event_id,
+            &step.execution_id,
+            &alert.summary,
+            Utc::now(),
+        )
+        .await?;
+    if let Claim::Duplicate { by } = claim {
+        let detail = format!(
+            "event {} was already handled by {by}: nothing is done again",
+            alert.event_id
+        );
+        return Ok(Done::ready(ControlOutput::Triaged(Triage {
+            runbook: alert.runbook,
+            alert,
+            duplicate: true,
+            handled_by: Some(by),
+            stale: false,
+        }))
+        .with_detail(detail));
+    }
+    let mut runbook = alert.runbook;
+    let mut stale = false;
+    if let Some(change) = &alert.alarm {
+        let recorded = deps
+            .store
+            .record_alarm(
+                deployment,
+                &AlarmRecord {
+                    name: change.name.clone(),
+                    state: change.state.clone(),
+                    summary: alert.summary.clone(),
+                    changed_at: alert.time,
+                },
+            )
+            .await?;
+        if !recorded {
+            // A newer change is recorded: this one is history, acted on by nobody.
+            stale = true;
+            runbook = Runbook::Record;
+        }
+    }
+    let detail = format!(
+        "{} -> {}{}",
+        alert.summary,
+        serde_json::to_value(runbook)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        if stale {
+            " (older than the alarm's recorded state: ignored)"
+        } else {
+            ""
+        }
+    );
+    Ok(Done::ready(ControlOutput::Triaged(Triage {
+        alert,
+        runbook,
+        duplicate: false,
+        handled_by: None,
+        stale,
+    }))
+    .with_detail(detail))
+}
+
+/// The subject line SNS accepts: one line of ASCII, under 100 characters.
+pub fn subject(deployment: &str, alert: &Alert, failed: bool) -> String {
+    let what = if failed {
+        format!("runbook failed: {}", alert.subject)
+    } else {
+        alert.detail_type.clone()
+    };
+    let line: String = format!("Apiary {deployment}: {what}")
+        .chars()
+        .map(|c| match c {
+            c if c.is_ascii_control() => ' ',
+            c if c.is_ascii() => c,
+            _ => '?',
+        })
+        .collect();
+    if line.len() <= SUBJECT_MAX {
+        line
+    } else {
+        format!("{}...", &line[..SUBJECT_MAX - 3])
+    }
+}
+
+pub async fn notify(
+    deps: &Deps,
+    step: &StepContext<'_, ControlAction>,
+) -> Result<Done<ControlOutput>> {
+    let alert: Alert = step
+        .options
+        .get("alert")
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| Error::invalid_input(format!("step input field `options.alert`: {e}")))?
+        .ok_or_else(|| Error::invalid_input("step input field `options.alert` is missing"))?;
+    let outcome = step.options.get("outcome").filter(|v| !v.is_null());
+    let failure = step.options.get("failure").filter(|v| !v.is_null());
+    let acted = outcome.is_some() && alert.runbook != Runbook::Close;
+    if !(alert.notify || acted || failure.is_some()) {
+        let why = "the alarm published its own state change to the alerts topic".to_owned();
+        return Ok(Done::ready(ControlOutput::Notified(Notified {
+            notified: false,
+            message_id: None,
+            why: why.clone(),
+        }))
+        .with_detail(why));
+    }
+    let deployment = step.spec.name.as_str();
+    let message = message(deployment, &alert, outcome, failure, &step.execution_id);
+    let Some(notifier) = &deps.notifier else {
+        let why = format!(
+            "no alerts topic is configured ({ALERT_TOPIC_ENV} is unset): the alert is in the \
+             journal only"
+        );
+        return Ok(Done::ready(ControlOutput::Notified(Notified {
+            notified: false,
+            message_id: None,
+            why: why.clone(),
+        }))
+        .with_detail(why));
+    };
+    let sent = notifier
+        .sns
+        .publish()
+        .topic_arn(&notifier.topic_arn)
+        .subject(subject(deployment, &alert, failure.is_some()))
+        .message(&message)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("Publish to {}", notifier.topic_arn), e))?;
+    let why = format!("published to {}", notifier.topic_arn);
+    Ok(Done::ready(ControlOutput::Notified(Notified {
+        notified: true,
+        message_id: sent.message_id,
+        why: why.clone(),
+    }))
+    .with_detail(why))
+}
+
+/// The message a person reads: what happened, what Apiary did, where to look.
+fn message(
+    deployment: &str,
+    alert: &Alert,
+    outcome: Option<&Value>,
+    failure: Option<&Value>,
+    execution: &str,
+) -> String {
+    let mut text = format!(
+        "Deployment {deployment}\n{}\n\nEvent {} ({} / {}) at {}\n",
+        alert.summary, alert.event_id, alert.source, alert.detail_type, alert.time
+    );
+    if let Some(failure) = failure {
+        let error = failure.get("Error").and_then(Value::as_str).unwrap_or("");
+        let cause = failure.get("Cause").and_then(Value::as_str).unwrap_or("");
+        text.push_str(&format!(
+            "\nThe runbook could not act: {error}: {cause}\nA person must act on it.\n"
+        ));
+    } else if let Some(outcome) = outcome {
+        let detail = outcome
+            .get("detail")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| outcome.to_string());
+        text.push_str(&format!("\nApiary acted: {detail}\n"));
+    } else {
+        text.push_str("\nNo runbook acts on this event: it is recorded for a person to read.\n");
+    }
+    text.push_str(&format!(
+        "\nHandled by {execution}; the deployment's journal (apiary status {deployment}) has \
+         every step.\n"
+    ));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_fit_what_sns_accepts() {
+        let alert = Alert {
+            event_id: "1".into(),
+            source: "aws.rds".into(),
+            detail_type: "RDS DB Instance Event\nwith a break".into(),
+            time: Utc::now(),
+            subject: "x".repeat(300),
+            summary: String::new(),
+            runbook: Runbook::Record,
+            notify: true,
+            alarm: None,
+        };
+        for failed in [false, true] {
+            let line = subject("demo", &alert, failed);
+            assert!(line.len() < 100 && line.is_ascii(), "{line}");
+            assert!(!line.contains('\n'), "{line}");
+            assert!(line.starts_with("Apiary demo: "), "{line}");
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! What handle-alert makes of an EventBridge event: which runbook it gets, what a person
+//! is told, and which alarm record it opens or closes.
+//!
+//! The bootstrap stack's rules deliver the deployment's trouble to the handle-alert
+//! workflow as `{"deployment": "<name>", "rule": "<rule name>", "event": <the event>}`.
+//! [`classify`] reads the event with `aws_lambda_events`' EventBridge and CloudWatch
+//! alarm types and picks one runbook:
+//!
+//! | event | runbook |
+//! |---|---|
+//! | RDS `low storage` for this deployment's PostgreSQL instance | [`Runbook::RaiseStorage`] |
+//! | CloudTrail `ScheduleKeyDeletion` of a key this deployment owns | [`Runbook::KeyState`] (cancel the deletion, notify) |
+//! | an alarm of this deployment back to `OK` | [`Runbook::Close`] (close its record) |
+//! | anything else (an alarm, a database, cache or Health event, a key disabled, a failed backup or restore test, an event no rule names) | [`Runbook::Record`] (record and notify) |
+//!
+//! A person hears of every event once: an alarm publishes its own state changes to the
+//! alerts topic (its `AlarmActions`), so handle-alert does not publish them again unless
+//! a runbook acted or failed; every other event it publishes.
+
+use aws_lambda_events::event::cloudwatch_alarms::CloudWatchAlarmData;
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+pub const WORKFLOW: &str = "handle-alert";
+
+pub const ALARM_STATE_CHANGE: &str = "CloudWatch Alarm State Change";
+pub const CLOUDTRAIL_CALL: &str = "AWS API Call via CloudTrail";
+pub const RDS_INSTANCE_EVENT: &str = "RDS DB Instance Event";
+pub const STATES_STATUS_CHANGE: &str = "Step Functions Execution Status Change";
+
+/// What handle-alert does about an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runbook {
+    /// The PostgreSQL instance is low on storage: raise its allocated storage within the
+    /// ceiling (the databases function's `raise-storage`).
+    RaiseStorage,
+    /// A key of this deployment was scheduled for deletion: the one key-state policy
+    /// (cancel the deletion, leave the key disabled as KMS does, notify).
+    KeyState,
+    /// An alarm of this deployment returned to OK: its open record is closed.
+    Close,
+    /// Record the event and tell a person.
+    Record,
+}
+
+/// An alarm's state change, as its record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmChange {
+    pub name: String,
+    /// `ALARM`, `OK` or `INSUFFICIENT_DATA`.
+    pub state: String,
+}
+
+/// One event, read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// EventBridge's event id: what makes a redelivered event act once.
+    pub event_id: String,
+    pub source: String,
+    pub detail_type: String,
+    pub time: DateTime<Utc>,
+    /// What it is about: the alarm, database, cache, key, execution or Health event.
+    pub subject: String,
+    /// One line for a person.
+    pub summary: String,
+    pub runbook: Runbook,
+    /// Whether handle-alert publishes it to the alerts topic itself.
+    pub notify: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<AlarmChange>,
+}
+
+/// Reads `event` (an EventBridge event delivered by one of the stack's rules, or given
+/// to handle-alert from the console) for `deployment`, whose keys are `keys` (ARNs).
+/// An input that is not an EventBridge event is refused naming the field; an event of a
+/// kind no runbook knows is [`Runbook::Record`], never refused.
+pub fn classify(deployment: &str, event: &Value, keys: &[String]) -> Result<Alert> {
+    let parsed: EventBridgeEvent<Value> = serde_json::from_value(event.clone()).map_err(|e| {
+        Error::invalid_input(format!(
+            "handle-alert input field `event`: not an EventBridge event ({e}); it needs id, \
+             source, detail-type, time and detail"
+        ))
+    })?;
+    let Some(event_id) = parsed.id.clone().filter(|id| !id.is_empty()) else {
+        return Err(Error::invalid_input(
+            "handle-alert input field `event.id` is missing: the event id is what makes a \
+             redelivered event act once",
+        ));
+    };
+    let prefix = format!("apiary-{deployment}-");
+    let mut alert = Alert {
+        event_id,
+        source: parsed.source.clone(),
+        detail_type: parsed.detail_type.clone(),
+        time: parsed.time.unwrap_or_else(Utc::now),
+        subject: parsed
+            .resources
+            .as_ref()
+            .and_then(|r| r.first().cloned())
+            .unwrap_or_else(|| parsed.source.clone()),
+        summary: format!("{} from {}", parsed.detail_type, parsed.source),
+        runbook: Runbook::Record,
+        notify: true,
+        alarm: None,
+    };
+    let detail = &parsed.detail;
+    match (parsed.source.as_str(), parsed.detail_type.as_str()) {
+        ("aws.cloudwatch", ALARM_STATE_CHANGE) => alarm(&mut alert, detail, &prefix)?,
+        ("aws.rds" | "aws.elasticache", _) => data_store(&mut alert, detail, &prefix),
+        ("aws.kms", CLOUDTRAIL_CALL) => key_call(&mut alert, detail, keys),
+        ("aws.health", _) => health(&mut alert, detail),
+        ("aws.states", STATES_STATUS_CHANGE) => execution(&mut alert, detail),
+        _ => {
+            alert.summary = format!(
+                "{} from {}: no runbook knows this event; it is recorded for a person to read",
+                parsed.detail_type, parsed.source
+            );
+        }
+    }
+    Ok(alert)
+}
+
+fn text<'a>(detail: &'a Value, field: &str) -> Option<&'a str> {
+    detail.get(field).and_then(Value::as_str)
+}
+
+fn alarm(alert: &mut Alert, detail: &Value, prefix: &str) -> Result<()> {
+    let data: CloudWatchAlarmData = serde_json::from_value(detail.clone()).map_err(|e| {
+        Error::invalid_input(format!(
+            "handle-alert input field `event.detail`: not a CloudWatch alarm state change ({e})"
+        ))
+    })?;
+    let state = data
+        .state
+        .as_ref()
+        .map(|s| serde_json::to_value(&s.value).ok())
+        .and_then(|v| v.and_then(|v| v.as_str().map(str::to_owned)))
+        .unwrap_or_else(|| "UNKNOWN".to_owned());
+    let reason = data.state.as_ref().map(|s| s.reason.as_str()).unwrap_or("");
+    alert.subject = data.alarm_name.clone();
+    alert.summary = format!("alarm {} is {state}: {reason}", data.alarm_name);
+    if !data.alarm_name.starts_with(prefix) {
+        // Not one of this deployment's alarms: it has no actions on our topic.
+        alert.summary = format!(
+            "{}; it is not one of this deployment's alarms ({prefix}*)",
+            alert.summary
+        );
+        return Ok(());
+    }
+    // The deployment's alarms publish their own state changes to the alerts topic.
+    alert.notify = false;
+    if state == "OK" {
+        alert.runbook = Runbook::Close;
+    }
+    alert.alarm = Some(AlarmChange {
+        name: data.alarm_name,
+        state,
+    });
+    Ok(())
+}
+
+/// RDS and ElastiCache events share one detail shape (`SourceIdentifier`,
+/// `EventCategories`, `EventID`, `Message`).
+fn data_store(alert: &mut Alert, detail: &Value, prefix: &str) {
+    let identifier = text(detail, "SourceIdentifier").unwrap_or("an unnamed resource");
+    let message = text(detail, "Message").unwrap_or("");
+    let event_id = text(detail, "EventID").unwrap_or("");
+    alert.subject = identifier.to_owned();
+    alert.summary = format!("{} {identifier}: {message} ({event_id})", alert.detail_type);
+    let low_storage = detail
+        .get("EventCategories")
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.iter().any(|c| c == "low storage"));
+    if alert.source == "aws.rds"
+        && alert.detail_type == RDS_INSTANCE_EVENT
+        && low_storage
+        && identifier == format!("{prefix}postgres")
+    {
+        alert.runbook = Runbook::RaiseStorage;
+    }
+}
+
+/// A CloudTrail record of a KMS call: ScheduleKeyDeletion or DisableKey.
+fn key_call(alert: &mut Alert, detail: &Value, keys: &[String]) {
+    let name = text(detail, "eventName").unwrap_or("a call");
+    let by = detail
+        .pointer("/userIdentity/arn")
+        .and_then(Value::as_str)
+        .unwrap_or("an unknown principal");
+    let key = detail
+        .pointer("/responseElements/keyId")
+        .and_then(Value::as_str)
+        .or_else(|| {
+            detail
+                .get("resources")
+                .and_then(Value::as_array)
+                .and_then(|r| r.iter().find_map(|r| r.get("ARN").and_then(Value::as_str)))
+        })
+        .or_else(|| {
+            detail
+                .pointer("/requestParameters/keyId")
+                .and_then(Value::as_str)
+        })
+        .unwrap_or("an unnamed key");
+    let ours = keys
+        .iter()
+        .any(|k| k == key || k.rsplit('/').next() == Some(key));
+    alert.subject = key.to_owned();
+    if !ours {
+        alert.summary =
+            format!("{name} of KMS key {key} by {by}: not a key of this deployment, nothing to do");
+        alert.notify = false;
+        return;
+    }
+    alert.summary = format!("{name} of this deployment's KMS key {key} by {by}");
+    if name == "ScheduleKeyDeletion" {
+        alert.runbook = Runbook::KeyState;
+    } else {
+        alert.summary.push_str(
+            ": a disabled key is the customer's kill switch; Apiary never enables it on its \
+             own, and every workflow refuses to run until a person enables it",
+        );
+    }
+}
+
+fn health(alert: &mut Alert, detail: &Value) {
+    let service = text(detail, "service").unwrap_or("AWS");
+    let code = text(detail, "eventTypeCode").unwrap_or("an event");
+    let description = detail
+        .pointer("/eventDescription/0/latestDescription")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    alert.subject = text(detail, "eventArn").unwrap_or(code).to_owned();
+    alert.summary = format!("AWS Health: {service} {code}: {description}");
+}
+
+fn execution(alert: &mut Alert, detail: &Value) {
+    let arn = text(detail, "executionArn").unwrap_or("an execution");
+    let status = text(detail, "status").unwrap_or("ended");
+    let error = text(detail, "error").unwrap_or("");
+    let cause = text(detail, "cause").unwrap_or("");
+    alert.subject = arn.to_owned();
+    alert.summary = format!("{arn} {status}: {error} {cause}").trim().to_owned();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(source: &str, detail_type: &str, detail: Value) -> Value {
+        json!({
+            "version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
+            "detail-type": detail_type, "source": source, "account": "123456789012",
+            "time": "2026-12-01T03:00:00Z", "region": "us-west-2", "resources": [],
+            "detail": detail
+        })
+    }
+
+    #[test]
+    fn input_that_is_not_an_event_is_refused_naming_the_field() {
+        let err = classify("demo", &json!({"hello": 1}), &[]).unwrap_err();
+        assert!(err.to_string().contains("`event`"), "{err}");
+        let mut no_id = event("aws.rds", RDS_INSTANCE_EVENT, json!({}));
+        no_id.as_object_mut().unwrap().remove("id");
+        let err = classify("demo", &no_id, &[]).unwrap_err();
+        assert!(err.to_string().contains("`event.id`"), "{err}");
+    }
+
+    #[test]
+    fn low_storage_only_for_our_postgres_raises_storage() {
+        let detail = |id: &str, category: &str| {
+            json!({"EventCategories": [category], "SourceType": "DB_INSTANCE",
+                   "SourceIdentifier": id, "EventID": "RDS-EVENT-0007",
+                   "Message": "Allocated storage has been exhausted."})
+        };
+        let ours = event(
+            "aws.rds",
+            RDS_INSTANCE_EVENT,
+            detail("apiary-demo-postgres", "low storage"),
+        );
+        let alert = classify("demo", &ours, &[]).unwrap();
+        assert_eq!(alert.runbook, Runbook::RaiseStorage);
+        assert!(alert.notify);
+        for other in [
+            detail("apiary-other-postgres", "low storage"),
+            detail("apiary-demo-postgres", "failover"),
+        ] {
+            let alert =
+                classify("demo", &event("aws.rds", RDS_INSTANCE_EVENT, other), &[]).unwrap();
+            assert_eq!(alert.runbook, Runbook::Record, "{alert:?}");
+        }
+    }
+
+    #[test]
+    fn key_deletion_acts_only_on_our_keys() {
+        let ours = "arn:aws:kms:us-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let call = |name: &str, key: &str| {
+            event(
+                "aws.kms",
+                CLOUDTRAIL_CALL,
+                json!({"eventSource": "kms.amazonaws.com", "eventName": name,
+                       "userIdentity": {"arn": "arn:aws:iam::123456789012:user/Alice"},
+                       "requestParameters": {"keyId": key.rsplit('/').next().unwrap()},
+                       "responseElements": {"keyId": key}}),
+            )
+        };
+        let keys = vec![ours.to_owned()];
+        let alert = classify("demo", &call("ScheduleKeyDeletion", ours), &keys).unwrap();
+        assert_eq!(alert.runbook, Runbook::KeyState);
+        let disabled = classify("demo", &call("DisableKey", ours), &keys).unwrap();
+        assert_eq!(disabled.runbook, Runbook::Record);
+        assert!(disabled.notify && disabled.summary.contains("kill switch"));
+        let theirs = classify(
+            "demo",
+            &call("ScheduleKeyDeletion", &ours.replace("1234abcd", "ffffffff")),
+            &keys,
+        )
+        .unwrap();
+        assert_eq!(theirs.runbook, Runbook::Record);
+        assert!(!theirs.notify);
+    }
+
+    #[test]
+    fn an_unknown_event_is_recorded_and_notified() {
+        let alert = classify(
+            "demo",
+            &event(
+                "aws.ec2",
+                "EC2 Instance State-change Notification",
+                json!({}),
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(alert.runbook, Runbook::Record);
+        assert!(
+            alert.notify && alert.summary.contains("no runbook"),
+            "{alert:?}"
+        );
+    }
+}
