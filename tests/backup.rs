@@ -11,7 +11,7 @@
 //! replication (neither emulated), stores still restoring or deleting.
 
 use apiary_asl::{Clock, ExecutionOptions, ExecutionResult, ExecutionStatus, HandlerRegistry};
-use apiary_e2e::{Local as Fixture, REGION, in_region, unique_cidr, unique_name};
+use apiary_e2e::{Local as Fixture, REGION, in_region};
 use serde_json::{Value, json};
 
 const DR_REGION: &str = "us-east-1";
@@ -49,19 +49,8 @@ async fn run_with(
 }
 
 async fn provisioned(f: &Fixture, prefix: &str) -> String {
-    let name = unique_name(prefix);
-    let spec = json!({
-        "name": name,
-        "region": REGION,
-        "dns": {"domain": format!("{name}.example.com")},
-        "network": {"vpc_cidr": unique_cidr(&f.config).await},
-        "backup": {"dr_region": DR_REGION, "retention_days": 1},
-    });
-    let done = f
-        .run("provision", &name, json!({"spec": spec}), "provision")
-        .await;
-    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
-    name
+    let backup = json!({"backup": {"dr_region": DR_REGION, "retention_days": 1}});
+    f.provisioned(prefix, backup).await.0
 }
 
 fn tags(list: &[aws_sdk_rds::types::Tag]) -> std::collections::BTreeMap<String, String> {

@@ -1,6 +1,7 @@
 //! Every end-to-end test, in one binary (see Cargo.toml for why). A new test file is a
 //! new `mod` line here; `every_test_file_is_compiled` fails when one is missing.
 
+mod alerts;
 mod backup;
 mod bootstrap;
 mod bootstrap_stack;

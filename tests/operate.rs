@@ -7,7 +7,7 @@
 //! modifying, the exact order of the Redis token's phases.
 
 use apiary_asl::ExecutionStatus;
-use apiary_e2e::{Local as Fixture, REGION, unique_cidr, unique_name};
+use apiary_e2e::Local as Fixture;
 use aws_sdk_kms::types::{KeyState, RotationType};
 use serde_json::{Value, json};
 
@@ -16,19 +16,8 @@ async fn fixture() -> Fixture {
 }
 
 async fn provisioned(f: &Fixture, prefix: &str) -> String {
-    let name = unique_name(prefix);
-    let spec = json!({
-        "name": name,
-        "region": REGION,
-        "dns": {"domain": format!("{name}.example.com")},
-        "network": {"vpc_cidr": unique_cidr(&f.config).await},
-        "databases": {"documentdb": false},
-    });
-    let done = f
-        .run("provision", &name, json!({"spec": spec}), "provision")
-        .await;
-    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
-    name
+    let without_documentdb = json!({"databases": {"documentdb": false}});
+    f.provisioned(prefix, without_documentdb).await.0
 }
 
 fn rotate(input: Value, name: &str) -> Value {

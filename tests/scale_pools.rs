@@ -9,7 +9,7 @@
 //! back) is unit-tested with mocks in functions/cluster and functions/workloads.
 
 use apiary_asl::{ExecutionResult, ExecutionStatus};
-use apiary_e2e::{Local as Fixture, REGION, unique_cidr, unique_name};
+use apiary_e2e::Local as Fixture;
 use serde_json::{Value, json};
 
 const TABLE: &str = "apiary-test-scale-pools";
@@ -18,22 +18,9 @@ async fn fixture() -> Fixture {
     Fixture::new(TABLE).await
 }
 
-fn spec_of(name: &str, cidr: &str) -> Value {
-    json!({
-        "name": name,
-        "region": REGION,
-        "dns": {"domain": format!("{name}.example.com")},
-        "network": {"vpc_cidr": cidr},
-        "databases": {"documentdb": false},
-    })
-}
-
 async fn provisioned(f: &Fixture, prefix: &str) -> (String, Value) {
-    let name = unique_name(prefix);
-    let spec = spec_of(&name, &unique_cidr(&f.config).await);
-    let done = f.provision(&spec, "provision").await;
-    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
-    (name, spec)
+    f.provisioned(prefix, json!({"databases": {"documentdb": false}}))
+        .await
 }
 
 async fn scale(f: &Fixture, name: &str, input: Value, run: &str) -> ExecutionResult {

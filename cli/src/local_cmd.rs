@@ -51,6 +51,20 @@ pub enum LocalCommand {
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
     },
+    /// Deliver an EventBridge event (FILE, or - for standard input) through the bootstrap
+    /// stack's rules, as EventBridge would, and run the workflow each matching rule
+    /// starts (handle-alert) against the local AWS emulator
+    Event {
+        /// The event: a JSON file in EventBridge's shape (examples/events/ has one of each
+        /// kind the rules route), or - to read it from standard input
+        file: String,
+        #[command(flatten)]
+        common: RunArgs,
+        /// Print exactly one JSON document on stdout: {"rules": [names], "executions":
+        /// [{"rule", "status", "execution_arn", "output"}]}; progress goes to stderr
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -71,6 +85,9 @@ pub struct RunArgs {
 
 pub async fn run(command: LocalCommand) -> anyhow::Result<ExitCode> {
     let (workflow, common, input, json, kubeconfig) = match command {
+        LocalCommand::Event { file, common, json } => {
+            return Ok(ExitCode::from(event(&file, common, json).await));
+        }
         LocalCommand::Provision { common, kubeconfig } => {
             ("provision".to_owned(), common, None, false, kubeconfig)
         }
@@ -123,17 +140,7 @@ fn prepare(
     }
     let spec = match &common.spec {
         None => demo_spec(),
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            DeploymentSpec::parse_str(&text).map_err(|errors| {
-                let mut message = format!("{}: invalid deployment spec:", path.display());
-                for problem in &errors.problems {
-                    message.push_str(&format!("\n  - {problem}"));
-                }
-                message
-            })?
-        }
+        Some(path) => read_spec(path)?,
     };
     if let Some(path) = kubeconfig
         && !path.is_file()
@@ -199,6 +206,18 @@ fn workflows(root: &Path) -> Vec<String> {
     names
 }
 
+fn read_spec(path: &Path) -> Result<DeploymentSpec, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    DeploymentSpec::parse_str(&text).map_err(|errors| {
+        let mut message = format!("{}: invalid deployment spec:", path.display());
+        for problem in &errors.problems {
+            message.push_str(&format!("\n  - {problem}"));
+        }
+        message
+    })
+}
+
 pub fn demo_spec() -> DeploymentSpec {
     let mut spec = DeploymentSpec::example(SizePreset::Small);
     spec.name = "demo".into();
@@ -220,42 +239,15 @@ async fn execute(
         input,
         root,
     } = prepared;
-    let endpoint = common
-        .endpoint
-        .clone()
-        .or_else(|| ProcessEnv.var("AWS_ENDPOINT_URL"));
-    let _emulator;
-    let endpoint = match endpoint {
-        Some(endpoint) => endpoint,
-        None => {
-            eprintln!("starting the local AWS emulator (first run installs it into .venv)…");
-            match Emulator::start(&root) {
-                Ok(emulator) => {
-                    let url = emulator.endpoint().to_owned();
-                    eprintln!(
-                        "emulator at {url}; it stops when this command ends (run `scripts/emulator start` to keep one)"
-                    );
-                    _emulator = emulator;
-                    url
-                }
-                Err(err) => {
-                    eprintln!("error: the local AWS emulator could not start: {err:#}");
-                    return EXIT_ENVIRONMENT;
-                }
-            }
-        }
+    let Connected {
+        endpoint,
+        _emulator,
+        config,
+        store,
+    } = match connect(&common, &spec, &root).await {
+        Ok(connected) => connected,
+        Err(code) => return code,
     };
-    let config = apiary_core::aws::load(&AwsSettings::local(&endpoint, &spec.region)).await;
-    let store = Store::new(
-        apiary_core::client!(aws_sdk_dynamodb, &config),
-        DEFAULT_TABLE,
-    );
-    if let Err(err) = store.ensure_table().await {
-        eprintln!(
-            "error: the AWS endpoint {endpoint} is not usable: creating the state table: {err}"
-        );
-        return EXIT_ENVIRONMENT;
-    }
     let env = LocalEnv::new(config, store.clone(), common.state_dir.clone(), kubeconfig);
     let machine = match env.load(&root, &workflow) {
         Ok(machine) => machine,
@@ -307,6 +299,211 @@ async fn execute(
         report(&store, &workflow, &spec.name, &result).await;
     }
     if succeeded { 0 } else { EXIT_FAILED }
+}
+
+/// `apiary local event`: the event through the stack's rules (EventBridge's own
+/// TestEventPattern decides what matches), then each matched rule's workflow with the
+/// input its transformer builds. An event no rule matches would never reach a workflow
+/// on AWS: it is journaled as `unmatched` and the command succeeds.
+async fn event(file: &str, common: RunArgs, json: bool) -> u8 {
+    let prepared = match prepare_event(file, &common) {
+        Ok(prepared) => prepared,
+        Err(refusal) => {
+            eprintln!("{refusal}; nothing was started");
+            return EXIT_REFUSED;
+        }
+    };
+    let PreparedEvent { event, spec, root } = prepared;
+    let Connected {
+        endpoint,
+        _emulator,
+        config,
+        store,
+    } = match connect(&common, &spec, &root).await {
+        Ok(connected) => connected,
+        Err(code) => return code,
+    };
+    let template = match std::fs::read_to_string(root.join("infra-bootstrap/bootstrap.yaml")) {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("error: reading infra-bootstrap/bootstrap.yaml: {err}; nothing was started");
+            return EXIT_REFUSED;
+        }
+    };
+    let env = LocalEnv::new(config, store, common.state_dir.clone(), None);
+    let delivered =
+        match apiary::local::rules::handle_event(&env, &root, &template, &spec.name, &event, true)
+            .await
+        {
+            Ok(delivered) => delivered,
+            Err(err) => {
+                eprintln!("error: delivering the event at {endpoint}: {err:#}");
+                return EXIT_ENVIRONMENT;
+            }
+        };
+    let names: Vec<&str> = delivered.rules.iter().map(|r| r.name.as_str()).collect();
+    eprintln!(
+        "event {} ({} / {}) for {}: {}",
+        event["id"].as_str().unwrap_or("without an id"),
+        event["source"].as_str().unwrap_or_default(),
+        event["detail-type"].as_str().unwrap_or_default(),
+        spec.name,
+        if names.is_empty() {
+            "no rule of the stack matches; journaled as unmatched".to_owned()
+        } else {
+            format!("matched {}", names.join(", "))
+        }
+    );
+    let mut all_succeeded = true;
+    let executions: Vec<Value> = delivered
+        .executions
+        .iter()
+        .map(|(rule, result)| {
+            all_succeeded &= result.status == ExecutionStatus::Succeeded;
+            let mut entry = document(result);
+            entry["rule"] = json!(rule);
+            entry
+        })
+        .collect();
+    let mut output = json!({"rules": names, "executions": executions});
+    if !delivered.skipped.is_empty() {
+        output["skipped"] = delivered
+            .skipped
+            .iter()
+            .map(|(rule, target)| {
+                json!({"rule": rule, "target": target, "why": "only rules that start a workflow run locally"})
+            })
+            .collect();
+    }
+    if json {
+        println!("{output}");
+    } else {
+        for execution in &executions {
+            println!(
+                "{}: {} {}",
+                execution["rule"].as_str().unwrap_or_default(),
+                execution["status"].as_str().unwrap_or_default(),
+                execution["execution_arn"].as_str().unwrap_or_default()
+            );
+            match execution.get("output") {
+                Some(out) => println!(
+                    "  {}",
+                    serde_json::to_string_pretty(out).unwrap_or_default()
+                ),
+                None => println!(
+                    "  {}: {}",
+                    execution["error"].as_str().unwrap_or_default(),
+                    execution["cause"].as_str().unwrap_or_default()
+                ),
+            }
+        }
+        for (rule, target) in &delivered.skipped {
+            println!("{rule}: targets {target}, which runs only on AWS");
+        }
+    }
+    if all_succeeded { 0 } else { EXIT_FAILED }
+}
+
+struct PreparedEvent {
+    event: Value,
+    spec: DeploymentSpec,
+    root: PathBuf,
+}
+
+/// The event file read and checked, and the spec, before anything starts.
+fn prepare_event(file: &str, common: &RunArgs) -> Result<PreparedEvent, String> {
+    let root = project_root(&ProcessEnv).ok_or_else(|| {
+        "cannot find the project (a folder with scripts/emulator): run from the clone, or \
+         set APIARY_ROOT"
+            .to_owned()
+    })?;
+    let (text, origin) = if file == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| format!("cannot read the event from standard input: {e}"))?;
+        (text, "standard input".to_owned())
+    } else {
+        (
+            std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?,
+            file.to_owned(),
+        )
+    };
+    let event: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{origin} is not valid JSON: {e}"))?;
+    let parsed: Result<aws_lambda_events::event::eventbridge::EventBridgeEvent<Value>, _> =
+        serde_json::from_value(event.clone());
+    if let Err(err) = parsed {
+        return Err(format!(
+            "{origin} is not an EventBridge event ({err}): it needs id, source, detail-type, \
+             account, time, region, resources and detail"
+        ));
+    }
+    for field in ["id", "source", "detail-type", "account", "time", "region"] {
+        if !event.get(field).is_some_and(Value::is_string) {
+            return Err(format!(
+                "{origin} is not an EventBridge event: field `{field}` is missing or not a string"
+            ));
+        }
+    }
+    let spec = match &common.spec {
+        None => demo_spec(),
+        Some(path) => read_spec(path)?,
+    };
+    Ok(PreparedEvent { event, spec, root })
+}
+
+/// The AWS endpoint a local command talks to, with the state table made.
+struct Connected {
+    endpoint: String,
+    /// The emulator this command started, stopped when dropped.
+    _emulator: Option<Emulator>,
+    config: aws_config::SdkConfig,
+    store: Store,
+}
+
+/// `--endpoint`, `AWS_ENDPOINT_URL`, or an emulator started for this command; the exit
+/// code when none is usable.
+async fn connect(common: &RunArgs, spec: &DeploymentSpec, root: &Path) -> Result<Connected, u8> {
+    let endpoint = common
+        .endpoint
+        .clone()
+        .or_else(|| ProcessEnv.var("AWS_ENDPOINT_URL"));
+    let (endpoint, emulator) = match endpoint {
+        Some(endpoint) => (endpoint, None),
+        None => {
+            eprintln!("starting the local AWS emulator (first run installs it into .venv)…");
+            match Emulator::start(root) {
+                Ok(emulator) => {
+                    let url = emulator.endpoint().to_owned();
+                    eprintln!(
+                        "emulator at {url}; it stops when this command ends (run `scripts/emulator start` to keep one)"
+                    );
+                    (url, Some(emulator))
+                }
+                Err(err) => {
+                    eprintln!("error: the local AWS emulator could not start: {err:#}");
+                    return Err(EXIT_ENVIRONMENT);
+                }
+            }
+        }
+    };
+    let config = apiary_core::aws::load(&AwsSettings::local(&endpoint, &spec.region)).await;
+    let store = Store::new(
+        apiary_core::client!(aws_sdk_dynamodb, &config),
+        DEFAULT_TABLE,
+    );
+    if let Err(err) = store.ensure_table().await {
+        eprintln!(
+            "error: the AWS endpoint {endpoint} is not usable: creating the state table: {err}"
+        );
+        return Err(EXIT_ENVIRONMENT);
+    }
+    Ok(Connected {
+        endpoint,
+        _emulator: emulator,
+        config,
+        store,
+    })
 }
 
 /// The `--json` document: AWS's status strings, the output or the error and cause.
@@ -377,6 +574,42 @@ async fn report(store: &Store, workflow: &str, deployment: &str, result: &Execut
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_file_that_is_not_an_eventbridge_event_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("apiary-event-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let common = RunArgs {
+            spec: None,
+            endpoint: None,
+            state_dir: dir.clone(),
+            history: None,
+        };
+        let refused = |text: &str| {
+            let file = dir.join("event.json");
+            std::fs::write(&file, text).unwrap();
+            match prepare_event(file.to_str().unwrap(), &common) {
+                Ok(_) => panic!("{text} was accepted"),
+                Err(refusal) => refusal,
+            }
+        };
+        assert!(refused("{nope").contains("is not valid JSON"));
+        let no_source = refused(
+            r#"{"id": "1", "detail-type": "x", "account": "1", "time": "2026-12-01T00:00:00Z", "region": "us-west-2", "detail": {}}"#,
+        );
+        assert!(no_source.contains("`source`"), "{no_source}");
+        let sample = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/events/rds-low-storage.json"),
+        )
+        .unwrap();
+        let file = dir.join("sample.json");
+        std::fs::write(&file, sample).unwrap();
+        // The project root is found from the current directory, inside the clone.
+        let prepared = prepare_event(file.to_str().unwrap(), &common).unwrap();
+        assert_eq!(prepared.event["source"], "aws.rds");
+        assert!(refused("").contains("is not valid JSON"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn inputs_merge_over_what_the_workflow_needs() {

@@ -250,6 +250,31 @@ impl Local {
             .await
     }
 
+    /// Provisions a new deployment named after `prefix`: the smallest spec of its own
+    /// (unique name and VPC range) with `overrides` merged over it; returns its name and
+    /// spec. The one way a test gets a provisioned deployment.
+    pub async fn provisioned(
+        &self,
+        prefix: &str,
+        overrides: serde_json::Value,
+    ) -> (String, serde_json::Value) {
+        let name = unique_name(prefix);
+        let mut spec = serde_json::json!({
+            "name": name,
+            "region": REGION,
+            "dns": {"domain": format!("{name}.example.com")},
+            "network": {"vpc_cidr": unique_cidr(&self.config).await},
+        });
+        merge(&mut spec, overrides);
+        let done = self.provision(&spec, "provision").await;
+        assert_eq!(
+            done.status,
+            apiary_asl::ExecutionStatus::Succeeded,
+            "{done:?}"
+        );
+        (name, spec)
+    }
+
     /// Runs provision with `spec` (whose name names the deployment).
     pub async fn provision(
         &self,
@@ -259,5 +284,17 @@ impl Local {
         let name = spec["name"].as_str().expect("the spec has a name");
         self.run("provision", name, serde_json::json!({ "spec": spec }), run)
             .await
+    }
+}
+
+/// `overrides` merged over `base`, object by object.
+fn merge(base: &mut serde_json::Value, overrides: serde_json::Value) {
+    match (base, overrides) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(overrides)) => {
+            for (key, value) in overrides {
+                merge(base.entry(key).or_insert(serde_json::Value::Null), value);
+            }
+        }
+        (base, value) => *base = value,
     }
 }

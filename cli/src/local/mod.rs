@@ -2,6 +2,7 @@
 //! every function's handler in-process, AWS calls against the emulator (or any endpoint).
 
 mod progress;
+pub mod rules;
 mod stand_ins;
 mod summary;
 

@@ -179,7 +179,10 @@ pub async fn notify(
     let failure = step.options.get("failure").filter(|v| !v.is_null());
     let acted = outcome.is_some() && alert.runbook != Runbook::Close;
     if !(alert.notify || acted || failure.is_some()) {
-        let why = "the alarm published its own state change to the alerts topic".to_owned();
+        let why = alert
+            .quiet
+            .clone()
+            .unwrap_or_else(|| "nothing to tell".to_owned());
         return Ok(Done::ready(ControlOutput::Notified(Notified {
             notified: false,
             message_id: None,
@@ -269,6 +272,7 @@ mod tests {
             summary: String::new(),
             runbook: Runbook::Record,
             notify: true,
+            quiet: None,
             alarm: None,
         };
         for failed in [false, true] {

@@ -71,6 +71,9 @@ pub struct Alert {
     pub runbook: Runbook,
     /// Whether handle-alert publishes it to the alerts topic itself.
     pub notify: bool,
+    /// Why not, when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm: Option<AlarmChange>,
 }
@@ -106,6 +109,7 @@ pub fn classify(deployment: &str, event: &Value, keys: &[String]) -> Result<Aler
         summary: format!("{} from {}", parsed.detail_type, parsed.source),
         runbook: Runbook::Record,
         notify: true,
+        quiet: None,
         alarm: None,
     };
     let detail = &parsed.detail;
@@ -154,6 +158,7 @@ fn alarm(alert: &mut Alert, detail: &Value, prefix: &str) -> Result<()> {
     }
     // The deployment's alarms publish their own state changes to the alerts topic.
     alert.notify = false;
+    alert.quiet = Some("the alarm published its own state change to the alerts topic".into());
     if state == "OK" {
         alert.runbook = Runbook::Close;
     }
@@ -215,6 +220,7 @@ fn key_call(alert: &mut Alert, detail: &Value, keys: &[String]) {
         alert.summary =
             format!("{name} of KMS key {key} by {by}: not a key of this deployment, nothing to do");
         alert.notify = false;
+        alert.quiet = Some("the key is not this deployment's".into());
         return;
     }
     alert.summary = format!("{name} of this deployment's KMS key {key} by {by}");

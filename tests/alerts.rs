@@ -1,0 +1,333 @@
+//! handle-alert end to end: provision a deployment, then deliver AWS's sample events
+//! (examples/events/, renamed for the deployment) through the bootstrap template's own
+//! rules, as `apiary local event` does, and read back what the runbooks changed, the
+//! alarm records, the journal and what reached the alerts topic (an SQS queue subscribed
+//! to it).
+//!
+//! What the emulator cannot show is unit-tested elsewhere: RDS refusing a storage change
+//! while it optimizes the last one (functions/databases), an SNS subject over the limit
+//! (functions/control), events of other deployments and unknown shapes (apiary-core).
+
+use apiary::local::rules::{Delivered, handle_event};
+use apiary_asl::{ExecutionResult, ExecutionStatus};
+use apiary_e2e::{Local as Fixture, repo_root};
+use serde_json::{Value, json};
+
+const TABLE: &str = "apiary-test-alerts";
+
+async fn provisioned(f: &Fixture, prefix: &str) -> String {
+    f.provisioned(prefix, json!({"databases": {"documentdb": false}}))
+        .await
+        .0
+}
+
+/// `examples/events/<file>` for deployment `name`, with a fresh event id.
+fn sample(file: &str, name: &str) -> Value {
+    let text = std::fs::read_to_string(repo_root().join("examples/events").join(file)).unwrap();
+    let mut event: Value =
+        serde_json::from_str(&text.replace("apiary-demo-", &format!("apiary-{name}-"))).unwrap();
+    event["id"] = json!(uuid::Uuid::new_v4().to_string());
+    event
+}
+
+async fn deliver(f: &Fixture, name: &str, event: &Value) -> Delivered {
+    let template =
+        std::fs::read_to_string(repo_root().join("infra-bootstrap/bootstrap.yaml")).unwrap();
+    handle_event(&f.env, &f.root, &template, name, event, false)
+        .await
+        .expect("the event is delivered")
+}
+
+/// The one handle-alert run a delivery started.
+fn only_run(delivered: &Delivered) -> &ExecutionResult {
+    assert_eq!(delivered.executions.len(), 1, "{delivered:?}");
+    &delivered.executions[0].1
+}
+
+/// A queue subscribed to the deployment's alerts topic: what a person would receive.
+async fn inbox(f: &Fixture, name: &str) -> String {
+    let topic = f
+        .env
+        .ensure_alert_topic(name)
+        .await
+        .expect("the alerts topic");
+    let sqs = aws_sdk_sqs::Client::new(&f.config);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(format!("{name}-inbox"))
+        .send()
+        .await
+        .expect("CreateQueue")
+        .queue_url
+        .unwrap();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("GetQueueAttributes")
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    aws_sdk_sns::Client::new(&f.config)
+        .subscribe()
+        .topic_arn(topic)
+        .protocol("sqs")
+        .endpoint(arn)
+        .send()
+        .await
+        .expect("Subscribe");
+    queue_url
+}
+
+/// The notifications received so far: (subject, message).
+async fn received(f: &Fixture, queue_url: &str) -> Vec<(String, String)> {
+    let sqs = aws_sdk_sqs::Client::new(&f.config);
+    let mut found = Vec::new();
+    loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("ReceiveMessage");
+        if out.messages().is_empty() {
+            return found;
+        }
+        for message in out.messages() {
+            let envelope: Value = serde_json::from_str(message.body().unwrap()).unwrap();
+            found.push((
+                envelope["Subject"].as_str().unwrap_or_default().to_owned(),
+                envelope["Message"].as_str().unwrap_or_default().to_owned(),
+            ));
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn allocated_storage(f: &Fixture, name: &str) -> i32 {
+    aws_sdk_rds::Client::new(&f.config)
+        .describe_db_instances()
+        .db_instance_identifier(format!("apiary-{name}-postgres"))
+        .send()
+        .await
+        .expect("DescribeDBInstances")
+        .db_instances()[0]
+        .allocated_storage()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_low_storage_event_delivered_twice_raises_storage_once_and_tells_a_person_once() {
+    let f = Fixture::new(TABLE).await;
+    let name = provisioned(&f, "lowsto").await;
+    let queue = inbox(&f, &name).await;
+    let before = allocated_storage(&f, &name).await;
+    let event = sample("rds-low-storage.json", &name);
+
+    let first = deliver(&f, &name, &event).await;
+    assert_eq!(
+        first
+            .rules
+            .iter()
+            .map(|r| r.name.clone())
+            .collect::<Vec<_>>(),
+        vec![format!("apiary-{name}-database-events")]
+    );
+    let run = only_run(&first);
+    assert_eq!(run.status, ExecutionStatus::Succeeded, "{run:?}");
+    let output = run.output.clone().unwrap();
+    assert_eq!(output["runbook"], "raise-storage");
+    let raised = before + (before + 3) / 4;
+    assert_eq!(output["outcome"]["after_gib"], json!(raised), "{output}");
+    assert_eq!(allocated_storage(&f, &name).await, raised);
+
+    // EventBridge delivers at least once: the same event again acts on nothing.
+    let again = deliver(&f, &name, &event).await;
+    let run = only_run(&again);
+    assert_eq!(run.status, ExecutionStatus::Succeeded, "{run:?}");
+    assert_eq!(run.output.as_ref().unwrap()["duplicate"], true);
+    assert_eq!(allocated_storage(&f, &name).await, raised, "raised once");
+
+    let told = received(&f, &queue).await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].0.contains("RDS DB Instance Event"), "{told:?}");
+    assert!(
+        told[0].1.contains(&format!(
+            "raised RDS instance apiary-{name}-postgres from {before} GiB to {raised} GiB"
+        )),
+        "{told:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_alarm_back_to_ok_closes_its_record_and_a_late_alarm_does_not_reopen_it() {
+    let f = Fixture::new(TABLE).await;
+    let name = provisioned(&f, "alarmok").await;
+    let queue = inbox(&f, &name).await;
+    let alarm = format!("apiary-{name}-backup-run-failed");
+    let state = |alarms: Vec<apiary_core::store::AlarmRecord>| {
+        alarms
+            .into_iter()
+            .find(|a| a.name == alarm)
+            .map(|a| a.state)
+    };
+
+    let fired = sample("alarm-backup-run-failed.json", &name);
+    let run = only_run(&deliver(&f, &name, &fired).await).clone();
+    assert_eq!(run.status, ExecutionStatus::Succeeded, "{run:?}");
+    assert_eq!(
+        state(f.store.alarms(&name).await.unwrap()).as_deref(),
+        Some("ALARM")
+    );
+
+    let ok = sample("alarm-backup-run-ok.json", &name);
+    let run = only_run(&deliver(&f, &name, &ok).await).clone();
+    assert_eq!(run.status, ExecutionStatus::Succeeded, "{run:?}");
+    assert_eq!(run.output.as_ref().unwrap()["runbook"], "close");
+    assert_eq!(
+        state(f.store.alarms(&name).await.unwrap()).as_deref(),
+        Some("OK")
+    );
+
+    // EventBridge does not promise order: the ALARM delivered late (a new id, its own
+    // older time) is recorded as history, not as the alarm's state.
+    let late = sample("alarm-backup-run-failed.json", &name);
+    let run = only_run(&deliver(&f, &name, &late).await).clone();
+    assert_eq!(run.status, ExecutionStatus::Succeeded, "{run:?}");
+    assert_eq!(
+        state(f.store.alarms(&name).await.unwrap()).as_deref(),
+        Some("OK")
+    );
+
+    // The alarms tell the topic themselves (their AlarmActions): nothing twice.
+    assert_eq!(received(&f, &queue).await, Vec::<(String, String)>::new());
+}
+
+#[tokio::test]
+async fn an_event_no_runbook_knows_is_recorded_and_told_and_one_no_rule_matches_is_journaled() {
+    let f = Fixture::new(TABLE).await;
+    let name = provisioned(&f, "unknown").await;
+    let queue = inbox(&f, &name).await;
+
+    // Started from the console with an event of a kind no runbook knows.
+    let event = sample("ec2-instance-state-change.json", &name);
+    let run = f
+        .run(
+            "handle-alert",
+            &name,
+            json!({"deployment": name, "event": event}),
+            "console",
+        )
+        .await;
+    assert_eq!(run.status, ExecutionStatus::Succeeded, "{run:?}");
+    let output = run.output.unwrap();
+    assert_eq!(output["runbook"], "record");
+    assert_eq!(output["notified"]["notified"], true, "{output}");
+    let told = received(&f, &queue).await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].1.contains("no runbook knows this event"),
+        "{told:?}"
+    );
+    let journal = f.store.journal(&name).await.unwrap();
+    assert!(
+        journal
+            .iter()
+            .any(|e| e.step == "handle-alert" && e.action == "alert-triage"),
+        "{journal:?}"
+    );
+
+    // Through the stack's rules the same event matches none: on AWS it would reach no
+    // workflow, so it is journaled as unmatched and nothing runs.
+    let unmatched = sample("ec2-instance-state-change.json", &name);
+    let delivered = deliver(&f, &name, &unmatched).await;
+    assert!(
+        delivered.rules.is_empty() && delivered.executions.is_empty(),
+        "{delivered:?}"
+    );
+    let journal = f.store.journal(&name).await.unwrap();
+    let id = unmatched["id"].as_str().unwrap();
+    assert!(
+        journal
+            .iter()
+            .any(|e| e.outcome == "unmatched" && e.execution_id.contains(id)),
+        "{journal:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_deployment_key_scheduled_for_deletion_is_cancelled_and_the_person_told() {
+    let f = Fixture::new(TABLE).await;
+    let name = provisioned(&f, "keydel").await;
+    let queue = inbox(&f, &name).await;
+    let kms = aws_sdk_kms::Client::new(&f.config);
+    let key = kms
+        .describe_key()
+        .key_id(format!("alias/apiary/{name}/rds"))
+        .send()
+        .await
+        .expect("DescribeKey")
+        .key_metadata()
+        .unwrap()
+        .clone();
+    kms.schedule_key_deletion()
+        .key_id(key.key_id())
+        .pending_window_in_days(30)
+        .send()
+        .await
+        .expect("ScheduleKeyDeletion");
+
+    let mut event = sample("kms-schedule-key-deletion.json", &name);
+    let arn = key.arn().unwrap();
+    event["detail"]["responseElements"]["keyId"] = json!(arn);
+    event["detail"]["resources"][0]["ARN"] = json!(arn);
+    event["detail"]["requestParameters"]["keyId"] = json!(key.key_id());
+    let run = only_run(&deliver(&f, &name, &event).await).clone();
+
+    // The runbook cancelled the deletion; KMS leaves the key disabled, which only a
+    // person undoes: the run fails with that, after telling the person.
+    assert_eq!(run.status, ExecutionStatus::Failed, "{run:?}");
+    assert_eq!(run.error.as_deref(), Some("Apiary.Conflict"), "{run:?}");
+    let state = kms
+        .describe_key()
+        .key_id(key.key_id())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        state.key_metadata().unwrap().key_state(),
+        Some(&aws_sdk_kms::types::KeyState::Disabled)
+    );
+    let told = received(&f, &queue).await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].0.contains("runbook failed"), "{told:?}");
+    assert!(told[0].1.contains("pending deletion"), "{told:?}");
+}
+
+#[tokio::test]
+async fn an_input_without_an_event_is_refused_naming_the_field() {
+    let f = Fixture::new(TABLE).await;
+    let name = provisioned(&f, "noevent").await;
+    let run = f
+        .run(
+            "handle-alert",
+            &name,
+            json!({"deployment": name}),
+            "noevent",
+        )
+        .await;
+    assert_eq!(run.status, ExecutionStatus::Failed, "{run:?}");
+    assert_eq!(run.error.as_deref(), Some("Apiary.InvalidInput"));
+    assert!(
+        run.cause.as_deref().unwrap_or_default().contains("`event`"),
+        "{run:?}"
+    );
+}
