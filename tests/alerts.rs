@@ -4,6 +4,8 @@
 //! alarm records, the journal and what reached the alerts topic (an SQS queue subscribed
 //! to it).
 //!
+//! The data stores' free-storage alarm is handed to the storage runbook here too.
+//!
 //! What the emulator cannot show is unit-tested elsewhere: RDS refusing a storage change
 //! while it optimizes the last one (functions/databases), an SNS subject over the limit
 //! (functions/control), events of other deployments and unknown shapes (apiary-core).
@@ -330,4 +332,52 @@ async fn an_input_without_an_event_is_refused_naming_the_field() {
         run.cause.as_deref().unwrap_or_default().contains("`event`"),
         "{run:?}"
     );
+}
+
+#[tokio::test]
+async fn the_free_storage_alarm_raises_storage_and_the_alarms_step_says_it_made_none_here() {
+    let f = Fixture::new(TABLE).await;
+    let name = provisioned(&f, "dpalarm").await;
+    let queue = inbox(&f, &name).await;
+
+    // The emulator does not accept this SDK's CloudWatch requests: the step says so
+    // instead of claiming alarms (what they are is unit-tested in functions/databases).
+    let journal = f.store.journal(&name).await.unwrap();
+    let alarms = journal
+        .iter()
+        .find(|e| e.action == "ensure-alarms")
+        .unwrap_or_else(|| panic!("no ensure-alarms entry: {journal:?}"));
+    assert!(
+        alarms
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not emulated"),
+        "{alarms:?}"
+    );
+
+    // The alarm fires: the stack's rule hands it to handle-alert, which raises storage;
+    // the alarm told the topic itself, handle-alert tells what it did.
+    let before = allocated_storage(&f, &name).await;
+    let mut fired = sample("alarm-backup-run-failed.json", &name);
+    fired["detail"]["alarmName"] = json!(format!("apiary-{name}-dp-postgres-free-storage"));
+    let delivered = deliver(&f, &name, &fired).await;
+    assert_eq!(
+        delivered
+            .rules
+            .iter()
+            .map(|r| r.name.clone())
+            .collect::<Vec<_>>(),
+        vec![format!("apiary-{name}-alarm-state")]
+    );
+    let run = only_run(&delivered);
+    assert_eq!(run.status, ExecutionStatus::Succeeded, "{run:?}");
+    assert_eq!(run.output.as_ref().unwrap()["runbook"], "raise-storage");
+    assert_eq!(
+        allocated_storage(&f, &name).await,
+        before + (before + 3) / 4
+    );
+    let told = received(&f, &queue).await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].1.contains("raised RDS instance"), "{told:?}");
 }

@@ -51,6 +51,31 @@ const JUSTIFIED: &[(&str, &str, &str)] = &[
         "elasticloadbalancing:DescribeTargetHealth",
         "asked only on AWS, whether the load balancer's targets are healthy before READY",
     ),
+    (
+        "databases",
+        "cloudwatch:DescribeAlarms",
+        "asked only on AWS, after the stores' alarms are put: the emulator does not accept \
+         this SDK's CloudWatch requests, so the step ends at the first PutMetricAlarm; \
+         unit-tested with mocks (functions/databases/src/tests/alarms.rs)",
+    ),
+    (
+        "databases",
+        "cloudwatch:TagResource",
+        "PutMetricAlarm with Tags needs it (CloudWatch's API reference), though no call of \
+         that name is made",
+    ),
+    (
+        "teardown",
+        "cloudwatch:ListTagsForResource",
+        "asked only on AWS, for each store alarm found: the emulator does not accept this \
+         SDK's CloudWatch requests; unit-tested with mocks (teardown's mocked stores test)",
+    ),
+    (
+        "teardown",
+        "cloudwatch:DeleteAlarms",
+        "asked only on AWS, for the store alarms tagged as the deployment's; unit-tested with \
+         mocks (teardown's mocked stores test)",
+    ),
     // What the Lambda service and DynamoDB do with each function's role.
     (
         "*",
@@ -637,6 +662,7 @@ fn iam_prefix(service: &str) -> &str {
         "Scheduler" => "scheduler",
         "Secrets Manager" => "secretsmanager",
         "SFN" => "states",
+        "SNS" => "sns",
         "SQS" => "sqs",
         "STS" => "sts",
         other => panic!("no IAM prefix known for the SDK service {other:?}: add it"),
@@ -801,6 +827,7 @@ async fn exercise_every_path() {
     );
     rotate_keys(&f, &config, &name).await;
     scale_pools(&f, &name).await;
+    handle_alert(&f, &name).await;
 
     // A second deployment whose Redis token an earlier teardown scheduled for deletion:
     // the token is restored and reused rather than replaced.
@@ -908,6 +935,25 @@ async fn scale_pools(f: &Fixture, name: &str) {
             .await;
         assert_succeeded(&done, "scale-pools");
     }
+}
+
+/// The handle-alert workflow: RDS's low-storage event for the deployment (the storage
+/// runbook, then the notification on the alerts topic).
+async fn handle_alert(f: &Fixture, name: &str) {
+    let text = std::fs::read_to_string(f.root.join("examples/events/rds-low-storage.json"))
+        .expect("the sample event");
+    let event: Value =
+        serde_json::from_str(&text.replace("apiary-demo-", &format!("apiary-{name}-"))).unwrap();
+    let done = f
+        .run(
+            "handle-alert",
+            name,
+            json!({"deployment": name, "event": event}),
+            "alert",
+        )
+        .await;
+    assert_succeeded(&done, "handle-alert");
+    assert_eq!(done.output.unwrap()["notified"]["notified"], true);
 }
 
 /// The rotate-keys workflow: a key pending deletion (cancelled and refused), then, the

@@ -148,7 +148,8 @@ impl LocalEnv {
         );
         register!(
             "databases",
-            databases::Deps::new(config, recorder.clone()),
+            databases::Deps::new(config, recorder.clone())
+                .with_alert_topic(self.alert_topic_arn(deployment)),
             databases::handle
         );
         register!(
@@ -231,10 +232,12 @@ impl LocalEnv {
         let state_machine = format!("apiary-{workflow}");
         // The functions the network step places in the VPC exist before it runs, as the
         // stack's do on AWS. Should this fail, that step names the missing function.
-        if let Err(err) = stand_ins::ensure(&self.config, deployment).await {
+        // Boxed, as every SDK call in this future: the teardown a test drives through
+        // it runs close to a test thread's 2 MiB stack in debug builds.
+        if let Err(err) = Box::pin(stand_ins::ensure(&self.config, deployment)).await {
             eprintln!("warning: the in-VPC functions' stand-ins: {err:#}");
         }
-        if let Err(err) = self.ensure_alert_topic(deployment).await {
+        if let Err(err) = Box::pin(self.ensure_alert_topic(deployment)).await {
             eprintln!("warning: the alerts topic: {err:#}");
         }
         let execution_arn =
@@ -252,7 +255,7 @@ impl LocalEnv {
         self.runs.started(&execution_arn);
         let started = chrono::Utc::now();
         let result = tokio::select! {
-            result = machine.execute(input.clone(), options) => result,
+            result = Box::pin(machine.execute(input.clone(), options)) => result,
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("\nstopped (Ctrl-C): releasing the lock and recording the end");
                 aborted(&region, &state_machine, &execution_name, &execution_arn, input, started)
@@ -261,12 +264,12 @@ impl LocalEnv {
         self.runs.finished(&execution_arn);
         if result.status != ExecutionStatus::Succeeded {
             let deps = control::Deps::new(self.store.clone(), self.runs.clone());
-            if let Err(err) = control::cleanup(
+            if let Err(err) = Box::pin(control::cleanup(
                 &deps,
                 &result.execution_arn,
                 run_status(&result),
                 &result.input,
-            )
+            ))
             .await
             {
                 eprintln!("warning: cleaning up after {}: {err}", result.execution_arn);

@@ -264,16 +264,9 @@ pub(crate) async fn put_metrics(deps: &Deps, metrics: Vec<MetricDatum>) -> Resul
         .await
     {
         Ok(_) => Ok(None),
-        Err(e)
-            if deps.emulator
-                && e.raw_response().is_some_and(|r| r.status().as_u16() == 404)
-                && aws_sdk_cloudwatch::error::ProvideErrorMetadata::code(&e).is_none() =>
-        {
+        Err(e) if apiary_core::aws::not_emulated(deps.emulator, &e) => {
             tracing::warn!("CloudWatch PutMetricData is not emulated here");
-            Ok(Some(
-                "not emulated: the local emulator does not accept this SDK's CloudWatch requests"
-                    .to_owned(),
-            ))
+            Ok(Some(apiary_core::aws::NOT_EMULATED_CLOUDWATCH.to_owned()))
         }
         Err(e) => Err(Error::aws(format!("PutMetricData {NAMESPACE}"), e)),
     }

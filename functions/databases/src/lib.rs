@@ -8,6 +8,7 @@
 //! until the store is available, and both keep the store's output for later layers once
 //! it is (the poll loop's last `status-*` is the one that sees it ready).
 
+pub mod alarms;
 mod documentdb;
 mod postgres;
 pub use postgres::Raised;
@@ -34,6 +35,12 @@ pub use postgres::{
 pub use redis::{REDIS_ENGINE_VERSION, REDIS_PORT};
 
 pub struct Deps {
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    /// The alerts topic the data-plane alarms tell (`APIARY_ALERT_TOPIC_ARN`).
+    pub alert_topic: Option<String>,
+    /// The clients talk to an endpoint override (the local emulator), where a call the
+    /// emulator cannot answer is reported as not emulated.
+    pub emulator: bool,
     pub rds: aws_sdk_rds::Client,
     pub docdb: aws_sdk_docdb::Client,
     pub elasticache: aws_sdk_elasticache::Client,
@@ -44,12 +51,21 @@ pub struct Deps {
 impl Deps {
     pub fn new(config: &aws_config::SdkConfig, recorder: Arc<dyn Recorder>) -> Self {
         Deps {
+            cloudwatch: apiary_core::client!(aws_sdk_cloudwatch, config),
+            alert_topic: None,
+            emulator: config.endpoint_url().is_some(),
             rds: apiary_core::client!(aws_sdk_rds, config),
             docdb: apiary_core::client!(aws_sdk_docdb, config),
             elasticache: apiary_core::client!(aws_sdk_elasticache, config),
             secrets: apiary_core::client!(aws_sdk_secretsmanager, config),
             recorder,
         }
+    }
+
+    /// The topic the data-plane alarms tell.
+    pub fn with_alert_topic(mut self, topic: impl Into<String>) -> Self {
+        self.alert_topic = Some(topic.into());
+        self
     }
 }
 
@@ -72,14 +88,18 @@ pub enum Action {
     /// raised within its ceiling.
     #[serde(rename = "raise-storage")]
     RaiseStorage,
+    /// The data stores' alarms (see [`alarms`]).
+    #[serde(rename = "ensure-alarms")]
+    EnsureAlarms,
 }
 
 impl Action {
     fn datastore(self) -> Datastore {
         match self {
-            Action::EnsurePostgres | Action::StatusPostgres | Action::RaiseStorage => {
-                Datastore::Postgres
-            }
+            Action::EnsurePostgres
+            | Action::StatusPostgres
+            | Action::RaiseStorage
+            | Action::EnsureAlarms => Datastore::Postgres,
             Action::EnsureDocumentDb | Action::StatusDocumentDb => Datastore::DocumentDb,
             Action::EnsureRedis | Action::StatusRedis => Datastore::Redis,
         }
@@ -96,13 +116,14 @@ impl step::Action for Action {
             Action::EnsureRedis => "ensure-redis",
             Action::StatusRedis => "status-redis",
             Action::RaiseStorage => "raise-storage",
+            Action::EnsureAlarms => "ensure-alarms",
         }
     }
 
     /// Both actions of a store keep its output: the poll loop ends on a `status-*` that
     /// finally sees the store ready.
     fn slot(self) -> Option<&'static str> {
-        if self == Action::RaiseStorage {
+        if matches!(self, Action::RaiseStorage | Action::EnsureAlarms) {
             // Its output is what it did, not the store's endpoint.
             return None;
         }
@@ -120,6 +141,7 @@ impl step::Action for Action {
                 | Action::EnsureDocumentDb
                 | Action::EnsureRedis
                 | Action::RaiseStorage
+                | Action::EnsureAlarms
         )
     }
 }
@@ -176,6 +198,8 @@ pub enum DatastoreOutput {
     },
     /// handle-alert's low-storage runbook.
     Raised(postgres::Raised),
+    /// The data stores' alarms.
+    Alarms(alarms::AlarmsReport),
 }
 
 impl DatastoreOutput {
@@ -300,6 +324,35 @@ impl Step for Deps {
         if !datastore.enabled(&step.spec) {
             return Ok(Done::ready(DatastoreOutput::disabled())
                 .with_detail(format!("{} is off in the spec", datastore.as_str())));
+        }
+        if step.action == Action::EnsureAlarms {
+            let work = Work {
+                deps: self,
+                spec: &step.spec,
+                names: &step.names,
+                layers: &step.layers,
+                log: &step.log,
+                create: true,
+            };
+            let report = Box::pin(alarms::ensure(&work)).await?;
+            let detail = format!(
+                "{}{}{}",
+                match &report.not_emulated {
+                    Some(why) => format!("no alarms: {why}"),
+                    None => format!("{} alarms", report.alarms.len()),
+                },
+                if report.stale.is_empty() {
+                    String::new()
+                } else {
+                    format!("; stale (left for teardown): {}", report.stale.join(", "))
+                },
+                if report.skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; no alarm for {}", report.skipped.join("; "))
+                }
+            );
+            return Ok(Done::ready(DatastoreOutput::Alarms(report)).with_detail(detail));
         }
         if step.action == Action::RaiseStorage {
             let work = Work {

@@ -635,3 +635,11 @@ pub(crate) async fn raise_storage(step: &Work<'_>) -> Result<Raised> {
     );
     Ok(Raised::new(id, allocated, target, ceiling, false))
 }
+
+/// The instance's allocated storage (GiB) as RDS reports it now; `None` while the
+/// instance does not exist.
+pub(crate) async fn allocated_storage(step: &Work<'_>, id: &str) -> Result<Option<i32>> {
+    Ok(describe(step, id)
+        .await?
+        .and_then(|instance| instance.allocated_storage()))
+}

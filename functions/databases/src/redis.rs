@@ -224,3 +224,13 @@ async fn create(
         }),
     }
 }
+
+/// The replication group's member clusters (one per node): what ElastiCache's node
+/// metrics are published under. None while the group does not exist.
+pub(crate) async fn member_clusters(step: &Work<'_>) -> Result<Vec<String>> {
+    let id = step.names.resource("redis");
+    Ok(describe(step, &id)
+        .await?
+        .map(|group| group.member_clusters().to_vec())
+        .unwrap_or_default())
+}

@@ -53,6 +53,7 @@ pub fn in_vpc_functions(env: &dyn Env) -> Vec<String> {
 }
 
 pub struct Deps {
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub eks: aws_sdk_eks::Client,
     pub rds: aws_sdk_rds::Client,
@@ -84,6 +85,7 @@ impl Deps {
     pub fn new(config: &aws_config::SdkConfig, recorder: Arc<dyn Recorder>) -> Self {
         use apiary_core::client;
         Deps {
+            cloudwatch: client!(aws_sdk_cloudwatch, config),
             ec2: client!(aws_sdk_ec2, config),
             eks: client!(aws_sdk_eks, config),
             rds: client!(aws_sdk_rds, config),

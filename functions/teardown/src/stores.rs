@@ -1,7 +1,8 @@
 //! Step 6a: the data stores. Deletion protection is lifted here and nowhere else; the
 //! final snapshots (step 1) are the copy that is kept, so the deletes skip their own.
 //! RDS takes 5-10 minutes to delete an instance, ElastiCache about as long; their
-//! subnet and parameter groups can go only after them, so the workflow polls.
+//! subnet and parameter groups can go only after them, so the workflow polls. The
+//! stores' alarms (`apiary-<name>-dp-*`, tagged as the deployment's) go with them.
 
 use apiary_core::{Error, Result};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -12,6 +13,7 @@ use crate::Work;
 
 pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
     let mut pending = Vec::new();
+    Box::pin(alarms(work)).await?;
     postgres(work, &mut pending).await?;
     documentdb(work, &mut pending).await?;
     redis(work, &mut pending).await?;
@@ -19,6 +21,73 @@ pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
         groups(work, &mut pending).await?;
     }
     Ok(pending)
+}
+
+/// The data stores' alarms: named `apiary-<name>-dp-*` and tagged as the deployment's
+/// (a deployment named `a` must not take `a-dp-x`'s alarms, which share the prefix).
+async fn alarms(work: &mut Work<'_>) -> Result<()> {
+    let deps = work.deps;
+    let prefix = databases::alarms::prefix(&work.step.names);
+    let mut found = Vec::new();
+    let mut pages = deps
+        .cloudwatch
+        .describe_alarms()
+        .alarm_name_prefix(&prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Ok(page) => page,
+            Err(e) if apiary_core::aws::not_emulated(deps.emulator, &e) => {
+                work.report.note(format!(
+                    "alarms {prefix}*: {}",
+                    apiary_core::aws::NOT_EMULATED_CLOUDWATCH
+                ));
+                return Ok(());
+            }
+            Err(e) => return Err(Error::aws(format!("DescribeAlarms {prefix}*"), e)),
+        };
+        for alarm in page.metric_alarms() {
+            if let (Some(name), Some(arn)) = (alarm.alarm_name(), alarm.alarm_arn()) {
+                found.push((name.to_owned(), arn.to_owned()));
+            }
+        }
+    }
+    let mut ours = Vec::new();
+    for (name, arn) in found {
+        let tags = deps
+            .cloudwatch
+            .list_tags_for_resource()
+            .resource_arn(&arn)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("ListTagsForResource {name}"), e))?;
+        let tags: Vec<(&str, &str)> = tags
+            .tags()
+            .iter()
+            .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()))
+            .collect();
+        if work.owner.tagged(tags) {
+            ours.push(name);
+        } else {
+            work.report.note(format!(
+                "alarm {name} is not tagged as this deployment's: left alone"
+            ));
+        }
+    }
+    // DeleteAlarms takes up to 100 names and ignores names that no longer exist.
+    for batch in ours.chunks(100) {
+        deps.cloudwatch
+            .delete_alarms()
+            .set_alarm_names(Some(batch.to_vec()))
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("DeleteAlarms {}", batch.join(", ")), e))?;
+        for name in batch {
+            work.report.removed("cloudwatch:alarm", name);
+        }
+    }
+    Ok(())
 }
 
 async fn postgres(work: &mut Work<'_>, pending: &mut Vec<String>) -> Result<()> {

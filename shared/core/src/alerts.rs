@@ -8,7 +8,7 @@
 //!
 //! | event | runbook |
 //! |---|---|
-//! | RDS `low storage` for this deployment's PostgreSQL instance | [`Runbook::RaiseStorage`] |
+//! | RDS `low storage` for this deployment's PostgreSQL instance, or its free-storage alarm in ALARM | [`Runbook::RaiseStorage`] |
 //! | CloudTrail `ScheduleKeyDeletion` of a key this deployment owns | [`Runbook::KeyState`] (cancel the deletion, notify) |
 //! | an alarm of this deployment back to `OK` | [`Runbook::Close`] (close its record) |
 //! | anything else (an alarm, a database, cache or Health event, a key disabled, a failed backup or restore test, an event no rule names) | [`Runbook::Record`] (record and notify) |
@@ -31,6 +31,9 @@ pub const ALARM_STATE_CHANGE: &str = "CloudWatch Alarm State Change";
 pub const CLOUDTRAIL_CALL: &str = "AWS API Call via CloudTrail";
 pub const RDS_INSTANCE_EVENT: &str = "RDS DB Instance Event";
 pub const STATES_STATUS_CHANGE: &str = "Step Functions Execution Status Change";
+
+/// The data-plane alarm (after `apiary-<name>-`) whose ALARM raises PostgreSQL's storage.
+pub const LOW_STORAGE_ALARM: &str = "dp-postgres-free-storage";
 
 /// What handle-alert does about an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +164,8 @@ fn alarm(alert: &mut Alert, detail: &Value, prefix: &str) -> Result<()> {
     alert.quiet = Some("the alarm published its own state change to the alerts topic".into());
     if state == "OK" {
         alert.runbook = Runbook::Close;
+    } else if state == "ALARM" && data.alarm_name == format!("{prefix}{LOW_STORAGE_ALARM}") {
+        alert.runbook = Runbook::RaiseStorage;
     }
     alert.alarm = Some(AlarmChange {
         name: data.alarm_name,
@@ -301,6 +306,32 @@ mod tests {
                 classify("demo", &event("aws.rds", RDS_INSTANCE_EVENT, other), &[]).unwrap();
             assert_eq!(alert.runbook, Runbook::Record, "{alert:?}");
         }
+    }
+
+    #[test]
+    fn the_free_storage_alarm_raises_storage_and_its_return_closes_it() {
+        let alarm = |state: &str| {
+            event(
+                "aws.cloudwatch",
+                ALARM_STATE_CHANGE,
+                json!({"alarmName": "apiary-demo-dp-postgres-free-storage",
+                       "state": {"value": state, "reason": "r", "timestamp": "2026-12-01T03:00:00.000+0000"},
+                       "configuration": {}}),
+            )
+        };
+        let fired = classify("demo", &alarm("ALARM"), &[]).unwrap();
+        assert_eq!(fired.runbook, Runbook::RaiseStorage);
+        assert!(!fired.notify, "the alarm told the topic itself");
+        assert_eq!(
+            classify("demo", &alarm("OK"), &[]).unwrap().runbook,
+            Runbook::Close
+        );
+        assert_eq!(
+            classify("demo", &alarm("INSUFFICIENT_DATA"), &[])
+                .unwrap()
+                .runbook,
+            Runbook::Record
+        );
     }
 
     #[test]

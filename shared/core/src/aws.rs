@@ -155,6 +155,25 @@ where
     }
 }
 
+/// Whether `err` is the local emulator not knowing the request at all: an HTTP 404
+/// without an AWS error code, as the emulator answers this SDK's CloudWatch calls (sent
+/// in the RPCv2 CBOR protocol it does not serve). Only ever true with an endpoint
+/// override (`emulator`); on AWS a 404 is an error like any other.
+pub fn not_emulated<E>(emulator: bool, err: &SdkError<E, HttpResponse>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    emulator
+        && err
+            .raw_response()
+            .is_some_and(|r| r.status().as_u16() == 404)
+        && ProvideErrorMetadata::code(err).is_none()
+}
+
+/// What a step reports for a call [`not_emulated`] says the emulator cannot answer.
+pub const NOT_EMULATED_CLOUDWATCH: &str =
+    "not emulated: the local emulator does not accept this SDK's CloudWatch requests";
+
 /// The partition a region belongs to: the word every ARN starts with after `arn:`.
 pub fn partition(region: &str) -> &'static str {
     if region.starts_with("cn-") {

@@ -163,6 +163,9 @@ pub fn definition() -> serde_json::Value {
                         Flow::branch().poll(DOCUMENTDB),
                         Flow::branch().poll(REDIS),
                     ],
+                ).task(
+                    Task::step("DatabaseAlarms", Function::Databases, "ensure-alarms")
+                        .comment("The stores' alarms (free storage, CPU, connections, Redis memory and evictions), telling the alerts topic; the stack's rule hands their changes to handle-alert"),
                 ),
                 Flow::branch().poll(CLUSTER).poll(NODEGROUP).task(
                     Task::step("Karpenter", Function::Cluster, "ensure-karpenter")

@@ -1,6 +1,7 @@
 //! Unit tests with mocked clients: every path the emulator cannot produce (not ready,
 //! failed states, refused and throttled calls), and the exact settings of each request.
 
+mod alarms;
 mod documentdb;
 mod postgres;
 mod redis;
@@ -29,6 +30,7 @@ pub(crate) fn event(action: &str) -> Value {
 /// Mocked clients, one rule list per service.
 #[derive(Default)]
 pub(crate) struct Mocks<'a> {
+    pub cloudwatch: Vec<&'a Rule>,
     pub rds: Vec<&'a Rule>,
     pub docdb: Vec<&'a Rule>,
     pub elasticache: Vec<&'a Rule>,
@@ -45,6 +47,9 @@ impl Mocks<'_> {
     pub(crate) fn deps_with(&self, fixture: &Fixture) -> (Deps, MemoryRecorder) {
         let recorder = fixture.state();
         let deps = Deps {
+            cloudwatch: mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, &self.cloudwatch),
+            alert_topic: None,
+            emulator: false,
             rds: mock_client!(aws_sdk_rds, RuleMode::MatchAny, &self.rds),
             docdb: mock_client!(aws_sdk_docdb, RuleMode::MatchAny, &self.docdb),
             elasticache: mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, &self.elasticache),

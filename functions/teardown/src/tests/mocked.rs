@@ -227,8 +227,69 @@ async fn the_documentdb_cluster_parameter_group_goes_by_name_and_in_use_is_pendi
         [&no_group, &no_cache_subnets]
     );
 
+    // The stores' alarms: this deployment's, and one of a deployment whose name extends
+    // this one's (`<name>-dp-x`), which shares the name prefix but not the tag.
+    use aws_sdk_cloudwatch::types::{MetricAlarm, Tag};
+    let ours = format!("apiary-{}-dp-postgres-cpu", fixture.name);
+    let theirs = format!("apiary-{}-dp-x-dp-postgres-cpu", fixture.name);
+    let arn = |name: &str| format!("arn:aws:cloudwatch:us-west-2:123456789012:alarm:{name}");
+    let (listed_ours, listed_theirs) = (ours.clone(), theirs.clone());
+    let alarms = mock!(aws_sdk_cloudwatch::Client::describe_alarms).then_output(move || {
+        aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsOutput::builder()
+            .metric_alarms(
+                MetricAlarm::builder()
+                    .alarm_name(&listed_ours)
+                    .alarm_arn(arn(&listed_ours))
+                    .build(),
+            )
+            .metric_alarms(
+                MetricAlarm::builder()
+                    .alarm_name(&listed_theirs)
+                    .alarm_arn(arn(&listed_theirs))
+                    .build(),
+            )
+            .build()
+    });
+    let (tagged_name, theirs_tag) = (fixture.name.clone(), format!("{}-dp-x", fixture.name));
+    let tags = mock!(aws_sdk_cloudwatch::Client::list_tags_for_resource).then_output(move || {
+        aws_sdk_cloudwatch::operation::list_tags_for_resource::ListTagsForResourceOutput::builder()
+            .tags(
+                Tag::builder()
+                    .key("apiary:deployment")
+                    .value(&tagged_name)
+                    .build(),
+            )
+            .build()
+    });
+    let foreign_tags = mock!(aws_sdk_cloudwatch::Client::list_tags_for_resource)
+        .match_requests({
+            let theirs = theirs.clone();
+            move |r| r.resource_arn().is_some_and(|a| a.ends_with(&theirs))
+        })
+        .then_output(move || {
+            aws_sdk_cloudwatch::operation::list_tags_for_resource::ListTagsForResourceOutput::builder()
+                .tags(Tag::builder().key("apiary:deployment").value(&theirs_tag).build())
+                .build()
+        });
+    let only_ours = ours.clone();
+    let delete_alarms = mock!(aws_sdk_cloudwatch::Client::delete_alarms)
+        .match_requests(move |r| r.alarm_names() == [only_ours.clone()])
+        .then_output(|| {
+            aws_sdk_cloudwatch::operation::delete_alarms::DeleteAlarmsOutput::builder().build()
+        });
+    deps.cloudwatch = mock_client!(
+        aws_sdk_cloudwatch,
+        RuleMode::MatchAny,
+        [&alarms, &foreign_tags, &tags, &delete_alarms]
+    );
+
     let out = handle(&deps, confirmed(&fixture, "stores")).await.unwrap();
     assert_eq!(out["ready"], json!(false), "{out}");
+    assert_eq!(
+        delete_alarms.num_calls(),
+        1,
+        "only this deployment's alarm is deleted"
+    );
     assert_eq!(
         out["pending"],
         json!([format!(
