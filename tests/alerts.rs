@@ -381,3 +381,64 @@ async fn the_free_storage_alarm_raises_storage_and_the_alarms_step_says_it_made_
     assert_eq!(told.len(), 1, "{told:?}");
     assert!(told[0].1.contains("raised RDS instance"), "{told:?}");
 }
+
+#[tokio::test]
+async fn every_sample_event_matches_exactly_the_rule_meant_for_it() {
+    let f = Fixture::new(TABLE).await;
+    // Matching needs no deployment: the rules are resolved for a name and EventBridge
+    // (the emulator's) decides.
+    let name = apiary_e2e::unique_name("samples");
+    let template =
+        std::fs::read_to_string(repo_root().join("infra-bootstrap/bootstrap.yaml")).unwrap();
+    let stack = apiary::local::rules::Stack {
+        deployment: name.clone(),
+        region: apiary_e2e::REGION.to_owned(),
+        account: apiary::local::LOCAL_ACCOUNT.to_owned(),
+    };
+    let rules = apiary::local::rules::rules(&template, &stack).unwrap();
+    let expected: &[(&str, &[&str])] = &[
+        ("alarm-backup-run-failed.json", &["alarm-state"]),
+        ("alarm-backup-run-ok.json", &["alarm-state"]),
+        ("rds-low-storage.json", &["database-events"]),
+        ("rds-failover.json", &["database-events"]),
+        ("elasticache-snapshot-failed.json", &["cache-events"]),
+        ("health-eks-issue.json", &["health-events"]),
+        ("kms-schedule-key-deletion.json", &["key-events"]),
+        // The run-ended rule (the control function's cleanup) sees it too.
+        ("backup-failed.json", &["workflow-failed", "run-ended"]),
+        ("ec2-instance-state-change.json", &[]),
+    ];
+    let files: std::collections::BTreeSet<String> =
+        std::fs::read_dir(repo_root().join("examples/events"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+    let listed: std::collections::BTreeSet<String> =
+        expected.iter().map(|(f, _)| (*f).to_owned()).collect();
+    assert_eq!(files, listed, "every sample has its expected rules here");
+    for (file, want) in expected {
+        let event = sample(file, &name);
+        let matched = apiary::local::rules::deliver(&f.config, &name, &rules, &event)
+            .await
+            .unwrap();
+        let mut got: Vec<String> = matched
+            .iter()
+            .map(|r| {
+                r.name
+                    .trim_start_matches(&format!("apiary-{name}-"))
+                    .trim_start_matches(&format!("apiary_{name}_"))
+                    .to_owned()
+            })
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = want.iter().map(|w| (*w).to_owned()).collect();
+        want.sort();
+        assert_eq!(got, want, "{file}");
+    }
+    // Another deployment's database event matches none of this one's rules.
+    let theirs = sample("rds-failover.json", "someone-else");
+    let matched = apiary::local::rules::deliver(&f.config, &name, &rules, &theirs)
+        .await
+        .unwrap();
+    assert!(matched.is_empty(), "{matched:?}");
+}

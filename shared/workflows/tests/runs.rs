@@ -85,7 +85,12 @@ async fn a_run_sends_the_kit_its_events_and_returns_the_layers() {
     databases.sort();
     assert_eq!(
         databases,
-        ["ensure-documentdb", "ensure-postgres", "ensure-redis"]
+        [
+            "ensure-alarms",
+            "ensure-documentdb",
+            "ensure-postgres",
+            "ensure-redis"
+        ]
     );
 }
 
