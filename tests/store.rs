@@ -218,3 +218,50 @@ async fn a_lock_is_handed_over_only_by_its_holder() {
         "a free lock is not handed over: it is acquired"
     );
 }
+
+#[tokio::test]
+async fn an_event_is_claimed_once_and_its_claim_expires_after_the_redelivery_window() {
+    use apiary_core::store::{Claim, EVENT_CLAIM_DAYS, TTL_ATTRIBUTE};
+    let store = store().await;
+    let name = unique_name("claim");
+    let at = Utc::now();
+    let claim = |execution: &'static str| {
+        let store = store.clone();
+        let name = name.clone();
+        async move {
+            store
+                .claim_event(&name, "event-1", execution, "low storage", at)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(claim("run-a").await, Claim::First);
+    // The same execution's retried step still holds it.
+    assert_eq!(claim("run-a").await, Claim::Again);
+    // A redelivery starts another execution: it finds the event taken, and by whom.
+    assert_eq!(
+        claim("run-b").await,
+        Claim::Duplicate {
+            by: "run-a".to_owned()
+        }
+    );
+    let config = sdk_config().await;
+    let item = aws_sdk_dynamodb::Client::new(&config)
+        .get_item()
+        .table_name("apiary-test-store")
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("DEPLOYMENT#{name}")),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("EVENT#event-1".to_owned()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the claim");
+    let expires: i64 = item[TTL_ATTRIBUTE].as_n().unwrap().parse().unwrap();
+    assert_eq!(expires, (at + Duration::days(EVENT_CLAIM_DAYS)).timestamp());
+}

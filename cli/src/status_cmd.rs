@@ -1,6 +1,6 @@
 //! `apiary status`: what the state table says about one deployment — its status, who
-//! holds its lock, the last journal entry of every layer, and the DNS validation records
-//! still to be added.
+//! holds its lock, the last journal entry of every layer, the alarms handle-alert last saw
+//! firing, and the DNS validation records still to be added.
 //!
 //! Exit codes: 0 the status was read; 1 the table has no record of the deployment; 2
 //! refused before reading anything (unreadable or invalid spec, nowhere to read from); 3
@@ -13,7 +13,7 @@ use apiary_core::aws::{AwsSettings, Env, ProcessEnv};
 use apiary_core::naming::Layer;
 use apiary_core::outputs::CERTIFICATE_ISSUED;
 use apiary_core::spec::DeploymentSpec;
-use apiary_core::store::{DEFAULT_TABLE, DeploymentRecord, JournalEntry, Lock, Store};
+use apiary_core::store::{AlarmRecord, DEFAULT_TABLE, DeploymentRecord, JournalEntry, Lock, Store};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
@@ -166,9 +166,10 @@ async fn status(args: StatusArgs) -> u8 {
         let journal = store.journal(name).await?;
         let outputs = store.layer_outputs(name).await?;
         let layers = apiary_core::step::assemble_value(outputs)?;
-        Ok::<_, apiary_core::Error>((lock, journal, layers))
+        let alarms = store.alarms(name).await?;
+        Ok::<_, apiary_core::Error>((lock, journal, layers, alarms))
     };
-    let (lock, journal, layers) = match read.await {
+    let (lock, journal, layers, alarms) = match read.await {
         Ok(read) => read,
         Err(err) => {
             eprintln!(
@@ -188,6 +189,7 @@ async fn status(args: StatusArgs) -> u8 {
         holder_running,
         last: last_per_step(journal),
         dns: dns_state(&layers),
+        open_alarms: open_alarms(alarms),
         now: Utc::now(),
     };
     if args.json {
@@ -299,7 +301,16 @@ struct Report {
     holder_running: Option<bool>,
     last: Vec<JournalEntry>,
     dns: DnsState,
+    /// The alarms handle-alert last saw in a state other than OK.
+    open_alarms: Vec<AlarmRecord>,
     now: DateTime<Utc>,
+}
+
+/// The alarms whose last recorded change left them not OK, oldest first.
+fn open_alarms(alarms: Vec<AlarmRecord>) -> Vec<AlarmRecord> {
+    let mut open: Vec<AlarmRecord> = alarms.into_iter().filter(|a| a.state != "OK").collect();
+    open.sort_by_key(|a| a.changed_at);
+    open
 }
 
 impl Report {
@@ -322,6 +333,7 @@ impl Report {
                 "holder_ended": self.holder_running == Some(false),
             })),
             "journal": self.last,
+            "open_alarms": self.open_alarms,
             "dns": {
                 "domain": self.dns.domain,
                 "certificate_status": self.dns.certificate_status,
@@ -377,6 +389,15 @@ impl Report {
                 }
                 text.push('\n');
             }
+        }
+        for alarm in &self.open_alarms {
+            text.push_str(&format!(
+                "alarm {} is {} since {}: {}\n",
+                alarm.name,
+                alarm.state,
+                alarm.changed_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                alarm.summary
+            ));
         }
         if !self.dns.pending.is_empty() {
             text.push_str(&format!(
@@ -495,10 +516,36 @@ mod tests {
             holder_running: None,
             last: vec![entry("keys", "created", "2026-01-01T00:00:01Z")],
             dns: dns_state(&layers),
+            open_alarms: open_alarms(vec![
+                AlarmRecord {
+                    name: "apiary-demo-backup-run-failed".into(),
+                    state: "ALARM".into(),
+                    summary: "a backup failed".into(),
+                    changed_at: "2026-01-01T00:01:00Z".parse().unwrap(),
+                },
+                AlarmRecord {
+                    name: "apiary-demo-dp-postgres-cpu".into(),
+                    state: "OK".into(),
+                    summary: "back to normal".into(),
+                    changed_at: "2026-01-01T00:02:00Z".parse().unwrap(),
+                },
+            ]),
             now: "2026-01-01T00:05:00Z".parse().unwrap(),
         };
         let text = report.render();
         assert!(text.contains("WAITING_FOR_DNS_VALIDATION"), "{text}");
+        // An alarm back to OK is closed: only the open one is shown.
+        assert!(
+            text.contains(
+                "alarm apiary-demo-backup-run-failed is ALARM since 2026-01-01 00:01:00 UTC"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("dp-postgres-cpu"), "{text}");
+        assert_eq!(
+            report.document()["open_alarms"].as_array().unwrap().len(),
+            1
+        );
         assert!(text.contains("lock: held by provision-demo-1"), "{text}");
         assert!(
             text.contains("keys  2026-01-01 00:00:01  ensure created"),

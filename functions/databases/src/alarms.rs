@@ -62,6 +62,26 @@ pub struct AlarmsReport {
     pub skipped: Vec<String>,
 }
 
+impl AlarmsReport {
+    /// One line for the journal.
+    pub fn detail(&self) -> String {
+        let mut line = match &self.not_emulated {
+            Some(why) => format!("no alarms: {why}"),
+            None => format!("{} alarms", self.alarms.len()),
+        };
+        if !self.stale.is_empty() {
+            line.push_str(&format!(
+                "; stale (left for teardown): {}",
+                self.stale.join(", ")
+            ));
+        }
+        if !self.skipped.is_empty() {
+            line.push_str(&format!("; no alarm for {}", self.skipped.join("; ")));
+        }
+        line
+    }
+}
+
 /// PostgreSQL's default `max_connections` is `LEAST(DBInstanceClassMemory / 9531392,
 /// 5000)`; the class's memory in GiB, for the classes the presets and common specs use.
 fn class_memory_gib(class: &str) -> Option<u64> {

@@ -325,48 +325,6 @@ impl Step for Deps {
             return Ok(Done::ready(DatastoreOutput::disabled())
                 .with_detail(format!("{} is off in the spec", datastore.as_str())));
         }
-        if step.action == Action::EnsureAlarms {
-            let work = Work {
-                deps: self,
-                spec: &step.spec,
-                names: &step.names,
-                layers: &step.layers,
-                log: &step.log,
-                create: true,
-            };
-            let report = Box::pin(alarms::ensure(&work)).await?;
-            let detail = format!(
-                "{}{}{}",
-                match &report.not_emulated {
-                    Some(why) => format!("no alarms: {why}"),
-                    None => format!("{} alarms", report.alarms.len()),
-                },
-                if report.stale.is_empty() {
-                    String::new()
-                } else {
-                    format!("; stale (left for teardown): {}", report.stale.join(", "))
-                },
-                if report.skipped.is_empty() {
-                    String::new()
-                } else {
-                    format!("; no alarm for {}", report.skipped.join("; "))
-                }
-            );
-            return Ok(Done::ready(DatastoreOutput::Alarms(report)).with_detail(detail));
-        }
-        if step.action == Action::RaiseStorage {
-            let work = Work {
-                deps: self,
-                spec: &step.spec,
-                names: &step.names,
-                layers: &step.layers,
-                log: &step.log,
-                create: true,
-            };
-            let raised = Box::pin(postgres::raise_storage(&work)).await?;
-            let detail = raised.detail.clone();
-            return Ok(Done::ready(DatastoreOutput::Raised(raised)).with_detail(detail));
-        }
         let work = Work {
             deps: self,
             spec: &step.spec,
@@ -375,6 +333,16 @@ impl Step for Deps {
             log: &step.log,
             create: step::Action::mutates(step.action),
         };
+        if step.action == Action::EnsureAlarms {
+            let report = Box::pin(alarms::ensure(&work)).await?;
+            let detail = report.detail();
+            return Ok(Done::ready(DatastoreOutput::Alarms(report)).with_detail(detail));
+        }
+        if step.action == Action::RaiseStorage {
+            let raised = Box::pin(postgres::raise_storage(&work)).await?;
+            let detail = raised.detail.clone();
+            return Ok(Done::ready(DatastoreOutput::Raised(raised)).with_detail(detail));
+        }
         // Boxed: each store's future is deep enough to exceed the compiler's layout
         // query depth when nested inline in the Lambda runtime's future.
         Ok(match datastore {

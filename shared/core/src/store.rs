@@ -7,7 +7,7 @@
 //! | inventory resource | `DEPLOYMENT#<name>` | `RESOURCE#<layer>#<type>#<id>` |
 //! | lock (owner + lease expiry) | `DEPLOYMENT#<name>` | `LOCK` |
 //! | a step's saved output (what later steps read) | `DEPLOYMENT#<name>` | `OUTPUT#<slot>` |
-//! | an event handle-alert acted on (who claimed it) | `DEPLOYMENT#<name>` | `EVENT#<event id>` |
+//! | an event handle-alert acted on (who claimed it; expires after 30 days) | `DEPLOYMENT#<name>` | `EVENT#<event id>` |
 //! | an alarm's last state change | `DEPLOYMENT#<name>` | `ALARM#<alarm name>` |
 //!
 //! One partition per deployment: `apiary status` and the teardown read everything about a
@@ -31,6 +31,14 @@ use crate::error::{Error, Result};
 use crate::spec::DeploymentSpec;
 
 pub const DEFAULT_TABLE: &str = "apiary";
+
+/// The table's time-to-live attribute (epoch seconds): DynamoDB deletes an item carrying
+/// it some time after that moment. Only event claims carry it.
+pub const TTL_ATTRIBUTE: &str = "expires_at_epoch";
+
+/// How long a claimed event id is kept: far past EventBridge's redelivery (at most 24
+/// hours with the stack's retry policy), so a redelivered event still finds its claim.
+pub const EVENT_CLAIM_DAYS: i64 = 30;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -638,6 +646,14 @@ impl Store {
             .item("owner", s(execution))
             .item("summary", s(summary))
             .item("at", s(timestamp(at)))
+            .item(
+                TTL_ATTRIBUTE,
+                AttributeValue::N(
+                    (at + chrono::Duration::days(EVENT_CLAIM_DAYS))
+                        .timestamp()
+                        .to_string(),
+                ),
+            )
             .condition_expression("attribute_not_exists(sk) OR #owner = :owner")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":owner", s(execution))
