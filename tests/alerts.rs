@@ -6,8 +6,8 @@
 //!
 //! The data stores' free-storage alarm is handed to the storage runbook here too.
 //!
-//! What the emulator cannot show is unit-tested elsewhere: RDS refusing a storage change
-//! while it optimizes the last one (functions/databases), an SNS subject over the limit
+//! What the emulator cannot show is unit-tested elsewhere: a full disk, a raise already
+//! pending and a storage change being optimized (functions/databases, mocked RDS), an SNS subject over the limit
 //! (functions/control), events of other deployments and unknown shapes (apiary-core).
 
 use apiary::local::rules::{Delivered, handle_event};
@@ -441,4 +441,46 @@ async fn every_sample_event_matches_exactly_the_rule_meant_for_it() {
         .await
         .unwrap();
     assert!(matched.is_empty(), "{matched:?}");
+}
+
+#[tokio::test]
+async fn an_event_claimed_by_a_run_that_ended_unfinished_is_taken_over_and_acted_on() {
+    use control::Runs;
+    let f = Fixture::new(TABLE).await;
+    let name = provisioned(&f, "takeover").await;
+    let before = allocated_storage(&f, &name).await;
+    let event = sample("rds-low-storage.json", &name);
+    // A run claimed the event, then was stopped before its runbook: its owner is of this
+    // process but no longer running.
+    let dead = f
+        .env
+        .runs
+        .owner("arn:aws:states:us-west-2:123456789012:execution:apiary-handle-alert:stopped");
+    let claim = f
+        .store
+        .claim_event(
+            &name,
+            event["id"].as_str().unwrap(),
+            &dead,
+            "low storage",
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claim, apiary_core::store::Claim::First);
+
+    let run = only_run(&deliver(&f, &name, &event).await).clone();
+    assert_eq!(run.status, ExecutionStatus::Succeeded, "{run:?}");
+    assert_eq!(run.output.as_ref().unwrap()["duplicate"], false, "{run:?}");
+    assert_eq!(
+        allocated_storage(&f, &name).await,
+        before + (before + 3) / 4
+    );
+    // Finished now: a redelivery is a duplicate, whatever became of this run.
+    let again = only_run(&deliver(&f, &name, &event).await).clone();
+    assert_eq!(
+        again.output.as_ref().unwrap()["duplicate"],
+        true,
+        "{again:?}"
+    );
 }

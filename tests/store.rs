@@ -242,8 +242,37 @@ async fn an_event_is_claimed_once_and_its_claim_expires_after_the_redelivery_win
     assert_eq!(
         claim("run-b").await,
         Claim::Duplicate {
-            by: "run-a".to_owned()
+            by: "run-a".to_owned(),
+            done: false
         }
+    );
+    // run-a ended without finishing: run-b takes the claim over, once.
+    assert!(
+        store
+            .take_over_event(&name, "event-1", "run-a", "run-b")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_over_event(&name, "event-1", "run-a", "run-c")
+            .await
+            .unwrap()
+    );
+    store.finish_event(&name, "event-1", at).await.unwrap();
+    assert_eq!(
+        claim("run-c").await,
+        Claim::Duplicate {
+            by: "run-b".to_owned(),
+            done: true
+        }
+    );
+    // A finished event is never taken over.
+    assert!(
+        !store
+            .take_over_event(&name, "event-1", "run-b", "run-c")
+            .await
+            .unwrap()
     );
     let config = sdk_config().await;
     let item = aws_sdk_dynamodb::Client::new(&config)

@@ -301,8 +301,8 @@ async fn execute(
     if succeeded { 0 } else { EXIT_FAILED }
 }
 
-/// `apiary local event`: the event through the stack's rules (EventBridge's own
-/// TestEventPattern decides what matches), then each matched rule's workflow with the
+/// `apiary local event`: the event through the stack's rules (EventBridge itself decides
+/// what matches, see `apiary::local::rules::deliver`), then each matched rule's workflow with the
 /// input its transformer builds. An event no rule matches would never reach a workflow
 /// on AWS: it is journaled as `unmatched` and the command succeeds.
 async fn event(file: &str, common: RunArgs, json: bool) -> u8 {

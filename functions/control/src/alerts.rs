@@ -2,7 +2,8 @@
 //!
 //! - `alert-triage`: reads the event ([`apiary_core::alerts::classify`]), claims its id
 //!   in the state table so that a redelivered event acts once (a second execution for
-//!   the same id ends as `duplicate` and does nothing), and records an alarm's state
+//!   the same id ends as `duplicate` and does nothing, unless the claiming execution
+//!   ended without finishing: then it takes the claim over), and records an alarm's state
 //!   change (an alarm back to OK closes its record; a change older than the recorded one
 //!   is ignored, as EventBridge does not promise order). Returns the runbook to run.
 //! - `alert-notify`: publishes what happened (the event's summary, and what the runbook
@@ -73,17 +74,30 @@ pub async fn triage(
         .unwrap_or_default();
     let deployment = step.spec.name.as_str();
     let alert = classify(deployment, event, &keys)?;
-    let claim = deps
+    let owner = deps.runs.owner(&step.execution_id);
+    let mut claim = deps
         .store
         .claim_event(
             deployment,
             &alert.event_id,
-            &step.execution_id,
+            &owner,
             &alert.summary,
             Utc::now(),
         )
         .await?;
-    if let Claim::Duplicate { by } = claim {
+    // A claim whose execution ended without finishing (stopped, timed out, failed
+    // before its runbook) never blocks the event: the next execution takes it over.
+    if let Claim::Duplicate { by, done: false } = &claim
+        && !deps.runs.is_running(by).await?
+        && deps
+            .store
+            .take_over_event(deployment, &alert.event_id, by, &owner)
+            .await?
+    {
+        tracing::warn!(previous = %by, event = %alert.event_id, "took over the claim of an execution that ended");
+        claim = Claim::First;
+    }
+    if let Claim::Duplicate { by, .. } = claim {
         let detail = format!(
             "event {} was already handled by {by}: nothing is done again",
             alert.event_id
@@ -175,6 +189,10 @@ pub async fn notify(
         .transpose()
         .map_err(|e| Error::invalid_input(format!("step input field `options.alert`: {e}")))?
         .ok_or_else(|| Error::invalid_input("step input field `options.alert` is missing"))?;
+    // Handled, whatever is told below: no later execution takes the claim over.
+    deps.store
+        .finish_event(&step.spec.name, &alert.event_id, Utc::now())
+        .await?;
     let outcome = step.options.get("outcome").filter(|v| !v.is_null());
     let failure = step.options.get("failure").filter(|v| !v.is_null());
     let acted = outcome.is_some() && alert.runbook != Runbook::Close;
@@ -246,7 +264,7 @@ fn message(
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| outcome.to_string());
-        text.push_str(&format!("\nApiary acted: {detail}\n"));
+        text.push_str(&format!("\nWhat Apiary did: {detail}\n"));
     } else {
         text.push_str("\nNo runbook acts on this event: it is recorded for a person to read.\n");
     }

@@ -593,14 +593,20 @@ pub(crate) async fn raise_storage(step: &Work<'_>) -> Result<Raised> {
     }
     let status = instance.db_instance_status().unwrap_or("unknown");
     match status {
-        "available" => {}
+        // `storage-full` is what the raise is for: RDS takes the change in that state.
+        "available" | "storage-full" => {}
+        // The storage just changed (storage autoscaling, or an earlier raise): RDS
+        // allows the next change 6 hours after it at the earliest, so nothing is asked
+        // and the report says so; the instance did grow.
         "storage-optimization" => {
-            return Err(Error::Conflict(format!(
-                "RDS instance {id} is optimizing its last storage change: RDS allows the next \
-                 one 6 hours after it or once the optimization ends, whichever is later. It has \
-                 {allocated} GiB of a {ceiling} GiB ceiling; storage autoscaling keeps growing it \
-                 within the ceiling"
-            )));
+            let mut raised = Raised::new(id, allocated, allocated, ceiling, true);
+            raised.detail = format!(
+                "RDS instance {} changed its storage recently (now {allocated} GiB, ceiling \
+                 {ceiling} GiB; storage autoscaling or an earlier raise): RDS allows the next \
+                 change 6 hours after the last at the earliest, so nothing was asked",
+                raised.identifier
+            );
+            return Ok(raised);
         }
         other => {
             return Err(Error::NotReady {

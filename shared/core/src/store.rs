@@ -123,7 +123,11 @@ pub struct Resource {
 pub enum Claim {
     First,
     Again,
-    Duplicate { by: String },
+    /// Held by `by`; `done`: that execution finished handling it.
+    Duplicate {
+        by: String,
+        done: bool,
+    },
 }
 
 /// An alarm's last state change, as handle-alert recorded it.
@@ -669,22 +673,85 @@ impl Store {
                 _ => Claim::First,
             }),
             Err(err) if is_condition_failure(&err) => {
-                let by = match err.as_service_error() {
-                    Some(PutItemError::ConditionalCheckFailedException(e)) => e
-                        .item()
-                        .and_then(|item| get_s(item, "owner").ok())
-                        .map(str::to_owned),
+                let old = match err.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(e)) => e.item().cloned(),
                     _ => None,
                 };
-                Ok(Claim::Duplicate {
-                    by: by.unwrap_or_else(|| "another execution".to_owned()),
-                })
+                let by = old
+                    .as_ref()
+                    .and_then(|item| get_s(item, "owner").ok())
+                    .unwrap_or("another execution")
+                    .to_owned();
+                let done = old
+                    .as_ref()
+                    .is_some_and(|item| item.contains_key("done_at"));
+                Ok(Claim::Duplicate { by, done })
             }
             Err(err) => Err(Error::aws(
                 format!("PutItem event {event_id} of {deployment}"),
                 err,
             )),
         }
+    }
+
+    /// Hands the claim of an event from `from` (an execution that ended without finishing
+    /// it: stopped, timed out, failed before its runbook) to `to`, in one conditional
+    /// write; false when `from` no longer holds it or it was finished.
+    pub async fn take_over_event(
+        &self,
+        deployment: &str,
+        event_id: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", pk(deployment))
+            .key("sk", s(format!("EVENT#{event_id}")))
+            .update_expression("SET #owner = :to")
+            .condition_expression("#owner = :from AND attribute_not_exists(done_at)")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":from", s(from))
+            .expression_attribute_values(":to", s(to))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(Error::aws(
+                format!("UpdateItem event {event_id} of {deployment}"),
+                err,
+            )),
+        }
+    }
+
+    /// Marks an event handled: its claim is never taken over after this.
+    pub async fn finish_event(
+        &self,
+        deployment: &str,
+        event_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", pk(deployment))
+            .key("sk", s(format!("EVENT#{event_id}")))
+            .update_expression("SET done_at = :at")
+            .condition_expression("attribute_exists(sk)")
+            .expression_attribute_values(":at", s(timestamp(at)))
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("UpdateItem event {event_id} of {deployment}"), e))?;
+        Ok(())
     }
 
     /// Records an alarm's state change. EventBridge does not promise order: a change

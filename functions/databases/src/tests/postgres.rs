@@ -768,3 +768,77 @@ fn low_storage_raises_a_quarter_within_the_ceiling_and_never_under_ten_percent()
     assert_eq!(raised_storage(21, 23), None);
     assert_eq!(raised_storage(21, 24), Some(24));
 }
+
+/// The low-storage runbook as real RDS answers it: a full disk is raised, a raise
+/// pending or a storage change being optimized is reported and not asked again, and an
+/// instance busy otherwise is retried.
+#[tokio::test]
+async fn the_storage_runbook_raises_a_full_disk_and_never_asks_twice() {
+    let with = |status: &'static str, pending: Option<i32>| {
+        mock!(Rds::describe_db_instances).then_output(move || {
+            let mut instance = instance(status);
+            instance.allocated_storage = Some(100);
+            if let Some(size) = pending {
+                instance.pending_modified_values = Some(
+                    aws_sdk_rds::types::PendingModifiedValues::builder()
+                        .allocated_storage(size)
+                        .build(),
+                );
+            }
+            DescribeDbInstancesOutput::builder()
+                .db_instances(instance)
+                .build()
+        })
+    };
+    let raise = mock!(Rds::modify_db_instance)
+        .match_requests(|r| {
+            r.db_instance_identifier() == Some(ID)
+                && r.allocated_storage() == Some(125)
+                && r.apply_immediately() == Some(true)
+        })
+        .then_output(|| ModifyDbInstanceOutput::builder().build());
+
+    // Out of space (RDS-EVENT-0007 leaves the instance storage-full): raised.
+    let full = with("storage-full", None);
+    let mocks = Mocks {
+        rds: vec![&full, &raise],
+        ..Mocks::default()
+    };
+    let (deps, _) = mocks.deps();
+    let out = handle(&deps, event("raise-storage")).await.unwrap();
+    assert_eq!(out["after_gib"], json!(125), "{out}");
+    assert_eq!(raise.num_calls(), 1);
+
+    // Asked already (a retried step): reported, not asked again.
+    let pending = with("modifying", Some(125));
+    let mocks = Mocks {
+        rds: vec![&pending, &raise],
+        ..Mocks::default()
+    };
+    let (deps, _) = mocks.deps();
+    let out = handle(&deps, event("raise-storage")).await.unwrap();
+    assert_eq!(out["already"], json!(true), "{out}");
+    assert_eq!(raise.num_calls(), 1, "no second ModifyDBInstance");
+
+    // Storage autoscaling (or an earlier raise) just changed it: nothing is asked.
+    let optimizing = with("storage-optimization", None);
+    let mocks = Mocks {
+        rds: vec![&optimizing, &raise],
+        ..Mocks::default()
+    };
+    let (deps, _) = mocks.deps();
+    let out = handle(&deps, event("raise-storage")).await.unwrap();
+    assert!(out["detail"].as_str().unwrap().contains("6 hours"), "{out}");
+    assert_eq!(raise.num_calls(), 1);
+
+    // Busy with something else: retried by the workflow.
+    let busy = with("backing-up", None);
+    let mocks = Mocks {
+        rds: vec![&busy, &raise],
+        ..Mocks::default()
+    };
+    let (deps, _) = mocks.deps();
+    let err = handle(&deps, event("raise-storage")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::NotReady, "{err}");
+    assert_eq!(raise.num_calls(), 1);
+}
