@@ -151,8 +151,12 @@ fn alarm(alert: &mut Alert, detail: &Value, prefix: &str) -> Result<()> {
     let reason = data.state.as_ref().map(|s| s.reason.as_str()).unwrap_or("");
     alert.subject = data.alarm_name.clone();
     alert.summary = format!("alarm {} is {state}: {reason}", data.alarm_name);
-    if !data.alarm_name.starts_with(prefix) {
-        // Not one of this deployment's alarms: it has no actions on our topic.
+    if !is_deployment_alarm(&data.alarm_name, prefix) {
+        // Not one of this deployment's alarms (another deployment's, even one whose name
+        // starts with this one's): it has no actions on our topic and is not ours to act
+        // on or record.
+        alert.notify = false;
+        alert.quiet = Some("the alarm is not this deployment's".into());
         alert.summary = format!(
             "{}; it is not one of this deployment's alarms ({prefix}*)",
             alert.summary
@@ -174,6 +178,65 @@ fn alarm(alert: &mut Alert, detail: &Value, prefix: &str) -> Result<()> {
     Ok(())
 }
 
+/// The names of the stack's own alarms after `apiary-<name>-`.
+const STACK_ALARMS: [&str; 11] = [
+    "provision-run-failed",
+    "teardown-run-failed",
+    "backup-run-failed",
+    "restore-test-run-failed",
+    "rotate-keys-run-failed",
+    "scale-pools-run-failed",
+    "handle-alert-run-failed",
+    "restore-test-failed",
+    "restore-test-missed",
+    "schedule-dead-letters",
+    "events-dead-letters",
+];
+
+/// Whether `name` is one of this deployment's alarms: the stack's own, or a data-store
+/// alarm (`dp-postgres-*`, `dp-documentdb-cpu`, `dp-redis-<node>-*`). A name prefix is
+/// not enough: deployment `demo-eu`'s alarms start with `apiary-demo-` too.
+pub fn is_deployment_alarm(name: &str, prefix: &str) -> bool {
+    let Some(rest) = name.strip_prefix(prefix) else {
+        return false;
+    };
+    if STACK_ALARMS.contains(&rest) {
+        return true;
+    }
+    let Some(store) = rest.strip_prefix("dp-") else {
+        return false;
+    };
+    if matches!(
+        store,
+        "postgres-free-storage" | "postgres-cpu" | "postgres-connections" | "documentdb-cpu"
+    ) {
+        return true;
+    }
+    // dp-redis-<node number>-memory | -evictions
+    store
+        .strip_prefix("redis-")
+        .and_then(|n| {
+            n.strip_suffix("-memory")
+                .or_else(|| n.strip_suffix("-evictions"))
+        })
+        .is_some_and(|node| !node.is_empty() && node.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Whether `identifier` (an RDS or ElastiCache source) is one of this deployment's
+/// stores: `postgres`, `docdb` and its instances `docdb-<n>`, `redis` and its nodes
+/// `redis-<nnn>`, after `apiary-<name>-`.
+pub fn is_deployment_store(identifier: &str, prefix: &str) -> bool {
+    let Some(rest) = identifier.strip_prefix(prefix) else {
+        return false;
+    };
+    let numbered = |base: &str| {
+        rest.strip_prefix(base)
+            .and_then(|n| n.strip_prefix('-'))
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+    };
+    matches!(rest, "postgres" | "docdb" | "redis") || numbered("docdb") || numbered("redis")
+}
+
 /// RDS and ElastiCache events share one detail shape (`SourceIdentifier`,
 /// `EventCategories`, `EventID`, `Message`).
 fn data_store(alert: &mut Alert, detail: &Value, prefix: &str) {
@@ -182,6 +245,15 @@ fn data_store(alert: &mut Alert, detail: &Value, prefix: &str) {
     let event_id = text(detail, "EventID").unwrap_or("");
     alert.subject = identifier.to_owned();
     alert.summary = format!("{} {identifier}: {message} ({event_id})", alert.detail_type);
+    if !is_deployment_store(identifier, prefix) {
+        // The rules match the name prefix: another deployment whose name starts with
+        // this one's sends its events here too. Recorded, not told, never acted on.
+        alert.notify = false;
+        alert.quiet = Some(format!(
+            "{identifier} is not one of this deployment's stores"
+        ));
+        return;
+    }
     let low_storage = detail
         .get("EventCategories")
         .and_then(Value::as_array)
@@ -332,6 +404,53 @@ mod tests {
                 .runbook,
             Runbook::Record
         );
+    }
+
+    #[test]
+    fn another_deployment_sharing_the_name_prefix_is_not_ours() {
+        // demo-eu's names start with demo's prefix.
+        let prefix = "apiary-demo-";
+        assert!(is_deployment_alarm("apiary-demo-backup-run-failed", prefix));
+        assert!(is_deployment_alarm(
+            "apiary-demo-dp-redis-002-evictions",
+            prefix
+        ));
+        assert!(!is_deployment_alarm(
+            "apiary-demo-eu-backup-run-failed",
+            prefix
+        ));
+        assert!(!is_deployment_alarm(
+            "apiary-demo-eu-dp-postgres-cpu",
+            prefix
+        ));
+        assert!(!is_deployment_alarm(
+            "apiary-demo-dp-dp-postgres-cpu",
+            prefix
+        ));
+        assert!(is_deployment_store("apiary-demo-postgres", prefix));
+        assert!(is_deployment_store("apiary-demo-redis-001", prefix));
+        assert!(is_deployment_store("apiary-demo-docdb-2", prefix));
+        assert!(!is_deployment_store("apiary-demo-eu-postgres", prefix));
+        assert!(!is_deployment_store("apiary-demo-redis-eu", prefix));
+
+        let theirs = event(
+            "aws.rds",
+            RDS_INSTANCE_EVENT,
+            json!({"EventCategories": ["low storage"], "SourceIdentifier": "apiary-demo-eu-postgres"}),
+        );
+        let alert = classify("demo", &theirs, &[]).unwrap();
+        assert_eq!(alert.runbook, Runbook::Record);
+        assert!(!alert.notify && alert.quiet.is_some(), "{alert:?}");
+        let alarm = event(
+            "aws.cloudwatch",
+            ALARM_STATE_CHANGE,
+            json!({"alarmName": "apiary-demo-eu-dp-postgres-free-storage",
+                   "state": {"value": "ALARM", "reason": "r", "timestamp": "2026-12-01T03:00:00.000+0000"},
+                   "configuration": {}}),
+        );
+        let alert = classify("demo", &alarm, &[]).unwrap();
+        assert_eq!(alert.runbook, Runbook::Record);
+        assert!(alert.alarm.is_none() && !alert.notify, "{alert:?}");
     }
 
     #[test]
