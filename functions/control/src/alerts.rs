@@ -189,55 +189,66 @@ pub async fn notify(
         .transpose()
         .map_err(|e| Error::invalid_input(format!("step input field `options.alert`: {e}")))?
         .ok_or_else(|| Error::invalid_input("step input field `options.alert` is missing"))?;
-    // Handled, whatever is told below: no later execution takes the claim over.
+    let notified = tell(deps, step, &alert).await?;
+    // Handled only once the person was told (or needed no telling): a run that dies
+    // before this, or whose Publish fails, leaves the claim for the next delivery to
+    // take over. A crash between the two tells the person twice, never not at all.
     deps.store
         .finish_event(&step.spec.name, &alert.event_id, Utc::now())
         .await?;
+    let why = notified.why.clone();
+    Ok(Done::ready(ControlOutput::Notified(notified)).with_detail(why))
+}
+
+/// Publishes the alert to the alerts topic when a person has not been told yet.
+async fn tell(
+    deps: &Deps,
+    step: &StepContext<'_, ControlAction>,
+    alert: &Alert,
+) -> Result<Notified> {
+    let quiet = |why: String| Notified {
+        notified: false,
+        message_id: None,
+        why,
+    };
     let outcome = step.options.get("outcome").filter(|v| !v.is_null());
     let failure = step.options.get("failure").filter(|v| !v.is_null());
     let acted = outcome.is_some() && alert.runbook != Runbook::Close;
     if !(alert.notify || acted || failure.is_some()) {
-        let why = alert
-            .quiet
-            .clone()
-            .unwrap_or_else(|| "nothing to tell".to_owned());
-        return Ok(Done::ready(ControlOutput::Notified(Notified {
-            notified: false,
-            message_id: None,
-            why: why.clone(),
-        }))
-        .with_detail(why));
+        return Ok(quiet(
+            alert
+                .quiet
+                .clone()
+                .unwrap_or_else(|| "nothing to tell".to_owned()),
+        ));
     }
-    let deployment = step.spec.name.as_str();
-    let message = message(deployment, &alert, outcome, failure, &step.execution_id);
     let Some(notifier) = &deps.notifier else {
-        let why = format!(
+        return Ok(quiet(format!(
             "no alerts topic is configured ({ALERT_TOPIC_ENV} is unset): the alert is in the \
              journal only"
-        );
-        return Ok(Done::ready(ControlOutput::Notified(Notified {
-            notified: false,
-            message_id: None,
-            why: why.clone(),
-        }))
-        .with_detail(why));
+        )));
     };
+    let deployment = step.spec.name.as_str();
     let sent = notifier
         .sns
         .publish()
         .topic_arn(&notifier.topic_arn)
-        .subject(subject(deployment, &alert, failure.is_some()))
-        .message(&message)
+        .subject(subject(deployment, alert, failure.is_some()))
+        .message(message(
+            deployment,
+            alert,
+            outcome,
+            failure,
+            &step.execution_id,
+        ))
         .send()
         .await
         .map_err(|e| Error::aws(format!("Publish to {}", notifier.topic_arn), e))?;
-    let why = format!("published to {}", notifier.topic_arn);
-    Ok(Done::ready(ControlOutput::Notified(Notified {
+    Ok(Notified {
         notified: true,
         message_id: sent.message_id,
-        why: why.clone(),
-    }))
-    .with_detail(why))
+        why: format!("published to {}", notifier.topic_arn),
+    })
 }
 
 /// The message a person reads: what happened, what Apiary did, where to look.

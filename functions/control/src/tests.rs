@@ -847,3 +847,32 @@ fn the_lease_covers_every_workflow_timeout() {
     }
     assert!(checked > 0, "no state machine in {}", folder.display());
 }
+
+/// An event whose notification could not be published is not marked handled: the next
+/// delivery takes the claim over and tells the person.
+#[tokio::test]
+async fn a_failed_publish_leaves_the_event_unhandled() {
+    let mut table = Table::new(None, Some(DeploymentStatus::Ready));
+    let refused = mock!(aws_sdk_sns::Client::publish).then_error(|| {
+        aws_sdk_sns::operation::publish::PublishError::KmsAccessDeniedException(
+            aws_sdk_sns::types::error::KmsAccessDeniedException::builder()
+                .message("the alerts key refused")
+                .build(),
+        )
+    });
+    let deps = table.deps().with_notifier(crate::Notifier {
+        sns: mock_client!(aws_sdk_sns, RuleMode::MatchAny, [&refused]),
+        topic_arn: "arn:aws:sns:us-west-2:123456789012:apiary-acme-alerts".into(),
+    });
+    let alert = json!({"event_id": "e-1", "source": "aws.health", "detail_type": "AWS Health Event",
+        "time": "2026-12-01T00:00:00Z", "subject": "EKS", "summary": "an issue",
+        "runbook": "record", "notify": true});
+    let event = day2(
+        "alert-notify",
+        json!({"workflow": "handle-alert", "alert": alert, "outcome": null, "failure": null}),
+    );
+    let err = handle(&deps, event).await.unwrap_err();
+    assert!(err.to_string().contains("Publish"), "{err}");
+    let update = &table.rules.as_ref().unwrap().update;
+    assert_eq!(update.num_calls(), 0, "not marked handled");
+}
