@@ -19,6 +19,8 @@ const STACK_PARAMETERS: &[&str] = &[
     "FunctionArchitecture",
     "OrganizationTrailArn",
     "AlertEmail",
+    "PhoneHomeUrl",
+    "PhoneHomeSchedule",
     "KeysCheckSchedule",
     "SecretsRotationSchedule",
     "RestoreTestSchedule",
@@ -26,7 +28,12 @@ const STACK_PARAMETERS: &[&str] = &[
 /// Spec parameters the stack fills from a pseudo parameter instead of asking.
 const PSEUDO_SPEC_PARAMETERS: &[(&str, &str)] = &[("Region", "${AWS::Region}")];
 /// `dynamodb:DeleteItem` is reached through these `Store` methods, not a direct call.
-const STORE_DELETES: &[&str] = &["release_lock", "forget_resource"];
+const STORE_DELETES: &[&str] = &[
+    "release_lock",
+    "forget_resource",
+    "delete_report",
+    "release_lease",
+];
 /// Deletes a role holds that AWS makes with it, not the function's code: Lambda removes
 /// an in-VPC function's network interfaces with the function's own role.
 const DELETES_BY_AWS: &[(&str, &str)] = &[
@@ -164,7 +171,7 @@ fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
         // control function its deployment and the provision state machine it starts when
         // ACM issues the certificate a run waited for, and the alerts topic handle-alert
         // publishes to).
-        const ALLOWED: [&str; 9] = [
+        const ALLOWED: [&str; 11] = [
             "APIARY_TABLE",
             "APIARY_KUBERNETES_ADMIN_ROLE_ARNS",
             "APIARY_PERMISSIONS_BOUNDARY_ARN",
@@ -174,6 +181,8 @@ fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
             "APIARY_DEPLOYMENT",
             "APIARY_PROVISION_STATE_MACHINE_ARN",
             "APIARY_ALERT_TOPIC_ARN",
+            "APIARY_PHONE_HOME_URL",
+            "APIARY_SIGNING_KEY_SECRET",
         ];
         let variables = props["Environment"]["Variables"].as_object();
         let names: Vec<&str> = variables
@@ -1404,5 +1413,17 @@ Resources:
     assert_eq!(
         resources["AlertEmailSubscription"]["Condition"],
         serde_json::json!("HasAlertEmail")
+    );
+}
+
+#[test]
+fn the_state_table_expires_items_by_the_attribute_the_store_writes() {
+    // Event claims and undelivered reports rely on it: a different name would keep them
+    // for ever.
+    let template = template();
+    let table = &template["Resources"]["StateTable"]["Properties"];
+    assert_eq!(
+        table["TimeToLiveSpecification"],
+        serde_json::json!({"AttributeName": apiary_core::store::TTL_ATTRIBUTE, "Enabled": true})
     );
 }

@@ -828,6 +828,7 @@ async fn exercise_every_path() {
     rotate_keys(&f, &config, &name).await;
     scale_pools(&f, &name).await;
     handle_alert(&f, &name).await;
+    phone_home(&name).await;
 
     // A second deployment whose Redis token an earlier teardown scheduled for deletion:
     // the token is restored and reused rather than replaced.
@@ -954,6 +955,25 @@ async fn handle_alert(f: &Fixture, name: &str) {
         .await;
     assert_succeeded(&done, "handle-alert");
     assert_eq!(done.output.unwrap()["notified"]["notified"], true);
+}
+
+/// The phone-home workflow: a report kept while the endpoint is down, then both sent.
+async fn phone_home(name: &str) {
+    let mut server = apiary_e2e::report_server::ReportServer::start().await;
+    let f = Fixture::new("apiary-test-iam")
+        .await
+        .with_phone_home(&server.url(), Some(server.ca_pem.as_bytes()));
+    server.stop().await;
+    let kept = f
+        .run("phone-home", name, json!({"deployment": name}), "home-down")
+        .await;
+    assert_succeeded(&kept, "phone-home with the endpoint down");
+    server.resume().await;
+    let done = f
+        .run("phone-home", name, json!({"deployment": name}), "home")
+        .await;
+    assert_succeeded(&done, "phone-home");
+    assert_eq!(server.received().len(), 2, "both reports delivered");
 }
 
 /// The rotate-keys workflow: a key pending deletion (cancelled and refused), then, the
@@ -1170,8 +1190,34 @@ async fn exercise_launch() {
         }
     })
     .await;
+    // The signing key resource, on a secret made as the template makes it (no value).
+    let secret = aws_sdk_secretsmanager::Client::new(&config)
+        .create_secret()
+        .name(format!("apiary-{name}-signing-key"))
+        .send()
+        .await
+        .expect("CreateSecret")
+        .arn
+        .expect("an ARN");
+    calls::attributed("launch", async {
+        let event = json!({
+            "RequestType": "Create",
+            "ResponseURL": server.url(),
+            "StackId": format!("arn:aws:cloudformation:{REGION}:123456789012:stack/apiary-{name}/1"),
+            "RequestId": uuid::Uuid::new_v4().to_string(),
+            "LogicalResourceId": "SigningKey",
+            "ResourceType": launch::SIGNING_KEY_TYPE,
+            "ResourceProperties": {"SecretArn": secret}
+        });
+        launch::handle(&deps, event).await.expect("answered");
+    })
+    .await;
     let answers = server.requests();
-    assert_eq!(answers.len(), 2, "one answer to Create and one to Delete");
+    assert_eq!(
+        answers.len(),
+        3,
+        "one answer to Create and Delete, one to the key's Create"
+    );
     for answer in answers {
         assert_eq!(answer.json()["Status"], "SUCCESS", "{}", answer.json());
     }

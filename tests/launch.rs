@@ -237,3 +237,132 @@ async fn an_invalid_spec_starts_nothing() {
     }
     assert!(f.executions(None).await.is_empty());
 }
+
+/// A `Custom::ApiarySigningKey` request for `secret`.
+fn signing_key_event(f: &Fixture, request_type: &str, url: &str, secret: &str) -> Value {
+    json!({
+        "RequestType": request_type,
+        "ServiceToken": "arn:aws:lambda:us-west-2:123456789012:function:launch",
+        "ResponseURL": url,
+        "StackId": f.stack_id,
+        "RequestId": uuid::Uuid::new_v4().to_string(),
+        "LogicalResourceId": "SigningKey",
+        "ResourceType": launch::SIGNING_KEY_TYPE,
+        "PhysicalResourceId": secret,
+        "ResourceProperties": {
+            "ServiceToken": "arn:aws:lambda:us-west-2:123456789012:function:launch",
+            "ServiceTimeout": "420",
+            "SecretArn": secret
+        }
+    })
+}
+
+#[tokio::test]
+async fn the_signing_key_is_made_once_and_its_public_half_answered_on_every_request() {
+    let f = fixture().await;
+    let config = apiary_e2e::sdk_config().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&config);
+    // As the template makes it: no value until the resource puts the key.
+    let secret = secrets
+        .create_secret()
+        .name(format!("apiary-{}-signing-key", f.deployment))
+        .send()
+        .await
+        .expect("CreateSecret")
+        .arn
+        .expect("an ARN");
+    let server = CaptureServer::start(&[]).await;
+
+    launch::handle(
+        &f.deps,
+        signing_key_event(&f, "Create", &server.url(), &secret),
+    )
+    .await
+    .expect("answered");
+    let created = server.last_json();
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    assert_eq!(created["PhysicalResourceId"], secret);
+    let public_key = created["Data"]["PublicKey"]
+        .as_str()
+        .expect("PublicKey")
+        .to_owned();
+    let key_id = created["Data"]["KeyId"].as_str().expect("KeyId").to_owned();
+    assert_eq!(
+        key_id,
+        apiary_core::phone_home::key_id(&base64_decode(&public_key))
+    );
+
+    // The secret holds the private key the public half belongs to.
+    let text = secrets
+        .get_secret_value()
+        .secret_id(&secret)
+        .send()
+        .await
+        .expect("GetSecretValue")
+        .secret_string
+        .expect("a value");
+    let key = apiary_core::phone_home::SigningKey::from_secret(&secret, &text).expect("a key");
+    assert_eq!(key.public_key(), public_key);
+    assert!(apiary_core::phone_home::verify(
+        &public_key,
+        b"body",
+        &key.sign(b"body")
+    ));
+
+    // An Update and a redelivered Create keep the key: the vendor pinned it.
+    for request in ["Update", "Create"] {
+        launch::handle(
+            &f.deps,
+            signing_key_event(&f, request, &server.url(), &secret),
+        )
+        .await
+        .expect("answered");
+        let again = server.last_json();
+        assert_eq!(again["Status"], "SUCCESS", "{request}: {again}");
+        assert_eq!(again["Data"]["PublicKey"], public_key, "{request}");
+    }
+    let versions = secrets
+        .list_secret_version_ids()
+        .secret_id(&secret)
+        .send()
+        .await
+        .expect("ListSecretVersionIds");
+    assert_eq!(versions.versions().len(), 1, "one key, written once");
+
+    // Delete leaves the secret to CloudFormation.
+    launch::handle(
+        &f.deps,
+        signing_key_event(&f, "Delete", &server.url(), &secret),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(server.last_json()["Status"], "SUCCESS");
+    secrets
+        .describe_secret()
+        .secret_id(&secret)
+        .send()
+        .await
+        .expect("the secret is still there");
+}
+
+#[tokio::test]
+async fn a_signing_key_resource_with_no_secret_arn_fails_by_name() {
+    let f = fixture().await;
+    let server = CaptureServer::start(&[]).await;
+    let mut event = signing_key_event(&f, "Create", &server.url(), "not-an-arn");
+    event.as_object_mut().unwrap().remove("PhysicalResourceId");
+    launch::handle(&f.deps, event).await.expect("answered");
+    let body = server.last_json();
+    assert_eq!(body["Status"], "FAILED", "{body}");
+    assert!(
+        body["Reason"].as_str().unwrap().contains("SecretArn"),
+        "{body}"
+    );
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64")
+}

@@ -14,6 +14,7 @@ mod launch;
 mod network;
 mod operate;
 mod package;
+mod phone_home;
 mod provision;
 mod publish;
 mod scale_pools;

@@ -218,6 +218,24 @@ fn read_spec(path: &Path) -> Result<DeploymentSpec, String> {
     })
 }
 
+/// Phone home for local runs, from the environment: reports go to
+/// `APIARY_PHONE_HOME_URL` (https only), trusting the CAs in `APIARY_PHONE_HOME_CA_FILE`
+/// when set; with no URL phone home is off, as with an empty `PhoneHomeUrl` on AWS.
+fn phone_home(env: LocalEnv, vars: &dyn Env) -> anyhow::Result<LocalEnv> {
+    use apiary::local::{PHONE_HOME_CA_ENV, PHONE_HOME_URL_ENV};
+    let Some(url) = vars.var(PHONE_HOME_URL_ENV) else {
+        return Ok(env);
+    };
+    let ca = match vars.var(PHONE_HOME_CA_ENV) {
+        Some(path) => Some(
+            std::fs::read(&path)
+                .map_err(|e| anyhow::anyhow!("{PHONE_HOME_CA_ENV}: cannot read {path}: {e}"))?,
+        ),
+        None => None,
+    };
+    env.with_phone_home(&url, ca.as_deref())
+}
+
 pub fn demo_spec() -> DeploymentSpec {
     let mut spec = DeploymentSpec::example(SizePreset::Small);
     spec.name = "demo".into();
@@ -249,6 +267,13 @@ async fn execute(
         Err(code) => return code,
     };
     let env = LocalEnv::new(config, store.clone(), common.state_dir.clone(), kubeconfig);
+    let env = match phone_home(env, &ProcessEnv) {
+        Ok(env) => env,
+        Err(err) => {
+            eprintln!("error: {err:#}; nothing was started");
+            return EXIT_REFUSED;
+        }
+    };
     let machine = match env.load(&root, &workflow) {
         Ok(machine) => machine,
         Err(err) => {

@@ -7,6 +7,8 @@ use apiary_core::aws::{AwsSettings, ProcessEnv};
 use apiary_core::local::Emulator;
 use aws_config::SdkConfig;
 
+pub mod report_server;
+
 pub const REGION: &str = "us-west-2";
 
 /// The emulator for this test binary: `AWS_ENDPOINT_URL` when set (CI starts one), else
@@ -223,6 +225,15 @@ impl Local {
             root: repo_root(),
             config,
         }
+    }
+
+    /// Phone home sends to `url`, trusting only the CA of `ca_pem` (a test server's).
+    pub fn with_phone_home(mut self, url: &str, ca_pem: Option<&[u8]>) -> Local {
+        self.env = self
+            .env
+            .with_phone_home(url, ca_pem)
+            .expect("a valid endpoint");
+        self
     }
 
     /// Runs `statemachines/<workflow>.asl.json` for deployment `name` with `input`, as

@@ -37,7 +37,22 @@ pub struct LocalEnv {
     /// The executions this process runs: a lock held by one of them is live, a lock
     /// held by a process that is gone is taken over by the next run.
     pub runs: Arc<control::LocalRuns>,
+    /// Where phone-home sends reports, and how; `None`: phone home is off.
+    pub phone_home: Option<PhoneHome>,
 }
+
+/// The endpoint phone-home sends to in local runs, and the sender that trusts it.
+#[derive(Clone)]
+pub struct PhoneHome {
+    pub url: String,
+    pub sender: Arc<dyn report::Sender>,
+}
+
+/// Where `apiary local run phone-home` sends reports (an https:// URL); unset: off.
+pub const PHONE_HOME_URL_ENV: &str = report::ENDPOINT_ENV;
+/// A PEM file of the CAs a local endpoint's certificate chains to (a test server's);
+/// unset: the system's roots. Read by local runs only, never by the Lambda.
+pub const PHONE_HOME_CA_ENV: &str = "APIARY_PHONE_HOME_CA_FILE";
 
 impl LocalEnv {
     pub fn new(
@@ -52,7 +67,45 @@ impl LocalEnv {
             state_dir,
             kubeconfig,
             runs: Arc::new(control::LocalRuns::new()),
+            phone_home: None,
         }
+    }
+
+    /// Sends phone-home reports to `url` (checked: https only), trusting only the CAs of
+    /// `ca_pem` when given, else the system's roots.
+    pub fn with_phone_home(mut self, url: &str, ca_pem: Option<&[u8]>) -> anyhow::Result<Self> {
+        let url = apiary_core::phone_home::endpoint(url, PHONE_HOME_URL_ENV)?;
+        let sender = Arc::new(report::HttpsSender::new(ca_pem)?);
+        self.phone_home = Some(PhoneHome { url, sender });
+        Ok(self)
+    }
+
+    /// The secret that keeps the deployment's report signing key, as the bootstrap stack's
+    /// `SigningKeySecret` does on AWS (where CloudFormation names it).
+    pub fn signing_key_secret(deployment: &str) -> String {
+        format!("apiary-{deployment}-report-signing-key")
+    }
+
+    /// Makes the signing key's secret and key, as the stack's `SigningKey` resource does
+    /// at install; a key already there is kept.
+    pub async fn ensure_signing_key(&self, deployment: &str) -> anyhow::Result<String> {
+        let secrets = apiary_core::client!(aws_sdk_secretsmanager, &self.config);
+        let name = Self::signing_key_secret(deployment);
+        match secrets.create_secret().name(&name).send().await {
+            Ok(_) => {}
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_exists_exception()) => {}
+            Err(err) => {
+                return Err(anyhow!(
+                    "CreateSecret {name}: {}",
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(&err)
+                ));
+            }
+        }
+        let key = report::ensure_signing_key(&secrets, &name, &format!("local/{name}")).await?;
+        Ok(key.key_id())
     }
 
     fn region(&self) -> String {
@@ -180,6 +233,18 @@ impl LocalEnv {
             operate::Deps::new(config, recorder.clone()),
             operate::handle
         );
+        let mut reporter = report::Deps::new(
+            self.store.clone(),
+            config,
+            match &self.phone_home {
+                Some(home) => home.sender.clone(),
+                None => Arc::new(report::Unreachable),
+            },
+        );
+        if let Some(home) = &self.phone_home {
+            reporter = reporter.with_endpoint(&home.url, Self::signing_key_secret(deployment));
+        }
+        register!("report", reporter, report::handle);
         registry
     }
 
@@ -239,6 +304,11 @@ impl LocalEnv {
         }
         if let Err(err) = Box::pin(self.ensure_alert_topic(deployment)).await {
             eprintln!("warning: the alerts topic: {err:#}");
+        }
+        if workflow == apiary_core::phone_home::WORKFLOW
+            && let Err(err) = Box::pin(self.ensure_signing_key(deployment)).await
+        {
+            eprintln!("warning: the report signing key: {err:#}");
         }
         let execution_arn =
             apiary_asl::execution_arn(&region, LOCAL_ACCOUNT, &state_machine, &execution_name);

@@ -14,10 +14,10 @@ use crate::plan::{self, BACKUP};
 use crate::snapshot;
 use crate::{Action, Deps};
 
-pub const SLOT: &str = "backup.ledger";
+pub const SLOT: &str = apiary_core::outputs::BACKUP_LEDGER_SLOT;
 
 /// When the newest restore-test report was made (written by the report step).
-pub const RESTORE_TEST_REPORTED: &str = "restore-test.reported";
+pub const RESTORE_TEST_REPORTED: &str = apiary_core::outputs::RESTORE_TEST_REPORTED_SLOT;
 /// When the ledger first looked and found no report: where the count starts for a new
 /// deployment.
 pub const RESTORE_TEST_WATCHED: &str = "restore-test.watched";

@@ -1,7 +1,13 @@
-//! The bootstrap stack's custom resource (`Custom::ApiaryLaunch`): on Create and Update it
-//! validates the deployment spec and starts the provision workflow; on Delete it stops
-//! any provision execution still running, so it does not run on while the stack deletes
-//! its functions.
+//! The bootstrap stack's custom resources.
+//!
+//! `Custom::ApiaryLaunch`: on Create and Update it validates the deployment spec and
+//! starts the provision workflow; on Delete it stops any provision execution still
+//! running, so it does not run on while the stack deletes its functions.
+//!
+//! `Custom::ApiarySigningKey`: on Create and Update it makes the phone-home report's
+//! Ed25519 key in its secret unless one is there (a key is never replaced: the vendor
+//! pinned it), and returns the public half (`PublicKey`, `KeyId`) for the stack's
+//! outputs. Delete does nothing: the secret is the stack's own resource.
 //!
 //! The stack never waits on the workflow: the resource succeeds as soon as the execution
 //! has started and hands back its ARN and console link (the stack's outputs), and the
@@ -27,7 +33,12 @@ use aws_sdk_sfn::error::SdkError;
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::{Map, Value, json};
 
-pub use request::{Properties, Request, RequestType, StateMachineArn, execution_console_url};
+pub use request::{
+    Properties, Request, RequestType, SigningKeyProperties, StateMachineArn, execution_console_url,
+};
+
+/// The `ResourceType` of the signing key resource.
+pub const SIGNING_KEY_TYPE: &str = "Custom::ApiarySigningKey";
 pub use response::{MAX_BODY_BYTES, Responder, Response, RetryPolicy, Status};
 
 /// The function's timeout in the template (`LaunchFunction.Timeout`).
@@ -84,6 +95,7 @@ impl LogLocation {
 
 pub struct Deps {
     pub sfn: aws_sdk_sfn::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
     pub responder: Responder,
     pub budget: Budget,
     pub logs: Option<LogLocation>,
@@ -101,6 +113,7 @@ impl Deps {
     ) -> Result<Deps> {
         Ok(Deps {
             sfn: apiary_core::client!(aws_sdk_sfn, config),
+            secrets: apiary_core::client!(aws_sdk_secretsmanager, config),
             responder: Responder::new(budget.response)?,
             budget,
             logs: LogLocation::from_env(env),
@@ -184,7 +197,12 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
             maybe_started,
             ErrorName::Timeout,
             format!(
-                "Step Functions did not answer within {:?}",
+                "{} did not answer within {:?}",
+                if request.resource_type == SIGNING_KEY_TYPE {
+                    "Secrets Manager"
+                } else {
+                    "Step Functions"
+                },
                 deps.budget.work
             ),
         ),
@@ -248,12 +266,44 @@ impl InFlight {
 }
 
 async fn act(deps: &Deps, request: &Request, in_flight: &InFlight) -> Result<Outcome> {
+    if request.resource_type == SIGNING_KEY_TYPE {
+        return signing_key(deps, request).await;
+    }
     match request.kind()? {
         kind @ (RequestType::Create | RequestType::Update) => {
             start(deps, request, kind, in_flight).await
         }
         RequestType::Delete => stop(deps, request).await,
     }
+}
+
+/// The signing key resource: the key in its secret (made once), its public half back.
+async fn signing_key(deps: &Deps, request: &Request) -> Result<Outcome> {
+    let kind = request.kind()?;
+    let properties = SigningKeyProperties::parse(&request.resource_properties)?;
+    let physical_id = properties.secret_arn.clone();
+    if kind == RequestType::Delete {
+        return Ok(Outcome::success(
+            request.physical_resource_id.clone().unwrap_or(physical_id),
+            "nothing to do: the key's secret is deleted with the stack".into(),
+        ));
+    }
+    // One token for every request of this resource: a redelivered Create, or two racing,
+    // keep one key.
+    let token = format!("{}/{}", request.stack_id, request.logical_resource_id);
+    let key = report::ensure_signing_key(&deps.secrets, &properties.secret_arn, &token).await?;
+    tracing::info!(key_id = key.key_id(), "report signing key in place");
+    let mut outcome = Outcome::success(
+        physical_id,
+        format!("report signing key {} in place", key.key_id()),
+    );
+    outcome
+        .data
+        .insert("PublicKey".into(), Value::String(key.public_key()));
+    outcome
+        .data
+        .insert("KeyId".into(), Value::String(key.key_id()));
+    Ok(outcome)
 }
 
 /// Create and Update: validate, then start provision (or find the execution an earlier

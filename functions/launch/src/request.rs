@@ -39,6 +39,9 @@ pub struct Request {
     pub stack_id: String,
     pub request_id: String,
     pub logical_resource_id: String,
+    /// `Custom::ApiaryLaunch` or `Custom::ApiarySigningKey`.
+    #[serde(default)]
+    pub resource_type: String,
     /// Absent on Create.
     #[serde(default)]
     pub physical_resource_id: Option<String>,
@@ -55,6 +58,7 @@ impl fmt::Debug for Request {
             .field("stack_id", &self.stack_id)
             .field("request_id", &self.request_id)
             .field("logical_resource_id", &self.logical_resource_id)
+            .field("resource_type", &self.resource_type)
             .field("physical_resource_id", &self.physical_resource_id)
             .finish_non_exhaustive()
     }
@@ -220,4 +224,38 @@ pub fn execution_console_url(region: &str, execution_arn: &str) -> String {
         "{}/states/home?region={region}#/v2/executions/details/{execution_arn}",
         apiary_core::aws::console_origin(region)
     )
+}
+
+/// The `SigningKey` resource's properties: the secret that keeps the report signing key.
+#[derive(Debug)]
+pub struct SigningKeyProperties {
+    pub secret_arn: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct RawSigningKeyProperties {
+    #[serde(default)]
+    #[allow(dead_code)]
+    service_token: Option<Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    service_timeout: Option<Value>,
+    secret_arn: String,
+}
+
+impl SigningKeyProperties {
+    pub fn parse(properties: &Value) -> Result<SigningKeyProperties> {
+        let raw: RawSigningKeyProperties = serde_json::from_value(properties.clone())
+            .map_err(|e| Error::invalid_input(format!("ResourceProperties: {e}")))?;
+        if !raw.secret_arn.starts_with("arn:") || !raw.secret_arn.contains(":secretsmanager:") {
+            return Err(Error::invalid_input(format!(
+                "ResourceProperties.SecretArn {:?} is not a Secrets Manager secret ARN",
+                raw.secret_arn
+            )));
+        }
+        Ok(SigningKeyProperties {
+            secret_arn: raw.secret_arn,
+        })
+    }
 }

@@ -73,6 +73,7 @@ fn budget() -> Budget {
 fn deps_with(sfn: Sfn) -> Deps {
     Deps {
         sfn,
+        secrets: mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, &[]),
         responder: Responder::new(budget().response).expect("TLS roots"),
         budget: budget(),
         logs: None,

@@ -12,6 +12,7 @@ pub mod lambda;
 pub mod local;
 pub mod naming;
 pub mod outputs;
+pub mod phone_home;
 pub mod sigv4;
 pub mod spec;
 pub mod step;

@@ -123,6 +123,11 @@ pub struct ExportBuckets {
     pub dr_region: String,
 }
 
+/// The state-table slot of the backup's RPO ledger (written by the backup function).
+pub const BACKUP_LEDGER_SLOT: &str = "backup.ledger";
+/// The state-table slot with the newest restore-test report's time and verdict.
+pub const RESTORE_TEST_REPORTED_SLOT: &str = "restore-test.reported";
+
 /// The workloads step's shard whose `serving.load_balancer` names the load balancer in
 /// front of the ingestion pods (the `status` poll's output).
 pub const ROLLOUT_SLOT: &str = "workloads#rollout";

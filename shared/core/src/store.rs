@@ -140,6 +140,15 @@ pub struct AlarmRecord {
     pub changed_at: DateTime<Utc>,
 }
 
+/// A phone-home report kept in the outbox until it is delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptReport {
+    pub seq: u64,
+    /// The exact body to send and sign.
+    pub body: String,
+    pub made_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lock {
     pub deployment: String,
@@ -155,6 +164,10 @@ pub struct Store {
 
 fn pk(deployment: &str) -> AttributeValue {
     AttributeValue::S(format!("DEPLOYMENT#{deployment}"))
+}
+
+fn outbox_key(seq: u64) -> String {
+    format!("OUTBOX#{seq:020}")
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {
@@ -496,13 +509,80 @@ impl Store {
         lease: chrono::Duration,
         now: DateTime<Utc>,
     ) -> Result<Lock> {
+        self.acquire(deployment, "LOCK", "locked", owner, lease, now)
+            .await
+    }
+
+    /// Takes the lease `name` of a deployment (an item of its own, never the deployment's
+    /// lock) for `owner` until `now + lease`, on the same terms as [`Store::acquire_lock`]:
+    /// free, expired or already `owner`'s. For work that must not run twice at once but
+    /// never conflicts with a workflow (the phone-home delivery).
+    pub async fn acquire_lease(
+        &self,
+        deployment: &str,
+        name: &str,
+        owner: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lock> {
+        let what = format!("held for {name}");
+        self.acquire(
+            deployment,
+            &format!("LEASE#{name}"),
+            &what,
+            owner,
+            lease,
+            now,
+        )
+        .await
+    }
+
+    /// Ends `owner`'s lease `name`; a no-op when it no longer holds it (it expired and
+    /// another took it, or it was released).
+    pub async fn release_lease(&self, deployment: &str, name: &str, owner: &str) -> Result<()> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", pk(deployment))
+            .key("sk", s(format!("LEASE#{name}")))
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(Error::aws(
+                format!("DeleteItem lease {name} of {deployment}"),
+                err,
+            )),
+        }
+    }
+
+    async fn acquire(
+        &self,
+        deployment: &str,
+        sk: &str,
+        what: &str,
+        owner: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lock> {
         let expires_at = now + lease;
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
             .item("pk", pk(deployment))
-            .item("sk", s("LOCK"))
+            .item("sk", s(sk))
             .item("owner", s(owner))
             .item("expires_at", s(timestamp(expires_at)))
             .item("acquired_at", s(timestamp(now)))
@@ -512,6 +592,9 @@ impl Store {
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":owner", s(owner))
             .expression_attribute_values(":now", s(timestamp(now)))
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
             .send()
             .await;
         match result {
@@ -521,17 +604,21 @@ impl Store {
                 expires_at,
             }),
             Err(err) if is_condition_failure(&err) => {
-                let holder = self.current_lock(deployment).await?;
+                let holder = match err.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(e)) => e.item().cloned(),
+                    _ => None,
+                };
+                let holder = holder.as_ref().and_then(|item| {
+                    Some((get_s(item, "owner").ok()?, get_s(item, "expires_at").ok()?))
+                });
                 Err(Error::Conflict(match holder {
-                    Some(lock) => format!(
-                        "deployment {deployment} is locked by {} until {}",
-                        lock.owner,
-                        timestamp(lock.expires_at)
-                    ),
-                    None => format!("deployment {deployment} is locked by another workflow"),
+                    Some((owner, until)) => {
+                        format!("deployment {deployment} is {what} by {owner} until {until}")
+                    }
+                    None => format!("deployment {deployment} is {what} by another workflow"),
                 }))
             }
-            Err(err) => Err(Error::aws(format!("PutItem lock {deployment}"), err)),
+            Err(err) => Err(Error::aws(format!("PutItem {sk} {deployment}"), err)),
         }
     }
 
@@ -795,6 +882,105 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The next phone-home report number of a deployment: 1, 2, 3, ... (an atomic
+    /// counter, so two runs never number two reports alike).
+    pub async fn next_report_seq(&self, deployment: &str) -> Result<u64> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", pk(deployment))
+            .key("sk", s("OUTBOX-SEQ"))
+            .update_expression("ADD seq :one")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("UpdateItem report counter of {deployment}"), e))?;
+        out.attributes
+            .as_ref()
+            .and_then(|a| a.get("seq"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| Error::fatal("the report counter returned no number"))
+    }
+
+    /// Keeps report `seq` in the outbox until it is delivered or `expires_at` passes (the
+    /// table's time to live removes it then). Keeping the same report again is a no-op.
+    pub async fn put_report(
+        &self,
+        deployment: &str,
+        seq: u64,
+        body: &str,
+        made_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", pk(deployment))
+            .item("sk", s(outbox_key(seq)))
+            .item("body", s(body))
+            .item("made_at", s(timestamp(made_at)))
+            .item("expires_at", s(timestamp(expires_at)))
+            .item(
+                TTL_ATTRIBUTE,
+                AttributeValue::N(expires_at.timestamp().to_string()),
+            )
+            .condition_expression("attribute_not_exists(sk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if is_condition_failure(&err) => Ok(()),
+            Err(err) => Err(Error::aws(
+                format!("PutItem report {seq} of {deployment}"),
+                err,
+            )),
+        }
+    }
+
+    /// The reports still to deliver, oldest first, leaving out any past its expiry that
+    /// the time to live has not removed yet (it may take days to).
+    pub async fn pending_reports(
+        &self,
+        deployment: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<KeptReport>> {
+        let mut reports = Vec::new();
+        for item in self.query_prefix(deployment, "OUTBOX#").await? {
+            let seq = get_s(&item, "sk")?
+                .trim_start_matches("OUTBOX#")
+                .parse::<u64>()
+                .map_err(|e| Error::fatal(format!("outbox key unreadable: {e}")))?;
+            if get_time(&item, "expires_at")? <= now {
+                continue;
+            }
+            reports.push(KeptReport {
+                seq,
+                body: get_s(&item, "body")?.to_owned(),
+                made_at: get_time(&item, "made_at")?,
+            });
+        }
+        // The keys are zero-padded, so the table's order is already by number.
+        reports.sort_by_key(|r| r.seq);
+        Ok(reports)
+    }
+
+    /// Removes a delivered report.
+    pub async fn delete_report(&self, deployment: &str, seq: u64) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", pk(deployment))
+            .key("sk", s(outbox_key(seq)))
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("DeleteItem report {seq} of {deployment}"), e))?;
+        Ok(())
     }
 
     async fn query_prefix(&self, deployment: &str, prefix: &str) -> Result<Vec<Item>> {

@@ -19,10 +19,11 @@ pub enum Function {
     Operate,
     Verifier,
     Backup,
+    Report,
 }
 
 impl Function {
-    pub const ALL: [Function; 12] = [
+    pub const ALL: [Function; 13] = [
         Function::Control,
         Function::Keys,
         Function::Network,
@@ -35,6 +36,7 @@ impl Function {
         Function::Operate,
         Function::Verifier,
         Function::Backup,
+        Function::Report,
     ];
 
     /// The crate, binary and function name: `functions/<name>`.
@@ -52,6 +54,7 @@ impl Function {
             Function::Backup => "backup",
             Function::Teardown => "teardown",
             Function::Operate => "operate",
+            Function::Report => "report",
         }
     }
 
@@ -81,6 +84,8 @@ impl Function {
             // regions at worst.
             Function::Backup => 120,
             Function::Operate => 120,
+            // report::LAMBDA_TIMEOUT: the table reads, then POSTs within its send window.
+            Function::Report => 60,
         }
     }
 }

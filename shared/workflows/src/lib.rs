@@ -54,6 +54,7 @@ mod flow;
 mod function;
 pub mod handle_alert;
 mod locked;
+pub mod phone_home;
 pub mod provision;
 pub mod restore_test;
 pub mod rotate_keys;
@@ -105,6 +106,10 @@ pub fn all() -> Vec<Workflow> {
         Workflow {
             name: handle_alert::NAME,
             definition: handle_alert::definition(),
+        },
+        Workflow {
+            name: phone_home::NAME,
+            definition: phone_home::definition(),
         },
         Workflow {
             name: "provision",
