@@ -32,7 +32,7 @@ const STORE_DELETES: &[&str] = &[
     "release_lock",
     "forget_resource",
     "delete_report",
-    "release_lease",
+    "release_outbox_lease",
 ];
 /// Deletes a role holds that AWS makes with it, not the function's code: Lambda removes
 /// an in-VPC function's network interfaces with the function's own role.

@@ -63,6 +63,10 @@ const UNSUPPORTED_TYPES: &[(&str, &str)] = &[
         "moto 5.2.5's CloudFormation models only AWS::SNS::Topic of SNS",
     ),
     (
+        "AWS::SecretsManager::ResourcePolicy",
+        "moto 5.2.5's CloudFormation does not model Secrets Manager",
+    ),
+    (
         "AWS::SecretsManager::Secret",
         "moto 5.2.5's CloudFormation does not model Secrets Manager (its secretsmanager \
          models have no CloudFormation handler)",

@@ -291,32 +291,33 @@ async fn a_refusal_fails_the_run_naming_the_host_and_keeps_the_report() {
 }
 
 #[tokio::test]
-async fn a_live_lease_holds_sending_off_and_a_day_undelivered_fails_the_run() {
+async fn a_live_lease_holds_making_and_sending_off_and_a_day_undelivered_fails_the_run() {
     let mut server = ReportServer::start().await;
     let local = local_for(&server).await;
     let name = deployment(&local).await;
 
-    // Another run is sending: this one makes and keeps its report, sends nothing.
+    // Another run holds the outbox: this one numbers nothing and sends nothing, so no
+    // later number can overtake the other's report.
     local
         .store
-        .acquire_lease(
-            &name,
-            report::LEASE_NAME,
-            "another-run",
-            report::LEASE,
-            Utc::now(),
-        )
+        .acquire_outbox_lease(&name, "another-run", report::LEASE, Utc::now())
         .await
         .expect("lease");
     let done = local
         .run("phone-home", &name, json!({"deployment": name}), "1")
         .await;
     assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
-    assert_eq!(report_of(&done)["kept"], json!([1]));
+    let report = report_of(&done);
+    assert_eq!(report["made"], Value::Null, "{report}");
+    assert_eq!(report["kept"], json!([]), "{report}");
+    assert!(
+        report["stopped"].as_str().unwrap().contains("another-run"),
+        "{report}"
+    );
     assert!(server.received().is_empty());
     local
         .store
-        .release_lease(&name, report::LEASE_NAME, "another-run")
+        .release_outbox_lease(&name, "another-run")
         .await
         .expect("release");
 
@@ -346,7 +347,42 @@ async fn a_live_lease_holds_sending_off_and_a_day_undelivered_fails_the_run() {
         .run("phone-home", &name, json!({"deployment": name}), "3")
         .await;
     assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
-    assert_eq!(report_of(&done)["delivered"], json!([0, 1, 2, 3]));
+    assert_eq!(report_of(&done)["delivered"], json!([0, 1, 2]));
+}
+
+#[tokio::test]
+async fn a_retried_attempt_keeps_its_number_and_makes_no_second_report() {
+    let mut server = ReportServer::start().await;
+    let local = local_for(&server).await;
+    let name = deployment(&local).await;
+    local
+        .env
+        .ensure_signing_key(&name)
+        .await
+        .expect("the signing key");
+    let deps = report::Deps::new(
+        local.store.clone(),
+        &local.config,
+        std::sync::Arc::new(
+            report::HttpsSender::new(Some(server.ca_pem.as_bytes())).expect("a sender"),
+        ),
+    )
+    .with_endpoint(
+        server.url(),
+        apiary::local::LocalEnv::signing_key_secret(&name),
+    );
+    server.stop().await;
+    let attempt = json!({"action": "report", "deployment": name, "execution_id": "exec-retried"});
+    let first = report::handle(&deps, attempt.clone())
+        .await
+        .expect("first attempt");
+    let second = report::handle(&deps, attempt).await.expect("the retry");
+    assert_eq!(first["made"], second["made"], "{first} {second}");
+    assert_eq!(second["kept"], json!([first["made"]]), "{second}");
+
+    let other = json!({"action": "report", "deployment": name, "execution_id": "exec-next"});
+    let next = report::handle(&deps, other).await.expect("the next run");
+    assert_eq!(next["made"], first["made"].as_u64().unwrap() + 1, "{next}");
 }
 
 #[tokio::test]

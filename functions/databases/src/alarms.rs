@@ -9,6 +9,12 @@
 //! | `apiary-<name>-dp-<node>-memory` | AWS/ElastiCache `DatabaseMemoryUsagePercentage` | above 80 % for 15 minutes, per Redis node |
 //! | `apiary-<name>-dp-<node>-evictions` | AWS/ElastiCache `Evictions` | any key evicted in 5 minutes, per Redis node |
 //! | `apiary-<name>-dp-documentdb-cpu` | AWS/DocDB `CPUUtilization` | above 80 % for 15 minutes |
+//! | `apiary-<name>-dp-lb-5xx` | AWS/ApplicationELB `HTTPCode_ELB_5XX_Count` + `HTTPCode_Target_5XX_Count` over `RequestCount` | above 5 % of requests for 10 minutes (judged only with [`MIN_REQUESTS`] or more in 5 minutes) |
+//! | `apiary-<name>-dp-lb-unhealthy-targets` | AWS/ApplicationELB `UnHealthyHostCount` | an unhealthy target for 15 minutes, per target group |
+//!
+//! The load balancer's alarms exist once the workloads step has found the load balancer
+//! the controller made (provision runs this step again after the workloads are serving);
+//! until then they are skipped with the reason.
 //!
 //! Each alarm's actions are the deployment's alerts topic (when it fires and when it
 //! clears); the stack's alarm rule also hands its state changes to handle-alert. The
@@ -18,8 +24,12 @@
 //! alarm of a store the spec no longer has is reported as stale, not deleted: deleting
 //! is teardown's right alone.
 
+use apiary_core::outputs::{LoadBalancer, elb_metric_dimension};
 use apiary_core::{Error, Names, Result};
-use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, StandardUnit, Statistic, Tag};
+use aws_sdk_cloudwatch::types::{
+    ComparisonOperator, Dimension, Metric, MetricDataQuery, MetricStat, StandardUnit, Statistic,
+    Tag,
+};
 use serde::Serialize;
 
 use crate::Work;
@@ -43,6 +53,16 @@ pub(crate) struct Alarm {
     pub comparison: ComparisonOperator,
     /// Periods of 5 minutes evaluated (and all of them breaching) before it fires.
     pub periods: i32,
+    /// A metric-math alarm: `expression` over the `inputs` (id, metric name, all of
+    /// `namespace` with `dimensions` and `statistic`) instead of `metric` alone.
+    pub math: Option<Math>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Math {
+    pub expression: String,
+    pub label: &'static str,
+    pub inputs: Vec<(&'static str, &'static str)>,
 }
 
 /// What `ensure-alarms` made.
@@ -113,6 +133,7 @@ pub(crate) fn wanted(
     allocated_gib: Option<i32>,
     redis_nodes: &[String],
     documentdb: bool,
+    load_balancer: Option<&LoadBalancer>,
 ) -> (Vec<Alarm>, Vec<String>) {
     let names = work.names;
     let alarm = |suffix: &str| format!("{}{suffix}", prefix(names));
@@ -134,6 +155,7 @@ pub(crate) fn wanted(
             threshold: f64::from(gib) * 1024.0 * 1024.0 * 1024.0 / 10.0,
             comparison: ComparisonOperator::LessThanThreshold,
             periods: 1,
+            math: None,
         }),
         None => skipped.push(format!(
             "{postgres} free storage: the instance reports no allocated storage yet"
@@ -150,6 +172,7 @@ pub(crate) fn wanted(
         threshold: 80.0,
         comparison: ComparisonOperator::GreaterThanThreshold,
         periods: 3,
+        math: None,
     });
     let class = work.spec.sizing().db_instance_class;
     match connections_threshold(class) {
@@ -166,6 +189,7 @@ pub(crate) fn wanted(
             threshold,
             comparison: ComparisonOperator::GreaterThanThreshold,
             periods: 3,
+            math: None,
         }),
         None => skipped.push(format!(
             "{postgres} connections: the default max_connections of {class} is not known here"
@@ -185,6 +209,7 @@ pub(crate) fn wanted(
             threshold: 80.0,
             comparison: ComparisonOperator::GreaterThanThreshold,
             periods: 3,
+            math: None,
         });
         alarms.push(Alarm {
             name: alarm(&format!("{short}-evictions")),
@@ -197,6 +222,7 @@ pub(crate) fn wanted(
             threshold: 0.0,
             comparison: ComparisonOperator::GreaterThanThreshold,
             periods: 1,
+            math: None,
         });
     }
     if documentdb {
@@ -212,9 +238,99 @@ pub(crate) fn wanted(
             threshold: 80.0,
             comparison: ComparisonOperator::GreaterThanThreshold,
             periods: 3,
+            math: None,
         });
     }
+    match load_balancer {
+        Some(lb) => load_balancer_alarms(names, lb, &mut alarms, &mut skipped),
+        None => skipped
+            .push("the load balancer: the workloads step has not found it serving yet".to_owned()),
+    }
     (alarms, skipped)
+}
+
+/// Requests in 5 minutes below which the error rate is not judged: a handful of probes
+/// failing is not an outage.
+pub(crate) const MIN_REQUESTS: u32 = 20;
+
+fn load_balancer_alarms(
+    names: &Names,
+    lb: &LoadBalancer,
+    alarms: &mut Vec<Alarm>,
+    skipped: &mut Vec<String>,
+) {
+    let alarm = |suffix: &str| format!("{}{suffix}", prefix(names));
+    let Some(lb_dimension) = elb_metric_dimension(&lb.arn) else {
+        skipped.push(format!(
+            "the load balancer {}: not an Application Load Balancer ARN",
+            lb.arn
+        ));
+        return;
+    };
+    alarms.push(Alarm {
+        name: alarm("lb-5xx"),
+        description: format!(
+            "Load balancer {} answered more than 5 % of requests with a 5xx (its own or the ingestion pods') for 10 minutes",
+            lb.dns_name
+        ),
+        namespace: "AWS/ApplicationELB",
+        metric: "RequestCount",
+        dimensions: vec![("LoadBalancer", lb_dimension.to_owned())],
+        statistic: Statistic::Sum,
+        unit: None,
+        threshold: 5.0,
+        comparison: ComparisonOperator::GreaterThanThreshold,
+        periods: 2,
+        math: Some(Math {
+            // No requests, or too few to judge: 0. The metrics are absent, not zero, in a
+            // period without any.
+            expression: format!(
+                "IF(FILL(requests, 0) >= {MIN_REQUESTS}, 100 * (FILL(elb, 0) + FILL(target, 0)) / FILL(requests, 0), 0)"
+            ),
+            label: "5xx answers, % of requests",
+            inputs: vec![
+                ("requests", "RequestCount"),
+                ("elb", "HTTPCode_ELB_5XX_Count"),
+                ("target", "HTTPCode_Target_5XX_Count"),
+            ],
+        }),
+    });
+    if lb.target_groups.is_empty() {
+        skipped.push(format!(
+            "unhealthy targets of {}: no target group recorded",
+            lb.dns_name
+        ));
+    }
+    for (i, group) in lb.target_groups.iter().enumerate() {
+        let Some(group_dimension) = elb_metric_dimension(group) else {
+            skipped.push(format!("target group {group}: not a target group ARN"));
+            continue;
+        };
+        let suffix = if i == 0 {
+            "lb-unhealthy-targets".to_owned()
+        } else {
+            format!("lb-unhealthy-targets-{}", i + 1)
+        };
+        alarms.push(Alarm {
+            name: alarm(&suffix),
+            description: format!(
+                "Target group {group_dimension} of load balancer {} has had an unhealthy target for 15 minutes",
+                lb.dns_name
+            ),
+            namespace: "AWS/ApplicationELB",
+            metric: "UnHealthyHostCount",
+            dimensions: vec![
+                ("TargetGroup", group_dimension.to_owned()),
+                ("LoadBalancer", lb_dimension.to_owned()),
+            ],
+            statistic: Statistic::Maximum,
+            unit: Some(StandardUnit::Count),
+            threshold: 0.0,
+            comparison: ComparisonOperator::GreaterThanThreshold,
+            periods: 3,
+            math: None,
+        });
+    }
 }
 
 /// Puts every wanted alarm (PutMetricAlarm replaces one of the same name: idempotent)
@@ -234,7 +350,16 @@ pub(crate) async fn ensure(work: &Work<'_>) -> Result<AlarmsReport> {
         .as_ref()
         .and_then(|d| d.documentdb.as_ref())
         .is_some();
-    let (alarms, mut skipped) = wanted(work, allocated, &redis_nodes, documentdb);
+    let outputs = deps.recorder.outputs(work.names.deployment()).await?;
+    let load_balancer =
+        LoadBalancer::from_rollout(outputs.get(apiary_core::outputs::ROLLOUT_SLOT))?;
+    let (alarms, mut skipped) = wanted(
+        work,
+        allocated,
+        &redis_nodes,
+        documentdb,
+        load_balancer.as_ref(),
+    );
     if work.spec.databases.documentdb && !documentdb {
         skipped.push(format!(
             "{} CPU: the DocumentDB cluster has no endpoint (not built, or not emulated)",
@@ -243,25 +368,64 @@ pub(crate) async fn ensure(work: &Work<'_>) -> Result<AlarmsReport> {
     }
     let topic = deps.alert_topic.clone();
     for alarm in &alarms {
-        let mut call = deps
+        let dimensions: Vec<Dimension> = alarm
+            .dimensions
+            .iter()
+            .map(|(name, value)| Dimension::builder().name(*name).value(value).build())
+            .collect();
+        let call = deps
             .cloudwatch
             .put_metric_alarm()
             .alarm_name(&alarm.name)
-            .alarm_description(&alarm.description)
-            .namespace(alarm.namespace)
-            .metric_name(alarm.metric)
-            .statistic(alarm.statistic.clone())
-            .set_unit(alarm.unit.clone())
-            .period(300)
+            .alarm_description(&alarm.description);
+        let mut call = match &alarm.math {
+            None => call
+                .namespace(alarm.namespace)
+                .metric_name(alarm.metric)
+                .statistic(alarm.statistic.clone())
+                .set_unit(alarm.unit.clone())
+                .period(300)
+                .set_dimensions(Some(dimensions)),
+            Some(math) => {
+                let mut call = call.metrics(
+                    MetricDataQuery::builder()
+                        .id("rate")
+                        .expression(&math.expression)
+                        .label(math.label)
+                        .return_data(true)
+                        .build(),
+                );
+                for (id, metric) in &math.inputs {
+                    call = call.metrics(
+                        MetricDataQuery::builder()
+                            .id(*id)
+                            .metric_stat(
+                                MetricStat::builder()
+                                    .metric(
+                                        Metric::builder()
+                                            .namespace(alarm.namespace)
+                                            .metric_name(*metric)
+                                            .set_dimensions(Some(dimensions.clone()))
+                                            .build(),
+                                    )
+                                    .period(300)
+                                    .stat(alarm.statistic.as_str())
+                                    .build(),
+                            )
+                            .return_data(false)
+                            .build(),
+                    );
+                }
+                call
+            }
+        };
+        call = call
             .evaluation_periods(alarm.periods)
             .datapoints_to_alarm(alarm.periods)
             .threshold(alarm.threshold)
             .comparison_operator(alarm.comparison.clone())
             // No data is not trouble: a quiet Redis node reports no evictions.
             .treat_missing_data("notBreaching");
-        for (name, value) in &alarm.dimensions {
-            call = call.dimensions(Dimension::builder().name(*name).value(value).build());
-        }
         if let Some(topic) = &topic {
             call = call.alarm_actions(topic).ok_actions(topic);
         }

@@ -3,12 +3,14 @@
 //! One action, `report`, run by the phone-home workflow on its schedule:
 //!
 //! 1. with no endpoint (`PhoneHomeUrl` empty) it does nothing and says so;
-//! 2. it makes this execution's report: the next number from the state table's counter,
-//!    the body built from the table (deployment record, journal, backup ledger,
-//!    restore-test verdict, open alarms), kept in the outbox. A retried attempt of the
-//!    same execution finds the report it made and makes no second one;
-//! 3. it takes the deployment's `phone-home` lease, so that two runs never send at once
-//!    (a run that dies keeps it only until the lease runs out, [`LEASE`]);
+//! 2. it takes the deployment's outbox lease, so that two runs never number or send at
+//!    once (a run that dies keeps it only until the lease runs out, [`LEASE`]); a run
+//!    that finds it held makes and sends nothing and says so;
+//! 3. it makes this execution's report: the next number from the outbox's counter,
+//!    recorded against the execution, then the body built from the state table
+//!    (deployment record, journal, backup ledger, restore-test verdict, open alarms),
+//!    kept in the outbox. A retried attempt of the same execution keeps its number and
+//!    makes no second report;
 //! 4. it POSTs every kept report, oldest first, each signed, and removes a report once
 //!    the endpoint answered 2xx. It stops at the first that is not accepted: a later
 //!    report is never delivered before an earlier one.
@@ -36,7 +38,7 @@ use apiary_core::{Error, Result};
 use async_trait::async_trait;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 mod secret;
 mod sender;
@@ -57,16 +59,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// No POST starts after this much of the invocation: the last one ends before the
 /// function's timeout, and the lease is released.
 pub const SEND_WINDOW: Duration = Duration::from_secs(40);
-/// The delivery lease: longer than the function can run, so a live run never loses it,
+/// The outbox lease: longer than the function can run, so a live run never loses it,
 /// and short enough that a dead run's lease is gone by the next hourly run.
 pub const LEASE: chrono::TimeDelta = chrono::TimeDelta::seconds(120);
-/// The lease's name in the state table.
-pub const LEASE_NAME: &str = phone_home::WORKFLOW;
 /// A transient failure fails the run (and its alarm tells a person) once the oldest kept
 /// report has waited this long.
 pub const UNDELIVERED_LIMIT: chrono::TimeDelta = chrono::TimeDelta::hours(24);
-/// The slot naming the last report an execution made, so its retry makes no second one.
-pub const MADE_SLOT: &str = "phone-home.made";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum ReportAction {
@@ -144,8 +142,8 @@ pub struct Output {
     pub delivered: Vec<u64>,
     /// The reports still kept, to be sent by a later run.
     pub kept: Vec<u64>,
-    /// Why delivery stopped early, when it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Why delivery stopped early, when it did (`null` otherwise).
+    #[serde(default)]
     pub stopped: Option<String>,
 }
 
@@ -178,46 +176,53 @@ impl Step for Deps {
         })?;
         let key = load_signing_key(&self.secrets, secret_id).await?;
         let deployment = step.names.deployment();
-        let made = self.make(step, deployment, &key).await?;
-
         let owner = step.execution_id.as_str();
-        let now = Utc::now();
+        // The lease first: a report is numbered and kept only by the run that sends, so
+        // a later number is never sent before an earlier one is kept.
         match self
             .store
-            .acquire_lease(deployment, LEASE_NAME, owner, LEASE, now)
+            .acquire_outbox_lease(deployment, owner, LEASE, Utc::now())
             .await
         {
             Ok(_) => {}
             Err(Error::Conflict(holder)) => {
-                let kept = seqs(&self.store.pending_reports(deployment, now).await?);
+                let kept = seqs(&self.store.pending_reports(deployment, Utc::now()).await?);
+                let why = format!(
+                    "another run is making and sending reports ({holder}); this run made none"
+                );
                 return Ok(Done::ready(Output {
                     enabled: true,
                     host: Some(host),
                     key_id: Some(key.key_id()),
-                    made: Some(made),
+                    made: None,
                     delivered: Vec::new(),
                     kept,
-                    stopped: Some(format!("another run is delivering ({holder})")),
-                }));
+                    stopped: Some(why.clone()),
+                })
+                .with_detail(why));
             }
             Err(err) => return Err(err),
         }
-        let delivery = self.deliver(deployment, &url, &key, started).await;
+        let work = async {
+            let made = self.make(step, deployment, &key).await?;
+            let (delivered, stopped) = self.deliver(deployment, &url, &key, started).await?;
+            Ok::<_, Error>((made, delivered, stopped))
+        }
+        .await;
         // Released whatever happened; a failed release only delays the next run until
         // the lease runs out.
-        if let Err(err) = self
-            .store
-            .release_lease(deployment, LEASE_NAME, owner)
-            .await
-        {
+        if let Err(err) = self.store.release_outbox_lease(deployment, owner).await {
             tracing::warn!(error = %err, "could not release the phone-home lease");
         }
-        let (delivered, stopped) = delivery?;
+        let (made, delivered, stopped) = work?;
         let kept = seqs(&self.store.pending_reports(deployment, Utc::now()).await?);
         let detail = match &stopped {
-            None => format!("delivered {} report(s) to {host}", delivered.len()),
+            None => format!(
+                "made report {made}; delivered {} report(s) to {host}",
+                delivered.len()
+            ),
             Some(why) => format!(
-                "delivered {} report(s) to {host}; {} kept: {why}",
+                "made report {made}; delivered {} report(s) to {host}; {} kept: {why}",
                 delivered.len(),
                 kept.len()
             ),
@@ -244,21 +249,28 @@ impl Step for Deps {
 }
 
 impl Deps {
-    /// This execution's report: the one it already made (a retried attempt), else a new
-    /// one, numbered and kept before anything is sent.
+    /// This execution's report, numbered and kept before anything is sent. The number is
+    /// recorded against the execution before the report is kept, so a retried attempt
+    /// keeps its number (and keeping the same number again is a no-op): a run makes one
+    /// report, however often its step is retried.
     async fn make(
         &self,
         step: &StepContext<'_, ReportAction>,
         deployment: &str,
         key: &SigningKey,
     ) -> Result<u64> {
-        let outputs = self.store.layer_outputs(deployment).await?;
-        if let Some(made) = outputs.get(MADE_SLOT)
-            && made["execution_id"].as_str() == Some(step.execution_id.as_str())
-            && let Some(seq) = made["seq"].as_u64()
-        {
-            return Ok(seq);
-        }
+        let seq = match self.store.report_made(deployment).await? {
+            Some((execution, seq)) if execution == step.execution_id => seq,
+            _ => {
+                // Numbered first: a run that dies after this leaves a gap, never two
+                // reports with one number.
+                let seq = self.store.next_report_seq(deployment).await?;
+                self.store
+                    .set_report_made(deployment, &step.execution_id, seq)
+                    .await?;
+                seq
+            }
+        };
         let record = self
             .store
             .get_deployment(deployment)
@@ -270,6 +282,7 @@ impl Deps {
             })?;
         let journal = self.store.journal(deployment).await?;
         let alarms = self.store.alarms(deployment).await?;
+        let outputs = self.store.layer_outputs(deployment).await?;
         let sources = Sources {
             record: &record,
             journal: &journal,
@@ -277,9 +290,6 @@ impl Deps {
             alarms: &alarms,
         };
         let now = Utc::now();
-        // Numbered first: a run that dies after this leaves a gap, never two reports
-        // with one number.
-        let seq = self.store.next_report_seq(deployment).await?;
         let report = StatusReport::build(&sources, seq, key, &self.release, now);
         self.store
             .put_report(
@@ -288,13 +298,6 @@ impl Deps {
                 &report.body(),
                 now,
                 now + chrono::Duration::days(OUTBOX_DAYS),
-            )
-            .await?;
-        self.store
-            .put_output(
-                deployment,
-                MADE_SLOT,
-                &json!({"execution_id": step.execution_id, "seq": seq, "at": now}),
             )
             .await?;
         Ok(seq)
@@ -338,7 +341,9 @@ impl Deps {
                     let waited = Utc::now() - made_at;
                     if waited >= UNDELIVERED_LIMIT {
                         return Err(Error::fatal(format!(
-                            "no report has reached the phone-home endpoint {host} for {} h                              (the oldest kept, report {seq}, was made at {made_at}): {why};                              the reports stay kept for up to {OUTBOX_DAYS} days",
+                            "no report has reached the phone-home endpoint {host} for {} h \
+                             (the oldest kept, report {seq}, was made at {made_at}): {why}; \
+                             the reports stay kept for up to {OUTBOX_DAYS} days",
                             waited.num_hours()
                         )));
                     }

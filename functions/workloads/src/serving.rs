@@ -137,6 +137,7 @@ pub fn evaluate(
             .scheme()
             .map(|s| s.as_str().to_owned())
             .unwrap_or_default(),
+        target_groups: groups.iter().map(|(arn, _)| arn.clone()).collect(),
     };
     let state = found.state().and_then(|s| s.code());
     let healthy_in = |targets: &[TargetHealthDescription]| {

@@ -141,6 +141,21 @@ pub struct LoadBalancer {
     /// The zone of the load balancer's DNS name, which an alias record names.
     pub canonical_hosted_zone_id: String,
     pub scheme: String,
+    /// The ARNs of its target groups (absent in outputs saved before they were kept).
+    #[serde(default)]
+    pub target_groups: Vec<String>,
+}
+
+/// The `LoadBalancer` or `TargetGroup` dimension CloudWatch's AWS/ApplicationELB metrics
+/// use: the part of the ARN after `loadbalancer/` (`app/<name>/<id>`), or after the
+/// resource type's colon (`targetgroup/<name>/<id>`). `None` for anything else.
+pub fn elb_metric_dimension(arn: &str) -> Option<&str> {
+    let resource = arn.splitn(6, ':').nth(5)?;
+    match resource.strip_prefix("loadbalancer/") {
+        Some(rest) if rest.starts_with("app/") => Some(rest),
+        Some(_) => None,
+        None => resource.starts_with("targetgroup/").then_some(resource),
+    }
 }
 
 impl LoadBalancer {

@@ -190,7 +190,18 @@ pub struct Versions {
     /// The control plane's release.
     pub apiary: String,
     pub kubernetes: String,
+    /// The image's name and tag or digest, without its registry and path (a private
+    /// registry's host names the account).
     pub ingestion_image: String,
+}
+
+/// `<name>:<tag>` or `<name>@<digest>` of an image reference: what follows the last `/`.
+pub fn image_reference(image: &str) -> &str {
+    // Only a `/` before the digest counts: `sha256:...` has none, and a registry's port
+    // comes before the path.
+    let path_end = image.find('@').unwrap_or(image.len());
+    let start = image[..path_end].rfind('/').map_or(0, |at| at + 1);
+    &image[start..]
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -333,7 +344,7 @@ impl StatusReport {
             versions: Versions {
                 apiary: release.to_owned(),
                 kubernetes: record.spec.cluster.version.clone(),
-                ingestion_image: record.spec.workloads.ingestion_image.clone(),
+                ingestion_image: image_reference(&record.spec.workloads.ingestion_image).to_owned(),
             },
             status: record.status.as_str().to_owned(),
             layers,

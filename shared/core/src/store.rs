@@ -166,6 +166,17 @@ fn pk(deployment: &str) -> AttributeValue {
     AttributeValue::S(format!("DEPLOYMENT#{deployment}"))
 }
 
+/// The partition of a deployment's phone-home outbox (reports, counter, marker, lease):
+/// apart from the deployment's own, so the report function's role may write and delete
+/// only there.
+pub fn outbox_pk(deployment: &str) -> AttributeValue {
+    AttributeValue::S(format!("{OUTBOX_PARTITION}{deployment}"))
+}
+
+/// The prefix of the outbox partition's key (`PHONEHOME#<name>`), as the template's IAM
+/// condition names it.
+pub const OUTBOX_PARTITION: &str = "PHONEHOME#";
+
 fn outbox_key(seq: u64) -> String {
     format!("OUTBOX#{seq:020}")
 }
@@ -509,27 +520,11 @@ impl Store {
         lease: chrono::Duration,
         now: DateTime<Utc>,
     ) -> Result<Lock> {
-        self.acquire(deployment, "LOCK", "locked", owner, lease, now)
-            .await
-    }
-
-    /// Takes the lease `name` of a deployment (an item of its own, never the deployment's
-    /// lock) for `owner` until `now + lease`, on the same terms as [`Store::acquire_lock`]:
-    /// free, expired or already `owner`'s. For work that must not run twice at once but
-    /// never conflicts with a workflow (the phone-home delivery).
-    pub async fn acquire_lease(
-        &self,
-        deployment: &str,
-        name: &str,
-        owner: &str,
-        lease: chrono::Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Lock> {
-        let what = format!("held for {name}");
         self.acquire(
             deployment,
-            &format!("LEASE#{name}"),
-            &what,
+            pk(deployment),
+            "LOCK",
+            "locked",
             owner,
             lease,
             now,
@@ -537,15 +532,39 @@ impl Store {
         .await
     }
 
-    /// Ends `owner`'s lease `name`; a no-op when it no longer holds it (it expired and
+    /// Takes the phone-home delivery lease of a deployment for `owner` until `now +
+    /// lease`, on the same terms as [`Store::acquire_lock`] (free, expired or already
+    /// `owner`'s), but in the deployment's outbox partition, never its lock: it keeps
+    /// two report runs from numbering and sending at once without ever conflicting with
+    /// a workflow.
+    pub async fn acquire_outbox_lease(
+        &self,
+        deployment: &str,
+        owner: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lock> {
+        self.acquire(
+            deployment,
+            outbox_pk(deployment),
+            "LEASE",
+            "held for phone-home",
+            owner,
+            lease,
+            now,
+        )
+        .await
+    }
+
+    /// Ends `owner`'s outbox lease; a no-op when it no longer holds it (it expired and
     /// another took it, or it was released).
-    pub async fn release_lease(&self, deployment: &str, name: &str, owner: &str) -> Result<()> {
+    pub async fn release_outbox_lease(&self, deployment: &str, owner: &str) -> Result<()> {
         let result = self
             .client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", pk(deployment))
-            .key("sk", s(format!("LEASE#{name}")))
+            .key("pk", outbox_pk(deployment))
+            .key("sk", s("LEASE"))
             .condition_expression("#owner = :owner")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":owner", s(owner))
@@ -561,15 +580,17 @@ impl Store {
                 Ok(())
             }
             Err(err) => Err(Error::aws(
-                format!("DeleteItem lease {name} of {deployment}"),
+                format!("DeleteItem outbox lease of {deployment}"),
                 err,
             )),
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn acquire(
         &self,
         deployment: &str,
+        partition: AttributeValue,
         sk: &str,
         what: &str,
         owner: &str,
@@ -581,7 +602,7 @@ impl Store {
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", pk(deployment))
+            .item("pk", partition.clone())
             .item("sk", s(sk))
             .item("owner", s(owner))
             .item("expires_at", s(timestamp(expires_at)))
@@ -607,6 +628,23 @@ impl Store {
                 let holder = match err.as_service_error() {
                     Some(PutItemError::ConditionalCheckFailedException(e)) => e.item().cloned(),
                     _ => None,
+                };
+                // The item as the failed write found it; read it when the answer does not
+                // carry it.
+                let holder = match holder {
+                    Some(item) => Some(item),
+                    None => {
+                        self.client
+                            .get_item()
+                            .table_name(&self.table)
+                            .key("pk", partition.clone())
+                            .key("sk", s(sk))
+                            .consistent_read(true)
+                            .send()
+                            .await
+                            .map_err(|e| Error::aws(format!("GetItem {sk} {deployment}"), e))?
+                            .item
+                    }
                 };
                 let holder = holder.as_ref().and_then(|item| {
                     Some((get_s(item, "owner").ok()?, get_s(item, "expires_at").ok()?))
@@ -891,7 +929,7 @@ impl Store {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", pk(deployment))
+            .key("pk", outbox_pk(deployment))
             .key("sk", s("OUTBOX-SEQ"))
             .update_expression("ADD seq :one")
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
@@ -921,7 +959,7 @@ impl Store {
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", pk(deployment))
+            .item("pk", outbox_pk(deployment))
             .item("sk", s(outbox_key(seq)))
             .item("body", s(body))
             .item("made_at", s(timestamp(made_at)))
@@ -951,7 +989,10 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<KeptReport>> {
         let mut reports = Vec::new();
-        for item in self.query_prefix(deployment, "OUTBOX#").await? {
+        for item in self
+            .query_partition(outbox_pk(deployment), "OUTBOX#")
+            .await?
+        {
             let seq = get_s(&item, "sk")?
                 .trim_start_matches("OUTBOX#")
                 .parse::<u64>()
@@ -975,7 +1016,7 @@ impl Store {
         self.client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", pk(deployment))
+            .key("pk", outbox_pk(deployment))
             .key("sk", s(outbox_key(seq)))
             .send()
             .await
@@ -983,7 +1024,46 @@ impl Store {
         Ok(())
     }
 
+    /// Records that `execution` numbered report `seq`, before the report is kept: a
+    /// retried attempt of the same execution keeps that number instead of taking another.
+    pub async fn set_report_made(&self, deployment: &str, execution: &str, seq: u64) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", outbox_pk(deployment))
+            .item("sk", s("MADE"))
+            .item("execution", s(execution))
+            .item("seq", AttributeValue::N(seq.to_string()))
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("PutItem report marker of {deployment}"), e))?;
+        Ok(())
+    }
+
+    /// The execution that numbered the last report, and its number.
+    pub async fn report_made(&self, deployment: &str) -> Result<Option<(String, u64)>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", outbox_pk(deployment))
+            .key("sk", s("MADE"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("GetItem report marker of {deployment}"), e))?;
+        Ok(out.item.and_then(|item| {
+            let execution = get_s(&item, "execution").ok()?.to_owned();
+            let seq = item.get("seq")?.as_n().ok()?.parse().ok()?;
+            Some((execution, seq))
+        }))
+    }
+
     async fn query_prefix(&self, deployment: &str, prefix: &str) -> Result<Vec<Item>> {
+        self.query_partition(pk(deployment), prefix).await
+    }
+
+    async fn query_partition(&self, partition: AttributeValue, prefix: &str) -> Result<Vec<Item>> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -992,13 +1072,21 @@ impl Store {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", pk(deployment))
+                .expression_attribute_values(":pk", partition.clone())
                 .expression_attribute_values(":prefix", s(prefix))
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| Error::aws(format!("Query {prefix} {deployment}"), e))?;
+                .map_err(|e| {
+                    Error::aws(
+                        format!(
+                            "Query {prefix} {}",
+                            partition.as_s().map(String::as_str).unwrap_or("?")
+                        ),
+                        e,
+                    )
+                })?;
             items.extend(out.items.unwrap_or_default());
             match out.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),

@@ -41,7 +41,8 @@ pub fn definition() -> Value {
             "key_id.$": "$.key_id",
             "made.$": "$.made",
             "delivered.$": "$.delivered",
-            "kept.$": "$.kept"
+            "kept.$": "$.kept",
+            "stopped.$": "$.stopped"
         }),
         "$.report",
     )

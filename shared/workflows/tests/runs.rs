@@ -87,6 +87,7 @@ async fn a_run_sends_the_kit_its_events_and_returns_the_layers() {
         databases,
         [
             "ensure-alarms",
+            "ensure-alarms",
             "ensure-documentdb",
             "ensure-postgres",
             "ensure-redis"

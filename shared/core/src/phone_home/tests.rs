@@ -205,3 +205,30 @@ fn only_an_https_url_with_a_host_is_an_endpoint() {
         assert_eq!(err.name(), crate::ErrorName::InvalidInput, "{bad}");
     }
 }
+
+#[test]
+fn the_image_is_reported_without_its_registry() {
+    assert_eq!(
+        image_reference("123456789012.dkr.ecr.us-west-2.amazonaws.com/honeyhive/ingestion:1.4.2"),
+        "ingestion:1.4.2"
+    );
+    assert_eq!(
+        image_reference("registry.example:5000/team/ingestion@sha256:0a1b2c"),
+        "ingestion@sha256:0a1b2c"
+    );
+    assert_eq!(image_reference("ingestion:1"), "ingestion:1");
+    let key = SigningKey::generate().unwrap();
+    let mut record = record();
+    record.spec.workloads.ingestion_image =
+        "123456789012.dkr.ecr.us-west-2.amazonaws.com/honeyhive/ingestion:1.4.2".into();
+    let outputs = BTreeMap::new();
+    let sources = Sources {
+        record: &record,
+        journal: &[],
+        outputs: &outputs,
+        alarms: &[],
+    };
+    let body = StatusReport::build(&sources, 1, &key, "0.1.0", Utc::now()).body();
+    assert!(!body.contains("123456789012"), "{body}");
+    assert!(body.contains("\"ingestion:1.4.2\""), "{body}");
+}
