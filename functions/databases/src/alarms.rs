@@ -11,6 +11,7 @@
 //! | `apiary-<name>-dp-documentdb-cpu` | AWS/DocDB `CPUUtilization` | above 80 % for 15 minutes |
 //! | `apiary-<name>-dp-lb-5xx` | AWS/ApplicationELB `HTTPCode_ELB_5XX_Count` + `HTTPCode_Target_5XX_Count` over `RequestCount` | above 5 % of requests for 10 minutes (judged only with [`MIN_REQUESTS`] or more in 5 minutes) |
 //! | `apiary-<name>-dp-lb-unhealthy-targets` | AWS/ApplicationELB `UnHealthyHostCount` | an unhealthy target for 15 minutes, per target group |
+//! | `apiary-<name>-dp-lb-no-healthy-targets` | AWS/ApplicationELB `HealthyHostCount` | no healthy target for 15 minutes, per target group |
 //!
 //! The load balancer's alarms exist once the workloads step has found the load balancer
 //! the controller made (provision runs this step again after the workloads are serving);
@@ -306,13 +307,36 @@ fn load_balancer_alarms(
             skipped.push(format!("target group {group}: not a target group ARN"));
             continue;
         };
-        let suffix = if i == 0 {
-            "lb-unhealthy-targets".to_owned()
-        } else {
-            format!("lb-unhealthy-targets-{}", i + 1)
+        let numbered = |base: &str| {
+            if i == 0 {
+                base.to_owned()
+            } else {
+                format!("{base}-{}", i + 1)
+            }
         };
+        // Reported whenever health checks are on (they always are for these groups),
+        // with or without traffic, unlike the request metrics above.
         alarms.push(Alarm {
-            name: alarm(&suffix),
+            name: alarm(&numbered("lb-no-healthy-targets")),
+            description: format!(
+                "Target group {group_dimension} of load balancer {} has had no healthy target for 15 minutes: nothing can reach the ingestion service",
+                lb.dns_name
+            ),
+            namespace: "AWS/ApplicationELB",
+            metric: "HealthyHostCount",
+            dimensions: vec![
+                ("TargetGroup", group_dimension.to_owned()),
+                ("LoadBalancer", lb_dimension.to_owned()),
+            ],
+            statistic: Statistic::Minimum,
+            unit: Some(StandardUnit::Count),
+            threshold: 1.0,
+            comparison: ComparisonOperator::LessThanThreshold,
+            periods: 3,
+            math: None,
+        });
+        alarms.push(Alarm {
+            name: alarm(&numbered("lb-unhealthy-targets")),
             description: format!(
                 "Target group {group_dimension} of load balancer {} has had an unhealthy target for 15 minutes",
                 lb.dns_name

@@ -158,12 +158,10 @@ impl Responder {
                 Ok(Ok(response)) => {
                     let status = response.status();
                     // A refused signature or an expired URL will not change on retry.
-                    let retryable = status.is_server_error()
-                        || status == http::StatusCode::TOO_MANY_REQUESTS
-                        || status == http::StatusCode::REQUEST_TIMEOUT;
+                    let retryable = apiary_core::error::transient_http_status(status.as_u16());
                     (retryable, format!("HTTP {status}"))
                 }
-                Ok(Err(e)) => (true, error_chain(&e)),
+                Ok(Err(e)) => (true, apiary_core::error::sentence(&e)),
                 Err(_) => (
                     true,
                     format!("no answer within {:?}", self.retry.attempt_timeout),
@@ -204,17 +202,6 @@ fn is_loopback(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

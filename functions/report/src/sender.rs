@@ -96,30 +96,16 @@ impl Sender for HttpsSender {
                 let status = response.status();
                 if status.is_success() {
                     Posted::Accepted(status.as_u16())
-                } else if status.is_server_error()
-                    || status == http::StatusCode::TOO_MANY_REQUESTS
-                    || status == http::StatusCode::REQUEST_TIMEOUT
-                {
+                } else if apiary_core::error::transient_http_status(status.as_u16()) {
                     Posted::Transient(format!("HTTP {status}"))
                 } else {
                     Posted::Refused(status.as_u16())
                 }
             }
-            Ok(Err(e)) => Posted::Transient(error_chain(&e)),
+            Ok(Err(e)) => Posted::Transient(apiary_core::error::sentence(&e)),
             Err(_) => Posted::Transient(format!("no answer within {:?}", self.timeout)),
         }
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The sender where phone home is off: the step never reaches it, and says so if it did.

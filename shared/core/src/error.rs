@@ -322,6 +322,13 @@ pub fn sentence(err: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// Whether an HTTP answer may change by asking again later: a server error, 429 (too many
+/// requests) or 408 (request timeout). Any other non-2xx (a refused signature, an
+/// expired URL, a wrong path) will not.
+pub fn transient_http_status(status: u16) -> bool {
+    (500..600).contains(&status) || status == 429 || status == 408
+}
+
 /// Error codes AWS services use for throttling and transient failures, in any context.
 const RETRYABLE_CODES: &[&str] = &[
     // Another change to the same resource is in progress (IAM answers
@@ -404,6 +411,16 @@ mod tests {
             .await
             .expect_err("the mock returns an error");
         Error::aws("DescribeTable apiary", err)
+    }
+
+    #[test]
+    fn only_server_errors_throttling_and_timeouts_are_worth_asking_again() {
+        for status in [500, 502, 503, 504, 429, 408] {
+            assert!(transient_http_status(status), "{status}");
+        }
+        for status in [400, 401, 403, 404, 410, 413, 200, 301] {
+            assert!(!transient_http_status(status), "{status}");
+        }
     }
 
     fn unhandled(code: &str, message: &str) -> DescribeTableError {

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use aws_sdk_cloudwatch::Client as CloudWatch;
 use aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsOutput;
 use aws_sdk_cloudwatch::operation::put_metric_alarm::{PutMetricAlarmInput, PutMetricAlarmOutput};
-use aws_sdk_cloudwatch::types::MetricAlarm;
+use aws_sdk_cloudwatch::types::{ComparisonOperator, MetricAlarm};
 use aws_sdk_elasticache::Client as ElastiCache;
 use aws_sdk_elasticache::operation::describe_replication_groups::DescribeReplicationGroupsOutput;
 use aws_sdk_elasticache::types::ReplicationGroup;
@@ -256,6 +256,40 @@ async fn the_load_balancer_gets_a_5xx_rate_alarm_and_one_per_target_group_once_i
             ("LoadBalancer", "app/k8s-ingest-4f1c/50dc6c495c0c9188")
         ]
     );
+}
+
+#[tokio::test]
+async fn a_target_group_with_no_healthy_target_has_its_own_alarm() {
+    let rollout = json!({"serving": {"load_balancer": {
+        "arn": LB_ARN, "dns_name": "internal-k8s-ingest-4f1c.us-west-2.elb.amazonaws.com",
+        "canonical_hosted_zone_id": "Z1H1FL5HABSF5", "scheme": "internal",
+        "target_groups": [TG_ARN, TG_ARN.replace("73e2d6bc24d8a067", "0000000000000002")]
+    }}});
+    let (put, _) = put_with_rollout(Some(rollout)).await;
+    let none = put
+        .iter()
+        .find(|p| p.alarm_name() == Some("apiary-acme-dp-lb-no-healthy-targets"))
+        .expect("the no-healthy-targets alarm");
+    assert_eq!(none.metric_name(), Some("HealthyHostCount"));
+    assert_eq!(none.threshold(), Some(1.0));
+    assert_eq!(
+        none.comparison_operator(),
+        Some(&ComparisonOperator::LessThanThreshold)
+    );
+    // The second group's alarms are numbered.
+    for name in [
+        "apiary-acme-dp-lb-no-healthy-targets-2",
+        "apiary-acme-dp-lb-unhealthy-targets-2",
+    ] {
+        let alarm = put
+            .iter()
+            .find(|p| p.alarm_name() == Some(name))
+            .unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(
+            alarm.dimensions()[0].value(),
+            Some("targetgroup/k8s-ingest-api/0000000000000002")
+        );
+    }
 }
 
 #[tokio::test]
