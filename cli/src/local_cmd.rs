@@ -600,6 +600,55 @@ async fn report(store: &Store, workflow: &str, deployment: &str, result: &Execut
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn phone_home_reads_its_endpoint_and_ca_from_the_environment_or_refuses_by_name() {
+        let env = || {
+            let config = aws_config::SdkConfig::builder()
+                .behavior_version(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new("us-west-2"))
+                .build();
+            let store = Store::new(apiary_core::client!(aws_sdk_dynamodb, &config), "t");
+            LocalEnv::new(config, store, std::env::temp_dir(), None)
+        };
+        let vars = |pairs: &[(&'static str, &'static str)]| {
+            pairs
+                .iter()
+                .copied()
+                .collect::<std::collections::HashMap<&str, &str>>()
+        };
+        // Unset: off, as with an empty PhoneHomeUrl.
+        assert!(phone_home(env(), &vars(&[])).unwrap().phone_home.is_none());
+        let on = phone_home(
+            env(),
+            &vars(&[("APIARY_PHONE_HOME_URL", "https://vendor.example/v1")]),
+        )
+        .unwrap();
+        assert_eq!(on.phone_home.unwrap().url, "https://vendor.example/v1");
+        let plain = phone_home(
+            env(),
+            &vars(&[("APIARY_PHONE_HOME_URL", "http://vendor.example/v1")]),
+        )
+        .err()
+        .expect("plain HTTP refused");
+        assert!(
+            plain.to_string().contains("APIARY_PHONE_HOME_URL"),
+            "{plain}"
+        );
+        let no_ca = phone_home(
+            env(),
+            &vars(&[
+                ("APIARY_PHONE_HOME_URL", "https://localhost:1/v1"),
+                ("APIARY_PHONE_HOME_CA_FILE", "/nonexistent/ca.pem"),
+            ]),
+        )
+        .err()
+        .expect("an unreadable CA file refused");
+        assert!(
+            no_ca.to_string().contains("APIARY_PHONE_HOME_CA_FILE"),
+            "{no_ca}"
+        );
+    }
+
     #[test]
     fn an_event_file_that_is_not_an_eventbridge_event_is_refused_by_name() {
         let dir = std::env::temp_dir().join(format!("apiary-event-{}", std::process::id()));
