@@ -358,6 +358,16 @@ async fn a_signing_key_resource_with_no_secret_arn_fails_by_name() {
         body["Reason"].as_str().unwrap().contains("SecretArn"),
         "{body}"
     );
+    // CloudFormation rolls the failed Create back with a Delete carrying the same bad
+    // properties and the id the FAILED answer gave: it succeeds, or the stack would be
+    // stuck in ROLLBACK_FAILED.
+    let physical_id = body["PhysicalResourceId"].as_str().unwrap().to_owned();
+    let mut rollback = signing_key_event(&f, "Delete", &server.url(), "not-an-arn");
+    rollback["PhysicalResourceId"] = json!(physical_id);
+    launch::handle(&f.deps, rollback).await.expect("answered");
+    let body = server.last_json();
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    assert_eq!(body["PhysicalResourceId"], physical_id);
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {

@@ -279,15 +279,17 @@ async fn act(deps: &Deps, request: &Request, in_flight: &InFlight) -> Result<Out
 
 /// The signing key resource: the key in its secret (made once), its public half back.
 async fn signing_key(deps: &Deps, request: &Request) -> Result<Outcome> {
-    let kind = request.kind()?;
-    let properties = SigningKeyProperties::parse(&request.resource_properties)?;
-    let physical_id = properties.secret_arn.clone();
-    if kind == RequestType::Delete {
+    // Delete first, reading no property: the rollback of a Create refused for its
+    // properties carries the same properties, and a Delete that failed on them would
+    // leave the stack in ROLLBACK_FAILED.
+    if request.kind()? == RequestType::Delete {
         return Ok(Outcome::success(
-            request.physical_resource_id.clone().unwrap_or(physical_id),
+            request.physical_resource_id.clone().unwrap_or_default(),
             "nothing to do: the key's secret is deleted with the stack".into(),
         ));
     }
+    let properties = SigningKeyProperties::parse(&request.resource_properties)?;
+    let physical_id = properties.secret_arn.clone();
     // One token for every request of this resource: a redelivered Create, or two racing,
     // keep one key.
     let token = format!("{}/{}", request.stack_id, request.logical_resource_id);
