@@ -146,6 +146,46 @@ impl Poll {
     }
 }
 
+/// The three Pass states every workflow starts with, in order: `Defaults` pairs the
+/// input with the fields it may leave out (`defaults`), `Options` merges the two (the
+/// input wins), and `Init` shapes the state the first step sees (`init`, read from
+/// `$.merged`), then goes to `next`.
+pub fn start_states(
+    defaults_comment: &str,
+    defaults: Value,
+    init_comment: Option<&str>,
+    init: Value,
+    next: &str,
+) -> [(&'static str, Value); 3] {
+    let mut init_state = Map::new();
+    init_state.insert("Type".into(), json!("Pass"));
+    if let Some(comment) = init_comment {
+        init_state.insert("Comment".into(), json!(comment));
+    }
+    init_state.insert("Parameters".into(), init);
+    init_state.insert("Next".into(), json!(next));
+    [
+        (
+            "Defaults",
+            json!({
+                "Type": "Pass",
+                "Comment": defaults_comment,
+                "Parameters": {"defaults": defaults, "input.$": "$"},
+                "Next": "Options"
+            }),
+        ),
+        (
+            "Options",
+            json!({
+                "Type": "Pass",
+                "Parameters": {"merged.$": "States.JsonMerge($.defaults, $.input, false)"},
+                "Next": "Init"
+            }),
+        ),
+        ("Init", Value::Object(init_state)),
+    ]
+}
+
 /// "12 minutes", "2 hours": a bound as the console's reader says it.
 pub fn duration(seconds: u64) -> String {
     match seconds {

@@ -26,7 +26,7 @@
 
 use serde_json::{Value, json};
 
-use crate::flow::Task;
+use crate::flow::{Task, start_states};
 use crate::function::Function;
 
 pub const NAME: &str = apiary_core::alerts::WORKFLOW;
@@ -99,37 +99,21 @@ pub fn definition() -> Value {
     );
 
     let mut states = serde_json::Map::new();
-    states.insert(
-        "Defaults".into(),
+    for (name, state) in start_states(
+        "Fields the input may leave out; Triage refuses a missing deployment or event by name",
+        json!({"deployment": "", "rule": "", "event": null}),
+        None,
         json!({
-            "Type": "Pass",
-            "Comment": "Fields the input may leave out; Triage refuses a missing deployment or event by name",
-            "Parameters": {"defaults": {"deployment": "", "rule": "", "event": null}, "input.$": "$"},
-            "Next": "Options"
+            "deployment.$": "$.merged.deployment",
+            "rule.$": "$.merged.rule",
+            "event.$": "$.merged.event",
+            "outcome": null,
+            "failure": null
         }),
-    );
-    states.insert(
-        "Options".into(),
-        json!({
-            "Type": "Pass",
-            "Parameters": {"merged.$": "States.JsonMerge($.defaults, $.input, false)"},
-            "Next": "Init"
-        }),
-    );
-    states.insert(
-        "Init".into(),
-        json!({
-            "Type": "Pass",
-            "Parameters": {
-                "deployment.$": "$.merged.deployment",
-                "rule.$": "$.merged.rule",
-                "event.$": "$.merged.event",
-                "outcome": null,
-                "failure": null
-            },
-            "Next": triage.name()
-        }),
-    );
+        triage.name(),
+    ) {
+        states.insert(name.into(), state);
+    }
     let mut place = |task: &Task, next: &str| {
         let mut state = task.state();
         state["Next"] = json!(next);

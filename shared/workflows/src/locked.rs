@@ -6,7 +6,9 @@
 use apiary_core::ErrorName;
 use serde_json::{Map, Value, json};
 
-use crate::flow::{DEPLOYMENT_NAME, FAILURE, FAILURE_PATH, Flow, Task, duration, wait_states};
+use crate::flow::{
+    DEPLOYMENT_NAME, FAILURE, FAILURE_PATH, Flow, Task, duration, start_states, wait_states,
+};
 use crate::function::Function;
 
 /// What the execution's input is.
@@ -87,23 +89,6 @@ impl Locked {
                 "Options the input may leave out: queue (wait for another workflow's lock instead of failing at once), false by default. A missing deployment is refused by Validate",
             ),
         };
-        add(
-            "Defaults",
-            json!({
-                "Type": "Pass",
-                "Comment": defaults_comment,
-                "Parameters": {"defaults": defaults, "input.$": "$"},
-                "Next": "Options"
-            }),
-        );
-        add(
-            "Options",
-            json!({
-                "Type": "Pass",
-                "Parameters": {"merged.$": "States.JsonMerge($.defaults, $.input, false)"},
-                "Next": "Init"
-            }),
-        );
         let mut polls = Map::new();
         for counter in
             std::iter::once("Lock").chain(self.body.counters().iter().map(String::as_str))
@@ -121,15 +106,15 @@ impl Locked {
                 "result": {}
             }),
         };
-        add(
-            "Init",
-            json!({
-                "Type": "Pass",
-                "Comment": "One round counter per bounded loop",
-                "Parameters": init,
-                "Next": "Validate"
-            }),
-        );
+        for (name, state) in start_states(
+            defaults_comment,
+            defaults,
+            Some("One round counter per bounded loop"),
+            init,
+            "Validate",
+        ) {
+            add(name, state);
+        }
 
         let validate = match self.input {
             Input::Spec => Task::new(

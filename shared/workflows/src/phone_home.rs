@@ -15,7 +15,7 @@
 
 use serde_json::{Value, json};
 
-use crate::flow::Task;
+use crate::flow::{Task, start_states};
 use crate::function::Function;
 
 pub const NAME: &str = apiary_core::phone_home::WORKFLOW;
@@ -48,31 +48,15 @@ pub fn definition() -> Value {
     )
     .catch(&["States.ALL"], json!("$.failure"), "Failed");
     let mut states = serde_json::Map::new();
-    states.insert(
-        "Defaults".into(),
-        json!({
-            "Type": "Pass",
-            "Comment": "The report function refuses a missing deployment by name",
-            "Parameters": {"defaults": {"deployment": ""}, "input.$": "$"},
-            "Next": "Options"
-        }),
-    );
-    states.insert(
-        "Options".into(),
-        json!({
-            "Type": "Pass",
-            "Parameters": {"merged.$": "States.JsonMerge($.defaults, $.input, false)"},
-            "Next": "Init"
-        }),
-    );
-    states.insert(
-        "Init".into(),
-        json!({
-            "Type": "Pass",
-            "Parameters": {"deployment.$": "$.merged.deployment"},
-            "Next": report.name()
-        }),
-    );
+    for (name, state) in start_states(
+        "The report function refuses a missing deployment by name",
+        json!({"deployment": ""}),
+        None,
+        json!({"deployment.$": "$.merged.deployment"}),
+        report.name(),
+    ) {
+        states.insert(name.into(), state);
+    }
     let mut state = report.state();
     state["Next"] = json!("Reported");
     states.insert(report.name().to_owned(), state);
