@@ -1323,6 +1323,15 @@ fn check_unheard(template: &Value) -> Vec<String> {
             problems.push(format!(
                 "{id}: AlarmName is not apiary-${{DeploymentName}}-..., which the alerts topic's policy and the state key admit"
             ));
+        } else if let Some(name) = properties["AlarmName"]["Fn::Sub"].as_str() {
+            let name = name.replace("${DeploymentName}", "demo");
+            if !apiary_core::alerts::is_deployment_alarm(&name, "apiary-demo-") {
+                problems.push(format!(
+                    "{id}: handle-alert does not know {name} as the deployment's alarm \
+                     (apiary_core::alerts), so its changes are neither recorded nor shown by \
+                     `apiary status`"
+                ));
+            }
         }
     }
     problems

@@ -76,6 +76,19 @@ const JUSTIFIED: &[(&str, &str, &str)] = &[
         "asked only on AWS, for the store alarms tagged as the deployment's; unit-tested with \
          mocks (teardown's mocked stores test)",
     ),
+    (
+        "cluster",
+        "eks:DescribeAddonVersions",
+        "asked only on AWS, for the add-on versions of the new Kubernetes version (the \
+         emulator implements no add-ons, so the upgrade's add-on step ends at DescribeAddon); \
+         unit-tested with mocks (functions/cluster/src/tests/upgrade.rs)",
+    ),
+    (
+        "cluster",
+        "eks:UpdateAddon",
+        "asked only on AWS, for an add-on not compatible with the new Kubernetes version; \
+         unit-tested with mocks (functions/cluster/src/tests/upgrade.rs)",
+    ),
     // What the Lambda service and DynamoDB do with each function's role.
     (
         "*",
@@ -895,6 +908,64 @@ async fn exercise_backup(f: &Fixture, config: &aws_config::SdkConfig) {
             )
             .await;
         assert_succeeded(&done, workflow);
+    }
+    // The upgrade on a deployment whose only store is PostgreSQL: the emulator's
+    // ElastiCache snapshots carry no creation time, so the backup gate cannot pass with
+    // Redis (it refuses a backup of unknown age).
+    let name = unique_name("iam-upgrade");
+    let spec = json!({
+        "name": name,
+        "region": REGION,
+        "dns": {"domain": format!("{name}.example.com")},
+        "network": {"vpc_cidr": unique_cidr(config).await},
+        "databases": {"documentdb": false, "redis": false},
+    });
+    assert_succeeded(
+        &provision(f, &spec, "upgrade").await,
+        "provision for upgrades",
+    );
+    let backup = f
+        .run(
+            "backup",
+            &name,
+            json!({"deployment": name}),
+            "upgrade-backup",
+        )
+        .await;
+    assert_succeeded(&backup, "backup before the upgrade");
+    upgrade(f, &name).await;
+}
+
+/// The upgrade workflow, both kinds, on a deployment with a fresh backup: the image
+/// (recorded, rendered) and the next Kubernetes version (the EKS calls the emulator
+/// implements none of, then the record).
+async fn upgrade(f: &Fixture, name: &str) {
+    let version = f
+        .store
+        .get_deployment(name)
+        .await
+        .expect("GetItem")
+        .expect("a record")
+        .spec
+        .cluster
+        .version;
+    let minor: u32 = version.split_once('.').unwrap().1.parse().unwrap();
+    for (run, input) in [
+        (
+            "image",
+            json!({"image": "public.ecr.aws/honeyhive/ingestion:1.1.0"}),
+        ),
+        (
+            "version",
+            json!({"kubernetes_version": format!("1.{}", minor + 1)}),
+        ),
+    ] {
+        let mut input = input;
+        input["deployment"] = json!(name);
+        let done = f
+            .run("upgrade", name, input, &format!("upgrade-{run}"))
+            .await;
+        assert_succeeded(&done, "upgrade");
     }
 }
 

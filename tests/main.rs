@@ -21,6 +21,7 @@ mod scale_pools;
 mod storage;
 mod store;
 mod teardown;
+mod upgrade;
 
 /// The modules above, as written; checked against the files on disk.
 const MODULES: &str = include_str!("main.rs");

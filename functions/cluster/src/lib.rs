@@ -18,6 +18,7 @@ mod launch_template;
 mod nodegroup;
 mod output;
 mod scale;
+mod upgrade;
 
 use std::sync::Arc;
 
@@ -92,6 +93,19 @@ pub enum Action {
     /// its own poll.
     #[serde(rename = "scale-nodegroup")]
     ScaleNodegroup,
+    /// upgrade: EKS's upgrade insights for the target version; any in ERROR refuses.
+    #[serde(rename = "upgrade-insights")]
+    UpgradeInsights,
+    /// upgrade: the control plane one minor version up; its own poll.
+    #[serde(rename = "upgrade-control-plane")]
+    UpgradeControlPlane,
+    /// upgrade: the system node group to the recorded version; its own poll.
+    #[serde(rename = "upgrade-nodegroup")]
+    UpgradeNodegroup,
+    /// upgrade: the add-ons provision installs, to versions compatible with the recorded
+    /// one; its own poll.
+    #[serde(rename = "upgrade-addons")]
+    UpgradeAddons,
 }
 
 impl step::Action for Action {
@@ -103,6 +117,10 @@ impl step::Action for Action {
             Action::StatusNodegroup => "status-nodegroup",
             Action::EnsureKarpenter => "ensure-karpenter",
             Action::ScaleNodegroup => "scale-nodegroup",
+            Action::UpgradeInsights => "upgrade-insights",
+            Action::UpgradeControlPlane => "upgrade-control-plane",
+            Action::UpgradeNodegroup => "upgrade-nodegroup",
+            Action::UpgradeAddons => "upgrade-addons",
         }
     }
 
@@ -110,8 +128,12 @@ impl step::Action for Action {
     /// merged field by field in slot-name order (control-plane, karpenter, nodegroup).
     fn slot(self) -> Option<&'static str> {
         Some(match self {
-            // Changes the group provision made; adds nothing to the layer's output.
-            Action::ScaleNodegroup => return None,
+            // Change what provision made; add nothing to the layer's output.
+            Action::ScaleNodegroup
+            | Action::UpgradeInsights
+            | Action::UpgradeControlPlane
+            | Action::UpgradeNodegroup
+            | Action::UpgradeAddons => return None,
             Action::EnsureCluster | Action::StatusCluster => "cluster#control-plane",
             Action::EnsureNodegroup | Action::StatusNodegroup => "cluster#nodegroup",
             Action::EnsureKarpenter => "cluster#karpenter",
@@ -125,6 +147,9 @@ impl step::Action for Action {
                 | Action::EnsureNodegroup
                 | Action::EnsureKarpenter
                 | Action::ScaleNodegroup
+                | Action::UpgradeControlPlane
+                | Action::UpgradeNodegroup
+                | Action::UpgradeAddons
         )
     }
 }
@@ -216,6 +241,14 @@ impl Step for Deps {
             Action::StatusNodegroup => Box::pin(nodegroup::status(&work, &mut view)).await?,
             Action::EnsureKarpenter => Box::pin(karpenter::ensure(&work, &mut view)).await?,
             Action::ScaleNodegroup => Box::pin(scale::ensure(&work, &mut view, step)).await?,
+            Action::UpgradeInsights => Box::pin(upgrade::insights(&work, &mut view, step)).await?,
+            Action::UpgradeControlPlane => {
+                Box::pin(upgrade::control_plane(&work, &mut view, step)).await?
+            }
+            Action::UpgradeNodegroup => {
+                Box::pin(upgrade::node_group(&work, &mut view, step)).await?
+            }
+            Action::UpgradeAddons => Box::pin(upgrade::addons(&work, &mut view, step)).await?,
         }
         Ok(view.done(step.action))
     }

@@ -257,6 +257,9 @@ async fn create(
         .nodegroup_name(name)
         .client_request_token(client_token(&token))
         .node_role(role_arn)
+        // EKS defaults to the control plane's version; said explicitly so the group is
+        // level with the recorded version the upgrade workflow moves one step at a time.
+        .version(&step.spec.cluster.version)
         .set_subnets(Some(subnets))
         .instance_types(sizing.node_instance_type)
         .ami_type(AMI_TYPE)

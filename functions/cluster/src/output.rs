@@ -32,6 +32,9 @@ pub struct ClusterReport {
     /// What scale-nodegroup saw and did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scaling: Option<crate::scale::Scaling>,
+    /// What an upgrade step saw and did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<crate::upgrade::Upgrading>,
 }
 
 /// The `ClusterOutput` fields of one shard. The shards are merged field by field and a
@@ -142,6 +145,7 @@ pub(crate) struct View {
     pub addons: Option<Vec<Addon>>,
     pub interruption_rules: Option<Vec<String>>,
     pub scaling: Option<crate::scale::Scaling>,
+    pub upgrade: Option<crate::upgrade::Upgrading>,
     /// A note for the journal entry (scale-nodegroup's before and after).
     pub detail: Option<String>,
 }
@@ -168,6 +172,7 @@ impl View {
             addons: self.addons,
             interruption_rules: self.interruption_rules,
             scaling: self.scaling,
+            upgrade: self.upgrade,
         };
         // A missing part outranks what the parts that exist still wait for.
         let done = if self.missing.is_empty() {

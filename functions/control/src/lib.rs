@@ -13,6 +13,7 @@ mod cleanup;
 mod lock;
 mod runs;
 mod scale;
+mod upgrade;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -109,6 +110,15 @@ pub enum ControlAction {
     /// scale-pools: the new pools written into the stored spec.
     #[serde(rename = "scale-record")]
     ScaleRecord,
+    /// upgrade: the record before and after its input; the version and backup gates.
+    #[serde(rename = "upgrade-plan")]
+    UpgradePlan,
+    /// upgrade: the new image or version written into the stored spec.
+    #[serde(rename = "upgrade-record")]
+    UpgradeRecord,
+    /// upgrade: after a failed rollout, the image this run replaced back in the record.
+    #[serde(rename = "upgrade-revert")]
+    UpgradeRevert,
     /// handle-alert: read the event, claim it, record an alarm's change, pick a runbook.
     #[serde(rename = "alert-triage")]
     AlertTriage,
@@ -129,6 +139,9 @@ impl Action for ControlAction {
             ControlAction::Unlock => "unlock",
             ControlAction::ScalePlan => "scale-plan",
             ControlAction::ScaleRecord => "scale-record",
+            ControlAction::UpgradePlan => "upgrade-plan",
+            ControlAction::UpgradeRecord => "upgrade-record",
+            ControlAction::UpgradeRevert => "upgrade-revert",
             ControlAction::AlertTriage => "alert-triage",
             ControlAction::AlertNotify => "alert-notify",
         }
@@ -193,6 +206,7 @@ pub enum ControlOutput {
     },
     /// scale-pools' plan or record.
     Scaled(scale::ScaleOutput),
+    Upgraded(upgrade::UpgradeOutput),
     /// handle-alert's triage.
     Triaged(alerts::Triage),
     Notified(alerts::Notified),
@@ -336,6 +350,15 @@ impl Step for Control<'_> {
                 self.require_holder(step).await?;
                 return scale::record(self.deps, step).await;
             }
+            ControlAction::UpgradePlan => return upgrade::plan(self.deps, step).await,
+            ControlAction::UpgradeRecord => {
+                self.require_holder(step).await?;
+                return upgrade::record(self.deps, step).await;
+            }
+            ControlAction::UpgradeRevert => {
+                self.require_holder(step).await?;
+                return upgrade::revert(self.deps, step).await;
+            }
             ControlAction::AlertTriage => return alerts::triage(self.deps, step).await,
             ControlAction::AlertNotify => return alerts::notify(self.deps, step).await,
         };
@@ -425,10 +448,7 @@ impl Control<'_> {
             .dns
             .as_ref()
             .filter(|dns| !dns.certificate_issued());
-        let status = match waiting {
-            Some(_) => DeploymentStatus::WaitingForDnsValidation,
-            None => DeploymentStatus::Ready,
-        };
+        let status = serving_status(step);
         let deployment = step.spec.name.as_str();
         self.deps
             .store
@@ -479,13 +499,23 @@ impl Control<'_> {
     async fn finish(&self, step: &StepContext<'_, ControlAction>) -> Result<ControlOutput> {
         let deployment = step.spec.name.as_str();
         let store = &self.deps.store;
-        let status = if workflow(&step.options) == apiary_core::inputs::teardown::WORKFLOW {
+        let workflow = workflow(&step.options);
+        let status = if workflow == apiary_core::inputs::teardown::WORKFLOW {
             store
                 .set_status(deployment, DeploymentStatus::Deleted, Utc::now())
                 .await?;
             DeploymentStatus::Deleted
         } else {
-            current_status(store, deployment).await?
+            let current = current_status(store, deployment).await?;
+            if MARKS_FAILED.contains(&workflow) && current == DeploymentStatus::Failed {
+                // A workflow that marks the deployment FAILED clears it when it succeeds,
+                // as provision's `ready` does.
+                let status = serving_status(step);
+                store.set_status(deployment, status, Utc::now()).await?;
+                status
+            } else {
+                current
+            }
         };
         Ok(ControlOutput::Finished { status })
     }
@@ -505,7 +535,11 @@ impl Control<'_> {
             .transpose()?;
         let store = &self.deps.store;
         let deployment = step.spec.name.as_str();
-        let status = if MARKS_FAILED.contains(&workflow(&step.options)) {
+        let refused = workflow(&step.options) == apiary_core::inputs::upgrade::WORKFLOW
+            && failure
+                .as_ref()
+                .is_some_and(|f| REFUSALS.contains(&f.error.as_str()));
+        let status = if MARKS_FAILED.contains(&workflow(&step.options)) && !refused {
             // The kit loaded the spec from the record, so there is one to mark.
             store
                 .set_status(deployment, DeploymentStatus::Failed, Utc::now())
@@ -532,6 +566,20 @@ impl Control<'_> {
 /// The workflows whose failure leaves the data plane in an unknown state: the deployment
 /// is marked FAILED until a run of one of them succeeds.
 pub const MARKS_FAILED: [&str; 3] = ["provision", "teardown", "upgrade"];
+
+/// Errors the upgrade's steps raise only to refuse before changing anything (a version
+/// that skips one, no fresh backup, upgrade insights in ERROR, a node group behind the
+/// control plane): the data plane is as it was, and so is its status. A failed rollout
+/// fails with its own error (the rollback keeps it), so it still marks FAILED.
+const REFUSALS: [&str; 2] = ["Apiary.InvalidInput", "Apiary.Conflict"];
+
+/// READY, or WAITING_FOR_DNS_VALIDATION while the dns layer's certificate is not ISSUED.
+fn serving_status(step: &StepContext<'_, ControlAction>) -> DeploymentStatus {
+    match &step.layers.dns {
+        Some(dns) if !dns.certificate_issued() => DeploymentStatus::WaitingForDnsValidation,
+        _ => DeploymentStatus::Ready,
+    }
+}
 
 async fn current_status(store: &Store, deployment: &str) -> Result<DeploymentStatus> {
     let record = store.get_deployment(deployment).await?.ok_or_else(|| {

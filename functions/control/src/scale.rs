@@ -56,8 +56,13 @@ fn journal_detail(plan: &Plan, verb: &str) -> String {
 }
 
 /// The deployment's record, refused when teardown removed (or is removing) its cluster:
-/// there is no pool to scale, and the record must not say otherwise.
-async fn record_of(deps: &Deps, deployment: &str) -> Result<DeploymentRecord> {
+/// there is nothing to change there (`what`: "no pools to scale"), and the record must
+/// not say otherwise.
+pub(crate) async fn record_of(
+    deps: &Deps,
+    deployment: &str,
+    what: &str,
+) -> Result<DeploymentRecord> {
     let record = deps
         .store
         .get_deployment(deployment)
@@ -72,13 +77,14 @@ async fn record_of(deps: &Deps, deployment: &str) -> Result<DeploymentRecord> {
         DeploymentStatus::Deleted | DeploymentStatus::TearingDown
     ) {
         return Err(Error::Conflict(format!(
-            "deployment {deployment} is {}: it has no pools to scale; provision it again \
-             first",
+            "deployment {deployment} is {}: it has {what}; provision it again first",
             record.status.as_str()
         )));
     }
     Ok(record)
 }
+
+const NOTHING: &str = "no pools to scale";
 
 /// `scale-plan`: reads the record and the input.
 pub(crate) async fn plan(
@@ -87,7 +93,7 @@ pub(crate) async fn plan(
 ) -> Result<Done<ControlOutput>> {
     let input: ScalePoolsInput =
         apiary_core::inputs::from_options(scale_pools::WORKFLOW, &step.options)?;
-    let record = record_of(deps, &step.spec.name).await?;
+    let record = record_of(deps, &step.spec.name, NOTHING).await?;
     let plan = input.plan(&record.spec)?;
     let verb = if input.dry_run {
         "dry run, nothing changed:"
@@ -115,7 +121,7 @@ pub(crate) async fn record(
              ends after its plan",
         ));
     }
-    let record = record_of(deps, &step.spec.name).await?;
+    let record = record_of(deps, &step.spec.name, NOTHING).await?;
     let plan = input.plan(&record.spec)?;
     if plan.changes {
         let mut spec = record.spec.clone();

@@ -32,6 +32,7 @@ pub mod token;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use apiary_core::inputs::upgrade::{self, UpgradeInput};
 use apiary_core::naming::Layer;
 use apiary_core::step::{Action, Done, Recorder, Step, StepContext};
 use apiary_core::{Error, Result};
@@ -59,6 +60,21 @@ pub enum WorkloadsAction {
     /// back until it shows the recorded limits; its own poll.
     #[serde(rename = "scale-nodepool")]
     ScaleNodepool,
+    /// upgrade: every object applied as rendered from the record, which the workflow's
+    /// record step just gave the new image; the rollout then followed by
+    /// `upgrade-image-status`. Skipped for a Kubernetes version upgrade.
+    #[serde(rename = "upgrade-image")]
+    UpgradeImage,
+    /// upgrade: the rollout of the new image and its load balancer's targets; read-only.
+    #[serde(rename = "upgrade-image-status")]
+    UpgradeImageStatus,
+    /// upgrade, after a failed rollout: the same apply, the record's previous image put
+    /// back by the workflow's revert step.
+    #[serde(rename = "rollback-image")]
+    RollbackImage,
+    /// upgrade: the rollback's rollout; read-only.
+    #[serde(rename = "rollback-image-status")]
+    RollbackImageStatus,
     /// The teardown's Kubernetes side: freeze, then delete Ingresses and LoadBalancer
     /// Services, PVCs, NodePools and node classes, a phase per call (see `teardown`).
     #[serde(rename = "teardown-kubernetes")]
@@ -75,6 +91,10 @@ impl Action for WorkloadsAction {
             WorkloadsAction::Status => "status",
             WorkloadsAction::Restart => "restart",
             WorkloadsAction::ScaleNodepool => "scale-nodepool",
+            WorkloadsAction::UpgradeImage => "upgrade-image",
+            WorkloadsAction::UpgradeImageStatus => "upgrade-image-status",
+            WorkloadsAction::RollbackImage => "rollback-image",
+            WorkloadsAction::RollbackImageStatus => "rollback-image-status",
             WorkloadsAction::TeardownKubernetes => "teardown-kubernetes",
             WorkloadsAction::TeardownKubernetesStatus => "teardown-kubernetes-status",
         }
@@ -86,8 +106,14 @@ impl Action for WorkloadsAction {
         Some(match self {
             WorkloadsAction::Ensure => "workloads#ensure",
             WorkloadsAction::Status => apiary_core::outputs::ROLLOUT_SLOT,
+            // The upgrade's result carries what its steps saw; a skipped step must not
+            // overwrite provision's rollout (the load balancer the alias names).
             WorkloadsAction::Restart
             | WorkloadsAction::ScaleNodepool
+            | WorkloadsAction::UpgradeImage
+            | WorkloadsAction::UpgradeImageStatus
+            | WorkloadsAction::RollbackImage
+            | WorkloadsAction::RollbackImageStatus
             | WorkloadsAction::TeardownKubernetes
             | WorkloadsAction::TeardownKubernetesStatus => return None,
         })
@@ -96,7 +122,10 @@ impl Action for WorkloadsAction {
     fn mutates(self) -> bool {
         !matches!(
             self,
-            WorkloadsAction::Status | WorkloadsAction::TeardownKubernetesStatus
+            WorkloadsAction::Status
+                | WorkloadsAction::TeardownKubernetesStatus
+                | WorkloadsAction::UpgradeImageStatus
+                | WorkloadsAction::RollbackImageStatus
         )
     }
 }
@@ -189,6 +218,10 @@ impl Step for Deps {
         if let Some(done) = teardown::without_cluster(self, step).await? {
             return Ok(done.map(Output::Teardown));
         }
+        if let Some(skipped) = upgrade_skipped(step)? {
+            let detail = skipped.detail.clone();
+            return Ok(Done::ready(Output::Skipped(skipped)).with_detail(detail));
+        }
         let target = Box::pin(target(self, step)).await?;
         Box::pin(run_on(self, step, target)).await
     }
@@ -210,10 +243,14 @@ pub async fn run_on(
     target: Target,
 ) -> Result<Done<Output>> {
     Ok(match step.action {
-        WorkloadsAction::Ensure => Box::pin(ensure(deps, step, target))
+        WorkloadsAction::Ensure
+        | WorkloadsAction::UpgradeImage
+        | WorkloadsAction::RollbackImage => Box::pin(ensure(deps, step, target))
             .await?
             .map(Output::Ensure),
-        WorkloadsAction::Status => Box::pin(status(deps, step, target))
+        WorkloadsAction::Status
+        | WorkloadsAction::UpgradeImageStatus
+        | WorkloadsAction::RollbackImageStatus => Box::pin(status(deps, step, target))
             .await?
             .map(Output::Status),
         WorkloadsAction::Restart => Box::pin(restart::restart(step, target))
@@ -251,6 +288,26 @@ async fn target(deps: &Deps, step: &StepContext<'_, WorkloadsAction>) -> Result<
             })
         }
     }
+}
+
+/// The upgrade's image steps have nothing to do for a Kubernetes version upgrade.
+fn upgrade_skipped(step: &StepContext<'_, WorkloadsAction>) -> Result<Option<output::StepSkipped>> {
+    if !matches!(
+        step.action,
+        WorkloadsAction::UpgradeImage
+            | WorkloadsAction::UpgradeImageStatus
+            | WorkloadsAction::RollbackImage
+            | WorkloadsAction::RollbackImageStatus
+    ) {
+        return Ok(None);
+    }
+    let input: UpgradeInput = apiary_core::inputs::from_options(upgrade::WORKFLOW, &step.options)?;
+    Ok(
+        (input.kind() != upgrade::Kind::Image).then(|| output::StepSkipped {
+            skipped: true,
+            detail: "skipped: the input upgrades the Kubernetes version, not the image".to_owned(),
+        }),
+    )
 }
 
 /// The SDK's region, else the deployment's.

@@ -20,6 +20,15 @@ pub enum Output {
     Restart(crate::restart::RestartOutput),
     Scale(crate::scale::ScaleOutput),
     Teardown(crate::teardown::TeardownOutput),
+    Skipped(StepSkipped),
+}
+
+/// A step the workflow's input does not concern (the upgrade's image steps on a
+/// Kubernetes version upgrade).
+#[derive(Debug, Clone, Serialize)]
+pub struct StepSkipped {
+    pub skipped: bool,
+    pub detail: String,
 }
 
 /// What `ensure` did.

@@ -578,3 +578,44 @@ async fn the_https_ingress_is_not_applied_until_the_certificate_is_issued() {
         "the rest is applied"
     );
 }
+
+/// The upgrade's image steps: a Kubernetes version upgrade skips them before any call;
+/// for an image, the status step follows the rollout of the record's image and fails on
+/// a pod that cannot start it, which sends the workflow to its rollback.
+#[tokio::test]
+async fn the_upgrade_image_steps_skip_a_version_and_fail_a_stuck_rollout() {
+    let (deps, recorder) = mock_deps(&[], &[], KubeAccess::Eks, false);
+    for action in [
+        "upgrade-image",
+        "upgrade-image-status",
+        "rollback-image",
+        "rollback-image-status",
+    ] {
+        let mut event = Fixture::test().event(action);
+        event["options"] = json!({"input": {"kubernetes_version": "1.34"}});
+        let out = handle(&deps, event).await.expect("skipped");
+        assert_eq!(out["ready"], true, "{action}: {out}");
+        assert_eq!(out["skipped"], true, "{action}: {out}");
+    }
+    assert_eq!(
+        journal(&recorder).len(),
+        4,
+        "each skip is journaled: {:?}",
+        journal(&recorder)
+    );
+
+    let (deps, recorder) = mock_deps(&[], &[], KubeAccess::Eks, false);
+    let client = rollout_server(
+        json!({"waiting": {"reason": "ImagePullBackOff", "message": "manifest unknown"}}),
+    );
+    let mut event = Fixture::test().event("upgrade-image-status");
+    event["options"] = json!({"input": {"image": "public.ecr.aws/honeyhive/ingestion:9.9.9"}});
+    let err = step::run(&Against::eks(deps, &client), event)
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), ErrorName::Fatal, "{err}");
+    assert_eq!(
+        journal(&recorder),
+        [("upgrade-image-status".into(), "failed".into())]
+    );
+}

@@ -179,7 +179,7 @@ fn alarm(alert: &mut Alert, detail: &Value, prefix: &str) -> Result<()> {
 }
 
 /// The names of the stack's own alarms after `apiary-<name>-`.
-const STACK_ALARMS: [&str; 11] = [
+const STACK_ALARMS: [&str; 13] = [
     "provision-run-failed",
     "teardown-run-failed",
     "backup-run-failed",
@@ -187,6 +187,8 @@ const STACK_ALARMS: [&str; 11] = [
     "rotate-keys-run-failed",
     "scale-pools-run-failed",
     "handle-alert-run-failed",
+    "phone-home-run-failed",
+    "upgrade-run-failed",
     "restore-test-failed",
     "restore-test-missed",
     "schedule-dead-letters",

@@ -19,6 +19,7 @@ pub mod restore_test;
 pub mod rotate_keys;
 pub mod scale_pools;
 pub mod teardown;
+pub mod upgrade;
 
 /// Fields every day-2 input may carry that the frame itself reads, not the workflow.
 pub const FRAME_FIELDS: [&str; 2] = ["deployment", "queue"];
@@ -34,6 +35,7 @@ pub fn parse(workflow: &str, deployment: &str, input: &Value) -> Result<Value> {
         backup::WORKFLOW => backup::parse(input),
         restore_test::WORKFLOW => restore_test::parse(input),
         scale_pools::WORKFLOW => scale_pools::parse(input),
+        upgrade::WORKFLOW => upgrade::parse(input),
         _ => Err(Error::invalid_input(format!(
             "unknown workflow `{workflow}`: no day-2 workflow of that name takes an input"
         ))),

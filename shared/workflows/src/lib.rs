@@ -60,6 +60,7 @@ pub mod restore_test;
 pub mod rotate_keys;
 pub mod scale_pools;
 pub mod teardown;
+pub mod upgrade;
 
 use serde_json::Value;
 
@@ -130,6 +131,10 @@ pub fn all() -> Vec<Workflow> {
         Workflow {
             name: "teardown",
             definition: teardown::definition(),
+        },
+        Workflow {
+            name: upgrade::NAME,
+            definition: upgrade::definition(),
         },
     ]
 }

@@ -72,6 +72,7 @@ fn longest_path() -> Script {
         polls_until_ready: POLLS.iter().map(|p| (p.name, p.polls())).collect(),
         lock_conflicts: LOCK_WAIT.len(),
         failing: Some(("control", "ready", "Apiary.Fatal")),
+        also_failing: None,
         ready_status: None,
     }
 }

@@ -6,3 +6,4 @@ mod common;
 mod day2;
 mod generated;
 mod runs;
+mod upgrade;

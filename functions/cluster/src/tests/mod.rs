@@ -8,6 +8,7 @@ mod launch_template;
 mod nodegroup;
 mod real_aws;
 mod scale;
+mod upgrade;
 
 use std::sync::Arc;
 

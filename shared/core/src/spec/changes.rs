@@ -57,6 +57,17 @@ pub fn check_change(stored: &DeploymentSpec, new: &DeploymentSpec) -> Result<(),
              by the upgrade workflow, which records the new version; provision never moves it",
         );
     }
+    if stored.workloads.ingestion_image != new.workloads.ingestion_image {
+        refuse(
+            "workloads.ingestion_image",
+            &stored.workloads.ingestion_image,
+            &new.workloads.ingestion_image,
+            "the upgrade workflow rolls the pods to a new image, waits for the rollout and \
+             healthy targets, and puts the previous image back when the rollout fails; it \
+             records the new image, so run upgrade with {\"image\": \"...\"}, or set the \
+             recorded image in the spec",
+        );
+    }
     for (path, was, now) in [
         (
             "databases.documentdb",
@@ -122,7 +133,6 @@ mod tests {
             json!({"databases": {"multi_az": true}}),
             json!({"storage": {"retention_days": 90}}),
             json!({"backup": {"retention_days": 14, "dr_region": "us-east-1"}}),
-            json!({"workloads": {"ingestion_image": "public.ecr.aws/honeyhive/ingestion:1.0.1"}}),
         ] {
             assert!(
                 check_change(&stored, &spec(change.clone())).is_ok(),
@@ -144,7 +154,8 @@ mod tests {
             "network": {"vpc_cidr": "10.99.0.0/16", "az_count": 2},
             "dns": {"domain": "other.example.com"},
             "cluster": {"version": "1.34"},
-            "databases": {"documentdb": false, "redis": false}
+            "databases": {"documentdb": false, "redis": false},
+            "workloads": {"ingestion_image": "public.ecr.aws/honeyhive/ingestion:1.0.1"}
         }));
         let errors = check_change(&stored, &new).unwrap_err();
         assert_eq!(
@@ -155,6 +166,7 @@ mod tests {
                 "network.az_count",
                 "dns.domain",
                 "cluster.version",
+                "workloads.ingestion_image",
                 "databases.documentdb",
                 "databases.redis"
             ]

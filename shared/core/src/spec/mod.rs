@@ -19,7 +19,7 @@ pub use cfn::{parameter_for, parameter_names};
 pub use changes::check_change;
 pub use pools::PoolsSpec;
 pub use sizing::{SizePreset, Sizing};
-pub use validate::{Problem, SpecErrors};
+pub use validate::{Problem, SpecErrors, image_problem, is_kubernetes_version};
 
 use crate::error::{Error, Result};
 

@@ -333,7 +333,8 @@ fn is_region(region: &str) -> bool {
             .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
 }
 
-fn is_kubernetes_version(version: &str) -> bool {
+/// `1.33`: a Kubernetes minor version as EKS names it.
+pub fn is_kubernetes_version(version: &str) -> bool {
     match version.split_once('.') {
         Some((major, minor)) => {
             major == "1" && !minor.is_empty() && minor.chars().all(|c| c.is_ascii_digit())
@@ -565,24 +566,28 @@ fn check_schedule(schedule: &str) -> Result<(), String> {
 }
 
 fn check_image(image: &str, problems: &mut Problems) {
-    let path = "workloads.ingestion_image";
+    if let Some(problem) = image_problem(image) {
+        problems.push("workloads.ingestion_image", problem);
+    }
+}
+
+/// What is wrong with a container image reference for the ingestion pods, if anything:
+/// it must be pinned by a tag other than `latest` or by a digest, so every node runs the
+/// same build (the spec and the upgrade workflow's input share this rule).
+pub fn image_problem(image: &str) -> Option<String> {
     if image.is_empty() || image.chars().any(char::is_whitespace) {
-        problems.push(
-            path,
-            format!("{image:?} is not a container image reference"),
-        );
-        return;
+        return Some(format!("{image:?} is not a container image reference"));
     }
     let last = image.rsplit('/').next().unwrap_or(image);
     if !image.contains("@sha256:") && !last.contains(':') {
-        problems.push(
-            path,
-            format!("{image:?} has no tag or digest; pin one so every node runs the same build"),
-        );
+        Some(format!(
+            "{image:?} has no tag or digest; pin one so every node runs the same build"
+        ))
     } else if last.ends_with(":latest") {
-        problems.push(
-            path,
-            format!("{image:?} uses the moving tag `latest`; pin a version or digest"),
-        );
+        Some(format!(
+            "{image:?} uses the moving tag `latest`; pin a version or digest"
+        ))
+    } else {
+        None
     }
 }

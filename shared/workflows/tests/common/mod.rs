@@ -17,6 +17,8 @@ pub struct Script {
     pub lock_conflicts: usize,
     /// `(function, action, error name)` that fails every time.
     pub failing: Option<(&'static str, &'static str, &'static str)>,
+    /// A second one.
+    pub also_failing: Option<(&'static str, &'static str, &'static str)>,
     /// The status `ready` records; absent: READY.
     pub ready_status: Option<&'static str>,
 }
@@ -49,13 +51,13 @@ pub fn handlers(script: Script, calls: Calls) -> HandlerRegistry {
                 *n += 1;
                 *n
             };
+            let fails = [script.failing, script.also_failing]
+                .into_iter()
+                .flatten()
+                .find(|(f, a, _)| *f == name && *a == action);
             let result = match (name, action.as_str()) {
-                (function, action)
-                    if script
-                        .failing
-                        .is_some_and(|(f, a, _)| f == function && a == action) =>
-                {
-                    let error = script.failing.unwrap().2;
+                (function, action) if fails.is_some() => {
+                    let error = fails.unwrap().2;
                     Err(TaskError::new(
                         error,
                         format!("scripted {function} {action}"),
@@ -74,6 +76,19 @@ pub fn handlers(script: Script, calls: Calls) -> HandlerRegistry {
                     Ok(json!({"deployment": event["deployment"], "input": input}))
                 }
                 ("control", "finish") => Ok(json!({"status": "READY"})),
+                // As the control function answers for the upgrade's input.
+                ("control", "upgrade-plan") => {
+                    let kind = match event["options"]["input"].get("image") {
+                        Some(_) => "image",
+                        None => "kubernetes_version",
+                    };
+                    Ok(json!({"kind": kind, "before": "old", "after": "new", "changes": true}))
+                }
+                ("control", "upgrade-revert") => Ok(json!({
+                    "changes": true,
+                    "after": "old",
+                    "detail": "rolled back the record: ingestion image new -> old"
+                })),
                 ("control", "lock") if count("lock") <= script.lock_conflicts => Err(
                     TaskError::new("Apiary.Conflict", "another workflow holds the lock"),
                 ),
@@ -90,7 +105,14 @@ pub fn handlers(script: Script, calls: Calls) -> HandlerRegistry {
                         }
                         None => true,
                     };
-                    Ok(json!({"ready": ready, "created": []}))
+                    let mut out = json!({"ready": ready, "created": []});
+                    // What the upgrade's steps always return besides (the workflow keeps
+                    // it in its result).
+                    if action.starts_with("upgrade-") || action.starts_with("rollback-") {
+                        out["detail"] = json!(format!("scripted {function} {action}"));
+                        out["upgrade"] = json!({"target": "1.34"});
+                    }
+                    Ok(out)
                 }
             };
             async move { result }
