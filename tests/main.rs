@@ -8,6 +8,7 @@ mod bootstrap_stack;
 mod clients;
 mod control;
 mod dns;
+mod drift;
 mod iam;
 mod in_vpc;
 mod launch;

@@ -233,6 +233,11 @@ impl LocalEnv {
             operate::Deps::new(config, recorder.clone()),
             operate::handle
         );
+        register!(
+            "drift",
+            drift::Deps::new(config, recorder.clone()),
+            drift::handle
+        );
         let mut reporter = report::Deps::new(
             self.store.clone(),
             config,

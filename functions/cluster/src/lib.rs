@@ -53,6 +53,9 @@ pub struct Deps {
     /// role (the one that applies the manifests). Empty: the caller's own role, which is
     /// what a local run or a single-role setup needs.
     pub kubernetes_admins: Vec<String>,
+    /// The AWS endpoint is the local emulator: an EKS API it does not implement (404
+    /// without an error code) is reported as not emulated instead of failing the step.
+    pub emulator: bool,
 }
 
 impl Deps {
@@ -66,6 +69,7 @@ impl Deps {
             sts: apiary_core::client!(aws_sdk_sts, config),
             recorder,
             kubernetes_admins: Vec::new(),
+            emulator: config.endpoint_url().is_some(),
         }
     }
 

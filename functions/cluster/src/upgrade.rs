@@ -29,6 +29,7 @@ use aws_sdk_eks::types::{
     ResolveConflicts, Update, UpdateStatus,
 };
 use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::nodegroup::{CLUSTER_ADDONS, NODEGROUP_ADDONS};
 use crate::{Action, View, Work, control_plane, is_not_implemented, nodegroup};
@@ -115,6 +116,88 @@ fn failed_update(what: &str, update: &Update) -> Option<Error> {
     )))
 }
 
+/// Where a step keeps the EKS update this execution started (`upgrade.eks.<what>`):
+/// EKS reports a cluster or node group ACTIVE at its old version for a while after an
+/// update is accepted (eventually consistent), and again once the update failed; the
+/// update itself, not the resource's status, says which.
+fn update_slot(what: &str) -> String {
+    format!("upgrade.eks.{what}")
+}
+
+/// The update this execution started for `target`, if it started one.
+async fn started_update(
+    work: &Work<'_>,
+    step: &StepContext<'_, Action>,
+    what: &str,
+    target: &str,
+) -> Result<Option<String>> {
+    let outputs = work.deps.recorder.outputs(work.names.deployment()).await?;
+    Ok(outputs.get(&update_slot(what)).and_then(|slot| {
+        let mine = slot.get("execution_id").and_then(Value::as_str)
+            == Some(step.execution_id.as_str())
+            && slot.get("target").and_then(Value::as_str) == Some(target);
+        mine.then(|| {
+            slot.get("update_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .flatten()
+    }))
+}
+
+async fn remember_update(
+    work: &Work<'_>,
+    step: &StepContext<'_, Action>,
+    what: &str,
+    target: &str,
+    update_id: &str,
+) -> Result<()> {
+    work.deps
+        .recorder
+        .save_output(
+            work.names.deployment(),
+            &update_slot(what),
+            &json!({"execution_id": step.execution_id, "target": target, "update_id": update_id}),
+        )
+        .await
+}
+
+/// What EKS says of an update this execution started: `Ok(None)` in progress or done
+/// (the resource's status will follow), an error when it failed or was cancelled.
+async fn follow_update(
+    work: &Work<'_>,
+    update_id: &str,
+    nodegroup: Option<&str>,
+    what: &str,
+) -> Result<String> {
+    let cluster = &work.resources.cluster;
+    let out = work
+        .deps
+        .eks
+        .describe_update()
+        .name(cluster)
+        .update_id(update_id)
+        .set_nodegroup_name(nodegroup.map(str::to_owned))
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("DescribeUpdate {cluster} {update_id}"), e))?;
+    let Some(update) = out.update() else {
+        return Ok(format!(
+            "EKS update {update_id} of {what} is not reported yet"
+        ));
+    };
+    if let Some(err) = failed_update(what, update) {
+        return Err(err);
+    }
+    Ok(format!(
+        "EKS update {update_id} of {what} is {}",
+        update
+            .status()
+            .map(|s| s.as_str())
+            .unwrap_or("of unknown status")
+    ))
+}
+
 fn skip(view: &mut View) {
     view.upgrade = Some(Upgrading {
         skipped: true,
@@ -143,6 +226,23 @@ pub(crate) async fn insights(
         return Ok(());
     };
     let cluster = &work.resources.cluster;
+    // A rerun that finishes the node group and the add-ons: the control plane already
+    // runs the target, so what insights say of it no longer gates anything.
+    if let Some(found) = control_plane::describe(work).await?
+        && found.version() == Some(target.as_str())
+    {
+        let detail = format!(
+            "EKS cluster {cluster} already runs Kubernetes {target}: insights not consulted"
+        );
+        view.detail = Some(detail.clone());
+        view.upgrade = Some(Upgrading {
+            target: Some(target),
+            found: found.version().map(str::to_owned),
+            detail,
+            ..Upgrading::default()
+        });
+        return Ok(());
+    }
     let filter = InsightsFilter::builder()
         .categories(Category::UpgradeReadiness)
         .kubernetes_versions(&target)
@@ -162,7 +262,7 @@ pub(crate) async fn insights(
             .await;
         let page = match page {
             Ok(page) => page,
-            Err(err) if is_not_implemented(&err) => {
+            Err(err) if work.deps.emulator && is_not_implemented(&err) => {
                 not_emulated(view, target);
                 return Ok(());
             }
@@ -281,6 +381,20 @@ pub(crate) async fn control_plane(
             work.resources.nodegroup
         )));
     }
+    if let Some(update_id) = started_update(work, step, "control-plane", &target).await? {
+        report.update_id = Some(update_id.clone());
+        report.detail = follow_update(
+            work,
+            &update_id,
+            None,
+            &format!("cluster {name} to {target}"),
+        )
+        .await?;
+        view.pending.push(report.detail.clone());
+        view.detail = Some(report.detail.clone());
+        view.upgrade = Some(report);
+        return Ok(());
+    }
     let created = cluster
         .created_at()
         .map(|t| t.secs().to_string())
@@ -309,11 +423,14 @@ pub(crate) async fn control_plane(
                     return Err(err);
                 }
                 report.update_id = update.id().map(str::to_owned);
+                if let Some(id) = update.id() {
+                    remember_update(work, step, "control-plane", &target, id).await?;
+                }
             }
             work.log.created(&format!("{name}:version:{target}"));
             report.detail = format!("EKS cluster {name}: Kubernetes {found} -> {target} requested");
         }
-        Err(err) if is_not_implemented(&err) => {
+        Err(err) if work.deps.emulator && is_not_implemented(&err) => {
             not_emulated(view, target);
             return Ok(());
         }
@@ -351,7 +468,8 @@ pub(crate) async fn node_group(
     };
     let (cluster, name) = (&work.resources.cluster, &work.resources.nodegroup);
     let Some(group) = nodegroup::describe(work).await? else {
-        return Err(Error::Conflict(format!(
+        // Fatal, not a refusal: the control plane has already moved.
+        return Err(Error::fatal(format!(
             "EKS node group {name} does not exist: provision the deployment; it creates the \
              group at the recorded version"
         )));
@@ -386,6 +504,20 @@ pub(crate) async fn node_group(
             )));
         }
     }
+    if let Some(update_id) = started_update(work, step, "nodegroup", &target).await? {
+        report.update_id = Some(update_id.clone());
+        report.detail = follow_update(
+            work,
+            &update_id,
+            Some(name),
+            &format!("node group {name} to {target}"),
+        )
+        .await?;
+        view.pending.push(report.detail.clone());
+        view.detail = Some(report.detail.clone());
+        view.upgrade = Some(report);
+        return Ok(());
+    }
     let token = client_token(&[
         work.names.deployment(),
         group.nodegroup_arn().unwrap_or(name),
@@ -411,6 +543,9 @@ pub(crate) async fn node_group(
                     return Err(err);
                 }
                 report.update_id = update.id().map(str::to_owned);
+                if let Some(id) = update.id() {
+                    remember_update(work, step, "nodegroup", &target, id).await?;
+                }
             }
             work.log.created(&format!("{name}:version:{target}"));
             report.detail = format!(
@@ -418,7 +553,7 @@ pub(crate) async fn node_group(
                  nodes, draining each within the pods' disruption budgets)"
             );
         }
-        Err(err) if is_not_implemented(&err) => {
+        Err(err) if work.deps.emulator && is_not_implemented(&err) => {
             not_emulated(view, target);
             return Ok(());
         }
@@ -512,7 +647,7 @@ pub(crate) async fn addons(
             .await
         {
             Ok(out) => out.addon,
-            Err(err) if is_not_implemented(&err) => {
+            Err(err) if work.deps.emulator && is_not_implemented(&err) => {
                 not_emulated(view, target);
                 return Ok(());
             }

@@ -10,6 +10,7 @@
 mod alerts;
 pub mod certificate;
 mod cleanup;
+mod drift;
 mod lock;
 mod runs;
 mod scale;
@@ -119,6 +120,9 @@ pub enum ControlAction {
     /// upgrade: after a failed rollout, the image this run replaced back in the record.
     #[serde(rename = "upgrade-revert")]
     UpgradeRevert,
+    /// drift: start a provision with the recorded spec to converge what drifted.
+    #[serde(rename = "drift-repair")]
+    DriftRepair,
     /// handle-alert: read the event, claim it, record an alarm's change, pick a runbook.
     #[serde(rename = "alert-triage")]
     AlertTriage,
@@ -142,6 +146,7 @@ impl Action for ControlAction {
             ControlAction::UpgradePlan => "upgrade-plan",
             ControlAction::UpgradeRecord => "upgrade-record",
             ControlAction::UpgradeRevert => "upgrade-revert",
+            ControlAction::DriftRepair => "drift-repair",
             ControlAction::AlertTriage => "alert-triage",
             ControlAction::AlertNotify => "alert-notify",
         }
@@ -207,6 +212,7 @@ pub enum ControlOutput {
     /// scale-pools' plan or record.
     Scaled(scale::ScaleOutput),
     Upgraded(upgrade::UpgradeOutput),
+    Repaired(drift::Repair),
     /// handle-alert's triage.
     Triaged(alerts::Triage),
     Notified(alerts::Notified),
@@ -359,6 +365,7 @@ impl Step for Control<'_> {
                 self.require_holder(step).await?;
                 return upgrade::revert(self.deps, step).await;
             }
+            ControlAction::DriftRepair => return drift::repair(self.deps, step).await,
             ControlAction::AlertTriage => return alerts::triage(self.deps, step).await,
             ControlAction::AlertNotify => return alerts::notify(self.deps, step).await,
         };
@@ -507,9 +514,13 @@ impl Control<'_> {
             DeploymentStatus::Deleted
         } else {
             let current = current_status(store, deployment).await?;
-            if MARKS_FAILED.contains(&workflow) && current == DeploymentStatus::Failed {
-                // A workflow that marks the deployment FAILED clears it when it succeeds,
-                // as provision's `ready` does.
+            if MARKS_FAILED.contains(&workflow)
+                && current == DeploymentStatus::Failed
+                && last_failed_by(store, deployment).await?.as_deref() == Some(workflow)
+            {
+                // A workflow that marked the deployment FAILED clears it when it
+                // succeeds, as provision's `ready` does; a failure another workflow left
+                // (a provision that stopped halfway) stays until that one succeeds.
                 let status = serving_status(step);
                 store.set_status(deployment, status, Utc::now()).await?;
                 status
@@ -572,6 +583,17 @@ pub const MARKS_FAILED: [&str; 3] = ["provision", "teardown", "upgrade"];
 /// control plane): the data plane is as it was, and so is its status. A failed rollout
 /// fails with its own error (the rollback keeps it), so it still marks FAILED.
 const REFUSALS: [&str; 2] = ["Apiary.InvalidInput", "Apiary.Conflict"];
+
+/// The workflow of the newest failure recorded in the journal.
+async fn last_failed_by(store: &Store, deployment: &str) -> Result<Option<String>> {
+    Ok(store
+        .journal(deployment)
+        .await?
+        .into_iter()
+        .filter(|e| e.action == ControlAction::Fail.as_str())
+        .max_by_key(|e| e.at)
+        .map(|e| e.step))
+}
 
 /// READY, or WAITING_FOR_DNS_VALIDATION while the dns layer's certificate is not ISSUED.
 fn serving_status(step: &StepContext<'_, ControlAction>) -> DeploymentStatus {

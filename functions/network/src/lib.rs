@@ -13,7 +13,7 @@ mod gateways;
 pub mod in_vpc;
 pub mod plan;
 mod routes;
-mod security;
+pub mod security;
 mod vpc;
 
 use std::sync::Arc;

@@ -5,6 +5,7 @@
 
 use apiary_core::naming::INGESTION_PORT;
 use apiary_core::outputs::SecurityGroups;
+use apiary_core::spec::DeploymentSpec;
 use apiary_core::{Error, Result};
 use aws_sdk_ec2::error::SdkError;
 use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, SecurityGroup, UserIdGroupPair};
@@ -13,7 +14,7 @@ use ipnet::Ipv4Net;
 use crate::Run;
 use crate::ec2::{filter, is_code, on_known_id, role_filters, tag_spec, without_sdk_retries};
 
-pub struct Groups {
+pub(crate) struct Groups {
     pub public: SecurityGroups,
     pub endpoints: String,
 }
@@ -26,23 +27,24 @@ enum Direction {
 }
 
 /// Where a rule admits traffic from (ingress) or lets it go to (egress).
-enum Source<'a> {
+pub enum Source<'a> {
     Cidr(String),
     Group(&'a str),
 }
 
-struct Rule<'a> {
-    protocol: &'static str,
-    port: Option<u16>,
-    source: Source<'a>,
-    description: String,
+/// One rule as provision makes it.
+pub struct Rule<'a> {
+    pub protocol: &'static str,
+    pub port: Option<u16>,
+    pub source: Source<'a>,
+    pub description: String,
 }
 
 /// Data store ports the cluster may reach: PostgreSQL, DocumentDB, Redis.
 pub const DATABASE_PORTS: [(u16, &str); 3] =
     [(5432, "PostgreSQL"), (27017, "DocumentDB"), (6379, "Redis")];
 
-pub async fn ensure_security_groups(
+pub(crate) async fn ensure_security_groups(
     run: &Run<'_>,
     vpc_id: &str,
     vpc_cidr: Ipv4Net,
@@ -78,91 +80,23 @@ pub async fn ensure_security_groups(
     )
     .await?;
 
-    // The load balancer admits HTTPS from inside the VPC (clients resolving the private
-    // zone's alias) and from each of the customer's networks, and nothing else: a network
-    // removed from `ingress_cidrs` is revoked on the next run.
-    let mut ingress = vec![Rule {
-        protocol: "tcp",
-        port: Some(443),
-        source: Source::Cidr(vpc_cidr.to_string()),
-        description: "HTTPS from inside the VPC".into(),
-    }];
-    let customer = run.spec.ingress_cidrs()?;
-    // With customer networks the load balancer is internet-facing: its name resolves to
-    // public addresses, so a client inside the VPC reaches it through a NAT gateway and
-    // arrives from the gateway's Elastic IP, not from the VPC's range.
-    if !customer.is_empty() {
-        ingress.extend(nat_ips.iter().map(|ip| Rule {
-            protocol: "tcp",
-            port: Some(443),
-            source: Source::Cidr(format!("{ip}/32")),
-            description: "HTTPS from inside the VPC through its NAT gateway".into(),
-        }));
+    let ids = GroupIds {
+        alb: id(&alb),
+        cluster: id(&cluster),
+        databases: id(&databases),
+        endpoints: Some(id(&endpoints)),
+        control_plane: id(&control_plane),
+    };
+    for wanted in wanted_ingress(run.spec, vpc_cidr, nat_ips, &ids)? {
+        let group = [&alb, &cluster, &databases, &endpoints]
+            .into_iter()
+            .find(|g| id(g) == wanted.group_id)
+            .expect("every wanted group is one of those made above");
+        ensure_rules(run, group, &wanted.rules).await?;
+        if wanted.revoke_others {
+            revoke_other_ingress(run, group, &wanted.rules).await?;
+        }
     }
-    ingress.extend(customer.into_iter().map(|cidr| Rule {
-        protocol: "tcp",
-        port: Some(443),
-        source: Source::Cidr(cidr.to_string()),
-        description: "HTTPS from customer network".into(),
-    }));
-    ensure_rules(run, &alb, &ingress).await?;
-    revoke_other_ingress(run, &alb, &ingress).await?;
-
-    let cluster_rules = vec![
-        Rule {
-            protocol: "-1",
-            port: None,
-            source: Source::Group(id(&cluster)),
-            description: "cluster internal".into(),
-        },
-        Rule {
-            protocol: "tcp",
-            port: Some(INGESTION_PORT),
-            source: Source::Group(id(&alb)),
-            description: "load balancer to ingestion pods".into(),
-        },
-        // The EKS endpoint is private by default: the workloads function reaches the
-        // Kubernetes API through the cluster's ENIs, which carry this group.
-        Rule {
-            protocol: "tcp",
-            port: Some(443),
-            source: Source::Group(id(&control_plane)),
-            description: "Kubernetes API from Apiary's in-VPC functions".into(),
-        },
-    ];
-    ensure_rules(run, &cluster, &cluster_rules).await?;
-
-    // The data stores admit the cluster, and the control plane's in-VPC functions: the
-    // restore-test verifier of the backup workflow connects to each store after a test
-    // restore (no function uses these ports yet).
-    let database_rules: Vec<Rule> = DATABASE_PORTS
-        .iter()
-        .flat_map(|(port, what)| {
-            [
-                Rule {
-                    protocol: "tcp",
-                    port: Some(*port),
-                    source: Source::Group(id(&cluster)),
-                    description: format!("{what} from the cluster"),
-                },
-                Rule {
-                    protocol: "tcp",
-                    port: Some(*port),
-                    source: Source::Group(id(&control_plane)),
-                    description: format!("{what} from Apiary's in-VPC functions"),
-                },
-            ]
-        })
-        .collect();
-    ensure_rules(run, &databases, &database_rules).await?;
-
-    let endpoint_rules = vec![Rule {
-        protocol: "tcp",
-        port: Some(443),
-        source: Source::Cidr(vpc_cidr.to_string()),
-        description: "HTTPS from the VPC".into(),
-    }];
-    ensure_rules(run, &endpoints, &endpoint_rules).await?;
 
     ensure_control_plane_egress(run, &control_plane, vpc_cidr).await?;
 
@@ -175,6 +109,224 @@ pub async fn ensure_security_groups(
         },
         endpoints: id(&endpoints).to_owned(),
     })
+}
+
+/// The ids of the deployment's security groups, as [`wanted_ingress`] names them.
+pub struct GroupIds<'a> {
+    pub alb: &'a str,
+    pub cluster: &'a str,
+    pub databases: &'a str,
+    /// The interface endpoints' group (not in the layer's output; `None` skips it).
+    pub endpoints: Option<&'a str>,
+    pub control_plane: &'a str,
+}
+
+/// One group's ingress as provision makes it.
+pub struct WantedIngress<'a> {
+    /// The group's role tag: `alb`, `cluster`, `databases`, `endpoints`.
+    pub role: &'static str,
+    pub group_id: &'a str,
+    pub rules: Vec<Rule<'a>>,
+    /// Only Apiary adds ingress rules to the group, so any other rule was added by hand
+    /// and the drift check reports it. Not the cluster's group: EKS and the load
+    /// balancer controller add their own rules to it.
+    pub only_apiary: bool,
+    /// Provision revokes any other ingress rule (the load balancer's: the networks it
+    /// admits follow `ingress_cidrs`, removals included).
+    pub revoke_others: bool,
+}
+
+/// The ingress rules of every group, from the spec, the VPC's range and the NAT
+/// gateways' addresses: what provision applies and what the drift check compares with.
+pub fn wanted_ingress<'a>(
+    spec: &DeploymentSpec,
+    vpc_cidr: Ipv4Net,
+    nat_ips: &[String],
+    ids: &GroupIds<'a>,
+) -> Result<Vec<WantedIngress<'a>>> {
+    // The load balancer admits HTTPS from inside the VPC (clients resolving the private
+    // zone's alias) and from each of the customer's networks, and nothing else: a network
+    // removed from `ingress_cidrs` is revoked on the next run.
+    let mut alb = vec![Rule {
+        protocol: "tcp",
+        port: Some(443),
+        source: Source::Cidr(vpc_cidr.to_string()),
+        description: "HTTPS from inside the VPC".into(),
+    }];
+    let customer = spec.ingress_cidrs()?;
+    // With customer networks the load balancer is internet-facing: its name resolves to
+    // public addresses, so a client inside the VPC reaches it through a NAT gateway and
+    // arrives from the gateway's Elastic IP, not from the VPC's range.
+    if !customer.is_empty() {
+        alb.extend(nat_ips.iter().map(|ip| Rule {
+            protocol: "tcp",
+            port: Some(443),
+            source: Source::Cidr(format!("{ip}/32")),
+            description: "HTTPS from inside the VPC through its NAT gateway".into(),
+        }));
+    }
+    alb.extend(customer.into_iter().map(|cidr| Rule {
+        protocol: "tcp",
+        port: Some(443),
+        source: Source::Cidr(cidr.to_string()),
+        description: "HTTPS from customer network".into(),
+    }));
+
+    let cluster = vec![
+        Rule {
+            protocol: "-1",
+            port: None,
+            source: Source::Group(ids.cluster),
+            description: "cluster internal".into(),
+        },
+        Rule {
+            protocol: "tcp",
+            port: Some(INGESTION_PORT),
+            source: Source::Group(ids.alb),
+            description: "load balancer to ingestion pods".into(),
+        },
+        // The EKS endpoint is private by default: the workloads function reaches the
+        // Kubernetes API through the cluster's ENIs, which carry this group.
+        Rule {
+            protocol: "tcp",
+            port: Some(443),
+            source: Source::Group(ids.control_plane),
+            description: "Kubernetes API from Apiary's in-VPC functions".into(),
+        },
+    ];
+
+    // The data stores admit the cluster, and the control plane's in-VPC functions: the
+    // restore-test verifier of the backup workflow connects to each store after a test
+    // restore.
+    let databases: Vec<Rule> = DATABASE_PORTS
+        .iter()
+        .flat_map(|(port, what)| {
+            [
+                Rule {
+                    protocol: "tcp",
+                    port: Some(*port),
+                    source: Source::Group(ids.cluster),
+                    description: format!("{what} from the cluster"),
+                },
+                Rule {
+                    protocol: "tcp",
+                    port: Some(*port),
+                    source: Source::Group(ids.control_plane),
+                    description: format!("{what} from Apiary's in-VPC functions"),
+                },
+            ]
+        })
+        .collect();
+
+    let mut wanted = vec![
+        WantedIngress {
+            role: "alb",
+            group_id: ids.alb,
+            rules: alb,
+            only_apiary: true,
+            revoke_others: true,
+        },
+        WantedIngress {
+            role: "cluster",
+            group_id: ids.cluster,
+            rules: cluster,
+            only_apiary: false,
+            revoke_others: false,
+        },
+        WantedIngress {
+            role: "databases",
+            group_id: ids.databases,
+            rules: databases,
+            only_apiary: true,
+            revoke_others: false,
+        },
+    ];
+    if let Some(endpoints) = ids.endpoints {
+        wanted.push(WantedIngress {
+            role: "endpoints",
+            group_id: endpoints,
+            rules: vec![Rule {
+                protocol: "tcp",
+                port: Some(443),
+                source: Source::Cidr(vpc_cidr.to_string()),
+                description: "HTTPS from the VPC".into(),
+            }],
+            only_apiary: true,
+            revoke_others: false,
+        });
+    }
+    Ok(wanted)
+}
+
+/// The rules of `wanted` that `group` does not have.
+pub fn missing_rules<'r, 'a>(group: &SecurityGroup, wanted: &'r [Rule<'a>]) -> Vec<&'r Rule<'a>> {
+    wanted
+        .iter()
+        .filter(|rule| !has_rule(group.ip_permissions(), rule))
+        .collect()
+}
+
+/// A rule as a person reads it: `tcp 443 from 10.0.0.0/16`.
+pub fn describe_rule(rule: &Rule<'_>) -> String {
+    let ports = match (rule.protocol, rule.port) {
+        ("-1", _) => "all traffic".to_owned(),
+        (protocol, Some(port)) => format!("{protocol} {port}"),
+        (protocol, None) => protocol.to_owned(),
+    };
+    let source = match &rule.source {
+        Source::Cidr(cidr) => cidr.clone(),
+        Source::Group(group) => (*group).to_owned(),
+    };
+    format!("{ports} from {source}")
+}
+
+/// A permission as a person reads it: `tcp 22-22 from 0.0.0.0/0, sg-1`.
+pub fn describe_permission(permission: &IpPermission) -> String {
+    let protocol = permission.ip_protocol().unwrap_or("?");
+    let ports = match (permission.from_port(), permission.to_port()) {
+        _ if protocol == "-1" => "all traffic".to_owned(),
+        (Some(from), Some(to)) if from == to => format!("{protocol} {from}"),
+        (Some(from), Some(to)) => format!("{protocol} {from}-{to}"),
+        _ => protocol.to_owned(),
+    };
+    let mut sources: Vec<String> = Vec::new();
+    sources.extend(
+        permission
+            .ip_ranges()
+            .iter()
+            .filter_map(|r| r.cidr_ip().map(str::to_owned)),
+    );
+    sources.extend(
+        permission
+            .ipv6_ranges()
+            .iter()
+            .filter_map(|r| r.cidr_ipv6().map(str::to_owned)),
+    );
+    sources.extend(
+        permission
+            .user_id_group_pairs()
+            .iter()
+            .filter_map(|p| p.group_id().map(str::to_owned)),
+    );
+    sources.extend(
+        permission
+            .prefix_list_ids()
+            .iter()
+            .filter_map(|p| p.prefix_list_id().map(str::to_owned)),
+    );
+    format!("{ports} from {}", sources.join(", "))
+}
+
+/// Whether a permission admits the whole internet.
+pub fn open_to_the_world(permission: &IpPermission) -> bool {
+    permission
+        .ip_ranges()
+        .iter()
+        .any(|r| r.cidr_ip() == Some("0.0.0.0/0"))
+        || permission
+            .ipv6_ranges()
+            .iter()
+            .any(|r| r.cidr_ipv6() == Some("::/0"))
 }
 
 /// The role tag of the control plane's group.
@@ -406,7 +558,7 @@ async fn ensure_rules(run: &Run<'_>, group: &SecurityGroup, rules: &[Rule<'_>]) 
 
 /// The ingress permissions of `group` that none of `rules` asks for, one source each:
 /// what [`revoke_other_ingress`] takes away.
-fn other_ingress(group: &SecurityGroup, rules: &[Rule<'_>]) -> Vec<IpPermission> {
+pub fn other_ingress(group: &SecurityGroup, rules: &[Rule<'_>]) -> Vec<IpPermission> {
     let wanted = |permission: &IpPermission, source: Source<'_>| {
         rules.iter().any(|rule| {
             let same_source = match (&rule.source, &source) {

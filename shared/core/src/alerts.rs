@@ -179,7 +179,7 @@ fn alarm(alert: &mut Alert, detail: &Value, prefix: &str) -> Result<()> {
 }
 
 /// The names of the stack's own alarms after `apiary-<name>-`.
-const STACK_ALARMS: [&str; 13] = [
+const STACK_ALARMS: [&str; 15] = [
     "provision-run-failed",
     "teardown-run-failed",
     "backup-run-failed",
@@ -189,6 +189,8 @@ const STACK_ALARMS: [&str; 13] = [
     "handle-alert-run-failed",
     "phone-home-run-failed",
     "upgrade-run-failed",
+    "drift-run-failed",
+    "drift-security",
     "restore-test-failed",
     "restore-test-missed",
     "schedule-dead-letters",

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use crate::{Error, Result};
 
 pub mod backup;
+pub mod drift;
 pub mod restore_test;
 pub mod rotate_keys;
 pub mod scale_pools;
@@ -36,6 +37,7 @@ pub fn parse(workflow: &str, deployment: &str, input: &Value) -> Result<Value> {
         restore_test::WORKFLOW => restore_test::parse(input),
         scale_pools::WORKFLOW => scale_pools::parse(input),
         upgrade::WORKFLOW => upgrade::parse(input),
+        drift::WORKFLOW => drift::parse(input),
         _ => Err(Error::invalid_input(format!(
             "unknown workflow `{workflow}`: no day-2 workflow of that name takes an input"
         ))),

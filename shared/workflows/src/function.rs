@@ -20,10 +20,11 @@ pub enum Function {
     Verifier,
     Backup,
     Report,
+    Drift,
 }
 
 impl Function {
-    pub const ALL: [Function; 13] = [
+    pub const ALL: [Function; 14] = [
         Function::Control,
         Function::Keys,
         Function::Network,
@@ -37,6 +38,7 @@ impl Function {
         Function::Verifier,
         Function::Backup,
         Function::Report,
+        Function::Drift,
     ];
 
     /// The crate, binary and function name: `functions/<name>`.
@@ -55,6 +57,7 @@ impl Function {
             Function::Teardown => "teardown",
             Function::Operate => "operate",
             Function::Report => "report",
+            Function::Drift => "drift",
         }
     }
 
@@ -86,6 +89,8 @@ impl Function {
             Function::Operate => 120,
             // report::LAMBDA_TIMEOUT: the table reads, then POSTs within its send window.
             Function::Report => 60,
+            // Read-only describes of every recorded resource, one call each.
+            Function::Drift => 120,
         }
     }
 }

@@ -50,6 +50,7 @@
 
 pub mod backup;
 pub mod budget;
+pub mod drift;
 mod flow;
 mod function;
 pub mod handle_alert;
@@ -103,6 +104,10 @@ pub fn all() -> Vec<Workflow> {
         Workflow {
             name: backup::NAME,
             definition: backup::definition(),
+        },
+        Workflow {
+            name: drift::NAME,
+            definition: drift::definition(),
         },
         Workflow {
             name: handle_alert::NAME,

@@ -110,6 +110,12 @@ pub const TIMEOUT_SECONDS: u64 = 36 * 3600;
 const ROLLBACK: &str = "$.rollback";
 /// Where a failed rollback keeps its own failure.
 const ROLLBACK_FAILURE: &str = "$.rollback_failure";
+/// What a failure without an error or a cause reads as.
+const FAILURE_DEFAULT: &str = "$.failure_default";
+/// The rollout's failure over those defaults.
+const ROLLOUT: &str = "$.rollout";
+/// The first state after a failed rollout.
+const ROLLOUT_FAILED: &str = "RolloutFailed";
 
 pub fn definition() -> Value {
     let input = || Some(json!({"input.$": "$.input"}));
@@ -256,11 +262,33 @@ fn roll_back_failed_rollouts(definition: &mut Value) {
             .expect("every Task catches its failures");
         let all = catchers.last_mut().expect("the catch-all is last");
         assert_eq!(all["Next"], FAILURE_PATH, "{task}");
-        all["Next"] = json!(revert);
+        all["Next"] = json!(ROLLOUT_FAILED);
     }
     let timed_out = &mut states[&format!("{}TimedOut", ROLL_IMAGE.name)];
     assert_eq!(timed_out["Next"], FAILURE_PATH);
-    timed_out["Next"] = json!(revert);
+    timed_out["Next"] = json!(ROLLOUT_FAILED);
+    // A caught error need not carry a Cause, and States.Format fails the whole execution
+    // (uncatchably, leaving the lock held) on a missing path: every failure the
+    // rollback's messages read is merged over these defaults first.
+    states.insert(
+        ROLLOUT_FAILED.to_owned(),
+        json!({
+            "Type": "Pass",
+            "Comment": "The rollout failed: what a failure without an error or a cause reads as",
+            "Parameters": {"Error": "States.Runtime", "Cause": "no cause given"},
+            "ResultPath": FAILURE_DEFAULT,
+            "Next": "RolloutFailure"
+        }),
+    );
+    states.insert(
+        "RolloutFailure".to_owned(),
+        json!({
+            "Type": "Pass",
+            "Parameters": {"merged.$": format!("States.JsonMerge({FAILURE_DEFAULT}, {FAILURE}, false)")},
+            "ResultPath": ROLLOUT,
+            "Next": revert
+        }),
+    );
 
     let rollback = Flow::new()
         .task(
@@ -292,20 +320,29 @@ fn roll_back_failed_rollouts(definition: &mut Value) {
             for catcher in catchers {
                 assert_eq!(catcher["Next"], FAILURE_PATH, "{name}");
                 catcher["ResultPath"] = json!(ROLLBACK_FAILURE);
-                catcher["Next"] = json!("RollBackFailed");
+                catcher["Next"] = json!("RollBackFailure");
             }
         }
         if name == &format!("{}TimedOut", ROLL_BACK.name) {
             state["ResultPath"] = json!(ROLLBACK_FAILURE);
-            state["Next"] = json!("RollBackFailed");
+            state["Next"] = json!("RollBackFailure");
         }
     }
+    added.insert(
+        "RollBackFailure".to_owned(),
+        json!({
+            "Type": "Pass",
+            "Parameters": {"merged.$": format!("States.JsonMerge({FAILURE_DEFAULT}, {ROLLBACK_FAILURE}, false)")},
+            "ResultPath": ROLLBACK_FAILURE,
+            "Next": "RollBackFailed"
+        }),
+    );
     let rolled_back = |comment: &str, cause: &str, args: &str| {
         json!({
             "Type": "Pass",
             "Comment": comment,
             "Parameters": {
-                "Error.$": "$.failure.Error",
+                "Error.$": format!("{ROLLOUT}.merged.Error"),
                 "Cause.$": format!("States.Format('{cause}', {args})")
             },
             "ResultPath": FAILURE,
@@ -317,7 +354,7 @@ fn roll_back_failed_rollouts(definition: &mut Value) {
         rolled_back(
             "The previous image runs again; the run fails with the rollout's cause",
             "the rollout of the new image failed: {} It was rolled back: {}, and that rollout is complete.",
-            &format!("$.failure.Cause, {ROLLBACK}.detail"),
+            &format!("{ROLLOUT}.merged.Cause, {ROLLBACK}.detail"),
         ),
     );
     added.insert(
@@ -325,7 +362,7 @@ fn roll_back_failed_rollouts(definition: &mut Value) {
         rolled_back(
             "Nothing to roll back; the run fails with the rollout's cause",
             "the rollout of the new image failed: {} {}",
-            &format!("$.failure.Cause, {ROLLBACK}.detail"),
+            &format!("{ROLLOUT}.merged.Cause, {ROLLBACK}.detail"),
         ),
     );
     added.insert(
@@ -333,7 +370,7 @@ fn roll_back_failed_rollouts(definition: &mut Value) {
         rolled_back(
             "The rollback failed too: both causes",
             "the rollout of the new image failed: {} Rolling back failed too: {}",
-            &format!("$.failure.Cause, {ROLLBACK_FAILURE}.Cause"),
+            &format!("{ROLLOUT}.merged.Cause, {ROLLBACK_FAILURE}.merged.Cause"),
         ),
     );
     for (name, state) in added {
@@ -371,9 +408,10 @@ mod tests {
         let states = &definition["States"];
         for task in ["RollImage", "RollImagePoll"] {
             let catchers = states[task]["Catch"].as_array().unwrap();
-            assert_eq!(catchers.last().unwrap()["Next"], "RevertImage", "{task}");
+            assert_eq!(catchers.last().unwrap()["Next"], ROLLOUT_FAILED, "{task}");
         }
-        assert_eq!(states["RollImageTimedOut"]["Next"], "RevertImage");
+        assert_eq!(states["RollImageTimedOut"]["Next"], ROLLOUT_FAILED);
+        assert_eq!(states["RolloutFailure"]["Next"], "RevertImage");
         assert_eq!(states["RevertImage"]["Next"], "Reverted?");
         assert_eq!(states["RollBackReady?"]["Choices"][0]["Next"], "RolledBack");
         for end in ["RolledBack", "NotRolledBack", "RollBackFailed"] {
@@ -384,7 +422,7 @@ mod tests {
             assert!(
                 catchers
                     .iter()
-                    .all(|c| c["Next"] == "RollBackFailed" && c["ResultPath"] == ROLLBACK_FAILURE),
+                    .all(|c| c["Next"] == "RollBackFailure" && c["ResultPath"] == ROLLBACK_FAILURE),
                 "{task}: {catchers:?}"
             );
         }

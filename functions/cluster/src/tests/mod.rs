@@ -88,6 +88,7 @@ impl Mocks<'_> {
             sts: mock_client!(aws_sdk_sts, RuleMode::MatchAny, &self.sts),
             recorder: Arc::new(recorder.clone()),
             kubernetes_admins: Vec::new(),
+            emulator: false,
         };
         (deps, recorder)
     }

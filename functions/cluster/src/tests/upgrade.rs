@@ -22,6 +22,7 @@ use serde_json::json;
 
 use super::*;
 use crate::nodegroup::{CLUSTER_ADDONS, NODEGROUP_ADDONS};
+use apiary_core::step::Recorder;
 
 const FROM: &str = "1.33";
 const TO: &str = "1.34";
@@ -243,9 +244,12 @@ fn insights(statuses: &'static [InsightStatusValue]) -> Rule {
 
 #[tokio::test]
 async fn insights_in_error_refuse_by_name_and_none_pass() {
-    let blocking = insights(&[InsightStatusValue::Error]);
+    let (below, blocking) = (
+        at(ClusterStatus::Active, FROM),
+        insights(&[InsightStatusValue::Error]),
+    );
     let mocks = Mocks {
-        eks: vec![&blocking],
+        eks: vec![&below, &blocking],
         ..Default::default()
     };
     let (deps, _) = mocks.deps();
@@ -261,7 +265,7 @@ async fn insights_in_error_refuse_by_name_and_none_pass() {
     // A passing insight EKS returned despite the filter does not block.
     let clear = insights(&[InsightStatusValue::Passing]);
     let mocks = Mocks {
-        eks: vec![&clear],
+        eks: vec![&below, &clear],
         ..Default::default()
     };
     let (deps, _) = mocks.deps();
@@ -269,6 +273,110 @@ async fn insights_in_error_refuse_by_name_and_none_pass() {
         .await
         .expect("clear");
     assert_eq!(out["ready"], json!(true), "{out}");
+
+    // A rerun after the control plane moved: insights are not consulted.
+    let (moved, any) = (
+        at(ClusterStatus::Active, TO),
+        insights(&[InsightStatusValue::Error]),
+    );
+    let mocks = Mocks {
+        eks: vec![&moved, &any],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let out = handle(&deps, version_event("upgrade-insights", TO))
+        .await
+        .expect("not consulted");
+    assert_eq!(out["ready"], json!(true), "{out}");
+    assert_eq!(any.num_calls(), 0);
+}
+
+/// After an update is accepted EKS may still report the cluster ACTIVE at the old
+/// version (eventually consistent), and does again once the update failed: the update
+/// this execution started decides, and nothing is sent twice.
+#[tokio::test]
+async fn a_started_update_is_followed_not_sent_again() {
+    use aws_sdk_eks::operation::describe_update::DescribeUpdateOutput;
+
+    for (status, fails) in [
+        (UpdateStatus::InProgress, false),
+        (UpdateStatus::Failed, true),
+    ] {
+        let (found, level, send) = (
+            at(ClusterStatus::Active, FROM),
+            group(NodegroupStatus::Active, FROM),
+            update_version(UpdateStatus::InProgress),
+        );
+        let shown = status.clone();
+        let followed = mock!(Eks::describe_update)
+            .match_requests(|r| r.name() == Some(CLUSTER) && r.update_id() == Some("upd-7"))
+            .then_output(move || {
+                let errors = if fails {
+                    vec![
+                        ErrorDetail::builder()
+                            .error_code(ErrorCode::SubnetNotFound)
+                            .error_message("subnet-1 was deleted")
+                            .build(),
+                    ]
+                } else {
+                    Vec::new()
+                };
+                DescribeUpdateOutput::builder()
+                    .update(update(shown.clone(), errors))
+                    .build()
+            });
+        let mocks = Mocks {
+            eks: vec![&found, &level, &send, &followed],
+            ..Default::default()
+        };
+        let (deps, recorder) = mocks.deps();
+        recorder
+            .save_output(
+                "acme",
+                "upgrade.eks.control-plane",
+                &json!({"execution_id": "exec-1", "target": TO, "update_id": "upd-7"}),
+            )
+            .await
+            .unwrap();
+        let out = handle(&deps, version_event("upgrade-control-plane", TO)).await;
+        assert_eq!(send.num_calls(), 0, "{status:?}: not sent again");
+        assert_eq!(followed.num_calls(), 1, "{status:?}");
+        match out {
+            Ok(out) => {
+                assert!(!fails, "{out}");
+                assert_eq!(out["ready"], json!(false), "{out}");
+            }
+            Err(err) => {
+                assert!(fails, "{err}");
+                assert!(err.to_string().contains("SubnetNotFound"), "{err}");
+            }
+        }
+    }
+
+    // Another execution's update (an earlier run's, failed) does not stop a new run from
+    // asking EKS again.
+    let (found, level, send) = (
+        at(ClusterStatus::Active, FROM),
+        group(NodegroupStatus::Active, FROM),
+        update_version(UpdateStatus::InProgress),
+    );
+    let mocks = Mocks {
+        eks: vec![&found, &level, &send],
+        ..Default::default()
+    };
+    let (deps, recorder) = mocks.deps();
+    recorder
+        .save_output(
+            "acme",
+            "upgrade.eks.control-plane",
+            &json!({"execution_id": "an-earlier-run", "target": TO, "update_id": "upd-0"}),
+        )
+        .await
+        .unwrap();
+    handle(&deps, version_event("upgrade-control-plane", TO))
+        .await
+        .expect("asked again");
+    assert_eq!(send.num_calls(), 1);
 }
 
 #[tokio::test]

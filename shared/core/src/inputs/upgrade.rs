@@ -225,9 +225,32 @@ pub fn backup_gate(
     let limit = Duration::hours(MAX_BACKUP_AGE_HOURS);
     let mut checked = Map::new();
     let mut problems = Vec::new();
+    // Every store the spec turns on must have a point; the ledger also skips a store
+    // that is on but was not built yet, which proves nothing.
+    let enabled = [
+        ("postgres", true),
+        ("documentdb", spec.databases.documentdb),
+        ("redis", spec.databases.redis),
+    ];
+    for (store, on) in enabled {
+        let points = stores.get(store);
+        match points.and_then(|p| p.get("skipped")) {
+            Some(reason) if !on => {
+                checked.insert(store.to_owned(), json!({"skipped": reason}));
+            }
+            Some(reason) => problems.push(format!(
+                "{store}: the last backup skipped it ({}), and the spec turns it on",
+                reason.as_str().unwrap_or("no reason given")
+            )),
+            None if points.is_none() && !on => {}
+            None if points.is_none() => {
+                problems.push(format!("{store}: the ledger has no entry for it"))
+            }
+            None => {}
+        }
+    }
     for (store, points) in stores {
         if points.get("skipped").is_some() {
-            checked.insert(store.clone(), json!({"skipped": points["skipped"]}));
             continue;
         }
         let point = points.get(&spec.region).cloned().unwrap_or(Value::Null);
@@ -288,8 +311,11 @@ mod tests {
     use super::*;
     use crate::fixtures::Fixture;
 
+    /// The test deployment with DocumentDB off (the ledger below skips it).
     fn spec() -> DeploymentSpec {
-        Fixture::test().spec()
+        Fixture::test()
+            .with_spec(|spec| spec["databases"]["documentdb"] = json!(false))
+            .spec()
     }
 
     fn now() -> DateTime<Utc> {
@@ -436,6 +462,13 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("redis"), "redis is fresh: {err}");
+
+        // A store the spec turns on that the ledger skipped (not built when the backup
+        // ran) proves nothing.
+        let mut skipped = ledger(&spec.region, "2026-12-06T11:00:00Z");
+        skipped["stores"]["redis"] = json!({"skipped": "the databases layer has not been built"});
+        let err = plan(Some(&skipped)).unwrap_err().to_string();
+        assert!(err.contains("redis: the last backup skipped it"), "{err}");
 
         // A point whose time is unknown proves nothing about its age.
         let mut timeless = ledger(&spec.region, "2026-12-06T11:00:00Z");

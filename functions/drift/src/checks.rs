@@ -1,0 +1,555 @@
+//! The comparisons, one resource kind each. Each reads AWS and adds what it compared to
+//! `checked` and each difference to `findings`; a resource that is gone is a `missing`
+//! finding, never an error. Any other AWS error fails the run (it is read-only, so the
+//! workflow's retries are safe).
+
+use apiary_core::outputs::{ClusterOutput, KeyRef, NetworkOutput, StorageOutput};
+use apiary_core::step::StepContext;
+use apiary_core::{Error, Result};
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_s3::types::ServerSideEncryption;
+use ipnet::Ipv4Net;
+use network::security::{
+    GroupIds, describe_permission, describe_rule, missing_rules, open_to_the_world, other_ingress,
+    wanted_ingress,
+};
+use serde::Serialize;
+
+use crate::{Deps, DriftAction};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FindingKind {
+    /// Recorded, and AWS no longer has it.
+    Missing,
+    /// AWS has it, not as recorded.
+    Changed,
+}
+
+/// One difference between the record and AWS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// `security group sg-1 (alb)`, `S3 bucket apiary-demo-logs-...`.
+    pub resource: String,
+    pub kind: FindingKind,
+    /// `ingress`, `default encryption`, `endpoint public access`, ...
+    pub setting: String,
+    pub wanted: String,
+    pub found: String,
+    /// It opens or unprotects something: the stack's `drift-security` alarm fires.
+    pub security: bool,
+}
+
+impl Finding {
+    pub fn sentence(&self) -> String {
+        match self.kind {
+            FindingKind::Missing => format!("{} is missing", self.resource),
+            FindingKind::Changed => format!(
+                "{} {}: wanted {}, found {}{}",
+                self.resource,
+                self.setting,
+                self.wanted,
+                self.found,
+                if self.security { " (security)" } else { "" }
+            ),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Found {
+    checked: Vec<String>,
+    findings: Vec<Finding>,
+}
+
+impl Found {
+    fn missing(&mut self, resource: &str) {
+        self.findings.push(Finding {
+            resource: resource.to_owned(),
+            kind: FindingKind::Missing,
+            setting: "exists".to_owned(),
+            wanted: "present".to_owned(),
+            found: "absent".to_owned(),
+            security: false,
+        });
+    }
+
+    fn changed(
+        &mut self,
+        resource: &str,
+        setting: &str,
+        wanted: &str,
+        found: &str,
+        security: bool,
+    ) {
+        self.findings.push(Finding {
+            resource: resource.to_owned(),
+            kind: FindingKind::Changed,
+            setting: setting.to_owned(),
+            wanted: wanted.to_owned(),
+            found: found.to_owned(),
+            security,
+        });
+    }
+}
+
+pub(crate) async fn run(
+    deps: &Deps,
+    step: &StepContext<'_, DriftAction>,
+) -> Result<(Vec<String>, Vec<Finding>)> {
+    let mut found = Found::default();
+    let layers = &step.layers;
+    if let Some(network) = &layers.network {
+        security_groups(deps, step, network, &mut found).await?;
+    }
+    if let Some(keys) = &layers.keys {
+        let s3_key = keys.keys.get("s3");
+        if let Some(storage) = &layers.storage {
+            buckets(deps, storage, s3_key, &mut found).await?;
+        }
+        for (scope, key) in &keys.keys {
+            key_state(deps, scope, key, &mut found).await?;
+        }
+    }
+    if let Some(cluster) = &layers.cluster {
+        let secrets_key = layers
+            .keys
+            .as_ref()
+            .and_then(|k| k.keys.get("eks-secrets"))
+            .map(|k| k.arn.clone());
+        eks(deps, step, cluster, secrets_key.as_deref(), &mut found).await?;
+    }
+    if let Some(postgres) = layers.databases.as_ref().and_then(|d| d.postgres.as_ref()) {
+        database(deps, &postgres.identifier, &mut found).await?;
+    }
+    Ok((found.checked, found.findings))
+}
+
+async fn security_groups(
+    deps: &Deps,
+    step: &StepContext<'_, DriftAction>,
+    network: &NetworkOutput,
+    found: &mut Found,
+) -> Result<()> {
+    let vpc_cidr: Ipv4Net = network.vpc_cidr.parse().map_err(|e| {
+        Error::fatal(format!(
+            "the network layer's vpc_cidr {:?} does not read: {e}",
+            network.vpc_cidr
+        ))
+    })?;
+    // The load balancer admits the NAT gateways' addresses when it faces customer
+    // networks: read them as provision does.
+    let mut nat_ips = Vec::new();
+    if !step.spec.ingress_cidrs()?.is_empty() && !network.nat_gateway_ids.is_empty() {
+        let nats = deps
+            .ec2
+            .describe_nat_gateways()
+            .set_nat_gateway_ids(Some(network.nat_gateway_ids.clone()))
+            .send()
+            .await;
+        match nats {
+            Ok(out) => {
+                for nat in out.nat_gateways() {
+                    nat_ips.extend(
+                        nat.nat_gateway_addresses()
+                            .iter()
+                            .filter_map(|a| a.public_ip().map(str::to_owned)),
+                    );
+                }
+            }
+            Err(err) if code_is(&err, "NatGatewayNotFound") => {
+                for id in &network.nat_gateway_ids {
+                    found.missing(&format!("NAT gateway {id}"));
+                }
+            }
+            Err(err) => return Err(Error::aws("DescribeNatGateways", err)),
+        }
+    }
+    let groups = &network.security_groups;
+    let ids = GroupIds {
+        alb: &groups.alb,
+        cluster: &groups.cluster,
+        databases: &groups.databases,
+        endpoints: None,
+        control_plane: &groups.control_plane,
+    };
+    for wanted in wanted_ingress(&step.spec, vpc_cidr, &nat_ips, &ids)? {
+        let resource = format!("security group {} ({})", wanted.group_id, wanted.role);
+        found.checked.push(resource.clone());
+        let described = deps
+            .ec2
+            .describe_security_groups()
+            .group_ids(wanted.group_id)
+            .send()
+            .await;
+        let group = match described {
+            Ok(out) => out.security_groups().first().cloned(),
+            Err(err) if code_is(&err, "InvalidGroup.NotFound") => None,
+            Err(err) => {
+                return Err(Error::aws(
+                    format!("DescribeSecurityGroups {}", wanted.group_id),
+                    err,
+                ));
+            }
+        };
+        let Some(group) = group else {
+            found.missing(&resource);
+            continue;
+        };
+        for rule in missing_rules(&group, &wanted.rules) {
+            found.changed(&resource, "ingress", &describe_rule(rule), "absent", false);
+        }
+        for extra in other_ingress(&group, &wanted.rules) {
+            // On the cluster's group EKS and the load balancer controller add their own
+            // rules; only one open to the internet is drift there.
+            if wanted.only_apiary || open_to_the_world(&extra) {
+                found.changed(
+                    &resource,
+                    "ingress",
+                    "no such rule",
+                    &describe_permission(&extra),
+                    true,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn code_is<E: ProvideErrorMetadata>(err: &E, code: &str) -> bool {
+    err.code() == Some(code)
+}
+
+/// Whether `found` names `key` (EKS and S3 give back the ARN, a key id or an alias).
+fn names_key(found: &str, key: &KeyRef) -> bool {
+    found == key.arn
+        || found == key.key_id
+        || found == key.alias
+        || found.ends_with(&format!("/{}", key.key_id))
+}
+
+async fn buckets(
+    deps: &Deps,
+    storage: &StorageOutput,
+    s3_key: Option<&KeyRef>,
+    found: &mut Found,
+) -> Result<()> {
+    let mut buckets: Vec<(&str, &str, bool)> = storage
+        .buckets
+        .iter()
+        .map(|(purpose, name)| (purpose.as_str(), name.as_str(), true))
+        .collect();
+    if !storage.access_logs_bucket.is_empty() {
+        buckets.push(("access-logs", storage.access_logs_bucket.as_str(), false));
+    }
+    for (purpose, bucket, kms) in buckets {
+        let resource = format!("S3 bucket {bucket} ({purpose})");
+        found.checked.push(resource.clone());
+        let encryption = deps.s3.get_bucket_encryption().bucket(bucket).send().await;
+        let rule = match encryption {
+            Ok(out) => out
+                .server_side_encryption_configuration()
+                .and_then(|c| c.rules().first())
+                .and_then(|r| r.apply_server_side_encryption_by_default())
+                .map(|d| {
+                    (
+                        d.sse_algorithm().clone(),
+                        d.kms_master_key_id().map(str::to_owned),
+                    )
+                }),
+            Err(err) if code_is(&err, "NoSuchBucket") => {
+                found.missing(&resource);
+                continue;
+            }
+            Err(err) if code_is(&err, "ServerSideEncryptionConfigurationNotFoundError") => None,
+            Err(err) => return Err(Error::aws(format!("GetBucketEncryption {bucket}"), err)),
+        };
+        let shown = match &rule {
+            Some((algorithm, Some(key))) => format!("{} with {key}", algorithm.as_str()),
+            Some((algorithm, None)) => algorithm.as_str().to_owned(),
+            None => "none".to_owned(),
+        };
+        match (kms, s3_key) {
+            (true, Some(key)) => {
+                let ok = matches!(&rule, Some((ServerSideEncryption::AwsKms, Some(id))) if names_key(id, key));
+                if !ok {
+                    let wanted = format!("aws:kms with {}", key.arn);
+                    found.changed(&resource, "default encryption", &wanted, &shown, true);
+                }
+            }
+            (false, _) => {
+                if !matches!(&rule, Some((ServerSideEncryption::Aes256, _))) {
+                    found.changed(
+                        &resource,
+                        "default encryption",
+                        "AES256 (SSE-S3)",
+                        &shown,
+                        true,
+                    );
+                }
+            }
+            (true, None) => {}
+        }
+        let block = deps
+            .s3
+            .get_public_access_block()
+            .bucket(bucket)
+            .send()
+            .await;
+        let blocked = match block {
+            Ok(out) => out.public_access_block_configuration().map(|c| {
+                [
+                    c.block_public_acls(),
+                    c.ignore_public_acls(),
+                    c.block_public_policy(),
+                    c.restrict_public_buckets(),
+                ]
+            }),
+            Err(err) if code_is(&err, "NoSuchPublicAccessBlockConfiguration") => None,
+            Err(err) => return Err(Error::aws(format!("GetPublicAccessBlock {bucket}"), err)),
+        };
+        if blocked != Some([Some(true); 4]) {
+            let shown = match blocked {
+                Some(flags) => format!("{flags:?}"),
+                None => "none".to_owned(),
+            };
+            found.changed(
+                &resource,
+                "Block Public Access",
+                "all four settings on",
+                &shown,
+                true,
+            );
+        }
+        if purpose == "backups" {
+            let versioning = match deps.s3.get_bucket_versioning().bucket(bucket).send().await {
+                Ok(versioning) => versioning,
+                // moto answers GetBucketVersioning with a root element the SDK does not
+                // parse (`GetBucketVersioningResponse`): no code, only against it.
+                Err(err) if deps.emulator && err.code().is_none() => {
+                    found.checked.push(format!(
+                        "{resource}: versioning not read (the local emulator's answer does \
+                         not parse)"
+                    ));
+                    continue;
+                }
+                Err(err) => return Err(Error::aws(format!("GetBucketVersioning {bucket}"), err)),
+            };
+            let status = versioning.status().map(|s| s.as_str().to_owned());
+            if status.as_deref() != Some("Enabled") {
+                found.changed(
+                    &resource,
+                    "versioning",
+                    "Enabled",
+                    status.as_deref().unwrap_or("never enabled"),
+                    true,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn key_state(deps: &Deps, scope: &str, key: &KeyRef, found: &mut Found) -> Result<()> {
+    let resource = format!("KMS key {} ({scope})", key.key_id);
+    found.checked.push(resource.clone());
+    let described = deps.kms.describe_key().key_id(&key.arn).send().await;
+    let metadata = match described {
+        Ok(out) => out.key_metadata,
+        Err(err) if code_is(&err, "NotFoundException") => None,
+        Err(err) => return Err(Error::aws(format!("DescribeKey {}", key.key_id), err)),
+    };
+    let Some(metadata) = metadata else {
+        found.missing(&resource);
+        return Ok(());
+    };
+    let state = metadata
+        .key_state()
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default();
+    if state != "Enabled" {
+        // A disabled key or one pending deletion is the customer's kill switch or a
+        // mistake; either way the data it protects is unreadable: the keys-check
+        // decides what to do, this only reports it.
+        found.changed(&resource, "key state", "Enabled", &state, true);
+        return Ok(());
+    }
+    let rotation = deps
+        .kms
+        .get_key_rotation_status()
+        .key_id(&key.arn)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("GetKeyRotationStatus {}", key.key_id), e))?;
+    if !rotation.key_rotation_enabled() {
+        found.changed(&resource, "automatic rotation", "on", "off", true);
+    }
+    Ok(())
+}
+
+async fn eks(
+    deps: &Deps,
+    step: &StepContext<'_, DriftAction>,
+    cluster: &ClusterOutput,
+    secrets_key: Option<&str>,
+    found: &mut Found,
+) -> Result<()> {
+    let name = &cluster.cluster_name;
+    let resource = format!("EKS cluster {name}");
+    found.checked.push(resource.clone());
+    let described = deps.eks.describe_cluster().name(name).send().await;
+    let cluster = match described {
+        Ok(out) => out.cluster,
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            None
+        }
+        Err(err) => return Err(Error::aws(format!("DescribeCluster {name}"), err)),
+    };
+    let Some(cluster) = cluster else {
+        found.missing(&resource);
+        return Ok(());
+    };
+    let spec = &step.spec.cluster;
+    if let Some(vpc) = cluster.resources_vpc_config() {
+        if vpc.endpoint_public_access() != spec.public_endpoint {
+            found.changed(
+                &resource,
+                "endpoint public access",
+                &spec.public_endpoint.to_string(),
+                &vpc.endpoint_public_access().to_string(),
+                true,
+            );
+        } else if spec.public_endpoint {
+            let mut wanted = spec.public_access_cidrs.clone();
+            wanted.sort();
+            wanted.dedup();
+            let mut current = vpc.public_access_cidrs().to_vec();
+            current.sort();
+            current.dedup();
+            if current != wanted {
+                found.changed(
+                    &resource,
+                    "endpoint public access networks",
+                    &wanted.join(", "),
+                    &current.join(", "),
+                    true,
+                );
+            }
+        }
+        if !vpc.endpoint_private_access() {
+            found.changed(&resource, "endpoint private access", "true", "false", false);
+        }
+    }
+    if let Some(key) = secrets_key {
+        let encrypted = cluster.encryption_config().iter().any(|c| {
+            c.provider()
+                .and_then(|p| p.key_arn())
+                .is_some_and(|arn| arn == key)
+        });
+        if !encrypted {
+            found.changed(
+                &resource,
+                "secrets encryption",
+                &format!("with {key}"),
+                "not with that key",
+                true,
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn database(deps: &Deps, identifier: &str, found: &mut Found) -> Result<()> {
+    let resource = format!("RDS instance {identifier}");
+    found.checked.push(resource.clone());
+    let described = deps
+        .rds
+        .describe_db_instances()
+        .db_instance_identifier(identifier)
+        .send()
+        .await;
+    let instance = match described {
+        Ok(out) => out.db_instances().first().cloned(),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_db_instance_not_found_fault()) =>
+        {
+            None
+        }
+        Err(err) => return Err(Error::aws(format!("DescribeDBInstances {identifier}"), err)),
+    };
+    let Some(instance) = instance else {
+        found.missing(&resource);
+        return Ok(());
+    };
+    for (setting, wanted, actual) in [
+        ("storage encryption", true, instance.storage_encrypted()),
+        ("deletion protection", true, instance.deletion_protection()),
+        ("publicly accessible", false, instance.publicly_accessible()),
+    ] {
+        if actual != Some(wanted) {
+            let shown = actual
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "unknown".to_owned());
+            found.changed(&resource, setting, &wanted.to_string(), &shown, true);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> KeyRef {
+        KeyRef {
+            key_id: "1234abcd-12ab-34cd-56ef-1234567890ab".into(),
+            arn: "arn:aws:kms:us-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+                .into(),
+            alias: "alias/apiary/demo/s3".into(),
+        }
+    }
+
+    #[test]
+    fn a_key_is_named_by_its_arn_id_or_alias_and_no_other() {
+        let key = key();
+        for found in [key.arn.as_str(), key.key_id.as_str(), key.alias.as_str()] {
+            assert!(names_key(found, &key), "{found}");
+        }
+        assert!(!names_key(
+            "arn:aws:kms:us-west-2:123456789012:key/99999999-0000-0000-0000-000000000000",
+            &key
+        ));
+        assert!(!names_key("alias/aws/s3", &key));
+    }
+
+    #[test]
+    fn a_finding_reads_as_a_sentence() {
+        let mut found = Found::default();
+        found.missing("S3 bucket b (logs)");
+        found.changed(
+            "security group sg-1 (alb)",
+            "ingress",
+            "no such rule",
+            "tcp 22 from 0.0.0.0/0",
+            true,
+        );
+        assert_eq!(
+            found.findings[0].sentence(),
+            "S3 bucket b (logs) is missing"
+        );
+        assert_eq!(
+            found.findings[1].sentence(),
+            "security group sg-1 (alb) ingress: wanted no such rule, found tcp 22 from 0.0.0.0/0 (security)"
+        );
+        assert_eq!(
+            serde_json::to_value(&found.findings[0]).unwrap()["kind"],
+            "missing"
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! The drift workflow end to end: provision a deployment, change behind its back what a
+//! person might (a rule open to the internet on the load balancer's group, the logs
+//! bucket's default encryption removed), and run `statemachines/drift.asl.json` in the
+//! embedded engine against the emulator: both are reported, as security findings, and
+//! a provision converges them.
+
+use apiary_asl::{ExecutionResult, ExecutionStatus};
+use apiary_e2e::Local as Fixture;
+use serde_json::{Value, json};
+
+const TABLE: &str = "apiary-test-drift";
+
+async fn drift(f: &Fixture, name: &str, input: Value, run: &str) -> ExecutionResult {
+    let mut input = input;
+    input["deployment"] = json!(name);
+    f.run("drift", name, input, run).await
+}
+
+fn findings(done: &ExecutionResult) -> Vec<Value> {
+    done.output.as_ref().expect("output")["drift"]["findings"]
+        .as_array()
+        .expect("findings")
+        .clone()
+}
+
+#[tokio::test]
+async fn a_rule_opened_by_hand_and_a_bucket_left_unencrypted_are_reported_then_repaired() {
+    let f = Fixture::new(TABLE).await;
+    let (name, spec) = f
+        .provisioned("drift", json!({"databases": {"documentdb": false}}))
+        .await;
+
+    let clean = drift(&f, &name, json!({}), "clean").await;
+    assert_eq!(clean.status, ExecutionStatus::Succeeded, "{clean:?}");
+    assert_eq!(
+        findings(&clean),
+        Vec::<Value>::new(),
+        "a fresh deployment has no drift"
+    );
+    let checked = clean.output.as_ref().unwrap()["drift"]["checked"].clone();
+    for what in [
+        "security group",
+        "S3 bucket",
+        "EKS cluster",
+        "RDS instance",
+        "KMS key",
+    ] {
+        assert!(
+            checked.to_string().contains(what),
+            "{what} not checked: {checked}"
+        );
+    }
+
+    let outputs = f.store.layer_outputs(&name).await.unwrap();
+    let alb = outputs["network"]["security_groups"]["alb"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let logs = outputs["storage"]["buckets"]["logs"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ec2 = aws_sdk_ec2::Client::new(&f.config);
+    ec2.authorize_security_group_ingress()
+        .group_id(&alb)
+        .ip_protocol("tcp")
+        .from_port(22)
+        .to_port(22)
+        .cidr_ip("0.0.0.0/0")
+        .send()
+        .await
+        .expect("a rule added by hand");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&f.config)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.delete_bucket_encryption()
+        .bucket(&logs)
+        .send()
+        .await
+        .expect("encryption removed by hand");
+
+    let drifted = drift(&f, &name, json!({}), "drifted").await;
+    assert_eq!(drifted.status, ExecutionStatus::Succeeded, "{drifted:?}");
+    let found = findings(&drifted);
+    let rule = found
+        .iter()
+        .find(|f| f["resource"].as_str().unwrap().contains(&alb))
+        .unwrap_or_else(|| panic!("the opened rule: {found:?}"));
+    assert_eq!(rule["setting"], "ingress");
+    assert_eq!(rule["kind"], "changed");
+    assert_eq!(rule["security"], true);
+    assert!(
+        rule["found"]
+            .as_str()
+            .unwrap()
+            .contains("tcp 22 from 0.0.0.0/0"),
+        "{rule}"
+    );
+    let bucket = found
+        .iter()
+        .find(|f| f["resource"].as_str().unwrap().contains(&logs))
+        .unwrap_or_else(|| panic!("the bucket: {found:?}"));
+    assert_eq!(bucket["setting"], "default encryption");
+    assert_eq!(bucket["security"], true);
+    let drift_out = &drifted.output.as_ref().unwrap()["drift"];
+    assert_eq!(drift_out["total"], json!(found.len()));
+    assert!(drift_out["security"].as_u64().unwrap() >= 2, "{drift_out}");
+    let journal = f.store.journal(&name).await.unwrap();
+    let entry = journal
+        .iter()
+        .rev()
+        .find(|e| e.step == "drift" && e.action == "check")
+        .expect("a journal entry");
+    assert!(
+        entry
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("security-relevant"),
+        "{entry:?}"
+    );
+
+    // A repair asks for a provision; locally the runner cannot start one from a step,
+    // so it says so, and the provision run here converges both.
+    let repaired = drift(&f, &name, json!({"repair": true}), "repair").await;
+    assert_eq!(repaired.status, ExecutionStatus::Succeeded, "{repaired:?}");
+    let repair = &repaired.output.as_ref().unwrap()["repair"];
+    assert!(
+        repair["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be started from here"),
+        "{repair}"
+    );
+    let converged = f.provision(&spec, "converge").await;
+    assert_eq!(
+        converged.status,
+        ExecutionStatus::Succeeded,
+        "{converged:?}"
+    );
+    let after = drift(&f, &name, json!({}), "after").await;
+    assert_eq!(findings(&after), Vec::<Value>::new(), "provision converged");
+}
+
+#[tokio::test]
+async fn a_bad_input_fails_naming_the_field() {
+    let f = Fixture::new(TABLE).await;
+    let (name, _) = f
+        .provisioned("driftbad", json!({"databases": {"documentdb": false}}))
+        .await;
+    let done = drift(&f, &name, json!({"fix": true}), "bad").await;
+    assert_eq!(done.status, ExecutionStatus::Failed);
+    assert_eq!(done.error.as_deref(), Some("Apiary.InvalidInput"));
+    assert!(
+        done.cause.as_deref().unwrap_or_default().contains("`fix`"),
+        "{done:?}"
+    );
+}
