@@ -29,15 +29,6 @@ async fn scale(f: &Fixture, name: &str, input: Value, run: &str) -> ExecutionRes
     f.run("scale-pools", name, input, run).await
 }
 
-async fn record(f: &Fixture, name: &str) -> apiary_core::spec::DeploymentSpec {
-    f.store
-        .get_deployment(name)
-        .await
-        .expect("GetItem")
-        .expect("a record")
-        .spec
-}
-
 /// The system node group's (min, desired, max) as EKS (the emulator) reports it.
 async fn nodegroup_sizes(f: &Fixture, name: &str) -> (i32, i32, i32) {
     let group = aws_sdk_eks::Client::new(&f.config)
@@ -89,7 +80,7 @@ async fn actions_of(f: &Fixture, name: &str, run: &str) -> Vec<String> {
 async fn a_dry_run_changes_nothing_and_beyond_the_preset_is_refused() {
     let f = fixture().await;
     let (name, _) = provisioned(&f, "spdry").await;
-    let before = record(&f, &name).await;
+    let before = f.record(&name).await.spec;
     let sizes = nodegroup_sizes(&f, &name).await;
 
     let done = scale(
@@ -109,7 +100,11 @@ async fn a_dry_run_changes_nothing_and_beyond_the_preset_is_refused() {
     assert_eq!(plan["dry_run"], json!(true));
     assert_eq!(plan["before"], json!({"min": 3, "max": 10, "desired": 3}));
     assert_eq!(plan["after"], json!({"min": 2, "max": 8, "desired": 2}));
-    assert_eq!(record(&f, &name).await, before, "the record is unchanged");
+    assert_eq!(
+        f.record(&name).await.spec,
+        before,
+        "the record is unchanged"
+    );
     assert_eq!(nodegroup_sizes(&f, &name).await, sizes, "the group too");
     let actions = actions_of(&f, &name, "dry").await;
     assert!(actions.iter().any(|a| a == "scale-plan"), "{actions:?}");
@@ -129,7 +124,7 @@ async fn a_dry_run_changes_nothing_and_beyond_the_preset_is_refused() {
         cause.contains("`cpu`") && cause.contains("allow_beyond_preset"),
         "{cause}"
     );
-    assert_eq!(record(&f, &name).await, before);
+    assert_eq!(f.record(&name).await.spec, before);
     let actions = actions_of(&f, &name, "beyond").await;
     assert!(!actions.iter().any(|a| a == "scale-record"), "{actions:?}");
 
@@ -157,7 +152,10 @@ async fn a_dry_run_changes_nothing_and_beyond_the_preset_is_refused() {
             .contains("DELETED"),
         "{done:?}"
     );
-    assert_eq!(record(&f, &name).await.cluster.pools, before.cluster.pools);
+    assert_eq!(
+        f.record(&name).await.spec.cluster.pools,
+        before.cluster.pools
+    );
 }
 
 #[tokio::test]
@@ -180,7 +178,7 @@ async fn scaled_pools_are_recorded_applied_and_kept_by_a_later_provision() {
         "{result}"
     );
     assert_eq!(result["nodepool"]["skipped"], json!(true), "{result}");
-    let recorded = record(&f, &name).await.cluster.pools;
+    let recorded = f.record(&name).await.spec.cluster.pools;
     assert_eq!(
         (
             recorded.system.min,
@@ -214,7 +212,7 @@ async fn scaled_pools_are_recorded_applied_and_kept_by_a_later_provision() {
     assert_eq!(plan["before"]["cpu"], json!(64));
     assert_eq!(plan["after"]["cpu"], json!(96));
     assert_eq!(
-        record(&f, &name).await.cluster.pools.ingestion.cpu,
+        f.record(&name).await.spec.cluster.pools.ingestion.cpu,
         Some(96)
     );
     let journal = f.store.journal(&name).await.unwrap();
@@ -245,7 +243,7 @@ async fn scaled_pools_are_recorded_applied_and_kept_by_a_later_provision() {
     // A provision from the stack's parameters (no pools) keeps the scaled pools.
     let done = f.provision(&spec, "after-scale").await;
     assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
-    let pools = record(&f, &name).await.cluster.pools;
+    let pools = f.record(&name).await.spec.cluster.pools;
     assert_eq!(pools.ingestion.cpu, Some(96));
     assert_eq!(pools.system.max, Some(12));
     let pool = rendered_node_pool(&name);
@@ -274,7 +272,7 @@ async fn scaled_pools_are_recorded_applied_and_kept_by_a_later_provision() {
         "{cause}"
     );
     assert_eq!(
-        record(&f, &name).await.cluster.pools.ingestion.cpu,
+        f.record(&name).await.spec.cluster.pools.ingestion.cpu,
         Some(96)
     );
 }

@@ -22,15 +22,6 @@ async fn upgrade(f: &Fixture, name: &str, input: Value, run: &str) -> ExecutionR
     f.run("upgrade", name, input, run).await
 }
 
-async fn record(f: &Fixture, name: &str) -> apiary_core::spec::DeploymentSpec {
-    f.store
-        .get_deployment(name)
-        .await
-        .expect("GetItem")
-        .expect("a record")
-        .spec
-}
-
 /// The image of the ingestion Deployment the last apply rendered for `name`.
 fn rendered_image(name: &str) -> String {
     let folder = std::env::temp_dir()
@@ -64,7 +55,7 @@ async fn an_image_is_recorded_rendered_and_kept_by_later_provisions() {
     let (name, spec) = f
         .provisioned("upimg", json!({"databases": {"documentdb": false}}))
         .await;
-    let before = record(&f, &name).await.workloads.ingestion_image;
+    let before = f.record(&name).await.spec.workloads.ingestion_image;
     assert_ne!(before, NEW_IMAGE);
 
     let done = upgrade(&f, &name, json!({"image": NEW_IMAGE}), "image").await;
@@ -73,7 +64,10 @@ async fn an_image_is_recorded_rendered_and_kept_by_later_provisions() {
     assert_eq!(output["result"]["plan"]["kind"], "image");
     assert_eq!(output["result"]["plan"]["before"], json!(before));
     assert_eq!(output["result"]["plan"]["changes"], true);
-    assert_eq!(record(&f, &name).await.workloads.ingestion_image, NEW_IMAGE);
+    assert_eq!(
+        f.record(&name).await.spec.workloads.ingestion_image,
+        NEW_IMAGE
+    );
     assert_eq!(
         rendered_image(&name),
         NEW_IMAGE,
@@ -109,7 +103,10 @@ async fn an_image_is_recorded_rendered_and_kept_by_later_provisions() {
         cause.contains("workloads.ingestion_image") && cause.contains("upgrade"),
         "{cause}"
     );
-    assert_eq!(record(&f, &name).await.workloads.ingestion_image, NEW_IMAGE);
+    assert_eq!(
+        f.record(&name).await.spec.workloads.ingestion_image,
+        NEW_IMAGE
+    );
     // With the recorded image, provision converges and keeps it.
     let mut current = spec.clone();
     current["workloads"] = json!({"ingestion_image": NEW_IMAGE});
@@ -129,16 +126,9 @@ async fn kubernetes_moves_one_minor_version_after_a_fresh_backup() {
             json!({"databases": {"documentdb": false, "redis": false}}),
         )
         .await;
-    let version = record(&f, &name).await.cluster.version;
+    let version = f.record(&name).await.spec.cluster.version;
     let next = next_minor(&version);
-    let status = || async {
-        f.store
-            .get_deployment(&name)
-            .await
-            .expect("GetItem")
-            .expect("a record")
-            .status
-    };
+    let status = || async { f.record(&name).await.status };
     let serving = status().await;
 
     // No backup yet: refused before anything changes.
@@ -153,7 +143,7 @@ async fn kubernetes_moves_one_minor_version_after_a_fresh_backup() {
             .contains("no backup is recorded"),
         "{gated:?}"
     );
-    assert_eq!(record(&f, &name).await.cluster.version, version);
+    assert_eq!(f.record(&name).await.spec.cluster.version, version);
     assert_eq!(
         status().await,
         serving,
@@ -192,7 +182,7 @@ async fn kubernetes_moves_one_minor_version_after_a_fresh_backup() {
         result.get("image").is_none(),
         "the pods are not touched: {result}"
     );
-    assert_eq!(record(&f, &name).await.cluster.version, next);
+    assert_eq!(f.record(&name).await.spec.cluster.version, next);
     assert_eq!(status().await, serving);
 }
 
@@ -241,7 +231,7 @@ async fn only_the_run_that_changed_the_image_puts_the_previous_one_back() {
     let (name, _) = f
         .provisioned("uprev", json!({"databases": {"documentdb": false}}))
         .await;
-    let before = record(&f, &name).await.workloads.ingestion_image;
+    let before = f.record(&name).await.spec.workloads.ingestion_image;
     let control = f.env.registry(&name).get("control").expect("control");
     let call = |action: &str, execution: &str| {
         json!({
@@ -264,14 +254,17 @@ async fn only_the_run_that_changed_the_image_puts_the_previous_one_back() {
     invoke(call("lock", "first")).await;
     let recorded = invoke(call("upgrade-record", "first")).await;
     assert_eq!(recorded["changes"], true, "{recorded}");
-    assert_eq!(record(&f, &name).await.workloads.ingestion_image, NEW_IMAGE);
+    assert_eq!(
+        f.record(&name).await.spec.workloads.ingestion_image,
+        NEW_IMAGE
+    );
     let reverted = invoke(call("upgrade-revert", "first")).await;
     assert_eq!(reverted["changes"], true, "{reverted}");
     assert_eq!(reverted["after"], json!(before));
-    assert_eq!(record(&f, &name).await.workloads.ingestion_image, before);
+    assert_eq!(f.record(&name).await.spec.workloads.ingestion_image, before);
     let retried = invoke(call("upgrade-revert", "first")).await;
     assert_eq!(retried["changes"], true, "a retry finds it done: {retried}");
-    assert_eq!(record(&f, &name).await.workloads.ingestion_image, before);
+    assert_eq!(f.record(&name).await.spec.workloads.ingestion_image, before);
     invoke(call("unlock", "first")).await;
 
     // Another run that found the image recorded changed nothing, so it puts nothing back.
@@ -289,11 +282,14 @@ async fn only_the_run_that_changed_the_image_puts_the_previous_one_back() {
             .contains("nothing to roll back"),
         "{nothing}"
     );
-    assert_eq!(record(&f, &name).await.workloads.ingestion_image, NEW_IMAGE);
+    assert_eq!(
+        f.record(&name).await.spec.workloads.ingestion_image,
+        NEW_IMAGE
+    );
 
     // A refusal leaves the status; a failed rollout marks FAILED, and the next upgrade
     // that succeeds clears it.
-    let status = || async { f.store.get_deployment(&name).await.unwrap().unwrap().status };
+    let status = || async { f.record(&name).await.status };
     let serving = status().await;
     let fail = |error: &str| {
         let mut event = call("fail", "third");

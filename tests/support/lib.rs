@@ -261,6 +261,15 @@ impl Local {
             .await
     }
 
+    /// The deployment's record as the state table holds it; it must exist.
+    pub async fn record(&self, name: &str) -> apiary_core::store::DeploymentRecord {
+        self.store
+            .get_deployment(name)
+            .await
+            .expect("GetItem")
+            .unwrap_or_else(|| panic!("deployment {name} has a record"))
+    }
+
     /// Provisions a new deployment named after `prefix`: the smallest spec of its own
     /// (unique name and VPC range) with `overrides` merged over it; returns its name and
     /// spec. The one way a test gets a provisioned deployment.

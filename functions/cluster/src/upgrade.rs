@@ -24,10 +24,12 @@ use apiary_core::inputs::upgrade::{self, UpgradeInput};
 use apiary_core::naming::client_token;
 use apiary_core::step::StepContext;
 use apiary_core::{Error, Result};
+use aws_sdk_eks::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_eks::types::{
     AddonStatus, Category, ClusterStatus, InsightStatusValue, InsightsFilter, NodegroupStatus,
     ResolveConflicts, Update, UpdateStatus,
 };
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -196,6 +198,52 @@ async fn follow_update(
             .map(|s| s.as_str())
             .unwrap_or("of unknown status")
     ))
+}
+
+/// What asking EKS for a version update came to.
+enum Asked {
+    /// Accepted (and remembered, to be followed by the next polls).
+    Sent,
+    /// Another update of the resource is in progress; the next poll asks again.
+    Busy,
+    /// The emulator implements no such API.
+    NotEmulated,
+}
+
+/// Reads the answer to an `UpdateClusterVersion` or `UpdateNodegroupVersion`: an update
+/// EKS already reports failed fails the step with its errors; an accepted one is kept
+/// for this execution (`slot`, with `label` and `resource` naming it in messages and the
+/// journal) so the polls follow it instead of asking again.
+async fn asked<E>(
+    work: &Work<'_>,
+    step: &StepContext<'_, Action>,
+    report: &mut Upgrading,
+    (slot, label, resource): (&str, &str, &str),
+    target: &str,
+    operation: String,
+    sent: std::result::Result<Option<Update>, SdkError<E, HttpResponse>>,
+) -> Result<Asked>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match sent {
+        Ok(update) => {
+            if let Some(update) = &update {
+                if let Some(err) = failed_update(&format!("{label} to {target}"), update) {
+                    return Err(err);
+                }
+                report.update_id = update.id().map(str::to_owned);
+                if let Some(id) = update.id() {
+                    remember_update(work, step, slot, target, id).await?;
+                }
+            }
+            work.log.created(&format!("{resource}:version:{target}"));
+            Ok(Asked::Sent)
+        }
+        Err(err) if work.deps.emulator && is_not_implemented(&err) => Ok(Asked::NotEmulated),
+        Err(err) if err.code() == Some("ResourceInUseException") => Ok(Asked::Busy),
+        Err(err) => Err(Error::aws(operation, err)),
+    }
 }
 
 fn skip(view: &mut View) {
@@ -415,39 +463,32 @@ pub(crate) async fn control_plane(
         .version(&target)
         .client_request_token(token)
         .send()
-        .await;
-    match sent {
-        Ok(out) => {
-            if let Some(update) = out.update() {
-                if let Some(err) = failed_update(&format!("cluster {name} to {target}"), update) {
-                    return Err(err);
-                }
-                report.update_id = update.id().map(str::to_owned);
-                if let Some(id) = update.id() {
-                    remember_update(work, step, "control-plane", &target, id).await?;
-                }
-            }
-            work.log.created(&format!("{name}:version:{target}"));
+        .await
+        .map(|out| out.update().cloned());
+    let operation = format!("UpdateClusterVersion {name} {target}");
+    let label = format!("cluster {name}");
+    match asked(
+        work,
+        step,
+        &mut report,
+        ("control-plane", &label, name),
+        &target,
+        operation,
+        sent,
+    )
+    .await?
+    {
+        Asked::Sent => {
             report.detail = format!("EKS cluster {name}: Kubernetes {found} -> {target} requested");
         }
-        Err(err) if work.deps.emulator && is_not_implemented(&err) => {
-            not_emulated(view, target);
-            return Ok(());
-        }
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_in_use_exception()) =>
-        {
+        Asked::Busy => {
             report.detail = format!(
                 "EKS cluster {name} has another update in progress; {target} is asked when it ends"
             );
         }
-        Err(err) => {
-            return Err(Error::aws(
-                format!("UpdateClusterVersion {name} {target}"),
-                err,
-            ));
+        Asked::NotEmulated => {
+            not_emulated(view, target);
+            return Ok(());
         }
     }
     view.pending.push(report.detail.clone());
@@ -534,43 +575,35 @@ pub(crate) async fn node_group(
         .version(&target)
         .client_request_token(token)
         .send()
-        .await;
-    match sent {
-        Ok(out) => {
-            if let Some(update) = out.update() {
-                if let Some(err) = failed_update(&format!("node group {name} to {target}"), update)
-                {
-                    return Err(err);
-                }
-                report.update_id = update.id().map(str::to_owned);
-                if let Some(id) = update.id() {
-                    remember_update(work, step, "nodegroup", &target, id).await?;
-                }
-            }
-            work.log.created(&format!("{name}:version:{target}"));
+        .await
+        .map(|out| out.update().cloned());
+    let operation = format!("UpdateNodegroupVersion {cluster} {name} {target}");
+    let label = format!("node group {name}");
+    match asked(
+        work,
+        step,
+        &mut report,
+        ("nodegroup", &label, name),
+        &target,
+        operation,
+        sent,
+    )
+    .await?
+    {
+        Asked::Sent => {
             report.detail = format!(
                 "node group {name}: Kubernetes {found} -> {target} requested (EKS replaces its \
                  nodes, draining each within the pods' disruption budgets)"
             );
         }
-        Err(err) if work.deps.emulator && is_not_implemented(&err) => {
-            not_emulated(view, target);
-            return Ok(());
-        }
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_in_use_exception()) =>
-        {
+        Asked::Busy => {
             report.detail = format!(
                 "node group {name} has another update in progress; {target} is asked when it ends"
             );
         }
-        Err(err) => {
-            return Err(Error::aws(
-                format!("UpdateNodegroupVersion {cluster} {name} {target}"),
-                err,
-            ));
+        Asked::NotEmulated => {
+            not_emulated(view, target);
+            return Ok(());
         }
     }
     view.pending.push(report.detail.clone());

@@ -5,9 +5,8 @@
 //! twice (Step Functions refuses a second execution of a name). The step kit journals
 //! what was started under the drift workflow.
 
+use apiary_core::Result;
 use apiary_core::step::{Done, StepContext};
-use apiary_core::store::DeploymentStatus;
-use apiary_core::{Error, Result};
 use serde::Serialize;
 use serde_json::json;
 
@@ -39,24 +38,7 @@ pub(crate) async fn repair(
     step: &StepContext<'_, ControlAction>,
 ) -> Result<Done<ControlOutput>> {
     let deployment = step.spec.name.as_str();
-    let record = deps
-        .store
-        .get_deployment(deployment)
-        .await?
-        .ok_or_else(|| {
-            Error::invalid_input(format!(
-                "deployment {deployment} has no record in the state table"
-            ))
-        })?;
-    if matches!(
-        record.status,
-        DeploymentStatus::Deleted | DeploymentStatus::TearingDown
-    ) {
-        return Err(Error::Conflict(format!(
-            "deployment {deployment} is {}: there is nothing to repair",
-            record.status.as_str()
-        )));
-    }
+    let record = crate::scale::record_of(deps, deployment, "nothing to repair").await?;
     let name = execution_name(&step.execution_id);
     let input = json!({"spec": record.spec, "queue": true});
     let execution = deps.runs.start_provision(&name, &input).await?;

@@ -84,6 +84,23 @@ pub(crate) async fn record_of(
     Ok(record)
 }
 
+/// Writes a day-2 workflow's change into the record: the spec as a provision would
+/// store it, checked as a whole once more, with the deployment's status unchanged.
+pub(crate) async fn store_spec(
+    deps: &Deps,
+    spec: &apiary_core::spec::DeploymentSpec,
+    status: DeploymentStatus,
+) -> Result<()> {
+    let checked = apiary_core::spec::DeploymentSpec::parse(
+        &serde_json::to_value(spec).map_err(|e| Error::fatal(e.to_string()))?,
+    )
+    .map_err(Error::InvalidSpec)?;
+    deps.store
+        .put_deployment(&checked, status, Utc::now())
+        .await?;
+    Ok(())
+}
+
 const NOTHING: &str = "no pools to scale";
 
 /// `scale-plan`: reads the record and the input.
@@ -126,14 +143,7 @@ pub(crate) async fn record(
     if plan.changes {
         let mut spec = record.spec.clone();
         spec.cluster.pools = plan.after.clone();
-        // The spec as a provision would store it: checked as a whole once more.
-        let checked = apiary_core::spec::DeploymentSpec::parse(
-            &serde_json::to_value(&spec).map_err(|e| Error::fatal(e.to_string()))?,
-        )
-        .map_err(Error::InvalidSpec)?;
-        deps.store
-            .put_deployment(&checked, record.status, Utc::now())
-            .await?;
+        store_spec(deps, &spec, record.status).await?;
     }
     let verb = if plan.changes {
         "recorded"

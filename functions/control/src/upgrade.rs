@@ -16,12 +16,13 @@
 
 use apiary_core::inputs::upgrade::{self, IMAGE_SLOT, Kind, Plan, UpgradeInput};
 use apiary_core::step::{Done, StepContext};
+use apiary_core::store::DeploymentRecord;
 use apiary_core::{Error, Result};
 use chrono::Utc;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::scale::record_of;
+use crate::scale::{record_of, store_spec};
 use crate::{ControlAction, ControlOutput, Deps};
 
 const NOTHING: &str = "nothing to upgrade";
@@ -58,6 +59,16 @@ fn what(kind: Kind) -> &'static str {
     }
 }
 
+/// The checked input every step reads, and the record it reads it over.
+async fn input_and_record(
+    deps: &Deps,
+    step: &StepContext<'_, ControlAction>,
+) -> Result<(UpgradeInput, DeploymentRecord)> {
+    let input = apiary_core::inputs::from_options(upgrade::WORKFLOW, &step.options)?;
+    let record = record_of(deps, &step.spec.name, NOTHING).await?;
+    Ok((input, record))
+}
+
 fn done(out: UpgradeOutput) -> Done<ControlOutput> {
     let detail = out.detail.clone();
     Done::ready(ControlOutput::Upgraded(out)).with_detail(detail)
@@ -68,9 +79,8 @@ pub(crate) async fn plan(
     deps: &Deps,
     step: &StepContext<'_, ControlAction>,
 ) -> Result<Done<ControlOutput>> {
-    let input: UpgradeInput = apiary_core::inputs::from_options(upgrade::WORKFLOW, &step.options)?;
+    let (input, record) = input_and_record(deps, step).await?;
     let deployment = &step.spec.name;
-    let record = record_of(deps, deployment, NOTHING).await?;
     let ledger = match input.kind() {
         Kind::KubernetesVersion => deps
             .store
@@ -102,9 +112,8 @@ pub(crate) async fn record(
     deps: &Deps,
     step: &StepContext<'_, ControlAction>,
 ) -> Result<Done<ControlOutput>> {
-    let input: UpgradeInput = apiary_core::inputs::from_options(upgrade::WORKFLOW, &step.options)?;
+    let (input, record) = input_and_record(deps, step).await?;
     let deployment = &step.spec.name;
-    let record = record_of(deps, deployment, NOTHING).await?;
     let plan = input.plan_ungated(&record.spec)?;
     if !plan.changes {
         let detail = format!("already recorded: {} {}", what(plan.kind), plan.after);
@@ -126,14 +135,7 @@ pub(crate) async fn record(
         }
         Kind::KubernetesVersion => spec.cluster.version = plan.after.clone(),
     }
-    // The spec as a provision would store it: checked as a whole once more.
-    let checked = apiary_core::spec::DeploymentSpec::parse(
-        &serde_json::to_value(&spec).map_err(|e| Error::fatal(e.to_string()))?,
-    )
-    .map_err(Error::InvalidSpec)?;
-    deps.store
-        .put_deployment(&checked, record.status, Utc::now())
-        .await?;
+    store_spec(deps, &spec, record.status).await?;
     let detail = format!(
         "recorded: {} {} -> {}",
         what(plan.kind),
@@ -148,9 +150,8 @@ pub(crate) async fn revert(
     deps: &Deps,
     step: &StepContext<'_, ControlAction>,
 ) -> Result<Done<ControlOutput>> {
-    let input: UpgradeInput = apiary_core::inputs::from_options(upgrade::WORKFLOW, &step.options)?;
+    let (input, record) = input_and_record(deps, step).await?;
     let deployment = &step.spec.name;
-    let record = record_of(deps, deployment, NOTHING).await?;
     let recorded = record.spec.workloads.ingestion_image.clone();
     let unchanged = |detail: String| UpgradeOutput {
         kind: input.kind(),
@@ -204,9 +205,7 @@ pub(crate) async fn revert(
     }
     let mut spec = record.spec.clone();
     spec.workloads.ingestion_image = from.clone();
-    deps.store
-        .put_deployment(&spec, record.status, Utc::now())
-        .await?;
+    store_spec(deps, &spec, record.status).await?;
     Ok(done(UpgradeOutput {
         kind: Kind::Image,
         before: to.clone(),

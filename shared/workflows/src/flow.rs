@@ -470,3 +470,25 @@ impl Flow {
         self.exits.extend(exits);
     }
 }
+
+/// Keeps what a poll loop's step reports (a day-2 workflow's: what it skipped, saw and
+/// did) in the execution's result at `$.result.<key>`, where its Choice reads `ready`
+/// too, instead of the loop's own `$.results.<name>`.
+pub(crate) fn keep_in_result(definition: &mut Value, poll: &str, key: &str, selector: Value) {
+    let states = definition["States"]
+        .as_object_mut()
+        .expect("a definition has states");
+    let path = format!("$.result.{key}");
+    for task in [poll.to_owned(), format!("{poll}Poll")] {
+        let state = &mut states[&task];
+        assert_eq!(state["Type"], "Task", "{task}");
+        state["ResultSelector"] = selector.clone();
+        state["ResultPath"] = json!(path);
+    }
+    let rule = &mut states[&format!("{poll}Ready?")]["Choices"][0];
+    assert_eq!(
+        rule["BooleanEquals"], true,
+        "{poll}: the first rule is the ready one"
+    );
+    rule["Variable"] = json!(format!("{path}.ready"));
+}

@@ -20,7 +20,7 @@
 
 use serde_json::{Value, json};
 
-use crate::flow::{Flow, Poll, Task};
+use crate::flow::{Flow, Poll, Task, keep_in_result};
 use crate::function::Function;
 use crate::locked::{Input, Locked, Outcome};
 
@@ -106,27 +106,6 @@ pub fn definition() -> Value {
         json!({"ready.$": "$.ready", "scaling.$": "$.scaling"}),
     );
     definition
-}
-
-/// Keeps what a poll loop's step reports (skipped, verified locally or not, the sizes)
-/// in the execution's result at `$.result.<key>`, where its Choice reads `ready` too.
-fn keep_in_result(definition: &mut Value, poll: &str, key: &str, selector: Value) {
-    let states = definition["States"]
-        .as_object_mut()
-        .expect("a definition has states");
-    let path = format!("$.result.{key}");
-    for task in [poll.to_owned(), format!("{poll}Poll")] {
-        let state = &mut states[&task];
-        assert_eq!(state["Type"], "Task", "{task}");
-        state["ResultSelector"] = selector.clone();
-        state["ResultPath"] = json!(path);
-    }
-    let rule = &mut states[&format!("{poll}Ready?")]["Choices"][0];
-    assert_eq!(
-        rule["BooleanEquals"], true,
-        "{poll}: the first rule is the ready one"
-    );
-    rule["Variable"] = json!(format!("{path}.ready"));
 }
 
 /// Puts the dry-run Choice between Plan and RecordPools: a dry run goes from its plan

@@ -30,7 +30,7 @@
 
 use serde_json::{Value, json};
 
-use crate::flow::{FAILURE, FAILURE_PATH, Flow, Poll, Task};
+use crate::flow::{FAILURE, FAILURE_PATH, Flow, Poll, Task, keep_in_result};
 use crate::function::Function;
 use crate::locked::{Input, Locked, Outcome};
 
@@ -221,27 +221,6 @@ fn add_branch(definition: &mut Value, image: Flow, join: &str) {
 
 /// The Choice between the two kinds of upgrade.
 pub const KIND_CHOICE: &str = "Kind?";
-
-/// Keeps what a poll loop's step reports in the execution's result at
-/// `$.result.<key>`, where its Choice reads `ready` too.
-fn keep_in_result(definition: &mut Value, poll: &str, key: &str, selector: Value) {
-    let states = definition["States"]
-        .as_object_mut()
-        .expect("a definition has states");
-    let path = format!("$.result.{key}");
-    for task in [poll.to_owned(), format!("{poll}Poll")] {
-        let state = &mut states[&task];
-        assert_eq!(state["Type"], "Task", "{task}");
-        state["ResultSelector"] = selector.clone();
-        state["ResultPath"] = json!(path);
-    }
-    let rule = &mut states[&format!("{poll}Ready?")]["Choices"][0];
-    assert_eq!(
-        rule["BooleanEquals"], true,
-        "{poll}: the first rule is the ready one"
-    );
-    rule["Variable"] = json!(format!("{path}.ready"));
-}
 
 /// Sends every failure of the image rollout (either Task, or the loop's bound) to the
 /// rollback instead of straight to the failure path. The rollback puts the previous

@@ -74,6 +74,7 @@ fn longest_path() -> Script {
         failing: Some(("control", "ready", "Apiary.Fatal")),
         also_failing: None,
         ready_status: None,
+        nothing_to_revert: false,
     }
 }
 

@@ -176,3 +176,50 @@ async fn refused_insights_stop_before_the_control_plane() {
         "{actions:?}"
     );
 }
+
+#[tokio::test]
+async fn a_rollout_that_never_completes_is_rolled_back_at_its_bound() {
+    let script = Script {
+        polls_until_ready: [("RollImage", 1000)].into_iter().collect(),
+        ..Script::default()
+    };
+    let (result, calls) = common::run(&upgrade(), image(), script).await;
+    assert_eq!(
+        result.status,
+        ExecutionStatus::Failed,
+        "{}",
+        result.describe()
+    );
+    assert_eq!(result.error.as_deref(), Some("Apiary.Timeout"));
+    let cause = result.cause.unwrap_or_default();
+    assert!(
+        cause.contains("did not become ready") && cause.contains("It was rolled back"),
+        "{cause}"
+    );
+    let actions: Vec<String> = sent(&calls).into_iter().map(|(_, a)| a).collect();
+    assert!(
+        actions.contains(&"rollback-image".to_owned()),
+        "{actions:?}"
+    );
+    assert_eq!(actions.last().unwrap(), "unlock", "{actions:?}");
+}
+
+#[tokio::test]
+async fn a_rerun_that_changed_nothing_rolls_nothing_back_and_says_so() {
+    let script = Script {
+        failing: Some(("workloads", "upgrade-image", "Apiary.Fatal")),
+        nothing_to_revert: true,
+        ..Script::default()
+    };
+    let (result, calls) = common::run(&upgrade(), image(), script).await;
+    assert_eq!(result.status, ExecutionStatus::Failed);
+    assert_eq!(result.error.as_deref(), Some("Apiary.Fatal"));
+    let cause = result.cause.unwrap_or_default();
+    assert!(cause.contains("nothing to roll back"), "{cause}");
+    let actions: Vec<String> = sent(&calls).into_iter().map(|(_, a)| a).collect();
+    assert!(
+        !actions.iter().any(|a| a.starts_with("rollback-")),
+        "{actions:?}"
+    );
+    assert_eq!(actions.last().unwrap(), "unlock", "{actions:?}");
+}

@@ -21,6 +21,8 @@ pub struct Script {
     pub also_failing: Option<(&'static str, &'static str, &'static str)>,
     /// The status `ready` records; absent: READY.
     pub ready_status: Option<&'static str>,
+    /// `upgrade-revert` finds nothing this run changed (a rerun).
+    pub nothing_to_revert: bool,
 }
 
 /// Every event a function received, as `(function, event)`.
@@ -28,7 +30,8 @@ pub type Calls = Arc<Mutex<Vec<(String, Value)>>>;
 
 pub fn handlers(script: Script, calls: Calls) -> HandlerRegistry {
     let mut loops: HashMap<(&str, &str), &str> = HashMap::new();
-    for poll in POLLS {
+    let upgrade = apiary_workflows::upgrade::ROLL_IMAGE;
+    for poll in POLLS.iter().chain([&upgrade]) {
         loops.insert((poll.function.name(), poll.ensure), poll.name);
         loops.insert((poll.function.name(), poll.status), poll.name);
     }
@@ -84,6 +87,11 @@ pub fn handlers(script: Script, calls: Calls) -> HandlerRegistry {
                     };
                     Ok(json!({"kind": kind, "before": "old", "after": "new", "changes": true}))
                 }
+                ("control", "upgrade-revert") if script.nothing_to_revert => Ok(json!({
+                    "changes": false,
+                    "after": "new",
+                    "detail": "nothing to roll back: this run changed no recorded image"
+                })),
                 ("control", "upgrade-revert") => Ok(json!({
                     "changes": true,
                     "after": "old",
