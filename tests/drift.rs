@@ -1,8 +1,8 @@
 //! The drift workflow end to end: provision a deployment, change behind its back what a
 //! person might (a rule open to the internet on the load balancer's group, the logs
-//! bucket's default encryption removed), and run `statemachines/drift.asl.json` in the
-//! embedded engine against the emulator: both are reported, as security findings, and
-//! a provision converges them.
+//! bucket's default encryption removed, a key policy rewritten), and run
+//! `statemachines/drift.asl.json` in the embedded engine against the emulator: each is
+//! reported as a security finding, and a provision converges them.
 
 use apiary_asl::{ExecutionResult, ExecutionStatus};
 use apiary_e2e::Local as Fixture;
@@ -81,6 +81,24 @@ async fn a_rule_opened_by_hand_and_a_bucket_left_unencrypted_are_reported_then_r
         .await
         .expect("encryption removed by hand");
 
+    let app_key = outputs["keys"]["keys"]["app"]["arn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    aws_sdk_kms::Client::new(&f.config)
+        .put_key_policy()
+        .key_id(&app_key)
+        .policy_name("default")
+        .policy(
+            json!({"Version": "2012-10-17", "Statement": [{"Sid": "ByHand", "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "kms:*",
+                "Resource": "*"}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("a key policy rewritten by hand");
+
     let drifted = drift(&f, &name, json!({}), "drifted").await;
     assert_eq!(drifted.status, ExecutionStatus::Succeeded, "{drifted:?}");
     let found = findings(&drifted);
@@ -104,9 +122,18 @@ async fn a_rule_opened_by_hand_and_a_bucket_left_unencrypted_are_reported_then_r
         .unwrap_or_else(|| panic!("the bucket: {found:?}"));
     assert_eq!(bucket["setting"], "default encryption");
     assert_eq!(bucket["security"], true);
+    let policy = found
+        .iter()
+        .find(|f| f["setting"] == "key policy")
+        .unwrap_or_else(|| panic!("the key policy: {found:?}"));
+    assert!(
+        policy["resource"].as_str().unwrap().contains("(app)"),
+        "{policy}"
+    );
+    assert_eq!(policy["security"], true);
     let drift_out = &drifted.output.as_ref().unwrap()["drift"];
     assert_eq!(drift_out["total"], json!(found.len()));
-    assert!(drift_out["security"].as_u64().unwrap() >= 2, "{drift_out}");
+    assert!(drift_out["security"].as_u64().unwrap() >= 3, "{drift_out}");
     let journal = f.store.journal(&name).await.unwrap();
     let entry = journal
         .iter()
@@ -157,4 +184,20 @@ async fn a_bad_input_fails_naming_the_field() {
         done.cause.as_deref().unwrap_or_default().contains("`fix`"),
         "{done:?}"
     );
+
+    // Torn down: its keys are pending deletion on purpose; nothing is compared, and the
+    // zeros clear the alarm.
+    f.store
+        .set_status(
+            &name,
+            apiary_core::store::DeploymentStatus::Deleted,
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    let done = drift(&f, &name, json!({}), "deleted").await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    let drift_out = &done.output.as_ref().unwrap()["drift"];
+    assert_eq!(drift_out["checked"], json!([]), "{drift_out}");
+    assert_eq!(drift_out["total"], 0);
 }

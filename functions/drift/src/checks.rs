@@ -38,7 +38,20 @@ pub struct Finding {
     pub found: String,
     /// It opens or unprotects something: the stack's `drift-security` alarm fires.
     pub security: bool,
+    /// A provision changes it back; `{"repair": true}` starts one only for these.
+    pub repairable: bool,
 }
+
+/// Settings a provision never changes on an existing resource: encryption chosen at
+/// creation, PostgreSQL's public accessibility (never modified after creation), and a
+/// key's state (a disabled key is the customer's kill switch; one pending deletion makes
+/// the keys layer refuse).
+const NOT_REPAIRABLE: [&str; 4] = [
+    "storage encryption",
+    "secrets encryption",
+    "publicly accessible",
+    "key state",
+];
 
 impl Finding {
     pub fn sentence(&self) -> String {
@@ -71,6 +84,8 @@ impl Found {
             wanted: "present".to_owned(),
             found: "absent".to_owned(),
             security: false,
+            // A new key would not decrypt what the old one protected.
+            repairable: !resource.starts_with("KMS key"),
         });
     }
 
@@ -89,6 +104,7 @@ impl Found {
             wanted: wanted.to_owned(),
             found: found.to_owned(),
             security,
+            repairable: !NOT_REPAIRABLE.contains(&setting),
         });
     }
 }
@@ -108,7 +124,7 @@ pub(crate) async fn run(
             buckets(deps, storage, s3_key, &mut found).await?;
         }
         for (scope, key) in &keys.keys {
-            key_state(deps, scope, key, &mut found).await?;
+            key_state(deps, step, scope, key, &mut found).await?;
         }
     }
     if let Some(cluster) = &layers.cluster {
@@ -140,29 +156,27 @@ async fn security_groups(
     // The load balancer admits the NAT gateways' addresses when it faces customer
     // networks: read them as provision does.
     let mut nat_ips = Vec::new();
-    if !step.spec.ingress_cidrs()?.is_empty() && !network.nat_gateway_ids.is_empty() {
-        let nats = deps
-            .ec2
-            .describe_nat_gateways()
-            .set_nat_gateway_ids(Some(network.nat_gateway_ids.clone()))
-            .send()
-            .await;
-        match nats {
-            Ok(out) => {
-                for nat in out.nat_gateways() {
-                    nat_ips.extend(
-                        nat.nat_gateway_addresses()
-                            .iter()
-                            .filter_map(|a| a.public_ip().map(str::to_owned)),
-                    );
-                }
-            }
-            Err(err) if code_is(&err, "NatGatewayNotFound") => {
-                for id in &network.nat_gateway_ids {
+    if !step.spec.ingress_cidrs()?.is_empty() {
+        for id in &network.nat_gateway_ids {
+            let described = deps
+                .ec2
+                .describe_nat_gateways()
+                .nat_gateway_ids(id)
+                .send()
+                .await;
+            match described {
+                // Its first public address, as provision admits it.
+                Ok(out) => nat_ips.extend(out.nat_gateways().iter().filter_map(|nat| {
+                    nat.nat_gateway_addresses()
+                        .iter()
+                        .find_map(|a| a.public_ip())
+                        .map(str::to_owned)
+                })),
+                Err(err) if code_is(&err, "NatGatewayNotFound") => {
                     found.missing(&format!("NAT gateway {id}"));
                 }
+                Err(err) => return Err(Error::aws(format!("DescribeNatGateways {id}"), err)),
             }
-            Err(err) => return Err(Error::aws("DescribeNatGateways", err)),
         }
     }
     let groups = &network.security_groups;
@@ -350,7 +364,13 @@ async fn buckets(
     Ok(())
 }
 
-async fn key_state(deps: &Deps, scope: &str, key: &KeyRef, found: &mut Found) -> Result<()> {
+async fn key_state(
+    deps: &Deps,
+    step: &StepContext<'_, DriftAction>,
+    scope: &str,
+    key: &KeyRef,
+    found: &mut Found,
+) -> Result<()> {
     let resource = format!("KMS key {} ({scope})", key.key_id);
     found.checked.push(resource.clone());
     let described = deps.kms.describe_key().key_id(&key.arn).send().await;
@@ -383,6 +403,50 @@ async fn key_state(deps: &Deps, scope: &str, key: &KeyRef, found: &mut Found) ->
         .map_err(|e| Error::aws(format!("GetKeyRotationStatus {}", key.key_id), e))?;
     if !rotation.key_rotation_enabled() {
         found.changed(&resource, "automatic rotation", "on", "off", true);
+    }
+    key_policy(deps, step, scope, key, &resource, found).await
+}
+
+/// The key's policy against the one the keys layer writes for its scope (compared as
+/// JSON, as the keys layer does): who may use, grant and change the key. Only the
+/// scopes the keys layer makes in the deployment's region; a DR-region key has its own.
+async fn key_policy(
+    deps: &Deps,
+    step: &StepContext<'_, DriftAction>,
+    scope: &str,
+    key: &KeyRef,
+    resource: &str,
+    found: &mut Found,
+) -> Result<()> {
+    let Some((_, service)) = keys::SCOPES.iter().find(|(s, _)| *s == scope) else {
+        return Ok(());
+    };
+    // arn:<partition>:kms:<region>:<account>:key/<id>
+    let parts: Vec<&str> = key.arn.split(':').collect();
+    let (Some(region), Some(account)) = (parts.get(3), parts.get(4)) else {
+        return Ok(());
+    };
+    if *region != step.spec.region {
+        return Ok(());
+    }
+    let wanted = keys::key_policy_for(account, region, scope, *service, &step.names);
+    let current = deps
+        .kms
+        .get_key_policy()
+        .key_id(&key.arn)
+        .policy_name("default")
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("GetKeyPolicy {}", key.key_id), e))?;
+    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+    if current.policy().and_then(parse) != parse(&wanted) {
+        found.changed(
+            resource,
+            "key policy",
+            "the policy the keys layer writes",
+            "another policy (GetKeyPolicy shows it)",
+            true,
+        );
     }
     Ok(())
 }

@@ -7,19 +7,23 @@
 //!
 //! - **Security groups**: every ingress rule provision makes (the same rules, from
 //!   `network::security::wanted_ingress`) present; no other ingress rule on a group only
-//!   Apiary writes to (the load balancer's, the data stores', the interface endpoints');
-//!   on the cluster's group, where EKS and the load balancer controller add rules, only a
-//!   rule open to the whole internet counts.
+//!   Apiary writes to (the load balancer's, the data stores'); on the cluster's group,
+//!   where EKS and the load balancer controller add rules, only a rule open to the whole
+//!   internet counts. The interface endpoints' group is not in the network layer's
+//!   output and is not compared, nor is any group's egress.
 //! - **Buckets**: default encryption with the deployment's `s3` key (the access-log
 //!   bucket: SSE-S3, the only kind access-log delivery writes), all four Block Public
 //!   Access settings, versioning on the backups bucket.
 //! - **EKS**: the endpoint's public access and its networks as the spec says, secrets
 //!   encrypted with the deployment's key.
 //! - **PostgreSQL**: encrypted, not publicly accessible, deletion protection on.
-//! - **Keys**: enabled, automatic rotation on.
+//! - **Keys**: enabled, automatic rotation on, the key policy the keys layer writes.
 //!
 //! Each difference is a [`Finding`]: `missing` (recorded, not found), `changed` (found,
-//! not as recorded); `security: true` when it opens or unprotects something. The run
+//! not as recorded); `security: true` when it opens or unprotects something;
+//! `repairable: false` when a provision cannot change it back (an encryption chosen at
+//! creation, PostgreSQL's public accessibility, a key's state, which is the customer's
+//! decision, a key that is gone). A torn-down deployment is not compared. The run
 //! reports them in the journal, as an EventBridge event (`Apiary Drift Detected`) and as
 //! metrics (`Apiary/Drift`: `Findings`, `SecurityFindings`), which the stack's
 //! `drift-security` alarm watches.
@@ -31,6 +35,7 @@ use std::sync::Arc;
 use apiary_core::inputs::drift::{self, DriftInput};
 use apiary_core::naming::Layer;
 use apiary_core::step::{Action, Done, Recorder, Step, StepContext};
+use apiary_core::store::DeploymentStatus;
 use apiary_core::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
@@ -101,6 +106,8 @@ pub struct Report {
     pub total: usize,
     /// How many of them are security-relevant.
     pub security: usize,
+    /// How many of them a provision converges (a repair starts one only for these).
+    pub repairable: usize,
     /// Whether the input asked for a repair (the workflow's next step starts it).
     pub repair: bool,
     /// The EventBridge event, or why none was sent.
@@ -123,14 +130,43 @@ impl Step for Deps {
             &given,
         )?)
         .map_err(|e| Error::invalid_input(format!("drift input: {e}")))?;
+        let deployment = step.names.deployment();
+        // A torn-down deployment (or one being torn down) has nothing to compare: its
+        // keys are pending deletion on purpose and its resources are gone. The zeros
+        // are put so the alarm clears.
+        if let Some(status) = self.recorder.status(deployment).await?
+            && matches!(
+                status,
+                DeploymentStatus::Deleted | DeploymentStatus::TearingDown
+            )
+        {
+            let metrics = self.put_metrics(deployment, 0, 0).await?;
+            let detail = format!(
+                "deployment {deployment} is {}: nothing to compare",
+                status.as_str()
+            );
+            return Ok(Done::ready(Report {
+                checked: Vec::new(),
+                findings: Vec::new(),
+                total: 0,
+                security: 0,
+                repairable: 0,
+                repair: input.repair,
+                event: "no event: nothing compared".to_owned(),
+                metrics,
+            })
+            .with_detail(detail));
+        }
         let (checked, findings) = Box::pin(checks::run(self, step)).await?;
         let total = findings.len();
         let security = findings.iter().filter(|f| f.security).count();
-        let deployment = step.names.deployment();
+        let repairable = findings.iter().filter(|f| f.repairable).count();
+        // The metrics first: the alarm reads them, and a retried step (the event failed)
+        // puts the same values again.
+        let metrics = self.put_metrics(deployment, total, security).await?;
         let event = self
             .publish(deployment, &step.execution_id, &findings)
             .await?;
-        let metrics = self.put_metrics(deployment, total, security).await?;
         let detail = if findings.is_empty() {
             format!("no drift in {} resources checked", checked.len())
         } else {
@@ -148,6 +184,7 @@ impl Step for Deps {
             findings,
             total,
             security,
+            repairable,
             repair: input.repair,
             event,
             metrics,

@@ -435,6 +435,11 @@ async fn finish<A: Action, T: Serialize>(
 pub trait Recorder: Send + Sync {
     /// The deployment's stored spec, `None` when it has no record.
     async fn spec(&self, deployment: &str) -> Result<Option<DeploymentSpec>>;
+    /// The deployment's status, `None` when it has no record or the recorder keeps none
+    /// (the in-memory recorder of unit tests).
+    async fn status(&self, _deployment: &str) -> Result<Option<crate::store::DeploymentStatus>> {
+        Ok(None)
+    }
     /// Saved step outputs by slot.
     async fn outputs(&self, deployment: &str) -> Result<BTreeMap<String, Value>>;
     async fn save_output(&self, deployment: &str, slot: &str, output: &Value) -> Result<()>;
@@ -446,6 +451,9 @@ pub trait Recorder: Send + Sync {
 impl Recorder for Store {
     async fn spec(&self, deployment: &str) -> Result<Option<DeploymentSpec>> {
         Ok(self.get_deployment(deployment).await?.map(|r| r.spec))
+    }
+    async fn status(&self, deployment: &str) -> Result<Option<crate::store::DeploymentStatus>> {
+        Ok(self.get_deployment(deployment).await?.map(|r| r.status))
     }
     async fn outputs(&self, deployment: &str) -> Result<BTreeMap<String, Value>> {
         self.layer_outputs(deployment).await

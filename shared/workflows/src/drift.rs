@@ -41,6 +41,7 @@ pub fn definition() -> Value {
         json!({
             "total.$": "$.total",
             "security.$": "$.security",
+            "repairable.$": "$.repairable",
             "repair.$": "$.repair",
             "findings.$": "$.findings",
             "checked.$": "$.checked"
@@ -78,11 +79,11 @@ pub fn definition() -> Value {
         "Repair?".into(),
         json!({
             "Type": "Choice",
-            "Comment": "Repair only when the input asks and something drifted",
+            "Comment": "Repair only when the input asks and something drifted that a provision changes back",
             "Choices": [{
                 "And": [
                     {"Variable": "$.drift.repair", "BooleanEquals": true},
-                    {"Variable": "$.drift.total", "NumericGreaterThan": 0}
+                    {"Variable": "$.drift.repairable", "NumericGreaterThan": 0}
                 ],
                 "Next": repair.name()
             }],
