@@ -731,6 +731,19 @@ pub(crate) async fn addons(
                 } else {
                     format!("{status_word}: {}", issues.join("; "))
                 };
+                // DEGRADED after this run's update may pass as the new pods start; one
+                // this run did not cause will not, so it fails now rather than at the
+                // loop's bound.
+                let ours = started_update(work, step, &format!("addon-{addon}"), &target)
+                    .await?
+                    .is_some();
+                if status == Some(AddonStatus::Degraded) && !ours {
+                    return Err(Error::fatal(format!(
+                        "EKS add-on {addon} of cluster {cluster} was already {}: fix it \
+                         (its health issues are in the EKS console), then run upgrade again",
+                        entry.detail
+                    )));
+                }
                 view.pending
                     .push(format!("add-on {addon} is {}", entry.detail));
                 report.addons.push(entry);
@@ -773,11 +786,15 @@ pub(crate) async fn addons(
             .await;
         match sent {
             Ok(out) => {
-                if let Some(update) = out.update()
-                    && let Some(err) =
+                if let Some(update) = out.update() {
+                    if let Some(err) =
                         failed_update(&format!("add-on {addon} to {default}"), update)
-                {
-                    return Err(err);
+                    {
+                        return Err(err);
+                    }
+                    if let Some(id) = update.id() {
+                        remember_update(work, step, &format!("addon-{addon}"), &target, id).await?;
+                    }
                 }
                 work.log.created(&format!("{cluster}/{addon}:{default}"));
                 entry.detail = format!(

@@ -536,3 +536,46 @@ async fn an_image_upgrade_skips_every_cluster_step() {
     }
     assert_eq!(found.num_calls(), 0);
 }
+
+/// An add-on DEGRADED before this run asked it anything fails at once, naming it; one
+/// DEGRADED after this run's update is waited for.
+#[tokio::test]
+async fn an_addon_degraded_before_the_upgrade_fails_at_once() {
+    let degraded = mock!(Eks::describe_addon).then_output(|| {
+        DescribeAddonOutput::builder()
+            .addon(
+                Addon::builder()
+                    .addon_name("vpc-cni")
+                    .status(AddonStatus::Degraded)
+                    .addon_version("v1.0.0-eksbuild.3")
+                    .build(),
+            )
+            .build()
+    });
+    let mocks = Mocks {
+        eks: vec![&degraded],
+        ..Default::default()
+    };
+    let (deps, recorder) = mocks.deps();
+    let err = handle(&deps, version_event("upgrade-addons", TO))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), ErrorName::Fatal, "{err}");
+    assert!(err.to_string().contains("already DEGRADED"), "{err}");
+
+    // After this run's update of it: pending.
+    for addon in NODEGROUP_ADDONS.into_iter().chain(CLUSTER_ADDONS) {
+        recorder
+            .save_output(
+                "acme",
+                &format!("upgrade.eks.addon-{addon}"),
+                &json!({"execution_id": "exec-1", "target": TO, "update_id": "upd-9"}),
+            )
+            .await
+            .unwrap();
+    }
+    let out = handle(&deps, version_event("upgrade-addons", TO))
+        .await
+        .expect("waited for");
+    assert_eq!(out["ready"], json!(false), "{out}");
+}
