@@ -49,20 +49,6 @@ async fn nodegroup_sizes(f: &Fixture, name: &str) -> (i32, i32, i32) {
     )
 }
 
-/// The NodePool the last provision rendered for `name` (see `Fixture::new`'s state folder).
-fn rendered_node_pool(name: &str) -> Value {
-    let folder = std::env::temp_dir()
-        .join(format!("{TABLE}-{}", std::process::id()))
-        .join(name)
-        .join("manifests");
-    let file = std::fs::read_dir(&folder)
-        .unwrap_or_else(|e| panic!("{}: {e}", folder.display()))
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().contains("nodepool"))
-        .expect("a rendered NodePool");
-    serde_yaml::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
-}
-
 /// The actions journaled by one execution (`<name>-<run>`).
 async fn actions_of(f: &Fixture, name: &str, run: &str) -> Vec<String> {
     let execution = format!("{name}-{run}");
@@ -246,7 +232,7 @@ async fn scaled_pools_are_recorded_applied_and_kept_by_a_later_provision() {
     let pools = f.record(&name).await.spec.cluster.pools;
     assert_eq!(pools.ingestion.cpu, Some(96));
     assert_eq!(pools.system.max, Some(12));
-    let pool = rendered_node_pool(&name);
+    let pool = f.rendered(&name, |file| file.contains("nodepool"));
     assert_eq!(
         pool["spec"]["limits"],
         json!({"cpu": "96", "memory": "384Gi"})

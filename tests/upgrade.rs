@@ -23,24 +23,13 @@ async fn upgrade(f: &Fixture, name: &str, input: Value, run: &str) -> ExecutionR
 }
 
 /// The image of the ingestion Deployment the last apply rendered for `name`.
-fn rendered_image(name: &str) -> String {
-    let folder = std::env::temp_dir()
-        .join(format!("{TABLE}-{}", std::process::id()))
-        .join(name)
-        .join("manifests");
-    let file = std::fs::read_dir(&folder)
-        .unwrap_or_else(|e| panic!("{}: {e}", folder.display()))
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            let file = p.file_name().unwrap().to_string_lossy().to_lowercase();
-            file.contains("deployment") && !file.contains("disruption")
-        })
-        .expect("a rendered Deployment");
-    let text = std::fs::read_to_string(&file).unwrap();
-    let deployment: Value = serde_yaml::from_str(&text).unwrap();
+fn rendered_image(f: &Fixture, name: &str) -> String {
+    let deployment = f.rendered(name, |file| {
+        file.contains("deployment") && !file.contains("disruption")
+    });
     deployment["spec"]["template"]["spec"]["containers"][0]["image"]
         .as_str()
-        .unwrap_or_else(|| panic!("no image in {}", file.display()))
+        .unwrap_or_else(|| panic!("no image in {deployment}"))
         .to_owned()
 }
 
@@ -69,7 +58,7 @@ async fn an_image_is_recorded_rendered_and_kept_by_later_provisions() {
         NEW_IMAGE
     );
     assert_eq!(
-        rendered_image(&name),
+        rendered_image(&f, &name),
         NEW_IMAGE,
         "the step applied the record"
     );
@@ -112,7 +101,7 @@ async fn an_image_is_recorded_rendered_and_kept_by_later_provisions() {
     current["workloads"] = json!({"ingestion_image": NEW_IMAGE});
     let kept = f.provision(&current, "new-image").await;
     assert_eq!(kept.status, ExecutionStatus::Succeeded, "{kept:?}");
-    assert_eq!(rendered_image(&name), NEW_IMAGE);
+    assert_eq!(rendered_image(&f, &name), NEW_IMAGE);
 }
 
 #[tokio::test]

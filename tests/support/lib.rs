@@ -261,6 +261,19 @@ impl Local {
             .await
     }
 
+    /// The object the last apply rendered for `name` (the workloads step's manifests
+    /// folder in the local state) from the first file whose lower-cased name `matches`.
+    pub fn rendered(&self, name: &str, matches: impl Fn(&str) -> bool) -> serde_json::Value {
+        let folder = self.env.state_dir.join(name).join("manifests");
+        let file = std::fs::read_dir(&folder)
+            .unwrap_or_else(|e| panic!("{}: {e}", folder.display()))
+            .map(|e| e.unwrap().path())
+            .find(|p| matches(&p.file_name().unwrap().to_string_lossy().to_lowercase()))
+            .unwrap_or_else(|| panic!("no matching file in {}", folder.display()));
+        let text = std::fs::read_to_string(&file).unwrap();
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+    }
+
     /// The deployment's record as the state table holds it; it must exist.
     pub async fn record(&self, name: &str) -> apiary_core::store::DeploymentRecord {
         self.store
