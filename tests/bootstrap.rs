@@ -24,6 +24,7 @@ const STACK_PARAMETERS: &[&str] = &[
     "KeysCheckSchedule",
     "SecretsRotationSchedule",
     "RestoreTestSchedule",
+    "OnStackDelete",
 ];
 /// Spec parameters the stack fills from a pseudo parameter instead of asking.
 const PSEUDO_SPEC_PARAMETERS: &[(&str, &str)] = &[("Region", "${AWS::Region}")];
@@ -33,6 +34,7 @@ const STORE_DELETES: &[&str] = &[
     "forget_resource",
     "delete_report",
     "release_outbox_lease",
+    "release_answer",
 ];
 /// Deletes a role holds that AWS makes with it, not the function's code: Lambda removes
 /// an in-VPC function's network interfaces with the function's own role.
@@ -53,10 +55,7 @@ const DELETES_THROUGH: &[(&str, &str, &str)] = &[
 /// IAM delete actions whose SDK call has another name: a DeleteObject naming a version.
 const DELETE_CALLS: &[(&str, &str)] = &[("s3:DeleteObjectVersion", ".delete_object()")];
 /// Functions that need no state table, and why.
-const STATELESS_FUNCTIONS: &[(&str, &str)] = &[(
-    "launch",
-    "the custom resource only starts and stops provision executions; the workflow records state",
-)];
+const STATELESS_FUNCTIONS: &[(&str, &str)] = &[];
 /// The custom resource that starts provision with the stack's parameters.
 const LAUNCH_TYPE: &str = "Custom::ApiaryLaunch";
 
@@ -171,7 +170,9 @@ fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
         // control function its deployment and the provision state machine it starts when
         // ACM issues the certificate a run waited for, and the alerts topic handle-alert
         // publishes to).
-        const ALLOWED: [&str; 11] = [
+        // The launch function: what the stack's OnStackDelete says, and the two state
+        // machines a teardown on delete starts.
+        const ALLOWED: [&str; 14] = [
             "APIARY_TABLE",
             "APIARY_KUBERNETES_ADMIN_ROLE_ARNS",
             "APIARY_PERMISSIONS_BOUNDARY_ARN",
@@ -183,6 +184,9 @@ fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
             "APIARY_ALERT_TOPIC_ARN",
             "APIARY_PHONE_HOME_URL",
             "APIARY_SIGNING_KEY_SECRET",
+            "APIARY_ON_STACK_DELETE",
+            "APIARY_TEARDOWN_STATE_MACHINE_ARN",
+            "APIARY_STACK_DELETE_STATE_MACHINE_ARN",
         ];
         let variables = props["Environment"]["Variables"].as_object();
         let names: Vec<&str> = variables
@@ -475,13 +479,29 @@ fn check_launch(template: &Value) -> Vec<String> {
         }
         // Long enough for Lambda's two retries of a failed invocation (three attempts,
         // the retries at least 1 and 2 minutes after the attempt before), far short of
-        // the default hour.
-        let service_timeout = props["ServiceTimeout"].as_u64().unwrap_or(3600);
+        // the default hour; with OnStackDelete=Teardown, the hour CloudFormation allows,
+        // past the deadline at which the stack-delete workflow answers plus one poll.
+        let (retain, teardown) = match props["ServiceTimeout"]["Fn::If"].as_array() {
+            Some(branches) if branches.len() == 3 && branches[0] == "TeardownOnStackDelete" => {
+                (branches[2].as_u64(), branches[1].as_u64())
+            }
+            _ => (None, None),
+        };
         let attempts = 3 * timeout + 60 + 120;
-        if service_timeout < attempts || service_timeout > 600 {
-            problems.push(format!(
-                "{id}: ServiceTimeout {service_timeout} s; want between {attempts} and 600"
-            ));
+        match retain {
+            Some(seconds) if (attempts..=600).contains(&seconds) => {}
+            other => problems.push(format!(
+                "{id}: ServiceTimeout when OnStackDelete is Retain is {other:?} s; want between \
+                 {attempts} and 600 (as Fn::If [TeardownOnStackDelete, <teardown>, <retain>])"
+            )),
+        }
+        let answered_by = launch::ANSWER_WITHIN.as_secs() + 60 + timeout;
+        match teardown {
+            Some(seconds) if (answered_by..=3600).contains(&seconds) => {}
+            other => problems.push(format!(
+                "{id}: ServiceTimeout when OnStackDelete is Teardown is {other:?} s; want \
+                 between {answered_by} (the answer's deadline, a poll and an attempt) and 3600"
+            )),
         }
     }
     problems
@@ -1434,5 +1454,179 @@ fn the_state_table_expires_items_by_the_attribute_the_store_writes() {
     assert_eq!(
         table["TimeToLiveSpecification"],
         serde_json::json!({"AttributeName": apiary_core::store::TTL_ATTRIBUTE, "Enabled": true})
+    );
+}
+
+/// Every logical id `value` refers to: `Ref`, `Fn::GetAtt`, and `${Id}` or `${Id.Attr}`
+/// in an `Fn::Sub`, pseudo parameters and parameters left in.
+fn references(value: &Value, out: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                match (key.as_str(), inner) {
+                    ("Ref", Value::String(id)) => {
+                        out.insert(id.clone());
+                    }
+                    ("Fn::GetAtt", Value::Array(parts)) => {
+                        if let Some(id) = parts.first().and_then(Value::as_str) {
+                            out.insert(id.to_owned());
+                        }
+                    }
+                    ("Fn::Sub", Value::String(text)) => {
+                        for piece in text.split("${").skip(1) {
+                            if let Some(name) = piece.split('}').next() {
+                                out.insert(name.split('.').next().unwrap_or(name).to_owned());
+                            }
+                        }
+                    }
+                    _ => references(inner, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| references(i, out)),
+        _ => {}
+    }
+}
+
+/// What each resource depends on: its references to other resources, and `DependsOn`.
+fn dependencies(template: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    let resources = template["Resources"]
+        .as_object()
+        .expect("Resources is a map");
+    resources
+        .iter()
+        .map(|(id, resource)| {
+            let mut found = BTreeSet::new();
+            references(&resource["Properties"], &mut found);
+            match &resource["DependsOn"] {
+                Value::String(one) => {
+                    found.insert(one.clone());
+                }
+                Value::Array(many) => {
+                    found.extend(many.iter().filter_map(Value::as_str).map(str::to_owned))
+                }
+                _ => {}
+            }
+            found.retain(|d| resources.contains_key(d));
+            (id.clone(), found)
+        })
+        .collect()
+}
+
+fn closure(deps: &BTreeMap<String, BTreeSet<String>>, start: &[&str]) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut todo: Vec<String> = start.iter().map(|s| (*s).to_owned()).collect();
+    while let Some(id) = todo.pop() {
+        if seen.insert(id.clone()) {
+            todo.extend(deps.get(&id).into_iter().flatten().cloned());
+        }
+    }
+    seen
+}
+
+/// Resource types that only point at what they change (a policy at its role, a
+/// permission at its function): nothing depends on them, so CloudFormation may delete
+/// them at any point of a stack delete unless the Launch resource waits for them.
+const ATTACHMENTS: &[&str] = &[
+    "AWS::IAM::Policy",
+    "AWS::IAM::ManagedPolicy",
+    "AWS::IAM::RolePolicy",
+    "AWS::Lambda::Permission",
+    "AWS::Lambda::EventInvokeConfig",
+    "AWS::KMS::Alias",
+    "AWS::SecretsManager::ResourcePolicy",
+];
+
+/// With OnStackDelete=Teardown the Launch resource's delete runs the teardown, so every
+/// resource the teardown workflow and the stack-delete workflow need must be deleted
+/// after it: Launch must depend on it, directly or not.
+fn check_stack_delete_order(template: &Value) -> Vec<String> {
+    let deps = dependencies(template);
+    let Some((launch, _)) = resources(template, LAUNCH_TYPE).into_iter().next() else {
+        return vec!["no Launch resource".to_owned()];
+    };
+    let machine = |file: &str| {
+        resources(template, "AWS::StepFunctions::StateMachine")
+            .into_iter()
+            .find(|(_, m)| {
+                sub_text(&m["Properties"]["DefinitionS3Location"]["Key"])
+                    == Some(&format!("${{ArtifactPrefix}}statemachines/{file}"))
+            })
+            .map(|(id, _)| id)
+    };
+    let mut problems = Vec::new();
+    let mut roots = Vec::new();
+    for file in ["teardown.asl.json", "stack-delete.asl.json"] {
+        match machine(file) {
+            Some(id) => roots.push(id),
+            None => problems.push(format!("no state machine for statemachines/{file}")),
+        }
+    }
+    let held = closure(&deps, &[launch]);
+    let needed = closure(&deps, &roots);
+    for id in &needed {
+        if !held.contains(id) {
+            problems.push(format!(
+                "{id}: the teardown on stack delete needs it, but {launch} does not depend on it"
+            ));
+        }
+    }
+    for (id, resource) in template["Resources"].as_object().into_iter().flatten() {
+        let kind = resource["Type"].as_str().unwrap_or_default();
+        if held.contains(id) || !ATTACHMENTS.contains(&kind) {
+            continue;
+        }
+        if let Some(target) = deps[id].iter().find(|d| needed.contains(*d)) {
+            problems.push(format!(
+                "{id} ({kind}) changes {target}, which the teardown on stack delete needs; \
+                 add it to {launch}'s DependsOn so it is not deleted while the teardown runs"
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn a_stack_delete_keeps_everything_the_teardown_needs_until_it_has_answered() {
+    let template = template();
+    assert_none("stack delete order", check_stack_delete_order(&template));
+    // The check can fail: a policy on the teardown function's role that nothing waits
+    // for, and a Launch that depends on nothing.
+    let broken = parse(
+        r#"
+Resources:
+  TeardownRole: {Type: AWS::IAM::Role}
+  TeardownFunction:
+    Type: AWS::Lambda::Function
+    Properties: {Role: {"Fn::GetAtt": [TeardownRole, Arn]}}
+  TeardownStateMachine:
+    Type: AWS::StepFunctions::StateMachine
+    Properties:
+      DefinitionS3Location: {Key: {"Fn::Sub": "${ArtifactPrefix}statemachines/teardown.asl.json"}}
+      DefinitionSubstitutions: {TeardownFunctionArn: {"Fn::GetAtt": [TeardownFunction, Arn]}}
+  StackDeleteStateMachine:
+    Type: AWS::StepFunctions::StateMachine
+    Properties:
+      DefinitionS3Location: {Key: {"Fn::Sub": "${ArtifactPrefix}statemachines/stack-delete.asl.json"}}
+  ExtraTeardownPolicy:
+    Type: AWS::IAM::Policy
+    Properties: {Roles: [{Ref: TeardownRole}]}
+  Launch:
+    Type: Custom::ApiaryLaunch
+    DependsOn: [StackDeleteStateMachine]
+"#,
+    );
+    let problems = check_stack_delete_order(&broken);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("TeardownFunction: the teardown on stack delete needs it")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("ExtraTeardownPolicy (AWS::IAM::Policy) changes TeardownRole")),
+        "{problems:?}"
     );
 }

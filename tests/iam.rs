@@ -1302,15 +1302,49 @@ async fn exercise_launch() {
         launch::handle(&deps, event).await.expect("answered");
     })
     .await;
-    let answers = server.requests();
+    // OnStackDelete=Teardown: the Delete starts the teardown and the workflow that waits
+    // for it; a poll past the deadline answers (FAILED, the teardown still running).
+    let stack = crate::launch::teardown_stack(&config, &name).await;
+    let waiting = launch::Deps::new(&config, &stack.env)
+        .expect("launch deps")
+        .answering_within(std::time::Duration::ZERO);
+    calls::attributed("launch", async {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let event = json!({
+            "RequestType": "Delete",
+            "ResponseURL": server.url(),
+            "StackId": format!("arn:aws:cloudformation:{REGION}:123456789012:stack/apiary-{name}/1"),
+            "RequestId": request_id,
+            "LogicalResourceId": "Launch",
+            "ResourceType": "Custom::ApiaryLaunch",
+            "PhysicalResourceId": format!("apiary-{name}-launch"),
+            "ResourceProperties": {
+                "StateMachineArn": machine,
+                "Input": {"spec": {"DeploymentName": name, "Domain": format!("{name}.example.com")}}
+            }
+        });
+        let deferred = launch::handle(&waiting, event).await.expect("handled");
+        assert_eq!(deferred["Status"], "DEFERRED", "{deferred}");
+        let watched = launch::handle(
+            &waiting,
+            json!({"watch_stack_delete": {"request_id": request_id}}),
+        )
+        .await
+        .expect("watched");
+        assert_eq!(watched["done"], true, "{watched}");
+    })
+    .await;
+    let statuses: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|a| a.json()["Status"].as_str().unwrap_or_default().to_owned())
+        .collect();
     assert_eq!(
-        answers.len(),
-        3,
-        "one answer to Create and Delete, one to the key's Create"
+        statuses,
+        ["SUCCESS", "SUCCESS", "SUCCESS", "FAILED"],
+        "one answer to Create and Delete, one to the key's Create, one to the teardown's \
+         Delete at its deadline"
     );
-    for answer in answers {
-        assert_eq!(answer.json()["Status"], "SUCCESS", "{}", answer.json());
-    }
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use apiary_core::store::DeploymentStatus;
 use aws_sdk_sfn::types::ExecutionStatus;
 use launch::test_support::CaptureServer;
 use serde_json::{Value, json};
@@ -375,4 +376,325 @@ fn base64_decode(text: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(text)
         .expect("base64")
+}
+
+/// What the template wires for `OnStackDelete=Teardown`: the teardown and stack-delete
+/// state machines (holding RUNNING, as real ones would while they work), a state table
+/// with the deployment's record, and the launch function's environment naming them.
+pub(crate) struct TeardownStack {
+    pub env: HashMap<String, String>,
+    pub store: apiary_core::store::Store,
+    pub teardown: String,
+    pub watcher: String,
+}
+
+pub(crate) async fn teardown_stack(
+    config: &aws_config::SdkConfig,
+    deployment: &str,
+) -> TeardownStack {
+    let sfn = aws_sdk_sfn::Client::new(config);
+    let mut arns = Vec::new();
+    for workflow in ["teardown", "stack-delete"] {
+        arns.push(
+            sfn.create_state_machine()
+                .name(format!("apiary-{deployment}-{workflow}"))
+                .definition(DEFINITION)
+                .role_arn(format!(
+                    "arn:aws:iam::123456789012:role/apiary-{deployment}-sm-{workflow}"
+                ))
+                .send()
+                .await
+                .expect("CreateStateMachine")
+                .state_machine_arn,
+        );
+    }
+    let table = format!("apiary-{deployment}");
+    let store =
+        apiary_core::store::Store::new(apiary_core::client!(aws_sdk_dynamodb, config), &table);
+    store.ensure_table().await.expect("state table");
+    let spec = apiary_core::fixtures::Fixture::named(deployment).spec();
+    store
+        .put_deployment(&spec, DeploymentStatus::Ready, chrono::Utc::now())
+        .await
+        .expect("the deployment's record");
+    let env = HashMap::from([
+        ("APIARY_ON_STACK_DELETE".to_owned(), "Teardown".to_owned()),
+        ("APIARY_DEPLOYMENT".to_owned(), deployment.to_owned()),
+        ("APIARY_TABLE".to_owned(), table),
+        (
+            "APIARY_TEARDOWN_STATE_MACHINE_ARN".to_owned(),
+            arns[0].clone(),
+        ),
+        (
+            "APIARY_STACK_DELETE_STATE_MACHINE_ARN".to_owned(),
+            arns[1].clone(),
+        ),
+    ]);
+    TeardownStack {
+        env,
+        store,
+        teardown: arns[0].clone(),
+        watcher: arns[1].clone(),
+    }
+}
+
+impl Fixture {
+    async fn executions_of(&self, machine: &str) -> Vec<(String, ExecutionStatus, Value)> {
+        let mut found = Vec::new();
+        for e in self
+            .sfn
+            .list_executions()
+            .state_machine_arn(machine)
+            .send()
+            .await
+            .expect("ListExecutions")
+            .executions()
+        {
+            let described = self
+                .sfn
+                .describe_execution()
+                .execution_arn(e.execution_arn())
+                .send()
+                .await
+                .expect("DescribeExecution");
+            let input = serde_json::from_str(described.input().unwrap_or("null")).unwrap();
+            found.push((
+                e.execution_arn().to_owned(),
+                described.status().clone(),
+                input,
+            ));
+        }
+        found
+    }
+}
+
+fn watch(request: &Value) -> Value {
+    json!({"watch_stack_delete": {"request_id": request["RequestId"]}})
+}
+
+#[tokio::test]
+async fn a_teardown_on_delete_is_answered_only_when_the_teardown_has_ended() {
+    let f = fixture().await;
+    let stack = teardown_stack(&apiary_e2e::sdk_config().await, &f.deployment).await;
+    let deps = launch::Deps::new(&apiary_e2e::sdk_config().await, &stack.env).expect("deps");
+    let server = CaptureServer::start(&[]).await;
+    launch::handle(&deps, f.event("Create", &server.url(), None))
+        .await
+        .expect("answered");
+    let physical = server.last_json()["PhysicalResourceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let provision = f.executions(None).await;
+
+    // The stack is deleted: provision is stopped, the teardown started, and no answer yet.
+    let delete = f.event("Delete", &server.url(), Some(&physical));
+    let summary = launch::handle(&deps, delete.clone())
+        .await
+        .expect("handled");
+    assert_eq!(summary["Status"], "DEFERRED", "{summary}");
+    assert_eq!(server.requests().len(), 1, "only the Create was answered");
+    assert_eq!(
+        f.executions(Some(ExecutionStatus::Aborted)).await,
+        provision,
+        "the running provision was stopped"
+    );
+    let teardowns = f.executions_of(&stack.teardown).await;
+    assert_eq!(teardowns.len(), 1, "{teardowns:?}");
+    let (teardown, status, input) = &teardowns[0];
+    assert_eq!(status, &ExecutionStatus::Running);
+    assert_eq!(
+        input,
+        &json!({"deployment": f.deployment, "confirm": f.deployment, "queue": true})
+    );
+    let watchers = f.executions_of(&stack.watcher).await;
+    assert_eq!(watchers.len(), 1, "{watchers:?}");
+    // The presigned URL is a credential: only the request's id is in the input.
+    assert_eq!(watchers[0].2, json!({"request_id": delete["RequestId"]}));
+    let held = stack
+        .store
+        .held_answer(&f.deployment, delete["RequestId"].as_str().unwrap())
+        .await
+        .expect("GetItem")
+        .expect("the answer is held");
+    assert_eq!(&held.execution_arn, teardown);
+    assert_eq!(held.response_url, server.url());
+
+    // CloudFormation delivers the Delete again: the same teardown, the same watcher.
+    let again = launch::handle(&deps, delete.clone())
+        .await
+        .expect("handled");
+    assert_eq!(again["Status"], "DEFERRED", "{again}");
+    assert_eq!(f.executions_of(&stack.teardown).await.len(), 1);
+    assert_eq!(f.executions_of(&stack.watcher).await.len(), 1);
+
+    // The workflow asks while the teardown runs: no answer.
+    let asked = launch::handle(&deps, watch(&delete))
+        .await
+        .expect("watched");
+    assert_eq!(asked, json!({"done": false, "status": "RUNNING"}));
+    assert_eq!(server.requests().len(), 1);
+
+    // The teardown ends without succeeding: the delete fails, saying why and where.
+    f.sfn
+        .stop_execution()
+        .execution_arn(teardown)
+        .error("Apiary.Fatal")
+        .cause("DeleteVpc failed (DependencyViolation)")
+        .send()
+        .await
+        .expect("StopExecution");
+    let asked = launch::handle(&deps, watch(&delete))
+        .await
+        .expect("watched");
+    assert_eq!(asked, json!({"done": true, "status": "FAILED"}));
+    let answer = server.last_json();
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    assert_eq!(answer["PhysicalResourceId"], physical);
+    assert_eq!(answer["RequestId"], delete["RequestId"]);
+    assert_eq!(answer["LogicalResourceId"], "Launch");
+    let reason = answer["Reason"].as_str().unwrap();
+    for part in [
+        teardown.as_str(),
+        "ABORTED",
+        "console.aws.amazon.com",
+        "delete the stack again",
+    ] {
+        assert!(reason.contains(part), "{part}: {reason}");
+    }
+    // Answered once: the held answer is gone and a later poll says so.
+    let asked = launch::handle(&deps, watch(&delete))
+        .await
+        .expect("watched");
+    assert_eq!(asked, json!({"done": true, "status": "ANSWERED"}));
+    assert_eq!(server.requests().len(), 2);
+
+    // The operator deletes the stack again: a new teardown resumes the work.
+    let retry = f.event("Delete", &server.url(), Some(&physical));
+    let summary = launch::handle(&deps, retry).await.expect("handled");
+    assert_eq!(summary["Status"], "DEFERRED", "{summary}");
+    let teardowns = f.executions_of(&stack.teardown).await;
+    assert_eq!(teardowns.len(), 2, "{teardowns:?}");
+}
+
+#[tokio::test]
+async fn a_teardown_still_running_at_the_deadline_fails_the_delete_with_its_link() {
+    let f = fixture().await;
+    let stack = teardown_stack(&apiary_e2e::sdk_config().await, &f.deployment).await;
+    let deps = launch::Deps::new(&apiary_e2e::sdk_config().await, &stack.env)
+        .expect("deps")
+        .answering_within(std::time::Duration::ZERO);
+    let server = CaptureServer::start(&[]).await;
+    let delete = f.event("Delete", &server.url(), Some("apiary-x-launch"));
+    launch::handle(&deps, delete.clone())
+        .await
+        .expect("handled");
+    assert!(server.requests().is_empty());
+    let asked = launch::handle(&deps, watch(&delete))
+        .await
+        .expect("watched");
+    assert_eq!(asked, json!({"done": true, "status": "FAILED"}));
+    let reason = server.last_json()["Reason"].as_str().unwrap().to_owned();
+    assert!(
+        reason.contains("still running after 55 minutes"),
+        "{reason}"
+    );
+    assert!(reason.contains("console.aws.amazon.com"), "{reason}");
+    // The teardown goes on: the next stack delete waits for the same one.
+    let teardowns = f.executions_of(&stack.teardown).await;
+    assert_eq!(teardowns.len(), 1);
+    assert_eq!(teardowns[0].1, ExecutionStatus::Running);
+    let retry = f.event("Delete", &server.url(), Some("apiary-x-launch"));
+    launch::handle(&deps, retry.clone()).await.expect("handled");
+    assert_eq!(f.executions_of(&stack.teardown).await.len(), 1);
+    let held = stack
+        .store
+        .held_answer(&f.deployment, retry["RequestId"].as_str().unwrap())
+        .await
+        .expect("GetItem")
+        .expect("held");
+    assert_eq!(held.execution_arn, teardowns[0].0);
+}
+
+#[tokio::test]
+async fn a_teardown_on_delete_with_nothing_to_tear_down_answers_at_once() {
+    let f = fixture().await;
+    let config = apiary_e2e::sdk_config().await;
+    let stack = teardown_stack(&config, &f.deployment).await;
+    let deps = launch::Deps::new(&config, &stack.env).expect("deps");
+    let server = CaptureServer::start(&[]).await;
+
+    // Torn down already (by hand, before the stack delete).
+    stack
+        .store
+        .set_status(&f.deployment, DeploymentStatus::Deleted, chrono::Utc::now())
+        .await
+        .expect("status");
+    launch::handle(&deps, f.event("Delete", &server.url(), Some("p")))
+        .await
+        .expect("answered");
+    let body = server.last_json();
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    assert!(
+        body["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("already torn down"),
+        "{body}"
+    );
+
+    // Never provisioned: no record.
+    let mut other = f.event("Delete", &server.url(), Some("p"));
+    let unknown = apiary_e2e::unique_name("never");
+    let mut env = stack.env.clone();
+    env.insert("APIARY_DEPLOYMENT".into(), unknown.clone());
+    let deps = launch::Deps::new(&config, &env).expect("deps");
+    other["ResourceProperties"]["Input"]["spec"]["DeploymentName"] = json!(unknown);
+    launch::handle(&deps, other).await.expect("answered");
+    let body = server.last_json();
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    assert!(
+        body["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to tear down"),
+        "{body}"
+    );
+    assert!(f.executions_of(&stack.teardown).await.is_empty());
+    assert!(f.executions_of(&stack.watcher).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_on_stack_delete_fails_the_delete_and_stops_nothing() {
+    let f = fixture().await;
+    let config = apiary_e2e::sdk_config().await;
+    let server = CaptureServer::start(&[]).await;
+    let ok = launch::Deps::new(&config, &HashMap::<&str, &str>::new()).expect("deps");
+    launch::handle(&ok, f.event("Create", &server.url(), None))
+        .await
+        .expect("answered");
+    let physical = server.last_json()["PhysicalResourceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bad = launch::Deps::new(
+        &config,
+        &HashMap::from([("APIARY_ON_STACK_DELETE", "Destroy")]),
+    )
+    .expect("deps");
+    launch::handle(&bad, f.event("Delete", &server.url(), Some(&physical)))
+        .await
+        .expect("answered");
+    let body = server.last_json();
+    assert_eq!(body["Status"], "FAILED", "{body}");
+    let reason = body["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("APIARY_ON_STACK_DELETE") && reason.contains("\"Destroy\""),
+        "{reason}"
+    );
+    assert_eq!(
+        f.executions(Some(ExecutionStatus::Running)).await.len(),
+        1,
+        "nothing was stopped"
+    );
 }

@@ -128,6 +128,14 @@ fn prepare(
          set APIARY_ROOT"
             .to_owned()
     })?;
+    if workflow == apiary_workflows::stack_delete::NAME {
+        return Err(format!(
+            "{workflow} is not run by hand: the launch function starts it when the bootstrap \
+             stack is deleted with OnStackDelete=Teardown, to answer CloudFormation once the \
+             teardown has ended. Locally, run the teardown itself: apiary local run teardown \
+             --input '{{\"confirm\": \"<name>\"}}'"
+        ));
+    }
     let file = root
         .join("statemachines")
         .join(format!("{workflow}.asl.json"));
@@ -197,6 +205,7 @@ fn workflows(root: &Path) -> Vec<String> {
                     e.file_name()
                         .to_str()
                         .and_then(|n| n.strip_suffix(".asl.json"))
+                        .filter(|n| *n != apiary_workflows::stack_delete::NAME)
                         .map(str::to_owned)
                 })
                 .collect()
@@ -683,6 +692,27 @@ mod tests {
         assert_eq!(prepared.event["source"], "aws.rds");
         assert!(refused("").contains("is not valid JSON"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_stack_delete_workflow_is_not_offered_or_run_by_hand() {
+        let common = RunArgs {
+            spec: None,
+            endpoint: None,
+            state_dir: std::env::temp_dir(),
+            history: None,
+        };
+        let refused = match prepare("stack-delete", &common, None, None) {
+            Ok(_) => panic!("stack-delete was accepted"),
+            Err(refusal) => refusal,
+        };
+        assert!(refused.contains("not run by hand"), "{refused}");
+        assert!(refused.contains("local run teardown"), "{refused}");
+        // The project root is found from the current directory, inside the clone.
+        let root = project_root(&ProcessEnv).unwrap();
+        let offered = workflows(&root);
+        assert!(offered.contains(&"teardown".to_owned()), "{offered:?}");
+        assert!(!offered.contains(&"stack-delete".to_owned()), "{offered:?}");
     }
 
     #[test]

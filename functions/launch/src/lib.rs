@@ -2,22 +2,26 @@
 //!
 //! `Custom::ApiaryLaunch`: on Create and Update it validates the deployment spec and
 //! starts the provision workflow; on Delete it stops any provision execution still
-//! running, so it does not run on while the stack deletes its functions.
+//! running, so it does not run on while the stack deletes its functions, and then, when
+//! the stack's `OnStackDelete` is `Teardown`, starts the teardown workflow and answers
+//! only once it has ended ([`stack_delete`]).
 //!
 //! `Custom::ApiarySigningKey`: on Create and Update it makes the phone-home report's
 //! Ed25519 key in its secret unless one is there (a key is never replaced: the vendor
 //! pinned it), and returns the public half (`PublicKey`, `KeyId`) for the stack's
 //! outputs. Delete does nothing: the secret is the stack's own resource.
 //!
-//! The stack never waits on the workflow: the resource succeeds as soon as the execution
+//! The stack never waits on provision: the resource succeeds as soon as the execution
 //! has started and hands back its ARN and console link (the stack's outputs), and the
-//! workflow reports its own outcome. Every request gets an answer within the function's
+//! workflow reports its own outcome. Only a Teardown Delete waits, through the
+//! stack-delete workflow. Every request gets an answer within the function's
 //! timeout: all work is bounded by [`Budget`], and any failure (bad properties, an
 //! invalid spec, a Step Functions error, running out of time) becomes a FAILED response
 //! with the reason, rather than an hour's wait for CloudFormation's own timeout.
 
 mod request;
 mod response;
+pub mod stack_delete;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 #[cfg(test)]
@@ -28,6 +32,7 @@ use std::time::Duration;
 
 use apiary_core::aws::Env;
 use apiary_core::spec::DeploymentSpec;
+use apiary_core::store::Store;
 use apiary_core::{Error, ErrorName, Result};
 use aws_sdk_sfn::error::SdkError;
 use aws_sdk_sfn::types::ExecutionStatus;
@@ -40,6 +45,7 @@ pub use request::{
 /// The `ResourceType` of the signing key resource.
 pub const SIGNING_KEY_TYPE: &str = "Custom::ApiarySigningKey";
 pub use response::{MAX_BODY_BYTES, Responder, Response, RetryPolicy, Status};
+pub use stack_delete::{ANSWER_WITHIN, OnStackDelete, TeardownConfig};
 
 /// The function's timeout in the template (`LaunchFunction.Timeout`).
 pub const LAMBDA_TIMEOUT: Duration = Duration::from_secs(60);
@@ -99,6 +105,12 @@ pub struct Deps {
     pub responder: Responder,
     pub budget: Budget,
     pub logs: Option<LogLocation>,
+    /// The stack's `OnStackDelete`, or why it cannot be read (answered on Delete).
+    pub on_delete: std::result::Result<OnStackDelete, String>,
+    /// The state table, when `on_delete` is `Teardown`.
+    pub store: Option<Store>,
+    /// How long a Teardown Delete waits before answering whatever the teardown's state.
+    pub answer_within: Duration,
 }
 
 impl Deps {
@@ -111,13 +123,42 @@ impl Deps {
         env: &dyn Env,
         budget: Budget,
     ) -> Result<Deps> {
+        let on_delete = OnStackDelete::from_env(env).map_err(|e| e.to_string());
+        let store = match &on_delete {
+            Ok(OnStackDelete::Teardown(teardown)) => Some(Store::new(
+                apiary_core::client!(aws_sdk_dynamodb, config),
+                teardown.table.clone(),
+            )),
+            _ => None,
+        };
         Ok(Deps {
             sfn: apiary_core::client!(aws_sdk_sfn, config),
             secrets: apiary_core::client!(aws_sdk_secretsmanager, config),
             responder: Responder::new(budget.response)?,
             budget,
             logs: LogLocation::from_env(env),
+            on_delete,
+            store,
+            answer_within: ANSWER_WITHIN,
         })
+    }
+
+    /// The same, waiting `within` before a Teardown Delete answers whatever the state.
+    pub fn answering_within(mut self, within: Duration) -> Deps {
+        self.answer_within = within;
+        self
+    }
+
+    fn details(&self) -> String {
+        self.logs
+            .as_ref()
+            .map(|l| {
+                format!(
+                    " (details: CloudWatch Logs {}, stream {})",
+                    l.group, l.stream
+                )
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -128,6 +169,8 @@ struct Outcome {
     physical_id: String,
     message: String,
     data: Map<String, Value>,
+    /// The answer is kept and given later by the stack-delete workflow: send nothing now.
+    deferred: bool,
 }
 
 impl Outcome {
@@ -137,6 +180,7 @@ impl Outcome {
             physical_id,
             message,
             data: Map::new(),
+            deferred: false,
         }
     }
 
@@ -166,6 +210,7 @@ impl Outcome {
             physical_id,
             message: format!("{name}: {message}"),
             data: Map::new(),
+            deferred: false,
         }
     }
 }
@@ -179,6 +224,9 @@ impl Outcome {
     fields(request_type, logical_resource_id, request_id, stack)
 )]
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
+    if stack_delete::is_watch(&event) {
+        return watch(deps, &event).await;
+    }
     let request = Request::from_event(event)?;
     let span = tracing::Span::current();
     span.record("request_type", request.request_type.as_str());
@@ -208,6 +256,17 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
         ),
     };
 
+    if outcome.deferred {
+        tracing::info!(
+            physical_resource_id = outcome.physical_id,
+            "the answer waits for the teardown"
+        );
+        return Ok(json!({
+            "Status": "DEFERRED",
+            "PhysicalResourceId": outcome.physical_id,
+            "Reason": outcome.message,
+        }));
+    }
     let response = Response {
         status: outcome.status,
         reason: String::new(),
@@ -218,17 +277,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
         no_echo: false,
         data: outcome.data.clone(),
     };
-    let suffix = deps
-        .logs
-        .as_ref()
-        .map(|l| {
-            format!(
-                " (details: CloudWatch Logs {}, stream {})",
-                l.group, l.stream
-            )
-        })
-        .unwrap_or_default();
-    let body = response.body(&outcome.message, &suffix);
+    let body = response.body(&outcome.message, &deps.details());
     tracing::info!(
         status = outcome.status.as_str(),
         physical_resource_id = outcome.physical_id,
@@ -386,8 +435,8 @@ async fn start(
     Ok(outcome)
 }
 
-/// Delete: stop what is still running. The data plane itself stays: there is no
-/// teardown workflow yet.
+/// Delete: stop what is still running; then, with `OnStackDelete=Teardown`, start the
+/// teardown and leave the answer to the stack-delete workflow.
 async fn stop(deps: &Deps, request: &Request) -> Result<Outcome> {
     let physical_id = request.physical_resource_id.clone().unwrap_or_default();
     if physical_id.is_empty() || physical_id.starts_with(NOT_STARTED_PREFIX) {
@@ -396,6 +445,8 @@ async fn stop(deps: &Deps, request: &Request) -> Result<Outcome> {
             "nothing to stop: the Create of this resource started no execution".into(),
         ));
     }
+    // Read before anything changes: a bad setting fails the Delete with nothing stopped.
+    let on_delete = deps.on_delete.clone().map_err(Error::invalid_input)?;
     let properties = Properties::parse(&request.resource_properties)?;
     let machine = &properties.state_machine;
     let cause = format!(
@@ -417,14 +468,115 @@ async fn stop(deps: &Deps, request: &Request) -> Result<Outcome> {
             stopped.join(", ")
         )
     };
-    Ok(Outcome::success(
-        physical_id,
-        format!(
-            "{what_ran}. The data plane's resources (tagged apiary:deployment={deployment}) \
-             and the retained state table and key were left in place: there is no teardown \
-             workflow yet"
-        ),
-    ))
+    let teardown = match on_delete {
+        OnStackDelete::Retain => {
+            return Ok(Outcome::success(
+                physical_id,
+                format!(
+                    "{what_ran}. OnStackDelete is Retain: the data plane's resources (tagged \
+                     apiary:deployment={deployment}) and the retained state table and key \
+                     were left in place; start the teardown workflow to remove them"
+                ),
+            ));
+        }
+        OnStackDelete::Teardown(teardown) => teardown,
+    };
+    let store = deps
+        .store
+        .as_ref()
+        .ok_or_else(|| Error::fatal("OnStackDelete is Teardown but no state table is set"))?;
+    match stack_delete::begin(
+        &deps.sfn,
+        store,
+        &teardown,
+        request,
+        &physical_id,
+        chrono::Utc::now(),
+        deps.answer_within,
+    )
+    .await?
+    {
+        stack_delete::Begun::Nothing(why) => Ok(Outcome::success(
+            physical_id,
+            format!("{what_ran}. OnStackDelete is Teardown, and {why}"),
+        )),
+        stack_delete::Begun::Deferred { execution } => {
+            let mut outcome = Outcome::success(
+                physical_id,
+                format!(
+                    "{what_ran}; the stack delete waits for teardown {execution} (at {})",
+                    execution_console_url(&teardown.teardown.region, &execution)
+                ),
+            );
+            outcome.deferred = true;
+            Ok(outcome)
+        }
+    }
+}
+
+/// The stack-delete workflow's question: has the teardown ended? If so (or if the
+/// deadline has passed), answer CloudFormation and forget the answer. Returns `{"done",
+/// "status"}`; an answer that could not be delivered is tried again at the next poll.
+async fn watch(deps: &Deps, event: &Value) -> Result<Value> {
+    let teardown = match deps.on_delete.clone().map_err(Error::invalid_input)? {
+        OnStackDelete::Teardown(teardown) => teardown,
+        OnStackDelete::Retain => {
+            return Err(Error::invalid_input(format!(
+                "{} arrived but OnStackDelete is Retain: nothing waits for a teardown",
+                stack_delete::WATCH_KEY
+            )));
+        }
+    };
+    let store = deps
+        .store
+        .as_ref()
+        .ok_or_else(|| Error::fatal("OnStackDelete is Teardown but no state table is set"))?;
+    let verdict =
+        stack_delete::look(&deps.sfn, store, &teardown, event, chrono::Utc::now()).await?;
+    let (held, success, message) = match verdict {
+        stack_delete::Verdict::AlreadyAnswered => {
+            return Ok(json!({"done": true, "status": "ANSWERED"}));
+        }
+        stack_delete::Verdict::Waiting { execution } => {
+            tracing::info!(execution, "teardown still running");
+            return Ok(json!({"done": false, "status": "RUNNING"}));
+        }
+        stack_delete::Verdict::Answer {
+            held,
+            success,
+            message,
+        } => (held, success, message),
+    };
+    let status = if success {
+        Status::Success
+    } else {
+        Status::Failed
+    };
+    let response = Response {
+        status,
+        reason: String::new(),
+        physical_resource_id: held.physical_resource_id.clone(),
+        stack_id: held.stack_id.clone(),
+        request_id: held.request_id.clone(),
+        logical_resource_id: held.logical_resource_id.clone(),
+        no_echo: false,
+        data: Map::new(),
+    };
+    let body = response.body(&message, &deps.details());
+    tracing::info!(
+        status = status.as_str(),
+        execution = held.execution_arn,
+        reason = message,
+        "answering CloudFormation for the stack delete"
+    );
+    if let Err(err) = deps.responder.send(&held.response_url, body).await {
+        tracing::warn!(error = %err, "the answer was not delivered; trying again at the next poll");
+        return Ok(json!({"done": false, "status": "UNDELIVERED"}));
+    }
+    store
+        .release_answer(&teardown.deployment, &held.request_id)
+        .await?;
+    Ok(json!({"done": true, "status": status.as_str()}))
 }
 
 /// Stops every RUNNING execution of `machine`; returns their ARNs. A state machine that

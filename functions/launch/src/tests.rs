@@ -77,6 +77,9 @@ fn deps_with(sfn: Sfn) -> Deps {
         responder: Responder::new(budget().response).expect("TLS roots"),
         budget: budget(),
         logs: None,
+        on_delete: Ok(OnStackDelete::Retain),
+        store: None,
+        answer_within: ANSWER_WITHIN,
     }
 }
 
@@ -444,7 +447,10 @@ async fn delete_stops_every_running_execution_and_says_what_it_left() {
         "{reason}"
     );
     assert!(reason.contains("left in place"), "{reason}");
-    assert!(reason.contains("no teardown"), "{reason}");
+    assert!(
+        reason.contains("OnStackDelete is Retain") && reason.contains("teardown workflow"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]
@@ -693,4 +699,212 @@ fn the_execution_link_uses_the_partitions_console() {
             "https://console.amazonaws-us-gov.com/states/home?region=us-gov-west-1#/v2/executions/details/{arn}"
         )
     );
+}
+
+mod on_stack_delete {
+    use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput;
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::stack_delete::{Verdict, look};
+
+    const TEARDOWN: &str =
+        "arn:aws:states:us-west-2:123456789012:stateMachine:apiary-acme-teardown";
+    const RUN: &str =
+        "arn:aws:states:us-west-2:123456789012:execution:apiary-acme-teardown:cfn-delete-1";
+
+    fn env() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            ("APIARY_ON_STACK_DELETE", "Teardown"),
+            ("APIARY_DEPLOYMENT", "acme"),
+            ("APIARY_TABLE", "apiary-acme"),
+            ("APIARY_TEARDOWN_STATE_MACHINE_ARN", TEARDOWN),
+            (
+                "APIARY_STACK_DELETE_STATE_MACHINE_ARN",
+                "arn:aws:states:us-west-2:123456789012:stateMachine:apiary-acme-stack-delete",
+            ),
+        ])
+    }
+
+    fn config() -> TeardownConfig {
+        match OnStackDelete::from_env(&env()).unwrap() {
+            OnStackDelete::Teardown(config) => *config,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_setting_is_read_and_every_missing_part_named() {
+        assert_eq!(
+            OnStackDelete::from_env(&HashMap::<&str, &str>::new()).unwrap(),
+            OnStackDelete::Retain
+        );
+        assert_eq!(config().deployment, "acme");
+        assert_eq!(config().teardown.name, "apiary-acme-teardown");
+        for missing in [
+            "APIARY_DEPLOYMENT",
+            "APIARY_TABLE",
+            "APIARY_TEARDOWN_STATE_MACHINE_ARN",
+            "APIARY_STACK_DELETE_STATE_MACHINE_ARN",
+        ] {
+            let mut env = env();
+            env.remove(missing);
+            let err = OnStackDelete::from_env(&env).unwrap_err().to_string();
+            assert!(err.contains(missing), "{missing}: {err}");
+        }
+        let err = OnStackDelete::from_env(&HashMap::from([("APIARY_ON_STACK_DELETE", "Delete")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"Delete\"") && err.contains("Retain or Teardown"),
+            "{err}"
+        );
+    }
+
+    fn held(deadline: chrono::DateTime<Utc>) -> Rule {
+        let answer = apiary_core::store::PendingAnswer {
+            request_id: "r-1".into(),
+            response_url: "https://cloudformation-custom-resource-response-uswest2.s3.amazonaws.com/x?X-Amz-Signature=s".into(),
+            stack_id: STACK.into(),
+            logical_resource_id: "Launch".into(),
+            physical_resource_id: "apiary-acme-launch".into(),
+            execution_arn: RUN.into(),
+            deadline,
+        };
+        let body = serde_json::to_string(&answer).unwrap();
+        mock!(aws_sdk_dynamodb::Client::get_item).then_output(move || {
+            GetItemOutput::builder()
+                .item("answer", AttributeValue::S(body.clone()))
+                .build()
+        })
+    }
+
+    fn described(status: ExecutionStatus, error: Option<&str>, cause: Option<&str>) -> Rule {
+        let (error, cause) = (error.map(str::to_owned), cause.map(str::to_owned));
+        mock!(Sfn::describe_execution).then_output(move || {
+            DescribeExecutionOutput::builder()
+                .execution_arn(RUN)
+                .state_machine_arn(TEARDOWN)
+                .status(status.clone())
+                .start_date(DateTime::from_secs(0))
+                .set_error(error.clone())
+                .set_cause(cause.clone())
+                .build()
+                .unwrap()
+        })
+    }
+
+    async fn verdict(status: Rule, deadline_in_minutes: i64) -> Verdict {
+        let now = Utc.with_ymd_and_hms(2026, 12, 6, 12, 0, 0).unwrap();
+        let dynamo = mock_client!(
+            aws_sdk_dynamodb,
+            RuleMode::MatchAny,
+            &[&held(now + chrono::Duration::minutes(deadline_in_minutes))]
+        );
+        let store = apiary_core::store::Store::new(dynamo, "apiary-acme");
+        let sfn = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, &[&status]);
+        look(
+            &sfn,
+            &store,
+            &config(),
+            &json!({"watch_stack_delete": {"request_id": "r-1"}}),
+            now,
+        )
+        .await
+        .unwrap()
+    }
+
+    fn answer(verdict: Verdict) -> (bool, String) {
+        match verdict {
+            Verdict::Answer {
+                success, message, ..
+            } => (success, message),
+            other => panic!("not answered: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_teardown_that_succeeded_is_answered_success_with_its_receipt() {
+        let (success, message) =
+            answer(verdict(described(ExecutionStatus::Succeeded, None, None), 30).await);
+        assert!(success);
+        assert!(
+            message.contains(RUN) && message.contains("receipt"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_teardown_that_failed_is_answered_failed_with_its_error_and_cause() {
+        let (success, message) = answer(
+            verdict(
+                described(
+                    ExecutionStatus::Failed,
+                    Some("Apiary.Timeout"),
+                    Some("the VPC's network interfaces were not released after 45 minutes"),
+                ),
+                30,
+            )
+            .await,
+        );
+        assert!(!success);
+        for part in [
+            RUN,
+            "FAILED",
+            "Apiary.Timeout",
+            "network interfaces were not released",
+            "delete the stack again",
+            "OnStackDelete=Retain",
+        ] {
+            assert!(message.contains(part), "{part}: {message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_running_teardown_waits_until_the_deadline_then_fails_with_its_link() {
+        match verdict(described(ExecutionStatus::Running, None, None), 1).await {
+            Verdict::Waiting { execution } => assert_eq!(execution, RUN),
+            other => panic!("{other:?}"),
+        }
+        let (success, message) =
+            answer(verdict(described(ExecutionStatus::Running, None, None), -1).await);
+        assert!(!success);
+        assert!(
+            message.contains("still running after 55 minutes"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&execution_console_url("us-west-2", RUN)),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_watch_without_a_request_id_is_refused_by_name() {
+        let dynamo = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &[]);
+        let store = apiary_core::store::Store::new(dynamo, "apiary-acme");
+        let sfn = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, &[]);
+        for event in [
+            json!({"watch_stack_delete": {}}),
+            json!({"watch_stack_delete": {"request_id": ""}}),
+            json!({"watch_stack_delete": {"request_id": "r", "url": "https://x"}}),
+        ] {
+            let err = look(&sfn, &store, &config(), &event, Utc::now())
+                .await
+                .unwrap_err();
+            assert_eq!(err.name(), apiary_core::ErrorName::InvalidInput, "{err}");
+            assert!(err.to_string().contains("watch_stack_delete"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watch_when_the_stack_retains_is_refused() {
+        let deps = deps(&[]);
+        let err = handle(&deps, json!({"watch_stack_delete": {"request_id": "r"}}))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("OnStackDelete is Retain"), "{err}");
+    }
 }

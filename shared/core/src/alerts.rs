@@ -179,7 +179,7 @@ fn alarm(alert: &mut Alert, detail: &Value, prefix: &str) -> Result<()> {
 }
 
 /// The names of the stack's own alarms after `apiary-<name>-`.
-const STACK_ALARMS: [&str; 15] = [
+const STACK_ALARMS: [&str; 16] = [
     "provision-run-failed",
     "teardown-run-failed",
     "backup-run-failed",
@@ -191,6 +191,7 @@ const STACK_ALARMS: [&str; 15] = [
     "upgrade-run-failed",
     "drift-run-failed",
     "drift-security",
+    "stack-delete-run-failed",
     "restore-test-failed",
     "restore-test-missed",
     "schedule-dead-letters",

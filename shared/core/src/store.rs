@@ -9,6 +9,7 @@
 //! | a step's saved output (what later steps read) | `DEPLOYMENT#<name>` | `OUTPUT#<slot>` |
 //! | an event handle-alert acted on (who claimed it; expires after 30 days) | `DEPLOYMENT#<name>` | `EVENT#<event id>` |
 //! | an alarm's last state change | `DEPLOYMENT#<name>` | `ALARM#<alarm name>` |
+//! | a stack delete's answer, held while its teardown runs (expires) | `STACKDELETE#<name>` | `REQUEST#<request id>` |
 //!
 //! One partition per deployment: `apiary status` and the teardown read everything about a
 //! deployment with one query.
@@ -176,6 +177,48 @@ pub fn outbox_pk(deployment: &str) -> AttributeValue {
 /// The prefix of the outbox partition's key (`PHONEHOME#<name>`), as the template's IAM
 /// condition names it.
 pub const OUTBOX_PARTITION: &str = "PHONEHOME#";
+
+/// The prefix of the partition that holds a stack delete's pending answer to
+/// CloudFormation while the teardown it started runs (`STACKDELETE#<name>`): apart from
+/// the deployment's own, so the launch function's role may write there and nowhere else.
+pub const STACK_DELETE_PARTITION: &str = "STACKDELETE#";
+
+fn stack_delete_pk(deployment: &str) -> AttributeValue {
+    AttributeValue::S(format!("{STACK_DELETE_PARTITION}{deployment}"))
+}
+
+/// A custom resource Delete that waits for a teardown: everything needed to answer
+/// CloudFormation later, from another invocation. `response_url` is a presigned URL, a
+/// credential: it lives only here (the table is encrypted with the stack's key) and is
+/// never logged or passed in an event.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingAnswer {
+    pub request_id: String,
+    pub response_url: String,
+    pub stack_id: String,
+    pub logical_resource_id: String,
+    pub physical_resource_id: String,
+    /// The teardown execution the answer waits for.
+    pub execution_arn: String,
+    /// Past this, the answer is FAILED with the execution's link (CloudFormation waits
+    /// for a custom resource at most an hour).
+    pub deadline: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for PendingAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingAnswer")
+            .field("request_id", &self.request_id)
+            .field("stack_id", &self.stack_id)
+            .field("execution_arn", &self.execution_arn)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a pending answer is kept past its deadline before the table's time to live
+/// removes it (the presigned URL is dead by then anyway).
+pub const PENDING_ANSWER_GRACE_HOURS: i64 = 2;
 
 fn outbox_key(seq: u64) -> String {
     format!("OUTBOX#{seq:020}")
@@ -1061,6 +1104,82 @@ impl Store {
 
     async fn query_prefix(&self, deployment: &str, prefix: &str) -> Result<Vec<Item>> {
         self.query_partition(pk(deployment), prefix).await
+    }
+
+    /// Keeps `answer` unless one is already kept for its request (a redelivered Delete
+    /// keeps the first one's deadline); returns the one kept.
+    pub async fn hold_answer(
+        &self,
+        deployment: &str,
+        answer: &PendingAnswer,
+    ) -> Result<PendingAnswer> {
+        let body = serde_json::to_string(answer).map_err(|e| Error::fatal(e.to_string()))?;
+        let expires = answer.deadline + chrono::Duration::hours(PENDING_ANSWER_GRACE_HOURS);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", stack_delete_pk(deployment))
+            .item("sk", s(format!("REQUEST#{}", answer.request_id)))
+            .item("answer", s(body))
+            .item(
+                TTL_ATTRIBUTE,
+                AttributeValue::N(expires.timestamp().to_string()),
+            )
+            .condition_expression("attribute_not_exists(sk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(answer.clone()),
+            Err(err) if is_condition_failure(&err) => self
+                .held_answer(deployment, &answer.request_id)
+                .await?
+                .ok_or_else(|| Error::NotReady {
+                    resource: format!("the pending answer to request {}", answer.request_id),
+                    detail: "it was there and then gone: another invocation answered it".into(),
+                }),
+            Err(err) => Err(Error::aws(
+                format!("PutItem pending answer of {deployment}"),
+                err,
+            )),
+        }
+    }
+
+    /// The answer kept for `request_id`, if it has not been given yet.
+    pub async fn held_answer(
+        &self,
+        deployment: &str,
+        request_id: &str,
+    ) -> Result<Option<PendingAnswer>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", stack_delete_pk(deployment))
+            .key("sk", s(format!("REQUEST#{request_id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("GetItem pending answer of {deployment}"), e))?;
+        out.item
+            .map(|item| {
+                serde_json::from_str(get_s(&item, "answer")?)
+                    .map_err(|e| Error::fatal(format!("pending answer unreadable: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Forgets an answer once it has been given.
+    pub async fn release_answer(&self, deployment: &str, request_id: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", stack_delete_pk(deployment))
+            .key("sk", s(format!("REQUEST#{request_id}")))
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("DeleteItem pending answer of {deployment}"), e))?;
+        Ok(())
     }
 
     async fn query_partition(&self, partition: AttributeValue, prefix: &str) -> Result<Vec<Item>> {

@@ -21,10 +21,12 @@ pub enum Function {
     Backup,
     Report,
     Drift,
+    /// The bootstrap stack's custom resources; the stack-delete workflow asks it to answer.
+    Launch,
 }
 
 impl Function {
-    pub const ALL: [Function; 14] = [
+    pub const ALL: [Function; 15] = [
         Function::Control,
         Function::Keys,
         Function::Network,
@@ -39,6 +41,7 @@ impl Function {
         Function::Backup,
         Function::Report,
         Function::Drift,
+        Function::Launch,
     ];
 
     /// The crate, binary and function name: `functions/<name>`.
@@ -58,6 +61,7 @@ impl Function {
             Function::Operate => "operate",
             Function::Report => "report",
             Function::Drift => "drift",
+            Function::Launch => "launch",
         }
     }
 
@@ -91,6 +95,8 @@ impl Function {
             Function::Report => 60,
             // Read-only describes of every recorded resource, one call each.
             Function::Drift => 120,
+            // launch::LAMBDA_TIMEOUT: a few Step Functions and table calls, one answer.
+            Function::Launch => 60,
         }
     }
 }

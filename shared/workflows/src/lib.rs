@@ -60,6 +60,7 @@ pub mod provision;
 pub mod restore_test;
 pub mod rotate_keys;
 pub mod scale_pools;
+pub mod stack_delete;
 pub mod teardown;
 pub mod upgrade;
 
@@ -132,6 +133,10 @@ pub fn all() -> Vec<Workflow> {
         Workflow {
             name: scale_pools::NAME,
             definition: scale_pools::definition(),
+        },
+        Workflow {
+            name: stack_delete::NAME,
+            definition: stack_delete::definition(),
         },
         Workflow {
             name: "teardown",

@@ -6,4 +6,5 @@ mod common;
 mod day2;
 mod generated;
 mod runs;
+mod stack_delete;
 mod upgrade;
