@@ -172,7 +172,7 @@ fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
         // publishes to).
         // The launch function: what the stack's OnStackDelete says, and the two state
         // machines a teardown on delete starts.
-        const ALLOWED: [&str; 14] = [
+        const ALLOWED: [&str; 15] = [
             "APIARY_TABLE",
             "APIARY_KUBERNETES_ADMIN_ROLE_ARNS",
             "APIARY_PERMISSIONS_BOUNDARY_ARN",
@@ -185,6 +185,7 @@ fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
             "APIARY_PHONE_HOME_URL",
             "APIARY_SIGNING_KEY_SECRET",
             "APIARY_ON_STACK_DELETE",
+            "APIARY_STACK_ID",
             "APIARY_TEARDOWN_STATE_MACHINE_ARN",
             "APIARY_STACK_DELETE_STATE_MACHINE_ARN",
         ];
@@ -494,6 +495,59 @@ fn check_launch(template: &Value) -> Vec<String> {
                 "{id}: ServiceTimeout when OnStackDelete is Retain is {other:?} s; want between \
                  {attempts} and 600 (as Fn::If [TeardownOnStackDelete, <teardown>, <retain>])"
             )),
+        }
+        // A stack delete stops provision and launch::STOPPED_ON_DELETE, never the
+        // teardown: the role may list and stop exactly those.
+        let role = get_att_arn(&function["Properties"]["Role"])
+            .map(|r| &template["Resources"][r])
+            .unwrap_or(&Value::Null);
+        let granted = |action: &str| -> Vec<Value> {
+            statements(role)
+                .into_iter()
+                .filter(|s| actions(s).iter().any(|a| a == action))
+                .flat_map(|s| match &s["Resource"] {
+                    Value::Array(items) => items.clone(),
+                    one => vec![one.clone()],
+                })
+                .collect()
+        };
+        let (listed, stoppable) = (
+            granted("states:ListExecutions"),
+            granted("states:StopExecution"),
+        );
+        let machine_of = |workflow: &str| {
+            resources(template, "AWS::StepFunctions::StateMachine")
+                .into_iter()
+                .find(|(_, m)| {
+                    sub_text(&m["Properties"]["DefinitionS3Location"]["Key"])
+                        == Some(&format!(
+                            "${{ArtifactPrefix}}statemachines/{workflow}.asl.json"
+                        ))
+                })
+                .map(|(id, _)| id.to_owned())
+        };
+        let executions = |workflow: &str| {
+            serde_json::json!({"Fn::Sub": format!(
+                "arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:execution:apiary-${{DeploymentName}}-{workflow}:*"
+            )})
+        };
+        for workflow in std::iter::once("provision").chain(launch::STOPPED_ON_DELETE) {
+            let machine = machine_of(workflow);
+            if !machine.is_some_and(|m| listed.contains(&serde_json::json!({"Ref": m}))) {
+                problems.push(format!(
+                    "{function_id}'s role may not ListExecutions of the {workflow} state machine, which a stack delete stops"
+                ));
+            }
+            if !stoppable.contains(&executions(workflow)) {
+                problems.push(format!(
+                    "{function_id}'s role may not StopExecution of {workflow}'s executions, which a stack delete stops"
+                ));
+            }
+        }
+        if stoppable.len() != 1 + launch::STOPPED_ON_DELETE.len() {
+            problems.push(format!(
+                "{function_id}'s role may StopExecution {stoppable:?}; only provision and launch::STOPPED_ON_DELETE"
+            ));
         }
         let answered_by = launch::ANSWER_WITHIN.as_secs() + 60 + timeout;
         match teardown {

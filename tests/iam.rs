@@ -526,6 +526,16 @@ const JUSTIFIED: &[(&str, &str, &str)] = &[
          the real time (unit-tested with mocks in functions/backup)",
     ),
     (
+        "launch",
+        "cloudformation:DescribeStacks",
+        "whether its own stack is being deleted, before a teardown on delete: the emulator never holds a stack in DELETE_IN_PROGRESS (unit-tested with mocks in functions/launch)",
+    ),
+    (
+        "drift",
+        "rds:DescribeDBClusters",
+        "the emulator rejects DocumentDB clusters, so no local deployment has one to compare (unit-tested with mocks in functions/drift)",
+    ),
+    (
         "backup",
         "rds:CreateDBClusterSnapshot",
         "the emulator rejects DocumentDB clusters (unit-tested with mocks)",
@@ -1304,16 +1314,17 @@ async fn exercise_launch() {
     .await;
     // OnStackDelete=Teardown: the Delete starts the teardown and the workflow that waits
     // for it; a poll past the deadline answers (FAILED, the teardown still running).
-    let stack = crate::launch::teardown_stack(&config, &name).await;
-    let waiting = launch::Deps::new(&config, &stack.env)
-        .expect("launch deps")
+    let stack_id = format!("arn:aws:cloudformation:{REGION}:123456789012:stack/apiary-{name}/1");
+    let stack = crate::launch::teardown_stack(&config, &stack_id, &name).await;
+    let waiting = stack
+        .deps(&config)
         .answering_within(std::time::Duration::ZERO);
     calls::attributed("launch", async {
         let request_id = uuid::Uuid::new_v4().to_string();
         let event = json!({
             "RequestType": "Delete",
             "ResponseURL": server.url(),
-            "StackId": format!("arn:aws:cloudformation:{REGION}:123456789012:stack/apiary-{name}/1"),
+            "StackId": stack_id,
             "RequestId": request_id,
             "LogicalResourceId": "Launch",
             "ResourceType": "Custom::ApiaryLaunch",

@@ -184,7 +184,7 @@ async fn create_starts_provision_once_and_delete_stops_it() {
         redelivered["Reason"]
             .as_str()
             .unwrap()
-            .starts_with("no provision execution was running"),
+            .starts_with("no workflow execution was running"),
         "{redelivered}"
     );
     assert_eq!(server.requests().len(), 4, "one answer per request");
@@ -383,6 +383,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 /// with the deployment's record, and the launch function's environment naming them.
 pub(crate) struct TeardownStack {
     pub env: HashMap<String, String>,
+    pub stack_id: String,
     pub store: apiary_core::store::Store,
     pub teardown: String,
     pub watcher: String,
@@ -390,6 +391,7 @@ pub(crate) struct TeardownStack {
 
 pub(crate) async fn teardown_stack(
     config: &aws_config::SdkConfig,
+    stack_id: &str,
     deployment: &str,
 ) -> TeardownStack {
     let sfn = aws_sdk_sfn::Client::new(config);
@@ -419,6 +421,7 @@ pub(crate) async fn teardown_stack(
         .expect("the deployment's record");
     let env = HashMap::from([
         ("APIARY_ON_STACK_DELETE".to_owned(), "Teardown".to_owned()),
+        ("APIARY_STACK_ID".to_owned(), stack_id.to_owned()),
         ("APIARY_DEPLOYMENT".to_owned(), deployment.to_owned()),
         ("APIARY_TABLE".to_owned(), table),
         (
@@ -432,9 +435,19 @@ pub(crate) async fn teardown_stack(
     ]);
     TeardownStack {
         env,
+        stack_id: stack_id.to_owned(),
         store,
         teardown: arns[0].clone(),
         watcher: arns[1].clone(),
+    }
+}
+
+impl TeardownStack {
+    /// The launch function's dependencies for this stack while CloudFormation deletes it.
+    pub(crate) fn deps(&self, config: &aws_config::SdkConfig) -> launch::Deps {
+        let mut deps = launch::Deps::new(config, &self.env).expect("launch deps");
+        deps.cloudformation = launch::test_support::stack_being_deleted(&self.stack_id);
+        deps
     }
 }
 
@@ -475,8 +488,9 @@ fn watch(request: &Value) -> Value {
 #[tokio::test]
 async fn a_teardown_on_delete_is_answered_only_when_the_teardown_has_ended() {
     let f = fixture().await;
-    let stack = teardown_stack(&apiary_e2e::sdk_config().await, &f.deployment).await;
-    let deps = launch::Deps::new(&apiary_e2e::sdk_config().await, &stack.env).expect("deps");
+    let config = apiary_e2e::sdk_config().await;
+    let stack = teardown_stack(&config, &f.stack_id, &f.deployment).await;
+    let deps = stack.deps(&config);
     let server = CaptureServer::start(&[]).await;
     launch::handle(&deps, f.event("Create", &server.url(), None))
         .await
@@ -580,9 +594,10 @@ async fn a_teardown_on_delete_is_answered_only_when_the_teardown_has_ended() {
 #[tokio::test]
 async fn a_teardown_still_running_at_the_deadline_fails_the_delete_with_its_link() {
     let f = fixture().await;
-    let stack = teardown_stack(&apiary_e2e::sdk_config().await, &f.deployment).await;
-    let deps = launch::Deps::new(&apiary_e2e::sdk_config().await, &stack.env)
-        .expect("deps")
+    let config = apiary_e2e::sdk_config().await;
+    let stack = teardown_stack(&config, &f.stack_id, &f.deployment).await;
+    let deps = stack
+        .deps(&config)
         .answering_within(std::time::Duration::ZERO);
     let server = CaptureServer::start(&[]).await;
     let delete = f.event("Delete", &server.url(), Some("apiary-x-launch"));
@@ -596,7 +611,7 @@ async fn a_teardown_still_running_at_the_deadline_fails_the_delete_with_its_link
     assert_eq!(asked, json!({"done": true, "status": "FAILED"}));
     let reason = server.last_json()["Reason"].as_str().unwrap().to_owned();
     assert!(
-        reason.contains("still running after 55 minutes"),
+        reason.contains("still running after 50 minutes"),
         "{reason}"
     );
     assert!(reason.contains("console.aws.amazon.com"), "{reason}");
@@ -620,8 +635,8 @@ async fn a_teardown_still_running_at_the_deadline_fails_the_delete_with_its_link
 async fn a_teardown_on_delete_with_nothing_to_tear_down_answers_at_once() {
     let f = fixture().await;
     let config = apiary_e2e::sdk_config().await;
-    let stack = teardown_stack(&config, &f.deployment).await;
-    let deps = launch::Deps::new(&config, &stack.env).expect("deps");
+    let stack = teardown_stack(&config, &f.stack_id, &f.deployment).await;
+    let deps = stack.deps(&config);
     let server = CaptureServer::start(&[]).await;
 
     // Torn down already (by hand, before the stack delete).
@@ -646,9 +661,11 @@ async fn a_teardown_on_delete_with_nothing_to_tear_down_answers_at_once() {
     // Never provisioned: no record.
     let mut other = f.event("Delete", &server.url(), Some("p"));
     let unknown = apiary_e2e::unique_name("never");
-    let mut env = stack.env.clone();
-    env.insert("APIARY_DEPLOYMENT".into(), unknown.clone());
-    let deps = launch::Deps::new(&config, &env).expect("deps");
+    let mut other_stack = stack;
+    other_stack
+        .env
+        .insert("APIARY_DEPLOYMENT".into(), unknown.clone());
+    let deps = other_stack.deps(&config);
     other["ResourceProperties"]["Input"]["spec"]["DeploymentName"] = json!(unknown);
     launch::handle(&deps, other).await.expect("answered");
     let body = server.last_json();
@@ -660,8 +677,8 @@ async fn a_teardown_on_delete_with_nothing_to_tear_down_answers_at_once() {
             .contains("nothing to tear down"),
         "{body}"
     );
-    assert!(f.executions_of(&stack.teardown).await.is_empty());
-    assert!(f.executions_of(&stack.watcher).await.is_empty());
+    assert!(f.executions_of(&other_stack.teardown).await.is_empty());
+    assert!(f.executions_of(&other_stack.watcher).await.is_empty());
 }
 
 #[tokio::test]

@@ -43,14 +43,19 @@ pub struct Finding {
 }
 
 /// Settings a provision never changes on an existing resource: encryption chosen at
-/// creation, PostgreSQL's public accessibility (never modified after creation), and a
-/// key's state (a disabled key is the customer's kill switch; one pending deletion makes
+/// creation (Redis's AUTH token with it), PostgreSQL's public accessibility (never
+/// modified after creation), and a key's state (a disabled key is the customer's kill switch; one pending deletion makes
 /// the keys layer refuse).
-const NOT_REPAIRABLE: [&str; 4] = [
+const NOT_REPAIRABLE: [&str; 8] = [
     "storage encryption",
+    "storage encryption key",
     "secrets encryption",
     "publicly accessible",
     "key state",
+    // Redis: chosen at creation; the databases step never modifies them.
+    "at-rest encryption",
+    "in-transit encryption",
+    "AUTH token",
 ];
 
 impl Finding {
@@ -135,8 +140,23 @@ pub(crate) async fn run(
             .map(|k| k.arn.clone());
         eks(deps, step, cluster, secrets_key.as_deref(), &mut found).await?;
     }
-    if let Some(postgres) = layers.databases.as_ref().and_then(|d| d.postgres.as_ref()) {
-        database(deps, &postgres.identifier, &mut found).await?;
+    let key = |scope: &str| layers.keys.as_ref().and_then(|k| k.keys.get(scope));
+    if let Some(databases) = &layers.databases {
+        if let Some(postgres) = &databases.postgres {
+            database(deps, &postgres.identifier, &mut found).await?;
+        }
+        if let Some(documentdb) = &databases.documentdb {
+            document_db(&deps.rds, &documentdb.identifier, key("docdb"), &mut found).await?;
+        }
+        if let Some(redis) = &databases.redis {
+            redis_group(
+                &deps.elasticache,
+                &redis.identifier,
+                key("redis"),
+                &mut found,
+            )
+            .await?;
+        }
     }
     Ok((found.checked, found.findings))
 }
@@ -551,17 +571,144 @@ async fn database(deps: &Deps, identifier: &str, found: &mut Found) -> Result<()
         found.missing(&resource);
         return Ok(());
     };
-    for (setting, wanted, actual) in [
-        ("storage encryption", true, instance.storage_encrypted()),
-        ("deletion protection", true, instance.deletion_protection()),
-        ("publicly accessible", false, instance.publicly_accessible()),
-    ] {
-        if actual != Some(wanted) {
+    expect_flag(
+        found,
+        &resource,
+        &[
+            ("storage encryption", true, instance.storage_encrypted()),
+            ("deletion protection", true, instance.deletion_protection()),
+            ("publicly accessible", false, instance.publicly_accessible()),
+        ],
+    );
+    Ok(())
+}
+
+/// A boolean setting that must be `wanted`: a `changed` finding when it is not (or
+/// when AWS did not say).
+fn expect_flag(found: &mut Found, resource: &str, settings: &[(&str, bool, Option<bool>)]) {
+    for (setting, wanted, actual) in settings {
+        if *actual != Some(*wanted) {
             let shown = actual
                 .map(|a| a.to_string())
                 .unwrap_or_else(|| "unknown".to_owned());
-            found.changed(&resource, setting, &wanted.to_string(), &shown, true);
+            found.changed(resource, setting, &wanted.to_string(), &shown, true);
         }
+    }
+}
+
+/// The key a store's data is encrypted with, against the deployment's key for it.
+fn expect_key(found: &mut Found, resource: &str, actual: Option<&str>, key: Option<&KeyRef>) {
+    if let Some(key) = key
+        && !actual.is_some_and(|a| names_key(a, key))
+    {
+        found.changed(
+            resource,
+            "storage encryption key",
+            &key.arn,
+            actual.unwrap_or("none"),
+            true,
+        );
+    }
+}
+
+/// The DocumentDB cluster, through the RDS API (DocumentDB's management API is RDS's):
+/// encrypted with the deployment's `docdb` key, deletion protection on.
+async fn document_db(
+    rds: &aws_sdk_rds::Client,
+    identifier: &str,
+    key: Option<&KeyRef>,
+    found: &mut Found,
+) -> Result<()> {
+    let resource = format!("DocumentDB cluster {identifier}");
+    found.checked.push(resource.clone());
+    let cluster = match rds
+        .describe_db_clusters()
+        .db_cluster_identifier(identifier)
+        .send()
+        .await
+    {
+        Ok(out) => out.db_clusters().first().cloned(),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_db_cluster_not_found_fault()) =>
+        {
+            None
+        }
+        Err(err) => return Err(Error::aws(format!("DescribeDBClusters {identifier}"), err)),
+    };
+    let Some(cluster) = cluster else {
+        found.missing(&resource);
+        return Ok(());
+    };
+    expect_flag(
+        found,
+        &resource,
+        &[
+            ("storage encryption", true, cluster.storage_encrypted()),
+            ("deletion protection", true, cluster.deletion_protection()),
+        ],
+    );
+    if cluster.storage_encrypted() == Some(true) {
+        expect_key(found, &resource, cluster.kms_key_id(), key);
+    }
+    Ok(())
+}
+
+/// The Redis replication group: encrypted at rest with the deployment's `redis` key, in
+/// transit (TLS only), and behind an AUTH token.
+async fn redis_group(
+    elasticache: &aws_sdk_elasticache::Client,
+    identifier: &str,
+    key: Option<&KeyRef>,
+    found: &mut Found,
+) -> Result<()> {
+    let resource = format!("Redis replication group {identifier}");
+    found.checked.push(resource.clone());
+    let group = match elasticache
+        .describe_replication_groups()
+        .replication_group_id(identifier)
+        .send()
+        .await
+    {
+        Ok(out) => out.replication_groups().first().cloned(),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_replication_group_not_found_fault()) =>
+        {
+            None
+        }
+        Err(err) => {
+            return Err(Error::aws(
+                format!("DescribeReplicationGroups {identifier}"),
+                err,
+            ));
+        }
+    };
+    let Some(group) = group else {
+        found.missing(&resource);
+        return Ok(());
+    };
+    expect_flag(
+        found,
+        &resource,
+        &[
+            (
+                "at-rest encryption",
+                true,
+                group.at_rest_encryption_enabled(),
+            ),
+            (
+                "in-transit encryption",
+                true,
+                group.transit_encryption_enabled(),
+            ),
+            ("AUTH token", true, group.auth_token_enabled()),
+        ],
+    );
+    if group.at_rest_encryption_enabled() == Some(true) {
+        expect_key(found, &resource, group.kms_key_id(), key);
     }
     Ok(())
 }
@@ -615,5 +762,112 @@ mod tests {
             serde_json::to_value(&found.findings[0]).unwrap()["kind"],
             "missing"
         );
+    }
+
+    mod stores {
+        use aws_sdk_elasticache::operation::describe_replication_groups::{
+            DescribeReplicationGroupsError, DescribeReplicationGroupsOutput,
+        };
+        use aws_sdk_elasticache::types::ReplicationGroup;
+        use aws_sdk_elasticache::types::error::ReplicationGroupNotFoundFault;
+        use aws_sdk_rds::operation::describe_db_clusters::DescribeDbClustersOutput;
+        use aws_sdk_rds::types::DbCluster;
+        use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+        use super::*;
+
+        fn settings(found: &Found) -> Vec<(&str, &str, bool, bool)> {
+            found
+                .findings
+                .iter()
+                .map(|f| {
+                    (
+                        f.setting.as_str(),
+                        f.found.as_str(),
+                        f.security,
+                        f.repairable,
+                    )
+                })
+                .collect()
+        }
+
+        #[tokio::test]
+        async fn a_documentdb_cluster_unprotected_or_on_another_key_is_reported() {
+            let cluster = DbCluster::builder()
+                .db_cluster_identifier("apiary-demo-docdb")
+                .storage_encrypted(true)
+                .kms_key_id("arn:aws:kms:us-west-2:123456789012:key/other")
+                .deletion_protection(false)
+                .build();
+            let rule = mock!(aws_sdk_rds::Client::describe_db_clusters).then_output(move || {
+                DescribeDbClustersOutput::builder()
+                    .db_clusters(cluster.clone())
+                    .build()
+            });
+            let rds = mock_client!(aws_sdk_rds, RuleMode::MatchAny, &[&rule]);
+            let mut found = Found::default();
+            document_db(&rds, "apiary-demo-docdb", Some(&key()), &mut found)
+                .await
+                .unwrap();
+            assert_eq!(found.checked, ["DocumentDB cluster apiary-demo-docdb"]);
+            assert_eq!(
+                settings(&found),
+                [
+                    ("deletion protection", "false", true, true),
+                    (
+                        "storage encryption key",
+                        "arn:aws:kms:us-west-2:123456789012:key/other",
+                        true,
+                        false
+                    ),
+                ]
+            );
+        }
+
+        #[tokio::test]
+        async fn a_redis_group_without_tls_or_auth_is_reported_and_a_gone_one_missing() {
+            let group = ReplicationGroup::builder()
+                .replication_group_id("apiary-demo-redis")
+                .at_rest_encryption_enabled(true)
+                .kms_key_id(key().arn)
+                .transit_encryption_enabled(false)
+                .auth_token_enabled(false)
+                .build();
+            let rule = mock!(aws_sdk_elasticache::Client::describe_replication_groups).then_output(
+                move || {
+                    DescribeReplicationGroupsOutput::builder()
+                        .replication_groups(group.clone())
+                        .build()
+                },
+            );
+            let elasticache = mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, &[&rule]);
+            let mut found = Found::default();
+            redis_group(&elasticache, "apiary-demo-redis", Some(&key()), &mut found)
+                .await
+                .unwrap();
+            assert_eq!(
+                settings(&found),
+                [
+                    ("in-transit encryption", "false", true, false),
+                    ("AUTH token", "false", true, false),
+                ]
+            );
+
+            let gone =
+                mock!(aws_sdk_elasticache::Client::describe_replication_groups).then_error(|| {
+                    DescribeReplicationGroupsError::ReplicationGroupNotFoundFault(
+                        ReplicationGroupNotFoundFault::builder().build(),
+                    )
+                });
+            let elasticache = mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, &[&gone]);
+            let mut found = Found::default();
+            redis_group(&elasticache, "apiary-demo-redis", Some(&key()), &mut found)
+                .await
+                .unwrap();
+            assert_eq!(
+                found.findings[0].sentence(),
+                "Redis replication group apiary-demo-redis is missing"
+            );
+        }
     }
 }

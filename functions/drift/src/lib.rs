@@ -17,6 +17,9 @@
 //! - **EKS**: the endpoint's public access and its networks as the spec says, secrets
 //!   encrypted with the deployment's key.
 //! - **PostgreSQL**: encrypted, not publicly accessible, deletion protection on.
+//! - **DocumentDB**: encrypted with the deployment's `docdb` key, deletion protection on.
+//! - **Redis**: encrypted at rest with the deployment's `redis` key and in transit, an
+//!   AUTH token required.
 //! - **Keys**: enabled, automatic rotation on, the key policy the keys layer writes.
 //!
 //! Each difference is a [`Finding`]: `missing` (recorded, not found), `changed` (found,
@@ -71,6 +74,7 @@ pub struct Deps {
     pub s3: aws_sdk_s3::Client,
     pub eks: aws_sdk_eks::Client,
     pub rds: aws_sdk_rds::Client,
+    pub elasticache: aws_sdk_elasticache::Client,
     pub kms: aws_sdk_kms::Client,
     pub events: aws_sdk_eventbridge::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
@@ -87,6 +91,7 @@ impl Deps {
             s3: apiary_core::aws::s3_client(config),
             eks: apiary_core::client!(aws_sdk_eks, config),
             rds: apiary_core::client!(aws_sdk_rds, config),
+            elasticache: apiary_core::client!(aws_sdk_elasticache, config),
             kms: apiary_core::client!(aws_sdk_kms, config),
             events: apiary_core::client!(aws_sdk_eventbridge, config),
             cloudwatch: apiary_core::client!(aws_sdk_cloudwatch, config),

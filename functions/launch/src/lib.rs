@@ -50,6 +50,19 @@ pub use stack_delete::{ANSWER_WITHIN, OnStackDelete, TeardownConfig};
 /// The function's timeout in the template (`LaunchFunction.Timeout`).
 pub const LAMBDA_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The workflows besides provision whose running executions a Delete stops: those that
+/// take the deployment's lock, and those that start one (drift's repair and handle-alert
+/// start provision or scale-pools). The IAM role names the same state machines.
+pub const STOPPED_ON_DELETE: [&str; 7] = [
+    "backup",
+    "restore-test",
+    "rotate-keys",
+    "scale-pools",
+    "upgrade",
+    "drift",
+    "handle-alert",
+];
+
 /// The PhysicalResourceId of a Create that started nothing: a Delete that names it (the
 /// rollback of that Create) has nothing to stop.
 pub const NOT_STARTED_PREFIX: &str = "apiary-launch-not-started-";
@@ -101,6 +114,8 @@ impl LogLocation {
 
 pub struct Deps {
     pub sfn: aws_sdk_sfn::Client,
+    /// Whether the stack is being deleted, before a teardown starts.
+    pub cloudformation: aws_sdk_cloudformation::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub responder: Responder,
     pub budget: Budget,
@@ -133,6 +148,7 @@ impl Deps {
         };
         Ok(Deps {
             sfn: apiary_core::client!(aws_sdk_sfn, config),
+            cloudformation: apiary_core::client!(aws_sdk_cloudformation, config),
             secrets: apiary_core::client!(aws_sdk_secretsmanager, config),
             responder: Responder::new(budget.response)?,
             budget,
@@ -445,24 +461,38 @@ async fn stop(deps: &Deps, request: &Request) -> Result<Outcome> {
             "nothing to stop: the Create of this resource started no execution".into(),
         ));
     }
-    // Read before anything changes: a bad setting fails the Delete with nothing stopped.
+    // Read before anything changes: a bad setting, or a Delete that does not come from
+    // this stack's deletion when it would tear down, fails with nothing stopped.
     let on_delete = deps.on_delete.clone().map_err(Error::invalid_input)?;
+    if let OnStackDelete::Teardown(teardown) = &on_delete {
+        stack_delete::check_stack_is_deleting(&deps.cloudformation, teardown, request).await?;
+    }
     let properties = Properties::parse(&request.resource_properties)?;
     let machine = &properties.state_machine;
     let cause = format!(
         "the bootstrap stack {} is being deleted; this execution's functions are deleted with it",
         request.stack_name()
     );
-    let stopped = stop_running(deps, machine, &cause).await?;
-    let deployment = properties.input["spec"]["DeploymentName"]
+    let named = properties.input["spec"]["DeploymentName"]
         .as_str()
-        .or_else(|| properties.input["spec"]["name"].as_str())
-        .unwrap_or("this deployment");
+        .or_else(|| properties.input["spec"]["name"].as_str());
+    // Provision, and every other workflow of the stack that changes the deployment or
+    // starts one: their state machines go with the stack, and a run left holding the lock
+    // would keep the teardown waiting. The teardown and stack-delete workflows are not
+    // touched.
+    let mut stopped = stop_running(deps, machine, &cause).await?;
+    if let Some(deployment) = named {
+        for workflow in STOPPED_ON_DELETE {
+            let sibling = machine.sibling(&format!("apiary-{deployment}-{workflow}"));
+            stopped.extend(stop_running(deps, &sibling, &cause).await?);
+        }
+    }
+    let deployment = named.unwrap_or("this deployment");
     let what_ran = if stopped.is_empty() {
-        "no provision execution was running".to_owned()
+        "no workflow execution was running".to_owned()
     } else {
         format!(
-            "stopped {} running provision execution{}: {}",
+            "stopped {} running workflow execution{}: {}",
             stopped.len(),
             if stopped.len() == 1 { "" } else { "s" },
             stopped.join(", ")
@@ -533,7 +563,7 @@ async fn watch(deps: &Deps, event: &Value) -> Result<Value> {
         .ok_or_else(|| Error::fatal("OnStackDelete is Teardown but no state table is set"))?;
     let verdict =
         stack_delete::look(&deps.sfn, store, &teardown, event, chrono::Utc::now()).await?;
-    let (held, success, message) = match verdict {
+    let (held, success, mut message) = match verdict {
         stack_delete::Verdict::AlreadyAnswered => {
             return Ok(json!({"done": true, "status": "ANSWERED"}));
         }
@@ -547,6 +577,27 @@ async fn watch(deps: &Deps, event: &Value) -> Result<Value> {
             message,
         } => (held, success, message),
     };
+    if success {
+        // A provision queued behind the teardown (started by a drift repair or the
+        // certificate rule after the Delete stopped the others) would take the lock now
+        // and build again: stop it before the stack goes.
+        let provision = teardown
+            .teardown
+            .sibling(&format!("apiary-{}-provision", teardown.deployment));
+        let cause = format!(
+            "deployment {} was torn down with its stack; a provision queued behind the \
+             teardown would re-create it",
+            teardown.deployment
+        );
+        let stopped = stop_running(deps, &provision, &cause).await?;
+        if !stopped.is_empty() {
+            message.push_str(&format!(
+                "; stopped {} provision execution(s) queued behind it: {}",
+                stopped.len(),
+                stopped.join(", ")
+            ));
+        }
+    }
     let status = if success {
         Status::Success
     } else {
@@ -628,7 +679,7 @@ async fn stop_running(deps: &Deps, machine: &StateMachineArn, cause: &str) -> Re
         .await?
         .is_some()
         {
-            tracing::info!(execution = arn, "provision stopped");
+            tracing::info!(execution = arn, "execution stopped");
             stopped.push(arn);
         }
     }

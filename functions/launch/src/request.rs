@@ -112,12 +112,18 @@ impl Request {
 
     /// The stack's name, from its id (`arn:...:stack/<name>/<uuid>`).
     pub fn stack_name(&self) -> &str {
-        self.stack_id
-            .split('/')
-            .nth(1)
-            .filter(|name| !name.is_empty())
-            .unwrap_or(&self.stack_id)
+        stack_name_of(&self.stack_id)
     }
+}
+
+/// The stack's name in a stack id (`arn:...:stack/<name>/<uuid>`); the id itself when it
+/// is not one.
+pub fn stack_name_of(stack_id: &str) -> &str {
+    stack_id
+        .split('/')
+        .nth(1)
+        .filter(|name| !name.is_empty())
+        .unwrap_or(stack_id)
 }
 
 /// The `Launch` resource's properties.
@@ -206,6 +212,20 @@ impl StateMachineArn {
                 "ResourceProperties.StateMachineArn {arn:?} is not a state machine ARN \
                  (arn:<partition>:states:<region>:<account>:stateMachine:<name>)"
             ))),
+        }
+    }
+
+    /// Another state machine of the same account and region, named `name`.
+    pub fn sibling(&self, name: &str) -> StateMachineArn {
+        StateMachineArn {
+            arn: format!(
+                "arn:{}:states:{}:{}:stateMachine:{name}",
+                self.partition, self.region, self.account
+            ),
+            partition: self.partition.clone(),
+            region: self.region.clone(),
+            account: self.account.clone(),
+            name: name.to_owned(),
         }
     }
 

@@ -22,23 +22,25 @@ use std::time::Duration;
 use apiary_core::aws::Env;
 use apiary_core::store::{DeploymentStatus, PendingAnswer, Store};
 use apiary_core::{Error, Result};
+use aws_sdk_cloudformation::types::StackStatus;
 use aws_sdk_sfn::types::ExecutionStatus;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::request::{Request, RequestType, StateMachineArn, execution_console_url};
+use crate::request::{Request, RequestType, StateMachineArn, execution_console_url, stack_name_of};
 
 /// How long after the Delete's first delivery the answer is given whatever the teardown's
-/// state: under CloudFormation's one-hour limit with room for the last poll and the PUT.
-pub const ANSWER_WITHIN: Duration = Duration::from_secs(55 * 60);
+/// state: under CloudFormation's one-hour limit, which counts from when it sent the
+/// request, with room for Lambda's queue, the last poll, its Task's retries and the PUT.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(50 * 60);
 
 /// The event the stack-delete workflow sends.
 pub const WATCH_KEY: &str = "watch_stack_delete";
 
 /// What the stack's `OnStackDelete` parameter says, with what a teardown needs. Read from
-/// the function's environment (set by the template), so changing the parameter changes
-/// the function, not the Launch resource: it never starts a provision.
+/// the function's environment (set by the template) rather than the Launch resource's
+/// properties, so that a Delete reads the stack's current setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OnStackDelete {
     /// The data plane stays; only running provisions are stopped.
@@ -48,6 +50,8 @@ pub enum OnStackDelete {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TeardownConfig {
+    /// The stack this function belongs to (`AWS::StackId`): only its Delete tears down.
+    pub stack_id: String,
     pub deployment: String,
     pub teardown: StateMachineArn,
     pub watcher: StateMachineArn,
@@ -69,6 +73,7 @@ impl OnStackDelete {
         match env.var("APIARY_ON_STACK_DELETE").as_deref() {
             None | Some("") | Some("Retain") => Ok(OnStackDelete::Retain),
             Some("Teardown") => Ok(OnStackDelete::Teardown(Box::new(TeardownConfig {
+                stack_id: required("APIARY_STACK_ID")?,
                 deployment: required("APIARY_DEPLOYMENT")?,
                 teardown: StateMachineArn::parse(&required("APIARY_TEARDOWN_STATE_MACHINE_ARN")?)?,
                 watcher: StateMachineArn::parse(&required(
@@ -91,7 +96,54 @@ pub(crate) enum Begun {
     Deferred { execution: String },
 }
 
-/// The Delete of a Launch resource whose stack says `OnStackDelete=Teardown`.
+/// Stack statuses in which CloudFormation deletes the Launch resource for real: the
+/// stack's delete, and the rollback of its creation.
+const DELETING: [StackStatus; 2] = [
+    StackStatus::DeleteInProgress,
+    StackStatus::RollbackInProgress,
+];
+
+/// Whether this Delete comes from CloudFormation deleting this function's own stack.
+/// Anyone allowed to invoke the function can send a Delete of their own making, and
+/// CloudFormation invokes custom resources with the caller's credentials, so no
+/// resource policy can tell the two apart: the teardown, which needs a typed `confirm`
+/// from a person, starts only when the request names this stack and CloudFormation says
+/// it is being deleted.
+pub(crate) async fn check_stack_is_deleting(
+    cloudformation: &aws_sdk_cloudformation::Client,
+    config: &TeardownConfig,
+    request: &Request,
+) -> Result<()> {
+    if request.stack_id != config.stack_id {
+        return Err(Error::invalid_input(format!(
+            "the Delete names stack {} but this function serves stack {}: nothing was torn down",
+            request.stack_id, config.stack_id
+        )));
+    }
+    let described = cloudformation
+        .describe_stacks()
+        .stack_name(&config.stack_id)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("DescribeStacks {}", config.stack_id), e))?;
+    let status = described
+        .stacks()
+        .first()
+        .and_then(|s| s.stack_status())
+        .cloned();
+    match status {
+        Some(status) if DELETING.contains(&status) => Ok(()),
+        other => Err(Error::invalid_input(format!(
+            "stack {} is {}, not being deleted: the deployment is torn down only while \
+             CloudFormation deletes the stack (or rolls back its creation); nothing was torn down",
+            config.stack_id,
+            other.as_ref().map_or("not found", |s| s.as_str())
+        ))),
+    }
+}
+
+/// The Delete of a Launch resource whose stack says `OnStackDelete=Teardown`, once
+/// [`check_stack_is_deleting`] has passed.
 pub(crate) async fn begin(
     sfn: &aws_sdk_sfn::Client,
     store: &Store,
@@ -328,11 +380,13 @@ pub(crate) async fn look(
             false,
             format!(
                 "teardown {arn} ended {}: {}: {}. See {link}; fix the cause and delete the \
-                 stack again (the teardown resumes where it stopped), or update the stack \
-                 to OnStackDelete=Retain to delete it and keep the data plane",
+                 stack again (the teardown resumes where it stopped), or keep what is \
+                 left: aws cloudformation delete-stack --stack-name {} --retain-resources {}",
                 other.as_str(),
                 described.error().unwrap_or("no error"),
-                described.cause().unwrap_or("no cause")
+                described.cause().unwrap_or("no cause"),
+                stack_name_of(&held.stack_id),
+                held.logical_resource_id,
             ),
         ),
     };

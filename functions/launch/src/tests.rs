@@ -73,6 +73,7 @@ fn budget() -> Budget {
 fn deps_with(sfn: Sfn) -> Deps {
     Deps {
         sfn,
+        cloudformation: mock_client!(aws_sdk_cloudformation, RuleMode::MatchAny, &[]),
         secrets: mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, &[]),
         responder: Responder::new(budget().response).expect("TLS roots"),
         budget: budget(),
@@ -405,6 +406,42 @@ async fn delete_stops_every_running_execution_and_says_what_it_left() {
                 .build()
                 .unwrap()
         });
+    // A backup holds the lock; the other workflows run nothing.
+    const BACKUP: &str = "arn:aws:states:us-west-2:123456789012:stateMachine:apiary-acme-backup";
+    let backup_run = "arn:aws:states:us-west-2:123456789012:execution:apiary-acme-backup:nightly";
+    let backup = mock!(Sfn::list_executions)
+        .match_requests(|r| r.state_machine_arn() == Some(BACKUP))
+        .then_output(move || {
+            ListExecutionsOutput::builder()
+                .executions(
+                    ExecutionListItem::builder()
+                        .execution_arn(backup_run)
+                        .state_machine_arn(BACKUP)
+                        .name("nightly")
+                        .status(ExecutionStatus::Running)
+                        .start_date(DateTime::from_secs(0))
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap()
+        });
+    let listed_machines = Arc::new(Mutex::new(Vec::new()));
+    let machines = listed_machines.clone();
+    let others = mock!(Sfn::list_executions)
+        .match_requests(move |r| {
+            machines
+                .lock()
+                .unwrap()
+                .push(r.state_machine_arn().unwrap_or_default().to_owned());
+            true
+        })
+        .then_output(|| {
+            ListExecutionsOutput::builder()
+                .set_executions(Some(Vec::new()))
+                .build()
+                .unwrap()
+        });
     let stops = Arc::new(Mutex::new(Vec::new()));
     let seen = stops.clone();
     let stop = mock!(Sfn::stop_execution).then_compute_output(move |r| {
@@ -417,7 +454,7 @@ async fn delete_stops_every_running_execution_and_says_what_it_left() {
             .build()
             .unwrap()
     });
-    let deps = deps(&[&list, &stop]);
+    let deps = deps(&[&list, &backup, &others, &stop]);
 
     handle(&deps, event("Delete", &server.url(), "r-5", spec()))
         .await
@@ -425,10 +462,27 @@ async fn delete_stops_every_running_execution_and_says_what_it_left() {
 
     let stops = stops.lock().unwrap().clone();
     let stopped: Vec<&str> = stops.iter().map(|(arn, _)| arn.as_str()).collect();
-    assert_eq!(
-        stopped,
-        running.iter().map(String::as_str).collect::<Vec<_>>()
-    );
+    let mut expected: Vec<&str> = running.iter().map(String::as_str).collect();
+    expected.push(backup_run);
+    assert_eq!(stopped, expected);
+    // Every other workflow's state machine was asked; never the teardown's.
+    let asked = listed_machines.lock().unwrap().clone();
+    for workflow in [
+        "restore-test",
+        "rotate-keys",
+        "scale-pools",
+        "upgrade",
+        "drift",
+        "handle-alert",
+    ] {
+        assert!(
+            asked
+                .iter()
+                .any(|m| m.ends_with(&format!(":apiary-acme-{workflow}"))),
+            "{workflow}: {asked:?}"
+        );
+    }
+    assert!(!asked.iter().any(|m| m.contains("teardown")), "{asked:?}");
     assert!(
         stops[0].1.contains("apiary-acme is being deleted"),
         "{}",
@@ -439,7 +493,7 @@ async fn delete_stops_every_running_execution_and_says_what_it_left() {
     assert_eq!(body["PhysicalResourceId"], "apiary-acme-launch");
     let reason = body["Reason"].as_str().unwrap();
     assert!(
-        reason.contains("stopped 2 running provision executions"),
+        reason.contains("stopped 3 running workflow executions"),
         "{reason}"
     );
     assert!(
@@ -507,7 +561,7 @@ async fn delete_when_the_state_machine_is_gone_succeeds() {
         body["Reason"]
             .as_str()
             .unwrap()
-            .starts_with("no provision execution was running"),
+            .starts_with("no workflow execution was running"),
         "{body}"
     );
 }
@@ -718,6 +772,7 @@ mod on_stack_delete {
     fn env() -> HashMap<&'static str, &'static str> {
         HashMap::from([
             ("APIARY_ON_STACK_DELETE", "Teardown"),
+            ("APIARY_STACK_ID", STACK),
             ("APIARY_DEPLOYMENT", "acme"),
             ("APIARY_TABLE", "apiary-acme"),
             ("APIARY_TEARDOWN_STATE_MACHINE_ARN", TEARDOWN),
@@ -744,6 +799,7 @@ mod on_stack_delete {
         assert_eq!(config().deployment, "acme");
         assert_eq!(config().teardown.name, "apiary-acme-teardown");
         for missing in [
+            "APIARY_STACK_ID",
             "APIARY_DEPLOYMENT",
             "APIARY_TABLE",
             "APIARY_TEARDOWN_STATE_MACHINE_ARN",
@@ -856,7 +912,8 @@ mod on_stack_delete {
             "Apiary.Timeout",
             "network interfaces were not released",
             "delete the stack again",
-            "OnStackDelete=Retain",
+            "--retain-resources Launch",
+            "--stack-name apiary-acme",
         ] {
             assert!(message.contains(part), "{part}: {message}");
         }
@@ -872,7 +929,7 @@ mod on_stack_delete {
             answer(verdict(described(ExecutionStatus::Running, None, None), -1).await);
         assert!(!success);
         assert!(
-            message.contains("still running after 55 minutes"),
+            message.contains("still running after 50 minutes"),
             "{message}"
         );
         assert!(
@@ -906,5 +963,139 @@ mod on_stack_delete {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("OnStackDelete is Retain"), "{err}");
+    }
+
+    fn stack_is(status: &'static str) -> Rule {
+        mock!(aws_sdk_cloudformation::Client::describe_stacks).then_output(move || {
+            aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput::builder()
+                .stacks(
+                    aws_sdk_cloudformation::types::Stack::builder()
+                        .stack_id(STACK)
+                        .stack_name("apiary-acme")
+                        .stack_status(status.into())
+                        .creation_time(DateTime::from_secs(0))
+                        .build(),
+                )
+                .build()
+        })
+    }
+
+    /// A Delete someone sent by invoking the function, not CloudFormation deleting the
+    /// stack: refused, naming why, with nothing stopped or started (the Step Functions
+    /// client has no rule: any call would fail the test).
+    #[tokio::test]
+    async fn a_delete_that_is_not_this_stacks_deletion_tears_nothing_down() {
+        let server = CaptureServer::start(&[]).await;
+        for (status, stack, expect) in [
+            (
+                "UPDATE_COMPLETE",
+                STACK,
+                "is UPDATE_COMPLETE, not being deleted",
+            ),
+            (
+                "DELETE_IN_PROGRESS",
+                "arn:aws:cloudformation:us-west-2:123456789012:stack/other/1",
+                "but this function serves stack",
+            ),
+        ] {
+            let rule = stack_is(status);
+            let mut deps = deps(&[]);
+            deps.cloudformation =
+                mock_client!(aws_sdk_cloudformation, RuleMode::MatchAny, &[&rule]);
+            deps.on_delete = Ok(OnStackDelete::Teardown(Box::new(config())));
+            let mut delete = event("Delete", &server.url(), "r-9", spec());
+            delete["StackId"] = json!(stack);
+            handle(&deps, delete).await.expect("answered");
+            let body = server.last_json();
+            assert_eq!(body["Status"], "FAILED", "{body}");
+            let reason = body["Reason"].as_str().unwrap();
+            assert!(reason.contains(expect), "{expect}: {reason}");
+            assert!(reason.contains("nothing was torn down"), "{reason}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_stack_being_deleted_or_rolled_back_lets_the_teardown_start() {
+        for status in ["DELETE_IN_PROGRESS", "ROLLBACK_IN_PROGRESS"] {
+            let rule = stack_is(status);
+            let cloudformation = mock_client!(aws_sdk_cloudformation, RuleMode::MatchAny, &[&rule]);
+            let request =
+                Request::from_event(event("Delete", "https://example.com/r", "r-9", spec()))
+                    .unwrap();
+            crate::stack_delete::check_stack_is_deleting(&cloudformation, &config(), &request)
+                .await
+                .unwrap_or_else(|e| panic!("{status}: {e}"));
+        }
+    }
+
+    /// The success path end to end with mocks (the emulator cannot make an execution
+    /// succeed): the answer goes to CloudFormation, a provision queued behind the
+    /// teardown is stopped first, and the held answer is forgotten.
+    #[tokio::test]
+    async fn a_succeeded_teardown_is_answered_after_stopping_a_queued_provision() {
+        let server = CaptureServer::start(&[]).await;
+        let now = Utc::now();
+        let answer = apiary_core::store::PendingAnswer {
+            request_id: "r-1".into(),
+            response_url: server.url(),
+            stack_id: STACK.into(),
+            logical_resource_id: "Launch".into(),
+            physical_resource_id: "apiary-acme-launch".into(),
+            execution_arn: RUN.into(),
+            deadline: now + chrono::Duration::minutes(30),
+        };
+        let body = serde_json::to_string(&answer).unwrap();
+        let get = mock!(aws_sdk_dynamodb::Client::get_item).then_output(move || {
+            GetItemOutput::builder()
+                .item("answer", AttributeValue::S(body.clone()))
+                .build()
+        });
+        let delete = mock!(aws_sdk_dynamodb::Client::delete_item).then_output(|| {
+            aws_sdk_dynamodb::operation::delete_item::DeleteItemOutput::builder().build()
+        });
+        let dynamo = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &[&get, &delete]);
+        let queued = "arn:aws:states:us-west-2:123456789012:execution:apiary-acme-provision:cert";
+        let list = mock!(Sfn::list_executions)
+            .match_requests(|r| r.state_machine_arn() == Some(MACHINE))
+            .then_output(move || {
+                ListExecutionsOutput::builder()
+                    .executions(
+                        ExecutionListItem::builder()
+                            .execution_arn(queued)
+                            .state_machine_arn(MACHINE)
+                            .name("cert")
+                            .status(ExecutionStatus::Running)
+                            .start_date(DateTime::from_secs(0))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap()
+            });
+        let stop = mock!(Sfn::stop_execution)
+            .match_requests(move |r| r.execution_arn() == Some(queued))
+            .then_output(|| {
+                StopExecutionOutput::builder()
+                    .stop_date(DateTime::from_secs(1))
+                    .build()
+                    .unwrap()
+            });
+        let succeeded = described(ExecutionStatus::Succeeded, None, None);
+        let mut deps = deps(&[&list, &stop, &succeeded]);
+        deps.on_delete = Ok(OnStackDelete::Teardown(Box::new(config())));
+        deps.store = Some(apiary_core::store::Store::new(dynamo, "apiary-acme"));
+
+        let done = handle(&deps, json!({"watch_stack_delete": {"request_id": "r-1"}}))
+            .await
+            .unwrap();
+        assert_eq!(done, json!({"done": true, "status": "SUCCESS"}));
+        assert_eq!(stop.num_calls(), 1, "the queued provision was stopped");
+        assert_eq!(delete.num_calls(), 1, "the held answer was forgotten");
+        let answer = server.last_json();
+        assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+        assert_eq!(answer["RequestId"], "r-1");
+        assert_eq!(answer["PhysicalResourceId"], "apiary-acme-launch");
+        let reason = answer["Reason"].as_str().unwrap();
+        assert!(reason.contains(RUN) && reason.contains(queued), "{reason}");
     }
 }
