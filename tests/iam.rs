@@ -96,6 +96,11 @@ const JUSTIFIED: &[(&str, &str, &str)] = &[
         "asked only on AWS, for an add-on not compatible with the new Kubernetes version; \
          unit-tested with mocks (functions/cluster/src/tests/upgrade.rs)",
     ),
+    (
+        "cluster",
+        "logs:TagResource",
+        "CreateLogGroup with tags tags with the caller's rights",
+    ),
     // What the Lambda service and DynamoDB do with each function's role.
     (
         "*",
@@ -675,6 +680,7 @@ fn iam_prefix(service: &str) -> &str {
         "ACM" => "acm",
         "CloudTrail" => "cloudtrail",
         "CloudWatch" => "cloudwatch",
+        "CloudWatch Logs" => "logs",
         // DocumentDB's control plane is RDS's API and RDS's IAM actions.
         "DocDB" | "RDS" => "rds",
         "DynamoDB" => "dynamodb",

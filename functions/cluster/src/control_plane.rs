@@ -70,6 +70,8 @@ pub(crate) async fn ensure(step: &Work<'_>, view: &mut View) -> Result<()> {
             role.role_id().clone_into(&mut cluster_role_id);
         }
     }
+    // Before the cluster: EKS would make it itself, untagged and kept forever.
+    crate::log_group::ensure(step).await?;
     let cluster = match describe(step).await? {
         Some(cluster) => reconcile_endpoint_access(step, cluster).await?,
         None => create(step, &inputs, &view.cluster_role_arn, &cluster_role_id).await?,

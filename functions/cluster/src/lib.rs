@@ -15,6 +15,7 @@ mod control_plane;
 mod iam;
 mod karpenter;
 mod launch_template;
+pub mod log_group;
 mod nodegroup;
 mod output;
 mod scale;
@@ -48,6 +49,8 @@ pub struct Deps {
     pub sqs: aws_sdk_sqs::Client,
     pub events: aws_sdk_eventbridge::Client,
     pub sts: aws_sdk_sts::Client,
+    /// The control plane's log group.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
     pub recorder: Arc<dyn Recorder>,
     /// IAM roles that get cluster-admin access entries: in AWS, the workloads function's
     /// role (the one that applies the manifests). Empty: the caller's own role, which is
@@ -67,6 +70,7 @@ impl Deps {
             sqs: apiary_core::client!(aws_sdk_sqs, config),
             events: apiary_core::client!(aws_sdk_eventbridge, config),
             sts: apiary_core::client!(aws_sdk_sts, config),
+            logs: apiary_core::client!(aws_sdk_cloudwatchlogs, config),
             recorder,
             kubernetes_admins: Vec::new(),
             emulator: config.endpoint_url().is_some(),

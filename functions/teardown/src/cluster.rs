@@ -94,9 +94,35 @@ pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
     if !pending.is_empty() {
         return Ok(pending);
     }
+    control_plane_logs(work).await?;
     interruption_queue(work).await?;
     launch_templates(work).await?;
     Ok(pending)
+}
+
+/// The control plane's log group, once the cluster is gone (EKS may write its last lines
+/// while the cluster deletes, and would make the group again). Found by its name, which
+/// names this deployment's cluster: a group EKS made itself before the cluster step made
+/// it first carries no tags.
+async fn control_plane_logs(work: &mut Work<'_>) -> Result<()> {
+    let group = apiary_core::naming::eks_log_group(&work.owner.cluster);
+    match work
+        .deps
+        .logs
+        .delete_log_group()
+        .log_group_name(&group)
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) => {}
+        Err(err) => return Err(Error::aws(format!("DeleteLogGroup {group}"), err)),
+    }
+    work.report.removed("logs:log-group", &group);
+    Ok(())
 }
 
 /// Karpenter's interruption queue and the EventBridge rules that feed it.

@@ -54,6 +54,8 @@ pub fn in_vpc_functions(env: &dyn Env) -> Vec<String> {
 
 pub struct Deps {
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    /// The control plane's log group.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub eks: aws_sdk_eks::Client,
     pub rds: aws_sdk_rds::Client,
@@ -86,6 +88,7 @@ impl Deps {
         use apiary_core::client;
         Deps {
             cloudwatch: client!(aws_sdk_cloudwatch, config),
+            logs: client!(aws_sdk_cloudwatchlogs, config),
             ec2: client!(aws_sdk_ec2, config),
             eks: client!(aws_sdk_eks, config),
             rds: client!(aws_sdk_rds, config),

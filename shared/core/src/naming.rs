@@ -6,6 +6,12 @@
 use std::fmt;
 
 pub const TAG_DEPLOYMENT: &str = "apiary:deployment";
+
+/// The log group EKS writes `cluster`'s control plane logs to (the cluster step makes it
+/// first, with a retention; the teardown deletes it after the cluster).
+pub fn eks_log_group(cluster: &str) -> String {
+    format!("/aws/eks/{cluster}/cluster")
+}
 pub const TAG_LAYER: &str = "apiary:layer";
 pub const TAG_MANAGED_BY: &str = "apiary:managed-by";
 pub const MANAGED_BY: &str = "apiary";

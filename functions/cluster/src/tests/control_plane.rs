@@ -640,3 +640,52 @@ async fn an_existing_role_without_the_deployments_tag_gets_it() {
     // cluster roles is tagged once.
     assert_eq!(tag.num_calls(), 3);
 }
+
+/// The control plane's log group is made before the cluster, tagged as the deployment's,
+/// and gets its retention; EKS would make it untagged and keep the logs forever.
+#[tokio::test]
+async fn the_control_plane_log_group_is_made_first_with_a_retention() {
+    use aws_sdk_cloudwatchlogs::operation::create_log_group::CreateLogGroupOutput;
+    use aws_sdk_cloudwatchlogs::operation::put_retention_policy::PutRetentionPolicyOutput;
+    let group = "/aws/eks/apiary-acme-eks/cluster";
+    let make = mock!(aws_sdk_cloudwatchlogs::Client::create_log_group)
+        .match_requests(move |r| {
+            r.log_group_name() == Some(group)
+                && r.tags()
+                    .is_some_and(|t| t.get("apiary:deployment").map(String::as_str) == Some("acme"))
+        })
+        .then_output(|| CreateLogGroupOutput::builder().build());
+    let retention = mock!(aws_sdk_cloudwatchlogs::Client::put_retention_policy)
+        .match_requests(move |r| {
+            r.log_group_name() == Some(group)
+                && r.retention_in_days() == Some(crate::log_group::RETENTION_DAYS)
+        })
+        .then_output(|| PutRetentionPolicyOutput::builder().build());
+    let (roles, policies, describe) = (
+        roles_found(),
+        policies_attached(),
+        describe_cluster(ClusterStatus::Active),
+    );
+    let mocks = Mocks {
+        eks: vec![&describe],
+        iam: vec![&roles, &policies],
+        logs: vec![&make, &retention],
+        ..Default::default()
+    };
+    let (deps, recorder) = mocks.deps();
+    let out = handle(&deps, event("ensure-cluster"))
+        .await
+        .expect("ensure");
+    assert_eq!(make.num_calls(), 1, "made, tagged as the deployment's");
+    assert_eq!(retention.num_calls(), 1, "kept 365 days");
+    assert_eq!(out["created"], json!([group]));
+    assert!(
+        recorder
+            .resources
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.kind == "logs:log-group" && r.id == group),
+        "in the inventory"
+    );
+}

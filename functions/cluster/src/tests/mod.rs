@@ -62,6 +62,8 @@ pub(crate) struct Mocks<'a> {
     pub sqs: Vec<&'a Rule>,
     pub events: Vec<&'a Rule>,
     pub sts: Vec<&'a Rule>,
+    /// Empty: the control plane's log group is there already and its retention is set.
+    pub logs: Vec<&'a Rule>,
 }
 
 impl Mocks<'_> {
@@ -79,7 +81,14 @@ impl Mocks<'_> {
         } else {
             self.ec2.clone()
         };
+        let (there, kept) = log_group_there();
+        let logs = if self.logs.is_empty() {
+            vec![&there, &kept]
+        } else {
+            self.logs.clone()
+        };
         let deps = Deps {
+            logs: mock_client!(aws_sdk_cloudwatchlogs, RuleMode::MatchAny, &logs),
             eks: mock_client!(aws_sdk_eks, RuleMode::MatchAny, &self.eks),
             ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &ec2),
             iam: mock_client!(aws_sdk_iam, RuleMode::MatchAny, &self.iam),
@@ -92,6 +101,23 @@ impl Mocks<'_> {
         };
         (deps, recorder)
     }
+}
+
+/// CreateLogGroup finding the group there, and PutRetentionPolicy.
+pub(crate) fn log_group_there() -> (Rule, Rule) {
+    use aws_sdk_cloudwatchlogs::operation::create_log_group::CreateLogGroupError;
+    use aws_sdk_cloudwatchlogs::types::error::ResourceAlreadyExistsException;
+    (
+        mock!(aws_sdk_cloudwatchlogs::Client::create_log_group).then_error(|| {
+            CreateLogGroupError::ResourceAlreadyExistsException(
+                ResourceAlreadyExistsException::builder().build(),
+            )
+        }),
+        mock!(aws_sdk_cloudwatchlogs::Client::put_retention_policy).then_output(|| {
+            aws_sdk_cloudwatchlogs::operation::put_retention_policy::PutRetentionPolicyOutput::builder()
+                .build()
+        }),
+    )
 }
 
 pub(crate) const TEMPLATE: &str = "apiary-acme-system-nodes";

@@ -1,0 +1,41 @@
+//! The control plane's log group, `/aws/eks/<cluster>/cluster`.
+//!
+//! EKS writes the control plane's logs (the cluster is created with every log type on)
+//! to this group and creates it when it is missing: with no retention, so the logs are
+//! kept and billed forever, and untagged, so nothing finds it as this deployment's. The
+//! step makes it first, tagged, with a retention, and sets the retention again on every
+//! run (a group EKS made before this existed gets one too). The teardown deletes it once
+//! the cluster is gone (EKS may still write its last lines while the cluster deletes).
+
+use apiary_core::{Error, Result};
+
+use crate::Work;
+
+/// How long the control plane's logs are kept: as long as this stack's own log groups.
+pub const RETENTION_DAYS: i32 = 365;
+
+pub(crate) async fn ensure(step: &Work<'_>) -> Result<()> {
+    let logs = &step.deps.logs;
+    let group = apiary_core::naming::eks_log_group(&step.resources.cluster);
+    let created = logs
+        .create_log_group()
+        .log_group_name(&group)
+        .set_tags(Some(step.tags("control-plane-logs").into_iter().collect()))
+        .send()
+        .await;
+    match created {
+        Ok(_) => step.log.created(&group),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_already_exists_exception()) => {}
+        Err(err) => return Err(Error::aws(format!("CreateLogGroup {group}"), err)),
+    }
+    logs.put_retention_policy()
+        .log_group_name(&group)
+        .retention_in_days(RETENTION_DAYS)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("PutRetentionPolicy {group}"), e))?;
+    step.log.resource("logs:log-group", &group, None).await
+}
