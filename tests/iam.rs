@@ -1261,17 +1261,9 @@ async fn damage(config: &aws_config::SdkConfig, name: &str) -> String {
 async fn exercise_launch() {
     let config = sdk_config().await;
     let name = unique_name("iam-launch");
-    let machine = aws_sdk_sfn::Client::new(&config)
-        .create_state_machine()
-        .name(format!("apiary-{name}-provision"))
-        .definition(
-            r#"{"StartAt": "Hold", "States": {"Hold": {"Type": "Wait", "Seconds": 3600, "End": true}}}"#,
-        )
-        .role_arn(format!("arn:aws:iam::123456789012:role/apiary-{name}-sm-provision"))
-        .send()
-        .await
-        .expect("CreateStateMachine")
-        .state_machine_arn;
+    let machine =
+        crate::launch::holding_machine(&aws_sdk_sfn::Client::new(&config), &name, "provision")
+            .await;
     let deps = launch::Deps::new(&config, &std::collections::HashMap::<&str, &str>::new())
         .expect("launch deps");
     let server = launch::test_support::CaptureServer::start(&[]).await;

@@ -21,21 +21,30 @@ struct Fixture {
     stack_id: String,
 }
 
-async fn fixture() -> Fixture {
-    let config = apiary_e2e::sdk_config().await;
-    let sfn = aws_sdk_sfn::Client::new(&config);
-    let deployment = apiary_e2e::unique_name("launch");
-    let machine = sfn
-        .create_state_machine()
-        .name(format!("apiary-{deployment}-provision"))
+/// The state machine `apiary-<deployment>-<workflow>` as the template names it, whose
+/// executions stay RUNNING; its ARN.
+pub(crate) async fn holding_machine(
+    sfn: &aws_sdk_sfn::Client,
+    deployment: &str,
+    workflow: &str,
+) -> String {
+    sfn.create_state_machine()
+        .name(format!("apiary-{deployment}-{workflow}"))
         .definition(DEFINITION)
         .role_arn(format!(
-            "arn:aws:iam::123456789012:role/apiary-{deployment}-sm-provision"
+            "arn:aws:iam::123456789012:role/apiary-{deployment}-sm-{workflow}"
         ))
         .send()
         .await
         .expect("CreateStateMachine")
-        .state_machine_arn;
+        .state_machine_arn
+}
+
+async fn fixture() -> Fixture {
+    let config = apiary_e2e::sdk_config().await;
+    let sfn = aws_sdk_sfn::Client::new(&config);
+    let deployment = apiary_e2e::unique_name("launch");
+    let machine = holding_machine(&sfn, &deployment, "provision").await;
     let deps = launch::Deps::new(&config, &HashMap::<&str, &str>::new()).expect("launch deps");
     Fixture {
         sfn,
@@ -397,18 +406,7 @@ pub(crate) async fn teardown_stack(
     let sfn = aws_sdk_sfn::Client::new(config);
     let mut arns = Vec::new();
     for workflow in ["teardown", "stack-delete"] {
-        arns.push(
-            sfn.create_state_machine()
-                .name(format!("apiary-{deployment}-{workflow}"))
-                .definition(DEFINITION)
-                .role_arn(format!(
-                    "arn:aws:iam::123456789012:role/apiary-{deployment}-sm-{workflow}"
-                ))
-                .send()
-                .await
-                .expect("CreateStateMachine")
-                .state_machine_arn,
-        );
+        arns.push(holding_machine(&sfn, deployment, workflow).await);
     }
     let table = format!("apiary-{deployment}");
     let store =

@@ -291,6 +291,35 @@ impl Recorder for StepState<'_> {
 }
 
 /// The workflow a step belongs to (`provision`, `teardown`, ...), from its options.
+/// A provision that started before its deployment was torn down (it queued behind the
+/// teardown's lock: a stack update, a drift repair, the certificate rule) would re-create
+/// what the teardown removed, while the stack that asked for it may be going away.
+/// Refused, naming both times; a provision started after the teardown re-creates the
+/// deployment as asked. Without `started_at` (an older state machine) nothing is checked.
+fn refuse_resurrection(
+    record: &apiary_core::store::DeploymentRecord,
+    options: &Map<String, Value>,
+) -> Result<()> {
+    let Some(started) = options
+        .get("started_at")
+        .and_then(Value::as_str)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    else {
+        return Ok(());
+    };
+    if started < record.updated_at {
+        return Err(Error::invalid_input(format!(
+            "deployment {} was torn down at {}, after this provision started at {} (it \
+             waited for the teardown's lock): it would re-create what the teardown removed. \
+             Nothing was changed; start provision again to re-create the deployment",
+            record.name,
+            record.updated_at.to_rfc3339(),
+            started.to_rfc3339()
+        )));
+    }
+    Ok(())
+}
+
 fn workflow(options: &Map<String, Value>) -> &str {
     options
         .get("workflow")
@@ -397,7 +426,13 @@ impl Control<'_> {
             // refused by name before the lock is taken or anything is changed. The pools
             // scale-pools recorded are kept when the new spec leaves them out (a stack
             // update's parameters have none), so a provision never lowers them.
-            if let Some(record) = deps.store.get_deployment(deployment).await?
+            let record = deps.store.get_deployment(deployment).await?;
+            if let Some(record) = &record
+                && record.status == DeploymentStatus::Deleted
+            {
+                refuse_resurrection(record, &step.options)?;
+            }
+            if let Some(record) = record
                 && record.status != DeploymentStatus::Deleted
             {
                 apiary_core::spec::pools::carry_over(

@@ -355,6 +355,32 @@ async fn a_spec_that_changes_what_cannot_change_in_place_is_refused_before_the_l
 }
 
 #[tokio::test]
+async fn a_provision_queued_behind_a_teardown_does_not_re_create_the_deployment() {
+    let mut table = Table::new(None, Some(DeploymentStatus::Deleted));
+    let deps = table.deps();
+    let mut queued = with_spec("lock");
+    queued["options"]["started_at"] = json!((Utc::now() - Duration::minutes(30)).to_rfc3339());
+    let err = handle(&deps, queued).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidInput);
+    assert!(
+        err.to_string().contains("was torn down")
+            && err.to_string().contains("start provision again"),
+        "{err}"
+    );
+    assert_eq!(table.holder(), None, "no lock was taken");
+    assert_eq!(table.puts(), 0, "the record stays DELETED");
+
+    // Started after the teardown: the deployment is re-created as asked.
+    let mut table = Table::new(None, Some(DeploymentStatus::Deleted));
+    let deps = table.deps();
+    let mut later = with_spec("lock");
+    later["options"]["started_at"] = json!((Utc::now() + Duration::minutes(1)).to_rfc3339());
+    let out = handle(&deps, later).await.unwrap();
+    assert_eq!(out["ready"], true);
+    assert_eq!(table.puts(), 1, "the record, PROVISIONING again");
+}
+
+#[tokio::test]
 async fn lock_leaves_the_lock_of_a_live_execution_alone() {
     let runs = LocalRuns::new();
     let live = "arn:aws:states:us-west-2:123456789012:execution:apiary-acme-provision:live-1";

@@ -114,6 +114,24 @@ fn recording_start() -> (Rule, Starts) {
     (rule, calls)
 }
 
+/// ListExecutions of `machine` finding `arns` running.
+fn running_in(machine: &str, arns: &[String]) -> ListExecutionsOutput {
+    let items = arns.iter().map(|arn| {
+        ExecutionListItem::builder()
+            .execution_arn(arn)
+            .state_machine_arn(machine)
+            .name(arn.rsplit(':').next().unwrap())
+            .status(ExecutionStatus::Running)
+            .start_date(DateTime::from_secs(0))
+            .build()
+            .unwrap()
+    });
+    ListExecutionsOutput::builder()
+        .set_executions(Some(items.collect()))
+        .build()
+        .unwrap()
+}
+
 fn modeled<E>(code: &str, message: &str, build: impl FnOnce(ErrorMetadata, &str) -> E) -> E {
     build(ErrorMetadata::builder().code(code).build(), message)
 }
@@ -390,42 +408,13 @@ async fn delete_stops_every_running_execution_and_says_what_it_left() {
             r.state_machine_arn() == Some(MACHINE)
                 && r.status_filter() == Some(&ExecutionStatus::Running)
         })
-        .then_compute_output(move |_| {
-            let items = listed.iter().map(|arn| {
-                ExecutionListItem::builder()
-                    .execution_arn(arn)
-                    .state_machine_arn(MACHINE)
-                    .name(arn.rsplit(':').next().unwrap())
-                    .status(ExecutionStatus::Running)
-                    .start_date(DateTime::from_secs(0))
-                    .build()
-                    .unwrap()
-            });
-            ListExecutionsOutput::builder()
-                .set_executions(Some(items.collect()))
-                .build()
-                .unwrap()
-        });
+        .then_compute_output(move |_| running_in(MACHINE, &listed));
     // A backup holds the lock; the other workflows run nothing.
     const BACKUP: &str = "arn:aws:states:us-west-2:123456789012:stateMachine:apiary-acme-backup";
     let backup_run = "arn:aws:states:us-west-2:123456789012:execution:apiary-acme-backup:nightly";
     let backup = mock!(Sfn::list_executions)
         .match_requests(|r| r.state_machine_arn() == Some(BACKUP))
-        .then_output(move || {
-            ListExecutionsOutput::builder()
-                .executions(
-                    ExecutionListItem::builder()
-                        .execution_arn(backup_run)
-                        .state_machine_arn(BACKUP)
-                        .name("nightly")
-                        .status(ExecutionStatus::Running)
-                        .start_date(DateTime::from_secs(0))
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap()
-        });
+        .then_output(move || running_in(BACKUP, &[backup_run.to_owned()]));
     let listed_machines = Arc::new(Mutex::new(Vec::new()));
     let machines = listed_machines.clone();
     let others = mock!(Sfn::list_executions)
@@ -819,10 +808,11 @@ mod on_stack_delete {
         );
     }
 
-    fn held(deadline: chrono::DateTime<Utc>) -> Rule {
+    /// GetItem finding the answer to request `r-1` held, to be given at `url`.
+    fn held_at(url: &str, deadline: chrono::DateTime<Utc>) -> Rule {
         let answer = apiary_core::store::PendingAnswer {
             request_id: "r-1".into(),
-            response_url: "https://cloudformation-custom-resource-response-uswest2.s3.amazonaws.com/x?X-Amz-Signature=s".into(),
+            response_url: url.into(),
             stack_id: STACK.into(),
             logical_resource_id: "Launch".into(),
             physical_resource_id: "apiary-acme-launch".into(),
@@ -857,7 +847,10 @@ mod on_stack_delete {
         let dynamo = mock_client!(
             aws_sdk_dynamodb,
             RuleMode::MatchAny,
-            &[&held(now + chrono::Duration::minutes(deadline_in_minutes))]
+            &[&held_at(
+                "https://cloudformation-custom-resource-response-uswest2.s3.amazonaws.com/x?X-Amz-Signature=s",
+                now + chrono::Duration::minutes(deadline_in_minutes)
+            )]
         );
         let store = apiary_core::store::Store::new(dynamo, "apiary-acme");
         let sfn = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, &[&status]);
@@ -1034,22 +1027,7 @@ mod on_stack_delete {
     #[tokio::test]
     async fn a_succeeded_teardown_is_answered_after_stopping_a_queued_provision() {
         let server = CaptureServer::start(&[]).await;
-        let now = Utc::now();
-        let answer = apiary_core::store::PendingAnswer {
-            request_id: "r-1".into(),
-            response_url: server.url(),
-            stack_id: STACK.into(),
-            logical_resource_id: "Launch".into(),
-            physical_resource_id: "apiary-acme-launch".into(),
-            execution_arn: RUN.into(),
-            deadline: now + chrono::Duration::minutes(30),
-        };
-        let body = serde_json::to_string(&answer).unwrap();
-        let get = mock!(aws_sdk_dynamodb::Client::get_item).then_output(move || {
-            GetItemOutput::builder()
-                .item("answer", AttributeValue::S(body.clone()))
-                .build()
-        });
+        let get = held_at(&server.url(), Utc::now() + chrono::Duration::minutes(30));
         let delete = mock!(aws_sdk_dynamodb::Client::delete_item).then_output(|| {
             aws_sdk_dynamodb::operation::delete_item::DeleteItemOutput::builder().build()
         });
@@ -1057,21 +1035,7 @@ mod on_stack_delete {
         let queued = "arn:aws:states:us-west-2:123456789012:execution:apiary-acme-provision:cert";
         let list = mock!(Sfn::list_executions)
             .match_requests(|r| r.state_machine_arn() == Some(MACHINE))
-            .then_output(move || {
-                ListExecutionsOutput::builder()
-                    .executions(
-                        ExecutionListItem::builder()
-                            .execution_arn(queued)
-                            .state_machine_arn(MACHINE)
-                            .name("cert")
-                            .status(ExecutionStatus::Running)
-                            .start_date(DateTime::from_secs(0))
-                            .build()
-                            .unwrap(),
-                    )
-                    .build()
-                    .unwrap()
-            });
+            .then_output(move || running_in(MACHINE, &[queued.to_owned()]));
         let stop = mock!(Sfn::stop_execution)
             .match_requests(move |r| r.execution_arn() == Some(queued))
             .then_output(|| {

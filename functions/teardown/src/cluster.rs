@@ -106,21 +106,16 @@ pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
 /// it first carries no tags.
 async fn control_plane_logs(work: &mut Work<'_>) -> Result<()> {
     let group = apiary_core::naming::eks_log_group(&work.owner.cluster);
-    match work
-        .deps
-        .logs
-        .delete_log_group()
-        .log_group_name(&group)
-        .send()
-        .await
-    {
-        Ok(_) => {}
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception()) => {}
-        Err(err) => return Err(Error::aws(format!("DeleteLogGroup {group}"), err)),
-    }
+    apiary_core::aws::answer_or_none(
+        format!("DeleteLogGroup {group}"),
+        work.deps
+            .logs
+            .delete_log_group()
+            .log_group_name(&group)
+            .send(),
+        |e| e.is_resource_not_found_exception(),
+    )
+    .await?;
     work.report.removed("logs:log-group", &group);
     Ok(())
 }

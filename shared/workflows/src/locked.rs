@@ -180,7 +180,14 @@ impl Locked {
         }
         lock_parameters.insert("deployment.$".into(), json!(DEPLOYMENT_NAME));
         lock_parameters.insert("execution_id.$".into(), json!("$$.Execution.Id"));
-        lock_parameters.insert("options".into(), workflow.clone());
+        let mut options = workflow.clone();
+        if self.input == Input::Spec {
+            // When this run started: a provision that waited for a teardown's lock must
+            // not re-create what the teardown removed meanwhile (the control function
+            // compares it with the record's last change).
+            options["started_at.$"] = json!("$$.Execution.StartTime");
+        }
+        lock_parameters.insert("options".into(), options);
         let lock = Task::new("Lock", Function::Control, Value::Object(lock_parameters))
             .comment(
                 "One workflow per deployment at a time; stores the validated spec for the steps",

@@ -62,10 +62,16 @@ async fn a_run_sends_the_kit_its_events_and_returns_the_layers() {
             assert_eq!(event["deployment"], "acme", "{function} {action}");
         }
     }
-    assert_eq!(
-        sent(&calls, "control", "lock")[0]["options"],
-        json!({"workflow": "provision"})
+    // The run's start, so that a provision that waited for a teardown's lock does not
+    // re-create what it removed.
+    let options = &sent(&calls, "control", "lock")[0]["options"];
+    assert_eq!(options["workflow"], "provision");
+    let started = options["started_at"].as_str().expect("started_at");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(started).is_ok(),
+        "{started}"
     );
+    assert_eq!(options.as_object().unwrap().len(), 2, "{options}");
     assert_eq!(sent(&calls, "control", "unlock").len(), 1);
     assert!(sent(&calls, "control", "fail").is_empty());
     let actions = |function: &str| -> Vec<String> {
