@@ -271,3 +271,65 @@ async fn cleanup_releases_only_the_lock_the_ended_execution_holds() {
     assert_eq!(record.status, DeploymentStatus::Provisioning);
     runs.finished(&live);
 }
+
+/// A provision that waited behind a teardown does not rebuild what the teardown removed,
+/// whether the teardown finished or failed halfway; one started afterwards does.
+#[tokio::test]
+async fn a_provision_queued_behind_a_failed_teardown_changes_nothing() {
+    let (deps, runs) = deps().await;
+    let name = unique_name("control");
+    let built = execution(&unique_name("built"));
+    runs.started(&built);
+    control::handle(&deps, with_spec("lock", &name, &built))
+        .await
+        .expect("lock");
+    control::handle(&deps, event("ready", &name, &built))
+        .await
+        .unwrap();
+    control::handle(&deps, event("unlock", &name, &built))
+        .await
+        .unwrap();
+    runs.finished(&built);
+
+    // The queued provision starts; a teardown holds the lock and fails halfway.
+    let queued_at = chrono::Utc::now();
+    let teardown = execution(&unique_name("teardown"));
+    runs.started(&teardown);
+    let as_teardown = |action: &str| {
+        let mut step = event(action, &name, &teardown);
+        step["options"]["workflow"] = json!("teardown");
+        step
+    };
+    control::handle(&deps, as_teardown("lock"))
+        .await
+        .expect("lock");
+    let mut fail = as_teardown("fail");
+    fail["options"]["failure"] =
+        json!({"Error": "Apiary.Conflict", "Cause": "DeleteVpc: a foreign instance"});
+    control::handle(&deps, fail).await.unwrap();
+    control::handle(&deps, as_teardown("unlock")).await.unwrap();
+    runs.finished(&teardown);
+
+    let queued = execution(&unique_name("queued"));
+    runs.started(&queued);
+    let mut lock = with_spec("lock", &name, &queued);
+    lock["options"]["started_at"] = json!(queued_at.to_rfc3339());
+    let refused = control::handle(&deps, lock).await.unwrap_err();
+    assert_eq!(refused.name(), ErrorName::InvalidInput);
+    assert!(
+        refused.to_string().contains("partly torn down"),
+        "{refused}"
+    );
+    let record = deps.store.get_deployment(&name).await.unwrap().unwrap();
+    assert_eq!(record.status, DeploymentStatus::Failed, "nothing changed");
+    assert!(deps.store.current_lock(&name).await.unwrap().is_none());
+
+    // Started after the teardown: it repairs the deployment as asked.
+    let mut later = with_spec("lock", &name, &queued);
+    later["options"]["started_at"] = json!(chrono::Utc::now().to_rfc3339());
+    control::handle(&deps, later).await.expect("lock");
+    control::handle(&deps, event("unlock", &name, &queued))
+        .await
+        .unwrap();
+    runs.finished(&queued);
+}

@@ -3,9 +3,11 @@
 //! EKS writes the control plane's logs (the cluster is created with every log type on)
 //! to this group and creates it when it is missing: with no retention, so the logs are
 //! kept and billed forever, and untagged, so nothing finds it as this deployment's. The
-//! step makes it first, tagged, with a retention, and sets the retention again on every
-//! run (a group EKS made before this existed gets one too). The teardown deletes it once
-//! the cluster is gone (EKS may still write its last lines while the cluster deletes).
+//! step makes it first, tagged, with a retention, and on every run gives a group with no
+//! retention or a shorter one (EKS made it before this existed, or someone shortened it)
+//! this one; a longer retention a customer set for compliance is left alone (lowering it
+//! would delete older events). The teardown deletes it once the cluster is gone (EKS may
+//! still write its last lines while the cluster deletes).
 
 use apiary_core::{Error, Result};
 
@@ -31,11 +33,24 @@ pub(crate) async fn ensure(step: &Work<'_>) -> Result<()> {
                 .is_some_and(|e| e.is_resource_already_exists_exception()) => {}
         Err(err) => return Err(Error::aws(format!("CreateLogGroup {group}"), err)),
     }
-    logs.put_retention_policy()
-        .log_group_name(&group)
-        .retention_in_days(RETENTION_DAYS)
+    let described = logs
+        .describe_log_groups()
+        .log_group_name_prefix(&group)
         .send()
         .await
-        .map_err(|e| Error::aws(format!("PutRetentionPolicy {group}"), e))?;
+        .map_err(|e| Error::aws(format!("DescribeLogGroups {group}"), e))?;
+    let retention = described
+        .log_groups()
+        .iter()
+        .find(|g| g.log_group_name() == Some(group.as_str()))
+        .and_then(|g| g.retention_in_days());
+    if retention.is_none_or(|days| days < RETENTION_DAYS) {
+        logs.put_retention_policy()
+            .log_group_name(&group)
+            .retention_in_days(RETENTION_DAYS)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("PutRetentionPolicy {group}"), e))?;
+    }
     step.log.resource("logs:log-group", &group, None).await
 }

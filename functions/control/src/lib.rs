@@ -290,36 +290,52 @@ impl Recorder for StepState<'_> {
     }
 }
 
-/// The workflow a step belongs to (`provision`, `teardown`, ...), from its options.
-/// A provision that started before its deployment was torn down (it queued behind the
-/// teardown's lock: a stack update, a drift repair, the certificate rule) would re-create
-/// what the teardown removed, while the stack that asked for it may be going away.
-/// Refused, naming both times; a provision started after the teardown re-creates the
-/// deployment as asked. Without `started_at` (an older state machine) nothing is checked.
-fn refuse_resurrection(
+/// A provision that started before a teardown of its deployment ended (it queued behind
+/// the teardown's lock: a stack update, a drift repair, the certificate rule) would
+/// re-create what the teardown removed, whether the teardown finished (DELETED) or
+/// failed halfway (FAILED by the teardown), while the stack that asked for it may be
+/// going away. Refused, naming both times; a provision started after the teardown
+/// ended re-creates or repairs the deployment as asked. Without `started_at` (an older
+/// state machine) nothing is checked.
+async fn refuse_resurrection(
+    store: &Store,
     record: &apiary_core::store::DeploymentRecord,
     options: &Map<String, Value>,
 ) -> Result<()> {
-    let Some(started) = options
-        .get("started_at")
-        .and_then(Value::as_str)
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-    else {
+    let Some(given) = options.get("started_at").and_then(Value::as_str) else {
         return Ok(());
     };
-    if started < record.updated_at {
-        return Err(Error::invalid_input(format!(
-            "deployment {} was torn down at {}, after this provision started at {} (it \
-             waited for the teardown's lock): it would re-create what the teardown removed. \
-             Nothing was changed; start provision again to re-create the deployment",
-            record.name,
-            record.updated_at.to_rfc3339(),
-            started.to_rfc3339()
-        )));
+    let Ok(started) = chrono::DateTime::parse_from_rfc3339(given) else {
+        tracing::warn!(
+            started_at = given,
+            "not a timestamp: the run's start is not compared"
+        );
+        return Ok(());
+    };
+    if started >= record.updated_at {
+        return Ok(());
     }
-    Ok(())
+    let what = match record.status {
+        DeploymentStatus::Deleted => "torn down",
+        DeploymentStatus::Failed
+            if last_failed_by(store, &record.name).await?.as_deref()
+                == Some(apiary_core::inputs::teardown::WORKFLOW) =>
+        {
+            "partly torn down (the teardown failed)"
+        }
+        _ => return Ok(()),
+    };
+    Err(Error::invalid_input(format!(
+        "deployment {} was {what} at {}, after this provision started at {} (it waited for \
+         the teardown's lock): it would re-create what the teardown removed. Nothing was \
+         changed; start provision again to re-create the deployment",
+        record.name,
+        record.updated_at.to_rfc3339(),
+        started.to_rfc3339()
+    )))
 }
 
+/// The workflow a step belongs to (`provision`, `teardown`, ...), from its options.
 fn workflow(options: &Map<String, Value>) -> &str {
     options
         .get("workflow")
@@ -426,20 +442,15 @@ impl Control<'_> {
             // refused by name before the lock is taken or anything is changed. The pools
             // scale-pools recorded are kept when the new spec leaves them out (a stack
             // update's parameters have none), so a provision never lowers them.
-            let record = deps.store.get_deployment(deployment).await?;
-            if let Some(record) = &record
-                && record.status == DeploymentStatus::Deleted
-            {
-                refuse_resurrection(record, &step.options)?;
-            }
-            if let Some(record) = record
-                && record.status != DeploymentStatus::Deleted
-            {
-                apiary_core::spec::pools::carry_over(
-                    &record.spec.cluster.pools,
-                    &mut spec.cluster.pools,
-                );
-                apiary_core::spec::check_change(&record.spec, &spec)?;
+            if let Some(record) = deps.store.get_deployment(deployment).await? {
+                refuse_resurrection(&deps.store, &record, &step.options).await?;
+                if record.status != DeploymentStatus::Deleted {
+                    apiary_core::spec::pools::carry_over(
+                        &record.spec.cluster.pools,
+                        &mut spec.cluster.pools,
+                    );
+                    apiary_core::spec::check_change(&record.spec, &spec)?;
+                }
             }
         }
         let taken = lock::take(

@@ -7,6 +7,7 @@ use apiary_core::outputs::{ClusterOutput, KeyRef, NetworkOutput, StorageOutput};
 use apiary_core::step::StepContext;
 use apiary_core::{Error, Result};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_elasticache::types::TransitEncryptionMode;
 use aws_sdk_s3::types::ServerSideEncryption;
 use ipnet::Ipv4Net;
 use network::security::{
@@ -550,23 +551,16 @@ async fn eks(
 async fn database(deps: &Deps, identifier: &str, found: &mut Found) -> Result<()> {
     let resource = format!("RDS instance {identifier}");
     found.checked.push(resource.clone());
-    let described = deps
-        .rds
-        .describe_db_instances()
-        .db_instance_identifier(identifier)
-        .send()
-        .await;
-    let instance = match described {
-        Ok(out) => out.db_instances().first().cloned(),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_db_instance_not_found_fault()) =>
-        {
-            None
-        }
-        Err(err) => return Err(Error::aws(format!("DescribeDBInstances {identifier}"), err)),
-    };
+    let instance = apiary_core::aws::answer_or_none(
+        format!("DescribeDBInstances {identifier}"),
+        deps.rds
+            .describe_db_instances()
+            .db_instance_identifier(identifier)
+            .send(),
+        |e| e.is_db_instance_not_found_fault(),
+    )
+    .await?
+    .and_then(|out| out.db_instances().first().cloned());
     let Some(instance) = instance else {
         found.missing(&resource);
         return Ok(());
@@ -621,22 +615,15 @@ async fn document_db(
 ) -> Result<()> {
     let resource = format!("DocumentDB cluster {identifier}");
     found.checked.push(resource.clone());
-    let cluster = match rds
-        .describe_db_clusters()
-        .db_cluster_identifier(identifier)
-        .send()
-        .await
-    {
-        Ok(out) => out.db_clusters().first().cloned(),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_db_cluster_not_found_fault()) =>
-        {
-            None
-        }
-        Err(err) => return Err(Error::aws(format!("DescribeDBClusters {identifier}"), err)),
-    };
+    let cluster = apiary_core::aws::answer_or_none(
+        format!("DescribeDBClusters {identifier}"),
+        rds.describe_db_clusters()
+            .db_cluster_identifier(identifier)
+            .send(),
+        |e| e.is_db_cluster_not_found_fault(),
+    )
+    .await?
+    .and_then(|out| out.db_clusters().first().cloned());
     let Some(cluster) = cluster else {
         found.missing(&resource);
         return Ok(());
@@ -652,6 +639,11 @@ async fn document_db(
     if cluster.storage_encrypted() == Some(true) {
         expect_key(found, &resource, cluster.kms_key_id(), key);
     }
+    // The databases step sets a DocumentDB cluster's settings only when it creates it:
+    // a provision would change none of them back.
+    for finding in found.findings.iter_mut().filter(|f| f.resource == resource) {
+        finding.repairable = false;
+    }
     Ok(())
 }
 
@@ -665,27 +657,16 @@ async fn redis_group(
 ) -> Result<()> {
     let resource = format!("Redis replication group {identifier}");
     found.checked.push(resource.clone());
-    let group = match elasticache
-        .describe_replication_groups()
-        .replication_group_id(identifier)
-        .send()
-        .await
-    {
-        Ok(out) => out.replication_groups().first().cloned(),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_replication_group_not_found_fault()) =>
-        {
-            None
-        }
-        Err(err) => {
-            return Err(Error::aws(
-                format!("DescribeReplicationGroups {identifier}"),
-                err,
-            ));
-        }
-    };
+    let group = apiary_core::aws::answer_or_none(
+        format!("DescribeReplicationGroups {identifier}"),
+        elasticache
+            .describe_replication_groups()
+            .replication_group_id(identifier)
+            .send(),
+        |e| e.is_replication_group_not_found_fault(),
+    )
+    .await?
+    .and_then(|out| out.replication_groups().first().cloned());
     let Some(group) = group else {
         found.missing(&resource);
         return Ok(());
@@ -700,9 +681,16 @@ async fn redis_group(
                 group.at_rest_encryption_enabled(),
             ),
             (
+                // `preferred` mode (on the way to turning TLS off) still says enabled
+                // but accepts plaintext: only `required` counts; an engine too old to
+                // report a mode has TLS required whenever it is enabled.
                 "in-transit encryption",
                 true,
-                group.transit_encryption_enabled(),
+                group.transit_encryption_enabled().map(|on| {
+                    on && group
+                        .transit_encryption_mode()
+                        .is_none_or(|mode| *mode == TransitEncryptionMode::Required)
+                }),
             ),
             ("AUTH token", true, group.auth_token_enabled()),
         ],
@@ -813,7 +801,7 @@ mod tests {
             assert_eq!(
                 settings(&found),
                 [
-                    ("deletion protection", "false", true, true),
+                    ("deletion protection", "false", true, false),
                     (
                         "storage encryption key",
                         "arn:aws:kms:us-west-2:123456789012:key/other",
@@ -830,7 +818,10 @@ mod tests {
                 .replication_group_id("apiary-demo-redis")
                 .at_rest_encryption_enabled(true)
                 .kms_key_id(key().arn)
-                .transit_encryption_enabled(false)
+                .transit_encryption_enabled(true)
+                .transit_encryption_mode(
+                    aws_sdk_elasticache::types::TransitEncryptionMode::Preferred,
+                )
                 .auth_token_enabled(false)
                 .build();
             let rule = mock!(aws_sdk_elasticache::Client::describe_replication_groups).then_output(

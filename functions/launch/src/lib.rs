@@ -53,14 +53,16 @@ pub const LAMBDA_TIMEOUT: Duration = Duration::from_secs(60);
 /// The workflows besides provision whose running executions a Delete stops: those that
 /// take the deployment's lock, and those that start one (drift's repair and handle-alert
 /// start provision or scale-pools). The IAM role names the same state machines.
+/// In this order: first those that start others, then those that take the lock;
+/// provision last, and again once the teardown has started.
 pub const STOPPED_ON_DELETE: [&str; 7] = [
+    "drift",
+    "handle-alert",
     "backup",
     "restore-test",
     "rotate-keys",
     "scale-pools",
     "upgrade",
-    "drift",
-    "handle-alert",
 ];
 
 /// The PhysicalResourceId of a Create that started nothing: a Delete that names it (the
@@ -120,6 +122,9 @@ pub struct Deps {
     pub responder: Responder,
     pub budget: Budget,
     pub logs: Option<LogLocation>,
+    /// The function's own stack (`APIARY_STACK_ID`): a Delete acts only while
+    /// CloudFormation deletes it. Unset: not checked (the function outside its stack).
+    pub stack_id: Option<String>,
     /// The stack's `OnStackDelete`, or why it cannot be read (answered on Delete).
     pub on_delete: std::result::Result<OnStackDelete, String>,
     /// The state table, when `on_delete` is `Teardown`.
@@ -153,6 +158,7 @@ impl Deps {
             responder: Responder::new(budget.response)?,
             budget,
             logs: LogLocation::from_env(env),
+            stack_id: env.var("APIARY_STACK_ID").filter(|id| !id.is_empty()),
             on_delete,
             store,
             answer_within: ANSWER_WITHIN,
@@ -464,8 +470,12 @@ async fn stop(deps: &Deps, request: &Request) -> Result<Outcome> {
     // Read before anything changes: a bad setting, or a Delete that does not come from
     // this stack's deletion when it would tear down, fails with nothing stopped.
     let on_delete = deps.on_delete.clone().map_err(Error::invalid_input)?;
-    if let OnStackDelete::Teardown(teardown) = &on_delete {
-        stack_delete::check_stack_is_deleting(&deps.cloudformation, teardown, request).await?;
+    let stack_id = match &on_delete {
+        OnStackDelete::Teardown(teardown) => Some(teardown.stack_id.as_str()),
+        OnStackDelete::Retain => deps.stack_id.as_deref(),
+    };
+    if let Some(stack_id) = stack_id {
+        stack_delete::check_stack_is_deleting(&deps.cloudformation, stack_id, request).await?;
     }
     let properties = Properties::parse(&request.resource_properties)?;
     let machine = &properties.state_machine;
@@ -480,13 +490,14 @@ async fn stop(deps: &Deps, request: &Request) -> Result<Outcome> {
     // starts one: their state machines go with the stack, and a run left holding the lock
     // would keep the teardown waiting. The teardown and stack-delete workflows are not
     // touched.
-    let mut stopped = stop_running(deps, machine, &cause).await?;
+    let mut stopped = Vec::new();
     if let Some(deployment) = named {
         for workflow in STOPPED_ON_DELETE {
-            let sibling = machine.sibling(&format!("apiary-{deployment}-{workflow}"));
+            let sibling = machine.workflow(deployment, workflow);
             stopped.extend(stop_running(deps, &sibling, &cause).await?);
         }
     }
+    stopped.extend(stop_running(deps, machine, &cause).await?);
     let deployment = named.unwrap_or("this deployment");
     let what_ran = if stopped.is_empty() {
         "no workflow execution was running".to_owned()
@@ -531,6 +542,13 @@ async fn stop(deps: &Deps, request: &Request) -> Result<Outcome> {
             format!("{what_ran}. OnStackDelete is Teardown, and {why}"),
         )),
         stack_delete::Begun::Deferred { execution } => {
+            // A provision started between the stops above and the teardown's start (the
+            // certificate rule cannot be stopped) would take the lock first and keep
+            // the teardown waiting past the answer's deadline: stop it too. Best effort:
+            // one that gets the lock later is refused by its own Lock step.
+            if let Err(err) = stop_running(deps, machine, &cause).await {
+                tracing::warn!(error = %err, "could not stop a provision started meanwhile");
+            }
             let mut outcome = Outcome::success(
                 physical_id,
                 format!(
@@ -581,21 +599,24 @@ async fn watch(deps: &Deps, event: &Value) -> Result<Value> {
         // A provision queued behind the teardown (started by a drift repair or the
         // certificate rule after the Delete stopped the others) would take the lock now
         // and build again: stop it before the stack goes.
+        // Best effort: the answer matters more, and such a provision's own Lock step
+        // refuses a deployment torn down after it started.
         let provision = teardown
             .teardown
-            .sibling(&format!("apiary-{}-provision", teardown.deployment));
+            .workflow(&teardown.deployment, "provision");
         let cause = format!(
             "deployment {} was torn down with its stack; a provision queued behind the \
              teardown would re-create it",
             teardown.deployment
         );
-        let stopped = stop_running(deps, &provision, &cause).await?;
-        if !stopped.is_empty() {
-            message.push_str(&format!(
+        match stop_running(deps, &provision, &cause).await {
+            Ok(stopped) if !stopped.is_empty() => message.push_str(&format!(
                 "; stopped {} provision execution(s) queued behind it: {}",
                 stopped.len(),
                 stopped.join(", ")
-            ));
+            )),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "could not stop queued provisions"),
         }
     }
     let status = if success {

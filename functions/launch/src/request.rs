@@ -215,8 +215,14 @@ impl StateMachineArn {
         }
     }
 
+    /// The state machine of `deployment`'s `workflow` in the same account and region, as
+    /// the template names it: `apiary-<deployment>-<workflow>`.
+    pub fn workflow(&self, deployment: &str, workflow: &str) -> StateMachineArn {
+        self.sibling(&format!("apiary-{deployment}-{workflow}"))
+    }
+
     /// Another state machine of the same account and region, named `name`.
-    pub fn sibling(&self, name: &str) -> StateMachineArn {
+    fn sibling(&self, name: &str) -> StateMachineArn {
         StateMachineArn {
             arn: format!(
                 "arn:{}:states:{}:{}:stateMachine:{name}",

@@ -106,26 +106,27 @@ const DELETING: [StackStatus; 2] = [
 /// Whether this Delete comes from CloudFormation deleting this function's own stack.
 /// Anyone allowed to invoke the function can send a Delete of their own making, and
 /// CloudFormation invokes custom resources with the caller's credentials, so no
-/// resource policy can tell the two apart: the teardown, which needs a typed `confirm`
-/// from a person, starts only when the request names this stack and CloudFormation says
-/// it is being deleted.
+/// resource policy can tell the two apart: the Delete stops workflows and starts the
+/// teardown (which otherwise needs a typed `confirm` from a person) only when the
+/// request names this stack and CloudFormation says it is being deleted.
 pub(crate) async fn check_stack_is_deleting(
     cloudformation: &aws_sdk_cloudformation::Client,
-    config: &TeardownConfig,
+    stack_id: &str,
     request: &Request,
 ) -> Result<()> {
-    if request.stack_id != config.stack_id {
+    if request.stack_id != stack_id {
         return Err(Error::invalid_input(format!(
-            "the Delete names stack {} but this function serves stack {}: nothing was torn down",
-            request.stack_id, config.stack_id
+            "the Delete names stack {} but this function serves stack {stack_id}: nothing \
+             was stopped or torn down",
+            request.stack_id
         )));
     }
     let described = cloudformation
         .describe_stacks()
-        .stack_name(&config.stack_id)
+        .stack_name(stack_id)
         .send()
         .await
-        .map_err(|e| Error::aws(format!("DescribeStacks {}", config.stack_id), e))?;
+        .map_err(|e| Error::aws(format!("DescribeStacks {stack_id}"), e))?;
     let status = described
         .stacks()
         .first()
@@ -134,9 +135,9 @@ pub(crate) async fn check_stack_is_deleting(
     match status {
         Some(status) if DELETING.contains(&status) => Ok(()),
         other => Err(Error::invalid_input(format!(
-            "stack {} is {}, not being deleted: the deployment is torn down only while \
-             CloudFormation deletes the stack (or rolls back its creation); nothing was torn down",
-            config.stack_id,
+            "stack {stack_id} is {}, not being deleted: a Delete acts only while \
+             CloudFormation deletes the stack (or rolls back its creation); nothing was \
+             stopped or torn down",
             other.as_ref().map_or("not found", |s| s.as_str())
         ))),
     }

@@ -78,6 +78,7 @@ fn deps_with(sfn: Sfn) -> Deps {
         responder: Responder::new(budget().response).expect("TLS roots"),
         budget: budget(),
         logs: None,
+        stack_id: None,
         on_delete: Ok(OnStackDelete::Retain),
         store: None,
         answer_within: ANSWER_WITHIN,
@@ -451,8 +452,9 @@ async fn delete_stops_every_running_execution_and_says_what_it_left() {
 
     let stops = stops.lock().unwrap().clone();
     let stopped: Vec<&str> = stops.iter().map(|(arn, _)| arn.as_str()).collect();
-    let mut expected: Vec<&str> = running.iter().map(String::as_str).collect();
-    expected.push(backup_run);
+    // The backup first (the workflows that start or lock before provision), provision last.
+    let mut expected = vec![backup_run];
+    expected.extend(running.iter().map(String::as_str));
     assert_eq!(stopped, expected);
     // Every other workflow's state machine was asked; never the teardown's.
     let asked = listed_machines.lock().unwrap().clone();
@@ -991,19 +993,30 @@ mod on_stack_delete {
                 "but this function serves stack",
             ),
         ] {
-            let rule = stack_is(status);
-            let mut deps = deps(&[]);
-            deps.cloudformation =
-                mock_client!(aws_sdk_cloudformation, RuleMode::MatchAny, &[&rule]);
-            deps.on_delete = Ok(OnStackDelete::Teardown(Box::new(config())));
-            let mut delete = event("Delete", &server.url(), "r-9", spec());
-            delete["StackId"] = json!(stack);
-            handle(&deps, delete).await.expect("answered");
-            let body = server.last_json();
-            assert_eq!(body["Status"], "FAILED", "{body}");
-            let reason = body["Reason"].as_str().unwrap();
-            assert!(reason.contains(expect), "{expect}: {reason}");
-            assert!(reason.contains("nothing was torn down"), "{reason}");
+            // With Teardown it would tear down; with Retain it would still stop every
+            // workflow (a restore test's scratch databases would keep billing).
+            for teardown in [true, false] {
+                let rule = stack_is(status);
+                let mut deps = deps(&[]);
+                deps.cloudformation =
+                    mock_client!(aws_sdk_cloudformation, RuleMode::MatchAny, &[&rule]);
+                if teardown {
+                    deps.on_delete = Ok(OnStackDelete::Teardown(Box::new(config())));
+                } else {
+                    deps.stack_id = Some(STACK.to_owned());
+                }
+                let mut delete = event("Delete", &server.url(), "r-9", spec());
+                delete["StackId"] = json!(stack);
+                handle(&deps, delete).await.expect("answered");
+                let body = server.last_json();
+                assert_eq!(body["Status"], "FAILED", "{body}");
+                let reason = body["Reason"].as_str().unwrap();
+                assert!(reason.contains(expect), "{expect}: {reason}");
+                assert!(
+                    reason.contains("nothing was stopped or torn down"),
+                    "{reason}"
+                );
+            }
         }
     }
 
@@ -1015,7 +1028,7 @@ mod on_stack_delete {
             let request =
                 Request::from_event(event("Delete", "https://example.com/r", "r-9", spec()))
                     .unwrap();
-            crate::stack_delete::check_stack_is_deleting(&cloudformation, &config(), &request)
+            crate::stack_delete::check_stack_is_deleting(&cloudformation, STACK, &request)
                 .await
                 .unwrap_or_else(|e| panic!("{status}: {e}"));
         }

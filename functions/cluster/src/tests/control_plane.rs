@@ -666,10 +666,11 @@ async fn the_control_plane_log_group_is_made_first_with_a_retention() {
         policies_attached(),
         describe_cluster(ClusterStatus::Active),
     );
+    let none = described_log_group(None);
     let mocks = Mocks {
         eks: vec![&describe],
         iam: vec![&roles, &policies],
-        logs: vec![&make, &retention],
+        logs: vec![&make, &none, &retention],
         ..Default::default()
     };
     let (deps, recorder) = mocks.deps();
@@ -688,4 +689,31 @@ async fn the_control_plane_log_group_is_made_first_with_a_retention() {
             .any(|r| r.kind == "logs:log-group" && r.id == group),
         "in the inventory"
     );
+}
+
+/// A longer retention a customer set (for compliance) is left alone: lowering it would
+/// delete the older events.
+#[tokio::test]
+async fn a_longer_retention_on_the_control_plane_log_group_is_kept() {
+    use aws_sdk_cloudwatchlogs::operation::put_retention_policy::PutRetentionPolicyOutput;
+    let (there, _, _) = log_group_there();
+    let longer = described_log_group(Some(3653));
+    let retention = mock!(aws_sdk_cloudwatchlogs::Client::put_retention_policy)
+        .then_output(|| PutRetentionPolicyOutput::builder().build());
+    let (roles, policies, describe) = (
+        roles_found(),
+        policies_attached(),
+        describe_cluster(ClusterStatus::Active),
+    );
+    let mocks = Mocks {
+        eks: vec![&describe],
+        iam: vec![&roles, &policies],
+        logs: vec![&there, &longer, &retention],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    handle(&deps, event("ensure-cluster"))
+        .await
+        .expect("ensure");
+    assert_eq!(retention.num_calls(), 0, "ten years stay ten years");
 }

@@ -81,9 +81,9 @@ impl Mocks<'_> {
         } else {
             self.ec2.clone()
         };
-        let (there, kept) = log_group_there();
+        let (there, described, kept) = log_group_there();
         let logs = if self.logs.is_empty() {
-            vec![&there, &kept]
+            vec![&there, &described, &kept]
         } else {
             self.logs.clone()
         };
@@ -103,8 +103,9 @@ impl Mocks<'_> {
     }
 }
 
-/// CreateLogGroup finding the group there, and PutRetentionPolicy.
-pub(crate) fn log_group_there() -> (Rule, Rule) {
+/// CreateLogGroup finding the group there, DescribeLogGroups finding it without a
+/// retention, and PutRetentionPolicy.
+pub(crate) fn log_group_there() -> (Rule, Rule, Rule) {
     use aws_sdk_cloudwatchlogs::operation::create_log_group::CreateLogGroupError;
     use aws_sdk_cloudwatchlogs::types::error::ResourceAlreadyExistsException;
     (
@@ -113,11 +114,26 @@ pub(crate) fn log_group_there() -> (Rule, Rule) {
                 ResourceAlreadyExistsException::builder().build(),
             )
         }),
+        described_log_group(None),
         mock!(aws_sdk_cloudwatchlogs::Client::put_retention_policy).then_output(|| {
             aws_sdk_cloudwatchlogs::operation::put_retention_policy::PutRetentionPolicyOutput::builder()
                 .build()
         }),
     )
+}
+
+/// DescribeLogGroups finding the control plane's group with `retention` days.
+pub(crate) fn described_log_group(retention: Option<i32>) -> Rule {
+    mock!(aws_sdk_cloudwatchlogs::Client::describe_log_groups).then_output(move || {
+        aws_sdk_cloudwatchlogs::operation::describe_log_groups::DescribeLogGroupsOutput::builder()
+            .log_groups(
+                aws_sdk_cloudwatchlogs::types::LogGroup::builder()
+                    .log_group_name("/aws/eks/apiary-acme-eks/cluster")
+                    .set_retention_in_days(retention)
+                    .build(),
+            )
+            .build()
+    })
 }
 
 pub(crate) const TEMPLATE: &str = "apiary-acme-system-nodes";
