@@ -479,16 +479,22 @@ impl Fixture {
     }
 }
 
+/// A launch fixture whose stack says OnStackDelete=Teardown and is being deleted.
+async fn tearing_down() -> (Fixture, TeardownStack, launch::Deps) {
+    let f = fixture().await;
+    let config = apiary_e2e::sdk_config().await;
+    let stack = teardown_stack(&config, &f.stack_id, &f.deployment).await;
+    let deps = stack.deps(&config);
+    (f, stack, deps)
+}
+
 fn watch(request: &Value) -> Value {
     json!({"watch_stack_delete": {"request_id": request["RequestId"]}})
 }
 
 #[tokio::test]
 async fn a_teardown_on_delete_is_answered_only_when_the_teardown_has_ended() {
-    let f = fixture().await;
-    let config = apiary_e2e::sdk_config().await;
-    let stack = teardown_stack(&config, &f.stack_id, &f.deployment).await;
-    let deps = stack.deps(&config);
+    let (f, stack, deps) = tearing_down().await;
     let server = CaptureServer::start(&[]).await;
     launch::handle(&deps, f.event("Create", &server.url(), None))
         .await
@@ -591,12 +597,8 @@ async fn a_teardown_on_delete_is_answered_only_when_the_teardown_has_ended() {
 
 #[tokio::test]
 async fn a_teardown_still_running_at_the_deadline_fails_the_delete_with_its_link() {
-    let f = fixture().await;
-    let config = apiary_e2e::sdk_config().await;
-    let stack = teardown_stack(&config, &f.stack_id, &f.deployment).await;
-    let deps = stack
-        .deps(&config)
-        .answering_within(std::time::Duration::ZERO);
+    let (f, stack, deps) = tearing_down().await;
+    let deps = deps.answering_within(std::time::Duration::ZERO);
     let server = CaptureServer::start(&[]).await;
     let delete = f.event("Delete", &server.url(), Some("apiary-x-launch"));
     launch::handle(&deps, delete.clone())
@@ -631,10 +633,8 @@ async fn a_teardown_still_running_at_the_deadline_fails_the_delete_with_its_link
 
 #[tokio::test]
 async fn a_teardown_on_delete_with_nothing_to_tear_down_answers_at_once() {
-    let f = fixture().await;
+    let (f, stack, deps) = tearing_down().await;
     let config = apiary_e2e::sdk_config().await;
-    let stack = teardown_stack(&config, &f.stack_id, &f.deployment).await;
-    let deps = stack.deps(&config);
     let server = CaptureServer::start(&[]).await;
 
     // Torn down already (by hand, before the stack delete).

@@ -267,13 +267,25 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
             maybe_started,
             ErrorName::Timeout,
             format!(
-                "{} did not answer within {:?}",
+                "{} did not answer within {:?}{}",
                 if request.resource_type == SIGNING_KEY_TYPE {
                     "Secrets Manager"
                 } else {
-                    "Step Functions"
+                    "AWS"
                 },
-                deps.budget.work
+                deps.budget.work,
+                // The teardown may have started before time ran out: say what a second
+                // delete does rather than leave the operator to guess.
+                if request.resource_type != SIGNING_KEY_TYPE
+                    && request.request_type == RequestType::Delete.as_str()
+                    && matches!(deps.on_delete, Ok(OnStackDelete::Teardown(_)))
+                {
+                    "; a teardown may have been started: see the teardown state machine's \
+                     executions, and delete the stack again, which waits for a running \
+                     teardown instead of starting another"
+                } else {
+                    ""
+                }
             ),
         ),
     };

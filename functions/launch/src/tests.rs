@@ -613,7 +613,37 @@ async fn plain_http_to_a_remote_host_is_refused_before_anything_is_sent() {
 
 #[tokio::test]
 async fn a_step_functions_call_that_never_answers_still_gets_a_failed_response_in_time() {
-    // A Step Functions endpoint that accepts connections and never answers.
+    let (sfn, hold) = silent_sfn().await;
+    let server = CaptureServer::start(&[]).await;
+    let mut deps = deps_with(sfn);
+    deps.budget.work = Duration::from_millis(300);
+
+    let started = std::time::Instant::now();
+    handle(&deps, event("Create", &server.url(), "r-1", spec()))
+        .await
+        .expect("answered");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let body = server.last_json();
+    assert_eq!(body["Status"], "FAILED");
+    let reason = body["Reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("Apiary.Timeout: AWS did not answer"),
+        "{reason}"
+    );
+    // The StartExecution may have gone through: the real id, so the rollback's Delete
+    // stops whatever runs instead of skipping it.
+    assert_eq!(body["PhysicalResourceId"], "apiary-acme-launch");
+    assert!(!reason.contains("teardown"), "{reason}");
+    hold.abort();
+}
+
+/// A Step Functions endpoint that accepts connections and never answers, and the task
+/// holding them open.
+async fn silent_sfn() -> (Sfn, tokio::task::JoinHandle<()>) {
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", silent.local_addr().unwrap());
     let hold = tokio::spawn(async move {
@@ -632,30 +662,7 @@ async fn a_step_functions_call_that_never_answers_still_gets_a_failed_response_i
             .endpoint_url(endpoint)
             .build(),
     );
-    let server = CaptureServer::start(&[]).await;
-    let mut deps = deps_with(sfn);
-    deps.budget.work = Duration::from_millis(300);
-
-    let started = std::time::Instant::now();
-    handle(&deps, event("Create", &server.url(), "r-1", spec()))
-        .await
-        .expect("answered");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
-    let body = server.last_json();
-    assert_eq!(body["Status"], "FAILED");
-    let reason = body["Reason"].as_str().unwrap();
-    assert!(
-        reason.starts_with("Apiary.Timeout: Step Functions did not answer"),
-        "{reason}"
-    );
-    // The StartExecution may have gone through: the real id, so the rollback's Delete
-    // stops whatever runs instead of skipping it.
-    assert_eq!(body["PhysicalResourceId"], "apiary-acme-launch");
-    hold.abort();
+    (sfn, hold)
 }
 
 #[tokio::test]
@@ -1074,5 +1081,34 @@ mod on_stack_delete {
         assert_eq!(answer["PhysicalResourceId"], "apiary-acme-launch");
         let reason = answer["Reason"].as_str().unwrap();
         assert!(reason.contains(RUN) && reason.contains(queued), "{reason}");
+    }
+
+    /// Time runs out during a teardown Delete: the reason says a teardown may be running
+    /// and what a second delete does.
+    #[tokio::test]
+    async fn a_teardown_delete_that_runs_out_of_time_says_what_may_be_running() {
+        let (sfn, hold) = silent_sfn().await;
+        let server = CaptureServer::start(&[]).await;
+        let rule = stack_is("DELETE_IN_PROGRESS");
+        let mut deps = deps_with(sfn);
+        deps.cloudformation = mock_client!(aws_sdk_cloudformation, RuleMode::MatchAny, &[&rule]);
+        deps.on_delete = Ok(OnStackDelete::Teardown(Box::new(config())));
+        deps.budget.work = Duration::from_millis(300);
+        handle(&deps, event("Delete", &server.url(), "r-10", spec()))
+            .await
+            .expect("answered");
+        let body = server.last_json();
+        assert_eq!(body["Status"], "FAILED", "{body}");
+        let reason = body["Reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("Apiary.Timeout: AWS did not answer"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("a teardown may have been started")
+                && reason.contains("delete the stack again"),
+            "{reason}"
+        );
+        hold.abort();
     }
 }
