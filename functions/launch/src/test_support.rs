@@ -160,28 +160,40 @@ async fn read_until_headers(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Opt
     }
 }
 
-/// A CloudFormation client whose DescribeStacks says `stack_id` is being deleted
-/// (`DELETE_IN_PROGRESS`): what a Teardown Delete checks first. The emulator deletes a
-/// stack at once, so it can never be found in that state; everything else in a test runs
-/// against the emulator.
-pub fn stack_being_deleted(stack_id: &str) -> aws_sdk_cloudformation::Client {
+/// DescribeStacks finding `stack_id` in `status`.
+pub fn stack_in(
+    stack_id: &str,
+    status: aws_sdk_cloudformation::types::StackStatus,
+) -> aws_smithy_mocks::Rule {
     use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput;
     use aws_sdk_cloudformation::primitives::DateTime;
-    use aws_sdk_cloudformation::types::{Stack, StackStatus};
+    use aws_sdk_cloudformation::types::Stack;
     let stack_id = stack_id.to_owned();
-    let rule = aws_smithy_mocks::mock!(aws_sdk_cloudformation::Client::describe_stacks)
-        .then_output(move || {
+    aws_smithy_mocks::mock!(aws_sdk_cloudformation::Client::describe_stacks).then_output(
+        move || {
             DescribeStacksOutput::builder()
                 .stacks(
                     Stack::builder()
                         .stack_id(&stack_id)
                         .stack_name(crate::request::stack_name_of(&stack_id))
-                        .stack_status(StackStatus::DeleteInProgress)
+                        .stack_status(status.clone())
                         .creation_time(DateTime::from_secs(0))
                         .build(),
                 )
                 .build()
-        });
+        },
+    )
+}
+
+/// A CloudFormation client whose DescribeStacks says `stack_id` is being deleted
+/// (`DELETE_IN_PROGRESS`): what a Teardown Delete checks first. The emulator deletes a
+/// stack at once, so it can never be found in that state; everything else in a test runs
+/// against the emulator.
+pub fn stack_being_deleted(stack_id: &str) -> aws_sdk_cloudformation::Client {
+    let rule = stack_in(
+        stack_id,
+        aws_sdk_cloudformation::types::StackStatus::DeleteInProgress,
+    );
     aws_smithy_mocks::mock_client!(
         aws_sdk_cloudformation,
         aws_smithy_mocks::RuleMode::MatchAny,

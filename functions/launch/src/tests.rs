@@ -968,18 +968,7 @@ mod on_stack_delete {
     }
 
     fn stack_is(status: &'static str) -> Rule {
-        mock!(aws_sdk_cloudformation::Client::describe_stacks).then_output(move || {
-            aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput::builder()
-                .stacks(
-                    aws_sdk_cloudformation::types::Stack::builder()
-                        .stack_id(STACK)
-                        .stack_name("apiary-acme")
-                        .stack_status(status.into())
-                        .creation_time(DateTime::from_secs(0))
-                        .build(),
-                )
-                .build()
-        })
+        crate::test_support::stack_in(STACK, status.into())
     }
 
     /// A Delete someone sent by invoking the function, not CloudFormation deleting the
