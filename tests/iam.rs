@@ -531,6 +531,29 @@ const JUSTIFIED: &[(&str, &str, &str)] = &[
          the real time (unit-tested with mocks in functions/backup)",
     ),
     (
+        "state-table",
+        "cloudformation:DescribeStacks",
+        "whether its own stack is being deleted or its create rolled back: the emulator never \
+         holds a stack in those states (tests/state_table.rs mocks this one call)",
+    ),
+    (
+        "state-table",
+        "dynamodb:TagResource",
+        "DynamoDB checks it on the caller's behalf for the tags a CreateTable carries",
+    ),
+    (
+        "state-table",
+        "kms:DescribeKey",
+        "DynamoDB describes the table's customer managed key with the caller's rights \
+         (kms:ViaService)",
+    ),
+    (
+        "state-table",
+        "kms:CreateGrant",
+        "DynamoDB creates its grant on the table's key with the caller's rights \
+         (kms:ViaService, kms:GrantIsForAWSResource)",
+    ),
+    (
         "launch",
         "cloudformation:DescribeStacks",
         "whether its own stack is being deleted, before a teardown on delete: the emulator never holds a stack in DELETE_IN_PROGRESS (unit-tested with mocks in functions/launch)",
@@ -1356,11 +1379,80 @@ async fn exercise_launch() {
     );
 }
 
+/// The state table resource: made, then, the deployment torn down, backed up and deleted
+/// on the stack's delete (DescribeStacks mocked: see [`JUSTIFIED`]).
+async fn exercise_state_table() {
+    let config = sdk_config().await;
+    let name = unique_name("iam-table");
+    let table = format!("apiary-{name}");
+    let stack_id = format!("arn:aws:cloudformation:{REGION}:123456789012:stack/apiary-{name}/1");
+    let key = aws_sdk_kms::Client::new(&config)
+        .create_key()
+        .send()
+        .await
+        .expect("CreateKey")
+        .key_metadata
+        .and_then(|m| m.arn)
+        .expect("key ARN");
+    let env = std::collections::HashMap::from([
+        ("APIARY_TABLE", table.as_str()),
+        ("APIARY_DEPLOYMENT", name.as_str()),
+        ("APIARY_STATE_KEY_ARN", key.as_str()),
+        ("APIARY_STACK_ID", stack_id.as_str()),
+    ]);
+    let server = launch::test_support::CaptureServer::start(&[]).await;
+    let event = |request_type: &str| {
+        json!({
+            "RequestType": request_type,
+            "ResponseURL": server.url(),
+            "StackId": stack_id,
+            "RequestId": uuid::Uuid::new_v4().to_string(),
+            "LogicalResourceId": "StateStore",
+            "ResourceType": launch::STATE_TABLE_TYPE,
+            "PhysicalResourceId": table,
+            "ResourceProperties": {}
+        })
+    };
+    let mut deps = launch::Deps::new(&config, &env).expect("state-table deps");
+    calls::attributed("state-table", async {
+        launch::handle(&deps, event("Create"))
+            .await
+            .expect("answered");
+    })
+    .await;
+    let spec = apiary_core::fixtures::Fixture::named(&name).spec();
+    apiary_core::store::Store::new(aws_sdk_dynamodb::Client::new(&config), &table)
+        .put_deployment(
+            &spec,
+            apiary_core::store::DeploymentStatus::Deleted,
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("a torn-down deployment's record");
+    deps.cloudformation = launch::test_support::stack_client(
+        &stack_id,
+        aws_sdk_cloudformation::types::StackStatus::DeleteInProgress,
+    );
+    calls::attributed("state-table", async {
+        launch::handle(&deps, event("Delete"))
+            .await
+            .expect("answered");
+    })
+    .await;
+    let statuses: Vec<Value> = server
+        .requests()
+        .iter()
+        .map(|r| r.json()["Status"].clone())
+        .collect();
+    assert_eq!(statuses, [json!("SUCCESS"), json!("SUCCESS")]);
+}
+
 #[tokio::test]
 async fn every_role_allows_exactly_what_its_function_does() {
     calls::start();
     exercise_every_path().await;
     exercise_launch().await;
+    exercise_state_table().await;
 
     let mut roles = role_actions(&template());
     // What each key's own policy grants a function's role by name (the keys function

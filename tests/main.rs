@@ -19,6 +19,7 @@ mod phone_home;
 mod provision;
 mod publish;
 mod scale_pools;
+mod state_table;
 mod storage;
 mod store;
 mod teardown;

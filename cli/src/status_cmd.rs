@@ -19,8 +19,9 @@ use serde_json::{Value, json};
 
 use crate::local_cmd::{EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_REFUSED, demo_spec};
 
-/// The bootstrap stack's logical id of the state table (infra-bootstrap/bootstrap.yaml).
-const STATE_TABLE_LOGICAL_ID: &str = "StateTable";
+/// The bootstrap stack's logical id of the state table (infra-bootstrap/bootstrap.yaml);
+/// stacks made from templates before the table was its own resource call it `StateTable`.
+const STATE_TABLE_LOGICAL_IDS: [&str; 2] = ["StateStore", "StateTable"];
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
@@ -36,7 +37,7 @@ pub struct StatusArgs {
     /// The state table [default: `apiary`]
     #[arg(long, conflicts_with = "stack")]
     table: Option<String>,
-    /// Read the state table of this bootstrap stack (its `StateTable` resource)
+    /// Read the state table of this bootstrap stack (its `StateStore` resource)
     #[arg(long)]
     stack: Option<String>,
     /// AWS region [default: the spec's, else AWS_REGION or the profile's]
@@ -221,26 +222,36 @@ async fn holder_running(config: &aws_config::SdkConfig, owner: &str) -> Option<b
     }
 }
 
-/// The state table of a bootstrap stack: the physical id of its `StateTable` resource.
+/// The state table of a bootstrap stack: the physical id of its `StateStore` resource
+/// (`StateTable` in older stacks).
 async fn stack_table(config: &aws_config::SdkConfig, stack: &str) -> Result<String, String> {
     let client = apiary_core::client!(aws_sdk_cloudformation, config);
-    let out = client
-        .describe_stack_resource()
-        .stack_name(stack)
-        .logical_resource_id(STATE_TABLE_LOGICAL_ID)
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot find the state table of stack {stack} (its {STATE_TABLE_LOGICAL_ID} \
-                 resource): {}",
-                aws_sdk_cloudformation::error::DisplayErrorContext(&e)
-            )
-        })?;
-    out.stack_resource_detail
-        .and_then(|d| d.physical_resource_id)
-        .filter(|id| !id.is_empty())
-        .ok_or_else(|| format!("stack {stack} has no {STATE_TABLE_LOGICAL_ID} yet"))
+    let mut last_error = String::new();
+    for logical_id in STATE_TABLE_LOGICAL_IDS {
+        match client
+            .describe_stack_resource()
+            .stack_name(stack)
+            .logical_resource_id(logical_id)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                return out
+                    .stack_resource_detail
+                    .and_then(|d| d.physical_resource_id)
+                    .filter(|id| !id.is_empty())
+                    .ok_or_else(|| format!("stack {stack} has no {logical_id} yet"));
+            }
+            Err(e) => {
+                last_error = format!(
+                    "cannot find the state table of stack {stack} (its {} resource): {}",
+                    STATE_TABLE_LOGICAL_IDS.join(" or "),
+                    aws_sdk_cloudformation::error::DisplayErrorContext(&e)
+                );
+            }
+        }
+    }
+    Err(last_error)
 }
 
 /// The last journal entry of every step: the layers in the order provision builds them,

@@ -11,6 +11,9 @@
 //! pinned it), and returns the public half (`PublicKey`, `KeyId`) for the stack's
 //! outputs. Delete does nothing: the secret is the stack's own resource.
 //!
+//! `Custom::ApiaryStateTable` ([`state_table`], served by the `state-table` function):
+//! makes or adopts the state table, and decides on Delete whether it goes.
+//!
 //! The stack never waits on provision: the resource succeeds as soon as the execution
 //! has started and hands back its ARN and console link (the stack's outputs), and the
 //! workflow reports its own outcome. Only a Teardown Delete waits, through the
@@ -22,6 +25,7 @@
 mod request;
 mod response;
 pub mod stack_delete;
+pub mod state_table;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 #[cfg(test)]
@@ -46,6 +50,7 @@ pub use request::{
 pub const SIGNING_KEY_TYPE: &str = "Custom::ApiarySigningKey";
 pub use response::{MAX_BODY_BYTES, Responder, Response, RetryPolicy, Status};
 pub use stack_delete::{ANSWER_WITHIN, OnStackDelete, TeardownConfig};
+pub use state_table::{STATE_TABLE_TYPE, StateTableConfig};
 
 /// The function's timeout in the template (`LaunchFunction.Timeout`).
 pub const LAMBDA_TIMEOUT: Duration = Duration::from_secs(60);
@@ -131,6 +136,10 @@ pub struct Deps {
     pub store: Option<Store>,
     /// How long a Teardown Delete waits before answering whatever the teardown's state.
     pub answer_within: Duration,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The state table resource's settings (the `state-table` function's environment),
+    /// or why they cannot be read (answered on a request for that resource).
+    pub state_table: std::result::Result<StateTableConfig, String>,
 }
 
 impl Deps {
@@ -162,6 +171,8 @@ impl Deps {
             on_delete,
             store,
             answer_within: ANSWER_WITHIN,
+            dynamodb: apiary_core::client!(aws_sdk_dynamodb, config),
+            state_table: StateTableConfig::from_env(env).map_err(|e| e.to_string()),
         })
     }
 
@@ -277,6 +288,7 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
                 // The teardown may have started before time ran out: say what a second
                 // delete does rather than leave the operator to guess.
                 if request.resource_type != SIGNING_KEY_TYPE
+                    && request.resource_type != STATE_TABLE_TYPE
                     && request.request_type == RequestType::Delete.as_str()
                     && matches!(deps.on_delete, Ok(OnStackDelete::Teardown(_)))
                 {
@@ -352,6 +364,9 @@ async fn act(deps: &Deps, request: &Request, in_flight: &InFlight) -> Result<Out
     if request.resource_type == SIGNING_KEY_TYPE {
         return signing_key(deps, request).await;
     }
+    if request.resource_type == STATE_TABLE_TYPE {
+        return table(deps, request).await;
+    }
     match request.kind()? {
         kind @ (RequestType::Create | RequestType::Update) => {
             start(deps, request, kind, in_flight).await
@@ -388,6 +403,28 @@ async fn signing_key(deps: &Deps, request: &Request) -> Result<Outcome> {
     outcome
         .data
         .insert("KeyId".into(), Value::String(key.key_id()));
+    Ok(outcome)
+}
+
+/// The state table resource. Its physical id is the table's name, whatever happens to the
+/// table: CloudFormation never sees it change, so it never replaces the resource.
+async fn table(deps: &Deps, request: &Request) -> Result<Outcome> {
+    let config = deps.state_table.clone().map_err(Error::invalid_input)?;
+    // Its own waits end before the budget, so that they fail with what to do rather
+    // than a bare timeout.
+    let within = deps.budget.work.mul_f32(0.6);
+    let done = state_table::act(
+        &deps.dynamodb,
+        &deps.cloudformation,
+        &config,
+        request,
+        within,
+    )
+    .await?;
+    let mut outcome = Outcome::success(config.table.clone(), done.message);
+    if let Some(arn) = done.arn {
+        outcome.data.insert("Arn".into(), Value::String(arn));
+    }
     Ok(outcome)
 }
 

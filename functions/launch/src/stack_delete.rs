@@ -114,10 +114,29 @@ pub(crate) async fn check_stack_is_deleting(
     stack_id: &str,
     request: &Request,
 ) -> Result<()> {
+    let status = stack_status(cloudformation, stack_id, request).await?;
+    if DELETING.contains(&status) {
+        return Ok(());
+    }
+    Err(Error::invalid_input(format!(
+        "stack {stack_id} is {}, not being deleted: a Delete acts only while \
+         CloudFormation deletes the stack (or rolls back its creation); nothing was \
+         stopped or torn down",
+        status.as_str()
+    )))
+}
+
+/// The status of this function's own stack, once the request is shown to name it: what
+/// a Delete decides by. A request naming another stack, or a stack not found, is refused.
+pub(crate) async fn stack_status(
+    cloudformation: &aws_sdk_cloudformation::Client,
+    stack_id: &str,
+    request: &Request,
+) -> Result<StackStatus> {
     if request.stack_id != stack_id {
         return Err(Error::invalid_input(format!(
             "the Delete names stack {} but this function serves stack {stack_id}: nothing \
-             was stopped or torn down",
+             was stopped, torn down or deleted",
             request.stack_id
         )));
     }
@@ -127,20 +146,17 @@ pub(crate) async fn check_stack_is_deleting(
         .send()
         .await
         .map_err(|e| Error::aws(format!("DescribeStacks {stack_id}"), e))?;
-    let status = described
+    described
         .stacks()
         .first()
         .and_then(|s| s.stack_status())
-        .cloned();
-    match status {
-        Some(status) if DELETING.contains(&status) => Ok(()),
-        other => Err(Error::invalid_input(format!(
-            "stack {stack_id} is {}, not being deleted: a Delete acts only while \
-             CloudFormation deletes the stack (or rolls back its creation); nothing was \
-             stopped or torn down",
-            other.as_ref().map_or("not found", |s| s.as_str())
-        ))),
-    }
+        .cloned()
+        .ok_or_else(|| {
+            Error::invalid_input(format!(
+                "stack {stack_id} is not found: a Delete acts only while CloudFormation \
+                 deletes the stack; nothing was stopped, torn down or deleted"
+            ))
+        })
 }
 
 /// The Delete of a Launch resource whose stack says `OnStackDelete=Teardown`, once

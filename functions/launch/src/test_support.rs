@@ -190,10 +190,18 @@ pub fn stack_in(
 /// stack at once, so it can never be found in that state; everything else in a test runs
 /// against the emulator.
 pub fn stack_being_deleted(stack_id: &str) -> aws_sdk_cloudformation::Client {
-    let rule = stack_in(
+    stack_client(
         stack_id,
         aws_sdk_cloudformation::types::StackStatus::DeleteInProgress,
-    );
+    )
+}
+
+/// A CloudFormation client whose DescribeStacks finds `stack_id` in `status`.
+pub fn stack_client(
+    stack_id: &str,
+    status: aws_sdk_cloudformation::types::StackStatus,
+) -> aws_sdk_cloudformation::Client {
+    let rule = stack_in(stack_id, status);
     aws_smithy_mocks::mock_client!(
         aws_sdk_cloudformation,
         aws_smithy_mocks::RuleMode::MatchAny,
