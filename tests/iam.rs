@@ -531,6 +531,18 @@ const JUSTIFIED: &[(&str, &str, &str)] = &[
          the real time (unit-tested with mocks in functions/backup)",
     ),
     (
+        "databases",
+        "rds:ModifyDBCluster",
+        "DocumentDB's backup retention and deletion protection: the emulator has no \
+         DocumentDB (functions/databases/src/tests/documentdb.rs, with mocks)",
+    ),
+    (
+        "databases",
+        "elasticache:DecreaseReplicaCount",
+        "Redis's Multi-AZ turned off, after failover is off: the emulator does not \
+         implement it (functions/databases/src/tests/redis.rs, with mocks)",
+    ),
+    (
         "state-table",
         "cloudformation:DescribeStacks",
         "whether its own stack is being deleted or its create rolled back: the emulator never \
@@ -871,6 +883,8 @@ async fn exercise_every_path() {
         .await
         .expect("EnableKey by the operator");
     spec["size"] = json!("medium");
+    // Longer backups: RDS and Redis follow in place (ModifyReplicationGroup).
+    spec["backup"] = json!({"retention_days": 14});
     // The endpoint opened to one network: the cluster is updated in place.
     spec["cluster"] = json!({"public_endpoint": true, "public_access_cidrs": ["198.51.100.0/24"]});
     // A customer network replaced: the load balancer's group loses the old one.

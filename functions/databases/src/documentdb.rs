@@ -2,6 +2,12 @@
 //! (encrypted with the docdb key, master password managed in Secrets Manager) and its
 //! instances (one, or two across AZs when the spec asks for Multi-AZ).
 //!
+//! An existing cluster follows the spec ([`cluster_change`], when it is `available`): its
+//! backup retention, and deletion protection put back. Multi-AZ turned on adds the
+//! second instance; turned off, the second instance is kept (deleting one is the
+//! teardown's right) and the step says so. The instance class is the same in every
+//! preset; one changed by hand is left as it is.
+//!
 //! The local emulator (moto 5.2.5) rejects `Engine=docdb` on CreateDBCluster. The real
 //! request is still made; that exact rejection is reported as
 //! `{"emulated": false, "reason": ...}` instead of pretending a cluster exists.
@@ -68,8 +74,13 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Done<DatastoreOutput>> {
             .resource("docdb:master-user-secret", &secret_arn, Some(&secret_arn))
             .await?;
     }
+    let (cluster, waiting) = if step.create {
+        converge(step, &cluster_id, cluster).await?
+    } else {
+        (cluster, None)
+    };
     let cluster_status = cluster.status().unwrap_or("unknown").to_owned();
-    let mut pending = Vec::new();
+    let mut pending: Vec<String> = waiting.into_iter().collect();
     let readiness = readiness::check(
         "DocumentDB cluster",
         &cluster_id,
@@ -105,7 +116,22 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Done<DatastoreOutput>> {
         )?;
     }
 
-    Ok(Report {
+    // Multi-AZ turned off: a second instance made earlier stays, serving reads.
+    let extra = step
+        .names
+        .resource(&format!("docdb-{}", instance_count + 1));
+    let kept = (instance_count == 1
+        && cluster
+            .db_cluster_members()
+            .iter()
+            .any(|m| m.db_instance_identifier() == Some(extra.as_str())))
+    .then(|| {
+        format!(
+            "DocumentDB instance {extra} is kept though databases.multi_az is off: \
+             removing an instance is the teardown's right; it goes with the deployment"
+        )
+    });
+    let report = Report {
         endpoint: DatastoreEndpoint {
             identifier: cluster_id,
             host: cluster.endpoint().unwrap_or_default().to_owned(),
@@ -118,8 +144,89 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Done<DatastoreOutput>> {
         status: cluster_status,
         pending,
         missing,
+    };
+    Ok(match kept {
+        Some(note) => report.done().with_detail(note),
+        None => report.done(),
+    })
+}
+
+/// What an existing cluster must change to match the spec, as one ModifyDBCluster
+/// (`None`: nothing): the backup retention, and deletion protection back on. Both are
+/// applied at once, online.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct ClusterChange {
+    pub backup_retention: Option<i32>,
+    pub deletion_protection: bool,
+}
+
+pub(crate) fn cluster_change(
+    spec: &apiary_core::DeploymentSpec,
+    cluster: &DbCluster,
+) -> Result<Option<ClusterChange>> {
+    let retention = i32::try_from(spec.backup.retention_days)
+        .map_err(|_| Error::invalid_input("backup.retention_days is out of range"))?;
+    let change = ClusterChange {
+        backup_retention: (cluster.backup_retention_period() != Some(retention))
+            .then_some(retention),
+        deletion_protection: cluster.deletion_protection() != Some(true),
+    };
+    Ok((change != ClusterChange::default()).then_some(change))
+}
+
+/// Makes the cluster's change when it is `available`, and says what still waits.
+async fn converge(
+    step: &Work<'_>,
+    id: &str,
+    cluster: DbCluster,
+) -> Result<(DbCluster, Option<String>)> {
+    let Some(change) = cluster_change(step.spec, &cluster)? else {
+        return Ok((cluster, None));
+    };
+    let mut fields = Vec::new();
+    if change.backup_retention.is_some() {
+        fields.push("backup retention");
     }
-    .done())
+    if change.deletion_protection {
+        fields.push("deletion protection");
+    }
+    let fields = fields.join(", ");
+    let status = cluster.status().unwrap_or("unknown");
+    if status != "available" {
+        let why = format!(
+            "DocumentDB cluster {id} is {status}; the spec's {fields} wait for it to be available"
+        );
+        return Ok((cluster, Some(why)));
+    }
+    let mut call = step
+        .deps
+        .docdb
+        .modify_db_cluster()
+        .db_cluster_identifier(id)
+        .apply_immediately(true)
+        .set_backup_retention_period(change.backup_retention);
+    if change.deletion_protection {
+        call = call.deletion_protection(true);
+    }
+    call.send().await.map_err(|e| {
+        // Busy between the describe and the call (a backup window, another run): the
+        // next round tries again.
+        Error::aws_transient_if(format!("ModifyDBCluster {id} ({fields})"), e, |e| {
+            e.is_invalid_db_cluster_state_fault()
+        })
+    })?;
+    tracing::info!(
+        cluster = id,
+        fields,
+        "DocumentDB cluster brought in line with the spec"
+    );
+    step.log.created(&format!("{id}:modified"));
+    let cluster = describe_cluster(step, id).await?.ok_or_else(|| {
+        Error::Conflict(format!(
+            "DocumentDB cluster {id} vanished while being modified"
+        ))
+    })?;
+    Ok((cluster, None))
 }
 
 async fn start_cluster(step: &Work<'_>, id: &str) -> Result<()> {

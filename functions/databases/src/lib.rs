@@ -348,7 +348,7 @@ impl Step for Deps {
         Ok(match datastore {
             Datastore::Postgres => Box::pin(postgres::run(&work)).await?.done(),
             Datastore::DocumentDb => Box::pin(documentdb::run(&work)).await?,
-            Datastore::Redis => Box::pin(redis::run(&work)).await?.done(),
+            Datastore::Redis => Box::pin(redis::run(&work)).await?,
         })
     }
 

@@ -5,21 +5,29 @@
 //!
 //! The secret uses the app key rather than the redis key: the redis key's policy admits
 //! only requests made through ElastiCache, and Secrets Manager is not ElastiCache.
+//!
+//! An existing group follows the spec ([`next_change`], one change per round while the
+//! group is `available`): the snapshot retention, and Multi-AZ (a replica added, then
+//! automatic failover and Multi-AZ turned on; or failover and Multi-AZ turned off, then
+//! the replica removed). The node type is the same in every preset; one changed by hand
+//! (say, scaled up for memory) is reported by drift and never scaled back down here.
 
 use apiary_core::outputs::DatastoreEndpoint;
 use apiary_core::{Error, Result};
-use aws_sdk_elasticache::types::{ReplicationGroup, Tag};
+use aws_sdk_elasticache::types::{AutomaticFailoverStatus, MultiAzStatus, ReplicationGroup, Tag};
 use serde_json::json;
 
 use crate::readiness::{self, group_readiness};
-use crate::{Inputs, Report, Work, secrets, tag_pairs};
+use apiary_core::step::Done;
+
+use crate::{DatastoreOutput, Inputs, Report, Work, secrets, tag_pairs};
 
 pub const REDIS_ENGINE_VERSION: &str = "7.1";
 pub const REDIS_PORT: u16 = 6379;
 /// ElastiCache keeps automatic snapshots for at most 35 days.
 const MAX_SNAPSHOT_RETENTION: u32 = 35;
 
-pub(crate) async fn run(step: &Work<'_>) -> Result<Report> {
+pub(crate) async fn run(step: &Work<'_>) -> Result<Done<DatastoreOutput>> {
     let id = step.names.resource("redis");
     let secret_name = step.names.resource("redis-auth");
     let inputs = if step.create {
@@ -53,7 +61,7 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Report> {
             if secret_arn.is_none() {
                 missing.push(secret_name);
             }
-            return Ok(Report::missing(id, REDIS_PORT, secret_arn, missing));
+            return Ok(Report::missing(id, REDIS_PORT, secret_arn, missing).done());
         }
     };
     step.log
@@ -77,6 +85,10 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Report> {
         .resource("secretsmanager:secret", &secret_name, Some(&secret_arn))
         .await?;
 
+    let (group, waiting, note) = match inputs {
+        Some(_) => converge(step, &id, group).await?,
+        None => (group, None, None),
+    };
     let status = group.status().unwrap_or("unknown").to_owned();
     let mut pending = Vec::new();
     readiness::check(
@@ -86,12 +98,13 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Report> {
         group_readiness(&status),
         &mut pending,
     )?;
+    pending.extend(waiting);
     let endpoint = group
         .node_groups()
         .first()
         .and_then(|g| g.primary_endpoint())
         .or(group.configuration_endpoint());
-    Ok(Report {
+    let report = Report {
         endpoint: DatastoreEndpoint {
             identifier: id,
             host: endpoint
@@ -107,6 +120,10 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Report> {
         status,
         pending,
         missing: Vec::new(),
+    };
+    Ok(match note {
+        Some(note) => report.done().with_detail(note),
+        None => report.done(),
     })
 }
 
@@ -222,6 +239,206 @@ async fn create(
                 "Redis replication group {id} exists but cannot be described"
             ))
         }),
+    }
+}
+
+/// The next change that brings an existing group closer to the spec, `None` when it is
+/// in line. One at a time, in the order ElastiCache allows: a replica exists before
+/// automatic failover is turned on, and failover is off before the last replica goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// One ModifyReplicationGroup, applied at once (both change online).
+    Modify {
+        retention: Option<i32>,
+        failover: Option<bool>,
+    },
+    /// IncreaseReplicaCount or DecreaseReplicaCount to this many replicas.
+    Replicas(i32),
+}
+
+impl Change {
+    fn describe(&self) -> String {
+        match self {
+            Change::Modify {
+                retention,
+                failover,
+            } => {
+                let mut fields = Vec::new();
+                if let Some(days) = retention {
+                    fields.push(format!("snapshot retention {days} days"));
+                }
+                if let Some(on) = failover {
+                    fields.push(format!(
+                        "automatic failover and Multi-AZ {}",
+                        if *on { "on" } else { "off" }
+                    ));
+                }
+                fields.join(", ")
+            }
+            Change::Replicas(n) => format!("{n} replica{}", if *n == 1 { "" } else { "s" }),
+        }
+    }
+}
+
+pub(crate) fn next_change(
+    spec: &apiary_core::DeploymentSpec,
+    group: &ReplicationGroup,
+) -> Option<Change> {
+    let multi_az = spec.sizing().multi_az;
+    let retention =
+        i32::try_from(spec.backup.retention_days.min(MAX_SNAPSHOT_RETENTION)).unwrap_or(35);
+    let nodes = group.member_clusters().len();
+    let failover_on = matches!(
+        group.automatic_failover(),
+        Some(AutomaticFailoverStatus::Enabled | AutomaticFailoverStatus::Enabling)
+    );
+    let multi_az_on = group.multi_az() == Some(&MultiAzStatus::Enabled);
+    let retention_change =
+        (group.snapshot_retention_limit() != Some(retention)).then_some(retention);
+    let failover_change = if multi_az {
+        (nodes >= 2 && !(failover_on && multi_az_on)).then_some(true)
+    } else {
+        (failover_on || multi_az_on).then_some(false)
+    };
+    if retention_change.is_some() || failover_change.is_some() {
+        return Some(Change::Modify {
+            retention: retention_change,
+            failover: failover_change,
+        });
+    }
+    match (multi_az, nodes) {
+        (true, n) if n < 2 => Some(Change::Replicas(1)),
+        (false, n) if n > 1 => Some(Change::Replicas(0)),
+        _ => None,
+    }
+}
+
+/// Makes the group's next change when it is `available`, and says what still waits
+/// (`Some(why)`: the step is not ready) and what could not be done here (a note).
+/// Provision's poll runs this every round.
+async fn converge(
+    step: &Work<'_>,
+    id: &str,
+    group: ReplicationGroup,
+) -> Result<(ReplicationGroup, Option<String>, Option<String>)> {
+    let Some(change) = next_change(step.spec, &group) else {
+        return Ok((group, None, None));
+    };
+    let status = group.status().unwrap_or("unknown");
+    if status != "available" {
+        let why = format!(
+            "Redis replication group {id} is {status}; the spec's {} wait for it to be available",
+            change.describe()
+        );
+        return Ok((group, Some(why), None));
+    }
+    let elasticache = &step.deps.elasticache;
+    // The group went busy between the describe and the call (a snapshot, another run):
+    // the next round tries again.
+    match &change {
+        Change::Modify {
+            retention,
+            failover,
+        } => elasticache
+            .modify_replication_group()
+            .replication_group_id(id)
+            .apply_immediately(true)
+            .set_snapshot_retention_limit(*retention)
+            .set_automatic_failover_enabled(*failover)
+            .set_multi_az_enabled(*failover)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                Error::aws_transient_if(format!("ModifyReplicationGroup {id}"), e, |e| {
+                    e.is_invalid_replication_group_state_fault()
+                })
+            })?,
+        Change::Replicas(count) => {
+            let (operation, sent) = if *count > 0 {
+                let sent = elasticache
+                    .increase_replica_count()
+                    .replication_group_id(id)
+                    .new_replica_count(*count)
+                    .apply_immediately(true)
+                    .send()
+                    .await;
+                let sent =
+                    replica_call("IncreaseReplicaCount", id, step.deps.emulator, sent, |e| {
+                        e.is_invalid_replication_group_state_fault()
+                    });
+                ("IncreaseReplicaCount", sent)
+            } else {
+                let sent = elasticache
+                    .decrease_replica_count()
+                    .replication_group_id(id)
+                    .new_replica_count(*count)
+                    .apply_immediately(true)
+                    .send()
+                    .await;
+                let sent =
+                    replica_call("DecreaseReplicaCount", id, step.deps.emulator, sent, |e| {
+                        e.is_invalid_replication_group_state_fault()
+                    });
+                ("DecreaseReplicaCount", sent)
+            };
+            match sent {
+                Some(result) => result?,
+                // Reported, never pretended: the rest of the run goes on.
+                None => {
+                    let note = format!(
+                        "not emulated: the local emulator does not implement {operation}, so \
+                         Redis replication group {id} keeps {} node(s); on AWS the spec's {} \
+                         is made here",
+                        group.member_clusters().len(),
+                        change.describe()
+                    );
+                    tracing::warn!(group = id, note, "Redis replica change not emulated");
+                    return Ok((group, None, Some(note)));
+                }
+            }
+        }
+    }
+    tracing::info!(
+        group = id,
+        change = change.describe(),
+        "Redis brought closer to the spec"
+    );
+    step.log.created(&format!("{id}:modified"));
+    let group = describe(step, id).await?.ok_or_else(|| {
+        Error::Conflict(format!(
+            "Redis replication group {id} vanished while being modified"
+        ))
+    })?;
+    let left = next_change(step.spec, &group).map(|left| {
+        format!(
+            "Redis replication group {id}: the spec's {} follow on the next round",
+            left.describe()
+        )
+    });
+    Ok((group, left, None))
+}
+
+/// A replica count call's outcome: `None` when the local emulator does not implement
+/// it; otherwise its result, a busy group (a snapshot, another run) being transient.
+fn replica_call<O, E>(
+    operation: &str,
+    id: &str,
+    emulator: bool,
+    sent: std::result::Result<O, aws_sdk_elasticache::error::SdkError<E>>,
+    busy: impl FnOnce(&E) -> bool,
+) -> Option<Result<()>>
+where
+    E: aws_sdk_elasticache::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match sent {
+        Ok(_) => Some(Ok(())),
+        Err(e) if apiary_core::aws::not_implemented_in_emulator(emulator, &e) => None,
+        Err(e) => Some(Err(Error::aws_transient_if(
+            format!("{operation} {id}"),
+            e,
+            busy,
+        ))),
     }
 }
 

@@ -639,11 +639,8 @@ async fn document_db(
     if cluster.storage_encrypted() == Some(true) {
         expect_key(found, &resource, cluster.kms_key_id(), key);
     }
-    // The databases step sets a DocumentDB cluster's settings only when it creates it:
-    // a provision would change none of them back.
-    for finding in found.findings.iter_mut().filter(|f| f.resource == resource) {
-        finding.repairable = false;
-    }
+    // Deletion protection is put back by the databases step (ModifyDBCluster); the
+    // encryption and its key, chosen at creation, are not (NOT_REPAIRABLE).
     Ok(())
 }
 
@@ -801,7 +798,7 @@ mod tests {
             assert_eq!(
                 settings(&found),
                 [
-                    ("deletion protection", "false", true, false),
+                    ("deletion protection", "false", true, true),
                     (
                         "storage encryption key",
                         "arn:aws:kms:us-west-2:123456789012:key/other",

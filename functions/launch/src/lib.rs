@@ -269,7 +269,13 @@ pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
 
     let in_flight = InFlight::default();
     let result = tokio::time::timeout(deps.budget.work, act(deps, &request, &in_flight)).await;
-    let maybe_started = in_flight.take();
+    // The state table resource's id is the table's name, also when it fails: a failed
+    // Update must not look like a replacement to CloudFormation.
+    let maybe_started = in_flight.take().or_else(|| {
+        (request.resource_type == STATE_TABLE_TYPE)
+            .then(|| deps.state_table.as_ref().ok().map(|c| c.table.clone()))
+            .flatten()
+    });
     let outcome = match result {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(err)) => Outcome::failed(&request, maybe_started, err.name(), err.to_string()),
@@ -410,15 +416,15 @@ async fn signing_key(deps: &Deps, request: &Request) -> Result<Outcome> {
 /// table: CloudFormation never sees it change, so it never replaces the resource.
 async fn table(deps: &Deps, request: &Request) -> Result<Outcome> {
     let config = deps.state_table.clone().map_err(Error::invalid_input)?;
-    // Its own waits end before the budget, so that they fail with what to do rather
-    // than a bare timeout.
-    let within = deps.budget.work.mul_f32(0.6);
+    // One deadline for all its waits, before the budget's, so that they fail with what
+    // to do rather than a bare timeout.
+    let deadline = tokio::time::Instant::now() + deps.budget.work.mul_f32(0.75);
     let done = state_table::act(
         &deps.dynamodb,
         &deps.cloudformation,
         &config,
         request,
-        within,
+        deadline,
     )
     .await?;
     let mut outcome = Outcome::success(config.table.clone(), done.message);

@@ -170,6 +170,21 @@ where
         && ProvideErrorMetadata::code(err).is_none()
 }
 
+/// Whether `err` is the local emulator lacking the operation: an HTTP 500 without an AWS
+/// error code, as it answers an action it has not implemented (`NotImplementedError`).
+/// Only ever true with an endpoint override (`emulator`); on AWS a 500 is an error like
+/// any other (retried).
+pub fn not_implemented_in_emulator<E>(emulator: bool, err: &SdkError<E, HttpResponse>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    emulator
+        && err
+            .raw_response()
+            .is_some_and(|r| r.status().as_u16() == 500)
+        && ProvideErrorMetadata::code(err).is_none()
+}
+
 /// What a step reports for a call [`not_emulated`] says the emulator cannot answer.
 pub const NOT_EMULATED_CLOUDWATCH: &str =
     "not emulated: the local emulator does not accept this SDK's CloudWatch requests";

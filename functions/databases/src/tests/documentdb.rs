@@ -48,6 +48,9 @@ fn cluster(status: &str) -> DbCluster {
         .status(status)
         .endpoint(HOST)
         .port(27017)
+        // As the spec of `acme` says.
+        .backup_retention_period(7)
+        .deletion_protection(true)
         .master_user_secret(
             ClusterMasterUserSecret::builder()
                 .secret_arn(SECRET)
@@ -485,4 +488,90 @@ async fn throttling_is_retryable_and_access_denied_is_fatal() {
     let (deps, _) = mocks.deps();
     let err = handle(&deps, event("ensure-documentdb")).await.unwrap_err();
     assert_eq!(err.name(), ErrorName::Fatal);
+}
+
+#[tokio::test]
+async fn an_existing_cluster_follows_backup_retention_and_gets_its_protection_back() {
+    let [subnets, groups, params] = found_prerequisites();
+    let unprotected = mock!(DocDb::describe_db_clusters).then_output(|| {
+        let mut found = cluster("available");
+        found.deletion_protection = Some(false);
+        DescribeDbClustersOutput::builder()
+            .db_clusters(found)
+            .build()
+    });
+    let instances = describe_instance("available");
+    let modify = mock!(DocDb::modify_db_cluster)
+        .match_requests(|r| {
+            r.db_cluster_identifier() == Some(CLUSTER)
+                && r.backup_retention_period() == Some(14)
+                && r.deletion_protection() == Some(true)
+                && r.apply_immediately() == Some(true)
+        })
+        .then_output(|| {
+            aws_sdk_docdb::operation::modify_db_cluster::ModifyDbClusterOutput::builder().build()
+        });
+    let mocks = Mocks {
+        docdb: vec![
+            &subnets,
+            &groups,
+            &params,
+            &unprotected,
+            &instances,
+            &modify,
+        ],
+        ..Default::default()
+    };
+    let longer = acme().with_spec(|spec| spec["backup"]["retention_days"] = json!(14));
+    let (deps, _) = mocks.deps_with(&longer);
+    let out = handle(&deps, event("ensure-documentdb"))
+        .await
+        .expect("ensure");
+    assert_eq!(modify.num_calls(), 1);
+    assert_eq!(
+        out["created"],
+        json!([format!("{CLUSTER}:modified")]),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_busy_cluster_is_changed_on_a_later_round_and_a_kept_instance_is_said() {
+    let [subnets, groups, params] = found_prerequisites();
+    let busy = mock!(DocDb::describe_db_clusters).then_output(|| {
+        let mut found = cluster("backing-up");
+        found.db_cluster_members = Some(vec![
+            aws_sdk_docdb::types::DbClusterMember::builder()
+                .db_instance_identifier(INSTANCE)
+                .build(),
+            aws_sdk_docdb::types::DbClusterMember::builder()
+                .db_instance_identifier("apiary-acme-docdb-2")
+                .build(),
+        ]);
+        DescribeDbClustersOutput::builder()
+            .db_clusters(found)
+            .build()
+    });
+    let instances = describe_instance("available");
+    let modify = mock!(DocDb::modify_db_cluster).then_output(|| {
+        aws_sdk_docdb::operation::modify_db_cluster::ModifyDbClusterOutput::builder().build()
+    });
+    let mocks = Mocks {
+        docdb: vec![&subnets, &groups, &params, &busy, &instances, &modify],
+        ..Default::default()
+    };
+    let longer = acme().with_spec(|spec| spec["backup"]["retention_days"] = json!(14));
+    let (deps, recorder) = mocks.deps_with(&longer);
+    let out = handle(&deps, event("ensure-documentdb"))
+        .await
+        .expect("ensure");
+    assert_eq!(modify.num_calls(), 0, "not while the cluster is backing up");
+    assert_eq!(out["ready"], json!(false), "{out}");
+    let entries = recorder.entries.lock().unwrap();
+    let detail = entries
+        .last()
+        .and_then(|e| e.detail.clone())
+        .unwrap_or_default();
+    assert!(detail.contains("backup retention wait"), "{detail}");
+    assert!(detail.contains("apiary-acme-docdb-2 is kept"), "{detail}");
 }

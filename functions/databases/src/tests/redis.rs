@@ -13,7 +13,9 @@ use aws_sdk_elasticache::operation::describe_replication_groups::{
 use aws_sdk_elasticache::types::error::{
     CacheSubnetGroupNotFoundFault, ReplicationGroupNotFoundFault,
 };
-use aws_sdk_elasticache::types::{CacheSubnetGroup, Endpoint, NodeGroup, ReplicationGroup};
+use aws_sdk_elasticache::types::{
+    AutomaticFailoverStatus, CacheSubnetGroup, Endpoint, MultiAzStatus, NodeGroup, ReplicationGroup,
+};
 use aws_sdk_secretsmanager::Client as Secrets;
 use aws_sdk_secretsmanager::operation::create_secret::CreateSecretOutput;
 use aws_sdk_secretsmanager::operation::describe_secret::{
@@ -41,6 +43,11 @@ fn group(status: &str) -> ReplicationGroup {
             "arn:aws:elasticache:us-west-2:123456789012:replicationgroup:{GROUP}"
         ))
         .status(status)
+        // As the spec of `acme` (small) says: one node, no failover, 7 days of snapshots.
+        .member_clusters(format!("{GROUP}-001"))
+        .automatic_failover(AutomaticFailoverStatus::Disabled)
+        .multi_az(MultiAzStatus::Disabled)
+        .snapshot_retention_limit(7)
         .node_groups(
             NodeGroup::builder()
                 .node_group_id("0001")
@@ -385,4 +392,131 @@ async fn access_denied_is_fatal_and_throttling_is_retryable() {
     let (deps, _) = mocks.deps();
     let err = handle(&deps, event("status-redis")).await.unwrap_err();
     assert_eq!(err.name(), ErrorName::Retryable);
+}
+
+fn spec_of(fixture: Fixture) -> apiary_core::DeploymentSpec {
+    apiary_core::DeploymentSpec::parse(&fixture.spec).expect("a valid spec")
+}
+
+#[test]
+fn each_difference_is_changed_in_the_order_elasticache_allows() {
+    use crate::redis::{Change, next_change};
+    let small = spec_of(acme());
+    let multi_az = spec_of(acme().with_size("large"));
+    let longer = spec_of(acme().with_spec(|s| s["backup"]["retention_days"] = json!(14)));
+    let with = |nodes: usize, failover: bool| {
+        let mut g = group("available");
+        g.member_clusters = Some((1..=nodes).map(|i| format!("{GROUP}-00{i}")).collect());
+        let (f, m) = if failover {
+            (AutomaticFailoverStatus::Enabled, MultiAzStatus::Enabled)
+        } else {
+            (AutomaticFailoverStatus::Disabled, MultiAzStatus::Disabled)
+        };
+        g.automatic_failover = Some(f);
+        g.multi_az = Some(m);
+        g
+    };
+    assert_eq!(next_change(&small, &with(1, false)), None, "in line");
+    assert_eq!(
+        next_change(&longer, &with(1, false)),
+        Some(Change::Modify {
+            retention: Some(14),
+            failover: None
+        })
+    );
+    // Multi-AZ on: a replica first, then failover.
+    assert_eq!(
+        next_change(&multi_az, &with(1, false)),
+        Some(Change::Replicas(1))
+    );
+    assert_eq!(
+        next_change(&multi_az, &with(2, false)),
+        Some(Change::Modify {
+            retention: None,
+            failover: Some(true)
+        })
+    );
+    assert_eq!(next_change(&multi_az, &with(2, true)), None);
+    // Multi-AZ off: failover off first, then the replica goes.
+    assert_eq!(
+        next_change(&small, &with(2, true)),
+        Some(Change::Modify {
+            retention: None,
+            failover: Some(false)
+        })
+    );
+    assert_eq!(
+        next_change(&small, &with(2, false)),
+        Some(Change::Replicas(0))
+    );
+}
+
+#[tokio::test]
+async fn multi_az_turned_on_adds_a_replica_first() {
+    let (subnets, describe, secret) = (
+        subnet_group_found(),
+        describe_group("available"),
+        secret_found(),
+    );
+    let increase = mock!(ElastiCache::increase_replica_count)
+        .match_requests(|r| {
+            r.replication_group_id() == Some(GROUP)
+                && r.new_replica_count() == Some(1)
+                && r.apply_immediately() == Some(true)
+        })
+        .then_output(|| {
+            aws_sdk_elasticache::operation::increase_replica_count::IncreaseReplicaCountOutput::builder()
+                .build()
+        });
+    let modify = mock!(ElastiCache::modify_replication_group).then_output(|| {
+        aws_sdk_elasticache::operation::modify_replication_group::ModifyReplicationGroupOutput::builder()
+            .build()
+    });
+    let mocks = Mocks {
+        elasticache: vec![&subnets, &describe, &increase, &modify],
+        secrets: vec![&secret],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps_with(&acme().with_size("large"));
+    let out = handle(&deps, event("ensure-redis")).await.expect("ensure");
+    assert_eq!(increase.num_calls(), 1);
+    assert_eq!(modify.num_calls(), 0, "failover waits for the replica");
+    assert_eq!(
+        out["created"],
+        json!([format!("{GROUP}:modified")]),
+        "{out}"
+    );
+    assert_eq!(out["ready"], json!(false), "the rest follows: {out}");
+}
+
+#[tokio::test]
+async fn a_busy_group_is_changed_on_a_later_round() {
+    let (subnets, describe, secret) = (
+        subnet_group_found(),
+        describe_group("snapshotting"),
+        secret_found(),
+    );
+    let modify = mock!(ElastiCache::modify_replication_group).then_output(|| {
+        aws_sdk_elasticache::operation::modify_replication_group::ModifyReplicationGroupOutput::builder()
+            .build()
+    });
+    let mocks = Mocks {
+        elasticache: vec![&subnets, &describe, &modify],
+        secrets: vec![&secret],
+        ..Default::default()
+    };
+    let longer = acme().with_spec(|s| s["backup"]["retention_days"] = json!(14));
+    let (deps, recorder) = mocks.deps_with(&longer);
+    let out = handle(&deps, event("ensure-redis")).await.expect("ensure");
+    assert_eq!(modify.num_calls(), 0, "not while it snapshots");
+    assert_eq!(out["ready"], json!(false));
+    let entries = recorder.entries.lock().unwrap();
+    let detail = entries
+        .last()
+        .and_then(|e| e.detail.clone())
+        .unwrap_or_default();
+    assert!(
+        detail.contains("snapshot retention 14 days wait"),
+        "{detail}"
+    );
 }
