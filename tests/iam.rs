@@ -1350,7 +1350,8 @@ async fn exercise_launch() {
     // OnStackDelete=Teardown: the Delete starts the teardown and the workflow that waits
     // for it; a poll past the deadline answers (FAILED, the teardown still running).
     let stack_id = format!("arn:aws:cloudformation:{REGION}:123456789012:stack/apiary-{name}/1");
-    let stack = crate::launch::teardown_stack(&config, &stack_id, &name).await;
+    let recorded = apiary_core::fixtures::Fixture::named(&name).spec();
+    let stack = crate::launch::teardown_stack(&config, &stack_id, &recorded).await;
     let waiting = stack
         .deps(&config)
         .answering_within(std::time::Duration::ZERO);

@@ -199,6 +199,62 @@ async fn create_starts_provision_once_and_delete_stops_it() {
     assert_eq!(server.requests().len(), 4, "one answer per request");
 }
 
+/// The record is the source of truth: a stack update whose parameters contradict it
+/// fails the update itself (CloudFormation rolls it back), naming the field and the
+/// workflow that owns it, and starts nothing; one that agrees starts provision.
+#[tokio::test]
+async fn a_stack_update_that_contradicts_the_record_fails_naming_the_field() {
+    let f = fixture().await;
+    let config = apiary_e2e::sdk_config().await;
+    let table = format!("apiary-{}", f.deployment);
+    let store =
+        apiary_core::store::Store::new(apiary_core::client!(aws_sdk_dynamodb, &config), &table);
+    store.ensure_table().await.expect("state table");
+    let recorded = apiary_core::spec::DeploymentSpec::parse(&f.spec()).expect("the stack's spec");
+    store
+        .put_deployment(&recorded, DeploymentStatus::Ready, chrono::Utc::now())
+        .await
+        .expect("the record provision wrote");
+    let deps = launch::Deps::new(&config, &HashMap::from([("APIARY_TABLE", table.as_str())]))
+        .expect("launch deps");
+    let server = CaptureServer::start(&[]).await;
+    let physical = format!("apiary-{}-launch", f.deployment);
+
+    for (parameter, value, field, owner) in [
+        (
+            "Domain",
+            "other.example.com",
+            "dns.domain",
+            "new deployment",
+        ),
+        (
+            "KubernetesVersion",
+            "1.34",
+            "cluster.version",
+            "upgrade workflow",
+        ),
+    ] {
+        let mut update = f.event("Update", &server.url(), Some(&physical));
+        update["ResourceProperties"]["Input"]["spec"][parameter] = json!(value);
+        launch::handle(&deps, update).await.expect("answered");
+        let body = server.last_json();
+        assert_eq!(body["Status"], "FAILED", "{body}");
+        let reason = body["Reason"].as_str().unwrap();
+        assert!(reason.contains("Apiary.InvalidSpec"), "{reason}");
+        assert!(reason.contains(field) && reason.contains(owner), "{reason}");
+        assert_eq!(body["PhysicalResourceId"], physical.as_str(), "{body}");
+    }
+    assert!(f.executions(None).await.is_empty(), "nothing started");
+
+    // Parameters that agree with the record (or change what converges) start provision.
+    let mut update = f.event("Update", &server.url(), Some(&physical));
+    update["ResourceProperties"]["Input"]["spec"]["S3RetentionDays"] = json!("90");
+    launch::handle(&deps, update).await.expect("answered");
+    let body = server.last_json();
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    assert_eq!(f.executions(None).await.len(), 1);
+}
+
 #[tokio::test]
 async fn a_missing_state_machine_fails_naming_it_and_its_rollback_succeeds() {
     let f = fixture().await;
@@ -398,11 +454,13 @@ pub(crate) struct TeardownStack {
     pub watcher: String,
 }
 
+/// `recorded`: the deployment's record, as the last provision stored it.
 pub(crate) async fn teardown_stack(
     config: &aws_config::SdkConfig,
     stack_id: &str,
-    deployment: &str,
+    recorded: &apiary_core::spec::DeploymentSpec,
 ) -> TeardownStack {
+    let deployment = recorded.name.as_str();
     let sfn = aws_sdk_sfn::Client::new(config);
     let mut arns = Vec::new();
     for workflow in ["teardown", "stack-delete"] {
@@ -412,9 +470,8 @@ pub(crate) async fn teardown_stack(
     let store =
         apiary_core::store::Store::new(apiary_core::client!(aws_sdk_dynamodb, config), &table);
     store.ensure_table().await.expect("state table");
-    let spec = apiary_core::fixtures::Fixture::named(deployment).spec();
     store
-        .put_deployment(&spec, DeploymentStatus::Ready, chrono::Utc::now())
+        .put_deployment(recorded, DeploymentStatus::Ready, chrono::Utc::now())
         .await
         .expect("the deployment's record");
     let env = HashMap::from([
@@ -483,7 +540,9 @@ impl Fixture {
 async fn tearing_down() -> (Fixture, TeardownStack, launch::Deps) {
     let f = fixture().await;
     let config = apiary_e2e::sdk_config().await;
-    let stack = teardown_stack(&config, &f.stack_id, &f.deployment).await;
+    // The record agrees with the stack's parameters, as after a provision.
+    let recorded = apiary_core::spec::DeploymentSpec::parse(&f.spec()).expect("the stack's spec");
+    let stack = teardown_stack(&config, &f.stack_id, &recorded).await;
     let deps = stack.deps(&config);
     (f, stack, deps)
 }

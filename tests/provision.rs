@@ -524,3 +524,258 @@ async fn a_timed_out_run_releases_its_lock_and_records_its_end() {
         next.cause
     );
 }
+
+/// Every spec field that converges in place, changed together on a built deployment:
+/// the next provision succeeds, and each field is read back through the AWS API (each
+/// assertion names its field). What the emulator cannot show is covered by unit tests
+/// with recorded responses, as the README's spec table says: Redis's replica and
+/// failover (the emulator keeps one node), all of DocumentDB (not emulated), the keys'
+/// rotation period (stored without one), the certificate and serving checks.
+#[tokio::test]
+async fn every_field_that_converges_in_place_is_read_back_after_the_next_provision() {
+    const DR_REGION: &str = "us-east-1";
+    let f = fixture().await;
+    let name = unique_name("conv");
+    let mut spec = spec(&name).await;
+    let first = f.provision(&spec, "1").await;
+    assert_eq!(first.status, ExecutionStatus::Succeeded, "{first:?}");
+
+    spec["size"] = json!("medium");
+    spec["network"]["nat_mode"] = json!("per-az");
+    spec["cluster"] = json!({"public_endpoint": true, "public_access_cidrs": ["192.0.2.0/24"]});
+    spec["databases"] = json!({"multi_az": true});
+    spec["storage"] = json!({"retention_days": 90});
+    spec["backup"] = json!({"retention_days": 14, "dr_region": DR_REGION});
+    let second = f.provision(&spec, "2").await;
+    assert_eq!(second.status, ExecutionStatus::Succeeded, "{second:?}");
+    let layers = &second.output.as_ref().expect("output")["layers"];
+    let config = sdk_config().await;
+
+    // size: the node group's range is the medium preset's.
+    let eks = aws_sdk_eks::Client::new(&config);
+    let cluster_name = layers["cluster"]["cluster_name"].as_str().unwrap();
+    let nodegroup = eks
+        .describe_nodegroup()
+        .cluster_name(cluster_name)
+        .nodegroup_name(layers["cluster"]["nodegroup_name"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let scaling = nodegroup.nodegroup().unwrap().scaling_config().unwrap();
+    assert_eq!(
+        (scaling.min_size(), scaling.max_size()),
+        (Some(10), Some(50)),
+        "size"
+    );
+
+    // network.nat_mode: one NAT gateway per zone, and each private subnet's default
+    // route through the one in its own zone.
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let vpc = layers["network"]["vpc_id"].as_str().unwrap();
+    let in_vpc = || Filter::builder().name("vpc-id").values(vpc).build();
+    let gateways: Vec<_> = ec2
+        .describe_nat_gateways()
+        .filter(in_vpc())
+        .send()
+        .await
+        .unwrap()
+        .nat_gateways()
+        .iter()
+        .filter(|g| g.state().map(|s| s.as_str()) == Some("available"))
+        .cloned()
+        .collect();
+    assert_eq!(gateways.len(), 3, "network.nat_mode: {gateways:?}");
+    let subnets = ec2
+        .describe_subnets()
+        .filters(in_vpc())
+        .send()
+        .await
+        .unwrap();
+    let zone_of = |subnet: &str| {
+        subnets
+            .subnets()
+            .iter()
+            .find(|s| s.subnet_id() == Some(subnet))
+            .and_then(|s| s.availability_zone())
+            .map(str::to_owned)
+    };
+    let tables = ec2
+        .describe_route_tables()
+        .filters(in_vpc())
+        .send()
+        .await
+        .unwrap();
+    for private in layers["network"]["private_subnets"].as_array().unwrap() {
+        let subnet = private["id"].as_str().unwrap();
+        let table = tables
+            .route_tables()
+            .iter()
+            .find(|t| {
+                t.associations()
+                    .iter()
+                    .any(|a| a.subnet_id() == Some(subnet))
+            })
+            .unwrap_or_else(|| panic!("network.nat_mode: {subnet} has a route table"));
+        let nat = table
+            .routes()
+            .iter()
+            .find(|r| r.destination_cidr_block() == Some("0.0.0.0/0"))
+            .and_then(|r| r.nat_gateway_id())
+            .unwrap_or_else(|| panic!("network.nat_mode: {subnet} routes through a NAT"));
+        let gateway = gateways
+            .iter()
+            .find(|g| g.nat_gateway_id() == Some(nat))
+            .expect("network.nat_mode: the route names an available gateway");
+        assert_eq!(
+            zone_of(gateway.subnet_id().unwrap()),
+            zone_of(subnet),
+            "network.nat_mode: {subnet} leaves through its own zone's gateway"
+        );
+    }
+
+    // cluster.public_endpoint and cluster.public_access_cidrs.
+    let cluster = eks
+        .describe_cluster()
+        .name(cluster_name)
+        .send()
+        .await
+        .unwrap();
+    let vpc_config = cluster.cluster().unwrap().resources_vpc_config().unwrap();
+    assert!(
+        vpc_config.endpoint_public_access(),
+        "cluster.public_endpoint"
+    );
+    assert_eq!(
+        vpc_config.public_access_cidrs(),
+        ["192.0.2.0/24"],
+        "cluster.public_access_cidrs"
+    );
+
+    // databases.multi_az and backup.retention_days on PostgreSQL; the retention on Redis.
+    let rds = aws_sdk_rds::Client::new(&config);
+    let db = rds
+        .describe_db_instances()
+        .db_instance_identifier(
+            layers["databases"]["postgres"]["identifier"]
+                .as_str()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let db = &db.db_instances()[0];
+    assert_eq!(db.multi_az(), Some(true), "databases.multi_az");
+    assert_eq!(
+        db.backup_retention_period(),
+        Some(14),
+        "backup.retention_days"
+    );
+    let group = aws_sdk_elasticache::Client::new(&config)
+        .describe_replication_groups()
+        .replication_group_id(layers["databases"]["redis"]["identifier"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        group.replication_groups()[0].snapshot_retention_limit(),
+        Some(14),
+        "backup.retention_days (Redis)"
+    );
+
+    // storage.retention_days: the logs bucket's objects expire after 90 days.
+    let s3 = apiary_core::aws::s3_client(&config);
+    let logs = layers["storage"]["buckets"]["logs"].as_str().unwrap();
+    let lifecycle = s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(logs)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        lifecycle
+            .rules()
+            .iter()
+            .any(|r| r.expiration().and_then(|e| e.days()) == Some(90)),
+        "storage.retention_days: {lifecycle:?}"
+    );
+
+    // backup.dr_region: the Redis exports replicate to a bucket in the DR region.
+    let exports = &layers["storage"]["exports"];
+    assert_eq!(exports["dr_region"], json!(DR_REGION), "backup.dr_region");
+    let replication = s3
+        .get_bucket_replication()
+        .bucket(exports["primary"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        replication.replication_configuration().unwrap().rules()[0]
+            .destination()
+            .map(|d| d.bucket().to_owned()),
+        Some(format!("arn:aws:s3:::{}", exports["dr"].as_str().unwrap())),
+        "backup.dr_region"
+    );
+}
+
+/// The fields that cannot change in place, changed on a built deployment: each
+/// provision fails with `Apiary.InvalidSpec` naming the field, before the lock, and the
+/// record and the deployment's VPC stay as they were.
+#[tokio::test]
+async fn every_field_that_cannot_change_in_place_is_refused_by_name() {
+    let f = fixture().await;
+    let name = unique_name("refuse");
+    let spec = spec(&name).await;
+    let first = f.provision(&spec, "1").await;
+    assert_eq!(first.status, ExecutionStatus::Succeeded, "{first:?}");
+    let recorded = f.store.get_deployment(&name).await.unwrap().unwrap();
+    let config = sdk_config().await;
+    let other_cidr = unique_cidr(&config).await;
+    for (field, change) in [
+        ("region", json!({"region": "eu-west-1"})),
+        (
+            "network.vpc_cidr",
+            json!({"network": {"vpc_cidr": other_cidr}}),
+        ),
+        ("network.az_count", json!({"network": {"az_count": 2}})),
+        (
+            "dns.domain",
+            json!({"dns": {"domain": format!("other-{name}.example.com")}}),
+        ),
+        ("cluster.version", json!({"cluster": {"version": "1.34"}})),
+        (
+            "workloads.ingestion_image",
+            json!({"workloads": {"ingestion_image": "public.ecr.aws/honeyhive/ingestion:9.9.9"}}),
+        ),
+        ("databases.redis", json!({"databases": {"redis": false}})),
+    ] {
+        let mut changed = spec.clone();
+        for (key, value) in change.as_object().unwrap() {
+            match (changed.get_mut(key), value) {
+                (Some(Value::Object(into)), Value::Object(from)) => {
+                    into.extend(from.clone());
+                }
+                _ => changed[key] = value.clone(),
+            }
+        }
+        let result = f.provision(&changed, &format!("refused-{field}")).await;
+        assert_eq!(
+            result.status,
+            ExecutionStatus::Failed,
+            "{field}: {result:?}"
+        );
+        assert_eq!(
+            result.error.as_deref(),
+            Some("Apiary.InvalidSpec"),
+            "{field}"
+        );
+        let cause = result.cause.unwrap_or_default();
+        assert!(cause.contains(field), "{field} named in {cause}");
+        let now = f.store.get_deployment(&name).await.unwrap().unwrap();
+        assert_eq!(now.spec, recorded.spec, "{field}: the record is unchanged");
+        assert_eq!(
+            f.store.current_lock(&name).await.unwrap(),
+            None,
+            "{field}: no lock"
+        );
+    }
+}

@@ -244,6 +244,39 @@ async fn a_later_stack_of_the_deployment_adopts_the_table_with_everything_in_it(
     let first = Stack::new().await;
     succeeded(&first.send("Create", StackStatus::CreateInProgress).await);
     first.record(DeploymentStatus::Ready).await;
+    // What provision and the backup workflow wrote: a journal entry, an inventory
+    // entry, the backup ledger.
+    let store = first.store();
+    let entry = apiary_core::store::JournalEntry {
+        deployment: first.deployment.clone(),
+        execution_id: "provision-1".into(),
+        step: "network".into(),
+        action: "ensure".into(),
+        outcome: "succeeded".into(),
+        resource_ids: vec!["vpc-0abc".into()],
+        detail: None,
+        at: chrono::Utc::now(),
+    };
+    store.append_journal(&entry).await.expect("journal");
+    let vpc = apiary_core::store::Resource {
+        layer: "network".into(),
+        kind: "ec2:vpc".into(),
+        id: "vpc-0abc".into(),
+        arn: None,
+    };
+    store
+        .record_resource(&first.deployment, &vpc)
+        .await
+        .expect("inventory");
+    let ledger = json!({"postgres": {"newest": "2026-12-06T03:00:00Z"}});
+    store
+        .put_output(
+            &first.deployment,
+            apiary_core::outputs::BACKUP_LEDGER_SLOT,
+            &ledger,
+        )
+        .await
+        .expect("ledger");
     // The first stack deleted with the data plane kept: the table stays.
     let kept = first.send("Delete", StackStatus::DeleteInProgress).await;
     assert!(succeeded(&kept).contains("kept"), "{kept}");
@@ -260,6 +293,25 @@ async fn a_later_stack_of_the_deployment_adopts_the_table_with_everything_in_it(
         .expect("GetItem")
         .expect("the record is still there");
     assert_eq!(record.status, DeploymentStatus::Ready);
+    let kept = second.store();
+    assert!(
+        kept.journal(&second.deployment)
+            .await
+            .expect("journal")
+            .iter()
+            .any(|e| e.execution_id == "provision-1"),
+        "the journal is kept"
+    );
+    assert_eq!(
+        kept.inventory(&second.deployment).await.expect("inventory"),
+        vec![vpc.clone()]
+    );
+    assert_eq!(
+        kept.layer_outputs(&second.deployment)
+            .await
+            .expect("outputs")[apiary_core::outputs::BACKUP_LEDGER_SLOT],
+        ledger
+    );
     // Still the first stack's making: the second's failed create would not delete it.
     assert!(
         second.tags().await.contains(&(

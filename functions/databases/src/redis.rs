@@ -10,7 +10,7 @@
 //! group is `available`): the snapshot retention, and Multi-AZ (a replica added, then
 //! automatic failover and Multi-AZ turned on; or failover and Multi-AZ turned off, then
 //! the replica removed). The node type is the same in every preset; one changed by hand
-//! (say, scaled up for memory) is reported by drift and never scaled back down here.
+//! (say, scaled up for memory) is left as it is, never scaled back down here.
 
 use apiary_core::outputs::DatastoreEndpoint;
 use apiary_core::{Error, Result};
@@ -420,7 +420,8 @@ async fn converge(
 }
 
 /// A replica count call's outcome: `None` when the local emulator does not implement
-/// it; otherwise its result, a busy group (a snapshot, another run) being transient.
+/// it (it lacks IncreaseReplicaCount and DecreaseReplicaCount); otherwise its result, a
+/// busy group (a snapshot, another run) being transient.
 fn replica_call<O, E>(
     operation: &str,
     id: &str,

@@ -62,10 +62,15 @@ fn listed(records: &[ValidationRecord]) -> String {
         .join("; ")
 }
 
-/// The certificate ACM idempotency token: stable per deployment (ACM accepts `\w`,
-/// at most 32 characters; deployment names are at most 24).
-fn idempotency_token(deployment: &str) -> String {
-    format!("apiary_{}", deployment.replace('-', "_"))
+/// The certificate's ACM idempotency token: the same for every request of this
+/// deployment's incarnation (its VPC) and domain, so a retried RequestCertificate gets
+/// the first certificate; a deployment provisioned again after a teardown gets a new
+/// one, never the deleted certificate ACM would hand back for the old token within its
+/// hour. ACM accepts `\w`, at most 32 characters.
+pub(crate) fn idempotency_token(deployment: &str, vpc_id: &str, domain: &str) -> String {
+    let token = apiary_core::naming::client_token(&[deployment, vpc_id, domain]);
+    let hex = token.trim_start_matches("apiary-");
+    format!("apiary{}", &hex[..26])
 }
 
 pub async fn ensure_certificate(run: &Run<'_>) -> Result<String> {
@@ -132,7 +137,11 @@ async fn request_certificate(run: &Run<'_>) -> Result<String> {
         .domain_name(&run.domain)
         .subject_alternative_names(format!("*.{}", run.domain))
         .validation_method(ValidationMethod::Dns)
-        .idempotency_token(idempotency_token(run.names.deployment()));
+        .idempotency_token(idempotency_token(
+            run.names.deployment(),
+            &run.vpc_id,
+            &run.domain,
+        ));
     for (key, value) in run.names.tags(Layer::Dns) {
         request = request.tags(
             Tag::builder()

@@ -631,3 +631,33 @@ async fn an_issued_certificate_is_reported_issued() {
         serde_json::from_value(recorder.saved("acme", "dns").expect("saved")).unwrap();
     assert!(saved.certificate_issued());
 }
+
+#[test]
+fn the_certificate_token_follows_the_deployments_incarnation() {
+    use crate::certificate::idempotency_token;
+    let token = idempotency_token("acme-prod", "vpc-0abc", "hh.example.com");
+    assert_eq!(
+        token,
+        idempotency_token("acme-prod", "vpc-0abc", "hh.example.com")
+    );
+    // ACM: `\w`, at most 32 characters.
+    assert!(token.len() <= 32, "{token}");
+    assert!(
+        token.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "{token}"
+    );
+    // Provisioned again after a teardown (a new VPC), or for another domain: a new
+    // token, so ACM never hands back the certificate the teardown deleted.
+    assert_ne!(
+        token,
+        idempotency_token("acme-prod", "vpc-0def", "hh.example.com")
+    );
+    assert_ne!(
+        token,
+        idempotency_token("acme-prod", "vpc-0abc", "other.example.com")
+    );
+    assert_ne!(
+        token,
+        idempotency_token("acme-dev", "vpc-0abc", "hh.example.com")
+    );
+}

@@ -132,7 +132,8 @@ pub struct Deps {
     pub stack_id: Option<String>,
     /// The stack's `OnStackDelete`, or why it cannot be read (answered on Delete).
     pub on_delete: std::result::Result<OnStackDelete, String>,
-    /// The state table, when `on_delete` is `Teardown`.
+    /// The state table (`APIARY_TABLE`): the deployment's record, which a stack update
+    /// may not contradict, and the answers held while a teardown on delete runs.
     pub store: Option<Store>,
     /// How long a Teardown Delete waits before answering whatever the teardown's state.
     pub answer_within: Duration,
@@ -154,12 +155,10 @@ impl Deps {
     ) -> Result<Deps> {
         let on_delete = OnStackDelete::from_env(env).map_err(|e| e.to_string());
         let store = match &on_delete {
-            Ok(OnStackDelete::Teardown(teardown)) => Some(Store::new(
-                apiary_core::client!(aws_sdk_dynamodb, config),
-                teardown.table.clone(),
-            )),
-            _ => None,
-        };
+            Ok(OnStackDelete::Teardown(teardown)) => Some(teardown.table.clone()),
+            _ => env.var("APIARY_TABLE").filter(|t| !t.is_empty()),
+        }
+        .map(|table| Store::new(apiary_core::client!(aws_sdk_dynamodb, config), table));
         Ok(Deps {
             sfn: apiary_core::client!(aws_sdk_sfn, config),
             cloudformation: apiary_core::client!(aws_sdk_cloudformation, config),
@@ -445,6 +444,13 @@ async fn start(
     let properties = Properties::parse(&request.resource_properties)?;
     // The same validation as the workflow's first step: a bad spec starts nothing.
     let spec = DeploymentSpec::parse(&properties.input["spec"])?;
+    // The record is the source of truth: parameters that contradict it (a field that
+    // cannot change in place, or one a workflow owns and recorded) fail the stack
+    // operation itself, naming the field and the workflow, so CloudFormation rolls the
+    // update back instead of completing with a provision bound to fail.
+    if let Some(store) = &deps.store {
+        refuse_contradiction(store, &spec).await?;
+    }
     let machine = &properties.state_machine;
     let name = request.execution_name(kind);
     // Queued: an update made while an earlier provision still runs waits for that run's
@@ -510,6 +516,21 @@ async fn start(
         .data
         .insert("ExecutionConsoleUrl".into(), Value::String(console_url));
     Ok(outcome)
+}
+
+/// The lock step's own check ([`apiary_core::spec::check_change`], with the pools
+/// scale-pools recorded carried over), made before anything starts.
+async fn refuse_contradiction(store: &Store, spec: &DeploymentSpec) -> Result<()> {
+    let Some(record) = store.get_deployment(&spec.name).await? else {
+        return Ok(());
+    };
+    if record.status == apiary_core::store::DeploymentStatus::Deleted {
+        return Ok(());
+    }
+    let mut spec = spec.clone();
+    apiary_core::spec::pools::carry_over(&record.spec.cluster.pools, &mut spec.cluster.pools);
+    apiary_core::spec::check_change(&record.spec, &spec)?;
+    Ok(())
 }
 
 /// Delete: stop what is still running; then, with `OnStackDelete=Teardown`, start the

@@ -146,7 +146,9 @@ where
                 tracing::info!(call = what, "table busy; asking again");
                 tokio::time::sleep(POLL).await;
             }
-            Err(err) => return Err(Error::aws_transient_if(what, err, |_| true)),
+            // Still busy at the deadline: worth another try later.
+            Err(err) if busy(&err) => return Err(Error::aws_transient_if(what, err, |_| true)),
+            Err(err) => return Err(Error::aws(what, err)),
         }
     }
 }

@@ -171,18 +171,20 @@ where
 }
 
 /// Whether `err` is the local emulator lacking the operation: an HTTP 500 without an AWS
-/// error code, as it answers an action it has not implemented (`NotImplementedError`).
-/// Only ever true with an endpoint override (`emulator`); on AWS a 500 is an error like
-/// any other (retried).
+/// error code. The emulator answers an action it has not implemented with its web
+/// server's generic error page, which a crash in an implemented one would also give, so
+/// a caller uses this only for an operation the emulator is known to lack (said where it
+/// is called). Only ever true with an endpoint override (`emulator`); on AWS a 500 is an
+/// error like any other (retried).
 pub fn not_implemented_in_emulator<E>(emulator: bool, err: &SdkError<E, HttpResponse>) -> bool
 where
     E: ProvideErrorMetadata,
 {
     emulator
+        && ProvideErrorMetadata::code(err).is_none()
         && err
             .raw_response()
             .is_some_and(|r| r.status().as_u16() == 500)
-        && ProvideErrorMetadata::code(err).is_none()
 }
 
 /// What a step reports for a call [`not_emulated`] says the emulator cannot answer.

@@ -73,21 +73,25 @@ pub const POSTGRES: Poll = Poll {
 };
 
 /// DocumentDB cluster then instance: 10-13 min. Bound 45 minutes.
+/// Every round is an `ensure`: an existing cluster converges to the spec once it is
+/// available for it, and a second instance (Multi-AZ) is added.
 pub const DOCUMENTDB: Poll = Poll {
     name: "DocumentDb",
     function: Function::Databases,
     ensure: "ensure-documentdb",
-    status: "status-documentdb",
+    status: "ensure-documentdb",
     what: "DocumentDB",
     schedule: &[480, 120, 120, 180, 300, 600, 900],
 };
 
 /// ElastiCache Redis: ~7 min one node, 10-12 Multi-AZ, up to 20. Bound 42 minutes.
+/// Every round is an `ensure`: an existing group converges one change per round (a
+/// replica, then failover), each once the group is available for it.
 pub const REDIS: Poll = Poll {
     name: "Redis",
     function: Function::Databases,
     ensure: "ensure-redis",
-    status: "status-redis",
+    status: "ensure-redis",
     what: "ElastiCache Redis",
     schedule: &[300, 120, 120, 180, 300, 600, 900],
 };

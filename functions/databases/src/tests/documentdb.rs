@@ -575,3 +575,27 @@ async fn a_busy_cluster_is_changed_on_a_later_round_and_a_kept_instance_is_said(
     assert!(detail.contains("backup retention wait"), "{detail}");
     assert!(detail.contains("apiary-acme-docdb-2 is kept"), "{detail}");
 }
+
+#[tokio::test]
+async fn a_change_waiting_for_a_busy_cluster_is_made_on_the_next_round() {
+    let [subnets, groups, params] = found_prerequisites();
+    let instances = describe_instance("available");
+    let modify = mock!(DocDb::modify_db_cluster)
+        .match_requests(|r| r.backup_retention_period() == Some(14))
+        .then_output(|| {
+            aws_sdk_docdb::operation::modify_db_cluster::ModifyDbClusterOutput::builder().build()
+        });
+    let longer = acme().with_spec(|spec| spec["backup"]["retention_days"] = json!(14));
+    for (status, calls) in [("backing-up", 0), ("available", 1)] {
+        let described = describe_cluster(status);
+        let mocks = Mocks {
+            docdb: vec![&subnets, &groups, &params, &described, &instances, &modify],
+            ..Default::default()
+        };
+        let (deps, _) = mocks.deps_with(&longer);
+        handle(&deps, event("ensure-documentdb"))
+            .await
+            .expect("ensure");
+        assert_eq!(modify.num_calls(), calls, "{status}");
+    }
+}

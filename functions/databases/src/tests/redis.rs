@@ -520,3 +520,90 @@ async fn a_busy_group_is_changed_on_a_later_round() {
         "{detail}"
     );
 }
+
+/// A group as `describe_group` answers it, with `nodes` members and failover on or off.
+fn group_with(status: &'static str, nodes: usize, failover: bool) -> Rule {
+    let mut g = group(status);
+    g.member_clusters = Some((1..=nodes).map(|i| format!("{GROUP}-00{i}")).collect());
+    let (f, m) = if failover {
+        (AutomaticFailoverStatus::Enabled, MultiAzStatus::Enabled)
+    } else {
+        (AutomaticFailoverStatus::Disabled, MultiAzStatus::Disabled)
+    };
+    g.automatic_failover = Some(f);
+    g.multi_az = Some(m);
+    mock!(ElastiCache::describe_replication_groups).then_output(move || {
+        DescribeReplicationGroupsOutput::builder()
+            .replication_groups(g.clone())
+            .build()
+    })
+}
+
+#[tokio::test]
+async fn multi_az_turned_off_turns_failover_off_then_removes_the_replica() {
+    use aws_sdk_elasticache::operation::decrease_replica_count::DecreaseReplicaCountOutput;
+    use aws_sdk_elasticache::operation::modify_replication_group::ModifyReplicationGroupOutput;
+    let (subnets, secret) = (subnet_group_found(), secret_found());
+    let modify = mock!(ElastiCache::modify_replication_group)
+        .match_requests(|r| {
+            r.replication_group_id() == Some(GROUP)
+                && r.automatic_failover_enabled() == Some(false)
+                && r.multi_az_enabled() == Some(false)
+                && r.apply_immediately() == Some(true)
+                && r.snapshot_retention_limit().is_none()
+        })
+        .then_output(|| ModifyReplicationGroupOutput::builder().build());
+    let decrease = mock!(ElastiCache::decrease_replica_count)
+        .match_requests(|r| {
+            r.replication_group_id() == Some(GROUP)
+                && r.new_replica_count() == Some(0)
+                && r.apply_immediately() == Some(true)
+        })
+        .then_output(|| DecreaseReplicaCountOutput::builder().build());
+
+    // Round one: two nodes, failover on.
+    let failing_over = group_with("available", 2, true);
+    let mocks = Mocks {
+        elasticache: vec![&subnets, &failing_over, &modify, &decrease],
+        secrets: vec![&secret],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let out = handle(&deps, event("ensure-redis")).await.expect("ensure");
+    assert_eq!((modify.num_calls(), decrease.num_calls()), (1, 0), "{out}");
+    assert_eq!(out["ready"], json!(false), "the replica goes next: {out}");
+
+    // Round two: failover off, the replica still there.
+    let one_too_many = group_with("available", 2, false);
+    let mocks = Mocks {
+        elasticache: vec![&subnets, &one_too_many, &modify, &decrease],
+        secrets: vec![&secret],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    handle(&deps, event("ensure-redis")).await.expect("ensure");
+    assert_eq!((modify.num_calls(), decrease.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_change_waiting_for_a_busy_group_is_made_on_the_next_round() {
+    use aws_sdk_elasticache::operation::modify_replication_group::ModifyReplicationGroupOutput;
+    let (subnets, secret) = (subnet_group_found(), secret_found());
+    let modify = mock!(ElastiCache::modify_replication_group)
+        .match_requests(|r| {
+            r.snapshot_retention_limit() == Some(14) && r.automatic_failover_enabled().is_none()
+        })
+        .then_output(|| ModifyReplicationGroupOutput::builder().build());
+    let longer = acme().with_spec(|s| s["backup"]["retention_days"] = json!(14));
+    for (status, calls) in [("snapshotting", 0), ("available", 1)] {
+        let described = describe_group(status);
+        let mocks = Mocks {
+            elasticache: vec![&subnets, &described, &modify],
+            secrets: vec![&secret],
+            ..Default::default()
+        };
+        let (deps, _) = mocks.deps_with(&longer);
+        handle(&deps, event("ensure-redis")).await.expect("ensure");
+        assert_eq!(modify.num_calls(), calls, "{status}");
+    }
+}
