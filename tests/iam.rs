@@ -531,6 +531,12 @@ const JUSTIFIED: &[(&str, &str, &str)] = &[
          the real time (unit-tested with mocks in functions/backup)",
     ),
     (
+        "cluster",
+        "logs:AssociateKmsKey",
+        "on AWS only: a control-plane log group EKS made unencrypted gets the stack's state \
+         key, whose ARN only the stack gives (functions/cluster/src/tests/control_plane.rs)",
+    ),
+    (
         "databases",
         "rds:ModifyDBCluster",
         "DocumentDB's backup retention and deletion protection: the emulator has no \

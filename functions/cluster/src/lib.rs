@@ -59,6 +59,9 @@ pub struct Deps {
     /// The AWS endpoint is the local emulator: an EKS API it does not implement (404
     /// without an error code) is reported as not emulated instead of failing the step.
     pub emulator: bool,
+    /// The key the control plane's log group is encrypted with: the bootstrap stack's
+    /// state key (`APIARY_STATE_KEY_ARN`). None locally: the group is made unencrypted.
+    pub log_key: Option<String>,
 }
 
 impl Deps {
@@ -74,7 +77,14 @@ impl Deps {
             recorder,
             kubernetes_admins: Vec::new(),
             emulator: config.endpoint_url().is_some(),
+            log_key: None,
         }
+    }
+
+    /// Encrypts the control plane's log group with this key.
+    pub fn with_log_key(mut self, key: Option<String>) -> Self {
+        self.log_key = key.filter(|k| !k.is_empty());
+        self
     }
 
     /// Grants cluster admin to these role ARNs instead of the caller's role.

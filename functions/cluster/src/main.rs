@@ -16,8 +16,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .filter(|arn| !arn.is_empty())
         .map(str::to_owned)
         .collect();
-    let deps =
-        Arc::new(cluster::Deps::new(&config, Arc::new(store)).with_kubernetes_admins(admins));
+    let deps = Arc::new(
+        cluster::Deps::new(&config, Arc::new(store))
+            .with_kubernetes_admins(admins)
+            .with_log_key(std::env::var("APIARY_STATE_KEY_ARN").ok()),
+    );
     apiary_core::lambda::serve(move |event| {
         let deps = deps.clone();
         async move { cluster::handle(&deps, event).await }

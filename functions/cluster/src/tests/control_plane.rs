@@ -717,3 +717,70 @@ async fn a_longer_retention_on_the_control_plane_log_group_is_kept() {
         .expect("ensure");
     assert_eq!(retention.num_calls(), 0, "ten years stay ten years");
 }
+
+/// On AWS the group is made encrypted with the stack's state key; one EKS made
+/// unencrypted gets the key associated; one encrypted with another key keeps it.
+#[tokio::test]
+async fn the_control_plane_log_group_is_encrypted_with_the_state_key() {
+    use aws_sdk_cloudwatchlogs::operation::associate_kms_key::AssociateKmsKeyOutput;
+    use aws_sdk_cloudwatchlogs::operation::create_log_group::CreateLogGroupOutput;
+    const KEY: &str = "arn:aws:kms:us-west-2:123456789012:key/state";
+    let group = "/aws/eks/apiary-acme-eks/cluster";
+    let make = mock!(aws_sdk_cloudwatchlogs::Client::create_log_group)
+        .match_requests(move |r| r.log_group_name() == Some(group) && r.kms_key_id() == Some(KEY))
+        .then_output(|| CreateLogGroupOutput::builder().build());
+    let associate = mock!(aws_sdk_cloudwatchlogs::Client::associate_kms_key)
+        .match_requests(move |r| r.log_group_name() == Some(group) && r.kms_key_id() == Some(KEY))
+        .then_output(|| AssociateKmsKeyOutput::builder().build());
+    let with_key = |key: Option<&'static str>| {
+        mock!(aws_sdk_cloudwatchlogs::Client::describe_log_groups).then_output(move || {
+            aws_sdk_cloudwatchlogs::operation::describe_log_groups::DescribeLogGroupsOutput::builder()
+                .log_groups(
+                    aws_sdk_cloudwatchlogs::types::LogGroup::builder()
+                        .log_group_name(group)
+                        .retention_in_days(crate::log_group::RETENTION_DAYS)
+                        .set_kms_key_id(key.map(str::to_owned))
+                        .build(),
+                )
+                .build()
+        })
+    };
+    let (there, _, _) = log_group_there();
+    for (made, found, associated) in [
+        // Made with the key: found encrypted, nothing more.
+        (&make, Some(KEY), 0),
+        // EKS made it unencrypted: the key is associated.
+        (&there, None, 1),
+        // The customer's own key stays.
+        (
+            &there,
+            Some("arn:aws:kms:us-west-2:123456789012:key/theirs"),
+            0,
+        ),
+    ] {
+        let before = associate.num_calls();
+        let described = with_key(found);
+        let (roles, policies, describe) = (
+            roles_found(),
+            policies_attached(),
+            describe_cluster(ClusterStatus::Active),
+        );
+        let mocks = Mocks {
+            eks: vec![&describe],
+            iam: vec![&roles, &policies],
+            logs: vec![made, &described, &associate],
+            ..Default::default()
+        };
+        let (deps, _) = mocks.deps();
+        let deps = deps.with_log_key(Some(KEY.to_owned()));
+        handle(&deps, event("ensure-cluster"))
+            .await
+            .expect("ensure");
+        assert_eq!(
+            associate.num_calls() - before,
+            associated,
+            "found with {found:?}"
+        );
+    }
+    assert_eq!(make.num_calls(), 1, "made with the key");
+}

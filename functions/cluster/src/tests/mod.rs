@@ -98,6 +98,7 @@ impl Mocks<'_> {
             recorder: Arc::new(recorder.clone()),
             kubernetes_admins: Vec::new(),
             emulator: false,
+            log_key: None,
         };
         (deps, recorder)
     }
