@@ -247,6 +247,21 @@ impl Outcome {
     }
 }
 
+/// The Lambda runtime loop of the functions that serve this crate's resources (`launch`
+/// and `state-table`): the dependencies from the environment, then [`handle`] for each
+/// event.
+pub async fn serve() -> std::result::Result<(), lambda_runtime::Error> {
+    apiary_core::lambda::init_tracing();
+    let config = apiary_core::aws::load_from_env().await;
+    let deps = std::sync::Arc::new(Deps::new(&config, &apiary_core::aws::ProcessEnv)?);
+    apiary_core::lambda::serve(move |event| {
+        let deps = deps.clone();
+        // Boxed: the handler future is deep enough to overflow the layout query otherwise.
+        async move { Box::pin(handle(&deps, event)).await }
+    })
+    .await
+}
+
 /// Handles one custom resource request and answers CloudFormation. Returns an error only
 /// when no answer could be delivered: Lambda then retries the (asynchronous) invocation,
 /// and the retry is safe because every step is idempotent.

@@ -4,18 +4,7 @@
 //! served by it without a cycle. The code is the launch crate's ([`launch::state_table`]);
 //! this function's role may touch only the table, its backups and the state key.
 
-use std::sync::Arc;
-
-use apiary_core::aws::ProcessEnv;
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    apiary_core::lambda::init_tracing();
-    let config = apiary_core::aws::load_from_env().await;
-    let deps = Arc::new(launch::Deps::new(&config, &ProcessEnv)?);
-    apiary_core::lambda::serve(move |event| {
-        let deps = deps.clone();
-        async move { Box::pin(launch::handle(&deps, event)).await }
-    })
-    .await
+    launch::serve().await
 }

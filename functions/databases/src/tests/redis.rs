@@ -404,18 +404,7 @@ fn each_difference_is_changed_in_the_order_elasticache_allows() {
     let small = spec_of(acme());
     let multi_az = spec_of(acme().with_size("large"));
     let longer = spec_of(acme().with_spec(|s| s["backup"]["retention_days"] = json!(14)));
-    let with = |nodes: usize, failover: bool| {
-        let mut g = group("available");
-        g.member_clusters = Some((1..=nodes).map(|i| format!("{GROUP}-00{i}")).collect());
-        let (f, m) = if failover {
-            (AutomaticFailoverStatus::Enabled, MultiAzStatus::Enabled)
-        } else {
-            (AutomaticFailoverStatus::Disabled, MultiAzStatus::Disabled)
-        };
-        g.automatic_failover = Some(f);
-        g.multi_az = Some(m);
-        g
-    };
+    let with = |nodes: usize, failover: bool| group_of("available", nodes, failover);
     assert_eq!(next_change(&small, &with(1, false)), None, "in line");
     assert_eq!(
         next_change(&longer, &with(1, false)),
@@ -521,8 +510,8 @@ async fn a_busy_group_is_changed_on_a_later_round() {
     );
 }
 
-/// A group as `describe_group` answers it, with `nodes` members and failover on or off.
-fn group_with(status: &'static str, nodes: usize, failover: bool) -> Rule {
+/// A group in `status` with `nodes` members, failover and Multi-AZ on or off.
+fn group_of(status: &str, nodes: usize, failover: bool) -> ReplicationGroup {
     let mut g = group(status);
     g.member_clusters = Some((1..=nodes).map(|i| format!("{GROUP}-00{i}")).collect());
     let (f, m) = if failover {
@@ -532,6 +521,12 @@ fn group_with(status: &'static str, nodes: usize, failover: bool) -> Rule {
     };
     g.automatic_failover = Some(f);
     g.multi_az = Some(m);
+    g
+}
+
+/// DescribeReplicationGroups finding [`group_of`].
+fn group_with(status: &'static str, nodes: usize, failover: bool) -> Rule {
+    let g = group_of(status, nodes, failover);
     mock!(ElastiCache::describe_replication_groups).then_output(move || {
         DescribeReplicationGroupsOutput::builder()
             .replication_groups(g.clone())
