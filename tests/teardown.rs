@@ -286,6 +286,8 @@ async fn teardown_removes_the_data_plane_and_what_controllers_made() {
     // CreateAlias): found by its tags and scheduled like the named ones.
     let kms = aws_sdk_kms::Client::new(&f.config);
     let unnamed_key = unnamed_key(&f, &name).await;
+    let secrets_alias = format!("alias/apiary/{name}/eks-secrets");
+    let secrets_key = key_id(&f.config, &secrets_alias).await;
 
     // A wrong confirm changes nothing.
     let refused = f
@@ -502,6 +504,50 @@ async fn teardown_removes_the_data_plane_and_what_controllers_made() {
         "{:?}: {:?}",
         again.error,
         again.cause
+    );
+
+    // A scheduled key's alias goes with it: a new provision of the same name must not
+    // find the torn-down key (it would cancel its deletion and stop at the disabled key).
+    let gone = kms.describe_key().key_id(&secrets_alias).send().await;
+    assert!(
+        gone.is_err_and(|e| e
+            .as_service_error()
+            .is_some_and(|e| e.is_not_found_exception())),
+        "{secrets_alias} is deleted with its key"
+    );
+    assert_eq!(
+        key_state(&f.config, &secrets_key).await,
+        aws_sdk_kms::types::KeyState::PendingDeletion
+    );
+
+    // The same deployment provisioned again in the same table (the stack kept): its
+    // keys layer makes new keys. The emulator then keeps the deleted Redis group
+    // "deleting" for good (on AWS it is gone when the teardown ends), so the run may stop
+    // at the databases, saying so; either way the keys are new and usable.
+    let reborn = f
+        .run("provision", &name, json!({"spec": spec}), "provision-again")
+        .await;
+    let stopped_at_redis = reborn.status == ExecutionStatus::Failed
+        && reborn
+            .cause
+            .as_deref()
+            .is_some_and(|c| c.contains("redis") && c.contains("deleting"));
+    assert!(
+        reborn.status == ExecutionStatus::Succeeded || stopped_at_redis,
+        "{:?}: {:?}",
+        reborn.error,
+        reborn.cause
+    );
+    let new_key = key_id(&f.config, &secrets_alias).await;
+    assert_ne!(new_key, secrets_key, "a new key, not the torn-down one");
+    assert_eq!(
+        key_state(&f.config, &new_key).await,
+        aws_sdk_kms::types::KeyState::Enabled
+    );
+    assert_eq!(
+        key_state(&f.config, &secrets_key).await,
+        aws_sdk_kms::types::KeyState::PendingDeletion,
+        "the torn-down key's deletion is not cancelled"
     );
 }
 
@@ -766,7 +812,7 @@ async fn backups_are_kept_with_their_keys_or_deleted_when_asked() {
     );
     assert!(kept_why(&receipt, &format!("rds:snapshot {pg}")).is_none());
     assert_eq!(
-        key_state(&dr_config, &dr_alias).await,
+        key_state(&dr_config, &dr_key).await,
         aws_sdk_kms::types::KeyState::PendingDeletion
     );
     // The final snapshot is still kept, and with it the rds key.

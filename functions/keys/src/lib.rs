@@ -515,7 +515,9 @@ pub const KEY_POLICY_GRANTS: &[(&str, &[&str])] = &[
             "kms:RotateKeyOnDemand",
         ],
     ),
-    ("teardown", &["kms:ScheduleKeyDeletion"]),
+    // The alias goes with the scheduled key, so that a new provision of the same name
+    // makes new keys instead of finding the torn-down ones.
+    ("teardown", &["kms:DeleteAlias", "kms:ScheduleKeyDeletion"]),
 ];
 
 /// The statements of [`KEY_POLICY_GRANTS`]: one per function role, named by

@@ -492,7 +492,7 @@ fn every_key_policy_names_the_deployment_roles_that_may_change_it() {
         .iter()
         .find(|(f, _)| *f == "teardown")
         .unwrap();
-    assert_eq!(teardown.1, ["kms:ScheduleKeyDeletion"]);
+    assert_eq!(teardown.1, ["kms:DeleteAlias", "kms:ScheduleKeyDeletion"]);
     let operate = KEY_POLICY_GRANTS
         .iter()
         .find(|(f, _)| *f == "operate")

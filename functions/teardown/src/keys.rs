@@ -1,7 +1,8 @@
 //! Step 7, last: the deployment's KMS keys are scheduled for deletion with the longest
-//! waiting period KMS allows (30 days, during which `CancelKeyDeletion` undoes it and a
-//! new provision of the same name does so itself), except the keys that protect what the
-//! teardown keeps: the final snapshots, the backup workflow's snapshots and DR copies
+//! waiting period KMS allows (30 days, during which `CancelKeyDeletion` undoes it), and
+//! their aliases deleted, so that a new provision of the same name makes new keys rather
+//! than finding these (it would cancel their deletion and stop at the disabled key KMS
+//! leaves), except the keys that protect what the teardown keeps: the final snapshots, the backup workflow's snapshots and DR copies
 //! (unless `"delete_backups": true`, when they are deleted first, see [`crate::backups`])
 //! and, unless deleted, the backups bucket. A kept key keeps its alias and tags, so that
 //! a later teardown finds it and schedules it once nothing kept needs it.
@@ -87,7 +88,7 @@ pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
             .map(|(_, r)| r.clone())
             .collect();
         kept_for.extend(encrypted_by(&held, &region, &meta, &scope));
-        settle(work, &deps.kms, &alias, &meta, &kept_for).await?;
+        settle(work, &deps.kms, &alias, Some(&alias), &meta, &kept_for).await?;
     }
     // Keys no alias names (a keys run stopped between CreateKey and CreateAlias), found
     // by their tags with the keys function's own search.
@@ -115,7 +116,7 @@ pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
             .collect();
         kept_for.extend(encrypted_by(&held, &region, &meta, scope));
         let name = format!("key {key_id} (no alias; tagged for scope {scope})");
-        settle(work, &deps.kms, &name, &meta, &kept_for).await?;
+        settle(work, &deps.kms, &name, None, &meta, &kept_for).await?;
     }
     // The DR region's backup key (functions/keys `ensure-dr`): it encrypts only the DR
     // copies.
@@ -131,8 +132,8 @@ pub async fn run(work: &mut Work<'_>) -> Result<Vec<String>> {
         if let Some(meta) = described.and_then(|out| out.key_metadata) {
             let kept_for: BTreeSet<String> =
                 encrypted_by(&held, &dr_region, &meta, backup::DR_KEY_SCOPE).collect();
-            let alias = format!("{alias} ({dr_region})");
-            settle(work, &regional.kms, &alias, &meta, &kept_for).await?;
+            let shown = format!("{alias} ({dr_region})");
+            settle(work, &regional.kms, &shown, Some(&alias), &meta, &kept_for).await?;
         }
     }
     Ok(Vec::new())
@@ -155,6 +156,7 @@ async fn settle(
     work: &mut Work<'_>,
     kms: &aws_sdk_kms::Client,
     alias: &str,
+    alias_name: Option<&str>,
     meta: &KeyMetadata,
     kept_for: &BTreeSet<String>,
 ) -> Result<()> {
@@ -191,6 +193,24 @@ async fn settle(
                     .as_service_error()
                     .is_some_and(|e| e.is_kms_invalid_state_exception()) => {}
             Err(err) => return Err(Error::aws(format!("ScheduleKeyDeletion {alias}"), err)),
+        }
+    }
+    if let Some(name) = alias_name {
+        match kms.delete_alias().alias_name(name).send().await {
+            Ok(_) => {}
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_not_found_exception()) => {}
+            // A key whose policy predates this grant: the teardown still succeeds, and
+            // says what a new provision of the name would meet.
+            Err(err) => work.report.note(format!(
+                "the alias {name} of the key scheduled for deletion was not deleted ({}): \
+                 delete it (aws kms delete-alias --alias-name {name}) before provisioning \
+                 this deployment again, or that provision cancels the key's deletion and \
+                 stops at the disabled key",
+                aws_sdk_kms::error::DisplayErrorContext(&err)
+            )),
         }
     }
     work.report.kept(
