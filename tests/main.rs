@@ -9,6 +9,7 @@ mod clients;
 mod control;
 mod dns;
 mod drift;
+mod escalation;
 mod iam;
 mod in_vpc;
 mod launch;

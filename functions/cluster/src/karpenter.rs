@@ -59,7 +59,7 @@ fn account_of(queue_arn: &str) -> Option<&str> {
 /// `aws:SourceArn` set to the rule's ARN and `aws:SourceAccount` to its account, so
 /// a rule in another account (or another rule in this one) that targets the queue is
 /// refused, whichever service principal it comes through.
-pub(crate) fn queue_policy(queue_arn: &str, rule_arns: &[String]) -> Result<Value> {
+pub fn queue_policy(queue_arn: &str, rule_arns: &[String]) -> Result<Value> {
     let account = account_of(queue_arn)
         .ok_or_else(|| Error::fatal(format!("not a queue ARN: {queue_arn}")))?;
     Ok(json!({

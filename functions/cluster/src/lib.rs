@@ -13,7 +13,7 @@
 mod access;
 mod control_plane;
 mod iam;
-mod karpenter;
+pub mod karpenter;
 mod launch_template;
 pub mod log_group;
 mod nodegroup;
