@@ -241,8 +241,18 @@ async fn unnamed_key(f: &Fixture, name: &str) -> String {
             .build()
             .unwrap()
     };
-    aws_sdk_kms::Client::new(&f.config)
+    // Made with the keys layer's key policy (its CreateKey carries it), through a
+    // recorded client: the IAM measurement decides the teardown's calls on this key by it.
+    let policy = keys::key_policy_for(
+        apiary::local::LOCAL_ACCOUNT,
+        REGION,
+        "app",
+        None,
+        &apiary_core::naming::Names::new(name),
+    );
+    apiary_core::client!(aws_sdk_kms, &f.config)
         .create_key()
+        .policy(policy)
         .tags(kms_tag("apiary:deployment", name))
         .tags(kms_tag("apiary:layer", "keys"))
         .tags(kms_tag("apiary:role", "logs"))

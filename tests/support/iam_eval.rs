@@ -123,6 +123,7 @@ impl Resolver {
                 }
                 "AWS::SecretsManager::Secret" => {
                     let n = name("Name").unwrap_or_else(|| id.clone());
+                    // Secrets Manager adds six random characters (a fixed stand-in here).
                     let arn =
                         format!("arn:aws:secretsmanager:{region}:{account}:secret:{n}-AbCdEf");
                     (arn.clone(), arn)
@@ -256,6 +257,9 @@ pub struct Request {
     /// Condition keys (any case) and their values; `aws:PrincipalArn` is added from
     /// `principal` when absent.
     pub context: BTreeMap<String, Vec<String>>,
+    /// A `...ResourceTag/...` key missing from the context is taken to hold: for a
+    /// resource whose tags are not known (the decision is then "allowed if tagged").
+    pub assume_resource_tags: bool,
 }
 
 impl Request {
@@ -265,6 +269,7 @@ impl Request {
             action: action.to_owned(),
             resource: resource.to_owned(),
             context: BTreeMap::new(),
+            assume_resource_tags: false,
         }
     }
 
@@ -513,6 +518,11 @@ impl Condition {
         }
         let negated = operator.contains("Not");
         let Some(present) = present else {
+            if request.assume_resource_tags
+                && self.key.to_ascii_lowercase().contains(":resourcetag/")
+            {
+                return true;
+            }
             return match set {
                 Some("ForAllValues") => true,
                 Some("ForAnyValue") => false,

@@ -7,6 +7,7 @@ use apiary_core::aws::{AwsSettings, ProcessEnv};
 use apiary_core::local::Emulator;
 use aws_config::SdkConfig;
 
+pub mod iam_calls;
 pub mod iam_eval;
 pub mod report_server;
 

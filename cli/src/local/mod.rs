@@ -143,6 +143,49 @@ impl LocalEnv {
             .unwrap_or_else(|| self.alert_topic_arn(deployment)))
     }
 
+    /// The ingestion pods' permissions boundary, named as the stack names its
+    /// `IngestionBoundary` policy.
+    pub fn ingestion_boundary_arn(&self, deployment: &str) -> String {
+        apiary_core::aws::arn(
+            apiary_core::aws::partition(&self.region()),
+            "iam",
+            "",
+            LOCAL_ACCOUNT,
+            &format!("policy/apiary-{deployment}-ingestion-boundary"),
+        )
+    }
+
+    /// Makes a stand-in for the stack's `IngestionBoundary` policy, so that the workloads
+    /// step makes the ingestion role with its boundary, as on AWS (where its role is denied
+    /// making the role without it). What the stand-in allows does not matter: the
+    /// emulator enforces no policy.
+    pub async fn ensure_ingestion_boundary(&self, deployment: &str) -> anyhow::Result<()> {
+        let iam = apiary_core::client!(aws_sdk_iam, &self.config);
+        let name = format!("apiary-{deployment}-ingestion-boundary");
+        let document = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{"Sid": "LocalStandIn", "Effect": "Allow", "Action": "s3:GetObject",
+                "Resource": format!("arn:aws:s3:::apiary-{deployment}-*/*")}]
+        });
+        match iam
+            .create_policy()
+            .policy_name(&name)
+            .description("Local stand-in for the stack's ingestion permissions boundary")
+            .policy_document(document.to_string())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_entity_already_exists_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(format!("CreatePolicy {name}"))),
+        }
+    }
+
     /// Every function, registered under the name the state machines use for it.
     pub fn registry(&self, deployment: &str) -> HandlerRegistry {
         let recorder: Arc<dyn Recorder> = Arc::new(self.store.clone());
@@ -212,7 +255,8 @@ impl LocalEnv {
         );
         register!(
             "workloads",
-            workloads::Deps::new(config, recorder.clone(), kube),
+            workloads::Deps::new(config, recorder.clone(), kube)
+                .with_permissions_boundary(self.ingestion_boundary_arn(deployment)),
             workloads::handle
         );
         // Locally the emulated databases have no server behind them: the verifier
@@ -309,6 +353,9 @@ impl LocalEnv {
         }
         if let Err(err) = Box::pin(self.ensure_alert_topic(deployment)).await {
             eprintln!("warning: the alerts topic: {err:#}");
+        }
+        if let Err(err) = Box::pin(self.ensure_ingestion_boundary(deployment)).await {
+            eprintln!("warning: the ingestion permissions boundary: {err:#}");
         }
         if workflow == apiary_core::phone_home::WORKFLOW
             && let Err(err) = Box::pin(self.ensure_signing_key(deployment)).await

@@ -18,16 +18,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+    FinalizerInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 
 /// The caller name of calls made outside [`attributed`].
 pub const UNATTRIBUTED: &str = "unattributed";
 
 static RECORDING: AtomicBool = AtomicBool::new(false);
 static CALLS: Mutex<BTreeSet<Call>> = Mutex::new(BTreeSet::new());
+static EXCHANGES: Mutex<Vec<Exchange>> = Mutex::new(Vec::new());
+
+/// The most of a request or response body an [`Exchange`] keeps.
+const BODY_LIMIT: usize = 64 * 1024;
 
 tokio::task_local! {
     static CALLER: &'static str;
@@ -40,6 +47,38 @@ pub struct Call {
     /// The SDK's service id: `EC2`, `S3`, `DocDB`, `Secrets Manager`, ...
     pub service: String,
     pub operation: String,
+}
+
+/// One call as sent and answered, for checking which resource it named and under which
+/// conditions (`tests/iam.rs` evaluates each against the caller's policy). Bodies are
+/// kept up to 64 KiB; a streaming body (an S3 object) is not kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub call: Call,
+    /// The region the request was signed for (its SigV4 credential scope).
+    pub region: Option<String>,
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// `x-amz-target` for the JSON protocols.
+    pub target: Option<String>,
+    /// Headers S3 and others carry parameters in (`x-amz-*`), and `content-type`;
+    /// lower-case.
+    pub amz_headers: Vec<(String, String)>,
+    pub body: String,
+    pub status: Option<u16>,
+    pub response: String,
+}
+
+/// Every exchange recorded so far, in order.
+pub fn exchanges() -> Vec<Exchange> {
+    EXCHANGES.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn body_text(bytes: Option<&[u8]>) -> String {
+    bytes
+        .map(|b| String::from_utf8_lossy(&b[..b.len().min(BODY_LIMIT)]).into_owned())
+        .unwrap_or_default()
 }
 
 /// Starts recording, for the rest of the process.
@@ -90,6 +129,89 @@ impl Intercept for CallLog {
         }
         Ok(())
     }
+
+    // The request as sent (each attempt replaces the last), kept for the answer.
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if !RECORDING.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let Some(metadata) = cfg.load::<Metadata>() else {
+            return Ok(());
+        };
+        let request = context.request();
+        let headers = request.headers();
+        let caller = CALLER.try_with(|c| *c).unwrap_or(UNATTRIBUTED);
+        let sent = Sent(Exchange {
+            call: Call {
+                caller: caller.to_owned(),
+                service: metadata.service().to_owned(),
+                operation: metadata.name().to_owned(),
+            },
+            region: headers
+                .get("authorization")
+                .and_then(|a| a.split("Credential=").nth(1))
+                .and_then(|c| c.split('/').nth(2))
+                .map(str::to_owned),
+            method: request.method().to_owned(),
+            uri: request.uri().to_owned(),
+            target: headers.get("x-amz-target").map(str::to_owned),
+            amz_headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+                .filter(|(k, _)| {
+                    (k.starts_with("x-amz-") || k == "content-type")
+                        && !UNRECORDED_HEADERS.contains(&k.as_str())
+                })
+                .collect(),
+            body: body_text(request.body().bytes()),
+            status: None,
+            response: String::new(),
+        });
+        cfg.interceptor_state().store_put(sent);
+        Ok(())
+    }
+
+    // After the call: the request kept above with the last attempt's answer.
+    fn read_after_execution(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(Sent(sent)) = cfg.load::<Sent>() else {
+            return Ok(());
+        };
+        let mut exchange = sent.clone();
+        if let Some(response) = context.response() {
+            exchange.status = Some(response.status().as_u16());
+            exchange.response = body_text(response.body().bytes());
+        }
+        EXCHANGES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(exchange);
+        Ok(())
+    }
+}
+
+/// Headers that say nothing of the call's resource (and the session token).
+const UNRECORDED_HEADERS: &[&str] = &[
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+    "x-amz-user-agent",
+];
+
+#[derive(Debug, Clone)]
+struct Sent(Exchange);
+
+impl Storable for Sent {
+    type Storer = StoreReplace<Self>;
 }
 
 /// Builds an SDK client from an `&SdkConfig` with the [`CallLog`] interceptor:
