@@ -200,13 +200,18 @@ impl LocalEnv {
         macro_rules! register {
             ($name:literal, $deps:expr, $handle:path) => {{
                 let deps = Arc::new($deps);
+                let deployment: Arc<str> = Arc::from(deployment);
                 registry.register_fn($name, move |input| {
                     let deps = deps.clone();
+                    let deployment = deployment.clone();
                     // Each function's AWS calls, the state store's included, are
-                    // attributed to it (apiary_core::calls).
-                    apiary_core::calls::attributed($name, async move {
-                        $handle(&deps, input).await.map_err(task_error)
-                    })
+                    // attributed to it and its deployment (apiary_core::calls).
+                    async move {
+                        apiary_core::calls::attributed_for($name, &deployment, async move {
+                            $handle(&deps, input).await.map_err(task_error)
+                        })
+                        .await
+                    }
                 });
             }};
         }

@@ -13,8 +13,8 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -36,8 +36,21 @@ static EXCHANGES: Mutex<Vec<Exchange>> = Mutex::new(Vec::new());
 /// The most of a request or response body an [`Exchange`] keeps.
 const BODY_LIMIT: usize = 64 * 1024;
 
+/// Who is calling: the function, and the deployment it serves when the caller knows it.
+#[derive(Debug, Clone)]
+struct Attribution {
+    caller: &'static str,
+    deployment: Option<Arc<str>>,
+}
+
 tokio::task_local! {
-    static CALLER: &'static str;
+    static CALLER: Attribution;
+}
+
+fn current() -> (&'static str, Option<String>) {
+    CALLER
+        .try_with(|a| (a.caller, a.deployment.as_deref().map(str::to_owned)))
+        .unwrap_or((UNATTRIBUTED, None))
 }
 
 /// One AWS operation as the SDK names it, e.g. `("network", "EC2", "CreateVpc")`.
@@ -55,6 +68,8 @@ pub struct Call {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exchange {
     pub call: Call,
+    /// The deployment the caller serves, when it said ([`attributed_for`]).
+    pub deployment: Option<String>,
     /// The region the request was signed for (its SigV4 credential scope).
     pub region: Option<String>,
     pub method: String,
@@ -93,7 +108,34 @@ pub fn recorded() -> BTreeSet<Call> {
 
 /// Runs `future` with its AWS calls attributed to `caller`.
 pub async fn attributed<F: Future>(caller: &'static str, future: F) -> F::Output {
-    CALLER.scope(caller, future).await
+    CALLER
+        .scope(
+            Attribution {
+                caller,
+                deployment: None,
+            },
+            future,
+        )
+        .await
+}
+
+/// [`attributed`], also naming the deployment the calls are for (the local runner's
+/// functions serve one deployment each), so that tests running side by side in one
+/// process can tell their calls apart.
+pub async fn attributed_for<F: Future>(
+    caller: &'static str,
+    deployment: &str,
+    future: F,
+) -> F::Output {
+    CALLER
+        .scope(
+            Attribution {
+                caller,
+                deployment: Some(Arc::from(deployment)),
+            },
+            future,
+        )
+        .await
 }
 
 /// The interceptor every client carries.
@@ -117,7 +159,7 @@ impl Intercept for CallLog {
             return Ok(());
         }
         if let Some(metadata) = cfg.load::<Metadata>() {
-            let caller = CALLER.try_with(|c| *c).unwrap_or(UNATTRIBUTED);
+            let (caller, _) = current();
             CALLS
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -145,13 +187,14 @@ impl Intercept for CallLog {
         };
         let request = context.request();
         let headers = request.headers();
-        let caller = CALLER.try_with(|c| *c).unwrap_or(UNATTRIBUTED);
+        let (caller, deployment) = current();
         let sent = Sent(Exchange {
             call: Call {
                 caller: caller.to_owned(),
                 service: metadata.service().to_owned(),
                 operation: metadata.name().to_owned(),
             },
+            deployment,
             region: headers
                 .get("authorization")
                 .and_then(|a| a.split("Credential=").nth(1))
