@@ -635,6 +635,19 @@ const JUSTIFIED: &[(&str, &str, &str)] = &[
         "rds:ListTagsForResource",
         "read for DocumentDB snapshots and clusters only; the emulator rejects DocumentDB",
     ),
+    (
+        "backup",
+        "s3:PutObject",
+        "the DR replicas of Redis exports re-encrypted in place with the DR key (CopyObject, \
+         or a multipart copy over 5 GiB): the emulator does not replicate, so no replica \
+         exists locally; unit-tested with mocks (functions/backup/src/tests.rs)",
+    ),
+    (
+        "backup",
+        "s3:AbortMultipartUpload",
+        "a failed multipart copy of a DR replica over 5 GiB is aborted; unit-tested with \
+         mocks",
+    ),
     // Paths no run here can reach.
     (
         "operate",

@@ -54,7 +54,7 @@ pub(crate) async fn run(
             continue;
         }
         if store == StoreName::Redis {
-            match export_redis(deps, step, &primary, &dr, &plan, create).await? {
+            match export_redis(deps, step, &primary, &dr, &regional, &plan, create).await? {
                 Export::Skipped(reason) => {
                     skipped.insert(store.as_str().to_owned(), json!(reason));
                 }
@@ -155,6 +155,7 @@ async fn export_redis(
     step: &StepContext<'_, Action>,
     primary: &Clients<'_>,
     dr: &Clients<'_>,
+    regional: &Regional,
     plan: &plan::Plan,
     create: bool,
 ) -> Result<Export> {
@@ -170,11 +171,18 @@ async fn export_redis(
         )));
     }
     let deployment = step.names.deployment();
-    // Done: the replica is there, whole, with the snapshot's tags.
-    if let Some(replica) = dr.describe(store, &id).await?
+    // The replica is there, whole, with the snapshot's tags: done once every file is
+    // encrypted with the DR key (S3 replicates with the source's SSE-S3).
+    if let Some(mut replica) = dr.describe(store, &id).await?
         && replica.ours(deployment)
         && replica.available()
     {
+        let key = dr_key(regional, &step.names).await?;
+        let still = encrypt_replica(&regional.s3, &exports.dr, &id, &key, step).await?;
+        if !still.is_empty() {
+            return Ok(Export::Waiting(still.join("; ")));
+        }
+        replica.kms_key_id = Some(key);
         return Ok(Export::Reported(
             serde_json::to_value(&replica).map_err(|e| Error::fatal(e.to_string()))?,
         ));
@@ -290,6 +298,231 @@ async fn export_redis(
         ));
     }
     Ok(Export::Waiting(waiting.join("; ")))
+}
+
+/// The largest object one CopyObject copies; a larger file is copied in parts.
+const COPY_LIMIT: i64 = 5 * 1024 * 1024 * 1024;
+/// The part size of a multipart copy (S3 allows 5 MiB to 5 GiB, and 10,000 parts).
+const COPY_PART: i64 = 1024 * 1024 * 1024;
+
+/// Re-encrypts, in place, each file of replica `id` in the DR bucket that is not
+/// encrypted with the DR key `key` (SSE-KMS, with an S3 Bucket Key), keeping its tags,
+/// then deletes the file's older versions (the SSE-S3 copy S3 replicated). Returns what
+/// is still being done (nothing: every file is under the DR key, and only that version
+/// remains). A crash between the copy and the delete is finished by the next poll, which
+/// finds the newest version under the DR key and deletes the rest.
+async fn encrypt_replica(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    id: &str,
+    key: &str,
+    step: &StepContext<'_, Action>,
+) -> Result<Vec<String>> {
+    use aws_sdk_s3::types::ServerSideEncryption;
+    let prefix = format!("{id}-");
+    let listed = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(&prefix)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("ListObjectsV2 s3://{bucket}/{prefix}"), e))?;
+    let mut still = Vec::new();
+    for object in listed.contents() {
+        let Some(file) = object.key() else { continue };
+        if engine::export_snapshot_id(file) != Some(id) {
+            continue;
+        }
+        let head = s3
+            .head_object()
+            .bucket(bucket)
+            .key(file)
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("HeadObject s3://{bucket}/{file}"), e))?;
+        let under_key = head.server_side_encryption() == Some(&ServerSideEncryption::AwsKms)
+            && head.ssekms_key_id() == Some(key);
+        if under_key {
+            delete_older_versions(s3, bucket, file, head.version_id()).await?;
+            continue;
+        }
+        let size = head.content_length().unwrap_or_default();
+        if size > COPY_LIMIT {
+            copy_in_parts(s3, bucket, file, size, key).await?;
+        } else {
+            s3.copy_object()
+                .bucket(bucket)
+                .key(file)
+                .copy_source(copy_source(bucket, file))
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(key)
+                .bucket_key_enabled(true)
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::aws(
+                        format!("CopyObject s3://{bucket}/{file} onto itself under {key}"),
+                        e,
+                    )
+                })?;
+        }
+        step.log
+            .created(&format!("s3://{bucket}/{file} (under {key})"));
+        still.push(format!(
+            "s3://{bucket}/{file} re-encrypted with the DR key; its SSE-S3 version goes next"
+        ));
+    }
+    Ok(still)
+}
+
+/// `bucket/key` as CopyObject's source (the key URL-encoded, `/` kept).
+fn copy_source(bucket: &str, key: &str) -> String {
+    let encoded: Vec<String> = key.split('/').map(apiary_core::sigv4::uri_encode).collect();
+    format!("{bucket}/{}", encoded.join("/"))
+}
+
+/// A copy onto itself of a file over CopyObject's 5 GiB limit, in parts, with its tags;
+/// an upload that fails is aborted (nothing half-made stays behind).
+async fn copy_in_parts(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    file: &str,
+    size: i64,
+    key: &str,
+) -> Result<()> {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
+    let tags = engine::object_tags(s3, bucket, file).await?;
+    let tagging = tags
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                apiary_core::sigv4::uri_encode(k),
+                apiary_core::sigv4::uri_encode(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    let upload = s3
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(file)
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .ssekms_key_id(key)
+        .bucket_key_enabled(true)
+        .tagging(tagging)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("CreateMultipartUpload s3://{bucket}/{file}"), e))?;
+    let upload_id = upload
+        .upload_id()
+        .ok_or_else(|| {
+            Error::fatal(format!(
+                "CreateMultipartUpload s3://{bucket}/{file}: no upload id"
+            ))
+        })?
+        .to_owned();
+    let copied = async {
+        let mut parts = Vec::new();
+        let mut start = 0;
+        let mut number = 1;
+        while start < size {
+            let end = (start + COPY_PART).min(size) - 1;
+            let part = s3
+                .upload_part_copy()
+                .bucket(bucket)
+                .key(file)
+                .upload_id(&upload_id)
+                .part_number(number)
+                .copy_source(copy_source(bucket, file))
+                .copy_source_range(format!("bytes={start}-{end}"))
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::aws(
+                        format!("UploadPartCopy s3://{bucket}/{file} part {number}"),
+                        e,
+                    )
+                })?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(
+                        part.copy_part_result()
+                            .and_then(|r| r.e_tag())
+                            .map(str::to_owned),
+                    )
+                    .build(),
+            );
+            start = end + 1;
+            number += 1;
+        }
+        s3.complete_multipart_upload()
+            .bucket(bucket)
+            .key(file)
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| Error::aws(format!("CompleteMultipartUpload s3://{bucket}/{file}"), e))?;
+        Ok::<(), Error>(())
+    }
+    .await;
+    if copied.is_err() {
+        // Best effort: the error below is what the step reports.
+        let _ = s3
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(file)
+            .upload_id(&upload_id)
+            .send()
+            .await;
+    }
+    copied
+}
+
+/// Deletes every version of `file` but `keep` (the one under the DR key).
+async fn delete_older_versions(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    file: &str,
+    keep: Option<&str>,
+) -> Result<()> {
+    let Some(keep) = keep else {
+        return Ok(());
+    };
+    let versions = s3
+        .list_object_versions()
+        .bucket(bucket)
+        .prefix(file)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("ListObjectVersions s3://{bucket}/{file}"), e))?;
+    for version in versions.versions() {
+        let (Some(k), Some(v)) = (version.key(), version.version_id()) else {
+            continue;
+        };
+        if k != file || v == keep {
+            continue;
+        }
+        s3.delete_object()
+            .bucket(bucket)
+            .key(file)
+            .version_id(v)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::aws(
+                    format!("DeleteObject s3://{bucket}/{file} version {v} (the SSE-S3 copy)"),
+                    e,
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// An access refusal on an exported file says what it most likely means.

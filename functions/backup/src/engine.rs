@@ -620,7 +620,8 @@ impl Replicas<'_> {
                 region: region.to_owned(),
                 status: status.to_owned(),
                 created_at: at,
-                // SSE-S3: see the storage layer's exports module for why not KMS.
+                // Replicated as SSE-S3, then re-encrypted with the DR key by `copy`
+                // (which reports the key once every file is under it).
                 encrypted: true,
                 kms_key_id: None,
                 tags,

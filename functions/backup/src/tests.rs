@@ -640,7 +640,8 @@ async fn a_redis_snapshot_is_exported_tagged_and_done_when_its_replica_carries_t
         "{out}"
     );
 
-    // copy-status: the replica is in the DR bucket with the tags: done.
+    // copy-status: the replica is in the DR bucket with the tags, as S3 replicated it
+    // (SSE-S3): it is copied onto itself under the DR key, and not done yet.
     let replica = {
         let file = file.clone();
         mock!(aws_sdk_s3::Client::list_objects_v2)
@@ -649,9 +650,32 @@ async fn a_redis_snapshot_is_exported_tagged_and_done_when_its_replica_carries_t
     };
     let replica_tags = mock!(aws_sdk_s3::Client::get_object_tagging)
         .then_output(|| object_tags(&redis_tags()[..4]));
+    let sse_s3 = mock!(aws_sdk_s3::Client::head_object).then_output(|| {
+        aws_sdk_s3::operation::head_object::HeadObjectOutput::builder()
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+            .content_length(1024)
+            .version_id("v-sse-s3")
+            .build()
+    });
+    let reencrypt = {
+        let file = file.clone();
+        mock!(aws_sdk_s3::Client::copy_object)
+            .match_requests(move |r| {
+                r.bucket() == Some(DR_EXPORTS)
+                    && r.key() == Some(file.as_str())
+                    && r.copy_source() == Some(format!("{DR_EXPORTS}/{file}").as_str())
+                    && r.server_side_encryption()
+                        == Some(&aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                    && r.ssekms_key_id() == Some(DR_KEY)
+                    && r.tagging_directive().is_none()
+            })
+            .then_output(|| aws_sdk_s3::operation::copy_object::CopyObjectOutput::builder().build())
+    };
+    let key = dr_key_rule();
     let third = deps(
         Rules {
-            dr_s3: vec![&replica, &replica_tags],
+            dr_s3: vec![&replica, &replica_tags, &sse_s3, &reencrypt],
+            dr_kms: vec![&key],
             ..Rules::default()
         },
         &recorder,
@@ -659,13 +683,206 @@ async fn a_redis_snapshot_is_exported_tagged_and_done_when_its_replica_carries_t
     let out = handle(&third, fixture.event("copy-status"))
         .await
         .expect("copy-status");
+    assert_eq!(reencrypt.num_calls(), 1, "{out}");
+    assert_eq!(out["ready"], json!(false), "{out}");
+    assert!(
+        out["pending"][0]
+            .as_str()
+            .unwrap()
+            .contains("re-encrypted with the DR key"),
+        "{out}"
+    );
+
+    // copy-status: the newest version is under the DR key; the SSE-S3 one is deleted,
+    // that version only, and the copy is done, reported with the DR key.
+    let replica = {
+        let file = file.clone();
+        mock!(aws_sdk_s3::Client::list_objects_v2)
+            .match_requests(|r| r.bucket() == Some(DR_EXPORTS))
+            .then_output(move || listing(&[(file.as_str(), 0)]))
+    };
+    let replica_tags = mock!(aws_sdk_s3::Client::get_object_tagging)
+        .then_output(|| object_tags(&redis_tags()[..4]));
+    let under_key = mock!(aws_sdk_s3::Client::head_object).then_output(|| {
+        aws_sdk_s3::operation::head_object::HeadObjectOutput::builder()
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+            .ssekms_key_id(DR_KEY)
+            .version_id("v-kms")
+            .build()
+    });
+    let versions = {
+        let file = file.clone();
+        mock!(aws_sdk_s3::Client::list_object_versions).then_output(move || {
+            let version = |id: &str, latest: bool| {
+                aws_sdk_s3::types::ObjectVersion::builder()
+                    .key(&file)
+                    .version_id(id)
+                    .is_latest(latest)
+                    .build()
+            };
+            aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput::builder()
+                .versions(version("v-kms", true))
+                .versions(version("v-sse-s3", false))
+                .build()
+        })
+    };
+    let old_version = mock!(aws_sdk_s3::Client::delete_object)
+        .match_requests(|r| r.version_id() == Some("v-sse-s3"))
+        .then_output(|| {
+            aws_sdk_s3::operation::delete_object::DeleteObjectOutput::builder().build()
+        });
+    let key = dr_key_rule();
+    let fourth = deps(
+        Rules {
+            dr_s3: vec![&replica, &replica_tags, &under_key, &versions, &old_version],
+            dr_kms: vec![&key],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    let out = handle(&fourth, fixture.event("copy-status"))
+        .await
+        .expect("copy-status");
+    assert_eq!(old_version.num_calls(), 1, "{out}");
     assert_eq!(out["ready"], json!(true), "{out}");
     assert_eq!(out["copies"]["redis"]["id"], json!(id), "{out}");
+    assert_eq!(out["copies"]["redis"]["kms_key_id"], json!(DR_KEY), "{out}");
     assert_eq!(
         out["copies"]["redis"]["region"],
         json!("us-east-1"),
         "{out}"
     );
+}
+
+const DR_KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/dr";
+
+/// The DR key, found by its alias in the DR region.
+fn dr_key_rule() -> Rule {
+    mock!(aws_sdk_kms::Client::describe_key)
+        .match_requests(|r| r.key_id() == Some("alias/apiary/acme-prod/dr"))
+        .then_output(|| {
+            aws_sdk_kms::operation::describe_key::DescribeKeyOutput::builder()
+                .key_metadata(
+                    aws_sdk_kms::types::KeyMetadata::builder()
+                        .key_id("dr")
+                        .arn(DR_KEY)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        })
+}
+
+/// A replica file over CopyObject's 5 GiB limit is copied in 1 GiB parts, with its tags
+/// and under the DR key; a part that fails aborts the upload and fails the step naming
+/// the file.
+#[tokio::test]
+async fn a_replica_over_five_gib_is_re_encrypted_in_parts_and_a_failed_part_aborts() {
+    let (fixture, recorder, id) = exports_state();
+    let file = format!("{id}-0001.rdb");
+    let size: i64 = 5 * 1024 * 1024 * 1024 + 1;
+    let rules = |fail_part: Option<i32>| {
+        let listed = {
+            let file = file.clone();
+            mock!(aws_sdk_s3::Client::list_objects_v2)
+                .then_output(move || listing(&[(file.as_str(), 0)]))
+        };
+        let tags = mock!(aws_sdk_s3::Client::get_object_tagging)
+            .then_output(|| object_tags(&redis_tags()[..4]));
+        let head = mock!(aws_sdk_s3::Client::head_object).then_output(move || {
+            aws_sdk_s3::operation::head_object::HeadObjectOutput::builder()
+                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+                .content_length(size)
+                .version_id("v-sse-s3")
+                .build()
+        });
+        let create = mock!(aws_sdk_s3::Client::create_multipart_upload)
+            .match_requests(|r| {
+                r.ssekms_key_id() == Some(DR_KEY)
+                    && r.tagging().is_some_and(|t| t.contains("apiary%3Abackup=snapshot"))
+            })
+            .then_output(|| {
+                aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadOutput::builder()
+                    .upload_id("up-1")
+                    .build()
+            });
+        let part = mock!(aws_sdk_s3::Client::upload_part_copy)
+            .match_requests(move |r| Some(r.part_number().unwrap_or_default()) != fail_part)
+            .then_output(|| {
+                aws_sdk_s3::operation::upload_part_copy::UploadPartCopyOutput::builder()
+                    .copy_part_result(
+                        aws_sdk_s3::types::CopyPartResult::builder()
+                            .e_tag("e")
+                            .build(),
+                    )
+                    .build()
+            });
+        let failing = mock!(aws_sdk_s3::Client::upload_part_copy)
+            .match_requests(move |r| Some(r.part_number().unwrap_or_default()) == fail_part)
+            .then_error(|| {
+                aws_sdk_s3::operation::upload_part_copy::UploadPartCopyError::generic(
+                    aws_sdk_s3::error::ErrorMetadata::builder()
+                        .code("InternalError")
+                        .message("part failed")
+                        .build(),
+                )
+            });
+        let complete = mock!(aws_sdk_s3::Client::complete_multipart_upload)
+            .match_requests(|r| {
+                r.multipart_upload().map(|u| u.parts().len()) == Some(6)
+            })
+            .then_output(|| {
+                aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput::builder()
+                    .build()
+            });
+        let abort = mock!(aws_sdk_s3::Client::abort_multipart_upload)
+            .match_requests(|r| r.upload_id() == Some("up-1"))
+            .then_output(|| {
+                aws_sdk_s3::operation::abort_multipart_upload::AbortMultipartUploadOutput::builder()
+                    .build()
+            });
+        (listed, tags, head, create, part, failing, complete, abort)
+    };
+
+    let (listed, tags, head, create, part, failing, complete, abort) = rules(None);
+    let key = dr_key_rule();
+    let d = deps(
+        Rules {
+            dr_s3: vec![
+                &listed, &tags, &head, &create, &part, &failing, &complete, &abort,
+            ],
+            dr_kms: vec![&key],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    let out = handle(&d, fixture.event("copy-status"))
+        .await
+        .expect("copy-status");
+    assert_eq!(out["ready"], json!(false), "{out}");
+    assert_eq!(part.num_calls(), 6, "5 GiB + 1 byte in 1 GiB parts");
+    assert_eq!(complete.num_calls(), 1);
+    assert_eq!(abort.num_calls(), 0);
+
+    let (listed, tags, head, create, part, failing, complete, abort) = rules(Some(3));
+    let key = dr_key_rule();
+    let d = deps(
+        Rules {
+            dr_s3: vec![
+                &listed, &tags, &head, &create, &part, &failing, &complete, &abort,
+            ],
+            dr_kms: vec![&key],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    let err = handle(&d, fixture.event("copy-status"))
+        .await
+        .expect_err("a failed part fails the step");
+    assert!(err.to_string().contains(&format!("{file} part 3")), "{err}");
+    assert_eq!(abort.num_calls(), 1, "the upload is aborted");
+    assert_eq!(complete.num_calls(), 0);
+    let _ = id;
 }
 
 /// copy-status on an exported file whose replication `status` is as given.

@@ -70,6 +70,9 @@ pub enum KeysAction {
 
 /// The scope of the DR-region key.
 pub const DR_SCOPE: &str = "dr";
+/// What the DR key is used through: RDS (RDS and DocumentDB copies) and S3 (the Redis
+/// exports' replicas).
+pub const DR_SERVICES: [&str; 2] = ["rds", "s3"];
 
 impl Action for KeysAction {
     fn as_str(self) -> &'static str {
@@ -179,7 +182,8 @@ impl Step for Deps {
 }
 
 /// `ensure-dr`: the DR region's backup key, made, named and rotated like the others
-/// (through a client of that region), used through RDS there (RDS and DocumentDB copies).
+/// (through a client of that region), used through RDS there (RDS and DocumentDB copies)
+/// and S3 (the Redis exports' replicas, re-encrypted with it in the DR bucket).
 async fn ensure_dr(deps: &Deps, step: &StepContext<'_, KeysAction>) -> Result<Done<KeysOutput>> {
     let Some(region) = step.spec.dr_region().map(str::to_owned) else {
         return Ok(Done::ready(KeysOutput::default())
@@ -200,7 +204,7 @@ async fn ensure_dr(deps: &Deps, step: &StepContext<'_, KeysAction>) -> Result<Do
     let account = account_id(deps).await?;
     let alias = step.names.key_alias(DR_SCOPE);
     let policy = with_statements(
-        &key_policy(&account, &region, Some("rds")),
+        &key_policy_via(&account, &region, &DR_SERVICES),
         deployment_role_statements(&account, &region, &step.names),
     );
     let key = match find_key(&dr, &alias, true).await? {
@@ -558,6 +562,12 @@ pub fn deployment_role_statements(account: &str, region: &str, names: &Names) ->
 /// only for AWS resources (so no grant gives a principal the key outside that service),
 /// and never through the administrators' statement.
 pub fn key_policy(account: &str, region: &str, service: Option<&str>) -> String {
+    key_policy_via(account, region, service.as_slice())
+}
+
+/// [`key_policy`] for a key used through any of `services` (none: any use within the
+/// account).
+pub fn key_policy_via(account: &str, region: &str, services: &[&str]) -> String {
     let partition = apiary_core::aws::partition(region);
     let root = apiary_core::aws::arn(partition, "iam", "", account, "root");
     let mut usage = json!({
@@ -571,9 +581,19 @@ pub fn key_policy(account: &str, region: &str, service: Option<&str>) -> String 
         "Resource": "*",
         "Condition": {"StringEquals": {"kms:CallerAccount": account}}
     });
-    if let Some(service) = service {
-        usage["Condition"]["StringEquals"]["kms:ViaService"] =
-            json!(format!("{service}.{region}.amazonaws.com"));
+    match services {
+        [] => {}
+        [service] => {
+            usage["Condition"]["StringEquals"]["kms:ViaService"] =
+                json!(format!("{service}.{region}.amazonaws.com"));
+        }
+        several => {
+            let via: Vec<String> = several
+                .iter()
+                .map(|s| format!("{s}.{region}.amazonaws.com"))
+                .collect();
+            usage["Condition"]["StringEquals"]["kms:ViaService"] = json!(via);
+        }
     }
     // A grant is how a service uses the key for a resource (EKS, RDS, EBS); one made for
     // a principal instead would let it use the key outside the service, around
@@ -589,7 +609,7 @@ pub fn key_policy(account: &str, region: &str, service: Option<&str>) -> String 
             "Bool": {"kms:GrantIsForAWSResource": "true"}
         }
     });
-    if service.is_none() {
+    if services.is_empty() {
         grants["Condition"]["StringEquals"] = json!({"kms:CallerAccount": account});
     }
     // The customer's administrators keep every right over the key (IAM decides who they

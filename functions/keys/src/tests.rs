@@ -703,15 +703,22 @@ async fn the_dr_key_is_made_once_in_the_dr_region_and_only_when_one_is_set() {
     assert_eq!(out["keys"], json!({}));
     assert_eq!(describe.num_calls(), 0);
 
-    // A DR region: the key is created there, used through RDS of that region.
+    // A DR region: the key is created there, used through RDS and S3 of that region
+    // (the RDS copies, and the Redis exports' replicas re-encrypted in the DR bucket).
     let describe = mock!(Kms::describe_key).then_error(not_found);
     let create = mock!(Kms::create_key)
         .match_requests(|r| {
-            r.policy()
-                .is_some_and(|p| p.contains("rds.eu-west-1.amazonaws.com"))
-                && r.tags()
-                    .iter()
-                    .any(|t| t.tag_key() == "apiary:role" && t.tag_value() == DR_SCOPE)
+            r.policy().is_some_and(|p| {
+                let p: serde_json::Value = serde_json::from_str(p).expect("JSON");
+                p["Statement"].as_array().unwrap().iter().any(|s| {
+                    s["Sid"] == "UseWithinAccount"
+                        && s["Condition"]["StringEquals"]["kms:ViaService"]
+                            == json!(["rds.eu-west-1.amazonaws.com", "s3.eu-west-1.amazonaws.com"])
+                })
+            }) && r
+                .tags()
+                .iter()
+                .any(|t| t.tag_key() == "apiary:role" && t.tag_value() == DR_SCOPE)
         })
         .then_output(|| {
             CreateKeyOutput::builder()
@@ -754,7 +761,7 @@ async fn the_dr_key_is_made_once_in_the_dr_region_and_only_when_one_is_set() {
     let policy = mock!(Kms::get_key_policy).then_output(|| {
         GetKeyPolicyOutput::builder()
             .policy(with_statements(
-                &key_policy("123456789012", "eu-west-1", Some("rds")),
+                &key_policy_via("123456789012", "eu-west-1", &DR_SERVICES),
                 deployment_role_statements(
                     "123456789012",
                     "eu-west-1",

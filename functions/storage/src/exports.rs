@@ -16,10 +16,14 @@
 //!   replicas stay until the backup workflow prunes them by `backup.retention_days`, like
 //!   the RDS and DocumentDB copies.
 //!
-//! Both use SSE-S3 default encryption, not the deployment's KMS keys: ElastiCache writes
-//! the export as its own principal, which no key policy of this deployment names, and S3
-//! replicates an object with the encryption it has. The snapshots themselves, in
-//! ElastiCache, stay encrypted with the redis key. Replication runs as the stack's
+//! Both have SSE-S3 default encryption: ElastiCache writes the export as its own
+//! principal, which no key policy of this deployment names, and S3 replicates an object
+//! with the encryption it has (a destination bucket's default encryption does not apply
+//! to a replica of an encrypted object). So the primary bucket's staging copies stay
+//! SSE-S3 for their few days, and the backup workflow re-encrypts each replica in the DR
+//! bucket in place with the DR key (`alias/apiary/<deployment>/dr`, used through S3 of
+//! that region) and deletes the SSE-S3 version (see the backup function's `copy`). The
+//! snapshots themselves, in ElastiCache, stay encrypted with the redis key. Replication runs as the stack's
 //! `apiary-<deployment>-s3-replication` role (made by the bootstrap template, only these
 //! two buckets); deletes are not replicated, so pruning each region is its own decision.
 
