@@ -711,69 +711,31 @@ const JUSTIFIED: &[(&str, &str, &str)] = &[
 
 /// IAM action matching: case-insensitive, `*` matches any run of characters.
 fn action_matches(pattern: &str, action: &str) -> bool {
-    fn glob(p: &[u8], a: &[u8]) -> bool {
-        match (p.first(), a.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => glob(&p[1..], a) || (!a.is_empty() && glob(p, &a[1..])),
-            (Some(x), Some(y)) if x.eq_ignore_ascii_case(y) => glob(&p[1..], &a[1..]),
-            _ => false,
-        }
-    }
-    glob(pattern.as_bytes(), action.as_bytes())
+    apiary_e2e::iam_eval::glob(pattern, action, true)
 }
 
 /// Each function's name (from `apiary-${DeploymentName}-<name>`) and the actions its
-/// role's policies allow.
+/// role's policies allow. A Deny grants nothing (the workloads role's guard around its
+/// permissions boundary); what is measured is what a role may do.
 fn role_actions(template: &Value) -> BTreeMap<String, BTreeSet<String>> {
-    let resources = template["Resources"].as_object().expect("Resources");
-    let mut roles = BTreeMap::new();
-    for (id, resource) in resources {
-        if resource["Type"] != "AWS::Lambda::Function" {
-            continue;
-        }
-        let props = &resource["Properties"];
-        let name = props["FunctionName"]["Fn::Sub"]
-            .as_str()
-            .and_then(|n| n.strip_prefix("apiary-${DeploymentName}-"))
-            .unwrap_or_else(|| panic!("{id}: FunctionName is not apiary-${{DeploymentName}}-x"));
-        let role_id = props["Role"]["Fn::GetAtt"][0]
-            .as_str()
-            .unwrap_or_else(|| panic!("{id}: Role is not a GetAtt of a role in this template"));
-        let role = &resources[role_id]["Properties"];
-        assert!(
-            role.get("ManagedPolicyArns").is_none(),
-            "{role_id}: managed policies cannot be measured; use inline policies"
-        );
-        let mut actions = BTreeSet::new();
-        for policy in role["Policies"].as_array().into_iter().flatten() {
-            for statement in policy["PolicyDocument"]["Statement"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                // A Deny grants nothing (the workloads role's guard around its
-                // permissions boundary); what is measured is what a role may do.
-                if statement["Effect"] == "Deny" {
-                    continue;
-                }
-                assert_eq!(
-                    statement["Effect"], "Allow",
-                    "{role_id}: Effect is Allow or Deny"
-                );
-                match &statement["Action"] {
-                    Value::String(a) => {
-                        actions.insert(a.clone());
-                    }
-                    Value::Array(list) => {
-                        actions.extend(list.iter().filter_map(Value::as_str).map(str::to_owned))
-                    }
-                    other => panic!("{role_id}: Action {other}"),
-                }
-            }
-        }
-        roles.insert(name.to_owned(), actions);
-    }
-    roles
+    let resolver = Resolver::for_template(
+        template,
+        EMULATOR_ACCOUNT,
+        REGION,
+        &[("DeploymentName", "x")],
+    );
+    function_roles(template, &resolver)
+        .into_iter()
+        .map(|(name, (_, policy))| {
+            let actions = policy
+                .statements
+                .iter()
+                .filter(|s| s.allow)
+                .flat_map(|s| s.actions.iter().cloned())
+                .collect();
+            (name, actions)
+        })
+        .collect()
 }
 
 async fn provision(f: &Fixture, spec: &Value, run: &str) -> ExecutionResult {

@@ -933,32 +933,21 @@ fn context(
             }
         }
         ("Route 53", "ChangeResourceRecordSets") => {
-            let names = params
-                .named(&["Name"])
-                .into_iter()
-                .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
-                .collect();
+            // Each key: the values of one field of every change.
+            let field = |name: &str, normalize: fn(&str) -> String| -> Vec<String> {
+                params.named(&[name]).into_iter().map(normalize).collect()
+            };
             c.insert(
                 "route53:changeresourcerecordsetsnormalizedrecordnames".to_owned(),
-                names,
+                field("Name", |n| n.trim_end_matches('.').to_ascii_lowercase()),
             );
-            let types = params
-                .named(&["Type"])
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
             c.insert(
                 "route53:changeresourcerecordsetsrecordtypes".to_owned(),
-                types,
+                field("Type", str::to_owned),
             );
-            let actions = params
-                .named(&["Action"])
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
             c.insert(
                 "route53:changeresourcerecordsetsactions".to_owned(),
-                actions,
+                field("Action", str::to_owned),
             );
         }
         ("DynamoDB", _) => {

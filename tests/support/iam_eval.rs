@@ -600,6 +600,10 @@ pub fn function_roles(template: &Value, resolver: &Resolver) -> BTreeMap<String,
 /// The inline policies of the role `role_id`, resolved, as one policy.
 pub fn role_policy(template: &Value, resolver: &Resolver, role_id: &str) -> Policy {
     let role = &template["Resources"][role_id]["Properties"];
+    assert!(
+        role.get("ManagedPolicyArns").is_none(),
+        "{role_id}: managed policies cannot be evaluated; use inline policies"
+    );
     let mut policy = Policy::default();
     for p in role["Policies"].as_array().into_iter().flatten() {
         let name = p["PolicyName"].as_str().unwrap_or(role_id);
