@@ -644,6 +644,17 @@ const JUSTIFIED: &[(&str, &str, &str)] = &[
     ),
     (
         "backup",
+        "s3:ListBucketMultipartUploads",
+        "a multipart copy of a DR replica over 5 GiB resumed by a later poll; unit-tested \
+         with mocks",
+    ),
+    (
+        "backup",
+        "s3:ListMultipartUploadParts",
+        "the parts a resumed multipart copy already has; unit-tested with mocks",
+    ),
+    (
+        "backup",
         "s3:AbortMultipartUpload",
         "a failed multipart copy of a DR replica over 5 GiB is aborted; unit-tested with \
          mocks",
@@ -1623,9 +1634,8 @@ fn resource_problems(exchanges: &[Exchange]) -> (Vec<String>, usize, Vec<String>
         let name = original
             .deployment
             .clone()
-            .or_else(|| deployment_of(original))
-            .filter(|n| n.starts_with("iam-"));
-        if name.is_none() && original.call.caller != calls::UNATTRIBUTED {
+            .or_else(|| deployment_of(original));
+        if name.as_deref().is_some_and(|n| !n.starts_with("iam-")) {
             continue;
         }
         // The local runner's state table (`apiary-test-<suite>`) stands in for the
@@ -1697,10 +1707,23 @@ fn resource_problems(exchanges: &[Exchange]) -> (Vec<String>, usize, Vec<String>
                 if a.tags_unknown {
                     a.request.assume_resource_tags = true;
                     if decide(&a.request).is_allowed() {
-                        assumed.insert(format!(
-                            "{} {} on {}",
-                            exchange.call.caller, a.request.action, a.request.resource
-                        ));
+                        let listed = ASSUMED_TAGS.iter().any(|(caller, action, _)| {
+                            *caller == exchange.call.caller && *action == a.request.action
+                        });
+                        if listed {
+                            assumed.insert(format!(
+                                "{} {} on {}",
+                                exchange.call.caller, a.request.action, a.request.resource
+                            ));
+                        } else {
+                            problems.insert(format!(
+                                "{}: {} on {} is allowed only if the resource carries the \
+                                 tags its statement asks for, and the run never saw them \
+                                 (teach the ledger where they come from, or list it in \
+                                 ASSUMED_TAGS with the reason)",
+                                exchange.call.caller, a.request.action, a.request.resource
+                            ));
+                        }
                         continue;
                     }
                 }
@@ -1766,6 +1789,37 @@ fn resource_problems(exchanges: &[Exchange]) -> (Vec<String>, usize, Vec<String>
         .collect();
     (problems.into_iter().collect(), decided, stale)
 }
+
+/// Calls allowed only on the assumption that their resource carries the tags the
+/// statement asks for, because the run never saw those tags, each with where they come
+/// from on AWS.
+const ASSUMED_TAGS: &[(&str, &str, &str)] = &[
+    (
+        "operate",
+        "secretsmanager:DescribeSecret",
+        "the RDS-managed master secret (rds!...): RDS makes and tags it, not a function",
+    ),
+    (
+        "operate",
+        "secretsmanager:RotateSecret",
+        "the RDS-managed master secret (rds!...): RDS makes and tags it",
+    ),
+    (
+        "teardown",
+        "elasticloadbalancing:DeleteLoadBalancer",
+        "made by the load balancer controller, which tags it (here the test plants it)",
+    ),
+    (
+        "teardown",
+        "elasticloadbalancing:DeleteTargetGroup",
+        "made and tagged by the load balancer controller (here the test plants it)",
+    ),
+    (
+        "teardown",
+        "elasticloadbalancing:ModifyLoadBalancerAttributes",
+        "made and tagged by the load balancer controller (here the test plants it)",
+    ),
+];
 
 /// Calls the resource evaluation cannot read, with the reason.
 const NOT_EVALUATED: &[(&str, &str)] = &[

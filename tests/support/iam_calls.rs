@@ -45,6 +45,14 @@ pub const RENAMED: &[(&str, &str)] = &[
     ("s3:DeleteObject", "s3:DeleteObjectVersion"),
     ("s3:PutBucketReplication", "s3:PutReplicationConfiguration"),
     ("s3:GetBucketReplication", "s3:GetReplicationConfiguration"),
+    // Copies and multipart uploads are authorized as writes of the object (a copy also
+    // reads its source: s3:GetObject, which the same roles hold).
+    ("s3:CopyObject", "s3:PutObject"),
+    ("s3:CreateMultipartUpload", "s3:PutObject"),
+    ("s3:UploadPartCopy", "s3:PutObject"),
+    ("s3:CompleteMultipartUpload", "s3:PutObject"),
+    ("s3:ListParts", "s3:ListMultipartUploadParts"),
+    ("s3:ListMultipartUploads", "s3:ListBucketMultipartUploads"),
 ];
 
 /// The IAM action prefix of an SDK service id.
@@ -248,11 +256,7 @@ impl Params {
             .0
             .iter()
             .filter(|(k, _)| {
-                let parts: Vec<&str> = k
-                    .split('.')
-                    .filter(|p| !p.chars().all(|c| c.is_ascii_digit()))
-                    .collect();
-                parts.len() == 1 && wanted.contains(&norm(parts[0]))
+                Self::top_level(k) && wanted.contains(&norm(k.split('.').next().unwrap_or(k)))
             })
             .map(|(_, v)| v.as_str())
             .collect();
@@ -261,6 +265,15 @@ impl Params {
         } else {
             top
         }
+    }
+
+    /// A parameter of the request itself (or a member of one of its lists), not one
+    /// nested in a structure or document it carries.
+    pub fn top_level(key: &str) -> bool {
+        key.split('.')
+            .filter(|p| !p.chars().all(|c| c.is_ascii_digit()))
+            .count()
+            == 1
     }
 
     pub fn first(&self, names: &[&str]) -> Option<&str> {
@@ -485,6 +498,10 @@ fn created_type(operation: &str, types: &[ResourceType]) -> Option<String> {
         ("AllocateAddress", "elastic-ip"),
         ("RunInstances", "instance"),
         ("CreateSecret", "Secret"),
+        ("CreateDBParameterGroup", "pg"),
+        ("CreateDBClusterParameterGroup", "cluster-pg"),
+        ("CreateDBSubnetGroup", "subgrp"),
+        ("CopyDBSnapshot", "snapshot"),
     ];
     if let Some((_, t)) = NAMED.iter().find(|(op, _)| *op == operation) {
         return Some((*t).to_owned());
@@ -553,6 +570,41 @@ pub fn needs(
         return out;
     };
     let context = context(exchange, &params, ledger, principal);
+    // A key a statement depends on that the request should carry but was not read: an
+    // absent key would pass a ForAllValues condition.
+    let item_call = exchange.call.service == "DynamoDB"
+        && matches!(
+            exchange.call.operation.as_str(),
+            "GetItem"
+                | "PutItem"
+                | "UpdateItem"
+                | "DeleteItem"
+                | "Query"
+                | "BatchGetItem"
+                | "BatchWriteItem"
+                | "TransactGetItems"
+                | "TransactWriteItems"
+                | "Scan"
+        );
+    if item_call && !context.contains_key("dynamodb:leadingkeys") {
+        out.unresolved
+            .push(format!("{action}: its leading keys could not be read"));
+        return out;
+    }
+    let record_keys = [
+        "route53:changeresourcerecordsetsnormalizedrecordnames",
+        "route53:changeresourcerecordsetsrecordtypes",
+        "route53:changeresourcerecordsetsactions",
+    ];
+    if action == "route53:ChangeResourceRecordSets"
+        && record_keys
+            .iter()
+            .any(|k| context.get(*k).is_none_or(Vec::is_empty))
+    {
+        out.unresolved
+            .push(format!("{action}: its changes could not be read"));
+        return out;
+    }
     let created = created_type(&exchange.call.operation, types);
 
     // Strict: only what the request names. Loose, for a required type the request does
@@ -570,6 +622,12 @@ pub fn needs(
         )
     };
     let fill = |t: &ResourceType| fill_with(t, false);
+    let types: Vec<ResourceType> = types
+        .iter()
+        .filter(|t| !NOT_APPLICABLE.contains(&(exchange.call.service.as_str(), t.name.as_str())))
+        .cloned()
+        .collect();
+    let types = types.as_slice();
     let required: Vec<&ResourceType> = types.iter().filter(|t| t.required).collect();
     let mut resources: Vec<String> = Vec::new();
     if types.is_empty() {
@@ -634,7 +692,17 @@ pub fn needs(
             }
             resources.extend(arns);
         }
+        // Optional types the request names are authorized too (the replication group
+        // CreateReplicationGroup makes, the subnet group it names).
+        for t in types
+            .iter()
+            .filter(|t| !t.required && !alternative(&t.name))
+        {
+            resources.extend(fill(t));
+        }
     }
+    resources.sort();
+    resources.dedup();
     for resource in resources {
         let mut request = Request::new(principal, &action, &resource);
         request.context = context.clone();
@@ -706,22 +774,15 @@ fn answered_not_found(exchange: &Exchange) -> bool {
         && (exchange.response.contains("NotFound") || exchange.response.contains("does not exist"))
 }
 
+/// Resource types that do not exist for a service that shares another's actions:
+/// DocumentDB's control plane is RDS's API, but it has no option groups.
+const NOT_APPLICABLE: &[(&str, &str)] = &[("DocDB", "og")];
+
 /// Resource types that stand for one another in an action's list.
 fn alternative(name: &str) -> bool {
     matches!(
         name,
-        "express"
-            | "execution"
-            | "maprun"
-            | "statemachine"
-            | "healthcheck"
-            | "hostedzone"
-            | "og"
-            | "pg"
-            | "cluster-pg"
-            | "secgrp"
-            | "subgrp"
-            | "parametergroup"
+        "express" | "execution" | "maprun" | "statemachine" | "healthcheck" | "hostedzone"
     )
 }
 
@@ -753,13 +814,21 @@ fn arns_for(
         g.push_str(rest);
         g
     };
-    let mut arns: BTreeSet<String> = params
-        .0
-        .iter()
-        .map(|(_, v)| v.as_str())
-        .filter(|v| v.starts_with("arn:") && crate::iam_eval::glob(&glob, v, false))
-        .map(str::to_owned)
-        .collect();
+    // Only the request's own parameters: an ARN inside a document it carries (a bucket
+    // policy, a replication rule's destination) is not what the call acts on. S3 names
+    // its bucket and key in the path.
+    let mut arns: BTreeSet<String> = if exchange.call.service == "S3" {
+        BTreeSet::new()
+    } else {
+        params
+            .0
+            .iter()
+            .filter(|(k, _)| Params::top_level(k))
+            .map(|(_, v)| v.as_str())
+            .filter(|v| v.starts_with("arn:") && crate::iam_eval::arn_glob(&glob, v))
+            .map(str::to_owned)
+            .collect()
+    };
     // KMS keys named by alias or id.
     if t.name == "key" {
         if exchange.call.operation == "DeleteAlias" {
@@ -1115,13 +1184,15 @@ impl Ledger {
                     );
                 }
                 if let Some(action) = iam_action(&exchange.call) {
-                    for t in dataset
-                        .types(&action)
-                        .into_iter()
-                        .flatten()
-                        .filter(|t| t.required)
+                    let types = dataset.types(&action).unwrap_or_default();
+                    let made = created_type(op, types);
+                    for t in types
+                        .iter()
+                        .filter(|t| t.required || made.as_deref() == Some(&t.name))
                     {
-                        if noun.ends_with(&norm(&t.name)) && service != "EC2" {
+                        if (noun.ends_with(&norm(&t.name)) || made.as_deref() == Some(&t.name))
+                            && service != "EC2"
+                        {
                             targets.extend(
                                 arns_for(
                                     exchange,
@@ -1177,6 +1248,30 @@ impl Ledger {
                         self.associations.insert(a.to_owned(), arn);
                     }
                 }
+            }
+        }
+        // A copy that copies its source's tags (RDS's CopyTags): the target gets them.
+        if params.get("CopyTags") == Some("true") {
+            let source = params
+                .first(&[
+                    "SourceDBSnapshotIdentifier",
+                    "SourceDBClusterSnapshotIdentifier",
+                ])
+                .and_then(|s| self.tags.get(s).cloned());
+            let target = params.first(&[
+                "TargetDBSnapshotIdentifier",
+                "TargetDBClusterSnapshotIdentifier",
+            ]);
+            let kind = if op == "CopyDBClusterSnapshot" {
+                "cluster-snapshot"
+            } else {
+                "snapshot"
+            };
+            if let (Some(tags), Some(target)) = (source, target) {
+                self.tags
+                    .entry(format!("arn:aws:rds:{region}:{account}:{kind}:{target}"))
+                    .or_default()
+                    .extend(tags);
             }
         }
         match (service, op) {

@@ -419,20 +419,17 @@ impl Policy {
     }
 
     /// The decision of a resource policy (a bucket's, a queue's) for a request from
-    /// `principal`: a role ARN, or a service principal (`events.amazonaws.com`). A
-    /// statement applies when its principal is `*`, the caller, the caller's account
-    /// root, or the service.
+    /// `principal`, a service principal (`events.amazonaws.com`) or a role ARN: a
+    /// statement applies when its principal is `*` or the caller itself.
     pub fn decide_resource(&self, principal: &str, request: &Request) -> Decision {
-        let account = principal.split(':').nth(4).unwrap_or("-");
-        let root = format!("arn:aws:iam::{account}:root");
+        // A statement naming the account (its root) only delegates to the caller's
+        // identity policy, which this does not see: it grants nothing here. Used for
+        // service principals, which no identity policy speaks for.
         let matching: Vec<&Statement> = self
             .statements
             .iter()
             .filter(|s| {
-                s.principals
-                    .iter()
-                    .any(|p| p == "*" || p == principal || p == &root || p == account)
-                    && s.applies(request)
+                s.principals.iter().any(|p| p == "*" || p == principal) && s.applies(request)
             })
             .collect();
         if let Some(deny) = matching.iter().find(|s| !s.allow) {
@@ -489,12 +486,12 @@ impl Statement {
         let resource = if self.not_resources.is_empty() {
             self.resources
                 .iter()
-                .any(|p| glob(p, &request.resource, false))
+                .any(|p| arn_glob(p, &request.resource))
         } else {
             !self
                 .not_resources
                 .iter()
-                .any(|p| glob(p, &request.resource, false))
+                .any(|p| arn_glob(p, &request.resource))
         };
         action && resource && self.conditions.iter().all(|c| c.holds(request))
     }
@@ -531,11 +528,13 @@ impl Condition {
         };
         let one = |value: &str| -> bool {
             let any = self.values.iter().any(|p| match operator {
-                "StringEquals" | "StringNotEquals" | "ArnEquals" | "ArnNotEquals" => p == value,
+                "StringEquals" | "StringNotEquals" => p == value,
+                // AWS documents ArnEquals like ArnLike: wildcards, part by part.
+                "ArnEquals" | "ArnNotEquals" | "ArnLike" | "ArnNotLike" => arn_glob(p, value),
                 "StringEqualsIgnoreCase" | "StringNotEqualsIgnoreCase" => {
                     p.eq_ignore_ascii_case(value)
                 }
-                "StringLike" | "StringNotLike" | "ArnLike" | "ArnNotLike" => glob(p, value, false),
+                "StringLike" | "StringNotLike" => glob(p, value, false),
                 "Bool" => p.eq_ignore_ascii_case(value),
                 other => panic!("condition operator {other} is not supported by the evaluator"),
             });
@@ -549,6 +548,21 @@ impl Condition {
             None => present.iter().any(|v| one(v)),
         }
     }
+}
+
+/// ARN matching as the Resource element and the ARN operators do it: each of the six
+/// colon-separated parts matched on its own (a wildcard never spans a colon, except in
+/// the last part, the resource, which may hold colons itself). `*` alone matches all.
+pub fn arn_glob(pattern: &str, arn: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let p: Vec<&str> = pattern.splitn(6, ':').collect();
+    let a: Vec<&str> = arn.splitn(6, ':').collect();
+    if p.len() != 6 || a.len() != 6 {
+        return glob(pattern, arn, false);
+    }
+    p.iter().zip(&a).all(|(p, a)| glob(p, a, false))
 }
 
 /// Wildcard matching: `*` any run, `?` one character.
@@ -716,6 +730,99 @@ mod tests {
         assert!(
             any.decide(&r.clone().with("dynamodb:LeadingKeys", &["C", "A"]))
                 .is_allowed()
+        );
+    }
+
+    #[test]
+    fn not_action_if_exists_null_and_arn_parts_follow_aws() {
+        let p = policy(json!([
+            {"Sid": "AllButIam", "Effect": "Allow", "NotAction": "iam:*", "Resource": "*",
+             "Condition": {"StringEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}}},
+            {"Sid": "NoUntagged", "Effect": "Deny", "Action": "ec2:CreateVolume", "Resource": "*",
+             "Condition": {"Null": {"aws:RequestTag/owner": "true"}}}
+        ]));
+        let put = Request::new(ROLE, "s3:PutObject", "arn:aws:s3:::b/k");
+        assert!(
+            p.decide(&put).is_allowed(),
+            "IfExists holds without the key"
+        );
+        assert!(
+            p.decide(
+                &put.clone()
+                    .with("s3:x-amz-server-side-encryption", &["aws:kms"])
+            )
+            .is_allowed()
+        );
+        assert!(
+            !p.decide(&put.with("s3:x-amz-server-side-encryption", &["AES256"]))
+                .is_allowed()
+        );
+        assert_eq!(
+            p.decide(&Request::new(ROLE, "iam:CreateRole", "*")),
+            Decision::NotAllowed
+        );
+        let volume = Request::new(ROLE, "ec2:CreateVolume", "arn:aws:ec2:r:1:volume/new");
+        assert!(
+            matches!(p.decide(&volume), Decision::Denied(_)),
+            "Null: the tag is missing"
+        );
+        assert!(
+            p.decide(&volume.with("aws:RequestTag/owner", &["me"]))
+                .is_allowed()
+        );
+        // A wildcard does not span the colons between an ARN's parts.
+        assert!(!arn_glob(
+            "arn:aws:s3:::apiary-*",
+            "arn:aws:s3:us-east-1::apiary-x"
+        ));
+        assert!(arn_glob(
+            "arn:aws:logs:*:1:log-group:/a/*",
+            "arn:aws:logs:r:1:log-group:/a/b:*"
+        ));
+        assert!(arn_glob("*", "arn:aws:s3:::x"));
+    }
+
+    #[test]
+    fn a_resource_policy_grants_only_whom_it_names() {
+        let queue = policy(json!([
+            {"Sid": "Rule", "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+             "Action": "sqs:SendMessage", "Resource": "*",
+             "Condition": {"ArnEquals": {"aws:SourceArn": "arn:aws:events:r:1:rule/mine-*"}}},
+            {"Sid": "Account", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:root"},
+             "Action": "sqs:*", "Resource": "*"}
+        ]));
+        let send = |source: &str| {
+            Request::new(
+                "events.amazonaws.com",
+                "sqs:SendMessage",
+                "arn:aws:sqs:r:1:q",
+            )
+            .with("aws:SourceArn", &[source])
+        };
+        assert!(
+            queue
+                .decide_resource(
+                    "events.amazonaws.com",
+                    &send("arn:aws:events:r:1:rule/mine-a")
+                )
+                .is_allowed()
+        );
+        assert!(
+            !queue
+                .decide_resource(
+                    "events.amazonaws.com",
+                    &send("arn:aws:events:r:1:rule/other")
+                )
+                .is_allowed()
+        );
+        let role = "arn:aws:iam::1:role/r";
+        assert_eq!(
+            queue.decide_resource(
+                role,
+                &Request::new(role, "sqs:SendMessage", "arn:aws:sqs:r:1:q")
+            ),
+            Decision::NotAllowed,
+            "the account's statement delegates to IAM; it grants nothing by itself"
         );
     }
 

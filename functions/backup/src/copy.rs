@@ -304,13 +304,17 @@ async fn export_redis(
 const COPY_LIMIT: i64 = 5 * 1024 * 1024 * 1024;
 /// The part size of a multipart copy (S3 allows 5 MiB to 5 GiB, and 10,000 parts).
 const COPY_PART: i64 = 1024 * 1024 * 1024;
+/// Parts copied per poll: each is a server-side copy of up to 1 GiB, and a poll must
+/// end well within the function's timeout; the next poll resumes the upload.
+const PARTS_PER_POLL: usize = 3;
 
-/// Re-encrypts, in place, each file of replica `id` in the DR bucket that is not
-/// encrypted with the DR key `key` (SSE-KMS, with an S3 Bucket Key), keeping its tags,
-/// then deletes the file's older versions (the SSE-S3 copy S3 replicated). Returns what
+/// Re-encrypts, in place, the replica `id`'s files in the DR bucket that are not under
+/// the DR key `key` (SSE-KMS, with an S3 Bucket Key), keeping their tags, then deletes
+/// each file's older versions (the SSE-S3 copy S3 replicated). One file, or a few parts
+/// of one, per poll, so that a poll ends well within the function's timeout. Returns what
 /// is still being done (nothing: every file is under the DR key, and only that version
-/// remains). A crash between the copy and the delete is finished by the next poll, which
-/// finds the newest version under the DR key and deletes the rest.
+/// remains). A crash anywhere is finished by a later poll: a copy not made is made, an
+/// upload in progress is resumed, an SSE-S3 version left is deleted.
 async fn encrypt_replica(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
@@ -327,7 +331,6 @@ async fn encrypt_replica(
         .send()
         .await
         .map_err(|e| Error::aws(format!("ListObjectsV2 s3://{bucket}/{prefix}"), e))?;
-    let mut still = Vec::new();
     for object in listed.contents() {
         let Some(file) = object.key() else { continue };
         if engine::export_snapshot_id(file) != Some(id) {
@@ -346,33 +349,49 @@ async fn encrypt_replica(
             delete_older_versions(s3, bucket, file, head.version_id()).await?;
             continue;
         }
+        // Keep the time S3 replicated the file (the copy gives it a new one): the
+        // replica's age, for pruning and the RPO, counts from it.
+        let tags = engine::object_tags(s3, bucket, file).await?;
+        if !tags.contains_key(engine::TAG_REPLICATED_AT)
+            && let Some(at) = head.last_modified()
+        {
+            let mut tags = tags;
+            tags.insert(
+                engine::TAG_REPLICATED_AT.to_owned(),
+                at.fmt(aws_smithy_types::date_time::Format::DateTime)
+                    .map_err(|e| Error::fatal(e.to_string()))?,
+            );
+            put_tags(s3, bucket, file, &tags).await?;
+        }
         let size = head.content_length().unwrap_or_default();
         if size > COPY_LIMIT {
-            copy_in_parts(s3, bucket, file, size, key).await?;
-        } else {
-            s3.copy_object()
-                .bucket(bucket)
-                .key(file)
-                .copy_source(copy_source(bucket, file))
-                .server_side_encryption(ServerSideEncryption::AwsKms)
-                .ssekms_key_id(key)
-                .bucket_key_enabled(true)
-                .send()
-                .await
-                .map_err(|e| {
-                    Error::aws(
-                        format!("CopyObject s3://{bucket}/{file} onto itself under {key}"),
-                        e,
-                    )
-                })?;
+            let (done, total) = copy_in_parts(s3, bucket, file, size, key).await?;
+            return Ok(vec![format!(
+                "s3://{bucket}/{file}: {done} of {total} parts copied under the DR key"
+            )]);
         }
+        s3.copy_object()
+            .bucket(bucket)
+            .key(file)
+            .copy_source(copy_source(bucket, file))
+            .server_side_encryption(ServerSideEncryption::AwsKms)
+            .ssekms_key_id(key)
+            .bucket_key_enabled(true)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::aws(
+                    format!("CopyObject s3://{bucket}/{file} onto itself under {key}"),
+                    e,
+                )
+            })?;
         step.log
             .created(&format!("s3://{bucket}/{file} (under {key})"));
-        still.push(format!(
+        return Ok(vec![format!(
             "s3://{bucket}/{file} re-encrypted with the DR key; its SSE-S3 version goes next"
-        ));
+        )]);
     }
-    Ok(still)
+    Ok(Vec::new())
 }
 
 /// `bucket/key` as CopyObject's source (the key URL-encoded, `/` kept).
@@ -381,52 +400,96 @@ fn copy_source(bucket: &str, key: &str) -> String {
     format!("{bucket}/{}", encoded.join("/"))
 }
 
-/// A copy onto itself of a file over CopyObject's 5 GiB limit, in parts, with its tags;
-/// an upload that fails is aborted (nothing half-made stays behind).
+/// Up to [`PARTS_PER_POLL`] more parts of the copy onto itself of a file over
+/// CopyObject's 5 GiB limit, resuming the upload an earlier poll started (found by
+/// ListMultipartUploads, its parts by ListParts), completed once every part is there.
+/// Returns (parts copied, parts in all). A part that fails aborts the upload, so nothing
+/// half-made stays behind, and fails the step naming the part.
 async fn copy_in_parts(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     file: &str,
     size: i64,
     key: &str,
-) -> Result<()> {
+) -> Result<(usize, usize)> {
     use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
-    let tags = engine::object_tags(s3, bucket, file).await?;
-    let tagging = tags
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{}={}",
-                apiary_core::sigv4::uri_encode(k),
-                apiary_core::sigv4::uri_encode(v)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("&");
-    let upload = s3
-        .create_multipart_upload()
+    let total = usize::try_from((size + COPY_PART - 1) / COPY_PART).unwrap_or(usize::MAX);
+    let uploads = s3
+        .list_multipart_uploads()
         .bucket(bucket)
-        .key(file)
-        .server_side_encryption(ServerSideEncryption::AwsKms)
-        .ssekms_key_id(key)
-        .bucket_key_enabled(true)
-        .tagging(tagging)
+        .prefix(file)
         .send()
         .await
-        .map_err(|e| Error::aws(format!("CreateMultipartUpload s3://{bucket}/{file}"), e))?;
-    let upload_id = upload
-        .upload_id()
-        .ok_or_else(|| {
-            Error::fatal(format!(
-                "CreateMultipartUpload s3://{bucket}/{file}: no upload id"
-            ))
-        })?
-        .to_owned();
+        .map_err(|e| Error::aws(format!("ListMultipartUploads s3://{bucket}/{file}"), e))?;
+    let started = uploads
+        .uploads()
+        .iter()
+        .find(|u| u.key() == Some(file))
+        .and_then(|u| u.upload_id())
+        .map(str::to_owned);
+    let upload_id = match started {
+        Some(id) => id,
+        None => {
+            let tags = engine::object_tags(s3, bucket, file).await?;
+            let tagging = tags
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{}={}",
+                        apiary_core::sigv4::uri_encode(k),
+                        apiary_core::sigv4::uri_encode(v)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("&");
+            s3.create_multipart_upload()
+                .bucket(bucket)
+                .key(file)
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(key)
+                .bucket_key_enabled(true)
+                .tagging(tagging)
+                .send()
+                .await
+                .map_err(|e| Error::aws(format!("CreateMultipartUpload s3://{bucket}/{file}"), e))?
+                .upload_id()
+                .ok_or_else(|| {
+                    Error::fatal(format!(
+                        "CreateMultipartUpload s3://{bucket}/{file}: no upload id"
+                    ))
+                })?
+                .to_owned()
+        }
+    };
     let copied = async {
-        let mut parts = Vec::new();
-        let mut start = 0;
-        let mut number = 1;
-        while start < size {
+        let mut parts: std::collections::BTreeMap<i32, Option<String>> = Default::default();
+        let mut listed = s3
+            .list_parts()
+            .bucket(bucket)
+            .key(file)
+            .upload_id(&upload_id)
+            .into_paginator()
+            .send();
+        while let Some(page) = listed
+            .try_next()
+            .await
+            .map_err(|e| Error::aws(format!("ListParts s3://{bucket}/{file}"), e))?
+        {
+            for part in page.parts() {
+                if let Some(n) = part.part_number() {
+                    parts.insert(n, part.e_tag().map(str::to_owned));
+                }
+            }
+        }
+        let mut this_poll = 0;
+        for number in 1..=i32::try_from(total).unwrap_or(i32::MAX) {
+            if parts.contains_key(&number) {
+                continue;
+            }
+            if this_poll == PARTS_PER_POLL {
+                return Ok(parts.len());
+            }
+            let start = i64::from(number - 1) * COPY_PART;
             let end = (start + COPY_PART).min(size) - 1;
             let part = s3
                 .upload_part_copy()
@@ -444,48 +507,57 @@ async fn copy_in_parts(
                         e,
                     )
                 })?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(
-                        part.copy_part_result()
-                            .and_then(|r| r.e_tag())
-                            .map(str::to_owned),
-                    )
-                    .build(),
+            parts.insert(
+                number,
+                part.copy_part_result()
+                    .and_then(|r| r.e_tag())
+                    .map(str::to_owned),
             );
-            start = end + 1;
-            number += 1;
+            this_poll += 1;
         }
+        let completed: Vec<CompletedPart> = parts
+            .iter()
+            .map(|(n, e_tag)| {
+                CompletedPart::builder()
+                    .part_number(*n)
+                    .set_e_tag(e_tag.clone())
+                    .build()
+            })
+            .collect();
         s3.complete_multipart_upload()
             .bucket(bucket)
             .key(file)
             .upload_id(&upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
+                    .set_parts(Some(completed))
                     .build(),
             )
             .send()
             .await
             .map_err(|e| Error::aws(format!("CompleteMultipartUpload s3://{bucket}/{file}"), e))?;
-        Ok::<(), Error>(())
+        Ok::<usize, Error>(parts.len())
     }
     .await;
-    if copied.is_err() {
-        // Best effort: the error below is what the step reports.
-        let _ = s3
-            .abort_multipart_upload()
-            .bucket(bucket)
-            .key(file)
-            .upload_id(&upload_id)
-            .send()
-            .await;
+    match copied {
+        Ok(done) => Ok((done, total)),
+        Err(err) => {
+            // Best effort: the error is what the step reports.
+            let _ = s3
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(file)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            Err(err)
+        }
     }
-    copied
 }
 
-/// Deletes every version of `file` but `keep` (the one under the DR key).
+/// Deletes the versions of `file` older than `keep` (the one under the DR key), only
+/// while `keep` is the newest: a version written after it (a replication, an overlapping
+/// poll) is never touched.
 async fn delete_older_versions(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
@@ -502,11 +574,26 @@ async fn delete_older_versions(
         .send()
         .await
         .map_err(|e| Error::aws(format!("ListObjectVersions s3://{bucket}/{file}"), e))?;
-    for version in versions.versions() {
-        let (Some(k), Some(v)) = (version.key(), version.version_id()) else {
+    let own: Vec<_> = versions
+        .versions()
+        .iter()
+        .filter(|v| v.key() == Some(file))
+        .collect();
+    let Some(kept) = own.iter().find(|v| v.version_id() == Some(keep)) else {
+        return Ok(());
+    };
+    if kept.is_latest() != Some(true) {
+        return Ok(());
+    }
+    for version in &own {
+        let Some(v) = version.version_id() else {
             continue;
         };
-        if k != file || v == keep {
+        let older = match (version.last_modified(), kept.last_modified()) {
+            (Some(a), Some(b)) => a <= b,
+            _ => true,
+        };
+        if v == keep || version.is_latest() == Some(true) || !older {
             continue;
         }
         s3.delete_object()

@@ -29,6 +29,9 @@ pub const TAG_RUN: &str = "apiary:run";
 /// On a Redis export's files: how many files (one per shard) the whole export has, so a
 /// replica missing some is never taken for a restorable point.
 pub const TAG_PARTS: &str = "apiary:parts";
+/// On a DR replica file: when S3 wrote it (RFC 3339), kept through its re-encryption,
+/// which gives the file a new modification time; the replica's age is counted from it.
+pub const TAG_REPLICATED_AT: &str = "apiary:replicated-at";
 /// On every scratch resource a restore test makes (value [`SCRATCH_VALUE`]): what its
 /// cleanup may delete.
 pub const TAG_SCRATCH: &str = "apiary:scratch";
@@ -594,6 +597,15 @@ impl Replicas<'_> {
         let mut found = Vec::new();
         for (id, (first, at, count)) in files {
             let tags = object_tags(self.s3, &self.bucket, &first).await?;
+            // Re-encrypted files carry the time S3 first wrote them.
+            let replicated = tags
+                .get(TAG_REPLICATED_AT)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            let at = match (at, replicated) {
+                (Some(at), Some(r)) => Some(at.min(r)),
+                (at, r) => at.or(r),
+            };
             let expected = tags
                 .get(TAG_PARTS)
                 .and_then(|n| n.parse::<usize>().ok())

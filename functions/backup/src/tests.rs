@@ -655,8 +655,20 @@ async fn a_redis_snapshot_is_exported_tagged_and_done_when_its_replica_carries_t
             .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
             .content_length(1024)
             .version_id("v-sse-s3")
+            .last_modified(aws_smithy_types::DateTime::from_secs(1_796_000_000))
             .build()
     });
+    // The replication time is kept in a tag before the copy renews the file's.
+    let stamped = mock!(aws_sdk_s3::Client::put_object_tagging)
+        .match_requests(|r| {
+            let set = r.tagging().map(|t| t.tag_set()).unwrap_or_default();
+            set.iter()
+                .any(|t| t.key() == "apiary:replicated-at" && t.value() == "2026-11-30T00:53:20Z")
+                && set.iter().any(|t| t.key() == "apiary:backup")
+        })
+        .then_output(|| {
+            aws_sdk_s3::operation::put_object_tagging::PutObjectTaggingOutput::builder().build()
+        });
     let reencrypt = {
         let file = file.clone();
         mock!(aws_sdk_s3::Client::copy_object)
@@ -674,7 +686,7 @@ async fn a_redis_snapshot_is_exported_tagged_and_done_when_its_replica_carries_t
     let key = dr_key_rule();
     let third = deps(
         Rules {
-            dr_s3: vec![&replica, &replica_tags, &sse_s3, &reencrypt],
+            dr_s3: vec![&replica, &replica_tags, &sse_s3, &stamped, &reencrypt],
             dr_kms: vec![&key],
             ..Rules::default()
         },
@@ -684,6 +696,7 @@ async fn a_redis_snapshot_is_exported_tagged_and_done_when_its_replica_carries_t
         .await
         .expect("copy-status");
     assert_eq!(reencrypt.num_calls(), 1, "{out}");
+    assert_eq!(stamped.num_calls(), 1, "{out}");
     assert_eq!(out["ready"], json!(false), "{out}");
     assert!(
         out["pending"][0]
@@ -774,21 +787,27 @@ fn dr_key_rule() -> Rule {
 }
 
 /// A replica file over CopyObject's 5 GiB limit is copied in 1 GiB parts, with its tags
-/// and under the DR key; a part that fails aborts the upload and fails the step naming
-/// the file.
+/// and under the DR key, a few parts per poll (the next poll resumes the upload by its
+/// listed parts); a part that fails aborts the upload and fails the step naming the file.
 #[tokio::test]
-async fn a_replica_over_five_gib_is_re_encrypted_in_parts_and_a_failed_part_aborts() {
+async fn a_replica_over_five_gib_is_re_encrypted_in_parts_across_polls_and_a_failed_part_aborts() {
+    use aws_sdk_s3::operation::list_multipart_uploads::ListMultipartUploadsOutput;
+    use aws_sdk_s3::operation::list_parts::ListPartsOutput;
     let (fixture, recorder, id) = exports_state();
     let file = format!("{id}-0001.rdb");
     let size: i64 = 5 * 1024 * 1024 * 1024 + 1;
-    let rules = |fail_part: Option<i32>| {
+    // `started`: the parts an earlier poll copied (0: no upload yet).
+    let rules = |started: i32, fail_part: Option<i32>| {
         let listed = {
             let file = file.clone();
             mock!(aws_sdk_s3::Client::list_objects_v2)
                 .then_output(move || listing(&[(file.as_str(), 0)]))
         };
-        let tags = mock!(aws_sdk_s3::Client::get_object_tagging)
-            .then_output(|| object_tags(&redis_tags()[..4]));
+        let tags = mock!(aws_sdk_s3::Client::get_object_tagging).then_output(|| {
+            let mut tags = redis_tags()[..4].to_vec();
+            tags.push(("apiary:replicated-at", "2026-11-29T00:00:00Z"));
+            object_tags(&tags)
+        });
         let head = mock!(aws_sdk_s3::Client::head_object).then_output(move || {
             aws_sdk_s3::operation::head_object::HeadObjectOutput::builder()
                 .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
@@ -796,6 +815,21 @@ async fn a_replica_over_five_gib_is_re_encrypted_in_parts_and_a_failed_part_abor
                 .version_id("v-sse-s3")
                 .build()
         });
+        let uploads = {
+            let file = file.clone();
+            mock!(aws_sdk_s3::Client::list_multipart_uploads).then_output(move || {
+                let mut out = ListMultipartUploadsOutput::builder();
+                if started > 0 {
+                    out = out.uploads(
+                        aws_sdk_s3::types::MultipartUpload::builder()
+                            .key(&file)
+                            .upload_id("up-1")
+                            .build(),
+                    );
+                }
+                out.build()
+            })
+        };
         let create = mock!(aws_sdk_s3::Client::create_multipart_upload)
             .match_requests(|r| {
                 r.ssekms_key_id() == Some(DR_KEY)
@@ -806,8 +840,27 @@ async fn a_replica_over_five_gib_is_re_encrypted_in_parts_and_a_failed_part_abor
                     .upload_id("up-1")
                     .build()
             });
+        let parts = mock!(aws_sdk_s3::Client::list_parts).then_output(move || {
+            let mut out = ListPartsOutput::builder();
+            for n in 1..=started {
+                out = out.parts(
+                    aws_sdk_s3::types::Part::builder()
+                        .part_number(n)
+                        .e_tag(format!("e{n}"))
+                        .build(),
+                );
+            }
+            out.build()
+        });
         let part = mock!(aws_sdk_s3::Client::upload_part_copy)
-            .match_requests(move |r| Some(r.part_number().unwrap_or_default()) != fail_part)
+            .match_requests(move |r| {
+                let n = r.part_number().unwrap_or_default();
+                let start = i64::from(n - 1) * 1024 * 1024 * 1024;
+                let end = (start + 1024 * 1024 * 1024).min(size) - 1;
+                Some(n) != fail_part
+                    && r.upload_id() == Some("up-1")
+                    && r.copy_source_range() == Some(format!("bytes={start}-{end}").as_str())
+            })
             .then_output(|| {
                 aws_sdk_s3::operation::upload_part_copy::UploadPartCopyOutput::builder()
                     .copy_part_result(
@@ -818,7 +871,7 @@ async fn a_replica_over_five_gib_is_re_encrypted_in_parts_and_a_failed_part_abor
                     .build()
             });
         let failing = mock!(aws_sdk_s3::Client::upload_part_copy)
-            .match_requests(move |r| Some(r.part_number().unwrap_or_default()) == fail_part)
+            .match_requests(move |r| r.part_number() == fail_part)
             .then_error(|| {
                 aws_sdk_s3::operation::upload_part_copy::UploadPartCopyError::generic(
                     aws_sdk_s3::error::ErrorMetadata::builder()
@@ -829,7 +882,12 @@ async fn a_replica_over_five_gib_is_re_encrypted_in_parts_and_a_failed_part_abor
             });
         let complete = mock!(aws_sdk_s3::Client::complete_multipart_upload)
             .match_requests(|r| {
-                r.multipart_upload().map(|u| u.parts().len()) == Some(6)
+                let parts = r.multipart_upload().map(|u| u.parts()).unwrap_or_default();
+                parts.len() == 6
+                    && parts
+                        .iter()
+                        .enumerate()
+                        .all(|(i, p)| p.part_number() == Some(i as i32 + 1) && p.e_tag().is_some())
             })
             .then_output(|| {
                 aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput::builder()
@@ -841,48 +899,54 @@ async fn a_replica_over_five_gib_is_re_encrypted_in_parts_and_a_failed_part_abor
                 aws_sdk_s3::operation::abort_multipart_upload::AbortMultipartUploadOutput::builder()
                     .build()
             });
-        (listed, tags, head, create, part, failing, complete, abort)
+        vec![
+            listed, tags, head, uploads, create, parts, part, failing, complete, abort,
+        ]
     };
+    let run = |rules: &Vec<Rule>| {
+        let key = dr_key_rule();
+        let d = deps(
+            Rules {
+                dr_s3: rules.iter().collect(),
+                dr_kms: vec![&key],
+                ..Rules::default()
+            },
+            &recorder,
+        );
+        let event = fixture.event("copy-status");
+        async move { handle(&d, event).await }
+    };
+    let (create, part, complete, abort) = (4, 6, 8, 9);
 
-    let (listed, tags, head, create, part, failing, complete, abort) = rules(None);
-    let key = dr_key_rule();
-    let d = deps(
-        Rules {
-            dr_s3: vec![
-                &listed, &tags, &head, &create, &part, &failing, &complete, &abort,
-            ],
-            dr_kms: vec![&key],
-            ..Rules::default()
-        },
-        &recorder,
-    );
-    let out = handle(&d, fixture.event("copy-status"))
-        .await
-        .expect("copy-status");
+    // First poll: the upload is made, three parts copied, nothing completed.
+    let first = rules(0, None);
+    let out = run(&first).await.expect("copy-status");
     assert_eq!(out["ready"], json!(false), "{out}");
-    assert_eq!(part.num_calls(), 6, "5 GiB + 1 byte in 1 GiB parts");
-    assert_eq!(complete.num_calls(), 1);
-    assert_eq!(abort.num_calls(), 0);
-
-    let (listed, tags, head, create, part, failing, complete, abort) = rules(Some(3));
-    let key = dr_key_rule();
-    let d = deps(
-        Rules {
-            dr_s3: vec![
-                &listed, &tags, &head, &create, &part, &failing, &complete, &abort,
-            ],
-            dr_kms: vec![&key],
-            ..Rules::default()
-        },
-        &recorder,
+    assert!(
+        out["pending"][0].as_str().unwrap().contains("3 of 6 parts"),
+        "{out}"
     );
-    let err = handle(&d, fixture.event("copy-status"))
+    assert_eq!(first[create].num_calls(), 1);
+    assert_eq!(first[part].num_calls(), 3);
+    assert_eq!(first[complete].num_calls(), 0);
+
+    // Second poll: the same upload resumed from its listed parts, completed.
+    let second = rules(3, None);
+    let out = run(&second).await.expect("copy-status");
+    assert_eq!(out["ready"], json!(false), "{out}");
+    assert_eq!(second[create].num_calls(), 0, "resumed, not started again");
+    assert_eq!(second[part].num_calls(), 3);
+    assert_eq!(second[complete].num_calls(), 1);
+    assert_eq!(second[abort].num_calls(), 0);
+
+    // A part that fails: the upload is aborted and the step fails naming the part.
+    let failed = rules(0, Some(2));
+    let err = run(&failed)
         .await
         .expect_err("a failed part fails the step");
-    assert!(err.to_string().contains(&format!("{file} part 3")), "{err}");
-    assert_eq!(abort.num_calls(), 1, "the upload is aborted");
-    assert_eq!(complete.num_calls(), 0);
-    let _ = id;
+    assert!(err.to_string().contains(&format!("{file} part 2")), "{err}");
+    assert_eq!(failed[abort].num_calls(), 1, "the upload is aborted");
+    assert_eq!(failed[complete].num_calls(), 0);
 }
 
 /// copy-status on an exported file whose replication `status` is as given.
@@ -1421,4 +1485,31 @@ async fn the_rpo_is_the_sentinels_age_when_the_restored_copy_holds_it() {
     let rpo = postgres["rpo_seconds"].as_i64().unwrap();
     assert!((10_150..10_250).contains(&rpo), "2h50m, not 1h50m: {out}");
     assert_eq!(metrics.num_calls(), 1, "{out}");
+}
+
+/// A re-encrypted replica file is as old as when S3 replicated it (its tag), not as
+/// new as its copy: pruning and the RPO count from the replication.
+#[tokio::test]
+async fn a_re_encrypted_replica_keeps_the_age_of_its_replication() {
+    let listed = mock!(aws_sdk_s3::Client::list_objects_v2)
+        .then_output(|| listing(&[("apiary-acme-prod-redis-20261120-x-0001.rdb", 0)]));
+    let replicated = days_ago(10)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap();
+    let tags = mock!(aws_sdk_s3::Client::get_object_tagging).then_output(move || {
+        let mut tags = redis_tags()[..4].to_vec();
+        tags.push(("apiary:replicated-at", replicated.as_str()));
+        object_tags(&tags)
+    });
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&listed, &tags]);
+    let replicas = engine::Replicas {
+        s3: &s3,
+        bucket: DR_EXPORTS.into(),
+    };
+    let found = replicas.listed("us-east-1", None).await.expect("listed");
+    let age = Utc::now() - found[0].created_at.expect("a time");
+    assert!(
+        age > chrono::Duration::days(9) && age < chrono::Duration::days(11),
+        "{age:?}"
+    );
 }
