@@ -194,22 +194,7 @@ async fn export_redis(
     };
     let expected = source.parts.max(1);
     let bucket = exports.primary.as_str();
-    let prefix = format!("{id}-");
-    let listed = deps
-        .s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(&prefix)
-        .send()
-        .await
-        .map_err(|e| Error::aws(format!("ListObjectsV2 s3://{bucket}/{prefix}"), e))?;
-    let files: Vec<String> = listed
-        .contents()
-        .iter()
-        .filter_map(|o| o.key())
-        .filter(|k| engine::export_snapshot_id(k) == Some(id.as_str()))
-        .map(str::to_owned)
-        .collect();
+    let files = export_files(&deps.s3, bucket, &id).await?;
     if files.len() < expected {
         if !source.available() {
             // Still being made, or being exported (`exporting`).
@@ -300,10 +285,14 @@ async fn export_redis(
     Ok(Export::Waiting(waiting.join("; ")))
 }
 
-/// The largest object one CopyObject copies; a larger file is copied in parts.
-const COPY_LIMIT: i64 = 5 * 1024 * 1024 * 1024;
 /// The part size of a multipart copy (S3 allows 5 MiB to 5 GiB, and 10,000 parts).
 const COPY_PART: i64 = 1024 * 1024 * 1024;
+/// The largest file copied by one CopyObject; a larger one is copied in parts. S3 would
+/// take up to 5 GiB in one call, but S3 answers a copy only when it is done, and the
+/// SDK gives up on an attempt after 30 s (`apiary_core::aws::load`): a copy of several
+/// GiB would time out (and be retried) while S3 is still copying. One part's worth
+/// keeps each call well inside that.
+const COPY_LIMIT: i64 = COPY_PART;
 /// Parts copied per poll: each is a server-side copy of up to 1 GiB, and a poll must
 /// end well within the function's timeout; the next poll resumes the upload.
 const PARTS_PER_POLL: usize = 3;
@@ -323,19 +312,8 @@ async fn encrypt_replica(
     step: &StepContext<'_, Action>,
 ) -> Result<Vec<String>> {
     use aws_sdk_s3::types::ServerSideEncryption;
-    let prefix = format!("{id}-");
-    let listed = s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(&prefix)
-        .send()
-        .await
-        .map_err(|e| Error::aws(format!("ListObjectsV2 s3://{bucket}/{prefix}"), e))?;
-    for object in listed.contents() {
-        let Some(file) = object.key() else { continue };
-        if engine::export_snapshot_id(file) != Some(id) {
-            continue;
-        }
+    for file in &export_files(s3, bucket, id).await? {
+        let file = file.as_str();
         let head = s3
             .head_object()
             .bucket(bucket)
@@ -394,6 +372,25 @@ async fn encrypt_replica(
     Ok(Vec::new())
 }
 
+/// The export files of snapshot `id` in `bucket` (`<id>-NNNN.rdb`, one per shard).
+async fn export_files(s3: &aws_sdk_s3::Client, bucket: &str, id: &str) -> Result<Vec<String>> {
+    let prefix = format!("{id}-");
+    let listed = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(&prefix)
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("ListObjectsV2 s3://{bucket}/{prefix}"), e))?;
+    Ok(listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key())
+        .filter(|k| engine::export_snapshot_id(k) == Some(id))
+        .map(str::to_owned)
+        .collect())
+}
+
 /// `bucket/key` as CopyObject's source (the key URL-encoded, `/` kept).
 fn copy_source(bucket: &str, key: &str) -> String {
     let encoded: Vec<String> = key.split('/').map(apiary_core::sigv4::uri_encode).collect();
@@ -401,7 +398,7 @@ fn copy_source(bucket: &str, key: &str) -> String {
 }
 
 /// Up to [`PARTS_PER_POLL`] more parts of the copy onto itself of a file over
-/// CopyObject's 5 GiB limit, resuming the upload an earlier poll started (found by
+/// [`COPY_LIMIT`], resuming the upload an earlier poll started (found by
 /// ListMultipartUploads, its parts by ListParts), completed once every part is there.
 /// Returns (parts copied, parts in all). A part that fails aborts the upload, so nothing
 /// half-made stays behind, and fails the step naming the part.

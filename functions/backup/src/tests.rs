@@ -1513,3 +1513,71 @@ async fn a_re_encrypted_replica_keeps_the_age_of_its_replication() {
         "{age:?}"
     );
 }
+
+/// A 2 GiB replica file is copied in parts too, never by one CopyObject: S3 answers a
+/// copy only when it is done, and one of several GiB would outlast the SDK's 30-second
+/// attempt timeout.
+#[tokio::test]
+async fn a_replica_over_one_gib_is_never_copied_in_one_call() {
+    let (fixture, recorder, id) = exports_state();
+    let file = format!("{id}-0001.rdb");
+    let listed = {
+        let file = file.clone();
+        mock!(aws_sdk_s3::Client::list_objects_v2)
+            .then_output(move || listing(&[(file.as_str(), 0)]))
+    };
+    let tags = mock!(aws_sdk_s3::Client::get_object_tagging).then_output(|| {
+        let mut tags = redis_tags()[..4].to_vec();
+        tags.push(("apiary:replicated-at", "2026-11-29T00:00:00Z"));
+        object_tags(&tags)
+    });
+    let head = mock!(aws_sdk_s3::Client::head_object).then_output(|| {
+        aws_sdk_s3::operation::head_object::HeadObjectOutput::builder()
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+            .content_length(2 * 1024 * 1024 * 1024)
+            .version_id("v-sse-s3")
+            .build()
+    });
+    let whole = mock!(aws_sdk_s3::Client::copy_object)
+        .then_output(|| aws_sdk_s3::operation::copy_object::CopyObjectOutput::builder().build());
+    let uploads = mock!(aws_sdk_s3::Client::list_multipart_uploads).then_output(|| {
+        aws_sdk_s3::operation::list_multipart_uploads::ListMultipartUploadsOutput::builder().build()
+    });
+    let create = mock!(aws_sdk_s3::Client::create_multipart_upload).then_output(|| {
+        aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadOutput::builder()
+            .upload_id("up-1")
+            .build()
+    });
+    let parts = mock!(aws_sdk_s3::Client::list_parts)
+        .then_output(|| aws_sdk_s3::operation::list_parts::ListPartsOutput::builder().build());
+    let part = mock!(aws_sdk_s3::Client::upload_part_copy).then_output(|| {
+        aws_sdk_s3::operation::upload_part_copy::UploadPartCopyOutput::builder()
+            .copy_part_result(
+                aws_sdk_s3::types::CopyPartResult::builder()
+                    .e_tag("e")
+                    .build(),
+            )
+            .build()
+    });
+    let complete = mock!(aws_sdk_s3::Client::complete_multipart_upload).then_output(|| {
+        aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput::builder()
+            .build()
+    });
+    let key = dr_key_rule();
+    let d = deps(
+        Rules {
+            dr_s3: vec![
+                &listed, &tags, &head, &whole, &uploads, &create, &parts, &part, &complete,
+            ],
+            dr_kms: vec![&key],
+            ..Rules::default()
+        },
+        &recorder,
+    );
+    let out = handle(&d, fixture.event("copy-status"))
+        .await
+        .expect("copy-status");
+    assert_eq!(whole.num_calls(), 0, "{out}");
+    assert_eq!(part.num_calls(), 2, "{out}");
+    assert_eq!(complete.num_calls(), 1, "{out}");
+}
