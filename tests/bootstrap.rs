@@ -61,7 +61,7 @@ const STATELESS_FUNCTIONS: &[(&str, &str)] = &[];
 /// The custom resource that starts provision with the stack's parameters.
 const LAUNCH_TYPE: &str = "Custom::ApiaryLaunch";
 
-use apiary_e2e::{function_crates, repo_root as root, template};
+use apiary_e2e::{REGION, function_crates, repo_root as root, template};
 
 fn parse(text: &str) -> Value {
     serde_yaml::from_str(text).expect("the template is plain YAML (long-form intrinsics only)")
@@ -165,8 +165,8 @@ fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
             ));
         }
         // Configuration only, never a secret: the table, and (for the cluster step) the
-        // role ARNs that get Kubernetes access; for the workloads step the permissions
-        // boundary of the role it makes; for the storage step the organisation trail it uses
+        // role ARNs that get Kubernetes access and the log shipper's role; for the workloads step the permissions
+        // boundary of the role it makes and the Twingate connector's role; for the storage step the organisation trail it uses
         // instead of its own, if any; for the network step the functions it places in
         // the VPC; for the verifier the path of the CA bundle in its package; for the
         // control function its deployment and the provision state machine it starts when
@@ -175,9 +175,11 @@ fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
         // The launch function: what the stack's OnStackDelete says, and the two state
         // machines a teardown on delete starts; the state-table function: the key that
         // encrypts the table it makes.
-        const ALLOWED: [&str; 16] = [
+        const ALLOWED: [&str; 18] = [
             "APIARY_TABLE",
+            "APIARY_TWINGATE_ROLE_ARN",
             "APIARY_KUBERNETES_ADMIN_ROLE_ARNS",
+            "APIARY_LOG_SHIPPER_ROLE_ARN",
             "APIARY_PERMISSIONS_BOUNDARY_ARN",
             "APIARY_ORGANIZATION_TRAIL_ARN",
             "APIARY_IN_VPC_FUNCTIONS",
@@ -579,6 +581,35 @@ fn statements(role: &Value) -> Vec<&Value> {
         .collect()
 }
 
+/// A role's statements: its inline policies' and those of the template's managed
+/// policies that attach themselves to it (`Roles: [{Ref: id}]`).
+fn role_statements<'a>(template: &'a Value, role_id: &str) -> Vec<&'a Value> {
+    let mut out = statements(&template["Resources"][role_id]);
+    let reference = serde_json::json!({"Ref": role_id});
+    for (_, policy) in resources(template, "AWS::IAM::ManagedPolicy") {
+        if policy["Properties"]["Roles"]
+            .as_array()
+            .is_some_and(|roles| roles.contains(&reference))
+        {
+            out.extend(
+                policy["Properties"]["PolicyDocument"]["Statement"]
+                    .as_array()
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+    }
+    out
+}
+
+/// Every role's statements, managed policies attached to it included, by role.
+fn every_role_statements(template: &Value) -> Vec<(&str, Vec<&Value>)> {
+    resources(template, "AWS::IAM::Role")
+        .into_iter()
+        .map(|(id, _)| (id, role_statements(template, id)))
+        .collect()
+}
+
 fn actions(statement: &Value) -> Vec<String> {
     ["Action", "NotAction"]
         .iter()
@@ -595,8 +626,8 @@ fn actions(statement: &Value) -> Vec<String> {
 
 fn check_no_wildcard_actions(template: &Value) -> Vec<String> {
     let mut problems = Vec::new();
-    for (id, role) in resources(template, "AWS::IAM::Role") {
-        for statement in statements(role) {
+    for (id, statements) in every_role_statements(template) {
+        for statement in statements {
             if statement.get("NotAction").is_some() {
                 problems.push(format!("{id}: NotAction grants everything else"));
             }
@@ -702,17 +733,16 @@ fn without_test_modules(text: &str) -> String {
 
 fn check_deletes(template: &Value, code_of: &dyn Fn(&str) -> String) -> Vec<String> {
     let mut problems = Vec::new();
-    let roles: BTreeMap<&str, &Value> = resources(template, "AWS::IAM::Role").into_iter().collect();
     for (id, function) in resources(template, "AWS::Lambda::Function") {
-        let (Some(name), Some(role)) = (
+        let (Some(name), Some(role_id)) = (
             lambda_crate(function),
-            get_att_arn(&function["Properties"]["Role"]).and_then(|r| roles.get(r)),
+            get_att_arn(&function["Properties"]["Role"]),
         ) else {
             continue;
         };
         let code = code_of(&name);
         // A Deny grants nothing: denying a delete needs no code that deletes.
-        for action in statements(role)
+        for action in role_statements(template, role_id)
             .into_iter()
             .filter(|s| s["Effect"] == "Allow")
             .flat_map(actions)
@@ -965,8 +995,8 @@ fn check_key_changes_not_in_iam(template: &Value) -> Vec<String> {
         "kms:ReplicateKey",
     ];
     let mut problems = Vec::new();
-    for (id, role) in resources(template, "AWS::IAM::Role") {
-        for statement in statements(role) {
+    for (id, statements) in every_role_statements(template) {
+        for statement in statements {
             if statement["Effect"] != "Allow" {
                 continue;
             }
@@ -1147,7 +1177,7 @@ fn the_backup_deletes_are_scoped_to_the_deployments_tag() {
     for sid in DEPLOYMENT_SCOPED_DELETES {
         let found: Vec<&Value> = resources(&template, "AWS::IAM::Role")
             .into_iter()
-            .flat_map(|(_, role)| statements(role))
+            .flat_map(|(id, _)| role_statements(&template, id))
             .filter(|s| s["Sid"] == *sid)
             .collect();
         if found.len() != 1 {
@@ -1172,9 +1202,10 @@ fn the_backup_deletes_are_scoped_to_the_deployments_tag() {
 /// DocumentDB cluster parameter group is named exactly.
 fn check_teardown_scoping(template: &Value) -> Vec<String> {
     let mut problems = Vec::new();
-    let Some(role) = template["Resources"].get("TeardownRole") else {
+    if template["Resources"].get("TeardownRole").is_none() {
         return vec!["no TeardownRole".to_owned()];
-    };
+    }
+    let role_statements = role_statements(template, "TeardownRole");
     let resources_of = |statement: &Value| -> Vec<String> {
         match &statement["Resource"] {
             Value::Array(items) => items
@@ -1189,8 +1220,8 @@ fn check_teardown_scoping(template: &Value) -> Vec<String> {
             == serde_json::json!({"Ref": "DeploymentName"})
     };
     let by_sid =
-        |sid: &str| -> Option<&Value> { statements(role).into_iter().find(|s| s["Sid"] == sid) };
-    for statement in statements(role) {
+        |sid: &str| -> Option<&Value> { role_statements.iter().copied().find(|s| s["Sid"] == sid) };
+    for statement in role_statements.iter().copied() {
         let sid = statement["Sid"].as_str().unwrap_or("?");
         let resources = resources_of(statement);
         // Every profile only for reading, or for a change conditioned on the tag that
@@ -1675,4 +1706,78 @@ Resources:
             .any(|p| p.starts_with("ExtraTeardownPolicy (AWS::IAM::Policy) changes TeardownRole")),
         "{problems:?}"
     );
+}
+
+/// IAM's size limits: a role's inline policies together at most 10,240 characters and a
+/// managed policy at most 6,144 (whitespace not counted), checked with every parameter
+/// that reaches a policy at its longest. A template over them fails on AWS only, when
+/// the stack is created or updated.
+#[test]
+fn policies_fit_iams_size_limits_with_the_longest_parameters() {
+    use apiary_e2e::iam_eval::Resolver;
+    let template = template();
+    // ARNs joined by commas, as long as the parameter's MaxLength allows.
+    let longest = |parameter: &str, kind: &str| -> String {
+        let max = template["Parameters"][parameter]["MaxLength"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{parameter} has no MaxLength")) as usize;
+        let mut list: Vec<String> = Vec::new();
+        for i in 0.. {
+            let arn = format!("arn:aws:iam::123456789012:{kind}/operators/{parameter}-{i:03}");
+            let joined = list.len() + list.iter().map(String::len).sum::<usize>() + arn.len();
+            if joined > max {
+                break;
+            }
+            list.push(arn);
+        }
+        list.join(",")
+    };
+    let admins = longest("ClusterAdminArns", "role");
+    let viewers = longest("ClusterViewerArns", "user");
+    let name = "a-24-character-long-name";
+    let secret = format!(
+        "arn:aws:secretsmanager:{REGION}:123456789012:secret:{}-AbCdEf",
+        "s".repeat(200)
+    );
+    let resolver = Resolver::for_template(
+        &template,
+        "123456789012",
+        REGION,
+        &[
+            ("DeploymentName", name),
+            (
+                "Domain",
+                "honeyhive.a-rather-long-customer-domain.example.com",
+            ),
+            ("ClusterAdminArns", &admins),
+            ("ClusterViewerArns", &viewers),
+            ("TwingateSecretArn", &secret),
+        ],
+    );
+    let size = |document: &Value| {
+        serde_json::to_string(&resolver.resolve(document))
+            .unwrap()
+            .len()
+    };
+    let mut problems = Vec::new();
+    for (id, role) in resources(&template, "AWS::IAM::Role") {
+        let inline: usize = role["Properties"]["Policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| size(&p["PolicyDocument"]))
+            .sum();
+        if inline > 10_240 {
+            problems.push(format!(
+                "{id}: inline policies {inline} characters, over 10,240"
+            ));
+        }
+    }
+    for (id, policy) in resources(&template, "AWS::IAM::ManagedPolicy") {
+        let chars = size(&policy["Properties"]["PolicyDocument"]);
+        if chars > 6_144 {
+            problems.push(format!("{id}: {chars} characters, over 6,144"));
+        }
+    }
+    assert_none("policy sizes", problems);
 }

@@ -478,6 +478,16 @@ async fn bootstrap_stack_creates_on_the_emulator() {
             ("AlertEmail", "alerts@smoke.example.com"),
             // And the conditional report schedule and its role.
             ("PhoneHomeUrl", "https://vendor.example/v1/reports"),
+            // And the conditional Twingate connector role.
+            (
+                "TwingateSecretArn",
+                "arn:aws:secretsmanager:us-west-2:123456789012:secret:smoke-twingate-AbCdEf",
+            ),
+            // Operators, so the access-entry conditions are built from lists.
+            (
+                "ClusterAdminArns",
+                "arn:aws:iam::123456789012:role/ops/admins,arn:aws:iam::123456789012:user/break-glass",
+            ),
         ]
         .into_iter()
         .map(|(k, v)| {

@@ -87,9 +87,18 @@ fn resolver(template: &Value) -> Resolver {
         template,
         ACCOUNT,
         REGION,
-        &[("DeploymentName", NAME), ("Domain", DOMAIN)],
+        &[
+            ("DeploymentName", NAME),
+            ("Domain", DOMAIN),
+            ("ClusterAdminArns", OPERATOR_ADMIN),
+            ("ClusterViewerArns", OPERATOR_VIEWER),
+        ],
     )
 }
+
+/// The stack's operators (its `ClusterAdminArns` and `ClusterViewerArns`).
+const OPERATOR_ADMIN: &str = "arn:aws:iam::111122223333:role/platform/admins";
+const OPERATOR_VIEWER: &str = "arn:aws:iam::444455556666:role/vendor-support";
 
 /// Every probe, for the roles of `template`.
 fn probes(template: &Value) -> Vec<Probe> {
@@ -282,6 +291,137 @@ fn probes(template: &Value) -> Vec<Probe> {
             &iam_role(&format!("apiary-{NAME}-eks-cluster")),
         )
         .with("iam:PassedToService", &["lambda.amazonaws.com"]),
+    ));
+
+    // Access entries: only the principals the stack names get into the cluster, each
+    // only with the policy its list gives; only operator entries are ever revoked.
+    let a = "cluster role lets a principal the stack does not name into the cluster";
+    let cluster_arn = format!("arn:aws:eks:{REGION}:{ACCOUNT}:cluster/apiary-{NAME}-eks");
+    let entry_of = |principal: &str| {
+        let (kind, name) = principal
+            .rsplit_once(':')
+            .unwrap()
+            .1
+            .split_once('/')
+            .unwrap();
+        let name = name.rsplit('/').next().unwrap();
+        format!(
+            "arn:aws:eks:{REGION}:{ACCOUNT}:access-entry/apiary-{NAME}-eks/{kind}/{ACCOUNT}/{name}/uuid"
+        )
+    };
+    let create = |principal: &str, kind: &str| {
+        req("cluster", "eks:CreateAccessEntry", &cluster_arn)
+            .with("eks:principalArn", &[principal])
+            .with("eks:accessEntryType", &[kind])
+    };
+    let policy_arn = |name: &str| format!("arn:aws:eks::aws:cluster-access-policy/{name}");
+    let associate = |principal: &str, policy: &str| {
+        req("cluster", "eks:AssociateAccessPolicy", &entry_of(principal))
+            .with("eks:principalArn", &[principal])
+            .with("eks:policyArn", &[&policy_arn(policy)])
+    };
+    let stranger = "arn:aws:iam::999988887777:role/attacker";
+    let node_role = iam_role(&format!("apiary-{NAME}-eks-node"));
+    for (what, allowed, request) in [
+        (
+            "cluster makes the workloads function's entry",
+            true,
+            create(&role("workloads"), "STANDARD"),
+        ),
+        (
+            "cluster makes an admin's entry",
+            true,
+            create(OPERATOR_ADMIN, "STANDARD"),
+        ),
+        (
+            "cluster makes a viewer's entry",
+            true,
+            create(OPERATOR_VIEWER, "STANDARD"),
+        ),
+        (
+            "cluster makes the nodes' entry",
+            true,
+            create(&node_role, "EC2"),
+        ),
+        (a, false, create(stranger, "STANDARD")),
+        (a, false, create(&role("cluster"), "STANDARD")),
+        (a, false, create(OPERATOR_ADMIN, "EC2")),
+        (
+            "cluster makes an admin cluster admin",
+            true,
+            associate(OPERATOR_ADMIN, "AmazonEKSClusterAdminPolicy"),
+        ),
+        (
+            "cluster makes a viewer a viewer",
+            true,
+            associate(OPERATOR_VIEWER, "AmazonEKSViewPolicy"),
+        ),
+        (
+            a,
+            false,
+            associate(OPERATOR_VIEWER, "AmazonEKSClusterAdminPolicy"),
+        ),
+        (a, false, associate(stranger, "AmazonEKSClusterAdminPolicy")),
+        (
+            a,
+            false,
+            associate(&node_role, "AmazonEKSClusterAdminPolicy"),
+        ),
+        (a, false, associate(OPERATOR_ADMIN, "AmazonEKSAdminPolicy")),
+    ] {
+        p.push(probe(what, "cluster", allowed, request));
+    }
+    let revoke = |tags: &[(&str, &str)]| {
+        let mut r = req(
+            "cluster",
+            "eks:DeleteAccessEntry",
+            &entry_of(OPERATOR_ADMIN),
+        );
+        for (k, v) in tags {
+            r = r.with(&format!("aws:ResourceTag/{k}"), &[v]);
+        }
+        r
+    };
+    let tag = |principal: &str| {
+        req("cluster", "eks:TagResource", &entry_of(principal))
+            .with("eks:principalArn", &[principal])
+    };
+    p.push(probe(
+        "cluster tags an operator's entry",
+        "cluster",
+        true,
+        tag(OPERATOR_VIEWER),
+    ));
+    p.push(probe(
+        "cluster role marks an entry it may not remove as an operator's",
+        "cluster",
+        false,
+        tag(stranger),
+    ));
+    let r = "cluster role removes an entry that is not an operator's";
+    p.push(probe(
+        "cluster revokes an operator no longer listed",
+        "cluster",
+        true,
+        revoke(&[
+            ("apiary:deployment", NAME),
+            ("apiary:role", "operator-admin"),
+        ]),
+    ));
+    p.push(probe(
+        r,
+        "cluster",
+        false,
+        revoke(&[("apiary:deployment", NAME), ("apiary:role", "access-entry")]),
+    ));
+    p.push(probe(
+        r,
+        "cluster",
+        false,
+        revoke(&[
+            ("apiary:deployment", "other"),
+            ("apiary:role", "operator-admin"),
+        ]),
     ));
 
     // Keys: a stranger's key tagged as this deployment's gives nothing; this deployment's

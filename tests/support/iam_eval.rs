@@ -205,6 +205,18 @@ impl Resolver {
                             .collect();
                         Value::String(parts.join(sep))
                     }
+                    // A list, as a condition's values (the stack's principal lists).
+                    "Fn::Split" => {
+                        let sep = v[0].as_str().expect("Fn::Split separator");
+                        let text = self.resolve(&v[1]);
+                        Value::Array(
+                            text.as_str()
+                                .expect("Fn::Split splits a string")
+                                .split(sep)
+                                .map(|part| Value::String(part.to_owned()))
+                                .collect(),
+                        )
+                    }
                     k if k.starts_with("Fn::") => panic!("{k} is not supported by the evaluator"),
                     _ => Value::Object(
                         map.iter()
@@ -625,6 +637,20 @@ pub fn role_policy(template: &Value, resolver: &Resolver, role_id: &str) -> Poli
             &format!("{role_id}/{name}"),
             &resolver.resolve(&p["PolicyDocument"]),
         );
+    }
+    // Customer managed policies of the template that attach themselves to the role.
+    let reference = serde_json::json!({"Ref": role_id});
+    for (id, resource) in template["Resources"].as_object().into_iter().flatten() {
+        if resource["Type"] == "AWS::IAM::ManagedPolicy"
+            && resource["Properties"]["Roles"]
+                .as_array()
+                .is_some_and(|roles| roles.contains(&reference))
+        {
+            policy.add_document(
+                id,
+                &resolver.resolve(&resource["Properties"]["PolicyDocument"]),
+            );
+        }
     }
     policy
 }

@@ -10,13 +10,13 @@
 //! fields it knows plus what it saw, and keeps them, once ready, as its shard of
 //! `layers.cluster`; `ensure-karpenter`'s output is the complete one.
 
-mod access;
+pub mod access;
 mod control_plane;
 mod iam;
 pub mod karpenter;
 mod launch_template;
 pub mod log_group;
-mod nodegroup;
+pub mod nodegroup;
 mod output;
 mod scale;
 mod upgrade;
@@ -62,6 +62,10 @@ pub struct Deps {
     /// The key the control plane's log group is encrypted with: the bootstrap stack's
     /// state key (`APIARY_STATE_KEY_ARN`). None locally: the group is made unencrypted.
     pub log_key: Option<String>,
+    /// The role the fluent-bit add-on's service account gets through Pod Identity: the
+    /// bootstrap stack's `LogShipperRole` (`APIARY_LOG_SHIPPER_ROLE_ARN`). None locally
+    /// (no stack): the add-on is skipped, and the output says so.
+    pub log_shipper_role: Option<String>,
 }
 
 impl Deps {
@@ -78,7 +82,14 @@ impl Deps {
             kubernetes_admins: Vec::new(),
             emulator: config.endpoint_url().is_some(),
             log_key: None,
+            log_shipper_role: None,
         }
+    }
+
+    /// Gives the fluent-bit add-on's service account this role.
+    pub fn with_log_shipper(mut self, role: Option<String>) -> Self {
+        self.log_shipper_role = role.filter(|r| !r.is_empty());
+        self
     }
 
     /// Encrypts the control plane's log group with this key.

@@ -19,7 +19,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = Arc::new(
         cluster::Deps::new(&config, Arc::new(store))
             .with_kubernetes_admins(admins)
-            .with_log_key(std::env::var("APIARY_STATE_KEY_ARN").ok()),
+            .with_log_key(std::env::var("APIARY_STATE_KEY_ARN").ok())
+            .with_log_shipper(std::env::var("APIARY_LOG_SHIPPER_ROLE_ARN").ok()),
     );
     apiary_core::lambda::serve(move |event| {
         let deps = deps.clone();

@@ -17,11 +17,115 @@ use crate::{
 };
 
 /// EKS managed add-ons a node group's nodes need to become Ready.
-pub const NODEGROUP_ADDONS: [&str; 3] = ["vpc-cni", "kube-proxy", "coredns"];
+/// The EKS Pod Identity agent too: Auto Mode's nodes have it built in, the node group's
+/// plain nodes do not, and the Fluent Bit pods they run get their role through it.
+pub const NODEGROUP_ADDONS: [&str; 4] =
+    ["vpc-cni", "kube-proxy", "coredns", "eks-pod-identity-agent"];
 /// EKS add-ons the workloads need: the Kubernetes Metrics Server (an EKS community
 /// add-on), the source of the CPU and memory figures the ingestion
 /// HorizontalPodAutoscaler scales on; without it the autoscaler never scales.
-pub const CLUSTER_ADDONS: [&str; 1] = ["metrics-server"];
+/// The Secrets Store CSI driver with its AWS provider (an AWS add-on) brings the stores'
+/// secrets into the ingestion pods as a synced Kubernetes Secret (see the workloads
+/// step's `manifests::credentials`).
+/// Fluent Bit (an EKS community add-on) ships container and node logs into the logs
+/// bucket (see [`LOG_SHIPPER_ADDON`]).
+pub const CLUSTER_ADDONS: [&str; 3] = ["metrics-server", SECRETS_STORE_ADDON, LOG_SHIPPER_ADDON];
+pub const SECRETS_STORE_ADDON: &str = "aws-secrets-store-csi-driver-provider";
+/// The fluent-bit community add-on: its namespace and service account are both
+/// `fluent-bit`, which the bootstrap stack's `LogShipperRole` trusts (Pod Identity).
+pub const LOG_SHIPPER_ADDON: &str = "fluent-bit";
+pub const LOG_SHIPPER_SERVICE_ACCOUNT: &str = "fluent-bit";
+/// Where in the logs bucket the cluster's logs go (`LogShipperRole` may write only
+/// here): `eks/containers/` and `eks/nodes/`, then `YYYY/MM/DD/HH/`.
+pub const LOG_PREFIX: &str = "eks";
+/// How often the driver re-reads a mounted secret and updates the synced Secret: a
+/// rotation is in the pods' Secret within this (rotate-keys waits for it), then a
+/// restart puts it in their environment.
+pub use apiary_core::naming::SECRET_ROTATION_POLL;
+
+/// The configuration an add-on is created with (and brought back to when it differs):
+/// the CSI driver syncs mounted secrets into Kubernetes Secrets and re-reads them;
+/// Fluent Bit writes to `logs_bucket` in `region`. Values follow each upstream chart
+/// (the add-on's schema: `aws eks describe-addon-configuration`).
+pub fn addon_configuration(
+    addon: &str,
+    logs_bucket: &str,
+    region: &str,
+) -> Option<serde_json::Value> {
+    match addon {
+        SECRETS_STORE_ADDON => Some(serde_json::json!({
+            "secrets-store-csi-driver": {
+                "syncSecret": {"enabled": true},
+                "enableSecretRotation": true,
+                "rotationPollInterval": SECRET_ROTATION_POLL,
+            }
+        })),
+        // The chart's default inputs tag container logs `kube.*` (enriched by its
+        // kubernetes filter) and the kubelet's journal `host.*`; only the outputs change.
+        // One object per upload timeout or 50 MB, gzip, keyed by hour; PutObject only,
+        // so the role needs no multipart rights and a crash leaves no upload behind.
+        LOG_SHIPPER_ADDON => {
+            let output = |tag: &str, kind: &str| {
+                format!(
+                    "[OUTPUT]\n    Name s3\n    Match {tag}\n    bucket {logs_bucket}\n    region {region}\n    total_file_size 50M\n    upload_timeout 5m\n    use_put_object On\n    compression gzip\n    store_dir /tmp/fluent-bit/s3-{kind}\n    s3_key_format /{LOG_PREFIX}/{kind}/%Y/%m/%d/%H/$UUID.gz\n"
+                )
+            };
+            Some(serde_json::json!({
+                "config": {
+                    "outputs": format!("{}{}", output("kube.*", "containers"), output("host.*", "nodes"))
+                }
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// What `ensure-nodegroup` makes an add-on with: its configuration and, for Fluent
+/// Bit, the Pod Identity association of its service account.
+struct AddonPlan {
+    configuration: Option<serde_json::Value>,
+    pod_identity: Option<aws_sdk_eks::types::AddonPodIdentityAssociations>,
+    /// Why a missing add-on is not made (no role to give it).
+    missing: Option<String>,
+}
+
+fn plan(step: &Work<'_>, addon: &str, account: &str) -> Result<AddonPlan> {
+    // The logs bucket's name is the storage layer's rule (`Names::bucket`), not its
+    // output: provision builds storage in parallel with the cluster. Until the bucket
+    // exists Fluent Bit keeps its chunks and retries.
+    let region = &step.spec.region;
+    let logs_bucket = step.names.bucket("logs", account, region);
+    let (mut pod_identity, mut missing) = (None, None);
+    if addon == LOG_SHIPPER_ADDON {
+        match &step.deps.log_shipper_role {
+            Some(role) => {
+                pod_identity = Some(
+                    aws_sdk_eks::types::AddonPodIdentityAssociations::builder()
+                        .service_account(LOG_SHIPPER_SERVICE_ACCOUNT)
+                        .role_arn(role)
+                        .build()
+                        .map_err(|e| {
+                            Error::fatal(format!("the fluent-bit Pod Identity association: {e}"))
+                        })?,
+                );
+            }
+            None => {
+                missing = Some(
+                    "no log shipper role (the bootstrap stack's LogShipperRole, \
+                     APIARY_LOG_SHIPPER_ROLE_ARN): Fluent Bit would have no right to write the \
+                     logs"
+                        .to_owned(),
+                );
+            }
+        }
+    }
+    Ok(AddonPlan {
+        configuration: addon_configuration(addon, &logs_bucket, region),
+        pod_identity,
+        missing,
+    })
+}
+
 const AMI_TYPE: AmiTypes = AmiTypes::Al2023X8664Standard;
 
 /// `ensure-nodegroup`: needs an ACTIVE cluster; makes the access entries, the add-ons and
@@ -41,9 +145,16 @@ pub(crate) async fn ensure(step: &Work<'_>, view: &mut View) -> Result<()> {
     view.nodegroup_role_arn = nodegroup_role.arn().to_owned();
 
     view.access_entries = Some(access::ensure_all(step, node_role.arn()).await?);
+    // The account, for the logs bucket's name: the node role's ARN carries it.
+    let account = node_role
+        .arn()
+        .split(':')
+        .nth(4)
+        .unwrap_or_default()
+        .to_owned();
     let mut addons = Vec::new();
     for addon in NODEGROUP_ADDONS.into_iter().chain(CLUSTER_ADDONS) {
-        addons.push(ensure_addon(step, addon).await?);
+        addons.push(ensure_addon(step, addon, &account).await?);
     }
     view.addons = Some(addons);
 
@@ -133,9 +244,10 @@ async fn required_role(step: &Work<'_>, name: &str) -> Result<aws_sdk_iam::types
     })
 }
 
-async fn ensure_addon(step: &Work<'_>, addon: &str) -> Result<Addon> {
+async fn ensure_addon(step: &Work<'_>, addon: &str, account: &str) -> Result<Addon> {
     let eks = &step.deps.eks;
     let cluster = &step.resources.cluster;
+    let plan = plan(step, addon, account)?;
     match eks
         .describe_addon()
         .cluster_name(cluster)
@@ -152,6 +264,15 @@ async fn ensure_addon(step: &Work<'_>, addon: &str) -> Result<Addon> {
                     found.as_ref().and_then(|a| a.addon_arn()),
                 )
                 .await?;
+            let configured = found
+                .as_ref()
+                .and_then(|a| a.configuration_values())
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok());
+            if let Some(wanted) = &plan.configuration
+                && configured.as_ref() != Some(wanted)
+            {
+                reconfigure(step, addon, wanted).await?;
+            }
             let status = found.and_then(|a| a.status).map(|s| s.as_str().to_owned());
             return Ok(Addon::new(addon, Presence::Present, status));
         }
@@ -171,11 +292,19 @@ async fn ensure_addon(step: &Work<'_>, addon: &str) -> Result<Addon> {
         }
         Err(err) => return Err(Error::aws(format!("DescribeAddon {cluster} {addon}"), err)),
     }
+    if let Some(reason) = plan.missing {
+        return Ok(Addon {
+            reason: Some(reason),
+            ..Addon::new(addon, Presence::Skipped, None)
+        });
+    }
     let created = eks
         .create_addon()
         .cluster_name(cluster)
         .addon_name(addon)
         .resolve_conflicts(ResolveConflicts::Overwrite)
+        .set_configuration_values(plan.configuration.as_ref().map(|c| c.to_string()))
+        .set_pod_identity_associations(plan.pod_identity.map(|p| vec![p]))
         .set_tags(Some(step.tags("addon").into_iter().collect()))
         .send()
         .await;
@@ -202,6 +331,44 @@ async fn ensure_addon(step: &Work<'_>, addon: &str) -> Result<Addon> {
         .resource("eks:addon", &format!("{cluster}/{addon}"), arn.as_deref())
         .await?;
     Ok(Addon::new(addon, state, status))
+}
+
+/// An add-on whose configuration differs from ours (changed by hand, or made before
+/// this one was set) gets it back. EKS refuses an update while the add-on is still
+/// creating or updating (`ResourceInUseException`): the next provision converges it.
+async fn reconfigure(step: &Work<'_>, addon: &str, wanted: &serde_json::Value) -> Result<()> {
+    let cluster = &step.resources.cluster;
+    let sent = step
+        .deps
+        .eks
+        .update_addon()
+        .cluster_name(cluster)
+        .addon_name(addon)
+        .resolve_conflicts(ResolveConflicts::Overwrite)
+        .configuration_values(wanted.to_string())
+        .send()
+        .await;
+    match sent {
+        Ok(_) => {
+            tracing::info!(
+                addon,
+                "add-on configuration brought back to the deployment's"
+            );
+            Ok(())
+        }
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            tracing::info!(
+                addon,
+                "add-on busy; its configuration is converged by the next provision"
+            );
+            Ok(())
+        }
+        Err(err) => Err(Error::aws(format!("UpdateAddon {cluster} {addon}"), err)),
+    }
 }
 
 pub(crate) async fn describe(step: &Work<'_>) -> Result<Option<Nodegroup>> {

@@ -91,6 +91,9 @@ pub enum Presence {
     Skipped,
     /// The AWS endpoint does not implement it (the local emulator).
     NotEmulated,
+    /// Removed: no longer wanted (an operator's access entry whose principal the spec no
+    /// longer lists).
+    Removed,
 }
 
 /// One EKS access entry and its access policy.

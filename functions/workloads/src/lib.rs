@@ -24,6 +24,7 @@ pub mod restart;
 pub mod rollout;
 pub mod scale;
 pub mod serving;
+pub mod sync;
 pub mod teardown;
 #[cfg(test)]
 mod test_support;
@@ -56,6 +57,10 @@ pub enum WorkloadsAction {
     /// Restart the ingestion pods so they read rotated credentials (rotate-keys).
     #[serde(rename = "restart")]
     Restart,
+    /// rotate-keys, before the restart: every pod's mount holds the rotated secrets'
+    /// current versions (see `sync`); read-only, polled.
+    #[serde(rename = "credentials-synced")]
+    CredentialsSynced,
     /// scale-pools: the ingestion NodePool applied as rendered from the record and read
     /// back until it shows the recorded limits; its own poll.
     #[serde(rename = "scale-nodepool")]
@@ -90,6 +95,7 @@ impl Action for WorkloadsAction {
             WorkloadsAction::Ensure => "ensure",
             WorkloadsAction::Status => "status",
             WorkloadsAction::Restart => "restart",
+            WorkloadsAction::CredentialsSynced => "credentials-synced",
             WorkloadsAction::ScaleNodepool => "scale-nodepool",
             WorkloadsAction::UpgradeImage => "upgrade-image",
             WorkloadsAction::UpgradeImageStatus => "upgrade-image-status",
@@ -109,6 +115,7 @@ impl Action for WorkloadsAction {
             // The upgrade's result carries what its steps saw; a skipped step must not
             // overwrite provision's rollout (the load balancer the alias names).
             WorkloadsAction::Restart
+            | WorkloadsAction::CredentialsSynced
             | WorkloadsAction::ScaleNodepool
             | WorkloadsAction::UpgradeImage
             | WorkloadsAction::UpgradeImageStatus
@@ -123,6 +130,7 @@ impl Action for WorkloadsAction {
         !matches!(
             self,
             WorkloadsAction::Status
+                | WorkloadsAction::CredentialsSynced
                 | WorkloadsAction::TeardownKubernetesStatus
                 | WorkloadsAction::UpgradeImageStatus
                 | WorkloadsAction::RollbackImageStatus
@@ -133,6 +141,9 @@ impl Action for WorkloadsAction {
 /// The environment variable naming the permissions boundary of the roles this function
 /// creates (see [`Deps::permissions_boundary`]).
 pub const PERMISSIONS_BOUNDARY_ENV: &str = "APIARY_PERMISSIONS_BOUNDARY_ARN";
+/// The environment variable naming the Twingate connector's role (the stack's
+/// `TwingateConnectorRole`, set when the stack has a connector secret).
+pub const TWINGATE_ROLE_ENV: &str = "APIARY_TWINGATE_ROLE_ARN";
 
 /// How the step reaches Kubernetes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +162,8 @@ pub struct Deps {
     pub iam: aws_sdk_iam::Client,
     /// The load balancer and its targets' health (`serving`).
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    /// The stores' secrets' current versions (metadata only: `sync`).
+    pub secrets: aws_sdk_secretsmanager::Client,
     /// Signs the EKS bearer token.
     pub credentials: Option<SharedCredentialsProvider>,
     /// The SDK's region (the deployment's region when unset).
@@ -166,6 +179,9 @@ pub struct Deps {
     /// change the ingestion role with exactly this boundary attached. `None` only
     /// against the emulator, where the local runner has no such policy.
     pub permissions_boundary: Option<String>,
+    /// The role Pod Identity gives the Twingate connector (`TWINGATE_ROLE_ENV`). None
+    /// locally, and when the stack has no connector secret.
+    pub twingate_role: Option<String>,
 }
 
 impl Deps {
@@ -178,12 +194,14 @@ impl Deps {
             eks: apiary_core::client!(aws_sdk_eks, sdk_config),
             iam: apiary_core::client!(aws_sdk_iam, sdk_config),
             elb: apiary_core::client!(aws_sdk_elasticloadbalancingv2, sdk_config),
+            secrets: apiary_core::client!(aws_sdk_secretsmanager, sdk_config),
             credentials: sdk_config.credentials_provider(),
             region: sdk_config.region().map(|r| r.to_string()),
             recorder,
             kube,
             emulator: sdk_config.endpoint_url().is_some(),
             permissions_boundary: None,
+            twingate_role: None,
         }
     }
 
@@ -256,6 +274,9 @@ pub async fn run_on(
         WorkloadsAction::Restart => Box::pin(restart::restart(step, target))
             .await?
             .map(Output::Restart),
+        WorkloadsAction::CredentialsSynced => Box::pin(sync::synced(deps, step, target))
+            .await?
+            .map(Output::Synced),
         WorkloadsAction::ScaleNodepool => Box::pin(scale::scale(step, target))
             .await?
             .map(Output::Scale),
@@ -328,6 +349,7 @@ pub async fn ensure(
     let mut ctx = Context::new(&step.spec, &step.layers)?;
     let identity =
         pod_identity::ensure(deps, &step.names, &step.layers, &region(deps, step), log).await?;
+    let connector = connector_identity(deps, step, &ctx).await?;
     match target {
         Target::Render(folder) => {
             let manifests = manifests::build(&ctx)?;
@@ -351,6 +373,7 @@ pub async fn ensure(
                 },
                 changed,
                 pod_identity: identity.report(),
+                connector,
                 detail: detail.clone(),
             })
             .with_detail(detail))
@@ -401,12 +424,49 @@ pub async fn ensure(
                     },
                     changed,
                     pod_identity: identity.report(),
+                    connector,
                     detail,
                 },
                 vec![rollout],
             ))
         }
     }
+}
+
+/// The Twingate connector's identity, when the spec has a connector: its service
+/// account bound to the stack's connector role. Without that role (a local run: no
+/// stack) the binding is reported as not made.
+async fn connector_identity(
+    deps: &Deps,
+    step: &StepContext<'_, WorkloadsAction>,
+    ctx: &Context,
+) -> Result<Option<output::ConnectorIdentity>> {
+    if ctx.twingate_secret_arn.is_none() {
+        return Ok(None);
+    }
+    let Some(role) = &deps.twingate_role else {
+        return Ok(Some(output::ConnectorIdentity {
+            role_arn: None,
+            association: "not-created".to_owned(),
+            detail: Some(format!(
+                "no connector role ({TWINGATE_ROLE_ENV}: the stack's TwingateConnectorRole): the connector cannot read its secret"
+            )),
+        }));
+    };
+    let cluster = &step.layers.cluster()?.cluster_name;
+    let association =
+        pod_identity::ensure_connector(deps, &step.names, cluster, role, &step.log).await?;
+    let (association, detail) = match association {
+        pod_identity::Association::Bound { change, .. } => (change.to_owned(), None),
+        pod_identity::Association::Unsupported { detail } => {
+            ("not-created".to_owned(), Some(detail))
+        }
+    };
+    Ok(Some(output::ConnectorIdentity {
+        role_arn: Some(role.clone()),
+        association,
+        detail,
+    }))
 }
 
 /// The objects a plain (non Auto Mode) cluster does not get, and why.
@@ -427,7 +487,7 @@ fn skipped_without_auto_mode(ctx: &Context) -> Result<Vec<Skipped>> {
             namespace: m.namespace.clone(),
             name: m.name.clone(),
             reason: format!(
-                "the cluster does not serve EKS Auto Mode's resources, so {} was not applied",
+                "the cluster does not serve EKS Auto Mode's resources (nor the add-ons Apiary installs on EKS, such as the secrets driver), so {} was not applied",
                 m.display()
             ),
         })

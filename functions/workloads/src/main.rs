@@ -16,6 +16,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     if let Some(boundary) = ProcessEnv.var(workloads::PERMISSIONS_BOUNDARY_ENV) {
         deps = deps.with_permissions_boundary(boundary);
     }
+    deps.twingate_role = ProcessEnv
+        .var(workloads::TWINGATE_ROLE_ENV)
+        .filter(|r| !r.is_empty());
     let deps = Arc::new(deps);
     apiary_core::lambda::serve(move |event| {
         let deps = deps.clone();

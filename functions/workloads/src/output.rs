@@ -18,6 +18,7 @@ pub enum Output {
     Ensure(EnsureOutput),
     Status(StatusOutput),
     Restart(crate::restart::RestartOutput),
+    Synced(crate::sync::SyncOutput),
     Scale(crate::scale::ScaleOutput),
     Teardown(crate::teardown::TeardownOutput),
     Skipped(StepSkipped),
@@ -39,7 +40,20 @@ pub struct EnsureOutput {
     /// Objects this run changed: files rewritten, or applies that changed the object.
     pub changed: usize,
     pub pod_identity: PodIdentityReport,
+    /// The Twingate connector's identity, when the spec has a connector.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connector: Option<ConnectorIdentity>,
     pub detail: String,
+}
+
+/// The Twingate connector's service account and the role Pod Identity gives it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectorIdentity {
+    pub role_arn: Option<String>,
+    /// `created`, `updated`, `unchanged`, or `not-created`.
+    pub association: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Where the objects went (`mode`).

@@ -114,6 +114,7 @@ pub async fn ensure(
         deps,
         names,
         &cluster.cluster_name,
+        (NAMESPACE, SERVICE_ACCOUNT),
         &role_arn,
         role_created,
         log,
@@ -309,21 +310,44 @@ fn endpoint_lacks_operation<E: ProvideErrorMetadata>(err: &SdkError<E, HttpRespo
         )
 }
 
-async fn ensure_association(
+/// The Twingate connector's service account bound to the stack's connector role (made
+/// by CloudFormation, so never new here).
+pub async fn ensure_connector(
     deps: &Deps,
     names: &Names,
     cluster: &str,
     role_arn: &str,
+    log: &StepLog<'_>,
+) -> Result<Association> {
+    use crate::manifests::connector;
+    ensure_association(
+        deps,
+        names,
+        cluster,
+        (connector::NAMESPACE, connector::SERVICE_ACCOUNT),
+        role_arn,
+        false,
+        log,
+    )
+    .await
+}
+
+async fn ensure_association(
+    deps: &Deps,
+    names: &Names,
+    cluster: &str,
+    (namespace, service_account): (&str, &str),
+    role_arn: &str,
     role_is_new: bool,
     log: &StepLog<'_>,
 ) -> Result<Association> {
-    let target = format!("Pod Identity association {cluster}/{NAMESPACE}/{SERVICE_ACCOUNT}");
+    let target = format!("Pod Identity association {cluster}/{namespace}/{service_account}");
     let listed = deps
         .eks
         .list_pod_identity_associations()
         .cluster_name(cluster)
-        .namespace(NAMESPACE)
-        .service_account(SERVICE_ACCOUNT)
+        .namespace(namespace)
+        .service_account(service_account)
         .send()
         .await;
     let listed = match listed {
@@ -380,8 +404,8 @@ async fn ensure_association(
         .eks
         .create_pod_identity_association()
         .cluster_name(cluster)
-        .namespace(NAMESPACE)
-        .service_account(SERVICE_ACCOUNT)
+        .namespace(namespace)
+        .service_account(service_account)
         .role_arn(role_arn);
     for (key, value) in names.tags(Layer::Workloads) {
         request = request.tags(key, value);

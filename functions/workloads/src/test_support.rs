@@ -64,12 +64,14 @@ pub fn mock_deps_over(
         // No test here reaches the load balancer check (it needs the EKS access): its
         // own tests are in `serving`.
         elb: mock_client!(aws_sdk_elasticloadbalancingv2, RuleMode::MatchAny, []),
+        secrets: mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, []),
         credentials: None,
         region: Some("us-west-2".to_owned()),
         recorder: Arc::new(recorder.clone()),
         kube,
         emulator,
         permissions_boundary: Some(BOUNDARY_ARN.to_owned()),
+        twingate_role: None,
     };
     (deps, recorder)
 }

@@ -135,15 +135,15 @@ async fn ensure_renders_validates_and_says_nothing_was_applied() {
     assert_eq!(out["applied"], false);
     assert_eq!(out["validated"], true);
     assert_eq!(out["folder"], json!(folder));
-    assert_eq!(out["objects"].as_array().unwrap().len(), 14);
-    assert_eq!(out["changed"], 14);
+    assert_eq!(out["objects"].as_array().unwrap().len(), 15);
+    assert_eq!(out["changed"], 15);
     assert_eq!(out["pod_identity"]["association"], "created");
     assert_eq!(out["pod_identity"]["role_arn"], ROLE_ARN);
     assert!(
         out["detail"].as_str().unwrap().ends_with("not applied"),
         "{out}"
     );
-    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 14);
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 15);
     assert_eq!(journal(&recorder), [("ensure".into(), "created".into())]);
 
     // Run again over what exists: nothing is created or rewritten.
@@ -195,10 +195,10 @@ async fn ensure_applies_records_and_reapplies_without_change() {
         .unwrap();
     assert_eq!(out["mode"], "applied");
     assert_eq!(out["applied"], true);
-    assert_eq!(out["changed"], 14);
+    assert_eq!(out["changed"], 15);
     assert_eq!(out["skipped"], json!([]));
-    assert_eq!(out["objects"][7]["kind"], "Deployment");
-    assert_eq!(out["objects"][7]["created"], true);
+    assert_eq!(out["objects"][8]["kind"], "Deployment");
+    assert_eq!(out["objects"][8]["created"], true);
     let created = out["created"].as_array().unwrap();
     assert!(
         created.contains(&json!("Deployment honeyhive/ingestion")),
@@ -219,7 +219,7 @@ async fn ensure_applies_records_and_reapplies_without_change() {
     assert_eq!(out["ready"], false);
     assert_eq!(journal(&recorder), [("ensure".into(), "not-ready".into())]);
     assert!(
-        journal_detail(&recorder).contains("(14 changed)"),
+        journal_detail(&recorder).contains("(15 changed)"),
         "{}",
         journal_detail(&recorder)
     );
@@ -278,10 +278,16 @@ async fn a_plain_cluster_skips_auto_mode_objects_and_says_so() {
         .collect();
     assert_eq!(
         skipped,
-        ["NodeClass", "NodePool", "ConfigMap", "IngressClassParams"]
+        [
+            "NodeClass",
+            "NodePool",
+            "ConfigMap",
+            "SecretProviderClass",
+            "IngressClassParams"
+        ]
     );
     assert!(
-        out["detail"].as_str().unwrap().contains("4 skipped"),
+        out["detail"].as_str().unwrap().contains("5 skipped"),
         "{out}"
     );
     let requests = requests.await.unwrap();
@@ -499,7 +505,7 @@ async fn the_https_ingress_is_not_rendered_until_the_certificate_is_issued() {
     );
     let out = handle(&deps, fixture.event("ensure")).await.unwrap();
     assert_eq!(out["ready"], true);
-    assert_eq!(out["objects"].as_array().unwrap().len(), 13);
+    assert_eq!(out["objects"].as_array().unwrap().len(), 14);
     assert!(
         out["objects"]
             .as_array()
@@ -515,7 +521,7 @@ async fn the_https_ingress_is_not_rendered_until_the_certificate_is_issued() {
         reason.contains("PENDING_VALIDATION") && reason.contains("not ISSUED"),
         "{reason}"
     );
-    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 13);
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 14);
     assert!(
         journal_detail(&recorder).contains("Ingress honeyhive/ingestion skipped"),
         "{}",
@@ -533,7 +539,7 @@ async fn the_https_ingress_is_not_rendered_until_the_certificate_is_issued() {
     let out = handle(&deps, Fixture::test().event("ensure"))
         .await
         .unwrap();
-    assert_eq!(out["objects"].as_array().unwrap().len(), 14);
+    assert_eq!(out["objects"].as_array().unwrap().len(), 15);
     assert_eq!(out["skipped"], json!([]));
     assert_eq!(out["changed"], 1, "only the Ingress is new");
     std::fs::remove_dir_all(&folder).unwrap();
@@ -551,7 +557,7 @@ async fn the_https_ingress_is_not_applied_until_the_certificate_is_issued() {
     drop(client);
     let out = step::run(&against, fixture.event("ensure")).await.unwrap();
     drop(against);
-    assert_eq!(out["objects"].as_array().unwrap().len(), 13);
+    assert_eq!(out["objects"].as_array().unwrap().len(), 14);
     let skipped: Vec<&str> = out["skipped"]
         .as_array()
         .unwrap()
@@ -617,5 +623,193 @@ async fn the_upgrade_image_steps_skip_a_version_and_fail_a_stuck_rollout() {
     assert_eq!(
         journal(&recorder),
         [("upgrade-image-status".into(), "failed".into())]
+    );
+}
+
+/// DescribeSecret answering `version` as AWSCURRENT for every store secret.
+fn secrets_at(version: &'static str) -> aws_sdk_secretsmanager::Client {
+    use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
+    let rule = aws_smithy_mocks::mock!(aws_sdk_secretsmanager::Client::describe_secret)
+        .then_compute_output(move |r| {
+            DescribeSecretOutput::builder()
+                .arn(r.secret_id().unwrap())
+                .version_ids_to_stages(version, vec!["AWSCURRENT".to_owned()])
+                .version_ids_to_stages("old", vec!["AWSPREVIOUS".to_owned()])
+                .build()
+        });
+    aws_smithy_mocks::mock_client!(
+        aws_sdk_secretsmanager,
+        aws_smithy_mocks::RuleMode::MatchAny,
+        [&rule]
+    )
+}
+
+/// The driver's pod statuses: `ingestion-a` holds `version` of every credential file of
+/// the fixture (PostgreSQL and Redis).
+fn pod_status_server(version: &'static str) -> kube::Client {
+    let files = [
+        "postgres",
+        "postgres-username",
+        "postgres-password",
+        "redis",
+        "redis-username",
+        "redis-auth-token",
+    ];
+    let (client, _server) = fake_api::start(move |request| {
+        if request.path.ends_with("/namespaces/honeyhive/pods") {
+            Reply::Json(
+                200,
+                json!({"items": [
+                    {"metadata": {"name": "ingestion-a"}, "status": {"phase": "Running"}},
+                    {"metadata": {"name": "ingestion-gone", "deletionTimestamp": "2026-12-07T00:00:00Z"},
+                     "status": {"phase": "Running"}}
+                ]}),
+            )
+        } else if request
+            .path
+            .ends_with("/namespaces/honeyhive/secretproviderclasspodstatuses")
+        {
+            let objects: Vec<Value> = files
+                .iter()
+                .map(|id| json!({"id": id, "version": version}))
+                .collect();
+            Reply::Json(
+                200,
+                json!({"items": [{"status": {
+                    "podName": "ingestion-a",
+                    "secretProviderClassName": crate::manifests::credentials::CLASS,
+                    "mounted": true,
+                    "objects": objects
+                }}]}),
+            )
+        } else {
+            Reply::Json(404, fake_api::status(404, "NotFound", "no"))
+        }
+    });
+    client
+}
+
+#[tokio::test]
+async fn the_restart_waits_until_every_pods_mount_holds_the_current_versions() {
+    let mut event = Fixture::test().event("credentials-synced");
+    event["options"] = json!({"input": {"scope": "secrets"}});
+
+    let (mut deps, _) = mock_deps(&[], &[], KubeAccess::Eks, false);
+    deps.secrets = secrets_at("v2");
+    let behind = step::run(&Against::eks(deps, &pod_status_server("v1")), event.clone())
+        .await
+        .unwrap();
+    assert_eq!(behind["ready"], false, "{behind}");
+    let named = behind["behind"].as_array().unwrap();
+    assert_eq!(named.len(), 6, "every file of the pod is named: {behind}");
+    assert!(
+        named[0]
+            .as_str()
+            .unwrap()
+            .starts_with("pod ingestion-a: postgres at v1, current v2"),
+        "{behind}"
+    );
+
+    let (mut deps, recorder) = mock_deps(&[], &[], KubeAccess::Eks, false);
+    deps.secrets = secrets_at("v2");
+    let synced = step::run(&Against::eks(deps, &pod_status_server("v2")), event.clone())
+        .await
+        .unwrap();
+    assert_eq!(synced["ready"], true, "{synced}");
+    assert_eq!(synced["synced"], true);
+    assert_eq!(
+        journal(&recorder),
+        [("credentials-synced".into(), "ready".into())]
+    );
+
+    // A keys-only run has nothing to wait for and asks nothing.
+    let (deps, _) = mock_deps(&[], &[], KubeAccess::Eks, false);
+    let mut keys_only = event;
+    keys_only["options"] = json!({"input": {"scope": "keys-check"}});
+    let skipped = step::run(&Against::eks(deps, &pod_status_server("v1")), keys_only)
+        .await
+        .unwrap();
+    assert_eq!(skipped["ready"], true);
+    assert!(
+        skipped["detail"]
+            .as_str()
+            .unwrap()
+            .contains("rotates no secret")
+    );
+}
+
+/// A deployment with a Twingate connector.
+fn with_connector() -> Fixture {
+    Fixture::test().with_spec(|spec| {
+        spec["cluster"]["access"] = json!({
+            "twingate_secret_arn": "arn:aws:secretsmanager:us-west-2:123456789012:secret:twingate-AbCdEf"
+        });
+    })
+}
+
+#[tokio::test]
+async fn the_connector_is_rendered_and_its_service_account_bound_to_the_stacks_role() {
+    const CONNECTOR_ROLE: &str = "arn:aws:iam::123456789012:role/apiary-acme-prod-twingate";
+    let fixture = with_connector();
+    let (iam, eks) = (FreshIam::new(), FreshEks::new());
+    let connector_list = aws_smithy_mocks::mock!(aws_sdk_eks::Client::list_pod_identity_associations)
+        .match_requests(|r| {
+            r.namespace() == Some("twingate") && r.service_account() == Some("twingate-connector")
+        })
+        .then_output(|| {
+            aws_sdk_eks::operation::list_pod_identity_associations::ListPodIdentityAssociationsOutput::builder().build()
+        });
+    let connector_create =
+        aws_smithy_mocks::mock!(aws_sdk_eks::Client::create_pod_identity_association)
+            .match_requests(|r| {
+                r.namespace() == Some("twingate")
+                    && r.service_account() == Some("twingate-connector")
+                    && r.role_arn() == Some(CONNECTOR_ROLE)
+            })
+            .then_output(|| {
+                aws_sdk_eks::operation::create_pod_identity_association::CreatePodIdentityAssociationOutput::builder()
+                    .association(
+                        aws_sdk_eks::types::PodIdentityAssociation::builder()
+                            .association_id("a-connector")
+                            .association_arn("arn:aws:eks:us-west-2:123456789012:podidentityassociation/apiary-acme-prod/a-connector")
+                            .build(),
+                    )
+                    .build()
+            });
+    let mut rules = vec![&connector_list, &connector_create];
+    rules.extend(eks.rules());
+    let folder = temp_folder();
+    let (mut deps, _) = mock_deps_over(
+        &fixture,
+        &rules,
+        &iam.rules(),
+        KubeAccess::Render(folder.clone()),
+        false,
+    );
+    deps.twingate_role = Some(CONNECTOR_ROLE.to_owned());
+    let out = handle(&deps, fixture.event("ensure")).await.unwrap();
+    assert_eq!(out["objects"].as_array().unwrap().len(), 20, "{out}");
+    assert_eq!(out["connector"]["association"], "created");
+    assert_eq!(out["connector"]["role_arn"], CONNECTOR_ROLE);
+    assert_eq!(connector_create.num_calls(), 1);
+
+    // Without the stack's role (a local run) the manifests still render, and the
+    // binding is said not to be made.
+    let (iam, eks) = (FreshIam::new(), FreshEks::new());
+    let (deps, _) = mock_deps_over(
+        &fixture,
+        &eks.rules(),
+        &iam.rules(),
+        KubeAccess::Render(temp_folder()),
+        false,
+    );
+    let out = handle(&deps, fixture.event("ensure")).await.unwrap();
+    assert_eq!(out["connector"]["association"], "not-created");
+    assert!(
+        out["connector"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("TwingateConnectorRole"),
+        "{out}"
     );
 }

@@ -21,6 +21,9 @@ pub const TAG_ROLE: &str = "apiary:role";
 /// The port the ingestion pods listen on; the cluster security group admits the load
 /// balancer to it.
 pub const INGESTION_PORT: u16 = 8080;
+/// How often the Secrets Store CSI driver (configured by the cluster step) re-reads a
+/// mounted secret and updates the synced Kubernetes Secret.
+pub const SECRET_ROTATION_POLL: &str = "2m";
 
 /// The layers of a data plane, in build order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -5,6 +5,8 @@
 //!   -> keys (state policy, rotation period, on demand: RotateKeyOnDemand)
 //!   -> database master passwords (RotateSecret) -> until each is current (polled)
 //!   -> Redis ROTATE -> until applied (polled; the secret then holds the new token)
+//!   -> until every pod's mount holds the new versions (polled: the CSI driver re-reads
+//!      them every 2 minutes and syncs the pods' Secret)
 //!   -> restart the ingestion pods -> their rollout (polled)
 //!   -> Redis SET -> until applied (polled)
 //!   -> finish -> unlock
@@ -48,6 +50,18 @@ pub const REDIS_ROTATED: Poll = Poll {
     schedule: &[30, 30, 60, 120, 300, 600, 600, 600, 1200],
 };
 
+/// The Secrets Store CSI driver re-reads every mounted secret each
+/// `SECRET_ROTATION_POLL` (2 minutes) and syncs the pods' Secret from it. Bound 20
+/// minutes: a driver that has not caught up by then is broken, not slow.
+pub const CREDENTIALS_SYNCED: Poll = Poll {
+    name: "CredentialsSynced",
+    function: Function::Workloads,
+    ensure: "credentials-synced",
+    status: "credentials-synced",
+    what: "the Secrets Store CSI driver bringing the rotated secrets into every ingestion pod's mount and Secret",
+    schedule: &[30, 30, 60, 60, 120, 120, 240, 540],
+};
+
 /// The ingestion rollout after the restart, bounded as provision's. Bound 30 minutes.
 pub const ROLLOUT: Poll = Poll {
     name: "IngestionRollout",
@@ -68,9 +82,10 @@ pub const REDIS_SET: Poll = Poll {
     schedule: &[30, 30, 60, 120, 300, 600, 600, 600, 1200],
 };
 
-/// 24 hours: every step's retries and all three poll bounds fit in it (the budget test
-/// computes the longest path); a normal run takes minutes.
-pub const TIMEOUT_SECONDS: u64 = 24 * 3600;
+/// 36 hours, as upgrade's: every step's retries and all five poll bounds (the sync
+/// wait polls the workloads function, whose attempts may each run to its timeout) fit in
+/// it (the budget test computes the longest path); a normal run takes minutes.
+pub const TIMEOUT_SECONDS: u64 = 36 * 3600;
 
 pub fn definition() -> serde_json::Value {
     let input = || json!({"input.$": "$.input"});
@@ -104,6 +119,7 @@ pub fn definition() -> serde_json::Value {
             "Redis AUTH phase 1: ROTATE to a new token (the group accepts both); never the first token of a group without AUTH",
         ))
         .poll_with(REDIS_ROTATED, None)
+        .poll_with(CREDENTIALS_SYNCED, Some(input()))
         .task(
             Task::step("RestartIngestion", Function::Workloads, "restart")
                 .comment("Restart the ingestion pods so that they read the new token")

@@ -32,6 +32,7 @@ use serde_json::Value;
 use super::*;
 
 pub(crate) const CLUSTER: &str = "apiary-acme-eks";
+pub(crate) const LOG_SHIPPER: &str = "arn:aws:iam::123456789012:role/apiary-acme-log-shipper";
 pub(crate) const ENDPOINT: &str = "https://ABC.gr7.us-west-2.eks.amazonaws.com";
 
 pub(crate) fn role_arn(name: &str) -> String {
@@ -87,9 +88,16 @@ impl Mocks<'_> {
         } else {
             self.logs.clone()
         };
+        // Last, so that a test's own listing wins: the cluster holds no entry beyond the
+        // ones the test describes.
+        let none_listed = mock!(Eks::list_access_entries).then_output(|| {
+            aws_sdk_eks::operation::list_access_entries::ListAccessEntriesOutput::builder().build()
+        });
+        let mut eks = self.eks.clone();
+        eks.push(&none_listed);
         let deps = Deps {
             logs: mock_client!(aws_sdk_cloudwatchlogs, RuleMode::MatchAny, &logs),
-            eks: mock_client!(aws_sdk_eks, RuleMode::MatchAny, &self.eks),
+            eks: mock_client!(aws_sdk_eks, RuleMode::MatchAny, &eks),
             ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &ec2),
             iam: mock_client!(aws_sdk_iam, RuleMode::MatchAny, &self.iam),
             sqs: mock_client!(aws_sdk_sqs, RuleMode::MatchAny, &self.sqs),
@@ -99,6 +107,7 @@ impl Mocks<'_> {
             kubernetes_admins: Vec::new(),
             emulator: false,
             log_key: None,
+            log_shipper_role: Some(LOG_SHIPPER.to_owned()),
         };
         (deps, recorder)
     }

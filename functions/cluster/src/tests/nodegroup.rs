@@ -83,6 +83,11 @@ fn create_nodegroup_any() -> Rule {
 }
 
 /// Access entries, policy associations and add-ons that all exist already.
+/// The fixture deployment's logs bucket.
+fn logs_bucket() -> String {
+    apiary_core::naming::Names::new("acme").bucket("logs", fixtures::ACCOUNT, fixtures::REGION)
+}
+
 pub(super) fn access_and_addons_present() -> [Rule; 3] {
     [
         mock!(Eks::describe_access_entry).then_compute_output(|r| {
@@ -114,6 +119,14 @@ pub(super) fn access_and_addons_present() -> [Rule; 3] {
                     Addon::builder()
                         .addon_name(r.addon_name().unwrap())
                         .status(AddonStatus::Active)
+                        .set_configuration_values(
+                            crate::nodegroup::addon_configuration(
+                                r.addon_name().unwrap(),
+                                &logs_bucket(),
+                                "us-west-2",
+                            )
+                            .map(|c| c.to_string()),
+                        )
                         .build(),
                 )
                 .build()
@@ -183,7 +196,15 @@ async fn an_existing_node_group_is_reported_and_nothing_is_created() {
         .collect();
     assert_eq!(
         addons,
-        ["vpc-cni", "kube-proxy", "coredns", "metrics-server"]
+        [
+            "vpc-cni",
+            "kube-proxy",
+            "coredns",
+            "eks-pod-identity-agent",
+            "metrics-server",
+            "aws-secrets-store-csi-driver-provider",
+            "fluent-bit"
+        ]
     );
     assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "unchanged");
 }
@@ -233,9 +254,40 @@ async fn a_new_node_group_gets_access_entries_addons_and_the_preset_sizes() {
     });
     let create_addon = mock!(Eks::create_addon)
         .match_requests(|r| {
+            let configured = r
+                .configuration_values()
+                .map(|c| serde_json::from_str::<serde_json::Value>(c).unwrap());
             r.cluster_name() == Some(CLUSTER)
-                && ["vpc-cni", "kube-proxy", "coredns", "metrics-server"]
-                    .contains(&r.addon_name().unwrap_or_default())
+                && match r.addon_name().unwrap_or_default() {
+                    "vpc-cni"
+                    | "kube-proxy"
+                    | "coredns"
+                    | "eks-pod-identity-agent"
+                    | "metrics-server" => configured.is_none(),
+                    // Secret sync and rotation on, or the pods never get their Secret.
+                    "aws-secrets-store-csi-driver-provider" => {
+                        configured.is_some_and(|c| {
+                            let driver = &c["secrets-store-csi-driver"];
+                            driver["syncSecret"]["enabled"] == json!(true)
+                                && driver["enableSecretRotation"] == json!(true)
+                        }) && r.pod_identity_associations().is_empty()
+                    }
+                    // Into the logs bucket under eks/, with the log shipper's role.
+                    "fluent-bit" => {
+                        let outputs = configured
+                            .as_ref()
+                            .and_then(|c| c["config"]["outputs"].as_str().map(str::to_owned))
+                            .unwrap_or_default();
+                        let identity = r.pod_identity_associations();
+                        outputs.contains(&format!("bucket {}", logs_bucket()))
+                            && outputs.contains("s3_key_format /eks/containers/%Y/%m/%d/%H/")
+                            && outputs.contains("s3_key_format /eks/nodes/%Y/%m/%d/%H/")
+                            && identity.len() == 1
+                            && identity[0].service_account() == "fluent-bit"
+                            && identity[0].role_arn() == LOG_SHIPPER
+                    }
+                    _ => false,
+                }
         })
         .then_compute_output(|r| {
             CreateAddonOutput::builder()
@@ -296,7 +348,7 @@ async fn a_new_node_group_gets_access_entries_addons_and_the_preset_sizes() {
     assert_eq!(node_entry.num_calls(), 1);
     assert_eq!(admin.num_calls(), 1);
     assert_eq!(auto_node.num_calls(), 1);
-    assert_eq!(create_addon.num_calls(), 4);
+    assert_eq!(create_addon.num_calls(), 7);
     assert_eq!(create.num_calls(), 1, "the request carries every setting");
     assert_eq!(
         out["ready"],
@@ -317,9 +369,139 @@ async fn a_new_node_group_gets_access_entries_addons_and_the_preset_sizes() {
             format!("{CLUSTER}/vpc-cni"),
             format!("{CLUSTER}/kube-proxy"),
             format!("{CLUSTER}/coredns"),
+            format!("{CLUSTER}/eks-pod-identity-agent"),
             format!("{CLUSTER}/metrics-server"),
+            format!("{CLUSTER}/aws-secrets-store-csi-driver-provider"),
+            format!("{CLUSTER}/fluent-bit"),
             NODEGROUP
         ])
+    );
+}
+
+#[tokio::test]
+async fn an_addon_configured_otherwise_gets_the_deployments_configuration_back() {
+    let (cluster, roles, identity, ready) = (
+        describe_cluster(ClusterStatus::Active),
+        roles_with_caller(),
+        caller(ASSUMED),
+        describe_nodegroup(NodegroupStatus::Active),
+    );
+    let [entries, policies, _] = access_and_addons_present();
+    let changed_by_hand = mock!(Eks::describe_addon).then_compute_output(|r| {
+        DescribeAddonOutput::builder()
+            .addon(
+                Addon::builder()
+                    .addon_name(r.addon_name().unwrap())
+                    .status(AddonStatus::Active)
+                    .set_configuration_values(
+                        if r.addon_name() == Some(crate::nodegroup::SECRETS_STORE_ADDON) {
+                            Some(
+                                r#"{"secrets-store-csi-driver":{"syncSecret":{"enabled":false}}}"#
+                                    .to_owned(),
+                            )
+                        } else {
+                            crate::nodegroup::addon_configuration(
+                                r.addon_name().unwrap(),
+                                &logs_bucket(),
+                                "us-west-2",
+                            )
+                            .map(|c| c.to_string())
+                        },
+                    )
+                    .build(),
+            )
+            .build()
+    });
+    let update = mock!(Eks::update_addon)
+        .match_requests(|r| {
+            r.addon_name() == Some(crate::nodegroup::SECRETS_STORE_ADDON)
+                && r.configuration_values()
+                    .map(|c| serde_json::from_str::<serde_json::Value>(c).unwrap())
+                    == crate::nodegroup::addon_configuration(
+                        crate::nodegroup::SECRETS_STORE_ADDON,
+                        "",
+                        "",
+                    )
+        })
+        .then_output(|| aws_sdk_eks::operation::update_addon::UpdateAddonOutput::builder().build());
+    let mocks = Mocks {
+        eks: vec![
+            &cluster,
+            &ready,
+            &entries,
+            &policies,
+            &changed_by_hand,
+            &update,
+        ],
+        iam: vec![&roles],
+        sts: vec![&identity],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    handle(&deps, event("ensure-nodegroup"))
+        .await
+        .expect("ensure");
+    assert_eq!(
+        update.num_calls(),
+        1,
+        "only the add-on configured otherwise is updated"
+    );
+}
+
+#[tokio::test]
+async fn without_the_log_shippers_role_fluent_bit_is_skipped_and_said_so() {
+    let (cluster, roles, identity, ready) = (
+        describe_cluster(ClusterStatus::Active),
+        roles_with_caller(),
+        caller(ASSUMED),
+        describe_nodegroup(NodegroupStatus::Active),
+    );
+    let [entries, policies, addons] = access_and_addons_present();
+    // Fluent Bit is not there yet; every other add-on is.
+    let no_fluent_bit = mock!(Eks::describe_addon)
+        .match_requests(|r| r.addon_name() == Some("fluent-bit"))
+        .then_error(|| {
+            DescribeAddonError::ResourceNotFoundException(not_found("ResourceNotFoundException"))
+        });
+    let create_addon =
+        mock!(Eks::create_addon).then_output(|| CreateAddonOutput::builder().build());
+    let mocks = Mocks {
+        eks: vec![
+            &cluster,
+            &ready,
+            &entries,
+            &policies,
+            &no_fluent_bit,
+            &addons,
+            &create_addon,
+        ],
+        iam: vec![&roles],
+        sts: vec![&identity],
+        ..Default::default()
+    };
+    let (mut deps, _) = mocks.deps();
+    deps.log_shipper_role = None;
+    let out = handle(&deps, event("ensure-nodegroup"))
+        .await
+        .expect("ensure");
+    let fluent = out["addons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "fluent-bit")
+        .expect("fluent-bit reported");
+    assert_eq!(fluent["state"], json!("skipped"));
+    assert_eq!(
+        create_addon.num_calls(),
+        0,
+        "made without a role it would only fail"
+    );
+    assert!(
+        fluent["reason"]
+            .as_str()
+            .unwrap()
+            .contains("LogShipperRole"),
+        "{fluent}"
     );
 }
 

@@ -43,19 +43,19 @@ async fn each_object_is_read_then_server_side_applied_by_apiary() {
         assert_eq!(apply.body.as_ref(), Some(&manifest.body));
     }
     assert_eq!(
-        requests[15].path,
+        requests[17].path,
         "/apis/apps/v1/namespaces/honeyhive/deployments/ingestion"
     );
     assert_eq!(
-        requests[15].body.as_ref().unwrap()["spec"]["template"]["spec"]["containers"][0]["image"],
+        requests[17].body.as_ref().unwrap()["spec"]["template"]["spec"]["containers"][0]["image"],
         json!("public.ecr.aws/honeyhive/ingestion:1.0.0")
     );
     assert!(
         applied.iter().all(|a| a.created && a.changed),
         "{applied:?}"
     );
-    assert_eq!(applied[7].kind, "Deployment");
-    assert_eq!(applied[7].namespace.as_deref(), Some("honeyhive"));
+    assert_eq!(applied[8].kind, "Deployment");
+    assert_eq!(applied[8].namespace.as_deref(), Some("honeyhive"));
 }
 
 #[tokio::test]

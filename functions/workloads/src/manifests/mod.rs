@@ -2,6 +2,8 @@
 //! types for the built-in kinds, our own serde types for the EKS Auto Mode and Karpenter
 //! custom resources) from the spec and the earlier layers' outputs.
 
+pub mod connector;
+pub mod credentials;
 mod karpenter;
 mod network;
 pub mod schema;
@@ -79,6 +81,9 @@ pub struct Context {
     pub app_key_arn: String,
     /// The key of the nodes' EBS volumes (the NodeClass's `kmsKeyID`).
     pub ebs_key_arn: String,
+    /// The Twingate connector's secret (`cluster.access.twingate_secret_arn`): the
+    /// connector is built only with one.
+    pub twingate_secret_arn: Option<String>,
     pub tags: Vec<(String, String)>,
     /// The cluster runs EKS Auto Mode (Karpenter, ALB): build the node class and pool,
     /// the ALB's IngressClassParams and pin the pods to the pool. Off only for a plain
@@ -144,6 +149,7 @@ impl Context {
             databases: databases.clone(),
             app_key_arn: keys.key("app")?.arn.clone(),
             ebs_key_arn: keys.key("ebs")?.arn.clone(),
+            twingate_secret_arn: spec.cluster.access.twingate_secret_arn.clone(),
             tags: Names::new(&spec.name).tags(Layer::Workloads),
             auto_mode: true,
         })
@@ -332,6 +338,9 @@ pub fn build(ctx: &Context) -> Result<Vec<Manifest>> {
     }
     objects.push(workload::namespace(ctx)?);
     objects.push(workload::service_account(ctx)?);
+    if ctx.auto_mode {
+        objects.push(credentials::provider_class(ctx)?);
+    }
     let config_map = workload::config_map(ctx);
     let config_hash = workload::config_hash(&config_map);
     objects.push(Manifest::typed(&config_map)?);
@@ -347,6 +356,7 @@ pub fn build(ctx: &Context) -> Result<Vec<Manifest>> {
     if ctx.certificate_issued {
         objects.push(network::ingress(ctx)?);
     }
+    objects.extend(connector::build(ctx)?);
     Ok(objects)
 }
 

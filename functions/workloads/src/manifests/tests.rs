@@ -30,6 +30,7 @@ fn every_object_is_built_once_in_apply_order() {
             "ConfigMap kube-system/amazon-vpc-cni",
             "Namespace honeyhive",
             "ServiceAccount honeyhive/ingestion",
+            "SecretProviderClass honeyhive/ingestion-credentials",
             "ConfigMap honeyhive/ingestion-endpoints",
             "Service honeyhive/ingestion",
             "Deployment honeyhive/ingestion",
@@ -118,11 +119,19 @@ fn pods_run_non_root_with_a_read_only_root_and_no_privilege() {
     // With a read-only root, /tmp is the one writable place, and it is bounded.
     assert_eq!(
         container["volumeMounts"],
-        json!([{"mountPath": "/tmp", "name": "tmp"}])
+        json!([
+            {"mountPath": "/tmp", "name": "tmp"},
+            {"mountPath": "/mnt/credentials", "name": "credentials", "readOnly": true}
+        ])
     );
     assert_eq!(
         pod["volumes"],
-        json!([{"emptyDir": {"sizeLimit": "256Mi"}, "name": "tmp"}])
+        json!([
+            {"emptyDir": {"sizeLimit": "256Mi"}, "name": "tmp"},
+            {"csi": {"driver": "secrets-store.csi.k8s.io", "readOnly": true,
+                     "volumeAttributes": {"secretProviderClass": "ingestion-credentials"}},
+             "name": "credentials"}
+        ])
     );
     // The namespace enforces the restricted Pod Security Standard.
     let ns = body(&objects, "Namespace", NAMESPACE);
@@ -228,10 +237,6 @@ fn config_map_names_endpoints_never_credentials() {
     assert_eq!(data["AWS_REGION"], "us-west-2");
     assert_eq!(data["POSTGRES_HOST"], "pg.internal");
     assert_eq!(data["POSTGRES_PORT"], "5432");
-    assert_eq!(
-        data["POSTGRES_SECRET_ARN"],
-        "arn:aws:secretsmanager:us-west-2:123456789012:secret:pg-AbCdEf"
-    );
     assert_eq!(data["DOCUMENTDB_ENABLED"], "false");
     assert!(data.get("DOCUMENTDB_HOST").is_none());
     assert_eq!(data["REDIS_HOST"], "redis.internal");
@@ -241,8 +246,112 @@ fn config_map_names_endpoints_never_credentials() {
     );
     assert_eq!(data["SDK_ENDPOINT"], "https://honeyhive.acme.example.com");
     for (key, _) in data.as_object().unwrap() {
-        assert!(!key.contains("PASSWORD") && !key.contains("TOKEN"), "{key}");
+        assert!(
+            !key.contains("PASSWORD") && !key.contains("TOKEN") && !key.contains("SECRET"),
+            "{key}"
+        );
     }
+}
+
+#[test]
+fn credentials_come_from_the_synced_secret_read_with_the_pods_identity() {
+    let objects = built();
+    let class = body(&objects, "SecretProviderClass", credentials::CLASS);
+    let spec = &class["spec"];
+    assert_eq!(spec["provider"], "aws");
+    assert_eq!(spec["parameters"]["usePodIdentity"], "true");
+    let listed: Vec<credentials::AwsObject> =
+        serde_yaml::from_str(spec["parameters"]["objects"].as_str().unwrap()).unwrap();
+    let names: Vec<&str> = listed.iter().map(|o| o.object_name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "arn:aws:secretsmanager:us-west-2:123456789012:secret:pg-AbCdEf",
+            "arn:aws:secretsmanager:us-west-2:123456789012:secret:redis-AbCdEf"
+        ],
+        "one object per store the deployment has (DocumentDB is off here)"
+    );
+    let keys: Vec<&str> = spec["secretObjects"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "POSTGRES_USERNAME",
+            "POSTGRES_PASSWORD",
+            "REDIS_USERNAME",
+            "REDIS_AUTH_TOKEN"
+        ]
+    );
+    let pod = &body(&objects, "Deployment", APP)["spec"]["template"]["spec"];
+    let env: Vec<(&str, &str, &str)> = pod["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let by = &e["valueFrom"]["secretKeyRef"];
+            (
+                e["name"].as_str().unwrap(),
+                by["name"].as_str().unwrap(),
+                by["key"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(env.len(), keys.len());
+    for ((name, secret, key), wanted) in env.iter().zip(&keys) {
+        assert_eq!(
+            (*name, *secret, *key),
+            (*wanted, credentials::SECRET, *wanted)
+        );
+    }
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == credentials::VOLUME)
+        .expect("the CSI volume");
+    assert_eq!(volume["csi"]["driver"], credentials::CSI_DRIVER);
+    assert_eq!(volume["csi"]["readOnly"], true);
+    assert_eq!(
+        volume["csi"]["volumeAttributes"]["secretProviderClass"],
+        credentials::CLASS
+    );
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == credentials::VOLUME)
+        .expect("the CSI mount");
+    assert_eq!(mount["readOnly"], true);
+}
+
+#[test]
+fn a_class_whose_secret_takes_an_unmounted_file_or_no_pod_identity_is_refused() {
+    let objects = built();
+    let class = find(&objects, "SecretProviderClass", credentials::CLASS);
+    let mut stray = class.body.clone();
+    stray["spec"]["secretObjects"][0]["data"][0]["objectName"] = json!("postgres-pasword");
+    let err = (class.validate)(&stray).unwrap_err();
+    assert!(err.contains("which no object mounts"), "{err}");
+    let mut no_identity = class.body.clone();
+    no_identity["spec"]["parameters"]["usePodIdentity"] = json!("false");
+    assert!(
+        (class.validate)(&no_identity)
+            .unwrap_err()
+            .contains("usePodIdentity")
+    );
+    let mut by_name = class.body.clone();
+    by_name["spec"]["parameters"]["objects"] = json!(
+        "- objectName: apiary-acme-postgres\n  objectType: secretsmanager\n  objectAlias: postgres\n  jmesPath: []\n"
+    );
+    assert!(
+        (class.validate)(&by_name)
+            .unwrap_err()
+            .contains("not a secret ARN")
+    );
 }
 
 #[test]
@@ -293,6 +402,11 @@ fn a_plain_cluster_gets_no_auto_mode_objects_and_no_pool_pinning() {
     let pod = &body(&objects, "Deployment", APP)["spec"]["template"]["spec"];
     assert!(pod.get("nodeSelector").is_none());
     assert!(
+        pod["containers"][0].get("env").is_none(),
+        "no driver, no synced Secret"
+    );
+    assert_eq!(pod["volumes"].as_array().unwrap().len(), 1);
+    assert!(
         body(&objects, "IngressClass", INGRESS_CLASS)["spec"]
             .get("parameters")
             .is_none()
@@ -331,4 +445,106 @@ fn typed_validation_catches_a_misspelt_or_mistyped_field() {
     let mut extra = pool.body.clone();
     extra["spec"]["limit"] = json!({"cpu": "1"});
     assert!((pool.validate)(&extra).is_err());
+}
+
+const CONNECTOR_SECRET: &str =
+    "arn:aws:secretsmanager:us-west-2:123456789012:secret:twingate-AbCdEf";
+
+#[test]
+fn no_connector_secret_builds_no_connector() {
+    let objects = built();
+    assert!(
+        objects
+            .iter()
+            .all(|m| m.namespace.as_deref() != Some(connector::NAMESPACE)
+                && m.name != connector::NAMESPACE),
+        "{objects:?}"
+    );
+}
+
+#[test]
+fn the_connector_dials_out_with_its_own_secret_and_admits_nothing() {
+    let mut ctx = context();
+    ctx.twingate_secret_arn = Some(CONNECTOR_SECRET.to_owned());
+    let objects = build(&ctx).unwrap();
+    let connector: Vec<String> = objects
+        .iter()
+        .filter(|m| {
+            m.namespace.as_deref() == Some(connector::NAMESPACE) || m.name == connector::NAMESPACE
+        })
+        .map(Manifest::display)
+        .collect();
+    assert_eq!(
+        connector,
+        [
+            "Namespace twingate",
+            "ServiceAccount twingate/twingate-connector",
+            "SecretProviderClass twingate/twingate-connector",
+            "Deployment twingate/twingate-connector",
+            "NetworkPolicy twingate/twingate-connector",
+        ]
+    );
+    for m in objects.iter().filter(|m| connector.contains(&m.display())) {
+        assert!(m.auto_mode_only, "{}: needs the EKS add-ons", m.display());
+        (m.validate)(&m.body).unwrap_or_else(|e| panic!("{}: {e}", m.display()));
+        if let Some(schema) = m.schema {
+            schema::check(schema, &m.body).unwrap_or_else(|e| panic!("{}: {e:?}", m.display()));
+        }
+    }
+    let class = &find(&objects, "SecretProviderClass", connector::CLASS).body;
+    let listed: Vec<credentials::AwsObject> =
+        serde_yaml::from_str(class["spec"]["parameters"]["objects"].as_str().unwrap()).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].object_name, CONNECTOR_SECRET);
+    let deployment = &body(&objects, "Deployment", connector::APP)["spec"];
+    assert_eq!(deployment["replicas"], 1, "one token pair, one connector");
+    assert_eq!(
+        deployment["strategy"]["type"], "Recreate",
+        "never two pods with one pair"
+    );
+    let pod = &deployment["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], connector::SERVICE_ACCOUNT);
+    assert_eq!(
+        pod["nodeSelector"]["karpenter.sh/nodepool"], NODE_POOL,
+        "on Auto Mode nodes: the Pod Identity agent and network policies are there"
+    );
+    let container = &pod["containers"][0];
+    assert!(
+        container["image"].as_str().unwrap().contains("@sha256:"),
+        "pinned by digest"
+    );
+    let env: Vec<&str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        env,
+        [
+            "TWINGATE_NETWORK",
+            "TWINGATE_ACCESS_TOKEN",
+            "TWINGATE_REFRESH_TOKEN",
+            "TWINGATE_LABEL_DEPLOYED_BY"
+        ],
+        "the network from the secret and no TWINGATE_URL (the connector refuses both)"
+    );
+    for e in container["env"].as_array().unwrap().iter().take(3) {
+        assert_eq!(e["valueFrom"]["secretKeyRef"]["name"], connector::CLASS);
+    }
+    assert_eq!(container["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
+    let policy = &body(&objects, "NetworkPolicy", connector::APP)["spec"];
+    assert_eq!(policy["policyTypes"], json!(["Ingress"]));
+    assert!(
+        policy.get("ingress").is_none(),
+        "no rule admits anything: {policy}"
+    );
 }

@@ -91,7 +91,6 @@ pub fn config_map(ctx: &Context) -> ConfigMap {
         if let Some(store) = store {
             put(&format!("{prefix}_HOST"), store.host.clone());
             put(&format!("{prefix}_PORT"), store.port.to_string());
-            put(&format!("{prefix}_SECRET_ARN"), store.secret_arn.clone());
         }
     }
     for (purpose, bucket) in &ctx.buckets {
@@ -189,6 +188,8 @@ fn container(ctx: &Context) -> Container {
             protocol: Some("TCP".to_owned()),
             ..ContainerPort::default()
         }]),
+        // The stores' credentials, from the Secret the CSI driver syncs (EKS only).
+        env: ctx.auto_mode.then(|| super::credentials::env(ctx)),
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource {
                 name: CONFIG_MAP.to_owned(),
@@ -227,11 +228,15 @@ fn container(ctx: &Context) -> Container {
             ..SecurityContext::default()
         }),
         // The root filesystem is read-only; scratch space lives here.
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".to_owned(),
-            mount_path: "/tmp".to_owned(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(
+            std::iter::once(VolumeMount {
+                name: "tmp".to_owned(),
+                mount_path: "/tmp".to_owned(),
+                ..VolumeMount::default()
+            })
+            .chain(ctx.auto_mode.then(super::credentials::volume_mount))
+            .collect(),
+        ),
         ..Container::default()
     }
 }
@@ -257,14 +262,18 @@ pub fn deployment(ctx: &Context, config_hash: &str) -> Result<Manifest> {
             ..PodSecurityContext::default()
         }),
         containers: vec![container(ctx)],
-        volumes: Some(vec![Volume {
-            name: "tmp".to_owned(),
-            empty_dir: Some(EmptyDirVolumeSource {
-                size_limit: Some(quantity("256Mi")),
-                ..EmptyDirVolumeSource::default()
-            }),
-            ..Volume::default()
-        }]),
+        volumes: Some(
+            std::iter::once(Volume {
+                name: "tmp".to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(quantity("256Mi")),
+                    ..EmptyDirVolumeSource::default()
+                }),
+                ..Volume::default()
+            })
+            .chain(ctx.auto_mode.then(super::credentials::volume))
+            .collect(),
+        ),
         // Zones are a hard constraint (Karpenter launches nodes in the zone that keeps
         // the spread); hosts are a preference, so a small pool can still place pods.
         topology_spread_constraints: Some(vec![

@@ -28,8 +28,8 @@ fn writes_one_valid_yaml_file_per_object() {
     on_disk.sort();
     assert_eq!(on_disk.len(), manifests.len());
     assert_eq!(on_disk[0], "01-nodeclass-apiary-ingestion.yaml");
-    assert_eq!(on_disk[7], "08-deployment-honeyhive-ingestion.yaml");
-    assert_eq!(on_disk[13], "14-ingress-honeyhive-ingestion.yaml");
+    assert_eq!(on_disk[8], "09-deployment-honeyhive-ingestion.yaml");
+    assert_eq!(on_disk[14], "15-ingress-honeyhive-ingestion.yaml");
     for (file, manifest) in files.iter().zip(&manifests) {
         assert!(file.changed);
         let text = fs::read_to_string(&file.path).unwrap();
@@ -46,8 +46,16 @@ fn writes_one_valid_yaml_file_per_object() {
         .filter(|f| f.schema_checked)
         .map(|f| f.kind.as_str())
         .collect();
-    assert_eq!(checked, ["NodeClass", "NodePool", "IngressClassParams"]);
-    let deployment = fs::read_to_string(&files[7].path).unwrap();
+    assert_eq!(
+        checked,
+        [
+            "NodeClass",
+            "NodePool",
+            "SecretProviderClass",
+            "IngressClassParams"
+        ]
+    );
+    let deployment = fs::read_to_string(&files[8].path).unwrap();
     assert!(
         deployment.contains("readOnlyRootFilesystem: true"),
         "{deployment}"

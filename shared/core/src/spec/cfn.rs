@@ -34,6 +34,13 @@ const PARAMETERS: &[(&str, &str, Kind)] = &[
         "cluster.public_access_cidrs",
         Kind::List,
     ),
+    ("ClusterAdminArns", "cluster.access.admins", Kind::List),
+    ("ClusterViewerArns", "cluster.access.viewers", Kind::List),
+    (
+        "TwingateSecretArn",
+        "cluster.access.twingate_secret_arn",
+        Kind::Text,
+    ),
     ("MultiAz", "databases.multi_az", Kind::Boolean),
     ("EnableDocumentDb", "databases.documentdb", Kind::Boolean),
     ("EnableRedis", "databases.redis", Kind::Boolean),

@@ -19,7 +19,10 @@ pub use cfn::{parameter_for, parameter_names};
 pub use changes::check_change;
 pub use pools::PoolsSpec;
 pub use sizing::{SizePreset, Sizing};
-pub use validate::{Problem, SpecErrors, image_problem, is_kubernetes_version};
+pub use validate::{
+    MAX_OPERATOR_PRINCIPALS, Problem, SpecErrors, check_principal_arn, image_problem,
+    is_kubernetes_version,
+};
 
 use crate::error::{Error, Result};
 
@@ -138,6 +141,37 @@ pub struct ClusterSpec {
     /// them out keeps the recorded ones.
     #[serde(default, skip_serializing_if = "PoolsSpec::is_empty")]
     pub pools: PoolsSpec,
+    /// The people and systems that may use the Kubernetes API (EKS access entries).
+    #[serde(default, skip_serializing_if = "AccessSpec::is_empty")]
+    pub access: AccessSpec,
+}
+
+/// Operator access to the cluster: IAM roles or users (their ARNs, a role's path
+/// included) given EKS access entries. Stack parameters `ClusterAdminArns` and
+/// `ClusterViewerArns`. A principal removed from a list loses its entry on the next
+/// provision; one listed under the other heading has its access policy swapped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSpec {
+    /// Cluster administrators: `AmazonEKSClusterAdminPolicy` on the whole cluster.
+    #[serde(default)]
+    pub admins: Vec<String>,
+    /// Read-only operators: `AmazonEKSViewPolicy` on the whole cluster (every object
+    /// but Secrets).
+    #[serde(default)]
+    pub viewers: Vec<String>,
+    /// A Twingate connector for operator access without any inbound rule: the ARN of a
+    /// Secrets Manager secret (in the deployment's account and region) holding
+    /// `{"network", "access_token", "refresh_token"}`. Stack parameter
+    /// `TwingateSecretArn`; unset: no connector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twingate_secret_arn: Option<String>,
+}
+
+impl AccessSpec {
+    pub fn is_empty(&self) -> bool {
+        self.admins.is_empty() && self.viewers.is_empty() && self.twingate_secret_arn.is_none()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -227,6 +261,7 @@ impl Default for ClusterSpec {
             public_endpoint: false,
             public_access_cidrs: Vec::new(),
             pools: PoolsSpec::default(),
+            access: AccessSpec::default(),
         }
     }
 }

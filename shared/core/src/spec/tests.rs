@@ -258,6 +258,40 @@ fn invalid_cases() -> Vec<(Value, Vec<(&'static str, &'static str)>)> {
                 ("cluster.public_access_cidrs[3]", "not an IPv4 CIDR"),
             ],
         ),
+        (
+            with(
+                minimal(),
+                "/cluster/access",
+                json!({
+                    "admins": [
+                        "arn:aws:sts::123456789012:assumed-role/ops/alice",
+                        "arn:aws:iam::123456789012:root",
+                        "arn:aws:iam::123456789012:group/ops",
+                        "arn:aws-cn:iam::123456789012:role/ops",
+                        "arn:aws:iam::1234:role/ops",
+                        "arn:aws:iam::123456789012:role/a,b",
+                        "operators",
+                        "arn:aws:iam::123456789012:role/team/ops"
+                    ],
+                    "viewers": ["arn:aws:iam::123456789012:role/team/ops"],
+                    "twingate_secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:tg"
+                }),
+            ),
+            vec![
+                ("cluster.access.admins[0]", "STS session"),
+                ("cluster.access.admins[1]", "neither a role nor a user"),
+                ("cluster.access.admins[2]", "IAM group"),
+                ("cluster.access.admins[3]", "partition aws-cn"),
+                ("cluster.access.admins[4]", "12-digit account"),
+                ("cluster.access.admins[5]", "invalid role name"),
+                ("cluster.access.admins[6]", "not an ARN"),
+                (
+                    "cluster.access.viewers[0]",
+                    "already listed at cluster.access.admins[7]",
+                ),
+                ("cluster.access.twingate_secret_arn", "deployment's region"),
+            ],
+        ),
         (json!([1, 2]), vec![("", "must be a JSON object")]),
     ]
 }
@@ -369,6 +403,64 @@ fn the_public_access_parameter_feeds_the_cluster_and_its_problems_name_it() {
     });
     let errors = DeploymentSpec::parse(&open).unwrap_err();
     assert_eq!(errors.paths(), ["PublicAccessCidrs"], "{errors}");
+}
+
+#[test]
+fn the_access_parameters_feed_the_cluster_and_their_problems_name_them() {
+    let parameters = json!({
+        "DeploymentName": "acme",
+        "Domain": "hh.acme.example.com",
+        "ClusterAdminArns": "arn:aws:iam::123456789012:role/platform/admins, arn:aws:iam::123456789012:user/break-glass",
+        "ClusterViewerArns": "arn:aws:iam::210987654321:role/vendor-support"
+    });
+    let spec = DeploymentSpec::parse(&parameters).expect("valid parameters");
+    assert_eq!(
+        spec.cluster.access.admins,
+        [
+            "arn:aws:iam::123456789012:role/platform/admins",
+            "arn:aws:iam::123456789012:user/break-glass"
+        ]
+    );
+    assert_eq!(
+        spec.cluster.access.viewers,
+        ["arn:aws:iam::210987654321:role/vendor-support"]
+    );
+    let session = json!({
+        "DeploymentName": "acme",
+        "Domain": "hh.acme.example.com",
+        "ClusterViewerArns": "arn:aws:sts::123456789012:assumed-role/ops/alice"
+    });
+    let errors = DeploymentSpec::parse(&session).unwrap_err();
+    assert_eq!(errors.paths(), ["ClusterViewerArns[0]"], "{errors}");
+    let many = (0..=MAX_OPERATOR_PRINCIPALS)
+        .map(|i| format!("arn:aws:iam::123456789012:role/r{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let errors = DeploymentSpec::parse(&json!({
+        "DeploymentName": "acme",
+        "Domain": "hh.acme.example.com",
+        "ClusterAdminArns": many
+    }))
+    .unwrap_err();
+    assert!(errors.to_string().contains("at most 20"), "{errors}");
+    let own = DeploymentSpec::parse(&json!({
+        "DeploymentName": "acme",
+        "Domain": "hh.acme.example.com",
+        "ClusterViewerArns": "arn:aws:iam::123456789012:role/apiary-acme-fn-workloads"
+    }))
+    .unwrap_err();
+    assert!(own.to_string().contains("own roles"), "{own}");
+    let long = (0..12)
+        .map(|i| format!("arn:aws:iam::123456789012:role/a-rather-long-role-name-{i:02}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let too_long = DeploymentSpec::parse(&json!({
+        "DeploymentName": "acme",
+        "Domain": "hh.acme.example.com",
+        "ClusterAdminArns": long
+    }))
+    .unwrap_err();
+    assert!(too_long.to_string().contains("at most 600"), "{too_long}");
 }
 
 #[test]

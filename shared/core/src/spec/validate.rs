@@ -238,6 +238,7 @@ fn check(spec: &DeploymentSpec, problems: &mut Problems) {
         );
     }
     check_public_access(spec, problems);
+    check_access(spec, problems);
     problems.0.extend(super::pools::check(
         &spec.cluster.pools,
         &spec.size.sizing(),
@@ -489,6 +490,163 @@ fn check_public_access(spec: &DeploymentSpec, problems: &mut Problems) {
             );
         }
     }
+}
+
+/// EKS's default quota of access entries per cluster is far above this; the limit keeps
+/// the two stack parameters within CloudFormation's 4,096-character parameter value.
+pub const MAX_OPERATOR_PRINCIPALS: usize = 20;
+/// Each list, as the stack parameter writes it (ARNs joined by commas), fits in this
+/// many characters (the parameters' `MaxLength`): the IAM policy built from the lists
+/// must stay within IAM's size limit.
+pub const MAX_OPERATOR_LIST_CHARS: usize = 600;
+
+/// Operator principals: each an IAM role or user ARN of the deployment's partition
+/// (an access entry takes no STS session, group or account root), listed once.
+fn check_access(spec: &DeploymentSpec, problems: &mut Problems) {
+    let access = &spec.cluster.access;
+    let partition = crate::aws::partition(&spec.region);
+    let total = access.admins.len() + access.viewers.len();
+    if total > MAX_OPERATOR_PRINCIPALS {
+        problems.push(
+            "cluster.access",
+            format!(
+                "{total} principals; at most {MAX_OPERATOR_PRINCIPALS} admins and viewers together"
+            ),
+        );
+    }
+    let mut seen: Vec<(String, &str)> = Vec::new();
+    for (field, list) in [
+        ("cluster.access.admins", &access.admins),
+        ("cluster.access.viewers", &access.viewers),
+    ] {
+        let chars = list.iter().map(String::len).sum::<usize>() + list.len().saturating_sub(1);
+        if chars > MAX_OPERATOR_LIST_CHARS {
+            problems.push(
+                field,
+                format!(
+                    "{chars} characters joined by commas; at most {MAX_OPERATOR_LIST_CHARS} (the IAM policy built from the list must fit IAM's size limit)"
+                ),
+            );
+        }
+        let own = format!(":role/apiary-{}-", spec.name);
+        for (i, arn) in list.iter().enumerate() {
+            if arn.contains(&own) {
+                problems.push(
+                    format!("{field}[{i}]"),
+                    format!(
+                        "{arn} is one of this deployment's own roles, whose access Apiary manages"
+                    ),
+                );
+                continue;
+            }
+            let path = format!("{field}[{i}]");
+            if let Err(reason) = check_principal_arn(arn, partition) {
+                problems.push(path, reason);
+                continue;
+            }
+            if let Some((first, _)) = seen.iter().find(|(_, a)| *a == arn) {
+                problems.push(
+                    path,
+                    format!("{arn} is already listed at {first}; a principal has one access entry"),
+                );
+                continue;
+            }
+            seen.push((path, arn));
+        }
+    }
+    if let Some(arn) = &access.twingate_secret_arn
+        && let Err(reason) = check_secret_arn(arn, partition, &spec.region)
+    {
+        problems.push("cluster.access.twingate_secret_arn", reason);
+    }
+}
+
+/// A Secrets Manager secret ARN in the deployment's partition and region: the connector
+/// reads it with the pods' identity, which reaches no other region.
+fn check_secret_arn(arn: &str, partition: &str, region: &str) -> Result<(), String> {
+    let parts: Vec<&str> = arn.splitn(7, ':').collect();
+    let example =
+        format!("arn:{partition}:secretsmanager:{region}:123456789012:secret:twingate-AbCdEf");
+    let [
+        prefix,
+        arn_partition,
+        service,
+        arn_region,
+        account,
+        kind,
+        name,
+    ] = parts[..]
+    else {
+        return Err(format!("{arn:?} is not a secret ARN like {example}"));
+    };
+    if prefix != "arn" || service != "secretsmanager" || kind != "secret" || name.is_empty() {
+        return Err(format!("{arn:?} is not a secret ARN like {example}"));
+    }
+    if arn_partition != partition || arn_region != region {
+        return Err(format!(
+            "{arn} is in {arn_partition}/{arn_region}; the secret must be in the deployment's region ({region})"
+        ));
+    }
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{arn} does not name a 12-digit account"));
+    }
+    // Secrets Manager adds six characters to the name; IAM and KMS match the full ARN.
+    let suffix = name.rsplit_once('-').map(|(_, s)| s);
+    if !suffix.is_some_and(|s| s.len() == 6 && s.bytes().all(|b| b.is_ascii_alphanumeric())) {
+        return Err(format!(
+            "{arn} is not the secret's full ARN: give it with the six characters Secrets Manager adds to the name (like {example})"
+        ));
+    }
+    Ok(())
+}
+
+/// An IAM role or user ARN an EKS access entry accepts: `arn:<partition>:iam::<account>:
+/// role/<path/>name` or `...:user/<path/>name`, names of IAM's characters but `,` (the
+/// stack parameter separates principals with it).
+pub fn check_principal_arn(arn: &str, partition: &str) -> Result<(), String> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [prefix, arn_partition, service, region, account, resource] = parts[..] else {
+        return Err(format!(
+            "{arn:?} is not an ARN; give an IAM role or user ARN like arn:{partition}:iam::123456789012:role/operators"
+        ));
+    };
+    if prefix != "arn" || service != "iam" && service != "sts" {
+        return Err(format!(
+            "{arn:?} is not an IAM ARN; give an IAM role or user ARN like arn:{partition}:iam::123456789012:role/operators"
+        ));
+    }
+    if service == "sts" || resource.starts_with("assumed-role/") {
+        return Err(format!(
+            "{arn} is an STS session; EKS access entries take the role itself (arn:{partition}:iam::<account>:role/<name>)"
+        ));
+    }
+    if arn_partition != partition {
+        return Err(format!(
+            "{arn} is in partition {arn_partition}; the deployment's region is in {partition}"
+        ));
+    }
+    if !region.is_empty() || account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{arn} does not name a 12-digit account with an empty region, as IAM ARNs do"
+        ));
+    }
+    let Some((kind, name)) = resource.split_once('/') else {
+        return Err(format!(
+            "{arn} names neither a role nor a user (an account root or a group cannot have an access entry)"
+        ));
+    };
+    if kind != "role" && kind != "user" {
+        return Err(format!(
+            "{arn} is an IAM {kind}; EKS access entries take a role or a user"
+        ));
+    }
+    let valid = |c: char| c.is_ascii_alphanumeric() || "+=.@_-/".contains(c);
+    if name.is_empty() || name.ends_with('/') || !name.chars().all(valid) {
+        return Err(format!(
+            "{arn} has an invalid {kind} name: letters, digits and +=.@_- only, with an optional path"
+        ));
+    }
+    Ok(())
 }
 
 fn check_domain(domain: &str, problems: &mut Problems) {

@@ -1,0 +1,238 @@
+//! The optional Twingate connector: operator access to the VPC (the private EKS
+//! endpoint, the data stores) with no inbound rule anywhere. The connector dials out to
+//! Twingate; people reach the data plane through it with their Twingate client.
+//!
+//! Built only when the spec names a connector secret (`cluster.access.twingate_secret_arn`,
+//! stack parameter `TwingateSecretArn`): a namespace of its own, a service account that
+//! Pod Identity gives the stack's `TwingateConnectorRole` (that one secret, nothing
+//! else), the network name and token pair synced from the secret by the Secrets Store
+//! CSI driver, one replica (a token pair belongs to one connector: two pods with it
+//! would contend for it, so the rollout replaces the pod rather than overlapping), and
+//! a network policy that admits nothing in.
+//!
+//! The pod follows Twingate's own chart (`Twingate/helm-charts`, `stable/connector`): a
+//! non-root user, no privilege escalation, every capability dropped, `/connectorctl
+//! health` as its probes. The image is pinned by tag and digest.
+
+use std::collections::BTreeMap;
+
+use apiary_core::Result;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, EnvVarSource, ExecAction, Namespace, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecurityContext, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+
+use super::credentials::{self, Credential};
+use super::{Context, LABEL_NAME, Manifest};
+
+pub const NAMESPACE: &str = "twingate";
+/// The service account the stack's `TwingateConnectorRole` trusts (its
+/// `kubernetes-service-account` session tag).
+pub const SERVICE_ACCOUNT: &str = "twingate-connector";
+pub const APP: &str = "twingate-connector";
+/// The SecretProviderClass and the Secret it syncs.
+pub const CLASS: &str = "twingate-connector";
+/// Twingate's connector image, pinned by tag and digest.
+pub const IMAGE: &str = "twingate/connector:1.90.0@sha256:833e7a968f1b3a5ad79b88b04f82aad1bfc8621f61b6b35f01be2411d35beba9";
+/// The user Twingate's chart runs the connector as.
+pub const RUN_AS_USER: i64 = 65532;
+
+/// The connector's values, from the fields of its secret.
+fn values(secret_arn: &str) -> Vec<Credential> {
+    [
+        ("TWINGATE_NETWORK", "network"),
+        ("TWINGATE_ACCESS_TOKEN", "access_token"),
+        ("TWINGATE_REFRESH_TOKEN", "refresh_token"),
+    ]
+    .into_iter()
+    .map(|(env, field)| Credential {
+        env: env.to_owned(),
+        store: "twingate",
+        field,
+        secret_arn: secret_arn.to_owned(),
+    })
+    .collect()
+}
+
+fn labels(ctx: &Context) -> BTreeMap<String, String> {
+    let mut labels = ctx.labels();
+    labels.insert(LABEL_NAME.to_owned(), APP.to_owned());
+    labels
+}
+
+fn metadata(ctx: &Context, name: &str, namespace: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        labels: Some(labels(ctx)),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Every object of the connector, in apply order; none when the spec names no secret.
+pub fn build(ctx: &Context) -> Result<Vec<Manifest>> {
+    let Some(secret_arn) = &ctx.twingate_secret_arn else {
+        return Ok(Vec::new());
+    };
+    let values = values(secret_arn);
+    let mut namespace = metadata(ctx, NAMESPACE, None);
+    namespace.labels.get_or_insert_default().extend([
+        (
+            "pod-security.kubernetes.io/enforce".to_owned(),
+            "restricted".to_owned(),
+        ),
+        (
+            "pod-security.kubernetes.io/enforce-version".to_owned(),
+            "latest".to_owned(),
+        ),
+    ]);
+    let mut objects = vec![
+        Manifest::typed(&Namespace {
+            metadata: namespace,
+            ..Namespace::default()
+        })?,
+        Manifest::typed(&ServiceAccount {
+            metadata: metadata(ctx, SERVICE_ACCOUNT, Some(NAMESPACE)),
+            automount_service_account_token: Some(false),
+            ..ServiceAccount::default()
+        })?,
+        credentials::provider_class_for(ctx, CLASS, NAMESPACE, &values)?,
+        deployment(ctx, &values)?,
+        Manifest::typed(&NetworkPolicy {
+            metadata: metadata(ctx, APP, Some(NAMESPACE)),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(LABEL_NAME.to_owned(), APP.to_owned())])),
+                    ..LabelSelector::default()
+                }),
+                // Ingress listed with no rule: nothing may connect to the connector. It
+                // only dials out (to Twingate, and to what operators reach through it).
+                policy_types: Some(vec!["Ingress".to_owned()]),
+                ingress: None,
+                ..NetworkPolicySpec::default()
+            }),
+        })?,
+    ];
+    for object in &mut objects {
+        object.auto_mode_only = true;
+    }
+    Ok(objects)
+}
+
+fn deployment(ctx: &Context, values: &[Credential]) -> Result<Manifest> {
+    let health = || Probe {
+        exec: Some(ExecAction {
+            command: Some(vec!["/connectorctl".to_owned(), "health".to_owned()]),
+        }),
+        initial_delay_seconds: Some(5),
+        period_seconds: Some(5),
+        ..Probe::default()
+    };
+    let mut env: Vec<EnvVar> = values
+        .iter()
+        .map(|v| EnvVar {
+            name: v.env.clone(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: CLASS.to_owned(),
+                    key: v.env.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        })
+        .collect();
+    env.push(EnvVar {
+        name: "TWINGATE_LABEL_DEPLOYED_BY".to_owned(),
+        value: Some("apiary".to_owned()),
+        ..EnvVar::default()
+    });
+    let container = Container {
+        name: "connector".to_owned(),
+        image: Some(IMAGE.to_owned()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        env: Some(env),
+        readiness_probe: Some(health()),
+        liveness_probe: Some(health()),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity("50m".to_owned())),
+                ("memory".to_owned(), Quantity("200Mi".to_owned())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_owned(),
+                Quantity("512Mi".to_owned()),
+            )])),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                ..SeccompProfile::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![credentials::volume_mount()]),
+        ..Container::default()
+    };
+    let selector = BTreeMap::from([(LABEL_NAME.to_owned(), APP.to_owned())]);
+    Manifest::typed(&Deployment {
+        metadata: metadata(ctx, APP, Some(NAMESPACE)),
+        spec: DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            // One token pair, one connector: never two pods at once.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".to_owned()),
+                rolling_update: None,
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(ctx)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    // On the Auto Mode pool, as the ingestion pods: its nodes run the
+                    // Pod Identity agent and enforce network policies.
+                    node_selector: Some(BTreeMap::from([(
+                        super::workload::NODE_POOL_LABEL.to_owned(),
+                        super::NODE_POOL.to_owned(),
+                    )])),
+                    service_account_name: Some(SERVICE_ACCOUNT.to_owned()),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS_USER),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(vec![credentials::volume_of(CLASS)]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    })
+}
