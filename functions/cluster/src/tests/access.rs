@@ -290,36 +290,18 @@ impl Writes {
 
 /// Runs ensure-nodegroup for `fixture` over a cluster holding `entries`.
 async fn run_operators(fixture: &Fixture, entries: Entries, writes: &Writes) -> Value {
-    let (cluster, roles, identity, ready) = (
-        describe_cluster(ClusterStatus::Active),
-        roles_with_caller(),
-        caller(ASSUMED),
-        describe_nodegroup(NodegroupStatus::Active),
-    );
     let [described, listed, policies] = cluster_with(entries);
-    let [_, _, addons] = access_and_addons_present();
-    let mocks = Mocks {
-        eks: vec![
-            &cluster,
-            &ready,
-            &described,
-            &listed,
-            &policies,
-            &addons,
-            &writes.create,
-            &writes.associate,
-            &writes.disassociate,
-            &writes.tag,
-            &writes.delete,
-        ],
-        iam: vec![&roles],
-        sts: vec![&identity],
-        ..Default::default()
-    };
-    let (deps, _) = mocks.deps_with(fixture);
-    handle(&deps, fixture.event("ensure-nodegroup"))
-        .await
-        .expect("ensure")
+    let rules = [
+        &described,
+        &listed,
+        &policies,
+        &writes.create,
+        &writes.associate,
+        &writes.disassociate,
+        &writes.tag,
+        &writes.delete,
+    ];
+    super::nodegroup::ensure_on_active(fixture, &rules, |_| {}).await
 }
 
 fn operator<'a>(out: &'a Value, principal: &str) -> &'a Value {

@@ -134,6 +134,36 @@ pub(super) fn access_and_addons_present() -> [Rule; 3] {
     ]
 }
 
+/// `ensure-nodegroup` for `fixture` on an ACTIVE cluster and node group, the caller an
+/// assumed role: the `eks` rules first (so they win), then access entries and add-ons
+/// all present; `adjust` changes the dependencies before the run.
+pub(super) async fn ensure_on_active(
+    fixture: &Fixture,
+    eks: &[&Rule],
+    adjust: impl FnOnce(&mut Deps),
+) -> serde_json::Value {
+    let (cluster, roles, identity, ready) = (
+        describe_cluster(ClusterStatus::Active),
+        roles_with_caller(),
+        caller(ASSUMED),
+        describe_nodegroup(NodegroupStatus::Active),
+    );
+    let [entries, policies, addons] = access_and_addons_present();
+    let mut rules: Vec<&Rule> = eks.to_vec();
+    rules.extend([&cluster, &ready, &entries, &policies, &addons]);
+    let mocks = Mocks {
+        eks: rules,
+        iam: vec![&roles],
+        sts: vec![&identity],
+        ..Default::default()
+    };
+    let (mut deps, _) = mocks.deps_with(fixture);
+    adjust(&mut deps);
+    handle(&deps, fixture.event("ensure-nodegroup"))
+        .await
+        .expect("ensure")
+}
+
 #[tokio::test]
 async fn an_existing_node_group_is_reported_and_nothing_is_created() {
     let (cluster, roles, identity, ready) = (
@@ -380,13 +410,6 @@ async fn a_new_node_group_gets_access_entries_addons_and_the_preset_sizes() {
 
 #[tokio::test]
 async fn an_addon_configured_otherwise_gets_the_deployments_configuration_back() {
-    let (cluster, roles, identity, ready) = (
-        describe_cluster(ClusterStatus::Active),
-        roles_with_caller(),
-        caller(ASSUMED),
-        describe_nodegroup(NodegroupStatus::Active),
-    );
-    let [entries, policies, _] = access_and_addons_present();
     let changed_by_hand = mock!(Eks::describe_addon).then_compute_output(|r| {
         DescribeAddonOutput::builder()
             .addon(
@@ -424,23 +447,7 @@ async fn an_addon_configured_otherwise_gets_the_deployments_configuration_back()
                     )
         })
         .then_output(|| aws_sdk_eks::operation::update_addon::UpdateAddonOutput::builder().build());
-    let mocks = Mocks {
-        eks: vec![
-            &cluster,
-            &ready,
-            &entries,
-            &policies,
-            &changed_by_hand,
-            &update,
-        ],
-        iam: vec![&roles],
-        sts: vec![&identity],
-        ..Default::default()
-    };
-    let (deps, _) = mocks.deps();
-    handle(&deps, event("ensure-nodegroup"))
-        .await
-        .expect("ensure");
+    ensure_on_active(&acme(), &[&changed_by_hand, &update], |_| {}).await;
     assert_eq!(
         update.num_calls(),
         1,
@@ -450,13 +457,6 @@ async fn an_addon_configured_otherwise_gets_the_deployments_configuration_back()
 
 #[tokio::test]
 async fn without_the_log_shippers_role_fluent_bit_is_skipped_and_said_so() {
-    let (cluster, roles, identity, ready) = (
-        describe_cluster(ClusterStatus::Active),
-        roles_with_caller(),
-        caller(ASSUMED),
-        describe_nodegroup(NodegroupStatus::Active),
-    );
-    let [entries, policies, addons] = access_and_addons_present();
     // Fluent Bit is not there yet; every other add-on is.
     let no_fluent_bit = mock!(Eks::describe_addon)
         .match_requests(|r| r.addon_name() == Some("fluent-bit"))
@@ -465,25 +465,10 @@ async fn without_the_log_shippers_role_fluent_bit_is_skipped_and_said_so() {
         });
     let create_addon =
         mock!(Eks::create_addon).then_output(|| CreateAddonOutput::builder().build());
-    let mocks = Mocks {
-        eks: vec![
-            &cluster,
-            &ready,
-            &entries,
-            &policies,
-            &no_fluent_bit,
-            &addons,
-            &create_addon,
-        ],
-        iam: vec![&roles],
-        sts: vec![&identity],
-        ..Default::default()
-    };
-    let (mut deps, _) = mocks.deps();
-    deps.log_shipper_role = None;
-    let out = handle(&deps, event("ensure-nodegroup"))
-        .await
-        .expect("ensure");
+    let out = ensure_on_active(&acme(), &[&no_fluent_bit, &create_addon], |deps| {
+        deps.log_shipper_role = None
+    })
+    .await;
     let fluent = out["addons"]
         .as_array()
         .unwrap()

@@ -19,9 +19,9 @@ use std::collections::BTreeMap;
 use apiary_core::Result;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, EnvVarSource, ExecAction, Namespace, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecurityContext, ServiceAccount,
+    Container, EnvVar, EnvVarSource, ExecAction, Namespace, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -171,21 +171,7 @@ fn deployment(ctx: &Context, values: &[Credential]) -> Result<Manifest> {
             )])),
             ..ResourceRequirements::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            privileged: Some(false),
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS_USER),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                ..SeccompProfile::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(super::workload::restricted(RUN_AS_USER)),
         volume_mounts: Some(vec![credentials::volume_mount()]),
         ..Container::default()
     };

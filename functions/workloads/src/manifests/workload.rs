@@ -211,21 +211,9 @@ fn container(ctx: &Context) -> Container {
         readiness_probe: Some(http_probe(READINESS_PATH, 5, 10)),
         liveness_probe: Some(http_probe(LIVENESS_PATH, 15, 20)),
         security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            privileged: Some(false),
             read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS_USER),
             run_as_group: Some(RUN_AS_USER),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                ..SeccompProfile::default()
-            }),
-            ..SecurityContext::default()
+            ..restricted(RUN_AS_USER)
         }),
         // The root filesystem is read-only; scratch space lives here.
         volume_mounts: Some(
@@ -238,6 +226,26 @@ fn container(ctx: &Context) -> Container {
             .collect(),
         ),
         ..Container::default()
+    }
+}
+
+/// A container context the Pod Security Standard "restricted" admits: `user`, non-root,
+/// no privilege escalation, every capability dropped, the runtime's seccomp profile.
+pub fn restricted(user: i64) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        run_as_non_root: Some(true),
+        run_as_user: Some(user),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
+        }),
+        ..SecurityContext::default()
     }
 }
 
