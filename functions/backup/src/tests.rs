@@ -786,6 +786,29 @@ fn dr_key_rule() -> Rule {
         })
 }
 
+/// The DR bucket holding one replica `file` of `size` bytes as S3 replication left it:
+/// listed, tagged as replicated, SSE-S3 (the listing, tagging and head rules).
+fn sse_s3_replica(file: &str, size: i64) -> [Rule; 3] {
+    let listed = {
+        let file = file.to_owned();
+        mock!(aws_sdk_s3::Client::list_objects_v2)
+            .then_output(move || listing(&[(file.as_str(), 0)]))
+    };
+    let tags = mock!(aws_sdk_s3::Client::get_object_tagging).then_output(|| {
+        let mut tags = redis_tags()[..4].to_vec();
+        tags.push(("apiary:replicated-at", "2026-11-29T00:00:00Z"));
+        object_tags(&tags)
+    });
+    let head = mock!(aws_sdk_s3::Client::head_object).then_output(move || {
+        aws_sdk_s3::operation::head_object::HeadObjectOutput::builder()
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+            .content_length(size)
+            .version_id("v-sse-s3")
+            .build()
+    });
+    [listed, tags, head]
+}
+
 /// A replica file over CopyObject's 5 GiB limit is copied in 1 GiB parts, with its tags
 /// and under the DR key, a few parts per poll (the next poll resumes the upload by its
 /// listed parts); a part that fails aborts the upload and fails the step naming the file.
@@ -798,23 +821,7 @@ async fn a_replica_over_five_gib_is_re_encrypted_in_parts_across_polls_and_a_fai
     let size: i64 = 5 * 1024 * 1024 * 1024 + 1;
     // `started`: the parts an earlier poll copied (0: no upload yet).
     let rules = |started: i32, fail_part: Option<i32>| {
-        let listed = {
-            let file = file.clone();
-            mock!(aws_sdk_s3::Client::list_objects_v2)
-                .then_output(move || listing(&[(file.as_str(), 0)]))
-        };
-        let tags = mock!(aws_sdk_s3::Client::get_object_tagging).then_output(|| {
-            let mut tags = redis_tags()[..4].to_vec();
-            tags.push(("apiary:replicated-at", "2026-11-29T00:00:00Z"));
-            object_tags(&tags)
-        });
-        let head = mock!(aws_sdk_s3::Client::head_object).then_output(move || {
-            aws_sdk_s3::operation::head_object::HeadObjectOutput::builder()
-                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
-                .content_length(size)
-                .version_id("v-sse-s3")
-                .build()
-        });
+        let [listed, tags, head] = sse_s3_replica(&file, size);
         let uploads = {
             let file = file.clone();
             mock!(aws_sdk_s3::Client::list_multipart_uploads).then_output(move || {
@@ -1521,23 +1528,7 @@ async fn a_re_encrypted_replica_keeps_the_age_of_its_replication() {
 async fn a_replica_over_one_gib_is_never_copied_in_one_call() {
     let (fixture, recorder, id) = exports_state();
     let file = format!("{id}-0001.rdb");
-    let listed = {
-        let file = file.clone();
-        mock!(aws_sdk_s3::Client::list_objects_v2)
-            .then_output(move || listing(&[(file.as_str(), 0)]))
-    };
-    let tags = mock!(aws_sdk_s3::Client::get_object_tagging).then_output(|| {
-        let mut tags = redis_tags()[..4].to_vec();
-        tags.push(("apiary:replicated-at", "2026-11-29T00:00:00Z"));
-        object_tags(&tags)
-    });
-    let head = mock!(aws_sdk_s3::Client::head_object).then_output(|| {
-        aws_sdk_s3::operation::head_object::HeadObjectOutput::builder()
-            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
-            .content_length(2 * 1024 * 1024 * 1024)
-            .version_id("v-sse-s3")
-            .build()
-    });
+    let [listed, tags, head] = sse_s3_replica(&file, 2 * 1024 * 1024 * 1024);
     let whole = mock!(aws_sdk_s3::Client::copy_object)
         .then_output(|| aws_sdk_s3::operation::copy_object::CopyObjectOutput::builder().build());
     let uploads = mock!(aws_sdk_s3::Client::list_multipart_uploads).then_output(|| {
