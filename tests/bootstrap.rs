@@ -175,9 +175,11 @@ fn check_functions(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
         // The launch function: what the stack's OnStackDelete says, and the two state
         // machines a teardown on delete starts; the state-table function: the key that
         // encrypts the table it makes.
-        const ALLOWED: [&str; 18] = [
+        const ALLOWED: [&str; 20] = [
             "APIARY_TABLE",
             "APIARY_TWINGATE_ROLE_ARN",
+            "APIARY_METRICS_ROLE_ARN",
+            "APIARY_ALERT_ROUTER_ROLE_ARN",
             "APIARY_KUBERNETES_ADMIN_ROLE_ARNS",
             "APIARY_LOG_SHIPPER_ROLE_ARN",
             "APIARY_PERMISSIONS_BOUNDARY_ARN",
@@ -1780,4 +1782,80 @@ fn policies_fit_iams_size_limits_with_the_longest_parameters() {
         }
     }
     assert_none("policy sizes", problems);
+}
+
+/// The service account each Pod Identity role trusts, and where in which bucket it may
+/// write, are the ones the code uses: a namespace renamed on one side only would leave
+/// the pods without credentials, which nothing local would show.
+#[test]
+fn pod_identity_roles_trust_the_service_accounts_the_code_binds() {
+    use workloads::manifests::{connector, monitoring};
+    let template = template();
+    let expected: BTreeMap<&str, ((&str, &str), Option<String>)> = BTreeMap::from([
+        (
+            "LogShipperRole",
+            (
+                (
+                    cluster::nodegroup::LOG_SHIPPER_ADDON,
+                    cluster::nodegroup::LOG_SHIPPER_SERVICE_ACCOUNT,
+                ),
+                Some(format!(
+                    "-logs-${{AWS::AccountId}}-*/{}/*",
+                    cluster::nodegroup::LOG_PREFIX
+                )),
+            ),
+        ),
+        (
+            "TwingateConnectorRole",
+            ((connector::NAMESPACE, connector::SERVICE_ACCOUNT), None),
+        ),
+        (
+            "MetricsWriterRole",
+            (
+                (monitoring::NAMESPACE, monitoring::PROMETHEUS),
+                Some(format!(
+                    "-{}-${{AWS::AccountId}}-*/{}/*",
+                    monitoring::METRICS_BUCKET,
+                    monitoring::BUCKET_PREFIX
+                )),
+            ),
+        ),
+        (
+            "AlertRouterRole",
+            ((monitoring::NAMESPACE, monitoring::ALERTMANAGER), None),
+        ),
+    ]);
+    let mut seen = BTreeSet::new();
+    for (id, role) in resources(&template, "AWS::IAM::Role") {
+        let trust = &role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0];
+        if trust["Principal"]["Service"] != "pods.eks.amazonaws.com" {
+            continue;
+        }
+        let Some(((namespace, account), prefix)) = expected.get(id) else {
+            panic!("{id} is trusted by Pod Identity but bound by no code this test knows");
+        };
+        let tags = &trust["Condition"]["StringEquals"];
+        assert_eq!(
+            tags["aws:RequestTag/kubernetes-namespace"], *namespace,
+            "{id}"
+        );
+        assert_eq!(
+            tags["aws:RequestTag/kubernetes-service-account"], *account,
+            "{id}"
+        );
+        if let Some(prefix) = prefix {
+            let writes: Vec<&str> = role_statements(&template, id)
+                .into_iter()
+                .filter(|s| actions(s).iter().any(|a| a == "s3:PutObject"))
+                .flat_map(|s| s["Resource"].as_array().into_iter().flatten())
+                .filter_map(sub_text)
+                .collect();
+            assert!(
+                !writes.is_empty() && writes.iter().all(|w| w.ends_with(prefix.as_str())),
+                "{id} writes to {writes:?}, the code to …{prefix}"
+            );
+        }
+        seen.insert(id);
+    }
+    assert_eq!(seen.len(), expected.len(), "{seen:?}");
 }

@@ -261,7 +261,8 @@ impl LocalEnv {
         register!(
             "workloads",
             workloads::Deps::new(config, recorder.clone(), kube)
-                .with_permissions_boundary(self.ingestion_boundary_arn(deployment)),
+                .with_permissions_boundary(self.ingestion_boundary_arn(deployment))
+                .with_alert_topic(self.alert_topic_arn(deployment)),
             workloads::handle
         );
         // Locally the emulated databases have no server behind them: the verifier

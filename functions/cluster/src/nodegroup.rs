@@ -29,7 +29,16 @@ pub const NODEGROUP_ADDONS: [&str; 4] =
 /// step's `manifests::credentials`).
 /// Fluent Bit (an EKS community add-on) ships container and node logs into the logs
 /// bucket (see [`LOG_SHIPPER_ADDON`]).
-pub const CLUSTER_ADDONS: [&str; 3] = ["metrics-server", SECRETS_STORE_ADDON, LOG_SHIPPER_ADDON];
+/// kube-state-metrics and the Prometheus node exporter (EKS community add-ons) export
+/// the objects' and the nodes' state that the workloads step's Prometheus scrapes and
+/// alerts on (pods not ready, pending, restarting; node pressure; disks filling).
+pub const CLUSTER_ADDONS: [&str; 5] = [
+    "metrics-server",
+    SECRETS_STORE_ADDON,
+    LOG_SHIPPER_ADDON,
+    "kube-state-metrics",
+    "prometheus-node-exporter",
+];
 pub const SECRETS_STORE_ADDON: &str = "aws-secrets-store-csi-driver-provider";
 /// The fluent-bit community add-on: its namespace and service account are both
 /// `fluent-bit`, which the bootstrap stack's `LogShipperRole` trusts (Pod Identity).

@@ -42,7 +42,7 @@ use aws_sdk_eks::config::SharedCredentialsProvider;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::manifests::{Context, Manifest};
+use crate::manifests::{Context, Manifest, connector, monitoring};
 use crate::output::{EnsureOutput, Ensured, Output, Skipped, StatusOutput};
 
 /// The actions the state machine sends, spelt as it spells them.
@@ -144,6 +144,12 @@ pub const PERMISSIONS_BOUNDARY_ENV: &str = "APIARY_PERMISSIONS_BOUNDARY_ARN";
 /// The environment variable naming the Twingate connector's role (the stack's
 /// `TwingateConnectorRole`, set when the stack has a connector secret).
 pub const TWINGATE_ROLE_ENV: &str = "APIARY_TWINGATE_ROLE_ARN";
+/// The environment variable naming Prometheus's role (the stack's `MetricsWriterRole`).
+pub const METRICS_ROLE_ENV: &str = "APIARY_METRICS_ROLE_ARN";
+/// The environment variable naming Alertmanager's role (the stack's `AlertRouterRole`).
+pub const ALERT_ROUTER_ROLE_ENV: &str = "APIARY_ALERT_ROUTER_ROLE_ARN";
+/// The environment variable naming the alerts topic Alertmanager publishes to.
+pub const ALERT_TOPIC_ENV: &str = "APIARY_ALERT_TOPIC_ARN";
 
 /// How the step reaches Kubernetes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +188,12 @@ pub struct Deps {
     /// The role Pod Identity gives the Twingate connector (`TWINGATE_ROLE_ENV`). None
     /// locally, and when the stack has no connector secret.
     pub twingate_role: Option<String>,
+    /// The role Pod Identity gives Prometheus (`METRICS_ROLE_ENV`). None locally.
+    pub metrics_role: Option<String>,
+    /// The role Pod Identity gives Alertmanager (`ALERT_ROUTER_ROLE_ENV`). None locally.
+    pub alert_router_role: Option<String>,
+    /// The alerts topic (`ALERT_TOPIC_ENV`; locally the one the runner makes).
+    pub alert_topic: Option<String>,
 }
 
 impl Deps {
@@ -202,12 +214,21 @@ impl Deps {
             emulator: sdk_config.endpoint_url().is_some(),
             permissions_boundary: None,
             twingate_role: None,
+            metrics_role: None,
+            alert_router_role: None,
+            alert_topic: None,
         }
     }
 
     /// The permissions boundary for the roles this function creates.
     pub fn with_permissions_boundary(mut self, policy_arn: impl Into<String>) -> Self {
         self.permissions_boundary = Some(policy_arn.into());
+        self
+    }
+
+    /// The alerts topic Alertmanager publishes to.
+    pub fn with_alert_topic(mut self, topic_arn: impl Into<String>) -> Self {
+        self.alert_topic = Some(topic_arn.into());
         self
     }
 }
@@ -347,9 +368,52 @@ pub async fn ensure(
 ) -> Result<Done<EnsureOutput>> {
     let log = &step.log;
     let mut ctx = Context::new(&step.spec, &step.layers)?;
+    ctx.alert_topic_arn = deps.alert_topic.clone();
     let identity =
         pod_identity::ensure(deps, &step.names, &step.layers, &region(deps, step), log).await?;
-    let connector = connector_identity(deps, step, &ctx).await?;
+    let connector = match &ctx.twingate_secret_arn {
+        Some(_) => Some(
+            stack_identity(
+                deps,
+                step,
+                StackRole {
+                    service_account: (connector::NAMESPACE, connector::SERVICE_ACCOUNT),
+                    role: deps.twingate_role.as_deref(),
+                    env: TWINGATE_ROLE_ENV,
+                    stack_role: "TwingateConnectorRole",
+                    without: "the connector cannot read its secret",
+                },
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let monitoring = vec![
+        stack_identity(
+            deps,
+            step,
+            StackRole {
+                service_account: (monitoring::NAMESPACE, monitoring::PROMETHEUS),
+                role: deps.metrics_role.as_deref(),
+                env: METRICS_ROLE_ENV,
+                stack_role: "MetricsWriterRole",
+                without: "Prometheus keeps its metrics but cannot ship them to the bucket",
+            },
+        )
+        .await?,
+        stack_identity(
+            deps,
+            step,
+            StackRole {
+                service_account: (monitoring::NAMESPACE, monitoring::ALERTMANAGER),
+                role: deps.alert_router_role.as_deref(),
+                env: ALERT_ROUTER_ROLE_ENV,
+                stack_role: "AlertRouterRole",
+                without: "Alertmanager cannot publish to the alerts topic",
+            },
+        )
+        .await?,
+    ];
     match target {
         Target::Render(folder) => {
             let manifests = manifests::build(&ctx)?;
@@ -374,6 +438,7 @@ pub async fn ensure(
                 changed,
                 pod_identity: identity.report(),
                 connector,
+                monitoring,
                 detail: detail.clone(),
             })
             .with_detail(detail))
@@ -425,6 +490,7 @@ pub async fn ensure(
                     changed,
                     pod_identity: identity.report(),
                     connector,
+                    monitoring,
                     detail,
                 },
                 vec![rollout],
@@ -433,40 +499,60 @@ pub async fn ensure(
     }
 }
 
-/// The Twingate connector's identity, when the spec has a connector: its service
-/// account bound to the stack's connector role. Without that role (a local run: no
-/// stack) the binding is reported as not made.
-async fn connector_identity(
+/// A platform component's service account and the stack role it gets.
+struct StackRole<'a> {
+    service_account: (&'static str, &'static str),
+    role: Option<&'a str>,
+    /// Where the function reads the role, and the stack resource that sets it.
+    env: &'static str,
+    stack_role: &'static str,
+    /// What the component cannot do without it.
+    without: &'static str,
+}
+
+/// Binds a platform component's service account to its stack role. Without the role (a
+/// local run: no stack) the objects still render and the binding is reported as not
+/// made, with what that costs.
+async fn stack_identity(
     deps: &Deps,
     step: &StepContext<'_, WorkloadsAction>,
-    ctx: &Context,
-) -> Result<Option<output::ConnectorIdentity>> {
-    if ctx.twingate_secret_arn.is_none() {
-        return Ok(None);
-    }
-    let Some(role) = &deps.twingate_role else {
-        return Ok(Some(output::ConnectorIdentity {
+    wanted: StackRole<'_>,
+) -> Result<output::StackIdentity> {
+    let (namespace, name) = wanted.service_account;
+    let service_account = format!("{namespace}/{name}");
+    let Some(role) = wanted.role else {
+        return Ok(output::StackIdentity {
+            service_account,
             role_arn: None,
             association: "not-created".to_owned(),
             detail: Some(format!(
-                "no connector role ({TWINGATE_ROLE_ENV}: the stack's TwingateConnectorRole): the connector cannot read its secret"
+                "no role ({}: the stack's {}): {}",
+                wanted.env, wanted.stack_role, wanted.without
             )),
-        }));
+        });
     };
     let cluster = &step.layers.cluster()?.cluster_name;
-    let association =
-        pod_identity::ensure_connector(deps, &step.names, cluster, role, &step.log).await?;
+    let association = pod_identity::ensure_stack_role(
+        deps,
+        &step.names,
+        cluster,
+        wanted.service_account,
+        role,
+        &step.log,
+    )
+    .await?;
     let (association, detail) = match association {
         pod_identity::Association::Bound { change, .. } => (change.to_owned(), None),
         pod_identity::Association::Unsupported { detail } => {
             ("not-created".to_owned(), Some(detail))
         }
     };
-    Ok(Some(output::ConnectorIdentity {
-        role_arn: Some(role.clone()),
+    Ok(output::StackIdentity {
+        service_account,
+        role_arn: Some(role.to_owned()),
         association,
         detail,
-    }))
+    })
 }
 
 /// The objects a plain (non Auto Mode) cluster does not get, and why.

@@ -16,9 +16,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     if let Some(boundary) = ProcessEnv.var(workloads::PERMISSIONS_BOUNDARY_ENV) {
         deps = deps.with_permissions_boundary(boundary);
     }
-    deps.twingate_role = ProcessEnv
-        .var(workloads::TWINGATE_ROLE_ENV)
-        .filter(|r| !r.is_empty());
+    let set = |name: &str| ProcessEnv.var(name).filter(|v| !v.is_empty());
+    deps.twingate_role = set(workloads::TWINGATE_ROLE_ENV);
+    deps.metrics_role = set(workloads::METRICS_ROLE_ENV);
+    deps.alert_router_role = set(workloads::ALERT_ROUTER_ROLE_ENV);
+    deps.alert_topic = set(workloads::ALERT_TOPIC_ENV);
     let deps = Arc::new(deps);
     apiary_core::lambda::serve(move |event| {
         let deps = deps.clone();

@@ -42,13 +42,17 @@ pub struct EnsureOutput {
     pub pod_identity: PodIdentityReport,
     /// The Twingate connector's identity, when the spec has a connector.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub connector: Option<ConnectorIdentity>,
+    pub connector: Option<StackIdentity>,
+    /// Prometheus's and Alertmanager's identities.
+    pub monitoring: Vec<StackIdentity>,
     pub detail: String,
 }
 
-/// The Twingate connector's service account and the role Pod Identity gives it.
+/// A platform component's service account and the stack role Pod Identity gives it.
 #[derive(Debug, Clone, Serialize)]
-pub struct ConnectorIdentity {
+pub struct StackIdentity {
+    /// `namespace/name`.
+    pub service_account: String,
     pub role_arn: Option<String>,
     /// `created`, `updated`, `unchanged`, or `not-created`.
     pub association: String,

@@ -310,26 +310,17 @@ fn endpoint_lacks_operation<E: ProvideErrorMetadata>(err: &SdkError<E, HttpRespo
         )
 }
 
-/// The Twingate connector's service account bound to the stack's connector role (made
-/// by CloudFormation, so never new here).
-pub async fn ensure_connector(
+/// A platform component's service account (the Twingate connector, Prometheus,
+/// Alertmanager) bound to its role, made by the bootstrap stack (so never new here).
+pub async fn ensure_stack_role(
     deps: &Deps,
     names: &Names,
     cluster: &str,
+    service_account: (&str, &str),
     role_arn: &str,
     log: &StepLog<'_>,
 ) -> Result<Association> {
-    use crate::manifests::connector;
-    ensure_association(
-        deps,
-        names,
-        cluster,
-        (connector::NAMESPACE, connector::SERVICE_ACCOUNT),
-        role_arn,
-        false,
-        log,
-    )
-    .await
+    ensure_association(deps, names, cluster, service_account, role_arn, false, log).await
 }
 
 async fn ensure_association(

@@ -72,6 +72,9 @@ pub fn mock_deps_over(
         emulator,
         permissions_boundary: Some(BOUNDARY_ARN.to_owned()),
         twingate_role: None,
+        metrics_role: None,
+        alert_router_role: None,
+        alert_topic: None,
     };
     (deps, recorder)
 }

@@ -135,15 +135,15 @@ async fn ensure_renders_validates_and_says_nothing_was_applied() {
     assert_eq!(out["applied"], false);
     assert_eq!(out["validated"], true);
     assert_eq!(out["folder"], json!(folder));
-    assert_eq!(out["objects"].as_array().unwrap().len(), 15);
-    assert_eq!(out["changed"], 15);
+    assert_eq!(out["objects"].as_array().unwrap().len(), 27);
+    assert_eq!(out["changed"], 27);
     assert_eq!(out["pod_identity"]["association"], "created");
     assert_eq!(out["pod_identity"]["role_arn"], ROLE_ARN);
     assert!(
         out["detail"].as_str().unwrap().ends_with("not applied"),
         "{out}"
     );
-    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 15);
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 27);
     assert_eq!(journal(&recorder), [("ensure".into(), "created".into())]);
 
     // Run again over what exists: nothing is created or rewritten.
@@ -195,7 +195,7 @@ async fn ensure_applies_records_and_reapplies_without_change() {
         .unwrap();
     assert_eq!(out["mode"], "applied");
     assert_eq!(out["applied"], true);
-    assert_eq!(out["changed"], 15);
+    assert_eq!(out["changed"], 27);
     assert_eq!(out["skipped"], json!([]));
     assert_eq!(out["objects"][8]["kind"], "Deployment");
     assert_eq!(out["objects"][8]["created"], true);
@@ -219,7 +219,7 @@ async fn ensure_applies_records_and_reapplies_without_change() {
     assert_eq!(out["ready"], false);
     assert_eq!(journal(&recorder), [("ensure".into(), "not-ready".into())]);
     assert!(
-        journal_detail(&recorder).contains("(15 changed)"),
+        journal_detail(&recorder).contains("(27 changed)"),
         "{}",
         journal_detail(&recorder)
     );
@@ -283,11 +283,23 @@ async fn a_plain_cluster_skips_auto_mode_objects_and_says_so() {
             "NodePool",
             "ConfigMap",
             "SecretProviderClass",
-            "IngressClassParams"
+            "Namespace",
+            "ServiceAccount",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "ConfigMap",
+            "StatefulSet",
+            "Deployment",
+            "Service",
+            "NetworkPolicy",
+            "NetworkPolicy",
+            "IngressClassParams",
         ]
     );
     assert!(
-        out["detail"].as_str().unwrap().contains("5 skipped"),
+        out["detail"].as_str().unwrap().contains("17 skipped"),
         "{out}"
     );
     let requests = requests.await.unwrap();
@@ -505,7 +517,7 @@ async fn the_https_ingress_is_not_rendered_until_the_certificate_is_issued() {
     );
     let out = handle(&deps, fixture.event("ensure")).await.unwrap();
     assert_eq!(out["ready"], true);
-    assert_eq!(out["objects"].as_array().unwrap().len(), 14);
+    assert_eq!(out["objects"].as_array().unwrap().len(), 26);
     assert!(
         out["objects"]
             .as_array()
@@ -521,7 +533,7 @@ async fn the_https_ingress_is_not_rendered_until_the_certificate_is_issued() {
         reason.contains("PENDING_VALIDATION") && reason.contains("not ISSUED"),
         "{reason}"
     );
-    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 14);
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 26);
     assert!(
         journal_detail(&recorder).contains("Ingress honeyhive/ingestion skipped"),
         "{}",
@@ -539,7 +551,7 @@ async fn the_https_ingress_is_not_rendered_until_the_certificate_is_issued() {
     let out = handle(&deps, Fixture::test().event("ensure"))
         .await
         .unwrap();
-    assert_eq!(out["objects"].as_array().unwrap().len(), 15);
+    assert_eq!(out["objects"].as_array().unwrap().len(), 27);
     assert_eq!(out["skipped"], json!([]));
     assert_eq!(out["changed"], 1, "only the Ingress is new");
     std::fs::remove_dir_all(&folder).unwrap();
@@ -557,7 +569,7 @@ async fn the_https_ingress_is_not_applied_until_the_certificate_is_issued() {
     drop(client);
     let out = step::run(&against, fixture.event("ensure")).await.unwrap();
     drop(against);
-    assert_eq!(out["objects"].as_array().unwrap().len(), 14);
+    assert_eq!(out["objects"].as_array().unwrap().len(), 26);
     let skipped: Vec<&str> = out["skipped"]
         .as_array()
         .unwrap()
@@ -788,7 +800,7 @@ async fn the_connector_is_rendered_and_its_service_account_bound_to_the_stacks_r
     );
     deps.twingate_role = Some(CONNECTOR_ROLE.to_owned());
     let out = handle(&deps, fixture.event("ensure")).await.unwrap();
-    assert_eq!(out["objects"].as_array().unwrap().len(), 20, "{out}");
+    assert_eq!(out["objects"].as_array().unwrap().len(), 32, "{out}");
     assert_eq!(out["connector"]["association"], "created");
     assert_eq!(out["connector"]["role_arn"], CONNECTOR_ROLE);
     assert_eq!(connector_create.num_calls(), 1);
@@ -811,5 +823,102 @@ async fn the_connector_is_rendered_and_its_service_account_bound_to_the_stacks_r
             .unwrap()
             .contains("TwingateConnectorRole"),
         "{out}"
+    );
+}
+
+/// Prometheus and Alertmanager get the stack's roles by Pod Identity. Without the roles
+/// (a local run) the stack still renders and the output says what is missing.
+#[tokio::test]
+async fn the_metrics_stack_service_accounts_are_bound_to_the_stacks_roles() {
+    use aws_sdk_eks::operation::create_pod_identity_association::CreatePodIdentityAssociationOutput;
+    use aws_sdk_eks::operation::list_pod_identity_associations::ListPodIdentityAssociationsOutput;
+    use aws_sdk_eks::types::PodIdentityAssociation;
+    const METRICS_ROLE: &str = "arn:aws:iam::123456789012:role/apiary-acme-prod-metrics-writer";
+    const ALERT_ROLE: &str = "arn:aws:iam::123456789012:role/apiary-acme-prod-alert-router";
+    let fixture = Fixture::test();
+    let for_account = |account: &'static str, role: &'static str| {
+        let create = aws_smithy_mocks::mock!(aws_sdk_eks::Client::create_pod_identity_association)
+            .match_requests(move |r| {
+                r.namespace() == Some("monitoring")
+                    && r.service_account() == Some(account)
+                    && r.role_arn() == Some(role)
+            })
+            .then_output(move || {
+                CreatePodIdentityAssociationOutput::builder()
+                    .association(
+                        PodIdentityAssociation::builder()
+                            .association_id(format!("a-{account}"))
+                            .role_arn(role)
+                            .build(),
+                    )
+                    .build()
+            });
+        let list = aws_smithy_mocks::mock!(aws_sdk_eks::Client::list_pod_identity_associations)
+            .match_requests(move |r| {
+                r.namespace() == Some("monitoring") && r.service_account() == Some(account)
+            })
+            .then_output(|| ListPodIdentityAssociationsOutput::builder().build());
+        (list, create)
+    };
+    let (prometheus_list, prometheus_create) = for_account("prometheus", METRICS_ROLE);
+    let (alert_list, alert_create) = for_account("alertmanager", ALERT_ROLE);
+    let (iam, eks) = (FreshIam::new(), FreshEks::new());
+    let mut rules = vec![
+        &prometheus_list,
+        &prometheus_create,
+        &alert_list,
+        &alert_create,
+    ];
+    rules.extend(eks.rules());
+    let (mut deps, _) = mock_deps_over(
+        &fixture,
+        &rules,
+        &iam.rules(),
+        KubeAccess::Render(temp_folder()),
+        false,
+    );
+    deps.metrics_role = Some(METRICS_ROLE.to_owned());
+    deps.alert_router_role = Some(ALERT_ROLE.to_owned());
+    let out = handle(&deps, fixture.event("ensure")).await.unwrap();
+    let monitoring = out["monitoring"].as_array().unwrap();
+    assert_eq!(monitoring.len(), 2, "{out}");
+    assert_eq!(monitoring[0]["service_account"], "monitoring/prometheus");
+    assert_eq!(monitoring[0]["role_arn"], METRICS_ROLE);
+    assert_eq!(monitoring[0]["association"], "created");
+    assert_eq!(monitoring[1]["service_account"], "monitoring/alertmanager");
+    assert_eq!(monitoring[1]["association"], "created");
+    assert_eq!(prometheus_create.num_calls(), 1);
+    assert_eq!(alert_create.num_calls(), 1);
+
+    // Without the roles: rendered all the same, and said not bound.
+    let (iam, eks) = (FreshIam::new(), FreshEks::new());
+    let folder = temp_folder();
+    let (deps, _) = mock_deps_over(
+        &fixture,
+        &eks.rules(),
+        &iam.rules(),
+        KubeAccess::Render(folder.clone()),
+        false,
+    );
+    let out = handle(&deps, fixture.event("ensure")).await.unwrap();
+    for identity in out["monitoring"].as_array().unwrap() {
+        assert_eq!(identity["association"], "not-created", "{out}");
+    }
+    assert!(
+        out["monitoring"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("MetricsWriterRole"),
+        "{out}"
+    );
+    let rendered: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        rendered
+            .iter()
+            .any(|f| f.ends_with("-statefulset-monitoring-prometheus.yaml")),
+        "{rendered:?}"
     );
 }

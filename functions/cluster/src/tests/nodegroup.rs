@@ -233,7 +233,9 @@ async fn an_existing_node_group_is_reported_and_nothing_is_created() {
             "eks-pod-identity-agent",
             "metrics-server",
             "aws-secrets-store-csi-driver-provider",
-            "fluent-bit"
+            "fluent-bit",
+            "kube-state-metrics",
+            "prometheus-node-exporter"
         ]
     );
     assert_eq!(recorder.entries.lock().unwrap()[0].outcome, "unchanged");
@@ -293,7 +295,9 @@ async fn a_new_node_group_gets_access_entries_addons_and_the_preset_sizes() {
                     | "kube-proxy"
                     | "coredns"
                     | "eks-pod-identity-agent"
-                    | "metrics-server" => configured.is_none(),
+                    | "metrics-server"
+                    | "kube-state-metrics"
+                    | "prometheus-node-exporter" => configured.is_none(),
                     // Secret sync and rotation on, or the pods never get their Secret.
                     "aws-secrets-store-csi-driver-provider" => {
                         configured.is_some_and(|c| {
@@ -378,7 +382,7 @@ async fn a_new_node_group_gets_access_entries_addons_and_the_preset_sizes() {
     assert_eq!(node_entry.num_calls(), 1);
     assert_eq!(admin.num_calls(), 1);
     assert_eq!(auto_node.num_calls(), 1);
-    assert_eq!(create_addon.num_calls(), 7);
+    assert_eq!(create_addon.num_calls(), 9);
     assert_eq!(create.num_calls(), 1, "the request carries every setting");
     assert_eq!(
         out["ready"],
@@ -403,6 +407,8 @@ async fn a_new_node_group_gets_access_entries_addons_and_the_preset_sizes() {
             format!("{CLUSTER}/metrics-server"),
             format!("{CLUSTER}/aws-secrets-store-csi-driver-provider"),
             format!("{CLUSTER}/fluent-bit"),
+            format!("{CLUSTER}/kube-state-metrics"),
+            format!("{CLUSTER}/prometheus-node-exporter"),
             NODEGROUP
         ])
     );

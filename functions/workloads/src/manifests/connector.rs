@@ -19,9 +19,8 @@ use std::collections::BTreeMap;
 use apiary_core::Result;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, ExecAction, Namespace, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    ServiceAccount,
+    Container, EnvVar, EnvVarSource, ExecAction, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SecretKeySelector, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -59,19 +58,8 @@ fn values(secret_arn: &str) -> Vec<Credential> {
     .collect()
 }
 
-fn labels(ctx: &Context) -> BTreeMap<String, String> {
-    let mut labels = ctx.labels();
-    labels.insert(LABEL_NAME.to_owned(), APP.to_owned());
-    labels
-}
-
 fn metadata(ctx: &Context, name: &str, namespace: Option<&str>) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: namespace.map(str::to_owned),
-        labels: Some(labels(ctx)),
-        ..ObjectMeta::default()
-    }
+    ctx.component_metadata(APP, name, namespace)
 }
 
 /// Every object of the connector, in apply order; none when the spec names no secret.
@@ -80,22 +68,8 @@ pub fn build(ctx: &Context) -> Result<Vec<Manifest>> {
         return Ok(Vec::new());
     };
     let values = values(secret_arn);
-    let mut namespace = metadata(ctx, NAMESPACE, None);
-    namespace.labels.get_or_insert_default().extend([
-        (
-            "pod-security.kubernetes.io/enforce".to_owned(),
-            "restricted".to_owned(),
-        ),
-        (
-            "pod-security.kubernetes.io/enforce-version".to_owned(),
-            "latest".to_owned(),
-        ),
-    ]);
     let mut objects = vec![
-        Manifest::typed(&Namespace {
-            metadata: namespace,
-            ..Namespace::default()
-        })?,
+        super::restricted_namespace(ctx, NAMESPACE, APP)?,
         Manifest::typed(&ServiceAccount {
             metadata: metadata(ctx, SERVICE_ACCOUNT, Some(NAMESPACE)),
             automount_service_account_token: Some(false),
@@ -191,27 +165,16 @@ fn deployment(ctx: &Context, values: &[Credential]) -> Result<Manifest> {
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(ctx)),
+                    labels: Some(ctx.component_labels(APP)),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
                     // On the Auto Mode pool, as the ingestion pods: its nodes run the
                     // Pod Identity agent and enforce network policies.
-                    node_selector: Some(BTreeMap::from([(
-                        super::workload::NODE_POOL_LABEL.to_owned(),
-                        super::NODE_POOL.to_owned(),
-                    )])),
+                    node_selector: Some(super::workload::node_pool_selector()),
                     service_account_name: Some(SERVICE_ACCOUNT.to_owned()),
                     automount_service_account_token: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS_USER),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_owned(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(super::workload::restricted_pod(RUN_AS_USER)),
                     containers: vec![container],
                     volumes: Some(vec![credentials::volume_of(CLASS)]),
                     ..PodSpec::default()

@@ -5,6 +5,7 @@
 pub mod connector;
 pub mod credentials;
 mod karpenter;
+pub mod monitoring;
 mod network;
 pub mod schema;
 mod workload;
@@ -84,6 +85,9 @@ pub struct Context {
     /// The Twingate connector's secret (`cluster.access.twingate_secret_arn`): the
     /// connector is built only with one.
     pub twingate_secret_arn: Option<String>,
+    /// The deployment's alerts topic (the stack's `AlertTopic`), where Alertmanager
+    /// publishes. None outside a stack.
+    pub alert_topic_arn: Option<String>,
     pub tags: Vec<(String, String)>,
     /// The cluster runs EKS Auto Mode (Karpenter, ALB): build the node class and pool,
     /// the ALB's IngressClassParams and pin the pods to the pool. Off only for a plain
@@ -150,6 +154,7 @@ impl Context {
             app_key_arn: keys.key("app")?.arn.clone(),
             ebs_key_arn: keys.key("ebs")?.arn.clone(),
             twingate_secret_arn: spec.cluster.access.twingate_secret_arn.clone(),
+            alert_topic_arn: None,
             tags: Names::new(&spec.name).tags(Layer::Workloads),
             auto_mode: true,
         })
@@ -187,6 +192,43 @@ impl Context {
             ..ObjectMeta::default()
         }
     }
+
+    /// The labels of a platform component's objects: every object's, named `app`.
+    pub fn component_labels(&self, app: &str) -> BTreeMap<String, String> {
+        let mut labels = self.labels();
+        labels.insert(LABEL_NAME.to_owned(), app.to_owned());
+        labels
+    }
+
+    /// A platform component's object (the connector, the metrics stack).
+    pub fn component_metadata(&self, app: &str, name: &str, namespace: Option<&str>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: namespace.map(str::to_owned),
+            labels: Some(self.component_labels(app)),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+/// A platform component's namespace, where the API server refuses any pod that breaks
+/// the "restricted" Pod Security Standard.
+pub fn restricted_namespace(ctx: &Context, name: &str, app: &str) -> Result<Manifest> {
+    let mut metadata = ctx.component_metadata(app, name, None);
+    metadata.labels.get_or_insert_default().extend([
+        (
+            "pod-security.kubernetes.io/enforce".to_owned(),
+            "restricted".to_owned(),
+        ),
+        (
+            "pod-security.kubernetes.io/enforce-version".to_owned(),
+            "latest".to_owned(),
+        ),
+    ]);
+    Manifest::typed(&k8s_openapi::api::core::v1::Namespace {
+        metadata,
+        ..Default::default()
+    })
 }
 
 /// Checks that a rendered object is exactly a typed object: a file that parses back into
@@ -326,7 +368,8 @@ pub fn https_ingress(ctx: &Context) -> Result<Manifest> {
 }
 
 /// Every object, in apply order: node capacity first (pods need somewhere to run), then
-/// the namespace and what the pods reference, the workload, its policies, and last the
+/// the namespace and what the pods reference, the workload, its policies, the platform
+/// components (the optional Twingate connector, the metrics stack), and last the
 /// ingress, which makes the load balancer once there is something to send traffic to,
 /// and only once ACM has issued the certificate its HTTPS listener needs.
 pub fn build(ctx: &Context) -> Result<Vec<Manifest>> {
@@ -349,6 +392,8 @@ pub fn build(ctx: &Context) -> Result<Vec<Manifest>> {
     objects.push(workload::autoscaler(ctx)?);
     objects.push(workload::disruption_budget(ctx)?);
     objects.push(network::network_policy(ctx)?);
+    objects.extend(connector::build(ctx)?);
+    objects.extend(monitoring::build(ctx)?);
     if ctx.auto_mode {
         objects.push(network::ingress_class_params(ctx)?);
     }
@@ -356,10 +401,14 @@ pub fn build(ctx: &Context) -> Result<Vec<Manifest>> {
     if ctx.certificate_issued {
         objects.push(network::ingress(ctx)?);
     }
-    objects.extend(connector::build(ctx)?);
+    // A plain cluster serves neither Auto Mode's resources nor the add-ons and Pod
+    // Identity the platform components need.
+    objects.retain(|m| ctx.auto_mode || !m.auto_mode_only);
     Ok(objects)
 }
 
+#[cfg(test)]
+mod monitoring_tests;
 #[cfg(test)]
 mod network_tests;
 #[cfg(test)]

@@ -56,9 +56,9 @@ fn same_namespace() -> NetworkPolicyPeer {
 }
 
 /// Ingress only from the load balancer (its subnets, since the ALB sends to pod IPs
-/// directly) and from within the namespace. Egress only within the namespace, to DNS,
-/// to the data stores on their ports in the private subnets, to the Pod Identity agent,
-/// and to AWS APIs on 443.
+/// directly), from within the namespace and from Prometheus. Egress only within the
+/// namespace, to DNS, to the data stores on their ports in the private subnets, to the
+/// Pod Identity agent, and to AWS APIs on 443.
 pub fn network_policy(ctx: &Context) -> Result<Manifest> {
     let load_balancer: Vec<NetworkPolicyPeer> = ctx
         .load_balancer_subnets()
@@ -72,6 +72,11 @@ pub fn network_policy(ctx: &Context) -> Result<Manifest> {
         },
         NetworkPolicyIngressRule {
             from: Some(vec![same_namespace()]),
+            ports: None,
+        },
+        // Prometheus scrapes a pod annotated for it on whichever port it declares.
+        NetworkPolicyIngressRule {
+            from: Some(vec![super::monitoring::scraper_peer()]),
             ports: None,
         },
     ];

@@ -7,7 +7,7 @@ use super::*;
 use crate::test_support::context;
 
 #[test]
-fn network_policy_admits_only_the_load_balancer_and_the_namespace() {
+fn network_policy_admits_only_the_load_balancer_the_namespace_and_prometheus() {
     let objects = built();
     let spec = &body(&objects, "NetworkPolicy", APP)["spec"];
     assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
@@ -21,7 +21,9 @@ fn network_policy_admits_only_the_load_balancer_and_the_namespace() {
         json!([
             {"from": [{"ipBlock": {"cidr": "10.42.0.0/20"}}, {"ipBlock": {"cidr": "10.42.16.0/20"}}],
              "ports": [{"port": 8080, "protocol": "TCP"}]},
-            {"from": [{"podSelector": {}}]}
+            {"from": [{"podSelector": {}}]},
+            {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                       "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]}
         ])
     );
 }

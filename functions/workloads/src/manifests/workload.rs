@@ -231,6 +231,27 @@ fn container(ctx: &Context) -> Container {
 
 /// A container context the Pod Security Standard "restricted" admits: `user`, non-root,
 /// no privilege escalation, every capability dropped, the runtime's seccomp profile.
+/// The pod-level half of [`restricted`]: a non-root user, the runtime's seccomp profile.
+pub fn restricted_pod(user: i64) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(user),
+        run_as_group: Some(user),
+        fs_group: Some(user),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// Pins a pod to the Auto Mode ingestion pool: its nodes run the Pod Identity agent and
+/// enforce network policies.
+pub fn node_pool_selector() -> BTreeMap<String, String> {
+    BTreeMap::from([(NODE_POOL_LABEL.to_owned(), NODE_POOL.to_owned())])
+}
+
 pub fn restricted(user: i64) -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
@@ -252,23 +273,11 @@ pub fn restricted(user: i64) -> SecurityContext {
 /// The ingestion Deployment. `replicas` is deliberately absent: the autoscaler owns it,
 /// and a server-side apply that set it would undo every scaling decision on each run.
 pub fn deployment(ctx: &Context, config_hash: &str) -> Result<Manifest> {
-    let node_selector = ctx
-        .auto_mode
-        .then(|| BTreeMap::from([(NODE_POOL_LABEL.to_owned(), NODE_POOL.to_owned())]));
+    let node_selector = ctx.auto_mode.then(node_pool_selector);
     let pod = PodSpec {
         service_account_name: Some(SERVICE_ACCOUNT.to_owned()),
         automount_service_account_token: Some(false),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS_USER),
-            run_as_group: Some(RUN_AS_USER),
-            fs_group: Some(RUN_AS_USER),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                ..SeccompProfile::default()
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(restricted_pod(RUN_AS_USER)),
         containers: vec![container(ctx)],
         volumes: Some(
             std::iter::once(Volume {
