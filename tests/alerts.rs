@@ -314,6 +314,57 @@ async fn a_deployment_key_scheduled_for_deletion_is_cancelled_and_the_person_tol
     assert!(told[0].1.contains("pending deletion"), "{told:?}");
 }
 
+/// RDS rotated the PostgreSQL master password on its own schedule: the pods restart
+/// once their secrets driver holds the new value, and the person hears it. Locally there
+/// are no pods: both steps say they were not verified. Another secret's rotation does
+/// nothing.
+#[tokio::test]
+async fn a_rotated_store_secret_restarts_the_ingestion_pods_and_another_secret_does_nothing() {
+    let f = Fixture::new(TABLE).await;
+    let name = provisioned(&f, "rotated").await;
+    let queue = inbox(&f, &name).await;
+    let layers = f.store.layer_outputs(&name).await.expect("layer outputs");
+    let secret = layers["databases.postgres"]["secret_arn"]
+        .as_str()
+        .expect("the PostgreSQL secret")
+        .to_owned();
+    let region = apiary_e2e::REGION;
+    let account = apiary::local::LOCAL_ACCOUNT;
+    let rotated = |arn: &str| {
+        let mut event = sample("secretsmanager-secret-rotated.json", &name);
+        event["resources"] = json!([arn]);
+        event["region"] = json!(region);
+        event["account"] = json!(account);
+        event
+    };
+    let delivered = deliver(&f, &name, &rotated(&secret)).await;
+    let run = only_run(&delivered);
+    assert_eq!(run.status, ExecutionStatus::Succeeded, "{run:?}");
+    let output = run.output.as_ref().expect("the run's output");
+    assert_eq!(output["runbook"], "restart-ingestion", "{output}");
+    assert_eq!(output["outcome"]["verified"], false, "{output}");
+    assert!(
+        output["outcome"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not verified locally"),
+        "{output}"
+    );
+    let told = received(&f, &queue).await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].1.contains(&secret), "{told:?}");
+
+    // An RDS-managed secret of something else in the account matches the rule but is
+    // not this deployment's: recorded, no runbook, nobody told.
+    let theirs =
+        format!("arn:aws:secretsmanager:{region}:{account}:secret:rds!db-someone-else-AbCdEf");
+    let delivered = deliver(&f, &name, &rotated(&theirs)).await;
+    let run = only_run(&delivered);
+    assert_eq!(run.status, ExecutionStatus::Succeeded, "{run:?}");
+    assert_eq!(run.output.as_ref().unwrap()["runbook"], "record");
+    assert!(received(&f, &queue).await.is_empty());
+}
+
 #[tokio::test]
 async fn an_input_without_an_event_is_refused_naming_the_field() {
     let f = Fixture::new(TABLE).await;
@@ -404,6 +455,7 @@ async fn every_sample_event_matches_exactly_the_rule_meant_for_it() {
         ("elasticache-snapshot-failed.json", &["cache-events"]),
         ("health-eks-issue.json", &["health-events"]),
         ("kms-schedule-key-deletion.json", &["key-events"]),
+        ("secretsmanager-secret-rotated.json", &["secret-rotated"]),
         // The run-ended rule (the control function's cleanup) sees it too.
         ("backup-failed.json", &["workflow-failed", "run-ended"]),
         ("ec2-instance-state-change.json", &[]),

@@ -1859,3 +1859,52 @@ fn pod_identity_roles_trust_the_service_accounts_the_code_binds() {
     }
     assert_eq!(seen.len(), expected.len(), "{seen:?}");
 }
+
+/// A rule whose target dead-letters into the events queue must be one the queue's
+/// policy admits: SQS refuses the others' messages, so an event no target took would be
+/// lost without a trace.
+#[test]
+fn every_rule_that_dead_letters_is_admitted_by_the_queue() {
+    let template = template();
+    let admitted: BTreeSet<String> = resources(&template, "AWS::SQS::QueuePolicy")
+        .into_iter()
+        .flat_map(|(_, policy)| {
+            policy["Properties"]["PolicyDocument"]["Statement"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["Effect"] == "Allow")
+                .flat_map(|s| {
+                    s["Condition"]["ArnEquals"]["aws:SourceArn"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(get_att_arn)
+                        .map(str::to_owned)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut dead_lettering = Vec::new();
+    for (id, rule) in resources(&template, "AWS::Events::Rule") {
+        let targets = rule["Properties"]["Targets"]
+            .as_array()
+            .into_iter()
+            .flatten();
+        if targets
+            .filter_map(|t| get_att_arn(&t["DeadLetterConfig"]["Arn"]))
+            .any(|queue| queue == "EventsDeadLetterQueue")
+        {
+            dead_lettering.push(id);
+        }
+    }
+    assert!(dead_lettering.len() > 5, "{dead_lettering:?}");
+    let refused: Vec<&&str> = dead_lettering
+        .iter()
+        .filter(|id| !admitted.contains(**id))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "the events queue refuses the dead letters of {refused:?}"
+    );
+}

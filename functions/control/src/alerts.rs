@@ -72,8 +72,22 @@ pub async fn triage(
         .as_ref()
         .map(|k| k.keys.values().map(|k| k.arn.clone()).collect())
         .unwrap_or_default();
+    // The store secrets the pods read (RDS names its managed ones rds!db-<uuid>, with
+    // nothing of ours in the name: only the databases layer's output says whose they are).
+    let secrets: Vec<String> = step
+        .layers
+        .databases
+        .as_ref()
+        .map(|d| {
+            [&d.postgres, &d.documentdb, &d.redis]
+                .into_iter()
+                .flatten()
+                .map(|store| store.secret_arn.clone())
+                .collect()
+        })
+        .unwrap_or_default();
     let deployment = step.spec.name.as_str();
-    let alert = classify(deployment, event, &keys)?;
+    let alert = classify(deployment, event, &keys, &secrets)?;
     let owner = deps.runs.owner(&step.execution_id);
     let mut claim = deps
         .store

@@ -135,15 +135,15 @@ async fn ensure_renders_validates_and_says_nothing_was_applied() {
     assert_eq!(out["applied"], false);
     assert_eq!(out["validated"], true);
     assert_eq!(out["folder"], json!(folder));
-    assert_eq!(out["objects"].as_array().unwrap().len(), 27);
-    assert_eq!(out["changed"], 27);
+    assert_eq!(out["objects"].as_array().unwrap().len(), 28);
+    assert_eq!(out["changed"], 28);
     assert_eq!(out["pod_identity"]["association"], "created");
     assert_eq!(out["pod_identity"]["role_arn"], ROLE_ARN);
     assert!(
         out["detail"].as_str().unwrap().ends_with("not applied"),
         "{out}"
     );
-    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 27);
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 28);
     assert_eq!(journal(&recorder), [("ensure".into(), "created".into())]);
 
     // Run again over what exists: nothing is created or rewritten.
@@ -195,7 +195,7 @@ async fn ensure_applies_records_and_reapplies_without_change() {
         .unwrap();
     assert_eq!(out["mode"], "applied");
     assert_eq!(out["applied"], true);
-    assert_eq!(out["changed"], 27);
+    assert_eq!(out["changed"], 28);
     assert_eq!(out["skipped"], json!([]));
     assert_eq!(out["objects"][8]["kind"], "Deployment");
     assert_eq!(out["objects"][8]["created"], true);
@@ -219,7 +219,7 @@ async fn ensure_applies_records_and_reapplies_without_change() {
     assert_eq!(out["ready"], false);
     assert_eq!(journal(&recorder), [("ensure".into(), "not-ready".into())]);
     assert!(
-        journal_detail(&recorder).contains("(27 changed)"),
+        journal_detail(&recorder).contains("(28 changed)"),
         "{}",
         journal_detail(&recorder)
     );
@@ -293,13 +293,14 @@ async fn a_plain_cluster_skips_auto_mode_objects_and_says_so() {
             "StatefulSet",
             "Deployment",
             "Service",
+            "Service",
             "NetworkPolicy",
             "NetworkPolicy",
             "IngressClassParams",
         ]
     );
     assert!(
-        out["detail"].as_str().unwrap().contains("17 skipped"),
+        out["detail"].as_str().unwrap().contains("18 skipped"),
         "{out}"
     );
     let requests = requests.await.unwrap();
@@ -517,7 +518,7 @@ async fn the_https_ingress_is_not_rendered_until_the_certificate_is_issued() {
     );
     let out = handle(&deps, fixture.event("ensure")).await.unwrap();
     assert_eq!(out["ready"], true);
-    assert_eq!(out["objects"].as_array().unwrap().len(), 26);
+    assert_eq!(out["objects"].as_array().unwrap().len(), 27);
     assert!(
         out["objects"]
             .as_array()
@@ -533,7 +534,7 @@ async fn the_https_ingress_is_not_rendered_until_the_certificate_is_issued() {
         reason.contains("PENDING_VALIDATION") && reason.contains("not ISSUED"),
         "{reason}"
     );
-    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 26);
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 27);
     assert!(
         journal_detail(&recorder).contains("Ingress honeyhive/ingestion skipped"),
         "{}",
@@ -551,7 +552,7 @@ async fn the_https_ingress_is_not_rendered_until_the_certificate_is_issued() {
     let out = handle(&deps, Fixture::test().event("ensure"))
         .await
         .unwrap();
-    assert_eq!(out["objects"].as_array().unwrap().len(), 27);
+    assert_eq!(out["objects"].as_array().unwrap().len(), 28);
     assert_eq!(out["skipped"], json!([]));
     assert_eq!(out["changed"], 1, "only the Ingress is new");
     std::fs::remove_dir_all(&folder).unwrap();
@@ -569,7 +570,7 @@ async fn the_https_ingress_is_not_applied_until_the_certificate_is_issued() {
     drop(client);
     let out = step::run(&against, fixture.event("ensure")).await.unwrap();
     drop(against);
-    assert_eq!(out["objects"].as_array().unwrap().len(), 26);
+    assert_eq!(out["objects"].as_array().unwrap().len(), 27);
     let skipped: Vec<&str> = out["skipped"]
         .as_array()
         .unwrap()
@@ -800,7 +801,7 @@ async fn the_connector_is_rendered_and_its_service_account_bound_to_the_stacks_r
     );
     deps.twingate_role = Some(CONNECTOR_ROLE.to_owned());
     let out = handle(&deps, fixture.event("ensure")).await.unwrap();
-    assert_eq!(out["objects"].as_array().unwrap().len(), 32, "{out}");
+    assert_eq!(out["objects"].as_array().unwrap().len(), 33, "{out}");
     assert_eq!(out["connector"]["association"], "created");
     assert_eq!(out["connector"]["role_arn"], CONNECTOR_ROLE);
     assert_eq!(connector_create.num_calls(), 1);

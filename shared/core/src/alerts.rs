@@ -11,6 +11,7 @@
 //! | RDS `low storage` for this deployment's PostgreSQL instance, or its free-storage alarm in ALARM | [`Runbook::RaiseStorage`] |
 //! | CloudTrail `ScheduleKeyDeletion` of a key this deployment owns | [`Runbook::KeyState`] (cancel the deletion, notify) |
 //! | an alarm of this deployment back to `OK` | [`Runbook::Close`] (close its record) |
+//! | Secrets Manager moved `AWSCURRENT` of one of this deployment's store secrets (RDS's own rotation of a master password, or any other) | [`Runbook::RestartIngestion`] (once the pods' secrets driver has the new value) |
 //! | anything else (an alarm, a database, cache or Health event, a key disabled, a failed backup or restore test, an event no rule names) | [`Runbook::Record`] (record and notify) |
 //!
 //! A person hears of every event once: an alarm publishes its own state changes to the
@@ -31,6 +32,9 @@ pub const ALARM_STATE_CHANGE: &str = "CloudWatch Alarm State Change";
 pub const CLOUDTRAIL_CALL: &str = "AWS API Call via CloudTrail";
 pub const RDS_INSTANCE_EVENT: &str = "RDS DB Instance Event";
 pub const STATES_STATUS_CHANGE: &str = "Step Functions Execution Status Change";
+/// Secrets Manager's own event when a staging label moves to a new version (sent for
+/// every label but `AWSPENDING` and `AWSPREVIOUS`, with no trail needed).
+pub const SECRET_LABEL_UPDATED: &str = "Secret Label Updated";
 
 /// The data-plane alarm (after `apiary-<name>-`) whose ALARM raises PostgreSQL's storage.
 pub const LOW_STORAGE_ALARM: &str = "dp-postgres-free-storage";
@@ -47,6 +51,10 @@ pub enum Runbook {
     KeyState,
     /// An alarm of this deployment returned to OK: its open record is closed.
     Close,
+    /// A store secret of this deployment has a new current value (RDS rotates its
+    /// managed master passwords on its own schedule): once every ingestion pod's mount
+    /// holds it, the pods restart, since their environment was read at start.
+    RestartIngestion,
     /// Record the event and tell a person.
     Record,
 }
@@ -85,7 +93,12 @@ pub struct Alert {
 /// to handle-alert from the console) for `deployment`, whose keys are `keys` (ARNs).
 /// An input that is not an EventBridge event is refused naming the field; an event of a
 /// kind no runbook knows is [`Runbook::Record`], never refused.
-pub fn classify(deployment: &str, event: &Value, keys: &[String]) -> Result<Alert> {
+pub fn classify(
+    deployment: &str,
+    event: &Value,
+    keys: &[String],
+    secrets: &[String],
+) -> Result<Alert> {
     let parsed: EventBridgeEvent<Value> = serde_json::from_value(event.clone()).map_err(|e| {
         Error::invalid_input(format!(
             "handle-alert input field `event`: not an EventBridge event ({e}); it needs id, \
@@ -120,6 +133,7 @@ pub fn classify(deployment: &str, event: &Value, keys: &[String]) -> Result<Aler
         ("aws.cloudwatch", ALARM_STATE_CHANGE) => alarm(&mut alert, detail, &prefix)?,
         ("aws.rds" | "aws.elasticache", _) => data_store(&mut alert, detail, &prefix),
         ("aws.kms", CLOUDTRAIL_CALL) => key_call(&mut alert, detail, keys),
+        ("aws.secretsmanager", SECRET_LABEL_UPDATED) => secret_rotated(&mut alert, detail, secrets),
         ("aws.health", _) => health(&mut alert, detail),
         ("aws.states", STATES_STATUS_CHANGE) => execution(&mut alert, detail),
         _ => {
@@ -273,6 +287,37 @@ fn data_store(alert: &mut Alert, detail: &Value, prefix: &str) {
 }
 
 /// A CloudTrail record of a KMS call: ScheduleKeyDeletion or DisableKey.
+/// A store secret's `AWSCURRENT` moved: the pods' environment holds the old value. The
+/// rotation that moved it may be rotate-keys' own (which restarts the pods itself) or
+/// RDS's scheduled one (which nothing else follows); restarting twice is harmless.
+fn secret_rotated(alert: &mut Alert, detail: &Value, secrets: &[String]) {
+    let label = text(detail, "labelUpdated").unwrap_or("a label");
+    let version = text(detail, "versionId").unwrap_or("an unnamed version");
+    let secret = alert.subject.clone();
+    let ours = secrets.contains(&secret);
+    if !ours {
+        alert.summary = format!(
+            "{label} of secret {secret} moved to version {version}: not a store secret of this deployment, nothing to do"
+        );
+        alert.notify = false;
+        alert.quiet = Some("the secret is not this deployment's".into());
+        return;
+    }
+    if label != "AWSCURRENT" {
+        alert.summary = format!(
+            "{label} of this deployment's secret {secret} moved to version {version}: only AWSCURRENT reaches the pods"
+        );
+        alert.notify = false;
+        alert.quiet = Some("a label the pods do not read".into());
+        return;
+    }
+    alert.summary = format!(
+        "this deployment's store secret {secret} has a new current version ({version}): the ingestion pods restart once their secrets driver holds it"
+    );
+    // The person hears that the pods restarted (or why they could not).
+    alert.runbook = Runbook::RestartIngestion;
+}
+
 fn key_call(alert: &mut Alert, detail: &Value, keys: &[String]) {
     let name = text(detail, "eventName").unwrap_or("a call");
     let by = detail
@@ -352,11 +397,11 @@ mod tests {
 
     #[test]
     fn input_that_is_not_an_event_is_refused_naming_the_field() {
-        let err = classify("demo", &json!({"hello": 1}), &[]).unwrap_err();
+        let err = classify("demo", &json!({"hello": 1}), &[], &[]).unwrap_err();
         assert!(err.to_string().contains("`event`"), "{err}");
         let mut no_id = event("aws.rds", RDS_INSTANCE_EVENT, json!({}));
         no_id.as_object_mut().unwrap().remove("id");
-        let err = classify("demo", &no_id, &[]).unwrap_err();
+        let err = classify("demo", &no_id, &[], &[]).unwrap_err();
         assert!(err.to_string().contains("`event.id`"), "{err}");
     }
 
@@ -372,15 +417,20 @@ mod tests {
             RDS_INSTANCE_EVENT,
             detail("apiary-demo-postgres", "low storage"),
         );
-        let alert = classify("demo", &ours, &[]).unwrap();
+        let alert = classify("demo", &ours, &[], &[]).unwrap();
         assert_eq!(alert.runbook, Runbook::RaiseStorage);
         assert!(alert.notify);
         for other in [
             detail("apiary-other-postgres", "low storage"),
             detail("apiary-demo-postgres", "failover"),
         ] {
-            let alert =
-                classify("demo", &event("aws.rds", RDS_INSTANCE_EVENT, other), &[]).unwrap();
+            let alert = classify(
+                "demo",
+                &event("aws.rds", RDS_INSTANCE_EVENT, other),
+                &[],
+                &[],
+            )
+            .unwrap();
             assert_eq!(alert.runbook, Runbook::Record, "{alert:?}");
         }
     }
@@ -396,15 +446,15 @@ mod tests {
                        "configuration": {}}),
             )
         };
-        let fired = classify("demo", &alarm("ALARM"), &[]).unwrap();
+        let fired = classify("demo", &alarm("ALARM"), &[], &[]).unwrap();
         assert_eq!(fired.runbook, Runbook::RaiseStorage);
         assert!(!fired.notify, "the alarm told the topic itself");
         assert_eq!(
-            classify("demo", &alarm("OK"), &[]).unwrap().runbook,
+            classify("demo", &alarm("OK"), &[], &[]).unwrap().runbook,
             Runbook::Close
         );
         assert_eq!(
-            classify("demo", &alarm("INSUFFICIENT_DATA"), &[])
+            classify("demo", &alarm("INSUFFICIENT_DATA"), &[], &[])
                 .unwrap()
                 .runbook,
             Runbook::Record
@@ -443,7 +493,7 @@ mod tests {
             RDS_INSTANCE_EVENT,
             json!({"EventCategories": ["low storage"], "SourceIdentifier": "apiary-demo-eu-postgres"}),
         );
-        let alert = classify("demo", &theirs, &[]).unwrap();
+        let alert = classify("demo", &theirs, &[], &[]).unwrap();
         assert_eq!(alert.runbook, Runbook::Record);
         assert!(!alert.notify && alert.quiet.is_some(), "{alert:?}");
         let alarm = event(
@@ -453,7 +503,7 @@ mod tests {
                    "state": {"value": "ALARM", "reason": "r", "timestamp": "2026-12-01T03:00:00.000+0000"},
                    "configuration": {}}),
         );
-        let alert = classify("demo", &alarm, &[]).unwrap();
+        let alert = classify("demo", &alarm, &[], &[]).unwrap();
         assert_eq!(alert.runbook, Runbook::Record);
         assert!(alert.alarm.is_none() && !alert.notify, "{alert:?}");
     }
@@ -472,15 +522,16 @@ mod tests {
             )
         };
         let keys = vec![ours.to_owned()];
-        let alert = classify("demo", &call("ScheduleKeyDeletion", ours), &keys).unwrap();
+        let alert = classify("demo", &call("ScheduleKeyDeletion", ours), &keys, &[]).unwrap();
         assert_eq!(alert.runbook, Runbook::KeyState);
-        let disabled = classify("demo", &call("DisableKey", ours), &keys).unwrap();
+        let disabled = classify("demo", &call("DisableKey", ours), &keys, &[]).unwrap();
         assert_eq!(disabled.runbook, Runbook::Record);
         assert!(disabled.notify && disabled.summary.contains("kill switch"));
         let theirs = classify(
             "demo",
             &call("ScheduleKeyDeletion", &ours.replace("1234abcd", "ffffffff")),
             &keys,
+            &[],
         )
         .unwrap();
         assert_eq!(theirs.runbook, Runbook::Record);
@@ -497,6 +548,7 @@ mod tests {
                 json!({}),
             ),
             &[],
+            &[],
         )
         .unwrap();
         assert_eq!(alert.runbook, Runbook::Record);
@@ -504,5 +556,33 @@ mod tests {
             alert.notify && alert.summary.contains("no runbook"),
             "{alert:?}"
         );
+    }
+
+    #[test]
+    fn a_store_secret_made_current_restarts_the_pods_and_no_other_secret_or_label_does() {
+        let ours = "arn:aws:secretsmanager:us-west-2:123456789012:secret:rds!db-0f1e2d3c-AbCdEf";
+        let rotated = |secret: &str, label: &str| {
+            let mut e = event(
+                "aws.secretsmanager",
+                SECRET_LABEL_UPDATED,
+                json!({"name": "rds!db-0f1e2d3c", "labelUpdated": label, "versionId": "v2"}),
+            );
+            e["resources"] = json!([secret]);
+            e
+        };
+        let secrets = vec![ours.to_owned()];
+        let alert = classify("demo", &rotated(ours, "AWSCURRENT"), &[], &secrets).unwrap();
+        assert_eq!(alert.runbook, Runbook::RestartIngestion);
+        assert_eq!(alert.subject, ours);
+        assert!(alert.summary.contains("v2"), "{alert:?}");
+        assert!(alert.notify);
+
+        let theirs = ours.replace("0f1e2d3c", "99999999");
+        let other = classify("demo", &rotated(&theirs, "AWSCURRENT"), &[], &secrets).unwrap();
+        assert_eq!(other.runbook, Runbook::Record);
+        assert!(other.summary.contains("not a store secret"), "{other:?}");
+        let custom = classify("demo", &rotated(ours, "MYLABEL"), &[], &secrets).unwrap();
+        assert_eq!(custom.runbook, Runbook::Record);
+        assert!(!custom.notify);
     }
 }

@@ -10,6 +10,10 @@
 //!        raise-storage -> RaiseStorage (databases: allocated storage within the ceiling)
 //!        key-state     -> KeyState (operate keys-check: the one key-state policy, which
 //!                         cancels a deletion of this deployment's key)
+//!        restart-ingestion -> CredentialsSynced (workloads: every pod's mount holds the
+//!                         store secrets' current versions; polled, as rotate-keys does)
+//!                         -> RestartIngestion (workloads: a rolling restart, so the
+//!                         environment reads the new value)
 //!        otherwise     -> (nothing to do but record)
 //!   -> Notify (control alert-notify: the alerts topic, unless the alarm told a person
 //!      already and nothing acted)
@@ -20,20 +24,23 @@
 //!
 //! It takes no lock: reading, recording and telling never conflict with a running
 //! workflow, and its runbooks change only what no other workflow lowers or undoes (RDS
-//! allocated storage; a key deletion, cancelled). A runbook that meets the instance busy
+//! allocated storage; a key deletion, cancelled; a rolling restart, which a concurrent
+//! rollout of rotate-keys or upgrade only joins). A runbook that meets the instance busy
 //! retries as every Task does; one that cannot act (storage at its ceiling, a key left
 //! disabled) fails after the person was told why.
 
 use serde_json::{Value, json};
 
-use crate::flow::{Task, start_states};
+use crate::flow::{DEPLOYMENT_NAME, FAILURE_PATH, Flow, Task, start_states};
 use crate::function::Function;
+use crate::rotate_keys::CREDENTIALS_SYNCED;
 
 pub const NAME: &str = apiary_core::alerts::WORKFLOW;
 
-/// Each state runs once; the longest path is the triage, one runbook and the
-/// notification, every attempt of each running to its timeout: about 40 minutes.
-pub const TIMEOUT_SECONDS: u64 = 3600;
+/// Each state runs once but the restart runbook's sync wait; the longest path is the
+/// triage, that wait (its polls, each attempt running to the workloads function's
+/// timeout), the restart and the notification (the budget test computes it).
+pub const TIMEOUT_SECONDS: u64 = 12 * 3600;
 
 pub fn definition() -> Value {
     let workflow = json!(NAME);
@@ -43,7 +50,7 @@ pub fn definition() -> Value {
             function,
             json!({
                 "action": action,
-                "deployment.$": "$.deployment",
+                "deployment.$": DEPLOYMENT_NAME,
                 "execution_id.$": "$$.Execution.Id"
             }),
         )
@@ -81,6 +88,24 @@ pub fn definition() -> Value {
         .comment("A key of this deployment was scheduled for deletion: the key-state policy cancels the deletion and, as KMS leaves the key disabled, refuses until a person enables it")
         .keep(json!({"keys.$": "$.keys"}), "$.outcome"),
     );
+    // The workloads actions read rotate-keys' input: its "secrets" scope is a restart's.
+    let secrets = json!({"input": {"scope": "secrets", "on_demand": false}});
+    let restart = Flow::new()
+        .poll_with(CREDENTIALS_SYNCED, Some(secrets.clone()))
+        .task(
+            Task::step("RestartIngestion", Function::Workloads, "restart")
+                .comment("A store secret has a new current value and every pod's mount holds it: restart the ingestion pods so that their environment reads it")
+                .options(secrets)
+                .keep(
+                    json!({"restarted.$": "$.restarted", "verified.$": "$.verified", "detail.$": "$.detail"}),
+                    "$.outcome",
+                ),
+        );
+    let polls: serde_json::Map<String, Value> = restart
+        .counters()
+        .iter()
+        .map(|c| (c.clone(), json!({"n": 0})))
+        .collect();
     let notify = step(
         "Notify",
         Function::Control,
@@ -104,11 +129,13 @@ pub fn definition() -> Value {
         json!({"deployment": "", "rule": "", "event": null}),
         None,
         json!({
-            "deployment.$": "$.merged.deployment",
+            "deployment": {"name.$": "$.merged.deployment"},
             "rule.$": "$.merged.rule",
             "event.$": "$.merged.event",
             "outcome": null,
-            "failure": null
+            "failure": null,
+            "polls": polls,
+            "results": {}
         }),
         triage.name(),
     ) {
@@ -123,6 +150,16 @@ pub fn definition() -> Value {
     place(&raise, notify.name());
     place(&key_state, notify.name());
     place(&notify, "RunbookFailed?");
+    let (restart_start, restart_states) = restart.finish(notify.name());
+    states.extend(restart_states);
+    states.insert(
+        FAILURE_PATH.into(),
+        json!({
+            "Type": "Pass",
+            "Comment": "The restart runbook failed or timed out (the error is in $.failure): tell the person",
+            "Next": notify.name()
+        }),
+    );
     states.insert(
         "Duplicate?".into(),
         json!({
@@ -136,7 +173,7 @@ pub fn definition() -> Value {
         "AlreadyHandled".into(),
         json!({
             "Type": "Pass",
-            "Parameters": {"deployment.$": "$.deployment", "duplicate": true, "alert.$": "$.triage.alert"},
+            "Parameters": {"deployment.$": DEPLOYMENT_NAME, "duplicate": true, "alert.$": "$.triage.alert"},
             "End": true
         }),
     );
@@ -146,7 +183,8 @@ pub fn definition() -> Value {
             "Type": "Choice",
             "Choices": [
                 {"Variable": "$.triage.runbook", "StringEquals": "raise-storage", "Next": raise.name()},
-                {"Variable": "$.triage.runbook", "StringEquals": "key-state", "Next": key_state.name()}
+                {"Variable": "$.triage.runbook", "StringEquals": "key-state", "Next": key_state.name()},
+                {"Variable": "$.triage.runbook", "StringEquals": "restart-ingestion", "Next": restart_start}
             ],
             "Default": notify.name()
         }),
@@ -173,7 +211,7 @@ pub fn definition() -> Value {
         json!({
             "Type": "Pass",
             "Parameters": {
-                "deployment.$": "$.deployment",
+                "deployment.$": DEPLOYMENT_NAME,
                 "duplicate": false,
                 "alert.$": "$.triage.alert",
                 "runbook.$": "$.triage.runbook",
@@ -184,7 +222,7 @@ pub fn definition() -> Value {
         }),
     );
     json!({
-        "Comment": "React to one event of the deployment: an alarm's state change, an RDS, DocumentDB or ElastiCache event, an AWS Health event, a key scheduled for deletion or disabled, a failed backup or restore test. Input {\"deployment\": \"<name>\", \"event\": <the EventBridge event>} (the stack's rules add \"rule\"). A redelivered event acts once. Generated from shared/workflows/src/handle_alert.rs by `apiary workflows generate`: change the Rust, not this file",
+        "Comment": "React to one event of the deployment: an alarm's state change, an RDS, DocumentDB or ElastiCache event, an AWS Health event, a key scheduled for deletion or disabled, a failed backup or restore test, a store secret's new current version. Input {\"deployment\": \"<name>\", \"event\": <the EventBridge event>} (the stack's rules add \"rule\"). A redelivered event acts once. Generated from shared/workflows/src/handle_alert.rs by `apiary workflows generate`: change the Rust, not this file",
         "StartAt": "Defaults",
         "TimeoutSeconds": TIMEOUT_SECONDS,
         "States": states
@@ -206,5 +244,48 @@ mod tests {
             assert_eq!(states[runbook]["Catch"][0]["Next"], "Notify", "{runbook}");
         }
         assert_eq!(states["Notify"]["Next"], "RunbookFailed?");
+    }
+
+    /// A rotated store secret: the pods restart only after the sync wait says every
+    /// mount holds it; any failure or timeout on the way reaches the person.
+    #[test]
+    fn a_restart_waits_for_the_secrets_driver_and_its_failures_are_told() {
+        let definition = definition();
+        let states = &definition["States"];
+        let choice = states["Runbook?"]["Choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["StringEquals"] == "restart-ingestion")
+            .unwrap();
+        assert_eq!(choice["Next"], "CredentialsSynced");
+        assert_eq!(
+            states["CredentialsSynced"]["Parameters"]["action"],
+            "credentials-synced"
+        );
+        assert_eq!(
+            states["CredentialsSynced"]["Parameters"]["options"]["input"]["scope"],
+            "secrets"
+        );
+        let ready = states["CredentialsSyncedReady?"]["Choices"][0]["Next"].clone();
+        assert_eq!(ready, "RestartIngestion");
+        assert_eq!(states["RestartIngestion"]["Next"], "Notify");
+        assert_eq!(states["CredentialsSyncedTimedOut"]["Next"], FAILURE_PATH);
+        for task in [
+            "CredentialsSynced",
+            "CredentialsSyncedPoll",
+            "RestartIngestion",
+        ] {
+            assert_eq!(states[task]["Catch"][0]["Next"], FAILURE_PATH, "{task}");
+            assert_eq!(
+                states[task]["Parameters"]["deployment.$"], DEPLOYMENT_NAME,
+                "{task}"
+            );
+        }
+        assert_eq!(states[FAILURE_PATH]["Next"], "Notify");
+        assert_eq!(
+            states["Init"]["Parameters"]["polls"]["CredentialsSynced"]["n"],
+            0
+        );
     }
 }

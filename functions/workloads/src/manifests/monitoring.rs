@@ -14,10 +14,12 @@
 //!   `prometheus/` in the metrics bucket, whose encryption and lifecycle
 //!   (`storage.retention_days`) the storage layer sets. The blocks are Thanos's bucket
 //!   format: `thanos tools bucket inspect`, a Thanos store or Grafana through a Thanos
-//!   query read them. A pod lost before its block is shipped loses at most two hours.
+//!   query read them. A pod moved (a node consolidated, a changed configuration) before
+//!   its block is shipped loses up to three hours, and Alertmanager its silences.
 //! - **Who may do what.** Prometheus's service account gets the stack's
-//!   `MetricsWriterRole` (PutObject under `prometheus/` in the metrics bucket, nothing
-//!   else); Alertmanager's gets `AlertRouterRole` (Publish to the alerts topic). Both by
+//!   `MetricsWriterRole` (write and read under `prometheus/` in the metrics bucket, and
+//!   list it: the shipper checks a block is not there before sending it; no delete);
+//!   Alertmanager's gets `AlertRouterRole` (Publish to the alerts topic). Both by
 //!   Pod Identity, made by this step. Prometheus reads the Kubernetes API with a cluster
 //!   role that lists and reads what it discovers and the kubelets' `/metrics`, never
 //!   `nodes/proxy` (which would reach every pod's exec).
@@ -157,17 +159,29 @@ pub fn rules() -> Vec<Rule> {
         },
         Rule {
             alert: "NodeDiskFilling",
-            expr: "node_filesystem_avail_bytes{fstype!~\"tmpfs|overlay\"} / node_filesystem_size_bytes{fstype!~\"tmpfs|overlay\"} < 0.1".to_owned(),
+            // Read-only filesystems (an immutable OS's root) are full by design.
+            expr: "node_filesystem_avail_bytes{fstype!~\"tmpfs|overlay\"} / node_filesystem_size_bytes{fstype!~\"tmpfs|overlay\"} < 0.1 and node_filesystem_readonly{fstype!~\"tmpfs|overlay\"} == 0".to_owned(),
             for_: "15m",
             severity: "warning",
             summary: "A node filesystem has less than 10% free.",
         },
         Rule {
             alert: "MetricsNotShipped",
-            expr: "increase(thanos_shipper_upload_failures_total[3h]) > 0".to_owned(),
+            // The shipper counts a failed sync here (its upload-failures counter moves
+            // only with out-of-order uploads, which are off).
+            expr: "increase(thanos_shipper_dir_sync_failures_total[1h]) > 0".to_owned(),
             for_: "1m",
             severity: "warning",
             summary: "Prometheus blocks failed to upload to the metrics bucket: metrics older than a day will be missing.",
+        },
+        Rule {
+            alert: "MetricsSourceMissing",
+            // A source never discovered has no `up` series at all, so `up == 0` stays
+            // quiet and every rule on its metrics with it.
+            expr: "absent(up{job=\"kube-state-metrics\"}) or absent(up{job=\"node-exporter\"}) or absent(up{job=\"thanos-sidecar\"})".to_owned(),
+            for_: "15m",
+            severity: "warning",
+            summary: "A metrics source is not discovered at all: the alerts that read it cannot fire.",
         },
         Rule {
             alert: "AlertsNotDelivered",
@@ -210,9 +224,9 @@ fn yaml(value: &Value) -> Result<String> {
 }
 
 /// Where the scrape targets are and how to reach them. The kubelets are scraped
-/// directly with the service account's token (`nodes/metrics`); their serving
-/// certificates are not signed by the cluster CA, so the connection is TLS without
-/// verifying the name, as the upstream kube-prometheus configuration does.
+/// directly with the service account's token (`nodes/metrics`); a kubelet's serving
+/// certificate is not signed by the cluster CA on every kind of node, so the connection
+/// is TLS without verifying the name, as the upstream kube-prometheus configuration does.
 pub fn prometheus_config(ctx: &Context) -> Result<String> {
     let token = "/var/run/secrets/kubernetes.io/serviceaccount/token";
     let ca = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
@@ -230,18 +244,23 @@ pub fn prometheus_config(ctx: &Context) -> Result<String> {
         })
     };
     // A Service of an add-on, found by its name label in whatever namespace it runs.
-    let addon = |job: &str, name: &str| {
+    // kube-state-metrics' series name the object they describe (`node`, `pod`,
+    // `namespace`): its labels win over the target's. The node exporter's target is the
+    // node it describes.
+    let addon = |job: &str, name: &str, describes_objects: bool| {
+        let mut relabel = vec![json!({
+            "source_labels": ["__meta_kubernetes_service_label_app_kubernetes_io_name"],
+            "regex": name,
+            "action": "keep",
+        })];
+        if !describes_objects {
+            relabel.push(json!({"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"}));
+        }
         json!({
             "job_name": job,
-            "kubernetes_sd_configs": [{"role": "endpoints"}],
-            "relabel_configs": [
-                {
-                    "source_labels": ["__meta_kubernetes_service_label_app_kubernetes_io_name"],
-                    "regex": name,
-                    "action": "keep",
-                },
-                {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
-            ],
+            "honor_labels": describes_objects,
+            "kubernetes_sd_configs": [{"role": "endpointslice"}],
+            "relabel_configs": relabel,
         })
     };
     let config = json!({
@@ -249,9 +268,11 @@ pub fn prometheus_config(ctx: &Context) -> Result<String> {
             "scrape_interval": "30s",
             "evaluation_interval": "30s",
             // The sidecar requires them; they name whose blocks these are in the bucket.
+            // Named apart from every exporter's labels: read back from the bucket, an
+            // external label replaces a series' own (kube-state-metrics' `deployment`).
             "external_labels": {
-                "deployment": ctx.deployment,
-                "cluster": ctx.cluster_name,
+                "apiary_deployment": ctx.deployment,
+                "apiary_cluster": ctx.cluster_name,
             },
         },
         "rule_files": ["/etc/prometheus/rules.yml"],
@@ -264,8 +285,8 @@ pub fn prometheus_config(ctx: &Context) -> Result<String> {
             {"job_name": "alertmanager", "static_configs": [{"targets": [format!("{ALERTMANAGER}.{NAMESPACE}.svc:{ALERTMANAGER_PORT}")]}]},
             kubelet("kubelet", "/metrics"),
             kubelet("cadvisor", "/metrics/cadvisor"),
-            addon("kube-state-metrics", "kube-state-metrics"),
-            addon("node-exporter", "prometheus-node-exporter"),
+            addon("kube-state-metrics", "kube-state-metrics", true),
+            addon("node-exporter", "prometheus-node-exporter", false),
             {
                 "job_name": "data-plane-pods",
                 "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [super::NAMESPACE]}}],
@@ -276,9 +297,21 @@ pub fn prometheus_config(ctx: &Context) -> Result<String> {
                         "action": "keep",
                     },
                     {
+                        "source_labels": ["__meta_kubernetes_pod_phase"],
+                        "regex": "Succeeded|Failed",
+                        "action": "drop",
+                    },
+                    {
                         "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
                         "regex": "(.+)",
                         "target_label": "__metrics_path__",
+                    },
+                    // The annotated port, else each declared one.
+                    {
+                        "source_labels": ["__address__", "__meta_kubernetes_pod_annotation_prometheus_io_port"],
+                        "regex": "([^:]+)(?::\\d+)?;(\\d+)",
+                        "replacement": "$1:$2",
+                        "target_label": "__address__",
                     },
                     {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
                     {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
@@ -466,6 +499,7 @@ pub fn build(ctx: &Context) -> Result<Vec<Manifest>> {
         Manifest::typed(&alertmanager_config)?,
         prometheus(ctx, prometheus_hash)?,
         alertmanager(ctx, alertmanager_hash)?,
+        prometheus_service(ctx)?,
         alertmanager_service(ctx)?,
         network_policy(ctx, PROMETHEUS, Vec::new())?,
         network_policy(
@@ -689,6 +723,27 @@ fn alertmanager(ctx: &Context, config_hash: String) -> Result<Manifest> {
             ..DeploymentSpec::default()
         },
         ..Deployment::default()
+    })
+}
+
+/// The StatefulSet's governing Service (headless: it gives the pod its DNS name only;
+/// the network policy still admits nobody).
+fn prometheus_service(ctx: &Context) -> Result<Manifest> {
+    Manifest::typed(&Service {
+        metadata: ctx.component_metadata(PROMETHEUS, PROMETHEUS, Some(NAMESPACE)),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            selector: Some(selector(PROMETHEUS)),
+            ports: Some(vec![ServicePort {
+                name: Some("web".to_owned()),
+                port: PROMETHEUS_PORT,
+                target_port: Some(IntOrString::Int(PROMETHEUS_PORT)),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
     })
 }
 

@@ -47,6 +47,7 @@ fn the_metrics_stack_is_built_after_the_ingestion_objects_and_only_for_auto_mode
             "ConfigMap monitoring/alertmanager-config",
             "StatefulSet monitoring/prometheus",
             "Deployment monitoring/alertmanager",
+            "Service monitoring/prometheus",
             "Service monitoring/alertmanager",
             "NetworkPolicy monitoring/prometheus",
             "NetworkPolicy monitoring/alertmanager",
@@ -126,6 +127,70 @@ fn prometheus_ships_blocks_to_the_metrics_bucket_under_the_prefix_its_role_may_w
     assert!(err.contains("layers.storage.buckets"), "{err}");
 }
 
+/// What each scraped series is labelled with: the object kube-state-metrics describes
+/// keeps its own `node`; the blocks' external labels collide with no exporter's label
+/// (read back from the bucket, an external label replaces a series' own); an annotated
+/// pod is scraped on its annotated port.
+#[test]
+fn scraped_series_keep_their_own_labels() {
+    let objects = built();
+    let config = config_file(&objects, "prometheus-config", "prometheus.yml");
+    let mut external: Vec<&String> = config["global"]["external_labels"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    external.sort();
+    assert_eq!(external, ["apiary_cluster", "apiary_deployment"]);
+    let job = |name: &str| {
+        config["scrape_configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job_name"] == name)
+            .unwrap_or_else(|| panic!("no job {name}"))
+            .clone()
+    };
+    let ksm = job("kube-state-metrics");
+    assert_eq!(ksm["honor_labels"], true);
+    assert!(
+        !ksm["relabel_configs"]
+            .to_string()
+            .contains("\"target_label\":\"node\""),
+        "{ksm}"
+    );
+    assert_eq!(ksm["kubernetes_sd_configs"][0]["role"], "endpointslice");
+    let exporter = job("node-exporter");
+    assert_eq!(exporter["honor_labels"], false);
+    let pods = job("data-plane-pods");
+    let port = pods["relabel_configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["target_label"] == "__address__")
+        .expect("the port annotation is honoured");
+    // As Prometheus applies it: anchored, the source labels joined with `;`, `$1:$2`.
+    let regex = regex::Regex::new(&format!("^(?:{})$", port["regex"].as_str().unwrap())).unwrap();
+    let replacement = port["replacement"].as_str().unwrap();
+    let relabel = |value: &str| {
+        regex.captures(value).map(|c| {
+            let mut out = String::new();
+            c.expand(replacement, &mut out);
+            out
+        })
+    };
+    assert_eq!(
+        relabel("10.0.0.7:8080;9102").as_deref(),
+        Some("10.0.0.7:9102")
+    );
+    assert_eq!(relabel("10.0.0.7;9102").as_deref(), Some("10.0.0.7:9102"));
+    assert_eq!(
+        relabel("10.0.0.7:8080;"),
+        None,
+        "no annotation: the declared port stays"
+    );
+}
+
 #[test]
 fn a_changed_configuration_rolls_the_pods() {
     let ctx = context();
@@ -184,6 +249,12 @@ fn alerts_go_to_the_alerts_topic_and_nowhere_without_one() {
     );
     let service = body(&objects, "Service", ALERTMANAGER);
     assert_eq!(service["spec"]["ports"][0]["port"], 9093);
+    let governing = body(&objects, "Service", PROMETHEUS);
+    assert_eq!(governing["spec"]["clusterIP"], "None");
+    assert_eq!(
+        body(&objects, "StatefulSet", PROMETHEUS)["spec"]["serviceName"],
+        PROMETHEUS
+    );
 
     let objects = build(&context()).unwrap();
     let config = config_file(&objects, "alertmanager-config", "alertmanager.yml");

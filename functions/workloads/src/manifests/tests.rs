@@ -46,6 +46,7 @@ fn every_object_is_built_once_in_apply_order() {
             "ConfigMap monitoring/alertmanager-config",
             "StatefulSet monitoring/prometheus",
             "Deployment monitoring/alertmanager",
+            "Service monitoring/prometheus",
             "Service monitoring/alertmanager",
             "NetworkPolicy monitoring/prometheus",
             "NetworkPolicy monitoring/alertmanager",

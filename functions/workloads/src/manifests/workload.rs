@@ -229,9 +229,8 @@ fn container(ctx: &Context) -> Container {
     }
 }
 
-/// A container context the Pod Security Standard "restricted" admits: `user`, non-root,
-/// no privilege escalation, every capability dropped, the runtime's seccomp profile.
-/// The pod-level half of [`restricted`]: a non-root user, the runtime's seccomp profile.
+/// The pod-level half of [`restricted`]: a non-root user and group (and the volumes'
+/// group), the runtime's seccomp profile.
 pub fn restricted_pod(user: i64) -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
@@ -252,6 +251,8 @@ pub fn node_pool_selector() -> BTreeMap<String, String> {
     BTreeMap::from([(NODE_POOL_LABEL.to_owned(), NODE_POOL.to_owned())])
 }
 
+/// A container context the Pod Security Standard "restricted" admits: `user`, non-root,
+/// no privilege escalation, every capability dropped, the runtime's seccomp profile.
 pub fn restricted(user: i64) -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),

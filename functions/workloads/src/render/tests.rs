@@ -29,7 +29,7 @@ fn writes_one_valid_yaml_file_per_object() {
     assert_eq!(on_disk.len(), manifests.len());
     assert_eq!(on_disk[0], "01-nodeclass-apiary-ingestion.yaml");
     assert_eq!(on_disk[8], "09-deployment-honeyhive-ingestion.yaml");
-    assert_eq!(on_disk[26], "27-ingress-honeyhive-ingestion.yaml");
+    assert_eq!(on_disk[27], "28-ingress-honeyhive-ingestion.yaml");
     for (file, manifest) in files.iter().zip(&manifests) {
         assert!(file.changed);
         let text = fs::read_to_string(&file.path).unwrap();
