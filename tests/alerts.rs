@@ -363,6 +363,29 @@ async fn a_rotated_store_secret_restarts_the_ingestion_pods_and_another_secret_d
     assert_eq!(run.status, ExecutionStatus::Succeeded, "{run:?}");
     assert_eq!(run.output.as_ref().unwrap()["runbook"], "record");
     assert!(received(&f, &queue).await.is_empty());
+
+    // Being torn down: nothing to restart, and nobody is told of it.
+    f.store
+        .set_status(
+            &name,
+            apiary_core::store::DeploymentStatus::TearingDown,
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("status");
+    let delivered = deliver(&f, &name, &rotated(&secret)).await;
+    let run = only_run(&delivered);
+    assert_eq!(run.status, ExecutionStatus::Succeeded, "{run:?}");
+    let output = run.output.as_ref().unwrap();
+    assert_eq!(output["runbook"], "record", "{output}");
+    assert!(
+        output["alert"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("TEARING_DOWN"),
+        "{output}"
+    );
+    assert!(received(&f, &queue).await.is_empty());
 }
 
 #[tokio::test]

@@ -157,6 +157,11 @@ pub(crate) async fn observe(step: &Work<'_>, view: &mut View, cluster: &Cluster)
         .and_then(|c| c.data())
         .unwrap_or_default()
         .to_owned();
+    output.cluster_security_group_id = cluster
+        .resources_vpc_config()
+        .and_then(|c| c.cluster_security_group_id())
+        .unwrap_or_default()
+        .to_owned();
     if view.cluster_role_arn.is_empty() {
         view.cluster_role_arn = cluster.role_arn().unwrap_or_default().to_owned();
     }

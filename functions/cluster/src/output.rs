@@ -65,6 +65,8 @@ pub struct KnownClusterFields {
     pub nodegroup_name: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub interruption_queue_url: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cluster_security_group_id: String,
 }
 
 impl From<ClusterOutput> for KnownClusterFields {
@@ -77,6 +79,7 @@ impl From<ClusterOutput> for KnownClusterFields {
             node_role_arn: output.node_role_arn,
             nodegroup_name: output.nodegroup_name,
             interruption_queue_url: output.interruption_queue_url,
+            cluster_security_group_id: output.cluster_security_group_id,
         }
     }
 }

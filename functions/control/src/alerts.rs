@@ -13,7 +13,7 @@
 
 use apiary_core::alerts::{Alert, Runbook, classify};
 use apiary_core::step::{Done, StepContext};
-use apiary_core::store::{AlarmRecord, Claim};
+use apiary_core::store::{AlarmRecord, Claim, DeploymentStatus};
 use apiary_core::{Error, Result};
 use chrono::Utc;
 use serde::Serialize;
@@ -87,7 +87,15 @@ pub async fn triage(
         })
         .unwrap_or_default();
     let deployment = step.spec.name.as_str();
-    let alert = classify(deployment, event, &keys, &secrets)?;
+    let mut alert = classify(deployment, event, &keys, &secrets)?;
+    if alert.runbook == Runbook::RestartIngestion
+        && let Some(why) = restart_needless(deps, step).await?
+    {
+        alert.runbook = Runbook::Record;
+        alert.notify = false;
+        alert.summary = format!("{}; not restarted: {why}", alert.summary);
+        alert.quiet = Some(why);
+    }
     let owner = deps.runs.owner(&step.execution_id);
     let mut claim = deps
         .store
@@ -167,6 +175,55 @@ pub async fn triage(
         stale,
     }))
     .with_detail(detail))
+}
+
+/// Why a rotated secret needs no restart from handle-alert, if it needs none: there are no
+/// pods to restart (no cluster yet, or the deployment is being torn down), or rotate-keys
+/// is rotating the secrets and restarts the pods itself once they are all rotated (each
+/// of its writes moves `AWSCURRENT`, and each would otherwise start a rollout).
+async fn restart_needless(
+    deps: &Deps,
+    step: &StepContext<'_, ControlAction>,
+) -> Result<Option<String>> {
+    let deployment = step.spec.name.as_str();
+    if step.layers.cluster.is_none() {
+        return Ok(Some("the deployment has no cluster yet".to_owned()));
+    }
+    if let Some(record) = deps.store.get_deployment(deployment).await?
+        && matches!(
+            record.status,
+            DeploymentStatus::TearingDown | DeploymentStatus::Deleted
+        )
+    {
+        return Ok(Some(format!(
+            "the deployment is {}",
+            record.status.as_str()
+        )));
+    }
+    if let Some(lock) = deps.store.current_lock(deployment).await?
+        && holder_workflow(&lock.owner, deployment)
+            == Some(apiary_core::inputs::rotate_keys::WORKFLOW)
+        && deps.runs.is_running(&lock.owner).await?
+    {
+        return Ok(Some(format!(
+            "rotate-keys ({}) is rotating the secrets and restarts the pods itself",
+            lock.owner
+        )));
+    }
+    Ok(None)
+}
+
+/// The workflow of a lock's holder, when its owner is a Step Functions execution of this
+/// deployment (`…:execution:apiary-<name>-<workflow>:<run>`). A local owner names no
+/// workflow.
+pub fn holder_workflow<'a>(owner: &'a str, deployment: &str) -> Option<&'a str> {
+    if !crate::runs::is_execution_arn(owner) {
+        return None;
+    }
+    owner
+        .split(':')
+        .nth(6)?
+        .strip_prefix(&format!("apiary-{deployment}-"))
 }
 
 /// The subject line SNS accepts: one line of ASCII, under 100 characters.
@@ -324,5 +381,27 @@ mod tests {
             assert!(!line.contains('\n'), "{line}");
             assert!(line.starts_with("Apiary demo: "), "{line}");
         }
+    }
+
+    #[test]
+    fn a_lock_names_its_workflow_only_for_an_execution_of_this_deployment() {
+        let arn = |machine: &str| {
+            format!("arn:aws:states:us-west-2:123456789012:execution:{machine}:run-1")
+        };
+        assert_eq!(
+            holder_workflow(&arn("apiary-demo-rotate-keys"), "demo"),
+            Some("rotate-keys")
+        );
+        assert_eq!(
+            holder_workflow(&arn("apiary-demo-backup"), "demo"),
+            Some("backup")
+        );
+        assert_ne!(
+            holder_workflow(&arn("apiary-demo-eu-rotate-keys"), "demo"),
+            Some("rotate-keys"),
+            "another deployment whose name starts with this one's"
+        );
+        assert_eq!(holder_workflow("local:host:1:2:demo-rotate", "demo"), None);
+        assert_eq!(holder_workflow("someone", "demo"), None);
     }
 }

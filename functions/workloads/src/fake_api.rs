@@ -94,6 +94,11 @@ pub struct ApplyServer {
 }
 
 impl ApplyServer {
+    /// An object as if made earlier (by an earlier provision, or by hand).
+    pub fn insert(&mut self, path: &str, object: Value) {
+        self.objects.insert(path.to_owned(), object);
+    }
+
     pub fn respond(&mut self, request: &Recorded) -> Reply {
         match request.method.as_str() {
             "GET" => match self.objects.get(&request.path) {
@@ -111,6 +116,13 @@ impl ApplyServer {
                 }
                 Reply::Json(200, self.objects[&request.path].clone())
             }
+            "DELETE" => match self.objects.remove(&request.path) {
+                Some(object) => {
+                    self.applied.remove(&request.path);
+                    Reply::Json(200, object)
+                }
+                None => Reply::Json(404, status(404, "NotFound", "not found")),
+            },
             other => Reply::Json(405, status(405, "MethodNotAllowed", other)),
         }
     }

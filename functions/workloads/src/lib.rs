@@ -439,6 +439,7 @@ pub async fn ensure(
                 pod_identity: identity.report(),
                 connector,
                 monitoring,
+                removed: Vec::new(),
                 detail: detail.clone(),
             })
             .with_detail(detail))
@@ -469,11 +470,16 @@ pub async fn ensure(
                     log.created(&format!("{} {id}", object.kind));
                 }
             }
+            let mut removed = Vec::new();
+            if ctx.auto_mode && ctx.twingate_secret_arn.is_none() {
+                removed.extend(connector::remove_unlisted(&client, &ctx).await?);
+            }
             let changed = applied.iter().filter(|a| a.changed).count();
             let detail = format!(
-                "applied {} objects via {via} ({changed} changed){}",
+                "applied {} objects via {via} ({changed} changed){}{}",
                 applied.len(),
-                skip_notes(&without_auto_mode, until_issued.as_ref())
+                skip_notes(&without_auto_mode, until_issued.as_ref()),
+                removed.iter().map(|r| format!("; {r}")).collect::<String>()
             );
             let mut skipped = without_auto_mode;
             skipped.extend(until_issued);
@@ -491,6 +497,7 @@ pub async fn ensure(
                     pod_identity: identity.report(),
                     connector,
                     monitoring,
+                    removed,
                     detail,
                 },
                 vec![rollout],

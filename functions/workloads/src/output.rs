@@ -45,6 +45,9 @@ pub struct EnsureOutput {
     pub connector: Option<StackIdentity>,
     /// Prometheus's and Alertmanager's identities.
     pub monitoring: Vec<StackIdentity>,
+    /// What the spec no longer names and was removed (a Twingate connector).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
     pub detail: String,
 }
 

@@ -923,3 +923,52 @@ async fn the_metrics_stack_service_accounts_are_bound_to_the_stacks_roles() {
         "{rendered:?}"
     );
 }
+
+/// A connector the spec no longer names: its namespace (Deployment, synced tokens) is
+/// deleted at the next apply, and only when it is this deployment's.
+#[tokio::test]
+async fn a_connector_no_longer_named_is_removed_and_another_deployments_is_not() {
+    const PATH: &str = "/api/v1/namespaces/twingate";
+    let namespace = |deployment: &str| {
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "twingate",
+            "labels": {"apiary.dev/deployment": deployment, "app.kubernetes.io/managed-by": "apiary"}}})
+    };
+    for (owner, removed) in [("acme-prod", true), ("someone-else", false)] {
+        let server = Arc::new(Mutex::new(ApplyServer::default()));
+        server.lock().unwrap().insert(PATH, namespace(owner));
+        let shared = server.clone();
+        let (client, requests) = fake_api::start(move |r| shared.lock().unwrap().respond(r));
+        let (iam, eks) = (FreshIam::new(), FreshEks::new());
+        let (deps, _) = mock_deps(&eks.rules(), &iam.rules(), KubeAccess::Eks, false);
+        let out = step::run(
+            &Against::eks(deps, &client),
+            Fixture::test().event("ensure"),
+        )
+        .await
+        .unwrap();
+        drop(client);
+        let deletes = requests
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.method == "DELETE")
+            .count();
+        if removed {
+            assert_eq!(deletes, 1, "{out}");
+            assert!(
+                out["removed"][0]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Namespace twingate deleted"),
+                "{out}"
+            );
+            assert!(
+                out["detail"].as_str().unwrap().contains("twingate"),
+                "{out}"
+            );
+        } else {
+            assert_eq!(deletes, 0, "{out}");
+            assert!(out.get("removed").is_none(), "{out}");
+        }
+    }
+}

@@ -49,7 +49,7 @@ async fn provision_renders_locally_with_a_real_role_and_converges() {
         .unwrap();
     assert_eq!(first["mode"], "rendered");
     assert_eq!(first["applied"], false);
-    assert_eq!(first["changed"], 15);
+    assert_eq!(first["changed"], 28);
     let identity = &first["pod_identity"];
     assert_eq!(identity["role_name"], format!("apiary-{name}-ingestion"));
     assert!(
@@ -79,7 +79,7 @@ async fn provision_renders_locally_with_a_real_role_and_converges() {
         .map(|r| r.kind.clone())
         .collect();
     assert_eq!(kinds, ["iam:role"]);
-    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 15);
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 28);
 
     // The role really exists in the emulator, with its permissions and tags.
     let config = apiary_core::aws::load(&AwsSettings::local(emulator().endpoint(), REGION)).await;

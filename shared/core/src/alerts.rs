@@ -286,10 +286,9 @@ fn data_store(alert: &mut Alert, detail: &Value, prefix: &str) {
     }
 }
 
-/// A CloudTrail record of a KMS call: ScheduleKeyDeletion or DisableKey.
 /// A store secret's `AWSCURRENT` moved: the pods' environment holds the old value. The
-/// rotation that moved it may be rotate-keys' own (which restarts the pods itself) or
-/// RDS's scheduled one (which nothing else follows); restarting twice is harmless.
+/// rotation that moved it is RDS's own schedule (which nothing else follows) or any
+/// other; triage leaves it alone while rotate-keys runs, which restarts the pods itself.
 fn secret_rotated(alert: &mut Alert, detail: &Value, secrets: &[String]) {
     let label = text(detail, "labelUpdated").unwrap_or("a label");
     let version = text(detail, "versionId").unwrap_or("an unnamed version");
@@ -318,6 +317,7 @@ fn secret_rotated(alert: &mut Alert, detail: &Value, secrets: &[String]) {
     alert.runbook = Runbook::RestartIngestion;
 }
 
+/// A CloudTrail record of a KMS call: ScheduleKeyDeletion or DisableKey.
 fn key_call(alert: &mut Alert, detail: &Value, keys: &[String]) {
     let name = text(detail, "eventName").unwrap_or("a call");
     let by = detail

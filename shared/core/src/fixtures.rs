@@ -251,6 +251,7 @@ fn built_layers(name: &str) -> Layers {
             node_role_arn: format!("arn:aws:iam::{ACCOUNT}:role/apiary-{name}-node"),
             nodegroup_name: format!("apiary-{name}-system"),
             interruption_queue_url: format!("https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/q"),
+            cluster_security_group_id: "sg-0eks0cluster0000".into(),
         }),
     }
 }

@@ -229,6 +229,12 @@ pub struct ClusterOutput {
     pub node_role_arn: String,
     pub nodegroup_name: String,
     pub interruption_queue_url: String,
+    /// The security group EKS made for the cluster (DescribeCluster's
+    /// `clusterSecurityGroupId`): the system node group's nodes carry it, and so do the
+    /// Auto Mode nodes, so that the two kinds of node reach each other. Empty in outputs
+    /// saved before it was recorded, and locally when the emulator reports none.
+    #[serde(default)]
+    pub cluster_security_group_id: String,
 }
 
 /// Everything provisioned so far, as the state machine passes it along.

@@ -13,7 +13,9 @@
 //!        restart-ingestion -> CredentialsSynced (workloads: every pod's mount holds the
 //!                         store secrets' current versions; polled, as rotate-keys does)
 //!                         -> RestartIngestion (workloads: a rolling restart, so the
-//!                         environment reads the new value)
+//!                         environment reads the new value) -> IngestionRollout (polled)
+//!                         Triage picks it only when there are pods to restart and
+//!                         rotate-keys (which restarts them itself) is not running.
 //!        otherwise     -> (nothing to do but record)
 //!   -> Notify (control alert-notify: the alerts topic, unless the alarm told a person
 //!      already and nothing acted)
@@ -24,8 +26,10 @@
 //!
 //! It takes no lock: reading, recording and telling never conflict with a running
 //! workflow, and its runbooks change only what no other workflow lowers or undoes (RDS
-//! allocated storage; a key deletion, cancelled; a rolling restart, which a concurrent
-//! rollout of rotate-keys or upgrade only joins). A runbook that meets the instance busy
+//! allocated storage; a key deletion, cancelled). The one exception is the restart: it
+//! starts a rollout, which replaces one in progress (an upgrade's, whose status then
+//! follows the newer one); triage skips it while rotate-keys runs or the deployment is
+//! torn down. A runbook that meets the instance busy
 //! retries as every Task does; one that cannot act (storage at its ceiling, a key left
 //! disabled) fails after the person was told why.
 
@@ -33,14 +37,14 @@ use serde_json::{Value, json};
 
 use crate::flow::{DEPLOYMENT_NAME, FAILURE_PATH, Flow, Task, start_states};
 use crate::function::Function;
-use crate::rotate_keys::CREDENTIALS_SYNCED;
+use crate::rotate_keys::{CREDENTIALS_SYNCED, ROLLOUT};
 
 pub const NAME: &str = apiary_core::alerts::WORKFLOW;
 
 /// Each state runs once but the restart runbook's sync wait; the longest path is the
 /// triage, that wait (its polls, each attempt running to the workloads function's
 /// timeout), the restart and the notification (the budget test computes it).
-pub const TIMEOUT_SECONDS: u64 = 12 * 3600;
+pub const TIMEOUT_SECONDS: u64 = 24 * 3600;
 
 pub fn definition() -> Value {
     let workflow = json!(NAME);
@@ -89,7 +93,7 @@ pub fn definition() -> Value {
         .keep(json!({"keys.$": "$.keys"}), "$.outcome"),
     );
     // The workloads actions read rotate-keys' input: its "secrets" scope is a restart's.
-    let secrets = json!({"input": {"scope": "secrets", "on_demand": false}});
+    let secrets = json!({"workflow": workflow, "input": {"scope": "secrets", "on_demand": false}});
     let restart = Flow::new()
         .poll_with(CREDENTIALS_SYNCED, Some(secrets.clone()))
         .task(
@@ -100,7 +104,10 @@ pub fn definition() -> Value {
                     json!({"restarted.$": "$.restarted", "verified.$": "$.verified", "detail.$": "$.detail"}),
                     "$.outcome",
                 ),
-        );
+        )
+        // The person hears "restarted" only once the new pods are up; a rollout that does
+        // not come up (a credential the pods refuse) reaches them as the failure.
+        .poll_with(ROLLOUT, None);
     let polls: serde_json::Map<String, Value> = restart
         .counters()
         .iter()
@@ -269,7 +276,11 @@ mod tests {
         );
         let ready = states["CredentialsSyncedReady?"]["Choices"][0]["Next"].clone();
         assert_eq!(ready, "RestartIngestion");
-        assert_eq!(states["RestartIngestion"]["Next"], "Notify");
+        assert_eq!(states["RestartIngestion"]["Next"], "IngestionRollout");
+        assert_eq!(
+            states["IngestionRolloutReady?"]["Choices"][0]["Next"],
+            "Notify"
+        );
         assert_eq!(states["CredentialsSyncedTimedOut"]["Next"], FAILURE_PATH);
         for task in [
             "CredentialsSynced",

@@ -466,6 +466,7 @@ fn cluster_with_access(public: bool, cidrs: &[&str]) -> Rule {
                 .endpoint_private_access(true)
                 .endpoint_public_access(public)
                 .set_public_access_cidrs(Some(cidrs.clone()))
+                .cluster_security_group_id("sg-0eks")
                 .build(),
         );
         DescribeClusterOutput::builder().cluster(active).build()
@@ -575,6 +576,8 @@ async fn endpoint_access_already_as_specified_makes_no_update() {
             .await
             .expect("ensure");
         assert_eq!(out["created"], json!([]));
+        // The group EKS made for the cluster is recorded: the Auto Mode nodes join it.
+        assert_eq!(out["cluster_security_group_id"], json!("sg-0eks"));
     }
     assert_eq!(
         update.num_calls(),

@@ -340,6 +340,7 @@ fn the_three_shards_assemble_into_one_cluster_output() {
             node_role_arn: role_arn("apiary-acme-eks-node"),
             nodegroup_name: "apiary-acme-system".to_owned(),
             interruption_queue_url: queue_url.to_owned(),
+            cluster_security_group_id: "sg-0eks".to_owned(),
         },
         ..View::default()
     };

@@ -98,6 +98,48 @@ pub fn build(ctx: &Context) -> Result<Vec<Manifest>> {
     Ok(objects)
 }
 
+/// A connector the spec no longer names (`TwingateSecretArn` emptied): its namespace is
+/// deleted, and with it the Deployment and the synced Secret that holds the tokens, so
+/// no pod keeps using them. Only a namespace this deployment made (its labels say so) is
+/// touched. Returns what was removed, or is still going.
+pub async fn remove_unlisted(client: &kube::Client, ctx: &Context) -> Result<Option<String>> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, DeleteParams};
+    let api: Api<Namespace> = Api::all(client.clone());
+    let found = api.get_opt(NAMESPACE).await.map_err(|e| {
+        crate::apply::kube_error(&format!("Namespace {NAMESPACE}"), "get", e, false)
+    })?;
+    let Some(namespace) = found else {
+        return Ok(None);
+    };
+    let labels = namespace.metadata.labels.clone().unwrap_or_default();
+    let ours = labels.get(super::LABEL_DEPLOYMENT) == Some(&ctx.deployment)
+        && labels.get(super::LABEL_MANAGED_BY).map(String::as_str) == Some("apiary");
+    if !ours {
+        return Ok(None);
+    }
+    if namespace.metadata.deletion_timestamp.is_some() {
+        return Ok(Some(format!(
+            "Namespace {NAMESPACE} (the Twingate connector the spec no longer names) is being deleted"
+        )));
+    }
+    match api.delete(NAMESPACE, &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
+        Err(err) => {
+            return Err(crate::apply::kube_error(
+                &format!("Namespace {NAMESPACE}"),
+                "delete",
+                err,
+                false,
+            ));
+        }
+    }
+    Ok(Some(format!(
+        "Namespace {NAMESPACE} deleted: the spec no longer names a Twingate connector (revoke its tokens in the Twingate admin console)"
+    )))
+}
+
 fn deployment(ctx: &Context, values: &[Credential]) -> Result<Manifest> {
     let health = || Probe {
         exec: Some(ExecAction {

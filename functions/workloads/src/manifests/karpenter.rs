@@ -224,9 +224,16 @@ pub fn node_class(ctx: &Context) -> Result<Manifest> {
                 .iter()
                 .map(|s| IdTerm { id: s.id.clone() })
                 .collect(),
-            security_group_selector_terms: vec![IdTerm {
-                id: ctx.security_groups.cluster.clone(),
-            }],
+            // The deployment's cluster group (the load balancer, the control plane's
+            // in-VPC functions and the data stores admit it) and the one EKS made for
+            // the cluster, which the system node group's nodes carry: each group admits
+            // only its own members, so without both the two kinds of node could not
+            // reach each other (the metrics server and Prometheus scrape every
+            // kubelet).
+            security_group_selector_terms: std::iter::once(&ctx.security_groups.cluster)
+                .chain(&ctx.eks_security_group)
+                .map(|id| IdTerm { id: id.clone() })
+                .collect(),
             // Our NetworkPolicy restricts our pods; other workloads keep the default.
             network_policy: "DefaultAllow".to_owned(),
             network_policy_event_logs: "Disabled".to_owned(),

@@ -74,6 +74,9 @@ pub struct Context {
     pub public_subnets: Vec<SubnetRef>,
     pub private_subnets: Vec<SubnetRef>,
     pub security_groups: SecurityGroups,
+    /// The security group EKS made for the cluster, which the system node group's nodes
+    /// carry (`layers.cluster.cluster_security_group_id`; None when not recorded).
+    pub eks_security_group: Option<String>,
     /// Customer networks are given: an internet-facing ALB limited to them by its
     /// security group. None given: an internal ALB.
     pub internet_facing: bool,
@@ -148,6 +151,8 @@ impl Context {
             public_subnets: network.public_subnets.clone(),
             private_subnets: network.private_subnets.clone(),
             security_groups: network.security_groups.clone(),
+            eks_security_group: Some(cluster.cluster_security_group_id.clone())
+                .filter(|id| !id.is_empty()),
             internet_facing: !spec.network.ingress_cidrs.is_empty(),
             buckets: storage.buckets.clone(),
             databases: databases.clone(),

@@ -164,11 +164,21 @@ fn node_pool_is_limited_by_the_size_preset_on_our_node_class() {
         class.body["spec"]["subnetSelectorTerms"],
         json!([{"id": "subnet-0prv1"}, {"id": "subnet-0prv2"}])
     );
+    // The deployment's group and the one EKS made, which the system nodes carry: each
+    // admits only its members, so Auto Mode and system nodes reach each other only so.
     assert_eq!(
         class.body["spec"]["securityGroupSelectorTerms"],
-        json!([{"id": "sg-0cluster"}])
+        json!([{"id": "sg-0cluster"}, {"id": "sg-0eks0cluster0000"}])
     );
     assert_eq!(schema::check(schema::NODE_CLASS, &class.body), Ok(()));
+    // An output saved before EKS's group was recorded: the deployment's group alone.
+    let mut unrecorded = context();
+    unrecorded.eks_security_group = None;
+    let objects_without = build(&unrecorded).unwrap();
+    assert_eq!(
+        body(&objects_without, "NodeClass", NODE_CLASS)["spec"]["securityGroupSelectorTerms"],
+        json!([{"id": "sg-0cluster"}])
+    );
     let params = find(&objects, "IngressClassParams", INGRESS_CLASS);
     assert_eq!(
         schema::check(schema::INGRESS_CLASS_PARAMS, &params.body),
