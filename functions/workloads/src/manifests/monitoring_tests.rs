@@ -11,6 +11,23 @@ use crate::test_support::context;
 
 const TOPIC: &str = "arn:aws:sns:us-west-2:123456789012:apiary-acme-prod-alerts";
 
+/// The metrics stack's objects for the fixture deployment, in apply order.
+pub(super) const STACK: [&str; 13] = [
+    "Namespace monitoring",
+    "ServiceAccount monitoring/prometheus",
+    "ServiceAccount monitoring/alertmanager",
+    "ClusterRole apiary-acme-prod-prometheus",
+    "ClusterRoleBinding apiary-acme-prod-prometheus",
+    "ConfigMap monitoring/prometheus-config",
+    "ConfigMap monitoring/alertmanager-config",
+    "StatefulSet monitoring/prometheus",
+    "Deployment monitoring/alertmanager",
+    "Service monitoring/prometheus",
+    "Service monitoring/alertmanager",
+    "NetworkPolicy monitoring/prometheus",
+    "NetworkPolicy monitoring/alertmanager",
+];
+
 fn yaml(text: &str) -> Value {
     serde_yaml::from_str(text).expect("the file is YAML")
 }
@@ -35,24 +52,7 @@ fn the_metrics_stack_is_built_after_the_ingestion_objects_and_only_for_auto_mode
         })
         .map(Manifest::display)
         .collect();
-    assert_eq!(
-        stack,
-        [
-            "Namespace monitoring",
-            "ServiceAccount monitoring/prometheus",
-            "ServiceAccount monitoring/alertmanager",
-            "ClusterRole apiary-acme-prod-prometheus",
-            "ClusterRoleBinding apiary-acme-prod-prometheus",
-            "ConfigMap monitoring/prometheus-config",
-            "ConfigMap monitoring/alertmanager-config",
-            "StatefulSet monitoring/prometheus",
-            "Deployment monitoring/alertmanager",
-            "Service monitoring/prometheus",
-            "Service monitoring/alertmanager",
-            "NetworkPolicy monitoring/prometheus",
-            "NetworkPolicy monitoring/alertmanager",
-        ]
-    );
+    assert_eq!(stack, STACK);
     for m in objects
         .iter()
         .filter(|m| m.namespace.as_deref() == Some(NAMESPACE))

@@ -22,39 +22,31 @@ pub(super) fn built() -> Vec<Manifest> {
 fn every_object_is_built_once_in_apply_order() {
     let objects = built();
     let order: Vec<String> = objects.iter().map(Manifest::display).collect();
-    assert_eq!(
-        order,
-        [
-            "NodeClass apiary-ingestion",
-            "NodePool apiary-ingestion",
-            "ConfigMap kube-system/amazon-vpc-cni",
-            "Namespace honeyhive",
-            "ServiceAccount honeyhive/ingestion",
-            "SecretProviderClass honeyhive/ingestion-credentials",
-            "ConfigMap honeyhive/ingestion-endpoints",
-            "Service honeyhive/ingestion",
-            "Deployment honeyhive/ingestion",
-            "HorizontalPodAutoscaler honeyhive/ingestion",
-            "PodDisruptionBudget honeyhive/ingestion",
-            "NetworkPolicy honeyhive/ingestion",
-            "Namespace monitoring",
-            "ServiceAccount monitoring/prometheus",
-            "ServiceAccount monitoring/alertmanager",
-            "ClusterRole apiary-acme-prod-prometheus",
-            "ClusterRoleBinding apiary-acme-prod-prometheus",
-            "ConfigMap monitoring/prometheus-config",
-            "ConfigMap monitoring/alertmanager-config",
-            "StatefulSet monitoring/prometheus",
-            "Deployment monitoring/alertmanager",
-            "Service monitoring/prometheus",
-            "Service monitoring/alertmanager",
-            "NetworkPolicy monitoring/prometheus",
-            "NetworkPolicy monitoring/alertmanager",
-            "IngressClassParams apiary-alb",
-            "IngressClass apiary-alb",
-            "Ingress honeyhive/ingestion",
-        ]
-    );
+    let ingestion = [
+        "NodeClass apiary-ingestion",
+        "NodePool apiary-ingestion",
+        "ConfigMap kube-system/amazon-vpc-cni",
+        "Namespace honeyhive",
+        "ServiceAccount honeyhive/ingestion",
+        "SecretProviderClass honeyhive/ingestion-credentials",
+        "ConfigMap honeyhive/ingestion-endpoints",
+        "Service honeyhive/ingestion",
+        "Deployment honeyhive/ingestion",
+        "HorizontalPodAutoscaler honeyhive/ingestion",
+        "PodDisruptionBudget honeyhive/ingestion",
+        "NetworkPolicy honeyhive/ingestion",
+    ];
+    let ingress = [
+        "IngressClassParams apiary-alb",
+        "IngressClass apiary-alb",
+        "Ingress honeyhive/ingestion",
+    ];
+    let expected: Vec<&str> = ingestion
+        .into_iter()
+        .chain(super::monitoring_tests::STACK)
+        .chain(ingress)
+        .collect();
+    assert_eq!(order, expected);
     for m in &objects {
         assert_eq!(
             m.body["apiVersion"],
