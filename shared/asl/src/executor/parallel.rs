@@ -8,6 +8,7 @@ use tokio::task::JoinSet;
 
 use super::Failure;
 use super::state::{StateRun, Thread, run_graph};
+use crate::clock::ActiveGuard;
 use crate::definition::{Graph, MapSpec, NumberField};
 use crate::error::{StatesError, names};
 use crate::history::Cursor;
@@ -55,16 +56,20 @@ pub(crate) async fn run_parallel(
             in_branch: true,
         };
         let (shared, branch, input) = (Arc::clone(&shared), Arc::clone(branch), input.clone());
+        // The branch hands its active guard back with its result: were it dropped when
+        // the branch ends, every branch could count idle before the parent, woken, counts
+        // active again, and the virtual clock would jump (to the execution's deadline,
+        // when it is the only timer left) in between.
         set.spawn(async move {
-            let _guard = guard;
-            (index, run_graph(shared, branch, input, child).await)
+            let out = run_graph(shared, branch, input, child).await;
+            (index, out, guard)
         });
     }
     let mut outputs = vec![Value::Null; branches.len()];
     let mut last = started;
     let clock = shared.clock.clone();
     while let Some(joined) = clock.idle(set.join_next()).await {
-        let (index, result) = joined.map_err(|e| join_failure(&e, last))?;
+        let (index, result, _branch_active) = joined.map_err(|e| join_failure(&e, last))?;
         match result {
             Ok((output, cursor)) => {
                 outputs[index] = output;
@@ -192,7 +197,7 @@ pub(crate) async fn run_map(
     let name = run.state.name.clone();
     let mut outputs = vec![Value::Null; total];
     let mut pending = items.into_iter().enumerate();
-    let mut set: JoinSet<IterationResult> = JoinSet::new();
+    let mut set: JoinSet<(IterationResult, ActiveGuard)> = JoinSet::new();
     let mut running = 0usize;
     let mut failures = 0usize;
     let mut last = started;
@@ -224,8 +229,8 @@ pub(crate) async fn run_map(
                 thread.scope.child(),
             );
             running += 1;
+            // As Parallel's branches: the guard goes back to the parent with the result.
             set.spawn(async move {
-                let _guard = guard;
                 let mut cursor = Cursor { last: started };
                 let details = json!({"name": name, "index": index});
                 shared.emit(
@@ -240,36 +245,39 @@ pub(crate) async fn run_map(
                     map_item: None,
                     in_branch: true,
                 };
-                match run_graph(Arc::clone(&shared), graph, iteration_input, child).await {
-                    Ok((output, mut cursor)) => {
-                        shared.emit(
-                            &mut cursor,
-                            "MapIterationSucceeded",
-                            Some(("mapIterationSucceededEventDetails", details)),
-                            true,
-                        );
-                        Ok((index, output, cursor.last))
-                    }
-                    Err(failure) => {
-                        if !failure.error.is_uncatchable_runtime() {
-                            let mut at = Cursor { last: failure.last };
+                let result =
+                    match run_graph(Arc::clone(&shared), graph, iteration_input, child).await {
+                        Ok((output, mut cursor)) => {
                             shared.emit(
-                                &mut at,
-                                "MapIterationFailed",
-                                Some(("mapIterationFailedEventDetails", details)),
-                                false,
+                                &mut cursor,
+                                "MapIterationSucceeded",
+                                Some(("mapIterationSucceededEventDetails", details)),
+                                true,
                             );
+                            Ok((index, output, cursor.last))
                         }
-                        Err((index, failure))
-                    }
-                }
+                        Err(failure) => {
+                            if !failure.error.is_uncatchable_runtime() {
+                                let mut at = Cursor { last: failure.last };
+                                shared.emit(
+                                    &mut at,
+                                    "MapIterationFailed",
+                                    Some(("mapIterationFailedEventDetails", details)),
+                                    false,
+                                );
+                            }
+                            Err((index, failure))
+                        }
+                    };
+                (result, guard)
             });
         }
         let Some(joined) = clock.idle(set.join_next()).await else {
             break;
         };
         running -= 1;
-        match joined.map_err(|e| join_failure(&e, last))? {
+        let (result, _iteration_active) = joined.map_err(|e| join_failure(&e, last))?;
+        match result {
             Ok((index, output, iteration_last)) => {
                 outputs[index] = output;
                 last = last.max(iteration_last);

@@ -590,3 +590,64 @@ async fn poll_loop_with_wait_choice_and_a_bounded_count() {
     assert_eq!(result.error.as_deref(), Some("Apiary.Timeout"));
     assert_eq!(result.cause.as_deref(), Some("not ready after 2 polls"));
 }
+
+/// The last branch of a Parallel (or the last Map iteration) ending must not leave the
+/// virtual clock a moment where nothing counts active: the parent, woken but not yet
+/// running, would let the clock jump to the only timer left, the execution's deadline.
+/// Here the parent's thread is held back right when the branch ends (as a busy machine
+/// does), and the state after the Parallel does real work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_parallel_ending_never_lets_the_clock_jump_past_the_work_after_it() {
+    for state in [
+        json!({"Type": "Parallel", "Branches": [
+            {"StartAt": "Last", "States": {"Last": {"Type": "Task", "Resource": "arn:aws:lambda:us-east-1:123456789012:function:last", "TimeoutSeconds": 60, "End": true}}}
+        ], "Next": "After"}),
+        json!({"Type": "Map", "ItemsPath": "$.items", "ItemProcessor": {"StartAt": "Last", "States": {
+            "Last": {"Type": "Task", "Resource": "arn:aws:lambda:us-east-1:123456789012:function:last", "TimeoutSeconds": 60, "End": true}}},
+            "ResultPath": null, "Next": "After"}),
+    ] {
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let mut handlers = HandlerRegistry::new();
+        let notify = Arc::clone(&gate);
+        handlers.register_fn("last", move |_| {
+            let notify = Arc::clone(&notify);
+            async move {
+                notify.notify_one();
+                Ok(json!({}))
+            }
+        });
+        handlers.register_fn("after", |_| async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(json!({"done": true}))
+        });
+        let definition = json!({
+            "TimeoutSeconds": 3600,
+            "StartAt": "Fan",
+            "States": {
+                "Fan": state,
+                "After": {"Type": "Task", "Resource": "arn:aws:lambda:us-east-1:123456789012:function:after", "TimeoutSeconds": 60, "End": true}
+            }
+        });
+        let stall = async {
+            gate.notified().await;
+            // Blocks this (the parent's) thread while the one worker is free to jump.
+            std::thread::sleep(Duration::from_millis(200));
+            std::future::pending::<()>().await;
+        };
+        let result = tokio::select! {
+            biased;
+            () = stall => unreachable!(),
+            result = run_with(definition, json!({"items": [1]}), options(handlers)) => result,
+        };
+        assert_eq!(
+            result.status,
+            ExecutionStatus::Succeeded,
+            "{state}: {result:?}"
+        );
+        assert!(
+            result.stop_date - result.start_date < chrono::Duration::minutes(1),
+            "{state}: the workflow clock jumped to {}",
+            result.stop_date
+        );
+    }
+}
