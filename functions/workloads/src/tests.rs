@@ -13,6 +13,18 @@ use crate::fake_api::{self, ApplyServer, Reply};
 use crate::test_support::*;
 use apiary_core::fixtures::Fixture;
 
+/// A deployment none of whose identity exists yet, its manifests rendered into `folder`.
+fn render_fresh(fixture: &Fixture, folder: &std::path::Path) -> (Deps, MemoryRecorder) {
+    let (iam, eks) = (FreshIam::new(), FreshEks::new());
+    mock_deps_over(
+        fixture,
+        &eks.rules(),
+        &iam.rules(),
+        KubeAccess::Render(folder.to_path_buf()),
+        false,
+    )
+}
+
 fn temp_folder() -> PathBuf {
     std::env::temp_dir().join(format!(
         "apiary-workloads-{}",
@@ -121,13 +133,7 @@ async fn a_spec_or_layers_in_the_event_or_a_missing_layer_fail_before_any_call()
 #[tokio::test]
 async fn ensure_renders_validates_and_says_nothing_was_applied() {
     let folder = temp_folder();
-    let (iam, eks) = (FreshIam::new(), FreshEks::new());
-    let (deps, recorder) = mock_deps(
-        &eks.rules(),
-        &iam.rules(),
-        KubeAccess::Render(folder.clone()),
-        false,
-    );
+    let (deps, recorder) = render_fresh(&Fixture::test(), &folder);
     let out = handle(&deps, Fixture::test().event("ensure"))
         .await
         .unwrap();
@@ -508,14 +514,7 @@ fn certificate_pending() -> Fixture {
 async fn the_https_ingress_is_not_rendered_until_the_certificate_is_issued() {
     let folder = temp_folder();
     let fixture = certificate_pending();
-    let (iam, eks) = (FreshIam::new(), FreshEks::new());
-    let (deps, recorder) = mock_deps_over(
-        &fixture,
-        &eks.rules(),
-        &iam.rules(),
-        KubeAccess::Render(folder.clone()),
-        false,
-    );
+    let (deps, recorder) = render_fresh(&fixture, &folder);
     let out = handle(&deps, fixture.event("ensure")).await.unwrap();
     assert_eq!(out["ready"], true);
     assert_eq!(out["objects"].as_array().unwrap().len(), 27);
@@ -808,14 +807,7 @@ async fn the_connector_is_rendered_and_its_service_account_bound_to_the_stacks_r
 
     // Without the stack's role (a local run) the manifests still render, and the
     // binding is said not to be made.
-    let (iam, eks) = (FreshIam::new(), FreshEks::new());
-    let (deps, _) = mock_deps_over(
-        &fixture,
-        &eks.rules(),
-        &iam.rules(),
-        KubeAccess::Render(temp_folder()),
-        false,
-    );
+    let (deps, _) = render_fresh(&fixture, &temp_folder());
     let out = handle(&deps, fixture.event("ensure")).await.unwrap();
     assert_eq!(out["connector"]["association"], "not-created");
     assert!(
@@ -892,15 +884,8 @@ async fn the_metrics_stack_service_accounts_are_bound_to_the_stacks_roles() {
     assert_eq!(alert_create.num_calls(), 1);
 
     // Without the roles: rendered all the same, and said not bound.
-    let (iam, eks) = (FreshIam::new(), FreshEks::new());
     let folder = temp_folder();
-    let (deps, _) = mock_deps_over(
-        &fixture,
-        &eks.rules(),
-        &iam.rules(),
-        KubeAccess::Render(folder.clone()),
-        false,
-    );
+    let (deps, _) = render_fresh(&fixture, &folder);
     let out = handle(&deps, fixture.event("ensure")).await.unwrap();
     for identity in out["monitoring"].as_array().unwrap() {
         assert_eq!(identity["association"], "not-created", "{out}");

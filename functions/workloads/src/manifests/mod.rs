@@ -378,17 +378,14 @@ pub fn https_ingress(ctx: &Context) -> Result<Manifest> {
 /// ingress, which makes the load balancer once there is something to send traffic to,
 /// and only once ACM has issued the certificate its HTTPS listener needs.
 pub fn build(ctx: &Context) -> Result<Vec<Manifest>> {
-    let mut objects = Vec::new();
-    if ctx.auto_mode {
-        objects.push(karpenter::node_class(ctx)?);
-        objects.push(karpenter::node_pool(ctx)?);
-        objects.push(network::network_policy_switch(ctx)?);
-    }
-    objects.push(workload::namespace(ctx)?);
-    objects.push(workload::service_account(ctx)?);
-    if ctx.auto_mode {
-        objects.push(credentials::provider_class(ctx)?);
-    }
+    let mut objects = vec![
+        karpenter::node_class(ctx)?,
+        karpenter::node_pool(ctx)?,
+        network::network_policy_switch(ctx)?,
+        workload::namespace(ctx)?,
+        workload::service_account(ctx)?,
+        credentials::provider_class(ctx)?,
+    ];
     let config_map = workload::config_map(ctx);
     let config_hash = workload::config_hash(&config_map);
     objects.push(Manifest::typed(&config_map)?);
@@ -399,15 +396,14 @@ pub fn build(ctx: &Context) -> Result<Vec<Manifest>> {
     objects.push(network::network_policy(ctx)?);
     objects.extend(connector::build(ctx)?);
     objects.extend(monitoring::build(ctx)?);
-    if ctx.auto_mode {
-        objects.push(network::ingress_class_params(ctx)?);
-    }
+    objects.push(network::ingress_class_params(ctx)?);
     objects.push(network::ingress_class(ctx)?);
     if ctx.certificate_issued {
         objects.push(network::ingress(ctx)?);
     }
     // A plain cluster serves neither Auto Mode's resources nor the add-ons and Pod
-    // Identity the platform components need.
+    // Identity the platform components need: what is marked `auto_mode_only` is left
+    // out (and listed as skipped by the step).
     objects.retain(|m| ctx.auto_mode || !m.auto_mode_only);
     Ok(objects)
 }
