@@ -5,6 +5,7 @@ mod alerts;
 mod backup;
 mod bootstrap;
 mod bootstrap_stack;
+mod chaos;
 mod clients;
 mod control;
 mod dns;

@@ -215,7 +215,7 @@ fn workflows(root: &Path) -> Vec<String> {
     names
 }
 
-fn read_spec(path: &Path) -> Result<DeploymentSpec, String> {
+pub(crate) fn read_spec(path: &Path) -> Result<DeploymentSpec, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     DeploymentSpec::parse_str(&text).map_err(|errors| {
@@ -317,15 +317,10 @@ async fn execute(
     let succeeded = result.status == ExecutionStatus::Succeeded;
     progress.finish(if succeeded { "done" } else { "stopped" });
 
-    if let Some(path) = &common.history {
-        let mut document = result.describe();
-        document["events"] = result.history_json()["events"].clone();
-        let written = serde_json::to_string_pretty(&document)
-            .map_err(|e| e.to_string())
-            .and_then(|text| std::fs::write(path, text).map_err(|e| e.to_string()));
-        if let Err(err) = written {
-            eprintln!("warning: writing the history to {}: {err}", path.display());
-        }
+    if let Some(path) = &common.history
+        && let Err(err) = apiary::local::write_history(&result, path)
+    {
+        eprintln!("warning: the history: {err:#}");
     }
     if json {
         println!("{}", document(&result));

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod asl;
+mod chaos_cmd;
 mod local_cmd;
 mod package_cmd;
 mod publish_cmd;
@@ -54,6 +55,10 @@ enum Command {
     /// Show a deployment's status, lock holder, last journal entry per layer and pending
     /// DNS validation records, from the state table (locally or on AWS)
     Status(status_cmd::StatusArgs),
+    /// Provision, every day-2 workflow and teardown through a proxy that injects AWS's
+    /// faults and timing, once per seed, re-running failed workflows; reports leaked and
+    /// duplicate resources (the emulator is emptied before each seed)
+    Chaos(chaos_cmd::ChaosArgs),
 }
 
 #[tokio::main]
@@ -67,6 +72,7 @@ async fn main() -> ExitCode {
         Command::Package(args) => package_cmd::run(args).await,
         Command::Publish(args) => publish_cmd::run(args).await,
         Command::Status(args) => status_cmd::run(args).await,
+        Command::Chaos(args) => chaos_cmd::run(args).await,
     };
     match result {
         Ok(code) => code,

@@ -39,6 +39,9 @@ pub struct LocalEnv {
     pub runs: Arc<control::LocalRuns>,
     /// Where phone-home sends reports, and how; `None`: phone home is off.
     pub phone_home: Option<PhoneHome>,
+    /// The clock every run of this environment shares; `None`: each run has its own
+    /// virtual clock (waits take no time).
+    pub clock: Option<Clock>,
 }
 
 /// The endpoint phone-home sends to in local runs, and the sender that trusts it.
@@ -68,7 +71,16 @@ impl LocalEnv {
             kubeconfig,
             runs: Arc::new(control::LocalRuns::new()),
             phone_home: None,
+            clock: None,
         }
+    }
+
+    /// Runs every workflow on `clock`: one virtual clock for a series of runs (so that
+    /// the time AWS takes to create something carries from one run to the next), or a
+    /// scaled real-time clock for a benchmark.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
     }
 
     /// Sends phone-home reports to `url` (checked: https only), trusting only the CAs of
@@ -336,24 +348,12 @@ impl LocalEnv {
         StateMachine::load(text, &substitutions).map_err(|e| anyhow!("{origin}: {e}"))
     }
 
-    /// Runs a workflow to its end on the virtual clock (waits take no time). A run that
-    /// does not succeed, or that Ctrl-C stops, is cleaned up as the bootstrap stack's
-    /// execution-status rule does on AWS: its lock is released and its end recorded.
-    pub async fn run(
-        &self,
-        machine: &StateMachine,
-        workflow: &str,
-        deployment: &str,
-        input: Value,
-        execution_name: String,
-        listener: Option<apiary_asl::EventListener>,
-    ) -> ExecutionResult {
-        let region = self.region();
-        let state_machine = format!("apiary-{workflow}");
-        // The functions the network step places in the VPC exist before it runs, as the
-        // stack's do on AWS. Should this fail, that step names the missing function.
-        // Boxed, as every SDK call in this future: the teardown a test drives through
-        // it runs close to a test thread's 2 MiB stack in debug builds.
+    /// What the bootstrap stack makes on AWS and a run needs, made if missing: the
+    /// in-VPC functions (the network step places them in the VPC; should this fail, that
+    /// step names the missing function), the alerts topic, the ingestion permissions
+    /// boundary and, for phone-home, the signing key. A failure is only a warning: the
+    /// step that needs the missing thing names it.
+    pub async fn prepare(&self, workflow: &str, deployment: &str) {
         if let Err(err) = Box::pin(stand_ins::ensure(&self.config, deployment)).await {
             eprintln!("warning: the in-VPC functions' stand-ins: {err:#}");
         }
@@ -368,6 +368,26 @@ impl LocalEnv {
         {
             eprintln!("warning: the report signing key: {err:#}");
         }
+    }
+
+    /// Runs a workflow to its end on the environment's clock, by default a virtual one
+    /// (waits take no time). A run that does not succeed, or that Ctrl-C stops, is
+    /// cleaned up as the bootstrap stack's execution-status rule does on AWS: its lock
+    /// is released and its end recorded.
+    pub async fn run(
+        &self,
+        machine: &StateMachine,
+        workflow: &str,
+        deployment: &str,
+        input: Value,
+        execution_name: String,
+        listener: Option<apiary_asl::EventListener>,
+    ) -> ExecutionResult {
+        let region = self.region();
+        let state_machine = format!("apiary-{workflow}");
+        // Boxed, as every SDK call in this future: the teardown a test drives through
+        // it runs close to a test thread's 2 MiB stack in debug builds.
+        Box::pin(self.prepare(workflow, deployment)).await;
         let execution_arn =
             apiary_asl::execution_arn(&region, LOCAL_ACCOUNT, &state_machine, &execution_name);
         let options = ExecutionOptions {
@@ -375,7 +395,7 @@ impl LocalEnv {
             state_machine_name: state_machine.clone(),
             region: region.clone(),
             account: LOCAL_ACCOUNT.to_owned(),
-            clock: Clock::virtual_now(),
+            clock: self.clock.clone().unwrap_or_else(Clock::virtual_now),
             handlers: self.registry(deployment),
             listener,
             ..ExecutionOptions::default()
@@ -405,6 +425,14 @@ impl LocalEnv {
         }
         result
     }
+}
+
+/// Writes an execution and its whole history (GetExecutionHistory's shape) to `path`.
+pub fn write_history(result: &ExecutionResult, path: &Path) -> anyhow::Result<()> {
+    let mut document = result.describe();
+    document["events"] = result.history_json()["events"].clone();
+    let text = serde_json::to_string_pretty(&document)?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The status string AWS gives the execution (`ABORTED` for a run Ctrl-C stopped).

@@ -72,12 +72,20 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Done<DatastoreOutput>> {
         Some(arn) => arn,
         None => match secrets::find(step, &secret_name).await? {
             Some(arn) => arn,
+            // Secrets Manager is eventually consistent: the secret an earlier attempt
+            // made just before the group may not show yet. Retried, then the workflow
+            // fails with what to do should it really be gone.
             None => {
-                return Err(Error::fatal(format!(
-                    "Redis replication group {id} exists but its auth token secret {secret_name} \
-                     does not: set a new token on the group (ModifyReplicationGroup with \
-                     AuthTokenUpdateStrategy=SET) and store it in {secret_name}, or delete the group"
-                )));
+                return Err(Error::NotReady {
+                    resource: format!("Redis replication group {id}"),
+                    detail: format!(
+                        "it exists but its auth token secret {secret_name} does not (yet: a \
+                         secret made moments ago may not show); if it stays missing, set a new \
+                         token on the group (ModifyReplicationGroup with \
+                         AuthTokenUpdateStrategy=SET) and store it in {secret_name}, or delete \
+                         the group"
+                    ),
+                });
             }
         },
     };

@@ -114,7 +114,27 @@ pub async fn ensure_default_route(
         .send()
         .await
         .map(|_| ())
-        .map_err(|e| on_known_id(format!("CreateRoute {} -> {target_id}", table.id), e))
+        .map_err(|e| {
+            let operation = format!("CreateRoute {} -> {target_id}", table.id);
+            if e.as_service_error()
+                .is_some_and(|e| is_code(e, &["RouteAlreadyExists"]))
+            {
+                // CreateRoute takes no idempotency token: an attempt whose answer was
+                // lost (the SDK retried it) or another writer made the route after
+                // this step read the table. The step runs again and reads it: ours is
+                // kept, another target is replaced.
+                Error::Aws {
+                    operation,
+                    code: Some("RouteAlreadyExists".into()),
+                    message: "a default route appeared after this step read the route table; \
+                              the step runs again and reads it"
+                        .into(),
+                    retryable: true,
+                }
+            } else {
+                on_known_id(operation, e)
+            }
+        })
     };
     result?;
     run.log.created(&format!("{}:0.0.0.0/0", table.id));

@@ -35,6 +35,20 @@ use serde_json::{Map, Value};
 pub use ownership::Owner;
 pub use report::{Kept, Report};
 
+/// Everything the deployment's teardown reports keep on purpose (final snapshots, the
+/// backups bucket, the keys that protect them): no longer in the inventory, still in
+/// the account, and not leaked.
+pub async fn kept(
+    recorder: &dyn apiary_core::step::Recorder,
+    deployment: &str,
+) -> apiary_core::Result<Vec<Kept>> {
+    Ok(report::all(recorder, deployment)
+        .await?
+        .into_iter()
+        .flat_map(|(_, part)| part.kept)
+        .collect())
+}
+
 /// The environment variable naming the control plane's in-VPC functions, comma
 /// separated: the same list the network function attaches (and this one detaches).
 pub const IN_VPC_FUNCTIONS_ENV: &str = "APIARY_IN_VPC_FUNCTIONS";

@@ -54,7 +54,12 @@ pub struct AwsSettings {
     pub max_attempts: u32,
     /// Use fixed dummy credentials: only ever true for a loopback endpoint.
     pub local_credentials: bool,
+    /// How long one attempt may take before the SDK gives up on it and retries. Chaos
+    /// runs lower it, so that an answer held past it costs seconds, not half a minute.
+    pub attempt_timeout: Duration,
 }
+
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
 
@@ -75,6 +80,7 @@ impl AwsSettings {
                 .filter(|n| *n >= 1)
                 .unwrap_or(DEFAULT_MAX_ATTEMPTS),
             local_credentials: is_loopback && !has_credentials,
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
         }
     }
 
@@ -85,6 +91,7 @@ impl AwsSettings {
             endpoint_url: Some(endpoint.to_owned()),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             local_credentials: is_loopback_url(endpoint),
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
         }
     }
 
@@ -109,7 +116,7 @@ pub async fn load(settings: &AwsSettings) -> SdkConfig {
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(Duration::from_secs(30))
+                .operation_attempt_timeout(settings.attempt_timeout)
                 .operation_timeout(Duration::from_secs(120))
                 .build(),
         );

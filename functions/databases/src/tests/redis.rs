@@ -312,8 +312,11 @@ async fn a_token_stored_by_an_interrupted_run_is_reused() {
     assert_eq!(out["created"], json!([GROUP]));
 }
 
+/// Secrets Manager is eventually consistent: a secret made just before the group may not
+/// show yet, so this is retried (not fatal), and the error says what to do should it
+/// really be gone.
 #[tokio::test]
-async fn a_group_without_its_secret_fails_naming_both() {
+async fn a_group_without_its_secret_is_retried_naming_both() {
     let (subnets, describe, no_secret) = (
         subnet_group_found(),
         describe_group("available"),
@@ -326,9 +329,10 @@ async fn a_group_without_its_secret_fails_naming_both() {
     };
     let (deps, _) = mocks.deps();
     let err = handle(&deps, event("ensure-redis")).await.unwrap_err();
-    assert_eq!(err.name(), ErrorName::Fatal);
+    assert_eq!(err.name(), ErrorName::NotReady);
     let text = err.to_string();
     assert!(text.contains(GROUP) && text.contains(SECRET_NAME), "{text}");
+    assert!(text.contains("AuthTokenUpdateStrategy=SET"), "{text}");
 }
 
 #[tokio::test]

@@ -242,3 +242,36 @@ async fn a_vpc_that_ec2_does_not_know_yet_is_retryable_for_its_subnets() {
     assert_eq!(err.aws_code(), Some("InvalidVpcID.NotFound"));
     assert!(err.to_string().contains("CreateSubnet public-0"), "{err}");
 }
+
+/// CreateRoute takes no token: an attempt whose answer was lost made the route, and the
+/// SDK's repeat meets `RouteAlreadyExists`. That is a retry of the step (which reads the
+/// table again and finds its route), never a failed provision.
+#[tokio::test]
+async fn a_route_that_already_exists_when_created_runs_the_step_again() {
+    let exists = mock!(Ec2::create_route).then_error(|| {
+        aws_sdk_ec2::operation::create_route::CreateRouteError::generic(
+            ErrorMetadata::builder()
+                .code("RouteAlreadyExists")
+                .message("The route identified by 0.0.0.0/0 already exists.")
+                .build(),
+        )
+    });
+    let associate = mock!(Ec2::associate_route_table)
+        .then_output(|| AssociateRouteTableOutput::builder().build());
+    let nat = NatGateway::builder()
+        .nat_gateway_id("nat-1")
+        .set_tags(Some(nat_tags()))
+        .state(NatGatewayState::Available)
+        .build();
+    let mut rules = existing_network(nat);
+    rules[7] = mock!(Ec2::describe_route_tables).then_output(|| {
+        DescribeRouteTablesOutput::builder()
+            .route_tables(RouteTable::builder().route_table_id("rtb-1").build())
+            .build()
+    });
+    let deps = run_with(&rules, &[&exists, &associate]);
+    let err = handle(&deps, event()).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Retryable, "{err}");
+    assert!(err.to_string().contains("RouteAlreadyExists"), "{err}");
+    assert!(exists.num_calls() >= 1);
+}

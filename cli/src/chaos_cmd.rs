@@ -1,0 +1,242 @@
+//! `apiary chaos`: provision, every day-2 workflow and teardown through the
+//! fault-injecting proxy, once per seed; see `apiary::chaos`.
+//!
+//! Exit codes: 0 every seed converged with nothing leaked and nothing duplicated; 1 one
+//! did not; 2 refused before anything ran; 3 the emulator could not be started or
+//! reached.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use apiary::chaos::{self, Options, SeedResult};
+use apiary_core::aws::{Env, ProcessEnv};
+use apiary_core::local::{Emulator, project_root};
+use apiary_proxy::Fault;
+use clap::Args;
+
+use crate::local_cmd::{EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_REFUSED, demo_spec, read_spec};
+
+#[derive(Args)]
+pub struct ChaosArgs {
+    /// How many seeds (each a whole run on an emptied emulator)
+    #[arg(long, default_value_t = 20)]
+    seeds: u64,
+    /// The first seed; seeds run from it upwards
+    #[arg(long, default_value_t = 1)]
+    first_seed: u64,
+    /// The share of calls that meet a fault (0 to 1)
+    #[arg(long, default_value_t = 0.10)]
+    rate: f64,
+    /// Resources stay creating for their AWS duration divided by this (on the virtual
+    /// clock, so it costs no wall time); 0: ready at once
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
+    /// Runs of one workflow before the seed counts as not converging
+    #[arg(long, default_value_t = 5)]
+    max_runs: u32,
+    /// The workflows to run, in order (default: provision, each day-2 workflow,
+    /// teardown)
+    #[arg(long, value_delimiter = ',')]
+    workflows: Option<Vec<String>>,
+    /// Remove the idempotency token of this operation before the emulator sees it (the
+    /// canary: the suite must then report a duplicate); repeatable
+    #[arg(long)]
+    strip_token: Vec<String>,
+    /// Force a fault at a call, as OPERATION:N:FAULT (the N-th call of that operation,
+    /// from 1; FAULT one of throttle, 5xx, reset, reset-after, late), to reproduce a
+    /// finding; repeatable
+    #[arg(long, value_parser = parse_forced)]
+    force: Vec<(String, u64, Fault)>,
+    /// How long the SDK waits for one attempt before it retries: a late answer costs
+    /// this much
+    #[arg(long, default_value_t = 1000)]
+    attempt_timeout_ms: u64,
+    /// Write each failed run's execution and history into this folder
+    #[arg(long)]
+    history: Option<PathBuf>,
+    /// Deployment spec; default: the small demo spec
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// An emulator to use instead of starting one (also AWS_ENDPOINT_URL). It is
+    /// EMPTIED before each seed
+    #[arg(long)]
+    endpoint: Option<String>,
+}
+
+pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
+    Ok(ExitCode::from(chaos(args).await))
+}
+
+async fn chaos(args: ChaosArgs) -> u8 {
+    let Some(root) = project_root(&ProcessEnv) else {
+        eprintln!(
+            "error: cannot find the project (a folder with scripts/emulator); nothing was started"
+        );
+        return EXIT_REFUSED;
+    };
+    if !(0.0..=1.0).contains(&args.rate) {
+        eprintln!(
+            "error: --rate {} is not between 0 and 1; nothing was started",
+            args.rate
+        );
+        return EXIT_REFUSED;
+    }
+    if !(args.time_scale >= 0.0 && args.time_scale.is_finite()) {
+        eprintln!(
+            "error: --time-scale {} must be 0 or more; nothing was started",
+            args.time_scale
+        );
+        return EXIT_REFUSED;
+    }
+    let spec = match &args.spec {
+        None => demo_spec(),
+        Some(path) => match read_spec(path) {
+            Ok(spec) => spec,
+            Err(refusal) => {
+                eprintln!("error: {refusal}; nothing was started");
+                return EXIT_REFUSED;
+            }
+        },
+    };
+    let endpoint = args
+        .endpoint
+        .clone()
+        .or_else(|| ProcessEnv.var("AWS_ENDPOINT_URL"));
+    let (endpoint, _emulator) = match endpoint {
+        Some(endpoint) => (endpoint, None),
+        None => match Emulator::start(&root) {
+            Ok(emulator) => (emulator.endpoint().to_owned(), Some(emulator)),
+            Err(err) => {
+                eprintln!("error: the local AWS emulator could not start: {err:#}");
+                return EXIT_ENVIRONMENT;
+            }
+        },
+    };
+    let mut options = Options::new(&endpoint, &root, spec);
+    options.time_scale = (args.time_scale > 0.0).then_some(args.time_scale);
+    options.max_runs = args.max_runs.max(1);
+    options.strip_tokens = args.strip_token.clone();
+    options.forced = args.force.clone();
+    options.attempt_timeout = Duration::from_millis(args.attempt_timeout_ms.max(100));
+    if let Some(dir) = &args.history {
+        if let Err(err) = std::fs::create_dir_all(dir) {
+            eprintln!(
+                "error: --history {}: {err}; nothing was started",
+                dir.display()
+            );
+            return EXIT_REFUSED;
+        }
+        options.history = Some(dir.clone());
+    }
+    if let Some(workflows) = &args.workflows {
+        for workflow in workflows {
+            if !root
+                .join("statemachines")
+                .join(format!("{workflow}.asl.json"))
+                .is_file()
+                || workflow == apiary_workflows::stack_delete::NAME
+            {
+                eprintln!("error: --workflows: unknown workflow {workflow:?}; nothing was started");
+                return EXIT_REFUSED;
+            }
+        }
+        options.workflows = workflows.clone();
+    }
+
+    eprintln!(
+        "chaos: {} seed(s) from {} at {:.0}% faults, time scale {}, against {endpoint}; workflows: {}",
+        args.seeds,
+        args.first_seed,
+        args.rate * 100.0,
+        options
+            .time_scale
+            .map_or("off".to_owned(), |s| format!("1/{s}")),
+        options.workflows.join(", ")
+    );
+    // The fault-free run: what one of each kind means.
+    let reference = match chaos::run_seed(&options, 0, 0.0, None).await {
+        Ok(result) => result,
+        Err(err) => {
+            eprintln!("error: the fault-free run: {err:#}");
+            return EXIT_ENVIRONMENT;
+        }
+    };
+    println!("fault-free run\n{}", reference.render());
+    if !reference.clean() {
+        eprintln!(
+            "error: the fault-free run itself did not end clean; the seeds would compare with it"
+        );
+        return EXIT_FAILED;
+    }
+    let mut results: Vec<SeedResult> = Vec::new();
+    for seed in args.first_seed..args.first_seed + args.seeds {
+        match chaos::run_seed(&options, seed, args.rate, Some(&reference.counts)).await {
+            Ok(result) => {
+                println!("{}", result.render());
+                results.push(result);
+            }
+            Err(err) => {
+                eprintln!("error: seed {seed}: {err:#}");
+                return EXIT_ENVIRONMENT;
+            }
+        }
+    }
+    let unclean: Vec<String> = results
+        .iter()
+        .filter(|r| !r.clean())
+        .map(|r| r.seed.to_string())
+        .collect();
+    println!(
+        "chaos: {} seeds, {} workflow runs ({} re-runs), {} faults; leaked {}, duplicates {}, not converged {}{}",
+        results.len(),
+        results
+            .iter()
+            .flat_map(|r| &r.workflows)
+            .map(|w| w.runs)
+            .sum::<u32>(),
+        results
+            .iter()
+            .flat_map(|r| &r.workflows)
+            .map(|w| w.runs.saturating_sub(1))
+            .sum::<u32>(),
+        results.iter().map(|r| r.proxy.faults_total()).sum::<u64>(),
+        results.iter().map(|r| r.leaked.len()).sum::<usize>(),
+        results.iter().map(|r| r.duplicates.len()).sum::<usize>(),
+        results.iter().filter(|r| !r.converged()).count(),
+        if unclean.is_empty() {
+            String::new()
+        } else {
+            format!(" (seeds {})", unclean.join(", "))
+        }
+    );
+    if unclean.is_empty() { 0 } else { EXIT_FAILED }
+}
+
+/// `OPERATION:N:FAULT`.
+fn parse_forced(text: &str) -> Result<(String, u64, Fault), String> {
+    let mut parts = text.split(':');
+    let (Some(operation), Some(n), Some(fault), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("{text:?} is not OPERATION:N:FAULT"));
+    };
+    let n: u64 = n
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("{n:?} is not a call number (1 or more)"))?;
+    let fault = [
+        Fault::Throttle,
+        Fault::ServerError,
+        Fault::Reset,
+        Fault::ResetAfter,
+        Fault::Late,
+    ]
+    .into_iter()
+    .find(|f| f.as_str() == fault)
+    .ok_or_else(|| {
+        format!("{fault:?} is not a fault: throttle, 5xx, reset, reset-after or late")
+    })?;
+    Ok((operation.to_owned(), n, fault))
+}
