@@ -55,6 +55,15 @@ pub struct ChaosArgs {
     /// Write each failed run's execution and history into this folder
     #[arg(long)]
     history: Option<PathBuf>,
+    /// Instead of seeds: kill a provision (a separate `apiary local run` process) right
+    /// after each of its writes took effect in turn, run it again, and check that the
+    /// dead run did not block it and nothing leaked or was made twice
+    #[arg(long)]
+    crash: bool,
+    /// With --crash: this many kill points, spread evenly over the provision's writes
+    /// (default: every write)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    crash_points: Option<u64>,
     /// Deployment spec; default: the small demo spec
     #[arg(long)]
     spec: Option<PathBuf>,
@@ -144,6 +153,9 @@ async fn chaos(args: ChaosArgs) -> u8 {
         options.workflows = workflows.clone();
     }
 
+    if args.crash {
+        return crash(options, args.crash_points).await;
+    }
     eprintln!(
         "chaos: {} seed(s) from {} at {:.0}% faults, time scale {}, against {endpoint}; workflows: {}",
         args.seeds,
@@ -155,7 +167,7 @@ async fn chaos(args: ChaosArgs) -> u8 {
         options.workflows.join(", ")
     );
     // The fault-free run: what one of each kind means.
-    let reference = match chaos::run_seed(&options, 0, 0.0, None).await {
+    let reference = match chaos::run_seed(&options.fault_free(), 0, 0.0, None).await {
         Ok(result) => result,
         Err(err) => {
             eprintln!("error: the fault-free run: {err:#}");
@@ -239,4 +251,115 @@ fn parse_forced(text: &str) -> Result<(String, u64, Fault), String> {
         format!("{fault:?} is not a fault: throttle, 5xx, reset, reset-after or late")
     })?;
     Ok((operation.to_owned(), n, fault))
+}
+
+/// `--crash`: a fault-free provision says how many writes it makes; then, for each kill
+/// point, a provision killed right after that write and run again.
+async fn crash(mut options: Options, points: Option<u64>) -> u8 {
+    let binary = match std::env::current_exe() {
+        Ok(binary) => binary,
+        Err(err) => {
+            eprintln!("error: cannot find this program's own file to start runs with: {err}");
+            return EXIT_ENVIRONMENT;
+        }
+    };
+    options.workflows = vec!["provision".to_owned()];
+    options.time_scale = None;
+    let reference = match chaos::run_seed(&options.fault_free(), 0, 0.0, None).await {
+        Ok(result) if result.clean() => result,
+        Ok(result) => {
+            println!("fault-free run\n{}", result.render());
+            eprintln!("error: the fault-free provision did not end clean");
+            return EXIT_FAILED;
+        }
+        Err(err) => {
+            eprintln!("error: the fault-free provision: {err:#}");
+            return EXIT_ENVIRONMENT;
+        }
+    };
+    let writes = reference.proxy.writes;
+    let expected = reference.counts[0].clone();
+    let chosen = kill_points(writes, points);
+    if chosen.is_empty() {
+        eprintln!(
+            "error: no kill point (a provision of {writes} writes, --crash-points {points:?})"
+        );
+        return EXIT_REFUSED;
+    }
+    eprintln!(
+        "crash: a provision makes {writes} writes; killing it after {} of them, one run each",
+        chosen.len()
+    );
+    let mut unclean = Vec::new();
+    for write in chosen.iter().copied() {
+        match chaos::crash_at(&options, &binary, "provision", write, &expected).await {
+            Ok(result) => {
+                println!("{}", result.render());
+                if !result.clean() {
+                    unclean.push(write.to_string());
+                }
+            }
+            Err(err) => {
+                eprintln!("error: killing after write {write}: {err:#}");
+                return EXIT_ENVIRONMENT;
+            }
+        }
+    }
+    println!(
+        "crash: {} kill points over {writes} writes; not clean {}{}",
+        chosen.len(),
+        unclean.len(),
+        if unclean.is_empty() {
+            String::new()
+        } else {
+            format!(" (after writes {})", unclean.join(", "))
+        }
+    );
+    if unclean.is_empty() { 0 } else { EXIT_FAILED }
+}
+
+/// Every write from 1 to `writes`, or `points` of them spread evenly.
+fn kill_points(writes: u64, points: Option<u64>) -> Vec<u64> {
+    match points {
+        Some(n) if n < writes => {
+            let mut chosen: Vec<u64> = (1..=n)
+                .map(|i| (i * writes).div_ceil(n + 1).max(1))
+                .collect();
+            chosen.dedup();
+            chosen
+        }
+        _ => (1..=writes).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_points_are_every_write_or_spread_evenly() {
+        assert_eq!(kill_points(5, None), vec![1, 2, 3, 4, 5]);
+        assert_eq!(kill_points(5, Some(9)), vec![1, 2, 3, 4, 5]);
+        assert_eq!(kill_points(100, Some(3)), vec![25, 50, 75]);
+        assert_eq!(kill_points(2, Some(1)), vec![1]);
+    }
+
+    #[test]
+    fn a_forced_fault_is_read_from_operation_call_and_fault() {
+        assert_eq!(
+            parse_forced("CreateRouteTable:2:late"),
+            Ok(("CreateRouteTable".to_owned(), 2, Fault::Late))
+        );
+        assert!(
+            parse_forced("CreateRouteTable:0:late")
+                .unwrap_err()
+                .contains("call number")
+        );
+        assert!(
+            parse_forced("CreateRouteTable:1:boom")
+                .unwrap_err()
+                .contains("not a fault")
+        );
+        assert!(parse_forced("CreateRouteTable").is_err());
+    }
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod asl;
+mod bench_cmd;
 mod chaos_cmd;
 mod local_cmd;
 mod package_cmd;
@@ -59,6 +60,11 @@ enum Command {
     /// faults and timing, once per seed, re-running failed workflows; reports leaked and
     /// duplicate resources (the emulator is emptied before each seed)
     Chaos(chaos_cmd::ChaosArgs),
+    /// Benchmarks against AWS's timing
+    Bench {
+        #[command(subcommand)]
+        command: bench_cmd::BenchCommand,
+    },
 }
 
 #[tokio::main]
@@ -73,6 +79,7 @@ async fn main() -> ExitCode {
         Command::Publish(args) => publish_cmd::run(args).await,
         Command::Status(args) => status_cmd::run(args).await,
         Command::Chaos(args) => chaos_cmd::run(args).await,
+        Command::Bench { command } => bench_cmd::run(command).await,
     };
     match result {
         Ok(code) => code,

@@ -310,16 +310,36 @@ async fn edges(config: &SdkConfig) -> anyhow::Result<Vec<Found>> {
         out.push(Found::one("iam:role", role.role_name()));
     }
     let events = apiary_core::client!(aws_sdk_eventbridge, config);
-    for rule in events.list_rules().send().await?.rules() {
-        out.extend(rule.name().map(|name| Found::one("events:rule", name)));
+    let mut token = None;
+    loop {
+        let page = events.list_rules().set_next_token(token).send().await?;
+        for rule in page.rules() {
+            out.extend(rule.name().map(|name| Found::one("events:rule", name)));
+        }
+        token = page.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
     }
     let logs = apiary_core::client!(aws_sdk_cloudwatchlogs, config);
-    for group in logs.describe_log_groups().send().await?.log_groups() {
-        out.extend(
-            group
-                .log_group_name()
-                .map(|name| Found::one("logs:log-group", name)),
-        );
+    let mut token = None;
+    loop {
+        let page = logs
+            .describe_log_groups()
+            .set_next_token(token)
+            .send()
+            .await?;
+        for group in page.log_groups() {
+            out.extend(
+                group
+                    .log_group_name()
+                    .map(|name| Found::one("logs:log-group", name)),
+            );
+        }
+        token = page.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
     }
     let sqs = apiary_core::client!(aws_sdk_sqs, config);
     for url in sqs.list_queues().send().await?.queue_urls() {

@@ -9,6 +9,7 @@
 //! time scale, which costs no wall time), and reads the account directly, past the
 //! proxy, to judge it.
 
+pub mod bench;
 pub mod census;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -69,6 +70,19 @@ impl Options {
     }
 }
 
+impl Options {
+    /// The same runs with nothing forced or stripped and the SDK's own attempt timeout:
+    /// the fault-free run every seed compares with.
+    pub fn fault_free(&self) -> Options {
+        Options {
+            forced: Vec::new(),
+            strip_tokens: Vec::new(),
+            attempt_timeout: apiary_core::aws::DEFAULT_ATTEMPT_TIMEOUT,
+            ..self.clone()
+        }
+    }
+}
+
 /// Provision, each day-2 workflow, teardown.
 pub const WORKFLOWS: &[&str] = &[
     "provision",
@@ -125,8 +139,11 @@ pub struct SeedResult {
     pub workflows: Vec<WorkflowRuns>,
     /// Resources in the account the inventory does not record (`kind id`).
     pub leaked: Vec<String>,
-    /// Kinds with more resources than the fault-free run made (`kind +n`).
+    /// Kinds with more resources than the fault-free run made (`kind +n after w`).
     pub duplicates: Vec<String>,
+    /// Kinds with fewer resources than the fault-free run made (`kind -n after w`): a
+    /// workflow that succeeded without making something.
+    pub missing: Vec<String>,
     pub proxy: Report,
     pub seconds: f64,
     /// How many of each kind exist after each workflow (the fault-free run's figures
@@ -140,16 +157,20 @@ impl SeedResult {
     }
 
     pub fn clean(&self) -> bool {
-        self.converged() && self.leaked.is_empty() && self.duplicates.is_empty()
+        self.converged()
+            && self.leaked.is_empty()
+            && self.duplicates.is_empty()
+            && self.missing.is_empty()
     }
 
     /// The seed's table: one line per workflow, then what it left.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "seed {:<4} {:>6.1} s  {} calls, {} faults ({}), {} answers held creating, {} token repeats answered\n",
+            "seed {:<4} {:>6.1} s  {} calls ({} given up by the caller), {} faults ({}), {} answers held creating, {} token repeats answered\n",
             self.seed,
             self.seconds,
             self.proxy.calls,
+            self.proxy.abandoned,
             self.proxy.faults_total(),
             self.proxy
                 .faults
@@ -174,11 +195,13 @@ impl SeedResult {
             ));
         }
         out.push_str(&format!(
-            "  leaked {}{}  duplicates {}{}\n",
+            "  leaked {}{}  duplicates {}{}  missing {}{}\n",
             self.leaked.len(),
             list(&self.leaked),
             self.duplicates.len(),
             list(&self.duplicates),
+            self.missing.len(),
+            list(&self.missing),
         ));
         out
     }
@@ -192,6 +215,171 @@ fn list(items: &[String]) -> String {
     }
 }
 
+/// An emptied account, as the bootstrap stack leaves it, read directly (never through
+/// the proxy): what the runs start from and are judged against.
+struct Account {
+    direct: aws_config::SdkConfig,
+    store: Store,
+    baseline: BTreeSet<census::Found>,
+    state_dir: PathBuf,
+    name: String,
+}
+
+impl Account {
+    async fn fresh(options: &Options, label: &str) -> anyhow::Result<Account> {
+        let name = options.spec.name.clone();
+        apiary_proxy::reset_emulator(&options.endpoint)
+            .await
+            .map_err(|e| anyhow::anyhow!("emptying the emulator at {}: {e}", options.endpoint))?;
+        let direct =
+            apiary_core::aws::load(&AwsSettings::local(&options.endpoint, &options.spec.region))
+                .await;
+        let store = Store::new(
+            apiary_core::client!(aws_sdk_dynamodb, &direct),
+            DEFAULT_TABLE,
+        );
+        store
+            .ensure_table()
+            .await
+            .context("creating the state table")?;
+        let state_dir =
+            std::env::temp_dir().join(format!("apiary-chaos-{}-{label}", std::process::id()));
+        let setup = LocalEnv::new(direct.clone(), store.clone(), state_dir.clone(), None);
+        for workflow in &options.workflows {
+            setup.prepare(workflow, &name).await;
+        }
+        let baseline = census::take(&direct)
+            .await
+            .context("reading the account before the runs")?;
+        Ok(Account {
+            direct,
+            store,
+            baseline,
+            state_dir,
+            name,
+        })
+    }
+
+    /// How many of each kind the runs made.
+    async fn counts(&self) -> anyhow::Result<BTreeMap<&'static str, usize>> {
+        let found = census::take(&self.direct)
+            .await
+            .context("reading the account")?;
+        Ok(census::counts(
+            &found.difference(&self.baseline).cloned().collect(),
+        ))
+    }
+
+    /// What the runs made that is neither in the inventory nor kept on purpose by a
+    /// teardown (its receipt says why).
+    async fn leaked(&self) -> anyhow::Result<Vec<String>> {
+        let found = census::take(&self.direct)
+            .await
+            .context("reading the account")?;
+        let mut recorded: BTreeSet<String> = self
+            .store
+            .inventory(&self.name)
+            .await
+            .context("reading the inventory")?
+            .into_iter()
+            .flat_map(|r| [Some(r.id), r.arn].into_iter().flatten())
+            .collect();
+        for kept in teardown::kept(&self.store, &self.name)
+            .await
+            .context("reading the teardown's reports")?
+        {
+            recorded.extend(kept.resource.split_once(' ').map(|(_, id)| id.to_owned()));
+            recorded.extend(kept.arn);
+        }
+        Ok(found
+            .difference(&self.baseline)
+            .filter(|f| !f.names.iter().any(|n| recorded.contains(n)))
+            .map(|f| format!("{} {}", f.kind, f.id()))
+            .collect())
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+/// How a count differs from `expected`: kinds with more (`kind +n after <workflow>`)
+/// and kinds with fewer (`kind -n after <workflow>`).
+fn compare(
+    count: &BTreeMap<&'static str, usize>,
+    expected: &BTreeMap<&'static str, usize>,
+    workflow: &str,
+) -> (BTreeMap<&'static str, usize>, Vec<String>) {
+    let mut more = BTreeMap::new();
+    let mut fewer = Vec::new();
+    for kind in count.keys().chain(expected.keys()) {
+        let (n, want) = (
+            count.get(kind).copied().unwrap_or(0),
+            expected.get(kind).copied().unwrap_or(0),
+        );
+        if n > want {
+            more.insert(*kind, n - want);
+        } else if n < want
+            && !fewer
+                .iter()
+                .any(|f: &String| f.starts_with(&format!("{kind} ")))
+        {
+            fewer.push(format!("{kind} -{} after {workflow}", want - n));
+        }
+    }
+    (more, fewer)
+}
+
+/// Runs `workflow` until it succeeds or `max_runs` ran; each failure is kept (and its
+/// history written when asked).
+async fn run_until_done(
+    env: &LocalEnv,
+    options: &Options,
+    workflow: &str,
+    label: &str,
+) -> anyhow::Result<WorkflowRuns> {
+    let name = &options.spec.name;
+    let machine = env.load(&options.root, workflow)?;
+    let input = input(workflow, &options.spec, &options.root)?;
+    let mut runs = WorkflowRuns {
+        workflow: workflow.to_owned(),
+        runs: 0,
+        succeeded: false,
+        failures: Vec::new(),
+    };
+    while runs.runs < options.max_runs && !runs.succeeded {
+        runs.runs += 1;
+        let result = env
+            .run(
+                &machine,
+                workflow,
+                name,
+                input.clone(),
+                format!("{workflow}-{name}-{label}-{}", runs.runs),
+                None,
+            )
+            .await;
+        if result.status == ExecutionStatus::Succeeded {
+            runs.succeeded = true;
+            continue;
+        }
+        if let Some(dir) = &options.history {
+            let path = dir.join(format!("{label}-{workflow}-{}.json", runs.runs));
+            if let Err(err) = crate::local::write_history(&result, &path) {
+                eprintln!("warning: the history of a failed run: {err:#}");
+            }
+        }
+        runs.failures.push(format!(
+            "{}: {}",
+            result.error.as_deref().unwrap_or("?"),
+            first_line(result.cause.as_deref().unwrap_or(""))
+        ));
+    }
+    Ok(runs)
+}
+
 /// Runs one seed on an emptied emulator. `expected`: the per-workflow counts of a
 /// fault-free run (`None` for that run itself).
 pub async fn run_seed(
@@ -201,36 +389,8 @@ pub async fn run_seed(
     expected: Option<&[BTreeMap<&'static str, usize>]>,
 ) -> anyhow::Result<SeedResult> {
     let started = Instant::now();
-    let name = options.spec.name.clone();
-    let region = options.spec.region.clone();
-    apiary_proxy::reset_emulator(&options.endpoint)
-        .await
-        .map_err(|e| anyhow::anyhow!("resetting the emulator at {}: {e}", options.endpoint))?;
-
-    // The account as the bootstrap stack leaves it, read directly.
-    let direct = apiary_core::aws::load(&AwsSettings::local(&options.endpoint, &region)).await;
-    let direct_store = Store::new(
-        apiary_core::client!(aws_sdk_dynamodb, &direct),
-        DEFAULT_TABLE,
-    );
-    direct_store
-        .ensure_table()
-        .await
-        .context("creating the state table")?;
-    let state_dir =
-        std::env::temp_dir().join(format!("apiary-chaos-{}-{seed}", std::process::id()));
-    let setup = LocalEnv::new(
-        direct.clone(),
-        direct_store.clone(),
-        state_dir.clone(),
-        None,
-    );
-    for workflow in &options.workflows {
-        setup.prepare(workflow, &name).await;
-    }
-    let baseline = census::take(&direct)
-        .await
-        .context("reading the account before the runs")?;
+    let label = format!("seed{seed}");
+    let account = Account::fresh(options, &label).await?;
 
     let clock = Clock::virtual_now();
     let now = {
@@ -238,7 +398,6 @@ pub async fn run_seed(
         Arc::new(move || clock.now())
     };
     let proxy = Proxy::start(Config {
-        upstream: options.endpoint.clone(),
         seed,
         read_rate: rate,
         write_rate: rate,
@@ -248,69 +407,44 @@ pub async fn run_seed(
         now,
         strip_tokens: options.strip_tokens.clone(),
         forced: options.forced.clone(),
-        crash_after_writes: None,
+        ..Config::passthrough(&options.endpoint)
     })
     .await?;
-    let mut settings = AwsSettings::local(&proxy.url(), &region);
+    let mut settings = AwsSettings::local(&proxy.url(), &options.spec.region);
     settings.attempt_timeout = options.attempt_timeout;
     let config = apiary_core::aws::load(&settings).await;
     let store = Store::new(
         apiary_core::client!(aws_sdk_dynamodb, &config),
         DEFAULT_TABLE,
     );
-    let env = LocalEnv::new(config, store, state_dir.clone(), None).with_clock(clock);
+    let env = LocalEnv::new(config, store, account.state_dir.clone(), None).with_clock(clock);
 
     let mut workflows = Vec::new();
     let mut counts = Vec::new();
     let mut duplicates = Vec::new();
+    let mut missing = Vec::new();
+    // The excess already reported per kind: a duplicate is named once, after the
+    // workflow that made it.
+    let mut reported: BTreeMap<&'static str, usize> = BTreeMap::new();
+    // Judged after every workflow: a teardown's sweep by tag would hide a gap in the
+    // inventory that a later workflow cleans up.
+    let mut leaked = BTreeSet::new();
     for (index, workflow) in options.workflows.iter().enumerate() {
-        let machine = env.load(&options.root, workflow)?;
-        let input = input(workflow, &options.spec, &options.root)?;
-        let mut runs = WorkflowRuns {
-            workflow: workflow.clone(),
-            runs: 0,
-            succeeded: false,
-            failures: Vec::new(),
-        };
-        while runs.runs < options.max_runs && !runs.succeeded {
-            runs.runs += 1;
-            let result = env
-                .run(
-                    &machine,
-                    workflow,
-                    &name,
-                    input.clone(),
-                    format!("{workflow}-{name}-seed{seed}-{}", runs.runs),
-                    None,
-                )
-                .await;
-            if result.status == ExecutionStatus::Succeeded {
-                runs.succeeded = true;
-            } else {
-                if let Some(dir) = &options.history {
-                    let path = dir.join(format!("seed{seed}-{workflow}-{}.json", runs.runs));
-                    if let Err(err) = crate::local::write_history(&result, &path) {
-                        eprintln!("warning: the history of a failed run: {err:#}");
-                    }
-                }
-                runs.failures.push(format!(
-                    "{}: {}",
-                    result.error.as_deref().unwrap_or("?"),
-                    first_line(result.cause.as_deref().unwrap_or(""))
-                ));
-            }
-        }
-        let found = census::take(&direct).await.context("reading the account")?;
-        let now: BTreeSet<_> = found.difference(&baseline).cloned().collect();
-        let count = census::counts(&now);
+        let runs = run_until_done(&env, options, workflow, &label).await?;
+        let count = account.counts().await?;
         if let Some(expected) = expected.and_then(|e| e.get(index)) {
-            for (kind, n) in &count {
-                let want = expected.get(kind).copied().unwrap_or(0);
-                if *n > want {
-                    duplicates.push(format!("{kind} +{} after {workflow}", n - want));
+            let (more, fewer) = compare(&count, expected, workflow);
+            for (kind, n) in more {
+                let before = reported.insert(kind, n).unwrap_or(0);
+                if n > before {
+                    duplicates.push(format!("{kind} +{} after {workflow}", n - before));
                 }
             }
+            if runs.succeeded {
+                missing.extend(fewer);
+            }
         }
+        leaked.extend(account.leaked().await?);
         counts.push(count);
         let converged = runs.succeeded;
         workflows.push(runs);
@@ -318,37 +452,166 @@ pub async fn run_seed(
             break;
         }
     }
-
-    let found = census::take(&direct).await.context("reading the account")?;
-    // Recorded: in the inventory, or kept on purpose by a teardown (its receipt says why).
-    let mut recorded: BTreeSet<String> = direct_store
-        .inventory(&name)
-        .await
-        .context("reading the inventory")?
-        .into_iter()
-        .flat_map(|r| [Some(r.id), r.arn].into_iter().flatten())
-        .collect();
-    for kept in teardown::kept(&direct_store, &name)
-        .await
-        .context("reading the teardown's reports")?
-    {
-        recorded.extend(kept.resource.split_once(' ').map(|(_, id)| id.to_owned()));
-        recorded.extend(kept.arn);
-    }
-    let leaked = found
-        .difference(&baseline)
-        .filter(|f| !f.names.iter().any(|n| recorded.contains(n)))
-        .map(|f| format!("{} {}", f.kind, f.id()))
-        .collect();
-    let _ = std::fs::remove_dir_all(&state_dir);
+    let report = proxy.report();
+    proxy.stop(Duration::from_secs(30)).await;
     Ok(SeedResult {
         seed,
         workflows,
-        leaked,
+        leaked: leaked.into_iter().collect(),
         duplicates,
-        proxy: proxy.report(),
+        missing,
+        proxy: report,
         seconds: started.elapsed().as_secs_f64(),
         counts,
+    })
+}
+
+/// One crash point: the local run was killed right after its `write`-th write took
+/// effect (`operation`), then run again.
+#[derive(Debug, Clone)]
+pub struct CrashResult {
+    pub write: u64,
+    pub operation: String,
+    /// The killed run ended by itself before reaching that write.
+    pub ended_before: bool,
+    pub rerun: WorkflowRuns,
+    /// With `ended_before`: how that run ended (it must have succeeded).
+    pub ended: Option<String>,
+    pub leaked: Vec<String>,
+    pub duplicates: Vec<String>,
+    pub missing: Vec<String>,
+    pub seconds: f64,
+}
+
+impl CrashResult {
+    pub fn clean(&self) -> bool {
+        self.rerun.succeeded
+            && self.leaked.is_empty()
+            && self.duplicates.is_empty()
+            && self.missing.is_empty()
+            && (!self.ended_before || self.ended.as_deref() == Some("succeeded"))
+    }
+
+    pub fn render(&self) -> String {
+        format!(
+            "killed after write {:<4} {:<36} re-run {} in {} run(s){}  leaked {}{}  duplicates {}{}  missing {}{}  {:.1} s",
+            self.write,
+            if self.ended_before {
+                format!(
+                    "(the run ended before it: {})",
+                    self.ended.as_deref().unwrap_or("?")
+                )
+            } else {
+                self.operation.clone()
+            },
+            if self.rerun.succeeded {
+                "succeeded"
+            } else {
+                "FAILED"
+            },
+            self.rerun.runs,
+            if self.rerun.failures.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", self.rerun.failures.join(" | "))
+            },
+            self.leaked.len(),
+            list(&self.leaked),
+            self.duplicates.len(),
+            list(&self.duplicates),
+            self.missing.len(),
+            list(&self.missing),
+            self.seconds,
+        )
+    }
+}
+
+/// Kills `binary local run <workflow>` (a separate process, as an operator's would be)
+/// right after its `write`-th write took effect in the emulator, then runs the workflow
+/// again in this process and judges the account: the dead run's lock must not block
+/// the new one, and nothing may be leaked or made twice. `expected`: the counts of a
+/// fault-free run of `workflow`.
+pub async fn crash_at(
+    options: &Options,
+    binary: &Path,
+    workflow: &str,
+    write: u64,
+    expected: &BTreeMap<&'static str, usize>,
+) -> anyhow::Result<CrashResult> {
+    let started = Instant::now();
+    let label = format!("crash{write}");
+    let account = Account::fresh(options, &label).await?;
+    let proxy = Proxy::start(Config {
+        crash_after_writes: Some(write),
+        ..Config::passthrough(&options.endpoint)
+    })
+    .await?;
+    std::fs::create_dir_all(&account.state_dir)?;
+    let spec_file = account.state_dir.join("spec.json");
+    std::fs::write(&spec_file, serde_json::to_vec(&options.spec)?)?;
+    let log = account.state_dir.join("killed-run.log");
+    let mut child = tokio::process::Command::new(binary)
+        .args(["local", "run", workflow, "--json", "--endpoint"])
+        .arg(proxy.url())
+        .arg("--spec")
+        .arg(&spec_file)
+        .arg("--state-dir")
+        .arg(&account.state_dir)
+        .env_remove("AWS_ENDPOINT_URL")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let exit = tokio::select! {
+        _ = proxy.crashed() => None,
+        status = child.wait() => Some(status),
+    };
+    let ended_before = exit.is_some();
+    let ended = match exit {
+        None => {
+            // SIGKILL: nothing of the run's own cleanup happens.
+            child.kill().await.context("killing the run")?;
+            None
+        }
+        Some(Ok(status)) if status.success() => Some("succeeded".to_owned()),
+        Some(status) => Some(format!(
+            "{status:?}; its output: {}",
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .last()
+                .unwrap_or("")
+        )),
+    };
+    let operation = proxy.report().crashed_after.unwrap_or_default();
+    // The killed run's calls still with the emulator land before the re-run starts.
+    proxy.stop(Duration::from_secs(30)).await;
+
+    // The operator runs it again: directly against the account, a new process's view.
+    let env = LocalEnv::new(
+        account.direct.clone(),
+        account.store.clone(),
+        account.state_dir.clone(),
+        None,
+    );
+    let rerun = run_until_done(&env, options, workflow, &label).await?;
+    let count = account.counts().await?;
+    let (more, missing) = compare(&count, expected, workflow);
+    Ok(CrashResult {
+        write,
+        operation,
+        ended_before,
+        ended,
+        leaked: account.leaked().await?,
+        duplicates: more
+            .into_iter()
+            .map(|(kind, n)| format!("{kind} +{n}"))
+            .collect(),
+        missing,
+        rerun,
+        seconds: started.elapsed().as_secs_f64(),
     })
 }
 

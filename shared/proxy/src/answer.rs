@@ -32,6 +32,16 @@ pub fn error(protocol: Protocol, service: &str, code: &str, message: &str, statu
         Protocol::Query | Protocol::RestXml => xml(format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
         )),
+        Protocol::Cbor => Answer {
+            status,
+            headers: vec![
+                ("content-type".into(), "application/cbor".into()),
+                ("smithy-protocol".into(), "rpc-v2-cbor".into()),
+                ("x-amzn-query-error".into(), format!("{code};Sender")),
+                ("x-amzn-requestid".into(), request_id.into()),
+            ],
+            body: cbor_error(code, message),
+        },
         Protocol::Json | Protocol::RestJson => Answer {
             status,
             headers: vec![
@@ -46,12 +56,36 @@ pub fn error(protocol: Protocol, service: &str, code: &str, message: &str, statu
     }
 }
 
+/// `{"__type": code, "message": message}` in CBOR (a map of two text strings), the
+/// shape Smithy's RPC v2 CBOR protocol gives errors.
+fn cbor_error(code: &str, message: &str) -> Vec<u8> {
+    fn text(out: &mut Vec<u8>, value: &str) {
+        let len = value.len();
+        // Major type 3 (text string) with the length in the head.
+        match len {
+            0..=23 => out.push(0x60 | len as u8),
+            24..=0xff => out.extend([0x78, len as u8]),
+            _ => {
+                out.push(0x79);
+                out.extend((len.min(0xffff) as u16).to_be_bytes());
+            }
+        }
+        out.extend(&value.as_bytes()[..len.min(0xffff)]);
+    }
+    let mut out = vec![0xa2];
+    text(&mut out, "__type");
+    text(&mut out, code);
+    text(&mut out, "message");
+    text(&mut out, message);
+    out
+}
+
 /// The throttling error each service answers with, and its HTTP status.
 pub fn throttling(protocol: Protocol, service: &str) -> (&'static str, u16) {
     match (protocol, service) {
         (Protocol::Ec2, _) => ("RequestLimitExceeded", 503),
         (_, "s3") => ("SlowDown", 503),
-        (Protocol::Query | Protocol::RestXml, _) => ("Throttling", 400),
+        (Protocol::Query | Protocol::RestXml | Protocol::Cbor, _) => ("Throttling", 400),
         (Protocol::Json, _) => ("ThrottlingException", 400),
         (Protocol::RestJson, _) => ("ThrottlingException", 429),
     }
@@ -269,5 +303,26 @@ mod tests {
                 .contains(&("x-amzn-errortype".into(), "ThrottlingException".into()))
         );
         assert_eq!(throttling(Protocol::Query, "rds"), ("Throttling", 400));
+        let cbor = error(
+            Protocol::Cbor,
+            "monitoring",
+            "Throttling",
+            "Rate exceeded",
+            400,
+        );
+        assert_eq!(
+            cbor.body,
+            [
+                &[0xa2, 0x66][..],
+                b"__type",
+                &[0x6a],
+                b"Throttling",
+                &[0x67],
+                b"message",
+                &[0x6d],
+                b"Rate exceeded"
+            ]
+            .concat()
+        );
     }
 }

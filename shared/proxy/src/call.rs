@@ -18,6 +18,8 @@ pub enum Protocol {
     RestJson,
     /// REST with XML (S3, Route 53).
     RestXml,
+    /// Smithy RPC v2 CBOR (CloudWatch): `POST .../operation/<Op>`, CBOR bodies.
+    Cbor,
 }
 
 /// The names idempotency tokens go by, in every protocol.
@@ -72,7 +74,13 @@ impl Call {
             .and_then(|v| v.to_str().ok())
             .map(|t| t.rsplit('.').next().unwrap_or(t).to_owned());
         let form = content_type.starts_with("application/x-www-form-urlencoded");
-        let (operation, protocol, params) = if let Some(operation) = target {
+        let cbor = headers
+            .get("smithy-protocol")
+            .is_some_and(|v| v.as_bytes() == b"rpc-v2-cbor");
+        let (operation, protocol, params) = if cbor {
+            let operation = path.rsplit('/').next().unwrap_or_default().to_owned();
+            (operation, Protocol::Cbor, Params::Other)
+        } else if let Some(operation) = target {
             let params = serde_json::from_slice(body).map_or(Params::Other, Params::Json);
             (operation, Protocol::Json, params)
         } else if form || query.contains("Action=") {
@@ -143,11 +151,34 @@ impl Call {
         }
     }
 
-    /// Reads change nothing: `Describe*`, `Get*`, `List*`, and REST `GET`/`HEAD`.
+    /// Reads change nothing: `Describe*`, `Get*`, `List*`, DynamoDB's `Query`, `Scan`
+    /// and batch or transactional gets, and REST `GET`/`HEAD`.
     pub fn is_read(&self) -> bool {
-        ["Describe", "Get", "List", "Head", "GET ", "HEAD "]
-            .iter()
-            .any(|p| self.operation.starts_with(p))
+        [
+            "Describe",
+            "Get",
+            "List",
+            "Head",
+            "Query",
+            "Scan",
+            "BatchGet",
+            "TransactGet",
+            "GET ",
+            "HEAD ",
+        ]
+        .iter()
+        .any(|p| self.operation.starts_with(p))
+    }
+
+    /// Whether the request names `id` as a whole (a path segment, a parameter's value),
+    /// not as part of a longer name (`…-system` is not `…-system-nodes`).
+    pub fn mentions(&self, id: &str) -> bool {
+        let part_of_name = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        self.text.match_indices(id).any(|(at, _)| {
+            let before = self.text[..at].chars().next_back();
+            let after = self.text[at + id.len()..].chars().next();
+            !before.is_some_and(part_of_name) && !after.is_some_and(part_of_name)
+        })
     }
 
     /// A top-level parameter's string value.
@@ -298,6 +329,45 @@ mod tests {
         let stripped = String::from_utf8(call.body_without_token().unwrap()).unwrap();
         assert!(!stripped.contains("ClientToken"), "{stripped}");
         assert!(stripped.contains("SubnetId=subnet-1"), "{stripped}");
+    }
+
+    #[test]
+    fn cbor_calls_are_named_by_their_path_and_reads_are_known_by_name() {
+        let h = headers(
+            "monitoring",
+            &[
+                ("smithy-protocol", "rpc-v2-cbor"),
+                ("content-type", "application/cbor"),
+            ],
+        );
+        let call = Call::classify(
+            &Method::POST,
+            "/service/GraniteServiceVersion20100801/operation/DescribeAlarms",
+            &h,
+            b"\xa0",
+        );
+        assert_eq!(
+            (call.operation.as_str(), call.protocol),
+            ("DescribeAlarms", Protocol::Cbor)
+        );
+        assert!(call.is_read());
+        let h = headers("dynamodb", &[("x-amz-target", "DynamoDB_20120810.Query")]);
+        assert!(Call::classify(&Method::POST, "/", &h, b"{}").is_read());
+    }
+
+    #[test]
+    fn a_request_mentions_an_id_only_as_a_whole_name() {
+        let h = headers("eks", &[]);
+        let call = Call::classify(
+            &Method::GET,
+            "/clusters/c1/node-groups/demo-system-nodes",
+            &h,
+            b"",
+        );
+        assert!(call.mentions("c1"));
+        assert!(call.mentions("demo-system-nodes"));
+        assert!(!call.mentions("demo-system"));
+        assert!(!call.mentions("system-nodes"));
     }
 
     #[test]

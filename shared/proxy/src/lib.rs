@@ -145,6 +145,14 @@ pub struct Applied {
 pub struct Report {
     pub calls: u64,
     pub writes: u64,
+    /// The last write performed (`service:Operation`).
+    pub last_write: Option<String>,
+    /// The write after which the proxy stopped answering (`crash_after_writes`).
+    pub crashed_after: Option<String>,
+    /// Calls whose caller gave up (closed the connection) before its answer was sent,
+    /// faults or not: a slow emulator shows here, and a create given up on may have
+    /// been made.
+    pub abandoned: u64,
     pub faults: BTreeMap<Fault, u64>,
     /// Repeats of a token answered with the first answer.
     pub replayed: u64,
@@ -194,6 +202,8 @@ struct State {
     /// Resources in their creating state (index into `report.applied`, the row).
     creating: Vec<(usize, &'static Followed)>,
     crashed: bool,
+    /// Calls with the emulator right now (they finish even when their caller left).
+    in_flight: u64,
 }
 
 /// A running proxy; it stops when dropped.
@@ -202,11 +212,20 @@ pub struct Proxy {
     state: Arc<Mutex<State>>,
     crashed: watch::Receiver<bool>,
     task: tokio::task::JoinHandle<()>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
+        let connections = self
+            .connections
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default();
+        for connection in connections {
+            connection.abort();
+        }
     }
 }
 
@@ -234,13 +253,15 @@ impl Proxy {
             client: Client::builder(TokioExecutor::new()).build_http(),
             crash,
         });
+        let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let tracked = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let shared = shared.clone();
-                tokio::spawn(async move {
+                let connection = tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let shared = shared.clone();
                         async move { shared.handle(request).await }
@@ -252,6 +273,10 @@ impl Proxy {
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
+                if let Ok(mut all) = tracked.lock() {
+                    all.retain(|c| !c.is_finished());
+                    all.push(connection.abort_handle());
+                }
             }
         });
         Ok(Proxy {
@@ -259,7 +284,19 @@ impl Proxy {
             state,
             crashed,
             task,
+            connections,
         })
+    }
+
+    /// Stops serving and waits (up to `limit`) for the calls still with the emulator to
+    /// finish, so that none lands after whatever comes next (an emptied emulator).
+    pub async fn stop(self, limit: Duration) {
+        let state = self.state.clone();
+        drop(self);
+        let until = tokio::time::Instant::now() + limit;
+        while lock(&state).in_flight > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The endpoint to give the SDK.
@@ -280,6 +317,25 @@ impl Proxy {
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Counts a call whose handler is dropped before it answered: its caller left.
+struct Abandoned {
+    state: Option<Arc<Mutex<State>>>,
+}
+
+impl Abandoned {
+    fn disarm(&mut self) {
+        self.state = None;
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(state) = &self.state {
+            lock(state).report.abandoned += 1;
+        }
+    }
 }
 
 /// The reason a connection is closed on purpose.
@@ -320,6 +376,11 @@ impl Shared {
         if lock(&self.state).crashed {
             std::future::pending::<()>().await;
         }
+        // Counts the call as abandoned if its caller goes away before it is answered
+        // (hyper then drops this future); disarmed once the answer is ready.
+        let mut guard = Abandoned {
+            state: Some(self.state.clone()),
+        };
         let (fault, hidden, n) = {
             let mut state = lock(&self.state);
             state.report.calls += 1;
@@ -341,7 +402,7 @@ impl Shared {
                             && calls <= lag.until_call
                             && lag.service == call.service
                             && lag.read == call.operation
-                            && call.text.contains(&lag.id)
+                            && call.mentions(&lag.id)
                     })
                     .map(|lag| {
                         lag.remaining -= 1;
@@ -444,6 +505,7 @@ impl Shared {
 
         // The emulator's part, and what follows from it, run to their end even when the
         // caller gives up meanwhile (as AWS finishes a call whose caller timed out).
+        lock(&self.state).in_flight += 1;
         let performing = {
             let shared = self.clone();
             let call = call.clone();
@@ -452,30 +514,37 @@ impl Shared {
                 shared.performed(&call, read, token_key, owner, performed)
             })
         };
-        let Ok(Some((performed, crash_now))) = performing.await else {
+        let Ok(Some(performed)) = performing.await else {
+            guard.disarm();
             return Err(ResetByProxy);
         };
-        if crash_now {
-            let _ = self.crash.send(true);
+        // Past the crash point nothing is answered, whenever the call started.
+        if lock(&self.state).crashed {
+            guard.disarm();
             std::future::pending::<()>().await;
         }
         match fault {
             Some(Fault::ResetAfter) => {
+                guard.disarm();
                 self.count(Fault::ResetAfter);
                 Err(ResetByProxy)
             }
             Some(Fault::Late) => {
+                guard.disarm();
                 self.count(Fault::Late);
                 tokio::time::sleep(self.config.late_by).await;
                 Ok(respond(performed))
             }
-            _ => Ok(respond(performed)),
+            _ => {
+                guard.disarm();
+                Ok(respond(performed))
+            }
         }
     }
 
     /// After the emulator answered (or did not): the token's answer kept, a created
     /// resource followed, the answer held in a creating state, the write counted and
-    /// the crash point checked. The answer, and whether the proxy crashes now.
+    /// the crash point checked (and signalled).
     fn performed(
         &self,
         call: &Call,
@@ -483,8 +552,9 @@ impl Shared {
         token_key: Option<TokenKey>,
         owner: Option<watch::Sender<bool>>,
         performed: Option<Answer>,
-    ) -> Option<(Answer, bool)> {
+    ) -> Option<Answer> {
         let mut state = lock(&self.state);
+        state.in_flight = state.in_flight.saturating_sub(1);
         let ok = performed
             .as_ref()
             .is_some_and(|p| (200..300).contains(&p.status));
@@ -506,6 +576,7 @@ impl Shared {
         let mut performed = performed?;
         if !read {
             state.report.writes += 1;
+            state.report.last_write = Some(format!("{}:{}", call.service, call.operation));
         }
         if ok {
             if !read {
@@ -514,14 +585,18 @@ impl Shared {
             self.hold(&mut state, call, &mut performed);
         }
         let crash_now = !read
+            && !state.crashed
             && self
                 .config
                 .crash_after_writes
-                .is_some_and(|k| state.report.writes == k);
+                .is_some_and(|k| state.report.writes >= k);
         if crash_now {
             state.crashed = true;
+            state.report.crashed_after = state.report.last_write.clone();
+            // Here, not in the handler: the caller may already have left.
+            let _ = self.crash.send(true);
         }
-        Some((performed, crash_now))
+        Some(performed)
     }
 
     fn count(&self, fault: Fault) {
@@ -582,15 +657,19 @@ impl Shared {
         let Some(id) = answer::identifier(followed.id, |n| call.param(n), &performed.body) else {
             return;
         };
-        let known = state
-            .report
-            .applied
-            .iter()
-            .any(|a| a.kind == followed.kind && a.id == id)
-            || state
-                .lags
+        // A resource seen again (a create answered for an existing one) keeps its first
+        // timing. Each Route 53 change is new, though the emulator answers every one
+        // with the same change id.
+        let known = followed.kind != "route53:change"
+            && (state
+                .report
+                .applied
                 .iter()
-                .any(|l| l.read == followed.read && l.id == id);
+                .any(|a| a.kind == followed.kind && a.id == id)
+                || state
+                    .lags
+                    .iter()
+                    .any(|l| l.read == followed.read && l.id == id));
         if known {
             return;
         }
