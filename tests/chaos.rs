@@ -121,6 +121,10 @@ async fn throttling_server_errors_and_resets_are_retried_by_the_sdk_and_made_onc
         "{report:?}"
     );
     assert_eq!(report.faults_total(), 3, "{report:?}");
+    assert_eq!(
+        report.abandoned, 0,
+        "every attempt was answered: {report:?}"
+    );
     assert_eq!(tables_in(&direct, &vpc).await, 1);
 
     // Past the SDK's attempts, the throttling reaches the caller as AWS's error code.

@@ -175,7 +175,13 @@ pub async fn describe(run: &Run<'_>, arn: &str) -> Result<Described> {
         .certificate_arn(arn)
         .send()
         .await
-        .map_err(|e| Error::aws(format!("DescribeCertificate {arn}"), e))?;
+        // The ARN was just requested or listed: ACM not finding it yet is its eventual
+        // consistency, retried.
+        .map_err(|e| {
+            Error::aws_transient_if(format!("DescribeCertificate {arn}"), e, |e| {
+                e.is_resource_not_found_exception()
+            })
+        })?;
     let certificate = out
         .certificate()
         .ok_or_else(|| Error::fatal(format!("DescribeCertificate {arn} returned nothing")))?;

@@ -484,6 +484,28 @@ async fn access_denied_fails_fast_naming_the_domain() {
     assert_eq!(create.num_calls(), 1);
 }
 
+/// ACM is eventually consistent: the certificate just requested (or listed) may not be
+/// found by DescribeCertificate yet. That is a retry, never a failed provision.
+#[tokio::test]
+async fn a_certificate_not_found_right_after_its_request_is_retried() {
+    let in_vpc = zones_in_vpc(&["Z1"]);
+    let tags = zone_tags("acme");
+    let cert = our_certificate();
+    let missing = mock!(Acm::describe_certificate).then_error(|| {
+        aws_sdk_acm::operation::describe_certificate::DescribeCertificateError::ResourceNotFoundException(
+            aws_sdk_acm::types::error::ResourceNotFoundException::builder()
+                .message("Could not find certificate")
+                .build(),
+        )
+    });
+    let mut acm: Vec<&Rule> = cert.iter().collect();
+    acm.push(&missing);
+    let (deps, _) = deps(&[&in_vpc, &tags], &acm);
+    let err = handle(&deps, event()).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Retryable, "{err}");
+    assert!(err.to_string().contains(CERT), "{err}");
+}
+
 #[tokio::test]
 async fn records_not_yet_published_by_acm_mean_not_ready() {
     let in_vpc = zones_in_vpc(&["Z1"]);

@@ -359,6 +359,17 @@ fn fnv(parts: &[&[u8]]) -> u64 {
 
 impl Shared {
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Answered {
+        // Counts the call as abandoned if its caller goes away before it is answered
+        // (hyper then drops this future, and the guard with it).
+        let mut guard = Abandoned {
+            state: Some(self.state.clone()),
+        };
+        let answered = self.answer(request).await;
+        guard.disarm();
+        answered
+    }
+
+    async fn answer(self: Arc<Self>, request: Request<Incoming>) -> Answered {
         let (parts, body) = request.into_parts();
         let body = match body.collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -376,11 +387,7 @@ impl Shared {
         if lock(&self.state).crashed {
             std::future::pending::<()>().await;
         }
-        // Counts the call as abandoned if its caller goes away before it is answered
-        // (hyper then drops this future); disarmed once the answer is ready.
-        let mut guard = Abandoned {
-            state: Some(self.state.clone()),
-        };
+
         let (fault, hidden, n) = {
             let mut state = lock(&self.state);
             state.report.calls += 1;
@@ -515,30 +522,23 @@ impl Shared {
             })
         };
         let Ok(Some(performed)) = performing.await else {
-            guard.disarm();
             return Err(ResetByProxy);
         };
         // Past the crash point nothing is answered, whenever the call started.
         if lock(&self.state).crashed {
-            guard.disarm();
             std::future::pending::<()>().await;
         }
         match fault {
             Some(Fault::ResetAfter) => {
-                guard.disarm();
                 self.count(Fault::ResetAfter);
                 Err(ResetByProxy)
             }
             Some(Fault::Late) => {
-                guard.disarm();
                 self.count(Fault::Late);
                 tokio::time::sleep(self.config.late_by).await;
                 Ok(respond(performed))
             }
-            _ => {
-                guard.disarm();
-                Ok(respond(performed))
-            }
+            _ => Ok(respond(performed)),
         }
     }
 
