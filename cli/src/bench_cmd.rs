@@ -9,10 +9,12 @@ use std::process::ExitCode;
 
 use apiary::chaos::{Options, bench};
 use apiary_core::aws::ProcessEnv;
-use apiary_core::local::{Emulator, project_root};
+use apiary_core::local::project_root;
 use clap::{Args, Subcommand};
 
-use crate::local_cmd::{EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_REFUSED, demo_spec, read_spec};
+use crate::local_cmd::{
+    EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_REFUSED, endpoint_or_emulator, spec_or_demo,
+};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -56,25 +58,13 @@ async fn provision(args: ProvisionArgs) -> u8 {
         );
         return EXIT_REFUSED;
     }
-    let spec = match &args.spec {
-        None => demo_spec(),
-        Some(path) => match read_spec(path) {
-            Ok(spec) => spec,
-            Err(refusal) => {
-                eprintln!("error: {refusal}; nothing was started");
-                return EXIT_REFUSED;
-            }
-        },
+    let spec = match spec_or_demo(args.spec.as_deref()) {
+        Ok(spec) => spec,
+        Err(code) => return code,
     };
-    let (endpoint, _emulator) = match &args.endpoint {
-        Some(endpoint) => (endpoint.clone(), None),
-        None => match Emulator::start(&root) {
-            Ok(emulator) => (emulator.endpoint().to_owned(), Some(emulator)),
-            Err(err) => {
-                eprintln!("error: the local AWS emulator could not start: {err:#}");
-                return EXIT_ENVIRONMENT;
-            }
-        },
+    let (endpoint, _emulator) = match endpoint_or_emulator(args.endpoint.clone(), &root) {
+        Ok(connected) => connected,
+        Err(code) => return code,
     };
     let mut options = Options::new(&endpoint, &root, spec);
     options.workflows = vec!["provision".to_owned()];

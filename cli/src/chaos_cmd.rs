@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use apiary::chaos::{self, Options, SeedResult};
 use apiary_core::aws::{Env, ProcessEnv};
-use apiary_core::local::{Emulator, project_root};
+use apiary_core::local::project_root;
 use apiary_proxy::Fault;
 use clap::Args;
 
-use crate::local_cmd::{EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_REFUSED, demo_spec, read_spec};
+use crate::local_cmd::{
+    EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_REFUSED, endpoint_or_emulator, spec_or_demo,
+};
 
 #[derive(Args)]
 pub struct ChaosArgs {
@@ -98,29 +100,17 @@ async fn chaos(args: ChaosArgs) -> u8 {
         );
         return EXIT_REFUSED;
     }
-    let spec = match &args.spec {
-        None => demo_spec(),
-        Some(path) => match read_spec(path) {
-            Ok(spec) => spec,
-            Err(refusal) => {
-                eprintln!("error: {refusal}; nothing was started");
-                return EXIT_REFUSED;
-            }
-        },
+    let spec = match spec_or_demo(args.spec.as_deref()) {
+        Ok(spec) => spec,
+        Err(code) => return code,
     };
     let endpoint = args
         .endpoint
         .clone()
         .or_else(|| ProcessEnv.var("AWS_ENDPOINT_URL"));
-    let (endpoint, _emulator) = match endpoint {
-        Some(endpoint) => (endpoint, None),
-        None => match Emulator::start(&root) {
-            Ok(emulator) => (emulator.endpoint().to_owned(), Some(emulator)),
-            Err(err) => {
-                eprintln!("error: the local AWS emulator could not start: {err:#}");
-                return EXIT_ENVIRONMENT;
-            }
-        },
+    let (endpoint, _emulator) = match endpoint_or_emulator(endpoint, &root) {
+        Ok(connected) => connected,
+        Err(code) => return code,
     };
     let mut options = Options::new(&endpoint, &root, spec);
     options.time_scale = (args.time_scale > 0.0).then_some(args.time_scale);

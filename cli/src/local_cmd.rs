@@ -215,7 +215,7 @@ fn workflows(root: &Path) -> Vec<String> {
     names
 }
 
-pub(crate) fn read_spec(path: &Path) -> Result<DeploymentSpec, String> {
+fn read_spec(path: &Path) -> Result<DeploymentSpec, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     DeploymentSpec::parse_str(&text).map_err(|errors| {
@@ -481,6 +481,43 @@ fn prepare_event(file: &str, common: &RunArgs) -> Result<PreparedEvent, String> 
     Ok(PreparedEvent { event, spec, root })
 }
 
+/// `endpoint`, or an emulator started for this command (stopped when dropped); the exit
+/// code when it cannot start.
+pub(crate) fn endpoint_or_emulator(
+    endpoint: Option<String>,
+    root: &Path,
+) -> Result<(String, Option<Emulator>), u8> {
+    if let Some(endpoint) = endpoint {
+        return Ok((endpoint, None));
+    }
+    eprintln!("starting the local AWS emulator (first run installs it into .venv)…");
+    match Emulator::start(root) {
+        Ok(emulator) => {
+            let url = emulator.endpoint().to_owned();
+            eprintln!(
+                "emulator at {url}; it stops when this command ends (run `scripts/emulator start` to keep one)"
+            );
+            Ok((url, Some(emulator)))
+        }
+        Err(err) => {
+            eprintln!("error: the local AWS emulator could not start: {err:#}");
+            Err(EXIT_ENVIRONMENT)
+        }
+    }
+}
+
+/// The spec in `path`, or the demo spec; the refusal printed and its exit code when the
+/// file is unreadable or invalid.
+pub(crate) fn spec_or_demo(path: Option<&Path>) -> Result<DeploymentSpec, u8> {
+    match path {
+        None => Ok(demo_spec()),
+        Some(path) => read_spec(path).map_err(|refusal| {
+            eprintln!("error: {refusal}; nothing was started");
+            EXIT_REFUSED
+        }),
+    }
+}
+
 /// The AWS endpoint a local command talks to, with the state table made.
 struct Connected {
     endpoint: String,
@@ -497,25 +534,7 @@ async fn connect(common: &RunArgs, spec: &DeploymentSpec, root: &Path) -> Result
         .endpoint
         .clone()
         .or_else(|| ProcessEnv.var("AWS_ENDPOINT_URL"));
-    let (endpoint, emulator) = match endpoint {
-        Some(endpoint) => (endpoint, None),
-        None => {
-            eprintln!("starting the local AWS emulator (first run installs it into .venv)…");
-            match Emulator::start(root) {
-                Ok(emulator) => {
-                    let url = emulator.endpoint().to_owned();
-                    eprintln!(
-                        "emulator at {url}; it stops when this command ends (run `scripts/emulator start` to keep one)"
-                    );
-                    (url, Some(emulator))
-                }
-                Err(err) => {
-                    eprintln!("error: the local AWS emulator could not start: {err:#}");
-                    return Err(EXIT_ENVIRONMENT);
-                }
-            }
-        }
-    };
+    let (endpoint, emulator) = endpoint_or_emulator(endpoint, root)?;
     let config = apiary_core::aws::load(&AwsSettings::local(&endpoint, &spec.region)).await;
     let store = Store::new(
         apiary_core::client!(aws_sdk_dynamodb, &config),
