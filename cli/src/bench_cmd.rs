@@ -13,7 +13,8 @@ use apiary_core::local::project_root;
 use clap::{Args, Subcommand};
 
 use crate::local_cmd::{
-    EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_REFUSED, endpoint_or_emulator, spec_or_demo,
+    EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_REFUSED, emulator_to_empty, endpoint_or_emulator,
+    spec_or_demo,
 };
 
 #[derive(Subcommand)]
@@ -31,7 +32,7 @@ pub struct ProvisionArgs {
     /// makes finer than about 20 unfaithful on AWS)
     #[arg(long, default_value_t = 20.0)]
     time_scale: f64,
-    /// An emulator to use instead of starting one; it is EMPTIED first
+    /// An emulator on this machine to use instead of starting one; it is EMPTIED first
     #[arg(long)]
     endpoint: Option<String>,
     /// Deployment spec; default: the small demo spec
@@ -62,7 +63,11 @@ async fn provision(args: ProvisionArgs) -> u8 {
         Ok(spec) => spec,
         Err(code) => return code,
     };
-    let (endpoint, _emulator) = match endpoint_or_emulator(args.endpoint.clone(), &root) {
+    let endpoint = match emulator_to_empty(args.endpoint.as_deref()) {
+        Ok(endpoint) => endpoint,
+        Err(code) => return code,
+    };
+    let (endpoint, _emulator) = match endpoint_or_emulator(endpoint, &root) {
         Ok(connected) => connected,
         Err(code) => return code,
     };

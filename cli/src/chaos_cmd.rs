@@ -10,13 +10,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use apiary::chaos::{self, Options, SeedResult};
-use apiary_core::aws::{Env, ProcessEnv};
+use apiary_core::aws::ProcessEnv;
 use apiary_core::local::project_root;
 use apiary_proxy::Fault;
 use clap::Args;
 
 use crate::local_cmd::{
-    EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_REFUSED, endpoint_or_emulator, spec_or_demo,
+    EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_REFUSED, emulator_to_empty, endpoint_or_emulator,
+    spec_or_demo,
 };
 
 #[derive(Args)]
@@ -69,8 +70,9 @@ pub struct ChaosArgs {
     /// Deployment spec; default: the small demo spec
     #[arg(long)]
     spec: Option<PathBuf>,
-    /// An emulator to use instead of starting one (also AWS_ENDPOINT_URL). It is
-    /// EMPTIED before each seed
+    /// An emulator on this machine to use instead of starting one. It is EMPTIED before
+    /// each seed (AWS_ENDPOINT_URL is not read, so a kept emulator is never wiped
+    /// unasked)
     #[arg(long)]
     endpoint: Option<String>,
 }
@@ -104,30 +106,10 @@ async fn chaos(args: ChaosArgs) -> u8 {
         Ok(spec) => spec,
         Err(code) => return code,
     };
-    let endpoint = args
-        .endpoint
-        .clone()
-        .or_else(|| ProcessEnv.var("AWS_ENDPOINT_URL"));
-    let (endpoint, _emulator) = match endpoint_or_emulator(endpoint, &root) {
-        Ok(connected) => connected,
+    let endpoint = match emulator_to_empty(args.endpoint.as_deref()) {
+        Ok(endpoint) => endpoint,
         Err(code) => return code,
     };
-    let mut options = Options::new(&endpoint, &root, spec);
-    options.time_scale = (args.time_scale > 0.0).then_some(args.time_scale);
-    options.max_runs = args.max_runs.max(1);
-    options.strip_tokens = args.strip_token.clone();
-    options.forced = args.force.clone();
-    options.attempt_timeout = Duration::from_millis(args.attempt_timeout_ms.max(100));
-    if let Some(dir) = &args.history {
-        if let Err(err) = std::fs::create_dir_all(dir) {
-            eprintln!(
-                "error: --history {}: {err}; nothing was started",
-                dir.display()
-            );
-            return EXIT_REFUSED;
-        }
-        options.history = Some(dir.clone());
-    }
     if let Some(workflows) = &args.workflows {
         for workflow in workflows {
             if !root
@@ -140,6 +122,28 @@ async fn chaos(args: ChaosArgs) -> u8 {
                 return EXIT_REFUSED;
             }
         }
+    }
+    if let Some(dir) = &args.history
+        && let Err(err) = std::fs::create_dir_all(dir)
+    {
+        eprintln!(
+            "error: --history {}: {err}; nothing was started",
+            dir.display()
+        );
+        return EXIT_REFUSED;
+    }
+    let (endpoint, _emulator) = match endpoint_or_emulator(endpoint, &root) {
+        Ok(connected) => connected,
+        Err(code) => return code,
+    };
+    let mut options = Options::new(&endpoint, &root, spec);
+    options.time_scale = (args.time_scale > 0.0).then_some(args.time_scale);
+    options.max_runs = args.max_runs.max(1);
+    options.strip_tokens = args.strip_token.clone();
+    options.forced = args.force.clone();
+    options.attempt_timeout = Duration::from_millis(args.attempt_timeout_ms.max(100));
+    options.history = args.history.clone();
+    if let Some(workflows) = &args.workflows {
         options.workflows = workflows.clone();
     }
 
@@ -325,6 +329,19 @@ fn kill_points(writes: u64, points: Option<u64>) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_emulator_on_this_machine_is_emptied() {
+        assert_eq!(emulator_to_empty(None), Ok(None));
+        assert_eq!(
+            emulator_to_empty(Some("http://127.0.0.1:5000")),
+            Ok(Some("http://127.0.0.1:5000".to_owned()))
+        );
+        assert_eq!(
+            emulator_to_empty(Some("https://ec2.us-west-2.amazonaws.com")),
+            Err(EXIT_REFUSED)
+        );
+    }
 
     #[test]
     fn kill_points_are_every_write_or_spread_evenly() {

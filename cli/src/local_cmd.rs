@@ -155,7 +155,7 @@ fn prepare(
     {
         return Err(format!("--kubeconfig {}: no such file", path.display()));
     }
-    let mut document = base_input(workflow, &spec);
+    let mut document = apiary::local::base_input(workflow, &spec);
     if let Some(given) = input {
         let given = parse_input(given)?;
         let Value::Object(fields) = given else {
@@ -172,17 +172,6 @@ fn prepare(
         input: document,
         root,
     })
-}
-
-/// What a workflow needs from the spec: provision takes the whole spec (the only way a
-/// spec enters the state table); every other workflow works on a stored deployment by
-/// name.
-fn base_input(workflow: &str, spec: &DeploymentSpec) -> Value {
-    if workflow == "provision" {
-        json!({"spec": spec})
-    } else {
-        json!({"deployment": spec.name})
-    }
 }
 
 fn parse_input(input: &str) -> Result<Value, String> {
@@ -481,6 +470,23 @@ fn prepare_event(file: &str, common: &RunArgs) -> Result<PreparedEvent, String> 
     Ok(PreparedEvent { event, spec, root })
 }
 
+/// The emulator `--endpoint` names for a command that EMPTIES it (chaos, bench): only
+/// one on this machine, never the environment's `AWS_ENDPOINT_URL` (a kept emulator
+/// would be wiped unasked) and never a remote endpoint (real credentials would be
+/// used); the refusal printed and its exit code otherwise.
+pub(crate) fn emulator_to_empty(endpoint: Option<&str>) -> Result<Option<String>, u8> {
+    match endpoint {
+        Some(url) if !apiary_core::aws::is_loopback_url(url) => {
+            eprintln!(
+                "error: --endpoint {url} is not on this machine: this command empties the \
+                 emulator it talks to and runs only against a local one; nothing was started"
+            );
+            Err(EXIT_REFUSED)
+        }
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
 /// `endpoint`, or an emulator started for this command (stopped when dropped); the exit
 /// code when it cannot start.
 pub(crate) fn endpoint_or_emulator(
@@ -732,8 +738,14 @@ mod tests {
     #[test]
     fn inputs_merge_over_what_the_workflow_needs() {
         let spec = demo_spec();
-        assert_eq!(base_input("provision", &spec)["spec"]["name"], "demo");
-        assert_eq!(base_input("teardown", &spec), json!({"deployment": "demo"}));
+        assert_eq!(
+            apiary::local::base_input("provision", &spec)["spec"]["name"],
+            "demo"
+        );
+        assert_eq!(
+            apiary::local::base_input("teardown", &spec),
+            json!({"deployment": "demo"})
+        );
         assert_eq!(parse_input("{\"a\": 1}").unwrap(), json!({"a": 1}));
         let err = parse_input("{nope").unwrap_err();
         assert!(err.contains("--input is not valid JSON"), "{err}");

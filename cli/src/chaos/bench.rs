@@ -306,6 +306,35 @@ mod tests {
         json!({"type": kind, "timestamp": at.to_rfc3339(), details: {"name": name}})
     }
 
+    /// The figures are read from provision's history by state name: a renamed state
+    /// would silently drop its layer from the table.
+    #[test]
+    fn every_layer_and_its_ready_choice_are_states_of_provision() {
+        fn names(states: &Value, out: &mut Vec<String>) {
+            for (name, state) in states.as_object().into_iter().flatten() {
+                out.push(name.clone());
+                for branch in state["Branches"].as_array().into_iter().flatten() {
+                    names(&branch["States"], out);
+                }
+            }
+        }
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../statemachines/provision.asl.json"
+        );
+        let machine: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut states = Vec::new();
+        names(&machine["States"], &mut states);
+        for (layer, _, _) in LAYERS {
+            for state in [layer.to_string(), format!("{layer}Ready?")] {
+                assert!(
+                    states.contains(&state),
+                    "{state} is not a state of provision"
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_critical_path_is_the_longest_chain_and_waiting_is_measured_per_layer() {
         let start = Utc::now();

@@ -34,13 +34,11 @@ pub struct Options {
     pub endpoint: String,
     pub root: PathBuf,
     pub spec: DeploymentSpec,
-    /// The share of calls that meet a fault.
-    pub rate: f64,
     /// AWS durations divided by this; `None`: everything ready at once.
     pub time_scale: Option<f64>,
     /// Runs of one workflow before it counts as not converging.
     pub max_runs: u32,
-    /// The workflows, in order (see [`sequence`]).
+    /// The workflows, in order (by default [`WORKFLOWS`]).
     pub workflows: Vec<String>,
     /// The SDK's attempt timeout under chaos: a late answer costs this much.
     pub attempt_timeout: Duration,
@@ -58,7 +56,6 @@ impl Options {
             endpoint: endpoint.to_owned(),
             root: root.to_owned(),
             spec,
-            rate: 0.10,
             time_scale: Some(1.0),
             max_runs: 5,
             workflows: WORKFLOWS.iter().map(|w| (*w).to_owned()).collect(),
@@ -68,9 +65,7 @@ impl Options {
             history: None,
         }
     }
-}
 
-impl Options {
     /// The same runs with nothing forced or stripped and the SDK's own attempt timeout:
     /// the fault-free run every seed compares with.
     pub fn fault_free(&self) -> Options {
@@ -96,11 +91,11 @@ pub const WORKFLOWS: &[&str] = &[
     "teardown",
 ];
 
-/// The input each workflow gets in a chaos run.
+/// The input each workflow gets in a chaos run: what it needs from the spec, and for
+/// some of them what an operator would ask for.
 pub fn input(workflow: &str, spec: &DeploymentSpec, root: &Path) -> anyhow::Result<Value> {
     let name = &spec.name;
     Ok(match workflow {
-        "provision" => json!({"spec": spec}),
         "rotate-keys" => json!({"deployment": name, "on_demand": true}),
         "scale-pools" => {
             json!({"deployment": name, "pool": "system", "min": 2, "max": 6, "desired": 3})
@@ -118,7 +113,7 @@ pub fn input(workflow: &str, spec: &DeploymentSpec, root: &Path) -> anyhow::Resu
             json!({"deployment": name, "event": event})
         }
         "teardown" => json!({"deployment": name, "confirm": name}),
-        _ => json!({"deployment": name}),
+        _ => crate::local::base_input(workflow, spec),
     })
 }
 

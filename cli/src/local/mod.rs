@@ -427,6 +427,17 @@ impl LocalEnv {
     }
 }
 
+/// What a workflow needs from the spec: provision takes the whole spec (the only way a
+/// spec enters the state table); every other workflow works on a stored deployment by
+/// name.
+pub fn base_input(workflow: &str, spec: &apiary_core::spec::DeploymentSpec) -> Value {
+    if workflow == "provision" {
+        serde_json::json!({"spec": spec})
+    } else {
+        serde_json::json!({"deployment": spec.name})
+    }
+}
+
 /// Writes an execution and its whole history (GetExecutionHistory's shape) to `path`.
 pub fn write_history(result: &ExecutionResult, path: &Path) -> anyhow::Result<()> {
     let mut document = result.describe();

@@ -42,6 +42,15 @@ fn state() -> MemoryRecorder {
 }
 
 /// The tags of deployment acme's first NAT gateway.
+/// This deployment's NAT gateway `nat-1`, tagged as the step tags it, in `state`.
+fn our_nat(state: NatGatewayState) -> NatGateway {
+    NatGateway::builder()
+        .nat_gateway_id("nat-1")
+        .set_tags(Some(nat_tags()))
+        .state(state)
+        .build()
+}
+
 fn nat_tags() -> Vec<aws_sdk_ec2::types::Tag> {
     let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
     vec![
@@ -231,11 +240,7 @@ fn no_lambda() -> aws_sdk_lambda::Client {
 
 #[tokio::test]
 async fn a_pending_nat_gateway_leaves_the_layer_not_ready_without_a_private_route() {
-    let nat = NatGateway::builder()
-        .nat_gateway_id("nat-1")
-        .set_tags(Some(nat_tags()))
-        .state(NatGatewayState::Pending)
-        .build();
+    let nat = our_nat(NatGatewayState::Pending);
     let rules = existing_network(nat);
     let create_route = mock!(Ec2::create_route)
         .then_output(|| aws_sdk_ec2::operation::create_route::CreateRouteOutput::builder().build());
@@ -280,11 +285,7 @@ async fn a_failed_nat_gateway_fails_the_layer_naming_it() {
 
 #[tokio::test]
 async fn a_vpc_with_another_cidr_is_a_conflict_not_a_new_vpc() {
-    let nat = NatGateway::builder()
-        .nat_gateway_id("nat-1")
-        .set_tags(Some(nat_tags()))
-        .state(NatGatewayState::Available)
-        .build();
+    let nat = our_nat(NatGatewayState::Available);
     let mut rules = existing_network(nat);
     rules[1] = mock!(Ec2::describe_vpcs).then_output(|| {
         DescribeVpcsOutput::builder()

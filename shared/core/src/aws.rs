@@ -100,7 +100,8 @@ impl AwsSettings {
     }
 }
 
-fn is_loopback_url(url: &str) -> bool {
+/// Whether `url` names this machine (`localhost`, `127.*`, `[::1]`).
+pub fn is_loopback_url(url: &str) -> bool {
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))

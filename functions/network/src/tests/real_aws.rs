@@ -152,11 +152,7 @@ async fn route_tables_and_endpoints_are_created_with_stable_tokens() {
         mock!(Ec2::create_route).then_output(|| CreateRouteOutput::builder().build());
     let associate = mock!(Ec2::associate_route_table)
         .then_output(|| AssociateRouteTableOutput::builder().build());
-    let nat = NatGateway::builder()
-        .nat_gateway_id("nat-1")
-        .set_tags(Some(nat_tags()))
-        .state(NatGatewayState::Available)
-        .build();
+    let nat = our_nat(NatGatewayState::Available);
     let mut rules = existing_network(nat);
     rules[7] = mock!(Ec2::describe_route_tables)
         .then_output(|| DescribeRouteTablesOutput::builder().build());
@@ -258,11 +254,7 @@ async fn a_route_that_already_exists_when_created_runs_the_step_again() {
     });
     let associate = mock!(Ec2::associate_route_table)
         .then_output(|| AssociateRouteTableOutput::builder().build());
-    let nat = NatGateway::builder()
-        .nat_gateway_id("nat-1")
-        .set_tags(Some(nat_tags()))
-        .state(NatGatewayState::Available)
-        .build();
+    let nat = our_nat(NatGatewayState::Available);
     let mut rules = existing_network(nat);
     rules[7] = mock!(Ec2::describe_route_tables).then_output(|| {
         DescribeRouteTablesOutput::builder()
