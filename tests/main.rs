@@ -11,6 +11,7 @@ mod control;
 mod dns;
 mod drift;
 mod escalation;
+mod fuzz;
 mod iam;
 mod in_vpc;
 mod launch;

@@ -129,12 +129,10 @@ impl Step for Deps {
 
     async fn run(&self, step: &StepContext<'_, DriftAction>) -> Result<Done<Report>> {
         let given = step.options.get("input").cloned().unwrap_or(json!({}));
-        let input: DriftInput = serde_json::from_value(apiary_core::inputs::parse(
+        let input: DriftInput = apiary_core::inputs::read(
             drift::WORKFLOW,
-            step.names.deployment(),
-            &given,
-        )?)
-        .map_err(|e| Error::invalid_input(format!("drift input: {e}")))?;
+            apiary_core::inputs::parse(drift::WORKFLOW, step.names.deployment(), &given)?,
+        )?;
         let deployment = step.names.deployment();
         // A torn-down deployment (or one being torn down) has nothing to compare: its
         // keys are pending deletion on purpose and its resources are gone. The zeros

@@ -22,7 +22,7 @@
 //! invalid spec, a Step Functions error, running out of time) becomes a FAILED response
 //! with the reason, rather than an hour's wait for CloudFormation's own timeout.
 
-mod request;
+pub mod request;
 mod response;
 pub mod stack_delete;
 pub mod state_table;

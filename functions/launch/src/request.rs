@@ -68,9 +68,12 @@ impl Request {
     /// Reads the request. Fails only when the event cannot be answered at all (it names
     /// no response URL, stack or request): then nothing can be reported to CloudFormation.
     pub fn from_event(event: Value) -> Result<Request> {
-        serde_json::from_value(event).map_err(|e| {
+        serde_path_to_error::deserialize(event).map_err(|e| {
             Error::invalid_input(format!(
-                "not a CloudFormation custom resource request, so no response can be sent: {e}"
+                "not a CloudFormation custom resource request, so no response can be sent: \
+                 {}{}",
+                field_of(&e),
+                e.inner()
             ))
         })
     }
@@ -151,8 +154,7 @@ struct RawProperties {
 
 impl Properties {
     pub fn parse(properties: &Value) -> Result<Properties> {
-        let raw: RawProperties = serde_json::from_value(properties.clone())
-            .map_err(|e| Error::invalid_input(format!("ResourceProperties: {e}")))?;
+        let raw: RawProperties = read_properties(properties)?;
         let state_machine = StateMachineArn::parse(&raw.state_machine_arn)?;
         // Written as a mapping in the template; a JSON string is accepted as well.
         let input = match raw.input {
@@ -272,8 +274,7 @@ struct RawSigningKeyProperties {
 
 impl SigningKeyProperties {
     pub fn parse(properties: &Value) -> Result<SigningKeyProperties> {
-        let raw: RawSigningKeyProperties = serde_json::from_value(properties.clone())
-            .map_err(|e| Error::invalid_input(format!("ResourceProperties: {e}")))?;
+        let raw: RawSigningKeyProperties = read_properties(properties)?;
         if !raw.secret_arn.starts_with("arn:") || !raw.secret_arn.contains(":secretsmanager:") {
             return Err(Error::invalid_input(format!(
                 "ResourceProperties.SecretArn {:?} is not a Secrets Manager secret ARN",
@@ -284,4 +285,26 @@ impl SigningKeyProperties {
             secret_arn: raw.secret_arn,
         })
     }
+}
+
+/// `field `X`: ` for an error inside a field, nothing for one about the whole document.
+fn field_of<E>(error: &serde_path_to_error::Error<E>) -> String {
+    let path = error.path().to_string();
+    if path == "." {
+        String::new()
+    } else {
+        format!("field `{path}`: ")
+    }
+}
+
+/// Reads a resource's properties, naming the property a problem is in.
+fn read_properties<T: serde::de::DeserializeOwned>(properties: &Value) -> Result<T> {
+    serde_path_to_error::deserialize(properties.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            Error::invalid_input(format!("ResourceProperties: {}", e.inner()))
+        } else {
+            Error::invalid_input(format!("ResourceProperties.{path}: {}", e.inner()))
+        }
+    })
 }

@@ -302,6 +302,20 @@ async fn bad_properties_and_an_unknown_request_type_still_get_an_answer() {
         "{reason}"
     );
 
+    // Found by fuzzing: a property of the wrong type was refused without its name.
+    let mut mistyped = event("Create", &server.url(), "r-3", spec());
+    mistyped["ResourceProperties"]["StateMachineArn"] = json!(7);
+    handle(&deps, mistyped).await.expect("answered");
+    let reason = server.last_json()["Reason"].as_str().unwrap().to_owned();
+    assert!(
+        reason.contains("ResourceProperties.StateMachineArn: invalid type"),
+        "{reason}"
+    );
+    let mut unanswerable = event("Create", &server.url(), "r-4", spec());
+    unanswerable["ResponseURL"] = json!([]);
+    let err = handle(&deps, unanswerable).await.unwrap_err();
+    assert!(err.to_string().contains("field `ResponseURL`"), "{err}");
+
     let mut wrong = event("Create", &server.url(), "r-2", spec());
     wrong["ResourceProperties"]["StateMachineArn"] = json!("apiary-acme-provision");
     handle(&deps, wrong).await.expect("answered");

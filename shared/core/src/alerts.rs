@@ -99,12 +99,20 @@ pub fn classify(
     keys: &[String],
     secrets: &[String],
 ) -> Result<Alert> {
-    let parsed: EventBridgeEvent<Value> = serde_json::from_value(event.clone()).map_err(|e| {
-        Error::invalid_input(format!(
-            "handle-alert input field `event`: not an EventBridge event ({e}); it needs id, \
-             source, detail-type, time and detail"
-        ))
-    })?;
+    let parsed: EventBridgeEvent<Value> =
+        serde_path_to_error::deserialize(event.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "event".to_owned()
+            } else {
+                format!("event.{path}")
+            };
+            Error::invalid_input(format!(
+                "handle-alert input field `{field}`: not an EventBridge event ({}); it needs \
+                 id, source, detail-type, time and detail",
+                e.inner()
+            ))
+        })?;
     let Some(event_id) = parsed.id.clone().filter(|id| !id.is_empty()) else {
         return Err(Error::invalid_input(
             "handle-alert input field `event.id` is missing: the event id is what makes a \
@@ -385,6 +393,19 @@ fn execution(alert: &mut Alert, detail: &Value) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_envelope_field_of_the_wrong_type_is_named() {
+        // Found by fuzzing: the refusal said "invalid type" without the field.
+        let mut bad = event("aws.rds", "RDS DB Instance Event", json!({}));
+        bad["account"] = json!(false);
+        let err = classify("demo", &bad, &[], &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("handle-alert input field `event.account`"),
+            "{err}"
+        );
+    }
 
     fn event(source: &str, detail_type: &str, detail: Value) -> Value {
         json!({

@@ -81,27 +81,11 @@ pub(crate) fn check_stores(
     ))
 }
 
-/// Reads a typed input, naming the bad field.
-pub(crate) fn read<T: serde::de::DeserializeOwned>(
-    workflow: &str,
-    input: serde_json::Value,
-) -> Result<T> {
-    serde_path_to_error::deserialize(input).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            Error::invalid_input(format!("{workflow} input: {}", e.inner()))
-        } else {
-            Error::invalid_input(format!("{workflow} input field `{path}`: {}", e.inner()))
-        }
-    })
-}
-
 /// Reads and normalizes a backup input.
 pub fn parse(input: serde_json::Value) -> Result<serde_json::Value> {
-    let mut parsed: BackupInput = read(WORKFLOW, input)?;
+    let mut parsed: BackupInput = super::read(WORKFLOW, input)?;
     parsed.stores = check_stores(WORKFLOW, parsed.stores)?;
-    serde_json::to_value(parsed)
-        .map_err(|e| Error::invalid_input(format!("backup input does not serialise: {e}")))
+    super::normalized(WORKFLOW, parsed)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Error, Result};
+use crate::Result;
 
 pub const WORKFLOW: &str = "drift";
 
@@ -17,10 +17,8 @@ pub struct DriftInput {
 }
 
 pub(crate) fn parse(input: Value) -> Result<Value> {
-    let parsed: DriftInput = serde_json::from_value(input)
-        .map_err(|e| Error::invalid_input(format!("{WORKFLOW} input: {e}")))?;
-    serde_json::to_value(parsed)
-        .map_err(|e| Error::invalid_input(format!("{WORKFLOW} input does not serialise: {e}")))
+    let parsed: DriftInput = super::read(WORKFLOW, input)?;
+    super::normalized(WORKFLOW, parsed)
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::backup::{StoreName, check_stores, read};
-use crate::{Error, Result};
+use super::backup::{StoreName, check_stores};
+use super::read;
+use crate::Result;
 
 pub const WORKFLOW: &str = "restore-test";
 
@@ -35,8 +36,7 @@ impl RestoreTestInput {
 pub fn parse(input: serde_json::Value) -> Result<serde_json::Value> {
     let mut parsed: RestoreTestInput = read(WORKFLOW, input)?;
     parsed.stores = check_stores(WORKFLOW, parsed.stores)?;
-    serde_json::to_value(parsed)
-        .map_err(|e| Error::invalid_input(format!("restore-test input does not serialise: {e}")))
+    super::normalized(WORKFLOW, parsed)
 }
 
 #[cfg(test)]

@@ -67,16 +67,8 @@ impl RotateKeysInput {
 
 /// Reads and normalizes a rotate-keys input.
 pub fn parse(input: serde_json::Value) -> Result<serde_json::Value> {
-    let parsed: RotateKeysInput = serde_path_to_error::deserialize(input).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            Error::invalid_input(format!("rotate-keys input: {}", e.inner()))
-        } else {
-            Error::invalid_input(format!("rotate-keys input field `{path}`: {}", e.inner()))
-        }
-    })?;
-    serde_json::to_value(parsed.check()?)
-        .map_err(|e| Error::invalid_input(format!("rotate-keys input does not serialise: {e}")))
+    let parsed: RotateKeysInput = super::read(WORKFLOW, input)?;
+    super::normalized(WORKFLOW, parsed.check()?)
 }
 
 #[cfg(test)]

@@ -343,16 +343,8 @@ pub const DEFAULT_BUDGET: &str = "10%";
 
 /// Reads and normalizes a scale-pools input.
 pub fn parse(input: serde_json::Value) -> Result<serde_json::Value> {
-    let parsed: ScalePoolsInput = serde_path_to_error::deserialize(input).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            Error::invalid_input(format!("{WORKFLOW} input: {}", e.inner()))
-        } else {
-            field_error(&path, e.inner())
-        }
-    })?;
-    serde_json::to_value(parsed.check()?)
-        .map_err(|e| Error::invalid_input(format!("{WORKFLOW} input does not serialise: {e}")))
+    let parsed: ScalePoolsInput = super::read(WORKFLOW, input)?;
+    super::normalized(WORKFLOW, parsed.check()?)
 }
 
 #[cfg(test)]

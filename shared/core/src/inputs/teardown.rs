@@ -25,8 +25,7 @@ pub struct TeardownInput {
 impl TeardownInput {
     /// Reads and checks the input for `deployment`.
     pub fn parse(deployment: &str, input: serde_json::Value) -> Result<Self> {
-        let parsed: TeardownInput = serde_json::from_value(input)
-            .map_err(|e| Error::invalid_input(format!("teardown input: {e}")))?;
+        let parsed: TeardownInput = super::read(WORKFLOW, input)?;
         match parsed.confirm.as_deref() {
             None => Err(Error::invalid_input(format!(
                 "workflow input field `confirm` is missing: type the deployment's name \
@@ -43,9 +42,7 @@ impl TeardownInput {
 
 /// The normalized input, defaults filled in.
 pub fn parse(deployment: &str, input: serde_json::Value) -> Result<serde_json::Value> {
-    let parsed = TeardownInput::parse(deployment, input)?;
-    serde_json::to_value(parsed)
-        .map_err(|e| Error::invalid_input(format!("teardown input does not serialise: {e}")))
+    super::normalized(WORKFLOW, TeardownInput::parse(deployment, input)?)
 }
 
 #[cfg(test)]

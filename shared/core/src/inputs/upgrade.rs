@@ -299,11 +299,8 @@ pub fn backup_gate(
 }
 
 pub(crate) fn parse(input: Value) -> Result<Value> {
-    let parsed: UpgradeInput = serde_json::from_value(input)
-        .map_err(|e| Error::invalid_input(format!("{WORKFLOW} input: {e}")))?;
-    let checked = parsed.check()?;
-    serde_json::to_value(checked)
-        .map_err(|e| Error::invalid_input(format!("{WORKFLOW} input does not serialise: {e}")))
+    let parsed: UpgradeInput = super::read(WORKFLOW, input)?;
+    super::normalized(WORKFLOW, parsed.check()?)
 }
 
 #[cfg(test)]

@@ -72,6 +72,36 @@ pub fn parameter_for(path: &str) -> Option<&'static str> {
         .map(|(name, _, _)| *name)
 }
 
+/// `message` with every spec path it mentions (`cluster.public_endpoint`) written as the
+/// parameter that feeds it (`PublicClusterEndpoint`): a person who filled in the console
+/// form knows the parameters, not the spec they become.
+pub fn in_parameter_terms(message: &str) -> String {
+    let mut table: Vec<(&str, &str)> = PARAMETERS.iter().map(|(n, p, _)| (*p, *n)).collect();
+    // Longest first, so that `cluster.access.admins` is not read as a shorter path.
+    table.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+    let part_of_a_path = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    'outer: while !rest.is_empty() {
+        let at_boundary = !out.chars().next_back().is_some_and(part_of_a_path);
+        if at_boundary {
+            for (path, name) in &table {
+                if let Some(after) = rest.strip_prefix(path)
+                    && !after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    out.push_str(name);
+                    rest = after;
+                    continue 'outer;
+                }
+            }
+        }
+        let c = rest.chars().next().expect("rest is not empty");
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 /// Every parameter name the bootstrap stack passes through to the spec.
 pub fn parameter_names() -> impl Iterator<Item = &'static str> {
     PARAMETERS.iter().map(|(name, _, _)| *name)

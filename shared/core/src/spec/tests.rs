@@ -482,6 +482,30 @@ fn cloudformation_problems_name_the_parameter() {
 }
 
 #[test]
+fn a_problem_with_a_parameters_map_speaks_of_parameters_only() {
+    // Found by fuzzing: the problem named the spec path of the field it depends on.
+    let errors = DeploymentSpec::parse(&json!({
+        "DeploymentName": "acme",
+        "Domain": "hh.acme.example.com",
+        "PublicClusterEndpoint": "false",
+        "PublicAccessCidrs": "203.0.113.0/24"
+    }))
+    .unwrap_err();
+    let text = errors.to_string();
+    assert!(text.contains("set PublicClusterEndpoint to true"), "{text}");
+    assert!(!text.contains("cluster.public_endpoint"), "{text}");
+
+    assert_eq!(
+        cfn::in_parameter_terms(
+            "cluster.access.admins and cluster.access.viewers (see cluster.version; \
+             not xcluster.version, nor cluster.versions)"
+        ),
+        "ClusterAdminArns and ClusterViewerArns (see KubernetesVersion; \
+         not xcluster.version, nor cluster.versions)"
+    );
+}
+
+#[test]
 fn spec_and_schema_round_trip() {
     for size in SizePreset::ALL {
         let example = DeploymentSpec::example(size);

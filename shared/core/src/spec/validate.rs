@@ -119,6 +119,7 @@ pub(super) fn parse(document: &Value) -> Result<DeploymentSpec, SpecErrors> {
                     .unwrap_or("");
                 problem.path = format!("{parameter}{index}");
             }
+            problem.message = cfn::in_parameter_terms(&problem.message);
         }
     }
     Err(SpecErrors {
