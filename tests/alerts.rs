@@ -559,3 +559,76 @@ async fn an_event_claimed_by_a_run_that_ended_unfinished_is_taken_over_and_acted
         "{again:?}"
     );
 }
+
+/// A handle-alert execution for `event`, as the stack's rule starts one (EventBridge
+/// names it; a delivery twice starts two). The local matcher is left out: it serves one
+/// delivery at a time per deployment.
+async fn handle_alert(f: &Fixture, name: &str, event: &Value, run: &str) -> ExecutionResult {
+    let machine = f.env.load(&f.root, "handle-alert").unwrap();
+    f.env
+        .run(
+            &machine,
+            "handle-alert",
+            name,
+            json!({"deployment": name, "event": event}),
+            format!("handle-alert-{name}-{run}"),
+            None,
+        )
+        .await
+}
+
+#[tokio::test]
+async fn the_same_event_delivered_twice_at_once_acts_once_and_tells_once() {
+    let f = Fixture::new(TABLE).await;
+    let name = provisioned(&f, "twice").await;
+    let queue = inbox(&f, &name).await;
+    let before = allocated_storage(&f, &name).await;
+    let event = sample("rds-low-storage.json", &name);
+
+    // EventBridge may deliver one event twice, and the two runs may overlap.
+    let (first, second) = tokio::join!(
+        handle_alert(&f, &name, &event, "a"),
+        handle_alert(&f, &name, &event, "b")
+    );
+    let runs = [first, second];
+    for run in &runs {
+        assert_eq!(run.status, ExecutionStatus::Succeeded, "{run:?}");
+    }
+    assert!(
+        runs[0].start_date < runs[1].stop_date && runs[1].start_date < runs[0].stop_date,
+        "the two runs overlapped"
+    );
+    let mut duplicate: Vec<bool> = runs
+        .iter()
+        .map(|r| r.output.as_ref().unwrap()["duplicate"] == true)
+        .collect();
+    duplicate.sort();
+    assert_eq!(duplicate, [false, true], "exactly one run acts: {runs:?}");
+    assert_eq!(
+        allocated_storage(&f, &name).await,
+        before + (before + 3) / 4,
+        "raised once"
+    );
+    let told = received(&f, &queue).await;
+    assert_eq!(told.len(), 1, "{told:?}");
+}
+
+#[tokio::test]
+async fn two_different_events_at_once_are_each_handled_and_each_told() {
+    let f = Fixture::new(TABLE).await;
+    let name = provisioned(&f, "pair").await;
+    let queue = inbox(&f, &name).await;
+    let low = sample("rds-low-storage.json", &name);
+    let failover = sample("rds-failover.json", &name);
+
+    let (a, b) = tokio::join!(
+        handle_alert(&f, &name, &low, "low"),
+        handle_alert(&f, &name, &failover, "failover")
+    );
+    for run in [&a, &b] {
+        assert_eq!(run.status, ExecutionStatus::Succeeded, "{run:?}");
+        assert_eq!(run.output.as_ref().unwrap()["duplicate"], false, "{run:?}");
+    }
+    let told = received(&f, &queue).await;
+    assert_eq!(told.len(), 2, "one notification each: {told:?}");
+}
