@@ -343,3 +343,43 @@ async fn the_chaos_suite_reports_the_duplicate_a_missing_token_makes() {
         stripped.render()
     );
 }
+
+/// The stack deleted while it provisions: the launch resource's teardown is queued, waits
+/// for the provision's lock, then removes everything the provision made.
+#[tokio::test]
+async fn a_teardown_queued_behind_a_running_provision_waits_and_then_leaves_nothing() {
+    use chaos::races::{Expected, Race, run_race};
+    let root = apiary_core::local::project_root(&apiary_core::aws::ProcessEnv).unwrap();
+    // Its own emulator: each run empties it.
+    let emulator = apiary_core::local::Emulator::start(&root).unwrap();
+    let spec =
+        apiary_core::DeploymentSpec::parse(&apiary_core::fixtures::Fixture::named("race").spec)
+            .expect("a valid spec");
+    let mut options = chaos::Options::new(emulator.endpoint(), &root, spec);
+    options.workflows = vec!["provision".into(), "teardown".into()];
+    let reference = chaos::run_seed(&options.fault_free(), 0, 0.0, None)
+        .await
+        .unwrap();
+    assert!(reference.clean(), "{}", reference.render());
+    let expected = Expected {
+        provisioned: reference.counts[0].clone(),
+        torn_down: reference.counts[1].clone(),
+    };
+    assert!(
+        expected.provisioned.values().sum::<usize>() > expected.torn_down.values().sum::<usize>(),
+        "the teardown removes what the provision made: {expected:?}"
+    );
+
+    let result = run_race(&options, Race::TeardownWhileProvisioning, 1, 0.0, &expected)
+        .await
+        .unwrap();
+    assert!(result.clean(), "{}", result.render());
+    assert_eq!(result.first, "provision succeeded", "{}", result.render());
+    assert_eq!(
+        result.second,
+        "teardown (queued) succeeded",
+        "{}",
+        result.render()
+    );
+    assert!(result.after.is_none(), "{}", result.render());
+}

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use apiary::chaos::races::{Expected, RACES, Race, run_race};
 use apiary::chaos::{self, Options, SeedResult};
 use apiary_core::aws::ProcessEnv;
 use apiary_core::local::project_root;
@@ -67,6 +68,11 @@ pub struct ChaosArgs {
     /// (default: every write)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     crash_points: Option<u64>,
+    /// Instead of the workflows in turn: per seed, two workflows at once on one
+    /// deployment (all races, or those named: two-provisions, queued-provision,
+    /// teardown-while-provisioning, provision-while-tearing-down)
+    #[arg(long, value_delimiter = ',', num_args = 0.., value_name = "RACE")]
+    races: Option<Vec<Race>>,
     /// Deployment spec; default: the small demo spec
     #[arg(long)]
     spec: Option<PathBuf>,
@@ -149,6 +155,15 @@ async fn chaos(args: ChaosArgs) -> u8 {
 
     if args.crash {
         return crash(options, args.crash_points).await;
+    }
+    if let Some(which) = &args.races {
+        let which = if which.is_empty() {
+            RACES.to_vec()
+        } else {
+            which.clone()
+        };
+        let seeds = args.first_seed..args.first_seed + args.seeds;
+        return races(options, seeds, args.rate, &which).await;
     }
     eprintln!(
         "chaos: {} seed(s) from {} at {:.0}% faults, time scale {}, against {endpoint}; workflows: {}",
@@ -307,6 +322,67 @@ async fn crash(mut options: Options, points: Option<u64>) -> u8 {
             String::new()
         } else {
             format!(" (after writes {})", unclean.join(", "))
+        }
+    );
+    if unclean.is_empty() { 0 } else { EXIT_FAILED }
+}
+
+/// `--races`: a fault-free provision and teardown say what each end looks like; then,
+/// per seed, each race on an emptied emulator.
+async fn races(mut options: Options, seeds: std::ops::Range<u64>, rate: f64, which: &[Race]) -> u8 {
+    options.workflows = vec!["provision".to_owned(), "teardown".to_owned()];
+    let expected = match chaos::run_seed(&options.fault_free(), 0, 0.0, None).await {
+        Ok(result) if result.clean() => Expected {
+            provisioned: result.counts[0].clone(),
+            torn_down: result.counts[1].clone(),
+        },
+        Ok(result) => {
+            println!("fault-free run\n{}", result.render());
+            eprintln!("error: the fault-free provision and teardown did not end clean");
+            return EXIT_FAILED;
+        }
+        Err(err) => {
+            eprintln!("error: the fault-free provision and teardown: {err:#}");
+            return EXIT_ENVIRONMENT;
+        }
+    };
+    eprintln!(
+        "races: {} per seed, {} seed(s) from {} at {:.0}% faults",
+        which
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        seeds.end - seeds.start,
+        seeds.start,
+        rate * 100.0
+    );
+    let mut unclean = Vec::new();
+    let mut total = 0;
+    for seed in seeds {
+        for race in which {
+            match run_race(&options, *race, seed, rate, &expected).await {
+                Ok(result) => {
+                    total += 1;
+                    println!("{}", result.render());
+                    if !result.clean() {
+                        unclean.push(format!("{} seed {seed}", race.as_str()));
+                    }
+                }
+                Err(err) => {
+                    eprintln!("error: {} seed {seed}: {err:#}", race.as_str());
+                    return EXIT_ENVIRONMENT;
+                }
+            }
+        }
+    }
+    println!(
+        "races: {total} run; not clean {}{}",
+        unclean.len(),
+        if unclean.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", unclean.join(", "))
         }
     );
     if unclean.is_empty() { 0 } else { EXIT_FAILED }

@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod census;
+pub mod races;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -375,18 +376,14 @@ async fn run_until_done(
     Ok(runs)
 }
 
-/// Runs one seed on an emptied emulator. `expected`: the per-workflow counts of a
-/// fault-free run (`None` for that run itself).
-pub async fn run_seed(
+/// A proxy in front of the emulator with this seed's faults and AWS's timing on a new
+/// virtual clock, and the local runner that goes through it on that clock.
+async fn through_proxy(
     options: &Options,
+    account: &Account,
     seed: u64,
     rate: f64,
-    expected: Option<&[BTreeMap<&'static str, usize>]>,
-) -> anyhow::Result<SeedResult> {
-    let started = Instant::now();
-    let label = format!("seed{seed}");
-    let account = Account::fresh(options, &label).await?;
-
+) -> anyhow::Result<(Proxy, LocalEnv)> {
     let clock = Clock::virtual_now();
     let now = {
         let clock = clock.clone();
@@ -413,6 +410,21 @@ pub async fn run_seed(
         DEFAULT_TABLE,
     );
     let env = LocalEnv::new(config, store, account.state_dir.clone(), None).with_clock(clock);
+    Ok((proxy, env))
+}
+
+/// Runs one seed on an emptied emulator. `expected`: the per-workflow counts of a
+/// fault-free run (`None` for that run itself).
+pub async fn run_seed(
+    options: &Options,
+    seed: u64,
+    rate: f64,
+    expected: Option<&[BTreeMap<&'static str, usize>]>,
+) -> anyhow::Result<SeedResult> {
+    let started = Instant::now();
+    let label = format!("seed{seed}");
+    let account = Account::fresh(options, &label).await?;
+    let (proxy, env) = through_proxy(options, &account, seed, rate).await?;
 
     let mut workflows = Vec::new();
     let mut counts = Vec::new();
