@@ -1,5 +1,7 @@
 //! `apiary bench provision`: the provision workflow against AWS's timing, measured
 //! against the longest chain of dependent resources it created (`apiary::chaos::bench`).
+//! `apiary bench functions`: each function's zip size and cold start
+//! (`apiary::package::figures`).
 //!
 //! Exit codes: 0 the run succeeded; 1 it did not; 2 refused; 3 the emulator could not be
 //! started or reached.
@@ -24,6 +26,21 @@ pub enum BenchCommand {
     /// prints per layer when it started, when AWS would have had it ready, when the
     /// workflow went on, and `provision wall <s>s critical-path <s>s ratio <x>`
     Provision(ProvisionArgs),
+    /// Each function as it is packaged (release, x86_64, built by cargo-lambda as
+    /// `apiary package` does): one line per function, `<name> zip <bytes> init <ms>`, its
+    /// zip's size and its cold start (process start to its first request for an
+    /// invocation, to a Lambda Runtime API served here; the median of --runs starts)
+    Functions(FunctionsArgs),
+}
+
+#[derive(Args)]
+pub struct FunctionsArgs {
+    /// Starts per function; the median is printed
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=100))]
+    runs: u64,
+    /// Skip the build and measure DIR/<function>/bootstrap (cargo-lambda's layout)
+    #[arg(long, value_name = "DIR")]
+    prebuilt: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -41,8 +58,65 @@ pub struct ProvisionArgs {
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
-    let BenchCommand::Provision(args) = command;
-    Ok(ExitCode::from(provision(args).await))
+    Ok(ExitCode::from(match command {
+        BenchCommand::Provision(args) => provision(args).await,
+        BenchCommand::Functions(args) => functions(args).await,
+    }))
+}
+
+/// The goals of issue #17: every zip at most 3 MB, every cold start at most 5 ms.
+const ZIP_GOAL_BYTES: usize = 3_000_000;
+const INIT_GOAL_MS: f64 = 5.0;
+
+async fn functions(args: FunctionsArgs) -> u8 {
+    let Some(root) = project_root(&ProcessEnv) else {
+        eprintln!("error: cannot find the project (a folder with functions/); nothing was built");
+        return EXIT_REFUSED;
+    };
+    let runs = usize::try_from(args.runs).unwrap_or(7);
+    let figures = match apiary::package::figures::measure(
+        &root,
+        &ProcessEnv,
+        args.prebuilt.as_deref(),
+        runs,
+        &mut std::io::stderr(),
+    )
+    .await
+    {
+        Ok(figures) => figures,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return EXIT_FAILED;
+        }
+    };
+    for figure in &figures {
+        println!("{}", figure.render());
+    }
+    let over_size: Vec<&str> = figures
+        .iter()
+        .filter(|f| f.zip_bytes > ZIP_GOAL_BYTES)
+        .map(|f| f.function.as_str())
+        .collect();
+    let over_init: Vec<&str> = figures
+        .iter()
+        .filter(|f| f.init().as_secs_f64() * 1000.0 > INIT_GOAL_MS)
+        .map(|f| f.function.as_str())
+        .collect();
+    eprintln!(
+        "functions: {}; zips over {ZIP_GOAL_BYTES} bytes: {}; cold starts over {INIT_GOAL_MS} ms: {}",
+        figures.len(),
+        if over_size.is_empty() {
+            "none".to_owned()
+        } else {
+            over_size.join(", ")
+        },
+        if over_init.is_empty() {
+            "none".to_owned()
+        } else {
+            over_init.join(", ")
+        },
+    );
+    0
 }
 
 async fn provision(args: ProvisionArgs) -> u8 {

@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod figures;
 pub mod options;
 pub mod plan;
 pub mod upload;
@@ -163,19 +164,8 @@ pub async fn package_with(
             Bootstraps::Ready(bootstraps)
         }
         None => {
-            let venv = build::venv(&options.root, env);
-            let cargo_lambda = build::find_cargo_lambda(&venv, env)?;
-            build::require_target(options.arch, &toolchain.installed_targets()?)?;
-            let lambda_dir = target_dir.join("lambda").join(options.arch.as_str());
-            let command = build::BuildCommand::new(
-                &cargo_lambda,
-                &options.root,
-                &venv,
-                options.arch,
-                &plan.functions,
-                &lambda_dir,
-                env.var("PATH").as_deref(),
-            )?;
+            let (command, lambda_dir) =
+                build_command(&options.root, env, toolchain, options.arch, &plan.functions)?;
             Bootstraps::Build {
                 command,
                 lambda_dir,
@@ -335,6 +325,32 @@ pub(crate) fn aws_settings(
 }
 
 /// The cargo target directory: `CARGO_TARGET_DIR`, else `<root>/target`.
+/// The one `cargo lambda build` of `functions` for `arch` (release, as they are
+/// packaged), and the folder it writes `<function>/bootstrap` into. Fails before
+/// anything runs when cargo-lambda or the Rust target is missing.
+pub fn build_command(
+    root: &Path,
+    env: &dyn Env,
+    toolchain: &dyn Toolchain,
+    arch: Arch,
+    functions: &[String],
+) -> anyhow::Result<(build::BuildCommand, PathBuf)> {
+    let venv = build::venv(root, env);
+    let cargo_lambda = build::find_cargo_lambda(&venv, env)?;
+    build::require_target(arch, &toolchain.installed_targets()?)?;
+    let lambda_dir = target_dir(root, env).join("lambda").join(arch.as_str());
+    let command = build::BuildCommand::new(
+        &cargo_lambda,
+        root,
+        &venv,
+        arch,
+        functions,
+        &lambda_dir,
+        env.var("PATH").as_deref(),
+    )?;
+    Ok((command, lambda_dir))
+}
+
 pub(crate) fn target_dir(root: &Path, env: &dyn Env) -> PathBuf {
     match env.var("CARGO_TARGET_DIR") {
         Some(dir) => root.join(dir),
