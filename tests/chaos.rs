@@ -305,18 +305,24 @@ async fn after_its_kth_write_the_proxy_stops_and_the_write_was_performed() {
     assert_eq!(proxy.report().writes, 2);
 }
 
+/// An emulator of the test's own (every seed or race empties it) and chaos options for
+/// the test deployment `name`.
+fn own_emulator(name: &str) -> (apiary_core::local::Emulator, chaos::Options) {
+    let root = apiary_core::local::project_root(&apiary_core::aws::ProcessEnv).unwrap();
+    let emulator = apiary_core::local::Emulator::start(&root).unwrap();
+    let spec =
+        apiary_core::DeploymentSpec::parse(&apiary_core::fixtures::Fixture::named(name).spec)
+            .expect("a valid spec");
+    let options = chaos::Options::new(emulator.endpoint(), &root, spec);
+    (emulator, options)
+}
+
 /// The suite can fail: with CreateRouteTable's token removed and its first answer late,
 /// a provision makes a second route table, and the seed reports it as a duplicate. With
 /// the token, the same seed is clean.
 #[tokio::test]
 async fn the_chaos_suite_reports_the_duplicate_a_missing_token_makes() {
-    let root = apiary_core::local::project_root(&apiary_core::aws::ProcessEnv).unwrap();
-    // Its own emulator: each seed empties it.
-    let emulator = apiary_core::local::Emulator::start(&root).unwrap();
-    let spec =
-        apiary_core::DeploymentSpec::parse(&apiary_core::fixtures::Fixture::named("chaos").spec)
-            .expect("a valid spec");
-    let mut options = chaos::Options::new(emulator.endpoint(), &root, spec);
+    let (_emulator, mut options) = own_emulator("chaos");
     options.workflows = vec!["provision".into()];
     options.attempt_timeout = Duration::from_secs(1);
     let reference = chaos::run_seed(&options.fault_free(), 0, 0.0, None)
@@ -337,7 +343,7 @@ async fn the_chaos_suite_reports_the_duplicate_a_missing_token_makes() {
         .unwrap();
     assert!(stripped.converged(), "{}", stripped.render());
     assert_eq!(
-        stripped.duplicates,
+        stripped.judged.duplicates,
         vec!["ec2:route-table +1 after provision".to_owned()],
         "{}",
         stripped.render()
@@ -349,13 +355,7 @@ async fn the_chaos_suite_reports_the_duplicate_a_missing_token_makes() {
 #[tokio::test]
 async fn a_teardown_queued_behind_a_running_provision_waits_and_then_leaves_nothing() {
     use chaos::races::{Expected, Race, run_race};
-    let root = apiary_core::local::project_root(&apiary_core::aws::ProcessEnv).unwrap();
-    // Its own emulator: each run empties it.
-    let emulator = apiary_core::local::Emulator::start(&root).unwrap();
-    let spec =
-        apiary_core::DeploymentSpec::parse(&apiary_core::fixtures::Fixture::named("race").spec)
-            .expect("a valid spec");
-    let mut options = chaos::Options::new(emulator.endpoint(), &root, spec);
+    let (_emulator, mut options) = own_emulator("race");
     options.workflows = vec!["provision".into(), "teardown".into()];
     let reference = chaos::run_seed(&options.fault_free(), 0, 0.0, None)
         .await

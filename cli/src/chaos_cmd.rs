@@ -176,20 +176,11 @@ async fn chaos(args: ChaosArgs) -> u8 {
         options.workflows.join(", ")
     );
     // The fault-free run: what one of each kind means.
-    let reference = match chaos::run_seed(&options.fault_free(), 0, 0.0, None).await {
+    let reference = match fault_free(&options, "run").await {
         Ok(result) => result,
-        Err(err) => {
-            eprintln!("error: the fault-free run: {err:#}");
-            return EXIT_ENVIRONMENT;
-        }
+        Err(code) => return code,
     };
     println!("fault-free run\n{}", reference.render());
-    if !reference.clean() {
-        eprintln!(
-            "error: the fault-free run itself did not end clean; the seeds would compare with it"
-        );
-        return EXIT_FAILED;
-    }
     let mut results: Vec<SeedResult> = Vec::new();
     for seed in args.first_seed..args.first_seed + args.seeds {
         match chaos::run_seed(&options, seed, args.rate, Some(&reference.counts)).await {
@@ -222,8 +213,11 @@ async fn chaos(args: ChaosArgs) -> u8 {
             .map(|w| w.runs.saturating_sub(1))
             .sum::<u32>(),
         results.iter().map(|r| r.proxy.faults_total()).sum::<u64>(),
-        results.iter().map(|r| r.leaked.len()).sum::<usize>(),
-        results.iter().map(|r| r.duplicates.len()).sum::<usize>(),
+        results.iter().map(|r| r.judged.leaked.len()).sum::<usize>(),
+        results
+            .iter()
+            .map(|r| r.judged.duplicates.len())
+            .sum::<usize>(),
         results.iter().filter(|r| !r.converged()).count(),
         if unclean.is_empty() {
             String::new()
@@ -232,6 +226,25 @@ async fn chaos(args: ChaosArgs) -> u8 {
         }
     );
     if unclean.is_empty() { 0 } else { EXIT_FAILED }
+}
+
+/// The fault-free run of `options.workflows` (`what`) that the others compare with; when
+/// it did not end clean, that is printed and its exit code returned.
+async fn fault_free(options: &Options, what: &str) -> Result<SeedResult, u8> {
+    match chaos::run_seed(&options.fault_free(), 0, 0.0, None).await {
+        Ok(result) if result.clean() => Ok(result),
+        Ok(result) => {
+            println!("fault-free run\n{}", result.render());
+            eprintln!(
+                "error: the fault-free {what} did not end clean; the others would compare with it"
+            );
+            Err(EXIT_FAILED)
+        }
+        Err(err) => {
+            eprintln!("error: the fault-free {what}: {err:#}");
+            Err(EXIT_ENVIRONMENT)
+        }
+    }
 }
 
 /// `OPERATION:N:FAULT`.
@@ -274,17 +287,9 @@ async fn crash(mut options: Options, points: Option<u64>) -> u8 {
     };
     options.workflows = vec!["provision".to_owned()];
     options.time_scale = None;
-    let reference = match chaos::run_seed(&options.fault_free(), 0, 0.0, None).await {
-        Ok(result) if result.clean() => result,
-        Ok(result) => {
-            println!("fault-free run\n{}", result.render());
-            eprintln!("error: the fault-free provision did not end clean");
-            return EXIT_FAILED;
-        }
-        Err(err) => {
-            eprintln!("error: the fault-free provision: {err:#}");
-            return EXIT_ENVIRONMENT;
-        }
+    let reference = match fault_free(&options, "provision").await {
+        Ok(result) => result,
+        Err(code) => return code,
     };
     let writes = reference.proxy.writes;
     let expected = reference.counts[0].clone();
@@ -331,20 +336,12 @@ async fn crash(mut options: Options, points: Option<u64>) -> u8 {
 /// per seed, each race on an emptied emulator.
 async fn races(mut options: Options, seeds: std::ops::Range<u64>, rate: f64, which: &[Race]) -> u8 {
     options.workflows = vec!["provision".to_owned(), "teardown".to_owned()];
-    let expected = match chaos::run_seed(&options.fault_free(), 0, 0.0, None).await {
-        Ok(result) if result.clean() => Expected {
+    let expected = match fault_free(&options, "provision and teardown").await {
+        Ok(result) => Expected {
             provisioned: result.counts[0].clone(),
             torn_down: result.counts[1].clone(),
         },
-        Ok(result) => {
-            println!("fault-free run\n{}", result.render());
-            eprintln!("error: the fault-free provision and teardown did not end clean");
-            return EXIT_FAILED;
-        }
-        Err(err) => {
-            eprintln!("error: the fault-free provision and teardown: {err:#}");
-            return EXIT_ENVIRONMENT;
-        }
+        Err(code) => return code,
     };
     eprintln!(
         "races: {} per seed, {} seed(s) from {} at {:.0}% faults",

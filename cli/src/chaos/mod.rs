@@ -133,13 +133,9 @@ pub struct WorkflowRuns {
 pub struct SeedResult {
     pub seed: u64,
     pub workflows: Vec<WorkflowRuns>,
-    /// Resources in the account the inventory does not record (`kind id`).
-    pub leaked: Vec<String>,
-    /// Kinds with more resources than the fault-free run made (`kind +n after w`).
-    pub duplicates: Vec<String>,
-    /// Kinds with fewer resources than the fault-free run made (`kind -n after w`): a
-    /// workflow that succeeded without making something.
-    pub missing: Vec<String>,
+    /// Leaked, duplicates (`kind +n after w`) and missing (`kind -n after w`, after a
+    /// workflow that succeeded) after each workflow.
+    pub judged: Judged,
     pub proxy: Report,
     pub seconds: f64,
     /// How many of each kind exist after each workflow (the fault-free run's figures
@@ -153,10 +149,7 @@ impl SeedResult {
     }
 
     pub fn clean(&self) -> bool {
-        self.converged()
-            && self.leaked.is_empty()
-            && self.duplicates.is_empty()
-            && self.missing.is_empty()
+        self.converged() && self.judged.clean()
     }
 
     /// The seed's table: one line per workflow, then what it left.
@@ -190,16 +183,40 @@ impl SeedResult {
                 w.failures.join(" | ")
             ));
         }
-        out.push_str(&format!(
-            "  leaked {}{}  duplicates {}{}  missing {}{}\n",
+        out.push_str(&format!("  {}\n", self.judged.render()));
+        out
+    }
+}
+
+/// What an account holds against what it should.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Judged {
+    /// Resources in the account that the inventory does not record and no teardown kept
+    /// on purpose (`kind id`).
+    pub leaked: Vec<String>,
+    /// Kinds with more resources than the fault-free run made (`kind +n`; a seed adds
+    /// `after <workflow>`).
+    pub duplicates: Vec<String>,
+    /// Kinds with fewer resources than the fault-free run made (`kind -n after w`).
+    pub missing: Vec<String>,
+}
+
+impl Judged {
+    pub fn clean(&self) -> bool {
+        self.leaked.is_empty() && self.duplicates.is_empty() && self.missing.is_empty()
+    }
+
+    /// `leaked N (…)  duplicates N (…)  missing N (…)`.
+    pub fn render(&self) -> String {
+        format!(
+            "leaked {}{}  duplicates {}{}  missing {}{}",
             self.leaked.len(),
             list(&self.leaked),
             self.duplicates.len(),
             list(&self.duplicates),
             self.missing.len(),
             list(&self.missing),
-        ));
-        out
+        )
     }
 }
 
@@ -292,6 +309,26 @@ impl Account {
             .filter(|f| !f.names.iter().any(|n| recorded.contains(n)))
             .map(|f| format!("{} {}", f.kind, f.id()))
             .collect())
+    }
+}
+
+impl Account {
+    /// The account now against `expected`, the counts of a fault-free `workflow`.
+    async fn judge(
+        &self,
+        expected: &BTreeMap<&'static str, usize>,
+        workflow: &str,
+    ) -> anyhow::Result<Judged> {
+        let count = self.counts().await?;
+        let (more, missing) = compare(&count, expected, workflow);
+        Ok(Judged {
+            leaked: self.leaked().await?,
+            duplicates: more
+                .into_iter()
+                .map(|(kind, n)| format!("{kind} +{n}"))
+                .collect(),
+            missing,
+        })
     }
 }
 
@@ -464,9 +501,11 @@ pub async fn run_seed(
     Ok(SeedResult {
         seed,
         workflows,
-        leaked: leaked.into_iter().collect(),
-        duplicates,
-        missing,
+        judged: Judged {
+            leaked: leaked.into_iter().collect(),
+            duplicates,
+            missing,
+        },
         proxy: report,
         seconds: started.elapsed().as_secs_f64(),
         counts,
@@ -484,24 +523,20 @@ pub struct CrashResult {
     pub rerun: WorkflowRuns,
     /// With `ended_before`: how that run ended (it must have succeeded).
     pub ended: Option<String>,
-    pub leaked: Vec<String>,
-    pub duplicates: Vec<String>,
-    pub missing: Vec<String>,
+    pub judged: Judged,
     pub seconds: f64,
 }
 
 impl CrashResult {
     pub fn clean(&self) -> bool {
         self.rerun.succeeded
-            && self.leaked.is_empty()
-            && self.duplicates.is_empty()
-            && self.missing.is_empty()
+            && self.judged.clean()
             && (!self.ended_before || self.ended.as_deref() == Some("succeeded"))
     }
 
     pub fn render(&self) -> String {
         format!(
-            "killed after write {:<4} {:<36} re-run {} in {} run(s){}  leaked {}{}  duplicates {}{}  missing {}{}  {:.1} s",
+            "killed after write {:<4} {:<36} re-run {} in {} run(s){}  {}  {:.1} s",
             self.write,
             if self.ended_before {
                 format!(
@@ -522,12 +557,7 @@ impl CrashResult {
             } else {
                 format!(" [{}]", self.rerun.failures.join(" | "))
             },
-            self.leaked.len(),
-            list(&self.leaked),
-            self.duplicates.len(),
-            list(&self.duplicates),
-            self.missing.len(),
-            list(&self.missing),
+            self.judged.render(),
             self.seconds,
         )
     }
@@ -604,19 +634,12 @@ pub async fn crash_at(
         None,
     );
     let rerun = run_until_done(&env, options, workflow, &label).await?;
-    let count = account.counts().await?;
-    let (more, missing) = compare(&count, expected, workflow);
     Ok(CrashResult {
         write,
         operation,
         ended_before,
         ended,
-        leaked: account.leaked().await?,
-        duplicates: more
-            .into_iter()
-            .map(|(kind, n)| format!("{kind} +{n}"))
-            .collect(),
-        missing,
+        judged: account.judge(expected, workflow).await?,
         rerun,
         seconds: started.elapsed().as_secs_f64(),
     })

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use apiary_asl::{ExecutionResult, ExecutionStatus};
 use serde_json::Value;
 
-use super::{Account, Options, WorkflowRuns, compare, first_line, input, list, run_until_done};
+use super::{Account, Judged, Options, WorkflowRuns, first_line, input, run_until_done};
 use crate::local::LocalEnv;
 
 /// One way two workflows meet on a deployment.
@@ -106,9 +106,7 @@ pub struct RaceResult {
     pub problems: Vec<String>,
     /// The operator's runs afterwards, until the account reached the race's end.
     pub after: Option<WorkflowRuns>,
-    pub leaked: Vec<String>,
-    pub duplicates: Vec<String>,
-    pub missing: Vec<String>,
+    pub judged: Judged,
     pub seconds: f64,
 }
 
@@ -116,14 +114,12 @@ impl RaceResult {
     pub fn clean(&self) -> bool {
         self.problems.is_empty()
             && self.after.as_ref().is_none_or(|a| a.succeeded)
-            && self.leaked.is_empty()
-            && self.duplicates.is_empty()
-            && self.missing.is_empty()
+            && self.judged.clean()
     }
 
     pub fn render(&self) -> String {
         format!(
-            "race {:<29} seed {:<3} first {}; second {}{}{}  leaked {}{}  duplicates {}{}  missing {}{}  {:.1} s",
+            "race {:<29} seed {:<3} first {}; second {}{}{}  {}  {:.1} s",
             self.race.as_str(),
             self.seed,
             self.first,
@@ -142,12 +138,7 @@ impl RaceResult {
             } else {
                 format!("  PROBLEMS: {}", self.problems.join("; "))
             },
-            self.leaked.len(),
-            list(&self.leaked),
-            self.duplicates.len(),
-            list(&self.duplicates),
-            self.missing.len(),
-            list(&self.missing),
+            self.judged.render(),
             self.seconds,
         )
     }
@@ -226,13 +217,11 @@ pub async fn run_race(
     };
     proxy.stop(Duration::from_secs(30)).await;
 
-    let count = account.counts().await?;
     let want = if goal == "provision" {
         &expected.provisioned
     } else {
         &expected.torn_down
     };
-    let (more, missing) = compare(&count, want, goal);
     Ok(RaceResult {
         race,
         seed,
@@ -244,12 +233,7 @@ pub async fn run_race(
         ),
         problems,
         after,
-        leaked: account.leaked().await?,
-        duplicates: more
-            .into_iter()
-            .map(|(kind, n)| format!("{kind} +{n}"))
-            .collect(),
-        missing,
+        judged: account.judge(want, goal).await?,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
