@@ -85,7 +85,13 @@ impl Unnamed {
                 .key_id(&key_id)
                 .send()
                 .await
-                .map_err(|e| Error::aws(format!("DescribeKey {key_id}"), e))?;
+                // The key was just listed: KMS not finding it by id yet is its eventual
+                // consistency (found by the chaos suite), retried.
+                .map_err(|e| {
+                    Error::aws_transient_if(format!("DescribeKey {key_id}"), e, |e| {
+                        e.is_not_found_exception()
+                    })
+                })?;
             let usable = described.key_metadata().is_some_and(|m| {
                 matches!(m.key_state(), Some(KeyState::Enabled | KeyState::Disabled))
             });

@@ -778,3 +778,57 @@ async fn the_dr_key_is_made_once_in_the_dr_region_and_only_when_one_is_set() {
     assert_eq!(out["created"], json!([]));
     assert_eq!(create.num_calls(), 0);
 }
+
+/// KMS is eventually consistent: a key an interrupted run made, just listed, may not be
+/// found by DescribeKey yet. Found by the chaos suite: that was a fatal error failing
+/// the provision; it is a retry.
+#[tokio::test]
+async fn a_listed_key_not_found_by_id_yet_is_retried() {
+    use aws_sdk_kms::types::{KeyListEntry, Tag};
+    let scope = SCOPES[0].0;
+    let listed = mock!(Kms::list_keys).then_output(|| {
+        aws_sdk_kms::operation::list_keys::ListKeysOutput::builder()
+            .keys(KeyListEntry::builder().key_id("orphan-1").build())
+            .build()
+    });
+    let tags = mock!(Kms::list_resource_tags).then_output(move || {
+        aws_sdk_kms::operation::list_resource_tags::ListResourceTagsOutput::builder()
+            .tags(
+                Tag::builder()
+                    .tag_key("apiary:deployment")
+                    .tag_value("acme")
+                    .build()
+                    .unwrap(),
+            )
+            .tags(
+                Tag::builder()
+                    .tag_key("apiary:layer")
+                    .tag_value(Layer::Keys.as_str())
+                    .build()
+                    .unwrap(),
+            )
+            .tags(
+                Tag::builder()
+                    .tag_key("apiary:role")
+                    .tag_value(scope)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    });
+    let describe = mock!(Kms::describe_key).then_error(not_found);
+    let create = mock!(Kms::create_key).then_output(|| {
+        CreateKeyOutput::builder()
+            .key_metadata(metadata("new", KeyState::Enabled))
+            .build()
+    });
+    let (deps, _) = deps(&[&listed, &tags, &describe, &create]);
+    let err = handle(&deps, event("ensure")).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Retryable, "{err}");
+    assert!(err.to_string().contains("DescribeKey orphan-1"), "{err}");
+    assert_eq!(
+        create.num_calls(),
+        0,
+        "no second key while the first is not visible"
+    );
+}
