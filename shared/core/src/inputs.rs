@@ -48,12 +48,19 @@ pub fn parse(workflow: &str, deployment: &str, input: &Value) -> Result<Value> {
 /// (`stores[1]`, `cpu`) when the problem is in one, so the person at the console knows
 /// what to fix.
 pub fn read<T: DeserializeOwned>(workflow: &str, input: Value) -> Result<T> {
-    serde_path_to_error::deserialize(input).map_err(|e| {
+    read_named(&format!("{workflow} input"), input)
+}
+
+/// Reads `value` (what a person or a state gave, called `what` in the refusal) as `T`:
+/// `{what} field `{path}`: why` when the problem is in a field, `{what}: why` when it is
+/// the whole value.
+pub fn read_named<T: DeserializeOwned>(what: &str, value: Value) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         if path == "." {
-            Error::invalid_input(format!("{workflow} input: {}", e.inner()))
+            Error::invalid_input(format!("{what}: {}", e.inner()))
         } else {
-            Error::invalid_input(format!("{workflow} input field `{path}`: {}", e.inner()))
+            Error::invalid_input(format!("{what} field `{path}`: {}", e.inner()))
         }
     })
 }

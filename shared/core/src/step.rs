@@ -57,14 +57,7 @@ pub struct StepEvent<A> {
 impl<A: DeserializeOwned> StepEvent<A> {
     /// Parses an event, naming what is wrong with it.
     pub fn parse(event: Value) -> Result<Self> {
-        serde_path_to_error::deserialize(event).map_err(|e| {
-            let path = e.path().to_string();
-            if path == "." {
-                Error::invalid_input(format!("step input: {}", e.inner()))
-            } else {
-                Error::invalid_input(format!("step input field `{path}`: {}", e.inner()))
-            }
-        })
+        crate::inputs::read_named("step input", event)
     }
 }
 
