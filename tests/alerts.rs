@@ -456,6 +456,60 @@ async fn the_free_storage_alarm_raises_storage_and_the_alarms_step_says_it_made_
     assert!(told[0].1.contains("raised RDS instance"), "{told:?}");
 }
 
+/// The ingestion pool at its limit: at the preset's limits (a new deployment) the
+/// runbook can only tell a person why it does nothing; once scale-pools lowered the pool
+/// it starts scale-pools back to the preset (locally it says what it would start, since
+/// a step cannot start a run here). The pool-usage metric that drives the alarm is
+/// unit-tested in functions/workloads (it needs a cluster).
+#[tokio::test]
+async fn the_pool_at_its_limit_is_raised_within_the_preset_and_never_beyond() {
+    let f = Fixture::new(TABLE).await;
+    let name = provisioned(&f, "poolalarm").await;
+    let queue = inbox(&f, &name).await;
+
+    let at_ceiling = deliver(&f, &name, &sample("alarm-pool-at-limit.json", &name)).await;
+    let run = only_run(&at_ceiling);
+    assert_eq!(run.status, ExecutionStatus::Failed, "{run:?}");
+    assert_eq!(run.error.as_deref(), Some("Apiary.Conflict"), "{run:?}");
+    let cause = run.cause.as_deref().unwrap_or_default();
+    assert!(cause.contains("size preset's ceiling"), "{cause}");
+    let told = received(&f, &queue).await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].1.contains("allow_beyond_preset"), "{told:?}");
+
+    let lowered = f
+        .run(
+            "scale-pools",
+            &name,
+            json!({"deployment": name, "pool": "ingestion", "cpu": 16}),
+            "lower",
+        )
+        .await;
+    assert_eq!(lowered.status, ExecutionStatus::Succeeded, "{lowered:?}");
+    let raised = deliver(&f, &name, &sample("alarm-pool-at-limit.json", &name)).await;
+    let run = only_run(&raised);
+    assert_eq!(run.status, ExecutionStatus::Succeeded, "{run:?}");
+    let output = run.output.as_ref().unwrap();
+    assert_eq!(output["runbook"], "scale-pool");
+    let input = &output["outcome"]["input"];
+    let preset = apiary_core::spec::SizePreset::Small.sizing();
+    assert_eq!(input["cpu"], json!(preset.karpenter_cpu_limit), "{output}");
+    assert_eq!(input["queue"], true);
+    assert!(
+        output["outcome"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("run scale-pools with"),
+        "{output}"
+    );
+    // The record is scale-pools' to change: the runbook changed nothing itself.
+    let record = f.store.get_deployment(&name).await.unwrap().unwrap();
+    assert_eq!(record.spec.cluster.pools.ingestion.cpu, Some(16));
+    let told = received(&f, &queue).await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].1.contains("run scale-pools with"), "{told:?}");
+}
+
 #[tokio::test]
 async fn every_sample_event_matches_exactly_the_rule_meant_for_it() {
     let f = Fixture::new(TABLE).await;
@@ -473,6 +527,7 @@ async fn every_sample_event_matches_exactly_the_rule_meant_for_it() {
     let expected: &[(&str, &[&str])] = &[
         ("alarm-backup-run-failed.json", &["alarm-state"]),
         ("alarm-backup-run-ok.json", &["alarm-state"]),
+        ("alarm-pool-at-limit.json", &["alarm-state"]),
         ("rds-low-storage.json", &["database-events"]),
         ("rds-failover.json", &["database-events"]),
         ("elasticache-snapshot-failed.json", &["cache-events"]),

@@ -1577,6 +1577,9 @@ fn dependencies(template: &Value) -> BTreeMap<String, BTreeSet<String>> {
         .map(|(id, resource)| {
             let mut found = BTreeSet::new();
             references(&resource["Properties"], &mut found);
+            // CloudFormation follows a reference in Metadata too: the one way to wait for
+            // a conditional resource, which DependsOn cannot name.
+            references(&resource["Metadata"], &mut found);
             match &resource["DependsOn"] {
                 Value::String(one) => {
                     found.insert(one.clone());
@@ -1741,6 +1744,10 @@ fn policies_fit_iams_size_limits_with_the_longest_parameters() {
         "arn:aws:secretsmanager:{REGION}:123456789012:secret:{}-AbCdEf",
         "s".repeat(200)
     );
+    let workspace = format!(
+        "arn:aws:aps:{REGION}:123456789012:workspace/ws-{}",
+        "w".repeat(61)
+    );
     let resolver = Resolver::for_template(
         &template,
         "123456789012",
@@ -1754,6 +1761,7 @@ fn policies_fit_iams_size_limits_with_the_longest_parameters() {
             ("ClusterAdminArns", &admins),
             ("ClusterViewerArns", &viewers),
             ("TwingateSecretArn", &secret),
+            ("MetricsWorkspaceArn", &workspace),
         ],
     );
     let size = |document: &Value| {
@@ -1858,6 +1866,44 @@ fn pod_identity_roles_trust_the_service_accounts_the_code_binds() {
         seen.insert(id);
     }
     assert_eq!(seen.len(), expected.len(), "{seen:?}");
+}
+
+/// With `MetricsWorkspaceArn`, Prometheus's role may remote-write to that workspace and
+/// nothing else of the service; without it the grant does not exist. The spec's
+/// workspace (which the code writes to) comes from the same parameter.
+#[test]
+fn prometheus_may_write_only_to_the_workspace_the_stack_names() {
+    let template = template();
+    let grants: Vec<(&str, &Value)> = every_role_statements(&template)
+        .into_iter()
+        .flat_map(|(id, statements)| statements.into_iter().map(move |s| (id, s)))
+        .filter(|(_, s)| actions(s).iter().any(|a| a.starts_with("aps:")))
+        .collect();
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    let (role, statement) = grants[0];
+    assert_eq!(role, "MetricsWriterRole");
+    assert_eq!(actions(statement), ["aps:RemoteWrite"]);
+    assert_eq!(
+        statement["Resource"],
+        serde_json::json!([{"Ref": "MetricsWorkspaceArn"}])
+    );
+    assert!(statement.get("Condition").is_none());
+    let (_, policy) = resources(&template, "AWS::IAM::ManagedPolicy")
+        .into_iter()
+        .find(|(_, p)| p["Properties"]["PolicyDocument"]["Statement"][0] == *statement)
+        .expect("the grant is a managed policy of its own");
+    assert_eq!(
+        policy["Condition"], "HasMetricsWorkspace",
+        "no workspace, no grant"
+    );
+    assert_eq!(
+        template["Conditions"]["HasMetricsWorkspace"],
+        serde_json::json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "MetricsWorkspaceArn"}, ""]}]})
+    );
+    assert_eq!(
+        apiary_core::spec::parameter_for("storage.metrics_workspace_arn"),
+        Some("MetricsWorkspaceArn")
+    );
 }
 
 /// A rule whose target dead-letters into the events queue must be one the queue's

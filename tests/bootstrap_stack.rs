@@ -483,6 +483,11 @@ async fn bootstrap_stack_creates_on_the_emulator() {
                 "TwingateSecretArn",
                 "arn:aws:secretsmanager:us-west-2:123456789012:secret:smoke-twingate-AbCdEf",
             ),
+            // And the conditional remote-write policy of the metrics role.
+            (
+                "MetricsWorkspaceArn",
+                "arn:aws:aps:us-west-2:123456789012:workspace/ws-smoke",
+            ),
             // Operators, so the access-entry conditions are built from lists.
             (
                 "ClusterAdminArns",

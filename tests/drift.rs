@@ -1,6 +1,7 @@
 //! The drift workflow end to end: provision a deployment, change behind its back what a
-//! person might (a rule open to the internet on the load balancer's group, the logs
-//! bucket's default encryption removed, a key policy rewritten), and run
+//! person might (a rule open to the internet on the load balancer's group, the control
+//! plane's egress opened, the logs bucket's default encryption removed, a key policy
+//! rewritten, a group made with the deployment's tags), and run
 //! `statemachines/drift.asl.json` in the embedded engine against the emulator: each is
 //! reported as a security finding, and a provision converges them.
 
@@ -81,6 +82,27 @@ async fn a_rule_opened_by_hand_and_a_bucket_left_unencrypted_are_reported_then_r
         .await
         .expect("encryption removed by hand");
 
+    // EC2's default allow-all egress put back on the control plane's group.
+    let control_plane = outputs["network"]["security_groups"]["control_plane"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ec2.authorize_security_group_egress()
+        .group_id(&control_plane)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("-1")
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("0.0.0.0/0")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("egress opened by hand");
+
     let app_key = outputs["keys"]["keys"]["app"]["arn"]
         .as_str()
         .unwrap()
@@ -131,9 +153,23 @@ async fn a_rule_opened_by_hand_and_a_bucket_left_unencrypted_are_reported_then_r
         "{policy}"
     );
     assert_eq!(policy["security"], true);
+    let egress = found
+        .iter()
+        .find(|f| f["setting"] == "egress")
+        .unwrap_or_else(|| panic!("the opened egress: {found:?}"));
+    assert!(
+        egress["resource"]
+            .as_str()
+            .unwrap()
+            .contains(&control_plane),
+        "{egress}"
+    );
+    assert_eq!(egress["found"], "all traffic to 0.0.0.0/0", "{egress}");
+    assert_eq!(egress["security"], true);
+    assert_eq!(egress["repairable"], true, "provision revokes allow-all");
     let drift_out = &drifted.output.as_ref().unwrap()["drift"];
     assert_eq!(drift_out["total"], json!(found.len()));
-    assert!(drift_out["security"].as_u64().unwrap() >= 3, "{drift_out}");
+    assert!(drift_out["security"].as_u64().unwrap() >= 4, "{drift_out}");
     let journal = f.store.journal(&name).await.unwrap();
     let entry = journal
         .iter()
@@ -169,6 +205,58 @@ async fn a_rule_opened_by_hand_and_a_bucket_left_unencrypted_are_reported_then_r
     );
     let after = drift(&f, &name, json!({}), "after").await;
     assert_eq!(findings(&after), Vec::<Value>::new(), "provision converged");
+
+    // Made by hand with the deployment's tags, recorded nowhere: reported as
+    // `unrecorded`. The same made by a controller for the cluster (its tag says so) is
+    // the cluster's and not reported.
+    let vpc = outputs["network"]["vpc_id"].as_str().unwrap().to_owned();
+    let tagged_group = |group: &str, extra: Option<(&str, &str)>| {
+        let mut spec = aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("apiary:deployment")
+                    .value(&name)
+                    .build(),
+            );
+        if let Some((k, v)) = extra {
+            spec = spec.tags(aws_sdk_ec2::types::Tag::builder().key(k).value(v).build());
+        }
+        ec2.create_security_group()
+            .group_name(group)
+            .description("made by hand")
+            .vpc_id(&vpc)
+            .tag_specifications(spec.build())
+    };
+    let by_hand = tagged_group("by-hand", None)
+        .send()
+        .await
+        .expect("a group made by hand")
+        .group_id
+        .unwrap();
+    tagged_group(
+        "k8s-elb-by-controller",
+        Some(("elbv2.k8s.aws/cluster", "x")),
+    )
+    .send()
+    .await
+    .expect("a group as the load balancer controller makes it");
+    let scanned = drift(&f, &name, json!({}), "unrecorded").await;
+    assert_eq!(scanned.status, ExecutionStatus::Succeeded, "{scanned:?}");
+    let found = findings(&scanned);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["kind"], "unrecorded");
+    assert!(
+        found[0]["resource"].as_str().unwrap().ends_with(&by_hand),
+        "{found:?}"
+    );
+    assert_eq!(found[0]["repairable"], false);
+    assert!(
+        scanned.output.as_ref().unwrap()["drift"]["checked"]
+            .to_string()
+            .contains("resources tagged apiary:deployment="),
+        "{scanned:?}"
+    );
 }
 
 #[tokio::test]

@@ -398,6 +398,7 @@ fn parameters_map() -> Value {
         "EnableDocumentDb": "true",
         "EnableRedis": "true",
         "S3RetentionDays": "45",
+        "MetricsWorkspaceArn": "",
         "BackupSchedule": "cron(0 3 * * ? *)",
         "BackupRetentionDays": "14",
         "DrRegion": "us-east-1",

@@ -61,6 +61,13 @@ const JUSTIFIED: &[(&str, &str, &str)] = &[
         "asked only on AWS, whether the load balancer's targets are healthy before READY",
     ),
     (
+        "workloads",
+        "cloudwatch:PutMetricData",
+        "asked only on AWS, by pool-usage with the cluster's NodePool in hand (locally there is \
+         no cluster, so nothing is measured or put); unit-tested with a mocked CloudWatch \
+         (functions/workloads/src/usage.rs)",
+    ),
+    (
         "databases",
         "cloudwatch:DescribeAlarms",
         "asked only on AWS, after the stores' alarms are put: the emulator does not accept \

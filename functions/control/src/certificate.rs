@@ -124,7 +124,7 @@ pub async fn issued(
     }
     let input = json!({"spec": record.spec, "queue": true});
     let name = execution_name(event_id);
-    result.execution = deps.runs.start_provision(&name, &input).await?;
+    result.execution = deps.runs.start("provision", &name, &input).await?;
     result.detail = match &result.execution {
         Some(execution) => format!(
             "certificate {certificate_arn} is issued: started provision {execution} to apply \

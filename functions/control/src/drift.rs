@@ -21,16 +21,19 @@ pub struct Repair {
 
 /// A name Step Functions accepts (at most 80 of `[A-Za-z0-9_-]`), from the drift run's.
 pub fn execution_name(drift_execution: &str) -> String {
-    let tail = drift_execution
-        .rsplit(':')
-        .next()
-        .unwrap_or(drift_execution);
+    started_by("drift-repair-", drift_execution)
+}
+
+/// The name of an execution a step starts: `prefix` and the starting run's id, at most
+/// 80 of `[A-Za-z0-9_-]`, the same on every retry of the step.
+pub(crate) fn started_by(prefix: &str, execution: &str) -> String {
+    let tail = execution.rsplit(':').next().unwrap_or(execution);
     let id: String = tail
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect();
-    let start = id.len().saturating_sub(67);
-    format!("drift-repair-{}", &id[start..])
+    let start = id.len().saturating_sub(80 - prefix.len());
+    format!("{prefix}{}", &id[start..])
 }
 
 pub(crate) async fn repair(
@@ -41,7 +44,7 @@ pub(crate) async fn repair(
     let record = crate::scale::record_of(deps, deployment, "nothing to repair").await?;
     let name = execution_name(&step.execution_id);
     let input = json!({"spec": record.spec, "queue": true});
-    let execution = deps.runs.start_provision(&name, &input).await?;
+    let execution = deps.runs.start("provision", &name, &input).await?;
     let detail = match &execution {
         Some(execution) => format!("started provision {execution} to converge to the record"),
         None => "runs cannot be started from here: run provision (`apiary local provision`) to \

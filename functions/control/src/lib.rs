@@ -12,6 +12,7 @@ pub mod certificate;
 mod cleanup;
 mod drift;
 mod lock;
+mod pool;
 mod runs;
 mod scale;
 mod upgrade;
@@ -129,6 +130,9 @@ pub enum ControlAction {
     /// handle-alert: tell a person what happened and what the runbook did.
     #[serde(rename = "alert-notify")]
     AlertNotify,
+    /// handle-alert's runbook for the ingestion pool at its limit: start scale-pools.
+    #[serde(rename = "alert-scale-pool")]
+    AlertScalePool,
 }
 
 impl Action for ControlAction {
@@ -149,6 +153,7 @@ impl Action for ControlAction {
             ControlAction::DriftRepair => "drift-repair",
             ControlAction::AlertTriage => "alert-triage",
             ControlAction::AlertNotify => "alert-notify",
+            ControlAction::AlertScalePool => "alert-scale-pool",
         }
     }
     /// None changes a resource: they change the deployment's record and lock only.
@@ -216,6 +221,7 @@ pub enum ControlOutput {
     /// handle-alert's triage.
     Triaged(alerts::Triage),
     Notified(alerts::Notified),
+    PoolRaised(pool::PoolRaise),
 }
 
 /// The failure a workflow's Catch hands to `fail`.
@@ -280,6 +286,9 @@ impl Recorder for StepState<'_> {
     }
     async fn resource(&self, deployment: &str, resource: &Resource) -> Result<()> {
         Recorder::resource(self.store, deployment, resource).await
+    }
+    async fn inventory(&self, deployment: &str) -> Result<Vec<Resource>> {
+        Recorder::inventory(self.store, deployment).await
     }
     async fn journal(&self, entry: &JournalEntry) -> Result<()> {
         if self.journal {
@@ -413,6 +422,7 @@ impl Step for Control<'_> {
             ControlAction::DriftRepair => return drift::repair(self.deps, step).await,
             ControlAction::AlertTriage => return alerts::triage(self.deps, step).await,
             ControlAction::AlertNotify => return alerts::notify(self.deps, step).await,
+            ControlAction::AlertScalePool => return pool::scale_pool(self.deps, step).await,
         };
         Ok(Done::ready(output))
     }

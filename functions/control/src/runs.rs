@@ -31,10 +31,11 @@ pub trait Runs: Send + Sync {
         Ok(None)
     }
 
-    /// Starts the provision workflow with `input` as execution `name` and returns its
-    /// ARN; a second start of the same name is the same execution. `None`: runs cannot be
-    /// started from here (locally, the runner starts them).
-    async fn start_provision(&self, _name: &str, _input: &Value) -> Result<Option<String>> {
+    /// Starts this stack's `workflow` (`provision`, `scale-pools`) with `input` as
+    /// execution `name` and returns its ARN; a second start of the same name is the same
+    /// execution. `None`: runs cannot be started from here (locally, the runner starts
+    /// them).
+    async fn start(&self, _workflow: &str, _name: &str, _input: &Value) -> Result<Option<String>> {
         Ok(None)
     }
 }
@@ -163,10 +164,15 @@ impl Runs for StepFunctionsRuns {
         ))
     }
 
-    async fn start_provision(&self, name: &str, input: &Value) -> Result<Option<String>> {
-        let Some(state_machine) = &self.provision else {
+    async fn start(&self, workflow: &str, name: &str, input: &Value) -> Result<Option<String>> {
+        // Every state machine of the stack is named as provision's, with its workflow.
+        let Some(state_machine) = self.provision.as_deref().and_then(|arn| {
+            let head = arn.strip_suffix("provision")?;
+            Some(format!("{head}{workflow}"))
+        }) else {
             return Ok(None);
         };
+        let state_machine = &state_machine;
         let started = self
             .sfn
             .start_execution()

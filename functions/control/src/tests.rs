@@ -477,11 +477,11 @@ impl Runs for Starter {
     async fn is_running(&self, _owner: &str) -> Result<bool> {
         Ok(true)
     }
-    async fn start_provision(&self, name: &str, input: &Value) -> Result<Option<String>> {
+    async fn start(&self, workflow: &str, name: &str, input: &Value) -> Result<Option<String>> {
         self.started
             .lock()
             .unwrap()
-            .push((name.to_owned(), input.clone()));
+            .push((format!("{workflow}/{name}"), input.clone()));
         Ok(Some(format!("arn:execution:{name}")))
     }
 }

@@ -8,11 +8,12 @@ use apiary_core::step::StepContext;
 use apiary_core::{Error, Result};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_elasticache::types::TransitEncryptionMode;
+use aws_sdk_resourcegroupstagging::types::TagFilter;
 use aws_sdk_s3::types::ServerSideEncryption;
 use ipnet::Ipv4Net;
 use network::security::{
-    GroupIds, describe_permission, describe_rule, missing_rules, open_to_the_world, other_ingress,
-    wanted_ingress,
+    GroupIds, control_plane_egress, describe_permission, describe_rule, missing_egress,
+    missing_rules, open_to_the_world, other_egress, other_ingress, wanted_ingress,
 };
 use serde::Serialize;
 
@@ -25,6 +26,9 @@ pub enum FindingKind {
     Missing,
     /// AWS has it, not as recorded.
     Changed,
+    /// AWS has it, tagged as this deployment's, and nothing recorded it: made by hand
+    /// with the deployment's tags, or left by a run that never recorded it.
+    Unrecorded,
 }
 
 /// One difference between the record and AWS.
@@ -63,6 +67,10 @@ impl Finding {
     pub fn sentence(&self) -> String {
         match self.kind {
             FindingKind::Missing => format!("{} is missing", self.resource),
+            FindingKind::Unrecorded => format!(
+                "{} is tagged as this deployment's and recorded nowhere",
+                self.resource
+            ),
             FindingKind::Changed => format!(
                 "{} {}: wanted {}, found {}{}",
                 self.resource,
@@ -95,6 +103,19 @@ impl Found {
         });
     }
 
+    fn unrecorded(&mut self, arn: &str, tag: &str) {
+        self.findings.push(Finding {
+            resource: arn.to_owned(),
+            kind: FindingKind::Unrecorded,
+            setting: "inventory".to_owned(),
+            wanted: "recorded by the step that made it".to_owned(),
+            found: format!("tagged {tag}, not recorded"),
+            security: false,
+            // A provision never deletes; teardown's sweep by tag removes it.
+            repairable: false,
+        });
+    }
+
     fn changed(
         &mut self,
         resource: &str,
@@ -123,6 +144,7 @@ pub(crate) async fn run(
     let layers = &step.layers;
     if let Some(network) = &layers.network {
         security_groups(deps, step, network, &mut found).await?;
+        control_plane_egress_rules(deps, network, &mut found).await?;
     }
     if let Some(keys) = &layers.keys {
         let s3_key = keys.keys.get("s3");
@@ -159,7 +181,148 @@ pub(crate) async fn run(
             .await?;
         }
     }
+    unrecorded(deps, step, &mut found).await?;
     Ok((found.checked, found.findings))
+}
+
+/// The control plane's group lets the in-VPC functions send only what they need
+/// (`network::security::control_plane_egress`); only Apiary writes its egress, so a rule
+/// it lacks is drift and any other rule (EC2's default allow-all put back, say) widens
+/// what those functions can reach.
+async fn control_plane_egress_rules(
+    deps: &Deps,
+    network: &NetworkOutput,
+    found: &mut Found,
+) -> Result<()> {
+    let group_id = network.security_groups.control_plane.as_str();
+    if group_id.is_empty() {
+        return Ok(());
+    }
+    let vpc_cidr: Ipv4Net = network.vpc_cidr.parse().map_err(|e| {
+        Error::fatal(format!(
+            "the network layer's vpc_cidr {:?} does not read: {e}",
+            network.vpc_cidr
+        ))
+    })?;
+    let resource = format!("security group {group_id} (control-plane egress)");
+    found.checked.push(resource.clone());
+    let described = deps
+        .ec2
+        .describe_security_groups()
+        .group_ids(group_id)
+        .send()
+        .await;
+    let group = match described {
+        Ok(out) => out.security_groups().first().cloned(),
+        Err(err) if code_is(&err, "InvalidGroup.NotFound") => None,
+        Err(err) => {
+            return Err(Error::aws(
+                format!("DescribeSecurityGroups {group_id}"),
+                err,
+            ));
+        }
+    };
+    // The ingress comparison already reports the group missing.
+    let Some(group) = group else {
+        return Ok(());
+    };
+    let wanted = control_plane_egress(vpc_cidr);
+    for rule in missing_egress(&group, &wanted) {
+        let to = describe_rule(rule).replacen(" from ", " to ", 1);
+        found.changed(&resource, "egress", &to, "absent", false);
+    }
+    for extra in other_egress(&group, &wanted) {
+        let shown = describe_permission(&extra).replacen(" from ", " to ", 1);
+        found.changed(&resource, "egress", "no such rule", &shown, true);
+        // A provision revokes EC2's default allow-all rule only; any other extra rule
+        // stays until a person removes it.
+        let allow_all = extra.ip_protocol() == Some("-1") && open_to_the_world(&extra);
+        if let Some(last) = found.findings.last_mut() {
+            last.repairable = allow_all;
+        }
+    }
+    Ok(())
+}
+
+/// Tags the controllers write on what they make for the cluster (load balancers, their
+/// groups, nodes, volumes): such a resource is the cluster's, not a step's, and nothing
+/// records it by design (teardown sweeps it by these tags).
+const CONTROLLER_TAGS: [&str; 8] = [
+    "elbv2.k8s.aws/cluster",
+    "eks:eks-cluster-name",
+    "eks:cluster-name",
+    "karpenter.sh/nodepool",
+    "ingress.eks.amazonaws.com/",
+    "service.eks.amazonaws.com/",
+    "kubernetes.io/cluster/",
+    "cluster.k8s.amazonaws.com/name",
+];
+
+/// `apiary:role` tags of what belongs to a recorded parent and goes with it, recorded
+/// under the parent or by another name than its ARN: the cluster's access entries (the
+/// control plane's are recorded by principal, the operators' listed in the cluster
+/// layer's output) and add-ons, and the EBS volumes EC2 makes for the system nodes from
+/// the launch template's tags.
+const PART_OF_A_RECORDED_PARENT: [&str; 5] = [
+    "access-entry",
+    "operator-admin",
+    "operator-viewer",
+    "addon",
+    "node-volume",
+];
+
+/// ARN parts of what the backup and restore-test workflows make: recorded in the
+/// backup catalogue (and pruned by it), not in the inventory.
+const BACKUP_ARNS: [&str; 3] = [":snapshot:", ":cluster-snapshot:", ":backup:"];
+
+/// Everything the Resource Groups Tagging API lists with the deployment's tag, against
+/// the inventory: what nothing recorded is reported `unrecorded`. The API is eventually
+/// consistent (a just-made resource may be missing from it, a just-deleted one still
+/// listed for about an hour), so one run's finding is a lead for a person, never an
+/// action.
+async fn unrecorded(
+    deps: &Deps,
+    step: &StepContext<'_, DriftAction>,
+    found: &mut Found,
+) -> Result<()> {
+    let deployment = step.names.deployment();
+    let inventory = deps.recorder.inventory(deployment).await?;
+    let tag = format!("{}={deployment}", apiary_core::naming::TAG_DEPLOYMENT);
+    found.checked.push(format!("resources tagged {tag}"));
+    let filter = TagFilter::builder()
+        .key(apiary_core::naming::TAG_DEPLOYMENT)
+        .values(deployment)
+        .build();
+    let mut pages = deps
+        .tagging
+        .get_resources()
+        .tag_filters(filter)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages
+        .try_next()
+        .await
+        .map_err(|e| Error::aws("GetResources", e))?
+    {
+        for mapping in page.resource_tag_mapping_list() {
+            let Some(arn) = mapping.resource_arn() else {
+                continue;
+            };
+            let by_controller = mapping.tags().iter().any(|t| {
+                CONTROLLER_TAGS.iter().any(|c| t.key().starts_with(c))
+                    || (t.key() == apiary_core::naming::TAG_ROLE
+                        && PART_OF_A_RECORDED_PARENT.contains(&t.value()))
+            });
+            if by_controller
+                || BACKUP_ARNS.iter().any(|b| arn.contains(b))
+                || inventory.iter().any(|r| r.is(arn))
+            {
+                continue;
+            }
+            found.unrecorded(arn, &tag);
+        }
+    }
+    Ok(())
 }
 
 async fn security_groups(
@@ -747,6 +910,20 @@ mod tests {
             serde_json::to_value(&found.findings[0]).unwrap()["kind"],
             "missing"
         );
+        found.unrecorded(
+            "arn:aws:ec2:us-west-2:123456789012:security-group/sg-9",
+            "apiary:deployment=demo",
+        );
+        let unrecorded = &found.findings[2];
+        assert_eq!(
+            unrecorded.sentence(),
+            "arn:aws:ec2:us-west-2:123456789012:security-group/sg-9 is tagged as this deployment's and recorded nowhere"
+        );
+        assert_eq!(
+            serde_json::to_value(unrecorded).unwrap()["kind"],
+            "unrecorded"
+        );
+        assert!(!unrecorded.repairable && !unrecorded.security);
     }
 
     mod stores {

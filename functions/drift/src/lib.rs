@@ -9,8 +9,11 @@
 //!   `network::security::wanted_ingress`) present; no other ingress rule on a group only
 //!   Apiary writes to (the load balancer's, the data stores'); on the cluster's group,
 //!   where EKS and the load balancer controller add rules, only a rule open to the whole
-//!   internet counts. The interface endpoints' group is not in the network layer's
-//!   output and is not compared, nor is any group's egress.
+//!   internet counts. The control plane's group's egress: exactly the rules provision
+//!   writes (`network::security::control_plane_egress`), any other reported as security
+//!   drift. The interface endpoints' group is not in the network layer's output and is
+//!   not compared, nor is the egress of the groups EC2 leaves open (every other group
+//!   keeps EC2's default allow-all egress, which provision never narrows).
 //! - **Buckets**: default encryption with the deployment's `s3` key (the access-log
 //!   bucket: SSE-S3, the only kind access-log delivery writes), all four Block Public
 //!   Access settings, versioning on the backups bucket.
@@ -22,8 +25,13 @@
 //!   AUTH token required.
 //! - **Keys**: enabled, automatic rotation on, the key policy the keys layer writes.
 //!
+//! - **What nothing recorded**: every resource the Resource Groups Tagging API lists with
+//!   the deployment's `apiary:deployment` tag that the inventory does not record, leaving
+//!   out what the cluster's controllers make (their own tags say so) and backups (the
+//!   backup catalogue keeps them).
+//!
 //! Each difference is a [`Finding`]: `missing` (recorded, not found), `changed` (found,
-//! not as recorded); `security: true` when it opens or unprotects something;
+//! not as recorded), `unrecorded` (found, tagged as ours, recorded nowhere); `security: true` when it opens or unprotects something;
 //! `repairable: false` when a provision cannot change it back (an encryption chosen at
 //! creation, PostgreSQL's public accessibility, a key's state, which is the customer's
 //! decision, a key that is gone). A torn-down deployment is not compared. The run
@@ -78,6 +86,7 @@ pub struct Deps {
     pub kms: aws_sdk_kms::Client,
     pub events: aws_sdk_eventbridge::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub tagging: aws_sdk_resourcegroupstagging::Client,
     pub recorder: Arc<dyn Recorder>,
     /// The AWS endpoint is the local emulator (it does not accept this SDK's CloudWatch
     /// requests).
@@ -95,6 +104,7 @@ impl Deps {
             kms: apiary_core::client!(aws_sdk_kms, config),
             events: apiary_core::client!(aws_sdk_eventbridge, config),
             cloudwatch: apiary_core::client!(aws_sdk_cloudwatch, config),
+            tagging: apiary_core::client!(aws_sdk_resourcegroupstagging, config),
             recorder,
             emulator: config.endpoint_url().is_some(),
         }

@@ -260,9 +260,18 @@ pub fn wanted_ingress<'a>(
 
 /// The rules of `wanted` that `group` does not have.
 pub fn missing_rules<'r, 'a>(group: &SecurityGroup, wanted: &'r [Rule<'a>]) -> Vec<&'r Rule<'a>> {
+    missing_from(group.ip_permissions(), wanted)
+}
+
+/// The egress rules of `wanted` that `group` lacks.
+pub fn missing_egress<'r, 'a>(group: &SecurityGroup, wanted: &'r [Rule<'a>]) -> Vec<&'r Rule<'a>> {
+    missing_from(group.ip_permissions_egress(), wanted)
+}
+
+fn missing_from<'r, 'a>(permissions: &[IpPermission], wanted: &'r [Rule<'a>]) -> Vec<&'r Rule<'a>> {
     wanted
         .iter()
-        .filter(|rule| !has_rule(group.ip_permissions(), rule))
+        .filter(|rule| !has_rule(permissions, rule))
         .collect()
 }
 
@@ -344,6 +353,14 @@ async fn ensure_control_plane_egress(
     group: &SecurityGroup,
     vpc_cidr: Ipv4Net,
 ) -> Result<()> {
+    let rules = control_plane_egress(vpc_cidr);
+    ensure_directed_rules(run, group, Direction::Egress, &rules).await?;
+    revoke_default_egress(run, group).await
+}
+
+/// The control plane's group's egress rules, and the only ones it has (drift reports
+/// any other, EC2's default allow-all included).
+pub fn control_plane_egress(vpc_cidr: Ipv4Net) -> Vec<Rule<'static>> {
     let mut rules = vec![
         Rule {
             protocol: "tcp",
@@ -367,8 +384,7 @@ async fn ensure_control_plane_egress(
         source: Source::Cidr(vpc_cidr.to_string()),
         description: format!("{what} in the VPC for the restore-test verifier"),
     }));
-    ensure_directed_rules(run, group, Direction::Egress, &rules).await?;
-    revoke_default_egress(run, group).await
+    rules
 }
 
 /// EC2 gives a new group an egress rule that allows all traffic anywhere; the control
@@ -559,6 +575,15 @@ async fn ensure_rules(run: &Run<'_>, group: &SecurityGroup, rules: &[Rule<'_>]) 
 /// The ingress permissions of `group` that none of `rules` asks for, one source each:
 /// what [`revoke_other_ingress`] takes away.
 pub fn other_ingress(group: &SecurityGroup, rules: &[Rule<'_>]) -> Vec<IpPermission> {
+    others_than(group.ip_permissions(), rules)
+}
+
+/// The egress permissions of `group` that none of `rules` asks for, one target each.
+pub fn other_egress(group: &SecurityGroup, rules: &[Rule<'_>]) -> Vec<IpPermission> {
+    others_than(group.ip_permissions_egress(), rules)
+}
+
+fn others_than(permissions: &[IpPermission], rules: &[Rule<'_>]) -> Vec<IpPermission> {
     let wanted = |permission: &IpPermission, source: Source<'_>| {
         rules.iter().any(|rule| {
             let same_source = match (&rule.source, &source) {
@@ -577,7 +602,7 @@ pub fn other_ingress(group: &SecurityGroup, rules: &[Rule<'_>]) -> Vec<IpPermiss
         })
     };
     let mut others = Vec::new();
-    for permission in group.ip_permissions() {
+    for permission in permissions {
         let base = || {
             IpPermission::builder()
                 .set_ip_protocol(permission.ip_protocol().map(str::to_owned))

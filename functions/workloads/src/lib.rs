@@ -29,6 +29,7 @@ pub mod teardown;
 #[cfg(test)]
 mod test_support;
 pub mod token;
+pub mod usage;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,6 +81,10 @@ pub enum WorkloadsAction {
     /// upgrade: the rollback's rollout; read-only.
     #[serde(rename = "rollback-image-status")]
     RollbackImageStatus,
+    /// The ingestion NodePool's use of its limits, put as a CloudWatch metric (see
+    /// `usage`); read-only, called by the stack's schedule every few minutes.
+    #[serde(rename = "pool-usage")]
+    PoolUsage,
     /// The teardown's Kubernetes side: freeze, then delete Ingresses and LoadBalancer
     /// Services, PVCs, NodePools and node classes, a phase per call (see `teardown`).
     #[serde(rename = "teardown-kubernetes")]
@@ -97,6 +102,7 @@ impl Action for WorkloadsAction {
             WorkloadsAction::Restart => "restart",
             WorkloadsAction::CredentialsSynced => "credentials-synced",
             WorkloadsAction::ScaleNodepool => "scale-nodepool",
+            WorkloadsAction::PoolUsage => "pool-usage",
             WorkloadsAction::UpgradeImage => "upgrade-image",
             WorkloadsAction::UpgradeImageStatus => "upgrade-image-status",
             WorkloadsAction::RollbackImage => "rollback-image",
@@ -117,6 +123,7 @@ impl Action for WorkloadsAction {
             WorkloadsAction::Restart
             | WorkloadsAction::CredentialsSynced
             | WorkloadsAction::ScaleNodepool
+            | WorkloadsAction::PoolUsage
             | WorkloadsAction::UpgradeImage
             | WorkloadsAction::UpgradeImageStatus
             | WorkloadsAction::RollbackImage
@@ -131,10 +138,16 @@ impl Action for WorkloadsAction {
             self,
             WorkloadsAction::Status
                 | WorkloadsAction::CredentialsSynced
+                | WorkloadsAction::PoolUsage
                 | WorkloadsAction::TeardownKubernetesStatus
                 | WorkloadsAction::UpgradeImageStatus
                 | WorkloadsAction::RollbackImageStatus
         )
+    }
+
+    /// The schedule's probe runs every five minutes: its successes are not journaled.
+    fn journals_success(self) -> bool {
+        self != WorkloadsAction::PoolUsage
     }
 }
 
@@ -170,6 +183,8 @@ pub struct Deps {
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     /// The stores' secrets' current versions (metadata only: `sync`).
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// The pool-usage metric (`usage`).
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
     /// Signs the EKS bearer token.
     pub credentials: Option<SharedCredentialsProvider>,
     /// The SDK's region (the deployment's region when unset).
@@ -207,6 +222,7 @@ impl Deps {
             iam: apiary_core::client!(aws_sdk_iam, sdk_config),
             elb: apiary_core::client!(aws_sdk_elasticloadbalancingv2, sdk_config),
             secrets: apiary_core::client!(aws_sdk_secretsmanager, sdk_config),
+            cloudwatch: apiary_core::client!(aws_sdk_cloudwatch, sdk_config),
             credentials: sdk_config.credentials_provider(),
             region: sdk_config.region().map(|r| r.to_string()),
             recorder,
@@ -261,6 +277,10 @@ impl Step for Deps {
             let detail = skipped.detail.clone();
             return Ok(Done::ready(Output::Skipped(skipped)).with_detail(detail));
         }
+        if let Some(skipped) = usage::nothing_to_measure(self, step).await? {
+            let detail = skipped.detail.clone();
+            return Ok(Done::ready(Output::Usage(skipped)).with_detail(detail));
+        }
         let target = Box::pin(target(self, step)).await?;
         Box::pin(run_on(self, step, target)).await
     }
@@ -301,6 +321,9 @@ pub async fn run_on(
         WorkloadsAction::ScaleNodepool => Box::pin(scale::scale(step, target))
             .await?
             .map(Output::Scale),
+        WorkloadsAction::PoolUsage => Box::pin(usage::usage(deps, step, target))
+            .await?
+            .map(Output::Usage),
         WorkloadsAction::TeardownKubernetes | WorkloadsAction::TeardownKubernetesStatus => {
             Box::pin(teardown::teardown(step, target))
                 .await?

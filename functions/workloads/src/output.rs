@@ -20,6 +20,7 @@ pub enum Output {
     Restart(crate::restart::RestartOutput),
     Synced(crate::sync::SyncOutput),
     Scale(crate::scale::ScaleOutput),
+    Usage(crate::usage::UsageOutput),
     Teardown(crate::teardown::TeardownOutput),
     Skipped(StepSkipped),
 }

@@ -159,7 +159,7 @@ pub async fn scale(
 }
 
 /// The NodePool as the cluster holds it, `None` when missing.
-async fn read(client: &kube::Client, manifest: &Manifest) -> Result<Option<Value>> {
+pub(crate) async fn read(client: &kube::Client, manifest: &Manifest) -> Result<Option<Value>> {
     let what = manifest.display();
     let request = kube::core::Request::new(manifest.collection_path())
         .get(&manifest.name, &GetParams::default())
@@ -176,48 +176,15 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use apiary_core::fixtures::Fixture;
-    use apiary_core::naming::Layer;
-    use apiary_core::step::{Recorder, Step};
-    use async_trait::async_trait;
 
     use super::*;
+    use crate::KubeAccess;
     use crate::fake_api::{self, ApplyServer, Reply};
-    use crate::output::Output;
-    use crate::test_support::mock_deps_over;
-    use crate::{Deps, KubeAccess};
+    use crate::test_support::{Against, mock_deps_over};
 
     #[test]
     fn the_default_budget_is_the_one_scale_pools_reports() {
         assert_eq!(manifests::DISRUPTION_BUDGET, scale_pools::DEFAULT_BUDGET);
-    }
-
-    /// The step as the kit runs it, against a given cluster client (or none).
-    struct Against {
-        deps: Deps,
-        client: Option<kube::Client>,
-    }
-
-    #[async_trait]
-    impl Step for Against {
-        const LAYER: Layer = Layer::Workloads;
-        type Action = WorkloadsAction;
-        type Output = Output;
-
-        async fn run(&self, step: &StepContext<'_, WorkloadsAction>) -> Result<Done<Output>> {
-            let target = match &self.client {
-                Some(client) => Target::Apply {
-                    client: client.clone(),
-                    via: "eks",
-                    auto_mode: true,
-                },
-                None => Target::Render(std::env::temp_dir().join("apiary-scale-test")),
-            };
-            crate::run_on(&self.deps, step, target).await
-        }
-
-        fn state(&self) -> &dyn Recorder {
-            self.deps.recorder.as_ref()
-        }
     }
 
     /// Runs scale-nodepool over a record holding `pools`, with `input`.

@@ -33,6 +33,38 @@ pub const BOUNDARY_ARN: &str =
 pub const ASSOCIATION_ID: &str = "a-0123456789abcdef0";
 pub const ASSOCIATION_ARN: &str = "arn:aws:eks:us-west-2:123456789012:podidentityassociation/apiary-acme-prod/a-0123456789abcdef0";
 
+/// The step as the kit runs it, against a given cluster client (or none: rendered).
+pub struct Against {
+    pub deps: Deps,
+    pub client: Option<kube::Client>,
+}
+
+#[async_trait::async_trait]
+impl apiary_core::step::Step for Against {
+    const LAYER: apiary_core::naming::Layer = apiary_core::naming::Layer::Workloads;
+    type Action = crate::WorkloadsAction;
+    type Output = crate::output::Output;
+
+    async fn run(
+        &self,
+        step: &apiary_core::step::StepContext<'_, crate::WorkloadsAction>,
+    ) -> apiary_core::Result<apiary_core::step::Done<crate::output::Output>> {
+        let target = match &self.client {
+            Some(client) => crate::Target::Apply {
+                client: client.clone(),
+                via: "eks",
+                auto_mode: true,
+            },
+            None => crate::Target::Render(std::env::temp_dir().join("apiary-workloads-test")),
+        };
+        crate::run_on(&self.deps, step, target).await
+    }
+
+    fn state(&self) -> &dyn apiary_core::step::Recorder {
+        self.deps.recorder.as_ref()
+    }
+}
+
 /// What the manifests of [`Fixture::test`] are built from.
 pub fn context() -> Context {
     let fixture = Fixture::test();
@@ -65,6 +97,7 @@ pub fn mock_deps_over(
         // own tests are in `serving`.
         elb: mock_client!(aws_sdk_elasticloadbalancingv2, RuleMode::MatchAny, []),
         secrets: mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, []),
+        cloudwatch: mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, []),
         credentials: None,
         region: Some("us-west-2".to_owned()),
         recorder: Arc::new(recorder.clone()),

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | RDS `low storage` for this deployment's PostgreSQL instance, or its free-storage alarm in ALARM | [`Runbook::RaiseStorage`] |
 //! | CloudTrail `ScheduleKeyDeletion` of a key this deployment owns | [`Runbook::KeyState`] (cancel the deletion, notify) |
+//! | the ingestion pool's at-limit alarm in ALARM | [`Runbook::ScalePool`] (scale-pools to the size preset's limits) |
 //! | an alarm of this deployment back to `OK` | [`Runbook::Close`] (close its record) |
 //! | Secrets Manager moved `AWSCURRENT` of one of this deployment's store secrets (RDS's own rotation of a master password, or any other) | [`Runbook::RestartIngestion`] (once the pods' secrets driver has the new value) |
 //! | anything else (an alarm, a database, cache or Health event, a key disabled, a failed backup or restore test, an event no rule names) | [`Runbook::Record`] (record and notify) |
@@ -38,6 +39,9 @@ pub const SECRET_LABEL_UPDATED: &str = "Secret Label Updated";
 
 /// The data-plane alarm (after `apiary-<name>-`) whose ALARM raises PostgreSQL's storage.
 pub const LOW_STORAGE_ALARM: &str = "dp-postgres-free-storage";
+/// The stack's alarm (after `apiary-<name>-`) on the ingestion NodePool's use of its
+/// limits, whose ALARM raises the pool within its size preset.
+pub const POOL_AT_LIMIT_ALARM: &str = "pool-ingestion-at-limit";
 
 /// What handle-alert does about an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +59,10 @@ pub enum Runbook {
     /// managed master passwords on its own schedule): once every ingestion pod's mount
     /// holds it, the pods restart, since their environment was read at start.
     RestartIngestion,
+    /// The ingestion NodePool has held 90 % of its limits for 15 minutes: start
+    /// scale-pools with the size preset's limits, unless the pool is frozen or already
+    /// there (then only a person can decide: a bigger preset or `allow_beyond_preset`).
+    ScalePool,
     /// Record the event and tell a person.
     Record,
 }
@@ -192,6 +200,8 @@ fn alarm(alert: &mut Alert, detail: &Value, prefix: &str) -> Result<()> {
         alert.runbook = Runbook::Close;
     } else if state == "ALARM" && data.alarm_name == format!("{prefix}{LOW_STORAGE_ALARM}") {
         alert.runbook = Runbook::RaiseStorage;
+    } else if state == "ALARM" && data.alarm_name == format!("{prefix}{POOL_AT_LIMIT_ALARM}") {
+        alert.runbook = Runbook::ScalePool;
     }
     alert.alarm = Some(AlarmChange {
         name: data.alarm_name,
@@ -201,7 +211,7 @@ fn alarm(alert: &mut Alert, detail: &Value, prefix: &str) -> Result<()> {
 }
 
 /// The names of the stack's own alarms after `apiary-<name>-`.
-const STACK_ALARMS: [&str; 16] = [
+const STACK_ALARMS: [&str; 17] = [
     "provision-run-failed",
     "teardown-run-failed",
     "backup-run-failed",
@@ -218,10 +228,13 @@ const STACK_ALARMS: [&str; 16] = [
     "restore-test-missed",
     "schedule-dead-letters",
     "events-dead-letters",
+    POOL_AT_LIMIT_ALARM,
 ];
 
-/// Whether `name` is one of this deployment's alarms: the stack's own, or a data-store
-/// alarm (`dp-postgres-*`, `dp-documentdb-cpu`, `dp-redis-<node>-*`). A name prefix is
+/// Whether `name` is one of this deployment's alarms: the stack's own, or a data-plane
+/// alarm (`dp-postgres-*`, `dp-documentdb-cpu`, `dp-redis-<node>-*`, the load
+/// balancer's `dp-lb-*`; the databases step's `alarms::wanted` makes them, and its
+/// tests check that every name it makes is read here as ours). A name prefix is
 /// not enough: deployment `demo-eu`'s alarms start with `apiary-demo-` too.
 pub fn is_deployment_alarm(name: &str, prefix: &str) -> bool {
     let Some(rest) = name.strip_prefix(prefix) else {
@@ -235,9 +248,23 @@ pub fn is_deployment_alarm(name: &str, prefix: &str) -> bool {
     };
     if matches!(
         store,
-        "postgres-free-storage" | "postgres-cpu" | "postgres-connections" | "documentdb-cpu"
+        "postgres-free-storage"
+            | "postgres-cpu"
+            | "postgres-connections"
+            | "documentdb-cpu"
+            | "lb-5xx"
     ) {
         return true;
+    }
+    // dp-lb-no-healthy-targets | dp-lb-unhealthy-targets, then -<n> from the second
+    // target group on
+    for base in ["lb-no-healthy-targets", "lb-unhealthy-targets"] {
+        if let Some(rest) = store.strip_prefix(base) {
+            return rest.is_empty()
+                || rest
+                    .strip_prefix('-')
+                    .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        }
     }
     // dp-redis-<node number>-memory | -evictions
     store
@@ -483,6 +510,42 @@ mod tests {
     }
 
     #[test]
+    fn the_pool_at_limit_alarm_scales_the_pool_and_only_ours_does() {
+        let alarm = |name: &str, state: &str| {
+            event(
+                "aws.cloudwatch",
+                ALARM_STATE_CHANGE,
+                json!({"alarmName": name,
+                       "state": {"value": state, "reason": "r", "timestamp": "2026-12-01T03:00:00.000+0000"},
+                       "configuration": {}}),
+            )
+        };
+        let ours = "apiary-demo-pool-ingestion-at-limit";
+        let fired = classify("demo", &alarm(ours, "ALARM"), &[], &[]).unwrap();
+        assert_eq!(fired.runbook, Runbook::ScalePool);
+        assert!(!fired.notify, "the alarm told the topic itself");
+        assert_eq!(
+            classify("demo", &alarm(ours, "OK"), &[], &[])
+                .unwrap()
+                .runbook,
+            Runbook::Close
+        );
+        let theirs = classify(
+            "demo",
+            &alarm("apiary-demo-eu-pool-ingestion-at-limit", "ALARM"),
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(theirs.runbook, Runbook::Record);
+        assert_eq!(
+            serde_json::to_value(Runbook::ScalePool).unwrap(),
+            "scale-pool",
+            "the name handle-alert's Runbook? choice reads"
+        );
+    }
+
+    #[test]
     fn another_deployment_sharing_the_name_prefix_is_not_ours() {
         // demo-eu's names start with demo's prefix.
         let prefix = "apiary-demo-";
@@ -503,6 +566,21 @@ mod tests {
             "apiary-demo-dp-dp-postgres-cpu",
             prefix
         ));
+        for ours in [
+            "apiary-demo-dp-lb-5xx",
+            "apiary-demo-dp-lb-no-healthy-targets",
+            "apiary-demo-dp-lb-unhealthy-targets-2",
+        ] {
+            assert!(is_deployment_alarm(ours, prefix), "{ours}");
+        }
+        for theirs in [
+            "apiary-demo-eu-dp-lb-5xx",
+            "apiary-demo-dp-lb-unhealthy-targets-",
+            "apiary-demo-dp-lb-unhealthy-targets-x",
+            "apiary-demo-dp-lb-unhealthy-targetsx",
+        ] {
+            assert!(!is_deployment_alarm(theirs, prefix), "{theirs}");
+        }
         assert!(is_deployment_store("apiary-demo-postgres", prefix));
         assert!(is_deployment_store("apiary-demo-redis-001", prefix));
         assert!(is_deployment_store("apiary-demo-docdb-2", prefix));

@@ -86,6 +86,12 @@ pub trait Action: Copy + Send + Sync + DeserializeOwned + 'static {
     fn accepts_spec(self) -> bool {
         false
     }
+    /// Whether a successful run is journaled. A frequent read-only probe (a schedule's
+    /// every few minutes) says no: its failures and what it still waits for are
+    /// journaled, its routine successes would bury everything else.
+    fn journals_success(self) -> bool {
+        true
+    }
 }
 
 /// The action enum of a layer whose only action is `ensure` (its own status check),
@@ -412,7 +418,9 @@ async fn finish<A: Action, T: Serialize>(
                 (Some(detail), Some(note)) => Some(format!("{detail}; {note}")),
                 (detail, note) => detail.or(note),
             };
-            log.finish(outcome, detail).await;
+            if outcome != "ready" || context.action.journals_success() {
+                log.finish(outcome, detail).await;
+            }
             Ok(value)
         }
         Err(err) => {
@@ -437,6 +445,8 @@ pub trait Recorder: Send + Sync {
     async fn outputs(&self, deployment: &str) -> Result<BTreeMap<String, Value>>;
     async fn save_output(&self, deployment: &str, slot: &str, output: &Value) -> Result<()>;
     async fn resource(&self, deployment: &str, resource: &Resource) -> Result<()>;
+    /// Every resource the steps recorded for `deployment`.
+    async fn inventory(&self, deployment: &str) -> Result<Vec<Resource>>;
     async fn journal(&self, entry: &JournalEntry) -> Result<()>;
 }
 
@@ -456,6 +466,9 @@ impl Recorder for Store {
     }
     async fn resource(&self, deployment: &str, resource: &Resource) -> Result<()> {
         self.record_resource(deployment, resource).await
+    }
+    async fn inventory(&self, deployment: &str) -> Result<Vec<Resource>> {
+        Store::inventory(self, deployment).await
     }
     async fn journal(&self, entry: &JournalEntry) -> Result<()> {
         self.append_journal(entry).await
@@ -554,6 +567,9 @@ impl Recorder for MemoryRecorder {
             resources.push(resource.clone());
         }
         Ok(())
+    }
+    async fn inventory(&self, _deployment: &str) -> Result<Vec<Resource>> {
+        Ok(self.resources.lock().expect("recorder lock").clone())
     }
     async fn journal(&self, entry: &JournalEntry) -> Result<()> {
         if let Some(message) = self.failing_journal.lock().expect("recorder lock").clone() {

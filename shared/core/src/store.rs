@@ -119,6 +119,27 @@ pub struct Resource {
     pub arn: Option<String>,
 }
 
+impl Resource {
+    /// Whether this record is the resource `arn` names: the same ARN, or an id the ARN
+    /// ends with (`…:security-group/sg-1`, `…:db:name`, `arn:aws:s3:::bucket`), since
+    /// many records keep only the id.
+    pub fn is(&self, arn: &str) -> bool {
+        if self.arn.as_deref() == Some(arn) {
+            return true;
+        }
+        if self.id.is_empty() {
+            return false;
+        }
+        let resource = arn.splitn(6, ':').nth(5).unwrap_or_default();
+        [
+            resource,
+            resource.rsplit('/').next().unwrap_or_default(),
+            resource.rsplit(':').next().unwrap_or_default(),
+        ]
+        .contains(&self.id.as_str())
+    }
+}
+
 /// What [`Store::claim_event`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -1222,7 +1243,26 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::DeploymentStatus;
+    use super::{DeploymentStatus, Resource};
+
+    #[test]
+    fn a_record_is_the_resource_its_arn_or_the_id_an_arn_ends_with_names() {
+        let record = |id: &str, arn: Option<&str>| Resource {
+            layer: "network".into(),
+            kind: "ec2:security-group".into(),
+            id: id.into(),
+            arn: arn.map(str::to_owned),
+        };
+        let group = "arn:aws:ec2:us-west-2:123456789012:security-group/sg-1";
+        assert!(record("sg-1", None).is(group));
+        assert!(record("other", Some(group)).is(group));
+        assert!(!record("sg-12", None).is(group), "a longer id is another");
+        assert!(!record("sg", None).is(group));
+        assert!(!record("", None).is(group));
+        assert!(record("apiary-d-pg", None).is("arn:aws:rds:us-west-2:1:db:apiary-d-pg"));
+        assert!(record("apiary-d-logs", None).is("arn:aws:s3:::apiary-d-logs"));
+        assert!(!record("apiary-d-logs", None).is("arn:aws:s3:::apiary-d-logs-2"));
+    }
 
     #[test]
     fn every_status_reads_back_from_the_string_the_table_and_serde_use() {

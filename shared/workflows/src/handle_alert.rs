@@ -10,6 +10,8 @@
 //!        raise-storage -> RaiseStorage (databases: allocated storage within the ceiling)
 //!        key-state     -> KeyState (operate keys-check: the one key-state policy, which
 //!                         cancels a deletion of this deployment's key)
+//!        scale-pool    -> ScalePool (control alert-scale-pool: starts scale-pools with
+//!                         the size preset's limits, which takes the lock and queues)
 //!        restart-ingestion -> CredentialsSynced (workloads: every pod's mount holds the
 //!                         store secrets' current versions; polled, as rotate-keys does)
 //!                         -> RestartIngestion (workloads: a rolling restart, so the
@@ -26,7 +28,8 @@
 //!
 //! It takes no lock: reading, recording and telling never conflict with a running
 //! workflow, and its runbooks change only what no other workflow lowers or undoes (RDS
-//! allocated storage; a key deletion, cancelled). The one exception is the restart: it
+//! allocated storage; a key deletion, cancelled). The pool runbook changes nothing
+//! itself: it starts scale-pools, which takes the lock like any workflow. The one exception is the restart: it
 //! starts a rollout, which replaces one in progress (an upgrade's, whose status then
 //! follows the newer one); triage skips it while rotate-keys runs or the deployment is
 //! torn down. A runbook that meets the instance busy
@@ -92,6 +95,16 @@ pub fn definition() -> Value {
         .comment("A key of this deployment was scheduled for deletion: the key-state policy cancels the deletion and, as KMS leaves the key disabled, refuses until a person enables it")
         .keep(json!({"keys.$": "$.keys"}), "$.outcome"),
     );
+    let scale_pool = runbook_catch(
+        step(
+            "ScalePool",
+            Function::Control,
+            "alert-scale-pool",
+            json!({"workflow": workflow}),
+        )
+        .comment("The ingestion pool has held 90% of its limits for 15 minutes: start scale-pools with the size preset's limits (queued behind any running workflow), unless the pool is frozen or already there")
+        .keep(json!({"detail.$": "$.detail", "execution.$": "$.execution", "input.$": "$.input"}), "$.outcome"),
+    );
     // The workloads actions read rotate-keys' input: its "secrets" scope is a restart's.
     let secrets = json!({"workflow": workflow, "input": {"scope": "secrets", "on_demand": false}});
     let restart = Flow::new()
@@ -156,6 +169,7 @@ pub fn definition() -> Value {
     place(&triage, "Duplicate?");
     place(&raise, notify.name());
     place(&key_state, notify.name());
+    place(&scale_pool, notify.name());
     place(&notify, "RunbookFailed?");
     let (restart_start, restart_states) = restart.finish(notify.name());
     states.extend(restart_states);
@@ -191,6 +205,7 @@ pub fn definition() -> Value {
             "Choices": [
                 {"Variable": "$.triage.runbook", "StringEquals": "raise-storage", "Next": raise.name()},
                 {"Variable": "$.triage.runbook", "StringEquals": "key-state", "Next": key_state.name()},
+                {"Variable": "$.triage.runbook", "StringEquals": "scale-pool", "Next": scale_pool.name()},
                 {"Variable": "$.triage.runbook", "StringEquals": "restart-ingestion", "Next": restart_start}
             ],
             "Default": notify.name()
@@ -246,7 +261,7 @@ mod tests {
         let states = &definition["States"];
         assert_eq!(states["Triage"]["Next"], "Duplicate?");
         assert_eq!(states["Duplicate?"]["Choices"][0]["Next"], "AlreadyHandled");
-        for runbook in ["RaiseStorage", "KeyState"] {
+        for runbook in ["RaiseStorage", "KeyState", "ScalePool"] {
             assert_eq!(states[runbook]["Next"], "Notify", "{runbook}");
             assert_eq!(states[runbook]["Catch"][0]["Next"], "Notify", "{runbook}");
         }

@@ -271,7 +271,7 @@ async fn provision_is_started_once_per_name() {
     let input = json!({"spec": {"name": "acme"}, "queue": true});
     let arn = runs(&[&started])
         .with_provision(PROVISION)
-        .start_provision("certificate-issued-1", &input)
+        .start("provision", "certificate-issued-1", &input)
         .await
         .unwrap();
     let expected = "arn:aws:states:us-west-2:123456789012:execution:apiary-acme-provision:certificate-issued-1";
@@ -291,7 +291,7 @@ async fn provision_is_started_once_per_name() {
     });
     let again = runs(&[&exists])
         .with_provision(PROVISION)
-        .start_provision("certificate-issued-1", &input)
+        .start("provision", "certificate-issued-1", &input)
         .await
         .unwrap();
     assert_eq!(
@@ -304,9 +304,38 @@ async fn provision_is_started_once_per_name() {
         StartExecutionError::ExecutionAlreadyExists(ExecutionAlreadyExists::builder().build())
     });
     assert_eq!(
-        runs(&[&unset]).start_provision("x", &input).await.unwrap(),
+        runs(&[&unset])
+            .start("provision", "x", &input)
+            .await
+            .unwrap(),
         None,
         "without the state machine's ARN nothing is started"
     );
     assert_eq!(unset.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn another_workflow_of_the_stack_is_started_by_its_state_machine() {
+    use aws_sdk_sfn::operation::start_execution::StartExecutionOutput;
+    let scale = "arn:aws:states:us-west-2:123456789012:stateMachine:apiary-acme-scale-pools";
+    let started = mock!(Sfn::start_execution)
+        .match_requests(move |r| r.state_machine_arn() == Some(scale))
+        .then_output(|| {
+            StartExecutionOutput::builder()
+                .execution_arn(
+                    "arn:aws:states:us-west-2:123456789012:execution:apiary-acme-scale-pools:a-1",
+                )
+                .start_date(SmithyTime::from_secs(1_700_000_000))
+                .build()
+                .unwrap()
+        });
+    let arn = runs(&[&started])
+        .with_provision(PROVISION)
+        .start("scale-pools", "a-1", &json!({"pool": "ingestion"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        arn.as_deref(),
+        Some("arn:aws:states:us-west-2:123456789012:execution:apiary-acme-scale-pools:a-1")
+    );
 }

@@ -94,6 +94,7 @@ async fn every_store_gets_its_alarms_telling_the_topic_and_a_stale_one_is_report
     ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
+    handle_alert_knows_them_as_ours(&put);
     for alarm in put.iter() {
         assert_eq!(alarm.alarm_actions(), [TOPIC], "{alarm:?}");
         assert_eq!(alarm.ok_actions(), [TOPIC], "{alarm:?}");
@@ -187,7 +188,21 @@ async fn put_with_rollout(rollout: Option<Value>) -> (Vec<PutMetricAlarmInput>, 
     }
     let out = handle(&deps, event("ensure-alarms")).await.unwrap();
     let put = put.lock().unwrap().clone();
+    handle_alert_knows_them_as_ours(&put);
     (put, out)
+}
+
+/// handle-alert records, closes and acts on an alarm only when it reads the name as this
+/// deployment's: a name it does not know is dropped as another deployment's.
+fn handle_alert_knows_them_as_ours(put: &[PutMetricAlarmInput]) {
+    assert!(!put.is_empty());
+    for alarm in put {
+        let name = alarm.alarm_name().unwrap();
+        assert!(
+            apiary_core::alerts::is_deployment_alarm(name, "apiary-acme-"),
+            "handle-alert would take {name} for another deployment's alarm"
+        );
+    }
 }
 
 #[tokio::test]

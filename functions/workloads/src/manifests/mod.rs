@@ -91,6 +91,9 @@ pub struct Context {
     /// The deployment's alerts topic (the stack's `AlertTopic`), where Alertmanager
     /// publishes. None outside a stack.
     pub alert_topic_arn: Option<String>,
+    /// The managed Prometheus workspace the metrics go to
+    /// (`storage.metrics_workspace_arn`); None: the metrics bucket.
+    pub metrics_workspace_arn: Option<String>,
     pub tags: Vec<(String, String)>,
     /// The cluster runs EKS Auto Mode (Karpenter, ALB): build the node class and pool,
     /// the ALB's IngressClassParams and pin the pods to the pool. Off only for a plain
@@ -160,6 +163,7 @@ impl Context {
             ebs_key_arn: keys.key("ebs")?.arn.clone(),
             twingate_secret_arn: spec.cluster.access.twingate_secret_arn.clone(),
             alert_topic_arn: None,
+            metrics_workspace_arn: spec.storage.metrics_workspace_arn.clone(),
             tags: Names::new(&spec.name).tags(Layer::Workloads),
             auto_mode: true,
         })

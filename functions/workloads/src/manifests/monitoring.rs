@@ -1,7 +1,9 @@
 //! Metrics and the alerts drawn from them: Prometheus scrapes the cluster and the
 //! ingestion path, keeps a day on its own volume and ships every two-hour block to the
-//! metrics bucket (a Thanos sidecar); its rules fire into Alertmanager, which publishes
-//! to the deployment's alerts topic.
+//! metrics bucket (a Thanos sidecar), or, when the spec names a managed Prometheus
+//! workspace (`storage.metrics_workspace_arn`), remote-writes every sample to it
+//! instead; its rules fire into Alertmanager, which publishes to the deployment's alerts
+//! topic.
 //!
 //! - **What is scraped.** The kubelets and their cAdvisor (pods' CPU, memory, restarts as
 //!   the node sees them), kube-state-metrics (the objects' state: replicas available,
@@ -16,9 +18,14 @@
 //!   format: `thanos tools bucket inspect`, a Thanos store or Grafana through a Thanos
 //!   query read them. A pod moved (a node consolidated, a changed configuration) before
 //!   its block is shipped loses up to three hours, and Alertmanager its silences.
+//!   With a workspace there is no sidecar: Prometheus signs its writes (SigV4, service
+//!   `aps`) with the same role and sends each sample within seconds, so a moved pod
+//!   loses only what it had not yet sent; the workspace's own retention and key apply,
+//!   and the metrics bucket stays empty.
 //! - **Who may do what.** Prometheus's service account gets the stack's
 //!   `MetricsWriterRole` (write and read under `prometheus/` in the metrics bucket, and
-//!   list it: the shipper checks a block is not there before sending it; no delete);
+//!   list it: the shipper checks a block is not there before sending it; no delete; with
+//!   a workspace, `aps:RemoteWrite` on that workspace only);
 //!   Alertmanager's gets `AlertRouterRole` (Publish to the alerts topic). Both by
 //!   Pod Identity, made by this step. Prometheus reads the Kubernetes API with a cluster
 //!   role that lists and reads what it discovers and the kubelets' `/metrics`, never
@@ -94,7 +101,10 @@ pub struct Rule {
 /// export (kube-state-metrics, the node exporter, Prometheus, Alertmanager, Thanos).
 /// The ingestion image exports no queue metric we know of, so no lag rule; a pod
 /// annotated for scraping is scraped, and a rule can be added on what it exports.
-pub fn rules() -> Vec<Rule> {
+/// Whether the metrics leave the cluster is watched where they leave: the sidecar's
+/// uploads, or Prometheus's remote write to the workspace.
+pub fn rules(ctx: &Context) -> Vec<Rule> {
+    let workspace = workspace(ctx).is_some();
     let ns = super::NAMESPACE;
     let app = super::APP;
     vec![
@@ -165,20 +175,37 @@ pub fn rules() -> Vec<Rule> {
             severity: "warning",
             summary: "A node filesystem has less than 10% free.",
         },
-        Rule {
-            alert: "MetricsNotShipped",
-            // The shipper counts a failed sync here (its upload-failures counter moves
-            // only with out-of-order uploads, which are off).
-            expr: "increase(thanos_shipper_dir_sync_failures_total[1h]) > 0".to_owned(),
-            for_: "1m",
-            severity: "warning",
-            summary: "Prometheus blocks failed to upload to the metrics bucket: metrics older than a day will be missing.",
+        if workspace {
+            Rule {
+                alert: "MetricsNotShipped",
+                // Samples the workspace refused (permissions, a disabled key), or a
+                // queue falling behind what was scraped (unreachable, throttled).
+                expr: "increase(prometheus_remote_storage_samples_failed_total[15m]) > 0 or (max(prometheus_remote_storage_highest_timestamp_in_seconds) - max(prometheus_remote_storage_queue_highest_sent_timestamp_seconds)) > 600".to_owned(),
+                for_: "5m",
+                severity: "warning",
+                summary: "Prometheus fails to write to the metrics workspace: metrics older than a day will be missing.",
+            }
+        } else {
+            Rule {
+                alert: "MetricsNotShipped",
+                // The shipper counts a failed sync here (its upload-failures counter
+                // moves only with out-of-order uploads, which are off).
+                expr: "increase(thanos_shipper_dir_sync_failures_total[1h]) > 0".to_owned(),
+                for_: "1m",
+                severity: "warning",
+                summary: "Prometheus blocks failed to upload to the metrics bucket: metrics older than a day will be missing.",
+            }
         },
         Rule {
             alert: "MetricsSourceMissing",
             // A source never discovered has no `up` series at all, so `up == 0` stays
             // quiet and every rule on its metrics with it.
-            expr: "absent(up{job=\"kube-state-metrics\"}) or absent(up{job=\"node-exporter\"}) or absent(up{job=\"thanos-sidecar\"})".to_owned(),
+            expr: if workspace {
+                "absent(up{job=\"kube-state-metrics\"}) or absent(up{job=\"node-exporter\"})"
+            } else {
+                "absent(up{job=\"kube-state-metrics\"}) or absent(up{job=\"node-exporter\"}) or absent(up{job=\"thanos-sidecar\"})"
+            }
+            .to_owned(),
             for_: "15m",
             severity: "warning",
             summary: "A metrics source is not discovered at all: the alerts that read it cannot fire.",
@@ -201,8 +228,8 @@ pub fn rules() -> Vec<Rule> {
 }
 
 /// The rule file Prometheus loads.
-pub fn rules_file() -> Result<String> {
-    let rules: Vec<Value> = rules()
+pub fn rules_file(ctx: &Context) -> Result<String> {
+    let rules: Vec<Value> = rules(ctx)
         .into_iter()
         .map(|r| {
             json!({
@@ -215,6 +242,19 @@ pub fn rules_file() -> Result<String> {
         })
         .collect();
     yaml(&json!({"groups": [{"name": "ingestion-path", "rules": rules}]}))
+}
+
+/// The workspace the metrics go to, and its remote-write URL (the spec checked the ARN:
+/// `arn:<partition>:aps:<region>:<account>:workspace/<id>`, in the deployment's region).
+pub fn workspace(ctx: &Context) -> Option<(String, String)> {
+    let arn = ctx.metrics_workspace_arn.as_deref()?;
+    let id = arn.rsplit_once(":workspace/")?.1;
+    let url = format!(
+        "https://aps-workspaces.{region}.{suffix}/workspaces/{id}/api/v1/remote_write",
+        region = ctx.region,
+        suffix = apiary_core::aws::dns_suffix(&ctx.region),
+    );
+    Some((arn.to_owned(), url))
 }
 
 fn yaml(value: &Value) -> Result<String> {
@@ -263,13 +303,14 @@ pub fn prometheus_config(ctx: &Context) -> Result<String> {
             "relabel_configs": relabel,
         })
     };
-    let config = json!({
+    let mut config = json!({
         "global": {
             "scrape_interval": "30s",
             "evaluation_interval": "30s",
-            // The sidecar requires them; they name whose blocks these are in the bucket.
-            // Named apart from every exporter's labels: read back from the bucket, an
-            // external label replaces a series' own (kube-state-metrics' `deployment`).
+            // The sidecar requires them; they name whose blocks these are in the bucket
+            // (or whose series these are in a shared workspace). Named apart from every
+            // exporter's labels: read back, an external label replaces a series' own
+            // (kube-state-metrics' `deployment`).
             "external_labels": {
                 "apiary_deployment": ctx.deployment,
                 "apiary_cluster": ctx.cluster_name,
@@ -281,7 +322,6 @@ pub fn prometheus_config(ctx: &Context) -> Result<String> {
         }]},
         "scrape_configs": [
             {"job_name": "prometheus", "static_configs": [{"targets": [format!("localhost:{PROMETHEUS_PORT}")]}]},
-            {"job_name": "thanos-sidecar", "static_configs": [{"targets": [format!("localhost:{SIDECAR_HTTP_PORT}")]}]},
             {"job_name": "alertmanager", "static_configs": [{"targets": [format!("{ALERTMANAGER}.{NAMESPACE}.svc:{ALERTMANAGER_PORT}")]}]},
             kubelet("kubelet", "/metrics"),
             kubelet("cadvisor", "/metrics/cadvisor"),
@@ -319,6 +359,22 @@ pub fn prometheus_config(ctx: &Context) -> Result<String> {
             },
         ],
     });
+    match workspace(ctx) {
+        // Signed with the pod's credentials (Pod Identity) for the workspace's region.
+        Some((_, url)) => {
+            config["remote_write"] = json!([{
+                "url": url,
+                "sigv4": {"region": ctx.region},
+                "queue_config": {"max_samples_per_send": 1000, "max_shards": 200, "capacity": 2500},
+            }]);
+        }
+        None => {
+            config["scrape_configs"]
+                .as_array_mut()
+                .expect("scrape_configs is a list")
+                .insert(1, json!({"job_name": "thanos-sidecar", "static_configs": [{"targets": [format!("localhost:{SIDECAR_HTTP_PORT}")]}]}));
+        }
+    }
     yaml(&config)
 }
 
@@ -470,13 +526,16 @@ fn template(
 
 /// Every object of the metrics stack, in apply order.
 pub fn build(ctx: &Context) -> Result<Vec<Manifest>> {
+    let mut files = BTreeMap::from([
+        ("prometheus.yml".to_owned(), prometheus_config(ctx)?),
+        ("rules.yml".to_owned(), rules_file(ctx)?),
+    ]);
+    if workspace(ctx).is_none() {
+        files.insert("bucket.yml".to_owned(), bucket_config(ctx)?);
+    }
     let prometheus_config = ConfigMap {
         metadata: ctx.component_metadata(PROMETHEUS, CONFIG, Some(NAMESPACE)),
-        data: Some(BTreeMap::from([
-            ("prometheus.yml".to_owned(), prometheus_config(ctx)?),
-            ("rules.yml".to_owned(), rules_file()?),
-            ("bucket.yml".to_owned(), bucket_config(ctx)?),
-        ])),
+        data: Some(files),
         ..ConfigMap::default()
     };
     let alertmanager_config = ConfigMap {
@@ -575,24 +634,29 @@ fn cluster_role_binding(ctx: &Context) -> Result<Manifest> {
     })
 }
 
-/// One replica: two would upload the same blocks twice. Its data is an `emptyDir`
-/// bounded by what a day takes; everything older is in the bucket.
+/// One replica: two would upload the same blocks (or write the same series) twice. Its
+/// data is an `emptyDir` bounded by what a day takes; everything older is in the bucket
+/// or the workspace.
 fn prometheus(ctx: &Context, config_hash: String) -> Result<Manifest> {
     let restricted = super::workload::restricted(RUN_AS_USER);
+    let shipped = workspace(ctx).is_none();
+    let mut args = vec![
+        "--config.file=/etc/prometheus/prometheus.yml".to_owned(),
+        "--storage.tsdb.path=/prometheus".to_owned(),
+        format!("--storage.tsdb.retention.time={LOCAL_RETENTION}"),
+    ];
+    if shipped {
+        // Blocks stay two hours long: the sidecar ships them, nothing compacts them
+        // locally.
+        args.push("--storage.tsdb.min-block-duration=2h".to_owned());
+        args.push("--storage.tsdb.max-block-duration=2h".to_owned());
+    }
+    args.push(format!("--web.listen-address=:{PROMETHEUS_PORT}"));
     let prometheus = Container {
         name: PROMETHEUS.to_owned(),
         image: Some(PROMETHEUS_IMAGE.to_owned()),
         image_pull_policy: Some("IfNotPresent".to_owned()),
-        args: Some(vec![
-            "--config.file=/etc/prometheus/prometheus.yml".to_owned(),
-            "--storage.tsdb.path=/prometheus".to_owned(),
-            format!("--storage.tsdb.retention.time={LOCAL_RETENTION}"),
-            // Blocks stay two hours long: the sidecar ships them, nothing compacts
-            // them locally.
-            "--storage.tsdb.min-block-duration=2h".to_owned(),
-            "--storage.tsdb.max-block-duration=2h".to_owned(),
-            format!("--web.listen-address=:{PROMETHEUS_PORT}"),
-        ]),
+        args: Some(args),
         ports: Some(vec![ContainerPort {
             name: Some("web".to_owned()),
             container_port: PROMETHEUS_PORT,
@@ -657,7 +721,11 @@ fn prometheus(ctx: &Context, config_hash: String) -> Result<Manifest> {
                 PROMETHEUS,
                 config_hash,
                 true,
-                vec![prometheus, sidecar],
+                if shipped {
+                    vec![prometheus, sidecar]
+                } else {
+                    vec![prometheus]
+                },
                 volumes,
             ),
             ..StatefulSetSpec::default()

@@ -127,6 +127,74 @@ fn prometheus_ships_blocks_to_the_metrics_bucket_under_the_prefix_its_role_may_w
     assert!(err.contains("layers.storage.buckets"), "{err}");
 }
 
+const WORKSPACE: &str =
+    "arn:aws:aps:us-west-2:123456789012:workspace/ws-0123abcd-4567-89ef-0123-456789abcdef";
+
+fn with_workspace() -> Context {
+    let mut ctx = context();
+    ctx.metrics_workspace_arn = Some(WORKSPACE.to_owned());
+    ctx
+}
+
+/// With a managed workspace Prometheus remote-writes every sample to it, signed for the
+/// deployment's region; nothing is shipped to the bucket (no sidecar, no bucket file,
+/// no sidecar job an absent-rule would wait for), and the rules watch the remote write.
+#[test]
+fn with_a_workspace_prometheus_writes_to_it_and_ships_nothing_to_the_bucket() {
+    let mut ctx = with_workspace();
+    // The metrics bucket is not needed at all.
+    ctx.buckets.remove("metrics");
+    let objects = build(&ctx).unwrap();
+    let config = config_file(&objects, "prometheus-config", "prometheus.yml");
+    let writes = config["remote_write"].as_array().expect("remote_write");
+    assert_eq!(writes.len(), 1);
+    assert_eq!(
+        writes[0]["url"],
+        "https://aps-workspaces.us-west-2.amazonaws.com/workspaces/ws-0123abcd-4567-89ef-0123-456789abcdef/api/v1/remote_write"
+    );
+    assert_eq!(writes[0]["sigv4"], json!({"region": "us-west-2"}));
+    let data = &body(&objects, "ConfigMap", "prometheus-config")["data"];
+    assert!(data.get("bucket.yml").is_none(), "{data}");
+    let jobs = config["scrape_configs"].to_string();
+    assert!(!jobs.contains("thanos"), "{jobs}");
+    let sts = body(&objects, "StatefulSet", PROMETHEUS);
+    let containers = sts["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    let names: Vec<&str> = containers
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [PROMETHEUS]);
+    assert!(
+        !containers[0]["args"].to_string().contains("block-duration"),
+        "local compaction stays on without a shipper"
+    );
+    let rules = monitoring::rules(&ctx);
+    let shipped = rules
+        .iter()
+        .find(|r| r.alert == "MetricsNotShipped")
+        .unwrap();
+    assert!(
+        shipped
+            .expr
+            .contains("prometheus_remote_storage_samples_failed_total"),
+        "{}",
+        shipped.expr
+    );
+    assert!(rules.iter().all(|r| !r.expr.contains("thanos")));
+
+    // The bucket path, for contrast: a sidecar and no remote write.
+    let objects = build(&context()).unwrap();
+    let config = config_file(&objects, "prometheus-config", "prometheus.yml");
+    assert!(config.get("remote_write").is_none(), "{config}");
+    assert!(
+        config["scrape_configs"]
+            .to_string()
+            .contains("thanos-sidecar")
+    );
+}
+
 /// What each scraped series is labelled with: the object kube-state-metrics describes
 /// keeps its own `node`; the blocks' external labels collide with no exporter's label
 /// (read back from the bucket, an external label replaces a series' own); an annotated
@@ -269,11 +337,28 @@ fn alerts_go_to_the_alerts_topic_and_nowhere_without_one() {
 /// one a scraped source exports.
 #[test]
 fn every_alert_rule_is_promql_on_a_scraped_metric() {
-    let objects = built();
+    for ctx in [context(), with_workspace()] {
+        every_rule_is_promql_on_a_scraped_metric(&ctx);
+    }
+}
+
+fn every_rule_is_promql_on_a_scraped_metric(ctx: &Context) {
+    let objects = build(ctx).unwrap();
     let file = config_file(&objects, "prometheus-config", "rules.yml");
     let rules = file["groups"][0]["rules"].as_array().unwrap();
-    assert_eq!(rules.len(), monitoring::rules().len());
-    let sources = ["kube_", "node_", "thanos_", "alertmanager_", "up"];
+    assert_eq!(rules.len(), monitoring::rules(ctx).len());
+    let config = config_file(&objects, "prometheus-config", "prometheus.yml");
+    let jobs: Vec<&str> = config["scrape_configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_name"].as_str().unwrap())
+        .collect();
+    // Thanos's metrics come from its sidecar, scraped only when there is one.
+    let mut sources = vec!["kube_", "node_", "alertmanager_", "up", "prometheus_"];
+    if jobs.contains(&"thanos-sidecar") {
+        sources.push("thanos_");
+    }
     for rule in rules {
         let name = rule["alert"].as_str().unwrap();
         let expr = rule["expr"].as_str().unwrap();
@@ -335,7 +420,7 @@ fn the_ingestion_rules_watch_the_objects_this_step_makes() {
     let selects = |rule: &monitoring::Rule, label: &str, value: &str| {
         rule.expr.contains(&format!("{label}=\"{value}\""))
     };
-    for rule in monitoring::rules()
+    for rule in monitoring::rules(&context())
         .iter()
         .filter(|r| r.alert.starts_with("Ingestion"))
     {

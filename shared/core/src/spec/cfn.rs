@@ -45,6 +45,11 @@ const PARAMETERS: &[(&str, &str, Kind)] = &[
     ("EnableDocumentDb", "databases.documentdb", Kind::Boolean),
     ("EnableRedis", "databases.redis", Kind::Boolean),
     ("S3RetentionDays", "storage.retention_days", Kind::Integer),
+    (
+        "MetricsWorkspaceArn",
+        "storage.metrics_workspace_arn",
+        Kind::Text,
+    ),
     ("BackupSchedule", "backup.schedule", Kind::Text),
     (
         "BackupRetentionDays",

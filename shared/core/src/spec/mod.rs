@@ -194,6 +194,14 @@ pub struct StorageSpec {
     /// Days objects are kept in the metrics and logs buckets before they expire.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// Where the cluster's metrics are kept: unset, the metrics bucket (Prometheus's
+    /// two-hour blocks, shipped by a Thanos sidecar); set, the Amazon Managed Service
+    /// for Prometheus workspace this ARN names (in the deployment's region), which
+    /// Prometheus remote-writes to. The customer makes and keeps the
+    /// workspace (its key, its retention); teardown never touches it. Stack parameter
+    /// `MetricsWorkspaceArn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_workspace_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -280,6 +288,7 @@ impl Default for StorageSpec {
     fn default() -> Self {
         StorageSpec {
             retention_days: default_retention_days(),
+            metrics_workspace_arn: None,
         }
     }
 }

@@ -76,6 +76,13 @@ fn valid_specs() {
             "/cluster",
             json!({"public_endpoint": true, "public_access_cidrs": ["203.0.113.0/24"]}),
         ),
+        with(
+            minimal(),
+            "/storage/metrics_workspace_arn",
+            json!(
+                "arn:aws:aps:us-west-2:123456789012:workspace/ws-0123abcd-4567-89ef-0123-456789abcdef"
+            ),
+        ),
     ];
     for case in cases {
         if let Err(e) = DeploymentSpec::parse(&case) {
@@ -292,6 +299,38 @@ fn invalid_cases() -> Vec<(Value, Vec<(&'static str, &'static str)>)> {
                 ("cluster.access.twingate_secret_arn", "deployment's region"),
             ],
         ),
+        (
+            with(
+                minimal(),
+                "/storage/metrics_workspace_arn",
+                json!("arn:aws:aps:eu-west-1:123456789012:workspace/ws-1"),
+            ),
+            vec![("storage.metrics_workspace_arn", "deployment's region")],
+        ),
+        (
+            with(
+                minimal(),
+                "/storage/metrics_workspace_arn",
+                json!("arn:aws:s3:::apiary-acme-metrics"),
+            ),
+            vec![("storage.metrics_workspace_arn", "not a workspace ARN")],
+        ),
+        (
+            with(
+                minimal(),
+                "/storage/metrics_workspace_arn",
+                json!("arn:aws:aps:us-west-2:123456789012:rulegroupsnamespace/ws-1/rules"),
+            ),
+            vec![("storage.metrics_workspace_arn", "not a workspace ARN")],
+        ),
+        (
+            with(
+                minimal(),
+                "/storage/metrics_workspace_arn",
+                json!("arn:aws:aps:us-west-2:1234:workspace/ws-1"),
+            ),
+            vec![("storage.metrics_workspace_arn", "12-digit account")],
+        ),
         (json!([1, 2]), vec![("", "must be a JSON object")]),
     ]
 }
@@ -403,6 +442,21 @@ fn the_public_access_parameter_feeds_the_cluster_and_its_problems_name_it() {
     });
     let errors = DeploymentSpec::parse(&open).unwrap_err();
     assert_eq!(errors.paths(), ["PublicAccessCidrs"], "{errors}");
+}
+
+#[test]
+fn the_metrics_workspace_parameter_feeds_storage_and_its_problems_name_it() {
+    let arn = "arn:aws:aps:us-west-2:123456789012:workspace/ws-0123abcd";
+    let base = json!({"DeploymentName": "acme", "Domain": "hh.acme.example.com"});
+    let spec = DeploymentSpec::parse(&with(base.clone(), "/MetricsWorkspaceArn", json!(arn)))
+        .expect("valid parameters");
+    assert_eq!(spec.storage.metrics_workspace_arn.as_deref(), Some(arn));
+    let unset = DeploymentSpec::parse(&with(base.clone(), "/MetricsWorkspaceArn", json!("")))
+        .expect("an empty parameter is the default");
+    assert_eq!(unset.storage.metrics_workspace_arn, None, "the bucket path");
+    let errors = DeploymentSpec::parse(&with(base, "/MetricsWorkspaceArn", json!("ws-0123abcd")))
+        .unwrap_err();
+    assert_eq!(errors.paths(), ["MetricsWorkspaceArn"], "{errors}");
 }
 
 #[test]

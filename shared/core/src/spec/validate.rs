@@ -250,6 +250,12 @@ fn check(spec: &DeploymentSpec, problems: &mut Problems) {
             format!("{} is outside 1..=3650 days", spec.storage.retention_days),
         );
     }
+    if let Some(arn) = &spec.storage.metrics_workspace_arn
+        && let Err(reason) =
+            check_workspace_arn(arn, crate::aws::partition(&spec.region), &spec.region)
+    {
+        problems.push("storage.metrics_workspace_arn", reason);
+    }
     if let Err(reason) = check_schedule(&spec.backup.schedule) {
         problems.push("backup.schedule", reason);
     }
@@ -560,6 +566,45 @@ fn check_access(spec: &DeploymentSpec, problems: &mut Problems) {
     {
         problems.push("cluster.access.twingate_secret_arn", reason);
     }
+}
+
+/// An Amazon Managed Service for Prometheus workspace ARN in the deployment's partition
+/// and region: Prometheus signs its writes for that region, and the metrics stay where
+/// the data plane is. The workspace ID is what the remote-write URL is made of.
+fn check_workspace_arn(arn: &str, partition: &str, region: &str) -> Result<(), String> {
+    let example = format!(
+        "arn:{partition}:aps:{region}:123456789012:workspace/ws-0123abcd-4567-89ef-0123-456789abcdef"
+    );
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [
+        prefix,
+        arn_partition,
+        service,
+        arn_region,
+        account,
+        resource,
+    ] = parts[..]
+    else {
+        return Err(format!("{arn:?} is not a workspace ARN like {example}"));
+    };
+    let id = resource.strip_prefix("workspace/").unwrap_or_default();
+    let id_ok = id.starts_with("ws-")
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if prefix != "arn" || service != "aps" || !id_ok {
+        return Err(format!("{arn:?} is not a workspace ARN like {example}"));
+    }
+    if arn_partition != partition || arn_region != region {
+        return Err(format!(
+            "{arn} is in {arn_partition}/{arn_region}; the workspace must be in the deployment's region ({region})"
+        ));
+    }
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{arn} does not name a 12-digit account"));
+    }
+    Ok(())
 }
 
 /// A Secrets Manager secret ARN in the deployment's partition and region: the connector

@@ -11,6 +11,8 @@ enum TestAction {
     Status,
     #[serde(rename = "explode")]
     Explode,
+    #[serde(rename = "probe")]
+    Probe,
 }
 
 impl Action for TestAction {
@@ -19,13 +21,17 @@ impl Action for TestAction {
             TestAction::Ensure => "ensure",
             TestAction::Status => "status",
             TestAction::Explode => "explode",
+            TestAction::Probe => "probe",
         }
     }
     fn slot(self) -> Option<&'static str> {
         (self == TestAction::Ensure).then_some("databases.postgres")
     }
     fn mutates(self) -> bool {
-        self != TestAction::Status
+        !matches!(self, TestAction::Status | TestAction::Probe)
+    }
+    fn journals_success(self) -> bool {
+        self != TestAction::Probe
     }
 }
 
@@ -161,6 +167,19 @@ async fn a_read_only_action_journals_ready_and_keeps_no_output() {
     assert_eq!(out["created"], json!([]));
     assert_eq!(step.state.saved("acme", "databases.postgres"), None);
     assert_eq!(step.state.entries.lock().unwrap()[0].outcome, "ready");
+}
+
+#[tokio::test]
+async fn a_frequent_probe_journals_only_what_is_not_ready() {
+    let step = seeded(&[]);
+    let out = run(&step, event("probe", "acme")).await.unwrap();
+    assert_eq!(out["ready"], true);
+    assert!(step.state.entries.lock().unwrap().is_empty());
+    let waiting = seeded(&["the pool is at 95% of its limits"]);
+    run(&waiting, event("probe", "acme")).await.unwrap();
+    let entries = waiting.state.entries.lock().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].outcome, "not-ready");
 }
 
 #[tokio::test]
