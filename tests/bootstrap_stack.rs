@@ -55,6 +55,11 @@ const UNSUPPORTED_TYPES: &[(&str, &str)] = &[
         "moto 5.2.5's CloudFormation does not model EventBridge Scheduler",
     ),
     (
+        "AWS::Lambda::EventInvokeConfig",
+        "moto 5.2.5's CloudFormation does not model a function's event invoke config (its \
+         Lambda API has PutFunctionEventInvokeConfig, no CloudFormation handler)",
+    ),
+    (
         "AWS::SNS::TopicPolicy",
         "moto 5.2.5's CloudFormation models only AWS::SNS::Topic of SNS",
     ),

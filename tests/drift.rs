@@ -241,16 +241,66 @@ async fn a_rule_opened_by_hand_and_a_bucket_left_unencrypted_are_reported_then_r
     .send()
     .await
     .expect("a group as the load balancer controller makes it");
+    // And a rule opened on the interface endpoints' group, which the network layer's
+    // output does not name (drift finds it by its tags): security drift a provision
+    // does not revoke there, so not repairable.
+    let endpoints = ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:apiary:role")
+                .values("endpoints")
+                .build(),
+        )
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("vpc-id")
+                .values(&vpc)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .security_groups()[0]
+        .group_id()
+        .unwrap()
+        .to_owned();
+    ec2.authorize_security_group_ingress()
+        .group_id(&endpoints)
+        .ip_protocol("tcp")
+        .from_port(443)
+        .to_port(443)
+        .cidr_ip("203.0.113.0/24")
+        .send()
+        .await
+        .expect("a rule added by hand");
     let scanned = drift(&f, &name, json!({}), "unrecorded").await;
     assert_eq!(scanned.status, ExecutionStatus::Succeeded, "{scanned:?}");
     let found = findings(&scanned);
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0]["kind"], "unrecorded");
+    assert_eq!(found.len(), 2, "{found:?}");
+    let unrecorded = found
+        .iter()
+        .find(|f| f["kind"] == "unrecorded")
+        .unwrap_or_else(|| panic!("{found:?}"));
     assert!(
-        found[0]["resource"].as_str().unwrap().ends_with(&by_hand),
+        unrecorded["resource"].as_str().unwrap().ends_with(&by_hand),
         "{found:?}"
     );
-    assert_eq!(found[0]["repairable"], false);
+    assert_eq!(unrecorded["repairable"], false);
+    let opened = found
+        .iter()
+        .find(|f| f["kind"] == "changed")
+        .unwrap_or_else(|| panic!("{found:?}"));
+    assert_eq!(
+        opened["resource"],
+        json!(format!("security group {endpoints} (endpoints)")),
+        "{opened}"
+    );
+    assert_eq!(opened["security"], true);
+    assert_eq!(
+        opened["repairable"], false,
+        "provision revokes nothing there"
+    );
     assert!(
         scanned.output.as_ref().unwrap()["drift"]["checked"]
             .to_string()

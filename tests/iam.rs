@@ -68,6 +68,12 @@ const JUSTIFIED: &[(&str, &str, &str)] = &[
          (functions/workloads/src/usage.rs)",
     ),
     (
+        "workloads",
+        "sqs:SendMessage",
+        "sent by Lambda itself with the function's role, never by the code: the on-failure \
+         destination of a pool-usage tick that failed its retries (WorkloadsInvokeConfig)",
+    ),
+    (
         "databases",
         "cloudwatch:DescribeAlarms",
         "asked only on AWS, after the stores' alarms are put: the emulator does not accept \

@@ -40,27 +40,33 @@ pub fn raise(spec: &DeploymentSpec) -> std::result::Result<Value, String> {
     }
     let preset = spec.size.sizing();
     let now = spec.sizing();
-    let cpu = now.karpenter_cpu_limit.max(preset.karpenter_cpu_limit);
-    let memory = now
-        .karpenter_memory_limit_gib
-        .max(preset.karpenter_memory_limit_gib);
-    if cpu == now.karpenter_cpu_limit && memory == now.karpenter_memory_limit_gib {
+    let mut input = json!({
+        "deployment": spec.name,
+        "queue": true,
+        "pool": Pool::Ingestion.as_str(),
+    });
+    // Only what is below the preset: a limit set beyond it on purpose (scale-pools
+    // with `allow_beyond_preset`) is neither lowered nor sent again, where scale-pools
+    // would refuse it without that flag.
+    if now.karpenter_cpu_limit < preset.karpenter_cpu_limit {
+        input["cpu"] = json!(preset.karpenter_cpu_limit);
+    }
+    if now.karpenter_memory_limit_gib < preset.karpenter_memory_limit_gib {
+        input["memory_gib"] = json!(preset.karpenter_memory_limit_gib);
+    }
+    if input.get("cpu").is_none() && input.get("memory_gib").is_none() {
         return Err(format!(
-            "the ingestion pool's limits (cpu {cpu}, memory {memory} GiB) already reach the \
-             {} size preset's ceiling (cpu {}, memory {} GiB): a person decides between a \
-             larger size and scale-pools with `allow_beyond_preset`",
+            "the ingestion pool's limits (cpu {}, memory {} GiB) already reach the {} size \
+             preset's ceiling (cpu {}, memory {} GiB): a person decides between a larger \
+             size and scale-pools with `allow_beyond_preset`",
+            now.karpenter_cpu_limit,
+            now.karpenter_memory_limit_gib,
             spec.size.as_str(),
             preset.karpenter_cpu_limit,
             preset.karpenter_memory_limit_gib
         ));
     }
-    Ok(json!({
-        "deployment": spec.name,
-        "queue": true,
-        "pool": Pool::Ingestion.as_str(),
-        "cpu": cpu,
-        "memory_gib": memory,
-    }))
+    Ok(input)
 }
 
 /// A name Step Functions accepts (at most 80 of `[A-Za-z0-9_-]`), from the handle-alert
@@ -114,14 +120,27 @@ mod tests {
         let input = raise(&spec(json!({"ingestion": {"cpu": 16}}))).unwrap();
         assert_eq!(input["pool"], "ingestion");
         assert_eq!(input["cpu"], json!(preset.karpenter_cpu_limit));
-        assert_eq!(
-            input["memory_gib"],
-            json!(preset.karpenter_memory_limit_gib)
-        );
+        assert!(input.get("memory_gib").is_none(), "memory is at the preset");
         assert_eq!(input["queue"], true, "it waits for a running workflow");
         // The input is one scale-pools accepts as it is.
         let parsed = apiary_core::inputs::parse("scale-pools", "acme", &input).unwrap();
         assert!(parsed.get("allow_beyond_preset").is_none_or(|v| v == false));
+        // A limit set beyond the preset on purpose is not sent again (scale-pools would
+        // refuse it without `allow_beyond_preset`); only the one below is raised.
+        let mixed = spec(json!({"ingestion": {"cpu": 999, "memory_gib": 16}}));
+        let input = raise(&mixed).unwrap();
+        assert!(input.get("cpu").is_none(), "{input}");
+        assert_eq!(
+            input["memory_gib"],
+            json!(preset.karpenter_memory_limit_gib)
+        );
+        let plan = apiary_core::inputs::read::<apiary_core::inputs::scale_pools::ScalePoolsInput>(
+            "scale-pools",
+            apiary_core::inputs::parse("scale-pools", "acme", &input).unwrap(),
+        )
+        .unwrap()
+        .plan(&mixed);
+        assert!(plan.is_ok(), "scale-pools plans it: {plan:?}");
     }
 
     #[test]

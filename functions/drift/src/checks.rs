@@ -5,6 +5,7 @@
 
 use apiary_core::outputs::{ClusterOutput, KeyRef, NetworkOutput, StorageOutput};
 use apiary_core::step::StepContext;
+use apiary_core::store::Resource;
 use apiary_core::{Error, Result};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_elasticache::types::TransitEncryptionMode;
@@ -12,7 +13,7 @@ use aws_sdk_resourcegroupstagging::types::TagFilter;
 use aws_sdk_s3::types::ServerSideEncryption;
 use ipnet::Ipv4Net;
 use network::security::{
-    GroupIds, control_plane_egress, describe_permission, describe_rule, missing_egress,
+    GroupIds, control_plane_egress, describe_permission, describe_rule, find_group, missing_egress,
     missing_rules, open_to_the_world, other_egress, other_ingress, wanted_ingress,
 };
 use serde::Serialize;
@@ -234,9 +235,13 @@ async fn control_plane_egress_rules(
     for extra in other_egress(&group, &wanted) {
         let shown = describe_permission(&extra).replacen(" from ", " to ", 1);
         found.changed(&resource, "egress", "no such rule", &shown, true);
-        // A provision revokes EC2's default allow-all rule only; any other extra rule
-        // stays until a person removes it.
-        let allow_all = extra.ip_protocol() == Some("-1") && open_to_the_world(&extra);
+        // A provision revokes EC2's default allow-all rule (IPv4) only; any other extra
+        // rule stays until a person removes it.
+        let allow_all = extra.ip_protocol() == Some("-1")
+            && extra
+                .ip_ranges()
+                .iter()
+                .any(|r| r.cidr_ip() == Some("0.0.0.0/0"));
         if let Some(last) = found.findings.last_mut() {
             last.repairable = allow_all;
         }
@@ -275,6 +280,33 @@ const PART_OF_A_RECORDED_PARENT: [&str; 5] = [
 /// backup catalogue (and pruned by it), not in the inventory.
 const BACKUP_ARNS: [&str; 3] = [":snapshot:", ":cluster-snapshot:", ":backup:"];
 
+/// The tag of the restore test's scratch copies (databases, their group and secrets),
+/// which the next run's cleanup finds by it.
+const SCRATCH_TAG: &str = "apiary:scratch";
+
+/// Whether `arn` is made and kept by a step under another name than its own: the data
+/// plane's alarms (`apiary-<name>-dp-*`, put and reported stale by `ensure-alarms`,
+/// deleted by name by teardown) and the nodes of a recorded Redis replication group
+/// (`<group>-<nnn>`, which ElastiCache tags as the group).
+fn recorded_by_parent(arn: &str, deployment: &str, inventory: &[Resource]) -> bool {
+    if let Some(alarm) = arn.split(":alarm:").nth(1)
+        && arn.contains(":cloudwatch:")
+    {
+        return alarm.starts_with(&format!("apiary-{deployment}-dp-"));
+    }
+    if let Some(node) = arn.split(":cluster:").nth(1)
+        && arn.contains(":elasticache:")
+        && let Some((group, number)) = node.rsplit_once('-')
+    {
+        return !number.is_empty()
+            && number.chars().all(|c| c.is_ascii_digit())
+            && inventory
+                .iter()
+                .any(|r| r.kind == "elasticache:replication-group" && r.id == group);
+    }
+    false
+}
+
 /// Everything the Resource Groups Tagging API lists with the deployment's tag, against
 /// the inventory: what nothing recorded is reported `unrecorded`. The API is eventually
 /// consistent (a just-made resource may be missing from it, a just-deleted one still
@@ -308,13 +340,15 @@ async fn unrecorded(
             let Some(arn) = mapping.resource_arn() else {
                 continue;
             };
-            let by_controller = mapping.tags().iter().any(|t| {
+            let explained = mapping.tags().iter().any(|t| {
                 CONTROLLER_TAGS.iter().any(|c| t.key().starts_with(c))
+                    || t.key() == SCRATCH_TAG
                     || (t.key() == apiary_core::naming::TAG_ROLE
                         && PART_OF_A_RECORDED_PARENT.contains(&t.value()))
             });
-            if by_controller
+            if explained
                 || BACKUP_ARNS.iter().any(|b| arn.contains(b))
+                || recorded_by_parent(arn, deployment, &inventory)
                 || inventory.iter().any(|r| r.is(arn))
             {
                 continue;
@@ -364,11 +398,24 @@ async fn security_groups(
         }
     }
     let groups = &network.security_groups;
+    // The interface endpoints' group is not in the layer's output: found by its tags, as
+    // provision finds it. Gone while the layer recorded endpoints: missing.
+    let endpoints = if network.endpoints.is_empty() {
+        None
+    } else {
+        let group = find_group(&deps.ec2, &step.names, &network.vpc_id, "endpoints")
+            .await?
+            .and_then(|g| g.group_id().map(str::to_owned));
+        if group.is_none() {
+            found.missing(&format!("security group (endpoints) of {}", network.vpc_id));
+        }
+        group
+    };
     let ids = GroupIds {
         alb: &groups.alb,
         cluster: &groups.cluster,
         databases: &groups.databases,
-        endpoints: None,
+        endpoints: endpoints.as_deref(),
         control_plane: &groups.control_plane,
     };
     for wanted in wanted_ingress(&step.spec, vpc_cidr, &nat_ips, &ids)? {
@@ -408,6 +455,10 @@ async fn security_groups(
                     &describe_permission(&extra),
                     true,
                 );
+                // Provision revokes other ingress only on the load balancer's group.
+                if let Some(last) = found.findings.last_mut() {
+                    last.repairable = wanted.revoke_others;
+                }
             }
         }
     }
@@ -872,6 +923,54 @@ mod tests {
                 .into(),
             alias: "alias/apiary/demo/s3".into(),
         }
+    }
+
+    #[test]
+    fn alarms_and_redis_nodes_are_recorded_through_what_made_them() {
+        let group = Resource {
+            layer: "databases".into(),
+            kind: "elasticache:replication-group".into(),
+            id: "apiary-demo-redis".into(),
+            arn: None,
+        };
+        let inventory = [group];
+        let node = |id: &str| format!("arn:aws:elasticache:us-west-2:123456789012:cluster:{id}");
+        assert!(recorded_by_parent(
+            &node("apiary-demo-redis-002"),
+            "demo",
+            &inventory
+        ));
+        assert!(!recorded_by_parent(
+            &node("apiary-demo-redis-x"),
+            "demo",
+            &inventory
+        ));
+        assert!(!recorded_by_parent(
+            &node("apiary-other-002"),
+            "demo",
+            &inventory
+        ));
+        assert!(!recorded_by_parent(
+            &node("apiary-demo-redis-002"),
+            "demo",
+            &[]
+        ));
+        let alarm = |name: &str| format!("arn:aws:cloudwatch:us-west-2:123456789012:alarm:{name}");
+        assert!(recorded_by_parent(
+            &alarm("apiary-demo-dp-postgres-cpu"),
+            "demo",
+            &[]
+        ));
+        assert!(!recorded_by_parent(
+            &alarm("apiary-demo-by-hand"),
+            "demo",
+            &[]
+        ));
+        assert!(!recorded_by_parent(
+            &alarm("apiary-demo-eu-dp-postgres-cpu"),
+            "demo",
+            &[]
+        ));
     }
 
     #[test]

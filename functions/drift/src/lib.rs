@@ -9,11 +9,13 @@
 //!   `network::security::wanted_ingress`) present; no other ingress rule on a group only
 //!   Apiary writes to (the load balancer's, the data stores'); on the cluster's group,
 //!   where EKS and the load balancer controller add rules, only a rule open to the whole
-//!   internet counts. The control plane's group's egress: exactly the rules provision
-//!   writes (`network::security::control_plane_egress`), any other reported as security
-//!   drift. The interface endpoints' group is not in the network layer's output and is
-//!   not compared, nor is the egress of the groups EC2 leaves open (every other group
-//!   keeps EC2's default allow-all egress, which provision never narrows).
+//!   internet counts. The interface endpoints' group, which the network layer's output
+//!   leaves out, is found by its tags as provision finds it. An extra rule is repairable
+//!   only on the load balancer's group, the one group whose other rules provision
+//!   revokes. The control plane's group's egress: exactly the rules provision writes
+//!   (`network::security::control_plane_egress`), any other reported as security drift.
+//!   Not compared: the egress of the other groups (each keeps EC2's default allow-all,
+//!   which provision never narrows).
 //! - **Buckets**: default encryption with the deployment's `s3` key (the access-log
 //!   bucket: SSE-S3, the only kind access-log delivery writes), all four Block Public
 //!   Access settings, versioning on the backups bucket.

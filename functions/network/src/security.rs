@@ -436,6 +436,24 @@ fn id(group: &SecurityGroup) -> &str {
     group.group_id().unwrap_or_default()
 }
 
+/// The deployment's security group of `role` in `vpc_id`, found by its tags (how
+/// provision finds it again, and how drift finds the one the layer's output leaves out).
+pub async fn find_group(
+    ec2: &aws_sdk_ec2::Client,
+    names: &apiary_core::Names,
+    vpc_id: &str,
+    role: &str,
+) -> Result<Option<SecurityGroup>> {
+    let mut filters = role_filters(names, role);
+    filters.push(filter("vpc-id", vpc_id));
+    ec2.describe_security_groups()
+        .set_filters(Some(filters))
+        .send()
+        .await
+        .map_err(|e| Error::aws(format!("DescribeSecurityGroups {role}"), e))
+        .map(|out| out.security_groups().first().cloned())
+}
+
 async fn ensure_group(
     run: &Run<'_>,
     vpc_id: &str,
@@ -443,16 +461,7 @@ async fn ensure_group(
     description: &str,
 ) -> Result<SecurityGroup> {
     let ec2 = &run.deps.ec2;
-    let describe = || async {
-        let mut filters = role_filters(run.names, role);
-        filters.push(filter("vpc-id", vpc_id));
-        ec2.describe_security_groups()
-            .set_filters(Some(filters))
-            .send()
-            .await
-            .map_err(|e| Error::aws(format!("DescribeSecurityGroups {role}"), e))
-            .map(|out| out.security_groups().first().cloned())
-    };
+    let describe = || find_group(ec2, run.names, vpc_id, role);
     let group = match describe().await? {
         Some(group) => group,
         None => {

@@ -571,6 +571,13 @@ async fn stack_identity(
         &step.log,
     )
     .await?;
+    // Recorded, as the ingestion role's association is: drift reports a tagged
+    // association nothing recorded.
+    if let pod_identity::Association::Bound { id, arn, .. } = &association {
+        step.log
+            .resource("eks:pod-identity-association", id, Some(arn))
+            .await?;
+    }
     let (association, detail) = match association {
         pod_identity::Association::Bound { change, .. } => (change.to_owned(), None),
         pod_identity::Association::Unsupported { detail } => {

@@ -108,9 +108,11 @@ fn percent(node_pool: &Value, resource: &str) -> Result<Option<f64>> {
     Ok(Some((used / limit * 1000.0).round() / 10.0))
 }
 
-/// The schedule ticks from the stack's creation on: before provision has made the
-/// cluster, while it is torn down, or for a deployment that is not ready, there is
-/// nothing to measure (and no cluster to connect to). `None`: measure.
+/// The schedule ticks from the stack's creation on. Nothing is measured (and no
+/// cluster is connected to) while the deployment is torn down, or before a provision
+/// has made what the NodePool is built from. A deployment that is not READY (a failed
+/// provision, one waiting for DNS) is still measured when its cluster runs: its pool
+/// can be at its limit all the same. `None`: measure.
 pub async fn nothing_to_measure(
     deps: &Deps,
     step: &StepContext<'_, WorkloadsAction>,
@@ -119,13 +121,16 @@ pub async fn nothing_to_measure(
         return Ok(None);
     }
     let status = deps.recorder.status(&step.spec.name).await?;
-    let why = if step.layers.cluster.is_none() {
-        "the cluster is not made yet".to_owned()
-    } else {
-        match status {
-            Some(DeploymentStatus::Ready) | None => return Ok(None),
-            Some(other) => format!("the deployment is {}", other.as_str()),
+    let why = match status {
+        Some(status @ (DeploymentStatus::TearingDown | DeploymentStatus::Deleted)) => {
+            format!("the deployment is {}", status.as_str())
         }
+        _ if step.layers.cluster.is_none() => "the cluster is not made yet".to_owned(),
+        Some(DeploymentStatus::Ready) | None => return Ok(None),
+        Some(_) => match Context::new(&step.spec, &step.layers) {
+            Ok(_) => return Ok(None),
+            Err(err) => format!("provision has not made every layer yet ({err})"),
+        },
     };
     Ok(Some(UsageOutput {
         verified: false,
@@ -176,10 +181,25 @@ pub async fn usage(
         Target::Apply { client, .. } => client,
     };
     let Some(node_pool) = crate::scale::read(&client, &manifest).await? else {
-        return Err(Error::fatal(format!(
-            "{} is not in the cluster: run provision to put it back",
+        let status = deps.recorder.status(&step.spec.name).await?;
+        if matches!(status, Some(DeploymentStatus::Ready) | None) {
+            return Err(Error::fatal(format!(
+                "{} is not in the cluster: run provision to put it back",
+                manifest.display()
+            )));
+        }
+        // A provision not yet at its workloads step (or one that failed before it).
+        let detail = format!(
+            "nothing to measure: {} is not applied yet and the deployment is not READY",
             manifest.display()
-        )));
+        );
+        return Ok(Done::ready(UsageOutput {
+            verified: false,
+            cpu_percent: None,
+            memory_percent: None,
+            metric: "nothing put".to_owned(),
+            detail,
+        }));
     };
     let cpu = percent(&node_pool, "cpu")?;
     let memory = percent(&node_pool, "memory")?;
