@@ -207,24 +207,8 @@ async fn control_plane_egress_rules(
     })?;
     let resource = format!("security group {group_id} (control-plane egress)");
     found.checked.push(resource.clone());
-    let described = deps
-        .ec2
-        .describe_security_groups()
-        .group_ids(group_id)
-        .send()
-        .await;
-    let group = match described {
-        Ok(out) => out.security_groups().first().cloned(),
-        Err(err) if code_is(&err, "InvalidGroup.NotFound") => None,
-        Err(err) => {
-            return Err(Error::aws(
-                format!("DescribeSecurityGroups {group_id}"),
-                err,
-            ));
-        }
-    };
     // The ingress comparison already reports the group missing.
-    let Some(group) = group else {
+    let Some(group) = security_group(deps, group_id).await? else {
         return Ok(());
     };
     let wanted = control_plane_egress(vpc_cidr);
@@ -421,23 +405,7 @@ async fn security_groups(
     for wanted in wanted_ingress(&step.spec, vpc_cidr, &nat_ips, &ids)? {
         let resource = format!("security group {} ({})", wanted.group_id, wanted.role);
         found.checked.push(resource.clone());
-        let described = deps
-            .ec2
-            .describe_security_groups()
-            .group_ids(wanted.group_id)
-            .send()
-            .await;
-        let group = match described {
-            Ok(out) => out.security_groups().first().cloned(),
-            Err(err) if code_is(&err, "InvalidGroup.NotFound") => None,
-            Err(err) => {
-                return Err(Error::aws(
-                    format!("DescribeSecurityGroups {}", wanted.group_id),
-                    err,
-                ));
-            }
-        };
-        let Some(group) = group else {
+        let Some(group) = security_group(deps, wanted.group_id).await? else {
             found.missing(&resource);
             continue;
         };
@@ -463,6 +431,27 @@ async fn security_groups(
         }
     }
     Ok(())
+}
+
+/// The group `group_id`, `None` when EC2 no longer has it.
+async fn security_group(
+    deps: &Deps,
+    group_id: &str,
+) -> Result<Option<aws_sdk_ec2::types::SecurityGroup>> {
+    let described = deps
+        .ec2
+        .describe_security_groups()
+        .group_ids(group_id)
+        .send()
+        .await;
+    match described {
+        Ok(out) => Ok(out.security_groups().first().cloned()),
+        Err(err) if code_is(&err, "InvalidGroup.NotFound") => Ok(None),
+        Err(err) => Err(Error::aws(
+            format!("DescribeSecurityGroups {group_id}"),
+            err,
+        )),
+    }
 }
 
 fn code_is<E: ProvideErrorMetadata>(err: &E, code: &str) -> bool {

@@ -44,6 +44,19 @@ pub struct UsageOutput {
     pub detail: String,
 }
 
+impl UsageOutput {
+    /// Nothing read or put, and why.
+    fn not_measured(detail: String) -> UsageOutput {
+        UsageOutput {
+            verified: false,
+            cpu_percent: None,
+            memory_percent: None,
+            metric: "nothing put".to_owned(),
+            detail,
+        }
+    }
+}
+
 /// A Kubernetes quantity (`"64"`, `"500m"`, `"256Gi"`, `"1.5e3"`, `"48123456Ki"`) as a
 /// number of its base unit; `None` for anything else.
 pub fn quantity(text: &str) -> Option<f64> {
@@ -132,13 +145,9 @@ pub async fn nothing_to_measure(
             Err(err) => format!("provision has not made every layer yet ({err})"),
         },
     };
-    Ok(Some(UsageOutput {
-        verified: false,
-        cpu_percent: None,
-        memory_percent: None,
-        metric: "nothing put".to_owned(),
-        detail: format!("nothing to measure: {why}"),
-    }))
+    Ok(Some(UsageOutput::not_measured(format!(
+        "nothing to measure: {why}"
+    ))))
 }
 
 pub async fn usage(
@@ -155,13 +164,7 @@ pub async fn usage(
                  status.resources over spec.limits is put as {METRIC_NAMESPACE} {METRIC}",
                 manifest.display()
             );
-            return Ok(Done::ready(UsageOutput {
-                verified: false,
-                cpu_percent: None,
-                memory_percent: None,
-                metric: "nothing put".to_owned(),
-                detail,
-            }));
+            return Ok(Done::ready(UsageOutput::not_measured(detail)));
         }
         Target::Apply {
             auto_mode: false, ..
@@ -170,13 +173,7 @@ pub async fn usage(
                 "the cluster does not serve EKS Auto Mode's resources, so there is no {} to read",
                 manifest.display()
             );
-            return Ok(Done::ready(UsageOutput {
-                verified: false,
-                cpu_percent: None,
-                memory_percent: None,
-                metric: "nothing put".to_owned(),
-                detail,
-            }));
+            return Ok(Done::ready(UsageOutput::not_measured(detail)));
         }
         Target::Apply { client, .. } => client,
     };
@@ -193,13 +190,7 @@ pub async fn usage(
             "nothing to measure: {} is not applied yet and the deployment is not READY",
             manifest.display()
         );
-        return Ok(Done::ready(UsageOutput {
-            verified: false,
-            cpu_percent: None,
-            memory_percent: None,
-            metric: "nothing put".to_owned(),
-            detail,
-        }));
+        return Ok(Done::ready(UsageOutput::not_measured(detail)));
     };
     let cpu = percent(&node_pool, "cpu")?;
     let memory = percent(&node_pool, "memory")?;
