@@ -302,6 +302,22 @@ fn invalid_cases() -> Vec<(Value, Vec<(&'static str, &'static str)>)> {
         (
             with(
                 minimal(),
+                "/cluster/access/twingate_secret_arn",
+                json!("arn:aws:secretsmanager:us-west-2:123456789012:secret:tg"),
+            ),
+            vec![("cluster.access.twingate_secret_arn", "full ARN")],
+        ),
+        (
+            with(
+                minimal(),
+                "/cluster/access/twingate_secret_arn",
+                json!("arn:aws:s3:::tg-AbCdEf"),
+            ),
+            vec![("cluster.access.twingate_secret_arn", "not a secret ARN")],
+        ),
+        (
+            with(
+                minimal(),
                 "/storage/metrics_workspace_arn",
                 json!("arn:aws:aps:eu-west-1:123456789012:workspace/ws-1"),
             ),

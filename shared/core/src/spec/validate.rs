@@ -575,67 +575,37 @@ fn check_workspace_arn(arn: &str, partition: &str, region: &str) -> Result<(), S
     let example = format!(
         "arn:{partition}:aps:{region}:123456789012:workspace/ws-0123abcd-4567-89ef-0123-456789abcdef"
     );
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    let [
-        prefix,
-        arn_partition,
-        service,
-        arn_region,
-        account,
-        resource,
-    ] = parts[..]
-    else {
-        return Err(format!("{arn:?} is not a workspace ARN like {example}"));
+    let id_ok = |resource: &str| {
+        let id = resource.strip_prefix("workspace/").unwrap_or_default();
+        id.starts_with("ws-")
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
     };
-    let id = resource.strip_prefix("workspace/").unwrap_or_default();
-    let id_ok = id.starts_with("ws-")
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if prefix != "arn" || service != "aps" || !id_ok {
-        return Err(format!("{arn:?} is not a workspace ARN like {example}"));
-    }
-    if arn_partition != partition || arn_region != region {
-        return Err(format!(
-            "{arn} is in {arn_partition}/{arn_region}; the workspace must be in the deployment's region ({region})"
-        ));
-    }
-    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{arn} does not name a 12-digit account"));
-    }
-    Ok(())
+    regional_arn(arn, "aps", "workspace", &example, id_ok, partition, region).map(|_| ())
 }
 
 /// A Secrets Manager secret ARN in the deployment's partition and region: the connector
 /// reads it with the pods' identity, which reaches no other region.
 fn check_secret_arn(arn: &str, partition: &str, region: &str) -> Result<(), String> {
-    let parts: Vec<&str> = arn.splitn(7, ':').collect();
     let example =
         format!("arn:{partition}:secretsmanager:{region}:123456789012:secret:twingate-AbCdEf");
-    let [
-        prefix,
-        arn_partition,
-        service,
-        arn_region,
-        account,
-        kind,
-        name,
-    ] = parts[..]
-    else {
-        return Err(format!("{arn:?} is not a secret ARN like {example}"));
+    let named = |resource: &str| {
+        resource
+            .strip_prefix("secret:")
+            .is_some_and(|name| !name.is_empty())
     };
-    if prefix != "arn" || service != "secretsmanager" || kind != "secret" || name.is_empty() {
-        return Err(format!("{arn:?} is not a secret ARN like {example}"));
-    }
-    if arn_partition != partition || arn_region != region {
-        return Err(format!(
-            "{arn} is in {arn_partition}/{arn_region}; the secret must be in the deployment's region ({region})"
-        ));
-    }
-    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{arn} does not name a 12-digit account"));
-    }
+    let resource = regional_arn(
+        arn,
+        "secretsmanager",
+        "secret",
+        &example,
+        named,
+        partition,
+        region,
+    )?;
+    let name = resource.strip_prefix("secret:").unwrap_or_default();
     // Secrets Manager adds six characters to the name; IAM and KMS match the full ARN.
     let suffix = name.rsplit_once('-').map(|(_, s)| s);
     if !suffix.is_some_and(|s| s.len() == 6 && s.bytes().all(|b| b.is_ascii_alphanumeric())) {
@@ -644,6 +614,44 @@ fn check_secret_arn(arn: &str, partition: &str, region: &str) -> Result<(), Stri
         ));
     }
     Ok(())
+}
+
+/// `arn` as an ARN of `service` in the deployment's partition and region and a 12-digit
+/// account, whose resource part `resource_ok` accepts; its resource part, or why not
+/// (`what` and `example` name what was expected).
+fn regional_arn<'a>(
+    arn: &'a str,
+    service: &str,
+    what: &str,
+    example: &str,
+    resource_ok: impl Fn(&str) -> bool,
+    partition: &str,
+    region: &str,
+) -> Result<&'a str, String> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [
+        prefix,
+        arn_partition,
+        arn_service,
+        arn_region,
+        account,
+        resource,
+    ] = parts[..]
+    else {
+        return Err(format!("{arn:?} is not a {what} ARN like {example}"));
+    };
+    if prefix != "arn" || arn_service != service || !resource_ok(resource) {
+        return Err(format!("{arn:?} is not a {what} ARN like {example}"));
+    }
+    if arn_partition != partition || arn_region != region {
+        return Err(format!(
+            "{arn} is in {arn_partition}/{arn_region}; the {what} must be in the deployment's region ({region})"
+        ));
+    }
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{arn} does not name a 12-digit account"));
+    }
+    Ok(resource)
 }
 
 /// An IAM role or user ARN an EKS access entry accepts: `arn:<partition>:iam::<account>:
