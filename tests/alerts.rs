@@ -314,19 +314,25 @@ async fn a_deployment_key_scheduled_for_deletion_is_cancelled_and_the_person_tol
     assert!(told[0].1.contains("pending deletion"), "{told:?}");
 }
 
-/// RDS rotated the PostgreSQL master password on its own schedule: the pods restart
-/// once their secrets driver holds the new value, and the person hears it. Locally there
-/// are no pods: both steps say they were not verified. Another secret's rotation does
-/// nothing.
+/// A new current version of the pods' own PostgreSQL user's secret (a rotation outside
+/// rotate-keys, by hand or by another tool): the pods restart once their secrets driver
+/// holds the new value, and the person hears it. Locally there are no pods: both steps
+/// say they were not verified. RDS's scheduled rotation of the master password reaches
+/// no pod (they never read it), and another secret's rotation does nothing: both are
+/// recorded, nobody told.
 #[tokio::test]
 async fn a_rotated_store_secret_restarts_the_ingestion_pods_and_another_secret_does_nothing() {
     let f = Fixture::new(TABLE).await;
     let name = provisioned(&f, "rotated").await;
     let queue = inbox(&f, &name).await;
     let layers = f.store.layer_outputs(&name).await.expect("layer outputs");
-    let secret = layers["databases.postgres"]["secret_arn"]
+    let secret = layers["databases.postgres"]["app_secret_arn"]
         .as_str()
-        .expect("the PostgreSQL secret")
+        .expect("the pods' PostgreSQL user's secret")
+        .to_owned();
+    let master = layers["databases.postgres"]["secret_arn"]
+        .as_str()
+        .expect("the PostgreSQL master secret")
         .to_owned();
     let region = apiary_e2e::REGION;
     let account = apiary::local::LOCAL_ACCOUNT;
@@ -354,10 +360,17 @@ async fn a_rotated_store_secret_restarts_the_ingestion_pods_and_another_secret_d
     assert_eq!(told.len(), 1, "{told:?}");
     assert!(told[0].1.contains(&secret), "{told:?}");
 
-    // An RDS-managed secret of something else in the account matches the rule but is
-    // not this deployment's: recorded, no runbook, nobody told.
-    let theirs =
-        format!("arn:aws:secretsmanager:{region}:{account}:secret:rds!db-someone-else-AbCdEf");
+    // The master password RDS rotates on its schedule: no pod reads it, and it never
+    // reaches handle-alert.
+    let delivered = deliver(&f, &name, &rotated(&master)).await;
+    assert!(delivered.rules.is_empty(), "{delivered:?}");
+    assert!(received(&f, &queue).await.is_empty());
+
+    // A secret named for the deployment that the pods do not read (a restore test's
+    // scratch secret) matches the rule: recorded, no runbook, nobody told.
+    let theirs = format!(
+        "arn:aws:secretsmanager:{region}:{account}:secret:apiary-{name}-rt0a1b-postgres-AbCdEf"
+    );
     let delivered = deliver(&f, &name, &rotated(&theirs)).await;
     let run = only_run(&delivered);
     assert_eq!(run.status, ExecutionStatus::Succeeded, "{run:?}");

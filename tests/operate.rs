@@ -39,6 +39,35 @@ async fn key_id(f: &Fixture, name: &str, scope: &str) -> String {
         .to_owned()
 }
 
+/// The pods' PostgreSQL user's secret: its current value and each version's labels.
+async fn app_secret(f: &Fixture, name: &str) -> (Value, Vec<Vec<String>>) {
+    let secrets = aws_sdk_secretsmanager::Client::new(&f.config);
+    let id = format!("apiary-{name}-postgres-app");
+    let value = secrets
+        .get_secret_value()
+        .secret_id(&id)
+        .version_stage("AWSCURRENT")
+        .send()
+        .await
+        .expect("GetSecretValue");
+    let described = secrets
+        .describe_secret()
+        .secret_id(&id)
+        .send()
+        .await
+        .expect("DescribeSecret");
+    let mut stages: Vec<Vec<String>> = described
+        .version_ids_to_stages()
+        .into_iter()
+        .flat_map(|v| v.values().cloned())
+        .collect();
+    stages.sort();
+    (
+        serde_json::from_str(value.secret_string().unwrap()).unwrap(),
+        stages,
+    )
+}
+
 async fn redis_secret(f: &Fixture, name: &str) -> Value {
     let value = aws_sdk_secretsmanager::Client::new(&f.config)
         .get_secret_value()
@@ -54,6 +83,8 @@ async fn on_demand_rotates_every_key_and_secret_and_a_rerun_rotates_again() {
     let f = fixture().await;
     let name = provisioned(&f, "rot").await;
     let before = redis_secret(&f, &name).await;
+    let (app_before, _) = app_secret(&f, &name).await;
+    assert_eq!(app_before["username"], "honeyhive_app_a", "{app_before}");
 
     let done = f
         .run(
@@ -107,6 +138,27 @@ async fn on_demand_rotates_every_key_and_secret_and_a_rerun_rotates_again() {
     );
     assert!(after.get("previous_auth_token").is_none());
 
+    // The pods' own user: the other one of the pair, with a new password, current;
+    // the one before is AWSPREVIOUS (its user keeps working for the pods not yet
+    // restarted), and nothing is left pending.
+    let (app_after, stages) = app_secret(&f, &name).await;
+    assert_eq!(app_after["username"], "honeyhive_app_b", "{app_after}");
+    assert_ne!(app_after["password"], app_before["password"]);
+    assert_eq!(app_after["dbname"], app_before["dbname"]);
+    assert_eq!(
+        stages,
+        [
+            vec!["AWSCURRENT".to_owned()],
+            vec!["AWSPREVIOUS".to_owned()]
+        ],
+        "{stages:?}"
+    );
+    assert_eq!(
+        result["app_users"]["users"][0]["stages"],
+        json!(["AWSCURRENT"]),
+        "{result}"
+    );
+
     let journal = f.store.journal(&name).await.expect("journal");
     assert!(
         journal
@@ -114,6 +166,21 @@ async fn on_demand_rotates_every_key_and_secret_and_a_rerun_rotates_again() {
             .any(|e| e.step == "rotate-keys" && e.action == "redis-set" && e.outcome == "created"),
         "{journal:?}"
     );
+
+    // A second rotation goes back to the first user, with yet another password.
+    let done = f
+        .run(
+            "rotate-keys",
+            &name,
+            rotate(json!({"scope": "secrets"}), &name),
+            "again",
+        )
+        .await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    let (app_again, _) = app_secret(&f, &name).await;
+    assert_eq!(app_again["username"], "honeyhive_app_a", "{app_again}");
+    assert_ne!(app_again["password"], app_before["password"]);
+    assert_ne!(app_again["password"], app_after["password"]);
 }
 
 #[tokio::test]
@@ -137,6 +204,11 @@ async fn the_keys_check_changes_no_secret_and_refuses_a_disabled_key() {
         "{result}"
     );
     assert_eq!(redis_secret(&f, &name).await, before, "no secret changed");
+    assert_eq!(
+        app_secret(&f, &name).await.0["username"],
+        "honeyhive_app_a",
+        "the pods' user stays"
+    );
 
     // The customer disables a key: the check refuses it by name and never enables it.
     let kms = aws_sdk_kms::Client::new(&f.config);

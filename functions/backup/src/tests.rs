@@ -77,6 +77,7 @@ fn state(workflow: &str) -> (Fixture, MemoryRecorder) {
                 host: "docdb.internal".into(),
                 port: 27017,
                 secret_arn: "arn:aws:secretsmanager:us-west-2:123456789012:secret:docdb".into(),
+                app_secret_arn: None,
             })
         });
     let recorder = fixture.state();

@@ -72,19 +72,13 @@ pub async fn triage(
         .as_ref()
         .map(|k| k.keys.values().map(|k| k.arn.clone()).collect())
         .unwrap_or_default();
-    // The store secrets the pods read (RDS names its managed ones rds!db-<uuid>, with
-    // nothing of ours in the name: only the databases layer's output says whose they are).
+    // The store secrets the pods read: their own database users' and the Redis token's.
+    // A master password's rotation (RDS's schedule) reaches no pod, so restarts none.
     let secrets: Vec<String> = step
         .layers
         .databases
         .as_ref()
-        .map(|d| {
-            [&d.postgres, &d.documentdb, &d.redis]
-                .into_iter()
-                .flatten()
-                .map(|store| store.secret_arn.clone())
-                .collect()
-        })
+        .map(|d| d.pod_secrets())
         .unwrap_or_default();
     let deployment = step.spec.name.as_str();
     let mut alert = classify(deployment, event, &keys, &secrets)?;

@@ -19,7 +19,7 @@ use aws_sdk_docdb::error::ProvideErrorMetadata;
 use aws_sdk_docdb::types::{ApplyMethod, DbCluster, DbInstance, Parameter, Tag};
 
 use crate::readiness::{self, Readiness, instance_readiness};
-use crate::{DatastoreOutput, Inputs, Report, Work, tag_pairs};
+use crate::{DatastoreOutput, Inputs, Report, Work, secrets, tag_pairs};
 
 pub const DOCDB_ENGINE_VERSION: &str = "5.0.0";
 pub const DOCDB_PARAMETER_FAMILY: &str = "docdb5.0";
@@ -131,6 +131,13 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Done<DatastoreOutput>> {
              removing an instance is the teardown's right; it goes with the deployment"
         )
     });
+    let app_secret_arn = secrets::app_secret(
+        step,
+        "documentdb",
+        inputs.as_ref().map(|i| i.app_key_arn.as_str()),
+        &mut pending,
+    )
+    .await?;
     let report = Report {
         endpoint: DatastoreEndpoint {
             identifier: cluster_id,
@@ -140,6 +147,7 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Done<DatastoreOutput>> {
                 .and_then(|p| u16::try_from(p).ok())
                 .unwrap_or(DOCDB_PORT),
             secret_arn,
+            app_secret_arn,
         },
         status: cluster_status,
         pending,

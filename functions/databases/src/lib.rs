@@ -292,6 +292,7 @@ impl Report {
                 host: String::new(),
                 port,
                 secret_arn: secret_arn.unwrap_or_default(),
+                app_secret_arn: None,
             },
             status: "missing".to_owned(),
             pending: Vec::new(),

@@ -7,7 +7,7 @@ use apiary_core::{Error, Result};
 use aws_sdk_rds::types::{ApplyMethod, DbInstance, Parameter, Tag};
 
 use crate::readiness::{self, Readiness, instance_readiness};
-use crate::{Inputs, Report, Work, tag_pairs};
+use crate::{Inputs, Report, Work, secrets, tag_pairs};
 
 /// A major version: RDS picks its current default minor version and keeps the instance
 /// patched (auto minor version upgrade), so a pinned minor can never be retired under us.
@@ -80,6 +80,13 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Report> {
     if readiness == Readiness::Stopped && step.create && status == "stopped" {
         start(step, &id).await?;
     }
+    let app_secret_arn = secrets::app_secret(
+        step,
+        "postgres",
+        inputs.as_ref().map(|i| i.app_key_arn.as_str()),
+        &mut pending,
+    )
+    .await?;
     Ok(Report {
         endpoint: DatastoreEndpoint {
             identifier: id,
@@ -92,6 +99,7 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Report> {
                 .and_then(|p| u16::try_from(p).ok())
                 .unwrap_or(POSTGRES_PORT),
             secret_arn,
+            app_secret_arn,
         },
         status,
         pending,

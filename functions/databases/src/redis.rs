@@ -48,9 +48,15 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Done<DatastoreOutput>> {
                 "port": REDIS_PORT,
                 "username": "default",
             });
-            let secret =
-                secrets::ensure_token(step, &secret_name, &inputs.app_key_arn, "redis", details)
-                    .await?;
+            let secret = secrets::ensure_token(
+                step,
+                &secret_name,
+                &inputs.app_key_arn,
+                "redis",
+                details,
+                "auth_token",
+            )
+            .await?;
             let group = create(step, inputs, &id, &secret.token).await?;
             secret_arn = Some(secret.arn);
             group
@@ -124,6 +130,7 @@ pub(crate) async fn run(step: &Work<'_>) -> Result<Done<DatastoreOutput>> {
                 .and_then(|p| u16::try_from(p).ok())
                 .unwrap_or(REDIS_PORT),
             secret_arn,
+            app_secret_arn: None,
         },
         status,
         pending,

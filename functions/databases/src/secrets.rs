@@ -1,7 +1,9 @@
-//! Credentials Apiary generates itself (the Redis auth token): made with Secrets
-//! Manager's GetRandomPassword, stored in a secret encrypted with the app key, read back
-//! when a store still has to be created with them. The value never reaches a log.
+//! Credentials Apiary generates itself (the Redis auth token, the pods' own database
+//! users' passwords): made with Secrets Manager's GetRandomPassword, stored in a secret
+//! encrypted with the app key, read back when a store still has to be created with them.
+//! The value never reaches a log.
 
+use apiary_core::outputs::app_users;
 use apiary_core::{Error, Result};
 use aws_sdk_secretsmanager::types::Tag;
 use serde_json::{Value, json};
@@ -38,14 +40,15 @@ impl std::fmt::Debug for Generated {
     }
 }
 
-/// The token stored under `name`, generating and storing a new one when there is none.
-/// A secret an earlier teardown scheduled for deletion is restored, not replaced.
+/// The token stored under `name` in `field`, generating and storing a new one when there
+/// is none. A secret an earlier teardown scheduled for deletion is restored, not replaced.
 pub(crate) async fn ensure_token(
     step: &Work<'_>,
     name: &str,
     kms_key_arn: &str,
     role: &str,
     details: Value,
+    field: &str,
 ) -> Result<Generated> {
     let secrets = &step.deps.secrets;
     if let Some(found) = apiary_core::aws::answer_or_none(
@@ -63,7 +66,7 @@ pub(crate) async fn ensure_token(
                 .await
                 .map_err(|e| Error::aws(format!("RestoreSecret {name}"), e))?;
         }
-        return read_token(step, name).await;
+        return read_token(step, name, field).await;
     }
 
     let token = secrets
@@ -76,7 +79,7 @@ pub(crate) async fn ensure_token(
         .random_password
         .ok_or_else(|| Error::fatal("GetRandomPassword returned no password"))?;
     let mut value = details;
-    value["auth_token"] = json!(token);
+    value[field] = json!(token);
     let tags = tag_pairs(step.names, role)
         .into_iter()
         .map(|(key, value)| Tag::builder().key(key).value(value).build())
@@ -106,11 +109,11 @@ pub(crate) async fn ensure_token(
             Ok(Generated { arn, token })
         }
         // A parallel run stored its token first: use that one, so both agree.
-        None => read_token(step, name).await,
+        None => read_token(step, name, field).await,
     }
 }
 
-async fn read_token(step: &Work<'_>, name: &str) -> Result<Generated> {
+async fn read_token(step: &Work<'_>, name: &str, field: &str) -> Result<Generated> {
     let value = step
         .deps
         .secrets
@@ -123,15 +126,60 @@ async fn read_token(step: &Work<'_>, name: &str) -> Result<Generated> {
     let token = value
         .secret_string()
         .and_then(|s| serde_json::from_str::<Value>(s).ok())
-        .and_then(|v| {
-            v.get("auth_token")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
+        .and_then(|v| v.get(field).and_then(Value::as_str).map(str::to_owned))
         .ok_or_else(|| {
             Error::fatal(format!(
-                "secret {name} holds no auth_token field; delete it or restore its value"
+                "secret {name} holds no {field} field; delete it or restore its value"
             ))
         })?;
     Ok(Generated { arn, token })
+}
+
+/// The secret of the pods' own user of `store` (`postgres`, `documentdb`; see
+/// [`app_users`]): with `app_key_arn` (an `ensure`), made when missing, for the first
+/// user with a generated password; without (a `status`), only found, and one that does
+/// not show yet is something the store still waits for. The user itself is created in
+/// the store by the verifier, which can reach it.
+pub(crate) async fn app_secret(
+    step: &Work<'_>,
+    store: &str,
+    app_key_arn: Option<&str>,
+    pending: &mut Vec<String>,
+) -> Result<Option<String>> {
+    let name = app_users::secret_name(step.names, store);
+    let arn = match app_key_arn {
+        Some(key) => {
+            let details = json!({
+                "engine": store,
+                "username": app_users::USERS[0],
+                "dbname": app_users::DATABASE,
+            });
+            Some(
+                ensure_token(
+                    step,
+                    &name,
+                    key,
+                    &format!("{store}-app"),
+                    details,
+                    "password",
+                )
+                .await?
+                .arn,
+            )
+        }
+        None => find(step, &name).await?,
+    };
+    match &arn {
+        Some(arn) if !arn.is_empty() => {
+            step.log
+                .resource("secretsmanager:secret", &name, Some(arn))
+                .await?;
+        }
+        // Secrets Manager is eventually consistent: a secret made a moment ago may not
+        // show yet. The poll looks again.
+        _ => pending.push(format!(
+            "the pods' {store} credentials secret {name} does not show yet"
+        )),
+    }
+    Ok(arn.filter(|a| !a.is_empty()))
 }

@@ -6,6 +6,9 @@
 //! - `database-secrets`: the RDS and DocumentDB master passwords, which RDS manages in
 //!   Secrets Manager, rotated now with `RotateSecret` and their schedule set explicitly;
 //!   `database-secrets-status` waits until each new password is current;
+//! - `app-users-stage`, `app-users-promote`: the pods' own database users' passwords,
+//!   rotated by alternating users (see [`app_users`]); between them the verifier sets
+//!   the staged password in each store from inside the VPC;
 //! - `redis-rotate`, `redis-status`, `redis-set`: the Redis AUTH token in two phases with
 //!   no downtime (see [`redis`]); between them the workloads function restarts the
 //!   ingestion pods so that they read the new token.
@@ -15,6 +18,7 @@
 //! one state machine serves the monthly keys check, the quarterly secrets rotation and
 //! the console's on-demand run.
 
+pub mod app_users;
 pub mod keys_check;
 pub mod redis;
 pub mod secrets;
@@ -62,6 +66,10 @@ pub enum OperateAction {
     RedisStatus,
     #[serde(rename = "redis-set")]
     RedisSet,
+    #[serde(rename = "app-users-stage")]
+    AppUsersStage,
+    #[serde(rename = "app-users-promote")]
+    AppUsersPromote,
 }
 
 impl Action for OperateAction {
@@ -73,6 +81,8 @@ impl Action for OperateAction {
             OperateAction::RedisRotate => "redis-rotate",
             OperateAction::RedisStatus => "redis-status",
             OperateAction::RedisSet => "redis-set",
+            OperateAction::AppUsersStage => "app-users-stage",
+            OperateAction::AppUsersPromote => "app-users-promote",
         }
     }
 }
@@ -91,6 +101,7 @@ pub enum Output {
     Keys(keys_check::KeysReport),
     Secrets(secrets::SecretsReport),
     Redis(redis::RedisReport),
+    AppUsers(app_users::AppUsersReport),
 }
 
 pub async fn handle(deps: &Deps, event: Value) -> Result<Value> {
@@ -124,6 +135,18 @@ impl Step for Deps {
             OperateAction::RedisRotate | OperateAction::RedisSet if !input.secrets() => Ok(
                 skipped(Output::Redis(redis::RedisReport::skipped()), SKIP_SECRETS),
             ),
+            OperateAction::AppUsersStage | OperateAction::AppUsersPromote if !input.secrets() => {
+                Ok(skipped(
+                    Output::AppUsers(app_users::AppUsersReport::skipped(SKIP_SECRETS)),
+                    SKIP_SECRETS,
+                ))
+            }
+            OperateAction::AppUsersStage => {
+                Ok(app_users::stage(self, step).await?.map(Output::AppUsers))
+            }
+            OperateAction::AppUsersPromote => {
+                Ok(app_users::promote(self, step).await?.map(Output::AppUsers))
+            }
             OperateAction::DatabaseSecrets => {
                 Ok(secrets::run(self, step).await?.map(Output::Secrets))
             }

@@ -580,3 +580,191 @@ async fn a_deployment_without_redis_has_nothing_to_rotate() {
         .unwrap();
     assert_eq!(out["phase"], json!("not-built"));
 }
+
+/// A secret's versions as Secrets Manager keeps them: id -> (value, labels).
+type Versions = Arc<Mutex<Vec<(String, String, Vec<String>)>>>;
+
+/// Secrets Manager over `versions`, for the pods' users' secret: reads by id or label,
+/// describes the labels, stages a version (refusing a second value under one id), moves
+/// labels as UpdateSecretVersionStage does, and hands out numbered passwords.
+fn secret_store(versions: &Versions) -> Vec<Rule> {
+    use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
+    use aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError;
+    use aws_sdk_secretsmanager::operation::update_secret_version_stage::UpdateSecretVersionStageOutput;
+    use aws_sdk_secretsmanager::types::error::ResourceExistsException;
+
+    let v = versions.clone();
+    let get = mock!(Secrets::get_secret_value).then_compute_output(move |r| {
+        let versions = v.lock().unwrap();
+        let found = versions
+            .iter()
+            .find(
+                |(id, _, stages)| match (r.version_id(), r.version_stage()) {
+                    (Some(want), _) => id == want,
+                    (None, stage) => stages.iter().any(|s| s == stage.unwrap_or("AWSCURRENT")),
+                },
+            )
+            .expect("the version asked for");
+        GetSecretValueOutput::builder()
+            .version_id(&found.0)
+            .secret_string(&found.1)
+            .build()
+    });
+    let v = versions.clone();
+    let describe = mock!(Secrets::describe_secret).then_compute_output(move |_| {
+        let versions = v.lock().unwrap();
+        DescribeSecretOutput::builder()
+            .set_version_ids_to_stages(Some(
+                versions
+                    .iter()
+                    .map(|(id, _, stages)| (id.clone(), stages.clone()))
+                    .collect(),
+            ))
+            .build()
+    });
+    let v = versions.clone();
+    let put = mock!(Secrets::put_secret_value).then_compute_response(move |r| {
+        let mut versions = v.lock().unwrap();
+        let token = r.client_request_token().unwrap().to_owned();
+        if versions.iter().any(|(id, _, _)| *id == token) {
+            return aws_smithy_mocks::MockResponse::Error(
+                PutSecretValueError::ResourceExistsException(
+                    ResourceExistsException::builder().build(),
+                ),
+            );
+        }
+        for (_, _, stages) in versions.iter_mut() {
+            stages.retain(|s| s != "AWSPENDING");
+        }
+        versions.push((
+            token.clone(),
+            r.secret_string().unwrap().to_owned(),
+            r.version_stages().to_vec(),
+        ));
+        aws_smithy_mocks::MockResponse::Output(
+            PutSecretValueOutput::builder().version_id(token).build(),
+        )
+    });
+    let v = versions.clone();
+    let update = mock!(Secrets::update_secret_version_stage).then_compute_output(move |r| {
+        let mut versions = v.lock().unwrap();
+        let stage = r.version_stage().unwrap().to_owned();
+        for (id, _, stages) in versions.iter_mut() {
+            if Some(id.as_str()) == r.remove_from_version_id() {
+                stages.retain(|s| *s != stage);
+                if stage == "AWSCURRENT" {
+                    stages.push("AWSPREVIOUS".into());
+                }
+            }
+            if Some(id.as_str()) == r.move_to_version_id() {
+                stages.push(stage.clone());
+            }
+        }
+        UpdateSecretVersionStageOutput::builder().build()
+    });
+    let count = Arc::new(Mutex::new(0));
+    let password = mock!(Secrets::get_random_password).then_compute_output(move |_| {
+        let mut n = count.lock().unwrap();
+        *n += 1;
+        GetRandomPasswordOutput::builder()
+            .random_password(format!("generated-{n}"))
+            .build()
+    });
+    vec![get, describe, put, update, password]
+}
+
+fn current(versions: &Versions) -> Value {
+    let versions = versions.lock().unwrap();
+    let (_, value, _) = versions
+        .iter()
+        .find(|(_, _, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+        .unwrap();
+    serde_json::from_str(value).unwrap()
+}
+
+/// The alternating-users rotation, step by step as a retried execution runs it: staging
+/// twice stages one version for the other user; a promote that crashed between its two
+/// calls finishes the second, and running it again changes nothing; another execution
+/// that staged nothing has nothing to promote and says so. (The whole rotation runs
+/// end to end in tests/operate.rs.)
+#[tokio::test]
+async fn the_pods_users_alternate_and_each_step_runs_twice_safely() {
+    let versions: Versions = Arc::new(Mutex::new(vec![(
+        "v-initial".into(),
+        json!({"engine": "postgres", "username": "honeyhive_app_a", "password": "first",
+               "dbname": "honeyhive"})
+        .to_string(),
+        vec!["AWSCURRENT".into()],
+    )]));
+    let rules = secret_store(&versions);
+    let rules: Vec<&Rule> = rules.iter().collect();
+    let (deps, _) = deps(&[], &rules, &[]);
+    let input = json!({"scope": "secrets"});
+
+    let staged = handle(&deps, event("app-users-stage", input.clone()))
+        .await
+        .unwrap();
+    assert_eq!(staged["users"][0]["to_user"], "honeyhive_app_b", "{staged}");
+    let again = handle(&deps, event("app-users-stage", input.clone()))
+        .await
+        .unwrap();
+    assert_eq!(again["users"][0]["to_user"], "honeyhive_app_b", "{again}");
+    assert_eq!(versions.lock().unwrap().len(), 2, "one staged version");
+    assert_eq!(
+        current(&versions)["username"],
+        "honeyhive_app_a",
+        "not yet current"
+    );
+
+    // A promote that crashed after its first call (AWSCURRENT moved, AWSPENDING not yet
+    // dropped): the retry only drops AWSPENDING, and one more run changes nothing.
+    let token = staged["users"][0]["version_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    {
+        let mut versions = versions.lock().unwrap();
+        versions[0].2 = vec!["AWSPREVIOUS".into()];
+        versions[1].2 = vec!["AWSPENDING".into(), "AWSCURRENT".into()];
+    }
+    handle(&deps, event("app-users-promote", input.clone()))
+        .await
+        .unwrap();
+    handle(&deps, event("app-users-promote", input.clone()))
+        .await
+        .unwrap();
+    let now = current(&versions);
+    assert_eq!(now["username"], "honeyhive_app_b");
+    assert_eq!(now["password"], "generated-1");
+    assert_eq!(now["dbname"], "honeyhive", "the other fields stay");
+    let labels: Vec<(String, Vec<String>)> = versions
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, _, stages)| (id.clone(), stages.clone()))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            ("v-initial".to_owned(), vec!["AWSPREVIOUS".to_owned()]),
+            (token, vec!["AWSCURRENT".to_owned()])
+        ]
+    );
+
+    let mut other = event("app-users-promote", input.clone());
+    other["execution_id"] = json!("another-execution");
+    let err = handle(&deps, other).await.unwrap_err();
+    assert_eq!(err.name(), ErrorName::Fatal);
+    assert!(err.to_string().contains("did not stage"), "{err}");
+    assert_eq!(current(&versions)["username"], "honeyhive_app_b");
+
+    // The keys-only scope touches none of it.
+    let skipped = handle(
+        &deps,
+        event("app-users-stage", json!({"scope": "keys-check"})),
+    )
+    .await
+    .unwrap();
+    assert!(skipped["skipped"].is_string(), "{skipped}");
+    assert_eq!(versions.lock().unwrap().len(), 2);
+}

@@ -154,6 +154,22 @@ pub trait Datastore: Send + Sync {
     /// The sentinel with `id`, `None` when the store holds none (or no sentinel at all).
     async fn read_sentinel(&self, id: &str) -> Result<Option<Sentinel>, StoreError>;
     async fn facts(&self) -> Result<Facts, StoreError>;
+    /// On a connection as the master user: the pods' login user `username` exists with
+    /// `password` and the app's privileges (created, or its password set). Idempotent.
+    async fn ensure_app_user(&self, username: &str, password: &str) -> Result<(), StoreError> {
+        let _ = (username, password);
+        Err(StoreError::Config(
+            "this store has no per-app users: Redis authenticates with its AUTH token".into(),
+        ))
+    }
+    /// On a connection opened as an app user: it is logged in as `username` and holds
+    /// the app's privileges.
+    async fn check_app_user(&self, username: &str) -> Result<(), StoreError> {
+        let _ = username;
+        Err(StoreError::Config(
+            "this store has no per-app users: Redis authenticates with its AUTH token".into(),
+        ))
+    }
 }
 
 /// Opens a [`Datastore`] for a store kind at a target.

@@ -2,12 +2,16 @@
 //! rustls): the sentinel is a document of `apiary.sentinels`; the facts are the server
 //! version, the number of databases and of sentinels.
 //!
+//! The pods' users ([`app_users`]) are users of the `admin` database with `readWrite` on
+//! the service's database (DocumentDB keeps every user in `admin`).
+//!
 //! DocumentDB differs from MongoDB where it matters here: no retryable writes (the
 //! driver's default would fail every write), and the cluster endpoint is the one host to
 //! talk to (direct connection; the replica-set members' own names are not needed).
 
 use std::time::Duration;
 
+use apiary_core::outputs::app_users;
 use async_trait::async_trait;
 use mongodb::bson::{Document, doc};
 use mongodb::options::{ClientOptions, Credential, ServerAddress, Tls, TlsOptions};
@@ -136,6 +140,57 @@ impl Datastore for DocumentDb {
                 .unwrap_or_default()
                 .to_owned(),
         }))
+    }
+
+    async fn ensure_app_user(&self, username: &str, password: &str) -> Result<(), StoreError> {
+        let admin = self.client.database("admin");
+        let roles = vec![doc! {"role": "readWrite", "db": app_users::DATABASE}];
+        let found = admin
+            .run_command(doc! {"usersInfo": username})
+            .await
+            .map_err(|e| self.error(e))?;
+        let exists = found
+            .get_array("users")
+            .is_ok_and(|users| !users.is_empty());
+        let command = if exists {
+            doc! {"updateUser": username, "pwd": password, "roles": roles}
+        } else {
+            doc! {"createUser": username, "pwd": password, "roles": roles}
+        };
+        admin.run_command(command).await.map_err(|e| {
+            let mut err = self.error(e);
+            if let StoreError::Query(text) = &mut err {
+                *text = text.replace(password, "<redacted>");
+            }
+            err
+        })?;
+        Ok(())
+    }
+
+    async fn check_app_user(&self, username: &str) -> Result<(), StoreError> {
+        let status = self
+            .client
+            .database("admin")
+            .run_command(doc! {"connectionStatus": 1, "showPrivileges": false})
+            .await
+            .map_err(|e| self.error(e))?;
+        let users: Vec<String> = status
+            .get_document("authInfo")
+            .and_then(|info| info.get_array("authenticatedUsers"))
+            .map(|users| {
+                users
+                    .iter()
+                    .filter_map(|u| u.as_document()?.get_str("user").ok().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !users.iter().any(|u| u == username) {
+            return Err(StoreError::Query(format!(
+                "the connection is authenticated as [{}], not {username}",
+                users.join(", ")
+            )));
+        }
+        Ok(())
     }
 
     async fn facts(&self) -> Result<Facts, StoreError> {

@@ -2,7 +2,7 @@
 //!
 //! It runs inside the data plane's VPC (the network step attaches it to the private
 //! subnets with the control plane's security group, which the data stores admit on
-//! their ports) and has two actions, each for one store (`options.store`: `postgres`,
+//! their ports) and has three actions, each for one store (`options.store`: `postgres`,
 //! `redis` or `documentdb`):
 //!
 //! - `write-sentinel`: writes a fresh sentinel (a unique id and the time) into the live
@@ -14,11 +14,16 @@
 //!   fresh password, `sentinel_id`), reads the sentinel back and compares. A sentinel that
 //!   is missing or different is a result (`verified: false` with the `mismatch` named),
 //!   not an error; a copy that does not answer yet is `Apiary.NotReady` (retried).
+//! - `ensure-app-user` (PostgreSQL and DocumentDB): the ingestion pods' own database user,
+//!   made or given its secret's password with the master login, then logged in as (see
+//!   [`app_user`]). Provision runs it before the pods start; rotate-keys runs it with
+//!   `options.rotation` to set the next user's password before it becomes current.
 //!
 //! Every connection is TLS, trusting only the CA bundle shipped with the function
 //! ([`tls::CA_BUNDLE_ENV`]); there is no plaintext fallback. Locally the emulated
 //! databases have no server behind them: [`Deps::local`] reports that, never a pass.
 
+pub mod app_user;
 pub mod datastore;
 pub mod documentdb;
 pub mod postgres;
@@ -47,10 +52,10 @@ pub const LOCAL_VERIFY_NOTE: &str =
 
 pub struct Deps {
     pub recorder: Arc<dyn Recorder>,
-    mode: Mode,
+    pub(crate) mode: Mode,
 }
 
-enum Mode {
+pub(crate) enum Mode {
     /// Real stores: credentials from Secrets Manager, connections over TLS.
     Live {
         secrets: aws_sdk_secretsmanager::Client,
@@ -142,6 +147,9 @@ pub enum VerifierAction {
     WriteSentinel,
     #[serde(rename = "verify-restore")]
     VerifyRestore,
+    /// The ingestion pods' own database user (see [`app_user`]).
+    #[serde(rename = "ensure-app-user")]
+    EnsureAppUser,
 }
 
 impl step::Action for VerifierAction {
@@ -149,6 +157,7 @@ impl step::Action for VerifierAction {
         match self {
             VerifierAction::WriteSentinel => "write-sentinel",
             VerifierAction::VerifyRestore => "verify-restore",
+            VerifierAction::EnsureAppUser => "ensure-app-user",
         }
     }
     /// The slot depends on the store in the options (`sentinel.<store>`): the step keeps
@@ -157,7 +166,10 @@ impl step::Action for VerifierAction {
         None
     }
     fn mutates(self) -> bool {
-        self == VerifierAction::WriteSentinel
+        matches!(
+            self,
+            VerifierAction::WriteSentinel | VerifierAction::EnsureAppUser
+        )
     }
 }
 
@@ -226,6 +238,7 @@ pub struct Verification {
 pub enum VerifierOutput {
     Sentinel(SentinelRecord),
     Verification(Verification),
+    AppUser(app_user::AppUserReport),
 }
 
 #[derive(Deserialize)]
@@ -283,6 +296,11 @@ impl Step for Deps {
                     _ => format!("{store}: {LOCAL_VERIFY_NOTE}"),
                 };
                 Ok(Done::ready(VerifierOutput::Verification(verification)).with_detail(detail))
+            }
+            VerifierAction::EnsureAppUser => {
+                let report = self.ensure_app_user(step, store).await?;
+                let detail = report.detail();
+                Ok(Done::ready(VerifierOutput::AppUser(report)).with_detail(detail))
             }
         }
     }
@@ -580,7 +598,7 @@ pub fn emptied(
 
 /// The live store's endpoint from the databases layer, `None` when the store is off or
 /// was not built.
-fn live_endpoint(
+pub(crate) fn live_endpoint(
     step: &StepContext<'_, VerifierAction>,
     store: StoreKind,
 ) -> Result<Option<DatastoreEndpoint>> {

@@ -1,9 +1,15 @@
 //! PostgreSQL over TLS (tokio-postgres on rustls): the sentinel is a row of
 //! `apiary.sentinels`; the facts are the server version, a fingerprint of the user
 //! schema and the number of user tables.
+//!
+//! The pods' users ([`app_users`]): two login roles in one group role that owns what the
+//! service creates. Each login sets `role` to the group, so either user reaches every
+//! object. The password goes to the server as a SCRAM-SHA-256 verifier computed here,
+//! never as text: a statement log shows no password.
 
 use std::time::Duration;
 
+use apiary_core::outputs::app_users;
 use async_trait::async_trait;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
@@ -96,8 +102,90 @@ fn classify(err: &tokio_postgres::Error, target: &Target) -> StoreError {
     }
 }
 
+/// `name` as a quoted SQL identifier. The names used are constants and the database's
+/// own name, quoted all the same.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `text` as a SQL string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The statements that make `user` one of the pods' login users with the password whose
+/// SCRAM verifier is `verifier`, in the group role that holds the app's privileges on
+/// `database` and its `public` schema. Each is idempotent: run again, they set the same
+/// password and grant what is already granted.
+fn app_user_statements(user: &str, verifier: &str, database: &str) -> String {
+    let group = app_users::GROUP;
+    let (g, u, v) = (ident(group), ident(user), literal(verifier));
+    format!(
+        "DO $$ BEGIN \
+           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {group_name}) THEN \
+             CREATE ROLE {g} NOLOGIN; \
+           END IF; \
+           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {user_name}) THEN \
+             CREATE ROLE {u} LOGIN PASSWORD {v}; \
+           ELSE \
+             ALTER ROLE {u} WITH LOGIN PASSWORD {v}; \
+           END IF; \
+         END $$; \
+         GRANT {g} TO {u}; \
+         ALTER ROLE {u} SET role = {group_name}; \
+         GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {d} TO {g}; \
+         GRANT USAGE, CREATE ON SCHEMA public TO {g};",
+        group_name = literal(group),
+        user_name = literal(user),
+        d = ident(database),
+    )
+}
+
+/// What an app user's own connection must show: logged in as itself, acting as the
+/// group role, allowed to create in its database and the `public` schema.
+const APP_USER_CHECK: &str = "SELECT session_user::text, current_user::text, \
+     has_database_privilege(current_database(), 'CREATE'), \
+     has_schema_privilege('public', 'CREATE')";
+
 #[async_trait]
 impl Datastore for Postgres {
+    async fn ensure_app_user(&self, username: &str, password: &str) -> Result<(), StoreError> {
+        let database: String = self
+            .client
+            .query_one("SELECT current_database()::text", &[])
+            .await
+            .map_err(|e| self.error(e))?
+            .get(0);
+        let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+        self.client
+            .batch_execute(&app_user_statements(username, &verifier, &database))
+            .await
+            .map_err(|e| {
+                // The statements carry the verifier, not the password; the error text
+                // is the server's, scrubbed of both all the same.
+                StoreError::Query(scrub(chain(&e), &self.target).replace(&verifier, "<redacted>"))
+            })
+    }
+
+    async fn check_app_user(&self, username: &str) -> Result<(), StoreError> {
+        let row = self
+            .client
+            .query_one(APP_USER_CHECK, &[])
+            .await
+            .map_err(|e| self.error(e))?;
+        let (session, current, database, schema): (String, String, bool, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        if session != username || current != app_users::GROUP || !database || !schema {
+            return Err(StoreError::Query(format!(
+                "logged in as {session} acting as {current} (CREATE on the database: \
+                 {database}, on schema public: {schema}); expected {username} acting as {} \
+                 with both",
+                app_users::GROUP
+            )));
+        }
+        Ok(())
+    }
+
     async fn write_sentinel(&self, sentinel: &Sentinel) -> Result<(), StoreError> {
         self.client
             .batch_execute(CREATE)

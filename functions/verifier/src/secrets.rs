@@ -83,6 +83,37 @@ pub async fn read_target(
     target_from_secret(kind, secret_arn, text, host, port)
 }
 
+/// The secret's text: its current version, or the version `version_id` (a rotation's
+/// staged one); `None` when that version does not exist.
+pub async fn read_version(
+    client: &aws_sdk_secretsmanager::Client,
+    secret_arn: &str,
+    version_id: Option<&str>,
+) -> Result<Option<String>> {
+    let Some(value) = apiary_core::aws::answer_or_none(
+        format!("GetSecretValue {secret_arn}"),
+        client
+            .get_secret_value()
+            .secret_id(secret_arn)
+            .set_version_id(version_id.map(str::to_owned))
+            // The label named, though it is the default: the local emulator keeps
+            // returning the first version after a label moves.
+            .set_version_stage(version_id.is_none().then(|| "AWSCURRENT".to_owned()))
+            .send(),
+        // Only a named version may be missing: a secret without its current one is an
+        // error to report.
+        |e| version_id.is_some() && e.is_resource_not_found_exception(),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    value
+        .secret_string()
+        .map(|s| Some(s.to_owned()))
+        .ok_or_else(|| Error::fatal(format!("secret {secret_arn} holds no string value")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

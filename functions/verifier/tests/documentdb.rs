@@ -130,3 +130,35 @@ async fn a_wrong_password_is_a_clear_error_without_the_secret() {
             .any(|c| c == "saslStart")
     );
 }
+
+/// The pods' user: created with readWrite on the service's database, and on a second
+/// run its password set again (updateUser), never a second createUser; the password is
+/// sent only in those two commands.
+#[tokio::test]
+async fn the_pods_user_is_created_then_updated() {
+    use apiary_core::outputs::app_users;
+
+    let fake = wire::FakeDocumentDb::start().await;
+    let (trust, _dir) = trust_of(&fake);
+    let db = DocumentDb::connect(&target(fake.port, None, ""), &trust)
+        .await
+        .unwrap();
+    db.ensure_app_user(app_users::USERS[0], "first-password")
+        .await
+        .unwrap();
+    db.ensure_app_user(app_users::USERS[0], "second-password")
+        .await
+        .unwrap();
+    let user = fake.users.lock().unwrap()[app_users::USERS[0]].clone();
+    assert_eq!(user.get_str("updateUser").unwrap(), app_users::USERS[0]);
+    assert_eq!(user.get_str("pwd").unwrap(), "second-password");
+    let role = user.get_array("roles").unwrap()[0]
+        .as_document()
+        .unwrap()
+        .clone();
+    assert_eq!(role.get_str("role").unwrap(), "readWrite");
+    assert_eq!(role.get_str("db").unwrap(), app_users::DATABASE);
+    let commands = fake.commands.lock().unwrap().clone();
+    let made: Vec<&String> = commands.iter().filter(|c| c.ends_with("User")).collect();
+    assert_eq!(made, ["createUser", "updateUser"], "{commands:?}");
+}

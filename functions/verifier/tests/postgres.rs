@@ -229,6 +229,7 @@ async fn write_then_verify_restores_through_the_step() {
                 host: server.host.clone(),
                 port: server.port,
                 secret_arn: LIVE_SECRET.into(),
+                app_secret_arn: None,
             })
         })
         .state();
@@ -304,4 +305,206 @@ async fn write_then_verify_restores_through_the_step() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+const APP_SECRET: &str =
+    "arn:aws:secretsmanager:us-west-2:123456789012:secret:apiary-acme-prod-postgres-app-GhIjKl";
+
+/// Secrets Manager for the app-user step: the master secret is the test server's login;
+/// the app secret's current version names `current`, the version `staged` (a rotation's
+/// request token) names `next`; any other version does not exist.
+fn app_secrets(
+    current: (&'static str, String),
+    staged: Option<(String, &'static str, String)>,
+) -> SecretsManager {
+    let target = support::postgres();
+    let missing = staged.as_ref().map(|(token, _, _)| token.clone());
+    let not_found = mock!(SecretsManager::get_secret_value)
+        .match_requests(move |r| {
+            r.version_id().is_some() && r.version_id() != missing.as_deref()
+        })
+        .then_error(|| {
+            aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError::ResourceNotFoundException(
+                aws_sdk_secretsmanager::types::error::ResourceNotFoundException::builder()
+                    .message("Secrets Manager can't find the specified secret value for VersionId")
+                    .build(),
+            )
+        });
+    let value = mock!(SecretsManager::get_secret_value).then_compute_output(move |request| {
+        let id = request.secret_id().unwrap_or_default();
+        let text = if id == LIVE_SECRET {
+            json!({"username": target.username, "password": target.password})
+        } else {
+            assert_eq!(id, APP_SECRET, "only the two secrets are read");
+            let (user, password) = match (&staged, request.version_id()) {
+                (Some((_, user, password)), Some(_)) => (*user, password.clone()),
+                _ => (current.0, current.1.clone()),
+            };
+            json!({"engine": "postgres", "username": user, "password": password,
+                   "dbname": "honeyhive"})
+        };
+        GetSecretValueOutput::builder()
+            .arn(id)
+            .secret_string(text.to_string())
+            .build()
+    });
+    mock_client!(
+        aws_sdk_secretsmanager,
+        RuleMode::MatchAny,
+        [&not_found, &value]
+    )
+}
+
+fn app_deps(state: &apiary_core::step::MemoryRecorder, secrets: SecretsManager) -> Deps {
+    Deps::with_connector(
+        secrets,
+        Arc::new(state.clone()),
+        Arc::new(TlsConnector {
+            ca_bundle: Some(support::required("APIARY_TEST_CA").into()),
+        }),
+    )
+}
+
+/// Logs in as `user` with `password` over TLS.
+async fn login(
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let server = support::postgres();
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&server.host)
+        .port(server.port)
+        .user(user)
+        .password(password)
+        .dbname("honeyhive")
+        .ssl_mode(tokio_postgres::config::SslMode::Require);
+    let tls =
+        tokio_postgres_rustls::MakeRustlsConnect::new(support::trust().client_config().unwrap());
+    let (client, connection) = config.connect(tls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// The pods' own user, made through the step against the real server: it logs in with
+/// its secret's password and acts as the group role; a second run changes nothing; a
+/// rotation moves to the other user, which reaches what the first one made, while the
+/// first keeps working for the pods not yet restarted; a rotation this execution did
+/// not stage does nothing; a secret naming the master user is refused and the master's
+/// password stays.
+#[tokio::test]
+async fn the_pods_user_is_made_rotated_and_never_the_master() {
+    use apiary_core::outputs::app_users;
+
+    let server = support::postgres();
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let (first, second) = (format!("pw-a-{suffix}"), format!("pw-b-{suffix}"));
+    let state = Fixture::test()
+        .with_layers(|layers| {
+            layers.databases.as_mut().unwrap().postgres = Some(DatastoreEndpoint {
+                identifier: "apiary-acme-prod-postgres".into(),
+                host: server.host.clone(),
+                port: server.port,
+                secret_arn: LIVE_SECRET.into(),
+                app_secret_arn: Some(APP_SECRET.into()),
+            })
+        })
+        .state();
+    let event = |rotation: bool, execution: &str| {
+        json!({"action": "ensure-app-user", "deployment": NAME, "execution_id": execution,
+               "options": {"store": "postgres", "rotation": rotation}})
+    };
+
+    let deps = app_deps(
+        &state,
+        app_secrets((app_users::USERS[0], first.clone()), None),
+    );
+    let made = verifier::handle(&deps, event(false, "exec-provision"))
+        .await
+        .unwrap();
+    assert_eq!(made["verified"], true, "{made}");
+    assert_eq!(made["username"], app_users::USERS[0]);
+    let again = verifier::handle(&deps, event(false, "exec-provision"))
+        .await
+        .unwrap();
+    assert_eq!(again["verified"], true, "a second run: {again}");
+
+    let pods = login(app_users::USERS[0], &first).await.unwrap();
+    let table = format!("app_probe_{suffix}");
+    pods.batch_execute(&format!(
+        "CREATE TABLE {table} (id int); INSERT INTO {table} VALUES (1)"
+    ))
+    .await
+    .unwrap();
+    let owner: String = pods
+        .query_one(
+            "SELECT tableowner::text FROM pg_tables WHERE tablename = $1",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, app_users::GROUP, "the group owns what the pods make");
+    assert!(
+        login(app_users::USERS[0], "not-the-password")
+            .await
+            .is_err(),
+        "a wrong password logs in"
+    );
+
+    // rotate-keys: the other user, from the version this execution staged.
+    let token = apiary_core::naming::client_token(&["exec-rotate", APP_SECRET]);
+    let deps = app_deps(
+        &state,
+        app_secrets(
+            (app_users::USERS[0], first.clone()),
+            Some((token.clone(), app_users::USERS[1], second.clone())),
+        ),
+    );
+    let rotated = verifier::handle(&deps, event(true, "exec-rotate"))
+        .await
+        .unwrap();
+    assert_eq!(rotated["username"], app_users::USERS[1], "{rotated}");
+    assert_eq!(rotated["version_id"], token.as_str());
+    let next = login(app_users::USERS[1], &second).await.unwrap();
+    let rows: i64 = next
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1, "the new user reaches what the old one made");
+    next.batch_execute(&format!("INSERT INTO {table} VALUES (2)"))
+        .await
+        .unwrap();
+    assert!(
+        login(app_users::USERS[0], &first).await.is_ok(),
+        "the pods not yet restarted keep their user"
+    );
+
+    // An execution that staged nothing (a keys-only scope) applies nothing.
+    let unstaged = verifier::handle(&deps, event(true, "exec-keys-only"))
+        .await
+        .unwrap();
+    assert_eq!(unstaged["verified"], Value::Null, "{unstaged}");
+    assert!(
+        unstaged["note"]
+            .as_str()
+            .unwrap()
+            .contains("staged no new version"),
+        "{unstaged}"
+    );
+
+    // A secret edited to name the master user: refused before any connection.
+    let deps = app_deps(&state, app_secrets(("apiary", "taken-over".into()), None));
+    let err = verifier::handle(&deps, event(false, "exec-provision"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), ErrorName::Fatal);
+    assert!(err.to_string().contains("names the user apiary"), "{err}");
+    assert!(!err.to_string().contains("taken-over"), "{err}");
+    assert!(admin().await.simple_query("SELECT 1").await.is_ok());
+
+    pods.batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
 }

@@ -179,12 +179,20 @@ fn subnets(ids: [&str; 2], cidrs: [&str; 2]) -> Vec<SubnetRef> {
         .collect()
 }
 
-fn datastore(identifier: String, host: &str, port: u16, secret: &str) -> DatastoreEndpoint {
+fn datastore(
+    identifier: String,
+    host: &str,
+    port: u16,
+    secret: &str,
+    app_secret: Option<&str>,
+) -> DatastoreEndpoint {
     DatastoreEndpoint {
         identifier,
         host: host.to_owned(),
         port,
         secret_arn: arn("secretsmanager", &format!("secret:{secret}-AbCdEf")),
+        app_secret_arn: app_secret
+            .map(|name| arn("secretsmanager", &format!("secret:{name}-GhIjKl"))),
     }
 }
 
@@ -234,6 +242,7 @@ fn built_layers(name: &str) -> Layers {
                 "pg.internal",
                 5432,
                 "pg",
+                Some(&format!("apiary-{name}-postgres-app")),
             )),
             documentdb: None,
             redis: Some(datastore(
@@ -241,6 +250,7 @@ fn built_layers(name: &str) -> Layers {
                 "redis.internal",
                 6379,
                 "redis",
+                None,
             )),
         }),
         cluster: Some(ClusterOutput {

@@ -186,8 +186,50 @@ pub struct DatastoreEndpoint {
     pub identifier: String,
     pub host: String,
     pub port: u16,
-    /// Secrets Manager ARN of the credentials (never the credentials themselves).
+    /// Secrets Manager ARN of the credentials (never the credentials themselves): the
+    /// master user's for PostgreSQL and DocumentDB, the AUTH token's for Redis.
     pub secret_arn: String,
+    /// PostgreSQL and DocumentDB: the secret of the pods' own user ([`app_users`]), which
+    /// the databases layer makes and the verifier creates in the store. The ingestion
+    /// pods read this one, never the master secret. Absent in an output kept before it
+    /// existed, and for Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_secret_arn: Option<String>,
+}
+
+/// The ingestion pods' own database users, one way for PostgreSQL and DocumentDB.
+///
+/// Two login users take turns (the alternating-users rotation): the app secret names
+/// the one the pods use; rotate-keys gives the other a new password, proves it logs in,
+/// makes it current and restarts the pods, so the pods still running keep a user that
+/// works until they are replaced. In PostgreSQL both are members of one group role that
+/// owns what the service creates (each login sets `role` to it), so a switch of user
+/// changes no privilege; in DocumentDB both have `readWrite` on the service's database.
+pub mod app_users {
+    use crate::naming::Names;
+
+    /// The login users, in turn order.
+    pub const USERS: [&str; 2] = ["honeyhive_app_a", "honeyhive_app_b"];
+    /// PostgreSQL: the group role both users belong to, owner of the service's objects.
+    pub const GROUP: &str = "honeyhive_app";
+    /// The database the service uses (the one the databases layer creates).
+    pub const DATABASE: &str = "honeyhive";
+    /// The stores that have app users (Redis has its AUTH token).
+    pub const STORES: [&str; 2] = ["postgres", "documentdb"];
+
+    /// The secret of `store`'s app user: `apiary-<name>-<store>-app`.
+    pub fn secret_name(names: &Names, store: &str) -> String {
+        names.resource(&format!("{store}-app"))
+    }
+
+    /// The user a rotation moves to from `current` (the first one for anything else).
+    pub fn next(current: &str) -> &'static str {
+        if current == USERS[0] {
+            USERS[1]
+        } else {
+            USERS[0]
+        }
+    }
 }
 
 /// A store the spec disabled (`"enabled": false`) or that the local emulator cannot build
@@ -200,6 +242,20 @@ pub struct DatabasesOutput {
     pub documentdb: Option<DatastoreEndpoint>,
     #[serde(default, deserialize_with = "endpoint_unless_absent")]
     pub redis: Option<DatastoreEndpoint>,
+}
+
+impl DatabasesOutput {
+    /// The secrets the ingestion pods read: their own PostgreSQL and DocumentDB users'
+    /// and the Redis AUTH token's. Never a master user's.
+    pub fn pod_secrets(&self) -> Vec<String> {
+        [&self.postgres, &self.documentdb]
+            .into_iter()
+            .flatten()
+            .filter_map(|store| store.app_secret_arn.clone())
+            .chain(self.redis.iter().map(|redis| redis.secret_arn.clone()))
+            .filter(|arn| !arn.is_empty())
+            .collect()
+    }
 }
 
 fn endpoint_unless_absent<'de, D>(deserializer: D) -> Result<Option<DatastoreEndpoint>, D::Error>

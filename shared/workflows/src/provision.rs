@@ -5,6 +5,7 @@
 //!   -> in parallel: dns (polled) | storage | databases (postgres | documentdb | redis, each polled)
 //!                 | cluster (EKS polled -> node group polled -> Karpenter prerequisites)
 //!                 | the in-VPC functions placed in the private subnets (polled)
+//!   -> the pods' own database users (verifier, in the VPC: postgres | documentdb)
 //!   -> workloads (apply, then poll the rollout and the load balancer's healthy targets)
 //!   -> the domain's alias to the load balancer
 //!   -> mark ready (READY, or WAITING_FOR_DNS_VALIDATION) -> unlock
@@ -13,6 +14,8 @@
 //! Poll bounds are a few times the real durations in AWS-TIMINGS.md (typical, and the
 //! slow tail that still succeeds); the first wait is close to the typical duration so
 //! that a normal run polls only a few times.
+
+use serde_json::json;
 
 use crate::flow::{Flow, Poll, Task};
 use crate::function::Function;
@@ -177,6 +180,25 @@ pub fn definition() -> serde_json::Value {
                 ),
                 Flow::branch().poll(IN_VPC),
             ],
+        )
+        .parallel(
+            "AppUsers",
+            "The pods' own database users, made in each store from inside the VPC by the verifier with the password the databases step keeps in their secret: the pods never log in as the master user. Not made locally, where the emulated stores have no server",
+            crate::backup::STORES
+                .iter()
+                .filter(|(store, _)| apiary_core::outputs::app_users::STORES.contains(store))
+                .map(|(store, title)| {
+                    Flow::branch().task(
+                        Task::step(
+                            &format!("AppUser{title}"),
+                            Function::Verifier,
+                            "ensure-app-user",
+                        )
+                        .comment(format!("The pods' {store} user: created, or its password set to its secret's; then a login as it and a check of its privileges"))
+                        .options(json!({"store": store})),
+                    )
+                })
+                .collect(),
         )
         .poll(WORKLOADS)
         .task(

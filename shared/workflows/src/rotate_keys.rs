@@ -4,6 +4,8 @@
 //! validate-input ({"scope": "all"|"keys-check"|"secrets", "on_demand": bool}) -> lock
 //!   -> keys (state policy, rotation period, on demand: RotateKeyOnDemand)
 //!   -> database master passwords (RotateSecret) -> until each is current (polled)
+//!   -> the pods' own database users: the other user's new password staged
+//!      -> set in each store by the verifier (in the VPC) -> made current
 //!   -> Redis ROTATE -> until applied (polled; the secret then holds the new token)
 //!   -> until every pod's mount holds the new versions (polled: the CSI driver re-reads
 //!      them every 2 minutes and syncs the pods' Secret)
@@ -114,6 +116,37 @@ pub fn definition() -> serde_json::Value {
         )
         .poll_with(DATABASE_SECRETS_ROTATED, Some(input()))
         .task(operate(
+            "AppUsersStage",
+            "app-users-stage",
+            "The pods' own database users: the other user of each pair gets a new password, staged as AWSPENDING (the current one keeps working)",
+        ))
+        .parallel(
+            "AppUsersSet",
+            "The verifier sets each staged password on its user in the store, from inside the VPC, and logs in with it; a run whose scope rotates no secret staged nothing and sets nothing. Not set locally, where the stores have no server",
+            crate::backup::STORES
+                .iter()
+                .filter(|(store, _)| apiary_core::outputs::app_users::STORES.contains(store))
+                .map(|(store, title)| {
+                    Flow::branch().task(
+                        Task::step(&format!("AppUserSet{title}"), Function::Verifier, "ensure-app-user")
+                            .comment(format!("The staged {store} user's password set in the store, then a login with it"))
+                            .options(json!({"store": store, "rotation": true})),
+                    )
+                })
+                .collect(),
+        )
+        .task(
+            operate(
+                "AppUsersPromote",
+                "app-users-promote",
+                "The staged versions become AWSCURRENT: the pods read the new user at their restart below",
+            )
+            .keep(
+                json!({"users.$": "$.users", "skipped.$": "$.skipped"}),
+                "$.result.app_users",
+            ),
+        )
+        .task(operate(
             "RedisRotate",
             "redis-rotate",
             "Redis AUTH phase 1: ROTATE to a new token (the group accepts both); never the first token of a group without AUTH",
@@ -122,7 +155,7 @@ pub fn definition() -> serde_json::Value {
         .poll_with(CREDENTIALS_SYNCED, Some(input()))
         .task(
             Task::step("RestartIngestion", Function::Workloads, "restart")
-                .comment("Restart the ingestion pods so that they read the new token")
+                .comment("Restart the ingestion pods so that they read the new database users and Redis token")
                 .options(input())
                 .keep(
                     json!({"restarted.$": "$.restarted", "verified.$": "$.verified", "detail.$": "$.detail"}),
@@ -141,7 +174,7 @@ pub fn definition() -> serde_json::Value {
         .poll_with(REDIS_SET, None);
     Locked {
         name: NAME,
-        comment: "Rotate the deployment's keys and secrets. Input {\"scope\": \"all\" | \"keys-check\" | \"secrets\", \"on_demand\": false}: keys-check (monthly) checks key state and rotation settings, secrets (quarterly) rotates the database passwords and the Redis AUTH token in two phases, on_demand also rotates every key now. Generated from shared/workflows/src/rotate_keys.rs by `apiary workflows generate`: change the Rust, not this file".into(),
+        comment: "Rotate the deployment's keys and secrets. Input {\"scope\": \"all\" | \"keys-check\" | \"secrets\", \"on_demand\": false}: keys-check (monthly) checks key state and rotation settings, secrets (quarterly) rotates the database master passwords, the pods' own database users (alternating users) and the Redis AUTH token in two phases, on_demand also rotates every key now. Generated from shared/workflows/src/rotate_keys.rs by `apiary workflows generate`: change the Rust, not this file".into(),
         timeout_seconds: TIMEOUT_SECONDS,
         lock_wait: LOCK_WAIT,
         body,

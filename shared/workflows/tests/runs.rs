@@ -54,6 +54,8 @@ async fn a_run_sends_the_kit_its_events_and_returns_the_layers() {
             ("control", "validate") => &["action", "spec", "execution_id"],
             ("control", "lock") => &["action", "spec", "deployment", "execution_id", "options"],
             ("control", "ready" | "unlock") => &["action", "deployment", "execution_id", "options"],
+            // The store, a switch: never a resource.
+            ("verifier", "ensure-app-user") => &["action", "deployment", "execution_id", "options"],
             _ => &["action", "deployment", "execution_id"],
         };
         assert_eq!(keys, expected, "{function} {action}: {event}");

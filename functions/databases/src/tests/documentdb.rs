@@ -185,6 +185,7 @@ async fn an_existing_cluster_is_reported_and_nothing_is_created() {
             "host": HOST,
             "port": 27017,
             "secret_arn": SECRET,
+            "app_secret_arn": app_secret_arn("documentdb"),
             "ready": true,
             "enabled": true,
             "status": "available",

@@ -46,6 +46,11 @@ impl Mocks<'_> {
     /// Clients over a state holding `fixture`'s spec and layer outputs.
     pub(crate) fn deps_with(&self, fixture: &Fixture) -> (Deps, MemoryRecorder) {
         let recorder = fixture.state();
+        // The pods' users' secrets exist unless a test says otherwise (its own rules
+        // come first).
+        let (app_found, app_value) = (app_secret_found(), app_secret_value());
+        let mut secrets = self.secrets.clone();
+        secrets.extend([&app_found, &app_value]);
         let deps = Deps {
             cloudwatch: mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, &self.cloudwatch),
             alert_topic: None,
@@ -53,11 +58,53 @@ impl Mocks<'_> {
             rds: mock_client!(aws_sdk_rds, RuleMode::MatchAny, &self.rds),
             docdb: mock_client!(aws_sdk_docdb, RuleMode::MatchAny, &self.docdb),
             elasticache: mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, &self.elasticache),
-            secrets: mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, &self.secrets),
+            secrets: mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, &secrets),
             recorder: Arc::new(recorder.clone()),
         };
         (deps, recorder)
     }
+}
+
+/// The ARN of the pods' `store` user's secret in these tests.
+pub(crate) fn app_secret_arn(store: &str) -> String {
+    format!("arn:aws:secretsmanager:us-west-2:123456789012:secret:apiary-acme-{store}-app-AbCdEf")
+}
+
+fn is_app_secret(id: Option<&str>) -> bool {
+    id.is_some_and(|id| id.ends_with("-app"))
+}
+
+fn app_secret_found() -> Rule {
+    aws_smithy_mocks::mock!(aws_sdk_secretsmanager::Client::describe_secret)
+        .match_requests(|r| is_app_secret(r.secret_id()))
+        .then_compute_output(|r| {
+            let name = r.secret_id().unwrap_or_default();
+            let store = name
+                .trim_start_matches("apiary-acme-")
+                .trim_end_matches("-app");
+            aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput::builder()
+                .name(name)
+                .arn(app_secret_arn(store))
+                .build()
+        })
+}
+
+fn app_secret_value() -> Rule {
+    aws_smithy_mocks::mock!(aws_sdk_secretsmanager::Client::get_secret_value)
+        .match_requests(|r| is_app_secret(r.secret_id()))
+        .then_compute_output(|r| {
+            let name = r.secret_id().unwrap_or_default();
+            let store = name
+                .trim_start_matches("apiary-acme-")
+                .trim_end_matches("-app");
+            aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput::builder()
+                .name(name)
+                .arn(app_secret_arn(store))
+                .secret_string(
+                    json!({"username": "honeyhive_app_a", "password": "generated"}).to_string(),
+                )
+                .build()
+        })
 }
 
 pub(crate) fn meta(code: &str, message: &str) -> ErrorMetadata {

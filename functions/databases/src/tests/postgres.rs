@@ -219,6 +219,7 @@ async fn an_existing_instance_is_reported_and_nothing_is_created() {
             "host": "apiary-acme-postgres.abc.us-west-2.rds.amazonaws.com",
             "port": 5432,
             "secret_arn": SECRET,
+            "app_secret_arn": app_secret_arn("postgres"),
             "ready": true,
             "enabled": true,
             "status": "available",
@@ -841,4 +842,82 @@ async fn the_storage_runbook_raises_a_full_disk_and_never_asks_twice() {
     let err = handle(&deps, event("raise-storage")).await.unwrap_err();
     assert_eq!(err.name(), ErrorName::NotReady, "{err}");
     assert_eq!(raise.num_calls(), 1);
+}
+
+/// The pods' own user's secret: made with the first user, a generated password, the app
+/// key and the deployment's tags when missing; a status that does not see it yet (Secrets
+/// Manager is eventually consistent) keeps the store waiting rather than keeping an
+/// output without it.
+#[tokio::test]
+async fn the_pods_user_secret_is_made_encrypted_and_waited_for() {
+    use aws_sdk_secretsmanager::Client as Secrets;
+    use aws_sdk_secretsmanager::operation::create_secret::CreateSecretOutput;
+    use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;
+    use aws_sdk_secretsmanager::operation::get_random_password::GetRandomPasswordOutput;
+    use aws_sdk_secretsmanager::types::error::ResourceNotFoundException;
+
+    let describe = describe_instance("available");
+    let (subnets, params) = (subnet_group_found(), parameter_group_found());
+    let forced = parameters("1");
+    let absent = mock!(Secrets::describe_secret)
+        .match_requests(|r| r.secret_id() == Some("apiary-acme-postgres-app"))
+        .then_error(|| {
+            DescribeSecretError::ResourceNotFoundException(
+                ResourceNotFoundException::builder().build(),
+            )
+        });
+    let password = mock!(Secrets::get_random_password).then_output(|| {
+        GetRandomPasswordOutput::builder()
+            .random_password("Generated0123456789")
+            .build()
+    });
+    let create = mock!(Secrets::create_secret)
+        .match_requests(|r| {
+            let value: serde_json::Value =
+                serde_json::from_str(r.secret_string().unwrap_or_default()).unwrap();
+            r.name() == Some("apiary-acme-postgres-app")
+                && r.kms_key_id() == Some(fixtures::key_arn("app").as_str())
+                && value
+                    == json!({"engine": "postgres", "username": "honeyhive_app_a",
+                              "dbname": "honeyhive", "password": "Generated0123456789"})
+                && has_tag(
+                    r.tags().iter().map(|t| (t.key(), t.value())),
+                    "apiary:deployment",
+                    "acme",
+                )
+        })
+        .then_output(|| {
+            CreateSecretOutput::builder()
+                .arn(app_secret_arn("postgres"))
+                .build()
+        });
+    let mocks = Mocks {
+        rds: vec![&describe, &subnets, &params, &forced],
+        secrets: vec![&absent, &password, &create],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let out = handle(&deps, event("ensure-postgres"))
+        .await
+        .expect("ensure");
+    assert_eq!(create.num_calls(), 1, "{out}");
+    assert_eq!(out["app_secret_arn"], app_secret_arn("postgres"));
+    assert_eq!(out["ready"], true, "{out}");
+
+    let mocks = Mocks {
+        rds: vec![&describe],
+        secrets: vec![&absent],
+        ..Default::default()
+    };
+    let (deps, _) = mocks.deps();
+    let out = handle(&deps, event("status-postgres"))
+        .await
+        .expect("status");
+    assert_eq!(out["ready"], false, "{out}");
+    assert!(
+        out["pending"]
+            .to_string()
+            .contains("apiary-acme-postgres-app does not show yet"),
+        "{out}"
+    );
 }

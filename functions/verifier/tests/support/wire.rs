@@ -20,6 +20,9 @@ pub struct FakeDocumentDb {
     /// The PEM of the CA that signed the server's certificate.
     pub ca_pem: String,
     pub documents: Arc<Mutex<BTreeMap<String, Document>>>,
+    /// Users made with createUser and changed with updateUser, by name: their last
+    /// command document.
+    pub users: Arc<Mutex<BTreeMap<String, Document>>>,
     /// Every command name received, in order.
     pub commands: Arc<Mutex<Vec<String>>>,
 }
@@ -54,14 +57,19 @@ impl FakeDocumentDb {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let documents = Arc::new(Mutex::new(BTreeMap::new()));
+        let users = Arc::new(Mutex::new(BTreeMap::new()));
         let commands = Arc::new(Mutex::new(Vec::new()));
-        let (docs, seen) = (documents.clone(), commands.clone());
+        let state = State {
+            documents: documents.clone(),
+            users: users.clone(),
+        };
+        let seen = commands.clone();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                let (acceptor, docs, seen) = (acceptor.clone(), docs.clone(), seen.clone());
+                let (acceptor, state, seen) = (acceptor.clone(), state.clone(), seen.clone());
                 tokio::spawn(async move {
                     if let Ok(stream) = acceptor.accept(socket).await {
-                        let _ = serve(stream, docs, seen).await;
+                        let _ = serve(stream, state, seen).await;
                     }
                 });
             }
@@ -70,14 +78,22 @@ impl FakeDocumentDb {
             port,
             ca_pem: ca_cert.pem(),
             documents,
+            users,
             commands,
         }
     }
 }
 
+/// What the server holds, shared by its connections.
+#[derive(Clone)]
+struct State {
+    documents: Arc<Mutex<BTreeMap<String, Document>>>,
+    users: Arc<Mutex<BTreeMap<String, Document>>>,
+}
+
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
-    documents: Arc<Mutex<BTreeMap<String, Document>>>,
+    state: State,
     commands: Arc<Mutex<Vec<String>>>,
 ) -> std::io::Result<()> {
     let mut next_id: i32 = 1;
@@ -93,7 +109,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let body = parse_op_msg(&payload);
         let name = body.keys().next().cloned().unwrap_or_default();
         commands.lock().unwrap().push(name.clone());
-        let reply = answer(&name, &body, &documents);
+        let reply = answer(&name, &body, &state);
         let mut bytes = Vec::new();
         reply.to_writer(&mut bytes).unwrap();
         let total = (16 + 4 + 1 + bytes.len()) as i32;
@@ -149,7 +165,8 @@ fn parse_op_msg(payload: &[u8]) -> Document {
     body
 }
 
-fn answer(name: &str, body: &Document, documents: &Mutex<BTreeMap<String, Document>>) -> Document {
+fn answer(name: &str, body: &Document, state: &State) -> Document {
+    let documents = &state.documents;
     match name {
         "isMaster" | "ismaster" | "hello" => {
             let mut reply = doc! {
@@ -212,6 +229,36 @@ fn answer(name: &str, body: &Document, documents: &Mutex<BTreeMap<String, Docume
             doc! {"cursor": {"firstBatch": found, "id": 0i64, "ns": "apiary.sentinels"}, "ok": 1.0}
         }
         "count" => doc! {"n": documents.lock().unwrap().len() as i32, "ok": 1.0},
+        "usersInfo" => {
+            let name = body.get_str("usersInfo").unwrap_or_default();
+            let found: Vec<Document> = state
+                .users
+                .lock()
+                .unwrap()
+                .get(name)
+                .map(|_| doc! {"user": name, "db": "admin"})
+                .into_iter()
+                .collect();
+            doc! {"users": found, "ok": 1.0}
+        }
+        "createUser" | "updateUser" => {
+            let name = body.get_str(name).unwrap_or_default().to_owned();
+            let mut users = state.users.lock().unwrap();
+            match (name.as_str(), users.contains_key(&name)) {
+                (_, true) if body.contains_key("createUser") => doc! {
+                    "ok": 0.0, "errmsg": format!("User {name}@admin already exists"),
+                    "code": 51003, "codeName": "Location51003",
+                },
+                (_, false) if body.contains_key("updateUser") => doc! {
+                    "ok": 0.0, "errmsg": format!("User {name}@admin not found"),
+                    "code": 11, "codeName": "UserNotFound",
+                },
+                _ => {
+                    users.insert(name, body.clone());
+                    doc! {"ok": 1.0}
+                }
+            }
+        }
         other => doc! {
             "ok": 0.0, "errmsg": format!("no such command: '{other}'"), "code": 59,
             "codeName": "CommandNotFound",

@@ -116,9 +116,12 @@ impl Credential {
     }
 }
 
-/// Every credential the pods get, from the stores the deployment has: the RDS and
-/// DocumentDB master secrets (`username`, `password`) and the Redis AUTH token secret
-/// (`username`, `auth_token`).
+/// Every credential the pods get, from the stores the deployment has: the pods' own
+/// PostgreSQL and DocumentDB users' secrets (`username`, `password`; never the master
+/// user's, see [`apiary_core::outputs::app_users`]) and the Redis AUTH token secret
+/// (`username`, `auth_token`). A store kept without an app secret (an output from
+/// before it existed) is refused by [`provider_class`], named, rather than given the
+/// master's.
 pub fn credentials(ctx: &Context) -> Vec<Credential> {
     let stores: [(&'static str, &Option<_>, [&'static str; 2]); 3] = [
         (
@@ -136,6 +139,11 @@ pub fn credentials(ctx: &Context) -> Vec<Credential> {
     let mut out = Vec::new();
     for (store, endpoint, fields) in stores {
         let Some(endpoint) = endpoint else { continue };
+        let secret_arn = if store == "redis" {
+            endpoint.secret_arn.clone()
+        } else {
+            endpoint.app_secret_arn.clone().unwrap_or_default()
+        };
         for field in fields {
             out.push(Credential {
                 env: format!(
@@ -145,7 +153,7 @@ pub fn credentials(ctx: &Context) -> Vec<Credential> {
                 ),
                 store,
                 field,
-                secret_arn: endpoint.secret_arn.clone(),
+                secret_arn: secret_arn.clone(),
             });
         }
     }
@@ -154,7 +162,16 @@ pub fn credentials(ctx: &Context) -> Vec<Credential> {
 
 /// The SecretProviderClass of the ingestion pods' credentials.
 pub fn provider_class(ctx: &Context) -> Result<Manifest> {
-    provider_class_for(ctx, CLASS, NAMESPACE, &credentials(ctx))
+    let credentials = credentials(ctx);
+    if let Some(missing) = credentials.iter().find(|c| c.secret_arn.is_empty()) {
+        return Err(Error::invalid_input(format!(
+            "layers.databases.{store}.app_secret_arn is missing: the pods log in as their own \
+             {store} user, never the master; run provision, whose databases step makes its \
+             secret",
+            store = missing.store
+        )));
+    }
+    provider_class_for(ctx, CLASS, NAMESPACE, &credentials)
 }
 
 /// A SecretProviderClass named `class` in `namespace` that mounts `credentials` and

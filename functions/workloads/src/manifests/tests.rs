@@ -271,10 +271,11 @@ fn credentials_come_from_the_synced_secret_read_with_the_pods_identity() {
     assert_eq!(
         names,
         [
-            "arn:aws:secretsmanager:us-west-2:123456789012:secret:pg-AbCdEf",
+            "arn:aws:secretsmanager:us-west-2:123456789012:secret:apiary-acme-prod-postgres-app-GhIjKl",
             "arn:aws:secretsmanager:us-west-2:123456789012:secret:redis-AbCdEf"
         ],
-        "one object per store the deployment has (DocumentDB is off here)"
+        "one object per store the deployment has (DocumentDB is off here): the pods' own \
+         user's secret, never the master's"
     );
     let keys: Vec<&str> = spec["secretObjects"][0]["data"]
         .as_array()
@@ -416,6 +417,31 @@ fn a_plain_cluster_gets_no_auto_mode_objects_and_no_pool_pinning() {
             .get("parameters")
             .is_none()
     );
+}
+
+/// A PostgreSQL output without the pods' own user's secret (kept before it existed)
+/// builds no credentials: refused, named, never the master's secret in its place.
+#[test]
+fn a_store_without_the_pods_user_secret_is_refused_not_given_the_master() {
+    let spec = apiary_core::fixtures::Fixture::test().spec();
+    let mut layers = apiary_core::fixtures::Fixture::test().layers;
+    let postgres = layers
+        .databases
+        .as_mut()
+        .unwrap()
+        .postgres
+        .as_mut()
+        .unwrap();
+    postgres.app_secret_arn = None;
+    let master = postgres.secret_arn.clone();
+    let err = build(&Context::new(&spec, &layers).unwrap()).unwrap_err();
+    assert_eq!(err.name(), apiary_core::ErrorName::InvalidInput);
+    let text = err.to_string();
+    assert!(
+        text.contains("layers.databases.postgres.app_secret_arn is missing"),
+        "{text}"
+    );
+    assert!(!text.contains(&master), "{text}");
 }
 
 #[test]

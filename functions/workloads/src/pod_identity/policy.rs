@@ -83,11 +83,8 @@ pub fn permissions_policy(layers: &Layers, region: &str) -> Result<Value> {
             "Condition": {"StringEquals": {"kms:ViaService": format!("s3.{region}.amazonaws.com")}}
         }));
     }
-    let secrets: Vec<&String> = [&databases.postgres, &databases.documentdb, &databases.redis]
-        .into_iter()
-        .flatten()
-        .map(|store| &store.secret_arn)
-        .collect();
+    // The pods' own users' secrets and the Redis token's: never a master user's.
+    let secrets = databases.pod_secrets();
     if !secrets.is_empty() {
         statements.push(json!({
             "Sid": "ReadDataStoreSecrets",

@@ -219,7 +219,7 @@ fn the_role_may_write_data_buckets_use_its_keys_and_read_secrets_only() {
     assert_eq!(
         statements[4]["Resource"],
         json!([
-            "arn:aws:secretsmanager:us-west-2:123456789012:secret:pg-AbCdEf",
+            "arn:aws:secretsmanager:us-west-2:123456789012:secret:apiary-acme-prod-postgres-app-GhIjKl",
             "arn:aws:secretsmanager:us-west-2:123456789012:secret:redis-AbCdEf"
         ])
     );
