@@ -23,8 +23,6 @@ use serde_json::Value;
 
 use crate::{Deps, OperateAction};
 
-/// Letters and digits, as the Redis token: any client's connection string takes it.
-const PASSWORD_LENGTH: i64 = 64;
 const PENDING: &str = "AWSPENDING";
 const CURRENT: &str = "AWSCURRENT";
 
@@ -130,13 +128,10 @@ pub(crate) async fn stage(
 ) -> Result<Done<AppUsersReport>> {
     let mut report = AppUsersReport::default();
     for (store, secret) in stores(step)? {
-        let Some(secret) = secret else {
-            report.users.push(AppUserRotation::absent(store));
-            continue;
-        };
-        report
-            .users
-            .push(stage_one(deps, step, store, &secret).await?);
+        report.users.push(match secret {
+            Some(secret) => stage_one(deps, step, store, &secret).await?,
+            None => AppUserRotation::absent(store),
+        });
     }
     let staged: Vec<String> = report
         .users
@@ -211,16 +206,7 @@ async fn stage_one(
         .unwrap_or_default()
         .to_owned();
     let to = app_users::next(&from);
-    let password = deps
-        .secrets
-        .get_random_password()
-        .password_length(PASSWORD_LENGTH)
-        .exclude_punctuation(true)
-        .send()
-        .await
-        .map_err(|e| Error::aws("GetRandomPassword", e))?
-        .random_password
-        .ok_or_else(|| Error::fatal("GetRandomPassword returned no password"))?;
+    let password = crate::redis::generate(deps).await?;
     value["username"] = Value::from(to);
     value["password"] = Value::from(password);
     match apiary_core::aws::answer_or_none(
@@ -261,13 +247,10 @@ pub(crate) async fn promote(
 ) -> Result<Done<AppUsersReport>> {
     let mut report = AppUsersReport::default();
     for (store, secret) in stores(step)? {
-        let Some(secret) = secret else {
-            report.users.push(AppUserRotation::absent(store));
-            continue;
-        };
-        report
-            .users
-            .push(promote_one(deps, step, store, &secret).await?);
+        report.users.push(match secret {
+            Some(secret) => promote_one(deps, step, store, &secret).await?,
+            None => AppUserRotation::absent(store),
+        });
     }
     Ok(Done::ready(report).with_detail(
         "the pods' new database users are current; the pods read them at their restart",

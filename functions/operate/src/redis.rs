@@ -314,7 +314,9 @@ pub(crate) async fn set(
         .with_detail("SET requested: only the new token is accepted once it applies"))
 }
 
-async fn generate(deps: &Deps) -> Result<String> {
+/// A new password or token: letters and digits only, so any client's connection string
+/// takes it (ElastiCache accepts 16-128 printable characters without `@`, `"`, `/`).
+pub(crate) async fn generate(deps: &Deps) -> Result<String> {
     deps.secrets
         .get_random_password()
         .password_length(TOKEN_LENGTH)

@@ -196,6 +196,18 @@ fn secrets(databases: Vec<(&'static str, String)>) -> SecretsManager {
     mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, [&rule])
 }
 
+/// The databases layer's output for the test server, with the master secret and, when
+/// given, the pods' user's secret.
+fn live_endpoint(server: &Target, app_secret: Option<&str>) -> DatastoreEndpoint {
+    DatastoreEndpoint {
+        identifier: "apiary-acme-prod-postgres".into(),
+        host: server.host.clone(),
+        port: server.port,
+        secret_arn: LIVE_SECRET.into(),
+        app_secret_arn: app_secret.map(str::to_owned),
+    }
+}
+
 const LIVE_SECRET: &str = "arn:aws:secretsmanager:us-west-2:123456789012:secret:live";
 const SCRATCH_SECRET: &str = "arn:aws:secretsmanager:us-west-2:123456789012:secret:scratch";
 
@@ -224,13 +236,7 @@ async fn write_then_verify_restores_through_the_step() {
 
     let state = Fixture::test()
         .with_layers(|layers| {
-            layers.databases.as_mut().unwrap().postgres = Some(DatastoreEndpoint {
-                identifier: "apiary-acme-prod-postgres".into(),
-                host: server.host.clone(),
-                port: server.port,
-                secret_arn: LIVE_SECRET.into(),
-                app_secret_arn: None,
-            })
+            layers.databases.as_mut().unwrap().postgres = Some(live_endpoint(&server, None))
         })
         .state();
     let deps = Deps::with_connector(
@@ -401,13 +407,8 @@ async fn the_pods_user_is_made_rotated_and_never_the_master() {
     let (first, second) = (format!("pw-a-{suffix}"), format!("pw-b-{suffix}"));
     let state = Fixture::test()
         .with_layers(|layers| {
-            layers.databases.as_mut().unwrap().postgres = Some(DatastoreEndpoint {
-                identifier: "apiary-acme-prod-postgres".into(),
-                host: server.host.clone(),
-                port: server.port,
-                secret_arn: LIVE_SECRET.into(),
-                app_secret_arn: Some(APP_SECRET.into()),
-            })
+            layers.databases.as_mut().unwrap().postgres =
+                Some(live_endpoint(&server, Some(APP_SECRET)))
         })
         .state();
     let event = |rotation: bool, execution: &str| {

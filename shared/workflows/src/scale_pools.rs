@@ -26,9 +26,16 @@ use crate::locked::{Input, Locked, Outcome};
 
 pub const NAME: &str = apiary_core::inputs::scale_pools::WORKFLOW;
 
-/// A run started while another workflow holds the lock waits up to about 8 minutes when
-/// its input asks to queue.
-pub const LOCK_WAIT: &[u64] = &[60, 120, 300];
+/// A run started while another workflow holds the lock waits, when its input asks to
+/// queue, up to about 13 hours: longer than a backup holds the lock while its snapshots
+/// and DR copies poll to their bounds (about 12 hours), and than a provision. handle-alert's pool-at-limit runbook queues its
+/// run: the at-limit alarm sends one event when it fires and none while it stays in
+/// ALARM, so a run that gave up behind a backup would leave the pool at its limit until
+/// a person stepped in. Minutes apart at first (most holds are short), then hourly.
+pub const LOCK_WAIT: &[u64] = &[
+    60, 120, 300, 600, 1200, 1800, 3600, 3600, 3600, 3600, 3600, 3600, 3600, 3600, 3600, 3600,
+    3600, 3600,
+];
 
 /// The Choice that ends a dry run after its plan.
 pub const DRY_RUN_CHOICE: &str = "DryRun?";
@@ -57,11 +64,11 @@ pub const NODEGROUP: Poll = Poll {
     schedule: &[15, 30, 60, 120, 300, 600, 600, 975],
 };
 
-/// 15 hours: the longest path (the lock wait, every Task using all its retries with each
-/// attempt running to its timeout, both poll loops to their bound) is 12.5 hours, most of
-/// it the workloads function's 600 s timeout on every poll; see the budget test. A normal
-/// run takes minutes. Under the 36-hour lock lease.
-pub const TIMEOUT_SECONDS: u64 = 15 * 3600;
+/// 30 hours: the longest path (the 13-hour lock wait, every Task using all its retries
+/// with each attempt running to its timeout, both poll loops to their bound) is about
+/// 25.5 hours, most of the rest the workloads function's 600 s timeout on every poll; see
+/// the budget test. A normal run takes minutes. Under the 36-hour lock lease.
+pub const TIMEOUT_SECONDS: u64 = 30 * 3600;
 
 pub fn definition() -> Value {
     let input = || Some(json!({"input.$": "$.input"}));
@@ -136,6 +143,22 @@ fn end_dry_runs_after_the_plan(definition: &mut Value) {
 
 #[cfg(test)]
 mod tests {
+    /// handle-alert's pool runbook queues its run and gets no second event while the
+    /// alarm stays in ALARM: the run must outwait a backup polling its snapshots and DR
+    /// copies to their bounds, the longest the lock is held in the normal course.
+    #[test]
+    fn a_queued_run_outwaits_a_backup_at_its_poll_bounds() {
+        let backup: u64 = [crate::backup::SNAPSHOTS, crate::backup::DR_COPIES]
+            .iter()
+            .map(|poll| poll.schedule.iter().sum::<u64>())
+            .sum();
+        let waits: u64 = super::LOCK_WAIT.iter().sum();
+        assert!(
+            waits > backup,
+            "scale-pools waits {waits} s for the lock, a backup may hold it {backup} s"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -70,6 +70,14 @@ pub(crate) fn app_secret_arn(store: &str) -> String {
     format!("arn:aws:secretsmanager:us-west-2:123456789012:secret:apiary-acme-{store}-app-AbCdEf")
 }
 
+/// The ARN of the secret named `apiary-acme-<store>-app`.
+fn app_secret_arn_of(name: &str) -> String {
+    app_secret_arn(
+        name.trim_start_matches("apiary-acme-")
+            .trim_end_matches("-app"),
+    )
+}
+
 fn is_app_secret(id: Option<&str>) -> bool {
     id.is_some_and(|id| id.ends_with("-app"))
 }
@@ -79,12 +87,9 @@ fn app_secret_found() -> Rule {
         .match_requests(|r| is_app_secret(r.secret_id()))
         .then_compute_output(|r| {
             let name = r.secret_id().unwrap_or_default();
-            let store = name
-                .trim_start_matches("apiary-acme-")
-                .trim_end_matches("-app");
             aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput::builder()
                 .name(name)
-                .arn(app_secret_arn(store))
+                .arn(app_secret_arn_of(name))
                 .build()
         })
 }
@@ -94,12 +99,9 @@ fn app_secret_value() -> Rule {
         .match_requests(|r| is_app_secret(r.secret_id()))
         .then_compute_output(|r| {
             let name = r.secret_id().unwrap_or_default();
-            let store = name
-                .trim_start_matches("apiary-acme-")
-                .trim_end_matches("-app");
             aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput::builder()
                 .name(name)
-                .arn(app_secret_arn(store))
+                .arn(app_secret_arn_of(name))
                 .secret_string(
                     json!({"username": "honeyhive_app_a", "password": "generated"}).to_string(),
                 )
