@@ -12,13 +12,19 @@
 //! With `options.rotation: true` (rotate-keys) it applies the secret's version that this
 //! execution staged (its id is the execution's request token, as the operate function
 //! made it) instead of the current one, before that version becomes current: the pods'
-//! next restart reads a password that already works. A run that staged nothing (a
-//! keys-only scope) is told so and does nothing.
+//! next restart reads a password that already works. The step reads the workflow's input
+//! (`options.input`): a run whose scope rotates no secret staged nothing, and this step
+//! does nothing. One whose scope rotates secrets must find its staged version: one not
+//! found yet is `Apiary.NotReady` (retried; Secrets Manager is eventually consistent and
+//! the version was put by another function moments ago), never a success, because the
+//! next step makes that version current and a version whose password no store has would
+//! lock the pods out at their restart.
 //!
 //! The secret must name one of the two app users: a secret edited to name the master
 //! user, or any other, is refused before any connection, so this step can never change
 //! the master's password.
 
+use apiary_core::inputs::rotate_keys::{self, RotateKeysInput};
 use apiary_core::naming::client_token;
 use apiary_core::outputs::app_users;
 use apiary_core::step::StepContext;
@@ -80,6 +86,23 @@ impl AppUserReport {
     }
 }
 
+/// What `ensure-app-user` checks in `store`, in order. PostgreSQL's check reads the
+/// user's privileges from its own session; DocumentDB's only which user the session is
+/// authenticated as (the `readWrite` role is granted by the same `createUser` or
+/// `updateUser`).
+fn checked_for(store: StoreKind) -> [&'static str; 5] {
+    match store {
+        StoreKind::Postgres => ["tls", "login-master", "user", "login-app", "privileges"],
+        _ => [
+            "tls",
+            "login-master",
+            "user-with-role",
+            "login-app",
+            "authenticated-as",
+        ],
+    }
+}
+
 /// `options.rotation`: absent is `false`; anything but a boolean is refused, named.
 fn rotation_option(options: &serde_json::Map<String, Value>) -> Result<bool> {
     match options.get("rotation") {
@@ -104,6 +127,18 @@ impl Deps {
             ));
         }
         let rotation = rotation_option(&step.options)?;
+        if rotation {
+            // Without an input, the default scope: it rotates secrets, so a missing
+            // version is waited for, never taken as nothing to do.
+            let input: RotateKeysInput =
+                apiary_core::inputs::from_options(rotate_keys::WORKFLOW, &step.options)?;
+            if !input.secrets() {
+                return Ok(AppUserReport::nothing(
+                    store,
+                    "skipped: the input's scope rotates no secret".into(),
+                ));
+            }
+        }
         let (secrets, connector) = match &self.mode {
             Mode::Local => return Ok(AppUserReport::nothing(store, LOCAL_APP_USER_NOTE.into())),
             Mode::Live { secrets, connector } => (secrets, connector),
@@ -127,13 +162,14 @@ impl Deps {
         let version = rotation.then(|| client_token(&[&step.execution_id, &app_secret]));
         let Some(text) = secrets::read_version(secrets, &app_secret, version.as_deref()).await?
         else {
-            return Ok(AppUserReport::nothing(
-                store,
-                format!(
-                    "this execution staged no new version of {app_secret} (its scope rotates \
-                     no secret): nothing to apply"
+            return Err(Error::NotReady {
+                resource: app_secret.clone(),
+                detail: format!(
+                    "the version {} this execution's app-users-stage step put does not show \
+                     yet; its password is set in the store only once it does",
+                    version.as_deref().unwrap_or_default()
                 ),
-            ));
+            });
         };
         let app =
             secrets::target_from_secret(store, &app_secret, &text, &endpoint.host, endpoint.port)?;
@@ -180,9 +216,7 @@ impl Deps {
             store,
             username: Some(username),
             verified: Some(true),
-            checked: ["tls", "login-master", "user", "login-app", "privileges"]
-                .map(str::to_owned)
-                .to_vec(),
+            checked: checked_for(store).map(str::to_owned).to_vec(),
             version_id: version,
             note: None,
         })

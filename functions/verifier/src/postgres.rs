@@ -117,6 +117,15 @@ fn literal(text: &str) -> String {
 /// SCRAM verifier is `verifier`, in the group role that holds the app's privileges on
 /// `database` and its `public` schema. Each is idempotent: run again, they set the same
 /// password and grant what is already granted.
+///
+/// The master (the session's user) is made a member of the group too. On PostgreSQL 16 a
+/// CREATEROLE user that is not a superuser (RDS's master) gets only ADMIN on a role it
+/// creates, not its privileges: without the membership it could not see the group's
+/// tables (the backup fingerprint and the restore test read them as the master) nor
+/// hand its own tables over. Then every relation in `public` the master still owns (the
+/// tables the pods made when they logged in as the master, before their own users)
+/// becomes the group's, so the pods keep owning their schema (their migrations alter
+/// it). Sequences that belong to a column follow their table.
 fn app_user_statements(user: &str, verifier: &str, database: &str) -> String {
     let group = app_users::GROUP;
     let (g, u, v) = (ident(group), ident(user), literal(verifier));
@@ -134,7 +143,24 @@ fn app_user_statements(user: &str, verifier: &str, database: &str) -> String {
          GRANT {g} TO {u}; \
          ALTER ROLE {u} SET role = {group_name}; \
          GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {d} TO {g}; \
-         GRANT USAGE, CREATE ON SCHEMA public TO {g};",
+         GRANT USAGE, CREATE ON SCHEMA public TO {g}; \
+         GRANT {g} TO CURRENT_USER; \
+         DO $$ DECLARE r record; BEGIN \
+           FOR r IN SELECT c.oid::regclass AS rel, c.relkind FROM pg_class c \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+               WHERE n.nspname = 'public' AND c.relowner = \
+                 (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+               AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') \
+               AND NOT (c.relkind = 'S' AND EXISTS (SELECT FROM pg_depend d \
+                 WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid \
+                 AND d.deptype IN ('a', 'i'))) \
+           LOOP \
+             EXECUTE format('ALTER %s %s OWNER TO %I', CASE r.relkind \
+               WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' \
+               WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' \
+               ELSE 'TABLE' END, r.rel, {group_name}); \
+           END LOOP; \
+         END $$;",
         group_name = literal(group),
         user_name = literal(user),
         d = ident(database),

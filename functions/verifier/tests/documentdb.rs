@@ -161,4 +161,11 @@ async fn the_pods_user_is_created_then_updated() {
     let commands = fake.commands.lock().unwrap().clone();
     let made: Vec<&String> = commands.iter().filter(|c| c.ends_with("User")).collect();
     assert_eq!(made, ["createUser", "updateUser"], "{commands:?}");
+    // The login check names who the session is, and refuses anyone else.
+    let err = db.check_app_user(app_users::USERS[0]).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("authenticated as [], not {}", app_users::USERS[0])),
+        "{err}"
+    );
 }

@@ -395,9 +395,12 @@ async fn login(
 /// The pods' own user, made through the step against the real server: it logs in with
 /// its secret's password and acts as the group role; a second run changes nothing; a
 /// rotation moves to the other user, which reaches what the first one made, while the
-/// first keeps working for the pods not yet restarted; a rotation this execution did
-/// not stage does nothing; a secret naming the master user is refused and the master's
-/// password stays.
+/// first keeps working for the pods not yet restarted; a keys-only rotation does
+/// nothing, and one whose staged version does not show yet waits for it rather than
+/// report success; a secret naming the master user is refused and the master's password
+/// stays. A table the master made before the pods had their own users (they logged in as
+/// the master) becomes the group's, and the master sees the group's tables (the backup
+/// fingerprint reads them as the master).
 #[tokio::test]
 async fn the_pods_user_is_made_rotated_and_never_the_master() {
     use apiary_core::outputs::app_users;
@@ -413,8 +416,18 @@ async fn the_pods_user_is_made_rotated_and_never_the_master() {
         .state();
     let event = |rotation: bool, execution: &str| {
         json!({"action": "ensure-app-user", "deployment": NAME, "execution_id": execution,
-               "options": {"store": "postgres", "rotation": rotation}})
+               "options": {"store": "postgres", "rotation": rotation,
+                           "input": {"scope": "secrets"}}})
     };
+    let master = admin().await;
+    let legacy = format!("legacy_{suffix}");
+    master
+        .batch_execute(&format!(
+            "CREATE TABLE public.{legacy} (id serial PRIMARY KEY, body text); \
+             INSERT INTO public.{legacy} (body) VALUES ('before')"
+        ))
+        .await
+        .unwrap();
 
     let deps = app_deps(
         &state,
@@ -446,6 +459,34 @@ async fn the_pods_user_is_made_rotated_and_never_the_master() {
         .unwrap()
         .get(0);
     assert_eq!(owner, app_users::GROUP, "the group owns what the pods make");
+    let legacy_owner: String = master
+        .query_one(
+            "SELECT tableowner::text FROM pg_tables WHERE tablename = $1",
+            &[&legacy],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        legacy_owner,
+        app_users::GROUP,
+        "the master's table is handed to the group"
+    );
+    pods.batch_execute(&format!(
+        "ALTER TABLE {legacy} ADD COLUMN note text; \
+         INSERT INTO {legacy} (body) VALUES ('after')"
+    ))
+    .await
+    .unwrap();
+    let seen: i64 = master
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = $1",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 1, "the master sees the pods' table");
     assert!(
         login(app_users::USERS[0], "not-the-password")
             .await
@@ -482,18 +523,20 @@ async fn the_pods_user_is_made_rotated_and_never_the_master() {
         "the pods not yet restarted keep their user"
     );
 
-    // An execution that staged nothing (a keys-only scope) applies nothing.
-    let unstaged = verifier::handle(&deps, event(true, "exec-keys-only"))
-        .await
-        .unwrap();
+    // A keys-only rotation staged nothing and applies nothing.
+    let keys_only = json!({"action": "ensure-app-user", "deployment": NAME,
+        "execution_id": "exec-keys-only",
+        "options": {"store": "postgres", "rotation": true, "input": {"scope": "keys-check"}}});
+    let unstaged = verifier::handle(&deps, keys_only).await.unwrap();
     assert_eq!(unstaged["verified"], Value::Null, "{unstaged}");
-    assert!(
-        unstaged["note"]
-            .as_str()
-            .unwrap()
-            .contains("staged no new version"),
-        "{unstaged}"
-    );
+    assert_eq!(unstaged["username"], Value::Null, "{unstaged}");
+    // A secrets rotation whose staged version does not show (yet): waited for, so the
+    // version is never made current with a password no store has.
+    let err = verifier::handle(&deps, event(true, "exec-not-staged-yet"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), ErrorName::NotReady, "{err}");
+    assert!(err.to_string().contains(APP_SECRET), "{err}");
 
     // A secret edited to name the master user: refused before any connection.
     let deps = app_deps(&state, app_secrets(("apiary", "taken-over".into()), None));
@@ -505,7 +548,7 @@ async fn the_pods_user_is_made_rotated_and_never_the_master() {
     assert!(!err.to_string().contains("taken-over"), "{err}");
     assert!(admin().await.simple_query("SELECT 1").await.is_ok());
 
-    pods.batch_execute(&format!("DROP TABLE {table}"))
+    pods.batch_execute(&format!("DROP TABLE {table}; DROP TABLE {legacy}"))
         .await
         .unwrap();
 }

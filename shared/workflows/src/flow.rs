@@ -371,16 +371,33 @@ impl Flow {
 
     /// Adds a Parallel of `branches`. Every step saves its own output in the state table,
     /// so the branches' results are dropped (`ResultPath: null`) and the state stays small.
-    pub fn parallel(mut self, name: &str, comment: &str, branches: Vec<Flow>) -> Self {
+    pub fn parallel(self, name: &str, comment: &str, branches: Vec<Flow>) -> Self {
+        self.parallel_reading(name, comment, branches, false)
+    }
+
+    /// [`Flow::parallel`] whose branches also read the day-2 workflow's validated input
+    /// (`$.input`).
+    pub fn parallel_with_input(self, name: &str, comment: &str, branches: Vec<Flow>) -> Self {
+        self.parallel_reading(name, comment, branches, true)
+    }
+
+    fn parallel_reading(
+        mut self,
+        name: &str,
+        comment: &str,
+        branches: Vec<Flow>,
+        input: bool,
+    ) -> Self {
         let mut state = Map::new();
         state.insert("Type".into(), json!("Parallel"));
         state.insert("Comment".into(), json!(comment));
         if !self.in_branch {
             // Only what the branches read: the deployment's name and the loop counters.
-            state.insert(
-                "Parameters".into(),
-                json!({"deployment.$": "$.deployment", "polls.$": "$.polls"}),
-            );
+            let mut parameters = json!({"deployment.$": "$.deployment", "polls.$": "$.polls"});
+            if input {
+                parameters["input.$"] = json!("$.input");
+            }
+            state.insert("Parameters".into(), parameters);
         }
         let mut graphs = Vec::new();
         for branch in branches {

@@ -120,9 +120,9 @@ pub fn definition() -> serde_json::Value {
             "app-users-stage",
             "The pods' own database users: the other user of each pair gets a new password, staged as AWSPENDING (the current one keeps working)",
         ))
-        .parallel(
+        .parallel_with_input(
             "AppUsersSet",
-            "The verifier sets each staged password on its user in the store, from inside the VPC, and logs in with it; a run whose scope rotates no secret staged nothing and sets nothing. Not set locally, where the stores have no server",
+            "The verifier sets each staged password on its user in the store, from inside the VPC, and logs in with it; a run whose scope rotates no secret staged nothing and sets nothing; a staged version that does not show yet is waited for (Apiary.NotReady), never taken as nothing to set. Not set locally, where the stores have no server",
             crate::backup::STORES
                 .iter()
                 .filter(|(store, _)| apiary_core::outputs::app_users::STORES.contains(store))
@@ -130,7 +130,7 @@ pub fn definition() -> serde_json::Value {
                     Flow::branch().task(
                         Task::step(&format!("AppUserSet{title}"), Function::Verifier, "ensure-app-user")
                             .comment(format!("The staged {store} user's password set in the store, then a login with it"))
-                            .options(json!({"store": store, "rotation": true})),
+                            .options(json!({"store": store, "rotation": true, "input.$": "$.input"})),
                     )
                 })
                 .collect(),

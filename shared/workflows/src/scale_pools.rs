@@ -28,10 +28,11 @@ pub const NAME: &str = apiary_core::inputs::scale_pools::WORKFLOW;
 
 /// A run started while another workflow holds the lock waits, when its input asks to
 /// queue, up to about 13 hours: longer than a backup holds the lock while its snapshots
-/// and DR copies poll to their bounds (about 12 hours), and than a provision. handle-alert's pool-at-limit runbook queues its
-/// run: the at-limit alarm sends one event when it fires and none while it stays in
-/// ALARM, so a run that gave up behind a backup would leave the pool at its limit until
-/// a person stepped in. Minutes apart at first (most holds are short), then hourly.
+/// and DR copies poll to their bounds (about 12 hours). handle-alert's pool-at-limit
+/// runbook queues its run: the at-limit alarm sends one event when it fires and none
+/// while it stays in ALARM, so a run that gave up behind a backup would leave the pool at
+/// its limit until a person stepped in. Minutes apart at first (most holds are short),
+/// then hourly.
 pub const LOCK_WAIT: &[u64] = &[
     60, 120, 300, 600, 1200, 1800, 3600, 3600, 3600, 3600, 3600, 3600, 3600, 3600, 3600, 3600,
     3600, 3600,
