@@ -141,6 +141,14 @@ impl Step for Deps {
                     SKIP_SECRETS,
                 ))
             }
+            OperateAction::AppUsersStage | OperateAction::AppUsersPromote
+                if let Some(reason) = rotate_keys::users_held_back(&step.options)? =>
+            {
+                Ok(skipped(
+                    Output::AppUsers(app_users::AppUsersReport::skipped(&reason)),
+                    &reason,
+                ))
+            }
             OperateAction::AppUsersStage => {
                 Ok(app_users::stage(self, step).await?.map(Output::AppUsers))
             }

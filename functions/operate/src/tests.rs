@@ -45,6 +45,14 @@ fn event(action: &str, input: Value) -> Value {
     event
 }
 
+/// A pods' users step's event: the input, and what pods-credentials found.
+fn users_event(action: &str, input: Value, pods_current: bool) -> Value {
+    let mut event = event(action, input);
+    event["options"]["pods"] = json!({"current": pods_current, "verified": true,
+        "detail": if pods_current { "on the current versions" } else { "pods read p1, current p2" }});
+    event
+}
+
 fn deps(kms: &[&Rule], secrets: &[&Rule], cache: &[&Rule]) -> (Deps, MemoryRecorder) {
     deps_with(fixture().state(), kms, secrets, cache)
 }
@@ -701,11 +709,11 @@ async fn the_pods_users_alternate_and_each_step_runs_twice_safely() {
     let (deps, _) = deps(&[], &rules, &[]);
     let input = json!({"scope": "secrets"});
 
-    let staged = handle(&deps, event("app-users-stage", input.clone()))
+    let staged = handle(&deps, users_event("app-users-stage", input.clone(), true))
         .await
         .unwrap();
     assert_eq!(staged["users"][0]["to_user"], "honeyhive_app_b", "{staged}");
-    let again = handle(&deps, event("app-users-stage", input.clone()))
+    let again = handle(&deps, users_event("app-users-stage", input.clone(), true))
         .await
         .unwrap();
     assert_eq!(again["users"][0]["to_user"], "honeyhive_app_b", "{again}");
@@ -727,10 +735,10 @@ async fn the_pods_users_alternate_and_each_step_runs_twice_safely() {
         versions[0].2 = vec!["AWSPREVIOUS".into()];
         versions[1].2 = vec!["AWSPENDING".into(), "AWSCURRENT".into()];
     }
-    handle(&deps, event("app-users-promote", input.clone()))
+    handle(&deps, users_event("app-users-promote", input.clone(), true))
         .await
         .unwrap();
-    handle(&deps, event("app-users-promote", input.clone()))
+    handle(&deps, users_event("app-users-promote", input.clone(), true))
         .await
         .unwrap();
     let now = current(&versions);
@@ -751,7 +759,7 @@ async fn the_pods_users_alternate_and_each_step_runs_twice_safely() {
         ]
     );
 
-    let mut other = event("app-users-promote", input.clone());
+    let mut other = users_event("app-users-promote", input.clone(), true);
     other["execution_id"] = json!("another-execution");
     let err = handle(&deps, other).await.unwrap_err();
     assert_eq!(err.name(), ErrorName::Fatal);
@@ -761,10 +769,32 @@ async fn the_pods_users_alternate_and_each_step_runs_twice_safely() {
     // The keys-only scope touches none of it.
     let skipped = handle(
         &deps,
-        event("app-users-stage", json!({"scope": "keys-check"})),
+        users_event("app-users-stage", json!({"scope": "keys-check"}), true),
     )
     .await
     .unwrap();
     assert!(skipped["skipped"].is_string(), "{skipped}");
     assert_eq!(versions.lock().unwrap().len(), 2);
+
+    // The pods do not all read the current versions (an earlier run stopped before its
+    // restart): both steps leave the users alone and say why.
+    for action in ["app-users-stage", "app-users-promote"] {
+        let mut held = users_event(action, input.clone(), false);
+        held["execution_id"] = json!("a-run-after-a-stopped-one");
+        let held = handle(&deps, held).await.unwrap();
+        assert!(
+            held["skipped"]
+                .as_str()
+                .is_some_and(|s| s.contains("pods read p1, current p2")),
+            "{action}: {held}"
+        );
+    }
+    assert_eq!(versions.lock().unwrap().len(), 2, "nothing staged");
+    assert_eq!(current(&versions)["username"], "honeyhive_app_b");
+    // Never without the check.
+    let err = handle(&deps, event("app-users-stage", input.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), ErrorName::InvalidInput);
+    assert!(err.to_string().contains("options.pods"), "{err}");
 }

@@ -138,6 +138,10 @@ impl Deps {
                     "skipped: the input's scope rotates no secret".into(),
                 ));
             }
+            // The stage step skipped too, for the same reason: nothing was staged.
+            if let Some(reason) = rotate_keys::users_held_back(&step.options)? {
+                return Ok(AppUserReport::nothing(store, reason));
+            }
         }
         let (secrets, connector) = match &self.mode {
             Mode::Local => return Ok(AppUserReport::nothing(store, LOCAL_APP_USER_NOTE.into())),

@@ -417,7 +417,8 @@ async fn the_pods_user_is_made_rotated_and_never_the_master() {
     let event = |rotation: bool, execution: &str| {
         json!({"action": "ensure-app-user", "deployment": NAME, "execution_id": execution,
                "options": {"store": "postgres", "rotation": rotation,
-                           "input": {"scope": "secrets"}}})
+                           "input": {"scope": "secrets"},
+                           "pods": {"current": true, "verified": true, "detail": "current"}}})
     };
     let master = admin().await;
     let legacy = format!("legacy_{suffix}");
@@ -530,6 +531,17 @@ async fn the_pods_user_is_made_rotated_and_never_the_master() {
     let unstaged = verifier::handle(&deps, keys_only).await.unwrap();
     assert_eq!(unstaged["verified"], Value::Null, "{unstaged}");
     assert_eq!(unstaged["username"], Value::Null, "{unstaged}");
+    // The pods not all on the current versions: the stage step held the users back,
+    // and so does this one.
+    let mut held = event(true, "exec-held-back");
+    held["options"]["pods"] = json!({"current": false, "verified": true,
+        "detail": "pods read p1, current p2"});
+    let held = verifier::handle(&deps, held).await.unwrap();
+    assert_eq!(held["username"], Value::Null, "{held}");
+    assert!(
+        held["note"].as_str().unwrap().contains("pods read p1"),
+        "{held}"
+    );
     // A secrets rotation whose staged version does not show (yet): waited for, so the
     // version is never made current with a password no store has.
     let err = verifier::handle(&deps, event(true, "exec-not-staged-yet"))

@@ -19,6 +19,7 @@ mod fake_api;
 pub mod manifests;
 pub mod output;
 pub mod pod_identity;
+pub mod pods_credentials;
 pub mod render;
 pub mod restart;
 pub mod rollout;
@@ -62,6 +63,10 @@ pub enum WorkloadsAction {
     /// current versions (see `sync`); read-only, polled.
     #[serde(rename = "credentials-synced")]
     CredentialsSynced,
+    /// rotate-keys, before it changes the pods' database users: whether every pod runs
+    /// on the credentials' current versions (see `pods_credentials`); read-only.
+    #[serde(rename = "pods-credentials")]
+    PodsCredentials,
     /// scale-pools: the ingestion NodePool applied as rendered from the record and read
     /// back until it shows the recorded limits; its own poll.
     #[serde(rename = "scale-nodepool")]
@@ -101,6 +106,7 @@ impl Action for WorkloadsAction {
             WorkloadsAction::Status => "status",
             WorkloadsAction::Restart => "restart",
             WorkloadsAction::CredentialsSynced => "credentials-synced",
+            WorkloadsAction::PodsCredentials => "pods-credentials",
             WorkloadsAction::ScaleNodepool => "scale-nodepool",
             WorkloadsAction::PoolUsage => "pool-usage",
             WorkloadsAction::UpgradeImage => "upgrade-image",
@@ -122,6 +128,7 @@ impl Action for WorkloadsAction {
             // overwrite provision's rollout (the load balancer the alias names).
             WorkloadsAction::Restart
             | WorkloadsAction::CredentialsSynced
+            | WorkloadsAction::PodsCredentials
             | WorkloadsAction::ScaleNodepool
             | WorkloadsAction::PoolUsage
             | WorkloadsAction::UpgradeImage
@@ -138,6 +145,7 @@ impl Action for WorkloadsAction {
             self,
             WorkloadsAction::Status
                 | WorkloadsAction::CredentialsSynced
+                | WorkloadsAction::PodsCredentials
                 | WorkloadsAction::PoolUsage
                 | WorkloadsAction::TeardownKubernetesStatus
                 | WorkloadsAction::UpgradeImageStatus
@@ -312,7 +320,12 @@ pub async fn run_on(
         | WorkloadsAction::RollbackImageStatus => Box::pin(status(deps, step, target))
             .await?
             .map(Output::Status),
-        WorkloadsAction::Restart => Box::pin(restart::restart(step, target))
+        WorkloadsAction::PodsCredentials => {
+            Box::pin(pods_credentials::pods_credentials(deps, step, target))
+                .await?
+                .map(Output::PodsCredentials)
+        }
+        WorkloadsAction::Restart => Box::pin(restart::restart(deps, step, target))
             .await?
             .map(Output::Restart),
         WorkloadsAction::CredentialsSynced => Box::pin(sync::synced(deps, step, target))

@@ -19,6 +19,7 @@ pub enum Output {
     Status(StatusOutput),
     Restart(crate::restart::RestartOutput),
     Synced(crate::sync::SyncOutput),
+    PodsCredentials(crate::pods_credentials::PodsCredentialsOutput),
     Scale(crate::scale::ScaleOutput),
     Usage(crate::usage::UsageOutput),
     Teardown(crate::teardown::TeardownOutput),

@@ -21,9 +21,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::apply::{FIELD_MANAGER, kube_error};
+use crate::manifests::Context;
+use crate::manifests::credentials;
 use crate::manifests::{APP, NAMESPACE};
+use crate::pods_credentials::{self, CREDENTIALS_ANNOTATION, template_annotation};
 use crate::rollout::deployment_name;
-use crate::{Target, WorkloadsAction};
+use crate::{Deps, Target, WorkloadsAction};
 
 /// The pod template annotation that restarts the pods (value: the execution's id).
 pub const RESTART_ANNOTATION: &str = "apiary.io/restarted-for";
@@ -39,6 +42,7 @@ pub struct RestartOutput {
 }
 
 pub async fn restart(
+    deps: &Deps,
     step: &StepContext<'_, WorkloadsAction>,
     target: Target,
 ) -> Result<Done<RestartOutput>> {
@@ -70,7 +74,13 @@ pub async fn restart(
             .with_detail(detail))
         }
         Target::Apply { client, .. } => {
-            let restarted = restart_deployment(&client, &step.execution_id).await?;
+            // What the restarted pods read: the versions every mount holds now (the
+            // workflow waited for that), recorded for the next rotation to check.
+            let ctx = Context::new(&step.spec, &step.layers)?;
+            let (versions, _) =
+                pods_credentials::current(deps, &credentials::credentials(&ctx)).await?;
+            let record = pods_credentials::record(&versions);
+            let restarted = restart_deployment(&client, &step.execution_id, Some(&record)).await?;
             if restarted {
                 step.log.created(&format!("{NAMESPACE}/{APP}:restart"));
             }
@@ -93,28 +103,53 @@ pub async fn restart(
     }
 }
 
-/// Sets the restart annotation to `execution`; false when it already had that value.
-pub async fn restart_deployment(client: &kube::Client, execution: &str) -> Result<bool> {
+/// The ingestion Deployment; `None` when it does not exist.
+pub async fn read_deployment(client: &kube::Client) -> Result<Option<Value>> {
     let what = deployment_name();
     let request =
         kube::core::Request::new(format!("/apis/apps/v1/namespaces/{NAMESPACE}/deployments"));
     let read = request
         .get(APP, &GetParams::default())
         .map_err(|e| Error::fatal(format!("cannot build the read of {what}: {e}")))?;
-    let current: Value = client
-        .request(read)
-        .await
-        .map_err(|err| kube_error(&what, "read", err, false))?;
-    let annotation = format!(
-        "/spec/template/metadata/annotations/{}",
-        RESTART_ANNOTATION.replace('/', "~1")
-    );
-    if current.pointer(&annotation).and_then(Value::as_str) == Some(execution) {
+    match client.request::<Value>(read).await {
+        Ok(found) => Ok(Some(found)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(err) => Err(kube_error(&what, "read", err, false)),
+    }
+}
+
+/// Sets the restart annotation to `execution` and, when given, the record of the
+/// credential versions the restarted pods read ([`CREDENTIALS_ANNOTATION`]); false when
+/// the template already had both.
+pub async fn restart_deployment(
+    client: &kube::Client,
+    execution: &str,
+    credentials: Option<&str>,
+) -> Result<bool> {
+    let what = deployment_name();
+    let request =
+        kube::core::Request::new(format!("/apis/apps/v1/namespaces/{NAMESPACE}/deployments"));
+    let Some(current) = read_deployment(client).await? else {
+        return Err(Error::fatal(format!(
+            "{what} does not exist: there are no pods to restart; run provision"
+        )));
+    };
+    let has = |name: &str, value: &str| {
+        current
+            .pointer(&template_annotation(name))
+            .and_then(Value::as_str)
+            == Some(value)
+    };
+    if has(RESTART_ANNOTATION, execution)
+        && credentials.is_none_or(|c| has(CREDENTIALS_ANNOTATION, c))
+    {
         return Ok(false);
     }
-    let body = json!({"spec": {"template": {"metadata": {"annotations": {
-        RESTART_ANNOTATION: execution
-    }}}}});
+    let mut annotations = json!({RESTART_ANNOTATION: execution});
+    if let Some(credentials) = credentials {
+        annotations[CREDENTIALS_ANNOTATION] = json!(credentials);
+    }
+    let body = json!({"spec": {"template": {"metadata": {"annotations": annotations}}}});
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PatchParams::default()
@@ -147,26 +182,51 @@ mod tests {
         let (client, server) = fake_api::start(move |request| match request.method.as_str() {
             "GET" => Reply::Json(200, object.lock().unwrap().clone()),
             "PATCH" => {
-                let annotation =
+                let annotations =
                     request.body.as_ref().unwrap()["spec"]["template"]["metadata"]["annotations"]
-                        [RESTART_ANNOTATION]
+                        .as_object()
+                        .unwrap()
                         .clone();
-                object.lock().unwrap()["spec"]["template"]["metadata"]["annotations"]
-                    [RESTART_ANNOTATION] = annotation;
+                for (name, value) in annotations {
+                    object.lock().unwrap()["spec"]["template"]["metadata"]["annotations"][name] =
+                        value;
+                }
                 Reply::Json(200, object.lock().unwrap().clone())
             }
             _ => Reply::Json(405, json!({})),
         });
-        assert!(restart_deployment(&client, "exec-1").await.unwrap());
+        assert!(restart_deployment(&client, "exec-1", None).await.unwrap());
         assert!(
-            !restart_deployment(&client, "exec-1").await.unwrap(),
+            !restart_deployment(&client, "exec-1", None).await.unwrap(),
             "the same execution does not restart twice"
         );
-        assert!(restart_deployment(&client, "exec-2").await.unwrap());
+        assert!(restart_deployment(&client, "exec-2", None).await.unwrap());
+        // The record of what the pods read: written with the restart, and a restart for
+        // other versions is one even within the same execution.
+        assert!(
+            restart_deployment(&client, "exec-2", Some("postgres=p1"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !restart_deployment(&client, "exec-2", Some("postgres=p1"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            restart_deployment(&client, "exec-2", Some("postgres=p2"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            stored.lock().unwrap()["spec"]["template"]["metadata"]["annotations"]
+                [CREDENTIALS_ANNOTATION],
+            "postgres=p2"
+        );
         drop(client);
         let requests = server.await.unwrap();
         let patches: Vec<_> = requests.iter().filter(|r| r.method == "PATCH").collect();
-        assert_eq!(patches.len(), 2);
+        assert_eq!(patches.len(), 4);
         assert_eq!(
             patches[0].content_type.as_deref(),
             Some("application/merge-patch+json")
@@ -188,7 +248,9 @@ mod tests {
                 fake_api::status(404, "NotFound", "deployments not found"),
             )
         });
-        let err = restart_deployment(&client, "exec-1").await.unwrap_err();
+        let err = restart_deployment(&client, "exec-1", None)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains(&deployment_name()), "{err}");
     }
 }

@@ -157,6 +157,12 @@ pub async fn current_versions(
 }
 
 async fn current_version(deps: &Deps, secret_arn: &str) -> Result<String> {
+    current_of(secret_arn, &version_stages(deps, secret_arn).await?)
+}
+
+/// Each version of the secret with its staging labels (`DescribeSecret`: metadata only,
+/// never the value).
+pub async fn version_stages(deps: &Deps, secret_arn: &str) -> Result<Vec<(String, Vec<String>)>> {
     let described = deps
         .secrets
         .describe_secret()
@@ -164,10 +170,18 @@ async fn current_version(deps: &Deps, secret_arn: &str) -> Result<String> {
         .send()
         .await
         .map_err(|e| Error::aws(format!("DescribeSecret {secret_arn}"), e))?;
-    described
+    Ok(described
         .version_ids_to_stages()
         .into_iter()
         .flatten()
+        .map(|(version, stages)| (version.clone(), stages.clone()))
+        .collect())
+}
+
+/// The version labelled `AWSCURRENT` among `stages`.
+pub fn current_of(secret_arn: &str, stages: &[(String, Vec<String>)]) -> Result<String> {
+    stages
+        .iter()
         .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
         .map(|(version, _)| version.clone())
         .ok_or_else(|| {

@@ -372,32 +372,34 @@ impl Flow {
     /// Adds a Parallel of `branches`. Every step saves its own output in the state table,
     /// so the branches' results are dropped (`ResultPath: null`) and the state stays small.
     pub fn parallel(self, name: &str, comment: &str, branches: Vec<Flow>) -> Self {
-        self.parallel_reading(name, comment, branches, false)
+        self.parallel_with(name, comment, branches, json!({}))
     }
 
-    /// [`Flow::parallel`] whose branches also read the day-2 workflow's validated input
-    /// (`$.input`).
-    pub fn parallel_with_input(self, name: &str, comment: &str, branches: Vec<Flow>) -> Self {
-        self.parallel_reading(name, comment, branches, true)
-    }
-
-    fn parallel_reading(
+    /// [`Flow::parallel`] whose branches also read `reads` (Parameters: `{"input.$":
+    /// "$.input"}`), added to what every branch reads.
+    pub fn parallel_with(
         mut self,
         name: &str,
         comment: &str,
         branches: Vec<Flow>,
-        input: bool,
+        reads: Value,
     ) -> Self {
         let mut state = Map::new();
         state.insert("Type".into(), json!("Parallel"));
         state.insert("Comment".into(), json!(comment));
         if !self.in_branch {
-            // Only what the branches read: the deployment's name and the loop counters.
+            // Only what the branches read: the deployment's name, the loop counters and
+            // what the caller adds.
             let mut parameters = json!({"deployment.$": "$.deployment", "polls.$": "$.polls"});
-            if input {
-                parameters["input.$"] = json!("$.input");
+            for (key, path) in reads.as_object().into_iter().flatten() {
+                parameters[key] = path.clone();
             }
             state.insert("Parameters".into(), parameters);
+        } else {
+            assert!(
+                reads.as_object().is_none_or(|r| r.is_empty()),
+                "{name}: a Parallel within a branch reads what its branch has"
+            );
         }
         let mut graphs = Vec::new();
         for branch in branches {

@@ -4,6 +4,9 @@
 //! validate-input ({"scope": "all"|"keys-check"|"secrets", "on_demand": bool}) -> lock
 //!   -> keys (state policy, rotation period, on demand: RotateKeyOnDemand)
 //!   -> database master passwords (RotateSecret) -> until each is current (polled)
+//!   -> whether every ingestion pod reads the credentials' current versions (when not,
+//!      an earlier run stopped between making a user current and the restart below: the
+//!      users steps skip, the restart below puts the pods on the current versions)
 //!   -> the pods' own database users: the other user's new password staged
 //!      -> set in each store by the verifier (in the VPC) -> made current
 //!   -> Redis ROTATE -> until applied (polled; the secret then holds the new token)
@@ -91,6 +94,9 @@ pub const TIMEOUT_SECONDS: u64 = 36 * 3600;
 
 pub fn definition() -> serde_json::Value {
     let input = || json!({"input.$": "$.input"});
+    // The users steps read the input and whether the pods are on the current
+    // credentials.
+    let users_options = || json!({"input.$": "$.input", "pods.$": "$.result.pods_credentials"});
     let operate = |name: &str, action: &str, comment: &str| {
         Task::step(name, Function::Operate, action)
             .comment(comment)
@@ -115,12 +121,21 @@ pub fn definition() -> serde_json::Value {
             ),
         )
         .poll_with(DATABASE_SECRETS_ROTATED, Some(input()))
-        .task(operate(
-            "AppUsersStage",
-            "app-users-stage",
-            "The pods' own database users: the other user of each pair gets a new password, staged as AWSPENDING (the current one keeps working)",
-        ))
-        .parallel_with_input(
+        .task(
+            Task::step("PodsCredentials", Function::Workloads, "pods-credentials")
+                .comment("Whether every ingestion pod reads the credentials' current versions: when an earlier run stopped between making a user current and restarting the pods, this run leaves the users alone (the steps below skip) and only restarts the pods")
+                .options(input())
+                .keep(
+                    json!({"current.$": "$.current", "verified.$": "$.verified", "detail.$": "$.detail"}),
+                    "$.result.pods_credentials",
+                ),
+        )
+        .task(
+            Task::step("AppUsersStage", Function::Operate, "app-users-stage")
+                .comment("The pods' own database users: the other user of each pair gets a new password, staged as AWSPENDING (the current one keeps working)")
+                .options(users_options()),
+        )
+        .parallel_with(
             "AppUsersSet",
             "The verifier sets each staged password on its user in the store, from inside the VPC, and logs in with it; a run whose scope rotates no secret staged nothing and sets nothing; a staged version that does not show yet is waited for (Apiary.NotReady), never taken as nothing to set. Not set locally, where the stores have no server",
             crate::backup::STORES
@@ -130,17 +145,16 @@ pub fn definition() -> serde_json::Value {
                     Flow::branch().task(
                         Task::step(&format!("AppUserSet{title}"), Function::Verifier, "ensure-app-user")
                             .comment(format!("The staged {store} user's password set in the store, then a login with it"))
-                            .options(json!({"store": store, "rotation": true, "input.$": "$.input"})),
+                            .options(json!({"store": store, "rotation": true, "input.$": "$.input", "pods.$": "$.pods"})),
                     )
                 })
                 .collect(),
+            users_options(),
         )
         .task(
-            operate(
-                "AppUsersPromote",
-                "app-users-promote",
-                "The staged versions become AWSCURRENT: the pods read the new user at their restart below",
-            )
+            Task::step("AppUsersPromote", Function::Operate, "app-users-promote")
+                .comment("The staged versions become AWSCURRENT: the pods read the new user at their restart below")
+                .options(users_options())
             .keep(
                 json!({"users.$": "$.users", "skipped.$": "$.skipped"}),
                 "$.result.app_users",

@@ -71,6 +71,41 @@ pub fn parse(input: serde_json::Value) -> Result<serde_json::Value> {
     super::normalized(WORKFLOW, parsed.check()?)
 }
 
+/// What rotate-keys' `pods-credentials` step found (`$.result.pods_credentials`), read by
+/// the pods' users steps from `options.pods`: when the pods do not all read the
+/// credentials' current versions, an earlier run stopped between making a user current
+/// and restarting the pods, and changing a user now would lock out the pods still using
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodsCredentials {
+    pub current: bool,
+    pub verified: bool,
+    pub detail: String,
+}
+
+/// Why the pods' users must not change in this run (`options.pods` says the pods are not
+/// on the current credentials), or `None`. A missing `options.pods` is refused: the
+/// users steps never run without the check.
+pub fn users_held_back(
+    options: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<String>> {
+    let pods = options.get("pods").cloned().ok_or_else(|| {
+        Error::invalid_input(
+            "step input field `options.pods`: the pods' users steps need what the \
+             pods-credentials step found",
+        )
+    })?;
+    let pods: PodsCredentials = serde_json::from_value(pods)
+        .map_err(|e| Error::invalid_input(format!("step input field `options.pods`: {e}")))?;
+    Ok((!pods.current).then(|| {
+        format!(
+            "held back, the users unchanged: {} (the restart later in this run puts the pods \
+             on the current versions)",
+            pods.detail
+        )
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
