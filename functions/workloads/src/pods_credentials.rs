@@ -24,7 +24,6 @@
 //! pods: `verified: false`, and the users steps go on); current without the CSI driver
 //! (no pod reads a secret) or a Deployment.
 
-use apiary_core::inputs::rotate_keys::{self, RotateKeysInput};
 use apiary_core::Result;
 use apiary_core::step::{Done, StepContext};
 use serde::Serialize;
@@ -98,35 +97,14 @@ pub async fn pods_credentials(
     step: &StepContext<'_, WorkloadsAction>,
     target: Target,
 ) -> Result<Done<PodsCredentialsOutput>> {
-    let input: RotateKeysInput =
-        apiary_core::inputs::from_options(rotate_keys::WORKFLOW, &step.options)?;
-    if !input.secrets() {
-        return Ok(ready(
-            true,
-            "skipped: the input's scope rotates no secret".to_owned(),
-        ));
-    }
-    let client = match target {
-        Target::Render(folder) => {
-            return Ok(ready(
-                false,
-                format!(
-                    "not verified locally: the manifests were rendered to {}, there are no pods; \
-                     on AWS the users change only when every pod reads the current credentials",
-                    folder.display()
-                ),
-            ));
-        }
-        Target::Apply {
-            auto_mode: false, ..
-        } => {
-            return Ok(ready(
-                true,
-                "the cluster does not run the Secrets Store CSI driver: no pod reads a secret"
-                    .to_owned(),
-            ));
-        }
-        Target::Apply { client, .. } => client,
+    let client = match sync::credentials_cluster(
+        step,
+        target,
+        "there are no pods; on AWS the users change only when every pod reads the current \
+         credentials",
+    )? {
+        Ok(client) => client,
+        Err((verified, detail)) => return Ok(ready(verified, detail)),
     };
     let ctx = Context::new(&step.spec, &step.layers)?;
     let credentials = credentials::credentials(&ctx);

@@ -52,33 +52,9 @@ pub async fn synced(
     step: &StepContext<'_, WorkloadsAction>,
     target: Target,
 ) -> Result<Done<SyncOutput>> {
-    let input: RotateKeysInput =
-        apiary_core::inputs::from_options(rotate_keys::WORKFLOW, &step.options)?;
-    if !input.secrets() {
-        return Ok(ready(
-            true,
-            "skipped: the input's scope rotates no secret".to_owned(),
-        ));
-    }
-    let client = match target {
-        Target::Render(folder) => {
-            return Ok(ready(
-                false,
-                format!(
-                    "not verified locally: the manifests were rendered to {}, no pod mounts the credentials",
-                    folder.display()
-                ),
-            ));
-        }
-        Target::Apply {
-            auto_mode: false, ..
-        } => {
-            return Ok(ready(
-                true,
-                "the cluster does not run the Secrets Store CSI driver: the pods get no synced credentials".to_owned(),
-            ));
-        }
-        Target::Apply { client, .. } => client,
+    let client = match credentials_cluster(step, target, "no pod mounts the credentials")? {
+        Ok(client) => client,
+        Err((verified, detail)) => return Ok(ready(verified, detail)),
     };
     let ctx = Context::new(&step.spec, &step.layers)?;
     let wanted = current_versions(deps, &credentials::credentials(&ctx)).await?;
@@ -121,6 +97,43 @@ pub async fn synced(
         behind,
     )
     .with_detail(detail))
+}
+
+/// The cluster whose ingestion pods read the credentials, for a rotate-keys step; or,
+/// with whether anything was verified, why there is nothing to look at: the input
+/// rotates no secret, the manifests were only rendered (`locally` says what that
+/// leaves out), or the cluster runs no Secrets Store CSI driver (no pod reads a
+/// secret).
+pub fn credentials_cluster(
+    step: &StepContext<'_, WorkloadsAction>,
+    target: Target,
+    locally: &str,
+) -> Result<std::result::Result<kube::Client, (bool, String)>> {
+    let input: RotateKeysInput =
+        apiary_core::inputs::from_options(rotate_keys::WORKFLOW, &step.options)?;
+    if !input.secrets() {
+        return Ok(Err((
+            true,
+            "skipped: the input's scope rotates no secret".to_owned(),
+        )));
+    }
+    Ok(match target {
+        Target::Render(folder) => Err((
+            false,
+            format!(
+                "not verified locally: the manifests were rendered to {}, {locally}",
+                folder.display()
+            ),
+        )),
+        Target::Apply {
+            auto_mode: false, ..
+        } => Err((
+            true,
+            "the cluster does not run the Secrets Store CSI driver: no pod reads a secret"
+                .to_owned(),
+        )),
+        Target::Apply { client, .. } => Ok(client),
+    })
 }
 
 fn ready(verified: bool, detail: String) -> Done<SyncOutput> {
