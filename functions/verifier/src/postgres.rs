@@ -122,10 +122,11 @@ fn literal(text: &str) -> String {
 /// CREATEROLE user that is not a superuser (RDS's master) gets only ADMIN on a role it
 /// creates, not its privileges: without the membership it could not see the group's
 /// tables (the backup fingerprint and the restore test read them as the master) nor
-/// hand its own tables over. Then every relation in `public` the master still owns (the
-/// tables the pods made when they logged in as the master, before their own users)
-/// becomes the group's, so the pods keep owning their schema (their migrations alter
-/// it). Sequences that belong to a column follow their table.
+/// hand its own tables over. Then every relation, type and routine in `public` the
+/// master still owns (what the pods made when they logged in as the master, before their
+/// own users) becomes the group's, so the pods keep owning their schema (their
+/// migrations alter it). Sequences that belong to a column follow their table; a
+/// multirange type follows its range; what an extension owns stays the extension's.
 fn app_user_statements(user: &str, verifier: &str, database: &str) -> String {
     let group = app_users::GROUP;
     let (g, u, v) = (ident(group), ident(user), literal(verifier));
@@ -151,14 +152,34 @@ fn app_user_statements(user: &str, verifier: &str, database: &str) -> String {
                WHERE n.nspname = 'public' AND c.relowner = \
                  (SELECT oid FROM pg_roles WHERE rolname = current_user) \
                AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') \
-               AND NOT (c.relkind = 'S' AND EXISTS (SELECT FROM pg_depend d \
+               AND NOT EXISTS (SELECT FROM pg_depend d \
                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid \
-                 AND d.deptype IN ('a', 'i'))) \
+                 AND (d.deptype = 'e' OR (c.relkind = 'S' AND d.deptype IN ('a', 'i')))) \
            LOOP \
              EXECUTE format('ALTER %s %s OWNER TO %I', CASE r.relkind \
                WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' \
                WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' \
                ELSE 'TABLE' END, r.rel, {group_name}); \
+           END LOOP; \
+           FOR r IN SELECT t.oid::regtype AS typ FROM pg_type t \
+               JOIN pg_namespace n ON n.oid = t.typnamespace \
+               WHERE n.nspname = 'public' AND t.typowner = \
+                 (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+               AND (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND \
+                 (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')) \
+               AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_type'::regclass \
+                 AND d.objid = t.oid AND d.deptype = 'e') \
+           LOOP \
+             EXECUTE format('ALTER TYPE %s OWNER TO %I', r.typ, {group_name}); \
+           END LOOP; \
+           FOR r IN SELECT p.oid::regprocedure AS fn FROM pg_proc p \
+               JOIN pg_namespace n ON n.oid = p.pronamespace \
+               WHERE n.nspname = 'public' AND p.proowner = \
+                 (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+               AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass \
+                 AND d.objid = p.oid AND d.deptype = 'e') \
+           LOOP \
+             EXECUTE format('ALTER ROUTINE %s OWNER TO %I', r.fn, {group_name}); \
            END LOOP; \
          END $$;",
         group_name = literal(group),

@@ -424,7 +424,10 @@ async fn the_pods_user_is_made_rotated_and_never_the_master() {
     let legacy = format!("legacy_{suffix}");
     master
         .batch_execute(&format!(
-            "CREATE TABLE public.{legacy} (id serial PRIMARY KEY, body text); \
+            "CREATE TYPE public.{legacy}_kind AS ENUM ('a', 'b'); \
+             CREATE TABLE public.{legacy} (id serial PRIMARY KEY, body text, \
+               kind public.{legacy}_kind); \
+             CREATE FUNCTION public.{legacy}_one() RETURNS int LANGUAGE sql AS 'SELECT 1'; \
              INSERT INTO public.{legacy} (body) VALUES ('before')"
         ))
         .await
@@ -475,6 +478,8 @@ async fn the_pods_user_is_made_rotated_and_never_the_master() {
     );
     pods.batch_execute(&format!(
         "ALTER TABLE {legacy} ADD COLUMN note text; \
+         ALTER TYPE {legacy}_kind ADD VALUE 'c'; \
+         CREATE OR REPLACE FUNCTION {legacy}_one() RETURNS int LANGUAGE sql AS 'SELECT 2'; \
          INSERT INTO {legacy} (body) VALUES ('after')"
     ))
     .await
@@ -560,7 +565,10 @@ async fn the_pods_user_is_made_rotated_and_never_the_master() {
     assert!(!err.to_string().contains("taken-over"), "{err}");
     assert!(admin().await.simple_query("SELECT 1").await.is_ok());
 
-    pods.batch_execute(&format!("DROP TABLE {table}; DROP TABLE {legacy}"))
-        .await
-        .unwrap();
+    pods.batch_execute(&format!(
+        "DROP TABLE {table}; DROP TABLE {legacy}; DROP TYPE {legacy}_kind; \
+         DROP FUNCTION {legacy}_one()"
+    ))
+    .await
+    .unwrap();
 }

@@ -24,8 +24,9 @@
 //! pods: `verified: false`, and the users steps go on); current without the CSI driver
 //! (no pod reads a secret) or a Deployment.
 
-use apiary_core::Result;
+use apiary_core::outputs::app_users;
 use apiary_core::step::{Done, StepContext};
+use apiary_core::{Error, Result};
 use serde::Serialize;
 
 use crate::manifests::Context;
@@ -49,26 +50,44 @@ pub struct PodsCredentialsOutput {
     pub detail: String,
 }
 
-/// Each store whose secret the pods read, with that secret's `AWSCURRENT` version, and
-/// whether any of the secrets was ever rotated (has an `AWSPREVIOUS` version).
+/// The secrets the record covers: the pods' own database users' (one per store, the
+/// stores of [`app_users::STORES`]). Not the Redis token's: its rotation is safe on its
+/// own when a run stops (ROTATE keeps the old token valid until SET), and SET writes
+/// the secret again after the restart, so a record of it would never match.
+pub fn recorded_secrets(credentials: &[Credential]) -> Result<Vec<(&'static str, &str)>> {
+    let mut secrets: Vec<(&'static str, &str)> = Vec::new();
+    for credential in credentials {
+        if !app_users::STORES.contains(&credential.store)
+            || secrets.iter().any(|(store, _)| *store == credential.store)
+        {
+            continue;
+        }
+        if credential.secret_arn.is_empty() {
+            return Err(Error::invalid_input(format!(
+                "layers.databases.{}.app_secret_arn is missing: the pods' own user has no \
+                 secret; run provision to make it",
+                credential.store
+            )));
+        }
+        secrets.push((credential.store, &credential.secret_arn));
+    }
+    Ok(secrets)
+}
+
+/// Each recorded store ([`recorded_secrets`]) with its secret's `AWSCURRENT` version, and
+/// whether any of them was ever rotated (has an `AWSPREVIOUS` version).
 pub async fn current(
     deps: &Deps,
     credentials: &[Credential],
 ) -> Result<(Vec<(String, String)>, bool)> {
     let mut versions: Vec<(String, String)> = Vec::new();
     let mut rotated = false;
-    for credential in credentials {
-        if versions.iter().any(|(store, _)| store == credential.store) {
-            continue;
-        }
-        let stages = sync::version_stages(deps, &credential.secret_arn).await?;
+    for (store, arn) in recorded_secrets(credentials)? {
+        let stages = sync::version_stages(deps, arn).await?;
         rotated |= stages
             .iter()
             .any(|(_, stages)| stages.iter().any(|s| s == PREVIOUS));
-        versions.push((
-            credential.store.to_owned(),
-            sync::current_of(&credential.secret_arn, &stages)?,
-        ));
+        versions.push((store.to_owned(), sync::current_of(arn, &stages)?));
     }
     Ok((versions, rotated))
 }
@@ -128,13 +147,19 @@ pub async fn pods_credentials(
             recorded.unwrap_or("none recorded, and a secret was rotated")
         )));
     }
-    let rollout = rollout::status(&client, step.spec.sizing().ingestion_replicas_min).await?;
-    if !rollout.ready {
+    // A rollout not complete, or stuck (an error here): pods of an older template may
+    // still run. Held back rather than failed, so that the run's own restart can still
+    // put them right.
+    let rollout = match rollout::status(&client, step.spec.sizing().ingestion_replicas_min).await {
+        Ok(rollout) if rollout.ready => None,
+        Ok(rollout) => Some(rollout.detail),
+        Err(err) => Some(err.to_string()),
+    };
+    if let Some(why) = rollout {
         return Ok(stale(format!(
             "the ingestion pods' template reads the current credentials but its rollout is not \
-             complete ({}): pods of an older template may still run. This run leaves the users \
-             alone and restarts the pods; the next rotation changes the users",
-            rollout.detail
+             complete ({why}): pods of an older template may still run. This run leaves the \
+             users alone and restarts the pods; the next rotation changes the users"
         )));
     }
     Ok(ready(
@@ -173,6 +198,37 @@ fn stale(detail: String) -> Done<PodsCredentialsOutput> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn credential(store: &'static str, field: &'static str, arn: &str) -> Credential {
+        Credential {
+            env: format!("{store}_{field}").to_uppercase(),
+            store,
+            field,
+            secret_arn: arn.to_owned(),
+        }
+    }
+
+    /// The Redis token's secret is written again by SET after the restart: in the
+    /// record, it would never match and every later rotation would hold the users back.
+    #[test]
+    fn the_record_covers_the_users_secrets_only() {
+        let credentials = [
+            credential("postgres", "username", "arn:pg-app"),
+            credential("postgres", "password", "arn:pg-app"),
+            credential("documentdb", "password", "arn:docdb-app"),
+            credential("redis", "auth_token", "arn:redis-auth"),
+        ];
+        assert_eq!(
+            recorded_secrets(&credentials).unwrap(),
+            [("postgres", "arn:pg-app"), ("documentdb", "arn:docdb-app")]
+        );
+        let err = recorded_secrets(&[credential("postgres", "password", "")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("layers.databases.postgres.app_secret_arn"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn the_record_is_the_same_for_the_same_versions_in_any_order() {
