@@ -24,9 +24,9 @@
 //! pods: `verified: false`, and the users steps go on); current without the CSI driver
 //! (no pod reads a secret) or a Deployment.
 
+use apiary_core::Result;
 use apiary_core::outputs::app_users;
 use apiary_core::step::{Done, StepContext};
-use apiary_core::{Error, Result};
 use serde::Serialize;
 
 use crate::manifests::Context;
@@ -55,19 +55,13 @@ pub struct PodsCredentialsOutput {
 /// own when a run stops (ROTATE keeps the old token valid until SET), and SET writes
 /// the secret again after the restart, so a record of it would never match.
 pub fn recorded_secrets(credentials: &[Credential]) -> Result<Vec<(&'static str, &str)>> {
+    credentials::require_secrets(credentials)?;
     let mut secrets: Vec<(&'static str, &str)> = Vec::new();
     for credential in credentials {
         if !app_users::STORES.contains(&credential.store)
             || secrets.iter().any(|(store, _)| *store == credential.store)
         {
             continue;
-        }
-        if credential.secret_arn.is_empty() {
-            return Err(Error::invalid_input(format!(
-                "layers.databases.{}.app_secret_arn is missing: the pods' own user has no \
-                 secret; run provision to make it",
-                credential.store
-            )));
         }
         secrets.push((credential.store, &credential.secret_arn));
     }

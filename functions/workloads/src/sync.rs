@@ -57,7 +57,9 @@ pub async fn synced(
         Err((verified, detail)) => return Ok(ready(verified, detail)),
     };
     let ctx = Context::new(&step.spec, &step.layers)?;
-    let wanted = current_versions(deps, &credentials::credentials(&ctx)).await?;
+    let credentials = credentials::credentials(&ctx);
+    credentials::require_secrets(&credentials)?;
+    let wanted = current_versions(deps, &credentials).await?;
     let statuses = match pod_statuses(&client).await? {
         Some(statuses) => statuses,
         None => {

@@ -163,15 +163,23 @@ pub fn credentials(ctx: &Context) -> Vec<Credential> {
 /// The SecretProviderClass of the ingestion pods' credentials.
 pub fn provider_class(ctx: &Context) -> Result<Manifest> {
     let credentials = credentials(ctx);
-    if let Some(missing) = credentials.iter().find(|c| c.secret_arn.is_empty()) {
-        return Err(Error::invalid_input(format!(
+    require_secrets(&credentials)?;
+    provider_class_for(ctx, CLASS, NAMESPACE, &credentials)
+}
+
+/// Refuses, named, a credential with no secret: a PostgreSQL or DocumentDB endpoint kept
+/// without its app secret (an output from before it existed). Every step that reads the
+/// pods' secrets asks this before any call, rather than fall back to the master's.
+pub fn require_secrets(credentials: &[Credential]) -> Result<()> {
+    match credentials.iter().find(|c| c.secret_arn.is_empty()) {
+        Some(missing) => Err(Error::invalid_input(format!(
             "layers.databases.{store}.app_secret_arn is missing: the pods log in as their own \
              {store} user, never the master; run provision, whose databases step makes its \
              secret",
             store = missing.store
-        )));
+        ))),
+        None => Ok(()),
     }
-    provider_class_for(ctx, CLASS, NAMESPACE, &credentials)
 }
 
 /// A SecretProviderClass named `class` in `namespace` that mounts `credentials` and
